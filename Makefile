@@ -1,0 +1,48 @@
+# kms-appliance: one entry point for developers and CI.
+# `make demo` and `make test` set themselves up from nothing (see README.md).
+SHELL := /bin/bash
+.DEFAULT_GOAL := help
+PYTHON ?= python3.11
+VENV := .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed
+
+help:
+	@echo "make demo     - run the plugin on a fresh local keyring and show a round trip"
+	@echo "make test     - lint, type-check, proto drift check and the whole test suite"
+	@echo "make check    - lint + types + proto drift only"
+	@echo "make unit | integration - parts of the suite"
+
+$(STAMP): pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q -e '.[dev]'
+	touch $@
+
+venv: $(STAMP)
+
+demo: $(STAMP)
+	$(PY) -m kms_appliance demo
+
+check: $(STAMP)
+	$(VENV)/bin/ruff check kms_appliance tests bench akeyless_emulator
+	$(VENV)/bin/mypy
+	PYTHON=$(PY) scripts/gen-protos.sh --check
+
+unit: $(STAMP)
+	$(PY) -m pytest -q tests/unit
+
+integration: $(STAMP)
+	$(PY) -m pytest -q tests/integration tests/emulator
+
+# The whole suite. Each later stage (binary, packaging, e2e) adds its own
+# target in mk/*.mk and appends it to TEST_STAGES.
+TEST_STAGES := check pytest-core
+pytest-core: $(STAMP)
+	$(PY) -m pytest -q -m "not e2e and not binary and not packaging and not slow" tests
+
+-include mk/*.mk
+
+test: $(TEST_STAGES)
+
+.PHONY: help venv demo check unit integration test pytest-core

@@ -1,0 +1,163 @@
+"""Wires configuration, backend, server, health, audit and metrics together.
+
+Lifecycle in the uvicorn style: ``start()`` brings everything up (socket
+bound before any background thread exists, so the umask trick is safe),
+``run_until_stopped()`` hosts the maintenance loop, ``stop()`` drains. The
+maintenance loop is the only periodic actor: keyring/key refresh, the health
+probe and SIGHUP reloads all happen there, never on the request path.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from typing import Any
+
+from . import backends, version
+from .audit import AuditLog
+from .backends.base import KeyBackend
+from .config import Config
+from .errors import KmsError
+from .health import Health, HealthHttpServer
+from .kms.calls import Calls
+from .kms.v1 import V1Servicer
+from .kms.v2 import StatusWatcher, V2Servicer
+from .metrics import Metrics
+from .peercred import Peer
+from .server import PluginServer
+
+log = logging.getLogger("kms_appliance.app")
+TICK = 0.5
+
+
+class App:
+    """One running plugin."""
+
+    def __init__(self, cfg: Config, metrics: Metrics | None = None) -> None:
+        self.cfg = cfg
+        self.metrics = metrics or Metrics()
+        self.audit = AuditLog(cfg.observability.audit_log)
+        self.backend: KeyBackend = backends.create(cfg, self.metrics)
+        st = self.backend.status()
+        self.health = Health(self.backend, self.metrics, cfg.observability.health_interval)
+        calls = Calls(self.metrics, self.audit, self.backend.name, st.key_name)
+        watcher = StatusWatcher(self._on_status_change)
+        self.server = PluginServer(cfg.server, V2Servicer(self.backend, calls, watcher),
+                                   V1Servicer(self.backend, calls), self._on_refuse,
+                                   self.metrics.connections.set)
+        self.http: HealthHttpServer | None = None
+        self._stop = threading.Event()
+        self._reload = threading.Event()
+        self._key = (st.key_id, st.key_version)
+        self._note_key(st.key_version)
+
+    # ---- lifecycle -------------------------------------------------------------
+
+    def start(self) -> None:
+        self.server.start()
+        listen = self.cfg.observability.http_listen
+        if listen is not None:
+            self.http = HealthHttpServer(listen, self.health, self.metrics)
+            self.http.start()
+        self.health.serving = True
+        self.health.probe()
+        self._event("startup", version=version.__version__, socket=str(self.server.socket_path))
+
+    @property
+    def http_address(self) -> tuple[str, int] | None:
+        if self.http is None:
+            return None
+        host, port = self.http.server_address[:2]
+        return str(host), int(port)
+
+    def run_until_stopped(self) -> None:
+        """Maintenance loop; returns once ``request_stop()`` was called."""
+        due = _Due(self.backend, self.cfg)
+        while not self._stop.wait(TICK):
+            self.health.tick()
+            if self._reload.is_set() or due.refresh():
+                self._reload.clear()
+                self._refresh()
+            if due.probe():
+                self.health.probe()
+
+    def request_stop(self) -> None:
+        self._stop.set()
+
+    def request_reload(self) -> None:
+        """SIGHUP: reopen the audit file and re-read the key state now."""
+        self.audit.reopen()
+        self._reload.set()
+
+    def stop(self) -> None:
+        self.health.serving = False
+        self.server.stop(self.cfg.server.grace_period)
+        if self.http is not None:
+            self.http.stop()
+        self._event("shutdown")
+        self.backend.close()
+        self.audit.close()
+
+    # ---- events ----------------------------------------------------------------
+
+    def _refresh(self) -> None:
+        try:
+            self.backend.refresh()
+        except KmsError as exc:
+            log.warning("key refresh failed, keeping the current key: %s", exc.message)
+            return
+        st = self.backend.status()
+        if (st.key_id, st.key_version) != self._key:
+            old_id, old_version = self._key
+            self._key = (st.key_id, st.key_version)
+            self._note_key(st.key_version)
+            self._event("key_rotation", key_id=st.key_id, key_version=st.key_version,
+                        previous_key_id=old_id, previous_key_version=old_version)
+            log.info("key rotated: now %s (version %s)", st.key_id, st.key_version)
+
+    def _note_key(self, key_version: str) -> None:
+        name = self.backend.name
+        if key_version.isdigit():
+            self.metrics.key_version.labels(name).set(int(key_version))
+        self.metrics.key_changed.labels(name).set(time.time())
+
+    def _on_status_change(self, healthz: str, key_id: str, key_version: str) -> None:
+        self._event("status_change", api="v2", healthz=healthz, key_id=key_id,
+                    key_version=key_version)
+
+    def _on_refuse(self, peer: Peer, reason: str) -> None:
+        self.metrics.peer_refusals.labels(reason).inc()
+        self._event("peer_refused", outcome="refused", reason=reason, peer_pid=peer.pid,
+                    peer_uid=peer.uid, peer_gid=peer.gid)
+        log.warning("refused connection from pid %d uid %d: %s", peer.pid, peer.uid, reason)
+
+    def _event(self, event: str, **fields: Any) -> None:
+        st = self.backend.status()
+        base = {"event": event, "backend": self.backend.name, "key_name": st.key_name,
+                "key_id": st.key_id, "key_version": st.key_version, "outcome": "ok"}
+        self.audit.event(**{**base, **fields})
+
+
+class _Due:
+    """Decides when the maintenance loop refreshes the key and probes health."""
+
+    def __init__(self, backend: KeyBackend, cfg: Config) -> None:
+        self._refresh_every = backend.refresh_interval
+        self._probe_every = cfg.observability.health_interval
+        now = time.monotonic()
+        self._next_refresh = now + self._refresh_every
+        self._next_probe = now + self._probe_every
+
+    def refresh(self) -> bool:
+        return self._take("_next_refresh", self._refresh_every)
+
+    def probe(self) -> bool:
+        return self._take("_next_probe", self._probe_every)
+
+    def _take(self, attr: str, every: float) -> bool:
+        now = time.monotonic()
+        if now < getattr(self, attr):
+            return False
+        setattr(self, attr, now + every)
+        return True

@@ -1,0 +1,87 @@
+"""The JSON audit stream: one object per security-relevant event.
+
+It has its own logger (``kms_appliance.audit``) that does not propagate, so
+operational log settings can never drop, duplicate or reformat it. The schema
+is documented and versioned in docs/audit-log.md; bump ``SCHEMA`` on any
+incompatible change. Only identifiers, versions, outcomes and fingerprints
+are written: never plaintext, DEKs, KEKs, tokens or access keys.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import os
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+from pythonjsonlogger.json import JsonFormatter
+
+SCHEMA = 1
+LOGGER = "kms_appliance.audit"
+
+
+def fingerprint(ciphertext: bytes) -> str:
+    """A short, non-reversible id joining an encrypt to its later decrypts."""
+    return hashlib.sha256(ciphertext).hexdigest()[:16]
+
+
+def utc_ms(epoch: float) -> str:
+    """ISO 8601 UTC with milliseconds, the audit time format."""
+    whole = int(epoch)
+    return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(whole)) + f".{int((epoch - whole) * 1000):03d}Z"
+
+
+class _Formatter(JsonFormatter):
+    """Only the record's own fields: no logger name, level or message noise."""
+
+    def add_fields(self, log_record: dict[str, Any], record: logging.LogRecord,
+                   message_dict: dict[str, Any]) -> None:
+        log_record["ts"] = utc_ms(record.created)
+        log_record["schema"] = SCHEMA
+        log_record.update(record.__dict__["audit"])
+
+
+class AuditLog:
+    """Writes audit events; ``reopen()`` is called on SIGHUP for logrotate."""
+
+    def __init__(self, target: str) -> None:
+        self._target = target
+        self._logger = logging.getLogger(LOGGER)
+        self._logger.propagate = False
+        self._logger.setLevel(logging.INFO)
+        for old in list(self._logger.handlers):
+            self._logger.removeHandler(old)
+            old.close()
+        self._handler = self._make_handler(target)
+        self._handler.setFormatter(_Formatter())
+        self._logger.addHandler(self._handler)
+
+    @staticmethod
+    def _make_handler(target: str) -> logging.Handler:
+        if target == "-":
+            return logging.StreamHandler(sys.stdout)
+        path = Path(target)
+        # Create it 0600 before logging opens it, so a new file is never world-readable.
+        os.close(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_NOFOLLOW, 0o600))
+        return logging.FileHandler(path, encoding="utf-8")
+
+    def event(self, **fields: Any) -> None:
+        """Write one event; ``fields`` must hold only non-secret values."""
+        self._logger.info("", extra={"audit": fields})
+
+    def reopen(self) -> None:
+        """Close the file so the next event reopens it (after logrotate moved it)."""
+        if isinstance(self._handler, logging.FileHandler):
+            self._handler.acquire()
+            try:
+                self._handler.close()
+                self._make_handler(self._target).close()
+            finally:
+                self._handler.release()
+
+    def close(self) -> None:
+        self._logger.removeHandler(self._handler)
+        self._handler.close()

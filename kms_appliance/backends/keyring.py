@@ -1,0 +1,162 @@
+"""The local keyring file: versioned AES-256 KEKs for dev, demos and air-gapped rigs.
+
+The file is JSON so an operator can inspect its structure (``keyring list``
+prints everything but the key bytes). It is only ever replaced atomically
+(write to a 0600 temp file, fsync, rename, fsync the directory), so a crash
+during rotation leaves either the old or the new keyring, never a torn one.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import json
+import os
+import secrets
+import stat
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from ..errors import StartupError
+
+FORMAT = "kms-appliance-keyring/1"
+KEY_BYTES = 32
+
+
+@dataclass(frozen=True, slots=True)
+class KeyringEntry:
+    """One KEK version. ``material`` never leaves this module except into AESGCM."""
+
+    version: int
+    created: str
+    material: bytes
+
+    def describe(self) -> dict[str, object]:
+        """Everything about the entry except the key bytes."""
+        return {"version": self.version, "created": self.created}
+
+
+@dataclass(frozen=True, slots=True)
+class Keyring:
+    """A parsed keyring: an id that makes key_ids unique, and its versions."""
+
+    keyring_id: str
+    entries: tuple[KeyringEntry, ...]
+
+    @property
+    def current(self) -> KeyringEntry:
+        return max(self.entries, key=lambda e: e.version)
+
+    def key_id(self, version: int) -> str:
+        """The KMS key_id for a version: no secret, never reused across rotations."""
+        return f"local/{self.keyring_id}/v{version}"
+
+
+def _now() -> str:
+    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
+
+
+def _new_entry(version: int) -> KeyringEntry:
+    return KeyringEntry(version, _now(), secrets.token_bytes(KEY_BYTES))
+
+
+def check_file_safety(path: Path) -> os.stat_result:
+    """Refuse a keyring others could read or that another user owns."""
+    try:
+        st = path.lstat()
+    except FileNotFoundError:
+        raise StartupError(f"keyring {path} does not exist (create it: kms-appliance keyring init {path})") from None
+    if stat.S_ISLNK(st.st_mode) or not stat.S_ISREG(st.st_mode):
+        raise StartupError(f"keyring {path} is not a regular file")
+    if st.st_mode & 0o077:
+        raise StartupError(f"keyring {path} has mode {stat.S_IMODE(st.st_mode):04o}; it must be 0600 or stricter")
+    if st.st_uid != os.geteuid():
+        raise StartupError(f"keyring {path} is owned by uid {st.st_uid}, not by this process (uid {os.geteuid()})")
+    return st
+
+
+def _parse_entry(raw: Any) -> KeyringEntry:
+    if not isinstance(raw, dict):
+        raise StartupError("keyring entry is not an object")
+    version, created, key = raw.get("version"), raw.get("created", ""), raw.get("key")
+    if not isinstance(version, int) or isinstance(version, bool) or not 1 <= version < 2**31:
+        raise StartupError("keyring entry has an invalid version")
+    if not isinstance(key, str) or not isinstance(created, str):
+        raise StartupError(f"keyring entry v{version} is malformed")
+    try:
+        material = base64.b64decode(key, validate=True)
+    except (binascii.Error, ValueError):
+        raise StartupError(f"keyring entry v{version} key is not valid base64") from None
+    if len(material) != KEY_BYTES:
+        raise StartupError(f"keyring entry v{version} key is not {KEY_BYTES} bytes")
+    return KeyringEntry(version, created, material)
+
+
+def parse(data: bytes) -> Keyring:
+    """Parse and validate keyring bytes; errors never quote key material."""
+    try:
+        doc = json.loads(data)
+    except (ValueError, UnicodeDecodeError):
+        raise StartupError("keyring is not valid JSON") from None
+    if not isinstance(doc, dict) or doc.get("format") != FORMAT:
+        raise StartupError(f"keyring format is not {FORMAT}")
+    keyring_id, raw_entries = doc.get("keyring_id"), doc.get("keys")
+    if not isinstance(keyring_id, str) or not keyring_id.isalnum() or not 8 <= len(keyring_id) <= 64:
+        raise StartupError("keyring_id is missing or invalid")
+    if not isinstance(raw_entries, list) or not raw_entries:
+        raise StartupError("keyring holds no keys")
+    entries = tuple(_parse_entry(e) for e in raw_entries)
+    if len({e.version for e in entries}) != len(entries):
+        raise StartupError("keyring has duplicate versions")
+    return Keyring(keyring_id, entries)
+
+
+def load(path: Path) -> Keyring:
+    """Load a keyring after checking its ownership and mode."""
+    check_file_safety(path)
+    return parse(path.read_bytes())
+
+
+def _serialise(ring: Keyring) -> bytes:
+    keys = [
+        {**e.describe(), "key": base64.b64encode(e.material).decode()}
+        for e in sorted(ring.entries, key=lambda e: e.version)
+    ]
+    doc = {"format": FORMAT, "keyring_id": ring.keyring_id, "keys": keys}
+    return json.dumps(doc, indent=2).encode() + b"\n"
+
+
+def _write_atomic(path: Path, data: bytes) -> None:
+    tmp = path.with_name(f".{path.name}.{secrets.token_hex(4)}.tmp")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600)
+    try:
+        os.write(fd, data)
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+    os.replace(tmp, path)
+    dfd = os.open(path.parent, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        os.fsync(dfd)
+    finally:
+        os.close(dfd)
+
+
+def init(path: Path) -> Keyring:
+    """Create a new keyring with one key; refuses to overwrite an existing file."""
+    if path.exists() or path.is_symlink():
+        raise StartupError(f"{path} already exists; refusing to overwrite a keyring")
+    path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+    ring = Keyring(secrets.token_hex(8), (_new_entry(1),))
+    _write_atomic(path, _serialise(ring))
+    return ring
+
+
+def rotate(path: Path) -> Keyring:
+    """Add a new current version; every older version stays for decryption."""
+    ring = load(path)
+    rotated = Keyring(ring.keyring_id, (*ring.entries, _new_entry(ring.current.version + 1)))
+    _write_atomic(path, _serialise(rotated))
+    return rotated

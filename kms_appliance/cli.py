@@ -1,0 +1,180 @@
+"""Command line: serve, version, keyring, encryption-config, check, demo.
+
+``main`` stays a thin shell around subcommand functions that return an exit
+status: 0 success, 1 runtime failure (e.g. refused to start), 2 bad
+configuration or usage.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import signal
+import sys
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from types import FrameType
+from typing import Any
+
+from . import config, logs, manifests, version
+from .errors import ConfigError, KmsError, StartupError
+
+log = logging.getLogger("kms_appliance.cli")
+
+# flag -> dotted setting; every flag is optional and only overrides when given.
+CONFIG_FLAGS: dict[str, tuple[str, str]] = {
+    "--socket": ("server.socket", "UNIX socket path"),
+    "--socket-group": ("server.socket_group", "group allowed on the socket (mode 0660)"),
+    "--allowed-uids": ("server.allowed_uids", "comma-separated peer uids allowed to connect"),
+    "--backend": ("server.backend", "local or akeyless"),
+    "--provider-name": ("server.provider_name", "KMS provider name"),
+    "--grace-period": ("server.grace_period", "shutdown grace period, e.g. 10s"),
+    "--keyring": ("local.keyring", "local keyring file"),
+    "--http-listen": ("observability.http_listen", "HOST:PORT for metrics/health; empty disables"),
+    "--audit-log": ("observability.audit_log", "audit log file, or - for stdout"),
+    "--log-level": ("observability.log_level", "debug, info, warning or error"),
+    "--log-format": ("observability.log_format", "text or json"),
+    "--akeyless-url": ("akeyless.url", "Akeyless API or Gateway URL"),
+    "--key-name": ("akeyless.key_name", "Akeyless AES key name"),
+    "--access-id": ("akeyless.access_id", "Akeyless access id"),
+    "--access-type": ("akeyless.access_type", "Akeyless auth method (empty: detect)"),
+}
+
+
+def _add_config_flags(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--config", type=Path, help="TOML config file "
+                   f"(default {config.DEFAULT_CONFIG_FILE}, or $KMS_APPLIANCE_CONFIG)")
+    for flag, (key, text) in CONFIG_FLAGS.items():
+        p.add_argument(flag, dest=key, default=None, help=text)
+
+
+def load_config(args: argparse.Namespace) -> config.Config:
+    flags = {key: getattr(args, key) for key, _ in CONFIG_FLAGS.values()}
+    return config.load(flags=flags, config_file=args.config)
+
+
+def _parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="kms-appliance", description=__doc__)
+    sub = p.add_subparsers(dest="command", required=True)
+    _add_config_flags(sub.add_parser("serve", help="serve KMS v2 and v1beta1 on the socket"))
+    v = sub.add_parser("version", help="print build information")
+    v.add_argument("--json", action="store_true")
+    k = sub.add_parser("keyring", help="manage a local keyring file")
+    k.add_argument("action", choices=("init", "rotate", "list"))
+    k.add_argument("path", type=Path)
+    e = sub.add_parser("encryption-config", help="print an EncryptionConfiguration")
+    _add_config_flags(e)
+    e.add_argument("--kms-api", choices=("v1", "v2"), default="v2")
+    e.add_argument("--timeout", default="3s")
+    c = sub.add_parser("check", help="preflight checks before pointing kube-apiserver here")
+    _add_config_flags(c)
+    c.add_argument("--json", action="store_true")
+    d = sub.add_parser("demo", help="serve on a fresh local keyring and show a round trip")
+    d.add_argument("--dir", type=Path, default=None, help="working directory (default: new temp dir)")
+    d.add_argument("--http-listen", default="127.0.0.1:8787")
+    d.add_argument("--once", action="store_true", help="exit after the round trip")
+    return p
+
+
+def cmd_serve(args: argparse.Namespace) -> int:
+    cfg = load_config(args)
+    logs.setup(cfg.observability.log_level, cfg.observability.log_format)
+    from .app import App  # noqa: PLC0415 - keep grpc off the start-up of light commands
+
+    app = App(cfg)
+    app.start()
+    with _signals(app.request_stop, app.request_reload):
+        app.run_until_stopped()
+    app.stop()
+    return 0
+
+
+class _signals:  # noqa: N801 - used as a context manager
+    """SIGTERM/SIGINT stop gracefully (a second SIGINT forces exit); SIGHUP reloads."""
+
+    def __init__(self, stop: Callable[[], None], reload: Callable[[], None]) -> None:
+        self._stop, self._reload = stop, reload
+        self._old: dict[int, Any] = {}
+        self._stopping = False
+
+    def __enter__(self) -> None:
+        for sig, fn in ((signal.SIGTERM, self._on_stop), (signal.SIGINT, self._on_stop),
+                        (signal.SIGHUP, self._on_hup)):
+            self._old[sig] = signal.signal(sig, fn)
+
+    def __exit__(self, *exc: object) -> None:
+        for sig, old in self._old.items():
+            signal.signal(sig, old)
+
+    def _on_stop(self, signum: int, frame: FrameType | None) -> None:
+        if self._stopping and signum == signal.SIGINT:
+            os._exit(130)
+        self._stopping = True
+        log.info("signal %s: stopping", signal.Signals(signum).name)
+        self._stop()
+
+    def _on_hup(self, signum: int, frame: FrameType | None) -> None:
+        self._reload()
+
+
+def cmd_version(args: argparse.Namespace) -> int:
+    info = version.full_info()
+    if args.json:
+        print(json.dumps(info, indent=2, sort_keys=True))
+    else:
+        print(f"kms-appliance {info['version']} (commit {info['commit']}, python {info['python']})")
+    return 0
+
+
+def cmd_keyring(args: argparse.Namespace) -> int:
+    from .backends import keyring  # noqa: PLC0415
+
+    actions = {"init": keyring.init, "rotate": keyring.rotate, "list": keyring.load}
+    ring = actions[args.action](args.path)
+    current = ring.current.version
+    for entry in sorted(ring.entries, key=lambda e: e.version):
+        mark = "*" if entry.version == current else " "
+        print(f"{mark} v{entry.version}  {ring.key_id(entry.version)}  created {entry.created}")
+    return 0
+
+
+def cmd_encryption_config(args: argparse.Namespace) -> int:
+    cfg = load_config(args)
+    sys.stdout.write(manifests.encryption_config(cfg, args.kms_api, args.timeout))
+    return 0
+
+
+def cmd_check(args: argparse.Namespace) -> int:
+    cfg = load_config(args)
+    from . import preflight  # noqa: PLC0415
+
+    return preflight.run(cfg, args.json, sys.stdout)
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    from . import demo  # noqa: PLC0415
+
+    return demo.run(args.dir, args.http_listen, args.once)
+
+
+COMMANDS: dict[str, Callable[[argparse.Namespace], int]] = {
+    "serve": cmd_serve, "version": cmd_version, "keyring": cmd_keyring,
+    "encryption-config": cmd_encryption_config, "check": cmd_check, "demo": cmd_demo,
+}
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    try:
+        return COMMANDS[args.command](args)
+    except ConfigError as exc:
+        print(f"kms-appliance: configuration error: {exc.message}", file=sys.stderr)
+        return 2
+    except StartupError as exc:
+        print(f"kms-appliance: refusing to start: {exc.message}", file=sys.stderr)
+        return 1
+    except KmsError as exc:
+        print(f"kms-appliance: {exc.message}", file=sys.stderr)
+        return 1

@@ -1,0 +1,370 @@
+"""One validated, immutable configuration, loaded once.
+
+Sources, highest precedence first: command-line flags, environment
+variables, the TOML file (``/etc/kms-appliance/config.toml`` or ``--config``),
+built-in defaults. Each setting is declared once, as a dataclass field whose
+metadata names its parser and environment variables, so the loader, the
+docs (docs/configuration.md) and the error messages cannot drift apart.
+Every error is a :class:`ConfigError` naming the setting and what is allowed.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import re
+import tomllib
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from .errors import ConfigError
+
+DEFAULT_CONFIG_FILE = Path("/etc/kms-appliance/config.toml")
+ENV_PREFIX = "KMS_APPLIANCE_"
+Parser = Callable[[str, Any], Any]
+
+
+# ---- parsers: (dotted key, raw value) -> typed value, or ConfigError ----------
+
+
+def p_str(key: str, raw: Any) -> str:
+    if not isinstance(raw, str):
+        raise ConfigError(key, "must be a string")
+    return raw
+
+
+def p_opt_str(key: str, raw: Any) -> str | None:
+    value = p_str(key, raw).strip()
+    return value or None
+
+
+def p_bool(key: str, raw: Any) -> bool:
+    if isinstance(raw, bool):
+        return raw
+    text = str(raw).strip().lower()
+    if text in {"1", "true", "yes", "on"}:
+        return True
+    if text in {"0", "false", "no", "off"}:
+        return False
+    raise ConfigError(key, f"must be a boolean (true/false), got {raw!r}")
+
+
+def int_range(lo: int, hi: int) -> Parser:
+    def parse(key: str, raw: Any) -> int:
+        try:
+            value = raw if isinstance(raw, int) and not isinstance(raw, bool) else int(str(raw), 10)
+        except ValueError:
+            raise ConfigError(key, f"must be an integer between {lo} and {hi}") from None
+        if not lo <= value <= hi:
+            raise ConfigError(key, f"must be between {lo} and {hi}, got {value}")
+        return value
+
+    return parse
+
+
+_DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h)?\s*$")
+_UNIT = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, None: 1.0}
+
+
+def duration(lo: float, hi: float) -> Parser:
+    """Seconds, as a number or a string like ``500ms``, ``3s``, ``5m``, ``1h``."""
+
+    def parse(key: str, raw: Any) -> float:
+        match = _DURATION.match(str(raw)) if not isinstance(raw, bool) else None
+        if match is None:
+            raise ConfigError(key, f"must be a duration such as 3s, 500ms or 5m, got {raw!r}")
+        value = float(match.group(1)) * _UNIT[match.group(2)]
+        if not lo <= value <= hi:
+            raise ConfigError(key, f"must be between {lo:g}s and {hi:g}s, got {value:g}s")
+        return value
+
+    return parse
+
+
+def choice(*allowed: str) -> Parser:
+    def parse(key: str, raw: Any) -> str:
+        value = p_str(key, raw).strip().lower()
+        if value not in allowed:
+            raise ConfigError(key, f"must be one of {', '.join(allowed)}, got {raw!r}")
+        return value
+
+    return parse
+
+
+def p_listen(key: str, raw: Any) -> tuple[str, int] | None:
+    """``HOST:PORT`` for the HTTP endpoint; empty disables it."""
+    text = p_str(key, raw).strip()
+    if not text:
+        return None
+    host, sep, port = text.rpartition(":")
+    host = host.strip("[]")
+    if not sep or not host or not port.isdigit() or not 0 <= int(port) <= 65535:
+        raise ConfigError(key, f"must be HOST:PORT (empty disables), got {raw!r}")
+    return host, int(port)
+
+
+def p_uids(key: str, raw: Any) -> tuple[int, ...]:
+    items = raw if isinstance(raw, list) else [s for s in re.split(r"[,\s]+", str(raw)) if s]
+    check = int_range(0, 2**32 - 2)
+    return tuple(sorted({check(key, item) for item in items}))
+
+
+def p_path(key: str, raw: Any) -> Path:
+    text = p_str(key, raw).strip()
+    if not text or "\0" in text:
+        raise ConfigError(key, "must be a non-empty path")
+    return Path(text)
+
+
+def p_socket(key: str, raw: Any) -> Path:
+    """A socket path; the ``unix://`` form of the EncryptionConfiguration is accepted."""
+    text = p_str(key, raw).strip().removeprefix("unix://")
+    path = p_path(key, text)
+    if not path.is_absolute():
+        raise ConfigError(key, "must be an absolute path")
+    if len(os.fsencode(text)) > 107:
+        raise ConfigError(key, "is longer than the 107 bytes a UNIX socket path may have")
+    return path
+
+
+def p_opt_path(key: str, raw: Any) -> Path | None:
+    return p_path(key, raw) if str(raw).strip() else None
+
+
+def p_provider(key: str, raw: Any) -> str:
+    value = p_str(key, raw).strip()
+    if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9._-]{0,62}", value):
+        raise ConfigError(key, "must be 1-63 characters of letters, digits, '.', '_', '-' (no ':')")
+    return value
+
+
+def p_key_name(key: str, raw: Any) -> str:
+    value = p_str(key, raw).strip()
+    if value and not value.startswith("/"):
+        value = "/" + value
+    return value
+
+
+def setting(default: Any, parse: Parser, *env: str, doc: str = "") -> Any:
+    """Declare a setting: its default, parser, extra env names and one-line doc."""
+    return field(default=default, metadata={"parse": parse, "env": env, "doc": doc})
+
+
+# ---- the sections ---------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class ServerSettings:
+    socket: Path = setting(Path("/run/kms-appliance/kms.sock"), p_socket, "AKEYLESS_UNIX_SOCKET",
+                           doc="UNIX socket kube-apiserver dials (unix:// prefix allowed)")
+    socket_group: str | None = setting(None, p_opt_str,
+                                       doc="group given rw on the socket (mode 0660); unset means 0600")
+    allowed_uids: tuple[int, ...] = setting((), p_uids,
+                                            doc="if set, only these peer uids may connect (SO_PEERCRED)")
+    provider_name: str = setting("kms-appliance", p_provider,
+                                 doc="name in the EncryptionConfiguration and etcd prefix")
+    backend: str = setting("", choice("local", "akeyless"),
+                           doc="local or akeyless; empty picks akeyless if it is configured, "
+                               "else local with a warning")
+    grace_period: float = setting(10.0, duration(0, 300), doc="time in-flight calls get at shutdown")
+    max_concurrent_rpcs: int = setting(256, int_range(1, 100_000),
+                                       doc="calls beyond this are refused with RESOURCE_EXHAUSTED")
+    max_connections: int = setting(128, int_range(1, 10_000),
+                                   doc="connection limit of the peer-uid accept path")
+    max_message_bytes: int = setting(65_536, int_range(4_096, 4_194_304),
+                                     doc="largest gRPC message accepted")
+    workers: int = setting(32, int_range(1, 1_024), doc="gRPC worker threads")
+    call_timeout: float = setting(3.0, duration(0.1, 60),
+                                  doc="budget of one backend call (fits the apiserver's timeout)")
+
+
+@dataclass(frozen=True, slots=True)
+class LocalSettings:
+    keyring: Path = setting(Path("/var/lib/kms-appliance/keyring.json"), p_path,
+                            doc="keyring file of the local backend (0600, owned by the plugin's user)")
+    reload_interval: float = setting(5.0, duration(0.1, 3600),
+                                     doc="how often the keyring file is checked for a rotation")
+
+
+@dataclass(frozen=True, slots=True)
+class ObservabilitySettings:
+    http_listen: tuple[str, int] | None = setting(("127.0.0.1", 8787), p_listen,
+                                                  doc="HOST:PORT of /metrics, /livez, /readyz, "
+                                                      "/healthz; empty disables")
+    audit_log: str = setting("-", p_str, doc="audit log file, or - for stdout")
+    log_level: str = setting("info", choice("debug", "info", "warning", "error"),
+                             doc="operational log level (stderr)")
+    log_format: str = setting("text", choice("text", "json"), doc="operational log format")
+    health_interval: float = setting(30.0, duration(1, 3600),
+                                     doc="interval of the background wrap/unwrap health probe")
+
+
+@dataclass(frozen=True, slots=True)
+class CacheSettings:
+    enabled: bool = setting(True, p_bool, doc="keep unwrapped DEKs in memory (never persisted)")
+    size: int = setting(100_000, int_range(1, 10_000_000), doc="maximum cached DEKs")
+    ttl: float = setting(3600.0, duration(1, 7 * 86400), doc="lifetime of a cached DEK")
+
+
+@dataclass(frozen=True, slots=True)
+class AkeylessSettings:
+    url: str = setting("https://api.akeyless.io", p_str, "AKEYLESS_URL",
+                       doc="Akeyless API or Gateway URL (e.g. https://gw:8000/api/v2)")
+    key_name: str = setting("", p_key_name, "AKEYLESS_KEY_ENCRYPTION_KEY",
+                            doc="name of the AES key (the KEK) in Akeyless")
+    access_id: str = setting("", p_str, "AKEYLESS_ACCESS_ID", doc="Akeyless access id")
+    access_type: str = setting("", choice("", "access_key", "universal_identity", "aws_iam",
+                                          "azure_ad", "gcp", "k8s", "cert"),
+                               doc="auth method; empty detects it")
+    access_key: str = setting("", p_str, "AKEYLESS_ACCESS_KEY", doc="access key (secret)")
+    access_key_file: Path | None = setting(None, p_opt_path, doc="file holding the access key")
+    uid_token: str = setting("", p_str, "AKEYLESS_UID_INIT_TOKEN",
+                             doc="initial Universal Identity token (secret)")
+    uid_token_file: Path | None = setting(None, p_opt_path,
+                                          doc="Universal Identity token file, rewritten on rotation")
+    uid_rotate_interval: float = setting(900.0, duration(10, 86400),
+                                         doc="how often the UID token is rotated")
+    azure_object_id: str = setting("", p_str, "AKEYLESS_AZURE_OBJECT_ID",
+                                   doc="Azure managed identity object id")
+    gcp_audience: str = setting("akeyless.io", p_str, "AKEYLESS_GCP_AUDIENCE",
+                                doc="audience of the GCP identity token")
+    k8s_auth_config_name: str = setting("", p_str, doc="Akeyless k8s auth config name")
+    k8s_token_file: Path = setting(Path("/var/run/secrets/kubernetes.io/serviceaccount/token"),
+                                   p_path, doc="service-account token file for k8s auth")
+    cert_file: Path | None = setting(None, p_opt_path, doc="client certificate (cert auth / mTLS)")
+    key_file: Path | None = setting(None, p_opt_path, doc="client certificate key")
+    ca_file: Path | None = setting(None, p_opt_path, doc="CA bundle for a Gateway's TLS")
+    proxy: str = setting("", p_str, doc="HTTP(S) proxy URL for reaching Akeyless")
+    refresh_interval: float = setting(30.0, duration(1, 60),
+                                      doc="how often last_version is re-read (rotation pickup)")
+    timeout: float = setting(3.0, duration(0.5, 60), doc="per-request timeout to Akeyless")
+
+
+SECTIONS: dict[str, type] = {
+    "server": ServerSettings,
+    "local": LocalSettings,
+    "observability": ObservabilitySettings,
+    "cache": CacheSettings,
+    "akeyless": AkeylessSettings,
+}
+
+
+@dataclass(frozen=True, slots=True)
+class Config:
+    """The whole configuration; built only by :func:`load`."""
+
+    server: ServerSettings = field(default_factory=ServerSettings)
+    local: LocalSettings = field(default_factory=LocalSettings)
+    observability: ObservabilitySettings = field(default_factory=ObservabilitySettings)
+    cache: CacheSettings = field(default_factory=CacheSettings)
+    akeyless: AkeylessSettings = field(default_factory=AkeylessSettings)
+    source: str = "defaults"
+    backend_explicit: bool = False
+
+
+def env_names(section: str, name: str, meta: Mapping[str, Any]) -> tuple[str, ...]:
+    """Our own variable first (it wins), then drop-in aliases."""
+    return (f"{ENV_PREFIX}{section.upper()}_{name.upper()}", *meta["env"])
+
+
+def _read_file(path: Path, required: bool) -> dict[str, Any]:
+    try:
+        with path.open("rb") as fh:
+            doc = tomllib.load(fh)
+    except FileNotFoundError:
+        if required:
+            raise ConfigError("config", f"file {path} does not exist") from None
+        return {}
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError("config", f"{path} is not valid TOML: {exc}") from None
+    except OSError as exc:
+        raise ConfigError("config", f"cannot read {path}: {exc.strerror}") from None
+    for section, body in doc.items():
+        if section not in SECTIONS or not isinstance(body, dict):
+            raise ConfigError(section, f"unknown section; allowed: {', '.join(SECTIONS)}")
+    return doc
+
+
+def _section_values(section: str, cls: type, file_doc: Mapping[str, Any],
+                    env: Mapping[str, str], flags: Mapping[str, Any]) -> tuple[Any, set[str]]:
+    body = file_doc.get(section, {})
+    names = {f.name for f in dataclasses.fields(cls)}
+    for unknown in sorted(set(body) - names):
+        raise ConfigError(f"{section}.{unknown}", f"unknown setting; allowed: {', '.join(sorted(names))}")
+    values: dict[str, Any] = {}
+    given: set[str] = set()
+    for f in dataclasses.fields(cls):
+        key = f"{section}.{f.name}"
+        raw = _pick(key, f, section, body, env, flags)
+        if raw is _UNSET:
+            continue
+        values[f.name] = f.metadata["parse"](key, raw)
+        given.add(key)
+    return cls(**values), given
+
+
+_UNSET = object()
+
+
+def _pick(key: str, f: dataclasses.Field[Any], section: str, body: Mapping[str, Any],
+          env: Mapping[str, str], flags: Mapping[str, Any]) -> Any:
+    if flags.get(key) is not None:
+        return flags[key]
+    for name in env_names(section, f.name, f.metadata):
+        if name in env:
+            return env[name]
+    return body.get(f.name, _UNSET)
+
+
+def load(flags: Mapping[str, Any] | None = None, env: Mapping[str, str] | None = None,
+         config_file: Path | None = None) -> Config:
+    """Merge flags over environment over file over defaults, and validate."""
+    flags = flags or {}
+    env = os.environ if env is None else env
+    path = config_file or Path(env.get(f"{ENV_PREFIX}CONFIG", DEFAULT_CONFIG_FILE))
+    required = config_file is not None or f"{ENV_PREFIX}CONFIG" in env
+    file_doc = _read_file(path, required)
+    sections: dict[str, Any] = {}
+    given: set[str] = set()
+    for name, cls in SECTIONS.items():
+        sections[name], section_given = _section_values(name, cls, file_doc, env, flags)
+        given |= section_given
+    source = str(path) if file_doc else "defaults"
+    cfg = Config(**sections, source=source, backend_explicit="server.backend" in given)
+    return _finish(cfg, given)
+
+
+def _finish(cfg: Config, given: set[str]) -> Config:
+    """Cross-field rules: pick the backend, require what it needs."""
+    backend = cfg.server.backend
+    if not backend:
+        akeyless_given = any(k.startswith("akeyless.") for k in given)
+        backend = "akeyless" if akeyless_given else "local"
+        cfg = dataclasses.replace(cfg, server=dataclasses.replace(cfg.server, backend=backend))
+    if backend == "akeyless":
+        if not cfg.akeyless.access_id:
+            raise ConfigError("akeyless.access_id", "is required with the akeyless backend")
+        if not cfg.akeyless.key_name:
+            raise ConfigError("akeyless.key_name", "is required with the akeyless backend")
+    return cfg
+
+
+def describe() -> list[tuple[str, str, str, str]]:
+    """(key, default, env variables, doc) for every setting, for docs and `--help`."""
+    rows = []
+    for section, cls in SECTIONS.items():
+        for f in dataclasses.fields(cls):
+            default = f.default if f.default is not dataclasses.MISSING else ""
+            envs = ", ".join(env_names(section, f.name, f.metadata))
+            rows.append((f"{section}.{f.name}", _show(default), envs, f.metadata["doc"]))
+    return rows
+
+
+def _show(value: Any) -> str:
+    if isinstance(value, tuple) and len(value) == 2 and isinstance(value[1], int):
+        return f"{value[0]}:{value[1]}"
+    if isinstance(value, tuple):
+        return ",".join(map(str, value))
+    return "" if value is None else str(value)

@@ -1,0 +1,104 @@
+"""Typed errors of the appliance.
+
+Every failure a caller can see is one of these classes. Messages are written
+for operators and are safe to return over gRPC and to log: they never carry
+plaintext, key material, tokens or the raw text of an SDK exception (whose
+``str()`` holds HTTP headers and bodies). The gRPC status code for each class
+is decided in one place, :func:`kms_appliance.kms.calls.grpc_code`, and the
+``outcome`` string is the bounded label used by metrics, audit and health.
+"""
+
+from __future__ import annotations
+
+
+class KmsError(Exception):
+    """Base of every error the appliance raises on purpose."""
+
+    outcome = "internal"
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message)
+        self.message = message
+
+
+class ConfigError(KmsError, ValueError):
+    """A setting is missing or invalid; names the setting and what is allowed."""
+
+    outcome = "config"
+
+    def __init__(self, key: str, problem: str) -> None:
+        super().__init__(f"{key}: {problem}")
+        self.key = key
+
+
+class StartupError(KmsError, RuntimeError):
+    """The plugin cannot start safely (socket, keyring, backend preconditions)."""
+
+    outcome = "startup"
+
+
+class InvalidRequest(KmsError, ValueError):
+    """The caller sent something the contract does not allow (size, empty, version)."""
+
+    outcome = "invalid"
+
+
+class CiphertextError(KmsError, ValueError):
+    """A ciphertext is tampered, truncated, foreign or for another key.
+
+    Deliberately detail-free, like cryptography's ``InvalidTag``: telling an
+    attacker *why* a forged ciphertext failed would help them forge the next.
+    """
+
+    outcome = "corrupt"
+
+
+class KeyUnavailable(KmsError):
+    """The key or the key version the data needs is missing, disabled or deleted."""
+
+    outcome = "user"
+
+
+class AccessDenied(KmsError, PermissionError):
+    """The backend refused our credentials or the operation (user-induced)."""
+
+    outcome = "user"
+
+
+class Throttled(KmsError):
+    """The backend rate-limited us; retry later. Never a liveness failure."""
+
+    outcome = "throttled"
+
+
+class BackendUnavailable(KmsError, ConnectionError):
+    """The backend could not be reached or answered 5xx, or a timeout hit."""
+
+    outcome = "unavailable"
+
+
+class Overloaded(KmsError):
+    """More calls are in flight than the configured limit; refused, not queued."""
+
+    outcome = "overload"
+
+
+class BackendCorruption(KmsError):
+    """The backend answered something impossible (malformed body, wrong length)."""
+
+    outcome = "corrupt"
+
+
+__all__ = [
+    "AccessDenied",
+    "BackendCorruption",
+    "BackendUnavailable",
+    "CiphertextError",
+    "ConfigError",
+    "InvalidRequest",
+    "KeyUnavailable",
+    "KmsError",
+    "Overloaded",
+    "StartupError",
+    "Throttled",
+]

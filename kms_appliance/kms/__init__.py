@@ -1,0 +1,1 @@
+"""The gRPC surface: generated protos and the thin v2 / v1beta1 servicers."""

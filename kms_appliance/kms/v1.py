@@ -1,0 +1,51 @@
+"""KMS v1beta1 servicer, for clusters that still run KMS v1.
+
+v1 has no key_id on the wire: the ciphertext alone says which key version
+it needs (our envelope header carries it), so rotation works the same way.
+"""
+
+from __future__ import annotations
+
+import grpc
+
+from .. import version
+from ..audit import fingerprint
+from ..backends.base import KeyBackend
+from . import v1beta1_pb2 as pb
+from . import v1beta1_pb2_grpc as pb_grpc
+from . import validate
+from .calls import Calls, Record
+
+
+class V1Servicer(pb_grpc.KeyManagementServiceServicer):
+    """Version, Encrypt and Decrypt of KMS v1beta1."""
+
+    def __init__(self, backend: KeyBackend, calls: Calls) -> None:
+        self._backend = backend
+        self._calls = calls
+
+    def Version(self, request: pb.VersionRequest, context: grpc.ServicerContext) -> pb.VersionResponse:  # noqa: N802
+        return pb.VersionResponse(version="v1beta1", runtime_name="kms-appliance",
+                                  runtime_version=version.__version__)
+
+    def Encrypt(self, request: pb.EncryptRequest, context: grpc.ServicerContext) -> pb.EncryptResponse:  # noqa: N802
+        def work(rec: Record) -> pb.EncryptResponse:
+            validate.v1_version(request.version)
+            validate.sized("plain", request.plain, validate.MAX_V1_PLAINTEXT)
+            wrapped = self._backend.wrap(request.plain)
+            rec.key_id, rec.key_version = wrapped.key_id, wrapped.key_version
+            rec.fingerprint = fingerprint(wrapped.ciphertext)
+            return pb.EncryptResponse(cipher=wrapped.ciphertext)
+
+        return self._calls.run(context, "v1beta1", "encrypt", "", work, pb.EncryptResponse)
+
+    def Decrypt(self, request: pb.DecryptRequest, context: grpc.ServicerContext) -> pb.DecryptResponse:  # noqa: N802
+        def work(rec: Record) -> pb.DecryptResponse:
+            validate.v1_version(request.version)
+            validate.sized("cipher", request.cipher, validate.MAX_V1_CIPHERTEXT)
+            rec.fingerprint = fingerprint(request.cipher)
+            out = self._backend.unwrap(request.cipher, None, {})
+            rec.key_id, rec.key_version, rec.cached = out.key_id, out.key_version, out.cached
+            return pb.DecryptResponse(plain=out.plaintext)
+
+        return self._calls.run(context, "v1beta1", "decrypt", "", work, pb.DecryptResponse)

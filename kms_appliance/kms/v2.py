@@ -1,0 +1,80 @@
+"""KMS v2 servicer: translate protobuf <-> backend types, nothing else."""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable
+
+import grpc
+
+from ..audit import fingerprint
+from ..backends.base import KeyBackend
+from . import v2_pb2 as pb
+from . import v2_pb2_grpc as pb_grpc
+from . import validate
+from .calls import Calls, Record
+
+ChangeSink = Callable[[str, str, str], None]
+
+
+class StatusWatcher:
+    """Reports a Status answer only when it differs from the previous one.
+
+    Status is polled constantly; one audit record per poll would drown the
+    log, one record per change is what an operator needs.
+    """
+
+    def __init__(self, sink: ChangeSink) -> None:
+        self._last: tuple[str, str] | None = None
+        self._lock = threading.Lock()
+        self._sink = sink
+
+    def observe(self, healthz: str, key_id: str, key_version: str) -> None:
+        now = (healthz, key_id)
+        if now == self._last:
+            return
+        with self._lock:
+            if now == self._last:
+                return
+            self._last = now
+        self._sink(healthz, key_id, key_version)
+
+
+class V2Servicer(pb_grpc.KeyManagementServiceServicer):
+    """Status answers from held state; Encrypt/Decrypt go through the backend."""
+
+    def __init__(self, backend: KeyBackend, calls: Calls, watcher: StatusWatcher) -> None:
+        self._backend = backend
+        self._calls = calls
+        self._watcher = watcher
+
+    def Status(self, request: pb.StatusRequest, context: grpc.ServicerContext) -> pb.StatusResponse:  # noqa: N802
+        st = self._backend.status()
+        healthz = "ok" if st.healthy else f"unhealthy: {st.reason}"
+        self._watcher.observe(healthz, st.key_id, st.key_version)
+        return pb.StatusResponse(version="v2", healthz=healthz, key_id=st.key_id)
+
+    def Encrypt(self, request: pb.EncryptRequest, context: grpc.ServicerContext) -> pb.EncryptResponse:  # noqa: N802
+        def work(rec: Record) -> pb.EncryptResponse:
+            validate.uid(request.uid)
+            validate.sized("plaintext", request.plaintext, validate.MAX_V2_PLAINTEXT)
+            wrapped = self._backend.wrap(request.plaintext)
+            rec.key_id, rec.key_version = wrapped.key_id, wrapped.key_version
+            rec.fingerprint = fingerprint(wrapped.ciphertext)
+            return pb.EncryptResponse(ciphertext=wrapped.ciphertext, key_id=wrapped.key_id,
+                                      annotations=wrapped.annotations)
+
+        return self._calls.run(context, "v2", "encrypt", request.uid[: validate.MAX_UID], work, pb.EncryptResponse)
+
+    def Decrypt(self, request: pb.DecryptRequest, context: grpc.ServicerContext) -> pb.DecryptResponse:  # noqa: N802
+        def work(rec: Record) -> pb.DecryptResponse:
+            validate.uid(request.uid)
+            validate.sized("ciphertext", request.ciphertext, validate.MAX_V2_CIPHERTEXT)
+            validate.sized("key_id", request.key_id, validate.MAX_KEY_ID)
+            validate.annotations(request.annotations)
+            rec.key_id, rec.fingerprint = request.key_id, fingerprint(request.ciphertext)
+            out = self._backend.unwrap(request.ciphertext, request.key_id, request.annotations)
+            rec.key_version, rec.cached = out.key_version, out.cached
+            return pb.DecryptResponse(plaintext=out.plaintext)
+
+        return self._calls.run(context, "v2", "decrypt", request.uid[: validate.MAX_UID], work, pb.DecryptResponse)

@@ -1,0 +1,103 @@
+"""The gRPC server on the UNIX socket: bind safely, serve, drain, clean up."""
+
+from __future__ import annotations
+
+import logging
+import os
+import socket
+import tempfile
+from collections.abc import Callable
+from concurrent import futures
+from pathlib import Path
+
+import grpc
+
+from . import socketfs
+from .config import ServerSettings
+from .errors import StartupError
+from .kms import v1beta1_pb2_grpc, v2_pb2_grpc
+from .kms.v1 import V1Servicer
+from .kms.v2 import V2Servicer
+from .peercred import PeerGate, RefusalSink
+
+log = logging.getLogger("kms_appliance.server")
+ConnectionCount = Callable[[int], None]
+
+
+class PluginServer:
+    """Owns the socket and the grpc server; start() binds, stop() drains and removes."""
+
+    def __init__(self, settings: ServerSettings, v2: V2Servicer, v1: V1Servicer,
+                 on_refuse: RefusalSink, on_connections: ConnectionCount) -> None:
+        self._s = settings
+        self._socket = settings.socket
+        self._inode: int | None = None
+        self._gate: PeerGate | None = None
+        self._inner_dir: Path | None = None
+        self._on_refuse = on_refuse
+        self._on_connections = on_connections
+        size = settings.max_message_bytes
+        self._grpc = grpc.server(
+            futures.ThreadPoolExecutor(max_workers=settings.workers, thread_name_prefix="kms-rpc"),
+            maximum_concurrent_rpcs=settings.max_concurrent_rpcs,
+            options=[("grpc.max_receive_message_length", size),
+                     ("grpc.max_send_message_length", size),
+                     ("grpc.so_reuseport", 0)],
+        )
+        v2_pb2_grpc.add_KeyManagementServiceServicer_to_server(v2, self._grpc)
+        v1beta1_pb2_grpc.add_KeyManagementServiceServicer_to_server(v1, self._grpc)
+
+    @property
+    def socket_path(self) -> Path:
+        return self._socket
+
+    def start(self) -> None:
+        """Check the path, bind with the final mode, and start serving."""
+        socketfs.prepare(self._socket, self._s.socket_group)
+        _, sock_mode = socketfs.modes(self._s.socket_group)
+        if self._s.allowed_uids:
+            self._start_gated(sock_mode)
+        else:
+            self._bind_grpc(self._socket, sock_mode)
+        socketfs.finish_bind(self._socket, self._s.socket_group)
+        self._inode = self._socket.lstat().st_ino
+        log.info("serving KMS v2 and v1beta1 on %s", self._socket)
+
+    def _bind_grpc(self, path: Path, mode: int) -> None:
+        with socketfs.umask(0o777 & ~mode):
+            port = self._grpc.add_insecure_port(f"unix:{path}")
+            if port == 0:
+                raise StartupError(f"cannot bind {path}")
+            self._grpc.start()
+
+    def _start_gated(self, mode: int) -> None:
+        self._inner_dir = Path(tempfile.mkdtemp(prefix=".kms-inner-", dir=self._socket.parent))
+        inner = self._inner_dir / "grpc.sock"
+        self._bind_grpc(inner, 0o600)
+        listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        with socketfs.umask(0o777 & ~mode):
+            try:
+                listener.bind(os.fspath(self._socket))
+            except OSError as exc:
+                listener.close()
+                raise StartupError(f"cannot bind {self._socket}: {exc.strerror}") from None
+        listener.listen(128)
+        self._gate = PeerGate(listener, inner, frozenset(self._s.allowed_uids),
+                              self._s.max_connections, self._on_refuse, self._on_connections)
+        self._gate.start()
+
+    def stop(self, grace: float) -> None:
+        """Refuse new calls, let in-flight ones finish within ``grace``, remove the socket."""
+        if self._gate is not None:
+            self._gate.stop_accepting()
+        # Stop accepting on the public path first so a successor can bind while we drain.
+        socketfs.remove(self._socket, self._inode)
+        self._grpc.stop(grace).wait(grace + 1)
+        if self._gate is not None:
+            self._gate.close()
+        if self._inner_dir is not None:
+            for leftover in self._inner_dir.iterdir():
+                leftover.unlink(missing_ok=True)
+            self._inner_dir.rmdir()
+        log.info("stopped; socket %s removed", self._socket)
+
