@@ -1,0 +1,16 @@
+"""A faithful, self-contained fake of the Akeyless API for tests.
+
+Test infrastructure only: never imported by `kms_appliance`, never shipped.
+It speaks plain JSON over HTTP(S) exactly as the official `akeyless` SDK
+expects, with real AES-GCM keys, expiring tokens, verifiable fake identities,
+a control plane and per-endpoint fault injection. See docs/emulator.md.
+"""
+
+from akeyless_emulator.emulator import Emulator
+from akeyless_emulator.errors import ApiError
+from akeyless_emulator.faults import KINDS as FAULT_KINDS
+from akeyless_emulator.faults import Fault
+from akeyless_emulator.jwt import make_jwt
+from akeyless_emulator.tls import CertFiles, TestCA
+
+__all__ = ["FAULT_KINDS", "ApiError", "CertFiles", "Emulator", "Fault", "TestCA", "make_jwt"]

@@ -1,0 +1,234 @@
+"""The Akeyless API operations: JSON request body in, JSON response out.
+
+Why: handlers are plain functions over `Core` so the HTTP layer stays a thin
+translator (path -> handler, ApiError -> status + body) and each rule of the
+real API lives in one short function.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import secrets
+import struct
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from akeyless_emulator import authn
+from akeyless_emulator.core import Core
+from akeyless_emulator.errors import bad_request, forbidden
+from akeyless_emulator.identity import format_expiration
+from akeyless_emulator.keys import HEADER, normalise_name
+
+
+@dataclass
+class CallInfo:
+    """What a handler learnt about the call, for the call record."""
+
+    peer_cert_der: bytes | None = None
+    access_id: str | None = None
+    item: str | None = None
+    item_version: int | None = None
+
+
+Handler = Callable[[Core, dict[str, Any], CallInfo], dict[str, Any]]
+
+
+def _b64decode(value: Any, what: str) -> bytes:
+    if not isinstance(value, str):
+        raise bad_request(f"Missing required parameter - {what}")
+    try:
+        return base64.b64decode(value, validate=True)
+    except (binascii.Error, ValueError):
+        raise bad_request(f"{what} is not valid base64") from None
+
+
+def _context(body: dict[str, Any]) -> dict[str, str] | None:
+    ctx = body.get("encryption-context")
+    if ctx is None:
+        return None
+    if not isinstance(ctx, dict) or not all(
+        isinstance(k, str) and isinstance(v, str) for k, v in ctx.items()
+    ):
+        raise bad_request("encryption-context must map strings to strings")
+    return ctx
+
+
+def _authorise(
+    core: Core, body: dict[str, Any], info: CallInfo, capability: str, item: str | None
+) -> None:
+    ident, _ = core.caller(body)
+    info.access_id = ident.access_id
+    info.item = item
+    ident.check(capability, item)
+
+
+def auth(core: Core, body: dict[str, Any], info: CallInfo) -> dict[str, Any]:
+    """POST /auth: verify the access type's proof and issue a `t-` token."""
+    access_type = body.get("access-type") or "access_key"
+    verifier = authn.VERIFIERS.get(access_type)
+    if verifier is None:
+        raise bad_request(f"unsupported access-type {access_type!r}")
+    info.access_id = body.get("access-id") if isinstance(body.get("access-id"), str) else None
+    with core.lock:
+        ctx = authn.AuthContext(core.identities, core.tokens, core.challenges, info.peer_cert_der)
+        ident = verifier(ctx, body)
+    info.access_id = ident.access_id
+    token = core.issue_auth_token(ident)
+    expiration = format_expiration(token.expires_at, core.settings.expiration_format)
+    return {
+        "token": token.value,
+        "expiration": expiration,
+        "creds": {"access_id": ident.access_id, "expiry": int(token.expires_at)},
+    }
+
+
+def get_cert_challenge(core: Core, body: dict[str, Any], info: CallInfo) -> dict[str, Any]:
+    """POST /get-cert-challenge: a one-use random challenge for cert auth."""
+    if not isinstance(body.get("access-id"), str):
+        raise bad_request("Missing required parameter - AccessId")
+    info.access_id = body["access-id"]
+    challenge = base64.b64encode(secrets.token_bytes(32)).decode()
+    with core.lock:
+        core.challenges[challenge] = core.now()
+    return {"challenge": challenge}
+
+
+def encrypt(core: Core, body: dict[str, Any], info: CallInfo) -> dict[str, Any]:
+    """POST /encrypt: AES-GCM under the key's latest version."""
+    name = normalise_name(body.get("key-name"))
+    if body.get("input-format") == "base64":
+        plaintext = _b64decode(body.get("plaintext"), "Plaintext")
+    elif isinstance(body.get("plaintext"), str):
+        plaintext = body["plaintext"].encode()
+    else:
+        raise bad_request("Missing required parameter - Plaintext")
+    context = _context(body)
+    with core.lock:
+        _authorise(core, body, info, "encrypt", name)
+        key = core.key(name)
+        info.item_version = key.last_version
+        blob = key.encrypt(plaintext, context)
+    return {"result": base64.b64encode(blob).decode()}
+
+
+def decrypt(core: Core, body: dict[str, Any], info: CallInfo) -> dict[str, Any]:
+    """POST /decrypt: the version is read from the ciphertext header."""
+    name = normalise_name(body.get("key-name"))
+    blob = _b64decode(body.get("ciphertext"), "Ciphertext")
+    context = _context(body)
+    with core.lock:
+        _authorise(core, body, info, "decrypt", name)
+        key = core.key(name)
+        if len(blob) >= HEADER.size:
+            info.item_version = struct.unpack_from(">I", blob, 9)[0]
+        plaintext = key.decrypt(blob, context)
+    if body.get("output-format") == "base64":
+        return {"result": base64.b64encode(plaintext).decode()}
+    return {"result": plaintext.decode("utf-8", errors="replace")}
+
+
+def describe_item(core: Core, body: dict[str, Any], info: CallInfo) -> dict[str, Any]:
+    """POST /describe-item: the Item object, versions if show-versions."""
+    name = normalise_name(body.get("name"))
+    with core.lock:
+        _authorise(core, body, info, "describe-item", name)
+        key = core.key(name)
+        info.item_version = key.last_version
+        return key.describe(bool(body.get("show-versions")))
+
+
+def rotate_key(core: Core, body: dict[str, Any], info: CallInfo) -> dict[str, Any]:
+    """POST /rotate-key: a new version becomes the one encrypt uses."""
+    name = normalise_name(body.get("name"))
+    with core.lock:
+        _authorise(core, body, info, "rotate-key", name)
+        version = core.rotate_key(name)
+        info.item_version = version
+        alg = core.key(name).alg
+    return {"new_item_version": version, "item_type": alg}
+
+
+def create_key(core: Core, body: dict[str, Any], info: CallInfo) -> dict[str, Any]:
+    """POST /create-key: a new DFC AES-GCM key."""
+    name = normalise_name(body.get("name"))
+    alg = body.get("alg")
+    if not isinstance(alg, str) or not alg:
+        raise bad_request("Missing required parameter - Alg")
+    with core.lock:
+        _authorise(core, body, info, "create-key", name)
+        key = core.create_key(name, alg)
+        info.item_version = 1
+    return {"display_id": key.describe(False)["display_id"], "item_id": key.item_id}
+
+
+def _uid_token(core: Core, body: dict[str, Any]) -> Any:
+    return body.get("uid-token") or body.get("token")
+
+
+def uid_rotate_token(core: Core, body: dict[str, Any], info: CallInfo) -> dict[str, Any]:
+    """POST /uid-rotate-token: new `u-` token; the old one dies at once."""
+    with core.lock:
+        old = core.tokens.resolve(_uid_token(core, body), kinds=("u",))
+        info.access_id = old.access_id
+        if old.deny_rotate:
+            raise forbidden("token rotation is denied for this token")
+        new = core.tokens.issue(old.access_id, "u", old.ttl)
+        new.last_rotate = core.now()
+        core.tokens.revoke(old.value, "token was rotated")
+    core.save()
+    return {"token": new.value}
+
+
+def uid_create_child_token(core: Core, body: dict[str, Any], info: CallInfo) -> dict[str, Any]:
+    """POST /uid-create-child-token: a child `u-` token (maybe deny-rotate)."""
+    ttl = body.get("child-ttl")
+    if ttl is not None and (not isinstance(ttl, int) or isinstance(ttl, bool) or ttl <= 0):
+        raise bad_request("child-ttl must be a positive integer")
+    with core.lock:
+        parent = core.tokens.resolve(_uid_token(core, body), kinds=("u",))
+        info.access_id = parent.access_id
+        child_ttl = float(ttl) if ttl else parent.ttl
+        child = core.tokens.issue(
+            parent.access_id, "u", child_ttl, bool(body.get("child-deny-rotate"))
+        )
+    core.save()
+    return {"token": child.value}
+
+
+def validate_token(core: Core, body: dict[str, Any], info: CallInfo) -> dict[str, Any]:
+    """POST /validate-token: 200 with is_valid, even for a bad token."""
+    value = body.get("token")
+    with core.lock:
+        token = core.tokens.tokens.get(value) if isinstance(value, str) else None
+        if token is None:
+            return {"is_valid": False, "reason": "unknown token"}
+        info.access_id = token.access_id
+        now = core.now()
+        reason = token.status(now)
+        out: dict[str, Any] = {
+            "is_valid": reason is None,
+            "expiration": format_expiration(token.expires_at, core.settings.expiration_format),
+            "ttl": max(0, int(token.expires_at - now)),
+            "reason": reason or "",
+        }
+        if token.last_rotate is not None:
+            out["last_rotate"] = format_expiration(
+                token.last_rotate, core.settings.expiration_format
+            )
+        return out
+
+
+HANDLERS: dict[str, Handler] = {
+    "auth": auth,
+    "get-cert-challenge": get_cert_challenge,
+    "encrypt": encrypt,
+    "decrypt": decrypt,
+    "describe-item": describe_item,
+    "rotate-key": rotate_key,
+    "create-key": create_key,
+    "uid-rotate-token": uid_rotate_token,
+    "uid-create-child-token": uid_create_child_token,
+    "validate-token": validate_token,
+}

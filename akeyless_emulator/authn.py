@@ -1,0 +1,235 @@
+"""Verification of each `/auth` access type against registered identities.
+
+Why: one function per method keeps each rule small and testable; `/auth`
+only picks the function by `access-type`. Every failure is a 401 whose
+message names the problem, never the secret.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import datetime as dt
+import hmac
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from cryptography import x509
+from cryptography.exceptions import InvalidSignature
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec, padding, rsa
+
+from akeyless_emulator import aws
+from akeyless_emulator.errors import bad_request, unauthorized
+from akeyless_emulator.identity import Identity, TokenStore
+from akeyless_emulator.jwt import audiences, jwt_claims
+
+AZURE_AUDIENCES = (
+    "https://management.azure.com/",
+    "https://management.azure.com",
+    "https://management.core.windows.net/",
+)
+CHALLENGE_TTL = 120.0
+
+
+@dataclass
+class AuthContext:
+    """What a verifier may look at besides the request body."""
+
+    identities: dict[str, Identity]
+    tokens: TokenStore
+    challenges: dict[str, float]
+    peer_cert_der: bytes | None
+
+
+def _field(body: dict[str, Any], name: str) -> str | None:
+    value = body.get(name)
+    return value if isinstance(value, str) and value else None
+
+
+def _identity(ctx: AuthContext, body: dict[str, Any], method: str) -> Identity:
+    access_id = _field(body, "access-id")
+    if access_id is None:
+        raise bad_request("Missing required parameter - AccessId")
+    ident = ctx.identities.get(access_id)
+    if ident is None or ident.method != method:
+        raise unauthorized("access denied")
+    return ident
+
+
+def _b64_text(value: str | None, what: str) -> str:
+    if value is None:
+        raise bad_request(f"Missing required parameter - {what}")
+    try:
+        return base64.b64decode(value, validate=True).decode()
+    except (binascii.Error, ValueError):
+        raise unauthorized(f"{what} is not valid base64") from None
+
+
+def access_key(ctx: AuthContext, body: dict[str, Any]) -> Identity:
+    """Access id + access key, compared in constant time."""
+    ident = _identity(ctx, body, "access_key")
+    given = _field(body, "access-key") or ""
+    if not hmac.compare_digest(given.encode(), (ident.access_key or "").encode()):
+        raise unauthorized("access denied")
+    return ident
+
+
+def universal_identity(ctx: AuthContext, body: dict[str, Any]) -> Identity:
+    """A valid `u-` token authenticates as its identity (access-id optional)."""
+    token = ctx.tokens.resolve(body.get("uid-token"), kinds=("u",))
+    access_id = _field(body, "access-id")
+    if access_id is not None and access_id != token.access_id:
+        raise unauthorized("access denied")
+    return ctx.identities[token.access_id]
+
+
+def aws_iam(ctx: AuthContext, body: dict[str, Any]) -> Identity:
+    """The STS document must be signed by the registered AWS access key id."""
+    ident = _identity(ctx, body, "aws_iam")
+    cloud_id = _field(body, "cloud-id")
+    if cloud_id is None:
+        raise bad_request("Missing required parameter - CloudId")
+    now = dt.datetime.now(dt.UTC)
+    aws.verify(cloud_id, ident.aws_access_key_id or "", ident.aws_secret_access_key, now)
+    return ident
+
+
+def _registered_jwt(ident: Identity, token: str) -> dict[str, Any]:
+    if not any(hmac.compare_digest(token.encode(), known.encode()) for known in ident.jwts):
+        raise unauthorized("identity token is not registered")
+    return jwt_claims(token)
+
+
+def azure_ad(ctx: AuthContext, body: dict[str, Any]) -> Identity:
+    """base64 of a registered JWT for the Azure management audience."""
+    ident = _identity(ctx, body, "azure_ad")
+    claims = _registered_jwt(ident, _b64_text(_field(body, "cloud-id"), "CloudId"))
+    if not set(audiences(claims)) & set(AZURE_AUDIENCES):
+        raise unauthorized("azure token has the wrong audience")
+    return ident
+
+
+def gcp(ctx: AuthContext, body: dict[str, Any]) -> Identity:
+    """base64 of a registered JWT whose `aud` is the requested gcp-audience."""
+    ident = _identity(ctx, body, "gcp")
+    claims = _registered_jwt(ident, _b64_text(_field(body, "cloud-id"), "CloudId"))
+    audience = _field(body, "gcp-audience") or "akeyless.io"
+    if audience not in audiences(claims):
+        raise unauthorized("gcp token has the wrong audience")
+    return ident
+
+
+def k8s(ctx: AuthContext, body: dict[str, Any]) -> Identity:
+    """base64 service-account JWT registered for this k8s auth config name."""
+    ident = _identity(ctx, body, "k8s")
+    config = _field(body, "k8s-auth-config-name")
+    if config is None:
+        raise bad_request("Missing required parameter - K8SAuthConfigName")
+    if config != ident.k8s_config_name:
+        raise unauthorized("unknown k8s auth config")
+    _registered_jwt(
+        ident, _b64_text(_field(body, "k8s-service-account-token"), "K8SServiceAccountToken")
+    )
+    return ident
+
+
+def _load_cert(data: bytes) -> x509.Certificate:
+    try:
+        if data.lstrip().startswith(b"-----BEGIN"):
+            return x509.load_pem_x509_certificate(data)
+        return x509.load_der_x509_certificate(data)
+    except ValueError:
+        raise unauthorized("certificate cannot be parsed") from None
+
+
+def _chains_to(cert: x509.Certificate, ca_pems: list[bytes]) -> bool:
+    now = dt.datetime.now(dt.UTC)
+    if not cert.not_valid_before_utc <= now <= cert.not_valid_after_utc:
+        return False
+    for pem in ca_pems:
+        try:
+            cert.verify_directly_issued_by(x509.load_pem_x509_certificate(pem))
+            return True
+        except (ValueError, TypeError, InvalidSignature):
+            continue
+    return False
+
+
+def _verify_signature(cert: x509.Certificate, signature: bytes, data: bytes) -> None:
+    public = cert.public_key()
+    try:
+        if isinstance(public, ec.EllipticCurvePublicKey):
+            public.verify(signature, data, ec.ECDSA(hashes.SHA256()))
+        elif isinstance(public, rsa.RSAPublicKey):
+            public.verify(signature, data, padding.PKCS1v15(), hashes.SHA256())
+        else:
+            raise unauthorized("unsupported certificate key type")
+    except InvalidSignature:
+        raise unauthorized("certificate challenge signature is invalid") from None
+
+
+def _proof_of_possession(ctx: AuthContext, body: dict[str, Any], cert: x509.Certificate) -> None:
+    key_data = _field(body, "key-data")
+    if key_data is not None:
+        try:
+            key = serialization.load_pem_private_key(base64.b64decode(key_data), None)
+        except (ValueError, TypeError, binascii.Error):
+            raise unauthorized("key-data cannot be parsed") from None
+        if key.public_key().public_bytes(*_SPKI) != cert.public_key().public_bytes(*_SPKI):
+            raise unauthorized("key-data does not match the certificate")
+        return
+    challenge = _field(body, "cert-challenge")
+    signed = _field(body, "signed-cert-challenge")
+    if challenge is None or signed is None:
+        raise bad_request("Missing required parameter - SignedCertChallenge")
+    issued = ctx.challenges.pop(challenge, None)
+    if issued is None or time.time() - issued > CHALLENGE_TTL:
+        raise unauthorized("unknown or expired certificate challenge")
+    try:
+        raw_challenge, signature = base64.b64decode(challenge), base64.b64decode(signed)
+    except (binascii.Error, ValueError):
+        raise unauthorized("certificate challenge is not valid base64") from None
+    _verify_signature(cert, signature, raw_challenge)
+
+
+_SPKI = (serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo)
+
+
+def cert(ctx: AuthContext, body: dict[str, Any]) -> Identity:
+    """A certificate from a registered CA, with proof of its private key.
+
+    Proof is a signed challenge (from /get-cert-challenge), or key-data, or
+    the same certificate presented as the TLS client certificate (mTLS).
+    """
+    ident = _identity(ctx, body, "cert")
+    cert_data = _field(body, "cert-data")
+    if cert_data is None:
+        if ctx.peer_cert_der is None:
+            raise bad_request("Missing required parameter - CertData")
+        if not _chains_to(_load_cert(ctx.peer_cert_der), ident.ca_pems):
+            raise unauthorized("certificate is not trusted")
+        return ident
+    try:
+        certificate = _load_cert(base64.b64decode(cert_data, validate=True))
+    except (binascii.Error, ValueError):
+        raise unauthorized("cert-data is not valid base64") from None
+    if not _chains_to(certificate, ident.ca_pems):
+        raise unauthorized("certificate is not trusted")
+    if ctx.peer_cert_der is not None and _load_cert(ctx.peer_cert_der) == certificate:
+        return ident
+    _proof_of_possession(ctx, body, certificate)
+    return ident
+
+
+VERIFIERS: dict[str, Callable[[AuthContext, dict[str, Any]], Identity]] = {
+    "access_key": access_key,
+    "universal_identity": universal_identity,
+    "aws_iam": aws_iam,
+    "azure_ad": azure_ad,
+    "gcp": gcp,
+    "k8s": k8s,
+    "cert": cert,
+}

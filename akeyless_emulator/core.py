@@ -1,0 +1,231 @@
+"""The emulator's state and its control-plane operations (no HTTP here).
+
+Why: tests drive the emulator either in-process (Python calls on `Core`,
+through `Emulator`) or from another process (the `/__emulator/...` HTTP
+control endpoint, which maps onto the same methods). One lock guards all
+state; the HTTP handlers in `api.py` take it for each call.
+"""
+
+from __future__ import annotations
+
+import collections
+import json
+import os
+import threading
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from akeyless_emulator.errors import ApiError, not_found
+from akeyless_emulator.identity import (
+    ALL_CAPABILITIES,
+    Identity,
+    Token,
+    TokenStore,
+    new_access_id,
+    new_secret,
+)
+from akeyless_emulator.keys import Key, new_key, normalise_name
+
+STATE_FILE = "state.json"
+
+
+@dataclass
+class CallRecord:
+    """One request seen by the API (control-plane calls are not recorded)."""
+
+    endpoint: str
+    status: int
+    fault: str | None
+    started: float
+    duration: float
+    client: str
+    access_id: str | None = None
+    item: str | None = None
+    item_version: int | None = None
+    headers: dict[str, str] = field(default_factory=dict)
+
+
+@dataclass
+class Settings:
+    """Tunables a test may change at any time."""
+
+    token_ttl: float = 3600.0
+    expiration_format: str = "rfc3339"
+
+
+class Core:
+    """All emulator state behind one lock."""
+
+    def __init__(self, state_dir: str | None = None) -> None:
+        self.lock = threading.RLock()
+        self.settings = Settings()
+        self.keys: dict[str, Key] = {}
+        self.identities: dict[str, Identity] = {}
+        self.tokens = TokenStore()
+        self.challenges: dict[str, float] = {}
+        self.calls: collections.Counter[str] = collections.Counter()
+        self.records: list[CallRecord] = []
+        self.state_dir = Path(state_dir) if state_dir else None
+        self._load()
+
+    # -- persistence -------------------------------------------------------
+    def _load(self) -> None:
+        if self.state_dir is None or not (self.state_dir / STATE_FILE).exists():
+            return
+        data = json.loads((self.state_dir / STATE_FILE).read_text())
+        self.keys = {k["name"]: Key.from_state(k) for k in data.get("keys", [])}
+        for raw in data.get("identities", []):
+            raw["jwts"] = set(raw["jwts"])
+            raw["ca_pems"] = [p.encode() for p in raw["ca_pems"]]
+            raw["capabilities"] = frozenset(raw["capabilities"])
+            raw["items"] = tuple(raw["items"])
+            self.identities[raw["access_id"]] = Identity(**raw)
+        for raw in data.get("tokens", []):
+            self.tokens.tokens[raw["value"]] = Token(**raw)
+
+    def save(self) -> None:
+        """Write keys, identities and tokens to the state dir (if any), 0600."""
+        if self.state_dir is None:
+            return
+        with self.lock:
+            idents = []
+            for ident in self.identities.values():
+                raw = asdict(ident)
+                raw.update(
+                    jwts=sorted(ident.jwts),
+                    ca_pems=[p.decode() for p in ident.ca_pems],
+                    capabilities=sorted(ident.capabilities),
+                    items=list(ident.items),
+                )
+                idents.append(raw)
+            data = {
+                "keys": [k.to_state() for k in self.keys.values()],
+                "identities": idents,
+                "tokens": [asdict(t) for t in self.tokens.tokens.values()],
+            }
+        self.state_dir.mkdir(parents=True, exist_ok=True)
+        tmp = self.state_dir / (STATE_FILE + ".tmp")
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "w") as fh:
+            json.dump(data, fh)
+        os.replace(tmp, self.state_dir / STATE_FILE)
+
+    # -- keys --------------------------------------------------------------
+    def key(self, name: object) -> Key:
+        """The key named `name` or 404."""
+        found = self.keys.get(normalise_name(name))
+        if found is None:
+            raise not_found("item not found")
+        return found
+
+    def create_key(self, name: str, alg: str = "AES256GCM") -> Key:
+        """Create a key (version 1); 409 if the name exists."""
+        with self.lock:
+            norm = normalise_name(name)
+            if norm in self.keys:
+                raise ApiError(409, "Conflict", "item already exists")
+            self.keys[norm] = key = new_key(norm, alg)
+        self.save()
+        return key
+
+    def rotate_key(self, name: str) -> int:
+        """Add a version; returns the new version number."""
+        with self.lock:
+            version = self.key(name).add_version()
+        self.save()
+        return version
+
+    def set_version_state(self, name: str, version: int, state: str) -> None:
+        """Enable / Disable / PendingDeletion one version."""
+        with self.lock:
+            self.key(name).set_version_state(version, state)
+        self.save()
+
+    def set_key_enabled(self, name: str, enabled: bool) -> None:
+        """Disable or re-enable a whole key."""
+        with self.lock:
+            self.key(name).enabled = enabled
+        self.save()
+
+    def delete_key(self, name: str) -> None:
+        """Remove a key entirely (its ciphertexts then get 404 on decrypt)."""
+        with self.lock:
+            self.keys.pop(self.key(name).name)
+        self.save()
+
+    # -- identities and tokens --------------------------------------------
+    def add_identity(self, ident: Identity) -> Identity:
+        """Register (or replace) an identity."""
+        if not ident.access_id:
+            ident.access_id = new_access_id()
+        unknown = set(ident.capabilities) - ALL_CAPABILITIES
+        if unknown:
+            raise ValueError(f"unknown capabilities: {sorted(unknown)}")
+        with self.lock:
+            self.identities[ident.access_id] = ident
+        self.save()
+        return ident
+
+    def add_access_key(
+        self, access_id: str | None = None, access_key: str | None = None, **opts: Any
+    ) -> Identity:
+        """Register an access_key identity (ids and keys generated if omitted)."""
+        return self.add_identity(
+            Identity(access_id or "", "access_key", access_key=access_key or new_secret(), **opts)
+        )
+
+    def add_universal_identity(
+        self, access_id: str | None = None, ttl: float = 3600.0, **opts: Any
+    ) -> str:
+        """Register a Universal Identity; returns its first `u-` token."""
+        ident = self.add_identity(
+            Identity(access_id or "", "universal_identity", uid_ttl=ttl, **opts)
+        )
+        with self.lock:
+            token = self.tokens.issue(ident.access_id, "u", ttl).value
+        self.save()
+        return token
+
+    def issue_auth_token(self, ident: Identity) -> Token:
+        """A `t-` token for an identity, with its (or the default) TTL."""
+        ttl = ident.token_ttl if ident.token_ttl is not None else self.settings.token_ttl
+        with self.lock:
+            token = self.tokens.issue(ident.access_id, "t", ttl)
+        self.save()
+        return token
+
+    def caller(self, body: dict[str, Any]) -> tuple[Identity, Token]:
+        """The identity behind the request's `token` (or `uid-token`), or 401."""
+        value = body.get("token") if body.get("token") else body.get("uid-token")
+        token = self.tokens.resolve(value)
+        ident = self.identities.get(token.access_id)
+        if ident is None:
+            raise ApiError(401, "Unauthorized", "unknown token")
+        return ident, token
+
+    def expire_tokens(self) -> int:
+        """Expire all tokens now."""
+        with self.lock:
+            count = self.tokens.expire_all()
+        self.save()
+        return count
+
+    # -- accounting --------------------------------------------------------
+    def record(self, rec: CallRecord) -> None:
+        """Count one API call and keep its record (bounded to 10,000)."""
+        with self.lock:
+            self.calls[rec.endpoint] += 1
+            self.records.append(rec)
+            del self.records[:-10000]
+
+    def reset_calls(self) -> None:
+        """Forget counts and records."""
+        with self.lock:
+            self.calls.clear()
+            self.records.clear()
+
+    def now(self) -> float:
+        """Wall-clock time (tokens expire on wall time, like the real service)."""
+        return time.time()

@@ -1,0 +1,348 @@
+"""`Emulator`: the pytest-friendly facade (start/stop, TLS, control methods).
+
+Why: a test should need one line to get a real HTTP(S) Akeyless-like server
+(`with Emulator(tls=True) as emu:`) and one line per scenario step
+(`emu.rotate_key(...)`, `emu.fault("decrypt", status=503, times=2)`,
+`emu.calls["decrypt"]`). The same operations are reachable over HTTP under
+`/__emulator/` for tests that run the emulator in another process.
+"""
+
+from __future__ import annotations
+
+import collections
+import os
+import ssl
+import tempfile
+import threading
+from typing import Any
+
+from akeyless_emulator.core import CallRecord, Core
+from akeyless_emulator.faults import Fault, FaultRegistry
+from akeyless_emulator.identity import Identity
+from akeyless_emulator.jwt import make_jwt
+from akeyless_emulator.keys import Key
+from akeyless_emulator.tls import CertFiles, TestCA
+from akeyless_emulator.transport import EmulatorServer
+
+
+class Emulator:
+    """A running (after `start()`) Akeyless API emulator.
+
+    tls: serve HTTPS with a certificate from the emulator's own test CA.
+    client_auth: None, "optional" or "required" (mTLS) client certificates,
+        verified against the test CA (plus CAs added with `trust_client_ca`).
+    server_cert: "valid", "expired" or "wrong_host" (TLS failure tests).
+    state_dir: where the CA and state.json live (a temp dir if None); keys,
+        identities and tokens survive a restart on the same state_dir.
+    base_path: e.g. "/api/v2" to look like a Gateway; calls work with or
+        without it, `url` includes it.
+    """
+
+    def __init__(
+        self,
+        *,
+        tls: bool = False,
+        host: str = "127.0.0.1",
+        port: int = 0,
+        state_dir: str | None = None,
+        token_ttl: float = 3600.0,
+        client_auth: str | None = None,
+        server_cert: str = "valid",
+        base_path: str = "",
+        expiration_format: str = "rfc3339",
+    ) -> None:
+        if client_auth not in (None, "optional", "required"):
+            raise ValueError("client_auth must be None, 'optional' or 'required'")
+        if client_auth and not tls:
+            raise ValueError("client_auth needs tls=True")
+        self._tmp = None if state_dir else tempfile.TemporaryDirectory(prefix="akeyless-emu-")
+        self.state_dir = state_dir or self._tmp.name  # type: ignore[union-attr]
+        self.tls = tls
+        self.host = host
+        self._port = port
+        self.client_auth = client_auth
+        self.server_cert_kind = server_cert
+        self.base_path = base_path.rstrip("/")
+        self.core: Core = Core(self.state_dir)
+        self.core.settings.token_ttl = token_ttl
+        self.core.settings.expiration_format = expiration_format
+        self.faults: FaultRegistry = FaultRegistry()
+        self.ca = TestCA(os.path.join(self.state_dir, "pki"))
+        self._client_cas: list[bytes] = []
+        self._server: EmulatorServer | None = None
+        self._thread: threading.Thread | None = None
+
+    # -- lifecycle ---------------------------------------------------------
+    def _ssl_context(self) -> ssl.SSLContext:
+        files = self.ca.server_cert(self.server_cert_kind)
+        ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+        ctx.minimum_version = ssl.TLSVersion.TLSv1_2
+        ctx.load_cert_chain(files.cert_file, files.key_file)
+        if self.client_auth:
+            ctx.verify_mode = (
+                ssl.CERT_REQUIRED if self.client_auth == "required" else ssl.CERT_OPTIONAL
+            )
+            ctx.load_verify_locations(cadata=self.ca.cert_pem.decode())
+            for pem in self._client_cas:
+                ctx.load_verify_locations(cadata=pem.decode())
+        return ctx
+
+    def start(self) -> Emulator:
+        """Bind, start serving in a daemon thread, return self."""
+        if self._server is not None:
+            return self
+        ctx = self._ssl_context() if self.tls else None
+        self._server = EmulatorServer((self.host, self._port), self, ctx)
+        self._thread = threading.Thread(
+            target=self._server.serve_forever,
+            kwargs={"poll_interval": 0.1},
+            name="akeyless-emulator",
+            daemon=True,
+        )
+        self._thread.start()
+        return self
+
+    def stop(self) -> None:
+        """Stop serving, abort open connections and wake hung requests."""
+        server, self._server = self._server, None
+        if server is None:
+            return
+        server.stopping.set()
+        server.shutdown()
+        server.server_close()
+        server.close_connections()
+        if self._thread is not None:
+            self._thread.join(timeout=5)
+
+    def close(self) -> None:
+        """Stop and remove the temporary state dir (if the emulator made one)."""
+        self.stop()
+        if self._tmp is not None:
+            self._tmp.cleanup()
+            self._tmp = None
+
+    def __enter__(self) -> Emulator:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    # -- where it listens --------------------------------------------------
+    @property
+    def port(self) -> int:
+        """The bound TCP port (after start)."""
+        if self._server is None:
+            raise RuntimeError("emulator is not running")
+        return int(self._server.server_address[1])
+
+    @property
+    def url(self) -> str:
+        """Base URL for `akeyless.Configuration(host=...)` (no trailing slash)."""
+        scheme = "https" if self.tls else "http"
+        return f"{scheme}://{self.host}:{self.port}{self.base_path}"
+
+    @property
+    def control_url(self) -> str:
+        """Base of the HTTP control plane (`POST {control_url}/fault`, ...)."""
+        scheme = "https" if self.tls else "http"
+        return f"{scheme}://{self.host}:{self.port}/__emulator"
+
+    @property
+    def ca_file(self) -> str:
+        """PEM file of the test CA that signed the server certificate."""
+        return self.ca.ca_file
+
+    def mint_client_cert(self, common_name: str = "kms-appliance-test-client") -> CertFiles:
+        """A client certificate (and key) from the test CA, for mTLS/cert auth."""
+        return self.ca.client_cert(common_name)
+
+    def trust_client_ca(self, ca_pem: bytes) -> None:
+        """Also accept TLS client certificates from this CA (before start)."""
+        self._client_cas.append(ca_pem)
+
+    # -- keys --------------------------------------------------------------
+    def create_key(self, name: str, alg: str = "AES256GCM") -> Key:
+        """Create a DFC AES-GCM key (version 1)."""
+        return self.core.create_key(name, alg)
+
+    def rotate_key(self, name: str) -> int:
+        """Rotate; returns the new version number."""
+        return self.core.rotate_key(name)
+
+    def disable_version(self, name: str, version: int) -> None:
+        """Ciphertexts of this version stop decrypting."""
+        self.core.set_version_state(name, version, "Disabled")
+
+    def enable_version(self, name: str, version: int) -> None:
+        """Undo `disable_version` / `delete_version`."""
+        self.core.set_version_state(name, version, "Enabled")
+
+    def delete_version(self, name: str, version: int) -> None:
+        """Mark the version PendingDeletion (undecryptable, like the real one)."""
+        self.core.set_version_state(name, version, "PendingDeletion")
+
+    def disable_key(self, name: str) -> None:
+        """Disable the whole item (encrypt and decrypt answer 403)."""
+        self.core.set_key_enabled(name, False)
+
+    def enable_key(self, name: str) -> None:
+        """Re-enable the item."""
+        self.core.set_key_enabled(name, True)
+
+    def delete_key(self, name: str) -> None:
+        """Remove the item (later calls answer 404)."""
+        self.core.delete_key(name)
+
+    def key(self, name: str) -> Key:
+        """The key object (inspect versions, states)."""
+        with self.core.lock:
+            return self.core.key(name)
+
+    # -- identities and tokens --------------------------------------------
+    def add_access_key(
+        self, access_id: str | None = None, access_key: str | None = None, **opts: Any
+    ) -> Identity:
+        """Register access_key credentials; returns the Identity (has .access_id, .access_key).
+
+        opts: capabilities (subset of encrypt, decrypt, describe-item,
+        rotate-key, create-key), items (fnmatch patterns), token_ttl.
+        """
+        return self.core.add_access_key(access_id, access_key, **opts)
+
+    def add_universal_identity(
+        self, access_id: str | None = None, ttl: float = 3600.0, **opts: Any
+    ) -> str:
+        """Register a Universal Identity; returns its initial `u-` token."""
+        return self.core.add_universal_identity(access_id, ttl, **opts)
+
+    def add_aws_iam(
+        self,
+        access_id: str | None,
+        aws_access_key_id: str,
+        aws_secret_access_key: str | None = None,
+        **opts: Any,
+    ) -> Identity:
+        """aws_iam: cloud-ids signed by this AWS key id (and secret, if given, is verified)."""
+        return self.core.add_identity(
+            Identity(
+                access_id or "",
+                "aws_iam",
+                aws_access_key_id=aws_access_key_id,
+                aws_secret_access_key=aws_secret_access_key,
+                **opts,
+            )
+        )
+
+    def add_azure_ad(
+        self, access_id: str | None = None, claims: dict[str, Any] | None = None, **opts: Any
+    ) -> tuple[Identity, str]:
+        """azure_ad: returns (identity, token); send base64(token) as cloud-id."""
+        token = make_jwt(
+            {"aud": "https://management.azure.com/", "oid": "00000000-emu", **(claims or {})}
+        )
+        return self.core.add_identity(
+            Identity(access_id or "", "azure_ad", jwts={token}, **opts)
+        ), token
+
+    def add_gcp(
+        self,
+        access_id: str | None = None,
+        audience: str = "akeyless.io",
+        claims: dict[str, Any] | None = None,
+        **opts: Any,
+    ) -> tuple[Identity, str]:
+        """gcp: returns (identity, token); send base64(token) as cloud-id."""
+        token = make_jwt(
+            {"aud": audience, "email": "kms@emu.iam.gserviceaccount.com", **(claims or {})}
+        )
+        return self.core.add_identity(Identity(access_id or "", "gcp", jwts={token}, **opts)), token
+
+    def add_k8s(
+        self, access_id: str | None = None, config_name: str = "k8s-conf", **opts: Any
+    ) -> tuple[Identity, str]:
+        """k8s: returns (identity, service-account JWT); send it base64 with the config name."""
+        token = make_jwt(
+            {"iss": "kubernetes/serviceaccount", "sub": "system:serviceaccount:kube-system:kms"}
+        )
+        ident = Identity(access_id or "", "k8s", jwts={token}, k8s_config_name=config_name, **opts)
+        return self.core.add_identity(ident), token
+
+    def add_cert(
+        self, access_id: str | None = None, ca_pem: bytes | None = None, **opts: Any
+    ) -> Identity:
+        """cert: certificates issued by `ca_pem` (default: the test CA)."""
+        return self.core.add_identity(
+            Identity(access_id or "", "cert", ca_pems=[ca_pem or self.ca.cert_pem], **opts)
+        )
+
+    def set_token_ttl(self, seconds: float, access_id: str | None = None) -> None:
+        """TTL of `t-` tokens issued from now on (globally, or for one identity)."""
+        with self.core.lock:
+            if access_id is None:
+                self.core.settings.token_ttl = seconds
+            else:
+                self.core.identities[access_id].token_ttl = seconds
+
+    def expire_tokens(self) -> int:
+        """Expire every issued token now."""
+        return self.core.expire_tokens()
+
+    def revoke_token(self, token: str) -> bool:
+        """Revoke one token."""
+        with self.core.lock:
+            return self.core.tokens.revoke(token)
+
+    # -- faults and accounting --------------------------------------------
+    def fault(
+        self,
+        endpoint: str,
+        kind: str | None = None,
+        *,
+        status: int | None = None,
+        delay: float = 0.0,
+        times: int | None = None,
+        body: str | None = None,
+        retry_after: int | None = None,
+        extra: bool = False,
+    ) -> Fault:
+        """Inject a fault on `endpoint` ("*" = all). kind defaults to "status"
+        when `status` is given, else "latency". times=None means permanent."""
+        if kind is None:
+            kind = "status" if status is not None else "latency"
+        return self.faults.add(
+            Fault(
+                endpoint,
+                kind,
+                status if status is not None else (200 if kind == "body" else 503),
+                delay,
+                times,
+                body,
+                retry_after,
+                extra,
+            )
+        )
+
+    def clear_faults(self, endpoint: str | None = None) -> int:
+        """Remove all faults (or one endpoint's)."""
+        return self.faults.clear(endpoint)
+
+    @property
+    def calls(self) -> collections.Counter[str]:
+        """A snapshot: API calls per endpoint name (missing -> 0)."""
+        with self.core.lock:
+            return collections.Counter(self.core.calls)
+
+    @property
+    def requests(self) -> list[CallRecord]:
+        """A snapshot of recorded API calls (no bodies, no secrets)."""
+        with self.core.lock:
+            return list(self.core.records)
+
+    def reset_calls(self) -> None:
+        """Zero the counters and drop records."""
+        self.core.reset_calls()
+
+    @property
+    def handshake_failures(self) -> int:
+        """TLS handshakes that failed (e.g. a client rejecting an expired cert)."""
+        return self._server.handshake_failures if self._server else 0

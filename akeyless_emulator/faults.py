@@ -1,0 +1,105 @@
+"""Per-endpoint fault injection.
+
+Why: the plugin's retry, timeout, circuit-breaking and caching logic is only
+believable if it has been seen to survive each way a remote KMS misbehaves.
+A fault applies to one endpoint (or `*` for all), permanently or for the
+next N calls; the first matching fault in insertion order is consumed.
+"""
+
+from __future__ import annotations
+
+import threading
+from dataclasses import asdict, dataclass
+from typing import Any
+
+KINDS = ("latency", "status", "reset", "hang", "malformed", "wrong_length", "body")
+
+_DEFAULT_ERRORS = {
+    400: ("InvalidParam", "injected bad request"),
+    401: ("Unauthorized", "token expired"),
+    403: ("Forbidden", "access denied"),
+    404: ("NotFound", "item not found"),
+    429: ("TooManyRequests", "rate limit exceeded"),
+}
+
+
+@dataclass
+class Fault:
+    """One injected misbehaviour.
+
+    kind: latency (sleep `delay`, then answer normally); status (answer
+    `status` with a JSON error body); reset (close the TCP connection with
+    RST after reading the request); hang (hold the request up to `delay`
+    seconds, then close without answering); malformed (200 with broken
+    JSON); wrong_length (200 whose `result` decodes one byte short, or one
+    byte long if `extra` is set); body (answer `status` with `body` verbatim).
+    `delay` is also applied before every other kind.
+    """
+
+    endpoint: str
+    kind: str
+    status: int = 503
+    delay: float = 0.0
+    times: int | None = None
+    body: str | None = None
+    retry_after: int | None = None
+    extra: bool = False
+
+    def error_body(self) -> dict[str, str]:
+        """JSON body for a `status` fault, shaped like the real API's."""
+        error, message = _DEFAULT_ERRORS.get(
+            self.status, ("InternalServerError", "injected server error")
+        )
+        return {"error": error, "message": message}
+
+    def public(self) -> dict[str, Any]:
+        """A JSON-friendly description for the control plane."""
+        return asdict(self)
+
+
+class FaultRegistry:
+    """Thread-safe list of active faults."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._faults: list[Fault] = []
+
+    def add(self, fault: Fault) -> Fault:
+        """Activate a fault; validates kind and bounds."""
+        if fault.kind not in KINDS:
+            raise ValueError(f"unknown fault kind {fault.kind!r}; use one of {', '.join(KINDS)}")
+        if fault.times is not None and fault.times < 1:
+            raise ValueError("times must be >= 1 (or None for permanent)")
+        if fault.delay < 0 or fault.delay > 600:
+            raise ValueError("delay must be within 0..600 seconds")
+        if fault.kind in ("status", "body") and not 100 <= fault.status <= 599:
+            raise ValueError("status must be an HTTP status code")
+        with self._lock:
+            self._faults.append(fault)
+        return fault
+
+    def take(self, endpoint: str) -> Fault | None:
+        """The fault to apply to this call of `endpoint`, consuming one use."""
+        with self._lock:
+            for fault in self._faults:
+                if fault.endpoint in (endpoint, "*"):
+                    if fault.times is not None:
+                        fault.times -= 1
+                        if fault.times == 0:
+                            self._faults.remove(fault)
+                    return fault
+        return None
+
+    def clear(self, endpoint: str | None = None) -> int:
+        """Remove all faults, or those of one endpoint; returns how many."""
+        with self._lock:
+            before = len(self._faults)
+            self._faults = [
+                f for f in self._faults if endpoint is not None and f.endpoint != endpoint
+            ]
+            return before - len(self._faults)
+
+    def active(self) -> list[Fault]:
+        """A snapshot of the active faults."""
+        with self._lock:
+            return list(self._faults)
