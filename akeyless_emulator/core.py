@@ -45,6 +45,7 @@ class CallRecord:
     item: str | None = None
     item_version: int | None = None
     headers: dict[str, str] = field(default_factory=dict)
+    nodelay: bool = False
 
 
 @dataclass

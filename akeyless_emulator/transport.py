@@ -201,8 +201,16 @@ class RequestHandler(BaseHTTPRequestHandler):
                 item=info.item,
                 item_version=info.item_version,
                 headers={h: v for h in RECORDED_HEADERS if (v := self.headers.get(h)) is not None},
+                nodelay=self._nodelay(),
             )
         )
+
+    def _nodelay(self) -> bool:
+        """Whether TCP_NODELAY is really set on this connection (Nagle off)."""
+        try:
+            return bool(self.request.getsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY))
+        except OSError:
+            return False
 
     def _reply(self, status: int, payload: bytes, headers: dict[str, str] | None = None) -> None:
         self._record(status)

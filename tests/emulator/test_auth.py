@@ -1,0 +1,289 @@
+"""Every emulated /auth access type, driven through the real SDK."""
+
+from __future__ import annotations
+
+import base64
+import sys
+import types
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import akeyless
+import pytest
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+
+from akeyless_emulator import Emulator, TestCA, make_jwt
+
+from .conftest import KEY, Client, api_error, make_api
+
+AWS_KEY_ID = "AKIAEMULATOR0000TEST"
+AWS_SECRET = "emulator/secret/key/for/tests/only00000000"
+
+
+def b64(text: str | bytes) -> str:
+    """Base64 of text or bytes, as the SDK fields expect."""
+    return base64.b64encode(text.encode() if isinstance(text, str) else text).decode()
+
+
+def auth(api: Any, **fields: Any) -> Any:
+    """POST /auth with the given Auth model fields."""
+    return api.auth(akeyless.Auth(**fields), _request_timeout=(5, 10))
+
+
+def can_encrypt(emu: Emulator, api: Any, token: str) -> bool:
+    """The token works for an operation (proves /auth issued a real token)."""
+    Client(api, token, "").encrypt(b"probe")
+    return emu.calls["encrypt"] > 0
+
+
+class TestAccessKey:
+    """access_key: id + key, constant-time compared."""
+
+    def test_valid_credentials_issue_a_usable_token(self, emu: Emulator) -> None:
+        """The token starts with t-, carries an expiration and works."""
+        ident = emu.add_access_key()
+        api = make_api(emu)
+        out = auth(api, access_id=ident.access_id, access_key=ident.access_key)
+        assert out.token.startswith("t-")
+        assert out.expiration.endswith("Z")
+        assert out.creds.access_id == ident.access_id
+        assert can_encrypt(emu, api, out.token)
+
+    def test_generated_access_id_shape(self, emu: Emulator) -> None:
+        """Generated access ids look like the real ones (p- + 12 alnum)."""
+        ident = emu.add_access_key()
+        assert ident.access_id.startswith("p-")
+        assert len(ident.access_id) == 14
+
+    def test_wrong_key_is_401(self, emu: Emulator) -> None:
+        """A wrong access key is 401 and the body does not echo it."""
+        ident = emu.add_access_key()
+        err = api_error(lambda: auth(make_api(emu), access_id=ident.access_id, access_key="wrong-secret"))
+        assert err.status == 401
+        assert "wrong-secret" not in err.body
+
+    def test_unknown_access_id_is_401(self, emu: Emulator) -> None:
+        """An access id nobody registered is 401."""
+        err = api_error(lambda: auth(make_api(emu), access_id="p-unknown00000", access_key="x"))
+        assert err.status == 401
+
+    def test_missing_access_id_is_400_with_real_message(self, emu: Emulator) -> None:
+        """The real API's InvalidParam body for a missing AccessId."""
+        err = api_error(lambda: auth(make_api(emu), access_key="x"))
+        assert err.status == 400
+        assert "Missing required parameter - AccessId" in err.body
+
+    def test_unsupported_access_type_is_400(self, emu: Emulator) -> None:
+        """ldap and friends are not emulated."""
+        err = api_error(lambda: auth(make_api(emu), access_id="p-x", access_type="ldap"))
+        assert err.status == 400
+
+    def test_method_mismatch_is_401(self, emu: Emulator) -> None:
+        """An access-key identity cannot log in as aws_iam."""
+        ident = emu.add_access_key()
+        err = api_error(lambda: auth(make_api(emu), access_id=ident.access_id, access_type="aws_iam", cloud_id="eA=="))
+        assert err.status == 401
+
+
+class TestUniversalIdentity:
+    """universal_identity: a u- token authenticates and can be used directly."""
+
+    def test_uid_token_authenticates(self, emu: Emulator) -> None:
+        """/auth with uid-token returns a t- token."""
+        uid = emu.add_universal_identity()
+        api = make_api(emu)
+        out = auth(api, access_type="universal_identity", uid_token=uid)
+        assert out.token.startswith("t-")
+        assert can_encrypt(emu, api, out.token)
+
+    def test_uid_token_works_as_uid_token_field(self, emu: Emulator) -> None:
+        """Operations accept the u- token in the `uid-token` field."""
+        uid = emu.add_universal_identity()
+        api = make_api(emu)
+        out = api.encrypt(akeyless.Encrypt(key_name=KEY, plaintext="x", uid_token=uid))
+        assert out.result
+
+    def test_bad_uid_token_is_401(self, emu: Emulator) -> None:
+        """An unknown u- token is 401."""
+        err = api_error(lambda: auth(make_api(emu), access_type="universal_identity", uid_token="u-nope"))
+        assert err.status == 401
+
+
+@pytest.fixture
+def boto3_placeholder(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
+    """akeyless-cloud-id imports boto3 even when given explicit credentials.
+
+    boto3 is not a project dependency and is never used on that path, so an
+    empty module satisfies the import; the signing code that runs is the
+    package's own.
+    """
+    if "boto3" not in sys.modules:
+        monkeypatch.setitem(sys.modules, "boto3", types.ModuleType("boto3"))
+    yield
+
+
+def aws_cloud_id(key_id: str = AWS_KEY_ID, secret: str = AWS_SECRET) -> str:
+    """The cloud-id the real akeyless-cloud-id package produces."""
+    from akeyless_cloud_id import CloudId
+
+    return str(CloudId().generate(key_id, secret, "session-token-for-tests"))
+
+
+@pytest.mark.usefixtures("boto3_placeholder")
+class TestAwsIam:
+    """aws_iam: the STS request from akeyless-cloud-id is checked and its SigV4 verified."""
+
+    def test_signed_sts_request_authenticates(self, plain_emu: Emulator) -> None:
+        """Registered key id + secret: the signature verifies."""
+        ident = plain_emu.add_aws_iam(None, AWS_KEY_ID, AWS_SECRET)
+        out = auth(make_api(plain_emu), access_id=ident.access_id, access_type="aws_iam", cloud_id=aws_cloud_id())
+        assert out.token.startswith("t-")
+
+    def test_key_id_only_registration(self, plain_emu: Emulator) -> None:
+        """Without a registered secret only the Credential key id is checked."""
+        ident = plain_emu.add_aws_iam(None, AWS_KEY_ID)
+        out = auth(make_api(plain_emu), access_id=ident.access_id, access_type="aws_iam", cloud_id=aws_cloud_id())
+        assert out.token
+
+    def test_other_aws_key_id_is_401(self, plain_emu: Emulator) -> None:
+        """A request signed by another AWS key id is refused."""
+        ident = plain_emu.add_aws_iam(None, AWS_KEY_ID, AWS_SECRET)
+        cloud_id = aws_cloud_id("AKIAOTHER00000000000", AWS_SECRET)
+        err = api_error(lambda: auth(make_api(plain_emu), access_id=ident.access_id, access_type="aws_iam", cloud_id=cloud_id))
+        assert err.status == 401
+
+    def test_wrong_secret_signature_is_401(self, plain_emu: Emulator) -> None:
+        """Same key id, signature made with another secret: refused."""
+        ident = plain_emu.add_aws_iam(None, AWS_KEY_ID, AWS_SECRET)
+        cloud_id = aws_cloud_id(AWS_KEY_ID, "another-secret")
+        err = api_error(lambda: auth(make_api(plain_emu), access_id=ident.access_id, access_type="aws_iam", cloud_id=cloud_id))
+        assert err.status == 401
+
+    def test_malformed_cloud_id_is_401(self, plain_emu: Emulator) -> None:
+        """Garbage instead of the base64 JSON document."""
+        ident = plain_emu.add_aws_iam(None, AWS_KEY_ID)
+        err = api_error(
+            lambda: auth(make_api(plain_emu), access_id=ident.access_id, access_type="aws_iam", cloud_id=b64("{}"))
+        )
+        assert err.status == 401
+
+
+class TestAzureGcpK8s:
+    """JWT-carrying methods: the token must be registered, fresh and for the right audience."""
+
+    def test_azure_ad(self, plain_emu: Emulator) -> None:
+        """base64 of the registered token authenticates; another token does not."""
+        ident, token = plain_emu.add_azure_ad()
+        api = make_api(plain_emu)
+        assert auth(api, access_id=ident.access_id, access_type="azure_ad", cloud_id=b64(token)).token
+        other = make_jwt({"aud": "https://management.azure.com/"})
+        err = api_error(lambda: auth(api, access_id=ident.access_id, access_type="azure_ad", cloud_id=b64(other)))
+        assert err.status == 401
+
+    def test_azure_wrong_audience(self, plain_emu: Emulator) -> None:
+        """A registered token for another resource is refused."""
+        ident, token = plain_emu.add_azure_ad(claims={"aud": "https://vault.azure.net"})
+        err = api_error(
+            lambda: auth(make_api(plain_emu), access_id=ident.access_id, access_type="azure_ad", cloud_id=b64(token))
+        )
+        assert err.status == 401
+
+    def test_gcp_default_audience(self, plain_emu: Emulator) -> None:
+        """The SDK's default gcp-audience (akeyless.io) matches the token's aud."""
+        ident, token = plain_emu.add_gcp()
+        out = auth(make_api(plain_emu), access_id=ident.access_id, access_type="gcp", cloud_id=b64(token))
+        assert out.token
+
+    def test_gcp_audience_mismatch(self, plain_emu: Emulator) -> None:
+        """Asking for another audience than the token's is refused."""
+        ident, token = plain_emu.add_gcp()
+        err = api_error(
+            lambda: auth(
+                make_api(plain_emu), access_id=ident.access_id, access_type="gcp", cloud_id=b64(token), gcp_audience="x.io"
+            )
+        )
+        assert err.status == 401
+
+    def test_expired_registered_jwt_is_401(self, plain_emu: Emulator) -> None:
+        """Even a registered token is refused after its exp."""
+        ident, token = plain_emu.add_gcp(claims={"exp": 1})
+        err = api_error(lambda: auth(make_api(plain_emu), access_id=ident.access_id, access_type="gcp", cloud_id=b64(token)))
+        assert err.status == 401
+
+    def test_k8s(self, plain_emu: Emulator) -> None:
+        """SA token + config name authenticate; another config name does not."""
+        ident, sa = plain_emu.add_k8s(config_name="cluster-a")
+        api = make_api(plain_emu)
+        fields = {"access_id": ident.access_id, "access_type": "k8s", "k8s_service_account_token": b64(sa)}
+        assert auth(api, k8s_auth_config_name="cluster-a", **fields).token
+        assert api_error(lambda: auth(api, k8s_auth_config_name="cluster-b", **fields)).status == 401
+
+
+def _signed_challenge(api: Any, access_id: str, cert_pem: bytes, key_pem: bytes) -> dict[str, str]:
+    challenge = api.get_cert_challenge(
+        akeyless.GetCertChallenge(access_id=access_id, cert_data=b64(cert_pem))
+    ).challenge
+    key = serialization.load_pem_private_key(key_pem, None)
+    assert isinstance(key, ec.EllipticCurvePrivateKey)
+    signature = key.sign(base64.b64decode(challenge), ec.ECDSA(hashes.SHA256()))
+    return {"cert_challenge": challenge, "signed_cert_challenge": b64(signature)}
+
+
+class TestCert:
+    """cert: a certificate from a registered CA plus proof of its private key."""
+
+    def test_signed_challenge(self, plain_emu: Emulator) -> None:
+        """get-cert-challenge, sign, auth: accepted once; the challenge is one-use."""
+        ident = plain_emu.add_cert()
+        files = plain_emu.mint_client_cert("node-1")
+        cert_pem, key_pem = Path(files.cert_file).read_bytes(), Path(files.key_file).read_bytes()
+        api = make_api(plain_emu)
+        proof = _signed_challenge(api, ident.access_id, cert_pem, key_pem)
+        fields = {"access_id": ident.access_id, "access_type": "cert", "cert_data": b64(cert_pem), **proof}
+        assert auth(api, **fields).token
+        assert api_error(lambda: auth(api, **fields)).status == 401
+
+    def test_key_data_proof(self, plain_emu: Emulator) -> None:
+        """key-data matching the certificate is accepted as proof."""
+        ident = plain_emu.add_cert()
+        files = plain_emu.mint_client_cert()
+        out = auth(
+            make_api(plain_emu),
+            access_id=ident.access_id,
+            access_type="cert",
+            cert_data=b64(Path(files.cert_file).read_bytes()),
+            key_data=b64(Path(files.key_file).read_bytes()),
+        )
+        assert out.token
+
+    def test_certificate_from_unregistered_ca_is_401(self, plain_emu: Emulator, tmp_path: Path) -> None:
+        """A validly signed challenge does not help a certificate from another CA."""
+        ident = plain_emu.add_cert()
+        rogue = TestCA(tmp_path / "rogue").client_cert("rogue")
+        cert_pem, key_pem = Path(rogue.cert_file).read_bytes(), Path(rogue.key_file).read_bytes()
+        api = make_api(plain_emu)
+        proof = _signed_challenge(api, ident.access_id, cert_pem, key_pem)
+        err = api_error(lambda: auth(api, access_id=ident.access_id, access_type="cert", cert_data=b64(cert_pem), **proof))
+        assert err.status == 401
+
+    def test_challenge_signed_by_other_key_is_401(self, plain_emu: Emulator) -> None:
+        """Possession of the certificate alone is not enough."""
+        ident = plain_emu.add_cert()
+        mine, other = plain_emu.mint_client_cert("mine"), plain_emu.mint_client_cert("other")
+        cert_pem = Path(mine.cert_file).read_bytes()
+        api = make_api(plain_emu)
+        proof = _signed_challenge(api, ident.access_id, cert_pem, Path(other.key_file).read_bytes())
+        err = api_error(lambda: auth(api, access_id=ident.access_id, access_type="cert", cert_data=b64(cert_pem), **proof))
+        assert err.status == 401
+
+    def test_tls_client_certificate_authenticates(self) -> None:
+        """Over mTLS, the TLS client certificate itself is the proof."""
+        with Emulator(tls=True, client_auth="optional") as emu:
+            ident = emu.add_cert()
+            files = emu.mint_client_cert()
+            api = make_api(emu, cert_file=files.cert_file, key_file=files.key_file)
+            assert auth(api, access_id=ident.access_id, access_type="cert").token
+            err = api_error(lambda: auth(make_api(emu), access_id=ident.access_id, access_type="cert"))
+            assert err.status == 400

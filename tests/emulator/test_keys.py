@@ -1,0 +1,174 @@
+"""Encrypt / decrypt / describe / rotate / create through the real SDK."""
+
+from __future__ import annotations
+
+import base64
+import os
+
+import akeyless
+import pytest
+
+from akeyless_emulator import Emulator
+
+from .conftest import KEY, Client, api_error, login
+
+
+class TestRoundTrip:
+    """Ciphertext from /encrypt decrypts back, bound to key and context."""
+
+    def test_base64_round_trip_of_binary_dek(self, client: Client) -> None:
+        """A 32-byte binary DEK survives base64 in/out and wraps to 75 bytes."""
+        dek = os.urandom(32)
+        ciphertext = client.encrypt(dek)
+        assert len(base64.b64decode(ciphertext)) == 75
+        assert client.decrypt(ciphertext) == dek
+
+    def test_each_encryption_is_fresh(self, client: Client) -> None:
+        """Two encryptions of the same plaintext differ (random nonce)."""
+        assert client.encrypt(b"same") != client.encrypt(b"same")
+
+    def test_text_formats_without_base64(self, client: Client) -> None:
+        """Without input/output-format the plaintext travels as text."""
+        enc = client.api.encrypt(akeyless.Encrypt(key_name=KEY, plaintext="héllo", token=client.token))
+        dec = client.api.decrypt(
+            akeyless.Decrypt(key_name=KEY, ciphertext=enc.result, token=client.token)
+        )
+        assert dec.result == "héllo"
+
+    def test_key_name_without_leading_slash_is_the_same_item(self, client: Client) -> None:
+        """Akeyless names are paths: `k8s-etcd-key` is `/k8s-etcd-key`."""
+        assert client.decrypt(client.encrypt(b"x", key="k8s-etcd-key")) == b"x"
+
+    def test_matching_encryption_context(self, client: Client) -> None:
+        """The same context on decrypt succeeds."""
+        ctx = {"cluster": "prod", "purpose": "etcd"}
+        assert client.decrypt(client.encrypt(b"dek", context=ctx), context=ctx) == b"dek"
+
+    @pytest.mark.parametrize("ctx", [None, {"cluster": "dev"}, {"cluster": "prod", "x": "y"}])
+    def test_mismatched_encryption_context_is_400(self, client: Client, ctx: dict[str, str] | None) -> None:
+        """A different (or missing) context cannot decrypt."""
+        ciphertext = client.encrypt(b"dek", context={"cluster": "prod"})
+        err = api_error(lambda: client.decrypt(ciphertext, context=ctx))
+        assert err.status == 400
+        assert "dek" not in err.body
+
+    def test_tampered_ciphertext_is_400(self, client: Client) -> None:
+        """Flipping one byte of the sealed part fails authentication."""
+        raw = bytearray(base64.b64decode(client.encrypt(b"dek")))
+        raw[-1] ^= 1
+        err = api_error(lambda: client.decrypt(base64.b64encode(bytes(raw)).decode()))
+        assert err.status == 400
+
+    def test_garbage_ciphertext_is_400(self, client: Client) -> None:
+        """Not base64, or too short, are both 400 with a JSON body."""
+        assert api_error(lambda: client.decrypt("!!not-base64!!")).status == 400
+        err = api_error(lambda: client.decrypt(base64.b64encode(b"short").decode()))
+        assert err.status == 400
+        assert '"error"' in err.body
+
+    def test_ciphertext_of_another_key_is_400(self, emu: Emulator, client: Client) -> None:
+        """The item id in the header ties a ciphertext to its key."""
+        emu.create_key("/other")
+        err = api_error(lambda: client.decrypt(client.encrypt(b"dek", key="/other")))
+        assert err.status == 400
+
+    def test_unknown_key_is_404(self, client: Client) -> None:
+        """Encrypting under a missing item is 404."""
+        assert api_error(lambda: client.encrypt(b"x", key="/nope")).status == 404
+
+
+class TestRotation:
+    """Rotation adds versions; old ciphertext stays decryptable while enabled."""
+
+    def test_rotation_keeps_old_ciphertext_decryptable(self, emu: Emulator, client: Client) -> None:
+        """v1 ciphertext decrypts after rotation; new encryptions use v2."""
+        old = client.encrypt(b"old")
+        out = client.api.rotate_key(akeyless.RotateKey(name=KEY, token=client.token))
+        assert out.new_item_version == 2
+        assert out.item_type == "AES256GCM"
+        new = client.encrypt(b"new")
+        assert client.decrypt(old) == b"old"
+        assert client.decrypt(new) == b"new"
+        assert [r.item_version for r in emu.requests if r.endpoint == "encrypt"] == [1, 2]
+
+    def test_describe_item_reports_versions(self, emu: Emulator, client: Client) -> None:
+        """last_version and item_versions follow rotations and state changes."""
+        emu.rotate_key(KEY)
+        emu.disable_version(KEY, 1)
+        item = client.describe()
+        assert item.item_name == KEY
+        assert item.item_type == "AES256GCM"
+        assert item.last_version == 2
+        assert item.is_enabled is True
+        states = {v.version: v.item_version_state for v in item.item_versions}
+        assert states == {1: "Disabled", 2: "Enabled"}
+        assert item.item_versions[0].creation_date is not None
+
+    def test_describe_without_show_versions(self, client: Client) -> None:
+        """item_versions is only sent when show-versions is set."""
+        item = client.api.describe_item(akeyless.DescribeItem(name=KEY, token=client.token))
+        assert item.last_version == 1
+        assert item.item_versions is None
+
+    def test_disabled_version_fails_and_reenabled_works(self, emu: Emulator, client: Client) -> None:
+        """Disabling a version makes its ciphertext undecryptable (400)."""
+        old = client.encrypt(b"old")
+        emu.rotate_key(KEY)
+        emu.disable_version(KEY, 1)
+        assert api_error(lambda: client.decrypt(old)).status == 400
+        emu.enable_version(KEY, 1)
+        assert client.decrypt(old) == b"old"
+
+    def test_deleted_version_fails(self, emu: Emulator, client: Client) -> None:
+        """A version pending deletion cannot decrypt; describe shows a deletion date."""
+        old = client.encrypt(b"old")
+        emu.rotate_key(KEY)
+        emu.delete_version(KEY, 1)
+        assert api_error(lambda: client.decrypt(old)).status == 400
+        v1 = client.describe().item_versions[0]
+        assert v1.item_version_state == "PendingDeletion"
+        assert v1.deletion_date is not None
+
+    def test_disabled_key_is_403_for_both_directions(self, emu: Emulator, client: Client) -> None:
+        """A disabled item refuses encrypt and decrypt; enabling restores it."""
+        ciphertext = client.encrypt(b"x")
+        emu.disable_key(KEY)
+        assert api_error(lambda: client.encrypt(b"x")).status == 403
+        assert api_error(lambda: client.decrypt(ciphertext)).status == 403
+        assert client.describe().is_enabled is False
+        emu.enable_key(KEY)
+        assert client.decrypt(ciphertext) == b"x"
+
+
+class TestCreateAndPermissions:
+    """create-key, and capabilities / item patterns giving 403."""
+
+    def test_create_key_through_sdk(self, client: Client) -> None:
+        """A key created by the SDK is usable at once; a second create is 409."""
+        out = client.api.create_key(akeyless.CreateKey(name="/new-key", alg="AES128GCM", token=client.token))
+        assert isinstance(out.item_id, int)
+        assert client.decrypt(client.encrypt(b"x", key="/new-key"), key="/new-key") == b"x"
+        err = api_error(
+            lambda: client.api.create_key(akeyless.CreateKey(name="/new-key", alg="AES256GCM", token=client.token))
+        )
+        assert err.status == 409
+
+    def test_unsupported_alg_is_400(self, client: Client) -> None:
+        """Only AES-GCM DFC keys are emulated."""
+        err = api_error(
+            lambda: client.api.create_key(akeyless.CreateKey(name="/rsa", alg="RSA2048", token=client.token))
+        )
+        assert err.status == 400
+
+    def test_missing_capability_is_403(self, emu: Emulator) -> None:
+        """An identity without `decrypt` may encrypt but not decrypt."""
+        c = login(emu, capabilities=frozenset({"encrypt"}))
+        ciphertext = c.encrypt(b"x")
+        assert api_error(lambda: c.decrypt(ciphertext)).status == 403
+
+    def test_item_outside_allowed_paths_is_403(self, emu: Emulator) -> None:
+        """Item patterns restrict which keys an identity may use."""
+        emu.create_key("/team-a/key")
+        c = login(emu, items=("/k8s-*",))
+        c.encrypt(b"ok")
+        assert api_error(lambda: c.encrypt(b"no", key="/team-a/key")).status == 403
