@@ -1,0 +1,240 @@
+"""The Akeyless KeyBackend: wrap/unwrap through /encrypt and /decrypt.
+
+Ciphertext layout (after the appliance's 5-byte envelope header): the item
+version the plugin believed current (uint32, big-endian), then Akeyless's
+own ciphertext, opaque. The envelope header and version are bound to
+Akeyless's AEAD as the ``encryption-context``, so editing them makes
+Akeyless refuse to decrypt. The version gives every Decrypt the
+item_version the DEK was wrapped under (audit correlation with Akeyless's
+log) and lets a refused decrypt be explained: "version 3 is Disabled".
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import logging
+import struct
+import threading
+import time
+from collections.abc import Callable, Mapping
+from typing import Any, TypeVar
+
+from ...errors import (
+    BackendCorruption,
+    BackendUnavailable,
+    CiphertextError,
+    KeyUnavailable,
+    KmsError,
+    StartupError,
+)
+from ...metrics import Metrics
+from .. import envelope
+from ..base import KeyStatus, Unwrapped, Wrapped
+from ..cache import DecryptCache
+from .auth import Authenticator
+from .classify import CiphertextRejected, TokenRejected
+from .client import AkeylessClient
+from .health import HealthTracker
+from .keystate import KeyState, from_item, make_key_id
+
+log = logging.getLogger("kms_appliance.backends.akeyless")
+
+ANNOTATION = "version.kms-appliance.akeyless.io"
+CONTEXT_KEY = "kms-appliance"
+_VERSION = struct.Struct(">I")
+R = TypeVar("R")
+
+
+class AkeylessBackend:
+    """KeyBackend over one Akeyless AES key; thread-safe."""
+
+    name = "akeyless"
+
+    def __init__(self, client: AkeylessClient, auth: Authenticator, key_name: str,
+                 call_timeout: float, refresh_interval: float, metrics: Metrics,
+                 cache: DecryptCache[tuple[bytes, int]] | None) -> None:
+        self.refresh_interval = refresh_interval
+        self.key_name = key_name
+        self._client = client
+        self._auth = auth
+        self._timeout = call_timeout
+        self._metrics = metrics
+        self._cache = cache
+        self._health = HealthTracker()
+        self._refresh_lock = threading.Lock()
+        self._state = self._startup_state()
+
+    # -- start-up --
+
+    def _startup_state(self) -> KeyState:
+        try:
+            state = self.describe()
+        except KeyUnavailable as exc:
+            raise StartupError(f"Akeyless key {self.key_name} does not exist or cannot be "
+                               f"described: {exc.message}") from None
+        except KmsError as exc:
+            raise StartupError(f"cannot describe Akeyless key {self.key_name}: "
+                               f"{exc.message}") from None
+        problem = state.problem()
+        if problem:
+            raise StartupError(f"Akeyless key {self.key_name} {problem}")
+        return state
+
+    # -- remote calls with the token --
+
+    def _authed(self, op: str, deadline: float, **fields: Any) -> Any:
+        """One call with our token; on 401, log in again once and retry."""
+        for attempt in (1, 2):
+            token = self._auth.token(deadline)
+            try:
+                return self._client.call(op, deadline, token=token, **fields)
+            except TokenRejected:
+                if attempt == 2:
+                    raise
+                self._auth.rejected(token)
+        raise AssertionError("unreachable")
+
+    def _tracked(self, fn: Callable[[], R]) -> R:
+        try:
+            result = fn()
+        except KmsError as exc:
+            self._health.failure(exc)
+            raise
+        self._health.success()
+        return result
+
+    def describe(self) -> KeyState:
+        """Describe the key now (remote)."""
+        deadline = time.monotonic() + self._timeout
+        item = self._authed("describe-item", deadline, name=self.key_name, show_versions=True)
+        return from_item(item, self.key_name)
+
+    # -- KeyBackend --
+
+    def wrap(self, plaintext: bytes) -> Wrapped:
+        st = self._state
+        head = envelope.header(envelope.BACKEND_AKEYLESS) + _VERSION.pack(st.last_version)
+        deadline = time.monotonic() + self._timeout
+        out = self._tracked(lambda: self._authed(
+            "encrypt", deadline, key_name=self.key_name, input_format="base64",
+            plaintext=base64.b64encode(plaintext).decode(), encryption_context=_context(head)))
+        blob = _b64_result(getattr(out, "result", None), "encrypt")
+        version = str(st.last_version)
+        return Wrapped(head + blob, st.key_id, version, {ANNOTATION: version.encode()})
+
+    def unwrap(self, ciphertext: bytes, key_id: str | None,
+               annotations: Mapping[str, bytes]) -> Unwrapped:
+        head, payload = envelope.split(ciphertext, envelope.BACKEND_AKEYLESS)
+        if len(payload) <= _VERSION.size:
+            raise CiphertextError("ciphertext is truncated")
+        (version,) = _VERSION.unpack_from(payload)
+        own_id = make_key_id(self._state.item_id, version)
+        if key_id is not None and key_id != own_id:
+            raise CiphertextError("ciphertext does not belong to the given key_id")
+        prefix = head + payload[: _VERSION.size]
+        blob = payload[_VERSION.size :]
+
+        def load() -> tuple[bytes, int]:
+            return self._decrypt_remote(prefix, blob, version), version
+
+        if self._cache is None:
+            (plain, _), cached = load(), False
+        else:
+            (plain, _), cached = self._cache.get_or_load(ciphertext, load)
+        return Unwrapped(plain, own_id, str(version), cached)
+
+    def _decrypt_remote(self, prefix: bytes, blob: bytes, version: int) -> bytes:
+        deadline = time.monotonic() + self._timeout
+        try:
+            out = self._tracked(lambda: self._authed(
+                "decrypt", deadline, key_name=self.key_name, output_format="base64",
+                ciphertext=base64.b64encode(blob).decode(), encryption_context=_context(prefix)))
+        except CiphertextRejected:
+            self._explain_rejection(version)
+            raise
+        plain = _b64_result(getattr(out, "result", None), "decrypt")
+        if not plain:
+            raise BackendCorruption("Akeyless decrypt: empty plaintext")
+        return plain
+
+    def _explain_rejection(self, version: int) -> None:
+        """A refused decrypt of a disabled/deleted version is KeyUnavailable, not tampering."""
+        try:
+            self.refresh()
+        except KmsError:
+            return
+        state = self._state.version_state(version)
+        if state is not None and state != "Enabled":
+            raise KeyUnavailable(f"key {self.key_name} version {version} is {state}") from None
+        if self._state.versions and state is None:
+            raise KeyUnavailable(f"key {self.key_name} version {version} no longer exists") from None
+
+    def status(self) -> KeyStatus:
+        st = self._state
+        healthy, reason = self._health.verdict()
+        if healthy and not st.enabled:
+            healthy, reason = False, "key disabled"
+        return KeyStatus(st.key_id, self.key_name, str(st.last_version), healthy, reason)
+
+    def refresh(self) -> bool:
+        """Re-describe the key; True if key_id changed. Failures keep the old state."""
+        with self._refresh_lock:
+            old = self._state
+            try:
+                new = self._tracked(self.describe)
+            except KeyUnavailable as exc:
+                log.warning("Akeyless key refresh: %s", exc.message)
+                self._health.key_problem(exc.message)
+                return False
+            except KmsError as exc:
+                log.warning("Akeyless key refresh failed: %s", exc.message)
+                return False
+            if new.item_id != old.item_id:
+                log.error("Akeyless key %s was re-created (item id changed)", self.key_name)
+            self._state = new
+            problem = new.problem()
+            self._health.key_problem(problem)
+            self._drop_unusable(new)
+            return new.key_id != old.key_id
+
+    def _drop_unusable(self, state: KeyState) -> None:
+        if self._cache is None:
+            return
+        dead = {v for v, s in state.versions.items() if s != "Enabled"}
+        if dead or not state.enabled:
+            self._cache.discard_if(lambda entry: not state.enabled or entry[1] in dead)
+
+    def close(self) -> None:
+        self._auth.close()
+        if self._cache is not None:
+            self._cache.clear()
+        self._client.close()
+
+    # -- for `check` --
+
+    @property
+    def auth(self) -> Authenticator:
+        """The authenticator (method, token expiry) for the preflight."""
+        return self._auth
+
+    @property
+    def state(self) -> KeyState:
+        """The held key description."""
+        return self._state
+
+
+def _context(prefix: bytes) -> dict[str, str]:
+    return {CONTEXT_KEY: base64.b64encode(prefix).decode()}
+
+
+def _b64_result(value: object, op: str) -> bytes:
+    if not isinstance(value, str) or not value:
+        raise BackendCorruption(f"Akeyless {op}: answer has no result")
+    try:
+        return base64.b64decode(value, validate=True)
+    except (binascii.Error, ValueError):
+        raise BackendCorruption(f"Akeyless {op}: result is not base64") from None
+
+
+__all__ = ["ANNOTATION", "AkeylessBackend", "BackendUnavailable"]
