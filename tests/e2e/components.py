@@ -1,0 +1,97 @@
+"""Where the real component binaries are, and building them when missing.
+
+Why a module: the pinned versions live in ``versions.env`` (shared with
+``build_components.sh``), and every fixture needs the same answer to "which
+kube-apiserver/etcd/kubectl do we run". ``E2E_BIN_DIR`` points the harness at
+binaries an operator already has (e.g. a release candidate's own build).
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+REPO = HERE.parent.parent
+BUILD_SCRIPT = HERE / "build_components.sh"
+NAMES = ("kube-apiserver", "kubectl", "etcd", "etcdctl")
+BUILD_TIMEOUT_S = 3600
+
+
+class ComponentsMissingError(RuntimeError):
+    """A component binary is absent and building it was not allowed or failed."""
+
+
+def pinned_versions() -> dict[str, str]:
+    """KEY=VALUE pairs of ``versions.env`` (comments and blanks ignored)."""
+    out: dict[str, str] = {}
+    for raw in (HERE / "versions.env").read_text().splitlines():
+        line = raw.strip()
+        if line and not line.startswith("#") and "=" in line:
+            key, value = line.split("=", 1)
+            out[key.strip()] = value.strip()
+    return out
+
+
+@dataclass(frozen=True)
+class Components:
+    """Absolute paths of the four binaries, plus how long providing them took."""
+
+    bin_dir: Path
+    kubernetes_version: str
+    etcd_version: str
+    build_seconds: float
+
+    def path(self, name: str) -> Path:
+        return self.bin_dir / name
+
+
+def default_bin_dir() -> Path:
+    if os.environ.get("E2E_BIN_DIR"):
+        return Path(os.environ["E2E_BIN_DIR"]).resolve()
+    cache = Path(os.environ.get("E2E_CACHE_DIR") or REPO / ".cache" / "e2e")
+    return cache / pinned_versions()["KUBERNETES_VERSION"] / "bin"
+
+
+def _missing(bin_dir: Path) -> list[str]:
+    return [n for n in NAMES if not os.access(bin_dir / n, os.X_OK)]
+
+
+def ensure_components(allow_build: bool) -> Components:
+    """Return the binaries, running ``build_components.sh`` if any is missing.
+
+    The build script is idempotent (it skips what is already built), so it
+    runs whenever a binary is absent; with ``E2E_BIN_DIR`` set nothing is
+    built, because those binaries are the operator's, not ours.
+    """
+    versions = pinned_versions()
+    bin_dir = default_bin_dir()
+    started = time.monotonic()
+    missing = _missing(bin_dir)
+    if missing and (os.environ.get("E2E_BIN_DIR") or not allow_build):
+        raise ComponentsMissingError(
+            f"missing {', '.join(missing)} in {bin_dir}; "
+            f"run {BUILD_SCRIPT} (or `make e2e-components`)"
+        )
+    if missing:
+        result = subprocess.run(
+            [str(BUILD_SCRIPT)],
+            timeout=BUILD_TIMEOUT_S,
+            check=False,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+        )
+        if result.returncode != 0 or _missing(bin_dir):
+            raise ComponentsMissingError(
+                f"{BUILD_SCRIPT} failed ({result.returncode}):\n{result.stdout[-4000:]}"
+            )
+    return Components(
+        bin_dir=bin_dir,
+        kubernetes_version=versions["KUBERNETES_VERSION"],
+        etcd_version=versions["ETCD_VERSION"],
+        build_seconds=time.monotonic() - started,
+    )

@@ -1,0 +1,168 @@
+"""pytest fixtures for the end-to-end harness: real etcd, real kube-apiserver,
+real kubectl, and a KMS plugin behind a pluggable launcher.
+
+Why the opt-in: these tests build Go components on first use (minutes) and
+start real servers, so a plain ``pytest`` from the repo root must not pay for
+them by accident. They run when asked: ``pytest -m e2e``, ``pytest tests/e2e``,
+``E2E=1`` or ``make e2e``; otherwise each is skipped with the reason shown.
+
+Fixtures for scenarios:
+- ``e2e_components``: the binaries (built on demand, timed once per session).
+- ``cluster``: etcd started, apiserver prepared; ``cluster.apiserver.start(
+  ApiServerOptions(encryption_config=...))`` starts it, ``.restart(...)``
+  restarts it, optionally with a new EncryptionConfiguration.
+- ``start_kms_plugin``: ``start_kms_plugin("name") -> KmsPlugin`` (socket path,
+  stop/kill/restart, Status, key rotation). The launcher behind it is the
+  ``kms_launcher`` fixture: override it, or set ``E2E_KMS_PLUGIN``.
+- ``record_timing``: ``record_timing("apiserver_ready_s", 7.2)`` shows up in
+  the end-of-run summary.
+
+Every process's output is kept under the test's tmp dir (``logs/``); when a
+test fails, the tail of each log is attached to the failure report.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable, Generator, Iterator
+from pathlib import Path
+
+import pytest
+
+from .cluster import Cluster, new_cluster
+from .components import Components, ensure_components
+from .plugins import KmsPlugin, Launcher, selected_launcher
+from .procs import ProcessRegistry
+
+HERE = Path(__file__).resolve().parent
+REGISTRY_KEY = pytest.StashKey[ProcessRegistry]()
+TIMINGS_KEY = pytest.StashKey[list[tuple[str, str, float]]]()
+LOG_TAIL_LINES = 40
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    config.addinivalue_line(
+        "markers", "e2e: needs real kube-apiserver and etcd (built by tests/e2e)"
+    )
+    config.stash[TIMINGS_KEY] = []
+
+
+def _e2e_requested(config: pytest.Config) -> bool:
+    """True if the invocation asked for e2e tests explicitly."""
+    if os.environ.get("E2E") == "1":
+        return True
+    markexpr = str(config.getoption("markexpr", "") or "")
+    if "e2e" in markexpr and "not e2e" not in markexpr:
+        return True
+    for arg in config.args:
+        path = Path(str(arg).split("::", 1)[0]).resolve()
+        if path == HERE or HERE in path.parents:
+            return True
+    return False
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    if _e2e_requested(config):
+        return
+    skip = pytest.mark.skip(
+        reason="e2e not requested: use `pytest -m e2e`, `pytest tests/e2e` or E2E=1"
+    )
+    for item in items:
+        if "e2e" in item.keywords:
+            item.add_marker(skip)
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_makereport(
+    item: pytest.Item, call: pytest.CallInfo[None]
+) -> Generator[None, pytest.TestReport, pytest.TestReport]:
+    """Attach the tail of every component log to a failing test's report."""
+    report = yield
+    registry = item.stash.get(REGISTRY_KEY, None)
+    if report.failed and registry is not None:
+        for title, text in registry.tails(LOG_TAIL_LINES):
+            report.sections.append((f"log tail: {title}", text))
+    return report
+
+
+def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
+    """Print how long the components took to provide and each scenario took."""
+    timings = terminalreporter.config.stash.get(TIMINGS_KEY, [])
+    if not timings:
+        return
+    terminalreporter.section("e2e timings")
+    for test, what, seconds in timings:
+        terminalreporter.write_line(f"{seconds:8.1f} s  {what:<28} {test}")
+
+
+@pytest.fixture(scope="session")
+def e2e_components(request: pytest.FixtureRequest) -> Components:
+    """The real binaries; built by build_components.sh if missing (E2E_BUILD=0 forbids)."""
+    components = ensure_components(allow_build=os.environ.get("E2E_BUILD", "1") != "0")
+    request.config.stash[TIMINGS_KEY].append(
+        (
+            f"kubernetes {components.kubernetes_version}, etcd {components.etcd_version}",
+            "components (build/check)",
+            components.build_seconds,
+        )
+    )
+    return components
+
+
+@pytest.fixture
+def record_timing(request: pytest.FixtureRequest) -> Callable[[str, float], None]:
+    """Record a named duration for the end-of-run summary."""
+
+    def record(what: str, seconds: float) -> None:
+        request.config.stash[TIMINGS_KEY].append((request.node.nodeid, what, seconds))
+
+    return record
+
+
+@pytest.fixture
+def process_registry(request: pytest.FixtureRequest) -> Iterator[ProcessRegistry]:
+    registry = ProcessRegistry()
+    request.node.stash[REGISTRY_KEY] = registry
+    yield registry
+    registry.stop_all()
+
+
+@pytest.fixture
+def cluster(
+    e2e_components: Components,
+    tmp_path: Path,
+    process_registry: ProcessRegistry,
+    record_timing: Callable[[str, float], None],
+) -> Cluster:
+    """etcd running, apiserver ready to start; torn down by ``process_registry``."""
+    c = new_cluster(e2e_components, tmp_path, process_registry)
+    record_timing("etcd start-to-healthy", c.timings["etcd_ready_s"])
+    return c
+
+
+@pytest.fixture
+def kms_launcher() -> Launcher:
+    """Which plugin to run; override this fixture or set E2E_KMS_PLUGIN."""
+    return selected_launcher()
+
+
+@pytest.fixture
+def start_kms_plugin(
+    kms_launcher: Launcher,
+    tmp_path: Path,
+    process_registry: ProcessRegistry,
+    record_timing: Callable[[str, float], None],
+) -> Iterator[Callable[[str], KmsPlugin]]:
+    """``start_kms_plugin(name)`` starts a plugin and waits for Status ``ok``."""
+    started: list[KmsPlugin] = []
+
+    def start(name: str = "e2e-kms") -> KmsPlugin:
+        plugin = kms_launcher(tmp_path, name, process_registry)
+        started.append(plugin)
+        record_timing(f"plugin {name} start-to-ok", plugin.start())
+        return plugin
+
+    yield start
+    for plugin in started:
+        plugin.stop()
+        plugin.cleanup()
