@@ -134,7 +134,11 @@ class RequestHandler(BaseHTTPRequestHandler):
         return body
 
     def _route(self) -> str:
-        path = self.path.split("?", 1)[0]
+        # http.server collapses a leading "//" in self.path; route on the raw
+        # request line so "//encrypt" (host with a trailing slash) stays a 404.
+        parts = self.requestline.split()
+        raw = parts[1] if len(parts) >= 2 else self.path
+        path = raw.split("?", 1)[0]
         base = self.server.emulator.base_path
         if base and path.startswith(base + "/"):
             path = path[len(base) :]

@@ -1,0 +1,143 @@
+"""Token lifetimes: expiry, validation, UID rotation and child tokens."""
+
+from __future__ import annotations
+
+import time
+
+import akeyless
+
+from akeyless_emulator import Emulator
+
+from .conftest import KEY, Client, api_error, login, make_api
+
+
+def uid_encrypt(api: object, uid: str) -> str:
+    """Encrypt using a u- token directly in the `uid-token` field."""
+    out = api.encrypt(akeyless.Encrypt(key_name=KEY, plaintext="x", uid_token=uid))  # type: ignore[attr-defined]
+    return str(out.result)
+
+
+class TestExpiry:
+    """Auth tokens die after their TTL; the caller must call /auth again."""
+
+    def test_token_expires_after_ttl_with_401(self, plain_emu: Emulator) -> None:
+        """A 1-second token works, then gets 401; a fresh /auth works again."""
+        plain_emu.set_token_ttl(1.0)
+        c = login(plain_emu)
+        c.encrypt(b"x")
+        time.sleep(1.2)
+        err = api_error(lambda: c.encrypt(b"x"))
+        assert err.status == 401
+        assert "expired" in err.body
+        assert login(plain_emu, api=c.api).encrypt(b"x")
+
+    def test_per_identity_ttl_and_expiration_field(self, plain_emu: Emulator) -> None:
+        """The per-identity TTL shows in validate-token's ttl and expiration."""
+        c = login(plain_emu, token_ttl=120.0)
+        out = c.api.validate_token(akeyless.ValidateToken(token=c.token))
+        assert out.is_valid is True
+        assert 100 <= out.ttl <= 120
+        assert out.expiration.endswith("Z")
+
+    def test_expire_tokens_now(self, emu: Emulator, client: Client) -> None:
+        """The control plane can expire every token at once (re-auth tests)."""
+        emu.expire_tokens()
+        assert api_error(lambda: client.encrypt(b"x")).status == 401
+
+    def test_revoked_and_unknown_tokens(self, plain_emu: Emulator, plain_client: Client) -> None:
+        """Revoked and unknown tokens are 401; validate-token says why (200)."""
+        plain_emu.revoke_token(plain_client.token)
+        assert api_error(lambda: plain_client.encrypt(b"x")).status == 401
+        out = plain_client.api.validate_token(akeyless.ValidateToken(token=plain_client.token))
+        assert out.is_valid is False
+        assert out.reason
+        unknown = plain_client.api.validate_token(akeyless.ValidateToken(token="t-unknown"))
+        assert unknown.is_valid is False
+
+    def test_missing_token_is_401(self, plain_emu: Emulator) -> None:
+        """An operation without any token is 401."""
+        api = make_api(plain_emu)
+        err = api_error(lambda: api.encrypt(akeyless.Encrypt(key_name=KEY, plaintext="x")))
+        assert err.status == 401
+
+    def test_go_style_expiration_format(self) -> None:
+        """The alternative expiration format is selectable (real one unconfirmed)."""
+        with Emulator(expiration_format="go") as emu:
+            emu.create_key(KEY)
+            c = login(emu)
+            out = c.api.validate_token(akeyless.ValidateToken(token=c.token))
+            assert out.expiration.endswith("+0000 UTC")
+
+
+class TestUniversalIdentityRotation:
+    """uid-rotate-token replaces the token; the old one dies at once."""
+
+    def test_rotation_kills_old_token(self, emu: Emulator) -> None:
+        """After rotation the old u- token is 401 and the new one works."""
+        uid = emu.add_universal_identity(ttl=600)
+        api = make_api(emu)
+        uid_encrypt(api, uid)
+        new = api.uid_rotate_token(akeyless.UidRotateToken(uid_token=uid)).token
+        assert new.startswith("u-")
+        assert new != uid
+        assert api_error(lambda: uid_encrypt(api, uid)).status == 401
+        assert uid_encrypt(api, new)
+        assert api_error(lambda: api.uid_rotate_token(akeyless.UidRotateToken(uid_token=uid))).status == 401
+        assert api.validate_token(akeyless.ValidateToken(token=new)).last_rotate
+
+    def test_rotation_renews_ttl(self, plain_emu: Emulator) -> None:
+        """A token about to expire is renewed by rotation (fresh TTL)."""
+        uid = plain_emu.add_universal_identity(ttl=1.0)
+        api = make_api(plain_emu)
+        time.sleep(0.6)
+        new = api.uid_rotate_token(akeyless.UidRotateToken(uid_token=uid)).token
+        time.sleep(0.6)
+        assert uid_encrypt(api, new)
+
+    def test_uid_token_expires(self, plain_emu: Emulator) -> None:
+        """An unrotated u- token dies after its TTL."""
+        uid = plain_emu.add_universal_identity(ttl=0.5)
+        api = make_api(plain_emu)
+        time.sleep(0.7)
+        assert api_error(lambda: uid_encrypt(api, uid)).status == 401
+
+
+class TestChildTokens:
+    """uid-create-child-token, with and without deny-rotate."""
+
+    def test_child_with_deny_rotate_cannot_rotate(self, plain_emu: Emulator) -> None:
+        """The child works, but rotating it is 403 and it stays valid."""
+        uid = plain_emu.add_universal_identity()
+        api = make_api(plain_emu)
+        child = api.uid_create_child_token(
+            akeyless.UidCreateChildToken(uid_token=uid, child_deny_rotate=True, child_ttl=300)
+        ).token
+        assert uid_encrypt(api, child)
+        err = api_error(lambda: api.uid_rotate_token(akeyless.UidRotateToken(uid_token=child)))
+        assert err.status == 403
+        assert uid_encrypt(api, child)
+
+    def test_child_without_deny_rotate_rotates(self, plain_emu: Emulator) -> None:
+        """A normal child can rotate; its parent is unaffected."""
+        uid = plain_emu.add_universal_identity()
+        api = make_api(plain_emu)
+        child = api.uid_create_child_token(akeyless.UidCreateChildToken(uid_token=uid)).token
+        new_child = api.uid_rotate_token(akeyless.UidRotateToken(uid_token=child)).token
+        assert uid_encrypt(api, new_child)
+        assert uid_encrypt(api, uid)
+
+    def test_child_ttl(self, plain_emu: Emulator) -> None:
+        """child-ttl bounds the child's life."""
+        uid = plain_emu.add_universal_identity()
+        api = make_api(plain_emu)
+        child = api.uid_create_child_token(akeyless.UidCreateChildToken(uid_token=uid, child_ttl=1)).token
+        assert 0 <= api.validate_token(akeyless.ValidateToken(token=child)).ttl <= 1
+        time.sleep(1.1)
+        assert api_error(lambda: uid_encrypt(api, child)).status == 401
+
+    def test_auth_token_cannot_create_children(self, plain_client: Client) -> None:
+        """Only u- tokens have children: a t- token is 401 here."""
+        err = api_error(
+            lambda: plain_client.api.uid_create_child_token(akeyless.UidCreateChildToken(token=plain_client.token))
+        )
+        assert err.status == 401
