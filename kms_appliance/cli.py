@@ -84,10 +84,13 @@ def cmd_serve(args: argparse.Namespace) -> int:
     from .app import App  # noqa: PLC0415 - keep grpc off the start-up of light commands
 
     app = App(cfg)
-    app.start()
+    # Handlers first: a SIGTERM that lands while the socket is being bound still stops cleanly.
     with _signals(app.request_stop, app.request_reload):
-        app.run_until_stopped()
-    app.stop()
+        try:
+            app.start()
+            app.run_until_stopped()
+        finally:
+            app.stop()
     return 0
 
 

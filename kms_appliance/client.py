@@ -6,6 +6,7 @@ Used by ``demo``; tests and benchmarks build their own from the same protos.
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import grpc
 
@@ -19,15 +20,17 @@ class KmsClient:
         self._channel = grpc.insecure_channel(f"unix:{socket}",
                                               options=[("grpc.default_authority", "localhost")])
         self._timeout = timeout
-        self.v2 = v2_pb2_grpc.KeyManagementServiceStub(self._channel)
-        self.v1 = v1beta1_pb2_grpc.KeyManagementServiceStub(self._channel)
+        self.v2: Any = v2_pb2_grpc.KeyManagementServiceStub(self._channel)  # type: ignore[no-untyped-call]
+        self.v1: Any = v1beta1_pb2_grpc.KeyManagementServiceStub(self._channel)  # type: ignore[no-untyped-call]
 
     def status(self) -> v2_pb2.StatusResponse:
-        return self.v2.Status(v2_pb2.StatusRequest(), timeout=self._timeout)
+        resp: v2_pb2.StatusResponse = self.v2.Status(v2_pb2.StatusRequest(), timeout=self._timeout)
+        return resp
 
     def encrypt(self, plaintext: bytes, uid: str = "") -> v2_pb2.EncryptResponse:
-        return self.v2.Encrypt(v2_pb2.EncryptRequest(plaintext=plaintext, uid=uid),
-                               timeout=self._timeout)
+        req = v2_pb2.EncryptRequest(plaintext=plaintext, uid=uid)
+        resp: v2_pb2.EncryptResponse = self.v2.Encrypt(req, timeout=self._timeout)
+        return resp
 
     def decrypt(self, resp: v2_pb2.EncryptResponse, uid: str = "") -> bytes:
         req = v2_pb2.DecryptRequest(ciphertext=resp.ciphertext, key_id=resp.key_id,

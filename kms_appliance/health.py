@@ -54,7 +54,7 @@ class Health:
             return  # rate limiting says nothing about availability
         except KmsError as exc:
             ok, reason = False, f"{exc.outcome}: {exc.message}"
-        except Exception as exc:  # noqa: BLE001 - a probe must never kill the loop
+        except Exception as exc:
             ok, reason = False, f"internal: {type(exc).__name__}"
         self.failures = 0 if ok else self.failures + 1
         self.reason = reason
@@ -83,7 +83,7 @@ class Health:
 class _Handler(BaseHTTPRequestHandler):
     server: HealthHttpServer
 
-    def do_GET(self) -> None:  # noqa: N802
+    def do_GET(self) -> None:
         path = self.path.split("?", 1)[0]
         srv = self.server
         if path == "/metrics":
@@ -106,7 +106,7 @@ class _Handler(BaseHTTPRequestHandler):
         self.end_headers()
         self.wfile.write(body)
 
-    def log_message(self, format: str, *args: object) -> None:  # noqa: A002
+    def log_message(self, format: str, *args: object) -> None:
         """Probes are frequent and uninteresting; keep them out of the logs."""
 
 

@@ -44,8 +44,8 @@ class PluginServer:
                      ("grpc.max_send_message_length", size),
                      ("grpc.so_reuseport", 0)],
         )
-        v2_pb2_grpc.add_KeyManagementServiceServicer_to_server(v2, self._grpc)
-        v1beta1_pb2_grpc.add_KeyManagementServiceServicer_to_server(v1, self._grpc)
+        v2_pb2_grpc.add_KeyManagementServiceServicer_to_server(v2, self._grpc)  # type: ignore[no-untyped-call]
+        v1beta1_pb2_grpc.add_KeyManagementServiceServicer_to_server(v1, self._grpc)  # type: ignore[no-untyped-call]
 
     @property
     def socket_path(self) -> Path:
@@ -88,6 +88,9 @@ class PluginServer:
 
     def stop(self, grace: float) -> None:
         """Refuse new calls, let in-flight ones finish within ``grace``, remove the socket."""
+        if self._inode is None:
+            self._grpc.stop(None)
+            return  # never bound: the path is not ours to remove
         if self._gate is not None:
             self._gate.stop_accepting()
         # Stop accepting on the public path first so a successor can bind while we drain.

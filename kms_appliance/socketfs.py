@@ -69,7 +69,9 @@ def _create_dir(directory: Path, group: str | None) -> None:
         os.mkdir(directory, dir_mode)
     gid = group_id(group)
     if gid is not None:
+        # setgid: the socket is born in the socket group, with no window in the primary group.
         os.chown(directory, -1, gid)
+        os.chmod(directory, dir_mode | stat.S_ISGID)
 
 
 def probe(path: Path) -> bool:

@@ -67,13 +67,16 @@ def check_file_safety(path: Path) -> os.stat_result:
     try:
         st = path.lstat()
     except FileNotFoundError:
-        raise StartupError(f"keyring {path} does not exist (create it: kms-appliance keyring init {path})") from None
+        raise StartupError(f"keyring {path} does not exist "
+                           f"(create it: kms-appliance keyring init {path})") from None
     if stat.S_ISLNK(st.st_mode) or not stat.S_ISREG(st.st_mode):
         raise StartupError(f"keyring {path} is not a regular file")
     if st.st_mode & 0o077:
-        raise StartupError(f"keyring {path} has mode {stat.S_IMODE(st.st_mode):04o}; it must be 0600 or stricter")
+        raise StartupError(f"keyring {path} has mode {stat.S_IMODE(st.st_mode):04o}; "
+                           "it must be 0600 or stricter")
     if st.st_uid != os.geteuid():
-        raise StartupError(f"keyring {path} is owned by uid {st.st_uid}, not by this process (uid {os.geteuid()})")
+        raise StartupError(f"keyring {path} is owned by uid {st.st_uid}, "
+                           f"not by this process (uid {os.geteuid()})")
     return st
 
 

@@ -64,17 +64,19 @@ class V2Servicer(pb_grpc.KeyManagementServiceServicer):
             return pb.EncryptResponse(ciphertext=wrapped.ciphertext, key_id=wrapped.key_id,
                                       annotations=wrapped.annotations)
 
-        return self._calls.run(context, "v2", "encrypt", request.uid[: validate.MAX_UID], work, pb.EncryptResponse)
+        uid = request.uid[: validate.MAX_UID]
+        return self._calls.run(context, "v2", "encrypt", uid, work, pb.EncryptResponse)
 
     def Decrypt(self, request: pb.DecryptRequest, context: grpc.ServicerContext) -> pb.DecryptResponse:  # noqa: N802
         def work(rec: Record) -> pb.DecryptResponse:
             validate.uid(request.uid)
             validate.sized("ciphertext", request.ciphertext, validate.MAX_V2_CIPHERTEXT)
             validate.sized("key_id", request.key_id, validate.MAX_KEY_ID)
-            validate.annotations(request.annotations)
+            validate.annotation_map(request.annotations)
             rec.key_id, rec.fingerprint = request.key_id, fingerprint(request.ciphertext)
             out = self._backend.unwrap(request.ciphertext, request.key_id, request.annotations)
             rec.key_version, rec.cached = out.key_version, out.cached
             return pb.DecryptResponse(plaintext=out.plaintext)
 
-        return self._calls.run(context, "v2", "decrypt", request.uid[: validate.MAX_UID], work, pb.DecryptResponse)
+        uid = request.uid[: validate.MAX_UID]
+        return self._calls.run(context, "v2", "decrypt", uid, work, pb.DecryptResponse)

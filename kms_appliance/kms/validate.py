@@ -36,7 +36,7 @@ def uid(value: str) -> str:
     return value
 
 
-def annotations(values: Mapping[str, bytes]) -> None:
+def annotation_map(values: Mapping[str, bytes]) -> None:
     """Keys must be FQDNs; keys plus values at most 32 KiB, as the apiserver requires."""
     total = 0
     for key, value in values.items():

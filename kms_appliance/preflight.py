@@ -1,0 +1,152 @@
+"""`kms-appliance check`: the preflight an operator runs before wiring the apiserver.
+
+Why: a plugin that starts but cannot wrap makes kube-apiserver fail its own
+start-up in ways that are hard to read from the apiserver's logs. This runs
+every step the real start-up runs (config, socket directory, auth, key,
+a real wrap/unwrap round trip, clock sanity against the token expiry) and
+reports each one, so the operator sees *which* precondition fails.
+Exit status 0 only when every step passed; a step whose prerequisite failed
+is reported as skipped and counts as a failure.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass
+from typing import TYPE_CHECKING, TextIO
+
+from . import socketfs
+from .config import Config
+from .errors import BackendCorruption, ConfigError, KmsError, StartupError
+from .metrics import Metrics
+
+if TYPE_CHECKING:
+    from .backends.base import KeyBackend
+
+
+
+@dataclass(slots=True)
+class Result:
+    """One line of the report."""
+
+    name: str
+    status: str  # pass, fail, skip
+    detail: str
+
+
+class _Run:
+    """Runs the steps in order, keeping what later steps need."""
+
+    def __init__(self, cfg: Config) -> None:
+        self.cfg = cfg
+        self.results: list[Result] = []
+        self.backend: KeyBackend | None = None
+
+    def step(self, name: str, fn: Callable[[], str], needs: tuple[str, ...] = ()) -> None:
+        failed = [r.name for r in self.results if r.name in needs and r.status != "pass"]
+        if failed:
+            self.results.append(Result(name, "skip", f"needs {', '.join(failed)}"))
+            return
+        try:
+            detail = fn()
+        except KmsError as exc:
+            self.results.append(Result(name, "fail", exc.message))
+        except OSError as exc:
+            self.results.append(Result(name, "fail", f"{type(exc).__name__}: {exc.strerror}"))
+        else:
+            self.results.append(Result(name, "pass", detail))
+
+
+def _config(cfg: Config) -> str:
+    if cfg.server.backend == "akeyless":
+        from .backends.akeyless.client import check_url  # noqa: PLC0415 - no SDK import
+
+        check_url(cfg.akeyless.url)
+        if (cfg.akeyless.cert_file is None) != (cfg.akeyless.key_file is None):
+            raise ConfigError("akeyless.cert_file", "needs akeyless.key_file too (and vice versa)")
+    return f"backend={cfg.server.backend}, source={cfg.source}"
+
+
+def _socket_dir(cfg: Config) -> str:
+    directory = cfg.server.socket.parent
+    if not directory.exists():
+        return f"{directory} does not exist yet; serve will create it"
+    socketfs.check_socket_dir(directory, cfg.server.socket_group, create=False)
+    return f"{directory} is safe"
+
+
+def _round_trip(run: _Run) -> str:
+    backend = run.backend
+    if backend is None:
+        raise StartupError("no backend was built")
+    seed = os.urandom(32)
+    wrapped = backend.wrap(seed)
+    back = backend.unwrap(wrapped.ciphertext, wrapped.key_id, wrapped.annotations)
+    if back.plaintext != seed:
+        raise BackendCorruption("round trip returned different bytes")
+    return f"wrapped and unwrapped 32 bytes under key_id {wrapped.key_id}"
+
+
+def _local_steps(run: _Run) -> None:
+    def backend() -> str:
+        from .backends import create  # noqa: PLC0415
+
+        run.backend = create(run.cfg, Metrics())
+        st = run.backend.status()
+        return f"keyring {run.cfg.local.keyring}: key_id {st.key_id}"
+
+    run.step("key", backend, needs=("config",))
+    run.step("round_trip", lambda: _round_trip(run), needs=("key",))
+
+
+def _akeyless_steps(run: _Run) -> None:
+    from .backends.akeyless import preflight as ak  # noqa: PLC0415
+
+    ctx = ak.Context(run.cfg)
+    run.step("auth", ctx.auth, needs=("config",))
+    run.step("key", ctx.key, needs=("auth",))
+
+    def trip() -> str:
+        run.backend = ctx.backend
+        return _round_trip(run)
+
+    run.step("round_trip", trip, needs=("key",))
+    run.step("clock", ctx.clock, needs=("auth",))
+    ctx.close()
+
+
+def checks(cfg: Config) -> list[Result]:
+    """Run every step; never raises for a failed step."""
+    run = _Run(cfg)
+    run.step("config", lambda: _config(cfg))
+    run.step("socket_dir", lambda: _socket_dir(cfg))
+    if cfg.server.backend == "akeyless":
+        _akeyless_steps(run)
+    else:
+        _local_steps(run)
+    if run.backend is not None and cfg.server.backend != "akeyless":
+        run.backend.close()
+    return run.results
+
+
+def render(results: list[Result], as_json: bool) -> str:
+    """The report as a table or JSON."""
+    ok = all(r.status == "pass" for r in results)
+    if as_json:
+        doc = {"ok": ok, "checked_at": int(time.time()), "checks": [asdict(r) for r in results]}
+        return json.dumps(doc, indent=2) + "\n"
+    width = max(len(r.name) for r in results)
+    lines = [f"{'CHECK':<{width}}  RESULT  DETAIL"]
+    lines += [f"{r.name:<{width}}  {r.status.upper():<6}  {r.detail}" for r in results]
+    lines.append("all checks passed" if ok else "some checks FAILED")
+    return "\n".join(lines) + "\n"
+
+
+def run(cfg: Config, as_json: bool, out: TextIO) -> int:
+    """Run the preflight, write the report, return the exit status."""
+    results = checks(cfg)
+    out.write(render(results, as_json))
+    return 0 if all(r.status == "pass" for r in results) else 1

@@ -1,0 +1,29 @@
+"""Fixtures: a real plugin process on a real socket with a fresh keyring."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from tests.support import plugin as plugin_mod
+from tests.support.kmsclient import Client
+
+
+@pytest.fixture
+def plugin(tmp_path: Path) -> Iterator[plugin_mod.Plugin]:
+    p = plugin_mod.start(tmp_path / "p")
+    try:
+        yield p
+    finally:
+        p.stop()
+
+
+@pytest.fixture
+def client(plugin: plugin_mod.Plugin) -> Iterator[Client]:
+    c = Client(plugin.socket)
+    try:
+        yield c
+    finally:
+        c.close()

@@ -1,0 +1,158 @@
+"""Both KMS services over the real socket with the local backend."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import grpc
+import pytest
+
+from tests.support.kmsclient import Client
+from tests.support.plugin import REPO, Plugin
+
+
+def code_of(fn, *args) -> grpc.StatusCode:  # type: ignore[no-untyped-def]
+    with pytest.raises(grpc.RpcError) as info:
+        fn(*args)
+    return info.value.code()
+
+
+class TestV2:
+    """Status/Encrypt/Decrypt as kube-apiserver calls them."""
+
+    def test_status(self, client: Client) -> None:
+        st = client.status()
+        assert (st.version, st.healthz) == ("v2", "ok")
+        assert 0 < len(st.key_id.encode()) <= 1024
+
+    def test_round_trip_and_key_id_agreement(self, client: Client) -> None:
+        seed = os.urandom(32)
+        enc = client.encrypt(seed)
+        assert enc.key_id == client.status().key_id
+        assert 0 < len(enc.ciphertext) <= 1024
+        assert client.decrypt(enc.ciphertext, enc.key_id, dict(enc.annotations)) == seed
+
+    def test_tampered_truncated_foreign(self, client: Client) -> None:
+        enc = client.encrypt(os.urandom(32))
+        tampered = enc.ciphertext[:-1] + bytes([enc.ciphertext[-1] ^ 1])
+        for blob in (tampered, enc.ciphertext[:20], b"\x8aKA\x01\x02" + os.urandom(60), os.urandom(70)):
+            assert code_of(client.decrypt, blob, enc.key_id) == grpc.StatusCode.INVALID_ARGUMENT
+
+    def test_wrong_key_id(self, client: Client) -> None:
+        enc = client.encrypt(os.urandom(32))
+        assert code_of(client.decrypt, enc.ciphertext, "local/other/v1") == grpc.StatusCode.INVALID_ARGUMENT
+
+    @pytest.mark.parametrize(("plaintext", "text"), [(b"", "must not be empty"), (b"x" * 513, "at most 512")])
+    def test_bad_plaintext(self, client: Client, plaintext: bytes, text: str) -> None:
+        with pytest.raises(grpc.RpcError) as info:
+            client.encrypt(plaintext)
+        assert info.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+        assert text in info.value.details()
+
+    def test_bad_decrypt_inputs(self, client: Client) -> None:
+        enc = client.encrypt(os.urandom(32))
+        cases = [
+            (b"", enc.key_id, {}),
+            (b"x" * 1025, enc.key_id, {}),
+            (enc.ciphertext, "", {}),
+            (enc.ciphertext, "k" * 1025, {}),
+            (enc.ciphertext, enc.key_id, {"notfqdn": b"1"}),
+            (enc.ciphertext, enc.key_id, {"a.example.com": b"x" * 40000}),
+        ]
+        for ct, kid, ann in cases:
+            assert code_of(client.decrypt, ct, kid, ann) == grpc.StatusCode.INVALID_ARGUMENT
+
+    def test_oversized_message_is_refused_cleanly(self, client: Client) -> None:
+        code = code_of(client.encrypt, b"x" * 200_000)
+        assert code == grpc.StatusCode.RESOURCE_EXHAUSTED
+        assert client.status().healthz == "ok"
+
+    def test_200_concurrent_callers(self, plugin: Plugin) -> None:
+        errors: list[BaseException] = []
+
+        def caller() -> None:
+            c = Client(plugin.socket)
+            try:
+                for _ in range(5):
+                    seed = os.urandom(32)
+                    enc = c.encrypt(seed)
+                    if c.decrypt(enc.ciphertext, enc.key_id) != seed:
+                        errors.append(AssertionError("wrong plaintext"))
+            except BaseException as exc:  # noqa: BLE001
+                errors.append(exc)
+            finally:
+                c.close()
+
+        threads = [threading.Thread(target=caller) for _ in range(200)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(60)
+        assert errors == []
+
+
+class TestV1:
+    """KMS v1beta1 on the same socket."""
+
+    def test_version(self, client: Client) -> None:
+        v = client.version()
+        assert (v.version, v.runtime_name) == ("v1beta1", "kms-appliance")
+
+    def test_round_trip(self, client: Client) -> None:
+        dek = os.urandom(32)
+        assert client.v1_decrypt(client.v1_encrypt(dek)) == dek
+
+    def test_v1_and_v2_share_keys(self, client: Client) -> None:
+        dek = os.urandom(32)
+        cipher = client.v1_encrypt(dek)
+        assert client.decrypt(cipher, client.status().key_id) == dek
+
+    def test_wrong_version_and_bad_input(self, client: Client) -> None:
+        assert code_of(client.v1_encrypt, b"k" * 32, "v2") == grpc.StatusCode.INVALID_ARGUMENT
+        assert code_of(client.v1_decrypt, b"", "v1beta1") == grpc.StatusCode.INVALID_ARGUMENT
+        assert code_of(client.v1_decrypt, os.urandom(100)) == grpc.StatusCode.INVALID_ARGUMENT
+
+
+def test_rotation_without_restart(plugin: Plugin, client: Client) -> None:
+    """keyring rotate + SIGHUP: new key_id, old data readable, Encrypt agrees with Status."""
+    old_seed = os.urandom(32)
+    old = client.encrypt(old_seed)
+    v1_old = client.v1_encrypt(b"v1-dek-" * 4)
+    subprocess.run([sys.executable, "-m", "kms_appliance", "keyring", "rotate",
+                    str(plugin.workdir / "keyring.json")], cwd=REPO, check=True, capture_output=True)
+    plugin.proc.send_signal(signal.SIGHUP)
+    deadline = time.monotonic() + 10
+    while client.status().key_id == old.key_id and time.monotonic() < deadline:
+        time.sleep(0.1)
+    new_id = client.status().key_id
+    assert new_id != old.key_id
+    new = client.encrypt(os.urandom(32))
+    assert new.key_id == new_id
+    assert client.decrypt(old.ciphertext, old.key_id) == old_seed
+    assert client.v1_decrypt(v1_old) == b"v1-dek-" * 4
+    events = [r for r in plugin.audit_records() if r["event"] == "key_rotation"]
+    assert events and events[-1]["key_id"] == new_id and events[-1]["previous_key_id"] == old.key_id
+
+
+def test_rotation_by_file_watch_alone(tmp_path: Path) -> None:
+    from tests.support import plugin as pm
+
+    p = pm.start(tmp_path / "w", env={"KMS_APPLIANCE_LOCAL_RELOAD_INTERVAL": "200ms"})
+    c = Client(p.socket)
+    try:
+        before = c.status().key_id
+        subprocess.run([sys.executable, "-m", "kms_appliance", "keyring", "rotate",
+                        str(p.workdir / "keyring.json")], cwd=REPO, check=True, capture_output=True)
+        deadline = time.monotonic() + 10
+        while c.status().key_id == before and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert c.status().key_id != before
+    finally:
+        c.close()
+        p.stop()

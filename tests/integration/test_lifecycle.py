@@ -1,0 +1,61 @@
+"""Start, SIGTERM with calls in flight, clean exit and socket removal."""
+
+from __future__ import annotations
+
+import os
+import signal
+import threading
+import time
+from pathlib import Path
+
+from tests.support import plugin as pm
+from tests.support.kmsclient import Client
+
+
+def test_sigterm_exits_0_and_removes_socket(tmp_path: Path) -> None:
+    p = pm.start(tmp_path / "t")
+    assert p.stop(signal.SIGTERM) == 0
+    assert not p.socket.exists()
+    events = [r["event"] for r in p.audit_records()]
+    assert events[0] == "startup" and events[-1] == "shutdown"
+
+
+def test_sigint_exits_0(tmp_path: Path) -> None:
+    p = pm.start(tmp_path / "t")
+    assert p.stop(signal.SIGINT) == 0
+    assert not p.socket.exists()
+
+
+def test_sigterm_under_load_lets_calls_finish(tmp_path: Path) -> None:
+    """Callers hammering the socket see only OK answers or a clean UNAVAILABLE, never a wrong answer."""
+    p = pm.start(tmp_path / "t")
+    ok, failures, wrong = [0], [], []
+    stop = threading.Event()
+
+    def caller() -> None:
+        c = Client(p.socket, timeout=5)
+        try:
+            while not stop.is_set():
+                seed = os.urandom(32)
+                try:
+                    enc = c.encrypt(seed)
+                    if c.decrypt(enc.ciphertext, enc.key_id) != seed:
+                        wrong.append(1)
+                    ok[0] += 1
+                except Exception as exc:  # noqa: BLE001
+                    failures.append(exc.code().name if hasattr(exc, "code") else repr(exc))
+                    return
+        finally:
+            c.close()
+
+    threads = [threading.Thread(target=caller) for _ in range(8)]
+    for t in threads:
+        t.start()
+    time.sleep(1.0)
+    assert p.stop(signal.SIGTERM) == 0
+    stop.set()
+    for t in threads:
+        t.join(30)
+    assert ok[0] > 0 and not wrong
+    assert set(failures) <= {"UNAVAILABLE", "CANCELLED"}
+    assert not p.socket.exists()

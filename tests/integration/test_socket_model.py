@@ -1,0 +1,125 @@
+"""The socket permission model, end to end on the real process."""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import stat
+import subprocess
+from pathlib import Path
+
+import grpc
+import pytest
+
+from tests.support import plugin as pm
+from tests.support.kmsclient import Client
+
+
+def test_modes_and_owner(plugin: pm.Plugin) -> None:
+    st = plugin.socket.lstat()
+    assert stat.S_ISSOCK(st.st_mode)
+    assert stat.S_IMODE(st.st_mode) == 0o600
+    assert st.st_uid == os.geteuid()
+    assert stat.S_IMODE(plugin.socket.parent.stat().st_mode) == 0o700
+
+
+def test_group_mode(tmp_path: Path) -> None:
+    with pm.running(tmp_path / "g", ["--socket-group", "daemon"]) as p:
+        st = p.socket.lstat()
+        assert stat.S_IMODE(st.st_mode) == 0o660
+        import grp
+        assert st.st_gid == grp.getgrnam("daemon").gr_gid
+        assert stat.S_IMODE(p.socket.parent.stat().st_mode) & 0o777 == 0o750
+
+
+def test_second_instance_refused_while_first_serves(plugin: pm.Plugin, tmp_path: Path) -> None:
+    second = pm.start(tmp_path / "second", ["--socket", str(plugin.socket)], wait=False)
+    assert second.proc.wait(30) == 1
+    assert "already serving" in second.stderr.read_text()
+    c = Client(plugin.socket)
+    try:
+        assert c.status().healthz == "ok"
+    finally:
+        c.close()
+
+
+def test_stale_socket_recovered_after_kill_9(tmp_path: Path) -> None:
+    p = pm.start(tmp_path / "s")
+    p.stop(signal.SIGKILL)
+    assert p.socket.exists(), "kill -9 leaves the socket behind"
+    with pm.running(tmp_path / "s") as again:
+        c = Client(again.socket)
+        try:
+            assert c.status().healthz == "ok"
+        finally:
+            c.close()
+
+
+@pytest.mark.parametrize("case", ["symlink-dir", "world-writable", "foreign-owner", "regular-file", "symlink-sock"])
+def test_refusals_name_the_problem(tmp_path: Path, case: str) -> None:
+    run = tmp_path / "x" / "run"
+    run.parent.mkdir(mode=0o700)
+    expected = {"symlink-dir": "symlink", "world-writable": "writable by others",
+                "foreign-owner": "another non-root user", "regular-file": "not a socket",
+                "symlink-sock": "symlink"}[case]
+    if case == "symlink-dir":
+        (tmp_path / "real").mkdir(mode=0o700)
+        run.symlink_to(tmp_path / "real")
+    else:
+        run.mkdir(mode=0o700)
+    if case == "world-writable":
+        run.chmod(0o777)
+    elif case == "foreign-owner":
+        os.chown(run, 65534, 65534)
+    elif case == "regular-file":
+        (run / "kms.sock").write_text("keep me")
+    elif case == "symlink-sock":
+        (run / "kms.sock").symlink_to(tmp_path / "target.sock")
+    p = pm.start(tmp_path / "x", wait=False)
+    assert p.proc.wait(30) == 1
+    err = p.stderr.read_text()
+    assert expected in err and "Traceback" not in err
+
+
+def test_other_uid_cannot_connect(plugin: pm.Plugin) -> None:
+    """The kernel refuses a client of another uid at connect(): file modes are the first control."""
+    probe = ("import socket,sys\ns=socket.socket(socket.AF_UNIX)\n"
+             "try:\n s.connect(sys.argv[1]); print('CONNECTED')\n"
+             "except PermissionError: print('DENIED')\n")
+    out = subprocess.run(["setpriv", "--reuid", "65534", "--regid", "65534", "--clear-groups",
+                          "/usr/bin/python3", "-c", probe, str(plugin.socket)],
+                         capture_output=True, text=True, timeout=30)
+    assert out.stdout.strip() == "DENIED", out.stderr
+
+
+def test_peer_uid_allowlist_refusal_is_audited(tmp_path: Path) -> None:
+    with pm.running(tmp_path / "a", ["--allowed-uids", "4242"]) as p:
+        c = Client(p.socket, timeout=2)
+        try:
+            with pytest.raises(grpc.RpcError) as info:
+                c.status()
+            assert info.value.code() == grpc.StatusCode.UNAVAILABLE
+        finally:
+            c.close()
+        refusals = [r for r in p.audit_records() if r["event"] == "peer_refused"]
+        assert refusals and refusals[0]["peer_uid"] == os.geteuid()
+        assert refusals[0]["reason"] == "uid_not_allowed" and refusals[0]["peer_pid"] > 0
+        status, body = p.http("/metrics")
+        assert b'kms_appliance_peer_refusals_total{reason="uid_not_allowed"}' in body
+
+
+def test_peer_uid_allowlist_admits_listed_uid(tmp_path: Path) -> None:
+    with pm.running(tmp_path / "b", ["--allowed-uids", f"{os.geteuid()},4242"]) as p:
+        c = Client(p.socket)
+        try:
+            seed = os.urandom(32)
+            enc = c.encrypt(seed)
+            assert c.decrypt(enc.ciphertext, enc.key_id) == seed
+            assert c.v1_decrypt(c.v1_encrypt(seed)) == seed
+        finally:
+            c.close()
+        assert stat.S_IMODE(p.socket.lstat().st_mode) == 0o600
+        with socket.socket(socket.AF_UNIX) as raw:
+            raw.connect(str(p.socket))  # an idle raw connection must not block shutdown
+    assert not p.socket.exists()

@@ -1,0 +1,43 @@
+"""A test client built from the project's own protos, as kube-apiserver dials."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import grpc
+
+from kms_appliance.kms import v1beta1_pb2, v1beta1_pb2_grpc, v2_pb2, v2_pb2_grpc
+
+
+class Client:
+    def __init__(self, socket: Path, timeout: float = 5.0) -> None:
+        self.channel = grpc.insecure_channel(f"unix:{socket}", options=[("grpc.default_authority", "localhost")])
+        self.timeout = timeout
+        self.v2: Any = v2_pb2_grpc.KeyManagementServiceStub(self.channel)
+        self.v1: Any = v1beta1_pb2_grpc.KeyManagementServiceStub(self.channel)
+
+    def status(self) -> Any:
+        return self.v2.Status(v2_pb2.StatusRequest(), timeout=self.timeout)
+
+    def encrypt(self, plaintext: bytes, uid: str = "uid-1") -> Any:
+        return self.v2.Encrypt(v2_pb2.EncryptRequest(plaintext=plaintext, uid=uid), timeout=self.timeout)
+
+    def decrypt(self, ciphertext: bytes, key_id: str, annotations: dict[str, bytes] | None = None,
+                uid: str = "uid-2") -> bytes:
+        req = v2_pb2.DecryptRequest(ciphertext=ciphertext, key_id=key_id, annotations=annotations or {}, uid=uid)
+        return bytes(self.v2.Decrypt(req, timeout=self.timeout).plaintext)
+
+    def version(self) -> Any:
+        return self.v1.Version(v1beta1_pb2.VersionRequest(version="v1beta1"), timeout=self.timeout)
+
+    def v1_encrypt(self, plain: bytes, version: str = "v1beta1") -> bytes:
+        req = v1beta1_pb2.EncryptRequest(version=version, plain=plain)
+        return bytes(self.v1.Encrypt(req, timeout=self.timeout).cipher)
+
+    def v1_decrypt(self, cipher: bytes, version: str = "v1beta1") -> bytes:
+        req = v1beta1_pb2.DecryptRequest(version=version, cipher=cipher)
+        return bytes(self.v1.Decrypt(req, timeout=self.timeout).plain)
+
+    def close(self) -> None:
+        self.channel.close()
