@@ -1,8 +1,10 @@
 """The Akeyless KeyBackend: wrap/unwrap through /encrypt and /decrypt.
 
 Ciphertext layout (after the appliance's 5-byte envelope header): the item
-version the plugin believed current (uint32, big-endian), then Akeyless's
-own ciphertext, opaque. The envelope header and version are bound to
+version the plugin believed current (uint32, big-endian), the plaintext
+length (uint16, big-endian), then Akeyless's own ciphertext, opaque. The
+length lets a decrypt that returns the wrong number of bytes be refused as
+corruption instead of handed to the apiserver as a DEK. The envelope header and version are bound to
 Akeyless's AEAD as the ``encryption-context``, so editing them makes
 Akeyless refuse to decrypt. The version gives every Decrypt the
 item_version the DEK was wrapped under (audit correlation with Akeyless's
@@ -24,6 +26,7 @@ from ...errors import (
     BackendCorruption,
     BackendUnavailable,
     CiphertextError,
+    InvalidRequest,
     KeyUnavailable,
     KmsError,
     StartupError,
@@ -42,7 +45,8 @@ log = logging.getLogger("kms_appliance.backends.akeyless")
 
 ANNOTATION = "version.kms-appliance.akeyless.io"
 CONTEXT_KEY = "kms-appliance"
-_VERSION = struct.Struct(">I")
+_VERSION = struct.Struct(">IH")
+MAX_PLAINTEXT = 0xFFFF
 R = TypeVar("R")
 
 
@@ -83,7 +87,7 @@ class AkeylessBackend:
 
     # -- remote calls with the token --
 
-    def _authed(self, op: str, deadline: float, **fields: Any) -> Any:
+    def _authed(self, op: str, deadline: float, /, **fields: Any) -> Any:
         """One call with our token; on 401, log in again once and retry."""
         for attempt in (1, 2):
             token = self._auth.token(deadline)
@@ -113,13 +117,17 @@ class AkeylessBackend:
     # -- KeyBackend --
 
     def wrap(self, plaintext: bytes) -> Wrapped:
+        if not plaintext or len(plaintext) > MAX_PLAINTEXT:
+            raise InvalidRequest(f"plaintext must be 1..{MAX_PLAINTEXT} bytes")
         st = self._state
-        head = envelope.header(envelope.BACKEND_AKEYLESS) + _VERSION.pack(st.last_version)
+        head = envelope.header(envelope.BACKEND_AKEYLESS) + _VERSION.pack(st.last_version,
+                                                                          len(plaintext))
         deadline = time.monotonic() + self._timeout
         out = self._tracked(lambda: self._authed(
             "encrypt", deadline, key_name=self.key_name, input_format="base64",
-            plaintext=base64.b64encode(plaintext).decode(), encryption_context=_context(head)))
-        blob = _b64_result(getattr(out, "result", None), "encrypt")
+            plaintext=base64.b64encode(plaintext).decode(), encryption_context=_context(head),
+            validate=lambda answer: _b64_result(answer, "encrypt")))
+        blob: bytes = out
         version = str(st.last_version)
         return Wrapped(head + blob, st.key_id, version, {ANNOTATION: version.encode()})
 
@@ -128,7 +136,7 @@ class AkeylessBackend:
         head, payload = envelope.split(ciphertext, envelope.BACKEND_AKEYLESS)
         if len(payload) <= _VERSION.size:
             raise CiphertextError("ciphertext is truncated")
-        (version,) = _VERSION.unpack_from(payload)
+        version, length = _VERSION.unpack_from(payload)
         own_id = make_key_id(self._state.item_id, version)
         if key_id is not None and key_id != own_id:
             raise CiphertextError("ciphertext does not belong to the given key_id")
@@ -136,7 +144,7 @@ class AkeylessBackend:
         blob = payload[_VERSION.size :]
 
         def load() -> tuple[bytes, int]:
-            return self._decrypt_remote(prefix, blob, version), version
+            return self._decrypt_remote(prefix, blob, version, length), version
 
         if self._cache is None:
             (plain, _), cached = load(), False
@@ -144,18 +152,17 @@ class AkeylessBackend:
             (plain, _), cached = self._cache.get_or_load(ciphertext, load)
         return Unwrapped(plain, own_id, str(version), cached)
 
-    def _decrypt_remote(self, prefix: bytes, blob: bytes, version: int) -> bytes:
+    def _decrypt_remote(self, prefix: bytes, blob: bytes, version: int, length: int) -> bytes:
         deadline = time.monotonic() + self._timeout
         try:
             out = self._tracked(lambda: self._authed(
                 "decrypt", deadline, key_name=self.key_name, output_format="base64",
-                ciphertext=base64.b64encode(blob).decode(), encryption_context=_context(prefix)))
+                ciphertext=base64.b64encode(blob).decode(), encryption_context=_context(prefix),
+                validate=lambda answer: _plaintext(answer, length)))
         except CiphertextRejected:
             self._explain_rejection(version)
             raise
-        plain = _b64_result(getattr(out, "result", None), "decrypt")
-        if not plain:
-            raise BackendCorruption("Akeyless decrypt: empty plaintext")
+        plain: bytes = out
         return plain
 
     def _explain_rejection(self, version: int) -> None:
@@ -228,7 +235,15 @@ def _context(prefix: bytes) -> dict[str, str]:
     return {CONTEXT_KEY: base64.b64encode(prefix).decode()}
 
 
-def _b64_result(value: object, op: str) -> bytes:
+def _plaintext(answer: object, length: int) -> bytes:
+    plain = _b64_result(answer, "decrypt")
+    if len(plain) != length:
+        raise BackendCorruption("Akeyless decrypt: plaintext has the wrong length")
+    return plain
+
+
+def _b64_result(answer: object, op: str) -> bytes:
+    value = getattr(answer, "result", None)
     if not isinstance(value, str) or not value:
         raise BackendCorruption(f"Akeyless {op}: answer has no result")
     try:

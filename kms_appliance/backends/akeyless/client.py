@@ -121,8 +121,13 @@ class AkeylessClient:
         cls = getattr(self.sdk.models, model_name)
         return cls(local_vars_configuration=self._conf, **fields)
 
-    def call(self, op: str, deadline: float, /, **fields: Any) -> Any:
-        """Run one operation with retries inside ``deadline`` (monotonic)."""
+    def call(self, op: str, deadline: float, /, *,
+             validate: Callable[[Any], Any] | None = None, **fields: Any) -> Any:
+        """Run one operation with retries inside ``deadline`` (monotonic).
+
+        ``validate`` turns the SDK's answer into the caller's value or raises
+        BackendCorruption; running it here puts corruption in the call's metric.
+        """
         method_name, model_name = OPERATIONS[op]
         body = self.model(model_name, **fields)
         method: Callable[..., Any] = getattr(self._api, method_name)
@@ -132,7 +137,7 @@ class AkeylessClient:
             if remaining < MIN_ATTEMPT / 2:
                 raise BackendUnavailable(f"Akeyless {op}: call deadline exceeded")
             try:
-                return self._attempt(op, method, body, remaining)
+                return self._attempt(op, method, body, remaining, validate)
             except _Failed as failed:
                 delay = self._retry_delay(op, failed, attempt, deadline)
                 if delay is None:
@@ -151,23 +156,22 @@ class AkeylessClient:
             return None
         return delay
 
-    def _attempt(self, op: str, method: Callable[..., Any], body: Any, remaining: float) -> Any:
+    def _attempt(self, op: str, method: Callable[..., Any], body: Any, remaining: float,
+                 validate: Callable[[Any], Any] | None) -> Any:
         timeout = min(remaining, self.opts.timeout)
         # A tuple: a bare float is silently ignored by the SDK (no timeout at all).
         request_timeout = (min(timeout, CONNECT_CAP), timeout)
         start = time.perf_counter()
         outcome = "ok"
         try:
-            result = method(body, _request_timeout=request_timeout)
+            result = _non_empty(op, method(body, _request_timeout=request_timeout))
+            return validate(result) if validate is not None else result
         except Exception as exc:
             failed = _Failed(exc, op, self.opts.key_name, self.sdk)
             outcome = failed.error.outcome
             raise failed from None
         finally:
             self._record(op, outcome, time.perf_counter() - start)
-        if result is None:
-            raise BackendCorruption(f"Akeyless {op}: empty answer")
-        return result
 
     def _record(self, op: str, outcome: str, seconds: float) -> None:
         key = (op, outcome)
@@ -186,6 +190,12 @@ class AkeylessClient:
             self._api_client.rest_client.pool_manager.clear()
         except Exception:
             log.debug("closing the Akeyless connection pool failed")
+
+
+def _non_empty(op: str, result: Any) -> Any:
+    if result is None:
+        raise BackendCorruption(f"Akeyless {op}: empty answer")
+    return result
 
 
 class _Failed(Exception):

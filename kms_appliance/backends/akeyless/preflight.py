@@ -1,0 +1,84 @@
+"""The Akeyless half of `kms-appliance check`: auth, key, clock.
+
+Why separate from the backend's own start-up: the preflight must report
+each precondition on its own line (auth failed vs key disabled vs clock
+skew), where start-up only needs the first failure.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+
+from ...config import Config
+from ...errors import KmsError, StartupError
+from ...metrics import Metrics
+from . import client_options
+from .auth import Authenticator, detect
+from .backend import AkeylessBackend
+from .client import AkeylessClient
+
+MAX_TOKEN_LIFETIME = 31 * 86400.0
+
+
+class Context:
+    """Objects built by one step and used by the next."""
+
+    def __init__(self, cfg: Config) -> None:
+        self.cfg = cfg
+        self.env = dict(os.environ)
+        self.metrics = Metrics()
+        self.client: AkeylessClient | None = None
+        self.authn: Authenticator | None = None
+        self._backend: AkeylessBackend | None = None
+
+    def auth(self) -> str:
+        """Detect the method and log in."""
+        s = self.cfg.akeyless
+        method, how = detect(s, self.env)
+        self.client = AkeylessClient(client_options(self.cfg), self.metrics)
+        self.authn = Authenticator(s, self.client, self.metrics, method,
+                                   self.cfg.server.call_timeout, env=self.env)
+        try:
+            self.authn.login(time.monotonic() + self.cfg.server.call_timeout)
+        except KmsError as exc:
+            raise StartupError(f"{method}: {exc.message}") from None
+        return f"method {method} ({how[-1]}), access_id {s.access_id}"
+
+    def key(self) -> str:
+        """Describe the key: exists, enabled, AES (the backend's start-up rule)."""
+        if self.client is None or self.authn is None:
+            raise StartupError("not authenticated")
+        self._backend = AkeylessBackend(self.client, self.authn, self.cfg.akeyless.key_name,
+                                        self.cfg.server.call_timeout, 60.0, self.metrics, None)
+        st = self._backend.state
+        return (f"{st.name}: {st.item_type}, enabled, last_version {st.last_version}, "
+                f"item_id {st.item_id}")
+
+    @property
+    def backend(self) -> AkeylessBackend:
+        """The backend built by :meth:`key`."""
+        if self._backend is None:
+            raise StartupError("the key was not described")
+        return self._backend
+
+    def clock(self) -> str:
+        """The token's expiry, as Akeyless set it, must lie ahead of our clock, sanely."""
+        token = self.authn.current if self.authn is not None else None
+        if token is None:
+            raise StartupError("no token held")
+        left = token.expires_at - time.time()
+        if left <= 0:
+            raise StartupError(f"token expires {-left:.0f}s in the past by the local clock: "
+                               "the local clock is ahead of Akeyless (check NTP)")
+        if left > MAX_TOKEN_LIFETIME:
+            raise StartupError(f"token expiry is {left / 86400:.0f} days ahead: the local clock "
+                               "is behind Akeyless (check NTP)")
+        return f"token valid for {left:.0f}s by the local clock"
+
+    def close(self) -> None:
+        """Release the connection pool and forget the token."""
+        if self.authn is not None:
+            self.authn.close()
+        if self.client is not None:
+            self.client.close()

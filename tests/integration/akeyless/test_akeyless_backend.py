@@ -1,0 +1,203 @@
+"""The Akeyless backend with the real SDK against the emulator over HTTPS."""
+
+from __future__ import annotations
+
+import os
+import threading
+import time
+
+import pytest
+
+from akeyless_emulator import Emulator
+from kms_appliance.backends.akeyless.backend import ANNOTATION
+from kms_appliance.errors import (
+    AccessDenied,
+    BackendCorruption,
+    BackendUnavailable,
+    CiphertextError,
+    KeyUnavailable,
+    Throttled,
+)
+from kms_appliance.metrics import Metrics
+from tests.integration.akeyless.metadata import KEY
+
+
+class TestRoundTrip:
+    """Wrap/unwrap, key_id and annotations."""
+
+    def test_wrap_unwrap_and_key_id_agree_with_status(self, emu: Emulator, ak_env, make_backend):
+        b = make_backend(ak_env)
+        dek = os.urandom(32)
+        w = b.wrap(dek)
+        st = b.status()
+        assert w.key_id == st.key_id and st.healthy
+        assert w.annotations == {ANNOTATION: b"1"} and w.key_version == "1"
+        assert dek not in w.ciphertext
+        u = b.unwrap(w.ciphertext, w.key_id, w.annotations)
+        assert (u.plaintext, u.key_version, u.cached) == (dek, "1", False)
+
+    def test_tampered_header_or_foreign_key_id_is_refused(self, emu, ak_env, make_backend):
+        b = make_backend(ak_env, cache=False)
+        w = b.wrap(os.urandom(32))
+        with pytest.raises(CiphertextError):
+            b.unwrap(w.ciphertext, w.key_id.replace(":1", ":9"), {})
+        bad = bytearray(w.ciphertext)
+        bad[8] ^= 1  # the version field, bound into Akeyless's encryption context
+        with pytest.raises((CiphertextError, KeyUnavailable)):
+            b.unwrap(bytes(bad), None, {})
+
+    def test_startup_refuses_missing_or_disabled_key(self, emu: Emulator, ak_env, make_backend):
+        from kms_appliance.errors import StartupError
+
+        with pytest.raises(StartupError, match="does not exist"):
+            make_backend({**ak_env, "AKEYLESS_KEY_ENCRYPTION_KEY": "/nope"})
+        emu.disable_key(KEY)
+        with pytest.raises(StartupError, match="disabled|403"):
+            make_backend(ak_env)
+
+
+class TestRotation:
+    """A rotation in Akeyless is picked up by refresh(); old data keeps decrypting."""
+
+    def test_refresh_picks_up_rotation(self, emu: Emulator, ak_env, make_backend):
+        b = make_backend(ak_env, cache=False)
+        old = b.wrap(b"a" * 32)
+        assert b.refresh() is False
+        emu.rotate_key(KEY)
+        assert b.refresh() is True
+        new = b.wrap(b"b" * 32)
+        assert new.key_id != old.key_id and new.key_id == b.status().key_id
+        assert new.annotations[ANNOTATION] == b"2"
+        u = b.unwrap(old.ciphertext, old.key_id, old.annotations)
+        assert (u.plaintext, u.key_version, u.key_id) == (b"a" * 32, "1", old.key_id)
+
+    def test_disabled_version_is_key_unavailable(self, emu: Emulator, ak_env, make_backend):
+        b = make_backend(ak_env)
+        old = b.wrap(b"a" * 32)
+        b.unwrap(old.ciphertext, old.key_id, {})  # now cached
+        emu.rotate_key(KEY)
+        emu.disable_version(KEY, 1)
+        b.refresh()  # drops cached DEKs of the disabled version
+        with pytest.raises(KeyUnavailable, match="version 1 is Disabled"):
+            b.unwrap(old.ciphertext, old.key_id, {})
+
+
+class TestTokens:
+    """Tokens are cached, renewed once on 401, never per call."""
+
+    def test_token_expiry_mid_run_reauthenticates_once(self, emu: Emulator, ak_env, make_backend):
+        b = make_backend(ak_env, cache=False)
+        w = b.wrap(os.urandom(32))
+        auths = emu.calls["auth"]
+        for _ in range(3):
+            b.unwrap(w.ciphertext, w.key_id, {})
+        assert emu.calls["auth"] == auths  # cached token, no auth per call
+        emu.expire_tokens()
+        b.unwrap(w.ciphertext, w.key_id, {})
+        assert emu.calls["auth"] == auths + 1
+
+    def test_short_lived_token_is_renewed_in_background(self, emu: Emulator, ak_env, make_backend):
+        emu.set_token_ttl(2.0)
+        m = Metrics()
+        b = make_backend(ak_env, metrics=m)
+        auths = emu.calls["auth"]
+        deadline = time.monotonic() + 10
+        while emu.calls["auth"] == auths and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert emu.calls["auth"] > auths
+        assert 0 < m.registry.get_sample_value("kms_appliance_token_expiry_seconds") <= 2.0
+        b.wrap(os.urandom(32))
+
+
+FAULTS = [
+    ({"status": 403}, AccessDenied, "user"),
+    ({"status": 404}, KeyUnavailable, "user"),
+    ({"status": 400}, CiphertextError, "user"),
+    ({"status": 429}, Throttled, "throttled"),
+    ({"status": 503}, BackendUnavailable, "unavailable"),
+    ({"status": 500}, BackendUnavailable, "unavailable"),
+    ({"kind": "reset"}, BackendUnavailable, "unavailable"),
+    ({"kind": "hang", "delay": 5.0}, BackendUnavailable, "unavailable"),
+    ({"kind": "malformed"}, BackendCorruption, "corrupt"),
+    ({"kind": "wrong_length"}, BackendCorruption, "corrupt"),
+]
+
+
+class TestFaults:
+    """Each fault class maps to its typed error and metric label, and the backend recovers."""
+
+    @pytest.mark.parametrize(("fault", "error", "outcome"), FAULTS,
+                             ids=[str(f[0]) for f in FAULTS])
+    def test_decrypt_fault(self, emu: Emulator, ak_env, make_backend, fault, error, outcome):
+        m = Metrics()
+        b = make_backend(ak_env, metrics=m, cache=False, call_timeout=1.0)
+        w = b.wrap(os.urandom(32))
+        emu.fault("decrypt", **fault)
+        with pytest.raises(error) as info:
+            b.unwrap(w.ciphertext, w.key_id, {})
+        assert info.value.outcome == outcome
+        sample = m.registry.get_sample_value(
+            "kms_appliance_backend_calls_total",
+            {"backend": "akeyless", "operation": "decrypt", "outcome": outcome})
+        assert sample and sample >= 1
+        assert b.status().healthy  # one failed call never flips health
+        emu.clear_faults()
+        assert b.unwrap(w.ciphertext, w.key_id, {}).plaintext  # recovered
+
+    def test_one_503_is_retried_within_the_deadline(self, emu: Emulator, ak_env, make_backend):
+        b = make_backend(ak_env, cache=False)
+        w = b.wrap(os.urandom(32))
+        emu.reset_calls()
+        emu.fault("decrypt", status=503, times=1)
+        assert b.unwrap(w.ciphertext, w.key_id, {}).plaintext
+        assert emu.calls["decrypt"] == 2
+
+    def test_encrypt_fault_classes(self, emu: Emulator, ak_env, make_backend):
+        b = make_backend(ak_env)
+        emu.fault("encrypt", status=429)
+        with pytest.raises(Throttled):
+            b.wrap(os.urandom(32))
+        emu.clear_faults()
+        emu.fault("encrypt", kind="malformed")
+        with pytest.raises(BackendCorruption):
+            b.wrap(os.urandom(32))
+
+
+class TestCache:
+    """The decrypt cache serves through an outage, and coalesces concurrent misses."""
+
+    def test_cache_serves_during_outage(self, emu: Emulator, ak_env, make_backend):
+        b = make_backend(ak_env)
+        deks = [os.urandom(32) for _ in range(5)]
+        wrapped = [b.wrap(d) for d in deks]
+        for w in wrapped:
+            assert not b.unwrap(w.ciphertext, w.key_id, {}).cached
+        emu.fault("*", kind="reset")
+        for w, d in zip(wrapped, deks, strict=True):
+            u = b.unwrap(w.ciphertext, None, {})
+            assert u.cached and u.plaintext == d
+        emu.clear_faults()
+        fresh = b.wrap(os.urandom(32))
+        emu.fault("*", status=503)
+        with pytest.raises(BackendUnavailable):
+            b.unwrap(fresh.ciphertext, None, {})
+
+    def test_single_flight_50_concurrent(self, emu: Emulator, ak_env, make_backend):
+        b = make_backend(ak_env)
+        w = b.wrap(os.urandom(32))
+        emu.reset_calls()
+        emu.fault("decrypt", kind="latency", delay=0.3)
+        barrier = threading.Barrier(50)
+        results: list[bytes] = []
+
+        def worker() -> None:
+            barrier.wait(timeout=10)
+            results.append(b.unwrap(w.ciphertext, w.key_id, {}).plaintext)
+
+        threads = [threading.Thread(target=worker) for _ in range(50)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(timeout=20)
+        assert len(results) == 50 and len(set(results)) == 1
+        assert emu.calls["decrypt"] == 1
