@@ -23,16 +23,12 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(prog="python -m akeyless_emulator", description=__doc__)
     p.add_argument("--host", default="127.0.0.1", help="bind address (loopback only, please)")
     p.add_argument("--port", type=int, default=0, help="TCP port; 0 picks a free one")
-    p.add_argument(
-        "--tls", action=argparse.BooleanOptionalAction, default=True, help="serve HTTPS (default)"
-    )
+    p.add_argument("--tls", action=argparse.BooleanOptionalAction, default=True, help="serve HTTPS (default)")
     p.add_argument(
         "--client-auth", choices=["optional", "required"], default=None, help="request client certs"
     )
     p.add_argument("--server-cert", choices=["valid", "expired", "wrong_host"], default="valid")
-    p.add_argument(
-        "--state-dir", default=None, help="CA and state.json live here (temp dir if omitted)"
-    )
+    p.add_argument("--state-dir", default=None, help="CA and state.json live here (temp dir if omitted)")
     p.add_argument("--base-path", default="", help='e.g. "/api/v2" to look like a Gateway')
     p.add_argument(
         "--create-key", action="append", default=[], metavar="NAME", help="create an AES256GCM key"

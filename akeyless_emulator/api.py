@@ -55,9 +55,7 @@ def _context(body: dict[str, Any]) -> dict[str, str] | None:
     return ctx
 
 
-def _authorise(
-    core: Core, body: dict[str, Any], info: CallInfo, capability: str, item: str | None
-) -> None:
+def _authorise(core: Core, body: dict[str, Any], info: CallInfo, capability: str, item: str | None) -> None:
     ident, _ = core.caller(body)
     info.access_id = ident.access_id
     info.item = item
@@ -190,9 +188,7 @@ def uid_create_child_token(core: Core, body: dict[str, Any], info: CallInfo) -> 
         parent = core.tokens.resolve(_uid_token(core, body), kinds=("u",))
         info.access_id = parent.access_id
         child_ttl = float(ttl) if ttl else parent.ttl
-        child = core.tokens.issue(
-            parent.access_id, "u", child_ttl, bool(body.get("child-deny-rotate"))
-        )
+        child = core.tokens.issue(parent.access_id, "u", child_ttl, bool(body.get("child-deny-rotate")))
     core.save()
     return {"token": child.value}
 
@@ -214,9 +210,7 @@ def validate_token(core: Core, body: dict[str, Any], info: CallInfo) -> dict[str
             "reason": reason or "",
         }
         if token.last_rotate is not None:
-            out["last_rotate"] = format_expiration(
-                token.last_rotate, core.settings.expiration_format
-            )
+            out["last_rotate"] = format_expiration(token.last_rotate, core.settings.expiration_format)
         return out
 
 

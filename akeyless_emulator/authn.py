@@ -130,9 +130,7 @@ def k8s(ctx: AuthContext, body: dict[str, Any]) -> Identity:
         raise bad_request("Missing required parameter - K8SAuthConfigName")
     if config != ident.k8s_config_name:
         raise unauthorized("unknown k8s auth config")
-    _registered_jwt(
-        ident, _b64_text(_field(body, "k8s-service-account-token"), "K8SServiceAccountToken")
-    )
+    _registered_jwt(ident, _b64_text(_field(body, "k8s-service-account-token"), "K8SServiceAccountToken"))
     return ident
 
 

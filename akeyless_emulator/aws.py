@@ -95,13 +95,9 @@ def expected_signature(req: StsRequest, secret: str, signed: str, scope: str, am
             hashlib.sha256(req.body.encode()).hexdigest(),
         ]
     )
-    to_sign = "\n".join(
-        ["AWS4-HMAC-SHA256", amz_date, scope, hashlib.sha256(canonical.encode()).hexdigest()]
-    )
+    to_sign = "\n".join(["AWS4-HMAC-SHA256", amz_date, scope, hashlib.sha256(canonical.encode()).hexdigest()])
     date, region, service, _ = scope.split("/")
-    return hmac.new(
-        _signing_key(secret, date, region, service), to_sign.encode(), hashlib.sha256
-    ).hexdigest()
+    return hmac.new(_signing_key(secret, date, region, service), to_sign.encode(), hashlib.sha256).hexdigest()
 
 
 def verify(cloud_id: str, access_key_id: str, secret: str | None, now: dt.datetime) -> None:
@@ -116,11 +112,7 @@ def verify(cloud_id: str, access_key_id: str, secret: str | None, now: dt.dateti
     if match is None:
         raise unauthorized("aws_iam request is not SigV4-signed")
     cred = match["cred"].split("/", 1)
-    if (
-        len(cred) != 2
-        or len(cred[1].split("/")) != 4
-        or not hmac.compare_digest(cred[0], access_key_id)
-    ):
+    if len(cred) != 2 or len(cred[1].split("/")) != 4 or not hmac.compare_digest(cred[0], access_key_id):
         raise unauthorized("aws_iam identity is not allowed")
     amz_date = _header(req, "x-amz-date")
     try:

@@ -87,9 +87,7 @@ def _add_cert(emu: Emulator, body: dict[str, Any]) -> dict[str, Any]:
 
 def _add_gcp(emu: Emulator, body: dict[str, Any]) -> dict[str, Any]:
     audience = body.get("audience", "akeyless.io")
-    return _with_token(
-        emu.add_gcp(body.get("access_id"), audience, body.get("claims"), **_opts(body))
-    )
+    return _with_token(emu.add_gcp(body.get("access_id"), audience, body.get("claims"), **_opts(body)))
 
 
 def _add_k8s(emu: Emulator, body: dict[str, Any]) -> dict[str, Any]:
@@ -127,9 +125,7 @@ ACTIONS: dict[str, Action] = {
     "requests": lambda e, b: {"requests": [asdict(r) for r in e.requests]},
     "reset-calls": _reset_calls,
     "state": _state,
-    "create-key": lambda e, b: {
-        "item_id": e.create_key(b["name"], b.get("alg", "AES256GCM")).item_id
-    },
+    "create-key": lambda e, b: {"item_id": e.create_key(b["name"], b.get("alg", "AES256GCM")).item_id},
     "rotate-key": lambda e, b: {"new_item_version": e.rotate_key(b["name"])},
     "version-state": _version_state,
     "key-enabled": _key_enabled,
@@ -137,9 +133,7 @@ ACTIONS: dict[str, Action] = {
     "add-access-key": _add_access_key,
     "add-universal-identity": _add_uid,
     "add-aws-iam": _add_aws,
-    "add-azure-ad": lambda e, b: _with_token(
-        e.add_azure_ad(b.get("access_id"), b.get("claims"), **_opts(b))
-    ),
+    "add-azure-ad": lambda e, b: _with_token(e.add_azure_ad(b.get("access_id"), b.get("claims"), **_opts(b))),
     "add-gcp": _add_gcp,
     "add-k8s": _add_k8s,
     "add-cert": _add_cert,
@@ -157,9 +151,7 @@ ACTIONS: dict[str, Action] = {
 READ_ONLY = frozenset({"calls", "requests", "state", "faults"})
 
 
-def dispatch(
-    emu: Emulator, action: str, body: dict[str, Any], method: str
-) -> tuple[int, dict[str, Any]]:
+def dispatch(emu: Emulator, action: str, body: dict[str, Any], method: str) -> tuple[int, dict[str, Any]]:
     """Run a control action; returns (status, JSON body)."""
     fn = ACTIONS.get(action.strip("/"))
     if fn is None:

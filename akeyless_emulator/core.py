@@ -177,13 +177,9 @@ class Core:
             Identity(access_id or "", "access_key", access_key=access_key or new_secret(), **opts)
         )
 
-    def add_universal_identity(
-        self, access_id: str | None = None, ttl: float = 3600.0, **opts: Any
-    ) -> str:
+    def add_universal_identity(self, access_id: str | None = None, ttl: float = 3600.0, **opts: Any) -> str:
         """Register a Universal Identity; returns its first `u-` token."""
-        ident = self.add_identity(
-            Identity(access_id or "", "universal_identity", uid_ttl=ttl, **opts)
-        )
+        ident = self.add_identity(Identity(access_id or "", "universal_identity", uid_ttl=ttl, **opts))
         with self.lock:
             token = self.tokens.issue(ident.access_id, "u", ttl).value
         self.save()

@@ -79,9 +79,7 @@ class Emulator:
         ctx.minimum_version = ssl.TLSVersion.TLSv1_2
         ctx.load_cert_chain(files.cert_file, files.key_file)
         if self.client_auth:
-            ctx.verify_mode = (
-                ssl.CERT_REQUIRED if self.client_auth == "required" else ssl.CERT_OPTIONAL
-            )
+            ctx.verify_mode = ssl.CERT_REQUIRED if self.client_auth == "required" else ssl.CERT_OPTIONAL
             ctx.load_verify_locations(cadata=self.ca.cert_pem.decode())
             for pem in self._client_cas:
                 ctx.load_verify_locations(cadata=pem.decode())
@@ -209,9 +207,7 @@ class Emulator:
         """
         return self.core.add_access_key(access_id, access_key, **opts)
 
-    def add_universal_identity(
-        self, access_id: str | None = None, ttl: float = 3600.0, **opts: Any
-    ) -> str:
+    def add_universal_identity(self, access_id: str | None = None, ttl: float = 3600.0, **opts: Any) -> str:
         """Register a Universal Identity; returns its initial `u-` token."""
         return self.core.add_universal_identity(access_id, ttl, **opts)
 
@@ -237,12 +233,8 @@ class Emulator:
         self, access_id: str | None = None, claims: dict[str, Any] | None = None, **opts: Any
     ) -> tuple[Identity, str]:
         """azure_ad: returns (identity, token); send base64(token) as cloud-id."""
-        token = make_jwt(
-            {"aud": "https://management.azure.com/", "oid": "00000000-emu", **(claims or {})}
-        )
-        return self.core.add_identity(
-            Identity(access_id or "", "azure_ad", jwts={token}, **opts)
-        ), token
+        token = make_jwt({"aud": "https://management.azure.com/", "oid": "00000000-emu", **(claims or {})})
+        return self.core.add_identity(Identity(access_id or "", "azure_ad", jwts={token}, **opts)), token
 
     def add_gcp(
         self,
@@ -252,24 +244,18 @@ class Emulator:
         **opts: Any,
     ) -> tuple[Identity, str]:
         """gcp: returns (identity, token); send base64(token) as cloud-id."""
-        token = make_jwt(
-            {"aud": audience, "email": "kms@emu.iam.gserviceaccount.com", **(claims or {})}
-        )
+        token = make_jwt({"aud": audience, "email": "kms@emu.iam.gserviceaccount.com", **(claims or {})})
         return self.core.add_identity(Identity(access_id or "", "gcp", jwts={token}, **opts)), token
 
     def add_k8s(
         self, access_id: str | None = None, config_name: str = "k8s-conf", **opts: Any
     ) -> tuple[Identity, str]:
         """k8s: returns (identity, service-account JWT); send it base64 with the config name."""
-        token = make_jwt(
-            {"iss": "kubernetes/serviceaccount", "sub": "system:serviceaccount:kube-system:kms"}
-        )
+        token = make_jwt({"iss": "kubernetes/serviceaccount", "sub": "system:serviceaccount:kube-system:kms"})
         ident = Identity(access_id or "", "k8s", jwts={token}, k8s_config_name=config_name, **opts)
         return self.core.add_identity(ident), token
 
-    def add_cert(
-        self, access_id: str | None = None, ca_pem: bytes | None = None, **opts: Any
-    ) -> Identity:
+    def add_cert(self, access_id: str | None = None, ca_pem: bytes | None = None, **opts: Any) -> Identity:
         """cert: certificates issued by `ca_pem` (default: the test CA)."""
         return self.core.add_identity(
             Identity(access_id or "", "cert", ca_pems=[ca_pem or self.ca.cert_pem], **opts)

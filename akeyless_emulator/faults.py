@@ -47,9 +47,7 @@ class Fault:
 
     def error_body(self) -> dict[str, str]:
         """JSON body for a `status` fault, shaped like the real API's."""
-        error, message = _DEFAULT_ERRORS.get(
-            self.status, ("InternalServerError", "injected server error")
-        )
+        error, message = _DEFAULT_ERRORS.get(self.status, ("InternalServerError", "injected server error"))
         return {"error": error, "message": message}
 
     def public(self) -> dict[str, Any]:
@@ -94,9 +92,7 @@ class FaultRegistry:
         """Remove all faults, or those of one endpoint; returns how many."""
         with self._lock:
             before = len(self._faults)
-            self._faults = [
-                f for f in self._faults if endpoint is not None and f.endpoint != endpoint
-            ]
+            self._faults = [f for f in self._faults if endpoint is not None and f.endpoint != endpoint]
             return before - len(self._faults)
 
     def active(self) -> list[Fault]:

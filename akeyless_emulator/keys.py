@@ -146,9 +146,7 @@ class Key:
         if found is None:
             raise ApiError(404, "NotFound", "item version not found")
         found.state = state
-        found.deletion_date = (
-            utcnow() + dt.timedelta(days=7) if state == "PendingDeletion" else None
-        )
+        found.deletion_date = utcnow() + dt.timedelta(days=7) if state == "PendingDeletion" else None
         self.modification_date = utcnow()
 
     def describe(self, show_versions: bool) -> dict[str, Any]:

@@ -98,9 +98,7 @@ class TestCA:
                 x509.KeyUsage(False, False, False, False, False, True, True, False, False),
                 critical=True,
             )
-            .add_extension(
-                x509.SubjectKeyIdentifier.from_public_key(self._key.public_key()), critical=False
-            )
+            .add_extension(x509.SubjectKeyIdentifier.from_public_key(self._key.public_key()), critical=False)
             .sign(self._key, hashes.SHA256())
         )
         _write_private(ca_key_path, key_pem(self._key))
@@ -145,9 +143,7 @@ class TestCA:
             )
         )
         if hosts:
-            builder = builder.add_extension(
-                x509.SubjectAlternativeName(_san(hosts)), critical=False
-            )
+            builder = builder.add_extension(x509.SubjectAlternativeName(_san(hosts)), critical=False)
         return builder.sign(self._key, hashes.SHA256()), key
 
     def write_leaf(self, stem: str, cert: x509.Certificate, key: PrivateKey) -> CertFiles:

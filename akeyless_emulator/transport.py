@@ -57,9 +57,7 @@ class EmulatorServer(ThreadingHTTPServer):
     def get_request(self) -> tuple[socket.socket, Any]:
         sock, addr = super().get_request()
         if self.ssl_context is not None:
-            sock = self.ssl_context.wrap_socket(
-                sock, server_side=True, do_handshake_on_connect=False
-            )
+            sock = self.ssl_context.wrap_socket(sock, server_side=True, do_handshake_on_connect=False)
         with self._conns_lock:
             self._conns.add(sock)
         return sock, addr
@@ -246,9 +244,7 @@ class RequestHandler(BaseHTTPRequestHandler):
         if fault.delay and fault.kind != "hang":
             self.server.stopping.wait(fault.delay)
         if fault.kind == "status":
-            headers = (
-                {"Retry-After": str(fault.retry_after)} if fault.retry_after is not None else None
-            )
+            headers = {"Retry-After": str(fault.retry_after)} if fault.retry_after is not None else None
             self._reply_json(fault.status, fault.error_body(), headers)
         elif fault.kind == "body":
             self._reply(fault.status, (fault.body or "").encode())

@@ -5,7 +5,6 @@ from __future__ import annotations
 import base64
 import sys
 import types
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -83,7 +82,9 @@ class TestAccessKey:
     def test_method_mismatch_is_401(self, emu: Emulator) -> None:
         """An access-key identity cannot log in as aws_iam."""
         ident = emu.add_access_key()
-        err = api_error(lambda: auth(make_api(emu), access_id=ident.access_id, access_type="aws_iam", cloud_id="eA=="))
+        err = api_error(
+            lambda: auth(make_api(emu), access_id=ident.access_id, access_type="aws_iam", cloud_id="eA==")
+        )
         assert err.status == 401
 
 
@@ -112,7 +113,7 @@ class TestUniversalIdentity:
 
 
 @pytest.fixture
-def boto3_placeholder(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
+def boto3_placeholder(monkeypatch: pytest.MonkeyPatch) -> None:
     """akeyless-cloud-id imports boto3 even when given explicit credentials.
 
     boto3 is not a project dependency and is never used on that path, so an
@@ -121,12 +122,11 @@ def boto3_placeholder(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
     """
     if "boto3" not in sys.modules:
         monkeypatch.setitem(sys.modules, "boto3", types.ModuleType("boto3"))
-    yield
 
 
 def aws_cloud_id(key_id: str = AWS_KEY_ID, secret: str = AWS_SECRET) -> str:
     """The cloud-id the real akeyless-cloud-id package produces."""
-    from akeyless_cloud_id import CloudId
+    from akeyless_cloud_id import CloudId  # noqa: PLC0415 (after the boto3 placeholder)
 
     return str(CloudId().generate(key_id, secret, "session-token-for-tests"))
 
@@ -138,34 +138,48 @@ class TestAwsIam:
     def test_signed_sts_request_authenticates(self, plain_emu: Emulator) -> None:
         """Registered key id + secret: the signature verifies."""
         ident = plain_emu.add_aws_iam(None, AWS_KEY_ID, AWS_SECRET)
-        out = auth(make_api(plain_emu), access_id=ident.access_id, access_type="aws_iam", cloud_id=aws_cloud_id())
+        out = auth(
+            make_api(plain_emu), access_id=ident.access_id, access_type="aws_iam", cloud_id=aws_cloud_id()
+        )
         assert out.token.startswith("t-")
 
     def test_key_id_only_registration(self, plain_emu: Emulator) -> None:
         """Without a registered secret only the Credential key id is checked."""
         ident = plain_emu.add_aws_iam(None, AWS_KEY_ID)
-        out = auth(make_api(plain_emu), access_id=ident.access_id, access_type="aws_iam", cloud_id=aws_cloud_id())
+        out = auth(
+            make_api(plain_emu), access_id=ident.access_id, access_type="aws_iam", cloud_id=aws_cloud_id()
+        )
         assert out.token
 
     def test_other_aws_key_id_is_401(self, plain_emu: Emulator) -> None:
         """A request signed by another AWS key id is refused."""
         ident = plain_emu.add_aws_iam(None, AWS_KEY_ID, AWS_SECRET)
         cloud_id = aws_cloud_id("AKIAOTHER00000000000", AWS_SECRET)
-        err = api_error(lambda: auth(make_api(plain_emu), access_id=ident.access_id, access_type="aws_iam", cloud_id=cloud_id))
+        err = api_error(
+            lambda: auth(
+                make_api(plain_emu), access_id=ident.access_id, access_type="aws_iam", cloud_id=cloud_id
+            )
+        )
         assert err.status == 401
 
     def test_wrong_secret_signature_is_401(self, plain_emu: Emulator) -> None:
         """Same key id, signature made with another secret: refused."""
         ident = plain_emu.add_aws_iam(None, AWS_KEY_ID, AWS_SECRET)
         cloud_id = aws_cloud_id(AWS_KEY_ID, "another-secret")
-        err = api_error(lambda: auth(make_api(plain_emu), access_id=ident.access_id, access_type="aws_iam", cloud_id=cloud_id))
+        err = api_error(
+            lambda: auth(
+                make_api(plain_emu), access_id=ident.access_id, access_type="aws_iam", cloud_id=cloud_id
+            )
+        )
         assert err.status == 401
 
     def test_malformed_cloud_id_is_401(self, plain_emu: Emulator) -> None:
         """Garbage instead of the base64 JSON document."""
         ident = plain_emu.add_aws_iam(None, AWS_KEY_ID)
         err = api_error(
-            lambda: auth(make_api(plain_emu), access_id=ident.access_id, access_type="aws_iam", cloud_id=b64("{}"))
+            lambda: auth(
+                make_api(plain_emu), access_id=ident.access_id, access_type="aws_iam", cloud_id=b64("{}")
+            )
         )
         assert err.status == 401
 
@@ -179,14 +193,18 @@ class TestAzureGcpK8s:
         api = make_api(plain_emu)
         assert auth(api, access_id=ident.access_id, access_type="azure_ad", cloud_id=b64(token)).token
         other = make_jwt({"aud": "https://management.azure.com/"})
-        err = api_error(lambda: auth(api, access_id=ident.access_id, access_type="azure_ad", cloud_id=b64(other)))
+        err = api_error(
+            lambda: auth(api, access_id=ident.access_id, access_type="azure_ad", cloud_id=b64(other))
+        )
         assert err.status == 401
 
     def test_azure_wrong_audience(self, plain_emu: Emulator) -> None:
         """A registered token for another resource is refused."""
         ident, token = plain_emu.add_azure_ad(claims={"aud": "https://vault.azure.net"})
         err = api_error(
-            lambda: auth(make_api(plain_emu), access_id=ident.access_id, access_type="azure_ad", cloud_id=b64(token))
+            lambda: auth(
+                make_api(plain_emu), access_id=ident.access_id, access_type="azure_ad", cloud_id=b64(token)
+            )
         )
         assert err.status == 401
 
@@ -201,7 +219,11 @@ class TestAzureGcpK8s:
         ident, token = plain_emu.add_gcp()
         err = api_error(
             lambda: auth(
-                make_api(plain_emu), access_id=ident.access_id, access_type="gcp", cloud_id=b64(token), gcp_audience="x.io"
+                make_api(plain_emu),
+                access_id=ident.access_id,
+                access_type="gcp",
+                cloud_id=b64(token),
+                gcp_audience="x.io",
             )
         )
         assert err.status == 401
@@ -209,7 +231,11 @@ class TestAzureGcpK8s:
     def test_expired_registered_jwt_is_401(self, plain_emu: Emulator) -> None:
         """Even a registered token is refused after its exp."""
         ident, token = plain_emu.add_gcp(claims={"exp": 1})
-        err = api_error(lambda: auth(make_api(plain_emu), access_id=ident.access_id, access_type="gcp", cloud_id=b64(token)))
+        err = api_error(
+            lambda: auth(
+                make_api(plain_emu), access_id=ident.access_id, access_type="gcp", cloud_id=b64(token)
+            )
+        )
         assert err.status == 401
 
     def test_k8s(self, plain_emu: Emulator) -> None:
@@ -265,7 +291,9 @@ class TestCert:
         cert_pem, key_pem = Path(rogue.cert_file).read_bytes(), Path(rogue.key_file).read_bytes()
         api = make_api(plain_emu)
         proof = _signed_challenge(api, ident.access_id, cert_pem, key_pem)
-        err = api_error(lambda: auth(api, access_id=ident.access_id, access_type="cert", cert_data=b64(cert_pem), **proof))
+        err = api_error(
+            lambda: auth(api, access_id=ident.access_id, access_type="cert", cert_data=b64(cert_pem), **proof)
+        )
         assert err.status == 401
 
     def test_challenge_signed_by_other_key_is_401(self, plain_emu: Emulator) -> None:
@@ -275,7 +303,9 @@ class TestCert:
         cert_pem = Path(mine.cert_file).read_bytes()
         api = make_api(plain_emu)
         proof = _signed_challenge(api, ident.access_id, cert_pem, Path(other.key_file).read_bytes())
-        err = api_error(lambda: auth(api, access_id=ident.access_id, access_type="cert", cert_data=b64(cert_pem), **proof))
+        err = api_error(
+            lambda: auth(api, access_id=ident.access_id, access_type="cert", cert_data=b64(cert_pem), **proof)
+        )
         assert err.status == 401
 
     def test_tls_client_certificate_authenticates(self) -> None:

@@ -111,7 +111,9 @@ def standalone(tmp_path: Path) -> Iterator[tuple[subprocess.Popen[str], dict[str
 class TestStandalone:
     """The process prints one JSON line, serves the SDK, and stops on SIGTERM."""
 
-    def test_ready_line_sdk_and_sigterm(self, standalone: tuple[subprocess.Popen[str], dict[str, Any]], tmp_path: Path) -> None:
+    def test_ready_line_sdk_and_sigterm(
+        self, standalone: tuple[subprocess.Popen[str], dict[str, Any]], tmp_path: Path
+    ) -> None:
         """Credentials from the ready line authenticate; state survives a restart."""
         proc, ready = standalone
         assert ready["access_id"] == "p-standalone01"

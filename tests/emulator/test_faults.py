@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import time
 
+import akeyless
 import pytest
 import urllib3
 
@@ -54,7 +55,7 @@ class TestStatusFaults:
         """endpoint='*' applies to all operations, other endpoints' faults untouched."""
         plain_emu.fault("*", status=502, times=2)
         assert api_error(lambda: plain_client.encrypt(b"x")).status == 502
-        assert api_error(lambda: plain_client.describe()).status == 502
+        assert api_error(plain_client.describe).status == 502
         assert plain_client.encrypt(b"x")
 
     def test_fault_on_other_endpoint_does_not_apply(self, plain_emu: Emulator, plain_client: Client) -> None:
@@ -80,9 +81,12 @@ class TestTransportFaults:
     def test_hang_hits_the_read_timeout(self, emu: Emulator, client: Client) -> None:
         """A hung request ends in ReadTimeoutError at the client's read timeout."""
         emu.fault("encrypt", "hang", delay=5.0, times=1)
-        body = {"key_name": "/k8s-etcd-key", "plaintext": "eA==", "input_format": "base64", "token": client.token}
-        import akeyless
-
+        body = {
+            "key_name": "/k8s-etcd-key",
+            "plaintext": "eA==",
+            "input_format": "base64",
+            "token": client.token,
+        }
         started = time.monotonic()
         with pytest.raises(urllib3.exceptions.ReadTimeoutError):
             client.api.encrypt(akeyless.Encrypt(**body), _request_timeout=(2, 0.3))
@@ -111,8 +115,6 @@ class TestWrongAnswers:
         """The SDK swallows broken JSON: the model's result is None."""
         ciphertext = client.encrypt(b"x")
         emu.fault("decrypt", "malformed", times=1)
-        import akeyless
-
         out = client.api.decrypt(
             akeyless.Decrypt(key_name="/k8s-etcd-key", ciphertext=ciphertext, token=client.token)
         )
@@ -130,9 +132,9 @@ class TestWrongAnswers:
     def test_verbatim_body(self, plain_emu: Emulator, plain_client: Client) -> None:
         """kind='body' sends exactly the given status and body."""
         plain_emu.fault("encrypt", "body", status=200, body='{"result": 42}', times=1)
-        import akeyless
-
-        out = plain_client.api.encrypt(akeyless.Encrypt(key_name="/k8s-etcd-key", plaintext="x", token=plain_client.token))
+        out = plain_client.api.encrypt(
+            akeyless.Encrypt(key_name="/k8s-etcd-key", plaintext="x", token=plain_client.token)
+        )
         assert out.result == "42"
 
     def test_invalid_fault_definitions_are_refused(self, plain_emu: Emulator) -> None:
@@ -148,7 +150,9 @@ class TestWrongAnswers:
 class TestAccounting:
     """Call counts and records let tests prove caching and single-flight."""
 
-    def test_counts_are_exact_and_ready_when_the_call_returns(self, plain_emu: Emulator, plain_client: Client) -> None:
+    def test_counts_are_exact_and_ready_when_the_call_returns(
+        self, plain_emu: Emulator, plain_client: Client
+    ) -> None:
         """The count is updated before the answer leaves: no race with the test."""
         plain_emu.reset_calls()
         for n in range(1, 21):
@@ -156,9 +160,7 @@ class TestAccounting:
             assert plain_emu.calls["encrypt"] == n
         assert plain_emu.calls["decrypt"] == 0
 
-    def test_records_carry_identity_item_version_and_headers(
-        self, emu: Emulator, client: Client
-    ) -> None:
+    def test_records_carry_identity_item_version_and_headers(self, emu: Emulator, client: Client) -> None:
         """Records hold access id, item, version and SDK headers, never bodies; Nagle is off."""
         emu.reset_calls()
         client.encrypt(b"x")
@@ -177,10 +179,10 @@ class TestAccounting:
 
     def test_unknown_operation_is_404(self, plain_emu: Emulator, plain_client: Client) -> None:
         """A double slash (host with trailing '/') reaches no operation: 404."""
-        import akeyless
-
         conf = akeyless.Configuration(host=plain_emu.url + "/")
         api = akeyless.V2Api(akeyless.ApiClient(conf))
-        err = api_error(lambda: api.encrypt(akeyless.Encrypt(key_name="/k", plaintext="x", token=plain_client.token)))
+        err = api_error(
+            lambda: api.encrypt(akeyless.Encrypt(key_name="/k", plaintext="x", token=plain_client.token))
+        )
         assert err.status == 404
         assert plain_emu.calls["<unknown>"] == 1

@@ -30,9 +30,7 @@ class TestRoundTrip:
     def test_text_formats_without_base64(self, client: Client) -> None:
         """Without input/output-format the plaintext travels as text."""
         enc = client.api.encrypt(akeyless.Encrypt(key_name=KEY, plaintext="héllo", token=client.token))
-        dec = client.api.decrypt(
-            akeyless.Decrypt(key_name=KEY, ciphertext=enc.result, token=client.token)
-        )
+        dec = client.api.decrypt(akeyless.Decrypt(key_name=KEY, ciphertext=enc.result, token=client.token))
         assert dec.result == "héllo"
 
     def test_key_name_without_leading_slash_is_the_same_item(self, client: Client) -> None:
@@ -149,7 +147,9 @@ class TestCreateAndPermissions:
         assert isinstance(out.item_id, int)
         assert client.decrypt(client.encrypt(b"x", key="/new-key"), key="/new-key") == b"x"
         err = api_error(
-            lambda: client.api.create_key(akeyless.CreateKey(name="/new-key", alg="AES256GCM", token=client.token))
+            lambda: client.api.create_key(
+                akeyless.CreateKey(name="/new-key", alg="AES256GCM", token=client.token)
+            )
         )
         assert err.status == 409
 

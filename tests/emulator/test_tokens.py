@@ -138,6 +138,8 @@ class TestChildTokens:
     def test_auth_token_cannot_create_children(self, plain_client: Client) -> None:
         """Only u- tokens have children: a t- token is 401 here."""
         err = api_error(
-            lambda: plain_client.api.uid_create_child_token(akeyless.UidCreateChildToken(token=plain_client.token))
+            lambda: plain_client.api.uid_create_child_token(
+                akeyless.UidCreateChildToken(token=plain_client.token)
+            )
         )
         assert err.status == 401

@@ -1,0 +1,68 @@
+"""Measure the SDK's round-trip latency against the emulator (not a test).
+
+Run: PYTHONPATH=. .venv/bin/python tests/emulator/measure_latency.py [--calls 200]
+
+Prints one JSON line per (transport, nagle) combination with p50/p90/max in
+milliseconds of `encrypt` calls through the real `akeyless` SDK. The
+"nagle_on" rows re-enable Nagle on the server side for comparison only, to
+show why the emulator sets `disable_nagle_algorithm = True`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import base64
+import json
+import statistics
+import time
+
+import akeyless
+
+from akeyless_emulator import Emulator
+from akeyless_emulator.transport import RequestHandler
+
+
+def measure(tls: bool, nagle_off: bool, calls: int) -> dict[str, object]:
+    """p50/p90/max of `calls` encrypt round trips (after 10 warm-up calls)."""
+    RequestHandler.disable_nagle_algorithm = nagle_off
+    with Emulator(tls=tls) as emu:
+        emu.create_key("/k")
+        ident = emu.add_access_key()
+        conf = akeyless.Configuration(host=emu.url)
+        if tls:
+            conf.ssl_ca_cert = emu.ca_file
+        api = akeyless.V2Api(akeyless.ApiClient(conf))
+        token = api.auth(akeyless.Auth(access_id=ident.access_id, access_key=ident.access_key)).token
+        body = akeyless.Encrypt(
+            key_name="/k", plaintext=base64.b64encode(bytes(32)).decode(), input_format="base64", token=token
+        )
+        samples = []
+        for i in range(calls + 10):
+            started = time.perf_counter()
+            api.encrypt(body, _request_timeout=(5, 5))
+            if i >= 10:
+                samples.append((time.perf_counter() - started) * 1000)
+    RequestHandler.disable_nagle_algorithm = True
+    q = statistics.quantiles(samples, n=10)
+    return {
+        "transport": "https" if tls else "http",
+        "nagle": "off" if nagle_off else "on",
+        "calls": calls,
+        "p50_ms": round(statistics.median(samples), 3),
+        "p90_ms": round(q[8], 3),
+        "max_ms": round(max(samples), 3),
+    }
+
+
+def main() -> None:
+    """Measure all four combinations and print JSON lines."""
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--calls", type=int, default=200)
+    args = parser.parse_args()
+    for tls in (False, True):
+        for nagle_off in (True, False):
+            print(json.dumps(measure(tls, nagle_off, args.calls)))
+
+
+if __name__ == "__main__":
+    main()
