@@ -93,7 +93,7 @@ class Emulator:
         self._server = EmulatorServer((self.host, self._port), self, ctx)
         self._thread = threading.Thread(
             target=self._server.serve_forever,
-            kwargs={"poll_interval": 0.1},
+            kwargs={"poll_interval": 0.02},
             name="akeyless-emulator",
             daemon=True,
         )
