@@ -60,6 +60,9 @@ class App:
         if listen is not None:
             self.http = HealthHttpServer(listen, self.health, self.metrics)
             self.http.start()
+            log.info("metrics and health on http://%s:%d/", *self.http_address or listen)
+        else:
+            log.info("HTTP endpoint disabled: no /metrics, /livez, /readyz")
         self.health.serving = True
         self.health.probe()
         self._event("startup", version=version.__version__, socket=str(self.server.socket_path))

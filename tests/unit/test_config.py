@@ -129,3 +129,8 @@ def test_describe_covers_every_setting() -> None:
     keys = {row[0] for row in config.describe()}
     assert {"server.socket", "local.keyring", "akeyless.key_name", "cache.ttl"} <= keys
     assert all(row[3] for row in config.describe()), "every setting has a doc line"
+
+
+def test_configuration_doc_is_current() -> None:
+    proc = subprocess.run([sys.executable, "scripts/gen-config-doc.py", "--check"], cwd=REPO, timeout=30)
+    assert proc.returncode == 0, "docs/configuration.md is stale: run scripts/gen-config-doc.py"
