@@ -13,9 +13,10 @@ from kms_appliance import config
 from kms_appliance.backends import akeyless
 from kms_appliance.backends.akeyless.backend import AkeylessBackend
 from kms_appliance.metrics import Metrics
-from tests.integration.akeyless.metadata import closed_port_env  # noqa: I001
-
-from tests.integration.akeyless.metadata import KEY
+from tests.integration.akeyless.metadata import (
+    KEY,
+    closed_port_env,
+)
 
 
 @pytest.fixture

@@ -29,14 +29,14 @@ class MetadataServer:
             def log_message(self, *args: object) -> None:
                 pass
 
-            def do_PUT(self) -> None:  # noqa: N802
+            def do_PUT(self) -> None:
                 outer.seen.append("PUT " + self.path)
                 if self.path == "/latest/api/token" and outer.aws:
                     self._send(200, "imds-session")
                 else:
                     self._send(404, "")
 
-            def do_GET(self) -> None:  # noqa: N802
+            def do_GET(self) -> None:
                 outer.seen.append("GET " + self.path)
                 url = urlsplit(self.path)
                 query = parse_qs(url.query)

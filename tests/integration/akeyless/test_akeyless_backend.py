@@ -16,6 +16,7 @@ from kms_appliance.errors import (
     BackendUnavailable,
     CiphertextError,
     KeyUnavailable,
+    StartupError,
     Throttled,
 )
 from kms_appliance.metrics import Metrics
@@ -30,8 +31,10 @@ class TestRoundTrip:
         dek = os.urandom(32)
         w = b.wrap(dek)
         st = b.status()
-        assert w.key_id == st.key_id and st.healthy
-        assert w.annotations == {ANNOTATION: b"1"} and w.key_version == "1"
+        assert w.key_id == st.key_id
+        assert st.healthy
+        assert w.annotations == {ANNOTATION: b"1"}
+        assert w.key_version == "1"
         assert dek not in w.ciphertext
         u = b.unwrap(w.ciphertext, w.key_id, w.annotations)
         assert (u.plaintext, u.key_version, u.cached) == (dek, "1", False)
@@ -47,12 +50,10 @@ class TestRoundTrip:
             b.unwrap(bytes(bad), None, {})
 
     def test_startup_refuses_missing_or_disabled_key(self, emu: Emulator, ak_env, make_backend):
-        from kms_appliance.errors import StartupError
-
         with pytest.raises(StartupError, match="does not exist"):
             make_backend({**ak_env, "AKEYLESS_KEY_ENCRYPTION_KEY": "/nope"})
         emu.disable_key(KEY)
-        with pytest.raises(StartupError, match="disabled|403"):
+        with pytest.raises(StartupError, match=r"disabled|403"):
             make_backend(ak_env)
 
 
@@ -66,7 +67,8 @@ class TestRotation:
         emu.rotate_key(KEY)
         assert b.refresh() is True
         new = b.wrap(b"b" * 32)
-        assert new.key_id != old.key_id and new.key_id == b.status().key_id
+        assert new.key_id != old.key_id
+        assert new.key_id == b.status().key_id
         assert new.annotations[ANNOTATION] == b"2"
         u = b.unwrap(old.ciphertext, old.key_id, old.annotations)
         assert (u.plaintext, u.key_version, u.key_id) == (b"a" * 32, "1", old.key_id)
@@ -139,7 +141,8 @@ class TestFaults:
         sample = m.registry.get_sample_value(
             "kms_appliance_backend_calls_total",
             {"backend": "akeyless", "operation": "decrypt", "outcome": outcome})
-        assert sample and sample >= 1
+        assert sample
+        assert sample >= 1
         assert b.status().healthy  # one failed call never flips health
         emu.clear_faults()
         assert b.unwrap(w.ciphertext, w.key_id, {}).plaintext  # recovered
@@ -175,7 +178,8 @@ class TestCache:
         emu.fault("*", kind="reset")
         for w, d in zip(wrapped, deks, strict=True):
             u = b.unwrap(w.ciphertext, None, {})
-            assert u.cached and u.plaintext == d
+            assert u.cached
+            assert u.plaintext == d
         emu.clear_faults()
         fresh = b.wrap(os.urandom(32))
         emu.fault("*", status=503)
@@ -199,5 +203,6 @@ class TestCache:
             t.start()
         for t in threads:
             t.join(timeout=20)
-        assert len(results) == 50 and len(set(results)) == 1
+        assert len(results) == 50
+        assert len(set(results)) == 1
         assert emu.calls["decrypt"] == 1

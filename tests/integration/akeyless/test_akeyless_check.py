@@ -1,0 +1,96 @@
+"""`kms-appliance check` passing, and failing for each cause, against the emulator."""
+
+from __future__ import annotations
+
+import dataclasses
+import io
+import json
+from pathlib import Path
+
+import pytest
+
+from akeyless_emulator import Emulator
+from kms_appliance import preflight
+from tests.integration.akeyless.conftest import load_cfg
+from tests.integration.akeyless.metadata import KEY
+
+
+def _check(env: dict[str, str], tmp_path: Path, dir_mode: int = 0o700, **over):
+    sock_dir = tmp_path / "sock"
+    sock_dir.mkdir(exist_ok=True)
+    sock_dir.chmod(dir_mode)
+    cfg = load_cfg(env, **over)
+    cfg = dataclasses.replace(cfg, server=dataclasses.replace(cfg.server,
+                                                              socket=sock_dir / "kms.sock"))
+    out = io.StringIO()
+    code = preflight.run(cfg, True, out)
+    doc = json.loads(out.getvalue())
+    return code, {c["name"]: c for c in doc["checks"]}, doc
+
+
+class TestCheck:
+    """Exit 0 only when every step passed; each failure names its step."""
+
+    def test_all_pass(self, emu: Emulator, ak_env, tmp_path):
+        code, checks, doc = _check(ak_env, tmp_path)
+        assert code == 0
+        assert doc["ok"]
+        assert [c["status"] for c in checks.values()] == ["pass"] * 6
+        assert "access_key" in checks["auth"]["detail"]
+        cfg = load_cfg(ak_env)
+        out = io.StringIO()
+        preflight.run(dataclasses.replace(cfg, server=dataclasses.replace(
+            cfg.server, socket=tmp_path / "sock" / "kms.sock")), False, out)
+        assert "all checks passed" in out.getvalue()
+
+    def test_bad_credentials(self, emu, ak_env, tmp_path):
+        code, checks, _ = _check({**ak_env, "AKEYLESS_ACCESS_KEY": "wrong"}, tmp_path)
+        assert code == 1
+        assert checks["auth"]["status"] == "fail"
+        assert checks["key"]["status"] == checks["round_trip"]["status"] == "skip"
+
+    def test_missing_key(self, emu, ak_env, tmp_path):
+        code, checks, _ = _check({**ak_env, "AKEYLESS_KEY_ENCRYPTION_KEY": "/missing"}, tmp_path)
+        assert code == 1
+        assert checks["key"]["status"] == "fail"
+        assert "does not exist" in checks["key"]["detail"]
+
+    def test_disabled_key(self, emu: Emulator, ak_env, tmp_path):
+        emu.disable_key(KEY)
+        code, checks, _ = _check(ak_env, tmp_path)
+        assert code == 1
+        assert checks["key"]["status"] == "fail"
+
+    def test_disabled_latest_version(self, emu: Emulator, ak_env, tmp_path):
+        emu.rotate_key(KEY)
+        emu.disable_version(KEY, 2)
+        code, checks, _ = _check(ak_env, tmp_path)
+        assert code == 1
+        assert "version 2 Disabled" in checks["key"]["detail"]
+
+    def test_round_trip_failure(self, emu: Emulator, ak_env, tmp_path):
+        emu.fault("decrypt", status=500)
+        code, checks, _ = _check(ak_env, tmp_path)
+        assert code == 1
+        assert checks["round_trip"]["status"] == "fail"
+        assert checks["key"]["status"] == "pass"
+
+    def test_unsafe_socket_dir(self, emu, ak_env, tmp_path):
+        code, checks, _ = _check(ak_env, tmp_path, dir_mode=0o777)
+        assert code == 1
+        assert checks["socket_dir"]["status"] == "fail"
+
+    def test_plain_http_to_remote_host_is_a_config_failure(self, emu, ak_env, tmp_path):
+        code, checks, _ = _check({**ak_env, "AKEYLESS_URL": "http://akeyless.example.com"},
+                                 tmp_path)
+        assert code == 1
+        assert checks["config"]["status"] == "fail"
+        assert checks["auth"]["status"] == "skip"
+
+    @pytest.mark.parametrize(("ttl", "words"), [(-30.0, "ahead"), (60 * 86400.0, "behind")])
+    def test_clock_sanity(self, emu: Emulator, ak_env, tmp_path, ttl, words):
+        emu.set_token_ttl(ttl)
+        code, checks, _ = _check(ak_env, tmp_path)
+        assert code == 1
+        assert checks["clock"]["status"] == "fail"
+        assert words in checks["clock"]["detail"]

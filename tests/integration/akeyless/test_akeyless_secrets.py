@@ -1,0 +1,88 @@
+"""No access key, token or DEK ever reaches a log line or an exception text.
+
+Runs a busy scenario (auth, wraps, unwraps, token expiry, every fault class,
+UID rotation) with the root logger at DEBUG, then scans everything written.
+"""
+
+from __future__ import annotations
+
+import base64
+import logging
+import os
+import time
+import traceback
+from pathlib import Path
+
+import pytest
+
+from akeyless_emulator import Emulator
+from kms_appliance.errors import KmsError
+from kms_appliance.metrics import Metrics
+
+FAULTS = [{"status": s} for s in (400, 401, 403, 404, 429, 500, 503)] + [
+    {"kind": k} for k in ("reset", "malformed", "wrong_length")]
+
+
+def _exercise(b, emu: Emulator, texts: list[str], deks: list[bytes], seen: set[str]) -> None:
+    for _ in range(3):
+        dek = os.urandom(32)
+        deks.append(dek)
+        w = b.wrap(dek)
+        b.unwrap(w.ciphertext, w.key_id, w.annotations)
+    emu.expire_tokens()
+    for fault in FAULTS:
+        for endpoint in ("decrypt", "encrypt", "auth"):
+            emu.fault(endpoint, **fault)
+        dek = os.urandom(32)
+        deks.append(dek)
+        try:
+            w = b.wrap(dek)
+            b.unwrap(w.ciphertext, w.key_id, {})
+        except KmsError as exc:
+            texts.extend([str(exc), repr(exc), "".join(traceback.format_exception(exc))])
+        emu.clear_faults()
+        seen.update(emu.core.tokens.tokens)  # tokens issued so far
+        emu.expire_tokens()
+
+
+def test_nothing_secret_is_written(emu: Emulator, base_env, make_backend, caplog, tmp_path: Path):
+    caplog.set_level(logging.DEBUG)
+    logging.getLogger().setLevel(logging.DEBUG)
+    ident = emu.add_access_key()
+    env = {**base_env, "AKEYLESS_ACCESS_ID": ident.access_id,
+           "AKEYLESS_ACCESS_KEY": ident.access_key}
+    texts: list[str] = []
+    deks: list[bytes] = []
+    seen: set[str] = set()
+    _exercise(make_backend(env, metrics=Metrics(), cache=False), emu, texts, deks, seen)
+    uid = emu.add_universal_identity()  # after the first run's expire_tokens()
+    uid_env = {**base_env, "AKEYLESS_ACCESS_ID": emu.core.tokens.tokens[uid].access_id,
+               "AKEYLESS_UID_INIT_TOKEN": uid,
+               "KMS_APPLIANCE_AKEYLESS_UID_TOKEN_FILE": str(tmp_path / "uid")}
+    ub = make_backend(uid_env, uid_rotate_interval=0.2)
+    deadline = time.monotonic() + 10
+    while emu.calls["uid-rotate-token"] < 2 and time.monotonic() < deadline:
+        time.sleep(0.05)
+    emu.fault("uid-rotate-token", kind="malformed")
+    time.sleep(0.5)
+    emu.clear_faults()
+    _exercise(ub, emu, texts, deks, seen)
+
+    written = caplog.text + "\n".join(texts)
+    assert len(caplog.records) > 0
+    assert texts
+    tokens = seen | set(emu.core.tokens.tokens)
+    secrets = [ident.access_key, *tokens]
+    for dek in deks:
+        secrets += [dek.hex(), base64.b64encode(dek).decode(), repr(dek)[2:-1]]
+    hits = [s[:6] + "..." for s in secrets if s and s in written]
+    assert hits == [], f"secrets found in logs/exceptions: {hits}"
+    assert len(tokens) >= 4
+    assert any(t.startswith("u-") for t in tokens)
+
+
+@pytest.fixture(autouse=True)
+def _restore_root_level():
+    level = logging.getLogger().level
+    yield
+    logging.getLogger().setLevel(level)
