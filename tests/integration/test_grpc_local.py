@@ -84,7 +84,7 @@ class TestV2:
                     enc = c.encrypt(seed)
                     if c.decrypt(enc.ciphertext, enc.key_id) != seed:
                         errors.append(AssertionError("wrong plaintext"))
-            except BaseException as exc:  # noqa: BLE001
+            except BaseException as exc:
                 errors.append(exc)
             finally:
                 c.close()

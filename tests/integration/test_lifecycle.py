@@ -42,7 +42,7 @@ def test_sigterm_under_load_lets_calls_finish(tmp_path: Path) -> None:
                     if c.decrypt(enc.ciphertext, enc.key_id) != seed:
                         wrong.append(1)
                     ok[0] += 1
-                except Exception as exc:  # noqa: BLE001
+                except Exception as exc:
                     failures.append(exc.code().name if hasattr(exc, "code") else repr(exc))
                     return
         finally:

@@ -105,7 +105,7 @@ def test_peer_uid_allowlist_refusal_is_audited(tmp_path: Path) -> None:
         refusals = [r for r in p.audit_records() if r["event"] == "peer_refused"]
         assert refusals and refusals[0]["peer_uid"] == os.geteuid()
         assert refusals[0]["reason"] == "uid_not_allowed" and refusals[0]["peer_pid"] > 0
-        status, body = p.http("/metrics")
+        _status, body = p.http("/metrics")
         assert b'kms_appliance_peer_refusals_total{reason="uid_not_allowed"}' in body
 
 
