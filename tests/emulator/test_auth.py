@@ -126,7 +126,7 @@ def boto3_placeholder(monkeypatch: pytest.MonkeyPatch) -> None:
 
 def aws_cloud_id(key_id: str = AWS_KEY_ID, secret: str = AWS_SECRET) -> str:
     """The cloud-id the real akeyless-cloud-id package produces."""
-    from akeyless_cloud_id import CloudId  # noqa: PLC0415 (after the boto3 placeholder)
+    from akeyless_cloud_id import CloudId
 
     return str(CloudId().generate(key_id, secret, "session-token-for-tests"))
 
