@@ -121,7 +121,7 @@ def _delete_key(emu: Emulator, body: dict[str, Any]) -> dict[str, Any]:
 
 
 ACTIONS: dict[str, Action] = {
-    "calls": lambda e, b: {"calls": dict(e.calls)},
+    "calls": lambda e, b: {"calls": dict(e.calls), "in_flight": dict(e.in_flight)},
     "requests": lambda e, b: {"requests": [asdict(r) for r in e.requests]},
     "reset-calls": _reset_calls,
     "state": _state,

@@ -67,6 +67,8 @@ class Core:
         self.tokens = TokenStore()
         self.challenges: dict[str, float] = {}
         self.calls: collections.Counter[str] = collections.Counter()
+        self.in_flight: collections.Counter[str] = collections.Counter()
+        self.changed = threading.Condition(self.lock)
         self.records: list[CallRecord] = []
         self.state_dir = Path(state_dir) if state_dir else None
         self._load()
@@ -214,8 +216,17 @@ class Core:
         """Count one API call and keep its record (bounded to 10,000)."""
         with self.lock:
             self.calls[rec.endpoint] += 1
+            self.changed.notify_all()
             self.records.append(rec)
             del self.records[:-10000]
+
+    def arrive(self, endpoint: str, delta: int) -> None:
+        """Track requests being processed (arrived, not yet answered)."""
+        with self.lock:
+            self.in_flight[endpoint] += delta
+            if self.in_flight[endpoint] <= 0:
+                del self.in_flight[endpoint]
+            self.changed.notify_all()
 
     def reset_calls(self) -> None:
         """Forget counts and records."""

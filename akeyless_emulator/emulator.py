@@ -324,6 +324,29 @@ class Emulator:
         with self.core.lock:
             return list(self.core.records)
 
+    @property
+    def in_flight(self) -> collections.Counter[str]:
+        """A snapshot: requests per endpoint that arrived and are not finished yet."""
+        with self.core.lock:
+            return collections.Counter(self.core.in_flight)
+
+    def wait_for(
+        self, endpoint: str, *, calls: int | None = None, in_flight: int | None = None, timeout: float = 5.0
+    ) -> bool:
+        """Block until `calls[endpoint] >= calls` and/or `in_flight[endpoint] >= in_flight`.
+
+        For concurrency tests ("the second caller arrives while the first
+        decrypt is still in flight"). Returns False on timeout.
+        """
+
+        def reached() -> bool:
+            ok_calls = calls is None or self.core.calls[endpoint] >= calls
+            ok_flight = in_flight is None or self.core.in_flight[endpoint] >= in_flight
+            return ok_calls and ok_flight
+
+        with self.core.changed:
+            return self.core.changed.wait_for(reached, timeout)
+
     def reset_calls(self) -> None:
         """Zero the counters and drop records."""
         self.core.reset_calls()

@@ -180,10 +180,13 @@ class RequestHandler(BaseHTTPRequestHandler):
         self._fault = self.server.emulator.faults.take(endpoint) if known else None
         self._endpoint = endpoint if known else "<unknown>"
         self._recorded = False
+        core = self.server.emulator.core
+        core.arrive(self._endpoint, 1)
         try:
             self._api_call(endpoint)
         finally:
             self._record(0)
+            core.arrive(self._endpoint, -1)
 
     def _record(self, status: int) -> None:
         """Count the call once, before its answer leaves (no race with tests)."""

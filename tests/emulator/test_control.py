@@ -50,6 +50,7 @@ class TestControlPlane:
         status, out = control(base, "calls")
         assert status == 200
         assert out["calls"] == {"encrypt": 1, "decrypt": 2, "auth": 1}
+        assert out["in_flight"] == {}
         assert control(base, "version-state", {"name": KEY, "version": 1, "state": "Disabled"})[0] == 200
         assert api_error(lambda: plain_client.decrypt(ciphertext)).status == 400
         control(base, "fault", {"endpoint": "*", "kind": "reset"})

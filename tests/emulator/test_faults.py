@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import threading
 import time
 
 import akeyless
@@ -176,6 +177,23 @@ class TestAccounting:
         assert "X-Forwarded-For" in rec.headers
         assert rec.nodelay is True
         assert client.token not in repr(rec)
+
+    def test_in_flight_and_wait_for(self, plain_emu: Emulator, plain_client: Client) -> None:
+        """A slow call is visible in flight before it is counted as done."""
+        ciphertext = plain_client.encrypt(b"x")
+        plain_emu.reset_calls()
+        plain_emu.fault("decrypt", delay=0.5, times=1)
+        worker = threading.Thread(target=plain_client.decrypt, args=(ciphertext,))
+        worker.start()
+        try:
+            assert plain_emu.wait_for("decrypt", in_flight=1, timeout=5)
+            assert plain_emu.in_flight["decrypt"] == 1
+            assert plain_emu.calls["decrypt"] == 0
+            assert plain_emu.wait_for("decrypt", calls=1, timeout=5)
+        finally:
+            worker.join(timeout=5)
+        assert plain_emu.in_flight["decrypt"] == 0
+        assert not plain_emu.wait_for("decrypt", calls=2, timeout=0.05)
 
     def test_unknown_operation_is_404(self, plain_emu: Emulator, plain_client: Client) -> None:
         """A double slash (host with trailing '/') reaches no operation: 404."""
