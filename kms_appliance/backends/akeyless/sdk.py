@@ -41,7 +41,6 @@ class Sdk:
 
     ApiClient: Any
     Configuration: Any
-    V2Api: Any
     ApiException: type[Exception]
     models: ModuleType
     urllib3: ModuleType
@@ -115,11 +114,10 @@ def load() -> Sdk:
             quiet_sdk_logging()
             api_client = importlib.import_module("akeyless.api_client")
             configuration = importlib.import_module("akeyless.configuration")
-            v2 = importlib.import_module("akeyless.api.v2_api")
             exceptions = importlib.import_module("akeyless.exceptions")
             urllib3 = importlib.import_module("urllib3")
             version = getattr(sys.modules["akeyless"], "__version__", None) or _dist_version()
-            _sdk = Sdk(api_client.ApiClient, configuration.Configuration, v2.V2Api,
+            _sdk = Sdk(api_client.ApiClient, configuration.Configuration,
                        exceptions.ApiException, sys.modules["akeyless.models"], urllib3, version)
         return _sdk
 
