@@ -1,0 +1,43 @@
+#!/usr/bin/env bash
+# Prove the build is reproducible: build the committed tree (a fresh clone of
+# HEAD, so uncommitted edits cannot leak in) and compare byte for byte.
+#
+# Cheap path (CI): if dist/kms-appliance was built from this very commit with
+# a clean tree (its stamp says so), one more build in the clone is compared to
+# it; otherwise the clone is built twice. On a difference, build/repro_diff.py
+# names the archive members that differ and the target fails.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+REPO=$(pwd)
+VENV=${FREEZE_VENV:-$REPO/build/.venv-freeze}
+R=$REPO/build/work/repro  # build/work/ is git-ignored
+commit=$(git rev-parse --short=12 HEAD)
+
+rm -rf "$R"
+mkdir -p "$R"
+git clone -q --no-hardlinks "$REPO" "$R/src"
+git -C "$R/src" checkout -q --detach "$(git rev-parse HEAD)"
+
+build_in_clone() {  # $1 = output dir
+  (cd "$R/src" && FREEZE_VENV=$VENV DIST=$1 WORK=$R/work build/build.sh >"$1.log" 2>&1) \
+    || { tail -20 "$1.log"; echo "repro: build failed (log $1.log)" >&2; exit 1; }
+}
+
+reference=""
+if [[ -x dist/kms-appliance ]]; then
+  stamped=$(dist/kms-appliance version --json 2>/dev/null | "$VENV/bin/python" -c \
+    'import json,sys; print(json.load(sys.stdin)["commit"])' || true)
+  if [[ $stamped == "$commit" ]]; then
+    reference=$REPO/dist/kms-appliance
+    echo "repro: comparing dist/kms-appliance (clean build of $commit) with a build in a fresh clone"
+  fi
+fi
+if [[ -z $reference ]]; then
+  echo "repro: dist/ is not a clean build of $commit; building the clone twice"
+  build_in_clone "$R/out1"
+  reference=$R/out1/kms-appliance
+fi
+build_in_clone "$R/out2"
+"$VENV/bin/python" build/repro_diff.py "$reference" "$R/out2/kms-appliance"
+sha256sum "$reference" "$R/out2/kms-appliance"
+rm -rf "$R"
