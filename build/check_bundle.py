@@ -19,7 +19,7 @@ from pathlib import Path
 from PyInstaller.archive.readers import CArchiveReader
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-import bundle_policy  # noqa: E402
+import bundle_policy
 
 PYZ_TYPE = "z"
 EXTENSION_SUFFIX = ".so"

@@ -104,7 +104,7 @@ def _deb_of(path: Path) -> str | None:
 
 
 def _deb_license(pkg: str) -> list[dict[str, Any]]:
-    copyright_file = Path("/usr/share/doc") / pkg.split(":")[0] / "copyright"
+    copyright_file = Path("/usr/share/doc") / pkg.split(":", maxsplit=1)[0] / "copyright"
     if not copyright_file.exists():
         return []
     text = copyright_file.read_text(encoding="utf-8", errors="replace")
@@ -114,7 +114,7 @@ def _deb_license(pkg: str) -> list[dict[str, Any]]:
                 m = re.search(r"^License:\s*(\S.*)$", para, re.M)
                 if m:
                     return [{"license": {"name": m.group(1).strip()}}]
-    return [{"license": {"name": f"see /usr/share/doc/{pkg.split(':')[0]}/copyright"}}]
+    return [{"license": {"name": f"see /usr/share/doc/{pkg.split(':', maxsplit=1)[0]}/copyright"}}]
 
 
 def debian_components(files: dict[str, list[str]]) -> list[dict[str, Any]]:
