@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import selectors
 import signal
 import ssl
 import subprocess
@@ -100,6 +101,9 @@ def standalone(tmp_path: Path) -> Iterator[tuple[subprocess.Popen[str], dict[str
     proc = subprocess.Popen(args, stdout=subprocess.PIPE, text=True, env=env, cwd=ROOT)
     try:
         assert proc.stdout is not None
+        with selectors.DefaultSelector() as sel:
+            sel.register(proc.stdout, selectors.EVENT_READ)
+            assert sel.select(timeout=30), "emulator printed no ready line within 30 s"
         line = proc.stdout.readline()
         assert line, "emulator exited before printing its ready line"
         yield proc, json.loads(line)

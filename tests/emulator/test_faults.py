@@ -182,7 +182,7 @@ class TestAccounting:
         """A slow call is visible in flight before it is counted as done."""
         ciphertext = plain_client.encrypt(b"x")
         plain_emu.reset_calls()
-        plain_emu.fault("decrypt", delay=0.5, times=1)
+        plain_emu.fault("decrypt", delay=1.0, times=1)
         worker = threading.Thread(target=plain_client.decrypt, args=(ciphertext,))
         worker.start()
         try:

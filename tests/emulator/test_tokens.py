@@ -21,11 +21,12 @@ class TestExpiry:
     """Auth tokens die after their TTL; the caller must call /auth again."""
 
     def test_token_expires_after_ttl_with_401(self, plain_emu: Emulator) -> None:
-        """A 1-second token works, then gets 401; a fresh /auth works again."""
-        plain_emu.set_token_ttl(1.0)
+        """A 1.5-second token works, then gets 401; a fresh /auth works again."""
+        plain_emu.set_token_ttl(1.5)
+        started = time.monotonic()
         c = login(plain_emu)
         c.encrypt(b"x")
-        time.sleep(1.2)
+        time.sleep(max(0.0, started + 1.7 - time.monotonic()))
         err = api_error(lambda: c.encrypt(b"x"))
         assert err.status == 401
         assert "expired" in err.body
@@ -86,12 +87,14 @@ class TestUniversalIdentityRotation:
         assert api.validate_token(akeyless.ValidateToken(token=new)).last_rotate
 
     def test_rotation_renews_ttl(self, plain_emu: Emulator) -> None:
-        """A token about to expire is renewed by rotation (fresh TTL)."""
-        uid = plain_emu.add_universal_identity(ttl=1.0)
+        """Rotation gives the new token a full TTL counted from the rotation."""
+        uid = plain_emu.add_universal_identity(ttl=60.0)
         api = make_api(plain_emu)
-        time.sleep(0.6)
+        time.sleep(0.3)
         new = api.uid_rotate_token(akeyless.UidRotateToken(uid_token=uid)).token
-        time.sleep(0.6)
+        tokens = plain_emu.core.tokens.tokens
+        assert tokens[new].expires_at - tokens[uid].expires_at >= 0.3
+        assert tokens[new].ttl == 60.0
         assert uid_encrypt(api, new)
 
     def test_uid_token_expires(self, plain_emu: Emulator) -> None:
