@@ -12,7 +12,9 @@ from __future__ import annotations
 import hashlib
 import logging
 import os
+import queue
 import sys
+import threading
 import time
 from pathlib import Path
 from typing import Any
@@ -44,8 +46,38 @@ class _Formatter(JsonFormatter):
         log_record.update(record.__dict__["audit"])
 
 
+class _Batching:
+    """Mixin: write without flushing per record; the writer flushes when idle."""
+
+    def emit(self, record: logging.LogRecord) -> None:
+        handler: Any = self
+        try:
+            if handler.stream is None:
+                handler.stream = handler._open()
+            handler.stream.write(handler.format(record) + "\n")
+        except Exception:  # logging's own contract: report, never raise
+            handler.handleError(record)
+
+
+class _FileHandler(_Batching, logging.FileHandler):
+    pass
+
+
+class _StreamHandler(_Batching, logging.StreamHandler):  # type: ignore[type-arg]
+    pass
+
+
 class AuditLog:
-    """Writes audit events; ``reopen()`` is called on SIGHUP for logrotate."""
+    """Writes audit events; ``reopen()`` is called on SIGHUP for logrotate.
+
+    The request path only enqueues the event's fields (a few microseconds);
+    one writer thread formats and writes them in order. The queue is bounded
+    and ``put`` blocks when it is full, so a stalled disk slows calls down
+    rather than losing records or growing memory without bound. ``close()``
+    drains the queue before returning.
+    """
+
+    QUEUE_SIZE = 10_000
 
     def __init__(self, target: str) -> None:
         self._target = target
@@ -58,19 +90,30 @@ class AuditLog:
         self._handler = self._make_handler(target)
         self._handler.setFormatter(_Formatter())
         self._logger.addHandler(self._handler)
+        self._queue: queue.Queue[tuple[float, dict[str, Any]] | None] = queue.Queue(self.QUEUE_SIZE)
+        self._writer = threading.Thread(target=self._drain, name="audit-writer", daemon=True)
+        self._writer.start()
 
     @staticmethod
     def _make_handler(target: str) -> logging.Handler:
         if target == "-":
-            return logging.StreamHandler(sys.stdout)
-        path = Path(target)
-        # Create it 0600 before logging opens it, so a new file is never world-readable.
-        os.close(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_NOFOLLOW, 0o600))
-        return logging.FileHandler(path, encoding="utf-8")
+            return _StreamHandler(sys.stdout)
+        _precreate(Path(target))
+        return _FileHandler(target, encoding="utf-8")
 
     def event(self, **fields: Any) -> None:
-        """Write one event; ``fields`` must hold only non-secret values."""
-        self._logger.info("", extra={"audit": fields})
+        """Queue one event; ``fields`` must hold only non-secret values."""
+        self._queue.put((time.time(), fields))
+
+    def _drain(self) -> None:
+        while (item := self._queue.get()) is not None:
+            created, fields = item
+            record = logging.LogRecord(LOGGER, logging.INFO, __file__, 0, "", None, None)
+            record.created = created
+            record.__dict__["audit"] = fields
+            self._logger.handle(record)
+            if self._queue.empty():
+                self._handler.flush()
 
     def reopen(self) -> None:
         """Close the file so the next event reopens it (after logrotate moved it)."""
@@ -78,10 +121,18 @@ class AuditLog:
             self._handler.acquire()
             try:
                 self._handler.close()
-                self._make_handler(self._target).close()
+                _precreate(Path(self._target))
             finally:
                 self._handler.release()
 
     def close(self) -> None:
+        self._queue.put(None)
+        self._writer.join(10)
+        self._handler.flush()
         self._logger.removeHandler(self._handler)
         self._handler.close()
+
+
+def _precreate(path: Path) -> None:
+    """Create the file 0600 before logging opens it, so it is never world-readable."""
+    os.close(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_NOFOLLOW, 0o600))

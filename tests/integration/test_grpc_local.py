@@ -136,7 +136,8 @@ def test_rotation_without_restart(plugin: Plugin, client: Client) -> None:
     assert new.key_id == new_id
     assert client.decrypt(old.ciphertext, old.key_id) == old_seed
     assert client.v1_decrypt(v1_old) == b"v1-dek-" * 4
-    events = [r for r in plugin.audit_records() if r["event"] == "key_rotation"]
+    events = [r for r in plugin.audit_until(lambda rs: any(r["event"] == "key_rotation" for r in rs))
+              if r["event"] == "key_rotation"]
     assert events and events[-1]["key_id"] == new_id and events[-1]["previous_key_id"] == old.key_id
 
 

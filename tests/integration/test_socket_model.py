@@ -102,7 +102,8 @@ def test_peer_uid_allowlist_refusal_is_audited(tmp_path: Path) -> None:
             assert info.value.code() == grpc.StatusCode.UNAVAILABLE
         finally:
             c.close()
-        refusals = [r for r in p.audit_records() if r["event"] == "peer_refused"]
+        records = p.audit_until(lambda rs: any(r["event"] == "peer_refused" for r in rs))
+        refusals = [r for r in records if r["event"] == "peer_refused"]
         assert refusals and refusals[0]["peer_uid"] == os.geteuid()
         assert refusals[0]["reason"] == "uid_not_allowed" and refusals[0]["peer_pid"] > 0
         _status, body = p.http("/metrics")

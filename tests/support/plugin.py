@@ -15,9 +15,10 @@ import subprocess
 import sys
 import time
 import urllib.request
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 REPO = Path(__file__).resolve().parents[2]
 START_TIMEOUT = 20.0
@@ -65,8 +66,18 @@ class Plugin:
         self.extra_outputs.append(body)
         return status, body
 
-    def audit_records(self) -> list[dict[str, object]]:
+    def audit_records(self) -> list[dict[str, Any]]:
         return [json.loads(line) for line in self.audit.read_text().splitlines() if line.strip()]
+
+    def audit_until(self, predicate: Callable[[list[dict[str, Any]]], bool],
+                    timeout: float = 10.0) -> list[dict[str, Any]]:
+        """Audit records once ``predicate`` holds (the writer thread is asynchronous)."""
+        deadline = time.monotonic() + timeout
+        while True:
+            records = self.audit_records()
+            if predicate(records) or time.monotonic() > deadline:
+                return records
+            time.sleep(0.02)
 
     def stop(self, sig: int = signal.SIGTERM, timeout: float = 20) -> int:
         if self.proc.poll() is None:
