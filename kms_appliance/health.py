@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import socket
 import threading
 import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -118,6 +119,8 @@ class HealthHttpServer(ThreadingHTTPServer):
     def __init__(self, address: tuple[str, int], health: Health, metrics: Metrics) -> None:
         self.health = health
         self.metrics = metrics
+        if ":" in address[0]:
+            self.address_family = socket.AF_INET6
         super().__init__(address, _Handler)
         self._thread = threading.Thread(target=self.serve_forever, name="http", daemon=True)
 
