@@ -85,6 +85,9 @@ class RequestHandler(BaseHTTPRequestHandler):
 
     protocol_version = "HTTP/1.1"
     disable_nagle_algorithm = True
+    # Buffer writes so status line, headers and body leave in one send (one
+    # TLS record); http.server flushes wfile after each request.
+    wbufsize = 1 << 16
     timeout = 60.0
     server: EmulatorServer
     server_version = "akeyless-emulator"

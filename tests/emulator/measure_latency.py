@@ -2,10 +2,12 @@
 
 Run: PYTHONPATH=. .venv/bin/python tests/emulator/measure_latency.py [--calls 200]
 
-Prints one JSON line per (transport, nagle) combination with p50/p90/max in
-milliseconds of `encrypt` calls through the real `akeyless` SDK. The
-"nagle_on" rows re-enable Nagle on the server side for comparison only, to
-show why the emulator sets `disable_nagle_algorithm = True`.
+Prints one JSON line per (transport, server config) with p50/p90/max in
+milliseconds of `encrypt` calls through the real `akeyless` SDK. Configs:
+"shipped" (TCP_NODELAY + one buffered write per response), "nodelay_only"
+(TCP_NODELAY, stock unbuffered writes: headers and body in two sends) and
+"stock" (http.server defaults: Nagle on, two sends), the last two for
+comparison only, to show why the emulator sets both.
 """
 
 from __future__ import annotations
@@ -21,10 +23,13 @@ import akeyless
 from akeyless_emulator import Emulator
 from akeyless_emulator.transport import RequestHandler
 
+CONFIGS = {"shipped": (True, 1 << 16), "nodelay_only": (True, 0), "stock": (False, 0)}
 
-def measure(tls: bool, nagle_off: bool, calls: int) -> dict[str, object]:
+
+def measure(tls: bool, config: str, calls: int) -> dict[str, object]:
     """p50/p90/max of `calls` encrypt round trips (after 10 warm-up calls)."""
-    RequestHandler.disable_nagle_algorithm = nagle_off
+    saved = RequestHandler.disable_nagle_algorithm, RequestHandler.wbufsize
+    RequestHandler.disable_nagle_algorithm, RequestHandler.wbufsize = CONFIGS[config]
     with Emulator(tls=tls) as emu:
         emu.create_key("/k")
         ident = emu.add_access_key()
@@ -42,11 +47,11 @@ def measure(tls: bool, nagle_off: bool, calls: int) -> dict[str, object]:
             api.encrypt(body, _request_timeout=(5, 5))
             if i >= 10:
                 samples.append((time.perf_counter() - started) * 1000)
-    RequestHandler.disable_nagle_algorithm = True
+    RequestHandler.disable_nagle_algorithm, RequestHandler.wbufsize = saved
     q = statistics.quantiles(samples, n=10)
     return {
         "transport": "https" if tls else "http",
-        "nagle": "off" if nagle_off else "on",
+        "server": config,
         "calls": calls,
         "p50_ms": round(statistics.median(samples), 3),
         "p90_ms": round(q[8], 3),
@@ -55,13 +60,13 @@ def measure(tls: bool, nagle_off: bool, calls: int) -> dict[str, object]:
 
 
 def main() -> None:
-    """Measure all four combinations and print JSON lines."""
+    """Measure every (transport, config) pair and print JSON lines."""
     parser = argparse.ArgumentParser()
     parser.add_argument("--calls", type=int, default=200)
     args = parser.parse_args()
     for tls in (False, True):
-        for nagle_off in (True, False):
-            print(json.dumps(measure(tls, nagle_off, args.calls)))
+        for config in CONFIGS:
+            print(json.dumps(measure(tls, config, args.calls)))
 
 
 if __name__ == "__main__":
