@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 import json
 import os
 import selectors
@@ -70,6 +71,31 @@ class TestControlPlane:
         assert api_error(lambda: c.encrypt(b"x")).status == 401
         _, uid = control(base, "add-universal-identity", {"ttl": 30})
         assert uid["token"].startswith("u-")
+
+    def test_cloud_identities_over_http(self, plain_emu: Emulator) -> None:
+        """add-gcp / add-k8s / add-cert return what the SDK needs to authenticate."""
+        base = plain_emu.control_url
+        api = make_api(plain_emu)
+        _, gcp = control(base, "add-gcp", {"audience": "kms.example"})
+        cloud_id = base64.b64encode(gcp["token"].encode()).decode()
+        out = api.auth(
+            akeyless.Auth(
+                access_id=gcp["access_id"], access_type="gcp", cloud_id=cloud_id, gcp_audience="kms.example"
+            )
+        )
+        assert out.token.startswith("t-")
+        _, k8s = control(base, "add-k8s", {"config-name": "c1"})
+        sa = base64.b64encode(k8s["token"].encode()).decode()
+        fields = {"access_type": "k8s", "k8s_auth_config_name": "c1", "k8s_service_account_token": sa}
+        assert api.auth(akeyless.Auth(access_id=k8s["access_id"], **fields)).token
+        _, cert = control(base, "add-cert", {})
+        _, files = control(base, "mint-client-cert", {"common-name": "n1"})
+        fields = {
+            "access_type": "cert",
+            "cert_data": base64.b64encode(Path(files["cert_file"]).read_bytes()).decode(),
+            "key_data": base64.b64encode(Path(files["key_file"]).read_bytes()).decode(),
+        }
+        assert api.auth(akeyless.Auth(access_id=cert["access_id"], **fields)).token
 
     def test_state_lists_keys_identities_and_faults(self, plain_emu: Emulator) -> None:
         """GET state: a snapshot without secrets."""

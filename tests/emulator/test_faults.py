@@ -11,7 +11,7 @@ import urllib3
 
 from akeyless_emulator import Emulator
 
-from .conftest import Client, api_error
+from .conftest import Client, api_error, login
 
 
 class TestStatusFaults:
@@ -93,6 +93,31 @@ class TestTransportFaults:
             client.api.encrypt(akeyless.Encrypt(**body), _request_timeout=(2, 0.3))
         assert time.monotonic() - started < 4.0
         assert client.encrypt(b"x")
+
+    def test_stop_releases_a_hung_request(self) -> None:
+        """stop() does not wait for a hang's bound: the client is disconnected at once."""
+        emu = Emulator().start()
+        emu.create_key("/k8s-etcd-key")
+        client = login(emu)
+        emu.fault("encrypt", "hang", delay=60.0)
+        errors: list[BaseException] = []
+
+        def call() -> None:
+            try:
+                client.encrypt(b"x")
+            except BaseException as exc:
+                errors.append(exc)
+
+        worker = threading.Thread(target=call)
+        worker.start()
+        assert emu.wait_for("encrypt", in_flight=1, timeout=5)
+        started = time.monotonic()
+        emu.close()
+        worker.join(timeout=10)
+        assert not worker.is_alive()
+        assert time.monotonic() - started < 5.0
+        assert len(errors) == 1
+        assert isinstance(errors[0], urllib3.exceptions.HTTPError)
 
     def test_latency_delays_but_answers(self, plain_emu: Emulator, plain_client: Client) -> None:
         """Added latency: the call takes at least the delay and succeeds."""

@@ -89,6 +89,16 @@ class TestRotation:
         assert client.decrypt(new) == b"new"
         assert [r.item_version for r in emu.requests if r.endpoint == "encrypt"] == [1, 2]
 
+    def test_ciphertext_header_layout(self, emu: Emulator, client: Client) -> None:
+        """The documented header: marker 0x01, item id, version (big-endian)."""
+        emu.rotate_key(KEY)
+        raw = base64.b64decode(client.encrypt(b"x"))
+        assert raw[0] == 1
+        assert int.from_bytes(raw[1:9], "big") == client.describe().item_id
+        assert int.from_bytes(raw[9:13], "big") == 2
+        assert raw[13:15] == b"\0\0"
+        assert len(raw) == 15 + 12 + 1 + 16
+
     def test_describe_item_reports_versions(self, emu: Emulator, client: Client) -> None:
         """last_version and item_versions follow rotations and state changes."""
         emu.rotate_key(KEY)
