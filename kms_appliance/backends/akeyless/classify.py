@@ -77,10 +77,30 @@ _COMMON: dict[int, tuple[type[KmsError], str]] = {
 }
 
 
+def root_cause(exc: BaseException, sdk: Any) -> BaseException:
+    """The SDK or urllib3 error behind a secondary failure.
+
+    Example: on a TLS failure the SDK raises ApiException(status=0) and its
+    own handler then fails with AttributeError (``None.decode``) while
+    processing it; the transport failure is the one that matters.
+    """
+    wanted: tuple[type[BaseException], ...] = (sdk.ApiException, sdk.urllib3.exceptions.HTTPError)
+    seen: BaseException = exc
+    for _ in range(5):
+        if isinstance(seen, wanted):
+            return seen
+        nxt = seen.__cause__ or seen.__context__
+        if nxt is None:
+            break
+        seen = nxt
+    return exc
+
+
 def classify(exc: BaseException, op: str, key_name: str, sdk: Any) -> KmsError:
     """Translate any exception raised by one SDK call into a typed error."""
     if isinstance(exc, KmsError):
         return exc
+    exc = root_cause(exc, sdk)
     status = http_status(exc, sdk.ApiException)
     if status is not None:
         return from_status(status, op, key_name)

@@ -195,3 +195,19 @@ class TestUrl:
     def test_refused(self, url):
         with pytest.raises(ConfigError):
             client.check_url(url)
+
+
+class TestRootCause:
+    """A secondary SDK failure while handling a transport error is still a transport error."""
+
+    def test_attribute_error_while_handling_tls_failure(self):
+        s = sdk.load()
+        try:
+            try:
+                raise s.ApiException(status=0, reason="SSLError\\nhandshake failed")
+            except s.ApiException as exc:
+                exc.body.decode("utf-8")  # what the SDK's handler does with body=None
+        except AttributeError as secondary:
+            err = classify.classify(secondary, "auth", "/k", s)
+        assert isinstance(err, BackendUnavailable)
+        assert "handshake" not in err.message

@@ -1,0 +1,58 @@
+"""Transport settings: Gateway URL form, plain http to loopback, CA file, mTLS."""
+
+from __future__ import annotations
+
+import os
+
+import pytest
+
+from akeyless_emulator import Emulator
+from kms_appliance.errors import StartupError
+from tests.integration.akeyless.metadata import KEY, closed_port_env
+
+
+def _env(emu: Emulator, **extra: str) -> dict[str, str]:
+    ident = emu.add_access_key()
+    return {"AKEYLESS_URL": emu.url, "AKEYLESS_KEY_ENCRYPTION_KEY": KEY,
+            "AKEYLESS_ACCESS_ID": ident.access_id, "AKEYLESS_ACCESS_KEY": ident.access_key,
+            **closed_port_env(), **extra}
+
+
+def _round_trip(b) -> None:
+    w = b.wrap(os.urandom(32))
+    assert b.unwrap(w.ciphertext, w.key_id, {}).plaintext
+
+
+class TestTransport:
+    """The client reaches SaaS- and Gateway-shaped URLs over the right transport."""
+
+    def test_gateway_url_with_trailing_slash(self, make_backend):
+        with Emulator(tls=True, base_path="/api/v2") as emu:
+            emu.create_key(KEY)
+            env = _env(emu, KMS_APPLIANCE_AKEYLESS_CA_FILE=emu.ca_file)
+            env["AKEYLESS_URL"] = emu.url + "/"
+            assert emu.url.endswith("/api/v2")
+            _round_trip(make_backend(env))
+            assert emu.calls["encrypt"] == emu.calls["decrypt"] == 1
+
+    def test_plain_http_to_loopback(self, make_backend):
+        with Emulator(tls=False) as emu:
+            emu.create_key(KEY)
+            assert emu.url.startswith("http://127.0.0.1")
+            _round_trip(make_backend(_env(emu)))
+
+    def test_untrusted_server_certificate_is_a_transport_failure(self, make_backend):
+        with Emulator(tls=True) as emu:
+            emu.create_key(KEY)
+            with pytest.raises(StartupError, match="TLS or transport"):
+                make_backend(_env(emu))  # no ca_file: the test CA is not trusted
+
+    def test_mutual_tls(self, make_backend):
+        with Emulator(tls=True, client_auth="required") as emu:
+            emu.create_key(KEY)
+            files = emu.mint_client_cert()
+            env = _env(emu, KMS_APPLIANCE_AKEYLESS_CA_FILE=emu.ca_file)
+            with pytest.raises(StartupError):
+                make_backend(env)
+            _round_trip(make_backend({**env, "KMS_APPLIANCE_AKEYLESS_CERT_FILE": files.cert_file,
+                                      "KMS_APPLIANCE_AKEYLESS_KEY_FILE": files.key_file}))
