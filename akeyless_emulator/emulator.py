@@ -32,8 +32,9 @@ class Emulator:
     client_auth: None, "optional" or "required" (mTLS) client certificates,
         verified against the test CA (plus CAs added with `trust_client_ca`).
     server_cert: "valid", "expired" or "wrong_host" (TLS failure tests).
-    state_dir: where the CA and state.json live (a temp dir if None); keys,
-        identities and tokens survive a restart on the same state_dir.
+    state_dir: where the CA and state.json live. Given: keys, identities and
+        tokens are saved after each change and survive a restart on the same
+        dir. None: a temp dir holds the CA only and state stays in memory.
     base_path: e.g. "/api/v2" to look like a Gateway; calls work with or
         without it, `url` includes it.
     """
@@ -63,7 +64,9 @@ class Emulator:
         self.client_auth = client_auth
         self.server_cert_kind = server_cert
         self.base_path = base_path.rstrip("/")
-        self.core: Core = Core(self.state_dir)
+        # Persist state only where the caller asked for it (restarts on the same
+        # dir); a throw-away temp dir would only cost a file write per change.
+        self.core: Core = Core(state_dir)
         self.core.settings.token_ttl = token_ttl
         self.core.settings.expiration_format = expiration_format
         self.faults: FaultRegistry = FaultRegistry()
