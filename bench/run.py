@@ -1,0 +1,91 @@
+"""The benchmark suite's one entry point (``make bench`` / ``make bench-quick``).
+
+    python bench/run.py core     # issue 2: plugin vs bare grpcio servicer, JSON on stdout
+    python bench/run.py quick    # short suite (< 2 min), report to bench/.work/results-quick
+    python bench/run.py full     # the whole suite, report to bench/results/
+
+It builds the Go load generator and reference plugin into bench/.work/bin,
+starts every server under test in its own 0700 directory, measures them in
+the same run (interleaved), runs the scenarios, and writes JSON, Markdown and
+PNG charts. See docs/benchmarks.md for what each figure means.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from suite import build, machine, plan, report, scenarios, servers
+from suite.matrix import ratios, run_matrix
+
+
+def _start_core(bins: dict[str, Path], with_go: bool) -> dict[str, servers.Server]:
+    started: dict[str, servers.Server] = {}
+    try:
+        started["plugin"] = servers.start_plugin("plugin")
+        started["plugin+allowlist"] = servers.start_plugin("plugin-allowlist", allowlist=True)
+        started["bare"] = servers.start_bare()
+        if with_go:
+            started["goref"] = servers.start_goref(bins["goref"])
+    except BaseException:
+        for srv in started.values():
+            srv.stop()
+        raise
+    return started
+
+
+def core(p: plan.Plan, bins: dict[str, Path], with_go: bool) -> dict[str, Any]:
+    """The matrix against plugin, plugin with allowlist, bare servicer (and Go ref)."""
+    srvs = _start_core(bins, with_go)
+    try:
+        idle = {n: s.rss_kib() for n, s in srvs.items()}
+        rows = run_matrix(srvs, p.configs, p.window, p.reps)
+        loaded = {n: {"rss_kib": s.rss_kib(), "hwm_kib": s.rss_kib("VmHWM")}
+                  for n, s in srvs.items()}
+    finally:
+        for srv in srvs.values():
+            srv.stop()
+    out: dict[str, Any] = {"rows": rows, "memory": {"idle_rss_kib": idle, "after_load": loaded}}
+    out["ratios"] = ratios(rows, "plugin", "bare") + ratios(rows, "plugin+allowlist", "bare")
+    if with_go:
+        out["ratios"] += ratios(rows, "plugin", "goref")
+    return out
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("mode", choices=["core", "quick", "full"])
+    ap.add_argument("--out", type=Path, help="report directory (default per mode)")
+    args = ap.parse_args()
+    p = plan.PLANS[args.mode]
+    began = time.time()
+    print(f"building Go load generator and reference plugin ({args.mode})", file=sys.stderr)
+    bins = build.build_all()
+    result: dict[str, Any] = {"mode": args.mode, "machine": machine.describe(),
+                              "started_utc": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+                              "window": {"warmup_s": p.window.warmup,
+                                         "duration_s": p.window.duration, "reps": p.reps}}
+    result.update(core(p, bins, with_go=args.mode != "core"))
+    if args.mode != "core":
+        result["scenarios"] = scenarios.run_all(p, bins)
+        result["scenario_targets"] = result["scenarios"].pop("targets", [])
+    result["elapsed_s"] = round(time.time() - began, 1)
+    result["targets"] = report.targets(result)
+    if args.mode == "core":
+        print(json.dumps(report.core_summary(result), indent=2))
+        return 0
+    out = args.out or p.out
+    report.write(result, out)
+    print(f"report written to {out}", file=sys.stderr)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,1 @@
+"""The benchmark suite's library: build, servers, load, scenarios, report."""

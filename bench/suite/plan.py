@@ -1,0 +1,44 @@
+"""What each mode measures and for how long (all runs bounded in time)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from .build import BENCH, WORK
+from .load import Shape, Window
+from .matrix import Config
+
+
+@dataclass(frozen=True)
+class Plan:
+    configs: tuple[Config, ...]
+    window: Window
+    reps: int
+    out: Path
+    dek_counts: tuple[int, ...] = ()
+    restart_deks: int = 5000
+    scenario_window: Window = field(default_factory=lambda: Window(1.0, 5.0))
+
+
+def _cfgs(spec: dict[str, tuple[Shape, ...]]) -> tuple[Config, ...]:
+    return tuple(Config(m, s) for m, shapes in spec.items() for s in shapes)
+
+
+ONE, SIXTEEN, SIXTY_FOUR, MULTI = Shape(1), Shape(16), Shape(64), Shape(16, procs=4)
+
+# Issue 2's core set: Status, v2 Encrypt, v2 Decrypt, v1 Encrypt at 1 and 16 in flight.
+CORE = _cfgs({m: (ONE, SIXTEEN) for m in ("status", "v2enc", "v2dec", "v1enc")})
+
+PLANS = {
+    "core": Plan(CORE, Window(1.5, 5.0), 2, WORK / "results-core"),
+    "quick": Plan(_cfgs({"status": (ONE, SIXTEEN), "v2enc": (ONE, SIXTEEN)}),
+                  Window(0.5, 2.0), 1, WORK / "results-quick", dek_counts=(1, 100, 1000),
+                  restart_deks=500, scenario_window=Window(0.5, 2.0)),
+    "full": Plan(_cfgs({"status": (ONE, SIXTEEN), "v2enc": (ONE, SIXTEEN, SIXTY_FOUR, MULTI),
+                        "v2dec": (ONE, SIXTEEN, SIXTY_FOUR), "v1enc": (ONE, SIXTEEN),
+                        "v1dec": (ONE, SIXTEEN)}),
+                 Window(1.0, 5.0), 2, BENCH / "results",
+                 dek_counts=(1, 100, 1000, 10_000, 100_000), restart_deks=5000,
+                 scenario_window=Window(1.0, 5.0)),
+}

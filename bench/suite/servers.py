@@ -1,0 +1,145 @@
+"""Start, watch and stop the servers under test (each in its own 0700 dir).
+
+Every server is a child process with its own socket; the runner measures it
+from outside (``/proc/PID``), so no server carries benchmark code.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parent.parent.parent
+PY = sys.executable
+
+
+@dataclass
+class Server:
+    """One running server under test."""
+
+    name: str
+    sock: Path
+    proc: subprocess.Popen[bytes]
+    home: Path
+    keyring: Path | None = None
+    extra: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def pid(self) -> int:
+        return self.proc.pid
+
+    def rss_kib(self, key: str = "VmRSS") -> int:
+        return proc_status(self.pid, key)
+
+    def cpu_s(self) -> float:
+        return proc_cpu_s(self.pid)
+
+    def stop(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(15)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait(5)
+
+
+def proc_status(pid: int, key: str) -> int:
+    """A ``kB`` field of /proc/PID/status (VmRSS, VmHWM), in KiB."""
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith(key + ":"):
+            return int(line.split()[1])
+    return 0
+
+
+def proc_cpu_s(pid: int) -> float:
+    """utime + stime of all threads of ``pid``, from /proc/PID/stat."""
+    raw = Path(f"/proc/{pid}/stat").read_text()
+    fields = raw[raw.rindex(")") + 2 :].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def new_home(prefix: str) -> Path:
+    """A fresh 0700 directory (the plugin refuses looser socket dirs)."""
+    return Path(tempfile.mkdtemp(prefix=f"kms-bench-{prefix}-"))
+
+
+def wait_ready(srv: Server, timeout: float = 30.0) -> None:
+    """Until a connect() on the socket succeeds; raise with the log if it dies."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if srv.proc.poll() is not None:
+            log = (srv.home / "server.log").read_text(errors="replace")[-2000:]
+            raise RuntimeError(f"{srv.name} exited with {srv.proc.returncode}:\n{log}")
+        if srv.sock.exists():
+            with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as s, \
+                    contextlib.suppress(OSError):
+                s.connect(os.fspath(srv.sock))
+                return
+        time.sleep(0.05)
+    srv.stop()
+    raise RuntimeError(f"{srv.name} not ready on {srv.sock} within {timeout}s")
+
+
+def _spawn(name: str, home: Path, argv: list[str], sock: Path) -> Server:
+    log = (home / "server.log").open("wb")
+    proc = subprocess.Popen(argv, cwd=REPO, stdout=log, stderr=subprocess.STDOUT,
+                            stdin=subprocess.DEVNULL)
+    log.close()
+    srv = Server(name, sock, proc, home)
+    wait_ready(srv)
+    return srv
+
+
+def make_keyring(home: Path) -> Path:
+    ring = home / "keyring.json"
+    subprocess.run([PY, "-m", "kms_appliance", "keyring", "init", str(ring)], cwd=REPO,
+                   check=True, capture_output=True, timeout=60)
+    return ring
+
+
+def start_plugin(name: str, *, allowlist: bool = False, keyring: Path | None = None,
+                 extra_args: list[str] | None = None, home: Path | None = None) -> Server:
+    """The appliance on the local keyring (or as ``extra_args`` say), audit to a file."""
+    home = home or new_home(name)
+    sock_dir = home / "sock"
+    sock_dir.mkdir(mode=0o700, exist_ok=True)
+    ring = keyring or make_keyring(home)
+    sock = sock_dir / "kms.sock"
+    argv = [PY, "-m", "kms_appliance", "serve", "--backend", "local", "--keyring", str(ring),
+            "--socket", str(sock), "--http-listen", "", "--audit-log", str(home / "audit.log")]
+    if allowlist:
+        argv += ["--allowed-uids", str(os.geteuid())]
+    argv += extra_args or []
+    srv = _spawn(name, home, argv, sock)
+    srv.keyring = ring
+    return srv
+
+
+def start_bare(name: str = "bare", workers: int = 32) -> Server:
+    home = new_home(name)
+    sock = home / "bare.sock"
+    argv = [PY, str(REPO / "bench" / "bare_servicer.py"), "--socket", str(sock),
+            "--workers", str(workers)]
+    return _spawn(name, home, argv, sock)
+
+
+def start_goref(binary: Path, name: str = "goref") -> Server:
+    home = new_home(name)
+    sock = home / "goref.sock"
+    return _spawn(name, home, [str(binary), "-socket", str(sock)], sock)
+
+
+def restart(srv: Server) -> Server:
+    """Stop and start the same server again on the same keyring (a cold plugin)."""
+    srv.stop()
+    argv = [str(a) for a in srv.proc.args]  # type: ignore[union-attr]
+    return _spawn(srv.name, srv.home, argv, srv.sock)

@@ -1,0 +1,74 @@
+"""Issue 2 and issue 8 targets, each checked against figures of the same run.
+
+A target whose figure could not be measured (a component not available yet)
+is reported with ``met: null`` and the reason, never as met.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+Row = dict[str, Any]
+
+
+def _ratio(res: dict[str, Any], subject: str, base: str, method: str, shape: str) -> Row | None:
+    for r in res.get("ratios", []):
+        if (r["subject"], r["baseline"], r["method"], r["shape"]) == (subject, base, method, shape):
+            return r
+    return None
+
+
+def _row(res: dict[str, Any], target: str, method: str, shape: str) -> Row | None:
+    for r in res.get("rows", []):
+        if (r["target"], r["method"], r["shape"]) == (target, method, shape):
+            return r
+    return None
+
+
+def _t(name: str, limit: str, measured: Any, met: bool | None, note: str = "") -> Row:
+    out: Row = {"target": name, "limit": limit, "measured": measured, "met": met}
+    if note:
+        out["note"] = note
+    return out
+
+
+def _na(name: str, limit: str, why: str) -> Row:
+    return _t(name, limit, "not available", None, why)
+
+
+def _vs(res: dict[str, Any], subject: str, base: str, method: str, p50_max: float,
+        tput_min: float) -> list[Row]:
+    out = []
+    lat = _ratio(res, subject, base, method, "1")
+    tput = _ratio(res, subject, base, method, "16")
+    label = f"{subject} {method}"
+    if lat:
+        out.append(_t(f"{label} p50 (1 in flight) vs {base}", f"<= {p50_max}x",
+                      lat["p50_ratio"], lat["p50_ratio"] <= p50_max))
+    if tput:
+        out.append(_t(f"{label} calls/s (16 in flight) vs {base}", f">= {tput_min}x",
+                      tput["throughput_ratio"], tput["throughput_ratio"] >= tput_min))
+    return out
+
+
+def core_targets(res: dict[str, Any]) -> list[Row]:
+    """Issue 2: every core method of the plugin against the bare servicer."""
+    out = []
+    for method in ("status", "v2enc", "v2dec", "v1enc"):
+        out += _vs(res, "plugin", "bare", method, 1.15, 0.9)
+    for method in ("v2enc",):
+        for t in _vs(res, "plugin+allowlist", "bare", method, 1.15, 0.9):
+            out.append({**t, "note": "allowlist adds a relay hop; issue 2 asks only to measure it"})
+    return out
+
+
+def all_targets(res: dict[str, Any]) -> list[Row]:
+    out = core_targets(res)
+    r16 = _row(res, "plugin", "v2enc", "16")
+    if r16:
+        out.append(_t("plugin v2enc calls/s at 16 in flight", ">= 4000",
+                      r16["calls_per_s"], r16["calls_per_s"] >= 4000))
+    if _row(res, "goref", "v2enc", "1"):
+        out += _vs(res, "plugin", "goref", "v2enc", 2.5, 0.45)
+    out += res.get("scenario_targets", [])
+    return out
