@@ -16,6 +16,7 @@ from kms_appliance.errors import (
     BackendUnavailable,
     CiphertextError,
     KeyUnavailable,
+    KmsError,
     StartupError,
     Throttled,
 )
@@ -154,6 +155,28 @@ class TestFaults:
         emu.fault("decrypt", status=503, times=1)
         assert b.unwrap(w.ciphertext, w.key_id, {}).plaintext
         assert emu.calls["decrypt"] == 2
+
+    @pytest.mark.parametrize(("fault", "calls"), [({"status": 503}, 3), ({"kind": "reset"}, 3),
+                                                   ({"status": 403}, 1), ({"status": 400}, 1)])
+    def test_retries_are_bounded_and_only_where_safe(self, emu: Emulator, ak_env, make_backend,
+                                                     fault, calls):
+        b = make_backend(ak_env, cache=False)
+        w = b.wrap(os.urandom(32))
+        emu.reset_calls()
+        emu.fault("decrypt", **fault)
+        with pytest.raises(KmsError):
+            b.unwrap(w.ciphertext, w.key_id, {})
+        assert emu.calls["decrypt"] == calls
+
+    def test_a_hanging_server_is_cut_at_the_call_deadline(self, emu: Emulator, ak_env,
+                                                          make_backend):
+        b = make_backend(ak_env, cache=False, call_timeout=1.0)
+        w = b.wrap(os.urandom(32))
+        emu.fault("decrypt", kind="hang", delay=10.0)
+        start = time.monotonic()
+        with pytest.raises(BackendUnavailable):
+            b.unwrap(w.ciphertext, w.key_id, {})
+        assert time.monotonic() - start < 1.6
 
     def test_encrypt_fault_classes(self, emu: Emulator, ak_env, make_backend):
         b = make_backend(ak_env)
