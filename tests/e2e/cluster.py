@@ -63,9 +63,7 @@ class EtcdServer:
     def start(self) -> float:
         """Start and wait for ``/health``; return seconds to healthy."""
         self.process.start()
-        return wait_until(
-            self._healthy, ETCD_READY_TIMEOUT_S, "etcd", alive=self.process.check_alive
-        )
+        return wait_until(self._healthy, ETCD_READY_TIMEOUT_S, "etcd", alive=self.process.check_alive)
 
     def _healthy(self) -> bool:
         conn = http.client.HTTPConnection("127.0.0.1", self.client_port, timeout=2)
@@ -254,9 +252,7 @@ def write_kubeconfig(path: Path, server: str, pki: ClusterPki) -> Path:
     doc = {
         "apiVersion": "v1",
         "kind": "Config",
-        "clusters": [
-            {"name": "e2e", "cluster": {"server": server, "certificate-authority-data": ca}}
-        ],
+        "clusters": [{"name": "e2e", "cluster": {"server": server, "certificate-authority-data": ca}}],
         "users": [
             {
                 "name": "e2e-admin",
@@ -282,7 +278,5 @@ def new_cluster(components: Components, workdir: Path, registry: ProcessRegistry
     timings = {"pki_s": time.monotonic() - started}
     timings["etcd_ready_s"] = etcd.start()
     apiserver = KubeApiServer(components, workdir, pki, etcd, registry)
-    kubeconfig = write_kubeconfig(
-        workdir / "kubeconfig", f"https://127.0.0.1:{apiserver.port}", pki
-    )
+    kubeconfig = write_kubeconfig(workdir / "kubeconfig", f"https://127.0.0.1:{apiserver.port}", pki)
     return Cluster(components, workdir, registry, pki, etcd, apiserver, kubeconfig, timings)

@@ -73,8 +73,7 @@ def ensure_components(allow_build: bool) -> Components:
     missing = _missing(bin_dir)
     if missing and (os.environ.get("E2E_BIN_DIR") or not allow_build):
         raise ComponentsMissingError(
-            f"missing {', '.join(missing)} in {bin_dir}; "
-            f"run {BUILD_SCRIPT} (or `make e2e-components`)"
+            f"missing {', '.join(missing)} in {bin_dir}; run {BUILD_SCRIPT} (or `make e2e-components`)"
         )
     if missing:
         result = subprocess.run(

@@ -31,19 +31,19 @@ import pytest
 
 from .cluster import Cluster, new_cluster
 from .components import Components, ensure_components
-from .plugins import KmsPlugin, Launcher, selected_launcher
+from .plugins import LAUNCHERS, KmsPlugin, Launcher, selected_launcher_names
 from .procs import ProcessRegistry
 
 HERE = Path(__file__).resolve().parent
 REGISTRY_KEY = pytest.StashKey[ProcessRegistry]()
 TIMINGS_KEY = pytest.StashKey[list[tuple[str, str, float]]]()
 LOG_TAIL_LINES = 40
+# nodeid -> seconds; module state because logreport hooks get no config.
+_SCENARIO_SECONDS: dict[str, float] = {}
 
 
 def pytest_configure(config: pytest.Config) -> None:
-    config.addinivalue_line(
-        "markers", "e2e: needs real kube-apiserver and etcd (built by tests/e2e)"
-    )
+    config.addinivalue_line("markers", "e2e: needs real kube-apiserver and etcd (built by tests/e2e)")
     config.stash[TIMINGS_KEY] = []
 
 
@@ -64,9 +64,7 @@ def _e2e_requested(config: pytest.Config) -> bool:
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
     if _e2e_requested(config):
         return
-    skip = pytest.mark.skip(
-        reason="e2e not requested: use `pytest -m e2e`, `pytest tests/e2e` or E2E=1"
-    )
+    skip = pytest.mark.skip(reason="e2e not requested: use `pytest -m e2e`, `pytest tests/e2e` or E2E=1")
     for item in items:
         if "e2e" in item.keywords:
             item.add_marker(skip)
@@ -85,6 +83,14 @@ def pytest_runtest_makereport(
     return report
 
 
+def pytest_runtest_logreport(report: pytest.TestReport) -> None:
+    """Sum setup + call + teardown of each e2e test into one scenario time."""
+    if "e2e" not in report.keywords:
+        return
+    totals = _SCENARIO_SECONDS
+    totals[report.nodeid] = totals.get(report.nodeid, 0.0) + report.duration
+
+
 def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
     """Print how long the components took to provide and each scenario took."""
     timings = terminalreporter.config.stash.get(TIMINGS_KEY, [])
@@ -93,6 +99,8 @@ def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
     terminalreporter.section("e2e timings")
     for test, what, seconds in timings:
         terminalreporter.write_line(f"{seconds:8.1f} s  {what:<28} {test}")
+    for test, seconds in _SCENARIO_SECONDS.items():
+        terminalreporter.write_line(f"{seconds:8.1f} s  {'scenario total':<28} {test}")
 
 
 @pytest.fixture(scope="session")
@@ -140,10 +148,11 @@ def cluster(
     return c
 
 
-@pytest.fixture
-def kms_launcher() -> Launcher:
-    """Which plugin to run; override this fixture or set E2E_KMS_PLUGIN."""
-    return selected_launcher()
+@pytest.fixture(params=selected_launcher_names())
+def kms_launcher(request: pytest.FixtureRequest) -> Launcher:
+    """Which plugin to run (one test per name in E2E_KMS_PLUGIN); a test
+    module may override this fixture to pin its own plugin."""
+    return LAUNCHERS[str(request.param)]
 
 
 @pytest.fixture

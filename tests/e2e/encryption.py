@@ -46,9 +46,7 @@ def kms_v1(name: str, socket_path: Path, cachesize: int = 1000, timeout: str = "
     }
 
 
-def encryption_config(
-    providers: list[Provider], resources: tuple[str, ...] = ("secrets",)
-) -> dict[str, Any]:
+def encryption_config(providers: list[Provider], resources: tuple[str, ...] = ("secrets",)) -> dict[str, Any]:
     """One resource group; the first provider writes, all of them read."""
     return {
         "apiVersion": "apiserver.config.k8s.io/v1",

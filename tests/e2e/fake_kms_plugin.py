@@ -72,12 +72,9 @@ class Keyring:
             return self._keys.get(key_id)
 
 
-def _fields(buf: bytes) -> dict[int, Any]:
-    """Fields of a flat request message; map fields (number 4) are collected."""
-    out: dict[int, Any] = {}
-    for number, _, raw in pw.iter_fields(buf):
-        out[number] = raw
-    return out
+def _fields(buf: bytes) -> dict[int, bytes]:
+    """Length-delimited fields of a request (map entries are not needed here)."""
+    return {n: v for n, _, v in pw.iter_fields(buf) if isinstance(v, bytes)}
 
 
 def _log(method: str, detail: str = "") -> None:
@@ -115,7 +112,7 @@ class FakeKms:
 
     def decrypt(self, request: bytes, context: grpc.ServicerContext) -> bytes:
         fields = _fields(request)
-        sealed: bytes = fields.get(1, b"")
+        sealed = fields.get(1, b"")
         key_id = fields.get(3, b"").decode()
         key = self._keyring.get(key_id)
         _log("Decrypt", f"key_id={key_id}")
@@ -128,7 +125,7 @@ class FakeKms:
         return pw.encode_bytes_field(1, plain)
 
 
-def _handler(fn: Any) -> grpc.RpcMethodHandler:
+def _handler(fn: Any) -> grpc.RpcMethodHandler[bytes, bytes]:
     def identity(b: bytes) -> bytes:
         return b
 

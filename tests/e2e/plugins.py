@@ -7,11 +7,14 @@ binary, or an operator's release candidate) unchanged. A *launcher* turns
 goes into the EncryptionConfiguration; the handle can stop, kill -9, restart
 and ask Status over the socket, which is all the scenarios need.
 
-Launchers (pick with ``E2E_KMS_PLUGIN``):
-- ``fake`` (default until the appliance runs): ``fake_kms_plugin.py``.
-- ``appliance``: ``kms-appliance serve --backend local`` with a fresh keyring;
-  the command is ``E2E_APPLIANCE_CMD`` (default ``<python> -m kms_appliance``,
-  set it to a frozen binary's path to test that instead).
+Launchers (pick with ``E2E_KMS_PLUGIN``, comma-separated for several):
+- ``appliance`` (default): ``kms-appliance serve --backend local`` with a
+  fresh keyring; the command is ``E2E_APPLIANCE_CMD`` (default
+  ``<python> -m kms_appliance`` from this checkout; set it to a frozen
+  binary's path to test that instead).
+- ``fake``: ``fake_kms_plugin.py``, the throwaway reference plugin: when a
+  scenario fails with the appliance, running it with ``fake`` tells a plugin
+  bug from a harness or apiserver one.
 """
 
 from __future__ import annotations
@@ -22,6 +25,7 @@ import secrets
 import shlex
 import shutil
 import signal
+import subprocess
 import sys
 import tempfile
 from collections.abc import Callable
@@ -31,10 +35,11 @@ from pathlib import Path
 import grpc
 
 from . import protowire as pw
-from .procs import ManagedProcess, ProcessRegistry, wait_until
+from .procs import ManagedProcess, ProcessRegistry, free_port, wait_until
 
 HERE = Path(__file__).resolve().parent
 PLUGIN_READY_TIMEOUT_S = 30.0
+KEYRING_TIMEOUT_S = 60.0
 STATUS_METHOD = "/v2.KeyManagementService/Status"
 
 
@@ -72,6 +77,7 @@ class KmsPlugin:
     socket_path: Path
     process: ManagedProcess
     rotate_key: Callable[[], None]
+    http_port: int | None = None  # the plugin's own health/metrics listener, if any
 
     def start(self) -> float:
         """Start and wait until Status answers ``ok``; return seconds waited."""
@@ -151,39 +157,68 @@ def fake_launcher(workdir: Path, name: str, registry: ProcessRegistry) -> KmsPlu
     return KmsPlugin(name, socket_path, process, rotate)
 
 
-def appliance_launcher(workdir: Path, name: str, registry: ProcessRegistry) -> KmsPlugin:
-    """The project's plugin with the local backend and a fresh keyring."""
-    # Imported here: the harness must load before the appliance package exists.
-    from kms_appliance.backends import keyring as appliance_keyring  # noqa: PLC0415
+def appliance_command() -> tuple[list[str], Path | None]:
+    """The kms-appliance command line prefix and the cwd to run it in.
 
+    Default: this checkout run as a module (cwd = repo root, since the package
+    is not necessarily installed in the venv). ``E2E_APPLIANCE_CMD`` names an
+    installed command or a frozen binary instead.
+    """
+    explicit = os.environ.get("E2E_APPLIANCE_CMD")
+    if explicit:
+        return shlex.split(explicit), None
+    return [sys.executable, "-m", "kms_appliance"], HERE.parent.parent
+
+
+def appliance_launcher(workdir: Path, name: str, registry: ProcessRegistry) -> KmsPlugin:
+    """The project's plugin: ``serve --backend local`` on a fresh keyring made
+    with its own ``keyring init`` (so a frozen binary is tested whole)."""
+    cmd, cwd = appliance_command()
     ring = workdir / f"{name}-keyring.json"
-    appliance_keyring.init(ring)
+
+    def keyring(action: str) -> None:
+        subprocess.run(
+            [*cmd, "keyring", action, str(ring)],
+            cwd=cwd,
+            check=True,
+            capture_output=True,
+            timeout=KEYRING_TIMEOUT_S,
+        )
+
+    keyring("init")
     socket_path = _socket_path(name)
-    cmd = shlex.split(os.environ.get("E2E_APPLIANCE_CMD") or f"{sys.executable} -m kms_appliance")
+    http_port = free_port()
+    argv = [
+        *cmd, "serve",
+        "--socket", str(socket_path),
+        "--backend", "local",
+        "--keyring", str(ring),
+        "--provider-name", name,
+        "--http-listen", f"127.0.0.1:{http_port}",
+    ]  # fmt: skip
     process = registry.add(
         ManagedProcess(
             name=f"kms-plugin-{name}",
-            argv=[
-                *cmd,
-                "serve",
-                "--socket",
-                str(socket_path),
-                "--backend",
-                "local",
-                "--keyring",
-                str(ring),
-            ],
+            argv=argv,
             log_path=workdir / "logs" / f"kms-plugin-{name}.log",
+            cwd=cwd,
         )
     )
-    return KmsPlugin(name, socket_path, process, lambda: appliance_keyring.rotate(ring) and None)
+    return KmsPlugin(name, socket_path, process, lambda: keyring("rotate"), http_port)
 
 
 LAUNCHERS: dict[str, Launcher] = {"fake": fake_launcher, "appliance": appliance_launcher}
 
 
-def selected_launcher() -> Launcher:
-    choice = os.environ.get("E2E_KMS_PLUGIN") or "fake"
-    if choice not in LAUNCHERS:
-        raise ValueError(f"E2E_KMS_PLUGIN={choice!r}: expected one of {sorted(LAUNCHERS)}")
-    return LAUNCHERS[choice]
+DEFAULT_PLUGINS = "appliance"
+
+
+def selected_launcher_names() -> list[str]:
+    """``E2E_KMS_PLUGIN``: one launcher name or a comma-separated list; each KMS
+    scenario then runs once per plugin (test ids end in ``[<name>]``)."""
+    raw = os.environ.get("E2E_KMS_PLUGIN") or DEFAULT_PLUGINS
+    names = [n.strip() for n in raw.split(",") if n.strip()]
+    unknown = [n for n in names if n not in LAUNCHERS]
+    if unknown or not names:
+        raise ValueError(f"E2E_KMS_PLUGIN={raw!r}: expected names from {sorted(LAUNCHERS)}")
+    return names

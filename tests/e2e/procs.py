@@ -120,8 +120,7 @@ class ManagedProcess:
         """Raise ``ProcessExitedError`` (with the log tail) if it has exited."""
         if self.proc is not None and self.proc.poll() is not None:
             raise ProcessExitedError(
-                f"{self.name} exited with {self.proc.returncode}; log tail:\n"
-                f"{tail(self.log_path, 30)}"
+                f"{self.name} exited with {self.proc.returncode}; log tail:\n{tail(self.log_path, 30)}"
             )
 
     def signal(self, sig: int) -> None:
