@@ -42,6 +42,9 @@ class EmulatorServer(ThreadingHTTPServer):
     daemon_threads = True
     block_on_close = False
     allow_reuse_address = True
+    # Concurrency tests open many connections at once; the default backlog
+    # of 5 would make some wait for a SYN retransmit (1 s).
+    request_queue_size = 128
 
     def __init__(
         self, address: tuple[str, int], emulator: Emulator, ssl_context: ssl.SSLContext | None

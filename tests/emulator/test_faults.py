@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import threading
 import time
+from concurrent.futures import ThreadPoolExecutor
 
 import akeyless
 import pytest
@@ -219,6 +220,20 @@ class TestAccounting:
             worker.join(timeout=5)
         assert plain_emu.in_flight["decrypt"] == 0
         assert not plain_emu.wait_for("decrypt", calls=2, timeout=0.05)
+
+    def test_concurrent_callers_on_one_client(self, emu: Emulator, client: Client) -> None:
+        """16 threads sharing one SDK client: every call answered and counted once."""
+        emu.reset_calls()
+        dek = bytes(range(32))
+
+        def work() -> bool:
+            return all(client.decrypt(client.encrypt(dek)) == dek for _ in range(5))
+
+        with ThreadPoolExecutor(max_workers=16) as pool:
+            results = list(pool.map(lambda _: work(), range(16)))
+        assert all(results)
+        assert emu.calls["encrypt"] == 80
+        assert emu.calls["decrypt"] == 80
 
     def test_unknown_operation_is_404(self, plain_emu: Emulator, plain_client: Client) -> None:
         """A double slash (host with trailing '/') reaches no operation: 404."""
