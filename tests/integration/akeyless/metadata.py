@@ -1,4 +1,4 @@
-"""A loopback stand-in for the cloud instance-metadata services (AWS, Azure, GCP).
+"""Loopback stand-ins for cloud instance-metadata services and an HTTP CONNECT proxy.
 
 Not an Akeyless fake (that is the emulator's job): it only hands out the
 identities the emulator registered, at the paths and with the headers the
@@ -8,7 +8,9 @@ exercised over real HTTP.
 
 from __future__ import annotations
 
+import contextlib
 import json
+import socket
 import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from urllib.parse import parse_qs, urlsplit
@@ -94,3 +96,68 @@ def closed_port_env() -> dict[str, str]:
     return {"AWS_EC2_METADATA_SERVICE_ENDPOINT": "http://127.0.0.1:9",
             "AZURE_POD_IDENTITY_AUTHORITY_HOST": "http://127.0.0.1:9",
             "GCE_METADATA_HOST": "127.0.0.1:9"}
+
+
+class ConnectProxy:
+    """A loopback HTTP CONNECT proxy (for the `proxy` setting); counts tunnels."""
+
+    def __init__(self) -> None:
+        self.tunnels: list[str] = []
+        self._sock = socket.create_server(("127.0.0.1", 0))
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._serve, daemon=True)
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self._sock.getsockname()[1]}"
+
+    def _serve(self) -> None:
+        self._sock.settimeout(0.2)
+        while not self._stop.is_set():
+            try:
+                client, _ = self._sock.accept()
+            except TimeoutError:
+                continue
+            threading.Thread(target=self._tunnel, args=(client,), daemon=True).start()
+
+    def _tunnel(self, client) -> None:  # type: ignore[no-untyped-def]
+        head = b""
+        while b"\r\n\r\n" not in head and len(head) < 8192:
+            chunk = client.recv(1024)
+            if not chunk:
+                client.close()
+                return
+            head += chunk
+        line = head.split(b"\r\n", 1)[0].decode()
+        method, target, _ = line.split(" ", 2)
+        if method != "CONNECT":
+            client.sendall(b"HTTP/1.1 405 Method Not Allowed\r\nContent-Length: 0\r\n\r\n")
+            client.close()
+            return
+        host, port = target.rsplit(":", 1)
+        upstream = socket.create_connection((host, int(port)), timeout=5)
+        self.tunnels.append(target)
+        client.sendall(b"HTTP/1.1 200 Connection established\r\n\r\n")
+        for a, b in ((client, upstream), (upstream, client)):
+            threading.Thread(target=_pump, args=(a, b), daemon=True).start()
+
+    def __enter__(self) -> ConnectProxy:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join(timeout=5)
+        self._sock.close()
+
+
+def _pump(src, dst) -> None:  # type: ignore[no-untyped-def]
+    try:
+        while data := src.recv(65536):
+            dst.sendall(data)
+    except OSError:
+        pass
+    finally:
+        for s in (src, dst):
+            with contextlib.suppress(OSError):
+                s.close()

@@ -8,7 +8,7 @@ import pytest
 
 from akeyless_emulator import Emulator
 from kms_appliance.errors import StartupError
-from tests.integration.akeyless.metadata import KEY, closed_port_env
+from tests.integration.akeyless.metadata import KEY, ConnectProxy, closed_port_env
 
 
 def _env(emu: Emulator, **extra: str) -> dict[str, str]:
@@ -56,3 +56,11 @@ class TestTransport:
                 make_backend(env)
             _round_trip(make_backend({**env, "KMS_APPLIANCE_AKEYLESS_CERT_FILE": files.cert_file,
                                       "KMS_APPLIANCE_AKEYLESS_KEY_FILE": files.key_file}))
+
+    def test_https_through_a_proxy(self, make_backend):
+        with Emulator(tls=True) as emu, ConnectProxy() as proxy:
+            emu.create_key(KEY)
+            env = _env(emu, KMS_APPLIANCE_AKEYLESS_CA_FILE=emu.ca_file,
+                       KMS_APPLIANCE_AKEYLESS_PROXY=proxy.url)
+            _round_trip(make_backend(env))
+            assert proxy.tunnels and all(t.endswith(f":{emu.port}") for t in proxy.tunnels)
