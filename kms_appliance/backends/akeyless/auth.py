@@ -230,6 +230,7 @@ class Authenticator:
         self._next_rotate = time.monotonic() + settings.uid_rotate_interval
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
+        self._published = False
         if method == "universal_identity" and not self._uid_token:
             raise StartupError("universal_identity auth needs akeyless.uid_token or uid_token_file")
         if method == "universal_identity" and settings.uid_token_file is None:
@@ -287,9 +288,10 @@ class Authenticator:
         return self._token
 
     def _publish_expiry(self) -> None:
-        left = self.seconds_left()
-        if left is not None:
-            self._metrics.token_expiry.set(left)
+        """Make the gauge live: computed at each scrape from the held expiry."""
+        if not self._published:
+            self._published = True
+            self._metrics.token_expiry.set_function(lambda: self.seconds_left() or 0.0)
 
     # -- Universal Identity rotation --
 
@@ -339,6 +341,8 @@ class Authenticator:
         if self._thread is not None:
             self._thread.join(timeout=5)
         self._token = None
+        if self._published:
+            self._metrics.token_expiry.set_function(lambda: 0.0)
 
     def _run(self) -> None:
         failures = 0
@@ -349,7 +353,6 @@ class Authenticator:
             except KmsError as exc:
                 failures += 1
                 log.warning("Akeyless token maintenance failed: %s", exc.message)
-            self._publish_expiry()
 
     def _sleep_time(self, failures: int) -> float:
         if failures:

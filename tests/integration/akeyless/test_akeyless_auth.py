@@ -144,12 +144,13 @@ class TestUidRotation:
         while emu.calls["uid-rotate-token"] < 2 and time.monotonic() < deadline:
             time.sleep(0.05)
         assert emu.calls["uid-rotate-token"] >= 2
+        # live gauge: the UID token's remaining TTL (learnt with /validate-token)
+        assert 3000 < m.registry.get_sample_value("kms_appliance_token_expiry_seconds") <= 3600
         b.close()
         saved = token_file.read_text().strip()
         assert saved.startswith("u-")
         assert saved != first
         assert token_file.stat().st_mode & 0o777 == 0o600
-        assert m.registry.get_sample_value("kms_appliance_token_expiry_seconds") > 0
         # restart: the file (newer) wins over the dead initial token
         b2 = make_backend(env)
         _works(b2)
