@@ -2,8 +2,8 @@
 
 Why: every remote call needs a token, and getting one is a remote call that
 can fail on its own. Tokens are therefore obtained once, renewed in the
-background before they expire (``RENEW_MARGIN`` before, at most a quarter
-of their lifetime), and re-obtained on demand only when Akeyless says a
+background before they expire (5 minutes before, or at three quarters
+of their lifetime if shorter), and re-obtained on demand only when Akeyless says a
 token was rejected (once per failing call, never per call). A Universal
 Identity token is rotated on schedule through ``/uid-rotate-token`` and
 written back to its file atomically (0600) so a restart never starts from
@@ -13,200 +13,24 @@ until the token really dies.
 
 from __future__ import annotations
 
-import base64
-import datetime as dt
 import logging
 import os
-import re
 import threading
 import time
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
-from pathlib import Path
-from typing import Any
 
 from ...config import AkeylessSettings
 from ...errors import AccessDenied, KmsError, StartupError
 from ...metrics import Metrics
-from . import cloudid
 from .client import AkeylessClient
+from .methods import auth_fields, detect, initial_uid_token
+from .tokens import DEFAULT_LIFETIME, Token, parse_expiration, write_token_file
 
 log = logging.getLogger("kms_appliance.backends.akeyless")
 
-RENEW_MARGIN = 300.0
-DEFAULT_LIFETIME = 900.0
 RETRY_MIN, RETRY_MAX = 2.0, 60.0
-CLOUD_METHODS = ("aws_iam", "azure_ad", "gcp")
-
-
-@dataclass(frozen=True, slots=True)
-class Token:
-    """An auth token and when it stops working (wall clock, from Akeyless)."""
-
-    value: str
-    expires_at: float
-    issued_at: float
-
-    def __repr__(self) -> str:
-        return f"Token(expires_at={self.expires_at:.0f})"
-
-    @property
-    def renew_at(self) -> float:
-        lifetime = max(self.expires_at - self.issued_at, 1.0)
-        return self.expires_at - min(RENEW_MARGIN, lifetime / 4)
-
-
-# ---- secrets from settings ---------------------------------------------------------------
-
-
-def read_secret_file(path: Path, what: str) -> str:
-    """A secret file's first line; errors name the file, never the content."""
-    try:
-        return path.read_text(encoding="utf-8").strip()
-    except OSError as exc:
-        raise StartupError(f"cannot read the {what} file {path}: {exc.strerror}") from None
-
-
-def access_key(s: AkeylessSettings) -> str:
-    """The access key from the setting or its file ('' if neither)."""
-    if s.access_key:
-        return s.access_key.strip()
-    if s.access_key_file is not None:
-        return read_secret_file(s.access_key_file, "access key")
-    return ""
-
-
-def initial_uid_token(s: AkeylessSettings) -> str:
-    """The rotated token file wins over the initial token (it is newer)."""
-    if s.uid_token_file is not None and s.uid_token_file.exists():
-        token = read_secret_file(s.uid_token_file, "Universal Identity token")
-        if token:
-            return token
-    return s.uid_token.strip()
-
-
-# ---- detection -----------------------------------------------------------------------
-
-
-def detect(s: AkeylessSettings, env: Mapping[str, str]) -> tuple[str, list[str]]:
-    """The auth method to use and what was tried to find it.
-
-    Order: access_type if set; an access key; a UID token; a k8s auth config
-    name; then the machine's cloud identity (AWS, Azure, GCP metadata, each
-    probed with a short timeout). Nothing found is a StartupError listing
-    every step.
-    """
-    if s.access_type:
-        return s.access_type, [f"access_type={s.access_type} (configured)"]
-    tried: list[str] = []
-    if access_key(s):
-        return "access_key", ["access key present"]
-    tried.append("access_key: no access key")
-    if initial_uid_token(s):
-        return "universal_identity", [*tried, "UID token present"]
-    tried.append("universal_identity: no UID token")
-    if s.k8s_auth_config_name:
-        return "k8s", [*tried, "k8s_auth_config_name set"]
-    tried.append("k8s: no k8s_auth_config_name")
-    for method in CLOUD_METHODS:
-        try:
-            cloud_id(method, s, env)
-        except KmsError as exc:
-            tried.append(f"{method}: {exc.message}")
-            continue
-        return method, [*tried, f"{method}: identity obtained"]
-    raise StartupError("no Akeyless auth method found; tried " + "; ".join(tried))
-
-
-def cloud_id(method: str, s: AkeylessSettings, env: Mapping[str, str]) -> str:
-    """The cloud-id proving this machine's identity for ``method``."""
-    if method == "aws_iam":
-        return cloudid.aws_cloud_id(cloudid.aws_credentials(env), cloudid.utcnow())
-    if method == "azure_ad":
-        return cloudid.azure_cloud_id(env, s.azure_object_id)
-    return cloudid.gcp_cloud_id(env, s.gcp_audience or "akeyless.io")
-
-
-def _b64_file(path: Path | None, what: str) -> str:
-    if path is None:
-        raise StartupError(f"cert auth needs akeyless.{what}")
-    try:
-        return base64.b64encode(path.read_bytes()).decode()
-    except OSError as exc:
-        raise StartupError(f"cannot read {path}: {exc.strerror}") from None
-
-
-def auth_fields(method: str, s: AkeylessSettings, uid_token: str,
-                env: Mapping[str, str]) -> dict[str, Any]:
-    """The /auth request fields (SDK model names) for ``method``."""
-    fields: dict[str, Any] = {"access_id": s.access_id, "access_type": method}
-    if method == "access_key":
-        fields["access_key"] = access_key(s)
-    elif method == "universal_identity":
-        fields["uid_token"] = uid_token
-    elif method in CLOUD_METHODS:
-        fields["cloud_id"] = cloud_id(method, s, env)
-        if method == "gcp":
-            fields["gcp_audience"] = s.gcp_audience or "akeyless.io"
-    elif method == "k8s":
-        fields["k8s_auth_config_name"] = s.k8s_auth_config_name
-        token = read_secret_file(s.k8s_token_file, "service-account token")
-        fields["k8s_service_account_token"] = base64.b64encode(token.encode()).decode()
-    elif method == "cert":
-        fields["cert_data"] = _b64_file(s.cert_file, "cert_file")
-        fields["key_data"] = _b64_file(s.key_file, "key_file")
-    return fields
-
-
-# ---- expiration --------------------------------------------------------------------------
-
-_GO_TIME = re.compile(r"^(\d{4}-\d{2}-\d{2}) (\d{2}:\d{2}:\d{2})(?:\.\d+)? ([+-]\d{4})")
-
-
-def parse_expiration(text: object, fallback_epoch: object, now: float) -> float:
-    """Epoch seconds of a token's expiry (ISO 8601 or Go's time format).
-
-    The real format is not documented; an unparseable value falls back to
-    ``creds.expiry`` and then to a conservative lifetime.
-    """
-    if isinstance(text, str) and text:
-        match = _GO_TIME.match(text)
-        candidate = f"{match[1]}T{match[2]}{match[3]}" if match else text.replace("Z", "+00:00")
-        try:
-            parsed = dt.datetime.fromisoformat(candidate)
-            if parsed.tzinfo is None:
-                parsed = parsed.replace(tzinfo=dt.UTC)
-            return parsed.timestamp()
-        except ValueError:
-            pass
-    if isinstance(fallback_epoch, int) and fallback_epoch > 0:
-        return float(fallback_epoch)
-    return now + DEFAULT_LIFETIME
-
-
-def write_token_file(path: Path, token: str) -> None:
-    """Replace ``path`` atomically with ``token`` (mode 0600, fsync'ed)."""
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW, 0o600)
-    try:
-        os.fchmod(fd, 0o600)
-        os.write(fd, token.encode() + b"\n")
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-    try:
-        os.replace(tmp, path)
-    except OSError:
-        tmp.unlink(missing_ok=True)
-        raise
-    dir_fd = os.open(path.parent, os.O_RDONLY | os.O_DIRECTORY)
-    try:
-        os.fsync(dir_fd)
-    finally:
-        os.close(dir_fd)
-
-
-# ---- the authenticator -------------------------------------------------------------------
+__all__ = ["DEFAULT_LIFETIME", "Authenticator", "Token", "detect", "parse_expiration",
+           "write_token_file"]
 
 
 class Authenticator:

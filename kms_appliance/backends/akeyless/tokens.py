@@ -1,0 +1,80 @@
+"""Auth tokens: expiry parsing, the renewal point, and the UID token file.
+
+Why: the expiry format of `/auth` is not documented, and a token file that
+is half-written at a crash would lock the plugin out at its next start; both
+deserve small, separately tested functions.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import os
+import re
+from dataclasses import dataclass
+from pathlib import Path
+
+RENEW_MARGIN = 300.0
+DEFAULT_LIFETIME = 900.0
+
+
+@dataclass(frozen=True, slots=True)
+class Token:
+    """An auth token and when it stops working (wall clock, from Akeyless)."""
+
+    value: str
+    expires_at: float
+    issued_at: float
+
+    def __repr__(self) -> str:
+        return f"Token(expires_at={self.expires_at:.0f})"
+
+    @property
+    def renew_at(self) -> float:
+        lifetime = max(self.expires_at - self.issued_at, 1.0)
+        return self.expires_at - min(RENEW_MARGIN, lifetime / 4)
+
+
+_GO_TIME = re.compile(r"^(\d{4}-\d{2}-\d{2}) (\d{2}:\d{2}:\d{2})(?:\.\d+)? ([+-]\d{4})")
+
+
+def parse_expiration(text: object, fallback_epoch: object, now: float) -> float:
+    """Epoch seconds of a token's expiry (ISO 8601 or Go's time format).
+
+    The real format is not documented; an unparseable value falls back to
+    ``creds.expiry`` and then to a conservative lifetime.
+    """
+    if isinstance(text, str) and text:
+        match = _GO_TIME.match(text)
+        candidate = f"{match[1]}T{match[2]}{match[3]}" if match else text.replace("Z", "+00:00")
+        try:
+            parsed = dt.datetime.fromisoformat(candidate)
+            if parsed.tzinfo is None:
+                parsed = parsed.replace(tzinfo=dt.UTC)
+            return parsed.timestamp()
+        except ValueError:
+            pass
+    if isinstance(fallback_epoch, int) and fallback_epoch > 0:
+        return float(fallback_epoch)
+    return now + DEFAULT_LIFETIME
+
+
+def write_token_file(path: Path, token: str) -> None:
+    """Replace ``path`` atomically with ``token`` (mode 0600, fsync'ed)."""
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW, 0o600)
+    try:
+        os.fchmod(fd, 0o600)
+        os.write(fd, token.encode() + b"\n")
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+    try:
+        os.replace(tmp, path)
+    except OSError:
+        tmp.unlink(missing_ok=True)
+        raise
+    dir_fd = os.open(path.parent, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        os.fsync(dir_fd)
+    finally:
+        os.close(dir_fd)
