@@ -75,6 +75,9 @@ say "checking the bundle"
 "$PY" build/check_bundle.py "$onefile" --json "$WORK/contents.json"
 
 # --- static -----------------------------------------------------------------
+say "staticx bootloader (patched: clear temp-dir errors)"
+build/bootloader.sh "$VENV" "$WORK/bootloader"
+export KMS_STATICX_BOOTLOADER=$WORK/bootloader
 sx_args=(--strip)
 [[ $STATICX_COMPRESS == 1 ]] || sx_args+=(--no-compress)
 say "staticx ${sx_args[*]}"

@@ -173,8 +173,17 @@ def tool_components() -> list[dict[str, Any]]:
         {"type": "application", "bom-ref": "pypi:staticx-bootloader", "name": "staticx-bootloader",
          "version": sx, "licenses": [{"license": {"name": "GPL-2.0-or-later"}}],
          "purl": f"pkg:pypi/staticx@{sx}",
+         "description": "built by build/bootloader.sh from the staticx sdist plus "
+                        "build/staticx-bootloader.patch (temp-dir errors), statically linked "
+                        f"with glibc from libc6-dev {_deb_version('libc6-dev')}",
          "properties": [{"name": "kms-appliance:bundled-file", "value": "staticx:libnssfix.so"}]},
     ]
+
+
+def _deb_version(pkg: str) -> str:
+    r = subprocess.run(["dpkg-query", "-W", "-f", "${Version}", pkg], capture_output=True, text=True,
+                       check=False)
+    return r.stdout.strip() or "unknown"
 
 
 def build_sbom(args: argparse.Namespace) -> dict[str, Any]:
@@ -191,13 +200,13 @@ def build_sbom(args: argparse.Namespace) -> dict[str, Any]:
     digest = sha256(args.binary)
     epoch = int(os.environ.get("SOURCE_DATE_EPOCH", "0"))
     pyver = platform.python_version()
-    components = (python_components(manifest, bundled_tops)
-                  + [{"type": "framework", "bom-ref": "python-runtime", "name": "cpython",
-                      "version": pyver, "licenses": [{"license": {"id": "PSF-2.0"}}],
-                      "purl": f"pkg:generic/cpython@{pyver}",
-                      "description": f"interpreter from {sys.base_prefix} (Debian libpython3.11)"}]
-                  + debian_components({"pyinstaller": pyi_libs, "staticx": sx_libs})
-                  + tool_components())
+    runtime = {"type": "framework", "bom-ref": "python-runtime", "name": "cpython",
+               "version": pyver, "licenses": [{"license": {"id": "PSF-2.0"}}],
+               "purl": f"pkg:generic/cpython@{pyver}",
+               "description": f"interpreter from {sys.base_prefix} (Debian libpython3.11)"}
+    components = [*python_components(manifest, bundled_tops), runtime,
+                  *debian_components({"pyinstaller": pyi_libs, "staticx": sx_libs}),
+                  *tool_components()]
     components.sort(key=lambda c: c["bom-ref"])
     return {
         "bomFormat": "CycloneDX", "specVersion": "1.5", "version": 1,

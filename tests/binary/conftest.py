@@ -1,0 +1,45 @@
+"""Fixtures for tests that run the frozen binary (``make test-binary`` builds it first).
+
+The binary is dist/kms-appliance unless KMS_BINARY names another one. A
+missing binary fails the tests (it is never a skip: a skipped contract test
+would read as a kept contract).
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from tests.support.plugin import REPO
+
+
+@pytest.fixture(scope="session")
+def binary() -> Path:
+    path = Path(os.environ.get("KMS_BINARY", REPO / "dist" / "kms-appliance")).resolve()
+    if not os.access(path, os.X_OK):
+        pytest.fail(f"{path} missing: run `make binary` first (or set KMS_BINARY)")
+    return path
+
+
+@pytest.fixture(scope="session")
+def keyring_file(binary: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A keyring made by the binary itself, owned by the sandbox user (0600)."""
+    d = tmp_path_factory.mktemp("keyring")
+    ring = d / "keyring.json"
+    subprocess.run([str(binary), "keyring", "init", str(ring)], check=True, capture_output=True,
+                   timeout=60)
+    for path in (d, ring):
+        os.chown(path, 65532, 65532)
+    return ring
+
+
+@pytest.fixture
+def sock_dir(tmp_path: Path) -> Path:
+    """Directory for the socket, writable only by the sandbox user (as a hostPath would be)."""
+    d = tmp_path / "run"
+    d.mkdir(mode=0o750)
+    os.chown(d, 65532, 65532)
+    return d

@@ -1,0 +1,88 @@
+"""The distroless contract: binary alone in an empty read-only root, uid 65532, no capabilities.
+
+The plugin serves on a socket in a bind-mounted directory and the host talks
+to it through that socket with stubs generated from the checked-in protos
+(tests.support.kmsclient), exactly as kube-apiserver would.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from tests.binary import sandbox
+from tests.support.kmsclient import Client
+
+pytestmark = pytest.mark.binary
+
+START_TIMEOUT = 60.0  # the machine is shared; the budget itself is measured in bench/startup.py
+
+
+def _serve_args(*extra: str) -> list[str]:
+    return ["serve", "--socket", "/run/kms/kms.sock", "--http-listen", "", "--audit-log", "-",
+            "--log-format", "json", *extra]
+
+
+@pytest.fixture
+def local_plugin(binary: Path, keyring_file: Path, sock_dir: Path) -> Iterator[tuple[subprocess.Popen[bytes], Path]]:
+    box = sandbox.Sandbox(binary, binds={sock_dir: "/run/kms", keyring_file.parent: "/var/lib/kms"})
+    proc, root = box.popen(_serve_args("--backend", "local", "--keyring", "/var/lib/kms/keyring.json"),
+                           stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    try:
+        sandbox.wait_serving(sock_dir / "kms.sock", proc, START_TIMEOUT)
+        yield proc, sock_dir / "kms.sock"
+    finally:
+        sandbox.stop(proc)
+        root.rmdir()
+
+
+def test_v2_and_v1_round_trip_in_empty_root(local_plugin: tuple[subprocess.Popen[bytes], Path]) -> None:
+    proc, sock = local_plugin
+    client = Client(sock, timeout=10)
+    try:
+        status = client.status()
+        assert status.healthz == "ok"
+        assert status.key_id
+        enc = client.encrypt(b"\x01" * 32)
+        assert enc.key_id == status.key_id
+        assert client.decrypt(enc.ciphertext, enc.key_id, dict(enc.annotations)) == b"\x01" * 32
+        assert client.version().runtime_name
+        cipher = client.v1_encrypt(b"v1 secret payload")
+        assert cipher != b"v1 secret payload"
+        assert client.v1_decrypt(cipher) == b"v1 secret payload"
+    finally:
+        client.close()
+    assert proc.poll() is None
+
+
+def test_runs_as_nonroot_without_capabilities(local_plugin: tuple[subprocess.Popen[bytes], Path]) -> None:
+    proc, sock = local_plugin
+    inside = sandbox.descendants(proc.pid)
+    assert inside, "no process inside the sandbox"
+    # The last process of the chain is the Python interpreter; check every one of them.
+    for pid in inside:
+        st = sandbox.status_fields(pid)
+        if st.get("Name") in ("sh", "unshare", "setpriv", "env"):
+            continue
+        assert st["Uid"].split() == ["65532"] * 4, st["Uid"]
+        assert st["Gid"].split() == ["65532"] * 4, st["Gid"]
+        assert st["Groups"] == "", st["Groups"]
+        for cap in ("CapInh", "CapPrm", "CapEff", "CapAmb"):
+            assert int(st[cap], 16) == 0, (pid, cap, st[cap])
+        assert st["NoNewPrivs"] == "1"
+        root = os.readlink(f"/proc/{pid}/root")
+        assert root != "/", "not chrooted"
+    assert sock.stat().st_uid == 65532
+    assert (sock.stat().st_mode & 0o777) == 0o600
+
+
+def test_root_is_read_only_and_empty(binary: Path) -> None:
+    """The binary sees nothing but itself, the listed nodes and /tmp; it cannot write to /."""
+    box = sandbox.Sandbox(binary)
+    r = box.run(["keyring", "init", "/keyring.json"], timeout=120)
+    assert r.returncode != 0
+    assert b"Read-only file system" in r.stderr or b"read-only" in r.stderr.lower(), r.stderr
