@@ -97,6 +97,26 @@ def _seed() -> None:
     models.__getattr__ = _models_getattr(models)  # type: ignore[method-assign]
     sys.modules["akeyless.models"] = models
     pkg.models = models  # type: ignore[attr-defined]
+    pkg.__getattr__ = _package_getattr(pkg)  # type: ignore[method-assign]
+
+
+def _package_getattr(pkg: ModuleType) -> Any:
+    """Anyone reaching for ``akeyless.X`` gets the real package, initialised once."""
+    lock = threading.Lock()
+
+    def __getattr__(name: str) -> Any:  # noqa: N807 - module __getattr__ protocol
+        if not name[:1].isupper():  # submodules (rest, api_client, ...) import normally
+            raise AttributeError(name)
+        with lock:
+            spec = pkg.__spec__
+            if name not in pkg.__dict__ and spec is not None and spec.loader is not None:
+                spec.loader.exec_module(pkg)
+        try:
+            return pkg.__dict__[name]
+        except KeyError:
+            raise AttributeError(name) from None
+
+    return __getattr__
 
 
 def quiet_sdk_logging() -> None:

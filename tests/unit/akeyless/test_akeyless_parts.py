@@ -48,6 +48,14 @@ class TestLazySdk:
                              check=True, cwd=Path(__file__).resolve().parents[3]).stdout.split()
         assert int(out[0]) < 20 and out[1] == "False"
 
+    def test_other_code_reaching_for_akeyless_attributes_still_works(self):
+        code = ("import sys; from kms_appliance.backends.akeyless import sdk; s = sdk.load();"
+                "import akeyless; print(akeyless.ApiClient is s.ApiClient,"
+                " akeyless.V2Api.__name__, akeyless.models.Item.__name__)")
+        out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                             check=True, cwd=Path(__file__).resolve().parents[3]).stdout.split()
+        assert out == ["True", "V2Api", "Item"]
+
     def test_operations_match_the_generated_v2api(self):
         """Call each real V2Api method with a recording api_client; compare path and types."""
         import akeyless.api.v2_api as v2
