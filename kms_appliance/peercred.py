@@ -63,8 +63,12 @@ class _Relay:
         with contextlib.suppress(OSError):
             while data := src.recv(_CHUNK):
                 dst.sendall(data)
+        # When grpc ends the connection (idle or handshake timeout, shutdown) the
+        # client's end is shut both ways, which also ends the other pump: an idle
+        # client must not hold a max_connections slot after grpc let it go.
+        how = socket.SHUT_RDWR if src is self._ends[1] else socket.SHUT_WR
         with contextlib.suppress(OSError):
-            dst.shutdown(socket.SHUT_WR)
+            dst.shutdown(how)
         with self._lock:
             self._running -= 1
             last = self._running == 0

@@ -22,6 +22,11 @@ from .peercred import PeerGate, RefusalSink
 
 log = logging.getLogger("kms_appliance.server")
 ConnectionCount = Callable[[int], None]
+# A connection that has not finished the HTTP/2 preface by then is closed, and one
+# with no call for IDLE_MS gets a GOAWAY (grpc clients reconnect on their next call):
+# idle connections cannot pin the max_connections slots forever.
+HANDSHAKE_MS = 5_000
+IDLE_MS = 300_000
 
 
 class PluginServer:
@@ -42,7 +47,12 @@ class PluginServer:
             maximum_concurrent_rpcs=settings.max_concurrent_rpcs,
             options=[("grpc.max_receive_message_length", size),
                      ("grpc.max_send_message_length", size),
-                     ("grpc.so_reuseport", 0)],
+                     ("grpc.so_reuseport", 0),
+                     # Beyond this many open connections new ones are closed at once:
+                     # a flood cannot exhaust the process's descriptors.
+                     ("grpc.max_allowed_incoming_connections", settings.max_connections),
+                     ("grpc.server_handshake_timeout_ms", HANDSHAKE_MS),
+                     ("grpc.max_connection_idle_ms", IDLE_MS)],
         )
         v2_pb2_grpc.add_KeyManagementServiceServicer_to_server(v2, self._grpc)  # type: ignore[no-untyped-call]
         v1beta1_pb2_grpc.add_KeyManagementServiceServicer_to_server(v1, self._grpc)  # type: ignore[no-untyped-call]
