@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.binary import sandbox
+from tests.binary import emulator, sandbox
 from tests.support.kmsclient import Client
 
 pytestmark = pytest.mark.binary
@@ -86,3 +86,28 @@ def test_root_is_read_only_and_empty(binary: Path) -> None:
     r = box.run(["keyring", "init", "/keyring.json"], timeout=120)
     assert r.returncode != 0
     assert b"Read-only file system" in r.stderr or b"read-only" in r.stderr.lower(), r.stderr
+
+
+def test_akeyless_round_trip_in_empty_root(binary: Path, sock_dir: Path) -> None:
+    """v2 and v1 through the Akeyless backend, the KEK held by the emulator over HTTPS."""
+    with emulator.running() as emu:
+        args, env = emulator.serve_args(emu, "/etc/kms/ca.pem")
+        box = sandbox.Sandbox(binary, binds={sock_dir: "/run/kms", emu.ca_file: "/etc/kms/ca.pem"},
+                              env=env)
+        proc, root = box.popen(_serve_args(*args), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+        try:
+            sandbox.wait_serving(sock_dir / "kms.sock", proc, START_TIMEOUT)
+            client = Client(sock_dir / "kms.sock", timeout=15)
+            try:
+                status = client.status()
+                assert status.healthz == "ok"
+                enc = client.encrypt(b"\x02" * 32)
+                assert enc.key_id == status.key_id
+                assert client.decrypt(enc.ciphertext, enc.key_id, dict(enc.annotations)) == b"\x02" * 32
+                cipher = client.v1_encrypt(b"v1 via akeyless")
+                assert client.v1_decrypt(cipher) == b"v1 via akeyless"
+            finally:
+                client.close()
+        finally:
+            sandbox.stop(proc)
+            root.rmdir()

@@ -1,0 +1,52 @@
+"""SIGTERM stops the frozen binary cleanly: exit status 0 and the socket file removed.
+
+The signal goes to the outermost process (staticx's bootloader), as a
+container runtime or systemd would send it; it must reach the Python
+server through the two bootloaders.
+"""
+
+from __future__ import annotations
+
+import signal
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from tests.binary import sandbox
+from tests.support.kmsclient import Client
+
+pytestmark = pytest.mark.binary
+
+
+def test_sigterm_clean_exit_removes_socket(binary: Path, tmp_path: Path) -> None:
+    run, unpack = tmp_path / "run", tmp_path / "unpack"
+    run.mkdir(mode=0o700)
+    unpack.mkdir()
+    sock, ring, conf = run / "kms.sock", tmp_path / "keyring.json", tmp_path / "none.toml"
+    conf.touch()
+    subprocess.run([str(binary), "keyring", "init", str(ring)], check=True, capture_output=True,
+                   timeout=60)
+    env = {"PATH": "/usr/bin:/bin", "TMPDIR": str(unpack)}
+    proc = subprocess.Popen(
+        [str(binary), "serve", "--backend", "local", "--keyring", str(ring), "--socket", str(sock),
+         "--http-listen", "", "--audit-log", "-", "--config", str(conf)],
+        stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, env=env)
+    try:
+        sandbox.wait_serving(sock, proc, 60)
+        client = Client(sock, timeout=10)
+        try:
+            assert client.status().healthz == "ok"
+        finally:
+            client.close()
+        proc.send_signal(signal.SIGTERM)
+        rc = proc.wait(30)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait(5)
+    err = proc.stderr.read().decode(errors="replace") if proc.stderr else ""
+    assert rc == 0, err
+    assert not sock.exists()
+    assert "Traceback" not in err
+    assert list(unpack.iterdir()) == [], "unpacked files left behind in TMPDIR"
