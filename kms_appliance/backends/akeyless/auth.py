@@ -66,11 +66,11 @@ class Authenticator:
     def token(self, deadline: float) -> str:
         """A valid token, logging in if there is none or it has expired."""
         tok = self._token
-        if tok is not None and self._clock() < tok.expires_at - 1:
+        if tok is not None and self._clock() < tok.valid_until - 1:
             return tok.value
         with self._lock:
             tok = self._token
-            if tok is not None and self._clock() < tok.expires_at - 1:
+            if tok is not None and self._clock() < tok.valid_until - 1:
                 return tok.value
             return self._login(deadline).value
 
@@ -96,6 +96,10 @@ class Authenticator:
         expires = parse_expiration(getattr(out, "expiration", None),
                                    getattr(creds, "expiry", None), now)
         self._token = Token(value, expires, now)
+        if self._token.skewed:
+            log.warning("Akeyless token expiry lies %.0fs ahead of the local clock: the clock is "
+                        "probably wrong (check NTP); renewing every %.0fs", expires - now,
+                        DEFAULT_LIFETIME * 0.75)
         self._publish_expiry()
         return self._token
 
@@ -103,7 +107,7 @@ class Authenticator:
         """Seconds until the credential that cannot be re-obtained expires."""
         limit = self._uid_expires if self.method == "universal_identity" else None
         if limit is None and self._token is not None:
-            limit = self._token.expires_at
+            limit = self._token.valid_until
         return None if limit is None else limit - self._clock()
 
     @property

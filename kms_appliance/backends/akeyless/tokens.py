@@ -15,6 +15,7 @@ from pathlib import Path
 
 RENEW_MARGIN = 300.0
 DEFAULT_LIFETIME = 900.0
+MIN_LIFETIME = 0.5
 
 
 @dataclass(frozen=True, slots=True)
@@ -29,9 +30,22 @@ class Token:
         return f"Token(expires_at={self.expires_at:.0f})"
 
     @property
+    def skewed(self) -> bool:
+        """A fresh token that looks (nearly) expired: our clock is ahead of Akeyless's."""
+        return self.expires_at - self.issued_at < MIN_LIFETIME
+
+    @property
+    def valid_until(self) -> float:
+        """When we stop using it. With a skewed clock the reported expiry is useless
+        (Akeyless checks its own clock), so assume a conservative lifetime instead of
+        logging in again on every call."""
+        return self.issued_at + DEFAULT_LIFETIME if self.skewed else self.expires_at
+
+    @property
     def renew_at(self) -> float:
-        lifetime = max(self.expires_at - self.issued_at, 1.0)
-        return self.expires_at - min(RENEW_MARGIN, lifetime / 4)
+        """Five minutes before the end, or at three quarters of a shorter lifetime."""
+        lifetime = max(self.valid_until - self.issued_at, 1.0)
+        return self.valid_until - min(RENEW_MARGIN, lifetime / 4)
 
 
 _GO_TIME = re.compile(r"^(\d{4}-\d{2}-\d{2}) (\d{2}:\d{2}:\d{2})(?:\.\d+)? ([+-]\d{4})")

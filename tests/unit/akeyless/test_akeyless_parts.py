@@ -130,6 +130,11 @@ class TestExpiration:
         assert long.renew_at == 3300.0 and short.renew_at == 6.0
         assert "secret" not in repr(auth.Token("t-secret", 1.0, 0.0))
 
+    def test_skewed_clock_does_not_mean_login_per_call(self):
+        tok = auth.Token("t", expires_at=100.0, issued_at=160.0)  # "expired" a minute ago
+        assert tok.skewed and tok.valid_until == 160.0 + auth.DEFAULT_LIFETIME
+        assert tok.renew_at > 160.0
+
 
 class TestTokenFile:
     """The UID token is written atomically with mode 0600."""
