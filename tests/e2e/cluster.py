@@ -87,6 +87,13 @@ class EtcdServer:
         kvs = out.get("kvs") or []
         return base64.b64decode(kvs[0]["value"]) if kvs else None
 
+    def get_prefix_raw(self, prefix: str) -> dict[str, bytes]:
+        """Every key under ``prefix`` with its exact stored bytes (one etcdctl call)."""
+        out = json.loads(self.etcdctl("get", prefix, "--prefix", "-w", "json").stdout)
+        return {
+            base64.b64decode(kv["key"]).decode(): base64.b64decode(kv["value"]) for kv in out.get("kvs") or []
+        }
+
     def keys(self, prefix: str) -> list[str]:
         """Keys under ``prefix`` (``etcdctl get --prefix --keys-only``)."""
         out = self.etcdctl("get", prefix, "--prefix", "--keys-only").stdout.decode()
@@ -200,11 +207,15 @@ class KubeApiServer:
         ctx.load_cert_chain(str(self._pki.admin_cert), str(self._pki.admin_key))
         return ctx
 
-    def get(self, path: str, timeout_s: float = 10.0) -> tuple[int, str]:
-        """GET ``path`` as the admin user; return (status, body text)."""
-        conn = http.client.HTTPSConnection(
+    def connect(self, timeout_s: float = 10.0) -> http.client.HTTPSConnection:
+        """A keep-alive HTTPS connection as the admin user (for bulk requests)."""
+        return http.client.HTTPSConnection(
             "127.0.0.1", self.port, context=self._ssl_context(), timeout=timeout_s
         )
+
+    def get(self, path: str, timeout_s: float = 10.0) -> tuple[int, str]:
+        """GET ``path`` as the admin user; return (status, body text)."""
+        conn = self.connect(timeout_s)
         try:
             conn.request("GET", path)
             resp = conn.getresponse()

@@ -24,13 +24,15 @@ test fails, the tail of each log is attached to the failure report.
 from __future__ import annotations
 
 import os
-from collections.abc import Callable, Generator, Iterator
+from collections.abc import Generator, Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
-from .cluster import Cluster, new_cluster
+from .cluster import ApiServerOptions, Cluster, new_cluster
 from .components import Components, ensure_components
+from .fixture_types import RecordTiming, StartApiServer, StartPlugin
 from .plugins import LAUNCHERS, KmsPlugin, Launcher, selected_launcher_names
 from .procs import ProcessRegistry
 
@@ -98,9 +100,9 @@ def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
         return
     terminalreporter.section("e2e timings")
     for test, what, seconds in timings:
-        terminalreporter.write_line(f"{seconds:8.1f} s  {what:<28} {test}")
+        terminalreporter.write_line(f"{seconds:8.1f} s  {what:<44} {test}")
     for test, seconds in _SCENARIO_SECONDS.items():
-        terminalreporter.write_line(f"{seconds:8.1f} s  {'scenario total':<28} {test}")
+        terminalreporter.write_line(f"{seconds:8.1f} s  {'scenario total':<44} {test}")
 
 
 @pytest.fixture(scope="session")
@@ -118,7 +120,7 @@ def e2e_components(request: pytest.FixtureRequest) -> Components:
 
 
 @pytest.fixture
-def record_timing(request: pytest.FixtureRequest) -> Callable[[str, float], None]:
+def record_timing(request: pytest.FixtureRequest) -> RecordTiming:
     """Record a named duration for the end-of-run summary."""
 
     def record(what: str, seconds: float) -> None:
@@ -140,12 +142,28 @@ def cluster(
     e2e_components: Components,
     tmp_path: Path,
     process_registry: ProcessRegistry,
-    record_timing: Callable[[str, float], None],
+    record_timing: RecordTiming,
 ) -> Cluster:
     """etcd running, apiserver ready to start; torn down by ``process_registry``."""
     c = new_cluster(e2e_components, tmp_path, process_registry)
     record_timing("etcd start-to-healthy", c.timings["etcd_ready_s"])
     return c
+
+
+@pytest.fixture
+def start_apiserver(cluster: Cluster, record_timing: RecordTiming) -> StartApiServer:
+    """``start_apiserver(encryption_config, **ApiServerOptions fields)``: start
+    (or, if running, restart) the cluster's apiserver and record start-to-ready."""
+
+    def start(config: dict[str, Any], **options: Any) -> float:
+        opts = ApiServerOptions(encryption_config=config, **options)
+        api = cluster.apiserver
+        running = api.process is not None and api.process.running
+        seconds = api.restart(opts) if running else api.start(opts)
+        record_timing("apiserver restart-to-ready" if running else "apiserver start-to-ready", seconds)
+        return seconds
+
+    return start
 
 
 @pytest.fixture(params=selected_launcher_names())
@@ -160,8 +178,8 @@ def start_kms_plugin(
     kms_launcher: Launcher,
     tmp_path: Path,
     process_registry: ProcessRegistry,
-    record_timing: Callable[[str, float], None],
-) -> Iterator[Callable[[str], KmsPlugin]]:
+    record_timing: RecordTiming,
+) -> Iterator[StartPlugin]:
     """``start_kms_plugin(name)`` starts a plugin and waits for Status ``ok``."""
     started: list[KmsPlugin] = []
 

@@ -5,16 +5,13 @@ under a ``kms`` provider, and read back through the apiserver either way.
 
 from __future__ import annotations
 
-import base64
-import secrets
-from collections.abc import Callable
-
 import pytest
 
-from .cluster import ApiServerOptions, Cluster
+from .cluster import Cluster
 from .encryption import encryption_config, identity, kms_v2, storage_prefix
-from .plugins import KmsPlugin
+from .fixture_types import StartApiServer, StartPlugin
 from .protowire import parse_encrypted_object
+from .workload import create_secret, read_secret
 
 pytestmark = pytest.mark.e2e
 
@@ -23,34 +20,12 @@ pytestmark = pytest.mark.e2e
 DEK_SOURCE_HKDF_SEED = 1
 
 
-def create_secret(cluster: Cluster, name: str) -> str:
-    """Create a generic secret with a random marker value; return the marker."""
-    marker = f"e2e-plaintext-{secrets.token_hex(12)}"
-    cluster.kubectl("create", "secret", "generic", name, f"--from-literal=password={marker}")
-    return marker
-
-
-def read_secret(cluster: Cluster, name: str) -> str:
-    """The secret's ``password`` as the apiserver returns it (decrypted)."""
-    out = cluster.kubectl("get", "secret", name, "-o", "jsonpath={.data.password}").stdout
-    return base64.b64decode(out).decode()
-
-
-def start_apiserver(
-    cluster: Cluster, config: dict[str, object], record_timing: Callable[[str, float], None]
-) -> None:
-    ready = cluster.apiserver.start(ApiServerOptions(encryption_config=config))
-    record_timing("apiserver start-to-ready", ready)
-
-
 class TestIdentity:
     """The harness sees plaintext when nothing encrypts: proof that the raw
     etcd read is real and that the KMS test below can fail."""
 
-    def test_identity_stores_plaintext(
-        self, cluster: Cluster, record_timing: Callable[[str, float], None]
-    ) -> None:
-        start_apiserver(cluster, encryption_config([identity()]), record_timing)
+    def test_identity_stores_plaintext(self, cluster: Cluster, start_apiserver: StartApiServer) -> None:
+        start_apiserver(encryption_config([identity()]))
         marker = create_secret(cluster, "plain")
         raw = cluster.etcd.get_raw(cluster.secret_key("plain"))
         assert raw is not None, "secret not found in etcd"
@@ -66,12 +41,12 @@ class TestKmsV2:
     def test_secret_is_kms_v2_envelope_at_rest(
         self,
         cluster: Cluster,
-        start_kms_plugin: Callable[[str], KmsPlugin],
-        record_timing: Callable[[str, float], None],
+        start_kms_plugin: StartPlugin,
+        start_apiserver: StartApiServer,
     ) -> None:
         plugin = start_kms_plugin("e2e-kms")
         provider = kms_v2(plugin.name, plugin.socket_path)
-        start_apiserver(cluster, encryption_config([provider, identity()]), record_timing)
+        start_apiserver(encryption_config([provider, identity()]))
 
         marker = create_secret(cluster, "wrapped")
         raw = cluster.etcd.get_raw(cluster.secret_key("wrapped"))
