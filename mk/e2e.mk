@@ -1,22 +1,27 @@
 # End-to-end checks against a real kube-apiserver, etcd and kubectl built from
-# their published Go modules (see docs/e2e.md). Included by the top-level Makefile.
+# their published Go modules (docs/e2e.md). Included by the top-level Makefile.
 #
-#   make e2e-components            build/check the pinned binaries into .cache/e2e/<k8s-version>/bin
-#   make e2e                       build if needed, then run every e2e scenario
-#   make e2e E2E_PYTEST_ARGS='-k kms_v2'         one scenario
-#   make e2e E2E_KMS_PLUGIN=appliance            against kms-appliance instead of the test plugin
-#   make e2e E2E_BIN_DIR=/path/to/rc/bin         against binaries you already have
+#   make e2e-components      build/check the pinned binaries into .cache/e2e/<k8s-version>/bin
+#   make e2e                 build if needed, then run every e2e scenario
+#
+# Knobs (all optional; empty means default):
+#   E2E_PYTEST_ARGS='-k kms_v2'            one scenario (any pytest arguments)
+#   E2E_KMS_PLUGIN=appliance|fake|fake,appliance   which plugin(s) sit behind the apiserver
+#   E2E_APPLIANCE_CMD=dist/kms-appliance   test the frozen binary instead of this checkout
+#   E2E_BIN_DIR=/path/to/bin               use your own kube-apiserver, kubectl, etcd, etcdctl
+#   E2E_CACHE_DIR, E2E_BUILD_JOBS          build cache root, parallel compile jobs (default 2)
 
-E2E_PYTHON ?= $(if $(wildcard .venv/bin/python),.venv/bin/python,python3)
+E2E_PYTHON ?= $(if $(PY),$(PY),$(if $(wildcard .venv/bin/python),.venv/bin/python,python3))
 E2E_PYTEST_ARGS ?=
 
-.PHONY: e2e-components e2e
-
-# Knobs read by the harness and build script (empty means default).
 export E2E_KMS_PLUGIN E2E_APPLIANCE_CMD E2E_BIN_DIR E2E_CACHE_DIR E2E_BUILD_JOBS
+
+.PHONY: e2e-components e2e
 
 e2e-components:
 	$(if $(E2E_BIN_DIR),@echo "E2E_BIN_DIR=$(E2E_BIN_DIR): using those binaries, nothing to build",tests/e2e/build_components.sh)
 
-e2e: e2e-components
+e2e: e2e-components $(STAMP)
 	$(E2E_PYTHON) -m pytest -m e2e -v tests/e2e $(E2E_PYTEST_ARGS)
+
+TEST_STAGES += e2e

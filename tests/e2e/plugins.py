@@ -78,6 +78,7 @@ class KmsPlugin:
     process: ManagedProcess
     rotate_key: Callable[[], None]
     http_port: int | None = None  # the plugin's own health/metrics listener, if any
+    api_versions: tuple[str, ...] = ("v2",)  # KMS APIs served on the socket
 
     def start(self) -> float:
         """Start and wait until Status answers ``ok``; return seconds waited."""
@@ -204,7 +205,9 @@ def appliance_launcher(workdir: Path, name: str, registry: ProcessRegistry) -> K
             cwd=cwd,
         )
     )
-    return KmsPlugin(name, socket_path, process, lambda: keyring("rotate"), http_port)
+    return KmsPlugin(
+        name, socket_path, process, lambda: keyring("rotate"), http_port, api_versions=("v2", "v1")
+    )
 
 
 LAUNCHERS: dict[str, Launcher] = {"fake": fake_launcher, "appliance": appliance_launcher}

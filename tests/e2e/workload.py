@@ -93,3 +93,12 @@ def stored_envelopes(cluster: Cluster, prefix: bytes, names: dict[str, str]) -> 
             raise AssertionError(f"{name}: plaintext found in etcd")
         envelopes[name] = parse_encrypted_object(stored[len(prefix) :])
     return envelopes
+
+
+def rewrite_batch(cluster: Cluster, batch: str) -> None:
+    """Storage migration the documented way: ``kubectl get -o json | kubectl
+    replace -f -``; the apiserver rewrites every object it read as stale."""
+    out = cluster.kubectl(
+        "get", "secrets", "-l", f"{BATCH_LABEL}={batch}", "-o", "json", "--chunk-size=0"
+    ).stdout
+    cluster.kubectl("replace", "-f", "-", input_text=out)
