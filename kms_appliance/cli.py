@@ -1,4 +1,4 @@
-"""Command line: serve, version, keyring, encryption-config, check, demo.
+"""Command line: serve, version, keyring, encryption-config, static-pod, check, demo.
 
 ``main`` stays a thin shell around subcommand functions that return an exit
 status: 0 success, 1 runtime failure (e.g. refused to start), 2 bad
@@ -68,6 +68,12 @@ def _parser() -> argparse.ArgumentParser:
     _add_config_flags(e)
     e.add_argument("--kms-api", choices=("v1", "v2"), default="v2")
     e.add_argument("--timeout", default="3s")
+    sp = sub.add_parser("static-pod", help="print a static pod manifest for a control-plane node")
+    _add_config_flags(sp)
+    sp.add_argument("--image", required=True, help="container image (distroless, Dockerfile.distroless)")
+    sp.add_argument("--name", default="kms-appliance")
+    sp.add_argument("--namespace", default="kube-system")
+    sp.add_argument("--memory-limit", default="384Mi", help="includes the ~80 MB in-memory unpack dir")
     c = sub.add_parser("check", help="preflight checks before pointing kube-apiserver here")
     _add_config_flags(c)
     c.add_argument("--json", action="store_true")
@@ -149,6 +155,14 @@ def cmd_encryption_config(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_static_pod(args: argparse.Namespace) -> int:
+    cfg = load_config(args)
+    config_file = str(args.config or config.DEFAULT_CONFIG_FILE)
+    sys.stdout.write(manifests.static_pod(cfg, args.image, name=args.name, namespace=args.namespace,
+                                          config_file=config_file, memory_limit=args.memory_limit))
+    return 0
+
+
 def cmd_check(args: argparse.Namespace) -> int:
     cfg = load_config(args)
     from . import preflight  # noqa: PLC0415
@@ -164,7 +178,8 @@ def cmd_demo(args: argparse.Namespace) -> int:
 
 COMMANDS: dict[str, Callable[[argparse.Namespace], int]] = {
     "serve": cmd_serve, "version": cmd_version, "keyring": cmd_keyring,
-    "encryption-config": cmd_encryption_config, "check": cmd_check, "demo": cmd_demo,
+    "encryption-config": cmd_encryption_config, "static-pod": cmd_static_pod, "check": cmd_check,
+    "demo": cmd_demo,
 }
 
 

@@ -1,0 +1,164 @@
+"""The generated static pod: every field the kubeadm walkthrough relies on.
+
+The product writes YAML by hand and has no YAML library; this file parses the
+block-style subset it emits with a tiny reader of its own (a real YAML parser
+reads the same documents in tests/packaging/test_manifests.py).
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from kms_appliance import cli, config, manifests
+from kms_appliance.errors import ConfigError
+
+IMAGE = "registry.example:5000/kms-appliance:0.1.0"
+
+
+def _scalar(text: str) -> Any:
+    text = text.strip()
+    if text == "{}":
+        return {}
+    if text in ("true", "false"):
+        return text == "true"
+    if text.startswith("[") and not text.startswith("[\""):
+        return [item.strip() for item in text[1:-1].split(",")]  # flow list of plain words
+    if text.startswith(("\"", "[")) or text.lstrip("-").isdigit():
+        return json.loads(text)
+    return text
+
+
+def parse(doc: str) -> Any:
+    """Block mappings and sequences, JSON scalars/flow lists: what manifests.py writes."""
+    lines = [(len(raw) - len(raw.lstrip(" ")), raw.strip()) for raw in doc.splitlines() if raw.strip()]
+    value, end = _block(lines, 0, lines[0][0])
+    assert end == len(lines), f"unparsed line {end}: {lines[end]}"
+    return value
+
+
+def _block(lines: list[tuple[int, str]], i: int, indent: int) -> tuple[Any, int]:
+    if lines[i][1].startswith("- "):
+        items: list[Any] = []
+        while i < len(lines) and lines[i][0] == indent and lines[i][1].startswith("- "):
+            # "- key: v" opens a mapping whose keys sit two columns further in.
+            sub = [(indent + 2, lines[i][1][2:])]
+            j = i + 1
+            while j < len(lines) and lines[j][0] > indent:
+                sub.append(lines[j])
+                j += 1
+            if ":" in sub[0][1] and not sub[0][1].startswith(("\"", "[", "{")):
+                items.append(_block(sub, 0, indent + 2)[0])
+            else:
+                items.append(_scalar(sub[0][1]))
+            i = j
+        return items, i
+    mapping: dict[str, Any] = {}
+    while i < len(lines) and lines[i][0] == indent and not lines[i][1].startswith("- "):
+        key, _, rest = lines[i][1].partition(":")
+        assert key not in mapping, f"duplicate key {key}"
+        if rest.strip():
+            mapping[key] = _scalar(rest)
+            i += 1
+        else:
+            mapping[key], i = _block(lines, i + 1, lines[i + 1][0])
+    return mapping, i
+
+
+def load(tmp_path: Path, body: str = "") -> config.Config:
+    f = tmp_path / "c.toml"
+    f.write_text(body)
+    return config.load(env={}, config_file=f)
+
+
+def test_pod_carries_every_hardening_field(tmp_path: Path) -> None:
+    pod = parse(manifests.static_pod(load(tmp_path, '[server]\nbackend = "akeyless"\n[akeyless]\n'
+                                                    'access_id = "p-1"\nkey_name = "/k"\n'), IMAGE))
+    assert (pod["apiVersion"], pod["kind"]) == ("v1", "Pod")
+    assert pod["metadata"]["namespace"] == "kube-system"
+    spec = pod["spec"]
+    assert spec["hostNetwork"] is True
+    assert spec["priorityClassName"] == "system-node-critical"
+    assert spec["securityContext"]["runAsNonRoot"] is True
+    assert spec["securityContext"]["runAsUser"] == 65532
+    assert spec["securityContext"]["seccompProfile"] == {"type": "RuntimeDefault"}
+    (c,) = spec["containers"]
+    assert c["image"] == IMAGE
+    sc = c["securityContext"]
+    assert sc["readOnlyRootFilesystem"] is True
+    assert sc["allowPrivilegeEscalation"] is False
+    assert sc["capabilities"] == {"drop": ["ALL"]}
+    assert c["resources"]["requests"]["cpu"] and c["resources"]["requests"]["memory"]
+    assert c["resources"]["limits"]["memory"] == "384Mi"
+    for probe, path in (("livenessProbe", "/livez"), ("readinessProbe", "/readyz")):
+        get = c[probe]["httpGet"]
+        assert (get["host"], get["path"], get["port"]) == ("127.0.0.1", path, 8787)
+    assert "--socket=/run/kms-appliance/kms.sock" in c["args"]
+    assert "--http-listen=127.0.0.1:8787" in c["args"]
+    assert "--config=/etc/kms-appliance/config.toml" in c["args"]
+
+
+def test_volumes_socket_hostpath_and_memory_unpack_dir(tmp_path: Path) -> None:
+    cfg = load(tmp_path, '[server]\nbackend = "local"\nsocket = "/var/run/kmsp/plugin.sock"\n')
+    pod = parse(manifests.static_pod(cfg, IMAGE))
+    (c,) = pod["spec"]["containers"]
+    volumes = {v["name"]: v for v in pod["spec"]["volumes"]}
+    mounts = {m["name"]: m for m in c["volumeMounts"]}
+    assert volumes["socket-dir"]["hostPath"] == {"path": "/var/run/kmsp", "type": "Directory"}
+    assert mounts["socket-dir"]["mountPath"] == "/var/run/kmsp"
+    assert volumes["unpack"]["emptyDir"]["medium"] == "Memory"
+    assert mounts["unpack"]["mountPath"] == "/tmp"
+    assert {"name": "TMPDIR", "value": "/tmp"} in c["env"]
+    assert mounts["config"]["readOnly"] is True
+    assert "readOnly" not in mounts["state"]
+    # Every mount has its volume and the other way round.
+    assert set(mounts) == set(volumes)
+
+
+def test_probe_host_for_wildcard_listen_and_grace(tmp_path: Path) -> None:
+    cfg = load(tmp_path, '[server]\nbackend = "local"\ngrace_period = "20s"\n'
+                         '[observability]\nhttp_listen = "0.0.0.0:9100"\n')
+    pod = parse(manifests.static_pod(cfg, IMAGE, name="kms", namespace="ns"))
+    (c,) = pod["spec"]["containers"]
+    assert c["livenessProbe"]["httpGet"]["host"] == "127.0.0.1"
+    assert c["readinessProbe"]["httpGet"]["port"] == 9100
+    assert pod["spec"]["terminationGracePeriodSeconds"] == 25
+    assert (pod["metadata"]["name"], pod["metadata"]["namespace"]) == ("kms", "ns")
+
+
+def test_refuses_without_http_endpoint(tmp_path: Path) -> None:
+    cfg = load(tmp_path, '[server]\nbackend = "local"\n[observability]\nhttp_listen = ""\n')
+    with pytest.raises(ConfigError) as err:
+        manifests.static_pod(cfg, IMAGE)
+    assert err.value.key == "observability.http_listen"
+
+
+def test_cli_static_pod(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    conf = tmp_path / "etc" / "kms.toml"
+    conf.parent.mkdir()
+    conf.write_text('[server]\nbackend = "local"\n')
+    assert cli.main(["static-pod", "--config", str(conf), "--image", IMAGE, "--socket",
+                     "/run/k/kms.sock"]) == 0
+    pod = parse(capsys.readouterr().out)
+    (c,) = pod["spec"]["containers"]
+    assert f"--config={conf}" in c["args"] and "--socket=/run/k/kms.sock" in c["args"]
+    assert {v["name"]: v for v in pod["spec"]["volumes"]}["config"]["hostPath"]["path"] == str(conf.parent)
+
+
+def test_cli_static_pod_needs_image() -> None:
+    with pytest.raises(SystemExit) as err:
+        cli.main(["static-pod"])
+    assert err.value.code == 2
+
+
+def test_encryption_config_matches_pod_socket(tmp_path: Path) -> None:
+    cfg = load(tmp_path, '[server]\nbackend = "local"\nsocket = "/run/x/kms.sock"\nprovider_name = "akl"\n')
+    enc = parse(manifests.encryption_config(cfg))
+    pod = parse(manifests.static_pod(cfg, IMAGE))
+    provider = enc["resources"][0]["providers"][0]["kms"]
+    sock_dir = {v["name"]: v for v in pod["spec"]["volumes"]}["socket-dir"]["hostPath"]["path"]
+    assert provider["endpoint"] == f"unix://{sock_dir}/kms.sock"
+    assert enc["resources"][0]["providers"][1] == {"identity": {}}
