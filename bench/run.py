@@ -3,6 +3,7 @@
     python bench/run.py core     # issue 2: plugin vs bare grpcio servicer, JSON on stdout
     python bench/run.py quick    # short suite (< 2 min), report to bench/.work/results-quick
     python bench/run.py full     # the whole suite, report to bench/results/
+    python bench/run.py ablate   # where the plugin's per-call time goes (variants + py-spy)
 
 It builds the Go load generator and reference plugin into bench/.work/bin,
 starts every server under test in its own 0700 directory, measures them in
@@ -22,7 +23,7 @@ from typing import Any
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from suite import build, machine, plan, report, scenarios, servers
+from suite import ablation, build, machine, plan, report, scenarios, servers
 from suite.matrix import ratios, run_matrix
 
 
@@ -61,9 +62,13 @@ def core(p: plan.Plan, bins: dict[str, Path], with_go: bool) -> dict[str, Any]:
 
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("mode", choices=["core", "quick", "full"])
+    ap.add_argument("mode", choices=["core", "quick", "full", "ablate"])
     ap.add_argument("--out", type=Path, help="report directory (default per mode)")
     args = ap.parse_args()
+    if args.mode == "ablate":
+        build.build_all()
+        print(json.dumps(ablation.run(plan.PLANS["full"].window, 2), indent=1))
+        return 0
     p = plan.PLANS[args.mode]
     began = time.time()
     print(f"building Go load generator and reference plugin ({args.mode})", file=sys.stderr)

@@ -14,8 +14,5 @@ bench: $(BENCH_STAMP)
 bench-quick: $(BENCH_STAMP)
 	$(PY) bench/run.py quick
 
-## make bench-core: issue 2's plugin-vs-bare comparison, JSON on stdout
-bench-core: $(BENCH_STAMP)
-	$(PY) bench/run.py core
 
-.PHONY: bench bench-quick bench-core
+.PHONY: bench bench-quick

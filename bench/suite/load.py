@@ -60,7 +60,7 @@ def run(sock: Path, method: str, shape: Shape, win: Window, server_pid: int | No
     """One measurement; returns the merged result dict (latencies in µs)."""
     if shape.procs == 1:
         return _one(_argv(sock, method, shape.inflight, win, server_pid=server_pid, **kw),
-                    win.warmup + win.duration + 120)
+                    win.warmup + win.duration + 600)
     return _many(sock, method, shape, win, server_pid, **kw)
 
 
@@ -84,7 +84,7 @@ def _many(sock: Path, method: str, shape: Shape, win: Window, server_pid: int | 
                                                 stderr=subprocess.PIPE, text=True)))
         parts, lat = [], array.array("I")
         for raw, proc in procs:
-            stdout, stderr = proc.communicate(timeout=win.warmup + win.duration + 120)
+            stdout, stderr = proc.communicate(timeout=win.warmup + win.duration + 600)
             if proc.returncode != 0:
                 raise RuntimeError(f"loadgen failed: {stderr.strip()[-500:]}")
             parts.append(json.loads(stdout))

@@ -19,6 +19,8 @@ class Plan:
     dek_counts: tuple[int, ...] = ()
     restart_deks: int = 5000
     scenario_window: Window = field(default_factory=lambda: Window(1.0, 5.0))
+    startup_runs: int = 3
+    ablation: bool = False
 
 
 def _cfgs(spec: dict[str, tuple[Shape, ...]]) -> tuple[Config, ...]:
@@ -34,11 +36,11 @@ PLANS = {
     "core": Plan(CORE, Window(1.5, 5.0), 2, WORK / "results-core"),
     "quick": Plan(_cfgs({"status": (ONE, SIXTEEN), "v2enc": (ONE, SIXTEEN)}),
                   Window(0.5, 2.0), 1, WORK / "results-quick", dek_counts=(1, 100, 1000),
-                  restart_deks=500, scenario_window=Window(0.5, 2.0)),
+                  restart_deks=200, scenario_window=Window(0.5, 2.0), startup_runs=1),
     "full": Plan(_cfgs({"status": (ONE, SIXTEEN), "v2enc": (ONE, SIXTEEN, SIXTY_FOUR, MULTI),
                         "v2dec": (ONE, SIXTEEN, SIXTY_FOUR), "v1enc": (ONE, SIXTEEN),
                         "v1dec": (ONE, SIXTEEN)}),
-                 Window(1.0, 5.0), 2, BENCH / "results",
+                 Window(1.0, 4.0), 2, BENCH / "results",
                  dek_counts=(1, 100, 1000, 10_000, 100_000), restart_deks=5000,
-                 scenario_window=Window(1.0, 5.0)),
+                 scenario_window=Window(1.0, 5.0), ablation=True),
 }

@@ -82,8 +82,16 @@ def markdown(res: Result, chart_files: list[str]) -> str:
         lines += ["", f"## Scenario: {name}", "", sc.get("about", "")]
         if sc.get("rows"):
             lines += ["", *table(sc["rows"], list(sc["rows"][0].keys()))]
+        if sc.get("ratios"):
+            lines += ["", *table(sc["ratios"], list(sc["ratios"][0].keys()))]
+        for prof in sc.get("profiles", []):
+            lines += ["", f"GIL profile of `{prof['server']}` ({prof['method']}, "
+                          f"{prof['shape']} in flight, py-spy --gil): GIL held "
+                          f"{prof['gil_held_share']:.0%} of the time, "
+                          f"{prof['gil_us_per_call']} µs per call at {prof['calls_per_s']} calls/s.",
+                      "", *table(prof["breakdown"], ("part", "share", "us_per_call"))]
         for k, v in sc.items():
-            if k not in ("about", "rows"):
+            if k not in ("about", "rows", "ratios", "profiles"):
                 lines.append(f"- {k}: {_fmt(v) if not isinstance(v, dict | list) else json.dumps(v)}")
     if res.get("profile"):
         lines += ["", "## Profile", "", res["profile"]]

@@ -31,6 +31,7 @@ class Server:
     home: Path
     keyring: Path | None = None
     extra: dict[str, str] = field(default_factory=dict)
+    env: dict[str, str] | None = None
 
     @property
     def pid(self) -> int:
@@ -89,13 +90,15 @@ def wait_ready(srv: Server, timeout: float = 30.0) -> None:
     raise RuntimeError(f"{srv.name} not ready on {srv.sock} within {timeout}s")
 
 
-def _spawn(name: str, home: Path, argv: list[str], sock: Path) -> Server:
+def spawn(name: str, home: Path, argv: list[str], sock: Path,
+          env: dict[str, str] | None = None) -> Server:
+    """Start ``argv`` logging to home/server.log and wait until its socket answers."""
     log = (home / "server.log").open("wb")
     proc = subprocess.Popen(argv, cwd=REPO, stdout=log, stderr=subprocess.STDOUT,
-                            stdin=subprocess.DEVNULL)
+                            stdin=subprocess.DEVNULL, env=env)
     log.close()
-    srv = Server(name, sock, proc, home)
-    wait_ready(srv)
+    srv = Server(name, sock, proc, home, env=env)
+    wait_ready(srv, timeout=60)
     return srv
 
 
@@ -107,19 +110,25 @@ def make_keyring(home: Path) -> Path:
 
 
 def start_plugin(name: str, *, allowlist: bool = False, keyring: Path | None = None,
-                 extra_args: list[str] | None = None, home: Path | None = None) -> Server:
-    """The appliance on the local keyring (or as ``extra_args`` say), audit to a file."""
+                 extra_args: list[str] | None = None, home: Path | None = None,
+                 variant: str | None = None) -> Server:
+    """The appliance on the local keyring (or as ``extra_args`` say), audit to a file.
+
+    ``variant`` runs it through bench/plugin_variant.py with one component ablated.
+    """
     home = home or new_home(name)
     sock_dir = home / "sock"
     sock_dir.mkdir(mode=0o700, exist_ok=True)
     ring = keyring or make_keyring(home)
     sock = sock_dir / "kms.sock"
-    argv = [PY, "-m", "kms_appliance", "serve", "--backend", "local", "--keyring", str(ring),
+    head = [PY, "-m", "kms_appliance"] if variant is None else \
+        [PY, str(REPO / "bench" / "plugin_variant.py"), variant]
+    argv = [*head, "serve", "--backend", "local", "--keyring", str(ring),
             "--socket", str(sock), "--http-listen", "", "--audit-log", str(home / "audit.log")]
     if allowlist:
         argv += ["--allowed-uids", str(os.geteuid())]
     argv += extra_args or []
-    srv = _spawn(name, home, argv, sock)
+    srv = spawn(name, home, argv, sock)
     srv.keyring = ring
     return srv
 
@@ -129,17 +138,17 @@ def start_bare(name: str = "bare", workers: int = 32) -> Server:
     sock = home / "bare.sock"
     argv = [PY, str(REPO / "bench" / "bare_servicer.py"), "--socket", str(sock),
             "--workers", str(workers)]
-    return _spawn(name, home, argv, sock)
+    return spawn(name, home, argv, sock)
 
 
 def start_goref(binary: Path, name: str = "goref") -> Server:
     home = new_home(name)
     sock = home / "goref.sock"
-    return _spawn(name, home, [str(binary), "-socket", str(sock)], sock)
+    return spawn(name, home, [str(binary), "-socket", str(sock)], sock)
 
 
 def restart(srv: Server) -> Server:
     """Stop and start the same server again on the same keyring (a cold plugin)."""
     srv.stop()
     argv = [str(a) for a in srv.proc.args]  # type: ignore[union-attr]
-    return _spawn(srv.name, srv.home, argv, srv.sock)
+    return spawn(srv.name, srv.home, argv, srv.sock, env=srv.env)

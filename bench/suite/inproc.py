@@ -1,0 +1,85 @@
+"""The plugin's own per-call work, timed in-process without gRPC.
+
+Calls the real servicers (real backend, metrics, audit to a file) directly
+in a loop, and the bare servicer's methods the same way: the difference is
+what the appliance adds per call, independent of gRPC's machinery and much
+less sensitive to a noisy machine than the socket figures.
+"""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import tempfile
+import timeit
+from pathlib import Path
+from typing import Any
+
+from .servers import PY, REPO
+
+N = 20_000
+
+
+class _Ctx:
+    """Stands in for grpc.ServicerContext; only used on errors (none here)."""
+
+    def set_code(self, code: Any) -> None:
+        raise AssertionError(code)
+
+    def set_details(self, details: str) -> None:
+        raise AssertionError(details)
+
+
+def _best(fn: Any) -> float:
+    return round(min(timeit.repeat(fn, number=N, repeat=5)) / N * 1e6, 2)
+
+
+def measure() -> dict[str, float]:
+    sys.path.insert(0, str(REPO))
+    sys.path.insert(0, str(REPO / "bench"))
+    import bare_servicer as bare  # noqa: PLC0415 - bench path set up just above
+
+    from kms_appliance.audit import AuditLog, fingerprint  # noqa: PLC0415
+    from kms_appliance.backends.local import LocalBackend  # noqa: PLC0415
+    from kms_appliance.kms import v2_pb2  # noqa: PLC0415
+    from kms_appliance.kms.calls import Calls  # noqa: PLC0415
+    from kms_appliance.kms.v2 import StatusWatcher, V2Servicer  # noqa: PLC0415
+    from kms_appliance.metrics import Metrics  # noqa: PLC0415
+
+    with tempfile.TemporaryDirectory(prefix="kms-bench-inproc-") as tmp:
+        ring = Path(tmp) / "keyring.json"
+        subprocess.run([PY, "-m", "kms_appliance", "keyring", "init", str(ring)], cwd=REPO,
+                       check=True, capture_output=True, timeout=60)
+        backend = LocalBackend(ring)
+        audit = AuditLog(str(Path(tmp) / "audit.log"))
+        metrics = Metrics()
+        svc = V2Servicer(backend, Calls(metrics, audit, "local", str(ring)),
+                         StatusWatcher(lambda *_: None))
+        ctx: Any = _Ctx()
+        req = v2_pb2.EncryptRequest(plaintext=b"k" * 32, uid="bench-uid-0001")
+        ct = svc.Encrypt(req, ctx)
+        dreq = v2_pb2.DecryptRequest(ciphertext=ct.ciphertext, key_id=ct.key_id,
+                                     uid="bench-uid-0001")
+        b2 = bare.BareV2(bare._Crypto())
+        fields = {"event": "encrypt", "api": "v2", "uid": "bench-uid-0001", "backend": "local",
+                  "key_name": str(ring), "key_id": ct.key_id, "key_version": "1",
+                  "outcome": "ok", "code": "OK", "duration_ms": 0.031, "ct_fp": "0" * 16}
+        counter, hist = metrics.bound("encrypt", "v2", "ok")
+        out = {
+            "plugin_v2_encrypt_us": _best(lambda: svc.Encrypt(req, ctx)),
+            "plugin_v2_decrypt_us": _best(lambda: svc.Decrypt(dreq, ctx)),
+            "plugin_status_us": _best(lambda: svc.Status(v2_pb2.StatusRequest(), ctx)),
+            "bare_v2_encrypt_us": _best(lambda: b2.Encrypt(req, ctx)),
+            "audit_event_us": _best(lambda: audit.event(**fields)),
+            "metrics_inc_observe_us": _best(lambda: (counter.inc(), hist.observe(0.0003))),
+            "backend_wrap_us": _best(lambda: backend.wrap(b"k" * 32)),
+            "fingerprint_us": _best(lambda: fingerprint(ct.ciphertext)),
+        }
+        audit.close()
+    return out
+
+
+if __name__ == "__main__":
+    import json
+
+    print(json.dumps(measure(), indent=1))
