@@ -10,6 +10,7 @@ import pytest
 
 from akeyless_emulator import Emulator
 from kms_appliance.backends.akeyless.backend import ANNOTATION
+from kms_appliance.backends.akeyless.health import HealthTracker
 from kms_appliance.errors import (
     AccessDenied,
     BackendCorruption,
@@ -229,3 +230,35 @@ class TestCache:
         assert len(results) == 50
         assert len(set(results)) == 1
         assert emu.calls["decrypt"] == 1
+
+
+class TestHealth:
+    """Sustained unavailability (not one failure, not throttling) makes status unhealthy."""
+
+    def test_outage_then_recovery(self, emu: Emulator, ak_env, make_backend):
+        b = make_backend(ak_env)
+        b._health = HealthTracker(failures=3, grace=0.0)  # production grace is 30 s
+        emu.fault("describe-item", status=429)
+        for _ in range(4):
+            assert b.refresh() is False
+        assert b.status().healthy  # throttling never counts
+        emu.clear_faults()
+        emu.fault("*", kind="reset")
+        b.refresh()
+        b.refresh()
+        assert b.status().healthy  # two failures are not sustained
+        b.refresh()
+        assert not b.status().healthy
+        assert b.status().reason == "akeyless unavailable"
+        emu.clear_faults()
+        b.refresh()
+        assert b.status().healthy
+
+    def test_key_disabled_in_akeyless_makes_status_unhealthy(self, emu: Emulator, ak_env,
+                                                             make_backend):
+        b = make_backend(ak_env)
+        emu.disable_key(KEY)
+        b.refresh()
+        st = b.status()
+        assert not st.healthy
+        assert "disabled" in st.reason
