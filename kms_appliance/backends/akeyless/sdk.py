@@ -119,10 +119,23 @@ def _package_getattr(pkg: ModuleType) -> Any:
     return __getattr__
 
 
+class _NoDebug(logging.Filter):
+    """Drops records below WARNING even if someone lowers the logger's level later."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return record.levelno >= logging.WARNING
+
+
+_NO_DEBUG = _NoDebug()
+
+
 def quiet_sdk_logging() -> None:
-    """Keep the SDK's body-dumping debug logs off whatever the root level is."""
+    """Keep the SDK's body-dumping debug logs off whatever the log level is."""
     for name in _QUIET_LOGGERS:
-        logging.getLogger(name).setLevel(logging.WARNING)
+        logger = logging.getLogger(name)
+        logger.setLevel(logging.WARNING)
+        if _NO_DEBUG not in logger.filters:
+            logger.addFilter(_NO_DEBUG)
 
 
 def load() -> Sdk:

@@ -81,6 +81,22 @@ class TestLazySdk:
         assert seen == {op: resp for op, (_, resp) in client.OPERATIONS.items()}
 
 
+class TestSdkLogging:
+    """The SDK's debug logs (whole bodies: DEKs, tokens) stay off even if re-enabled."""
+
+    def test_debug_records_dropped_after_level_lowered(self, caplog):
+        import logging
+
+        sdk.load()
+        rest = logging.getLogger("akeyless.rest")
+        rest.setLevel(logging.DEBUG)
+        with caplog.at_level(logging.DEBUG):
+            rest.debug("response body: %s", "t-SECRET")
+            rest.warning("kept")
+        assert "t-SECRET" not in caplog.text and "kept" in caplog.text
+        sdk.quiet_sdk_logging()
+
+
 class TestClassify:
     """HTTP statuses sort into the error classes; messages carry no body."""
 
