@@ -94,3 +94,22 @@ class TestCheck:
         assert code == 1
         assert checks["clock"]["status"] == "fail"
         assert words in checks["clock"]["detail"]
+
+
+class TestCheckLocalBackend:
+    """The same preflight works for the local keyring backend."""
+
+    def test_missing_then_present_keyring(self, tmp_path: Path):
+        from kms_appliance import config
+        from kms_appliance.backends import keyring
+
+        ring = tmp_path / "keyring.json"
+        env = {"KMS_APPLIANCE_SERVER_BACKEND": "local", "KMS_APPLIANCE_LOCAL_KEYRING": str(ring),
+               "KMS_APPLIANCE_SERVER_SOCKET": str(tmp_path / "s" / "kms.sock")}
+        out = io.StringIO()
+        assert preflight.run(config.load(env=env), False, out) == 1
+        assert "FAIL" in out.getvalue() and "SKIP" in out.getvalue()
+        keyring.init(ring)
+        out = io.StringIO()
+        assert preflight.run(config.load(env=env), False, out) == 0
+        assert "all checks passed" in out.getvalue()
