@@ -1,0 +1,135 @@
+"""The properties every fuzz input must satisfy, shared by the hypothesis and volume campaigns."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import grpc
+
+from kms_appliance.backends.local import LocalBackend
+from kms_appliance.kms.v1 import V1Servicer
+from kms_appliance.kms.v2 import V2Servicer
+from kms_appliance.kms.validate import MAX_UID, MAX_V1_PLAINTEXT, MAX_V2_PLAINTEXT
+from tests.fuzz.harness import FakeContext, Tally, no_leak
+from tests.reliability import inproc, ledger
+
+OK = grpc.StatusCode.OK
+ALLOWED_ERRORS = {grpc.StatusCode.INVALID_ARGUMENT, grpc.StatusCode.FAILED_PRECONDITION}
+
+
+@dataclass
+class World:
+    """Real servicers over a real 3-version local keyring, and what they sealed."""
+
+    backend: LocalBackend
+    v2: V2Servicer
+    v1: V1Servicer
+    audit: inproc.CapturingAudit
+    known: dict[bytes, bytes]   # valid ciphertext -> plaintext
+    key_ids: list[str]
+
+    def close(self) -> None:
+        self.backend.close()
+
+
+def make_world(directory: Path) -> World:
+    backend = inproc.local_backend(directory, versions=3)
+    audit = inproc.CapturingAudit()
+    v2, v1, _ = inproc.servicers(backend, audit)
+    known: dict[bytes, bytes] = {}
+    for size in (1, 16, 32, 32, 64, 512, 4096):
+        pt = os.urandom(size)
+        known[backend.wrap(pt).ciphertext] = pt
+    ledger.secrets(known.values())
+    key_ids = sorted(set(backend._state.key_ids.values()))
+    return World(backend, v2, v1, audit, known, key_ids)
+
+
+def _error(w: World, ctx: FakeContext, before: int, *inputs: bytes) -> None:
+    assert ctx.code in ALLOWED_ERRORS, f"unexpected code {ctx.code.name} ({ctx.details})"
+    assert ctx.details and ctx.details != "internal error"
+    no_leak(ctx.details, *inputs)
+    _audited(w, ctx, before, *inputs)
+
+
+def _audited(w: World, ctx: FakeContext, before: int, *inputs: bytes) -> None:
+    assert w.audit.count == before + 1, "every call leaves exactly one audit record"
+    assert w.audit.last["code"] == ctx.code.name
+    no_leak(repr(w.audit.last), *inputs)
+
+
+def v2_status(w: World, t: Tally, req: Any) -> None:
+    ctx = FakeContext()
+    resp = t.timed(lambda: w.v2.Status(req, ctx))
+    assert ctx.code == OK
+    assert (resp.version, resp.healthz, resp.key_id) == ("v2", "ok", w.backend.status().key_id)
+    t.count("OK")
+
+
+def v1_version(w: World, t: Tally, req: Any) -> None:
+    ctx = FakeContext()
+    resp = t.timed(lambda: w.v1.Version(req, ctx))
+    assert ctx.code == OK and resp.version == "v1beta1" and resp.runtime_name
+    t.count("OK")
+
+
+def v2_encrypt(w: World, t: Tally, req: Any) -> None:
+    ctx, before = FakeContext(), w.audit.count
+    resp = t.timed(lambda: w.v2.Encrypt(req, ctx))
+    pt = bytes(req.plaintext)
+    valid = 1 <= len(pt) <= MAX_V2_PLAINTEXT and len(req.uid) <= MAX_UID
+    t.count(ctx.code.name)
+    if ctx.code != OK:
+        assert not valid, f"valid request refused: {ctx.code.name} {ctx.details}"
+        _error(w, ctx, before, pt)
+        return
+    assert valid, "an invalid request was accepted"
+    _audited(w, ctx, before, pt)
+    assert resp.key_id == w.backend.status().key_id
+    assert w.backend.unwrap(resp.ciphertext, resp.key_id, {}).plaintext == pt
+    assert len(pt) < 8 or pt not in resp.ciphertext
+
+
+def v2_decrypt(w: World, t: Tally, req: Any) -> None:
+    ctx, before = FakeContext(), w.audit.count
+    resp = t.timed(lambda: w.v2.Decrypt(req, ctx))
+    ct = bytes(req.ciphertext)
+    t.count(ctx.code.name)
+    if ctx.code == OK:
+        assert ct in w.known, "a ciphertext nobody made decrypted successfully"
+        assert bytes(resp.plaintext) == w.known[ct], "WRONG plaintext"
+        _audited(w, ctx, before, w.known[ct])
+        return
+    assert resp.plaintext == b""
+    _error(w, ctx, before, ct, *([w.known[ct]] if ct in w.known else []))
+
+
+def v1_encrypt(w: World, t: Tally, req: Any) -> None:
+    ctx, before = FakeContext(), w.audit.count
+    resp = t.timed(lambda: w.v1.Encrypt(req, ctx))
+    pt = bytes(req.plain)
+    valid = req.version == "v1beta1" and 1 <= len(pt) <= MAX_V1_PLAINTEXT
+    t.count(ctx.code.name)
+    if ctx.code != OK:
+        assert not valid, f"valid request refused: {ctx.code.name} {ctx.details}"
+        _error(w, ctx, before, pt)
+        return
+    assert valid, "an invalid request was accepted"
+    _audited(w, ctx, before, pt)
+    assert w.backend.unwrap(resp.cipher, None, {}).plaintext == pt
+
+
+def v1_decrypt(w: World, t: Tally, req: Any) -> None:
+    ctx, before = FakeContext(), w.audit.count
+    resp = t.timed(lambda: w.v1.Decrypt(req, ctx))
+    ct = bytes(req.cipher)
+    t.count(ctx.code.name)
+    if ctx.code == OK:
+        assert req.version == "v1beta1"
+        assert ct in w.known and bytes(resp.plain) == w.known[ct], "WRONG plaintext"
+        _audited(w, ctx, before, w.known[ct])
+        return
+    _error(w, ctx, before, ct, *([w.known[ct]] if ct in w.known else []))

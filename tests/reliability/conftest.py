@@ -1,0 +1,33 @@
+"""Stage gating, the figures summary, and an Akeyless plugin fixture."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from akeyless_emulator import Emulator
+from tests.reliability import akplugin, figures, stage
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    stage.deselect_unless_asked(config, items)
+
+
+def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
+    figures.summary(terminalreporter)
+
+
+
+@pytest.fixture
+def emu() -> Iterator[Emulator]:
+    with Emulator(tls=True) as e:
+        e.create_key(akplugin.KEY)
+        yield e
+        akplugin.record_emulator_secrets(e)
+
+
+@pytest.fixture
+def workdir(tmp_path: Path) -> Path:
+    return tmp_path / "plugin"

@@ -1,0 +1,53 @@
+"""Figures the reliability suites measure, printed at the end of the run.
+
+Why: the issue asks for numbers (faults covered, fuzz inputs, attacks refused,
+secrets found, soak calls, RSS growth); tests record them here and the
+terminal summary prints them, and writes them as JSON when
+KMS_APPLIANCE_FIGURES names a file.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import threading
+from typing import Any
+
+_lock = threading.Lock()
+FIGURES: dict[str, Any] = {}
+
+
+def put(section: str, key: str, value: Any) -> None:
+    with _lock:
+        FIGURES.setdefault(section, {})[key] = value
+
+
+def render() -> list[str]:
+    lines = []
+    with _lock:
+        for section, values in sorted(FIGURES.items()):
+            lines.append(f"[{section}]")
+            for key, value in sorted(values.items()):
+                lines.append(f"  {key}: {value}")
+    return lines
+
+
+def dump() -> None:
+    target = os.environ.get("KMS_APPLIANCE_FIGURES")
+    if target:
+        with _lock, open(target, "w", encoding="utf-8") as fh:
+            json.dump(FIGURES, fh, indent=2, sort_keys=True, default=str)
+
+
+def summary(terminalreporter: Any) -> None:
+    """Print the figures once per session (both suites' conftests call this)."""
+    config = terminalreporter.config
+    if getattr(config, "_kms_figures_done", False):
+        return
+    config._kms_figures_done = True
+    lines = render()
+    if lines:
+        terminalreporter.section("reliability figures")
+        for line in lines:
+            terminalreporter.write_line(line)
+    dump()

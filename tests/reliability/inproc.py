@@ -1,0 +1,56 @@
+"""The real servicers, server and local backend built in-process (fuzzing, TOCTOU)."""
+
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+from typing import Any
+
+from kms_appliance.audit import AuditLog
+from kms_appliance.backends import keyring
+from kms_appliance.backends.local import LocalBackend
+from kms_appliance.config import ServerSettings
+from kms_appliance.kms.calls import Calls
+from kms_appliance.kms.v1 import V1Servicer
+from kms_appliance.kms.v2 import StatusWatcher, V2Servicer
+from kms_appliance.metrics import Metrics
+from kms_appliance.server import PluginServer
+from tests.reliability import ledger
+
+
+class CapturingAudit:
+    """Stands where AuditLog stands; keeps the last record and counts them."""
+
+    def __init__(self) -> None:
+        self.last: dict[str, Any] = {}
+        self.count = 0
+
+    def event(self, **fields: Any) -> None:
+        self.last = fields
+        self.count += 1
+
+
+def local_backend(directory: Path, versions: int = 2) -> LocalBackend:
+    """A keyring with ``versions`` versions (its KEKs go to the hygiene ledger)."""
+    directory.mkdir(mode=0o700, parents=True, exist_ok=True)
+    path = directory / "keyring.json"
+    keyring.init(path)
+    for _ in range(versions - 1):
+        keyring.rotate(path)
+    ledger.secrets(e.material for e in keyring.load(path).entries)
+    return LocalBackend(path)
+
+
+def servicers(backend: LocalBackend, audit: Any) -> tuple[V2Servicer, V1Servicer, Metrics]:
+    metrics = Metrics()
+    calls = Calls(metrics, audit, backend.name, backend.status().key_name)
+    v2 = V2Servicer(backend, calls, StatusWatcher(lambda *a: None))
+    return v2, V1Servicer(backend, calls), metrics
+
+
+def server(directory: Path, socket: Path, **over: Any) -> PluginServer:
+    backend = local_backend(directory / "ring")
+    audit = AuditLog(str(directory / "audit.log"))
+    v2, v1, metrics = servicers(backend, audit)
+    settings = dataclasses.replace(ServerSettings(), socket=socket, **over)
+    return PluginServer(settings, v2, v1, lambda *a: None, metrics.connections.set)
