@@ -12,6 +12,7 @@
 #   STATICX_COMPRESS=0|1        0 (default): --no-compress, starts ~2x faster
 #   KMS_AKEYLESS_MODELS=closure|all   bundle only the SDK models the client
 #                               can reach (default) or all ~1,300
+#   KMS_PKG_COMPRESS=1|0        1 (default): zlib inside PyInstaller's archive; 0: raw
 #   FREEZE_PYTHON=/usr/bin/python3.11   must be Debian's (staticx refuses pyenv)
 #   FREEZE_VENV=path            freeze venv to use/create (default build/.venv-freeze)
 #   WORK=dir                    scratch directory, wiped first (default build/work)

@@ -1,0 +1,202 @@
+"""Start-up budget of the frozen binary: start-to-ready and idle RSS, both backends.
+
+    python bench/startup.py                       # dist/kms-appliance, 5 runs per case
+    python bench/startup.py --binary B --binary C # compare builds (e.g. staticx compressed)
+    python bench/startup.py --runs 9 --json out.json
+
+What is measured, per binary and backend (local keyring; Akeyless against the
+emulator over HTTPS), with the source tree (``python -m kms_appliance``) as a
+baseline in the same run, since absolute figures drift on shared machines:
+- ``accept_s``: from spawn until the UNIX socket accepts a connection;
+- ``ready_s``: until a KMS v2 Status call answers ``ok`` (the backend is usable);
+- ``rss_mb``: idle RSS (VmRSS) of the serving Python process 2 s after ready;
+- ``tree_rss_mb`` / ``tree_pss_mb``: the same summed over the whole process tree
+  (staticx's bootloader, PyInstaller's bootloader and Python), PSS counting
+  shared pages once;
+- ``version_wall_s`` / ``version_cpu_s``: wall and CPU time (user+sys, whole tree)
+  of ``version``, i.e. the bare unpack-and-start cost. CPU time barely moves
+  when other jobs share the cores, so it is the figure to compare builds by
+  when the machine is busy.
+Targets (issue 4, this machine class, Akeyless backend): ready <= 0.5 s, <= 60 MB.
+Medians are reported with min and max. Nothing here is asserted: bench/ reports.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import resource
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+REPO = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(REPO))
+
+from tests.binary import emulator, sandbox  # noqa: E402
+from tests.support.kmsclient import Client  # noqa: E402
+
+POLL = 0.002
+TIMEOUT = 60.0
+IDLE = 2.0
+
+
+def _rss_kb(pid: int, key: str = "VmRSS") -> int:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith(key + ":"):
+            return int(line.split()[1])
+    return 0
+
+
+def _pss_kb(pid: int) -> int:
+    for line in Path(f"/proc/{pid}/smaps_rollup").read_text().splitlines():
+        if line.startswith("Pss:"):
+            return int(line.split()[1])
+    return 0
+
+
+def _wait_accept(sock: Path, proc: subprocess.Popen[bytes], t0: float) -> float:
+    while time.perf_counter() - t0 < TIMEOUT:
+        if proc.poll() is not None:
+            err = proc.stderr.read()[-800:] if proc.stderr else b""
+            raise RuntimeError(f"exited {proc.returncode}: {err!r}")
+        with socket.socket(socket.AF_UNIX) as s:
+            try:
+                s.connect(str(sock))
+                return time.perf_counter() - t0
+            except OSError:
+                time.sleep(POLL)
+    raise TimeoutError(f"{sock} not accepting after {TIMEOUT}s")
+
+
+def _wait_ready(sock: Path, t0: float) -> float:
+    client = Client(sock, timeout=5)
+    try:
+        while time.perf_counter() - t0 < TIMEOUT:
+            try:
+                if client.status().healthz == "ok":
+                    return time.perf_counter() - t0
+            except Exception:  # not ready yet: keep polling
+                time.sleep(POLL)
+        raise TimeoutError("Status never answered ok")
+    finally:
+        client.close()
+
+
+def one_run(cmd: list[str], env: dict[str, str], sock: Path) -> dict[str, float]:
+    t0 = time.perf_counter()
+    proc = subprocess.Popen(cmd, env=env, cwd=REPO, stdout=subprocess.DEVNULL,
+                            stderr=subprocess.PIPE)
+    try:
+        accept = _wait_accept(sock, proc, t0)
+        ready = _wait_ready(sock, t0)
+        time.sleep(IDLE)
+        tree = [proc.pid, *sandbox.descendants(proc.pid)]
+        serving = tree[-1]  # the innermost process is the Python server
+        return {"accept_s": accept, "ready_s": ready, "rss_mb": _rss_kb(serving) / 1024,
+                "tree_rss_mb": sum(_rss_kb(p) for p in tree) / 1024,
+                "tree_pss_mb": sum(_pss_kb(p) for p in tree) / 1024, "processes": len(tree)}
+    finally:
+        sandbox.stop(proc)
+
+
+def version_cost(cmd: list[str], runs: int, tmp_root: Path) -> dict[str, Any]:
+    """Wall and CPU seconds of ``version`` (start, unpack, import, exit), median of *runs*."""
+    walls, cpus = [], []
+    with tempfile.TemporaryDirectory(prefix="kms-startup-", dir=tmp_root) as tmp:
+        env = {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "TMPDIR": tmp}
+        for _ in range(runs):
+            before = resource.getrusage(resource.RUSAGE_CHILDREN)
+            t0 = time.perf_counter()
+            subprocess.run([*cmd, "version"], env=env, cwd=REPO, check=True, capture_output=True)
+            walls.append(time.perf_counter() - t0)
+            after = resource.getrusage(resource.RUSAGE_CHILDREN)
+            cpus.append(after.ru_utime - before.ru_utime + after.ru_stime - before.ru_stime)
+    return {"version_wall_s": _stats(walls), "version_cpu_s": _stats(cpus)}
+
+
+def _stats(vals: list[float]) -> dict[str, float]:
+    return {"median": round(statistics.median(vals), 3), "min": round(min(vals), 3),
+            "max": round(max(vals), 3)}
+
+
+@contextmanager
+def backend_env(backend: str, work: Path, unpack: Path) -> Iterator[tuple[list[str], dict[str, str]]]:
+    """Flags and environment for one backend (local keyring, or the emulator)."""
+    env = {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "TMPDIR": str(unpack)}
+    if backend == "local":
+        ring = work / "keyring.json"
+        if not ring.exists():
+            subprocess.run([sys.executable, "-m", "kms_appliance", "keyring", "init", str(ring)],
+                           cwd=REPO, check=True, capture_output=True)
+        yield ["--backend", "local", "--keyring", str(ring)], env
+        return
+    with emulator.running() as emu:
+        args, extra = emulator.serve_args(emu, str(emu.ca_file))
+        yield args, {**env, **extra}
+
+
+def measure(label: str, base_cmd: list[str], backend: str, runs: int, tmp_root: Path) -> dict[str, Any]:
+    with tempfile.TemporaryDirectory(prefix="kms-startup-", dir=tmp_root) as tmp:
+        work = Path(tmp)
+        (work / "none.toml").touch()
+        (work / "unpack").mkdir()
+        sock = work / "kms.sock"
+        with backend_env(backend, work, work / "unpack") as (args, env):
+            cmd = [*base_cmd, "serve", "--socket", str(sock), "--http-listen", "", "--audit-log",
+                   str(work / "audit.log"), "--config", str(work / "none.toml"), *args]
+            samples = [one_run(cmd, env, sock) for _ in range(runs)]
+    out: dict[str, Any] = {"label": label, "backend": backend, "runs": runs}
+    for key in ("accept_s", "ready_s", "rss_mb", "tree_rss_mb", "tree_pss_mb"):
+        out[key] = _stats([s[key] for s in samples])
+    out["processes"] = samples[0]["processes"]
+    return out
+
+
+def main() -> int:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--binary", action="append", type=Path, help="default dist/kms-appliance")
+    p.add_argument("--runs", type=int, default=5)
+    p.add_argument("--backend", action="append", choices=("local", "akeyless"))
+    p.add_argument("--no-baseline", action="store_true", help="skip python -m kms_appliance")
+    p.add_argument("--json", type=Path)
+    p.add_argument("--tmp", type=Path, default=Path("/dev/shm"),
+                   help="where TMPDIR (the unpack directory) lives; default a tmpfs, as the "
+                        "systemd unit's RuntimeDirectory and the container's /tmp are")
+    args = p.parse_args()
+    binaries = args.binary or [REPO / "dist" / "kms-appliance"]
+    cases = [(str(b), [str(b.resolve())]) for b in binaries]
+    if not args.no_baseline:
+        cases.append(("source: python -m kms_appliance", [sys.executable, "-m", "kms_appliance"]))
+    results: list[dict[str, Any]] = []
+    print(f"TMPDIR under {args.tmp}; {args.runs} runs per case; median (min)", flush=True)
+    for label, cmd in cases:
+        v = {"label": label, "backend": "-", **version_cost(cmd, args.runs, args.tmp)}
+        results.append(v)
+        size = Path(cmd[0]).stat().st_size / 1048576 if len(cmd) == 1 else 0.0
+        print(f"version  {label:40} wall {v['version_wall_s']['median']:.3f}s "
+              f"(min {v['version_wall_s']['min']:.3f})  cpu {v['version_cpu_s']['median']:.3f}s "
+              f"(min {v['version_cpu_s']['min']:.3f})  size {size:.1f} MiB", flush=True)
+    for backend in args.backend or ["local", "akeyless"]:
+        for label, cmd in cases:
+            r = measure(label, cmd, backend, args.runs, args.tmp)
+            results.append(r)
+            print(f"{backend:8} {label:40} accept {r['accept_s']['median']:.3f}s  "
+                  f"ready {r['ready_s']['median']:.3f}s (min {r['ready_s']['min']:.3f})  "
+                  f"rss {r['rss_mb']['median']:.1f} MB  tree rss {r['tree_rss_mb']['median']:.1f} MB"
+                  f"  tree pss {r['tree_pss_mb']['median']:.1f} MB", flush=True)
+    if args.json:
+        args.json.write_text(json.dumps(results, indent=1) + "\n")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
