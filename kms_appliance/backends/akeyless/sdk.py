@@ -71,16 +71,32 @@ def _models_getattr(models: ModuleType) -> Any:
             module = importlib.import_module(f"akeyless.models.{model_module(name)}")
             value = getattr(module, name)
         except (ImportError, AttributeError):
-            with full_lock:
-                spec = models.__spec__
-                if spec is None or spec.loader is None:
-                    raise AttributeError(name) from None
-                spec.loader.exec_module(models)  # the real __init__: every model, once
-            value = models.__dict__[name]
+            value = _full_models(models, full_lock).get(name) or _opaque(name)
         setattr(models, name, value)
         return value
 
     return __getattr__
+
+
+def _full_models(models: ModuleType, lock: threading.Lock) -> dict[str, Any]:
+    """Run the real ``akeyless.models`` __init__ once; {} if modules are missing."""
+    with lock:
+        spec = models.__spec__
+        if spec is not None and spec.loader is not None and "APIKeyAccessRules" not in vars(models):
+            try:
+                spec.loader.exec_module(models)
+            except ImportError:  # a frozen build that bundles only the reachable models
+                return {}
+        return vars(models)
+
+
+def _opaque(name: str) -> type:
+    """A stand-in for a model we do not ship: the deserialiser keeps its raw JSON.
+
+    Only reachable for nested response fields the plugin never reads (the
+    build bundles every model reachable from the operations it calls).
+    """
+    return type(name, (), {"openapi_types": {}, "attribute_map": {}})
 
 
 def _seed() -> None:

@@ -56,6 +56,14 @@ class TestLazySdk:
                              check=True, cwd=Path(__file__).resolve().parents[3]).stdout.split()
         assert out == ["True", "V2Api", "Item"]
 
+    def test_unknown_model_deserialises_as_raw_json(self):
+        code = ("from kms_appliance.backends.akeyless import sdk; s = sdk.load();"
+                "import akeyless.api_client as ac; c = ac.ApiClient(s.Configuration());"
+                "print(c._ApiClient__deserialize({'a': 1}, 'NotAModelAnywhere'))")
+        out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                             check=True, cwd=Path(__file__).resolve().parents[3]).stdout
+        assert out.strip() == "{'a': 1}"
+
     def test_operations_match_the_generated_v2api(self):
         """Call each real V2Api method with a recording api_client; compare path and types."""
         import akeyless.api.v2_api as v2
