@@ -9,6 +9,7 @@ started, waited on, restarted and killed the same way, and scenarios such as
 from __future__ import annotations
 
 import contextlib
+import ctypes
 import os
 import signal
 import socket
@@ -19,6 +20,15 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 STOP_GRACE_S = 15.0
+PR_SET_PDEATHSIG = 1
+# Resolved once in the parent: the child between fork and exec only calls it.
+_prctl = ctypes.CDLL(None, use_errno=True).prctl
+
+
+def _die_with_parent() -> None:
+    """In the child before exec: SIGKILL it if the test runner dies, so a
+    killed CI job leaves no apiserver or etcd behind (Linux prctl)."""
+    _prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
 
 
 class ProcessExitedError(RuntimeError):
@@ -104,6 +114,7 @@ class ManagedProcess:
                 env=self.env,
                 cwd=self.cwd,
                 start_new_session=True,
+                preexec_fn=_die_with_parent,  # noqa: PLW1509  (one libc call, no locks)
             )
 
     @property
