@@ -1,0 +1,100 @@
+"""The real plugin process with the Akeyless backend: over the socket, as kube-apiserver sees it."""
+
+from __future__ import annotations
+
+import os
+import signal
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from akeyless_emulator import Emulator
+from tests.support import plugin as pm
+from tests.support import secrets_scan
+from tests.support.kmsclient import Client
+
+KEY = "/k8s-etcd-key"
+ANNOTATION = "version.kms-appliance.akeyless.io"
+
+
+@pytest.fixture
+def emu() -> Iterator[Emulator]:
+    with Emulator(tls=True) as e:
+        e.create_key(KEY)
+        yield e
+
+
+def start(emu: Emulator, workdir: Path, **extra_env: str) -> tuple[pm.Plugin, dict[str, str]]:
+    ident = emu.add_access_key()
+    env = {"AKEYLESS_URL": emu.url, "AKEYLESS_KEY_ENCRYPTION_KEY": KEY,
+           "AKEYLESS_ACCESS_ID": ident.access_id, "AKEYLESS_ACCESS_KEY": ident.access_key,
+           "KMS_APPLIANCE_AKEYLESS_CA_FILE": str(emu.ca_file),
+           "KMS_APPLIANCE_AKEYLESS_REFRESH_INTERVAL": "1s", **extra_env}
+    return pm.start(workdir, ["--backend", "akeyless"], env=env), env
+
+
+def test_round_trip_rotation_and_audit_item_version(emu: Emulator, tmp_path: Path) -> None:
+    p, env = start(emu, tmp_path / "a")
+    c = Client(p.socket)
+    try:
+        seed = os.urandom(32)
+        enc = c.encrypt(seed)
+        st = c.status()
+        assert (st.healthz, st.key_id) == ("ok", enc.key_id)
+        assert enc.annotations[ANNOTATION] == b"1"
+        assert c.decrypt(enc.ciphertext, enc.key_id, dict(enc.annotations)) == seed
+        assert c.decrypt(enc.ciphertext, enc.key_id, dict(enc.annotations)) == seed
+        assert c.v1_decrypt(c.v1_encrypt(seed)) == seed
+
+        emu.rotate_key(KEY)
+        deadline = time.monotonic() + 15
+        while c.status().key_id == enc.key_id and time.monotonic() < deadline:
+            time.sleep(0.1)
+        new = c.encrypt(os.urandom(32))
+        assert new.key_id == c.status().key_id != enc.key_id
+        assert new.annotations[ANNOTATION] == b"2"
+        assert c.decrypt(enc.ciphertext, enc.key_id, dict(enc.annotations)) == seed
+    finally:
+        c.close()
+        p.stop()
+    records = p.audit_records()
+    decrypts = [r for r in records if r["event"] == "decrypt" and r["api"] == "v2"]
+    assert [r["key_version"] for r in decrypts] == ["1", "1", "1"]
+    assert [r["cached"] for r in decrypts] == [False, True, True]
+    assert all(r["key_name"] == KEY and r["backend"] == "akeyless" for r in decrypts)
+    assert any(r["event"] == "key_rotation" and r["key_version"] == "2" for r in records)
+    secrets = [env["AKEYLESS_ACCESS_KEY"].encode(), seed]
+    assert secrets_scan.find(p.written(), secrets) == []
+
+
+def test_sigterm_lets_slow_calls_in_flight_finish(emu: Emulator, tmp_path: Path) -> None:
+    """Encrypts held 1.5 s by Akeyless are answered OK after SIGTERM; then exit 0, socket gone."""
+    p, _ = start(emu, tmp_path / "b")
+    emu.fault("encrypt", "latency", delay=1.5)
+    results: list[object] = []
+
+    def call() -> None:
+        c = Client(p.socket, timeout=10)
+        try:
+            results.append(len(c.encrypt(os.urandom(32)).ciphertext))
+        except Exception as exc:
+            results.append(exc)
+        finally:
+            c.close()
+
+    threads = [threading.Thread(target=call) for _ in range(4)]
+    for t in threads:
+        t.start()
+    deadline = time.monotonic() + 10
+    while emu.in_flight.get("encrypt", 0) < 4 and time.monotonic() < deadline:
+        time.sleep(0.02)
+    assert emu.in_flight.get("encrypt", 0) == 4, "all four calls must be in flight at SIGTERM"
+    p.proc.send_signal(signal.SIGTERM)
+    for t in threads:
+        t.join(15)
+    assert p.proc.wait(20) == 0
+    assert all(isinstance(r, int) and r > 0 for r in results), results
+    assert not p.socket.exists()
