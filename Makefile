@@ -39,7 +39,7 @@ integration: $(STAMP)
 # target in mk/*.mk and appends it to TEST_STAGES.
 TEST_STAGES := check pytest-core
 pytest-core: $(STAMP)
-	$(PY) -m pytest -q -m "not e2e and not binary and not packaging and not slow" tests
+	$(PY) -m pytest -q -m "not slow" tests/unit tests/integration tests/emulator
 
 -include mk/*.mk
 
