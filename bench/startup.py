@@ -13,6 +13,9 @@ baseline in the same run, since absolute figures drift on shared machines:
 - ``tree_rss_mb`` / ``tree_pss_mb``: the same summed over the whole process tree
   (staticx's bootloader, PyInstaller's bootloader and Python), PSS counting
   shared pages once;
+- ``tmpdir_mb``: bytes unpacked into TMPDIR while serving. On a tmpfs (the
+  recommended place) this is memory too, outside the process RSS: in a pod
+  with an ``emptyDir: {medium: Memory}`` /tmp it counts against the limit;
 - ``version_wall_s`` / ``version_cpu_s``: wall and CPU time (user+sys, whole tree)
   of ``version``, i.e. the bare unpack-and-start cost. CPU time barely moves
   when other jobs share the cores, so it is the figure to compare builds by
@@ -99,11 +102,14 @@ def one_run(cmd: list[str], env: dict[str, str], sock: Path) -> dict[str, float]
         accept = _wait_accept(sock, proc, t0)
         ready = _wait_ready(sock, t0)
         time.sleep(IDLE)
+        unpacked = sum(f.stat().st_size for f in Path(env["TMPDIR"]).rglob("*")
+                       if f.is_file() and not f.is_symlink())
         tree = [proc.pid, *sandbox.descendants(proc.pid)]
         serving = tree[-1]  # the innermost process is the Python server
         return {"accept_s": accept, "ready_s": ready, "rss_mb": _rss_kb(serving) / 1024,
                 "tree_rss_mb": sum(_rss_kb(p) for p in tree) / 1024,
-                "tree_pss_mb": sum(_pss_kb(p) for p in tree) / 1024, "processes": len(tree)}
+                "tree_pss_mb": sum(_pss_kb(p) for p in tree) / 1024, "processes": len(tree),
+                "tmpdir_mb": unpacked / 1048576}
     finally:
         sandbox.stop(proc)
 
@@ -155,7 +161,7 @@ def measure(label: str, base_cmd: list[str], backend: str, runs: int, tmp_root: 
                    str(work / "audit.log"), "--config", str(work / "none.toml"), *args]
             samples = [one_run(cmd, env, sock) for _ in range(runs)]
     out: dict[str, Any] = {"label": label, "backend": backend, "runs": runs}
-    for key in ("accept_s", "ready_s", "rss_mb", "tree_rss_mb", "tree_pss_mb"):
+    for key in ("accept_s", "ready_s", "rss_mb", "tree_rss_mb", "tree_pss_mb", "tmpdir_mb"):
         out[key] = _stats([s[key] for s in samples])
     out["processes"] = samples[0]["processes"]
     return out
@@ -192,7 +198,8 @@ def main() -> int:
             print(f"{backend:8} {label:40} accept {r['accept_s']['median']:.3f}s  "
                   f"ready {r['ready_s']['median']:.3f}s (min {r['ready_s']['min']:.3f})  "
                   f"rss {r['rss_mb']['median']:.1f} MB  tree rss {r['tree_rss_mb']['median']:.1f} MB"
-                  f"  tree pss {r['tree_pss_mb']['median']:.1f} MB", flush=True)
+                  f"  tree pss {r['tree_pss_mb']['median']:.1f} MB"
+                  f"  unpacked in TMPDIR {r['tmpdir_mb']['median']:.1f} MB", flush=True)
     if args.json:
         args.json.write_text(json.dumps(results, indent=1) + "\n")
     return 0

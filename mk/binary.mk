@@ -5,9 +5,10 @@
 #   make repro-check   rebuild the committed tree in a fresh clone, compare byte for byte
 #   make bench-startup start-to-ready and idle RSS of the binary, both backends
 #
-# Knobs: STATICX_COMPRESS=1 (smaller, slower start), KMS_AKEYLESS_MODELS=all.
+# Knobs: STATICX_COMPRESS=1 / KMS_PKG_COMPRESS=1 (smaller file, slower start),
+# KMS_AKEYLESS_MODELS=all (every SDK model). See docs/binary.md.
 
-export STATICX_COMPRESS KMS_AKEYLESS_MODELS
+export STATICX_COMPRESS KMS_PKG_COMPRESS KMS_AKEYLESS_MODELS
 
 .PHONY: binary test-binary repro-check bench-startup
 
