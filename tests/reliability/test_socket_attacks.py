@@ -219,17 +219,8 @@ class TestPeers:
     def test_foreign_uid_in_the_socket_group_is_refused_unless_allowed(
             self, tmp_path: Path, allowed: bool) -> None:
         uids = f"{os.geteuid()},65534" if allowed else str(os.geteuid())
-        with _traversable() as top, \
-                pm.running(top / "g", ["--socket-group", "daemon", "--allowed-uids", uids]) as p:
-            ledger.plugin(p)
-            verdict = _as_nobody(_PEER_PROBE, str(p.socket), groups="1")
-            c = Client(p.socket)
-            try:
-                assert c.status().healthz == "ok", "an allowed peer is still served"
-            finally:
-                c.close()
-            refusals = [r for r in p.audit_records() if r["event"] == "peer_refused"]
-            _, metrics = p.http("/metrics")
+        with _traversable() as top:
+            verdict, refusals, metrics = self._probe(top, uids)
         if allowed:
             assert verdict == "SERVED"
             assert refusals == []
@@ -239,6 +230,23 @@ class TestPeers:
             assert b'kms_appliance_peer_refusals_total{reason="uid_not_allowed"} 1.0' in metrics
             _refused("other uid in the socket group, not allowlisted",
                      "closed at accept (SO_PEERCRED), audited, counted")
+
+    @staticmethod
+    def _probe(top: Path, uids: str) -> tuple[str, list[dict[str, object]], bytes]:
+        p = pm.start(top / "g", ["--socket-group", "daemon", "--allowed-uids", uids])
+        try:
+            verdict = _as_nobody(_PEER_PROBE, str(p.socket), groups="1")
+            c = Client(p.socket)
+            try:
+                assert c.status().healthz == "ok", "an allowed peer is still served"
+            finally:
+                c.close()
+            refusals = [r for r in p.audit_records() if r["event"] == "peer_refused"]
+            _, metrics = p.http("/metrics")
+        finally:
+            p.stop()
+            ledger.text(p.written())  # the directory is removed with _traversable()
+        return verdict, refusals, metrics
 
 
 def _flood(path: Path, count: int) -> list[socket.socket]:

@@ -1,0 +1,284 @@
+"""The soak: mixed KMS calls over the real socket, with rotations and faults, for a long time.
+
+Three processes on loopback: the Akeyless emulator (``python -m
+akeyless_emulator``), the plugin (``serve --backend akeyless``, decrypt cache
+bounded at 2,048 DEKs, below the working set) and this driver. The driver makes ``calls`` mixed
+calls from several threads, the way kube-apiserver does (mostly Decrypt of a
+working set of stored DEKs, Status polls, some Encrypts, KMS v1 too), and
+along the way rotates the key in Akeyless, expires tokens, and injects
+one-shot faults (503, reset: retried inside the call budget; 429: surfaces as
+RESOURCE_EXHAUSTED, the only error allowed, at most once per injection).
+
+Every answer is checked (a Decrypt must return exactly what was sealed;
+Encrypt's key_id must follow rotations). RSS and descriptors of the plugin
+are sampled after warm-up (10 % of the calls) and at the end.
+
+    python -m tests.reliability.soak --calls 1000000     # what `make soak` runs
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import random
+import signal
+import ssl
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import urllib.request
+from collections import Counter
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import grpc
+
+from tests.reliability import akplugin, procinfo
+from tests.support import plugin as pm
+from tests.support.kmsclient import Client
+
+WORKING_SET = 2_000
+MIX = (("v2.Decrypt", 58), ("v2.Status", 15), ("v2.Encrypt", 6), ("v1.Decrypt", 12),
+       ("v1.Encrypt", 2), ("v1.Version", 7))
+CACHE_SIZE = 2_048  # below the working set: steady-state eviction from the first pass on
+
+
+class EmulatorProcess:
+    """``python -m akeyless_emulator`` and its HTTP control plane."""
+
+    def __init__(self, state_dir: Path) -> None:
+        self.access_key = os.urandom(24).hex()
+        cmd = [sys.executable, "-m", "akeyless_emulator", "--port", "0", "--tls", "--state-dir",
+               str(state_dir), "--create-key", akplugin.KEY, "--access-id", "p-soak0000001",
+               "--access-key", self.access_key]
+        self.proc = subprocess.Popen(cmd, cwd=pm.REPO, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL)
+        assert self.proc.stdout is not None
+        self.info = json.loads(self.proc.stdout.readline())
+        self._ctx = ssl.create_default_context(cafile=self.info["ca_file"])
+
+    def control(self, action: str, **body: Any) -> Any:
+        req = urllib.request.Request(f"{self.info['control_url']}/{action}", method="POST",
+                                     data=json.dumps(body).encode(),
+                                     headers={"Content-Type": "application/json"})
+        with urllib.request.urlopen(req, context=self._ctx, timeout=10) as resp:
+            return json.loads(resp.read() or b"{}")
+
+    def stop(self) -> None:
+        self.proc.send_signal(signal.SIGTERM)
+        try:
+            self.proc.wait(10)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait(5)
+
+
+@dataclass
+class Stats:
+    calls: Counter[str] = field(default_factory=Counter)
+    errors: Counter[str] = field(default_factory=Counter)
+    wrong: int = 0
+    allowed_429: int = 0
+    lock: threading.Lock = field(default_factory=threading.Lock)
+
+
+class Soak:
+    def __init__(self, calls: int, threads: int, workdir: Path) -> None:
+        self.total = calls
+        self.threads = threads
+        self.work = workdir
+        self.stats = Stats()
+        self.done = 0
+        self.lock = threading.Lock()
+        self.v2_set: list[tuple[bytes, bytes, str]] = []
+        self.v1_set: list[tuple[bytes, bytes]] = []
+        self.samples: dict[str, dict[str, int]] = {}
+        self.events: Counter[str] = Counter()
+        self.event_every = max(1_000, calls // 30)
+        self.key_ids: set[str] = set()
+
+    # -- setup -----------------------------------------------------------------------
+    def start(self) -> None:
+        self.emu = EmulatorProcess(self.work / "emu")
+        env = {"AKEYLESS_URL": self.emu.info["url"], "AKEYLESS_KEY_ENCRYPTION_KEY": akplugin.KEY,
+               "AKEYLESS_ACCESS_ID": "p-soak0000001", "AKEYLESS_ACCESS_KEY": self.emu.access_key,
+               "KMS_APPLIANCE_AKEYLESS_CA_FILE": self.emu.info["ca_file"],
+               "KMS_APPLIANCE_AKEYLESS_REFRESH_INTERVAL": "1s", "KMS_APPLIANCE_CACHE_SIZE": str(CACHE_SIZE),
+               "KMS_APPLIANCE_OBSERVABILITY_HEALTH_INTERVAL": "5s",
+               "AWS_EC2_METADATA_SERVICE_ENDPOINT": "http://127.0.0.1:9",
+               "AZURE_POD_IDENTITY_AUTHORITY_HOST": "http://127.0.0.1:9", "GCE_METADATA_HOST": "127.0.0.1:9"}
+        self.plugin = akplugin.start(self.work / "plugin", env, args=["--log-level", "info"])
+        self.client = Client(self.plugin.socket, timeout=10)
+        for _ in range(WORKING_SET):
+            seed = os.urandom(32)
+            enc = self.client.encrypt(seed)
+            self.v2_set.append((seed, bytes(enc.ciphertext), enc.key_id))
+        for _ in range(WORKING_SET // 4):
+            dek = os.urandom(32)
+            self.v1_set.append((dek, self.client.v1_encrypt(dek)))
+        for seed, ct, key_id in self.v2_set:  # fill the cache: warm-up starts at steady state
+            assert self.client.decrypt(ct, key_id) == seed
+
+    def stop(self) -> None:
+        self.client.close()
+        self.plugin.stop()
+        self.emu.stop()
+
+    # -- the calls ---------------------------------------------------------------------
+    def one(self, rng: random.Random, what: str) -> None:
+        c = self.client
+        if what == "v2.Decrypt":
+            seed, ct, key_id = rng.choice(self.v2_set)
+            ok = c.decrypt(ct, key_id) == seed
+        elif what == "v2.Status":
+            st = c.status()
+            ok = st.healthz == "ok" and st.version == "v2" and bool(st.key_id)
+        elif what == "v2.Encrypt":
+            seed = os.urandom(32)
+            enc = c.encrypt(seed)
+            ok = bool(enc.ciphertext) and enc.key_id.startswith("akeyless:")
+            self.key_ids.add(enc.key_id)
+            self.v2_set[rng.randrange(WORKING_SET)] = (seed, bytes(enc.ciphertext), enc.key_id)
+        elif what == "v1.Decrypt":
+            dek, cipher = rng.choice(self.v1_set)
+            ok = c.v1_decrypt(cipher) == dek
+        elif what == "v1.Encrypt":
+            dek = os.urandom(32)
+            cipher = c.v1_encrypt(dek)
+            self.v1_set[rng.randrange(len(self.v1_set))] = (dek, cipher)
+            ok = bool(cipher)
+        else:
+            ok = c.version().version == "v1beta1"
+        if not ok:
+            with self.stats.lock:
+                self.stats.wrong += 1
+
+    def worker(self, seed: int) -> None:
+        rng = random.Random(seed)
+        names = [n for n, _ in MIX]
+        weights = [w for _, w in MIX]
+        while True:
+            with self.lock:
+                if self.done >= self.total:
+                    return
+                self.done += 1
+                n = self.done
+            if n % self.event_every == 0:
+                self.event(n)
+            if n == self.total // 10:
+                self.sample("warm")
+            what = rng.choices(names, weights)[0]
+            try:
+                self.one(rng, what)
+                code = "OK"
+            except grpc.RpcError as exc:
+                code = exc.code().name
+            with self.stats.lock:
+                self.stats.calls[what] += 1
+                if code != "OK":
+                    self.stats.errors[f"{what} {code}"] += 1
+
+    def event(self, n: int) -> None:
+        """Rotations and faults along the way, in a fixed cycle."""
+        kind = ("rotate", "503", "429", "reset", "expire", "503-decrypt")[(n // self.event_every) % 6]
+        self.events[kind] += 1
+        if kind == "rotate":
+            self.emu.control("rotate-key", name=akplugin.KEY)
+        elif kind == "503":
+            self.emu.control("fault", endpoint="encrypt", status=503, times=1)
+        elif kind == "503-decrypt":
+            self.emu.control("fault", endpoint="decrypt", status=503, times=1)
+        elif kind == "429":
+            self.emu.control("fault", endpoint="encrypt", status=429, times=1)
+            with self.stats.lock:
+                self.stats.allowed_429 += 1
+        elif kind == "reset":
+            self.emu.control("fault", endpoint="decrypt", kind="reset", times=1)
+        else:
+            self.emu.control("expire-tokens")
+
+    def sample(self, name: str) -> None:
+        pid = self.plugin.proc.pid
+        self.samples[name] = {"rss_kib": procinfo.rss_kib(pid), "fds": procinfo.fds(pid),
+                              "threads": procinfo.threads(pid)}
+
+    def run(self) -> dict[str, Any]:
+        start = time.monotonic()
+        workers = [threading.Thread(target=self.worker, args=(i,)) for i in range(self.threads)]
+        for w in workers:
+            w.start()
+        for w in workers:
+            w.join()
+        elapsed = time.monotonic() - start
+        time.sleep(1.0)
+        self.sample("end")
+        warm, end = self.samples["warm"], self.samples["end"]
+        unexpected = {k: v for k, v in self.stats.errors.items()
+                      if not k.endswith("Encrypt RESOURCE_EXHAUSTED")}
+        throttled = sum(v for k, v in self.stats.errors.items() if k.endswith("RESOURCE_EXHAUSTED"))
+        return {
+            "calls": sum(self.stats.calls.values()), "seconds": round(elapsed, 1),
+            "calls_per_second": round(sum(self.stats.calls.values()) / elapsed),
+            "mix": dict(self.stats.calls), "events": dict(self.events),
+            "encrypt_key_ids_seen": len(self.key_ids), "wrong_answers": self.stats.wrong, "unexpected_errors": unexpected,
+            "throttled_429_surfaced": throttled, "429_injected": self.stats.allowed_429,
+            "rss_warm_kib": warm["rss_kib"], "rss_end_kib": end["rss_kib"],
+            "rss_growth_pct": round(100.0 * (end["rss_kib"] - warm["rss_kib"]) / warm["rss_kib"], 2),
+            "fds_warm": warm["fds"], "fds_end": end["fds"],
+            "threads_warm": warm["threads"], "threads_end": end["threads"],
+            "plugin_alive": self.plugin.proc.poll() is None,
+        }
+
+
+def verdict(r: dict[str, Any]) -> list[str]:
+    """What makes a soak fail (empty list: passed)."""
+    problems = []
+    if r["wrong_answers"]:
+        problems.append(f"{r['wrong_answers']} wrong answers")
+    if r["unexpected_errors"]:
+        problems.append(f"unexpected errors {r['unexpected_errors']}")
+    if r["throttled_429_surfaced"] > r["429_injected"]:
+        problems.append("more RESOURCE_EXHAUSTED than 429s injected")
+    if r["rss_growth_pct"] > 5.0:
+        problems.append(f"RSS grew {r['rss_growth_pct']}% after warm-up (limit 5%)")
+    if r["fds_end"] > r["fds_warm"] + 2:
+        problems.append(f"descriptors grew {r['fds_warm']} -> {r['fds_end']}")
+    if not r["plugin_alive"]:
+        problems.append("the plugin died")
+    return problems
+
+
+def run(calls: int, threads: int, workdir: Path, keep: list[Soak] | None = None) -> dict[str, Any]:
+    soak = Soak(calls, threads, workdir)
+    if keep is not None:
+        keep.append(soak)
+    soak.start()
+    try:
+        return soak.run()
+    finally:
+        soak.stop()
+
+
+def main() -> int:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--calls", type=int, default=1_000_000)
+    p.add_argument("--threads", type=int, default=6)
+    p.add_argument("--json", type=Path, help="also write the figures here")
+    args = p.parse_args()
+    with tempfile.TemporaryDirectory(prefix="kms-soak-") as tmp:
+        result = run(args.calls, args.threads, Path(tmp))
+    text = json.dumps(result, indent=2, sort_keys=True)
+    print(text)
+    if args.json:
+        args.json.write_text(text + "\n")
+    problems = verdict(result)
+    for problem in problems:
+        print(f"SOAK FAILED: {problem}", file=sys.stderr)
+    return 1 if problems else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,222 @@
+"""kill -9 at random points under load: nothing on disk is ever torn, restarts recover.
+
+Covers the keyring (rotated by the CLI while the plugin reloads it, both
+killed at random), the audit file, the stale socket, the Universal Identity
+token file (rotated every 50 ms by the real backend, killed at random), and
+every ciphertext handed out before a crash still decrypting after it.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+import signal
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import grpc
+import pytest
+
+from akeyless_emulator import Emulator
+from kms_appliance.backends import keyring
+from tests.reliability import akplugin, figures, ledger
+from tests.support import plugin as pm
+from tests.support.kmsclient import Client
+
+ROUNDS = int(os.environ.get("KMS_APPLIANCE_CRASH_ROUNDS", "6"))
+RELOAD = {"KMS_APPLIANCE_LOCAL_RELOAD_INTERVAL": "100ms"}
+
+
+def _load(sock: Path, stop: threading.Event, sealed: list[tuple[str, bytes, bytes, str]],
+          wrong: list[str]) -> None:
+    c = Client(sock, timeout=3)
+    try:
+        while not stop.is_set():
+            seed = os.urandom(32)
+            ledger.secret(seed)
+            try:
+                enc = c.encrypt(seed)
+                sealed.append(("v2", seed, bytes(enc.ciphertext), enc.key_id))
+                if c.decrypt(enc.ciphertext, enc.key_id) != seed:
+                    wrong.append("v2")
+                cipher = c.v1_encrypt(seed)
+                sealed.append(("v1", seed, cipher, ""))
+                if c.v1_decrypt(cipher) != seed:
+                    wrong.append("v1")
+            except grpc.RpcError:
+                time.sleep(0.01)  # the plugin was killed under us
+    finally:
+        c.close()
+
+
+def _rotator(ring: Path, stop: threading.Event, rng: random.Random, killed: list[int]) -> None:
+    while not stop.is_set():
+        proc = subprocess.Popen([sys.executable, "-m", "kms_appliance", "keyring", "rotate", str(ring)],
+                                cwd=pm.REPO, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        time.sleep(rng.uniform(0.0, 0.4))
+        if proc.poll() is None:
+            proc.kill()
+            killed.append(1)
+        proc.wait(10)
+
+
+def _audit_intact(path: Path) -> int:
+    lines = path.read_bytes().split(b"\n")
+    assert lines[-1] == b"", "the audit file ends mid-record"
+    for line in lines[:-1]:
+        json.loads(line)
+    return len(lines) - 1
+
+
+def test_kill_9_under_load_with_rotations(tmp_path: Path) -> None:
+    rng = random.Random(int(os.environ.get("KMS_APPLIANCE_FUZZ_SEED", "7")))
+    work = tmp_path / "crash"
+    ring = work / "keyring.json"
+    work.mkdir(mode=0o700)
+    pm.keyring_init(ring)
+    sealed: list[tuple[str, bytes, bytes, str]] = []
+    wrong: list[str] = []
+    rotations_killed: list[int] = []
+    restarts_recovered_stale = 0
+    for _ in range(ROUNDS):
+        p = ledger.plugin(pm.start(work, env=RELOAD, keyring=ring))
+        stop = threading.Event()
+        threads = [threading.Thread(target=_load, args=(p.socket, stop, sealed, wrong)) for _ in range(3)]
+        threads.append(threading.Thread(target=_rotator, args=(ring, stop, rng, rotations_killed)))
+        for t in threads:
+            t.start()
+        time.sleep(rng.uniform(0.5, 2.0))
+        p.stop(signal.SIGKILL)
+        stop.set()
+        for t in threads:
+            t.join(30)
+        if p.socket.exists():
+            restarts_recovered_stale += 1
+        keyring.load(ring)  # parses and validates: never torn
+        _audit_intact(p.audit)
+    ledger.secrets(e.material for e in keyring.load(ring).entries)
+    # the last restart: the stale socket is recovered and everything ever handed out decrypts
+    with pm.running(work, env=RELOAD, keyring=ring) as p:
+        ledger.plugin(p)
+        c = Client(p.socket, timeout=5)
+        try:
+            for api, seed, ct, key_id in sealed:
+                got = c.decrypt(ct, key_id) if api == "v2" else c.v1_decrypt(ct)
+                assert got == seed, "a ciphertext handed out before a crash no longer decrypts"
+        finally:
+            c.close()
+    records = _audit_intact(work / "audit.log")
+    leftovers = [x.name for x in work.iterdir() if x.name.endswith(".tmp")]
+    figures.put("crash safety", "local keyring",
+                f"{ROUNDS} kill -9 of the plugin under load, {len(rotations_killed)} kill -9 of "
+                f"`keyring rotate`, {len(keyring.load(ring).entries)} key versions, "
+                f"{len(sealed)} ciphertexts re-decrypted after restart, {records} audit records intact, "
+                f"stale socket recovered {restarts_recovered_stale}x, temp files left {len(leftovers)}")
+    assert not wrong
+    assert sealed
+    assert restarts_recovered_stale >= 1
+
+
+def test_kill_9_during_uid_token_rotation(emu: Emulator, tmp_path: Path) -> None:
+    rng = random.Random(11)
+    first = emu.add_universal_identity()
+    access_id = emu.core.tokens.tokens[first].access_id
+    token_file = tmp_path / "uid-token"
+    env = {**os.environ, **akplugin.ak_env(emu), "AKEYLESS_ACCESS_ID": access_id,
+           "AKEYLESS_UID_INIT_TOKEN": first, "KMS_APPLIANCE_AKEYLESS_UID_TOKEN_FILE": str(token_file)}
+    env.pop("AKEYLESS_ACCESS_KEY")
+    dead_after_crash = 0
+    kills = 0
+    for _ in range(ROUNDS):
+        proc = subprocess.Popen([sys.executable, "-m", "tests.reliability.uid_rotator"], cwd=pm.REPO,
+                                env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+        assert proc.stdout is not None
+        line = proc.stdout.readline()
+        if line.strip() != b"READY":
+            proc.kill()
+            proc.wait(5)
+            err = proc.stderr.read() if proc.stderr else b""
+            ledger.text(err)
+            pytest.fail(f"restart from the saved token failed: {err[-400:]!r}")
+        time.sleep(rng.uniform(0.2, 1.0))
+        proc.send_signal(signal.SIGKILL)
+        proc.wait(10)
+        kills += 1
+        ledger.text(proc.stderr.read() if proc.stderr else b"")
+        saved = token_file.read_text()
+        assert saved.endswith("\n") and saved.count("\n") == 1, "torn token file"
+        token = saved.strip()
+        assert token in emu.core.tokens.tokens, "the file holds something the emulator never issued"
+        assert token_file.stat().st_mode & 0o777 == 0o600
+        live = emu.core.tokens.tokens[token]
+        if getattr(live, "revoked", False):
+            dead_after_crash += 1
+            # the window between Akeyless rotating and the file being replaced was hit:
+            # start the next round from a fresh token, as an operator would
+            fresh = emu.add_universal_identity(access_id=None)
+            env["AKEYLESS_ACCESS_ID"] = emu.core.tokens.tokens[fresh].access_id
+            env["AKEYLESS_UID_INIT_TOKEN"] = fresh
+            token_file.unlink()
+    akplugin.record_emulator_secrets(emu)
+    rotations = emu.calls["uid-rotate-token"]
+    figures.put("crash safety", "UID token file",
+                f"{kills} kill -9 during {rotations} rotations: file never torn, always an issued token, "
+                f"0600; restart from a dead token (rotated but not yet saved) {dead_after_crash}x")
+    assert rotations >= kills
+
+
+class TestKeyringTroubleAtRuntime:
+    """A keyring that vanishes or breaks during a reload keeps the old key; the plugin keeps serving."""
+
+    @pytest.mark.xfail(strict=True, reason=(
+        "DEFECT (core, backends/local.LocalBackend.refresh + app.App._refresh): a keyring that is "
+        "briefly missing (FileNotFoundError) or unreadable escapes the reload as a non-KmsError and "
+        "stops the plugin. Fix in the issue-7 report."))
+    def test_keyring_briefly_missing(self, tmp_path: Path) -> None:
+        work = tmp_path / "gone"
+        work.mkdir(mode=0o700)
+        ring = work / "keyring.json"
+        pm.keyring_init(ring)
+        with pm.running(work, env=RELOAD, keyring=ring) as p:
+            ledger.plugin(p)
+            ring.rename(work / "keyring.moved")
+            time.sleep(1.0)
+            (work / "keyring.moved").rename(ring)
+            time.sleep(0.5)
+            assert p.proc.poll() is None, "the plugin exited because its keyring was missing for 1 s"
+            c = Client(p.socket, timeout=3)
+            try:
+                assert c.status().healthz == "ok"
+            finally:
+                c.close()
+
+    def test_keyring_replaced_by_garbage_keeps_the_old_key(self, tmp_path: Path) -> None:
+        work = tmp_path / "bad"
+        work.mkdir(mode=0o700)
+        ring = work / "keyring.json"
+        pm.keyring_init(ring)
+        ledger.secrets(e.material for e in keyring.load(ring).entries)
+        with pm.running(work, env=RELOAD, keyring=ring) as p:
+            ledger.plugin(p)
+            c = Client(p.socket, timeout=3)
+            try:
+                seed = os.urandom(32)
+                enc = c.encrypt(seed)
+                good = ring.read_bytes()
+                tmp = work / "x.tmp"
+                tmp.write_bytes(b'{"format": "kms-appliance-keyring/1", "keys": [')
+                tmp.chmod(0o600)
+                tmp.replace(ring)
+                time.sleep(0.6)
+                assert p.proc.poll() is None
+                assert c.decrypt(enc.ciphertext, enc.key_id) == seed
+                assert c.status().key_id == enc.key_id
+                tmp.write_bytes(good)
+                tmp.chmod(0o600)
+                tmp.replace(ring)
+            finally:
+                c.close()

@@ -1,0 +1,93 @@
+"""The suite-wide secret check: runs last, scans everything any reliability/fuzz test made the plugin write.
+
+Sources: every plugin process the suites started (stdout, stderr, audit
+file, /metrics and health bodies), every gRPC error detail they returned,
+and any core file left in their work directories. Secrets: every access
+key, auth token, UID token, KEK byte string, DEK and seed the tests used
+(tests/reliability/ledger.py), in raw, hex and base64 forms. The Akeyless
+plugins ran at --log-level debug, the most verbose an operator can set.
+This module also runs a busy scenario of its own, so it proves something
+when run alone.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import grpc
+import pytest
+
+from akeyless_emulator import Emulator
+from tests.reliability import akplugin, figures, hygiene, ledger
+from tests.support.kmsclient import Client
+
+
+def _busy_akeyless_run(emu: Emulator, tmp_path: Path) -> None:
+    """Auth, wraps, unwraps, token expiry, every fault class, with the plugin at debug level."""
+    p = akplugin.start(tmp_path / "verbose", akplugin.ak_env(emu, KMS_APPLIANCE_SERVER_CALL_TIMEOUT="1s",
+                                                             KMS_APPLIANCE_CACHE_ENABLED="false"))
+    c = Client(p.socket, timeout=5)
+    try:
+        faults = [{"status": s} for s in (400, 401, 403, 404, 429, 500, 503)] + \
+                 [{"kind": k} for k in ("reset", "malformed", "wrong_length")]
+        for fault in [None, *faults]:
+            if fault:
+                for endpoint in ("encrypt", "decrypt", "auth"):
+                    emu.fault(endpoint, **fault)
+            seed = os.urandom(32)
+            ledger.secret(seed)
+            try:
+                enc = c.encrypt(seed)
+                c.decrypt(enc.ciphertext, enc.key_id)
+                c.v1_decrypt(c.v1_encrypt(seed))
+            except grpc.RpcError as exc:
+                ledger.text(exc.details() or "")
+            emu.clear_faults()
+            emu.expire_tokens()
+        p.http("/metrics")
+        p.http("/readyz")
+    finally:
+        c.close()
+        p.stop()
+
+
+def test_nothing_secret_in_anything_written(emu: Emulator, tmp_path: Path) -> None:
+    _busy_akeyless_run(emu, tmp_path)
+    akplugin.record_emulator_secrets(emu)
+    secrets = sorted(ledger.SECRETS)
+    anchors = hygiene.index(secrets)
+    scanned, hits, cores = 0, [], 0
+    for p in ledger.PLUGINS:
+        data = p.written()
+        scanned += len(data)
+        for i in hygiene.scan(data, anchors):
+            hits.append(f"{p.workdir.name}: secret #{i} ({len(secrets[i])} bytes)")
+    for directory in ledger.DIRS:
+        for core in Path(directory).glob("core*"):
+            cores += 1
+            data = core.read_bytes()
+            scanned += len(data)
+            hits += [f"{core}: secret #{i}" for i in hygiene.scan(data, anchors)]
+    texts = b"\n".join(ledger.TEXTS)
+    scanned += len(texts)
+    hits += [f"gRPC error detail: secret #{i}" for i in hygiene.scan(texts, anchors)]
+    figures.put("secret hygiene", "plugin processes scanned", len(ledger.PLUGINS))
+    figures.put("secret hygiene", "bytes scanned", scanned)
+    figures.put("secret hygiene", "gRPC error details scanned", len(ledger.TEXTS))
+    figures.put("secret hygiene", "secrets (raw/hex/base64 forms each)", len(secrets))
+    figures.put("secret hygiene", "core files found", cores)
+    figures.put("secret hygiene", "secrets found", len(hits))
+    assert len(ledger.PLUGINS) >= 1 and len(secrets) >= 10 and scanned > 10_000
+    assert hits == [], hits[:20]
+
+
+@pytest.mark.parametrize("form", ["raw", "hex", "base64-offset"])
+def test_the_scan_finds_a_planted_secret(form: str) -> None:
+    """The scan is only worth its zero if it can see a secret: plant one in each form."""
+    import base64
+    secret = os.urandom(32)
+    planted = {"raw": secret, "hex": secret.hex().encode(),
+               "base64-offset": base64.b64encode(b"xy" + secret + b"z")}[form]
+    hay = os.urandom(5000) + planted + os.urandom(5000)
+    assert hygiene.scan(hay, hygiene.index([os.urandom(32), secret])) == {1}

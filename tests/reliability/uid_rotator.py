@@ -1,0 +1,35 @@
+"""Child process for the crash-safety test: the Akeyless backend rotating its UID token fast.
+
+Run as ``python -m tests.reliability.uid_rotator`` with the plugin's
+environment. It builds the real backend exactly as ``serve`` does, but with a
+50 ms rotation interval (the setting's floor is 10 s, so the test sets it on
+the parsed config), prints READY once it is up, and keeps wrapping and
+unwrapping until it is killed.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import sys
+import time
+
+from kms_appliance import config
+from kms_appliance.backends import akeyless
+from kms_appliance.metrics import Metrics
+
+
+def main() -> int:
+    cfg = config.load(env=dict(os.environ), config_file=None)
+    cfg = dataclasses.replace(cfg, akeyless=dataclasses.replace(cfg.akeyless, uid_rotate_interval=0.05))
+    backend = akeyless.create(cfg, Metrics())
+    print("READY", flush=True)
+    while True:
+        seed = os.urandom(32)
+        w = backend.wrap(seed)
+        assert backend.unwrap(w.ciphertext, w.key_id, w.annotations).plaintext == seed
+        time.sleep(0.005)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
