@@ -65,7 +65,7 @@ class Mutator:
                 data = data[: r.randrange(n + 1)] + other[cut:]
         elif op == 7 and n >= 2:
             at = r.randrange(n - 1)
-            data[at : at + 2] = struct.pack(">H", r.choice((0, 1, 0x7FFF, 0xFFFF, n, n + 1)))
+            data[at : at + 2] = struct.pack(">H", r.choice((0, 1, 0x7FFF, 0xFFFF, n, n + 1)) & 0xFFFF)
         else:
             data[r.randrange(n)] = r.randrange(256)
         return data

@@ -1,0 +1,32 @@
+# Reliability and security suites (issue 7, docs/security.md). Included by the top-level Makefile.
+#
+#   make test-reliability   the CI stage: fuzzing (100,000 inputs per target), fault matrix,
+#                           socket attacks, overload, crash safety, 100,000-call soak and the
+#                           suite-wide secret scan; ~10 minutes on 2 cores
+#   make fuzz-nightly       1,000,000 inputs per target, 5,000 hypothesis examples, 20,000 per
+#                           method over the socket
+#   make soak               the full 1,000,000-call soak; prints its figures as JSON
+#
+# The suites deselect themselves from `pytest tests` (stage pytest-core) so they run once, here;
+# KMS_APPLIANCE_RELIABILITY=1 (or naming their directory) selects them. Figures are printed at
+# the end of the run; RELIABILITY_FIGURES=path also writes them as JSON.
+
+RELIABILITY_PYTEST_ARGS ?=
+RELIABILITY_FIGURES ?=
+SOAK_CALLS ?= 1000000
+
+.PHONY: test-reliability fuzz-nightly soak
+TEST_STAGES += test-reliability
+
+test-reliability: $(STAMP)
+	KMS_APPLIANCE_RELIABILITY=1 KMS_APPLIANCE_FIGURES=$(RELIABILITY_FIGURES) \
+	$(PY) -m pytest -q -rxX -p no:cacheprovider tests/fuzz tests/reliability $(RELIABILITY_PYTEST_ARGS)
+
+fuzz-nightly: $(STAMP)
+	KMS_APPLIANCE_RELIABILITY=1 KMS_APPLIANCE_FUZZ_EXAMPLES=1000000 \
+	KMS_APPLIANCE_HYPOTHESIS_EXAMPLES=5000 KMS_APPLIANCE_SOCKET_FUZZ=20000 \
+	KMS_APPLIANCE_FIGURES=$(RELIABILITY_FIGURES) \
+	$(PY) -m pytest -q -rxX -p no:cacheprovider tests/fuzz $(RELIABILITY_PYTEST_ARGS)
+
+soak: $(STAMP)
+	$(PY) -m tests.reliability.soak --calls $(SOAK_CALLS) $(if $(RELIABILITY_FIGURES),--json $(RELIABILITY_FIGURES))
