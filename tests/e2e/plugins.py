@@ -79,6 +79,7 @@ class KmsPlugin:
     rotate_key: Callable[[], None]
     http_port: int | None = None  # the plugin's own health/metrics listener, if any
     api_versions: tuple[str, ...] = ("v2",)  # KMS APIs served on the socket
+    backend: ManagedProcess | None = None  # a remote KMS stand-in: stop it for an outage
 
     def start(self) -> float:
         """Start and wait until Status answers ``ok``; return seconds waited."""
@@ -115,7 +116,7 @@ class KmsPlugin:
 Launcher = Callable[[Path, str, ProcessRegistry], KmsPlugin]
 
 
-def _socket_path(name: str) -> Path:
+def socket_path_for(name: str) -> Path:
     """Short socket path: sun_path is limited to 107 bytes, pytest tmp paths are long.
     ``KmsPlugin.cleanup`` removes the directory."""
     return Path(tempfile.mkdtemp(prefix=f"e2e-kms-{name}-")) / "kms.sock"
@@ -132,7 +133,7 @@ def fake_launcher(workdir: Path, name: str, registry: ProcessRegistry) -> KmsPlu
     """The throwaway Python plugin in this directory."""
     keyring = workdir / f"{name}-fake-keyring.json"
     _fake_keyring(keyring, ["fake-key-1"])
-    socket_path = _socket_path(name)
+    socket_path = socket_path_for(name)
 
     def rotate() -> None:
         doc = json.loads(keyring.read_text())
@@ -187,7 +188,7 @@ def appliance_launcher(workdir: Path, name: str, registry: ProcessRegistry) -> K
         )
 
     keyring("init")
-    socket_path = _socket_path(name)
+    socket_path = socket_path_for(name)
     http_port = free_port()
     argv = [
         *cmd, "serve",
@@ -210,7 +211,18 @@ def appliance_launcher(workdir: Path, name: str, registry: ProcessRegistry) -> K
     )
 
 
-LAUNCHERS: dict[str, Launcher] = {"fake": fake_launcher, "appliance": appliance_launcher}
+def akeyless_launcher(workdir: Path, name: str, registry: ProcessRegistry) -> KmsPlugin:
+    """The appliance on its Akeyless backend against the emulator (see akeyless_plugin)."""
+    from .akeyless_plugin import akeyless_launcher as launch  # lazy: import cycle
+
+    return launch(workdir, name, registry)
+
+
+LAUNCHERS: dict[str, Launcher] = {
+    "fake": fake_launcher,
+    "appliance": appliance_launcher,
+    "akeyless": akeyless_launcher,
+}
 
 
 DEFAULT_PLUGINS = "appliance"
