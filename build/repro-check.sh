@@ -4,7 +4,7 @@
 #
 # Cheap path (CI): if dist/kms-appliance was built from this very commit with
 # a clean tree (its stamp says so), one more build in the clone is compared to
-# it; otherwise the clone is built twice. On a difference, build/repro_diff.py
+# it; otherwise two clones (at different paths) are built. On a difference, build/repro_diff.py
 # names the archive members that differ and the target fails.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -15,12 +15,12 @@ commit=$(git rev-parse --short=12 HEAD)
 
 rm -rf "$R"
 mkdir -p "$R"
-git clone -q --no-hardlinks "$REPO" "$R/src"
-git -C "$R/src" checkout -q --detach "$(git rev-parse HEAD)"
 
-build_in_clone() {  # $1 = output dir
-  (cd "$R/src" && FREEZE_VENV=$VENV DIST=$1 WORK=$R/work build/build.sh >"$1.log" 2>&1) \
-    || { tail -20 "$1.log"; echo "repro: build failed (log $1.log)" >&2; exit 1; }
+build_in_clone() {  # $1 = clone dir (each build gets its own path), $2 = output dir
+  git clone -q --no-hardlinks "$REPO" "$1"
+  git -C "$1" checkout -q --detach "$(git rev-parse HEAD)"
+  (cd "$1" && FREEZE_VENV=$VENV DIST=$2 WORK=$1/build/work build/build.sh >"$2.log" 2>&1) \
+    || { tail -20 "$2.log"; echo "repro: build failed (log $2.log)" >&2; exit 1; }
 }
 
 reference=""
@@ -34,10 +34,10 @@ if [[ -x dist/kms-appliance ]]; then
 fi
 if [[ -z $reference ]]; then
   echo "repro: dist/ is not a clean build of $commit; building the clone twice"
-  build_in_clone "$R/out1"
+  build_in_clone "$R/src-a" "$R/out1"
   reference=$R/out1/kms-appliance
 fi
-build_in_clone "$R/out2"
+build_in_clone "$R/src-bb" "$R/out2"  # another path: the output must not depend on it
 "$VENV/bin/python" build/repro_diff.py "$reference" "$R/out2/kms-appliance"
 sha256sum "$reference" "$R/out2/kms-appliance"
 rm -rf "$R"
