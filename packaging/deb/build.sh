@@ -51,5 +51,5 @@ mkdir -p "$OUTDIR"
 out=$OUTDIR/kms-appliance_${VERSION}_amd64.deb
 # The payload is already compressed (PyInstaller archive): xz takes ~20 s to
 # save 2%, gzip ~1 s.
-dpkg-deb --root-owner-group -Zgzip -z9 --build "$R" "$out" >/dev/null
+dpkg-deb --root-owner-group -Zgzip -z6 --build "$R" "$out" >/dev/null
 echo "$out"

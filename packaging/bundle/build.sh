@@ -1,0 +1,31 @@
+#!/usr/bin/env bash
+# One tarball for an air-gapped site: binary, .deb, .rpm, OCI image archive,
+# SBOM, deployment files, an install guide and SHA256SUMS over all of it.
+#
+#   packaging/bundle/build.sh [DIST]     (make bundle builds what it packs first)
+set -euo pipefail
+cd "$(dirname "$0")/../.."
+DIST=${1:-dist}
+VERSION=$(sed -n 's/^__version__ = "\(.*\)"$/\1/p' kms_appliance/version.py)
+export SOURCE_DATE_EPOCH=${SOURCE_DATE_EPOCH:-$(git log -1 --format=%ct 2>/dev/null || echo 0)}
+NAME=kms-appliance-bundle-$VERSION
+files=(kms-appliance kms-appliance.cdx.json "kms-appliance_${VERSION}_amd64.deb"
+       "kms-appliance-${VERSION}-1.x86_64.rpm" "kms-appliance_${VERSION}_oci.tar")
+for f in "${files[@]}"; do
+  [[ -f $DIST/$f ]] || { echo "bundle: $DIST/$f missing (make deb rpm image)" >&2; exit 1; }
+done
+
+STAGE=$(mktemp -d "${TMPDIR:-/tmp}/kms-bundle.XXXXXX")
+trap 'rm -rf "$STAGE"' EXIT
+B=$STAGE/$NAME
+mkdir -p "$B/deploy"
+for f in "${files[@]}"; do cp "$DIST/$f" "$B/"; done
+cp -r deploy/kubeadm deploy/prometheus deploy/grafana "$B/deploy/"
+sed "s/@VERSION@/$VERSION/g" packaging/bundle/INSTALL.md >"$B/INSTALL.md"
+cp docs/deployment.md "$B/deployment.md"
+(cd "$B" && find . -type f ! -name SHA256SUMS -printf '%P\n' | LC_ALL=C sort | xargs sha256sum >SHA256SUMS)
+find "$B" -exec touch -h -d "@$SOURCE_DATE_EPOCH" {} +
+out=$DIST/$NAME.tar.gz
+tar -C "$STAGE" --sort=name --owner=0 --group=0 --numeric-owner --mtime="@$SOURCE_DATE_EPOCH" \
+  -cf - "$NAME" | gzip -n >"$out"
+echo "$out"

@@ -1,0 +1,39 @@
+"""Packaging tests: every test here carries the ``packaging`` marker and needs
+root (dpkg/rpm into a bootstrapped root, systemd-nspawn, podman). They use the
+artefacts `make deb rpm image bundle` wrote into dist/ (`make test-packaging`
+builds them first), and print how long each step took."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+from . import support
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _needs_root() -> None:
+    if os.geteuid() != 0:
+        pytest.fail("the packaging tests need root (dpkg/rpm roots, systemd-nspawn, podman)")
+
+
+@pytest.fixture(scope="session")
+def upgrade_deb(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The same package rebuilt with a higher version, for upgrade tests."""
+    out = tmp_path_factory.mktemp("upgrade")
+    binary = support.artefact("kms-appliance")
+    with support.step("build upgrade .deb"):
+        proc = support.run([support.REPO / "packaging/deb/build.sh", binary, out],
+                           env={**os.environ, "DEB_VERSION": f"{support.VERSION}+up1"})
+    return Path(proc.stdout.strip().splitlines()[-1])
+
+
+def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
+    if not support.STEPS:
+        return
+    terminalreporter.section("packaging step durations")
+    for name, seconds in support.STEPS:
+        terminalreporter.write_line(f"{seconds:7.1f}s  {name}")
+    terminalreporter.write_line(f"{sum(s for _, s in support.STEPS):7.1f}s  total of timed steps")

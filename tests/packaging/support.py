@@ -1,0 +1,177 @@
+"""Shared machinery of the packaging tests: artefacts, a bookworm root, nspawn.
+
+Everything runs on this machine with no registry: the bookworm root comes
+from Debian's apt mirror through mmdebstrap (cached under
+.cache/packaging/, keyed by package list and ISO week, so CI on a fresh
+machine builds it from nothing and a developer's re-run is fast).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import tarfile
+import time
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[2]
+DIST = Path(os.environ.get("PACKAGING_DIST", REPO / "dist"))
+CACHE = REPO / ".cache" / "packaging"
+MIRROR = os.environ.get("PACKAGING_MIRROR", "http://deb.debian.org/debian")
+# adduser and procps are the .deb's dependencies; systemd and dbus to boot it.
+ROOT_PACKAGES = ("systemd", "systemd-sysv", "dbus", "adduser", "procps")
+VERSION = next(line.split('"')[1] for line in (REPO / "kms_appliance/version.py").read_text().splitlines()
+               if line.startswith("__version__"))
+
+STEPS: list[tuple[str, float]] = []
+
+
+@contextlib.contextmanager
+def step(name: str) -> Iterator[None]:
+    """Time a step; the durations are printed at the end of the session."""
+    start = time.monotonic()
+    try:
+        yield
+    finally:
+        STEPS.append((name, time.monotonic() - start))
+
+
+def run(cmd: Sequence[str | os.PathLike[str]], timeout: float = 300, check: bool = True,
+        **kw: object) -> subprocess.CompletedProcess[str]:
+    """Run a command, keep its output, and fail with that output if asked to."""
+    proc = subprocess.run([os.fspath(c) for c in cmd], capture_output=True, text=True, timeout=timeout,
+                          check=False, **kw)  # type: ignore[call-overload]
+    if check and proc.returncode != 0:
+        raise AssertionError(f"{' '.join(map(str, cmd))} -> {proc.returncode}\n"
+                             f"stdout:\n{proc.stdout[-4000:]}\nstderr:\n{proc.stderr[-4000:]}")
+    return proc
+
+
+def artefact(name: str) -> Path:
+    path = DIST / name
+    assert path.exists(), f"{path} missing: run `make deb rpm image` (or `make test-packaging`)"
+    return path
+
+
+def deb_path() -> Path:
+    return artefact(f"kms-appliance_{VERSION}_amd64.deb")
+
+
+def rpm_path() -> Path:
+    return artefact(f"kms-appliance-{VERSION}-1.x86_64.rpm")
+
+
+def image_path() -> Path:
+    return artefact(f"kms-appliance_{VERSION}_oci.tar")
+
+
+def root_tarball() -> Path:
+    """The bootstrapped bookworm root as a tarball, built once per week and package list."""
+    key = hashlib.sha256(" ".join((MIRROR, *ROOT_PACKAGES)).encode()).hexdigest()[:12]
+    week = time.strftime("%G-W%V", time.gmtime())
+    path = CACHE / f"bookworm-{key}-{week}.tar"
+    if path.exists():
+        return path
+    CACHE.mkdir(parents=True, exist_ok=True)
+    for old in CACHE.glob(f"bookworm-{key}-*.tar"):
+        old.unlink()
+    partial = path.with_suffix(".partial")
+    with step("mmdebstrap bookworm root (cache miss)"):
+        run(["mmdebstrap", "--quiet", "--variant=apt", f"--include={','.join(ROOT_PACKAGES)}",
+             "--format=tar", "bookworm", partial, MIRROR], timeout=900)
+    partial.rename(path)
+    return path
+
+
+def fresh_root(dest: Path) -> Path:
+    """Unpack the cached root into ``dest`` (a new, private copy per test)."""
+    tarball = root_tarball()
+    with step(f"unpack root for {dest.name}"):
+        dest.mkdir(parents=True)
+        with tarfile.open(tarball) as tar:
+            # Our own tarball from mmdebstrap: device nodes and owners included on purpose.
+            tar.extractall(dest, numeric_owner=True, filter="fully_trusted")
+    return dest
+
+
+def nspawn(root: Path, *cmd: str, check: bool = True, timeout: float = 120,
+           binds: Sequence[str] = ()) -> subprocess.CompletedProcess[str]:
+    """Run one command in ``root`` with /proc, /dev and /run set up (no boot)."""
+    args = ["systemd-nspawn", "--quiet", "-D", str(root), "--register=no", "--keep-unit", "--pipe",
+            *(f"--bind-ro={b}" for b in binds), "--", *cmd]
+    return run(args, check=check, timeout=timeout, stdin=subprocess.DEVNULL)
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+class BootedRoot:
+    """``systemd-nspawn --boot`` of a root, in the host's network namespace.
+
+    The host reaches the container's files (and UNIX sockets) through
+    /proc/<leader>/root and runs commands inside with nsenter: no machined is
+    needed (PID 1 of a CI machine is not systemd).
+    """
+
+    def __init__(self, root: Path, log: Path) -> None:
+        self.root = root
+        self.log = log
+        self._out = log.open("wb")
+        self.proc = subprocess.Popen(
+            ["systemd-nspawn", "--quiet", "--boot", "-D", str(root), "--register=no", "--keep-unit",
+             "--console=pipe"], stdin=subprocess.DEVNULL, stdout=self._out, stderr=subprocess.STDOUT,
+            start_new_session=True)
+        self.leader = self._find_leader()
+
+    def _find_leader(self, timeout: float = 30) -> int:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise AssertionError(f"nspawn exited {self.proc.returncode}: {self.log.read_text()[-3000:]}")
+            children = Path(f"/proc/{self.proc.pid}/task/{self.proc.pid}/children")
+            with contextlib.suppress(OSError):
+                for pid in children.read_text().split():
+                    if Path(f"/proc/{pid}/comm").read_text().strip() == "systemd":
+                        return int(pid)
+            time.sleep(0.1)
+        raise AssertionError("container init did not start")
+
+    def path(self, inside: str) -> Path:
+        return Path(f"/proc/{self.leader}/root{inside}")
+
+    def exec(self, *cmd: str, check: bool = True, timeout: float = 60) -> subprocess.CompletedProcess[str]:
+        return run(["nsenter", "-t", str(self.leader), "-m", "-u", "-i", "-p", "--", *cmd],
+                   check=check, timeout=timeout)
+
+    def wait_until(self, what: str, predicate: object, timeout: float = 60) -> None:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if callable(predicate) and predicate():
+                return
+            time.sleep(0.2)
+        journal = self.exec("journalctl", "--no-pager", "-n", "60", check=False).stdout
+        raise AssertionError(f"timed out waiting for {what}; journal:\n{journal}")
+
+    def stop(self, timeout: float = 30) -> None:
+        """SIGTERM makes nspawn halt the container cleanly; SIGKILL after the timeout."""
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(timeout)
+            except subprocess.TimeoutExpired:
+                os.killpg(self.proc.pid, signal.SIGKILL)
+                self.proc.wait(10)
+        self._out.close()
+
+
+def rmtree(path: Path) -> None:
+    shutil.rmtree(path, ignore_errors=True)

@@ -1,0 +1,168 @@
+"""The distroless image: inspect the exported OCI archive, then run it.
+
+Runs with podman (runc, vfs storage private to the test) exactly as the
+deployment docs say: read-only root, all capabilities dropped, an
+exec-allowed tmpfs on /tmp, and the socket directory mounted from the host;
+the KMS round trip is made from the host through that directory.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import socket
+import tarfile
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from tests.support.kmsclient import Client
+
+from .support import VERSION, image_path, run, step
+
+pytestmark = pytest.mark.packaging
+
+NONROOT = 65532
+REF = f"localhost/kms-appliance:{VERSION}"
+ULIMITS = ["--ulimit", "nofile=4096:4096", "--ulimit", "nproc=4096:4096"]
+
+
+def _blob(tar: tarfile.TarFile, digest: str) -> bytes:
+    member = tar.extractfile(f"blobs/sha256/{digest.split(':', 1)[1]}")
+    assert member is not None
+    return member.read()
+
+
+def _oci() -> tuple[dict[str, object], dict[str, object], list[tarfile.TarInfo], dict[str, bytes]]:
+    """(manifest, config, every layer member, small files by path) of the archive."""
+    with tarfile.open(image_path()) as tar:
+        index = json.loads(tar.extractfile("index.json").read())  # type: ignore[union-attr]
+        (desc,) = index["manifests"]
+        assert desc["annotations"]["org.opencontainers.image.ref.name"] == REF
+        manifest = json.loads(_blob(tar, desc["digest"]))
+        config = json.loads(_blob(tar, manifest["config"]["digest"]))
+        members: list[tarfile.TarInfo] = []
+        small: dict[str, bytes] = {}
+        for layer in manifest["layers"]:
+            with tarfile.open(fileobj=tar.extractfile(f"blobs/sha256/{layer['digest'].split(':')[1]}"),
+                              mode="r|gz") as lt:
+                for m in lt:
+                    members.append(m)
+                    if m.isfile() and m.size < 1_000_000:
+                        small[m.name] = lt.extractfile(m).read()  # type: ignore[union-attr]
+    return manifest, config, members, small
+
+
+def test_inspect_user_entrypoint_labels() -> None:
+    manifest, config, _, _ = _oci()
+    cfg = config["config"]
+    assert isinstance(cfg, dict)
+    assert cfg["User"] == f"{NONROOT}:{NONROOT}"
+    assert cfg["Entrypoint"] == ["/usr/bin/kms-appliance", "serve"]
+    assert "TMPDIR=/tmp" in cfg["Env"]
+    labels = cfg["Labels"]
+    assert labels["org.opencontainers.image.version"] == VERSION
+    assert len(labels["org.opencontainers.image.revision"]) == 40
+    assert labels["org.opencontainers.image.source"].startswith("https://")
+    assert labels["org.opencontainers.image.licenses"] == "Apache-2.0"
+    annotations = manifest["annotations"]
+    assert isinstance(annotations, dict)
+    for key in ("version", "revision", "source", "licenses"):
+        assert annotations[f"org.opencontainers.image.{key}"] == labels[f"org.opencontainers.image.{key}"]
+    # skopeo reads the same archive the same way (what a registry push would use).
+    inspected = json.loads(run(["skopeo", "inspect", "--config", f"oci-archive:{image_path()}"]).stdout)
+    assert inspected["config"]["User"] == cfg["User"]
+
+
+def test_no_shell_and_distroless_files() -> None:
+    _, _, members, small = _oci()
+    names = {m.name.lstrip("./").rstrip("/") for m in members}
+    executables = sorted(m.name for m in members if m.isfile() and m.mode & 0o111)
+    assert executables == ["usr/bin/kms-appliance"], executables
+    for shell in ("bin/sh", "bin/bash", "usr/bin/sh", "bin/busybox"):
+        assert shell not in names
+    assert b"nonroot:x:65532:65532:" in small["etc/passwd"]
+    assert b"nonroot:x:65532:" in small["etc/group"]
+    assert small["etc/ssl/certs/ca-certificates.crt"].count(b"BEGIN CERTIFICATE") > 50
+    assert b"Distroless" in small["etc/os-release"]
+    tmp = next(m for m in members if m.name.rstrip("/") == "tmp")
+    assert tmp.isdir() and tmp.mode & 0o7777 == 0o1777
+
+
+@pytest.fixture
+def podman(tmp_path: Path) -> Iterator[list[str]]:
+    store = tmp_path / "store"
+    cmd = ["podman", "--root", str(store / "root"), "--runroot", str(store / "run"),
+           "--storage-driver", "vfs", "--cgroup-manager", "cgroupfs", "--events-backend", "none"]
+    with step("image: podman load"):
+        run([*cmd, "load", "-q", "-i", image_path()])
+    yield cmd
+    run([*cmd, "rm", "-af", "-t", "5"], check=False)
+    run([*cmd, "rmi", "-af"], check=False)
+
+
+def _connects(path: Path) -> bool:
+    with socket.socket(socket.AF_UNIX) as s, contextlib.suppress(OSError):
+        s.connect(str(path))
+        return True
+    return False
+
+
+def test_run_read_only_no_caps_round_trip(tmp_path: Path, podman: list[str]) -> None:
+    sock_dir, state = tmp_path / "sock", tmp_path / "state"
+    for d in (sock_dir, state):
+        d.mkdir(mode=0o700)
+        os.chown(d, NONROOT, NONROOT)
+    # The keyring is made by the image's own binary, as the container's user.
+    run([*podman, "run", "--rm", "--runtime", "runc", *ULIMITS, "--network", "none", "--read-only",
+         "--tmpfs", "/tmp:rw,exec,nosuid,nodev,size=128m", "-v", f"{state}:/var/lib/kms-appliance",
+         "--entrypoint", "/usr/bin/kms-appliance", REF, "keyring", "init",
+         "/var/lib/kms-appliance/keyring.json"])
+    name = "kms-appliance-packaging-test"
+    with step("image: run and serve"):
+        run([*podman, "run", "-d", "--name", name, "--runtime", "runc", *ULIMITS, "--network", "none",
+             "--read-only", "--cap-drop", "ALL", "--security-opt", "no-new-privileges",
+             "--tmpfs", "/tmp:rw,exec,nosuid,nodev,size=128m",
+             "-v", f"{sock_dir}:/run/kms-appliance", "-v", f"{state}:/var/lib/kms-appliance",
+             REF, "--backend", "local", "--http-listen", ""])
+        sock = sock_dir / "kms.sock"
+        deadline = time.monotonic() + 60
+        while not _connects(sock):
+            state_ = run([*podman, "inspect", "-f", "{{.State.Status}}", name]).stdout.strip()
+            assert state_ == "running" and time.monotonic() < deadline, \
+                run([*podman, "logs", name], check=False).stderr
+            time.sleep(0.2)
+    client = Client(sock)
+    try:
+        secret = b"image-test-dek-0123456789abcdef!"
+        resp = client.encrypt(secret)
+        assert client.decrypt(resp.ciphertext, resp.key_id, dict(resp.annotations)) == secret
+        assert client.status().healthz == "ok"
+    finally:
+        client.close()
+    assert sock.stat().st_uid == NONROOT and sock.stat().st_mode & 0o777 == 0o600
+    inspect = json.loads(run([*podman, "inspect", name]).stdout)[0]
+    assert inspect["HostConfig"]["ReadonlyRootfs"] is True
+    pid = inspect["State"]["Pid"]
+    status = dict(line.split(":\t", 1) for line in Path(f"/proc/{pid}/status").read_text().splitlines()
+                  if ":\t" in line)
+    assert status["Uid"].split() == [str(NONROOT)] * 4
+    assert int(status["CapEff"], 16) == 0 and int(status["CapBnd"], 16) == 0
+    assert status["NoNewPrivs"] == "1"
+    shell = run([*podman, "exec", name, "/bin/sh", "-c", "true"], check=False)
+    assert shell.returncode != 0 and "/bin/sh" in shell.stderr
+    with step("image: stop"):
+        run([*podman, "stop", "-t", "20", name])
+    assert not sock.exists(), "a graceful stop removes the socket"
+
+
+def test_read_only_tmp_fails_clearly(podman: list[str]) -> None:
+    """Without the exec-allowed tmpfs the binary cannot unpack: it must say so and exit."""
+    proc = run([*podman, "run", "--rm", "--runtime", "runc", *ULIMITS, "--network", "none",
+                "--read-only", "--read-only-tmpfs=false", REF, "--backend", "local"],
+               check=False, timeout=60)
+    assert proc.returncode != 0
+    assert "Read-only file system" in proc.stderr or "temporary directory" in proc.stderr, proc.stderr

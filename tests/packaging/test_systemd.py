@@ -1,0 +1,152 @@
+"""The systemd unit: static checks, then the real service under systemd.
+
+The service test boots a bookworm root with systemd-nspawn, installs the .deb
+there, starts kms-appliance.service as packaged (hardening, MemoryDenyWrite-
+Execute and all) and makes KMS v2 and v1 round trips through
+/run/kms-appliance/kms.sock from the host; then upgrades the package and
+checks that the service restarted on the new version.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import re
+import shutil
+import socket
+import urllib.request
+from pathlib import Path
+
+import pytest
+
+from tests.support.kmsclient import Client
+
+from .support import REPO, VERSION, BootedRoot, deb_path, free_port, fresh_root, nspawn, rmtree, run, step
+
+pytestmark = pytest.mark.packaging
+
+UNIT = REPO / "packaging/systemd/kms-appliance.service"
+MAX_EXPOSURE = 1.0
+
+
+def exposure(text: str) -> float:
+    match = re.search(r"Overall exposure level for \S+: (\d+\.\d+)", text)
+    assert match, text[-2000:]
+    return float(match.group(1))
+
+
+def test_security_score() -> None:
+    proc = run(["systemd-analyze", "security", "--offline=yes", "--no-pager", UNIT], check=False)
+    score = exposure(proc.stdout + proc.stderr)
+    print(f"systemd-analyze security: {score}")
+    assert score <= MAX_EXPOSURE
+
+
+def test_security_score_catches_a_weaker_unit(tmp_path: Path) -> None:
+    """The score parser and threshold really discriminate: drop the hardening, it fails."""
+    weak = tmp_path / "kms-appliance.service"
+    weak.write_text("\n".join(line for line in UNIT.read_text().splitlines()
+                              if not line.startswith(("SystemCallFilter", "CapabilityBoundingSet",
+                                                      "PrivateUsers", "ProtectSystem"))))
+    proc = run(["systemd-analyze", "security", "--offline=yes", "--no-pager", weak], check=False)
+    assert exposure(proc.stdout + proc.stderr) > MAX_EXPOSURE
+
+
+def test_unit_settings() -> None:
+    """The settings the issue names, spelled as systemd reads them."""
+    text = UNIT.read_text()
+    for line in ("User=kms-appliance", "RuntimeDirectory=kms-appliance kms-appliance/tmp",
+                 "Environment=TMPDIR=/run/kms-appliance/tmp", "NoNewPrivileges=yes", "CapabilityBoundingSet=",
+                 "ProtectSystem=strict", "PrivateTmp=yes", "PrivateDevices=yes",
+                 "RestrictAddressFamilies=AF_UNIX AF_INET AF_INET6", "MemoryDenyWriteExecute=yes",
+                 "SystemCallFilter=@system-service", "StateDirectory=kms-appliance", "StateDirectoryMode=0700"):
+        assert re.search(rf"^{re.escape(line)}$", text, re.M), line
+    assert "ExecStart=/usr/bin/kms-appliance serve --config /etc/kms-appliance/config.toml" in text
+
+
+def _connects(path: Path) -> bool:
+    with socket.socket(socket.AF_UNIX) as s, contextlib.suppress(OSError):
+        s.settimeout(1)
+        s.connect(str(path))
+        return True
+    return False
+
+
+def _round_trip(sock: Path) -> str:
+    client = Client(sock)
+    try:
+        st = client.status()
+        assert st.healthz == "ok"
+        secret = b"packaging-test-dek-0123456789abcdef"
+        resp = client.encrypt(secret)
+        assert resp.ciphertext and secret not in resp.ciphertext
+        assert client.decrypt(resp.ciphertext, resp.key_id, dict(resp.annotations)) == secret
+        assert client.v1_decrypt(client.v1_encrypt(b"v1 plain")) == b"v1 plain"
+        return str(st.key_id)
+    finally:
+        client.close()
+
+
+def _status(booted: BootedRoot, pid: str) -> dict[str, str]:
+    text = booted.exec("cat", f"/proc/{pid}/status").stdout
+    return dict(line.split(":\t", 1) for line in text.splitlines() if ":\t" in line)
+
+
+def test_service_under_systemd(tmp_path: Path, upgrade_deb: Path) -> None:
+    root = fresh_root(tmp_path / "root")
+    booted = None
+    try:
+        shutil.copy(deb_path(), root / "var/tmp/kms.deb")
+        shutil.copy(upgrade_deb, root / "var/tmp/kms-up.deb")
+        with step("systemd: install .deb in the root"):
+            nspawn(root, "dpkg", "-i", "/var/tmp/kms.deb")
+        verify = nspawn(root, "systemd-analyze", "verify", "--man=no",
+                        "/lib/systemd/system/kms-appliance.service", check=False)
+        assert verify.returncode == 0 and "kms-appliance" not in verify.stdout + verify.stderr, \
+            verify.stdout + verify.stderr
+        # A test configuration: the local backend (no Akeyless here) and a free port,
+        # since the container shares the host's network namespace.
+        port = free_port()
+        conf = root / "etc/kms-appliance/config.toml"
+        conf.write_text(conf.read_text().replace('backend = "akeyless"', 'backend = "local"')
+                        .replace("#http_listen = \"127.0.0.1:8787\"", f'http_listen = "127.0.0.1:{port}"'))
+        nspawn(root, "runuser", "-u", "kms-appliance", "--", "env", "TMPDIR=/tmp", "kms-appliance",
+               "keyring", "init", "/var/lib/kms-appliance/keyring.json")
+
+        with step("systemd: boot and serve"):
+            booted = BootedRoot(root, tmp_path / "boot.log")
+            sock = booted.path("/run/kms-appliance/kms.sock")
+            booted.wait_until("the socket", lambda: _connects(sock), timeout=90)
+        key_id = _round_trip(sock)
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/readyz", timeout=5) as resp:
+            assert resp.status == 200
+
+        show = booted.exec("systemctl", "show", "kms-appliance.service", "-p", "ActiveState", "-p",
+                           "MainPID", "-p", "MemoryDenyWriteExecute", "-p", "NoNewPrivileges",
+                           "-p", "User").stdout
+        props = dict(line.split("=", 1) for line in show.splitlines())
+        assert props["ActiveState"] == "active"
+        assert props["MemoryDenyWriteExecute"] == "yes" and props["NoNewPrivileges"] == "yes"
+        status = _status(booted, props["MainPID"])
+        uid = booted.exec("id", "-u", "kms-appliance").stdout.strip()
+        assert status["Uid"].split() == [uid] * 4
+        assert int(status["CapEff"], 16) == 0 and int(status["CapBnd"], 16) == 0
+        assert status["NoNewPrivs"] == "1" and status["Seccomp"] == "2"
+        # The socket is born 0600 in the runtime directory, owned by the service user.
+        st = sock.stat()
+        assert oct(st.st_mode & 0o777) == "0o600" and str(st.st_uid) == uid
+        print(f"served {key_id} under MemoryDenyWriteExecute=yes, pid {props['MainPID']}")
+
+        with step("systemd: upgrade restarts the service"):
+            booted.exec("dpkg", "-i", "/var/tmp/kms-up.deb", timeout=120)
+            booted.wait_until("the restarted socket", lambda: _connects(sock), timeout=60)
+        show = booted.exec("systemctl", "show", "kms-appliance.service", "-p", "MainPID",
+                           "-p", "ActiveState", "-p", "NRestarts").stdout
+        after = dict(line.split("=", 1) for line in show.splitlines())
+        assert after["ActiveState"] == "active" and after["MainPID"] != props["MainPID"]
+        assert booted.exec("dpkg-query", "-W", "-f", "${Version}", "kms-appliance").stdout == f"{VERSION}+up1"
+        assert _round_trip(sock) == key_id
+    finally:
+        if booted is not None:
+            with step("systemd: halt"):
+                booted.stop()
+        rmtree(root)
