@@ -19,6 +19,7 @@ are sampled after warm-up (10 % of the calls) and at the end.
 from __future__ import annotations
 
 import argparse
+import http.client
 import json
 import os
 import random
@@ -61,11 +62,19 @@ class EmulatorProcess:
         self._ctx = ssl.create_default_context(cafile=self.info["ca_file"])
 
     def control(self, action: str, **body: Any) -> Any:
+        """One control-plane call; a dropped connection (busy emulator) is retried twice."""
         req = urllib.request.Request(f"{self.info['control_url']}/{action}", method="POST",
                                      data=json.dumps(body).encode(),
                                      headers={"Content-Type": "application/json"})
-        with urllib.request.urlopen(req, context=self._ctx, timeout=10) as resp:
-            return json.loads(resp.read() or b"{}")
+        for attempt in range(3):
+            try:
+                with urllib.request.urlopen(req, context=self._ctx, timeout=10) as resp:
+                    return json.loads(resp.read() or b"{}")
+            except (OSError, http.client.HTTPException):
+                if attempt == 2:
+                    raise
+                time.sleep(0.2)
+        return None
 
     def stop(self) -> None:
         self.proc.send_signal(signal.SIGTERM)
@@ -167,7 +176,10 @@ class Soak:
                 self.done += 1
                 n = self.done
             if n % self.event_every == 0:
-                self.event(n)
+                try:
+                    self.event(n)
+                except (OSError, http.client.HTTPException):
+                    self.events["control-plane failures"] += 1  # reported, never fatal to the soak
             if n == self.total // 10:
                 self.sample("warm")
             what = rng.choices(names, weights)[0]
