@@ -11,14 +11,15 @@ cd "$(dirname "$0")/.."
 REPO=$(pwd)
 VENV=${FREEZE_VENV:-$REPO/build/.venv-freeze}
 R=$REPO/build/work/repro  # build/work/ is git-ignored
-commit=$(git rev-parse --short=12 HEAD)
+head=$(git rev-parse HEAD)  # fixed once: others may commit while this runs
+commit=${head:0:12}
 
 rm -rf "$R"
 mkdir -p "$R"
 
 build_in_clone() {  # $1 = clone dir (each build gets its own path), $2 = output dir
   git clone -q --no-hardlinks "$REPO" "$1"
-  git -C "$1" checkout -q --detach "$(git rev-parse HEAD)"
+  git -C "$1" checkout -q --detach "$head"
   (cd "$1" && FREEZE_VENV=$VENV DIST=$2 WORK=$1/build/work build/build.sh >"$2.log" 2>&1) \
     || { tail -20 "$2.log"; echo "repro: build failed (log $2.log)" >&2; exit 1; }
 }
