@@ -84,4 +84,6 @@ mkdir -p "$OUTDIR"
 out=$OUTDIR/kms-appliance_${VERSION}_oci.tar
 rm -f "$out"
 "${B[@]}" push --quiet "$TAG" "oci-archive:$out:$TAG"
+# Drop the previous builds' now-dangling layers from the private store.
+"${B[@]}" rmi --prune >/dev/null 2>&1 || true
 echo "$out"

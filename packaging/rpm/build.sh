@@ -25,7 +25,7 @@ rpmbuild -bb --quiet \
   --define "_topdir $TOP" --define "_sourcedir $TOP/SOURCES" --define "_rpmdir $TOP/RPMS" \
   --define "_dbpath $TOP/db" --define "pkg_version $VERSION" \
   --define "_buildhost kms-appliance-build" --define "use_source_date_epoch_as_buildtime 1" \
-  --define "clamp_mtime_to_source_date_epoch 1" --define "_binary_payload w9.gzdio" \
+  --define "clamp_mtime_to_source_date_epoch 1" --define "_binary_payload w6.gzdio" \
   packaging/rpm/kms-appliance.spec
 out=$OUTDIR/kms-appliance-$VERSION-1.x86_64.rpm
 mv "$TOP/RPMS/x86_64/kms-appliance-$VERSION-1.x86_64.rpm" "$out"

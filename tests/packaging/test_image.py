@@ -11,8 +11,10 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import shutil
 import socket
 import tarfile
+import tempfile
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -95,13 +97,15 @@ def test_no_shell_and_distroless_files() -> None:
 @pytest.fixture
 def podman(tmp_path: Path) -> Iterator[list[str]]:
     store = tmp_path / "store"
-    cmd = ["podman", "--root", str(store / "root"), "--runroot", str(store / "run"),
+    runroot = Path(tempfile.mkdtemp(prefix="kmsp-", dir="/tmp"))  # podman wants <= 50 characters
+    cmd = ["podman", "--root", str(store / "root"), "--runroot", str(runroot),
            "--storage-driver", "vfs", "--cgroup-manager", "cgroupfs", "--events-backend", "none"]
     with step("image: podman load"):
         run([*cmd, "load", "-q", "-i", image_path()])
     yield cmd
     run([*cmd, "rm", "-af", "-t", "5"], check=False)
     run([*cmd, "rmi", "-af"], check=False)
+    shutil.rmtree(runroot, ignore_errors=True)
 
 
 def _connects(path: Path) -> bool:

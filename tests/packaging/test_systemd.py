@@ -135,6 +135,13 @@ def test_service_under_systemd(tmp_path: Path, upgrade_deb: Path) -> None:
         st = sock.stat()
         assert oct(st.st_mode & 0o777) == "0o600" and str(st.st_uid) == uid
         print(f"served {key_id} under MemoryDenyWriteExecute=yes, pid {props['MainPID']}")
+        # And the setting is enforced here, not just recorded: a W+X mapping is refused
+        # under it and allowed without it (perl's raw mmap, as a JIT would do).
+        wx = ["perl", "-e", "exit(syscall(9, 0, 4096, 7, 0x22, -1, 0) == -1 ? 3 : 0)"]
+        denied = booted.exec("systemd-run", "--quiet", "-P", "-p", "MemoryDenyWriteExecute=yes", "--",
+                             *wx, check=False)
+        allowed = booted.exec("systemd-run", "--quiet", "-P", "--", *wx, check=False)
+        assert (denied.returncode, allowed.returncode) == (3, 0), (denied, allowed)
 
         with step("systemd: upgrade restarts the service"):
             booted.exec("dpkg", "-i", "/var/tmp/kms-up.deb", timeout=120)
