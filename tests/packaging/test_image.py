@@ -16,14 +16,18 @@ import socket
 import tarfile
 import tempfile
 import time
+import urllib.error
+import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
+from kms_appliance import config, manifests
 from tests.support.kmsclient import Client
 
-from .support import VERSION, image_path, run, step
+from .support import VERSION, free_port, image_path, run, step
+from .test_manifests import yaml_docs
 
 pytestmark = pytest.mark.packaging
 
@@ -170,3 +174,63 @@ def test_read_only_tmp_fails_clearly(podman: list[str]) -> None:
                check=False, timeout=60)
     assert proc.returncode != 0
     assert "Read-only file system" in proc.stderr or "temporary directory" in proc.stderr, proc.stderr
+
+
+def test_static_pod_as_generated_serves_and_answers_probes(tmp_path: Path, podman: list[str]) -> None:
+    """The image under the generated static pod's own args, env, user, mounts and
+    probes (hostNetwork): kubelet's probes answer 200 and a round trip works."""
+    port = free_port()
+    cfg_file = tmp_path / "cfg.toml"
+    cfg_file.write_text(f'[server]\nbackend = "local"\n[observability]\nhttp_listen = "127.0.0.1:{port}"\n')
+    cfg = config.load(env={}, config_file=cfg_file)
+    manifest = tmp_path / "pod.yaml"
+    manifest.write_text(manifests.static_pod(cfg, REF))
+    (pod,) = yaml_docs(manifest)
+    spec = pod["spec"]
+    (c,) = spec["containers"]
+    assert spec["hostNetwork"] is True
+    host_dirs = {}
+    for vol in spec["volumes"]:
+        if "hostPath" in vol:
+            d = tmp_path / vol["name"]
+            d.mkdir(mode=0o700)
+            os.chown(d, NONROOT, NONROOT)
+            host_dirs[vol["name"]] = d
+    (host_dirs["config"] / "config.toml").write_text('[server]\nbackend = "local"\n')
+    mounts = [f"{host_dirs[m['name']]}:{m['mountPath']}" + (":ro" if m.get("readOnly") else "")
+              for m in c["volumeMounts"] if m["name"] in host_dirs]
+    tmpfs = next(m["mountPath"] for m in c["volumeMounts"] if m["name"] == "unpack")
+    user = f"{spec['securityContext']['runAsUser']}:{spec['securityContext']['runAsGroup']}"
+    common = [*podman, "run", "--runtime", "runc", *ULIMITS, "--network", "host", "--user", user,
+              "--read-only", "--read-only-tmpfs=false", "--cap-drop", "ALL",
+              "--security-opt", "no-new-privileges", "--tmpfs", f"{tmpfs}:rw,exec,nosuid,nodev,size=128m",
+              *[f"--env={e['name']}={e['value']}" for e in c["env"]], *[f"--volume={m}" for m in mounts]]
+    run([*common, "--rm", "--entrypoint", "/usr/bin/kms-appliance", REF, "keyring", "init",
+         "/var/lib/kms-appliance/keyring.json"])
+    name = "kms-appliance-static-pod-test"
+    run([*common, "-d", "--name", name, REF, *c["args"]])
+    sock = host_dirs["socket-dir"] / "kms.sock"
+    deadline = time.monotonic() + 60
+    while not _connects(sock):
+        assert time.monotonic() < deadline, run([*podman, "logs", name], check=False).stderr
+        time.sleep(0.2)
+    for probe in ("livenessProbe", "readinessProbe"):
+        get = c[probe]["httpGet"]
+        url = f"http://{get['host']}:{get['port']}{get['path']}"
+        deadline = time.monotonic() + 30
+        while True:
+            try:
+                with urllib.request.urlopen(url, timeout=3) as resp:
+                    assert resp.status == 200
+                    break
+            except (urllib.error.URLError, ConnectionError):
+                assert time.monotonic() < deadline, f"{probe} {url} never answered 200"
+                time.sleep(0.3)
+    client = Client(sock)
+    try:
+        resp = client.encrypt(b"static-pod-dek-0123456789abcdef")
+        assert client.decrypt(resp.ciphertext, resp.key_id, dict(resp.annotations)) == \
+            b"static-pod-dek-0123456789abcdef"
+    finally:
+        client.close()
+    run([*podman, "stop", "-t", "20", name])
