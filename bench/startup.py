@@ -9,6 +9,8 @@ emulator over HTTPS), with the source tree (``python -m kms_appliance``) as a
 baseline in the same run, since absolute figures drift on shared machines:
 - ``accept_s``: from spawn until the UNIX socket accepts a connection;
 - ``ready_s``: until a KMS v2 Status call answers ``ok`` (the backend is usable);
+- ``cpu_to_ready_s``: CPU (user+sys) the process tree used until ready: the
+  figure that survives a busy machine;
 - ``rss_mb``: idle RSS (VmRSS) of the serving Python process 2 s after ready;
 - ``tree_rss_mb`` / ``tree_pss_mb``: the same summed over the whole process tree
   (staticx's bootloader, PyInstaller's bootloader and Python), PSS counting
@@ -66,6 +68,12 @@ def _pss_kb(pid: int) -> int:
     return 0
 
 
+def _cpu_s(pid: int) -> float:
+    """utime+stime of *pid* (seconds) from /proc/<pid>/stat."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 def _wait_accept(sock: Path, proc: subprocess.Popen[bytes], t0: float) -> float:
     while time.perf_counter() - t0 < TIMEOUT:
         if proc.poll() is not None:
@@ -101,12 +109,14 @@ def one_run(cmd: list[str], env: dict[str, str], sock: Path) -> dict[str, float]
     try:
         accept = _wait_accept(sock, proc, t0)
         ready = _wait_ready(sock, t0)
+        cpu_ready = sum(_cpu_s(p) for p in [proc.pid, *sandbox.descendants(proc.pid)])
         time.sleep(IDLE)
         unpacked = sum(f.stat().st_size for f in Path(env["TMPDIR"]).rglob("*")
                        if f.is_file() and not f.is_symlink())
         tree = [proc.pid, *sandbox.descendants(proc.pid)]
         serving = tree[-1]  # the innermost process is the Python server
-        return {"accept_s": accept, "ready_s": ready, "rss_mb": _rss_kb(serving) / 1024,
+        return {"accept_s": accept, "ready_s": ready, "cpu_to_ready_s": cpu_ready,
+                "rss_mb": _rss_kb(serving) / 1024,
                 "tree_rss_mb": sum(_rss_kb(p) for p in tree) / 1024,
                 "tree_pss_mb": sum(_pss_kb(p) for p in tree) / 1024, "processes": len(tree),
                 "tmpdir_mb": unpacked / 1048576}
@@ -161,7 +171,7 @@ def measure(label: str, base_cmd: list[str], backend: str, runs: int, tmp_root: 
                    str(work / "audit.log"), "--config", str(work / "none.toml"), *args]
             samples = [one_run(cmd, env, sock) for _ in range(runs)]
     out: dict[str, Any] = {"label": label, "backend": backend, "runs": runs}
-    for key in ("accept_s", "ready_s", "rss_mb", "tree_rss_mb", "tree_pss_mb", "tmpdir_mb"):
+    for key in ("accept_s", "ready_s", "cpu_to_ready_s", "rss_mb", "tree_rss_mb", "tree_pss_mb", "tmpdir_mb"):
         out[key] = _stats([s[key] for s in samples])
     out["processes"] = samples[0]["processes"]
     return out
@@ -197,6 +207,7 @@ def main() -> int:
             results.append(r)
             print(f"{backend:8} {label:40} accept {r['accept_s']['median']:.3f}s  "
                   f"ready {r['ready_s']['median']:.3f}s (min {r['ready_s']['min']:.3f})  "
+                  f"cpu to ready {r['cpu_to_ready_s']['median']:.2f}s  "
                   f"rss {r['rss_mb']['median']:.1f} MB  tree rss {r['tree_rss_mb']['median']:.1f} MB"
                   f"  tree pss {r['tree_pss_mb']['median']:.1f} MB"
                   f"  unpacked in TMPDIR {r['tmpdir_mb']['median']:.1f} MB", flush=True)
