@@ -14,6 +14,7 @@ file) are bind-mounted at the paths the caller names. Needs root on the host.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shlex
 import signal
@@ -90,9 +91,7 @@ class Sandbox:
         try:
             out, err = proc.communicate(timeout=timeout)
         finally:
-            if proc.poll() is None:
-                proc.kill()
-                proc.wait(5)
+            stop(proc, timeout=5)  # no-op when it already exited
             root.rmdir()
         return subprocess.CompletedProcess(proc.args, proc.returncode, out, err)
 
@@ -108,15 +107,42 @@ def wait_serving(sock: Path, proc: subprocess.Popen[bytes], timeout: float) -> N
 
 
 def stop(proc: subprocess.Popen[bytes], timeout: float = 20) -> int:
-    """SIGTERM the sandbox (unshare forwards it to the binary, PID 1 inside) and wait."""
+    """SIGTERM the binary (PID 1 inside the sandbox) and wait for the sandbox to end.
+
+    The signal goes to the binary itself, as a container runtime sends it:
+    signalling the outer ``unshare`` would not reach it (``--kill-child``
+    relies on the parent-death signal, which the kernel clears when the
+    inner ``unshare`` changes uid). If it does not exit in time, SIGKILL on
+    PID 1 tears the whole PID namespace down. Returns the sandbox's status
+    (unshare passes the binary's exit status through).
+    """
     if proc.poll() is None:
-        proc.send_signal(signal.SIGTERM)
+        inner = _children(proc.pid)
+        for pid in inner:
+            _signal(pid, signal.SIGTERM)
         try:
             proc.wait(timeout)
         except subprocess.TimeoutExpired:
+            for pid in inner:
+                _signal(pid, signal.SIGKILL)
             proc.kill()
-            proc.wait(5)
+            proc.wait(10)
     return proc.returncode
+
+
+def _children(pid: int) -> list[int]:
+    kids: list[int] = []
+    for task in Path(f"/proc/{pid}/task").glob("*"):
+        try:
+            kids += [int(k) for k in (task / "children").read_text().split()]
+        except OSError:
+            continue
+    return kids
+
+
+def _signal(pid: int, sig: int) -> None:
+    with contextlib.suppress(ProcessLookupError):
+        os.kill(pid, sig)
 
 
 def descendants(pid: int) -> list[int]:

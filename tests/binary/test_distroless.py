@@ -36,8 +36,11 @@ def local_plugin(binary: Path, keyring_file: Path, sock_dir: Path) -> Iterator[t
         sandbox.wait_serving(sock_dir / "kms.sock", proc, START_TIMEOUT)
         yield proc, sock_dir / "kms.sock"
     finally:
-        sandbox.stop(proc)
+        rc = sandbox.stop(proc)
         root.rmdir()
+    # SIGTERM to PID 1 of the empty root: clean exit, socket gone from the shared directory.
+    assert rc == 0, proc.stderr.read()[-2000:] if proc.stderr else rc
+    assert not (sock_dir / "kms.sock").exists()
 
 
 def test_v2_and_v1_round_trip_in_empty_root(local_plugin: tuple[subprocess.Popen[bytes], Path]) -> None:
@@ -109,5 +112,7 @@ def test_akeyless_round_trip_in_empty_root(binary: Path, sock_dir: Path) -> None
             finally:
                 client.close()
         finally:
-            sandbox.stop(proc)
+            rc = sandbox.stop(proc)
             root.rmdir()
+        assert rc == 0
+        assert not (sock_dir / "kms.sock").exists()
