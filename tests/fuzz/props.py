@@ -48,17 +48,22 @@ def make_world(directory: Path) -> World:
     return World(backend, v2, v1, audit, known, key_ids)
 
 
-def _error(w: World, ctx: FakeContext, before: int, *inputs: bytes) -> None:
+def _public(req: Any) -> tuple[str, ...]:
+    """The request fields the audit record logs on purpose."""
+    return (getattr(req, "uid", ""), getattr(req, "key_id", ""))
+
+
+def _error(w: World, ctx: FakeContext, before: int, req: Any, *inputs: bytes) -> None:
     assert ctx.code in ALLOWED_ERRORS, f"unexpected code {ctx.code.name} ({ctx.details})"
     assert ctx.details and ctx.details != "internal error"
-    no_leak(ctx.details, *inputs)
-    _audited(w, ctx, before, *inputs)
+    no_leak(ctx.details, *inputs, public=_public(req))
+    _audited(w, ctx, before, req, *inputs)
 
 
-def _audited(w: World, ctx: FakeContext, before: int, *inputs: bytes) -> None:
+def _audited(w: World, ctx: FakeContext, before: int, req: Any, *inputs: bytes) -> None:
     assert w.audit.count == before + 1, "every call leaves exactly one audit record"
     assert w.audit.last["code"] == ctx.code.name
-    no_leak(repr(w.audit.last), *inputs)
+    no_leak(repr(w.audit.last), *inputs, public=_public(req))
 
 
 def v2_status(w: World, t: Tally, req: Any) -> None:
@@ -84,10 +89,10 @@ def v2_encrypt(w: World, t: Tally, req: Any) -> None:
     t.count(ctx.code.name)
     if ctx.code != OK:
         assert not valid, f"valid request refused: {ctx.code.name} {ctx.details}"
-        _error(w, ctx, before, pt)
+        _error(w, ctx, before, req, pt)
         return
     assert valid, "an invalid request was accepted"
-    _audited(w, ctx, before, pt)
+    _audited(w, ctx, before, req, pt)
     assert resp.key_id == w.backend.status().key_id
     assert w.backend.unwrap(resp.ciphertext, resp.key_id, {}).plaintext == pt
     assert len(pt) < 8 or pt not in resp.ciphertext
@@ -101,10 +106,10 @@ def v2_decrypt(w: World, t: Tally, req: Any) -> None:
     if ctx.code == OK:
         assert ct in w.known, "a ciphertext nobody made decrypted successfully"
         assert bytes(resp.plaintext) == w.known[ct], "WRONG plaintext"
-        _audited(w, ctx, before, w.known[ct])
+        _audited(w, ctx, before, req, w.known[ct])
         return
     assert resp.plaintext == b""
-    _error(w, ctx, before, ct, *([w.known[ct]] if ct in w.known else []))
+    _error(w, ctx, before, req, ct, *([w.known[ct]] if ct in w.known else []))
 
 
 def v1_encrypt(w: World, t: Tally, req: Any) -> None:
@@ -115,10 +120,10 @@ def v1_encrypt(w: World, t: Tally, req: Any) -> None:
     t.count(ctx.code.name)
     if ctx.code != OK:
         assert not valid, f"valid request refused: {ctx.code.name} {ctx.details}"
-        _error(w, ctx, before, pt)
+        _error(w, ctx, before, req, pt)
         return
     assert valid, "an invalid request was accepted"
-    _audited(w, ctx, before, pt)
+    _audited(w, ctx, before, req, pt)
     assert w.backend.unwrap(resp.cipher, None, {}).plaintext == pt
 
 
@@ -130,6 +135,6 @@ def v1_decrypt(w: World, t: Tally, req: Any) -> None:
     if ctx.code == OK:
         assert req.version == "v1beta1"
         assert ct in w.known and bytes(resp.plain) == w.known[ct], "WRONG plaintext"
-        _audited(w, ctx, before, w.known[ct])
+        _audited(w, ctx, before, req, w.known[ct])
         return
-    _error(w, ctx, before, ct, *([w.known[ct]] if ct in w.known else []))
+    _error(w, ctx, before, req, ct, *([w.known[ct]] if ct in w.known else []))
