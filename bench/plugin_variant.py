@@ -11,13 +11,17 @@ Variants: ``asis`` (nothing changed), ``no-audit`` (audit event is a no-op),
 and flushed per record under a lock, without the logging machinery: a
 proposal), ``no-metrics`` (counter/histogram no-ops), ``no-max-rpcs`` (grpc
 server without ``maximum_concurrent_rpcs``, whose per-call done-callback
-takes the server's state lock), ``lean`` (``lean-audit`` + ``no-max-rpcs``),
-``no-wrapper`` (Calls.run just runs the work: no timing, metrics or audit).
+takes the server's state lock), ``queued-audit`` (request threads only put
+the record on a SimpleQueue; one writer thread formats and writes in
+batches, one flush per batch: a proposal), ``proposed`` (``queued-audit`` +
+``no-max-rpcs``), ``no-wrapper`` (Calls.run just runs the work: no timing,
+metrics or audit).
 """
 
 from __future__ import annotations
 
 import json
+import queue
 import sys
 import threading
 import time
@@ -73,8 +77,39 @@ def _no_max_rpcs() -> None:
     grpc.server = server
 
 
-def _lean() -> None:
-    _lean_audit()
+def _queued_audit() -> None:
+    """Request threads enqueue (no lock held across a syscall); one writer batches."""
+    q: queue.SimpleQueue[tuple[audit.AuditLog, float, dict[str, Any]]] = queue.SimpleQueue()
+    dumps = json.JSONEncoder(separators=(", ", ": ")).encode
+
+    def event(self: audit.AuditLog, **fields: Any) -> None:
+        q.put((self, time.time(), fields))
+
+    def writer() -> None:
+        files: dict[int, Any] = {}
+        while True:
+            batch = [q.get()]
+            while len(batch) < 512:
+                try:
+                    batch.append(q.get_nowait())
+                except queue.Empty:
+                    break
+            touched = set()
+            for log, ts, fields in batch:
+                fh = files.get(id(log))
+                if fh is None:
+                    fh = files[id(log)] = open(log._target, "a", encoding="utf-8")  # noqa: SIM115
+                fh.write(dumps({"ts": audit.utc_ms(ts), "schema": audit.SCHEMA, **fields}) + "\n")
+                touched.add(id(log))
+            for key in touched:
+                files[key].flush()
+
+    threading.Thread(target=writer, name="audit-writer", daemon=True).start()
+    audit.AuditLog.event = event  # type: ignore[method-assign]
+
+
+def _proposed() -> None:
+    _queued_audit()
     _no_max_rpcs()
 
 
@@ -93,7 +128,8 @@ def _no_wrapper() -> None:
 
 VARIANTS: dict[str, Callable[[], None]] = {
     "asis": lambda: None, "no-audit": _no_audit, "lean-audit": _lean_audit,
-    "no-metrics": _no_metrics, "no-max-rpcs": _no_max_rpcs, "lean": _lean,
+    "queued-audit": _queued_audit, "no-metrics": _no_metrics, "no-max-rpcs": _no_max_rpcs,
+    "proposed": _proposed,
     "no-wrapper": _no_wrapper,
 }
 

@@ -10,11 +10,12 @@ from __future__ import annotations
 
 from typing import Any
 
-from . import profile, servers
+from . import inproc, profile, servers
 from .load import Shape, Window
 from .matrix import Config, ratios, run_matrix
 
-VARIANTS = ("asis", "no-audit", "lean-audit", "no-metrics", "no-max-rpcs", "lean", "no-wrapper")
+VARIANTS = ("asis", "no-audit", "lean-audit", "queued-audit", "no-metrics", "no-max-rpcs",
+            "proposed", "no-wrapper")
 
 
 def run(win: Window, reps: int, do_profile: bool = True) -> dict[str, Any]:
@@ -23,7 +24,7 @@ def run(win: Window, reps: int, do_profile: bool = True) -> dict[str, Any]:
         srvs["bare"] = servers.start_bare()
         for v in VARIANTS:
             srvs[f"plugin:{v}"] = servers.start_plugin(f"variant-{v}", variant=v)
-        cfgs = [Config("v2enc", Shape(1)), Config("v2enc", Shape(16))]
+        cfgs = [Config("v2enc", Shape(1)), Config("v2enc", Shape(16)), Config("v2enc", Shape(64))]
         rows = run_matrix(srvs, cfgs, win, reps)
         profiles = []
         if do_profile:
@@ -39,4 +40,5 @@ def run(win: Window, reps: int, do_profile: bool = True) -> dict[str, Any]:
         out_ratios += ratios(rows, f"plugin:{v}", "bare")
     return {"about": "The real plugin with one per-call component removed or replaced, "
                      "v2 Encrypt, against the bare servicer in the same run.",
-            "rows": rows, "ratios": out_ratios, "profiles": profiles}
+            "rows": rows, "ratios": out_ratios, "profiles": profiles,
+            "inproc_us_per_call": inproc.measure()}

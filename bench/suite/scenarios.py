@@ -112,8 +112,13 @@ def rotation(win: Window) -> Sc:
             "new_key_id_after_ms": switch_ms}
 
 
-def dek_scaling(srv: Server, counts: tuple[int, ...], win: Window, label: str) -> list[dict[str, Any]]:
-    """Decrypt latency and RSS as the number of distinct DEKs grows."""
+def dek_scaling(srv: Server, counts: tuple[int, ...], win: Window, label: str,
+                prime: bool = False) -> list[dict[str, Any]]:
+    """Decrypt latency and RSS as the number of distinct DEKs grows.
+
+    ``prime`` first decrypts each of the N DEKs once, so a backend with a
+    decrypt cache is measured in its steady state (hits), not on first touch.
+    """
     corpus = srv.home / "scaling.json"
     biggest = max(counts)
     _say(f"{label}: making {biggest} distinct DEKs")
@@ -121,6 +126,9 @@ def dek_scaling(srv: Server, counts: tuple[int, ...], win: Window, label: str) -
              corpus=corpus)
     rows = []
     for n in counts:
+        if prime:
+            load.run(srv.sock, "v2dec", Shape(16), Window(0, 0), None, calls=n, distinct=n,
+                     corpus=corpus)
         r = load.run(srv.sock, "v2dec", Shape(16), win, srv.pid, distinct=n, corpus=corpus)
         rows.append({"backend": label, "deks": n, **_brief(r),
                      "rss_mib": round(srv.rss_kib() / 1024, 1)})
@@ -188,9 +196,10 @@ def akeyless_backend(p: Any) -> tuple[dict[str, Sc], list[dict[str, Any]]]:
             "rows": rrows}
         emu.latency(0)
         counts = tuple(n for n in p.dek_counts if n <= 10_000)
-        out["dek_scaling_akeyless"] = {"about": "Akeyless (0 ms) decrypt vs distinct DEKs.",
-                                       "rows": dek_scaling(srv, counts, p.scenario_window,
-                                                           "akeyless")}
+        out["dek_scaling_akeyless"] = {
+            "about": "Akeyless (0 ms) decrypt vs distinct DEKs, each step primed with one pass "
+                     "over its N DEKs (steady state: decrypt-cache hits; RSS includes the cache).",
+            "rows": dek_scaling(srv, counts, p.scenario_window, "akeyless", prime=True)}
     finally:
         srv.stop()
         emu.stop()
@@ -230,18 +239,25 @@ def startup(runs: int) -> Sc:
                              f"(is dist/kms-appliance built? `make binary`): "
                              f"{out.stderr.strip()[-300:]}"}
         data = json.loads(dest.read_text())
-    rows = [{"binary": "frozen" if not str(d["label"]).startswith("source") else "source",
-             "backend": d["backend"], "runs": d["runs"], "ready_s": d["ready_s"]["median"],
-             "rss_mib": d["rss_mb"]["median"], "tree_rss_mib": d["tree_rss_mb"]["median"]}
-            for d in data]
+    rows = [{"binary": "source" if str(d.get("label", "")).startswith("source") else "frozen",
+             "backend": d.get("backend"), "runs": d.get("runs"),
+             "ready_s": _median(d, "ready_s"), "rss_mib": _median(d, "rss_mb"),
+             "tree_rss_mib": _median(d, "tree_rss_mb"), "error": d.get("error")}
+            for d in (data if isinstance(data, list) else [data])
+            if isinstance(d, dict) and d.get("backend") in ("local", "akeyless")]
     return {"about": "Start to ready (socket accepts) and idle RSS, median of runs, measured "
                      "by bench/startup.py; `frozen` is dist/kms-appliance.", "rows": rows}
+
+
+def _median(entry: dict[str, Any], key: str) -> float | None:
+    value = entry.get(key)
+    return value.get("median") if isinstance(value, dict) else value
 
 
 def _startup_targets(sc: Sc) -> list[dict[str, Any]]:
     t = []
     for r in sc.get("rows", []):
-        if r["binary"] != "frozen":
+        if r["binary"] != "frozen" or r["ready_s"] is None or r["rss_mib"] is None:
             continue
         t.append({"target": f"frozen binary ready ({r['backend']} backend)", "limit": "<= 0.5 s",
                   "measured": r["ready_s"], "met": r["ready_s"] <= 0.5})
