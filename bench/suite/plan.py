@@ -21,6 +21,8 @@ class Plan:
     scenario_window: Window = field(default_factory=lambda: Window(1.0, 5.0))
     startup_runs: int = 3
     ablation: bool = False
+    akeyless_dek_max: int = 10_000
+    akeyless_inflight: tuple[int, ...] = (1, 16)
 
 
 def _cfgs(spec: dict[str, tuple[Shape, ...]]) -> tuple[Config, ...]:
@@ -36,7 +38,8 @@ PLANS = {
     "core": Plan(CORE, Window(1.5, 5.0), 2, WORK / "results-core"),
     "quick": Plan(_cfgs({"status": (ONE, SIXTEEN), "v2enc": (ONE, SIXTEEN)}),
                   Window(0.5, 2.0), 1, WORK / "results-quick", dek_counts=(1, 100, 1000),
-                  restart_deks=200, scenario_window=Window(0.5, 2.0), startup_runs=1),
+                  restart_deks=100, scenario_window=Window(0.5, 2.0), startup_runs=1,
+                  akeyless_dek_max=100, akeyless_inflight=(1,)),
     "full": Plan(_cfgs({"status": (ONE, SIXTEEN), "v2enc": (ONE, SIXTEEN, SIXTY_FOUR, MULTI),
                         "v2dec": (ONE, SIXTEEN, SIXTY_FOUR), "v1enc": (ONE, SIXTEEN),
                         "v1dec": (ONE, SIXTEEN)}),

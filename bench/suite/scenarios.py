@@ -174,8 +174,9 @@ def akeyless_backend(p: Any) -> tuple[dict[str, Sc], list[dict[str, Any]]]:
         rows = []
         for ms in (0, 20):
             emu.latency(ms / 1000)
-            for method, shape in (("status", Shape(1)), ("v2enc", Shape(1)), ("v2enc", Shape(16)),
-                                  ("v2dec", Shape(1)), ("v2dec", Shape(16))):
+            shapes = [("status", Shape(1))] + [(m, Shape(n)) for m in ("v2enc", "v2dec")
+                                               for n in p.akeyless_inflight]
+            for method, shape in shapes:
                 r = load.run(srv.sock, method, shape, p.scenario_window, srv.pid,
                              corpus=srv.home / f"corpus-{method}.json")
                 note = "decrypt cache hit" if method == "v2dec" else ""
@@ -195,7 +196,7 @@ def akeyless_backend(p: Any) -> tuple[dict[str, Sc], list[dict[str, Any]]]:
                      "cache miss (a backend round trip), warm = decrypt-cache hits.",
             "rows": rrows}
         emu.latency(0)
-        counts = tuple(n for n in p.dek_counts if n <= 10_000)
+        counts = tuple(n for n in p.dek_counts if n <= p.akeyless_dek_max)
         out["dek_scaling_akeyless"] = {
             "about": "Akeyless (0 ms) decrypt vs distinct DEKs, each step primed with one pass "
                      "over its N DEKs (steady state: decrypt-cache hits; RSS includes the cache).",
@@ -232,7 +233,8 @@ def startup(runs: int) -> Sc:
         return {"about": "not available: bench/startup.py does not exist yet"}
     with tempfile.TemporaryDirectory(prefix="kms-bench-startup-") as tmp:
         dest = Path(tmp) / "startup.json"
-        out = subprocess.run([PY, str(script), "--runs", str(runs), "--json", str(dest)],
+        quick = ["--no-baseline"] if runs == 1 else []  # quick mode: the frozen binary only
+        out = subprocess.run([PY, str(script), "--runs", str(runs), "--json", str(dest), *quick],
                              cwd=REPO, capture_output=True, text=True, timeout=900, check=False)
         if out.returncode != 0 or not dest.exists():
             return {"about": f"not available: bench/startup.py exited {out.returncode} "
