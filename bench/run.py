@@ -61,6 +61,13 @@ def core(p: plan.Plan, bins: dict[str, Path], with_go: bool) -> dict[str, Any]:
 
 
 def main() -> int:
+    try:
+        return _main()
+    finally:
+        servers.remove_homes()
+
+
+def _main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("mode", choices=["core", "quick", "full", "ablate"])
     ap.add_argument("--out", type=Path, help="report directory (default per mode)")

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import shutil
 import signal
 import socket
 import subprocess
@@ -68,9 +69,20 @@ def proc_cpu_s(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
+_HOMES: list[Path] = []
+
+
 def new_home(prefix: str) -> Path:
     """A fresh 0700 directory (the plugin refuses looser socket dirs)."""
-    return Path(tempfile.mkdtemp(prefix=f"kms-bench-{prefix}-"))
+    home = Path(tempfile.mkdtemp(prefix=f"kms-bench-{prefix}-"))
+    _HOMES.append(home)
+    return home
+
+
+def remove_homes() -> None:
+    """Delete every directory made by new_home (keyrings, corpora, audit logs)."""
+    while _HOMES:
+        shutil.rmtree(_HOMES.pop(), ignore_errors=True)
 
 
 def wait_ready(srv: Server, timeout: float = 30.0) -> None:
