@@ -1,15 +1,25 @@
-"""The JSON audit stream: one object per security-relevant event.
+"""The JSON audit stream: one object per security-relevant event, one per line.
 
-It has its own logger (``kms_appliance.audit``) that does not propagate, so
-operational log settings can never drop, duplicate or reformat it. The schema
-is documented and versioned in docs/audit-log.md; bump ``SCHEMA`` on any
-incompatible change. Only identifiers, versions, outcomes and fingerprints
-are written: never plaintext, DEKs, KEKs, tokens or access keys.
+The schema is documented and versioned in docs/audit-log.md; bump ``SCHEMA``
+on any incompatible change. Only identifiers, versions, outcomes and
+fingerprints are written: never plaintext, DEKs, KEKs, tokens or access keys.
+
+Cost matters here: an audit record is written for every Encrypt and Decrypt,
+and under load the request threads share one GIL with the writer. So the
+request path only stamps the time and enqueues the fields (a lock-free
+``SimpleQueue``); one writer thread serialises batches with the C JSON
+encoder and writes each batch with one ``write`` and one flush. The stream
+is separate from the operational log (nothing can drop, duplicate or
+reformat it). Memory stays bounded: past ``HIGH_WATER`` queued records a
+caller waits for the writer, so a stalled disk slows calls instead of
+losing records or growing without limit.
 """
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
+import json
 import logging
 import os
 import queue
@@ -17,12 +27,13 @@ import sys
 import threading
 import time
 from pathlib import Path
-from typing import Any
-
-from pythonjsonlogger.json import JsonFormatter
+from typing import Any, TextIO
 
 SCHEMA = 1
-LOGGER = "kms_appliance.audit"
+HIGH_WATER = 10_000
+BATCH_DELAY = 0.002
+log = logging.getLogger("kms_appliance.audit")
+_Item = tuple[float, dict[str, Any]] | None
 
 
 def fingerprint(ciphertext: bytes) -> str:
@@ -30,109 +41,94 @@ def fingerprint(ciphertext: bytes) -> str:
     return hashlib.sha256(ciphertext).hexdigest()[:16]
 
 
+class _Clock:
+    """ISO 8601 UTC with milliseconds; the per-second prefix is formatted once."""
+
+    def __init__(self) -> None:
+        self._second = -1
+        self._prefix = ""
+
+    def format(self, epoch: float) -> str:
+        whole = int(epoch)
+        if whole != self._second:
+            self._second = whole
+            self._prefix = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(whole))
+        return f"{self._prefix}.{int((epoch - whole) * 1000):03d}Z"
+
+
 def utc_ms(epoch: float) -> str:
-    """ISO 8601 UTC with milliseconds, the audit time format."""
-    whole = int(epoch)
-    return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(whole)) + f".{int((epoch - whole) * 1000):03d}Z"
-
-
-class _Formatter(JsonFormatter):
-    """Only the record's own fields: no logger name, level or message noise."""
-
-    def add_fields(self, log_record: dict[str, Any], record: logging.LogRecord,
-                   message_dict: dict[str, Any]) -> None:
-        log_record["ts"] = utc_ms(record.created)
-        log_record["schema"] = SCHEMA
-        log_record.update(record.__dict__["audit"])
-
-
-class _Batching:
-    """Mixin: write without flushing per record; the writer flushes when idle."""
-
-    def emit(self, record: logging.LogRecord) -> None:
-        handler: Any = self
-        try:
-            if handler.stream is None:
-                handler.stream = handler._open()
-            handler.stream.write(handler.format(record) + "\n")
-        except Exception:  # logging's own contract: report, never raise
-            handler.handleError(record)
-
-
-class _FileHandler(_Batching, logging.FileHandler):
-    pass
-
-
-class _StreamHandler(_Batching, logging.StreamHandler):  # type: ignore[type-arg]
-    pass
+    """The audit time format (for callers outside the writer thread)."""
+    return _Clock().format(epoch)
 
 
 class AuditLog:
-    """Writes audit events; ``reopen()`` is called on SIGHUP for logrotate.
-
-    The request path only enqueues the event's fields (a few microseconds);
-    one writer thread formats and writes them in order. The queue is bounded
-    and ``put`` blocks when it is full, so a stalled disk slows calls down
-    rather than losing records or growing memory without bound. ``close()``
-    drains the queue before returning.
-    """
-
-    QUEUE_SIZE = 10_000
+    """Writes audit events from a queue; ``reopen()`` on SIGHUP serves logrotate."""
 
     def __init__(self, target: str) -> None:
         self._target = target
-        self._logger = logging.getLogger(LOGGER)
-        self._logger.propagate = False
-        self._logger.setLevel(logging.INFO)
-        for old in list(self._logger.handlers):
-            self._logger.removeHandler(old)
-            old.close()
-        self._handler = self._make_handler(target)
-        self._handler.setFormatter(_Formatter())
-        self._logger.addHandler(self._handler)
-        self._queue: queue.Queue[tuple[float, dict[str, Any]] | None] = queue.Queue(self.QUEUE_SIZE)
+        self._out = self._open()
+        self._queue: queue.SimpleQueue[_Item] = queue.SimpleQueue()
+        self._room = threading.Event()
+        self._room.set()
+        self._reopen = False
+        self._clock = _Clock()
         self._writer = threading.Thread(target=self._drain, name="audit-writer", daemon=True)
         self._writer.start()
 
-    @staticmethod
-    def _make_handler(target: str) -> logging.Handler:
-        if target == "-":
-            return _StreamHandler(sys.stdout)
-        _precreate(Path(target))
-        return _FileHandler(target, encoding="utf-8")
+    def _open(self) -> TextIO:
+        if self._target == "-":
+            return sys.stdout
+        # Created 0600 and never through a symlink: the trail is for the operator only.
+        fd = os.open(Path(self._target), os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_NOFOLLOW, 0o600)
+        return os.fdopen(fd, "a", encoding="utf-8", buffering=1 << 16)
 
     def event(self, **fields: Any) -> None:
-        """Queue one event; ``fields`` must hold only non-secret values."""
+        """Queue one event; ``fields`` must hold only non-secret, JSON-able values."""
+        if self._queue.qsize() > HIGH_WATER:
+            self._room.clear()
+            self._room.wait(5)
         self._queue.put((time.time(), fields))
 
-    def _drain(self) -> None:
-        while (item := self._queue.get()) is not None:
-            created, fields = item
-            record = logging.LogRecord(LOGGER, logging.INFO, __file__, 0, "", None, None)
-            record.created = created
-            record.__dict__["audit"] = fields
-            self._logger.handle(record)
-            if self._queue.empty():
-                self._handler.flush()
-
     def reopen(self) -> None:
-        """Close the file so the next event reopens it (after logrotate moved it)."""
-        if isinstance(self._handler, logging.FileHandler):
-            self._handler.acquire()
-            try:
-                self._handler.close()
-                _precreate(Path(self._target))
-            finally:
-                self._handler.release()
+        """Reopen the file before the next batch (after logrotate moved it)."""
+        self._reopen = True
 
     def close(self) -> None:
+        """Write everything queued, then close the file."""
         self._queue.put(None)
         self._writer.join(10)
-        self._handler.flush()
-        self._logger.removeHandler(self._handler)
-        self._handler.close()
+        if self._out is not sys.stdout:
+            self._out.close()
 
+    # ---- the writer thread -------------------------------------------------------
 
-def _precreate(path: Path) -> None:
-    """Create the file 0600 before logging opens it, so it is never world-readable."""
-    os.close(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_NOFOLLOW, 0o600))
+    def _drain(self) -> None:
+        running = True
+        while running:
+            batch = [self._queue.get()]
+            time.sleep(BATCH_DELAY)  # let a burst gather: one write for many records
+            with contextlib.suppress(queue.Empty):
+                while len(batch) < 4096:
+                    batch.append(self._queue.get_nowait())
+            running = None not in batch
+            self._write([item for item in batch if item is not None])
+            if self._queue.qsize() <= HIGH_WATER:
+                self._room.set()
+
+    def _write(self, batch: list[tuple[float, dict[str, Any]]]) -> None:
+        lines = [self._line(created, fields) for created, fields in batch]
+        try:
+            if self._reopen:
+                self._reopen = False
+                if self._out is not sys.stdout:
+                    self._out.close()
+                self._out = self._open()
+            self._out.write("".join(lines))
+            self._out.flush()
+        except (OSError, ValueError) as exc:
+            log.error("audit log write failed (%d records lost): %s", len(lines),
+                      getattr(exc, "strerror", None) or type(exc).__name__)
+
+    def _line(self, created: float, fields: dict[str, Any]) -> str:
+        record = {"ts": self._clock.format(created), "schema": SCHEMA, **fields}
+        return json.dumps(record, default=str) + "\n"

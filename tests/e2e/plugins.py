@@ -237,3 +237,12 @@ def selected_launcher_names() -> list[str]:
     if unknown or not names:
         raise ValueError(f"E2E_KMS_PLUGIN={raw!r}: expected names from {sorted(LAUNCHERS)}")
     return names
+
+
+def audit_records(plugin: KmsPlugin) -> list[dict[str, object]]:
+    """The plugin's JSON audit records (its audit stream is stdout, in the process log)."""
+    records = []
+    for line in plugin.process.log_path.read_text(errors="replace").splitlines():
+        if line.startswith("{") and '"schema"' in line:
+            records.append(json.loads(line))
+    return records

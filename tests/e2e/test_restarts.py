@@ -16,6 +16,7 @@ import pytest
 from .cluster import Cluster
 from .encryption import encryption_config, identity, kms_v2, storage_prefix
 from .fixture_types import RecordTiming, StartApiServer, StartPlugin
+from .plugins import audit_records
 from .procs import wait_until
 from .workload import (
     create_secret,
@@ -61,11 +62,24 @@ class TestApiServerRestart:
         envelopes = stored_envelopes(cluster, storage_prefix(provider), written)
         assert {e.key_id for e in envelopes.values()} == {plugin.status().key_id}
 
+        audited_before = len(audit_records(plugin))
         start_apiserver(config)  # running: this is a restart, DEK cache gone
         started = time.monotonic()
         read = list_batch(cluster, "bulk")
         record_timing(f"list {BULK_SECRETS} secrets after restart", time.monotonic() - started)
         assert read == written
+        # The restarted apiserver had to ask the plugin to decrypt its DEK seed(s): each audit
+        # record names the key version (Akeyless: the item_version) the seed was wrapped under,
+        # the same as the encrypt record it joins by ciphertext fingerprint.
+        def new_decrypts() -> list[dict[str, object]]:
+            return [r for r in audit_records(plugin)[audited_before:] if r["event"] == "decrypt"]
+
+        wait_until(lambda: bool(new_decrypts()), 10, "decrypt audit records")
+        encrypts = {r["ct_fp"]: r["key_version"] for r in audit_records(plugin)
+                    if r["event"] == "encrypt" and r["outcome"] == "ok"}
+        for rec in new_decrypts():
+            assert rec["outcome"] == "ok" and rec["key_version"], rec
+            assert encrypts.get(rec["ct_fp"]) == rec["key_version"], rec
 
 
 class TestPluginRestart:
