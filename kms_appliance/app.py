@@ -110,6 +110,9 @@ class App:
         except KmsError as exc:
             log.warning("key refresh failed, keeping the current key: %s", exc.message)
             return
+        except Exception as exc:  # a reload must never stop the plugin; log the type only
+            log.error("key refresh failed (%s), keeping the current key", type(exc).__name__)
+            return
         st = self.backend.status()
         if (st.key_id, st.key_version) != self._key:
             old_id, old_version = self._key

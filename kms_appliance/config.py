@@ -172,7 +172,7 @@ class ServerSettings:
     max_concurrent_rpcs: int = setting(256, int_range(1, 100_000),
                                        doc="calls beyond this are refused with RESOURCE_EXHAUSTED")
     max_connections: int = setting(128, int_range(1, 10_000),
-                                   doc="connection limit of the peer-uid accept path")
+                                   doc="open client connections; more are closed at once")
     max_message_bytes: int = setting(65_536, int_range(4_096, 4_194_304),
                                      doc="largest gRPC message accepted")
     workers: int = setting(32, int_range(1, 1_024), doc="gRPC worker threads")
@@ -279,6 +279,10 @@ def _read_file(path: Path, required: bool) -> dict[str, Any]:
         return {}
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError("config", f"{path} is not valid TOML: {exc}") from None
+    except UnicodeDecodeError:
+        raise ConfigError("config", f"{path} is not UTF-8 text") from None
+    except RecursionError:
+        raise ConfigError("config", f"{path} is nested too deeply") from None
     except OSError as exc:
         raise ConfigError("config", f"cannot read {path}: {exc.strerror}") from None
     for section, body in doc.items():

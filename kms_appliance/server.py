@@ -37,6 +37,8 @@ class PluginServer:
         self._s = settings
         self._socket = settings.socket
         self._inode: int | None = None
+        self._dir_fd: int | None = None
+        self._bind_path = settings.socket
         self._gate: PeerGate | None = None
         self._inner_dir: Path | None = None
         self._on_refuse = on_refuse
@@ -63,31 +65,35 @@ class PluginServer:
 
     def start(self) -> None:
         """Check the path, bind with the final mode, and start serving."""
-        socketfs.prepare(self._socket, self._s.socket_group)
+        self._dir_fd, bind_path = socketfs.prepare(self._socket, self._s.socket_group)
         _, sock_mode = socketfs.modes(self._s.socket_group)
         if self._s.allowed_uids:
-            self._start_gated(sock_mode)
+            self._start_gated(bind_path, sock_mode)
         else:
-            self._bind_grpc(self._socket, sock_mode)
-        socketfs.finish_bind(self._socket, self._s.socket_group)
-        self._inode = self._socket.lstat().st_ino
+            self._bind_grpc(bind_path, sock_mode)
+        socketfs.finish_bind(bind_path, self._s.socket_group)
+        self._inode = bind_path.lstat().st_ino
+        self._bind_path = bind_path
         log.info("serving KMS v2 and v1beta1 on %s", self._socket)
 
     def _bind_grpc(self, path: Path, mode: int) -> None:
         with socketfs.umask(0o777 & ~mode):
-            port = self._grpc.add_insecure_port(f"unix:{path}")
+            try:
+                port = self._grpc.add_insecure_port(f"unix:{path}")
+            except RuntimeError:  # grpc raises (rather than returning 0) when bind() fails
+                port = 0
             if port == 0:
                 raise StartupError(f"cannot bind {path}")
             self._grpc.start()
 
-    def _start_gated(self, mode: int) -> None:
-        self._inner_dir = Path(tempfile.mkdtemp(prefix=".kms-inner-", dir=self._socket.parent))
+    def _start_gated(self, bind_path: Path, mode: int) -> None:
+        self._inner_dir = Path(tempfile.mkdtemp(prefix=".kms-inner-", dir=bind_path.parent))
         inner = self._inner_dir / "grpc.sock"
         self._bind_grpc(inner, 0o600)
         listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
         with socketfs.umask(0o777 & ~mode):
             try:
-                listener.bind(os.fspath(self._socket))
+                listener.bind(os.fspath(bind_path))
             except OSError as exc:
                 listener.close()
                 raise StartupError(f"cannot bind {self._socket}: {exc.strerror}") from None
@@ -100,11 +106,12 @@ class PluginServer:
         """Refuse new calls, let in-flight ones finish within ``grace``, remove the socket."""
         if self._inode is None:
             self._grpc.stop(None)
+            self._close_dir()
             return  # never bound: the path is not ours to remove
         if self._gate is not None:
             self._gate.stop_accepting()
         # Stop accepting on the public path first so a successor can bind while we drain.
-        socketfs.remove(self._socket, self._inode)
+        socketfs.remove(self._bind_path, self._inode)
         self._grpc.stop(grace).wait(grace + 1)
         if self._gate is not None:
             self._gate.close()
@@ -112,5 +119,11 @@ class PluginServer:
             for leftover in self._inner_dir.iterdir():
                 leftover.unlink(missing_ok=True)
             self._inner_dir.rmdir()
+        self._close_dir()
         log.info("stopped; socket %s removed", self._socket)
+
+    def _close_dir(self) -> None:
+        if self._dir_fd is not None:
+            os.close(self._dir_fd)
+            self._dir_fd = None
 

@@ -49,6 +49,11 @@ def check_socket_dir(directory: Path, group: str | None, create: bool = True) ->
         return
     if stat.S_ISLNK(st.st_mode):
         raise StartupError(f"socket directory {directory} is a symlink; refusing to follow it")
+    check_dir_stat(directory, st, group)
+
+
+def check_dir_stat(directory: Path, st: os.stat_result, group: str | None) -> None:
+    """The ownership and mode rules, on a stat of the path or of an open descriptor."""
     if not stat.S_ISDIR(st.st_mode):
         raise StartupError(f"socket directory {directory} is not a directory")
     if st.st_mode & 0o002:
@@ -104,10 +109,26 @@ def clear_stale(path: Path) -> None:
     path.unlink(missing_ok=True)
 
 
-def prepare(path: Path, group: str | None) -> None:
-    """Everything that must hold before binding ``path``."""
+def prepare(path: Path, group: str | None) -> tuple[int, Path]:
+    """Everything that must hold before binding; returns (dir fd, path to bind through it).
+
+    The directory is opened O_NOFOLLOW and re-checked through the descriptor,
+    and the socket is bound via ``/proc/self/fd/N/<name>``: a directory
+    swapped for a symlink after the path check cannot redirect the bind.
+    """
     check_socket_dir(path.parent, group)
-    clear_stale(path)
+    try:
+        dir_fd = os.open(path.parent, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC)
+    except OSError as exc:
+        raise StartupError(f"cannot open socket directory {path.parent}: {exc.strerror}") from None
+    try:
+        check_dir_stat(path.parent, os.fstat(dir_fd), group)
+        bind_path = Path(f"/proc/self/fd/{dir_fd}") / path.name
+        clear_stale(bind_path)
+    except BaseException:
+        os.close(dir_fd)
+        raise
+    return dir_fd, bind_path
 
 
 @contextlib.contextmanager

@@ -101,7 +101,7 @@ def parse(data: bytes) -> Keyring:
     """Parse and validate keyring bytes; errors never quote key material."""
     try:
         doc = json.loads(data)
-    except (ValueError, UnicodeDecodeError):
+    except (ValueError, UnicodeDecodeError, RecursionError):
         raise StartupError("keyring is not valid JSON") from None
     if not isinstance(doc, dict) or doc.get("format") != FORMAT:
         raise StartupError(f"keyring format is not {FORMAT}")

@@ -18,7 +18,7 @@ from pathlib import Path
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
-from ..errors import CiphertextError, KeyUnavailable
+from ..errors import CiphertextError, KeyUnavailable, StartupError
 from . import envelope, keyring
 from .base import KeyStatus, Unwrapped, Wrapped
 
@@ -97,11 +97,14 @@ class LocalBackend:
     def refresh(self) -> bool:
         """Reload the keyring if the file changed; a bad file keeps the old state."""
         with self._lock:
-            if _stat_key(self._path) == self._state.stat_key:
-                return False
-            old = self._state
-            self._state = self._load()
-            return self._state.current != old.current
+            try:
+                if _stat_key(self._path) == self._state.stat_key:
+                    return False
+                new = self._load()
+            except OSError as exc:  # missing or unreadable for a moment (an edit, a move)
+                raise StartupError(f"keyring {self._path} cannot be read: {exc.strerror}") from None
+            old, self._state = self._state, new
+            return new.current != old.current
 
     def close(self) -> None:
         self._state.ciphers.clear()

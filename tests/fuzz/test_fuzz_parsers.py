@@ -4,7 +4,7 @@
 properties). A parser either returns a value that satisfies its invariants
 or raises its own typed error whose message quotes no input secret; any
 other exception is a crash. Deep-nesting inputs that crash the standard
-JSON/TOML decoders are pinned separately (xfail, defects reported).
+JSON/TOML decoders are pinned separately (deep nesting, bad bytes).
 """
 
 from __future__ import annotations
@@ -119,10 +119,6 @@ def test_keyring_properties(doc: dict[str, object]) -> None:
     _keyring_ok(json.dumps(doc).encode(), [], Tally("hypothesis keyring"))
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "DEFECT (core, backends/keyring.parse): deeply nested JSON raises RecursionError, not "
-    "StartupError; at a runtime reload it escapes App._refresh and stops the plugin. Fix in the "
-    "issue-7 report."))
 def test_keyring_deep_nesting_is_a_startup_error() -> None:
     with pytest.raises(errors.StartupError):
         keyring.parse(b"[" * 100_000)
@@ -142,9 +138,6 @@ CONFIG_CORPUS = [
 ]
 
 
-KNOWN_CONFIG_DEFECTS = (UnicodeDecodeError, RecursionError)
-
-
 def _config_ok(data: bytes, path: Path, t: Tally) -> None:
     path.write_bytes(data)
     try:
@@ -153,11 +146,6 @@ def _config_ok(data: bytes, path: Path, t: Tally) -> None:
         assert exc.key and exc.message
         no_leak(exc.message, SECRET_VALUE.encode())
         t.count("refused")
-        return
-    except KNOWN_CONFIG_DEFECTS as exc:
-        # pinned by the xfail tests below; counted so the figure shows them, and the
-        # campaign goes on looking for anything else
-        t.count(f"KNOWN DEFECT {type(exc).__name__}")
         return
     assert cfg.server.backend in ("local", "akeyless")
     assert cfg.server.socket.is_absolute()
@@ -200,10 +188,6 @@ def test_config_env_volume() -> None:
     t.report(EXAMPLES)
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "DEFECT (core, config._read_file): a config file that is not UTF-8 (UnicodeDecodeError) or is "
-    "deeply nested (RecursionError) escapes as a traceback instead of a ConfigError (found by "
-    "test_config_file_volume). Fix in the issue-7 report."))
 @pytest.mark.parametrize("content", [b"a = " + b"[" * 5000 + b"]" * 5000, b"[server]\nsocket = \"\xe9\"\n"],
                          ids=["deep-nesting", "not-utf8"])
 def test_config_bad_bytes_are_a_config_error(tmp_path: Path, content: bytes) -> None:

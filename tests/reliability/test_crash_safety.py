@@ -172,10 +172,6 @@ def test_kill_9_during_uid_token_rotation(emu: Emulator, tmp_path: Path) -> None
 class TestKeyringTroubleAtRuntime:
     """A keyring that vanishes or breaks during a reload keeps the old key; the plugin keeps serving."""
 
-    @pytest.mark.xfail(strict=True, reason=(
-        "DEFECT (core, backends/local.LocalBackend.refresh + app.App._refresh): a keyring that is "
-        "briefly missing (FileNotFoundError) or unreadable escapes the reload as a non-KmsError and "
-        "stops the plugin. Fix in the issue-7 report."))
     def test_keyring_briefly_missing(self, tmp_path: Path) -> None:
         work = tmp_path / "gone"
         work.mkdir(mode=0o700)

@@ -115,10 +115,6 @@ class TestPathGames:
 class TestToctou:
     """The directory checked must be the directory bound in, even if swapped in between."""
 
-    @pytest.mark.xfail(strict=True, reason=(
-        "DEFECT (core, socketfs/server): the socket directory is checked by path, then bound by "
-        "path; a directory swapped for a symlink in between is followed. Fix in the issue-7 report: "
-        "bind through an O_NOFOLLOW directory descriptor (/proc/self/fd/N/kms.sock)."))
     def test_directory_swapped_for_symlink_after_the_check(
             self, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
         base = tmp_path / "t"
@@ -144,10 +140,6 @@ class TestToctou:
             srv.stop(0)
         assert served_in == [], "the plugin bound its socket in the attacker's directory"
 
-    @pytest.mark.xfail(strict=True, reason=(
-        "DEFECT (core, server.PluginServer._bind_grpc): grpc raises RuntimeError when the bind "
-        "fails (it never returns port 0 here), so the refusal escapes as a traceback instead of "
-        "a StartupError. Fix in the issue-7 report."))
     def test_regular_file_planted_after_the_check_is_not_replaced(
             self, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
         base = tmp_path / "t"
