@@ -91,7 +91,7 @@ def test_sigterm_lets_slow_calls_in_flight_finish(emu: Emulator, tmp_path: Path)
     deadline = time.monotonic() + 10
     while emu.in_flight.get("encrypt", 0) < 4 and time.monotonic() < deadline:
         time.sleep(0.02)
-    assert emu.in_flight.get("encrypt", 0) == 4, "all four calls must be in flight at SIGTERM"
+    assert emu.in_flight.get("encrypt", 0) >= 4, "all four calls must be in flight at SIGTERM"
     p.proc.send_signal(signal.SIGTERM)
     for t in threads:
         t.join(15)
