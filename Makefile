@@ -44,8 +44,9 @@ pytest-core: $(STAMP)
 -include mk/*.mk
 
 # The whole suite runs e2e against the frozen binary, with the local and the Akeyless backend.
-test: export E2E_KMS_PLUGIN ?= appliance,akeyless
-test: export E2E_APPLIANCE_CMD ?= $(CURDIR)/dist/kms-appliance
+E2E_ALL_PLUGINS := appliance,akeyless
+test: export E2E_KMS_PLUGIN := $(or $(E2E_KMS_PLUGIN),$(E2E_ALL_PLUGINS))
+test: export E2E_APPLIANCE_CMD := $(or $(E2E_APPLIANCE_CMD),$(CURDIR)/dist/kms-appliance)
 test: $(TEST_STAGES)
 
 .PHONY: help venv demo check unit integration test pytest-core
