@@ -79,6 +79,7 @@ class App:
         due = _Due(self.backend, self.cfg)
         while not self._stop.wait(TICK):
             self.health.tick()
+            self.audit.flush()
             if self._reload.is_set() or due.refresh():
                 self._reload.clear()
                 self._refresh()

@@ -4,25 +4,23 @@ The schema is documented and versioned in docs/audit-log.md; bump ``SCHEMA``
 on any incompatible change. Only identifiers, versions, outcomes and
 fingerprints are written: never plaintext, DEKs, KEKs, tokens or access keys.
 
-Cost matters here: an audit record is written for every Encrypt and Decrypt,
-and under load the request threads share one GIL with the writer. So the
-request path only stamps the time and enqueues the fields (a lock-free
-``SimpleQueue``); one writer thread serialises batches with the C JSON
-encoder and writes each batch with one ``write`` and one flush. The stream
-is separate from the operational log (nothing can drop, duplicate or
-reformat it). Memory stays bounded: past ``HIGH_WATER`` queued records a
-caller waits for the writer, so a stalled disk slows calls instead of
-losing records or growing without limit.
+Cost matters here: a record is written for every Encrypt and Decrypt, and the
+request threads share one GIL. Profiles showed that a logging-framework
+record plus a writer thread cost more than the gRPC call's own Python work
+(GIL hand-offs on every call), so a record is serialised with the C JSON
+encoder and appended to a buffered file under a lock in the calling thread;
+the maintenance loop flushes the buffer every tick (and at shutdown). Memory
+is bounded by the buffer; a stalled disk slows calls rather than growing a
+queue. The stream is separate from the operational log, so no log setting
+can drop, duplicate or reformat it.
 """
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
 import json
 import logging
 import os
-import queue
 import sys
 import threading
 import time
@@ -30,10 +28,8 @@ from pathlib import Path
 from typing import Any, TextIO
 
 SCHEMA = 1
-HIGH_WATER = 10_000
-BATCH_DELAY = 0.002
+BUFFER_BYTES = 1 << 16
 log = logging.getLogger("kms_appliance.audit")
-_Item = tuple[float, dict[str, Any]] | None
 
 
 def fingerprint(ciphertext: bytes) -> str:
@@ -45,90 +41,79 @@ class _Clock:
     """ISO 8601 UTC with milliseconds; the per-second prefix is formatted once."""
 
     def __init__(self) -> None:
-        self._second = -1
-        self._prefix = ""
+        self._cached: tuple[int, str] = (-1, "")  # one attribute: swapped atomically
 
     def format(self, epoch: float) -> str:
         whole = int(epoch)
-        if whole != self._second:
-            self._second = whole
-            self._prefix = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(whole))
-        return f"{self._prefix}.{int((epoch - whole) * 1000):03d}Z"
+        second, prefix = self._cached
+        if whole != second:
+            prefix = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(whole))
+            self._cached = (whole, prefix)
+        return f"{prefix}.{int((epoch - whole) * 1000):03d}Z"
+
+
+_clock = _Clock()
 
 
 def utc_ms(epoch: float) -> str:
-    """The audit time format (for callers outside the writer thread)."""
-    return _Clock().format(epoch)
+    """The audit time format."""
+    return _clock.format(epoch)
 
 
 class AuditLog:
-    """Writes audit events from a queue; ``reopen()`` on SIGHUP serves logrotate."""
+    """Appends audit records; ``flush()`` each maintenance tick, ``reopen()`` on SIGHUP."""
 
     def __init__(self, target: str) -> None:
         self._target = target
-        self._out = self._open()
-        self._queue: queue.SimpleQueue[_Item] = queue.SimpleQueue()
-        self._room = threading.Event()
-        self._room.set()
+        self._lock = threading.Lock()
         self._reopen = False
-        self._clock = _Clock()
-        self._writer = threading.Thread(target=self._drain, name="audit-writer", daemon=True)
-        self._writer.start()
+        self._failed = False
+        self._out = self._open()
 
     def _open(self) -> TextIO:
         if self._target == "-":
             return sys.stdout
         # Created 0600 and never through a symlink: the trail is for the operator only.
         fd = os.open(Path(self._target), os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_NOFOLLOW, 0o600)
-        return os.fdopen(fd, "a", encoding="utf-8", buffering=1 << 16)
+        return os.fdopen(fd, "a", encoding="utf-8", buffering=BUFFER_BYTES)
 
     def event(self, **fields: Any) -> None:
-        """Queue one event; ``fields`` must hold only non-secret, JSON-able values."""
-        if self._queue.qsize() > HIGH_WATER:
-            self._room.clear()
-            self._room.wait(5)
-        self._queue.put((time.time(), fields))
+        """Write one record; ``fields`` must hold only non-secret, JSON-able values."""
+        record = {"ts": _clock.format(time.time()), "schema": SCHEMA, **fields}
+        line = json.dumps(record, default=str) + "\n"
+        try:
+            with self._lock:
+                self._out.write(line)
+        except (OSError, ValueError) as exc:
+            self._report(exc)
+
+    def flush(self) -> None:
+        """Push buffered records to the file; reopen it first if SIGHUP asked for it."""
+        try:
+            with self._lock:
+                if self._reopen:
+                    self._reopen = False
+                    self._out.flush()
+                    if self._out is not sys.stdout:
+                        self._out.close()
+                    self._out = self._open()
+                self._out.flush()
+            self._failed = False
+        except (OSError, ValueError) as exc:
+            self._report(exc)
 
     def reopen(self) -> None:
-        """Reopen the file before the next batch (after logrotate moved it)."""
+        """Safe from a signal handler: only sets a flag the next flush() acts on."""
         self._reopen = True
 
     def close(self) -> None:
-        """Write everything queued, then close the file."""
-        self._queue.put(None)
-        self._writer.join(10)
-        if self._out is not sys.stdout:
-            self._out.close()
+        self.flush()
+        with self._lock:
+            if self._out is not sys.stdout:
+                self._out.close()
 
-    # ---- the writer thread -------------------------------------------------------
-
-    def _drain(self) -> None:
-        running = True
-        while running:
-            batch = [self._queue.get()]
-            time.sleep(BATCH_DELAY)  # let a burst gather: one write for many records
-            with contextlib.suppress(queue.Empty):
-                while len(batch) < 4096:
-                    batch.append(self._queue.get_nowait())
-            running = None not in batch
-            self._write([item for item in batch if item is not None])
-            if self._queue.qsize() <= HIGH_WATER:
-                self._room.set()
-
-    def _write(self, batch: list[tuple[float, dict[str, Any]]]) -> None:
-        lines = [self._line(created, fields) for created, fields in batch]
-        try:
-            if self._reopen:
-                self._reopen = False
-                if self._out is not sys.stdout:
-                    self._out.close()
-                self._out = self._open()
-            self._out.write("".join(lines))
-            self._out.flush()
-        except (OSError, ValueError) as exc:
-            log.error("audit log write failed (%d records lost): %s", len(lines),
+    def _report(self, exc: BaseException) -> None:
+        if not self._failed:  # once per failure streak, not once per call
+            self._failed = True
+            log.error("audit log write failed: %s",
                       getattr(exc, "strerror", None) or type(exc).__name__)
-
-    def _line(self, created: float, fields: dict[str, Any]) -> str:
-        record = {"ts": self._clock.format(created), "schema": SCHEMA, **fields}
-        return json.dumps(record, default=str) + "\n"
