@@ -8,10 +8,10 @@ Cost matters here: a record is written for every Encrypt and Decrypt, and the
 request threads share one GIL. Profiles showed that a logging-framework
 record plus a writer thread cost more than the gRPC call's own Python work
 (GIL hand-offs on every call), so a record is serialised with the C JSON
-encoder and appended to a buffered file under a lock in the calling thread;
-the maintenance loop flushes the buffer every tick (and at shutdown). Memory
-is bounded by the buffer; a stalled disk slows calls rather than growing a
-queue. The stream is separate from the operational log, so no log setting
+encoder and written (one write syscall) under a lock in the calling thread:
+it is on disk when the call returns, and a stalled disk slows calls rather
+than growing a queue. ``flush()`` (each maintenance tick) only handles a
+pending SIGHUP reopen. The stream is separate from the operational log, so no log setting
 can drop, duplicate or reformat it.
 """
 
@@ -61,7 +61,7 @@ def utc_ms(epoch: float) -> str:
 
 
 class AuditLog:
-    """Appends audit records; ``flush()`` each maintenance tick, ``reopen()`` on SIGHUP."""
+    """Appends audit records; ``reopen()`` on SIGHUP takes effect at the next ``flush()``."""
 
     def __init__(self, target: str) -> None:
         self._target = target
@@ -84,6 +84,7 @@ class AuditLog:
         try:
             with self._lock:
                 self._out.write(line)
+                self._out.flush()
         except (OSError, ValueError) as exc:
             self._report(exc)
 
