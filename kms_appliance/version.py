@@ -20,7 +20,7 @@ def _stamp() -> dict[str, str]:
     try:
         from . import _build_stamp  # type: ignore[attr-defined]  # noqa: PLC0415
     except ImportError:
-        return {"commit": _git_commit(), "build_date": "", "libraries": ""}
+        return {"commit": _git_commit(), "build_date": ""}
     return dict(_build_stamp.STAMP)
 
 
