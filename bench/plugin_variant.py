@@ -7,24 +7,17 @@ show, in the same run, what each piece costs per call:
     python bench/plugin_variant.py VARIANT serve --socket ... (plugin flags)
 
 Variants: ``asis`` (nothing changed), ``no-audit`` (audit event is a no-op),
-``lean-audit`` (the same audit line built with one json.dumps and written
-and flushed per record under a lock, without the logging machinery: a
-proposal), ``no-metrics`` (counter/histogram no-ops), ``no-max-rpcs`` (grpc
-server without ``maximum_concurrent_rpcs``, whose per-call done-callback
-takes the server's state lock), ``queued-audit`` (request threads only put
-the record on a SimpleQueue; one writer thread formats and writes in
-batches, one flush per batch: a proposal), ``proposed`` (``queued-audit`` +
-``no-max-rpcs``), ``no-wrapper`` (Calls.run just runs the work: no timing,
-metrics or audit).
+``sync-audit`` (``observability.audit_flush_interval = 0``: one write per
+record before the answer leaves), ``no-metrics`` (counter/histogram no-ops),
+``no-max-rpcs`` (grpc server without ``maximum_concurrent_rpcs``, whose
+per-call done-callback takes the server's state lock), ``no-wrapper``
+(Calls.run just runs the work: no timing, metrics or audit).
 """
 
 from __future__ import annotations
 
-import json
-import queue
+import os
 import sys
-import threading
-import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -49,22 +42,9 @@ def _no_audit() -> None:
     audit.AuditLog.event = lambda self, **fields: None  # type: ignore[method-assign]
 
 
-def _lean_audit() -> None:
-    """Same record, one json.dumps, written and flushed per event under one lock."""
-    lock = threading.Lock()
-    files: dict[int, Any] = {}
-    dumps = json.JSONEncoder(separators=(", ", ": ")).encode
-
-    def event(self: audit.AuditLog, **fields: Any) -> None:
-        line = dumps({"ts": audit.utc_ms(time.time()), "schema": audit.SCHEMA, **fields}) + "\n"
-        with lock:
-            fh = files.get(id(self))
-            if fh is None:
-                fh = files[id(self)] = open(self._target, "a", encoding="utf-8")  # noqa: SIM115
-            fh.write(line)
-            fh.flush()
-
-    audit.AuditLog.event = event  # type: ignore[method-assign]
+def _sync_audit() -> None:
+    """The operator's durability setting: each record written before its answer leaves."""
+    os.environ["KMS_APPLIANCE_OBSERVABILITY_AUDIT_FLUSH_INTERVAL"] = "0"
 
 
 def _no_max_rpcs() -> None:
@@ -75,42 +55,6 @@ def _no_max_rpcs() -> None:
         return real(*args, **kwargs)
 
     grpc.server = server
-
-
-def _queued_audit() -> None:
-    """Request threads enqueue (no lock held across a syscall); one writer batches."""
-    q: queue.SimpleQueue[tuple[audit.AuditLog, float, dict[str, Any]]] = queue.SimpleQueue()
-    dumps = json.JSONEncoder(separators=(", ", ": ")).encode
-
-    def event(self: audit.AuditLog, **fields: Any) -> None:
-        q.put((self, time.time(), fields))
-
-    def writer() -> None:
-        files: dict[int, Any] = {}
-        while True:
-            batch = [q.get()]
-            while len(batch) < 512:
-                try:
-                    batch.append(q.get_nowait())
-                except queue.Empty:
-                    break
-            touched = set()
-            for log, ts, fields in batch:
-                fh = files.get(id(log))
-                if fh is None:
-                    fh = files[id(log)] = open(log._target, "a", encoding="utf-8")  # noqa: SIM115
-                fh.write(dumps({"ts": audit.utc_ms(ts), "schema": audit.SCHEMA, **fields}) + "\n")
-                touched.add(id(log))
-            for key in touched:
-                files[key].flush()
-
-    threading.Thread(target=writer, name="audit-writer", daemon=True).start()
-    audit.AuditLog.event = event  # type: ignore[method-assign]
-
-
-def _proposed() -> None:
-    _queued_audit()
-    _no_max_rpcs()
 
 
 def _no_metrics() -> None:
@@ -127,10 +71,8 @@ def _no_wrapper() -> None:
 
 
 VARIANTS: dict[str, Callable[[], None]] = {
-    "asis": lambda: None, "no-audit": _no_audit, "lean-audit": _lean_audit,
-    "queued-audit": _queued_audit, "no-metrics": _no_metrics, "no-max-rpcs": _no_max_rpcs,
-    "proposed": _proposed,
-    "no-wrapper": _no_wrapper,
+    "asis": lambda: None, "no-audit": _no_audit, "sync-audit": _sync_audit,
+    "no-metrics": _no_metrics, "no-max-rpcs": _no_max_rpcs, "no-wrapper": _no_wrapper,
 }
 
 if __name__ == "__main__":

@@ -37,7 +37,7 @@ class App:
     def __init__(self, cfg: Config, metrics: Metrics | None = None) -> None:
         self.cfg = cfg
         self.metrics = metrics or Metrics()
-        self.audit = AuditLog(cfg.observability.audit_log)
+        self.audit = AuditLog(cfg.observability.audit_log, cfg.observability.audit_flush_interval)
         self.backend: KeyBackend = backends.create(cfg, self.metrics)
         st = self.backend.status()
         self.health = Health(self.backend, self.metrics, cfg.observability.health_interval)

@@ -6,13 +6,17 @@ fingerprints are written: never plaintext, DEKs, KEKs, tokens or access keys.
 
 Cost matters here: a record is written for every Encrypt and Decrypt, and the
 request threads share one GIL. Profiles showed that a logging-framework
-record plus a writer thread cost more than the gRPC call's own Python work
-(GIL hand-offs on every call), so a record is serialised with the C JSON
-encoder and written (one write syscall) under a lock in the calling thread:
-it is on disk when the call returns, and a stalled disk slows calls rather
-than growing a queue. ``flush()`` (each maintenance tick) only handles a
-pending SIGHUP reopen. The stream is separate from the operational log, so no log setting
-can drop, duplicate or reformat it.
+record plus a writer thread cost more than the gRPC call's own Python work,
+and that one write syscall per record costs ~30% of the throughput at 16
+calls in flight: the syscall drops the GIL and every drop is a thread
+hand-off. So a record is serialised with the C JSON encoder into a buffer in
+the calling thread (no syscall, no hand-off), and a flusher thread writes the
+buffer at most ``flush_interval`` after its first record: one syscall per
+interval under load, and a record is in the file within that bound (a
+``kill -9`` can lose only the last interval). ``flush_interval=0`` writes
+each record before the answer leaves, for operators who want that guarantee
+at that price. The stream is separate from the operational log, so no log
+setting can drop, duplicate or reformat it.
 """
 
 from __future__ import annotations
@@ -24,12 +28,14 @@ import os
 import sys
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any, TextIO
 
 SCHEMA = 1
 BUFFER_BYTES = 1 << 16
 log = logging.getLogger("kms_appliance.audit")
+_encode = json.JSONEncoder(default=str).encode  # built once: json.dumps(default=...) builds one per call
 
 
 def fingerprint(ciphertext: bytes) -> str:
@@ -63,12 +69,22 @@ def utc_ms(epoch: float) -> str:
 class AuditLog:
     """Appends audit records; ``reopen()`` on SIGHUP takes effect at the next ``flush()``."""
 
-    def __init__(self, target: str) -> None:
+    def __init__(self, target: str, flush_interval: float = 0.0) -> None:
         self._target = target
+        self._interval = flush_interval
         self._lock = threading.Lock()
+        self._pending = threading.Event()  # set while a record waits in the buffer
+        self._closed = False
         self._reopen = False
         self._failed = False
         self._out = self._open()
+        self._producers: list[Callable[[], None]] = []
+        self._drain_lock = threading.Lock()  # one drainer at a time keeps records in order
+        self._flusher: threading.Thread | None = None
+        if flush_interval > 0:
+            self._flusher = threading.Thread(target=self._flush_loop, name="audit-flush",
+                                             daemon=True)
+            self._flusher.start()
 
     def _open(self) -> TextIO:
         if self._target == "-":
@@ -77,16 +93,54 @@ class AuditLog:
         fd = os.open(Path(self._target), os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_NOFOLLOW, 0o600)
         return os.fdopen(fd, "a", encoding="utf-8", buffering=BUFFER_BYTES)
 
+    @property
+    def deferred(self) -> bool:
+        """True when records may wait (``flush_interval`` > 0) and producers may defer theirs."""
+        return self._flusher is not None
+
+    def before_flush(self, producer: Callable[[], None]) -> None:
+        """Have the flusher call ``producer`` (which appends its queued records) before each write."""
+        self._producers.append(producer)
+
+    def arm(self) -> None:
+        """Make sure the flusher runs within one interval (an attribute read when already armed)."""
+        if not self._pending.is_set():
+            self._pending.set()
+
     def event(self, **fields: Any) -> None:
         """Write one record; ``fields`` must hold only non-secret, JSON-able values."""
-        record = {"ts": _clock.format(time.time()), "schema": SCHEMA, **fields}
-        line = json.dumps(record, default=str) + "\n"
+        self.append(fields)
+
+    def append(self, fields: dict[str, Any], ts: float | None = None) -> None:
+        """:meth:`event` for a dict already built; ``ts`` is when it happened (default: now)."""
+        stamp = _clock.format(time.time() if ts is None else ts)
+        line = _encode({"ts": stamp, "schema": SCHEMA, **fields}) + "\n"
         try:
             with self._lock:
                 self._out.write(line)
-                self._out.flush()
+                if not self._interval:
+                    self._out.flush()
         except (OSError, ValueError) as exc:
             self._report(exc)
+        if self._flusher is not None:
+            self.arm()
+
+    def _flush_loop(self) -> None:
+        """Sleep until a record is buffered, let more arrive for one interval, write them."""
+        while not self._closed:
+            self._pending.wait()
+            time.sleep(self._interval)
+            self._pending.clear()  # before draining: a record queued after this re-arms it
+            self._drain()
+            self.flush()
+
+    def _drain(self) -> None:
+        with self._drain_lock:
+            for produce in self._producers:
+                try:
+                    produce()
+                except Exception:  # a producer bug must not stop the audit trail
+                    log.exception("audit producer failed")
 
     def flush(self) -> None:
         """Push buffered records to the file; reopen it first if SIGHUP asked for it."""
@@ -108,10 +162,18 @@ class AuditLog:
         self._reopen = True
 
     def close(self) -> None:
+        self._closed = True
+        self._pending.set()
+        if self._flusher is not None:
+            self._flusher.join(timeout=max(1.0, 2 * self._interval))
+        self._drain()
         self.flush()
         with self._lock:
             if self._out is not sys.stdout:
-                self._out.close()
+                try:
+                    self._out.close()
+                except OSError as exc:  # what the final flush could not write is lost, said once
+                    self._report(exc)
 
     def _report(self, exc: BaseException) -> None:
         if not self._failed:  # once per failure streak, not once per call

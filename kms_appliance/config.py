@@ -194,6 +194,11 @@ class ObservabilitySettings:
                                                   doc="HOST:PORT of /metrics, /livez, /readyz, "
                                                       "/healthz; empty disables")
     audit_log: str = setting("-", p_str, doc="audit log file, or - for stdout")
+    audit_flush_interval: float = setting(0.02, duration(0, 1),
+                                          doc="longest time an audit record waits in memory "
+                                              "before it is written (kill -9 can lose this much); "
+                                              "0 writes each record before the answer leaves, "
+                                              "at ~30% of the throughput under load")
     log_level: str = setting("info", choice("debug", "info", "warning", "error"),
                              doc="operational log level (stderr)")
     log_format: str = setting("text", choice("text", "json"), doc="operational log format")

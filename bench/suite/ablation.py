@@ -14,8 +14,7 @@ from . import inproc, profile, servers
 from .load import Shape, Window
 from .matrix import Config, ratios, run_matrix
 
-VARIANTS = ("asis", "no-audit", "lean-audit", "queued-audit", "no-metrics", "no-max-rpcs",
-            "proposed", "no-wrapper")
+VARIANTS = ("asis", "no-audit", "sync-audit", "no-metrics", "no-max-rpcs", "no-wrapper")
 
 
 def run(win: Window, reps: int, do_profile: bool = True) -> dict[str, Any]:

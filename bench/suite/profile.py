@@ -22,8 +22,8 @@ from .servers import Server
 
 # (label, substring of a frame "function (file:line)") — first match in a stack wins.
 GROUPS = (
-    ("audit writer thread (AuditLog._drain: LogRecord, JSON formatter, write)", "AuditLog._drain"),
-    ("audit record on the request thread (AuditLog.event)", "AuditLog.event"),
+    ("audit flusher thread (deferred metrics + audit records, write)", "AuditLog._flush_loop"),
+    ("audit record on the request thread (sync mode)", "AuditLog.append"),
     ("metrics (prometheus counter + histogram)", "Metrics.bound"),
     ("metrics (prometheus counter + histogram)", "prometheus_client"),
     ("servicer work (validation, backend wrap, fingerprint)", ".<locals>.work"),

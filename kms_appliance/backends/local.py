@@ -28,13 +28,21 @@ _MIN_PAYLOAD = _VERSION.size + _NONCE + 16
 
 
 class _State:
-    """An immutable snapshot of the loaded keyring; swapped whole on reload."""
+    """An immutable snapshot of the loaded keyring; swapped whole on reload.
 
-    __slots__ = ("ciphers", "current", "key_ids", "stat_key")
+    Everything a call needs besides the nonce is computed here once, so a
+    wrap or unwrap builds no header, AAD or version string per call.
+    """
+
+    __slots__ = ("aads", "ciphers", "current", "heads", "key_ids", "stat_key", "versions")
 
     def __init__(self, ring: keyring.Keyring, stat_key: tuple[int, ...]) -> None:
+        header = envelope.header(envelope.BACKEND_LOCAL)
         self.ciphers = {e.version: AESGCM(e.material) for e in ring.entries}
         self.key_ids = {e.version: ring.key_id(e.version) for e in ring.entries}
+        self.heads = {v: header + _VERSION.pack(v) for v in self.ciphers}
+        self.aads = {v: self.heads[v] + self.key_ids[v].encode() for v in self.ciphers}
+        self.versions = {v: str(v) for v in self.ciphers}
         self.current = ring.current.version
         self.stat_key = stat_key
 
@@ -61,17 +69,15 @@ class LocalBackend:
 
     def wrap(self, plaintext: bytes) -> Wrapped:
         st = self._state
-        version = st.current
-        head = envelope.header(envelope.BACKEND_LOCAL) + _VERSION.pack(version)
+        v = st.current
         nonce = os.urandom(_NONCE)
-        key_id = st.key_ids[version]
-        sealed = st.ciphers[version].encrypt(nonce, plaintext, head + key_id.encode())
-        return Wrapped(head + nonce + sealed, key_id, str(version))
+        sealed = st.ciphers[v].encrypt(nonce, plaintext, st.aads[v])
+        return Wrapped(st.heads[v] + nonce + sealed, st.key_ids[v], st.versions[v])
 
     def unwrap(
         self, ciphertext: bytes, key_id: str | None, annotations: Mapping[str, bytes]
     ) -> Unwrapped:
-        head, payload = envelope.split(ciphertext, envelope.BACKEND_LOCAL)
+        _, payload = envelope.split(ciphertext, envelope.BACKEND_LOCAL)  # header is the canonical one
         if len(payload) < _MIN_PAYLOAD:
             raise CiphertextError("ciphertext is truncated")
         (version,) = _VERSION.unpack_from(payload)
@@ -83,12 +89,11 @@ class LocalBackend:
         if key_id is not None and key_id != own_id:
             raise CiphertextError("ciphertext does not belong to the given key_id")
         nonce = payload[_VERSION.size : _VERSION.size + _NONCE]
-        aad = head + payload[: _VERSION.size] + own_id.encode()
         try:
-            plain = cipher.decrypt(nonce, payload[_VERSION.size + _NONCE :], aad)
+            plain = cipher.decrypt(nonce, payload[_VERSION.size + _NONCE :], st.aads[version])
         except InvalidTag:
             raise CiphertextError("ciphertext failed authentication") from None
-        return Unwrapped(plain, own_id, str(version))
+        return Unwrapped(plain, own_id, st.versions[version])
 
     def status(self) -> KeyStatus:
         st = self._state

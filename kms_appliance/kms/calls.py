@@ -9,13 +9,14 @@ from __future__ import annotations
 
 import logging
 import time
+from collections import deque
 from collections.abc import Callable
 from typing import Any, TypeVar
 
 import grpc
 
 from .. import errors
-from ..audit import AuditLog
+from ..audit import AuditLog, fingerprint
 from ..metrics import Metrics
 
 log = logging.getLogger("kms_appliance.calls")
@@ -31,6 +32,9 @@ _CODES: dict[type[errors.KmsError], grpc.StatusCode] = {
     errors.BackendUnavailable: grpc.StatusCode.UNAVAILABLE,
     errors.BackendCorruption: grpc.StatusCode.INTERNAL,
 }
+
+
+_NAMES = {code: code.name for code in grpc.StatusCode}  # Enum .name is a descriptor call
 
 
 def grpc_code(exc: BaseException) -> tuple[grpc.StatusCode, str, str]:
@@ -50,24 +54,43 @@ def grpc_code(exc: BaseException) -> tuple[grpc.StatusCode, str, str]:
 class Record:
     """Fields a call fills in for its audit record (plain attributes: cheap)."""
 
-    __slots__ = ("cached", "fingerprint", "key_id", "key_version", "uid")
+    __slots__ = ("cached", "ciphertext", "key_id", "key_version", "uid")
 
     def __init__(self, uid: str) -> None:
         self.uid = uid
         self.key_id = ""
         self.key_version = ""
-        self.fingerprint = ""
+        self.ciphertext = b""  # fingerprinted when the record is written, off the request path
         self.cached: bool | None = None
 
 
+# (finished at, seconds taken, api, method, record, outcome, code, client-safe message)
+_Done = tuple[float, float, str, str, Record, str, grpc.StatusCode, str]
+MAX_PENDING = 10_000  # beyond this a call accounts for itself: memory stays bounded
+
+
 class Calls:
-    """Runs servicer work with error mapping, metrics and audit."""
+    """Runs servicer work with error mapping, metrics and audit.
+
+    Why accounting is deferred: the request threads share one GIL, and
+    profiles showed every microsecond of Python on the request path costs
+    several more in thread hand-offs under load (8 us of bookkeeping took
+    ~12% of the throughput at 16 calls in flight). So a call only times
+    itself and queues a tuple; the audit flusher's thread turns the queue
+    into metrics and audit records just before each write, at most one
+    ``audit_flush_interval`` later. With an interval of 0 (records written
+    before the answer leaves) the accounting happens inline instead.
+    """
 
     def __init__(self, metrics: Metrics, audit: AuditLog, backend: str, key_name: str) -> None:
         self._metrics = metrics
         self._audit = audit
         self._backend = backend
         self._key_name = key_name
+        self._done: deque[_Done] = deque()
+        self._defer = audit.deferred
+        if self._defer:
+            audit.before_flush(self.drain)
 
     def run(self, context: grpc.ServicerContext, api: str, method: str, uid: str,
             work: Callable[[Record], R], empty: Callable[[], R]) -> R:
@@ -85,23 +108,33 @@ class Calls:
             context.set_code(code)
             context.set_details(message)
             result = empty()
-        elapsed = time.perf_counter() - start
+        done = (time.time(), time.perf_counter() - start, api, method, rec, outcome, code, message)
+        if self._defer and len(self._done) < MAX_PENDING:
+            self._done.append(done)
+            self._audit.arm()
+        else:
+            self._account(done)
+        return result
+
+    def drain(self) -> None:
+        """Account for every queued call (the audit flusher runs this before each write)."""
+        done = self._done
+        while done:
+            self._account(done.popleft())
+
+    def _account(self, done: _Done) -> None:
+        ts, elapsed, api, method, rec, outcome, code, message = done
         counter, hist = self._metrics.bound(method, api, outcome)
         counter.inc()
         hist.observe(elapsed)
-        self._write(api, method, rec, outcome, code, message, elapsed)
-        return result
-
-    def _write(self, api: str, method: str, rec: Record, outcome: str, code: grpc.StatusCode,
-               message: str, elapsed: float) -> None:
         fields: dict[str, Any] = {
             "event": method, "api": api, "uid": rec.uid, "backend": self._backend,
             "key_name": self._key_name, "key_id": rec.key_id, "key_version": rec.key_version,
-            "outcome": outcome, "code": code.name, "duration_ms": round(elapsed * 1000, 3),
-            "ct_fp": rec.fingerprint,
+            "outcome": outcome, "code": _NAMES[code], "duration_ms": round(elapsed * 1000, 3),
+            "ct_fp": fingerprint(rec.ciphertext) if rec.ciphertext else "",
         }
         if rec.cached is not None:
             fields["cached"] = rec.cached
         if message:
             fields["error"] = message
-        self._audit.event(**fields)
+        self._audit.append(fields, ts)

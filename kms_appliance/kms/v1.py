@@ -9,7 +9,6 @@ from __future__ import annotations
 import grpc
 
 from .. import version
-from ..audit import fingerprint
 from ..backends.base import KeyBackend
 from . import v1beta1_pb2 as pb
 from . import v1beta1_pb2_grpc as pb_grpc
@@ -34,7 +33,7 @@ class V1Servicer(pb_grpc.KeyManagementServiceServicer):
             validate.sized("plain", request.plain, validate.MAX_V1_PLAINTEXT)
             wrapped = self._backend.wrap(request.plain)
             rec.key_id, rec.key_version = wrapped.key_id, wrapped.key_version
-            rec.fingerprint = fingerprint(wrapped.ciphertext)
+            rec.ciphertext = wrapped.ciphertext
             return pb.EncryptResponse(cipher=wrapped.ciphertext)
 
         return self._calls.run(context, "v1beta1", "encrypt", "", work, pb.EncryptResponse)
@@ -43,7 +42,7 @@ class V1Servicer(pb_grpc.KeyManagementServiceServicer):
         def work(rec: Record) -> pb.DecryptResponse:
             validate.v1_version(request.version)
             validate.sized("cipher", request.cipher, validate.MAX_V1_CIPHERTEXT)
-            rec.fingerprint = fingerprint(request.cipher)
+            rec.ciphertext = request.cipher
             out = self._backend.unwrap(request.cipher, None, {})
             rec.key_id, rec.key_version, rec.cached = out.key_id, out.key_version, out.cached
             return pb.DecryptResponse(plain=out.plaintext)

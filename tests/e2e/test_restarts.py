@@ -62,6 +62,7 @@ class TestApiServerRestart:
         envelopes = stored_envelopes(cluster, storage_prefix(provider), written)
         assert {e.key_id for e in envelopes.values()} == {plugin.status().key_id}
 
+        time.sleep(0.1)  # every earlier record is out: the plugin flushes within 20 ms
         audited_before = len(audit_records(plugin))
         start_apiserver(config)  # running: this is a restart, DEK cache gone
         started = time.monotonic()

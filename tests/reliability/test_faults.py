@@ -229,7 +229,7 @@ def test_fault_cell(rig: Rig, cell: Cell) -> None:
     r = rig
     assert r.plugin.proc.poll() is None, "the plugin died during an earlier cell"
     assert _ready(r) == 200
-    audit_before = len(r.plugin.audit_records())
+    audit_before = len(r.plugin.audit_settled())
     dec_code = cell.decrypt_code or cell.code
     before = {m: _metric(r, m, "v2", _outcome_of(cell, m)) for m in ("encrypt", "decrypt")}
 
@@ -241,9 +241,9 @@ def test_fault_cell(rig: Rig, cell: Cell) -> None:
             want = cell.code if method == "encrypt" else dec_code
             assert code == want, f"{method}: {code} under '{cell.name}', expected {want}"
             assert seconds <= BUDGET + SLACK, f"{method} took {seconds:.2f}s, budget {BUDGET}s"
+        records = _call_records(r, audit_before)  # polled: metrics are counted in the same pass
         for m in ("encrypt", "decrypt"):
             assert _metric(r, m, "v2", _outcome_of(cell, m)) >= before[m] + 2, m
-        records = _call_records(r, audit_before)
         for method in ("encrypt", "decrypt"):
             mine = [x for x in records if x["event"] == method and x.get("api") == "v2"]
             assert len(mine) >= 2, (method, audit_before, records[-6:])

@@ -233,7 +233,8 @@ class TestPeers:
                 assert c.status().healthz == "ok", "an allowed peer is still served"
             finally:
                 c.close()
-            refusals = [r for r in p.audit_records() if r["event"] == "peer_refused"]
+            refusals = [r for r in p.audit_until(lambda rs: any(x["event"] == "peer_refused" for x in rs),
+                                                 timeout=3) if r["event"] == "peer_refused"]
             _, metrics = p.http("/metrics")
         finally:
             p.stop()
@@ -321,7 +322,8 @@ class TestIdleFlood:
             after = procinfo.fds(pid)
             assert after <= base_fds + 4, (after, base_fds)
             if gated:
-                reasons = {r.get("reason") for r in p.audit_records() if r["event"] == "peer_refused"}
+                records = p.audit_until(lambda rs: any(x.get("reason") == "connection_limit" for x in rs))
+                reasons = {r.get("reason") for r in records if r["event"] == "peer_refused"}
                 assert "connection_limit" in reasons
         name = "idle flood via peer gate" if gated else "idle flood, direct grpc"
         _refused(name, f"{self.FLOOD} idle connections: held<={held} fds, {refused_now} closed at once, "

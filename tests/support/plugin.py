@@ -22,6 +22,7 @@ from typing import Any
 
 REPO = Path(__file__).resolve().parents[2]
 START_TIMEOUT = 20.0
+AUDIT_FLUSH_BOUND = 0.1  # 5x the default observability.audit_flush_interval
 
 
 def free_port() -> int:
@@ -68,6 +69,11 @@ class Plugin:
 
     def audit_records(self) -> list[dict[str, Any]]:
         return [json.loads(line) for line in self.audit.read_text().splitlines() if line.strip()]
+
+    def audit_settled(self) -> list[dict[str, Any]]:
+        """Every record of the calls answered so far (a record may wait one flush interval)."""
+        time.sleep(AUDIT_FLUSH_BOUND)
+        return self.audit_records()
 
     def audit_until(self, predicate: Callable[[list[dict[str, Any]]], bool],
                     timeout: float = 10.0) -> list[dict[str, Any]]:

@@ -1,13 +1,21 @@
-"""The single error -> gRPC status mapping, and request validation."""
+"""The single error -> gRPC status mapping, request validation, and call accounting."""
 
 from __future__ import annotations
+
+import datetime
+import json
+import time
+from pathlib import Path
 
 import grpc
 import pytest
 
 from kms_appliance import errors
+from kms_appliance.audit import AuditLog
+from kms_appliance.kms import calls as calls_module
 from kms_appliance.kms import validate
-from kms_appliance.kms.calls import grpc_code
+from kms_appliance.kms.calls import Calls, Record, grpc_code
+from kms_appliance.metrics import Metrics
 
 
 @pytest.mark.parametrize(("exc", "code", "outcome"), [
@@ -55,3 +63,76 @@ class TestValidate:
         validate.annotation_map({"a.example.com": b"x" * (32 * 1024 - 13)})
         with pytest.raises(errors.InvalidRequest, match="at most 32768"):
             validate.annotation_map({"a.example.com": b"x" * (32 * 1024 - 12)})
+
+
+class TestDeferredAccounting:
+    """Calls queue their bookkeeping; the audit flusher turns it into metrics and records."""
+
+    @staticmethod
+    def _calls(tmp_path: Path, interval: float) -> tuple[Calls, AuditLog, Metrics]:
+        audit = AuditLog(str(tmp_path / "audit.log"), flush_interval=interval)
+        metrics = Metrics()
+        return Calls(metrics, audit, "local", "ring"), audit, metrics
+
+    @staticmethod
+    def _ok_count(metrics: Metrics) -> float:
+        value = metrics.registry.get_sample_value(
+            "kms_appliance_calls_total", {"method": "encrypt", "api": "v2", "outcome": "ok"})
+        return value or 0.0
+
+    @staticmethod
+    def _encrypt(calls: Calls, uid: str) -> None:
+        def work(rec: Record) -> str:
+            rec.ciphertext = b"ct-" + uid.encode()
+            return "done"
+
+        assert calls.run(None, "v2", "encrypt", uid, work, str) == "done"  # type: ignore[arg-type]
+
+    def test_records_keep_the_call_time_and_order(self, tmp_path: Path) -> None:
+        calls, audit, metrics = self._calls(tmp_path, interval=1.0)
+        before = time.time()
+        for i in range(3):
+            self._encrypt(calls, f"u{i}")
+        assert self._ok_count(metrics) == 0  # nothing on the request path
+        time.sleep(0.05)
+        audit.close()  # drains and writes
+        records = [json.loads(x) for x in (tmp_path / "audit.log").read_text().splitlines()]
+        assert [r["uid"] for r in records] == ["u0", "u1", "u2"]
+        assert self._ok_count(metrics) == 3
+        for r in records:  # ts is the call's, not the (>= 50 ms later) write's
+            stamp = datetime.datetime.strptime(r["ts"], "%Y-%m-%dT%H:%M:%S.%fZ")
+            when = stamp.replace(tzinfo=datetime.UTC).timestamp()
+            assert before - 0.002 <= when < before + 0.04, (r["ts"], before)
+            assert r["ct_fp"] and r["code"] == "OK" and r["duration_ms"] >= 0
+
+    def test_the_flusher_accounts_without_any_other_trigger(self, tmp_path: Path) -> None:
+        calls, audit, metrics = self._calls(tmp_path, interval=0.02)
+        try:
+            self._encrypt(calls, "u0")
+            deadline = time.monotonic() + 5
+            while self._ok_count(metrics) < 1 and time.monotonic() < deadline:
+                time.sleep(0.01)
+            assert self._ok_count(metrics) == 1
+        finally:
+            audit.close()
+
+    def test_a_full_queue_makes_calls_account_for_themselves(self, tmp_path: Path,
+                                                             monkeypatch: pytest.MonkeyPatch) -> None:
+        monkeypatch.setattr(calls_module, "MAX_PENDING", 2)
+        calls, audit, metrics = self._calls(tmp_path, interval=1.0)
+        try:
+            for i in range(3):
+                self._encrypt(calls, f"u{i}")
+            assert self._ok_count(metrics) == 1  # the third, inline; two still queued
+        finally:
+            audit.close()
+        assert self._ok_count(metrics) == 3
+
+    def test_interval_zero_accounts_inline(self, tmp_path: Path) -> None:
+        calls, audit, metrics = self._calls(tmp_path, interval=0)
+        try:
+            self._encrypt(calls, "u0")
+            assert self._ok_count(metrics) == 1
+            assert json.loads((tmp_path / "audit.log").read_text())["uid"] == "u0"
+        finally:
+            audit.close()
