@@ -4,19 +4,19 @@ The schema is documented and versioned in docs/audit-log.md; bump ``SCHEMA``
 on any incompatible change. Only identifiers, versions, outcomes and
 fingerprints are written: never plaintext, DEKs, KEKs, tokens or access keys.
 
-Cost matters here: a record is written for every Encrypt and Decrypt, and the
-request threads share one GIL. Profiles showed that a logging-framework
-record plus a writer thread cost more than the gRPC call's own Python work,
-and that one write syscall per record costs ~30% of the throughput at 16
-calls in flight: the syscall drops the GIL and every drop is a thread
-hand-off. So a record is serialised with the C JSON encoder into a buffer in
-the calling thread (no syscall, no hand-off), and a flusher thread writes the
-buffer at most ``flush_interval`` after its first record: one syscall per
-interval under load, and a record is in the file within that bound (a
-``kill -9`` can lose only the last interval). ``flush_interval=0`` writes
-each record before the answer leaves, for operators who want that guarantee
-at that price. The stream is separate from the operational log, so no log
-setting can drop, duplicate or reformat it.
+Cost matters here: a record is written for every Encrypt and Decrypt, and
+the request threads share one GIL. Profiles showed one write syscall per
+record costing ~20% of the throughput at 16 calls in flight (each syscall
+drops the GIL, and every drop is a thread hand-off), and any Python on the
+request path costing several times its own time. So records go to a
+buffer, and a flusher thread writes it at most ``flush_interval`` after the
+first record waiting: one syscall per interval under load. Producers
+registered with :meth:`AuditLog.before_flush` (the gRPC call accounting)
+hand their queued records over on the flusher's thread just before each
+write. A ``kill -9`` can lose only the last interval; ``flush_interval=0``
+writes each record before the answer leaves, for operators who want that
+guarantee at that price. The stream is separate from the operational log,
+so no log setting can drop, duplicate or reformat it.
 """
 
 from __future__ import annotations
