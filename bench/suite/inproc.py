@@ -54,6 +54,7 @@ def measure() -> dict[str, float]:
 
     from kms_appliance.audit import AuditLog, fingerprint  # noqa: PLC0415
     from kms_appliance.backends.local import LocalBackend  # noqa: PLC0415
+    from kms_appliance.config import ObservabilitySettings  # noqa: PLC0415
     from kms_appliance.kms import v2_pb2  # noqa: PLC0415
     from kms_appliance.kms.calls import Calls  # noqa: PLC0415
     from kms_appliance.kms.v2 import StatusWatcher, V2Servicer  # noqa: PLC0415
@@ -64,7 +65,8 @@ def measure() -> dict[str, float]:
         subprocess.run([PY, "-m", "kms_appliance", "keyring", "init", str(ring)], cwd=REPO,
                        check=True, capture_output=True, timeout=60)
         backend = LocalBackend(ring)
-        audit = AuditLog(str(Path(tmp) / "audit.log"))
+        audit = AuditLog(str(Path(tmp) / "audit.log"),  # as deployed: deferred accounting
+                         ObservabilitySettings().audit_flush_interval)
         metrics = Metrics()
         svc = V2Servicer(backend, Calls(metrics, audit, "local", str(ring)),
                          StatusWatcher(lambda *_: None))

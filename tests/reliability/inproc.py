@@ -19,13 +19,21 @@ from tests.reliability import ledger
 
 
 class CapturingAudit:
-    """Stands where AuditLog stands; keeps the last record and counts them."""
+    """Stands where AuditLog stands; keeps the last record and counts them.
+
+    Not deferred, so each call's record is here when the call returns.
+    """
+
+    deferred = False
 
     def __init__(self) -> None:
         self.last: dict[str, Any] = {}
         self.count = 0
 
     def event(self, **fields: Any) -> None:
+        self.append(fields)
+
+    def append(self, fields: dict[str, Any], ts: float | None = None) -> None:
         self.last = fields
         self.count += 1
 
