@@ -61,11 +61,6 @@ class _Clock:
 _clock = _Clock()
 
 
-def utc_ms(epoch: float) -> str:
-    """The audit time format."""
-    return _clock.format(epoch)
-
-
 class AuditLog:
     """Appends audit records; ``reopen()`` on SIGHUP takes effect at the next ``flush()``."""
 
@@ -118,7 +113,7 @@ class AuditLog:
         try:
             with self._lock:
                 self._out.write(line)
-                if not self._interval:
+                if self._flusher is None:
                     self._out.flush()
         except (OSError, ValueError) as exc:
             self._report(exc)

@@ -13,6 +13,8 @@ import time
 
 import pytest
 
+from tests.support.plugin import AUDIT_FLUSH_BOUND
+
 from .cluster import Cluster
 from .encryption import encryption_config, identity, kms_v2, storage_prefix
 from .fixture_types import RecordTiming, StartApiServer, StartPlugin
@@ -62,7 +64,7 @@ class TestApiServerRestart:
         envelopes = stored_envelopes(cluster, storage_prefix(provider), written)
         assert {e.key_id for e in envelopes.values()} == {plugin.status().key_id}
 
-        time.sleep(0.1)  # every earlier record is out: the plugin flushes within 20 ms
+        time.sleep(AUDIT_FLUSH_BOUND)  # every earlier record is out of the plugin's buffer
         audited_before = len(audit_records(plugin))
         start_apiserver(config)  # running: this is a restart, DEK cache gone
         started = time.monotonic()
