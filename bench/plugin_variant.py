@@ -6,9 +6,11 @@ show, in the same run, what each piece costs per call:
 
     python bench/plugin_variant.py VARIANT serve --socket ... (plugin flags)
 
-Variants: ``asis`` (nothing changed), ``no-audit`` (audit event is a no-op),
+Variants: ``asis`` (nothing changed), ``no-audit`` (records are built but never written),
 ``sync-audit`` (``observability.audit_flush_interval = 0``: one write per
 record before the answer leaves), ``no-metrics`` (counter/histogram no-ops),
+``no-accounting`` (calls are queued as deployed, but the flusher drops them
+without metrics or record: what the off-request-path work costs),
 ``no-max-rpcs`` (grpc server without ``maximum_concurrent_rpcs``, whose
 per-call done-callback takes the server's state lock), ``no-wrapper``
 (Calls.run just runs the work: no timing, metrics or audit).
@@ -39,7 +41,12 @@ class _Nop:
 
 
 def _no_audit() -> None:
-    audit.AuditLog.event = lambda self, **fields: None  # type: ignore[method-assign]
+    audit.AuditLog.write = lambda self, lines: None  # type: ignore[method-assign]
+
+
+def _no_accounting() -> None:
+    """Calls are timed and queued as usual, but the flusher drops them unaccounted."""
+    calls.Calls._account = lambda self, done: None  # type: ignore[method-assign]
 
 
 def _sync_audit() -> None:
@@ -72,7 +79,8 @@ def _no_wrapper() -> None:
 
 VARIANTS: dict[str, Callable[[], None]] = {
     "asis": lambda: None, "no-audit": _no_audit, "sync-audit": _sync_audit,
-    "no-metrics": _no_metrics, "no-max-rpcs": _no_max_rpcs, "no-wrapper": _no_wrapper,
+    "no-metrics": _no_metrics, "no-accounting": _no_accounting, "no-max-rpcs": _no_max_rpcs,
+    "no-wrapper": _no_wrapper,
 }
 
 if __name__ == "__main__":

@@ -35,7 +35,9 @@ from typing import Any, TextIO
 SCHEMA = 1
 BUFFER_BYTES = 1 << 16
 log = logging.getLogger("kms_appliance.audit")
-_encode = json.JSONEncoder(default=str).encode  # built once: json.dumps(default=...) builds one per call
+# Built once (json.dumps(default=...) builds one per call); compact: the trail is for machines.
+_encode = json.JSONEncoder(default=str, separators=(",", ":")).encode
+_quote = json.encoder.encode_basestring_ascii  # a str as _encode writes it, quotes included
 
 
 def fingerprint(ciphertext: bytes) -> str:
@@ -59,6 +61,49 @@ class _Clock:
 
 
 _clock = _Clock()
+
+
+def line(fields: dict[str, Any], ts: float) -> str:
+    """One record as a JSON line; ``ts`` is when the event happened."""
+    return _encode({"ts": _clock.format(ts), "schema": SCHEMA, **fields}) + "\n"
+
+
+class CallLines:
+    """Formats successful call records with the unchanging part of each line cached.
+
+    Why: of a call record's fields only ts, uid, duration and fingerprint
+    change from one successful call to the next, and encoding the whole dict
+    cost ~5 us a call on the audit flusher's thread, which holds the GIL the
+    request threads need (the flusher's work cost 5-15% of the throughput at
+    16 calls in flight). The line is byte-for-byte what :func:`line` writes.
+    """
+
+    MAX_CACHED = 1024  # key_id/version combinations; a Decrypt's key_id comes from the caller
+
+    def __init__(self, backend: str, key_name: str) -> None:
+        self._backend = backend
+        self._key_name = key_name
+        self._parts: dict[tuple[str, str, str, str, bool | None], tuple[str, str, str]] = {}
+
+    def ok(self, ts: float, elapsed: float, api: str, method: str, uid: str, key_id: str,
+           key_version: str, ct_fp: str, cached: bool | None) -> str:
+        key = (method, api, key_id, key_version, cached)
+        parts = self._parts.get(key) or self._cache(key)
+        head, mid, tail = parts
+        return (f'{{"ts":"{_clock.format(ts)}",{head}{_quote(uid)}{mid}'
+                f'{round(elapsed * 1000, 3)!r},"ct_fp":"{ct_fp}"{tail}}}\n')
+
+    def _cache(self, key: tuple[str, str, str, str, bool | None]) -> tuple[str, str, str]:
+        method, api, key_id, key_version, cached = key
+        head = _encode({"schema": SCHEMA, "event": method, "api": api})[1:-1] + ',"uid":'
+        mid = "," + _encode({"backend": self._backend, "key_name": self._key_name,
+                             "key_id": key_id, "key_version": key_version, "outcome": "ok",
+                             "code": "OK"})[1:-1] + ',"duration_ms":'
+        tail = "" if cached is None else "," + _encode({"cached": cached})[1:-1]
+        if len(self._parts) >= self.MAX_CACHED:
+            self._parts.clear()
+        self._parts[key] = (head, mid, tail)
+        return head, mid, tail
 
 
 class AuditLog:
@@ -108,17 +153,19 @@ class AuditLog:
 
     def append(self, fields: dict[str, Any], ts: float | None = None) -> None:
         """:meth:`event` for a dict already built; ``ts`` is when it happened (default: now)."""
-        stamp = _clock.format(time.time() if ts is None else ts)
-        line = _encode({"ts": stamp, "schema": SCHEMA, **fields}) + "\n"
+        self.write(line(fields, time.time() if ts is None else ts))
+
+    def write(self, lines: str) -> None:
+        """Append whole, already formatted lines (one buffer write for a batch)."""
         try:
             with self._lock:
-                self._out.write(line)
+                self._out.write(lines)
                 if self._flusher is None:
                     self._out.flush()
         except (OSError, ValueError) as exc:
             self._report(exc)
-        if self._flusher is not None:
-            self.arm()
+        if self._flusher is not None and threading.current_thread() is not self._flusher:
+            self.arm()  # the flusher's own writes (producers' batches) are flushed right after
 
     def _flush_loop(self) -> None:
         """Sleep until a record is buffered, let more arrive for one interval, write them."""

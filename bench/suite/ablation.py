@@ -14,7 +14,8 @@ from . import inproc, profile, servers
 from .load import Shape, Window
 from .matrix import Config, ratios, run_matrix
 
-VARIANTS = ("asis", "no-audit", "sync-audit", "no-metrics", "no-max-rpcs", "no-wrapper")
+VARIANTS = ("asis", "no-audit", "sync-audit", "no-metrics", "no-accounting", "no-max-rpcs",
+            "no-wrapper")
 
 
 def run(win: Window, reps: int, do_profile: bool = True) -> dict[str, Any]:

@@ -28,10 +28,12 @@ class V1Servicer(pb_grpc.KeyManagementServiceServicer):
                                   runtime_version=version.__version__)
 
     def Encrypt(self, request: pb.EncryptRequest, context: grpc.ServicerContext) -> pb.EncryptResponse:  # noqa: N802
+        plain = request.plain  # each field access builds a new object
+
         def work(rec: Record) -> pb.EncryptResponse:
             validate.v1_version(request.version)
-            validate.sized("plain", request.plain, validate.MAX_V1_PLAINTEXT)
-            wrapped = self._backend.wrap(request.plain)
+            validate.sized("plain", plain, validate.MAX_V1_PLAINTEXT)
+            wrapped = self._backend.wrap(plain)
             rec.key_id, rec.key_version = wrapped.key_id, wrapped.key_version
             rec.ciphertext = wrapped.ciphertext
             return pb.EncryptResponse(cipher=wrapped.ciphertext)
@@ -39,11 +41,13 @@ class V1Servicer(pb_grpc.KeyManagementServiceServicer):
         return self._calls.run(context, "v1beta1", "encrypt", "", work, pb.EncryptResponse)
 
     def Decrypt(self, request: pb.DecryptRequest, context: grpc.ServicerContext) -> pb.DecryptResponse:  # noqa: N802
+        cipher = request.cipher
+
         def work(rec: Record) -> pb.DecryptResponse:
             validate.v1_version(request.version)
-            validate.sized("cipher", request.cipher, validate.MAX_V1_CIPHERTEXT)
-            rec.ciphertext = request.cipher
-            out = self._backend.unwrap(request.cipher, None, {})
+            validate.sized("cipher", cipher, validate.MAX_V1_CIPHERTEXT)
+            rec.ciphertext = cipher
+            out = self._backend.unwrap(cipher, None, {})
             rec.key_id, rec.key_version, rec.cached = out.key_id, out.key_version, out.cached
             return pb.DecryptResponse(plain=out.plaintext)
 

@@ -54,10 +54,12 @@ class V2Servicer(pb_grpc.KeyManagementServiceServicer):
         return pb.StatusResponse(version="v2", healthz=healthz, key_id=st.key_id)
 
     def Encrypt(self, request: pb.EncryptRequest, context: grpc.ServicerContext) -> pb.EncryptResponse:  # noqa: N802
+        uid, plaintext = request.uid, request.plaintext  # each field access builds a new object
+
         def work(rec: Record) -> pb.EncryptResponse:
-            validate.uid(request.uid)
-            validate.sized("plaintext", request.plaintext, validate.MAX_V2_PLAINTEXT)
-            wrapped = self._backend.wrap(request.plaintext)
+            validate.uid(uid)
+            validate.sized("plaintext", plaintext, validate.MAX_V2_PLAINTEXT)
+            wrapped = self._backend.wrap(plaintext)
             rec.key_id, rec.key_version = wrapped.key_id, wrapped.key_version
             rec.ciphertext = wrapped.ciphertext
             out = pb.EncryptResponse(ciphertext=wrapped.ciphertext, key_id=wrapped.key_id)
@@ -65,19 +67,22 @@ class V2Servicer(pb_grpc.KeyManagementServiceServicer):
                 out.annotations.update(wrapped.annotations)
             return out
 
-        uid = request.uid[: validate.MAX_UID]
-        return self._calls.run(context, "v2", "encrypt", uid, work, pb.EncryptResponse)
+        return self._calls.run(context, "v2", "encrypt", uid[: validate.MAX_UID], work,
+                               pb.EncryptResponse)
 
     def Decrypt(self, request: pb.DecryptRequest, context: grpc.ServicerContext) -> pb.DecryptResponse:  # noqa: N802
+        uid, ciphertext, key_id = request.uid, request.ciphertext, request.key_id
+
         def work(rec: Record) -> pb.DecryptResponse:
-            validate.uid(request.uid)
-            validate.sized("ciphertext", request.ciphertext, validate.MAX_V2_CIPHERTEXT)
-            validate.sized("key_id", request.key_id, validate.MAX_KEY_ID)
-            validate.annotation_map(request.annotations)
-            rec.key_id, rec.ciphertext = request.key_id, request.ciphertext
-            out = self._backend.unwrap(request.ciphertext, request.key_id, request.annotations)
+            validate.uid(uid)
+            validate.sized("ciphertext", ciphertext, validate.MAX_V2_CIPHERTEXT)
+            validate.sized("key_id", key_id, validate.MAX_KEY_ID)
+            annotations = request.annotations
+            validate.annotation_map(annotations)
+            rec.key_id, rec.ciphertext = key_id, ciphertext
+            out = self._backend.unwrap(ciphertext, key_id, annotations)
             rec.key_version, rec.cached = out.key_version, out.cached
             return pb.DecryptResponse(plaintext=out.plaintext)
 
-        uid = request.uid[: validate.MAX_UID]
-        return self._calls.run(context, "v2", "decrypt", uid, work, pb.DecryptResponse)
+        return self._calls.run(context, "v2", "decrypt", uid[: validate.MAX_UID], work,
+                               pb.DecryptResponse)

@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import dataclasses
+import json
 from pathlib import Path
 from typing import Any
 
-from kms_appliance.audit import AuditLog
+from kms_appliance.audit import AuditLog, line
 from kms_appliance.backends import keyring
 from kms_appliance.backends.local import LocalBackend
 from kms_appliance.config import ServerSettings
@@ -19,7 +20,7 @@ from tests.reliability import ledger
 
 
 class CapturingAudit:
-    """Stands where AuditLog stands; keeps the last record and counts them.
+    """Stands where AuditLog stands; keeps the last record as written, and counts them.
 
     Not deferred, so each call's record is here when the call returns.
     """
@@ -31,11 +32,12 @@ class CapturingAudit:
         self.count = 0
 
     def event(self, **fields: Any) -> None:
-        self.append(fields)
+        self.write(line(fields, 0.0))
 
-    def append(self, fields: dict[str, Any], ts: float | None = None) -> None:
-        self.last = fields
-        self.count += 1
+    def write(self, lines: str) -> None:
+        for text in lines.splitlines():
+            self.last = json.loads(text)
+            self.count += 1
 
 
 def local_backend(directory: Path, versions: int = 2) -> LocalBackend:

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from kms_appliance.audit import AuditLog
+from kms_appliance.audit import AuditLog, CallLines, line
 
 
 def _lines(path: Path) -> list[dict[str, object]]:
@@ -106,3 +106,30 @@ def test_a_failing_disk_is_reported_once_and_never_raises(caplog: pytest.LogCapt
         log.close()  # shutdown goes on even though the last flush cannot write
     errors = [r for r in caplog.records if "audit log write failed" in r.getMessage()]
     assert len(errors) == 1
+
+
+@pytest.mark.parametrize(("uid", "key_name", "cached"), [
+    ("7c1b2f", "/k8s-etcd-key", None),
+    ('quote" back\\ nl\n', "/ring-\u00e9t\u00e9.json", True),  # escaped exactly as the general path does
+    ("", "/k", False),
+])
+def test_cached_call_lines_are_the_general_lines(uid: str, key_name: str, cached: bool | None) -> None:
+    lines = CallLines("local", key_name)
+    ts, elapsed = 1_764_381_134.9617, 0.000_412_5
+    fields: dict[str, object] = {
+        "event": "decrypt", "api": "v2", "uid": uid, "backend": "local", "key_name": key_name,
+        "key_id": "local/ab/3", "key_version": "3", "outcome": "ok", "code": "OK",
+        "duration_ms": round(elapsed * 1000, 3), "ct_fp": "a98bc46085bf5430"}
+    if cached is not None:
+        fields["cached"] = cached
+    for _ in range(2):  # built, then from the cache
+        got = lines.ok(ts, elapsed, "v2", "decrypt", uid, "local/ab/3", "3", "a98bc46085bf5430", cached)
+        assert got == line(fields, ts)
+        assert json.loads(got)["uid"] == uid
+
+
+def test_call_line_cache_stays_bounded() -> None:
+    lines = CallLines("local", "/k")
+    for i in range(CallLines.MAX_CACHED + 10):  # a caller can send any key_id to Decrypt
+        lines.ok(0.0, 0.0, "v2", "decrypt", "u", f"foreign/{i}", "1", "", None)
+    assert len(lines._parts) <= CallLines.MAX_CACHED

@@ -105,6 +105,37 @@ class TestDeferredAccounting:
             assert before - 0.002 <= when < before + 0.04, (r["ts"], before)
             assert r["ct_fp"] and r["code"] == "OK" and r["duration_ms"] >= 0
 
+    def test_a_backlog_is_written_whole_and_in_order(self, tmp_path: Path) -> None:
+        calls, audit, metrics = self._calls(tmp_path, interval=1.0)
+        n = 5 * calls_module.CHUNK + 3  # several chunks, the last one partial
+        for i in range(n):
+            self._encrypt(calls, f"u{i}")
+        audit.close()
+        records = [json.loads(x) for x in (tmp_path / "audit.log").read_text().splitlines()]
+        assert [r["uid"] for r in records] == [f"u{i}" for i in range(n)]
+        assert self._ok_count(metrics) == n
+
+    def test_a_failed_call_is_recorded_with_its_error(self, tmp_path: Path) -> None:
+        calls, audit, _ = self._calls(tmp_path, interval=1.0)
+
+        class Ctx:
+            def set_code(self, code: grpc.StatusCode) -> None:
+                self.code = code
+
+            def set_details(self, details: str) -> None:
+                self.details = details
+
+        def work(rec: Record) -> str:
+            raise errors.InvalidRequest("plaintext must not be empty")
+
+        ctx = Ctx()
+        assert calls.run(ctx, "v2", "encrypt", "u-bad", work, str) == ""  # type: ignore[arg-type]
+        audit.close()
+        (record,) = [json.loads(x) for x in (tmp_path / "audit.log").read_text().splitlines()]
+        assert ctx.code == grpc.StatusCode.INVALID_ARGUMENT
+        assert (record["outcome"], record["code"], record["error"], record["uid"]) == (
+            "invalid", "INVALID_ARGUMENT", "plaintext must not be empty", "u-bad")
+
     def test_the_flusher_accounts_without_any_other_trigger(self, tmp_path: Path) -> None:
         calls, audit, metrics = self._calls(tmp_path, interval=0.02)
         try:
