@@ -23,7 +23,7 @@ from typing import Any
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from suite import ablation, build, machine, plan, report, scenarios, servers
+from suite import ablation, build, machine, paired, plan, report, scenarios, servers
 from suite.matrix import ratios, run_matrix
 
 
@@ -50,10 +50,12 @@ def core(p: plan.Plan, bins: dict[str, Path], with_go: bool) -> dict[str, Any]:
         rows = run_matrix(srvs, p.configs, p.window, p.reps)
         loaded = {n: {"rss_kib": s.rss_kib(), "hwm_kib": s.rss_kib("VmHWM")}
                   for n, s in srvs.items()}
+        pairs = paired.run(srvs["plugin"], srvs["bare"], p.paired_window, p.paired_reps)
     finally:
         for srv in srvs.values():
             srv.stop()
-    out: dict[str, Any] = {"rows": rows, "memory": {"idle_rss_kib": idle, "after_load": loaded}}
+    out: dict[str, Any] = {"rows": rows, "paired": pairs,
+                           "memory": {"idle_rss_kib": idle, "after_load": loaded}}
     out["ratios"] = ratios(rows, "plugin", "bare") + ratios(rows, "plugin+allowlist", "bare")
     if with_go:
         out["ratios"] += ratios(rows, "plugin", "goref")

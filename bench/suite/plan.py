@@ -23,6 +23,8 @@ class Plan:
     ablation: bool = False
     akeyless_dek_max: int = 10_000
     akeyless_inflight: tuple[int, ...] = (1, 16)
+    paired_reps: int = 10
+    paired_window: Window = field(default_factory=lambda: Window(0.5, 1.5))
 
 
 def _cfgs(spec: dict[str, tuple[Shape, ...]]) -> tuple[Config, ...]:
@@ -39,7 +41,8 @@ PLANS = {
     "quick": Plan(_cfgs({"status": (ONE, SIXTEEN), "v2enc": (ONE, SIXTEEN)}),
                   Window(0.5, 2.0), 1, WORK / "results-quick", dek_counts=(1, 100, 1000),
                   restart_deks=100, scenario_window=Window(0.5, 2.0), startup_runs=1,
-                  akeyless_dek_max=100, akeyless_inflight=(1,)),
+                  akeyless_dek_max=100, akeyless_inflight=(1,), paired_reps=2,
+                  paired_window=Window(0.3, 1.0)),
     "full": Plan(_cfgs({"status": (ONE, SIXTEEN), "v2enc": (ONE, SIXTEEN, SIXTY_FOUR, MULTI),
                         "v2dec": (ONE, SIXTEEN, SIXTY_FOUR), "v1enc": (ONE, SIXTEEN),
                         "v1dec": (ONE, SIXTEEN)}),

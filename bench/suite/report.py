@@ -25,7 +25,8 @@ def core_summary(res: Result) -> Result:
     return {
         "machine": res["machine"], "window": res["window"],
         "rows": [{k: r[k] for k in _COLS} for r in res["rows"] if r["target"] in keep],
-        "ratios": res["ratios"], "targets": res["targets"], "memory": res["memory"],
+        "ratios": res["ratios"], "paired": res["paired"], "targets": res["targets"],
+        "memory": res["memory"],
         "elapsed_s": res["elapsed_s"],
     }
 
@@ -73,6 +74,8 @@ def markdown(res: Result, chart_files: list[str]) -> str:
     lines += ["", "## Ratios (same run)", ""]
     lines += table(res["ratios"], ("subject", "baseline", "method", "shape", "p50_ratio",
                                    "p99_ratio", "throughput_ratio"))
+    lines += ["", "## Plugin vs bare, paired (issue 2's ratios)", "", res["paired"]["about"], ""]
+    lines += table(res["paired"]["rows"], list(res["paired"]["rows"][0].keys()))
     mem = res["memory"]
     lines += ["", "## Memory (RSS, KiB)", "", "| server | idle | after load | peak (HWM) |",
               "|---|---|---|---|"]

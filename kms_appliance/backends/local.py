@@ -14,6 +14,7 @@ import struct
 import threading
 from collections.abc import Mapping
 from pathlib import Path
+from typing import NamedTuple
 
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
@@ -24,26 +25,39 @@ from .base import KeyStatus, Unwrapped, Wrapped
 
 _VERSION = struct.Struct(">I")
 _NONCE = 12
-_MIN_PAYLOAD = _VERSION.size + _NONCE + 16
+_HEAD = envelope.HEADER_LEN + _VERSION.size  # envelope header | version: names the key
+_MIN_LEN = _HEAD + _NONCE + 16
+
+
+class _Key(NamedTuple):
+    """One key version with everything a call needs besides the nonce, computed once."""
+
+    cipher: AESGCM
+    key_id: str
+    head: bytes  # what every ciphertext under this version starts with
+    aad: bytes
+    version: str
 
 
 class _State:
     """An immutable snapshot of the loaded keyring; swapped whole on reload.
 
-    Everything a call needs besides the nonce is computed here once, so a
-    wrap or unwrap builds no header, AAD or version string per call.
+    Keys are found by the ciphertext's first bytes in one dict lookup, so an
+    unwrap builds no header, AAD or version string per call.
     """
 
-    __slots__ = ("aads", "ciphers", "current", "heads", "key_ids", "stat_key", "versions")
+    __slots__ = ("by_head", "current", "stat_key")
 
     def __init__(self, ring: keyring.Keyring, stat_key: tuple[int, ...]) -> None:
         header = envelope.header(envelope.BACKEND_LOCAL)
-        self.ciphers = {e.version: AESGCM(e.material) for e in ring.entries}
-        self.key_ids = {e.version: ring.key_id(e.version) for e in ring.entries}
-        self.heads = {v: header + _VERSION.pack(v) for v in self.ciphers}
-        self.aads = {v: self.heads[v] + self.key_ids[v].encode() for v in self.ciphers}
-        self.versions = {v: str(v) for v in self.ciphers}
-        self.current = ring.current.version
+        keys = {}
+        for e in ring.entries:
+            head = header + _VERSION.pack(e.version)
+            key_id = ring.key_id(e.version)
+            keys[e.version] = _Key(AESGCM(e.material), key_id, head, head + key_id.encode(),
+                                   str(e.version))
+        self.by_head = {k.head: k for k in keys.values()}
+        self.current = keys[ring.current.version]
         self.stat_key = stat_key
 
 
@@ -68,36 +82,40 @@ class LocalBackend:
         return _State(ring, _stat_key(self._path))
 
     def wrap(self, plaintext: bytes) -> Wrapped:
-        st = self._state
-        v = st.current
+        key = self._state.current
         nonce = os.urandom(_NONCE)
-        sealed = st.ciphers[v].encrypt(nonce, plaintext, st.aads[v])
-        return Wrapped(st.heads[v] + nonce + sealed, st.key_ids[v], st.versions[v])
+        sealed = key.cipher.encrypt(nonce, plaintext, key.aad)
+        return Wrapped(key.head + nonce + sealed, key.key_id, key.version)
 
     def unwrap(
         self, ciphertext: bytes, key_id: str | None, annotations: Mapping[str, bytes]
     ) -> Unwrapped:
-        _, payload = envelope.split(ciphertext, envelope.BACKEND_LOCAL)  # header is the canonical one
-        if len(payload) < _MIN_PAYLOAD:
+        key = self._state.by_head.get(ciphertext[:_HEAD])
+        if key is None:
+            raise self._unknown(ciphertext)
+        if len(ciphertext) < _MIN_LEN:
             raise CiphertextError("ciphertext is truncated")
-        (version,) = _VERSION.unpack_from(payload)
-        st = self._state
-        cipher = st.ciphers.get(version)
-        if cipher is None:
-            raise KeyUnavailable(f"key version {version} is not in the keyring")
-        own_id = st.key_ids[version]
-        if key_id is not None and key_id != own_id:
+        if key_id is not None and key_id != key.key_id:
             raise CiphertextError("ciphertext does not belong to the given key_id")
-        nonce = payload[_VERSION.size : _VERSION.size + _NONCE]
         try:
-            plain = cipher.decrypt(nonce, payload[_VERSION.size + _NONCE :], st.aads[version])
+            plain = key.cipher.decrypt(ciphertext[_HEAD : _HEAD + _NONCE],
+                                       ciphertext[_HEAD + _NONCE :], key.aad)
         except InvalidTag:
             raise CiphertextError("ciphertext failed authentication") from None
-        return Unwrapped(plain, own_id, st.versions[version])
+        return Unwrapped(plain, key.key_id, key.version)
+
+    @staticmethod
+    def _unknown(ciphertext: bytes) -> Exception:
+        """Why no key matches: not ours, another backend or format, too short, or a version we lack."""
+        _, payload = envelope.split(ciphertext, envelope.BACKEND_LOCAL)  # raises for the header
+        if len(payload) < _MIN_LEN - envelope.HEADER_LEN:
+            return CiphertextError("ciphertext is truncated")
+        (version,) = _VERSION.unpack_from(payload)
+        return KeyUnavailable(f"key version {version} is not in the keyring")
 
     def status(self) -> KeyStatus:
-        st = self._state
-        return KeyStatus(st.key_ids[st.current], str(self._path), str(st.current), True)
+        key = self._state.current
+        return KeyStatus(key.key_id, str(self._path), key.version, True)
 
     def refresh(self) -> bool:
         """Reload the keyring if the file changed; a bad file keeps the old state."""
@@ -109,7 +127,7 @@ class LocalBackend:
             except OSError as exc:  # missing or unreadable for a moment (an edit, a move)
                 raise StartupError(f"keyring {self._path} cannot be read: {exc.strerror}") from None
             old, self._state = self._state, new
-            return new.current != old.current
+            return new.current.version != old.current.version
 
     def close(self) -> None:
-        self._state.ciphers.clear()
+        self._state.by_head.clear()

@@ -9,6 +9,7 @@ from typing import Any
 
 import grpc
 
+from kms_appliance.backends import keyring
 from kms_appliance.backends.local import LocalBackend
 from kms_appliance.kms.v1 import V1Servicer
 from kms_appliance.kms.v2 import V2Servicer
@@ -44,7 +45,8 @@ def make_world(directory: Path) -> World:
         pt = os.urandom(size)
         known[backend.wrap(pt).ciphertext] = pt
     ledger.secrets(known.values())
-    key_ids = sorted(set(backend._state.key_ids.values()))
+    ring = keyring.load(directory / "keyring.json")
+    key_ids = sorted(ring.key_id(e.version) for e in ring.entries)
     return World(backend, v2, v1, audit, known, key_ids)
 
 
