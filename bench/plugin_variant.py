@@ -12,8 +12,9 @@ record before the answer leaves), ``no-metrics`` (counter/histogram no-ops),
 ``no-accounting`` (calls are queued as deployed, but the flusher drops them
 without metrics or record: what the off-request-path work costs),
 ``no-max-rpcs`` (grpc server without ``maximum_concurrent_rpcs``, whose
-per-call done-callback takes the server's state lock), ``no-wrapper``
-(Calls.run just runs the work: no timing, metrics or audit).
+per-call done-callback takes the server's state lock), ``no-grpc-limits``
+(grpc server without the connection limit and timeouts), ``no-bookkeeping``
+(a successful call reports to nothing: no queue, metrics or audit).
 """
 
 from __future__ import annotations
@@ -46,7 +47,7 @@ def _no_audit() -> None:
 
 def _no_accounting() -> None:
     """Calls are timed and queued as usual, but the flusher drops them unaccounted."""
-    calls.Calls._account = lambda self, done: None  # type: ignore[method-assign]
+    calls.Calls._account = lambda self, done: ""  # type: ignore[method-assign]
 
 
 def _sync_audit() -> None:
@@ -64,23 +65,30 @@ def _no_max_rpcs() -> None:
     grpc.server = server
 
 
+def _no_grpc_limits() -> None:
+    """grpc server with only the message size options (no connection limits or timeouts)."""
+    real = grpc.server
+
+    def server(*args: Any, **kwargs: Any) -> grpc.Server:
+        kwargs["options"] = [o for o in kwargs.get("options", []) if "message_length" in o[0]]
+        return real(*args, **kwargs)
+
+    grpc.server = server
+
+
 def _no_metrics() -> None:
     nop = _Nop()
     metrics.Metrics.bound = lambda self, *a: (nop, nop)  # type: ignore[method-assign,assignment,return-value]
 
 
-def _no_wrapper() -> None:
-    def run(self: calls.Calls, context: Any, api: str, method: str, uid: str,
-            work: Callable[[calls.Record], Any], empty: Callable[[], Any]) -> Any:
-        return work(calls.Record(uid))
-
-    calls.Calls.run = run  # type: ignore[method-assign]
+def _no_bookkeeping() -> None:
+    calls.Calls.ok = lambda self, *args: None  # type: ignore[method-assign]
 
 
 VARIANTS: dict[str, Callable[[], None]] = {
     "asis": lambda: None, "no-audit": _no_audit, "sync-audit": _sync_audit,
     "no-metrics": _no_metrics, "no-accounting": _no_accounting, "no-max-rpcs": _no_max_rpcs,
-    "no-wrapper": _no_wrapper,
+    "no-bookkeeping": _no_bookkeeping, "no-grpc-limits": _no_grpc_limits,
 }
 
 if __name__ == "__main__":

@@ -76,7 +76,8 @@ def _main() -> int:
     args = ap.parse_args()
     if args.mode == "ablate":
         build.build_all()
-        print(json.dumps(ablation.run(plan.PLANS["full"].window, 2), indent=1))
+        full = plan.PLANS["full"]
+        print(json.dumps(ablation.run(full.paired_window, full.paired_reps), indent=1))
         return 0
     p = plan.PLANS[args.mode]
     began = time.time()

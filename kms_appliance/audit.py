@@ -46,18 +46,28 @@ def fingerprint(ciphertext: bytes) -> str:
 
 
 class _Clock:
-    """ISO 8601 UTC with milliseconds; the per-second prefix is formatted once."""
+    """ISO 8601 UTC with milliseconds, formatted once per second and reused per millisecond.
+
+    Under load several records share a millisecond; each cache is one
+    attribute holding a tuple, swapped whole, so threads never see half of one.
+    """
 
     def __init__(self) -> None:
-        self._cached: tuple[int, str] = (-1, "")  # one attribute: swapped atomically
+        self._second: tuple[int, str] = (-1, "")
+        self._milli: tuple[int, str] = (-1, "")
 
     def format(self, epoch: float) -> str:
-        whole = int(epoch)
-        second, prefix = self._cached
-        if whole != second:
-            prefix = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(whole))
-            self._cached = (whole, prefix)
-        return f"{prefix}.{int((epoch - whole) * 1000):03d}Z"
+        ms = int(epoch * 1000)
+        last, text = self._milli
+        if ms != last:
+            whole, frac = divmod(ms, 1000)
+            second, prefix = self._second
+            if whole != second:
+                prefix = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(whole))
+                self._second = (whole, prefix)
+            text = f"{prefix}.{frac:03d}Z"
+            self._milli = (ms, text)
+        return text
 
 
 _clock = _Clock()

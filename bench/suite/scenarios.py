@@ -304,6 +304,6 @@ def run_all(p: Any, bins: dict[str, Path]) -> dict[str, Any]:
     out["targets"] = (_scaling_targets(scaling) + ak_targets + _startup_targets(out["startup"]))
     if p.ablation:
         _say("ablation (plugin variants vs bare) and GIL profile")
-        out["ablation"] = _guard("ablation", lambda: ablation.run(p.window, p.reps),
+        out["ablation"] = _guard("ablation", lambda: ablation.run(p.paired_window, p.paired_reps),
                                  lambda why: {"about": why})
     return out

@@ -64,8 +64,9 @@ def _paired_vs(res: dict[str, Any], method: str, p50_max: float, tput_min: float
                           f"{note}, 90% CI {r['p50_ci90']}"))
         elif r["shape"] == "16":
             out.append(_t(f"plugin {method} calls/s (16 in flight) vs bare", f">= {tput_min}x",
-                          r["throughput_ratio"], r["throughput_ratio"] >= tput_min,
-                          f"{note}, 90% CI {r['throughput_ci90']}"))
+                          r["corun_throughput_ratio"], r["corun_throughput_ratio"] >= tput_min,
+                          f"median of {r['pairs']} co-runs, 90% CI {r['corun_ci90']}; "
+                          f"back to back: {r['throughput_ratio']} {r['throughput_ci90']}"))
     return out
 
 

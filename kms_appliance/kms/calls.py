@@ -1,8 +1,9 @@
 """The one place where a call becomes a gRPC status, an audit record and metrics.
 
-Servicers hand their work to :meth:`Calls.run`; everything around the work
-(timing, error mapping, metrics, the audit record) happens here exactly once,
-so no method can forget it and the hot path stays short.
+Servicers report each call to :meth:`Calls.ok` or :meth:`Calls.failed`;
+everything around the work (error mapping, metrics, the audit record)
+happens here exactly once, so no method can get it differently and the hot
+path stays short.
 """
 
 from __future__ import annotations
@@ -10,17 +11,16 @@ from __future__ import annotations
 import logging
 import time
 from collections import deque
-from collections.abc import Callable
-from typing import Any, TypeVar
+from typing import Any
 
 import grpc
 
 from .. import errors
 from ..audit import AuditLog, CallLines, fingerprint, line
 from ..metrics import Metrics
+from .validate import MAX_UID
 
 log = logging.getLogger("kms_appliance.calls")
-R = TypeVar("R")
 
 _CODES: dict[type[errors.KmsError], grpc.StatusCode] = {
     errors.InvalidRequest: grpc.StatusCode.INVALID_ARGUMENT,
@@ -48,34 +48,27 @@ def grpc_code(exc: BaseException) -> tuple[grpc.StatusCode, str, str]:
     return grpc.StatusCode.INTERNAL, "internal error", "internal"
 
 
-class Record:
-    """Fields a call fills in for its audit record (plain attributes: cheap)."""
-
-    __slots__ = ("cached", "ciphertext", "key_id", "key_version", "uid")
-
-    def __init__(self, uid: str) -> None:
-        self.uid = uid
-        self.key_id = ""
-        self.key_version = ""
-        self.ciphertext = b""  # fingerprinted when the record is written, off the request path
-        self.cached: bool | None = None
-
-
-# (finished at, seconds taken, api, method, record, outcome, code, client-safe message)
-_Done = tuple[float, float, str, str, Record, str, grpc.StatusCode, str]
+# (finished at, seconds taken, api, method, uid, key_id, key_version, ciphertext, cached,
+#  outcome, code, client-safe message); built on the request path, so a plain tuple
+_Done = tuple[float, float, str, str, str, str, str, bytes, "bool | None", str, grpc.StatusCode, str]
 MAX_PENDING = 10_000  # beyond this a call accounts for itself: memory stays bounded
 CHUNK = 64  # calls accounted between two GIL releases of the flusher
+_OK = grpc.StatusCode.OK
 
 
 class Calls:
-    """Runs servicer work with error mapping, metrics and audit.
+    """Error mapping, metrics and audit for every Encrypt and Decrypt.
+
+    A servicer times its call from its first line, then reports it with
+    :meth:`ok` or :meth:`failed`; nothing else about a call is its business.
 
     Why accounting is deferred: the request threads share one GIL, and
     profiles showed every microsecond of Python on the request path costs
-    several more in thread hand-offs under load (8 us of bookkeeping took
-    10-25% of the throughput at 16 calls in flight). So a call only times
-    itself and queues a tuple; the audit flusher's thread turns the queue
-    into metrics and audit records just before each write, at most one
+    several more under load (co-run against the bare servicer, a call's
+    Python bookkeeping of ~1 us cost 3-4% of the throughput, while the same
+    work done in batches by another thread did not show). So a call only
+    queues a tuple; the audit flusher's thread turns the queue into metrics
+    and audit records just before each write, at most one
     ``audit_flush_interval`` later. With an interval of 0 (records written
     before the answer leaves) the accounting happens inline instead.
     """
@@ -91,29 +84,34 @@ class Calls:
         if self._defer:
             audit.before_flush(self.drain)
 
-    def run(self, context: grpc.ServicerContext, api: str, method: str, uid: str,
-            work: Callable[[Record], R], empty: Callable[[], R]) -> R:
-        """Do ``work``; on error set the gRPC status on ``context`` and return ``empty()``."""
-        start = time.perf_counter()
-        rec = Record(uid)
-        code = grpc.StatusCode.OK
-        outcome, message = "ok", ""
-        try:
-            result = work(rec)
-        except Exception as exc:
-            code, message, outcome = grpc_code(exc)
-            if outcome == "internal":
-                log.error("internal error in %s/%s: %s", api, method, type(exc).__name__)
-            context.set_code(code)
-            context.set_details(message)
-            result = empty()
-        done = (time.time(), time.perf_counter() - start, api, method, rec, outcome, code, message)
+    def ok(self, start: float, api: str, method: str, uid: str, key_id: str, key_version: str,
+           ciphertext: bytes, cached: bool | None = None) -> None:
+        """Account for a successful call that began at ``start`` (``time.perf_counter()``)."""
+        done = (time.time(), time.perf_counter() - start, api, method, uid, key_id, key_version,
+                ciphertext, cached, "ok", _OK, "")
+        if self._defer and len(self._done) < MAX_PENDING:  # _queue() inlined: every call runs this
+            self._done.append(done)
+            self._audit.arm()
+        else:
+            self._audit.write(self._account(done))
+
+    def failed(self, context: grpc.ServicerContext, start: float, api: str, method: str,
+               uid: str, exc: Exception, key_id: str = "", ciphertext: bytes = b"") -> None:
+        """Set the gRPC status for ``exc`` on ``context`` and account for the call."""
+        code, message, outcome = grpc_code(exc)
+        if outcome == "internal":
+            log.error("internal error in %s/%s: %s", api, method, type(exc).__name__)
+        context.set_code(code)
+        context.set_details(message)
+        self._queue((time.time(), time.perf_counter() - start, api, method, uid, key_id, "",
+                     ciphertext, None, outcome, code, message))
+
+    def _queue(self, done: _Done) -> None:
         if self._defer and len(self._done) < MAX_PENDING:
             self._done.append(done)
             self._audit.arm()
         else:
             self._audit.write(self._account(done))
-        return result
 
     def drain(self) -> None:
         """Account for every queued call (the audit flusher runs this before each write).
@@ -130,22 +128,22 @@ class Calls:
 
     def _account(self, done: _Done) -> str:
         """Count the call in the metrics and return its audit line."""
-        ts, elapsed, api, method, rec, outcome, code, message = done
+        ts, elapsed, api, method, uid, key_id, key_version, ct, cached, outcome, code, message = done
         counter, hist = self._metrics.bound(method, api, outcome)
         counter.inc()
         hist.observe(elapsed)
-        ct_fp = fingerprint(rec.ciphertext) if rec.ciphertext else ""
-        if code is grpc.StatusCode.OK:
-            return self._lines.ok(ts, elapsed, api, method, rec.uid, rec.key_id,
-                                  rec.key_version, ct_fp, rec.cached)
+        uid = uid[:MAX_UID]
+        ct_fp = fingerprint(ct) if ct else ""
+        if code is _OK:
+            return self._lines.ok(ts, elapsed, api, method, uid, key_id, key_version, ct_fp, cached)
         fields: dict[str, Any] = {
-            "event": method, "api": api, "uid": rec.uid, "backend": self._backend,
-            "key_name": self._key_name, "key_id": rec.key_id, "key_version": rec.key_version,
+            "event": method, "api": api, "uid": uid, "backend": self._backend,
+            "key_name": self._key_name, "key_id": key_id, "key_version": key_version,
             "outcome": outcome, "code": code.name, "duration_ms": round(elapsed * 1000, 3),
             "ct_fp": ct_fp,
         }
-        if rec.cached is not None:
-            fields["cached"] = rec.cached
+        if cached is not None:
+            fields["cached"] = cached
         if message:
             fields["error"] = message
         return line(fields, ts)

@@ -6,6 +6,8 @@ it needs (our envelope header carries it), so rotation works the same way.
 
 from __future__ import annotations
 
+import time
+
 import grpc
 
 from .. import version
@@ -13,7 +15,7 @@ from ..backends.base import KeyBackend
 from . import v1beta1_pb2 as pb
 from . import v1beta1_pb2_grpc as pb_grpc
 from . import validate
-from .calls import Calls, Record
+from .calls import Calls
 
 
 class V1Servicer(pb_grpc.KeyManagementServiceServicer):
@@ -28,27 +30,35 @@ class V1Servicer(pb_grpc.KeyManagementServiceServicer):
                                   runtime_version=version.__version__)
 
     def Encrypt(self, request: pb.EncryptRequest, context: grpc.ServicerContext) -> pb.EncryptResponse:  # noqa: N802
+        start = time.perf_counter()
         plain = request.plain  # each field access builds a new object
-
-        def work(rec: Record) -> pb.EncryptResponse:
+        try:
             validate.v1_version(request.version)
             validate.sized("plain", plain, validate.MAX_V1_PLAINTEXT)
             wrapped = self._backend.wrap(plain)
-            rec.key_id, rec.key_version = wrapped.key_id, wrapped.key_version
-            rec.ciphertext = wrapped.ciphertext
-            return pb.EncryptResponse(cipher=wrapped.ciphertext)
-
-        return self._calls.run(context, "v1beta1", "encrypt", "", work, pb.EncryptResponse)
+            out = pb.EncryptResponse(cipher=wrapped.ciphertext)
+        except Exception as exc:
+            self._calls.failed(context, start, "v1beta1", "encrypt", "", exc)
+            return pb.EncryptResponse()
+        self._calls.ok(start, "v1beta1", "encrypt", "", wrapped.key_id, wrapped.key_version,
+                       wrapped.ciphertext)
+        return out
 
     def Decrypt(self, request: pb.DecryptRequest, context: grpc.ServicerContext) -> pb.DecryptResponse:  # noqa: N802
+        start = time.perf_counter()
         cipher = request.cipher
-
-        def work(rec: Record) -> pb.DecryptResponse:
+        try:
             validate.v1_version(request.version)
             validate.sized("cipher", cipher, validate.MAX_V1_CIPHERTEXT)
-            rec.ciphertext = cipher
+        except Exception as exc:
+            self._calls.failed(context, start, "v1beta1", "decrypt", "", exc)
+            return pb.DecryptResponse()
+        try:  # from here the record carries the ciphertext's fingerprint
             out = self._backend.unwrap(cipher, None, {})
-            rec.key_id, rec.key_version, rec.cached = out.key_id, out.key_version, out.cached
-            return pb.DecryptResponse(plain=out.plaintext)
-
-        return self._calls.run(context, "v1beta1", "decrypt", "", work, pb.DecryptResponse)
+            resp = pb.DecryptResponse(plain=out.plaintext)
+        except Exception as exc:
+            self._calls.failed(context, start, "v1beta1", "decrypt", "", exc, "", cipher)
+            return pb.DecryptResponse()
+        self._calls.ok(start, "v1beta1", "decrypt", "", out.key_id, out.key_version, cipher,
+                       out.cached)
+        return resp

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import threading
+import time
 from collections.abc import Callable
 
 import grpc
@@ -11,7 +12,7 @@ from ..backends.base import KeyBackend
 from . import v2_pb2 as pb
 from . import v2_pb2_grpc as pb_grpc
 from . import validate
-from .calls import Calls, Record
+from .calls import Calls
 
 ChangeSink = Callable[[str, str, str], None]
 
@@ -54,36 +55,40 @@ class V2Servicer(pb_grpc.KeyManagementServiceServicer):
         return pb.StatusResponse(version="v2", healthz=healthz, key_id=st.key_id)
 
     def Encrypt(self, request: pb.EncryptRequest, context: grpc.ServicerContext) -> pb.EncryptResponse:  # noqa: N802
+        start = time.perf_counter()
         uid, plaintext = request.uid, request.plaintext  # each field access builds a new object
-
-        def work(rec: Record) -> pb.EncryptResponse:
+        try:
             validate.uid(uid)
             validate.sized("plaintext", plaintext, validate.MAX_V2_PLAINTEXT)
             wrapped = self._backend.wrap(plaintext)
-            rec.key_id, rec.key_version = wrapped.key_id, wrapped.key_version
-            rec.ciphertext = wrapped.ciphertext
             out = pb.EncryptResponse(ciphertext=wrapped.ciphertext, key_id=wrapped.key_id)
             if wrapped.annotations:  # an empty map argument alone costs more than the AES wrap
                 out.annotations.update(wrapped.annotations)
-            return out
-
-        return self._calls.run(context, "v2", "encrypt", uid[: validate.MAX_UID], work,
-                               pb.EncryptResponse)
+        except Exception as exc:
+            self._calls.failed(context, start, "v2", "encrypt", uid, exc)
+            return pb.EncryptResponse()
+        self._calls.ok(start, "v2", "encrypt", uid, wrapped.key_id, wrapped.key_version,
+                       wrapped.ciphertext)
+        return out
 
     def Decrypt(self, request: pb.DecryptRequest, context: grpc.ServicerContext) -> pb.DecryptResponse:  # noqa: N802
+        start = time.perf_counter()
         uid, ciphertext, key_id = request.uid, request.ciphertext, request.key_id
-
-        def work(rec: Record) -> pb.DecryptResponse:
+        try:
             validate.uid(uid)
             validate.sized("ciphertext", ciphertext, validate.MAX_V2_CIPHERTEXT)
             validate.sized("key_id", key_id, validate.MAX_KEY_ID)
             annotations = request.annotations
             if annotations:  # usually empty: this plugin writes none
                 validate.annotation_map(annotations)
-            rec.key_id, rec.ciphertext = key_id, ciphertext
+        except Exception as exc:
+            self._calls.failed(context, start, "v2", "decrypt", uid, exc)
+            return pb.DecryptResponse()
+        try:  # from here the record names the key and the ciphertext asked about
             out = self._backend.unwrap(ciphertext, key_id, annotations)
-            rec.key_version, rec.cached = out.key_version, out.cached
-            return pb.DecryptResponse(plaintext=out.plaintext)
-
-        return self._calls.run(context, "v2", "decrypt", uid[: validate.MAX_UID], work,
-                               pb.DecryptResponse)
+            resp = pb.DecryptResponse(plaintext=out.plaintext)
+        except Exception as exc:
+            self._calls.failed(context, start, "v2", "decrypt", uid, exc, key_id, ciphertext)
+            return pb.DecryptResponse()
+        self._calls.ok(start, "v2", "decrypt", uid, key_id, out.key_version, ciphertext, out.cached)
+        return resp

@@ -34,8 +34,10 @@ def test_interval_widens_with_noise_and_brackets_the_median() -> None:
 
 
 def test_issue_2_verdicts_come_from_the_paired_runs() -> None:
-    rows = [{"method": m, "shape": shape, "pairs": 10, "throughput_ratio": tput,
-             "throughput_ci90": [tput - 0.05, tput + 0.05], "p50_ratio": p50,
+    """p50 from the back-to-back pairs at 1 in flight, throughput from the co-runs at 16."""
+    rows = [{"method": m, "shape": shape, "pairs": 10, "throughput_ratio": 1.0,
+             "throughput_ci90": [0.7, 1.3], "corun_throughput_ratio": tput,
+             "corun_ci90": [tput - 0.01, tput + 0.01], "p50_ratio": p50,
              "p50_ci90": [p50 - 0.05, p50 + 0.05]}
             for m in ("status", "v2enc", "v2dec", "v1enc", "v1dec")
             for shape, tput, p50 in (("1", 1.0, 1.2 if m == "v1enc" else 1.0),

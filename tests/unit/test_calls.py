@@ -11,10 +11,10 @@ import grpc
 import pytest
 
 from kms_appliance import errors
-from kms_appliance.audit import AuditLog
+from kms_appliance.audit import AuditLog, fingerprint
 from kms_appliance.kms import calls as calls_module
 from kms_appliance.kms import validate
-from kms_appliance.kms.calls import Calls, Record, grpc_code
+from kms_appliance.kms.calls import Calls, grpc_code
 from kms_appliance.metrics import Metrics
 
 
@@ -82,11 +82,7 @@ class TestDeferredAccounting:
 
     @staticmethod
     def _encrypt(calls: Calls, uid: str) -> None:
-        def work(rec: Record) -> str:
-            rec.ciphertext = b"ct-" + uid.encode()
-            return "done"
-
-        assert calls.run(None, "v2", "encrypt", uid, work, str) == "done"  # type: ignore[arg-type]
+        calls.ok(time.perf_counter(), "v2", "encrypt", uid, "local/k/1", "1", b"ct-" + uid.encode())
 
     def test_records_keep_the_call_time_and_order(self, tmp_path: Path) -> None:
         calls, audit, metrics = self._calls(tmp_path, interval=1.0)
@@ -125,16 +121,17 @@ class TestDeferredAccounting:
             def set_details(self, details: str) -> None:
                 self.details = details
 
-        def work(rec: Record) -> str:
-            raise errors.InvalidRequest("plaintext must not be empty")
-
         ctx = Ctx()
-        assert calls.run(ctx, "v2", "encrypt", "u-bad", work, str) == ""  # type: ignore[arg-type]
+        exc = errors.CiphertextError("ciphertext failed authentication")
+        calls.failed(ctx, time.perf_counter(), "v2", "decrypt", "u-bad" + "x" * 300, exc,  # type: ignore[arg-type]
+                     "local/k/1", b"ct")
         audit.close()
         (record,) = [json.loads(x) for x in (tmp_path / "audit.log").read_text().splitlines()]
-        assert ctx.code == grpc.StatusCode.INVALID_ARGUMENT
-        assert (record["outcome"], record["code"], record["error"], record["uid"]) == (
-            "invalid", "INVALID_ARGUMENT", "plaintext must not be empty", "u-bad")
+        assert (ctx.code, ctx.details) == (grpc.StatusCode.INVALID_ARGUMENT, exc.message)
+        assert (record["outcome"], record["code"], record["error"]) == (
+            "corrupt", "INVALID_ARGUMENT", "ciphertext failed authentication")
+        assert record["uid"] == ("u-bad" + "x" * 300)[:validate.MAX_UID]
+        assert (record["key_id"], record["ct_fp"]) == ("local/k/1", fingerprint(b"ct"))
 
     def test_the_flusher_accounts_without_any_other_trigger(self, tmp_path: Path) -> None:
         calls, audit, metrics = self._calls(tmp_path, interval=0.02)
