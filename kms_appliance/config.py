@@ -198,7 +198,7 @@ class ObservabilitySettings:
                                           doc="longest time an audit record waits in memory "
                                               "before it is written (kill -9 can lose this much); "
                                               "0 writes each record before the answer leaves, "
-                                              "at ~20% of the throughput under load")
+                                              "at ~8% of the throughput under load")
     log_level: str = setting("info", choice("debug", "info", "warning", "error"),
                              doc="operational log level (stderr)")
     log_format: str = setting("text", choice("text", "json"), doc="operational log format")

@@ -62,13 +62,13 @@ class Calls:
     A servicer times its call from its first line, then reports it with
     :meth:`ok` or :meth:`failed`; nothing else about a call is its business.
 
-    Why accounting is deferred: the request threads share one GIL, and
-    profiles showed every microsecond of Python on the request path costs
-    several more under load (co-run against the bare servicer, a call's
-    Python bookkeeping of ~1 us cost 3-4% of the throughput, while the same
-    work done in batches by another thread did not show). So a call only
-    queues a tuple; the audit flusher's thread turns the queue into metrics
-    and audit records just before each write, at most one
+    Why accounting is deferred: the request threads share one GIL, and a
+    microsecond of Python on the request path costs several under load (a
+    thread just woken for a call runs with cold caches; co-run against the
+    bare servicer, the ~0.8 us left here cost ~2% of the throughput, the
+    ~3.7 us of batched accounting on the flusher ~5%). So a call only queues
+    a tuple; the audit flusher's thread turns the queue into metrics and
+    audit records just before each write, at most one
     ``audit_flush_interval`` later. With an interval of 0 (records written
     before the answer leaves) the accounting happens inline instead.
     """
