@@ -86,7 +86,10 @@ class Calls:
 
     def ok(self, start: float, api: str, method: str, uid: str, key_id: str, key_version: str,
            ciphertext: bytes, cached: bool | None = None) -> None:
-        """Account for a successful call that began at ``start`` (``time.perf_counter()``)."""
+        """Account for a successful call that began at ``start`` (``time.perf_counter()``).
+
+        ``uid`` has passed validation (at most ``MAX_UID`` characters).
+        """
         done = (time.time(), time.perf_counter() - start, api, method, uid, key_id, key_version,
                 ciphertext, cached, "ok", _OK, "")
         if self._defer and len(self._done) < MAX_PENDING:  # _queue() inlined: every call runs this
@@ -103,8 +106,9 @@ class Calls:
             log.error("internal error in %s/%s: %s", api, method, type(exc).__name__)
         context.set_code(code)
         context.set_details(message)
-        self._queue((time.time(), time.perf_counter() - start, api, method, uid, key_id, "",
-                     ciphertext, None, outcome, code, message))
+        # An invalid uid may be as long as the request: only its bounded head waits in the queue.
+        self._queue((time.time(), time.perf_counter() - start, api, method, uid[:MAX_UID], key_id,
+                     "", ciphertext, None, outcome, code, message))
 
     def _queue(self, done: _Done) -> None:
         if self._defer and len(self._done) < MAX_PENDING:
@@ -132,7 +136,6 @@ class Calls:
         counter, hist = self._metrics.bound(method, api, outcome)
         counter.inc()
         hist.observe(elapsed)
-        uid = uid[:MAX_UID]
         ct_fp = fingerprint(ct) if ct else ""
         if code is _OK:
             return self._lines.ok(ts, elapsed, api, method, uid, key_id, key_version, ct_fp, cached)

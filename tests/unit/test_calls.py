@@ -125,6 +125,7 @@ class TestDeferredAccounting:
         exc = errors.CiphertextError("ciphertext failed authentication")
         calls.failed(ctx, time.perf_counter(), "v2", "decrypt", "u-bad" + "x" * 300, exc,  # type: ignore[arg-type]
                      "local/k/1", b"ct")
+        assert [len(done[4]) for done in calls._done] == [validate.MAX_UID]  # bounded while queued
         audit.close()
         (record,) = [json.loads(x) for x in (tmp_path / "audit.log").read_text().splitlines()]
         assert (ctx.code, ctx.details) == (grpc.StatusCode.INVALID_ARGUMENT, exc.message)
