@@ -68,8 +68,7 @@ def run_matrix(servers: dict[str, Server], configs: Iterable[Config], win: Windo
             order = names if rep % 2 == 0 else list(reversed(names))
             for name in order:
                 srv = servers[name]
-                runs[name].append(load.run(srv.sock, cfg.method, cfg.shape, win, srv.pid,
-                                           corpus=srv.home / f"corpus-{cfg.method}.json"))
+                runs[name].append(srv.measure(cfg.method, cfg.shape, win))
         for name in names:
             r = row(name, cfg, runs[name])
             rows.append(r)

@@ -39,7 +39,6 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from . import load
 from .load import Shape, Window
 from .servers import Server
 
@@ -57,15 +56,11 @@ def ci90(values: list[float], seed: int = 0) -> tuple[float, float]:
 
 def _pair(subject: Server, base: Server, method: str, shape: Shape, win: Window,
           first_subject: bool) -> tuple[dict[str, Any], dict[str, Any]]:
-    def one(srv: Server) -> dict[str, Any]:
-        return load.run(srv.sock, method, shape, win, srv.pid,
-                        corpus=srv.home / f"corpus-{method}.json")
-
     if first_subject:
-        s = one(subject)
-        return s, one(base)
-    b = one(base)
-    return one(subject), b
+        s = subject.measure(method, shape, win)
+        return s, base.measure(method, shape, win)
+    b = base.measure(method, shape, win)
+    return subject.measure(method, shape, win), b
 
 
 def corun(subject: Server, base: Server, method: str, shape: Shape, win: Window) -> float:
@@ -74,8 +69,7 @@ def corun(subject: Server, base: Server, method: str, shape: Shape, win: Window)
     res: dict[str, dict[str, Any]] = {}
 
     def one(srv: Server) -> None:
-        res[srv.name] = load.run(srv.sock, method, shape, win, srv.pid, start_at=start_at,
-                                 corpus=srv.home / f"corpus-{method}.json")
+        res[srv.name] = srv.measure(method, shape, win, start_at=start_at)
 
     threads = [threading.Thread(target=one, args=(srv,)) for srv in (subject, base)]
     for t in threads:
@@ -83,7 +77,7 @@ def corun(subject: Server, base: Server, method: str, shape: Shape, win: Window)
     for t in threads:
         t.join()
     s, b = res[subject.name], res[base.name]
-    return (s["calls"] / s["server_cpu_s"]) / (b["calls"] / b["server_cpu_s"])
+    return float((s["calls"] / s["server_cpu_s"]) / (b["calls"] / b["server_cpu_s"]))
 
 
 def _row(method: str, shape: Shape, pairs: list[tuple[dict[str, Any], dict[str, Any]]]

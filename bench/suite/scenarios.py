@@ -177,8 +177,7 @@ def akeyless_backend(p: Any) -> tuple[dict[str, Sc], list[dict[str, Any]]]:
             shapes = [("status", Shape(1))] + [(m, Shape(n)) for m in ("v2enc", "v2dec")
                                                for n in p.akeyless_inflight]
             for method, shape in shapes:
-                r = load.run(srv.sock, method, shape, p.scenario_window, srv.pid,
-                             corpus=srv.home / f"corpus-{method}.json")
+                r = srv.measure(method, shape, p.scenario_window)
                 note = "decrypt cache hit" if method == "v2dec" else ""
                 rows.append({"added_ms": ms, "method": method, "shape": shape.label, **_brief(r),
                              "note": note})

@@ -17,6 +17,9 @@ import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
+
+from . import load
 
 REPO = Path(__file__).resolve().parent.parent.parent
 PY = sys.executable
@@ -43,6 +46,11 @@ class Server:
 
     def cpu_s(self) -> float:
         return proc_cpu_s(self.pid)
+
+    def measure(self, method: str, shape: load.Shape, win: load.Window, **kw: Any) -> dict[str, Any]:
+        """One load-generator run against this server (its ciphertext corpus kept per method)."""
+        return load.run(self.sock, method, shape, win, self.pid,
+                        corpus=self.home / f"corpus-{method}.json", **kw)
 
     def stop(self) -> None:
         if self.proc.poll() is None:

@@ -90,13 +90,8 @@ class Calls:
 
         ``uid`` has passed validation (at most ``MAX_UID`` characters).
         """
-        done = (time.time(), time.perf_counter() - start, api, method, uid, key_id, key_version,
-                ciphertext, cached, "ok", _OK, "")
-        if self._defer and len(self._done) < MAX_PENDING:  # _queue() inlined: every call runs this
-            self._done.append(done)
-            self._audit.arm()
-        else:
-            self._audit.write(self._account(done))
+        self._queue((time.time(), time.perf_counter() - start, api, method, uid, key_id,
+                     key_version, ciphertext, cached, "ok", _OK, ""))
 
     def failed(self, context: grpc.ServicerContext, start: float, api: str, method: str,
                uid: str, exc: Exception, key_id: str = "", ciphertext: bytes = b"") -> None:
