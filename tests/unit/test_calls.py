@@ -16,6 +16,7 @@ from kms_appliance.kms import calls as calls_module
 from kms_appliance.kms import validate
 from kms_appliance.kms.calls import Calls, grpc_code
 from kms_appliance.metrics import Metrics
+from tests.fuzz.harness import FakeContext
 
 
 @pytest.mark.parametrize(("exc", "code", "outcome"), [
@@ -113,15 +114,7 @@ class TestDeferredAccounting:
 
     def test_a_failed_call_is_recorded_with_its_error(self, tmp_path: Path) -> None:
         calls, audit, _ = self._calls(tmp_path, interval=1.0)
-
-        class Ctx:
-            def set_code(self, code: grpc.StatusCode) -> None:
-                self.code = code
-
-            def set_details(self, details: str) -> None:
-                self.details = details
-
-        ctx = Ctx()
+        ctx = FakeContext()
         exc = errors.CiphertextError("ciphertext failed authentication")
         calls.failed(ctx, time.perf_counter(), "v2", "decrypt", "u-bad" + "x" * 300, exc,  # type: ignore[arg-type]
                      "local/k/1", b"ct")
