@@ -26,6 +26,7 @@ from .kms.v2 import StatusWatcher, V2Servicer
 from .metrics import Metrics
 from .peercred import Peer
 from .server import PluginServer
+from .threads import Supervisor
 
 log = logging.getLogger("kms_appliance.app")
 TICK = 0.5
@@ -37,10 +38,12 @@ class App:
     def __init__(self, cfg: Config, metrics: Metrics | None = None) -> None:
         self.cfg = cfg
         self.metrics = metrics or Metrics()
+        self.threads = Supervisor(self.metrics.thread_restarts)
         self.audit = AuditLog(cfg.observability.audit_log, cfg.observability.audit_flush_interval)
         self.backend: KeyBackend = backends.create(cfg, self.metrics)
         st = self.backend.status()
         self.health = Health(self.backend, self.metrics, cfg.observability.health_interval)
+        self.health.watch("threads", self.threads.problem, live=True)
         calls = Calls(self.metrics, self.audit, self.backend.name, st.key_name)
         watcher = StatusWatcher(self._on_status_change)
         self.server = PluginServer(cfg.server, V2Servicer(self.backend, calls, watcher),
@@ -95,6 +98,7 @@ class App:
         self._reload.set()
 
     def stop(self) -> None:
+        self.threads.stopping.set()
         self.health.serving = False
         self.server.stop(self.cfg.server.grace_period)
         if self.http is not None:

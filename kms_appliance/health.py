@@ -15,6 +15,7 @@ import os
 import socket
 import threading
 import time
+from collections.abc import Callable
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
@@ -25,6 +26,8 @@ from .metrics import Metrics
 
 log = logging.getLogger("kms_appliance.health")
 FAILURES_BEFORE_UNREADY = 2
+# A check returns None while its component is fine, or a short reason (no secrets) why not.
+Check = Callable[[], str | None]
 
 
 class Health:
@@ -38,6 +41,17 @@ class Health:
         self.reason = "not probed yet"
         self.last_tick = time.monotonic()
         self.serving = False
+        self._live_checks: list[tuple[str, Check]] = []
+        self._ready_checks: list[tuple[str, Check]] = []
+
+    def watch(self, name: str, check: Check, *, live: bool) -> None:
+        """Let a component take part in the verdicts without Health knowing it.
+
+        ``live=True``: a failing check fails /livez (so kubelet or systemd
+        restart the plugin) and with it /readyz; ``live=False``: /readyz only
+        (degraded, e.g. the audit trail cannot be written).
+        """
+        (self._live_checks if live else self._ready_checks).append((name, check))
 
     def tick(self) -> None:
         """Called by the maintenance loop: proves the loop is alive."""
@@ -67,7 +81,9 @@ class Health:
         stale = time.monotonic() - self.last_tick > max(60.0, 3 * self._interval)
         if not self.serving:
             return False, "server not serving"
-        return (False, "maintenance loop stalled") if stale else (True, "ok")
+        if stale:
+            return False, "maintenance loop stalled"
+        return _first_failure(self._live_checks)
 
     def ready(self) -> tuple[bool, str]:
         live, why = self.live()
@@ -78,7 +94,15 @@ class Health:
             return False, st.reason
         if self.failures >= FAILURES_BEFORE_UNREADY:
             return False, self.reason
-        return True, "ok"
+        return _first_failure(self._ready_checks)
+
+
+def _first_failure(checks: list[tuple[str, Check]]) -> tuple[bool, str]:
+    for name, check in checks:
+        reason = check()
+        if reason is not None:
+            return False, f"{name}: {reason}"
+    return True, "ok"
 
 
 class _Handler(BaseHTTPRequestHandler):

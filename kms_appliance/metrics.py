@@ -55,6 +55,9 @@ class Metrics:
         self.token_rotation_failures = Counter("kms_appliance_token_rotation_failures",
                                                "Failed Universal Identity token rotations",
                                                registry=r)
+        self.thread_restarts = Counter("kms_appliance_thread_restarts",
+                                       "Long-lived threads that died and were restarted",
+                                       ["thread"], registry=r)
         self.build_info = Gauge("kms_appliance_build_info", "Build information",
                                 ["version", "commit", "python"], registry=r)
         info = version.info()
