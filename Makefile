@@ -12,8 +12,9 @@ help:
 	@echo "make test     - lint, type-check, proto drift check and the whole test suite"
 	@echo "make check    - lint + types + proto drift only"
 	@echo "make unit | integration - parts of the suite"
+	@echo "make deps     - install the Debian packages make test needs (root), or print the command"
 
-$(STAMP): pyproject.toml
+$(STAMP): pyproject.toml | deps-venv
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
 	$(PY) -m pip install -q -e '.[dev]'
@@ -47,6 +48,7 @@ pytest-core: $(STAMP)
 E2E_ALL_PLUGINS := appliance,akeyless
 test: export E2E_KMS_PLUGIN := $(or $(E2E_KMS_PLUGIN),$(E2E_ALL_PLUGINS))
 test: export E2E_APPLIANCE_CMD := $(or $(E2E_APPLIANCE_CMD),$(CURDIR)/dist/kms-appliance)
-test: $(TEST_STAGES)
+# deps first: a machine without the Debian packages stops here, with the command to run.
+test: deps $(TEST_STAGES)
 
 .PHONY: help venv demo check unit integration test pytest-core

@@ -12,7 +12,7 @@ export STATICX_COMPRESS KMS_PKG_COMPRESS KMS_AKEYLESS_MODELS
 
 .PHONY: binary test-binary repro-check bench-startup
 
-binary:
+binary: | deps-binary
 	build/build.sh
 
 test-binary: binary $(STAMP)

@@ -18,7 +18,7 @@ export E2E_KMS_PLUGIN E2E_APPLIANCE_CMD E2E_BIN_DIR E2E_CACHE_DIR E2E_BUILD_JOBS
 
 .PHONY: e2e-components e2e
 
-e2e-components:
+e2e-components: | deps-go
 	@if [ -n "$(E2E_BIN_DIR)" ]; then echo "E2E_BIN_DIR=$(E2E_BIN_DIR): using those binaries; nothing to build"; \
 	else tests/e2e/build_components.sh; fi
 

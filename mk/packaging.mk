@@ -20,13 +20,13 @@ PKG_PYTEST_ARGS ?=
 
 .PHONY: deb rpm image bundle deploy-manifests test-packaging
 
-deb: binary
+deb: binary | deps-packaging
 	@s=$$(date +%s); packaging/deb/build.sh dist/kms-appliance dist && echo "deb: $$(( $$(date +%s) - s ))s"
 
-rpm: binary
+rpm: binary | deps-packaging
 	@s=$$(date +%s); packaging/rpm/build.sh dist/kms-appliance dist && echo "rpm: $$(( $$(date +%s) - s ))s"
 
-image: binary
+image: binary | deps-packaging
 	@s=$$(date +%s); packaging/image/build.sh dist/kms-appliance dist && echo "image: $$(( $$(date +%s) - s ))s"
 
 # deb, rpm and image are listed as prerequisites for `make -j`; the script
@@ -40,7 +40,7 @@ deploy-manifests: $(STAMP)
 	  open("deploy/kubeadm/kms-appliance.yaml", "w").write(manifests.static_pod(cfg, "$(PKG_IMAGE_REF)")); \
 	  open("deploy/kubeadm/encryption-config.yaml", "w").write(manifests.encryption_config(cfg))'
 
-test-packaging: bundle $(STAMP)
+test-packaging: bundle $(STAMP) | deps-packaging
 	@s=$$(date +%s); $(PY) -m pytest -m packaging -v --durations=0 tests/packaging $(PKG_PYTEST_ARGS); \
 	  rc=$$?; echo "test-packaging: pytest $$(( $$(date +%s) - s ))s"; exit $$rc
 
