@@ -2,7 +2,8 @@
 
 The file is JSON so an operator can inspect its structure (``keyring list``
 prints everything but the key bytes). It is only ever replaced atomically
-(write to a 0600 temp file, fsync, rename, fsync the directory), so a crash
+(kms_appliance.atomicfile: a random 0600 temp file created O_EXCL in a checked
+directory, fsync, rename, fsync the directory, ownership verified), so a crash
 during rotation leaves either the old or the new keyring, never a torn one.
 """
 
@@ -19,9 +20,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from .. import atomicfile
 from ..errors import StartupError
 
 FORMAT = "kms-appliance-keyring/1"
+KEY = "local.keyring"  # the setting an error about the keyring path names
 KEY_BYTES = 32
 
 
@@ -64,11 +67,15 @@ def _new_entry(version: int) -> KeyringEntry:
 
 def check_file_safety(path: Path) -> os.stat_result:
     """Refuse a keyring others could read or that another user owns."""
+    atomicfile.check_path(KEY, path)
     try:
         st = path.lstat()
     except FileNotFoundError:
         raise StartupError(f"keyring {path} does not exist "
                            f"(create it: kms-appliance keyring init {path})") from None
+    except OSError as exc:
+        raise StartupError(f"keyring {atomicfile.show(path)} cannot be read: "
+                           f"{exc.strerror or type(exc).__name__}") from None
     if stat.S_ISLNK(st.st_mode) or not stat.S_ISREG(st.st_mode):
         raise StartupError(f"keyring {path} is not a regular file")
     if st.st_mode & 0o077:
@@ -131,29 +138,28 @@ def _serialise(ring: Keyring) -> bytes:
     return json.dumps(doc, indent=2).encode() + b"\n"
 
 
-def _write_atomic(path: Path, data: bytes) -> None:
-    tmp = path.with_name(f".{path.name}.{secrets.token_hex(4)}.tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600)
+def _write_atomic(path: Path, data: bytes, *, replace: bool = True) -> None:
+    """One atomic writer for every secret file (atomicfile.write); errors become one line."""
     try:
-        os.write(fd, data)
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-    os.replace(tmp, path)
-    dfd = os.open(path.parent, os.O_RDONLY | os.O_DIRECTORY)
-    try:
-        os.fsync(dfd)
-    finally:
-        os.close(dfd)
+        atomicfile.write(path, data, replace=replace)
+    except FileExistsError:
+        raise StartupError(f"{atomicfile.show(path)} already exists; "
+                           "refusing to overwrite a keyring") from None
+    except OSError as exc:
+        raise StartupError(f"cannot write keyring {atomicfile.show(path)}: "
+                           f"{exc.strerror or type(exc).__name__}") from None
 
 
 def init(path: Path) -> Keyring:
     """Create a new keyring with one key; refuses to overwrite an existing file."""
-    if path.exists() or path.is_symlink():
-        raise StartupError(f"{path} already exists; refusing to overwrite a keyring")
-    path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+    path = atomicfile.check_path(KEY, path)
+    try:
+        path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+    except OSError as exc:
+        raise StartupError(f"cannot create the keyring's directory {atomicfile.show(path.parent)}: "
+                           f"{exc.strerror or type(exc).__name__}") from None
     ring = Keyring(secrets.token_hex(8), (_new_entry(1),))
-    _write_atomic(path, _serialise(ring))
+    _write_atomic(path, _serialise(ring), replace=False)
     return ring
 
 

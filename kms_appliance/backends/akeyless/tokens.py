@@ -8,10 +8,11 @@ deserve small, separately tested functions.
 from __future__ import annotations
 
 import datetime as dt
-import os
 import re
 from dataclasses import dataclass
 from pathlib import Path
+
+from ... import atomicfile
 
 RENEW_MARGIN = 300.0
 DEFAULT_LIFETIME = 900.0
@@ -73,22 +74,11 @@ def parse_expiration(text: object, fallback_epoch: object, now: float) -> float:
 
 
 def write_token_file(path: Path, token: str) -> None:
-    """Replace ``path`` atomically with ``token`` (mode 0600, fsync'ed)."""
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW, 0o600)
-    try:
-        os.fchmod(fd, 0o600)
-        os.write(fd, token.encode() + b"\n")
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-    try:
-        os.replace(tmp, path)
-    except OSError:
-        tmp.unlink(missing_ok=True)
-        raise
-    dir_fd = os.open(path.parent, os.O_RDONLY | os.O_DIRECTORY)
-    try:
-        os.fsync(dir_fd)
-    finally:
-        os.close(dir_fd)
+    """Replace ``path`` atomically with ``token`` (mode 0600, fsync'ed, ownership verified).
+
+    Through the one atomic writer (kms_appliance.atomicfile): the temporary
+    name is random and created O_EXCL|O_NOFOLLOW in a checked directory, so
+    a user who can write the directory can neither read a rotated token nor
+    end up owning the token file. Raises OSError on any failure.
+    """
+    atomicfile.write(path, token.encode() + b"\n")
