@@ -26,6 +26,9 @@ class Metrics:
         r = self.registry
         self.calls = Counter("kms_appliance_calls", "gRPC calls served",
                              ["method", "api", "outcome"], registry=r)
+        self.malformed = Counter("kms_appliance_malformed_requests",
+                                 "Requests that are not a valid protobuf message (INVALID_ARGUMENT)",
+                                 ["api", "method"], registry=r)
         self.call_seconds = Histogram("kms_appliance_call_duration_seconds", "gRPC call latency",
                                       ["method", "api"], buckets=_LATENCY_BUCKETS, registry=r)
         self.backend_calls = Counter("kms_appliance_backend_calls", "Calls to the key backend",

@@ -19,6 +19,7 @@ from .. import errors
 from ..audit import AuditLog, CallLines, fingerprint, line
 from ..metrics import Metrics
 from .validate import MAX_UID
+from .wire import MalformedRequests
 
 log = logging.getLogger("kms_appliance.calls")
 
@@ -79,6 +80,7 @@ class Calls:
         self._backend = backend
         self._key_name = key_name
         self._lines = CallLines(backend, key_name)
+        self.malformed = MalformedRequests(metrics.malformed)  # decoders for the servicers
         self._done: deque[_Done] = deque()
         self._defer = audit.deferred
         if self._defer:

@@ -14,7 +14,7 @@ from .. import version
 from ..backends.base import KeyBackend
 from . import v1beta1_pb2 as pb
 from . import v1beta1_pb2_grpc as pb_grpc
-from . import validate
+from . import validate, wire
 from .calls import Calls
 
 
@@ -25,14 +25,20 @@ class V1Servicer(pb_grpc.KeyManagementServiceServicer):
         self._backend = backend
         self._calls = calls
 
+    def decoders(self) -> dict[str, wire.Parse]:
+        """Request parsers per method that never raise (see :mod:`.wire`)."""
+        de = self._calls.malformed.decoder
+        return {m: de("v1beta1", m.lower(), f"{m}Request", getattr(pb, f"{m}Request").FromString)
+                for m in ("Version", "Encrypt", "Decrypt")}
+
     def Version(self, request: pb.VersionRequest, context: grpc.ServicerContext) -> pb.VersionResponse:  # noqa: N802
         return pb.VersionResponse(version="v1beta1", runtime_name="kms-appliance",
                                   runtime_version=version.__version__)
 
     def Encrypt(self, request: pb.EncryptRequest, context: grpc.ServicerContext) -> pb.EncryptResponse:  # noqa: N802
         start = time.perf_counter()
-        plain = request.plain  # each field access builds a new object
-        try:
+        try:  # a request that did not parse raises InvalidRequest on its first field read
+            plain = request.plain  # each field access builds a new object
             validate.v1_version(request.version)
             validate.sized("plain", plain, validate.MAX_V1_PLAINTEXT)
             wrapped = self._backend.wrap(plain)
@@ -46,8 +52,8 @@ class V1Servicer(pb_grpc.KeyManagementServiceServicer):
 
     def Decrypt(self, request: pb.DecryptRequest, context: grpc.ServicerContext) -> pb.DecryptResponse:  # noqa: N802
         start = time.perf_counter()
-        cipher = request.cipher
-        try:
+        try:  # a request that did not parse raises InvalidRequest on its first field read
+            cipher = request.cipher
             validate.v1_version(request.version)
             validate.sized("cipher", cipher, validate.MAX_V1_CIPHERTEXT)
         except Exception as exc:

@@ -11,7 +11,7 @@ import grpc
 from ..backends.base import KeyBackend
 from . import v2_pb2 as pb
 from . import v2_pb2_grpc as pb_grpc
-from . import validate
+from . import validate, wire
 from .calls import Calls
 
 ChangeSink = Callable[[str, str, str], None]
@@ -48,6 +48,12 @@ class V2Servicer(pb_grpc.KeyManagementServiceServicer):
         self._calls = calls
         self._watcher = watcher
 
+    def decoders(self) -> dict[str, wire.Parse]:
+        """Request parsers per method that never raise (see :mod:`.wire`)."""
+        de = self._calls.malformed.decoder
+        return {m: de("v2", m.lower(), f"{m}Request", getattr(pb, f"{m}Request").FromString)
+                for m in ("Status", "Encrypt", "Decrypt")}
+
     def Status(self, request: pb.StatusRequest, context: grpc.ServicerContext) -> pb.StatusResponse:  # noqa: N802
         st = self._backend.status()
         healthz = "ok" if st.healthy else f"unhealthy: {st.reason}"
@@ -56,8 +62,9 @@ class V2Servicer(pb_grpc.KeyManagementServiceServicer):
 
     def Encrypt(self, request: pb.EncryptRequest, context: grpc.ServicerContext) -> pb.EncryptResponse:  # noqa: N802
         start = time.perf_counter()
-        uid, plaintext = request.uid, request.plaintext  # each field access builds a new object
-        try:
+        uid = ""
+        try:  # a request that did not parse raises InvalidRequest on its first field read
+            uid, plaintext = request.uid, request.plaintext  # each field access builds a new object
             validate.uid(uid)
             validate.sized("plaintext", plaintext, validate.MAX_V2_PLAINTEXT)
             wrapped = self._backend.wrap(plaintext)
@@ -73,8 +80,9 @@ class V2Servicer(pb_grpc.KeyManagementServiceServicer):
 
     def Decrypt(self, request: pb.DecryptRequest, context: grpc.ServicerContext) -> pb.DecryptResponse:  # noqa: N802
         start = time.perf_counter()
-        uid, ciphertext, key_id = request.uid, request.ciphertext, request.key_id
-        try:
+        uid = ""
+        try:  # a request that did not parse raises InvalidRequest on its first field read
+            uid, ciphertext, key_id = request.uid, request.ciphertext, request.key_id
             validate.uid(uid)
             validate.sized("ciphertext", ciphertext, validate.MAX_V2_CIPHERTEXT)
             validate.sized("key_id", key_id, validate.MAX_KEY_ID)
