@@ -10,11 +10,12 @@ probe and SIGHUP reloads all happen there, never on the request path.
 from __future__ import annotations
 
 import logging
-import threading
+import signal
 import time
+from collections.abc import Callable
 from typing import Any
 
-from . import backends, version
+from . import backends, process, version
 from .audit import AuditLog
 from .backends.base import KeyBackend
 from .config import Config
@@ -50,8 +51,8 @@ class App:
                                    V1Servicer(self.backend, calls), self._on_refuse,
                                    self.metrics.connections.set)
         self.http: HealthHttpServer | None = None
-        self._stop = threading.Event()
-        self._reload = threading.Event()
+        self._wake = process.Wakeup()  # signals and request_*() reach the loop without locks
+        self._stopped = False
         self._key = (st.key_id, st.key_version)
         self._note_key(st.key_version)
 
@@ -77,25 +78,58 @@ class App:
         host, port = self.http.server_address[:2]
         return str(host), int(port)
 
+    def serve(self, chain: process.Chain | None = None,
+              ready: Callable[[], None] | None = None) -> None:
+        """The whole life of ``serve``: handlers first (a SIGTERM during the bind still stops
+        cleanly), start, the maintenance loop, then a drained stop. ``chain``: the frozen
+        binary's ancestors, whose death ends this process (process.watch_top); ``ready``
+        runs once started (the demo shows its round trip there)."""
+        with self._wake.signals():
+            try:
+                self.start()
+                if ready is not None:
+                    ready()
+                if chain is not None and chain.top is not None:
+                    self.threads.start("ancestor-watch", lambda: process.watch_top(
+                        chain, self.threads.stopping.wait, self.request_stop))
+                self.run_until_stopped()
+            finally:
+                self.stop()
+
     def run_until_stopped(self) -> None:
-        """Maintenance loop; returns once ``request_stop()`` was called."""
+        """Maintenance loop; returns once ``request_stop()`` was called or SIGTERM/SIGINT came.
+
+        Reloads (SIGHUP, ``request_reload()``) are coalesced: at most one per TICK, so a
+        burst of any size costs a few reloads, and a lone SIGHUP is handled at once.
+        """
         due = _Due(self.backend, self.cfg)
-        while not self._stop.wait(TICK):
+        reload_pending, next_reload = False, 0.0
+        while not self._stopped:
+            codes = self._wake.wait(TICK)
+            if codes & {process.STOP, signal.SIGTERM, signal.SIGINT}:
+                self._stopped = True
+                log.info("stopping (%s)", _why(codes))
+                return
             self.health.tick()
             self.audit.flush()
-            if self._reload.is_set() or due.refresh():
-                self._reload.clear()
+            reload_pending |= bool(codes & {process.RELOAD, signal.SIGHUP})
+            if reload_pending and time.monotonic() >= next_reload:
+                reload_pending, next_reload = False, time.monotonic() + TICK
+                self.audit.reopen()
+                self._refresh()
+            elif due.refresh():
                 self._refresh()
             if due.probe():
                 self.health.probe()
 
     def request_stop(self) -> None:
-        self._stop.set()
+        """Stop the maintenance loop (any thread; never from a signal handler: serve() has those)."""
+        self._stopped = True
+        self._wake.notify(process.STOP)
 
     def request_reload(self) -> None:
-        """SIGHUP: reopen the audit file and re-read the key state now."""
-        self.audit.reopen()
-        self._reload.set()
+        """As SIGHUP (any thread): reopen the audit file and re-read the key state now."""
+        self._wake.notify(process.RELOAD)
 
     def stop(self) -> None:
         self.threads.stopping.set()
@@ -148,6 +182,11 @@ class App:
         base = {"event": event, "backend": self.backend.name, "key_name": st.key_name,
                 "key_id": st.key_id, "key_version": st.key_version, "outcome": "ok"}
         self.audit.event(**{**base, **fields})
+
+
+def _why(codes: set[int]) -> str:
+    names = [signal.Signals(c).name for c in sorted(codes) if c in (signal.SIGTERM, signal.SIGINT)]
+    return ", ".join(names) or "requested"
 
 
 class _Due:

@@ -10,15 +10,11 @@ from __future__ import annotations
 import argparse
 import json
 import logging
-import os
-import signal
 import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from types import FrameType
-from typing import Any
 
-from . import config, logs, manifests, version
+from . import config, logs, manifests, process, version
 from .errors import ConfigError, KmsError, StartupError
 
 log = logging.getLogger("kms_appliance.cli")
@@ -85,47 +81,16 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
+    # Before any key is loaded: no core dumps, and die with the frozen binary's bootloaders.
+    chain = process.harden()
     cfg = load_config(args)
     logs.setup(cfg.observability.log_level, cfg.observability.log_format)
     from .app import App  # noqa: PLC0415 - keep grpc off the start-up of light commands
 
-    app = App(cfg)
-    # Handlers first: a SIGTERM that lands while the socket is being bound still stops cleanly.
-    with _signals(app.request_stop, app.request_reload):
-        try:
-            app.start()
-            app.run_until_stopped()
-        finally:
-            app.stop()
+    App(cfg).serve(chain)
+    # Drained and stopped: leave without finalising the interpreter under daemon threads.
+    process.exit_now(0)
     return 0
-
-
-class _signals:  # noqa: N801 - used as a context manager
-    """SIGTERM/SIGINT stop gracefully (a second SIGINT forces exit); SIGHUP reloads."""
-
-    def __init__(self, stop: Callable[[], None], reload: Callable[[], None]) -> None:
-        self._stop, self._reload = stop, reload
-        self._old: dict[int, Any] = {}
-        self._stopping = False
-
-    def __enter__(self) -> None:
-        for sig, fn in ((signal.SIGTERM, self._on_stop), (signal.SIGINT, self._on_stop),
-                        (signal.SIGHUP, self._on_hup)):
-            self._old[sig] = signal.signal(sig, fn)
-
-    def __exit__(self, *exc: object) -> None:
-        for sig, old in self._old.items():
-            signal.signal(sig, old)
-
-    def _on_stop(self, signum: int, frame: FrameType | None) -> None:
-        if self._stopping and signum == signal.SIGINT:
-            os._exit(130)
-        self._stopping = True
-        log.info("signal %s: stopping", signal.Signals(signum).name)
-        self._stop()
-
-    def _on_hup(self, signum: int, frame: FrameType | None) -> None:
-        self._reload()
 
 
 def cmd_version(args: argparse.Namespace) -> int:

@@ -14,7 +14,6 @@ from pathlib import Path
 from . import config, logs
 from .app import App
 from .backends import keyring
-from .cli import _signals
 from .client import KmsClient
 
 
@@ -31,15 +30,19 @@ def run(workdir: Path | None, http_listen: str, once: bool) -> int:
     cfg = config.load(flags=flags, env={}, config_file=None)
     logs.setup("info", "text")
     app = App(cfg)
-    app.start()
-    try:
+    if once:
+        app.start()
+        try:
+            _show(app, root)
+        finally:
+            app.stop()
+        return 0
+
+    def ready() -> None:
         _show(app, root)
-        if not once:
-            print("\nserving until Ctrl-C ...", flush=True)
-            with _signals(app.request_stop, app.request_reload):
-                app.run_until_stopped()
-    finally:
-        app.stop()
+        print("\nserving until Ctrl-C ...", flush=True)
+
+    app.serve(ready=ready)
     return 0
 
 

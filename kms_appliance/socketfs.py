@@ -124,7 +124,10 @@ def prepare(path: Path, group: str | None) -> tuple[int, Path]:
     try:
         check_dir_stat(path.parent, os.fstat(dir_fd), group)
         bind_path = Path(f"/proc/self/fd/{dir_fd}") / path.name
-        clear_stale(bind_path)
+        try:
+            clear_stale(bind_path)
+        except StartupError as exc:  # name the configured path, not /proc/self/fd/N/<name>
+            raise StartupError(exc.message.replace(os.fspath(bind_path), os.fspath(path))) from None
     except BaseException:
         os.close(dir_fd)
         raise

@@ -1,0 +1,140 @@
+"""Signals as an attack and as an operator mistake (issue 13, items 7 and 9).
+
+- A burst of SIGHUPs (a loop of ``kill -HUP``, or a logrotate gone wrong)
+  used to deadlock the main thread: the handler's ``Event.set()`` re-entered
+  a lock the interrupted code held. Afterwards rotation was never picked up
+  and SIGTERM was ignored. Handlers now take no lock (process.Wakeup).
+- Core dumps are off in ``serve`` (a core of an aborted stop held the KEK).
+- A call in flight at SIGTERM finishes (OK, not CANCELLED) and the exit is 0.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+from akeyless_emulator import Emulator
+from tests.reliability import akplugin, figures, ledger
+from tests.support import plugin as pm
+from tests.support.kmsclient import Client
+
+HUPS = 10_000  # per round
+ROUNDS = 10  # a pause between rounds lets the loop go back to waiting (where the old lock was held)
+SENDERS = 2  # concurrent senders: signals keep arriving while a handler runs
+PICKUP_BOUND = 5.0  # one HUP is handled on the next loop turn (TICK 0.5 s); generous for CI
+GRACE = 2.0  # --grace-period for these tests
+STOP_BOUND = GRACE + 5.0
+
+
+def _flood(pid: int, count: int) -> float:
+    def send(n: int) -> None:
+        for _ in range(n):
+            os.kill(pid, signal.SIGHUP)
+
+    started = time.monotonic()
+    threads = [threading.Thread(target=send, args=(count // SENDERS,)) for _ in range(SENDERS)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    return time.monotonic() - started
+
+
+def _key_id_after(client: Client, old: str, bound: float) -> str:
+    deadline = time.monotonic() + bound
+    key_id = str(client.status().key_id)
+    while key_id == old and time.monotonic() < deadline:
+        time.sleep(0.05)
+        key_id = str(client.status().key_id)
+    return key_id
+
+
+def _stop(p: pm.Plugin) -> int | None:
+    """SIGTERM; the exit status, or None if it did not exit within STOP_BOUND (then killed)."""
+    p.proc.send_signal(signal.SIGTERM)
+    try:
+        return p.proc.wait(STOP_BOUND)
+    except subprocess.TimeoutExpired:
+        p.proc.kill()
+        p.proc.wait(5)
+        return None
+
+
+def test_sighup_flood_leaves_reload_and_stop_working(tmp_path: Path) -> None:
+    """10 x 10,000 SIGHUPs: then a rotation is picked up after one more HUP, Status works, SIGTERM exits 0."""
+    p = ledger.plugin(pm.start(tmp_path / "p", ["--grace-period", f"{GRACE}s"]))
+    client = Client(p.socket)
+    try:
+        old = str(client.status().key_id)
+        for _ in range(ROUNDS):
+            took = _flood(p.proc.pid, HUPS)
+            time.sleep(0.02)
+        figures.put("signals", f"{HUPS} SIGHUPs sent in", f"{took:.3f} s ({ROUNDS} rounds)")
+        assert p.proc.poll() is None, "the plugin died of a SIGHUP flood"
+        subprocess.run([sys.executable, "-m", "kms_appliance", "keyring", "rotate",
+                        str(p.workdir / "keyring.json")], cwd=pm.REPO, check=True, capture_output=True)
+        os.kill(p.proc.pid, signal.SIGHUP)
+        new = _key_id_after(client, old, PICKUP_BOUND)
+        assert new != old, "after the flood, a rotation + SIGHUP was not picked up (wedged loop)"
+        assert client.status().healthz == "ok"
+    finally:
+        client.close()
+        rc = _stop(p)
+    assert rc == 0, f"SIGTERM after the flood: exit {rc} (None: ignored for {STOP_BOUND}s)"
+    err = p.stderr.read_text()
+    assert "Traceback" not in err
+    assert err.count("key rotated") == 1
+
+
+def test_serve_runs_without_core_dumps(tmp_path: Path) -> None:
+    """The serving process has RLIMIT_CORE 0 (soft and hard): no core can hold the KEK."""
+    with pm.running(tmp_path / "p") as p:
+        limits = Path(f"/proc/{p.proc.pid}/limits").read_text().splitlines()
+    core = next(line for line in limits if line.startswith("Max core file size"))
+    assert core.split()[4:6] == ["0", "0"], core
+
+
+def test_call_in_flight_at_sigterm_completes(emu: Emulator, workdir: Path) -> None:
+    """A slow Encrypt (Akeyless answering after 1.5 s) in flight at SIGTERM: answered OK, exit 0."""
+    p = akplugin.start(workdir, akplugin.ak_env(emu), ["--grace-period", "10s"])
+    client = Client(p.socket, timeout=30)
+    try:
+        client.encrypt(b"\x01" * 32, uid="warm-up")  # auth done, the key described
+        emu.reset_calls()
+        emu.fault("encrypt", delay=1.5, times=1)
+        with ThreadPoolExecutor(1) as pool:
+            pending = pool.submit(client.encrypt, b"\x02" * 32, "in-flight")
+            assert emu.wait_for("encrypt", in_flight=1, timeout=10), "the call never reached Akeyless"
+            p.proc.send_signal(signal.SIGTERM)
+            answer = pending.result(30)
+        assert answer.ciphertext and answer.key_id
+        rc = p.proc.wait(30)
+    finally:
+        client.close()
+        p.stop(signal.SIGKILL)
+    assert rc == 0, p.stderr.read_text()[-2000:]
+    assert "Traceback" not in p.stderr.read_text()
+
+
+def test_refusal_names_the_configured_socket_path(tmp_path: Path) -> None:
+    """A live foreign listener on the path: the refusal names the configured path, not /proc/self/fd/N."""
+    run = tmp_path / "p" / "run"
+    run.mkdir(mode=0o700, parents=True)
+    squatter = socket.socket(socket.AF_UNIX)
+    try:
+        squatter.bind(os.fspath(run / "kms.sock"))
+        squatter.listen(1)
+        p = ledger.plugin(pm.start(tmp_path / "p", wait=False))
+        assert p.proc.wait(30) == 1
+    finally:
+        squatter.close()
+    err = p.stderr.read_text()
+    assert f"another process is already serving on {run / 'kms.sock'}" in err, err
+    assert "/proc/self/fd" not in err
