@@ -47,6 +47,9 @@ ANNOTATION = "version.kms-appliance.akeyless.io"
 CONTEXT_KEY = "kms-appliance"
 _VERSION = struct.Struct(">IH")
 MAX_PLAINTEXT = 0xFFFF
+# A refused decrypt the held key state blames on the ciphertext is checked against a
+# fresh description, made at most once per this many seconds for all callers together.
+EXPLAIN_EVERY = 5.0
 R = TypeVar("R")
 
 
@@ -67,6 +70,8 @@ class AkeylessBackend:
         self._cache = cache
         self._health = HealthTracker()
         self._refresh_lock = threading.Lock()
+        self._explain_lock = threading.Lock()
+        self._explain_next = 0.0  # monotonic time before which held state explains refusals
         self._state = self._startup_state()
 
     # -- start-up --
@@ -166,16 +171,37 @@ class AkeylessBackend:
         return plain
 
     def _explain_rejection(self, version: int) -> None:
-        """A refused decrypt of a disabled/deleted version is KeyUnavailable, not tampering."""
-        try:
-            self.refresh()
-        except KmsError:
-            return
-        state = self._state.version_state(version)
-        if state is not None and state != "Enabled":
-            raise KeyUnavailable(f"key {self.key_name} version {version} is {state}") from None
-        if self._state.versions and state is None:
-            raise KeyUnavailable(f"key {self.key_name} version {version} no longer exists") from None
+        """A refused decrypt of a disabled/deleted version is KeyUnavailable, not tampering.
+
+        Why bounded: every forged ciphertext is refused by Akeyless, and a
+        describe per refusal would double the remote calls a flood of them
+        costs (and eat the rate limit real calls need). The held state
+        explains most refusals; when it does not, it is described again at
+        most once per EXPLAIN_EVERY seconds, shared by all callers.
+        """
+        problem = self._state.refusal(version)
+        if problem is None:  # the held state blames the ciphertext: make sure it is recent
+            problem = self._recent_state().refusal(version)
+        if problem is not None:
+            raise KeyUnavailable(f"key {self.key_name} version {version} {problem}") from None
+
+    def _recent_state(self) -> KeyState:
+        """The held state, described again unless that was done less than EXPLAIN_EVERY ago.
+
+        The first refusal after a quiet spell always gets a fresh description
+        (a version disabled a second ago is reported as such); a flood gets at
+        most one per interval. Single-flight: callers arriving during the
+        describe wait for it and use its result instead of making their own.
+        """
+        if time.monotonic() < self._explain_next:
+            return self._state
+        with self._explain_lock:
+            if time.monotonic() >= self._explain_next:
+                try:
+                    self.refresh()
+                finally:  # a failed describe counts too: no retry per refusal
+                    self._explain_next = time.monotonic() + EXPLAIN_EVERY
+        return self._state
 
     def status(self) -> KeyStatus:
         st = self._state

@@ -49,9 +49,22 @@ class KeyState:
         """An Akeyless AES item (AES128GCM, AES256GCM, AES256SIV, ...)."""
         return self.item_type.upper().startswith("AES")
 
-    def version_state(self, version: int) -> str | None:
-        """Enabled/Disabled/PendingDeletion, or None if the version is unknown."""
-        return self.versions.get(version)
+    def refusal(self, version: int) -> str | None:
+        """Why Akeyless refusing data labelled ``version`` is the key's doing, or None.
+
+        None means the ciphertext is to blame (CiphertextError, INVALID_ARGUMENT):
+        a version this key never had (0, or beyond its last version) can only be
+        a relabelled or forged header, and an enabled version means tampering.
+        A disabled, pending-deletion or deleted version is the key's state
+        (KeyUnavailable). A header relabelled to such a version looks the same
+        from here: Akeyless's ciphertext, which says what it really used, is opaque.
+        """
+        if version < 1 or version > self.last_version:
+            return None
+        state = self.versions.get(version)
+        if state is None:
+            return "no longer exists" if self.versions else None
+        return None if state == ENABLED else f"is {state}"
 
     def problem(self) -> str | None:
         """Why this key cannot be used as the KEK, or None."""

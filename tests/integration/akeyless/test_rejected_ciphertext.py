@@ -1,0 +1,114 @@
+"""Ciphertexts Akeyless refuses: the right error, at about one remote call each.
+
+A refused decrypt is explained (a disabled or deleted version is
+KeyUnavailable, anything else CiphertextError) from the held key state; a
+fresh describe-item is made at most once per EXPLAIN_EVERY for all callers
+together, so a flood of forged ciphertexts costs one /decrypt each, not two
+calls. The emulator counts every call it answers.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+
+import pytest
+
+from akeyless_emulator import Emulator
+from kms_appliance.backends.akeyless import backend as akbackend
+from kms_appliance.errors import CiphertextError, KeyUnavailable
+from tests.integration.akeyless.metadata import KEY
+
+N = 30
+
+
+def _relabel(ciphertext: bytes, version: int) -> bytes:
+    """The item version after the 5-byte envelope header (uint32 BE), set to ``version``."""
+    return ciphertext[:5] + version.to_bytes(4, "big") + ciphertext[9:]
+
+
+def _tamper(ciphertext: bytes, i: int) -> bytes:
+    bad = bytearray(ciphertext)
+    bad[-1 - (i % 16)] ^= 1 + i % 255  # inside Akeyless's GCM tag
+    return bytes(bad)
+
+
+def _key_id(b: akbackend.AkeylessBackend, ciphertext: bytes) -> str:
+    return f"akeyless:{b.state.item_id}:{int.from_bytes(ciphertext[5:9], 'big')}"
+
+
+def _calls(emu: Emulator) -> tuple[int, int]:
+    return emu.calls["decrypt"], emu.calls["describe-item"]
+
+
+class TestRemoteCallsPerRefusal:
+    def test_forged_ciphertexts_cost_one_decrypt_each(self, emu: Emulator, ak_env,
+                                                      make_backend) -> None:
+        emu.rotate_key(KEY)  # versions 1 and 2, both enabled
+        b = make_backend(ak_env, cache=False)
+        w = b.wrap(os.urandom(32))  # labelled version 2
+        forged = [_tamper(w.ciphertext, i) for i in range(N - 6)]
+        forged += [_relabel(w.ciphertext, v) for v in (1, 0, 3, 9, 2**16, 2**32 - 1)]
+        before = _calls(emu)
+        for ct in forged:
+            with pytest.raises(CiphertextError):
+                b.unwrap(ct, _key_id(b, ct), {})
+        decrypts, describes = (a - z for a, z in zip(_calls(emu), before, strict=True))
+        assert decrypts == N
+        assert describes <= 1  # at most one explanation lookup per EXPLAIN_EVERY (5 s)
+
+    def test_concurrent_refusals_share_one_describe(self, emu: Emulator, ak_env,
+                                                    make_backend) -> None:
+        b = make_backend(ak_env, cache=False)
+        w = b.wrap(os.urandom(32))
+        before = _calls(emu)
+        errors: list[BaseException] = []
+
+        def worker(i: int) -> None:
+            try:
+                b.unwrap(_tamper(w.ciphertext, i), w.key_id, {})
+            except BaseException as exc:  # collected and checked below
+                errors.append(exc)
+
+        threads = [threading.Thread(target=worker, args=(i,)) for i in range(16)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(30)
+        assert len(errors) == 16 and all(isinstance(e, CiphertextError) for e in errors)
+        decrypts, describes = (a - z for a, z in zip(_calls(emu), before, strict=True))
+        assert (decrypts, describes) == (16, 1)
+
+
+class TestRelabelledVersion:
+    """A version the key never had is a forged header: INVALID_ARGUMENT, not FAILED_PRECONDITION."""
+
+    @pytest.mark.parametrize("version", [0, 2, 7, 2**32 - 1])
+    def test_never_existing_version_is_a_ciphertext_error(self, emu: Emulator, ak_env,
+                                                          make_backend, version: int) -> None:
+        b = make_backend(ak_env, cache=False)
+        w = b.wrap(os.urandom(32))
+        ct = _relabel(w.ciphertext, version)
+        with pytest.raises(CiphertextError) as err:
+            b.unwrap(ct, _key_id(b, ct), {})
+        assert not isinstance(err.value, KeyUnavailable)
+        with pytest.raises(CiphertextError):
+            b.unwrap(ct, None, {})  # KMS v1: no key_id on the wire
+
+
+class TestDisabledVersionStillExplained:
+    def test_disabled_after_the_last_describe_is_key_unavailable(self, emu: Emulator, ak_env,
+                                                                 make_backend) -> None:
+        """The first refusal after a quiet spell gets a fresh description."""
+        b = make_backend(ak_env, cache=False)
+        old = b.wrap(b"a" * 32)
+        emu.rotate_key(KEY)
+        emu.disable_version(KEY, 1)  # the held state still says Enabled
+        before = _calls(emu)
+        with pytest.raises(KeyUnavailable, match="version 1 is Disabled"):
+            b.unwrap(old.ciphertext, old.key_id, {})
+        for _ in range(5):  # now held: no describe for these
+            with pytest.raises(KeyUnavailable, match="version 1 is Disabled"):
+                b.unwrap(old.ciphertext, old.key_id, {})
+        decrypts, describes = (a - z for a, z in zip(_calls(emu), before, strict=True))
+        assert (decrypts, describes) == (6, 1)
