@@ -2,6 +2,10 @@
 
 YAML is written by hand (no YAML library in the binary); the values are
 validated config strings, so quoting them as JSON strings is valid YAML.
+Every value is also checked against what Kubernetes accepts (k8svalid.py)
+before anything is written: a generator must not emit a document the
+apiserver or kubelet refuses. The ConfigError keys are the command-line flags
+the values come from, so the one-line error names what to fix.
 """
 
 from __future__ import annotations
@@ -9,6 +13,7 @@ from __future__ import annotations
 import json
 import posixpath
 
+from . import k8svalid
 from .config import Config
 from .errors import ConfigError
 
@@ -16,6 +21,10 @@ from .errors import ConfigError
 def encryption_config(cfg: Config, kms_api: str = "v2", timeout: str = "3s",
                       resources: tuple[str, ...] = ("secrets",)) -> str:
     """An EncryptionConfiguration pointing at this plugin, then identity for old data."""
+    if kms_api not in ("v1", "v2"):
+        raise ConfigError("--kms-api", f"must be v1 or v2, got {kms_api!r}")
+    k8svalid.kms_timeout("--timeout", timeout)
+    _provider_name(cfg.server.provider_name)
     endpoint = json.dumps(f"unix://{cfg.server.socket}")
     lines = [
         "apiVersion: apiserver.config.k8s.io/v1",
@@ -34,11 +43,55 @@ def encryption_config(cfg: Config, kms_api: str = "v2", timeout: str = "3s",
     return "\n".join(lines) + "\n"
 
 
-# The binary unpacks ~80 MB into TMPDIR at every start; a memory-backed
-# emptyDir counts against the container's memory limit, hence both numbers.
+# The binary unpacks ~102 MiB (107 MB: staticx 57 MB + PyInstaller 50 MB, measured
+# with du on dist/kms-appliance while serving) into TMPDIR at every start; a
+# memory-backed emptyDir counts against the container's memory limit, hence
+# the 128Mi size limit and the 192Mi request / 384Mi default limit.
 UNPACK_DIR = "/tmp"  # noqa: S108 - inside the container, on its own private emptyDir
 UNPACK_SIZE_LIMIT = "128Mi"
 NONROOT_UID = 65532
+
+
+def _provider_name(name: str) -> None:
+    """The apiserver's own rule (validateKMSConfigName): non-empty, no ':' (KMS v2).
+
+    config.p_provider is stricter already; repeated here because the
+    EncryptionConfiguration is refused at apiserver start, not at ours.
+    """
+    if not name or ":" in name:
+        raise ConfigError("--provider-name", f"must be non-empty without ':', got {name!r}")
+
+
+# The pod's memory request; the limit may not be lower (the apiserver refuses the pod).
+MEMORY_REQUEST = "192Mi"
+
+
+def _check_static_pod(cfg: Config, image: str, name: str, namespace: str, config_file: str,
+                      state_dir: str, memory_limit: str) -> None:
+    """Refuse, naming the flag, any value the apiserver/kubelet would refuse in the pod."""
+    k8svalid.image("--image", image)
+    k8svalid.dns_label("--name", name)
+    k8svalid.dns_label("--namespace", namespace)
+    limit = k8svalid.quantity("--memory-limit", memory_limit)
+    if limit < k8svalid.quantity("request", MEMORY_REQUEST):
+        raise ConfigError("--memory-limit", f"must be at least the {MEMORY_REQUEST} memory request "
+                                            "(the unpacked binary and its in-memory TMPDIR), "
+                                            f"got {memory_limit!r}")
+    k8svalid.abs_path("--config", config_file)
+    k8svalid.abs_path("state_dir", state_dir)
+    k8svalid.abs_path("--socket", str(cfg.server.socket))
+    # Each directory is its own volume: a container's mountPaths must be unique. Fixed ones
+    # first, so a collision is reported on the flag the operator gave.
+    mounts = [("TMPDIR", "unpack directory", UNPACK_DIR), ("state_dir", "state directory", state_dir),
+              ("--socket", "socket directory", str(cfg.server.socket.parent)),
+              ("--config", "config directory", posixpath.dirname(config_file))]
+    seen: dict[str, str] = {}
+    for key, what, raw in mounts:
+        path = posixpath.normpath(raw)
+        if path in seen:
+            raise ConfigError(key, f"the {what} {path} is also the {seen[path]}; "
+                                   "each needs its own directory")
+        seen[path] = what
 
 
 def static_pod(cfg: Config, image: str, name: str = "kms-appliance", namespace: str = "kube-system",
@@ -55,6 +108,7 @@ def static_pod(cfg: Config, image: str, name: str = "kms-appliance", namespace: 
     exist, owned by 65532 (see docs/deployment.md): hostPath would create them
     root-owned, where a non-root plugin cannot bind.
     """
+    _check_static_pod(cfg, image, name, namespace, config_file, state_dir, memory_limit)
     listen = cfg.observability.http_listen
     if listen is None:
         raise ConfigError("observability.http_listen",
@@ -103,7 +157,7 @@ def static_pod(cfg: Config, image: str, name: str = "kms-appliance", namespace: 
         "      resources:",
         "        requests:",
         "          cpu: \"100m\"",
-        "          memory: \"192Mi\"",
+        f"          memory: {q(MEMORY_REQUEST)}",
         "        limits:",
         f"          memory: {q(memory_limit)}",
         *_probe("livenessProbe", "/livez", probe_host, port, failures=3),

@@ -2,10 +2,17 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
+import os
+import subprocess
+import sys
 from pathlib import Path
 
+import pytest
+
 from kms_appliance import config, manifests
+from kms_appliance.errors import ConfigError
 
 
 def cfg(tmp_path: Path) -> config.Config:
@@ -37,3 +44,41 @@ def test_v2(tmp_path: Path) -> None:
 def test_v1_has_cachesize(tmp_path: Path) -> None:
     doc = manifests.encryption_config(cfg(tmp_path), kms_api="v1")
     assert "apiVersion: v1\n" in doc and "cachesize: 1000" in doc
+
+
+def _cli(tmp_path: Path, *args: str) -> subprocess.CompletedProcess[str]:
+    """The real command line in a child, with its own config file and no inherited settings."""
+    (tmp_path / "c.toml").write_text('[server]\nbackend = "local"\n')
+    env = {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "PYTHONPATH": os.environ.get("PYTHONPATH", "")}
+    return subprocess.run([sys.executable, "-m", "kms_appliance", "encryption-config", *args,
+                           "--config", str(tmp_path / "c.toml")],
+                          capture_output=True, text=True, env=env, timeout=60, check=False)
+
+
+@pytest.mark.parametrize("timeout", ["abc", "3", "0s", "-3s", "3 s", "3sec", "0.1ns", ""])
+def test_cli_refuses_timeout_the_apiserver_refuses(tmp_path: Path, timeout: str) -> None:
+    """kube-apiserver does not start with such a timeout: exit 2, one line, no document."""
+    proc = _cli(tmp_path, f"--timeout={timeout}")
+    assert proc.returncode == 2, proc.stderr
+    assert proc.stdout == ""
+    (line,) = proc.stderr.splitlines()
+    assert line.startswith("kms-appliance: configuration error: --timeout: ")
+
+
+@pytest.mark.parametrize("timeout", ["3s", "500ms", "1m30s", "1.5s", "10s"])
+def test_cli_accepts_go_durations(tmp_path: Path, timeout: str) -> None:
+    proc = _cli(tmp_path, f"--timeout={timeout}")
+    assert proc.returncode == 0, proc.stderr
+    assert _values(proc.stdout)["timeout"] == timeout
+    assert "kind: EncryptionConfiguration" in proc.stdout
+
+
+def test_refuses_bad_kms_api_and_provider_name(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError) as err:
+        manifests.encryption_config(cfg(tmp_path), kms_api="v3")
+    assert err.value.key == "--kms-api"
+    bad = dataclasses.replace(cfg(tmp_path), server=dataclasses.replace(cfg(tmp_path).server,
+                                                                        provider_name="a:b"))
+    with pytest.raises(ConfigError) as err:
+        manifests.encryption_config(bad)
+    assert err.value.key == "--provider-name"

@@ -8,6 +8,9 @@ reads the same documents in tests/packaging/test_manifests.py).
 from __future__ import annotations
 
 import json
+import os
+import subprocess
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -162,3 +165,57 @@ def test_encryption_config_matches_pod_socket(tmp_path: Path) -> None:
     sock_dir = {v["name"]: v for v in pod["spec"]["volumes"]}["socket-dir"]["hostPath"]["path"]
     assert provider["endpoint"] == f"unix://{sock_dir}/kms.sock"
     assert enc["resources"][0]["providers"][1] == {"identity": {}}
+
+
+def run_cli(tmp_path: Path, *args: str) -> subprocess.CompletedProcess[str]:
+    """The real command line in a child, with a config file of its own and no inherited settings."""
+    conf = tmp_path / "etc" / "kms.toml"
+    conf.parent.mkdir(exist_ok=True)
+    conf.write_text('[server]\nbackend = "local"\n')
+    env = {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "PYTHONPATH": os.environ.get("PYTHONPATH", "")}
+    return subprocess.run([sys.executable, "-m", "kms_appliance", *args, "--config", str(conf)],
+                          capture_output=True, text=True, env=env, timeout=60, check=False)
+
+
+def assert_refused(proc: subprocess.CompletedProcess[str], flag: str) -> None:
+    """Exit 2, one stderr line naming the flag, nothing on stdout (no half-written manifest)."""
+    assert proc.returncode == 2, proc.stderr
+    assert proc.stdout == ""
+    lines = proc.stderr.splitlines()
+    assert len(lines) == 1, proc.stderr
+    assert lines[0].startswith(f"kms-appliance: configuration error: {flag}: "), lines[0]
+
+
+@pytest.mark.parametrize(("args", "flag"), [
+    (["--name", "A_B"], "--name"),
+    (["--name", "kms.appliance"], "--name"),  # a subdomain, but the container name must be a label
+    (["--name", "x" * 64], "--name"),
+    (["--namespace", "Kube-System"], "--namespace"),
+    (["--memory-limit", "lots"], "--memory-limit"),
+    (["--memory-limit", "384MB"], "--memory-limit"),
+    (["--memory-limit", "128Mi"], "--memory-limit"),  # below the 192Mi request: the apiserver refuses it
+    (["--image", "Registry.example/KMS:1"], "--image"),
+    (["--image", "kms appliance"], "--image"),
+    (["--socket", "/tmp/kms.sock"], "--socket"),  # socket dir would be mounted over the unpack dir
+])
+def test_cli_static_pod_refuses_invalid(tmp_path: Path, args: list[str], flag: str) -> None:
+    argv = ["static-pod", "--image", IMAGE, *args]
+    if "--image" in args:
+        argv = ["static-pod", *args]
+    assert_refused(run_cli(tmp_path, *argv), flag)
+
+
+def test_cli_static_pod_refuses_config_dir_shared(tmp_path: Path) -> None:
+    conf = tmp_path / "etc" / "kms.toml"
+    proc = run_cli(tmp_path, "static-pod", "--image", IMAGE, "--socket", f"{conf.parent}/kms.sock")
+    assert_refused(proc, "--config")
+
+
+@pytest.mark.parametrize("limit", ["192Mi", "384Mi", "1G", "500M", "0.5Gi", "1e9"])
+def test_cli_static_pod_accepts_kubernetes_quantities(tmp_path: Path, limit: str) -> None:
+    proc = run_cli(tmp_path, "static-pod", "--image", IMAGE, "--memory-limit", limit, "--name", "kms-1",
+                   "--namespace", "kms")
+    assert proc.returncode == 0, proc.stderr
+    pod = parse(proc.stdout)
+    assert pod["spec"]["containers"][0]["resources"]["limits"]["memory"] == limit
+    assert (pod["metadata"]["name"], pod["metadata"]["namespace"]) == ("kms-1", "kms")
