@@ -16,7 +16,7 @@ from collections.abc import Callable
 from typing import Any
 
 from . import backends, process, version
-from .audit import AuditLog
+from .audit import AuditGate, AuditLog
 from .backends.base import KeyBackend
 from .config import Config
 from .errors import KmsError
@@ -40,15 +40,20 @@ class App:
         self.cfg = cfg
         self.metrics = metrics or Metrics()
         self.threads = Supervisor(self.metrics.thread_restarts)
-        self.audit = AuditLog(cfg.observability.audit_log, cfg.observability.audit_flush_interval)
+        self.audit = AuditLog(cfg.observability.audit_log, cfg.observability.audit_flush_interval,
+                              metrics=self.metrics, threads=self.threads)
         self.backend: KeyBackend = backends.create(cfg, self.metrics)
         st = self.backend.status()
         self.health = Health(self.backend, self.metrics, cfg.observability.health_interval)
         self.health.watch("threads", self.threads.problem, live=True)
+        self.health.watch("audit", self.audit.problem, live=False)  # degraded, not dead
+        # audit_required: the servicers refuse calls while records would be lost (docs/audit-log.md).
+        served = AuditGate(self.backend, self.audit) if cfg.observability.audit_required \
+            else self.backend
         calls = Calls(self.metrics, self.audit, self.backend.name, st.key_name)
         watcher = StatusWatcher(self._on_status_change)
-        self.server = PluginServer(cfg.server, V2Servicer(self.backend, calls, watcher),
-                                   V1Servicer(self.backend, calls), self._on_refuse,
+        self.server = PluginServer(cfg.server, V2Servicer(served, calls, watcher),
+                                   V1Servicer(served, calls), self._on_refuse,
                                    self.metrics.connections.set)
         self.http: HealthHttpServer | None = None
         self._wake = process.Wakeup()  # signals and request_*() reach the loop without locks

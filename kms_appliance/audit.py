@@ -21,17 +21,31 @@ so no log setting can drop, duplicate or reformat it.
 
 from __future__ import annotations
 
+import contextlib
+import dataclasses
+import errno
 import hashlib
 import json
 import logging
 import os
+import stat
 import sys
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from pathlib import Path
-from typing import Any, TextIO
+from typing import TYPE_CHECKING, Any, TextIO
 
+from . import atomicfile
+from .backends.base import KeyStatus, Unwrapped, Wrapped
+from .errors import BackendUnavailable, ConfigError, KmsError, StartupError
+
+if TYPE_CHECKING:
+    from .backends.base import KeyBackend
+    from .metrics import Metrics
+    from .threads import Supervisor
+
+KEY = "observability.audit_log"
 SCHEMA = 1
 BUFFER_BYTES = 1 << 16
 log = logging.getLogger("kms_appliance.audit")
@@ -117,36 +131,68 @@ class CallLines:
 
 
 class AuditLog:
-    """Appends audit records; ``reopen()`` on SIGHUP takes effect at the next ``flush()``."""
+    """Appends audit records; ``reopen()`` on SIGHUP takes effect at the next ``flush()``.
 
-    def __init__(self, target: str, flush_interval: float = 0.0) -> None:
+    The trail must never be lost silently. A failed open or write is
+    counted (``kms_appliance_audit_write_failures_total``), every record it
+    cannot keep is counted (``kms_appliance_audit_records_dropped_total``),
+    :meth:`problem` says why (it fails /readyz), the error is logged when it
+    starts and then at most once per ``LOG_EVERY``, and the reopen is
+    retried on every SIGHUP and every ``RETRY_EVERY`` seconds until it works.
+    When a reopen fails but the previous file is still linked (logrotate
+    renamed it), records keep going there: nothing is lost meanwhile.
+    ``lost`` is True while records are being dropped; with
+    ``observability.audit_required`` the servicers then refuse calls
+    (:class:`AuditGate`).
+    """
+
+    RETRY_EVERY = 2.0
+    LOG_EVERY = 60.0
+
+    def __init__(self, target: str, flush_interval: float = 0.0, *, metrics: Metrics | None = None,
+                 threads: Supervisor | None = None) -> None:
         self._target = target
+        self._path = None if target == "-" else atomicfile.check_path(KEY, target)
         self._interval = flush_interval
         self._lock = threading.Lock()
         self._pending = threading.Event()  # set while a record waits in the buffer
         self._closed = False
         self._reopen = False
-        self._failed = False
-        self._out = self._open()
+        self._failures = metrics.audit_write_failures if metrics is not None else None
+        self._dropped = metrics.audit_records_dropped if metrics is not None else None
+        self._problem: str | None = None
+        self._retry_at = 0.0
+        self._logged_at = -LOG_NEVER
+        self._current = True  # the open file is the one at the path (not a kept previous one)
+        self._unflushed = 0  # records written to the buffer since the last good flush
+        self._dropped_since = 0
+        self.lost = False  # records are being dropped (no file open): read by AuditGate per call
+        self._out: TextIO | None = self._open()  # at start an unsafe path is a refusal
         self._producers: list[Callable[[], None]] = []
         self._drain_lock = threading.Lock()  # one drainer at a time keeps records in order
         self._flusher: threading.Thread | None = None
         if flush_interval > 0:
-            self._flusher = threading.Thread(target=self._flush_loop, name="audit-flush",
-                                             daemon=True)
-            self._flusher.start()
+            if threads is not None:
+                self._flusher = threads.start("audit-flush", self._flush_loop)
+            else:
+                self._flusher = threading.Thread(target=self._flush_loop, name="audit-flush",
+                                                 daemon=True)
+                self._flusher.start()
 
     def _open(self) -> TextIO:
-        if self._target == "-":
+        if self._path is None:
             return sys.stdout
-        # Created 0600 and never through a symlink: the trail is for the operator only.
-        fd = os.open(Path(self._target), os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_NOFOLLOW, 0o600)
+        fd = open_file(self._path)
         return os.fdopen(fd, "a", encoding="utf-8", buffering=BUFFER_BYTES)
 
     @property
     def deferred(self) -> bool:
         """True when records may wait (``flush_interval`` > 0) and producers may defer theirs."""
         return self._flusher is not None
+
+    def problem(self) -> str | None:
+        """A readiness check (Health.watch): None while the trail is written, else why not."""
+        return self._problem
 
     def before_flush(self, producer: Callable[[], None]) -> None:
         """Have the flusher call ``producer`` (which appends its queued records) before each write."""
@@ -167,20 +213,31 @@ class AuditLog:
 
     def write(self, lines: str) -> None:
         """Append whole, already formatted lines (one buffer write for a batch)."""
-        try:
-            with self._lock:
-                self._out.write(lines)
-                if self._flusher is None:
-                    self._out.flush()
-        except (OSError, ValueError) as exc:
-            self._report(exc)
+        with self._lock:
+            out = self._out
+            if out is None:
+                self._drop(lines.count("\n"))
+            else:
+                self._unflushed += lines.count("\n")
+                try:
+                    out.write(lines)
+                    if self._flusher is None:
+                        out.flush()
+                        self._unflushed = 0
+                except (OSError, ValueError) as exc:
+                    self._write_failed(exc)
         if self._flusher is not None and threading.current_thread() is not self._flusher:
             self.arm()  # the flusher's own writes (producers' batches) are flushed right after
 
     def _flush_loop(self) -> None:
-        """Sleep until a record is buffered, let more arrive for one interval, write them."""
+        """Sleep until a record is buffered, let more arrive for one interval, write them.
+
+        While the trail is broken it also wakes every ``RETRY_EVERY`` to retry the reopen.
+        """
         while not self._closed:
-            self._pending.wait()
+            if not self._pending.wait(self.RETRY_EVERY if self._problem is not None else None):
+                self.flush()  # nothing buffered: only the retry is due
+                continue
             time.sleep(self._interval)
             self._pending.clear()  # before draining: a record queued after this re-arms it
             self._drain()
@@ -195,19 +252,107 @@ class AuditLog:
                     log.exception("audit producer failed")
 
     def flush(self) -> None:
-        """Push buffered records to the file; reopen it first if SIGHUP asked for it."""
+        """Push buffered records to the file; reopen it first if SIGHUP asked for it or a retry is due."""
+        with self._lock:
+            retry = self._problem is not None and time.monotonic() >= self._retry_at
+            if self._reopen or retry:
+                self._reopen = False
+                self._reopen_now()
+            out = self._out
+            if out is None:
+                self._remind()
+                return
+            try:
+                out.flush()
+            except (OSError, ValueError) as exc:
+                self._write_failed(exc)
+                return
+            self._unflushed = 0
+            if self._problem is not None and self._current:
+                self._recovered()
+            else:
+                self._remind()
+
+    def _reopen_now(self) -> None:
+        """Open the path afresh (lock held); on failure keep a still-linked previous file."""
+        old = self._out
+        if old is not None:
+            try:
+                old.flush()
+            except (OSError, ValueError) as exc:
+                self._write_failed(exc)
+                old = None
+        if self._path is None:
+            self._current = True
+            return
         try:
-            with self._lock:
-                if self._reopen:
-                    self._reopen = False
-                    self._out.flush()
-                    if self._out is not sys.stdout:
-                        self._out.close()
-                    self._out = self._open()
-                self._out.flush()
-            self._failed = False
-        except (OSError, ValueError) as exc:
-            self._report(exc)
+            new = self._open()
+        except KmsError as exc:
+            self._open_failed(exc.message, old)
+            return
+        if old is not None:
+            _close_quietly(old)
+        self._out = new
+        self._current = True
+        self.lost = False
+
+    def _open_failed(self, reason: str, old: TextIO | None) -> None:
+        self._count_failure()
+        self._current = False
+        if old is not None and _still_linked(old):
+            reason += "; records still go to the previous file"
+        else:
+            if old is not None:
+                _close_quietly(old)
+            self._out = None
+            self.lost = True
+        self._broken(reason)
+
+    def _write_failed(self, exc: BaseException) -> None:
+        """A write or flush failed (lock held): what the buffer held is lost; reopen later."""
+        self._count_failure()
+        self._drop(self._unflushed)
+        self._unflushed = 0
+        what = "stdout" if self._path is None else atomicfile.show(self._path)
+        reason = f"cannot write {what}: {getattr(exc, 'strerror', None) or type(exc).__name__}"
+        out = self._out
+        if self._path is not None and out is not None:
+            _close_quietly(out)
+            self._out = None
+            self.lost = True
+        self._current = False
+        self._broken(reason)
+
+    def _broken(self, reason: str) -> None:
+        first = self._problem is None
+        self._problem = reason
+        self._retry_at = time.monotonic() + self.RETRY_EVERY
+        if first:
+            self._logged_at = time.monotonic()
+            log.error("audit log: %s; retrying every %gs and on SIGHUP", reason, self.RETRY_EVERY)
+
+    def _remind(self) -> None:
+        """While broken: one line per LOG_EVERY, not one per record or per retry."""
+        if self._problem is not None and time.monotonic() - self._logged_at >= self.LOG_EVERY:
+            self._logged_at = time.monotonic()
+            log.error("audit log still failing: %s; %d records dropped so far",
+                      self._problem, self._dropped_since)
+
+    def _recovered(self) -> None:
+        log.warning("audit log writable again (%d records were dropped meanwhile)", self._dropped_since)
+        self._problem = None
+        self._dropped_since = 0
+        self.lost = False
+
+    def _count_failure(self) -> None:
+        if self._failures is not None:
+            self._failures.inc()
+
+    def _drop(self, records: int) -> None:
+        if records:
+            self._dropped_since += records
+            if self._dropped is not None:
+                self._dropped.inc(records)
 
     def reopen(self) -> None:
         """Safe from a signal handler: only sets a flag the next flush() acts on."""
@@ -221,14 +366,138 @@ class AuditLog:
         self._drain()
         self.flush()
         with self._lock:
-            if self._out is not sys.stdout:
+            out, self._out = self._out, None
+            if out is not None and out is not sys.stdout:
                 try:
-                    self._out.close()
-                except OSError as exc:  # what the final flush could not write is lost, said once
-                    self._report(exc)
+                    out.close()
+                except (OSError, ValueError) as exc:  # what the final flush could not write is lost
+                    self._write_failed(exc)
 
-    def _report(self, exc: BaseException) -> None:
-        if not self._failed:  # once per failure streak, not once per call
-            self._failed = True
-            log.error("audit log write failed: %s",
-                      getattr(exc, "strerror", None) or type(exc).__name__)
+
+LOG_NEVER = 1e9
+
+
+def _close_quietly(out: TextIO) -> None:
+    """Close a file whose buffer may not be writable: the descriptor is released either way."""
+    if out is sys.stdout:
+        return
+    with contextlib.suppress(OSError, ValueError):
+        out.close()
+
+
+def _still_linked(out: TextIO) -> bool:
+    """True if ``out`` is a file that still has a name (renamed by logrotate, not deleted)."""
+    if out is sys.stdout:
+        return True
+    try:
+        return os.fstat(out.fileno()).st_nlink > 0
+    except (OSError, ValueError):
+        return False
+
+
+# ---- the path: opened like the socket's, never through a symlink ---------------------------
+
+
+def open_file(path: Path) -> int:
+    """Open the audit file for appending; one-line ``KmsError`` naming the setting otherwise.
+
+    ConfigError (exit 2) for an operator mistake (missing directory, a
+    directory at the path); StartupError (exit 1) for a refusal: a symlinked
+    directory component, a directory other users can write, a file that is
+    not a regular file (a FIFO would hang start-up or, after a rotation,
+    every call), not ours, or writable by others (forged records).
+    """
+    try:
+        dfd = atomicfile.open_checked_dir(path.parent)
+    except FileNotFoundError:
+        raise ConfigError(KEY, f"directory {atomicfile.show(path.parent)} does not exist") from None
+    except atomicfile.UnsafePath as exc:
+        raise StartupError(f"{KEY}: {exc.strerror}") from None
+    except OSError as exc:
+        raise StartupError(f"{KEY}: cannot open directory {atomicfile.show(path.parent)}: "
+                           f"{exc.strerror}") from None
+    try:
+        return _open_in(dfd, path)
+    finally:
+        os.close(dfd)
+
+
+def _open_in(dfd: int, path: Path) -> int:
+    shown = atomicfile.show(path)
+    if not path.name:
+        raise ConfigError(KEY, f"{shown} is a directory; give a file path")
+    with contextlib.suppress(FileNotFoundError):  # absent: created below, 0600
+        _check_file(shown, os.stat(path.name, dir_fd=dfd, follow_symlinks=False))
+    flags = (os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC
+             | os.O_NOCTTY)
+    try:
+        fd = os.open(path.name, flags, 0o600, dir_fd=dfd)
+    except OSError as exc:  # a swap between the stat and here
+        if exc.errno == errno.EISDIR:
+            raise ConfigError(KEY, f"{shown} is a directory; give a file path") from None
+        if exc.errno in (errno.ELOOP, errno.ENXIO):
+            raise StartupError(f"{KEY}: {shown} is a symlink or a FIFO; refusing to open it") from None
+        raise StartupError(f"{KEY}: cannot open {shown}: {exc.strerror}") from None
+    try:
+        _check_file(shown, os.fstat(fd))
+        os.set_blocking(fd, True)
+    except BaseException:
+        os.close(fd)
+        raise
+    return fd
+
+
+def _check_file(shown: str, st: os.stat_result) -> None:
+    if stat.S_ISDIR(st.st_mode):
+        raise ConfigError(KEY, f"{shown} is a directory; give a file path")
+    if not stat.S_ISREG(st.st_mode):
+        kind = "a symlink" if stat.S_ISLNK(st.st_mode) else \
+            "a FIFO" if stat.S_ISFIFO(st.st_mode) else "not a regular file"
+        raise StartupError(f"{KEY}: {shown} is {kind}; refusing to open it")
+    if st.st_uid != os.geteuid():
+        raise StartupError(f"{KEY}: {shown} is owned by uid {st.st_uid}, "
+                           f"not by this process (uid {os.geteuid()})")
+    if st.st_mode & 0o022:
+        raise StartupError(f"{KEY}: {shown} is writable by other users "
+                           f"(mode {stat.S_IMODE(st.st_mode):04o}); they could forge records")
+
+
+class AuditGate:
+    """``observability.audit_required``: the servicers' backend refuses calls while records are lost.
+
+    Wraps only what the servicers use (the health probe keeps the real
+    backend); the per-call cost is one attribute read. Status turns
+    unhealthy meanwhile, so kube-apiserver's own health check shows it.
+    """
+
+    def __init__(self, backend: KeyBackend, audit: AuditLog) -> None:
+        self._backend = backend
+        self._audit = audit
+        self.name = backend.name
+        self.refresh_interval = backend.refresh_interval
+
+    def wrap(self, plaintext: bytes) -> Wrapped:
+        if self._audit.lost:
+            raise BackendUnavailable(REFUSED)
+        return self._backend.wrap(plaintext)
+
+    def unwrap(self, ciphertext: bytes, key_id: str | None,
+               annotations: Mapping[str, bytes]) -> Unwrapped:
+        if self._audit.lost:
+            raise BackendUnavailable(REFUSED)
+        return self._backend.unwrap(ciphertext, key_id, annotations)
+
+    def status(self) -> KeyStatus:
+        st = self._backend.status()
+        if self._audit.lost and st.healthy:
+            return dataclasses.replace(st, healthy=False, reason=REFUSED)
+        return st
+
+    def refresh(self) -> bool:
+        return self._backend.refresh()
+
+    def close(self) -> None:
+        self._backend.close()
+
+
+REFUSED = "the audit trail cannot be written (observability.audit_required)"

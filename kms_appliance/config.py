@@ -19,6 +19,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from .atomicfile import check_path
 from .errors import ConfigError
 
 DEFAULT_CONFIG_FILE = Path("/etc/kms-appliance/config.toml")
@@ -129,6 +130,16 @@ def p_socket(key: str, raw: Any) -> Path:
     return path
 
 
+def p_audit_log(key: str, raw: Any) -> str:
+    """``-`` or a file path within PATH_MAX/NAME_MAX (made absolute: it is reopened on SIGHUP)."""
+    text = p_str(key, raw).strip()
+    if text == "-":
+        return text
+    if not text:
+        raise ConfigError(key, "must be a file path, or - for stdout")
+    return str(check_path(key, text))
+
+
 def p_opt_path(key: str, raw: Any) -> Path | None:
     return p_path(key, raw) if str(raw).strip() else None
 
@@ -193,7 +204,11 @@ class ObservabilitySettings:
     http_listen: tuple[str, int] | None = setting(("127.0.0.1", 8787), p_listen,
                                                   doc="HOST:PORT of /metrics, /livez, /readyz, "
                                                       "/healthz; empty disables")
-    audit_log: str = setting("-", p_str, doc="audit log file, or - for stdout")
+    audit_log: str = setting("-", p_audit_log, doc="audit log file, or - for stdout")
+    audit_required: bool = setting(False, p_bool,
+                                   doc="true: Encrypt/Decrypt fail with UNAVAILABLE while audit "
+                                       "records cannot be written (default: calls go on, "
+                                       "/readyz fails, drops are counted)")
     audit_flush_interval: float = setting(0.02, duration(0, 1),
                                           doc="longest time an audit record waits in memory "
                                               "before it is written (kill -9 can lose this much); "

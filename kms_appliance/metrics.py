@@ -58,6 +58,12 @@ class Metrics:
         self.token_rotation_failures = Counter("kms_appliance_token_rotation_failures",
                                                "Failed Universal Identity token rotations",
                                                registry=r)
+        self.audit_write_failures = Counter("kms_appliance_audit_write_failures",
+                                            "Failed opens/reopens or writes of the audit log",
+                                            registry=r)
+        self.audit_records_dropped = Counter("kms_appliance_audit_records_dropped",
+                                             "Audit records lost because the audit log could not "
+                                             "be written", registry=r)
         self.thread_restarts = Counter("kms_appliance_thread_restarts",
                                        "Long-lived threads that died and were restarted",
                                        ["thread"], registry=r)

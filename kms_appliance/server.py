@@ -19,6 +19,7 @@ from .kms import v1beta1_pb2_grpc, v2_pb2_grpc
 from .kms.v1 import V1Servicer
 from .kms.v2 import V2Servicer
 from .peercred import PeerGate, RefusalSink
+from .threads import Supervisor
 
 log = logging.getLogger("kms_appliance.server")
 ConnectionCount = Callable[[int], None]
@@ -33,7 +34,8 @@ class PluginServer:
     """Owns the socket and the grpc server; start() binds, stop() drains and removes."""
 
     def __init__(self, settings: ServerSettings, v2: V2Servicer, v1: V1Servicer,
-                 on_refuse: RefusalSink, on_connections: ConnectionCount) -> None:
+                 on_refuse: RefusalSink, on_connections: ConnectionCount,
+                 threads: Supervisor | None = None) -> None:
         self._s = settings
         self._socket = settings.socket
         self._inode: int | None = None
@@ -43,6 +45,7 @@ class PluginServer:
         self._inner_dir: Path | None = None
         self._on_refuse = on_refuse
         self._on_connections = on_connections
+        self._threads = threads
         size = settings.max_message_bytes
         self._grpc = grpc.server(
             futures.ThreadPoolExecutor(max_workers=settings.workers, thread_name_prefix="kms-rpc"),
@@ -99,7 +102,8 @@ class PluginServer:
                 raise StartupError(f"cannot bind {self._socket}: {exc.strerror}") from None
         listener.listen(128)
         self._gate = PeerGate(listener, inner, frozenset(self._s.allowed_uids),
-                              self._s.max_connections, self._on_refuse, self._on_connections)
+                              self._s.max_connections, self._on_refuse, self._on_connections,
+                              self._threads)
         self._gate.start()
 
     def stop(self, grace: float) -> None:

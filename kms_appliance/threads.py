@@ -32,6 +32,7 @@ class Supervisor:
         self._restarts = restarts
         self._dead: dict[str, str] = {}
         self._threads: dict[str, threading.Thread] = {}
+        self._retired: set[str] = set()
         self._lock = threading.Lock()
         self.stopping = threading.Event()
 
@@ -44,6 +45,7 @@ class Supervisor:
                                   daemon=True)
         with self._lock:
             self._threads[name] = thread
+            self._retired.discard(name)
         thread.start()
         return thread
 
@@ -52,12 +54,12 @@ class Supervisor:
         while True:
             try:
                 target()
-                if self.stopping.is_set():
+                if self._ended(name):
                     return
                 why = "returned"
             except BaseException as exc:  # a thread's death is reported, never silent
                 why = f"raised {type(exc).__name__}"
-            if self.stopping.is_set():
+            if self._ended(name):
                 return
             now = time.monotonic()
             deaths = [t for t in deaths if now - t < WINDOW] + [now]
@@ -67,7 +69,22 @@ class Supervisor:
             log.error("thread %s %s; restarting it", name, why)
             if self._restarts is not None:
                 self._restarts.labels(name).inc()
-            time.sleep(BACKOFF)
+            self.stopping.wait(BACKOFF)
+
+    def retire(self, name: str) -> None:
+        """The owner of ``name`` is stopping it: its end is normal, not a death.
+
+        For components stopped on their own (a server stopped by a test, a
+        backend closed) while the plugin as a whole is not stopping.
+        """
+        with self._lock:
+            self._retired.add(name)
+
+    def _ended(self, name: str) -> bool:
+        if self.stopping.is_set():
+            return True
+        with self._lock:
+            return name in self._retired
 
     def _declare_dead(self, name: str, why: str) -> None:
         log.critical("thread %s %s and is not restarted; liveness now fails", name, why)

@@ -8,11 +8,16 @@ import os
 import stat
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 
-from kms_appliance.audit import AuditLog, CallLines, line
+from kms_appliance.audit import AuditGate, AuditLog, CallLines, line
+from kms_appliance.backends.base import KeyStatus, Wrapped
+from kms_appliance.errors import BackendUnavailable, ConfigError, StartupError
+from kms_appliance.metrics import Metrics
+from kms_appliance.threads import Supervisor
 
 
 def _lines(path: Path) -> list[dict[str, object]]:
@@ -94,18 +99,199 @@ def test_reopen_follows_a_rotated_file(tmp_path: Path) -> None:
 def test_symlinked_target_is_refused(tmp_path: Path) -> None:
     (tmp_path / "elsewhere").write_text("")
     os.symlink(tmp_path / "elsewhere", tmp_path / "audit.log")
-    with pytest.raises(OSError):
+    with pytest.raises(StartupError, match="symlink"):
         AuditLog(str(tmp_path / "audit.log"))
 
 
-def test_a_failing_disk_is_reported_once_and_never_raises(caplog: pytest.LogCaptureFixture) -> None:
-    log = AuditLog("/dev/full", flush_interval=0)
+def test_a_failing_disk_is_reported_once_and_never_raises(tmp_path: Path,
+                                                          caplog: pytest.LogCaptureFixture) -> None:
+    metrics = Metrics()
+    log = AuditLog(str(tmp_path / "audit.log"), flush_interval=0, metrics=metrics)
+    log._out = open("/dev/full", "a", encoding="utf-8")  # noqa: SIM115 - ENOSPC on every write
     with caplog.at_level(logging.ERROR, logger="kms_appliance.audit"):
         for i in range(3):
             log.event(event="encrypt", uid=str(i))
         log.close()  # shutdown goes on even though the last flush cannot write
-    errors = [r for r in caplog.records if "audit log write failed" in r.getMessage()]
+    errors = [r for r in caplog.records if "audit log" in r.getMessage()]
     assert len(errors) == 1
+    assert _sample(metrics, "kms_appliance_audit_records_dropped_total") == 3
+
+
+# ---- a broken trail is counted, reported, retried (issue 13, item 10) ------------------------
+
+
+def _sample(metrics: Metrics, name: str) -> float:
+    value = metrics.registry.get_sample_value(name)
+    return 0.0 if value is None else value
+
+
+def _until(predicate: Callable[[], bool], timeout: float = 10.0) -> bool:
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(0.01)
+    return True
+
+
+@pytest.fixture
+def fast_retry(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(AuditLog, "RETRY_EVERY", 0.05)
+
+
+def test_failed_reopen_is_counted_degrades_and_is_retried_without_sighup(
+        tmp_path: Path, fast_retry: None) -> None:
+    """logrotate moved the file, then the directory vanished: the trail must come back by itself."""
+    logdir = tmp_path / "logs"
+    logdir.mkdir(mode=0o700)
+    path = logdir / "audit.log"
+    metrics = Metrics()
+    log = AuditLog(str(path), flush_interval=0.02, metrics=metrics)
+    try:
+        log.event(event="encrypt", uid="before")
+        log.flush()
+        logdir.rename(tmp_path / "moved")
+        log.reopen()  # SIGHUP
+        log.flush()
+        assert "does not exist" in (log.problem() or "")
+        assert _sample(metrics, "kms_appliance_audit_write_failures_total") >= 1
+        assert not log.lost  # the moved file is still linked: records keep going there
+        log.event(event="encrypt", uid="while-broken")
+        logdir.mkdir(mode=0o700)
+        assert _until(lambda: log.problem() is None), "the flusher never retried the reopen"
+        log.event(event="encrypt", uid="after")
+        assert _until(lambda: path.exists() and "after" in path.read_text())
+        moved = [r["uid"] for r in _lines(tmp_path / "moved" / "audit.log")]
+        assert moved == ["before", "while-broken"]
+        assert [r["uid"] for r in _lines(path)] == ["after"]
+        assert _sample(metrics, "kms_appliance_audit_records_dropped_total") == 0
+    finally:
+        log.close()
+
+
+def test_write_failure_drops_counts_and_reopens(tmp_path: Path, fast_retry: None) -> None:
+    path = tmp_path / "audit.log"
+    metrics = Metrics()
+    log = AuditLog(str(path), flush_interval=0, metrics=metrics)
+    try:
+        log._out = open("/dev/full", "a", encoding="utf-8")  # noqa: SIM115 - the disk fills up
+        log.event(event="encrypt", uid="lost")
+        assert log.lost and "No space left" in (log.problem() or "")
+        log.event(event="encrypt", uid="lost-too")
+        assert _sample(metrics, "kms_appliance_audit_records_dropped_total") == 2
+        assert _sample(metrics, "kms_appliance_audit_write_failures_total") == 1
+        assert _until(lambda: (log.flush(), log.problem() is None)[1])  # the maintenance tick
+        log.event(event="encrypt", uid="kept")
+        assert [r["uid"] for r in _lines(path)] == ["kept"] and not log.lost
+    finally:
+        log.close()
+
+
+def test_sighup_retries_a_refused_reopen_every_time(tmp_path: Path) -> None:
+    """A FIFO (or anything not a regular file) planted after rotation is refused, never opened."""
+    path = tmp_path / "audit.log"
+    log = AuditLog(str(path), flush_interval=0)
+    try:
+        log.event(event="encrypt", uid="1")
+        path.rename(tmp_path / "audit.log.1")
+        os.mkfifo(path, 0o600)
+        reader = os.open(path, os.O_RDONLY | os.O_NONBLOCK)  # even with a reader: still refused
+        try:
+            for _ in range(2):
+                log.reopen()
+                log.flush()
+                assert "FIFO" in (log.problem() or "")
+        finally:
+            os.close(reader)
+        path.unlink()
+        log.reopen()
+        log.flush()
+        assert log.problem() is None
+        log.event(event="encrypt", uid="2")
+        assert [r["uid"] for r in _lines(path)] == ["2"]
+    finally:
+        log.close()
+
+
+def test_gate_refuses_calls_while_records_are_lost(tmp_path: Path) -> None:
+    class Backend:
+        name, refresh_interval = "local", 5.0
+
+        def wrap(self, plaintext: bytes) -> Wrapped:
+            return Wrapped(b"ct", "k", "1")
+
+        def status(self) -> KeyStatus:
+            return KeyStatus("k", "/k", "1", True)
+
+    log = AuditLog(str(tmp_path / "audit.log"), flush_interval=0)
+    gate = AuditGate(Backend(), log)  # type: ignore[arg-type]
+    try:
+        assert gate.wrap(b"x").ciphertext == b"ct" and gate.status().healthy
+        log.lost = True
+        with pytest.raises(BackendUnavailable):
+            gate.wrap(b"x")
+        assert not gate.status().healthy
+    finally:
+        log.close()
+
+
+def test_flusher_runs_under_the_supervisor(tmp_path: Path) -> None:
+    threads = Supervisor()
+    log = AuditLog(str(tmp_path / "audit.log"), flush_interval=0.02, threads=threads)
+    try:
+        assert threads.alive("audit-flush")
+    finally:
+        threads.stopping.set()
+        log.close()
+
+
+# ---- the path, at start (issue 13, items 11 and 13) -----------------------------------------
+
+
+def test_fifo_at_the_path_is_refused_at_once(tmp_path: Path) -> None:
+    os.mkfifo(tmp_path / "audit.log", 0o600)
+    with pytest.raises(StartupError, match="FIFO"):
+        AuditLog(str(tmp_path / "audit.log"))
+
+
+def test_symlinked_directory_component_is_refused(tmp_path: Path) -> None:
+    (tmp_path / "real").mkdir(mode=0o700)
+    (tmp_path / "link").symlink_to(tmp_path / "real")
+    with pytest.raises(StartupError, match="is a symlink"):
+        AuditLog(str(tmp_path / "link" / "audit.log"))
+    assert not (tmp_path / "real" / "audit.log").exists()
+
+
+@pytest.mark.parametrize("mode", [0o777, 0o1777, 0o773])
+def test_directory_writable_by_others_is_refused(tmp_path: Path, mode: int) -> None:
+    (tmp_path / "d").mkdir()
+    (tmp_path / "d").chmod(mode)
+    with pytest.raises(StartupError, match="writable by other users"):
+        AuditLog(str(tmp_path / "d" / "audit.log"))
+
+
+def test_foreign_or_shared_file_is_refused(tmp_path: Path) -> None:
+    path = tmp_path / "audit.log"
+    path.write_text("")
+    path.chmod(0o622)
+    with pytest.raises(StartupError, match="writable by other users"):
+        AuditLog(str(path))
+    if os.geteuid() == 0:
+        path.chmod(0o600)
+        os.chown(path, 65534, 65534)
+        with pytest.raises(StartupError, match="owned by uid 65534"):
+            AuditLog(str(path))
+
+
+@pytest.mark.parametrize(("name", "error"), [
+    ("missing/audit.log", "does not exist"),
+    ("", "is a directory"),
+    ("a" * 300, "component of 300 bytes"),
+    ("d/" * 2100 + "f", "a path may have at most"),
+])
+def test_operator_mistakes_are_config_errors(tmp_path: Path, name: str, error: str) -> None:
+    with pytest.raises(ConfigError, match=r"^observability\.audit_log: .*" + error):
+        AuditLog(str(tmp_path / name) if name else str(tmp_path) + "/")
 
 
 @pytest.mark.parametrize(("uid", "key_name", "cached"), [

@@ -14,6 +14,7 @@ from collections.abc import Mapping
 from ...config import Config
 from ...errors import KmsError, StartupError
 from ...metrics import Metrics
+from ...threads import Supervisor
 from ..cache import DecryptCache
 from .auth import Authenticator, detect
 from .backend import ANNOTATION, AkeylessBackend
@@ -29,7 +30,7 @@ def client_options(cfg: Config) -> ClientOptions:
 
 
 def create(cfg: Config, metrics: Metrics, env: Mapping[str, str] | None = None,
-           start: bool = True) -> AkeylessBackend:
+           start: bool = True, threads: Supervisor | None = None) -> AkeylessBackend:
     """Build, authenticate and validate the backend; StartupError says what is wrong."""
     env = dict(os.environ) if env is None else env
     s = cfg.akeyless
@@ -50,7 +51,7 @@ def create(cfg: Config, metrics: Metrics, env: Mapping[str, str] | None = None,
         client.close()
         raise
     if start:
-        auth.start()
+        auth.start(threads)
     return backend
 
 

@@ -22,6 +22,7 @@ from collections.abc import Callable, Mapping
 from ...config import AkeylessSettings
 from ...errors import AccessDenied, KmsError, StartupError
 from ...metrics import Metrics
+from ...threads import Supervisor
 from .client import AkeylessClient
 from .methods import auth_fields, detect, initial_uid_token
 from .tokens import DEFAULT_LIFETIME, Token, parse_expiration, write_token_file
@@ -29,6 +30,7 @@ from .tokens import DEFAULT_LIFETIME, Token, parse_expiration, write_token_file
 log = logging.getLogger("kms_appliance.backends.akeyless")
 
 RETRY_MIN, RETRY_MAX = 2.0, 60.0
+THREAD = "akeyless-auth"
 __all__ = ["DEFAULT_LIFETIME", "Authenticator", "Token", "detect", "parse_expiration",
            "write_token_file"]
 
@@ -54,6 +56,7 @@ class Authenticator:
         self._next_rotate = time.monotonic() + settings.uid_rotate_interval
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
+        self._threads: Supervisor | None = None
         self._published = False
         if method == "universal_identity" and not self._uid_token:
             raise StartupError("universal_identity auth needs akeyless.uid_token or uid_token_file")
@@ -156,15 +159,19 @@ class Authenticator:
 
     # -- background maintenance --
 
-    def start(self) -> None:
-        """Start the renewal/rotation thread."""
+    def start(self, threads: Supervisor | None = None) -> None:
+        """Start the renewal/rotation thread, supervised: an unexpected exception restarts it,
+        and one that keeps dying fails /livez (a token that silently stops renewing would
+        end in an outage when it expires)."""
         if self.method == "universal_identity":
             self._learn_uid_expiry()
-        self._thread = threading.Thread(target=self._run, name="akeyless-auth", daemon=True)
-        self._thread.start()
+        self._threads = threads or Supervisor()
+        self._thread = self._threads.start(THREAD, self._run, restart=True)
 
     def close(self) -> None:
         """Stop the background thread and forget tokens."""
+        if self._threads is not None:
+            self._threads.retire(THREAD)
         self._stop.set()
         if self._thread is not None:
             self._thread.join(timeout=5)

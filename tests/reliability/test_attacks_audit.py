@@ -1,0 +1,223 @@
+"""The audit trail under a careless operator and a hostile neighbour (issue 13, items 10, 11, 13).
+
+A reopen that fails (directory gone, a FIFO or a foreign file planted after
+logrotate) must be counted, fail /readyz with the reason, and be retried on
+every SIGHUP and by itself until it works; with ``audit_required`` calls are
+refused meanwhile. What sits at the path at start is refused at once with one
+line naming ``observability.audit_log``, never opened or waited on.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import signal
+import subprocess
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import grpc
+import pytest
+
+from tests.reliability import ledger
+from tests.support import plugin as pm
+from tests.support.kmsclient import Client
+
+DEADLINE = 10.0  # retries run every 2 s and the maintenance tick every 0.5 s
+
+
+def _until(predicate: Callable[[], bool], timeout: float = DEADLINE) -> bool:
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(0.05)
+    return True
+
+
+def _ready(p: pm.Plugin) -> tuple[int, str]:
+    status, body = p.http("/readyz")
+    return status, str(json.loads(body)["reason"])
+
+
+def _metric(p: pm.Plugin, name: str) -> float:
+    _, body = p.http("/metrics")
+    match = re.search(rf"^{name} (\S+)$", body.decode(), re.M)
+    return float(match[1]) if match else 0.0
+
+
+def _uids(path: Path) -> list[str]:
+    if not path.exists():
+        return []
+    return [json.loads(line).get("uid", "") for line in path.read_text().splitlines() if line.strip()]
+
+
+@pytest.fixture
+def started(tmp_path: Path) -> Iterator[Callable[..., tuple[pm.Plugin, Client, Path]]]:
+    """Start a plugin whose audit log lives in its own directory, logs/ (0700)."""
+    made: list[tuple[pm.Plugin, Client]] = []
+
+    def start(*args: str) -> tuple[pm.Plugin, Client, Path]:
+        workdir = tmp_path / "p"
+        logs = workdir / "logs"
+        logs.mkdir(mode=0o700, parents=True)
+        workdir.chmod(0o700)
+        p = ledger.plugin(pm.start(workdir, ["--audit-log", str(logs / "audit.log"), *args]))
+        p.audit = logs / "audit.log"
+        client = Client(p.socket)
+        made.append((p, client))
+        assert _until(lambda: _ready(p)[0] == 200), _ready(p)
+        return p, client, logs
+
+    yield start
+    for p, client in made:
+        client.close()
+        p.stop()
+
+
+def test_failed_reopen_degrades_readiness_and_is_retried_until_it_works(
+        started: Callable[..., tuple[pm.Plugin, Client, Path]], tmp_path: Path) -> None:
+    p, client, logs = started()
+    client.encrypt(b"k" * 32, uid="before")
+    # logrotate moved the directory away (or it was never re-created after a clean-up)
+    logs.rename(tmp_path / "p" / "logs.old")
+    p.proc.send_signal(signal.SIGHUP)
+    assert _until(lambda: _ready(p)[0] == 503), _ready(p)
+    assert _ready(p)[1].startswith("audit: ") and "does not exist" in _ready(p)[1]
+    assert _metric(p, "kms_appliance_audit_write_failures_total") >= 1
+    client.encrypt(b"k" * 32, uid="while-broken")  # default: calls go on, into the moved file
+    # A second SIGHUP while still broken is retried too (a69ccd0 gave up after the first).
+    p.proc.send_signal(signal.SIGHUP)
+    time.sleep(1.0)
+    assert _ready(p)[0] == 503
+    logs.mkdir(mode=0o700)  # fixed; no SIGHUP: the periodic retry must pick it up
+    assert _until(lambda: _ready(p)[0] == 200), _ready(p)
+    client.encrypt(b"k" * 32, uid="after")
+    assert _until(lambda: "after" in _uids(logs / "audit.log"))
+    moved = _uids(tmp_path / "p" / "logs.old" / "audit.log")
+    assert "before" in moved and "while-broken" in moved, "no record may be lost meanwhile"
+    assert _metric(p, "kms_appliance_audit_records_dropped_total") == 0
+
+
+def test_fifo_planted_after_rotation_is_refused_and_sighup_recovers(
+        started: Callable[..., tuple[pm.Plugin, Client, Path]]) -> None:
+    """logrotate removed the old file; a FIFO now sits at the path: never opened, drops counted."""
+    p, client, logs = started()
+    path = logs / "audit.log"
+    path.unlink()  # rotated and deleted: the open descriptor is the only one left
+    os.mkfifo(path, 0o600)
+    p.proc.send_signal(signal.SIGHUP)
+    assert _until(lambda: "FIFO" in _ready(p)[1]), _ready(p)
+    assert _ready(p)[0] == 503
+    for i in range(3):
+        client.encrypt(b"k" * 32, uid=f"dropped-{i}")  # not blocked by the FIFO
+    assert _until(lambda: _metric(p, "kms_appliance_audit_records_dropped_total") >= 3)
+    path.unlink()
+    p.proc.send_signal(signal.SIGHUP)
+    assert _until(lambda: _ready(p)[0] == 200), _ready(p)
+    client.encrypt(b"k" * 32, uid="after")
+    assert _until(lambda: "after" in _uids(path))
+
+
+def test_audit_required_refuses_calls_while_the_trail_is_lost(
+        started: Callable[..., tuple[pm.Plugin, Client, Path]], tmp_path: Path) -> None:
+    conf = tmp_path / "required.toml"
+    conf.write_text("[observability]\naudit_required = true\n")
+    p, client, logs = started("--config", str(conf))
+    client.encrypt(b"k" * 32, uid="before")
+    (logs / "audit.log").unlink()
+    logs.rmdir()
+    p.proc.send_signal(signal.SIGHUP)
+    assert _until(lambda: _ready(p)[0] == 503), _ready(p)
+    with pytest.raises(grpc.RpcError) as err:
+        client.encrypt(b"k" * 32, uid="refused")
+    assert err.value.code() == grpc.StatusCode.UNAVAILABLE
+    assert "audit" in (err.value.details() or "")
+    assert client.status().healthz != "ok"
+    logs.mkdir(mode=0o700)
+    assert _until(lambda: _ready(p)[0] == 200), _ready(p)
+    assert client.encrypt(b"k" * 32, uid="after").ciphertext
+    assert client.status().healthz == "ok"
+
+
+# ---- start-up: one line, the setting named, exit 2 (mistake) or 1 (refusal), no hang -----------
+
+
+def _cli(*args: str, timeout: float = 30) -> subprocess.CompletedProcess[str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("KMS_APPLIANCE_", "AKEYLESS_"))}
+    proc = subprocess.run([pm.python(), "-m", "kms_appliance", *args], cwd=pm.REPO, env=env,
+                          capture_output=True, text=True, timeout=timeout)
+    ledger.text(proc.stdout, proc.stderr)
+    return proc
+
+
+def _one_line(proc: subprocess.CompletedProcess[str], code: int, setting: str) -> str:
+    assert "Traceback" not in proc.stderr, proc.stderr[-2000:]
+    assert proc.returncode == code, proc.stderr[-2000:]
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1 and setting in lines[0], proc.stderr[-2000:]
+    assert len(lines[0]) < 400
+    return lines[0]
+
+
+@pytest.fixture
+def serve(tmp_path: Path) -> Callable[[str], subprocess.CompletedProcess[str]]:
+    keyring = tmp_path / "keyring.json"
+    pm.keyring_init(keyring)
+
+    def run(audit: str) -> subprocess.CompletedProcess[str]:
+        return _cli("serve", "--backend", "local", "--keyring", str(keyring), "--socket",
+                    str(tmp_path / "run" / "kms.sock"), "--http-listen", "", "--config", os.devnull,
+                    "--audit-log", audit)
+
+    return run
+
+
+def test_fifo_at_the_audit_path_is_refused_promptly(
+        serve: Callable[[str], subprocess.CompletedProcess[str]], tmp_path: Path) -> None:
+    os.mkfifo(tmp_path / "audit.log", 0o600)
+    try:
+        proc = serve(str(tmp_path / "audit.log"))
+    except subprocess.TimeoutExpired:
+        pytest.fail("start-up hung on the FIFO")
+    assert "FIFO" in _one_line(proc, 1, "observability.audit_log")
+
+
+def test_symlinked_directory_component_is_refused(
+        serve: Callable[[str], subprocess.CompletedProcess[str]], tmp_path: Path) -> None:
+    (tmp_path / "attacker").mkdir(mode=0o700)
+    (tmp_path / "logs").symlink_to(tmp_path / "attacker")
+    line = _one_line(serve(str(tmp_path / "logs" / "audit.log")), 1, "observability.audit_log")
+    assert "symlink" in line
+    assert list((tmp_path / "attacker").iterdir()) == []
+
+
+@pytest.mark.parametrize(("audit", "code", "says"), [
+    ("", 2, "must be a file path"),
+    ("{tmp}/missing/audit.log", 2, "does not exist"),
+    ("{tmp}", 2, "is a directory"),
+    ("{tmp}/" + "a" * 300, 2, "component of 300 bytes"),
+    ("{tmp}/" + "d/" * 2100 + "audit.log", 2, "at most 4095"),
+])
+def test_audit_path_mistakes_are_one_line(serve: Callable[[str], subprocess.CompletedProcess[str]],
+                                          tmp_path: Path, audit: str, code: int, says: str) -> None:
+    line = _one_line(serve(audit.format(tmp=tmp_path)), code, "observability.audit_log")
+    assert says in line
+
+
+@pytest.mark.parametrize(("path", "code", "says"), [
+    ("/proc/kms-appliance-keyring.json", 1, "cannot write keyring"),
+    ("{tmp}/" + "k" * 300 + ".json", 2, "component of 305 bytes"),
+    ("{tmp}/" + "d/" * 2100 + "k.json", 2, "at most 4095"),
+])
+def test_keyring_init_mistakes_are_one_line(tmp_path: Path, path: str, code: int, says: str) -> None:
+    line = _one_line(_cli("keyring", "init", path.format(tmp=tmp_path)), code, "keyring")
+    assert says in line
+
+
+def test_serve_with_a_too_long_keyring_path_is_one_line(tmp_path: Path) -> None:
+    proc = _cli("serve", "--backend", "local", "--keyring", str(tmp_path / ("k" * 300)), "--socket",
+                str(tmp_path / "run" / "kms.sock"), "--http-listen", "", "--config", os.devnull)
+    assert "component of 300 bytes" in _one_line(proc, 2, "local.keyring")

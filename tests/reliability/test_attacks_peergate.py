@@ -1,0 +1,221 @@
+"""Attacks on the peer gate (server.allowed_uids): the door must stay open and quiet.
+
+Descriptor exhaustion used to kill the gate's accept thread (UnboundLocalError
+in its except block) while the process kept the socket and /livez said 200;
+a refused peer connecting in a loop wrote one audit record and one warning
+per refusal (162k records in 5 s). Each test runs the real plugin.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import resource
+import socket
+import subprocess
+import threading
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import grpc
+
+from kms_appliance.kms import v2_pb2, v2_pb2_grpc
+from tests.reliability import figures, ledger, procinfo
+from tests.reliability.test_socket_attacks import _traversable
+from tests.support import plugin as pm
+from tests.support.kmsclient import Client
+
+NOBODY = 65534
+# Records one refusing key may write in a few seconds: the first at once, then at most one per
+# aggregation interval (kms_appliance.refusals.INTERVAL, 10 s) and the one flushed at shutdown.
+RECORDS_BOUND = 3
+
+
+def _served(sock: Path, within: float) -> bool:
+    """An allowed client's Status answers (fresh connection) before ``within`` seconds pass."""
+    deadline = time.monotonic() + within
+    while time.monotonic() < deadline:
+        c = Client(sock, timeout=2)
+        try:
+            if c.status().healthz == "ok":
+                return True
+        except grpc.RpcError:
+            time.sleep(0.2)
+        finally:
+            c.close()
+    return False
+
+
+def _refusals_metric(p: pm.Plugin) -> float:
+    _, body = p.http("/metrics")
+    m = re.search(rb'^kms_appliance_peer_refusals_total\{reason="uid_not_allowed"\} (\S+)$', body, re.M)
+    return float(m.group(1)) if m else 0.0
+
+
+def _cpu_seconds(pid: int) -> float:
+    with open(f"/proc/{pid}/stat", encoding="ascii") as fh:
+        fields = fh.read().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def _fill(sock: Path, count: int) -> list[socket.socket]:
+    conns = []
+    for _ in range(count):
+        s = socket.socket(socket.AF_UNIX)
+        s.settimeout(2)
+        try:
+            s.connect(str(sock))
+        except OSError:  # the backlog is full: the plugin stopped accepting, as it should
+            s.close()
+            break
+        conns.append(s)
+    return conns
+
+
+class TestDescriptorExhaustion:
+    """EMFILE at accept() or right after it ends one connection, never the gate."""
+
+    ROUNDS = 3  # the free-descriptor count at the limit differs per round (each admit takes 3)
+
+    def test_gate_survives_descriptor_exhaustion(self, tmp_path: Path) -> None:
+        env = {"KMS_APPLIANCE_SERVER_MAX_CONNECTIONS": "1000"}  # the fd limit is hit, not this one
+        with pm.running(tmp_path / "e", ["--allowed-uids", str(os.geteuid())], env=env) as p:
+            ledger.plugin(p)
+            pid = p.proc.pid
+            assert _served(p.socket, 10)
+            base = procinfo.fds(pid)
+            _, hard = resource.prlimit(pid, resource.RLIMIT_NOFILE)
+            spent = []
+            for extra in range(30, 30 + self.ROUNDS):
+                resource.prlimit(pid, resource.RLIMIT_NOFILE, (base + extra, hard))
+                conns = _fill(p.socket, 80)  # 3 descriptors per admitted one: far past the limit
+                t0, cpu0 = time.monotonic(), _cpu_seconds(pid)
+                time.sleep(1.0)  # exhausted, connections waiting: the gate must not spin
+                spent.append((_cpu_seconds(pid) - cpu0) / (time.monotonic() - t0))
+                for s in conns:
+                    s.close()
+                assert p.proc.poll() is None
+                resource.prlimit(pid, resource.RLIMIT_NOFILE, (base + 200, hard))
+                assert _served(p.socket, 15), "an allowed client must be served once descriptors are back"
+            status, body = p.http("/livez")
+            err = p.stderr.read_text()
+        assert "Traceback" not in err and "UnboundLocalError" not in err
+        assert "peer-gate" not in body.decode(), body
+        assert status == 200, body
+        figures.put("peer gate", "descriptor exhaustion",
+                    f"{self.ROUNDS} rounds at the fd limit: served after each, /livez 200, "
+                    f"CPU while exhausted {max(spent):.2f} s/s (max)")
+
+
+_HAMMER = """
+import socket, sys, time
+path, secs = sys.argv[1], float(sys.argv[2])
+n, end = 0, time.monotonic() + secs
+while time.monotonic() < end:
+    s = socket.socket(socket.AF_UNIX)
+    try:
+        s.connect(path)
+        n += 1
+    except OSError:
+        pass
+    finally:
+        s.close()
+print(n)
+"""
+
+
+class TestRefusedFlood:
+    """A refused peer connecting in a loop: records bounded, metric exact, allowed peers served."""
+
+    SECONDS = 3.0
+
+    def test_refused_flood_is_aggregated_and_does_not_starve_allowed_peers(self) -> None:
+        with _traversable() as top:
+            p = ledger.plugin(pm.start(top / "g", ["--socket-group", "daemon",
+                                                   "--allowed-uids", str(os.geteuid())]))
+            try:
+                kept = Client(p.socket)  # kube-apiserver keeps its connection
+                assert kept.status().healthz == "ok"
+                hammer = subprocess.Popen(
+                    ["setpriv", "--reuid", str(NOBODY), "--regid", str(NOBODY), "--groups", "1",
+                     "/usr/bin/python3", "-c", _HAMMER, str(p.socket), str(self.SECONDS)],
+                    stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+                try:
+                    served = _Served.during(hammer, kept, p.socket)
+                finally:
+                    kept.close()
+                out, errout = hammer.communicate(30)
+                assert hammer.returncode == 0, errout[-300:]
+                connects = int(out.strip())
+                settled = time.monotonic() + 10
+                while _refusals_metric(p) < connects and time.monotonic() < settled:
+                    time.sleep(0.1)
+                metric = _refusals_metric(p)
+            finally:
+                assert p.stop() == 0
+                ledger.text(p.written())
+            records = [r for r in p.audit_records() if r["event"] == "peer_refused"]
+            err = p.stderr.read_text()
+        assert connects > 100, "the flood did not happen"
+        assert len(records) <= RECORDS_BOUND, f"{len(records)} records for {connects} refusals"
+        assert err.count("refused") <= RECORDS_BOUND, "warning lines are aggregated too"
+        assert metric == connects, "every refusal counted, exactly"
+        assert sum(int(r["count"]) for r in records) == metric, "the records' counts add up"
+        assert {(r["peer_uid"], r["reason"]) for r in records} == {(NOBODY, "uid_not_allowed")}
+        assert "Traceback" not in err
+        assert served.kept_calls >= 3 and served.kept_failed == 0, served
+        assert served.fresh_ok >= 1, served
+        figures.put("peer gate", "refused-peer flood",
+                    f"{connects} refusals in {self.SECONDS:.0f}s: {len(records)} audit records "
+                    f"(counts sum to the metric); kept connection {served.kept_calls} Status calls, "
+                    f"all answered, slowest {served.kept_worst * 1000:.0f} ms; fresh connections "
+                    f"(retrying connect) {served.fresh_ok}/{served.fresh_tries} served")
+
+
+@dataclass
+class _Served:
+    kept_calls: int = 0
+    kept_failed: int = 0
+    kept_worst: float = 0.0
+    fresh_tries: int = 0
+    fresh_ok: int = 0
+
+    @classmethod
+    def during(cls, hammer: subprocess.Popen[str], kept: Client, sock: Path) -> _Served:
+        """Status on the kept connection every 50 ms, and on fresh ones, while the flood runs.
+
+        A fresh connection's connect() can find the accept queue full (the kernel's, shared
+        with the refused peer): it retries quickly (wait_for_ready) within its deadline.
+        """
+        s = cls()
+        fresh = threading.Thread(target=s._fresh, args=(hammer, sock), daemon=True)
+        fresh.start()
+        while hammer.poll() is None:
+            t0 = time.monotonic()
+            try:
+                kept.status()
+            except grpc.RpcError:
+                s.kept_failed += 1
+            s.kept_worst = max(s.kept_worst, time.monotonic() - t0)
+            s.kept_calls += 1
+            time.sleep(0.05)
+        fresh.join(15)
+        return s
+
+    def _fresh(self, hammer: subprocess.Popen[str], sock: Path) -> None:
+        time.sleep(0.3)  # let the flood build up
+        while hammer.poll() is None:
+            channel = grpc.insecure_channel(f"unix:{sock}", options=[
+                ("grpc.default_authority", "localhost"), ("grpc.use_local_subchannel_pool", 1),
+                ("grpc.initial_reconnect_backoff_ms", 50), ("grpc.max_reconnect_backoff_ms", 200)])
+            self.fresh_tries += 1
+            try:
+                stub = v2_pb2_grpc.KeyManagementServiceStub(channel)  # type: ignore[no-untyped-call]
+                stub.Status(v2_pb2.StatusRequest(), timeout=5, wait_for_ready=True)
+                self.fresh_ok += 1
+            except grpc.RpcError:
+                pass
+            finally:
+                channel.close()
+            time.sleep(0.2)

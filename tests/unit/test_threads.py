@@ -1,0 +1,119 @@
+"""The supervisor: a long-lived thread is restarted or reported, never lost silently."""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable
+
+import pytest
+
+from kms_appliance import threads
+from kms_appliance.metrics import Metrics
+from kms_appliance.threads import Supervisor
+
+WAIT = 10.0
+
+
+@pytest.fixture(autouse=True)
+def _fast(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(threads, "BACKOFF", 0.0)
+
+
+def _until(cond: Callable[[], bool], timeout: float = WAIT) -> bool:
+    deadline = time.monotonic() + timeout
+    while not cond():
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(0.005)
+    return True
+
+
+def _restarts(metrics: Metrics, name: str) -> float:
+    value = metrics.registry.get_sample_value("kms_appliance_thread_restarts_total", {"thread": name})
+    return value or 0.0
+
+
+def test_a_thread_that_raises_is_restarted_and_counted() -> None:
+    metrics = Metrics()
+    sup = Supervisor(metrics.thread_restarts)
+    runs: list[int] = []
+    settled = threading.Event()
+
+    def target() -> None:
+        runs.append(1)
+        if len(runs) < 3:
+            raise ValueError("secret-free failure")
+        settled.wait(WAIT)  # the third run lives on
+
+    sup.start("worker", target)
+    assert _until(lambda: len(runs) == 3)
+    assert _restarts(metrics, "worker") == 2
+    assert sup.problem() is None
+    assert sup.alive("worker")
+    sup.stopping.set()
+    settled.set()
+    assert _until(lambda: not sup.alive("worker"))
+    assert sup.problem() is None
+
+
+def test_a_thread_that_keeps_dying_is_declared_dead(caplog: pytest.LogCaptureFixture) -> None:
+    metrics = Metrics()
+    sup = Supervisor(metrics.thread_restarts)
+    runs: list[int] = []
+
+    def target() -> None:
+        runs.append(1)
+        raise OSError(24, "token=hunter2 must not be logged")
+
+    sup.start("doomed", target)
+    assert _until(lambda: sup.problem() is not None)
+    assert _until(lambda: not sup.alive("doomed"))
+    assert len(runs) == threads.MAX_RESTARTS + 1
+    assert _restarts(metrics, "doomed") == threads.MAX_RESTARTS
+    problem = sup.problem()
+    assert problem is not None and "doomed" in problem and "OSError" in problem
+    assert "hunter2" not in caplog.text and "hunter2" not in problem
+
+
+def test_a_thread_that_returns_while_running_is_a_death_unless_restarted() -> None:
+    sup = Supervisor()
+    sup.start("once", lambda: None, restart=False)
+    assert _until(lambda: sup.problem() is not None)
+    assert "once returned" in (sup.problem() or "")
+
+
+def test_returning_while_stopping_is_a_normal_end() -> None:
+    metrics = Metrics()
+    sup = Supervisor(metrics.thread_restarts)
+    go = threading.Event()
+
+    def target() -> None:
+        go.wait(WAIT)
+
+    def raiser() -> None:
+        go.wait(WAIT)
+        raise ZeroDivisionError
+
+    sup.start("loop", target, restart=False)
+    sup.start("raiser", raiser)
+    sup.stopping.set()
+    go.set()
+    assert _until(lambda: not sup.alive("loop") and not sup.alive("raiser"))
+    assert sup.problem() is None
+    assert _restarts(metrics, "raiser") == 0
+
+
+def test_a_retired_thread_ends_normally_while_the_rest_run() -> None:
+    sup = Supervisor()
+    go = threading.Event()
+
+    def component() -> None:
+        go.wait(WAIT)
+
+    sup.start("component", component)
+    sup.retire("component")
+    go.set()
+    assert _until(lambda: not sup.alive("component"))
+    assert sup.problem() is None
+    assert not sup.stopping.is_set()
