@@ -49,6 +49,10 @@ class KeyState:
         """An Akeyless AES item (AES128GCM, AES256GCM, AES256SIV, ...)."""
         return self.item_type.upper().startswith("AES")
 
+    def version_state(self, version: int) -> str | None:
+        """Enabled/Disabled/PendingDeletion, or None if the version is unknown."""
+        return self.versions.get(version)
+
     def refusal(self, version: int) -> str | None:
         """Why Akeyless refusing data labelled ``version`` is the key's doing, or None.
 
