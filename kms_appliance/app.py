@@ -26,6 +26,7 @@ from .kms.v1 import V1Servicer
 from .kms.v2 import StatusWatcher, V2Servicer
 from .metrics import Metrics
 from .peercred import Peer
+from .selfprobe import EVERY_AT_MOST, SelfProbe
 from .server import PluginServer
 from .threads import Supervisor
 
@@ -55,6 +56,10 @@ class App:
         self.server = PluginServer(cfg.server, V2Servicer(served, calls, watcher),
                                    V1Servicer(served, calls), self._on_refuse,
                                    self.metrics.connections.set)
+        # Liveness means serving through the path kube-apiserver dials (docs/health.md).
+        self.selfprobe = SelfProbe(cfg.server.socket)
+        self.health.watch("socket", self.server.socket_problem, live=True)
+        self.health.watch("self-probe", self.selfprobe.problem, live=True)
         self.http: HealthHttpServer | None = None
         self._wake = process.Wakeup()  # signals and request_*() reach the loop without locks
         self._stopped = False
@@ -64,12 +69,13 @@ class App:
     # ---- lifecycle -------------------------------------------------------------
 
     def start(self) -> None:
-        self.server.start()
         listen = self.cfg.observability.http_listen
-        if listen is not None:
+        if listen is not None:  # bound first: a taken port is a config error before the socket exists
             self.http = HealthHttpServer(listen, self.health, self.metrics)
-            self.http.start()
-            log.info("metrics and health on http://%s:%d/", *self.http_address or listen)
+        self.server.start()
+        if self.http is not None:
+            self.http.start(self.threads)
+            log.info("metrics and health on http://%s:%d/", *self.http.server_address)
         else:
             log.info("HTTP endpoint disabled: no /metrics, /livez, /readyz")
         self.health.serving = True
@@ -126,6 +132,8 @@ class App:
                 self._refresh()
             if due.probe():
                 self.health.probe()
+            if due.self_probe():
+                self.selfprobe.probe()
 
     def request_stop(self) -> None:
         """Stop the maintenance loop (any thread; never from a signal handler: serve() has those)."""
@@ -200,15 +208,20 @@ class _Due:
     def __init__(self, backend: KeyBackend, cfg: Config) -> None:
         self._refresh_every = backend.refresh_interval
         self._probe_every = cfg.observability.health_interval
+        self._self_probe_every = min(EVERY_AT_MOST, self._probe_every)
         now = time.monotonic()
         self._next_refresh = now + self._refresh_every
         self._next_probe = now + self._probe_every
+        self._next_self_probe = now + self._self_probe_every
 
     def refresh(self) -> bool:
         return self._take("_next_refresh", self._refresh_every)
 
     def probe(self) -> bool:
         return self._take("_next_probe", self._probe_every)
+
+    def self_probe(self) -> bool:
+        return self._take("_next_self_probe", self._self_probe_every)
 
     def _take(self, attr: str, every: float) -> bool:
         now = time.monotonic()

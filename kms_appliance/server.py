@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import os
 import socket
+import stat
 import tempfile
 from collections.abc import Callable
 from concurrent import futures
@@ -65,6 +66,24 @@ class PluginServer:
     @property
     def socket_path(self) -> Path:
         return self._socket
+
+    def socket_problem(self) -> str | None:
+        """A liveness check: None while the configured path still leads to the socket we bound.
+
+        A deleted or replaced socket file leaves the process healthy-looking and
+        unreachable (kube-apiserver dials the path); only a restart rebinds it.
+        """
+        if self._inode is None:
+            return None  # not bound (yet): Health.serving speaks for that
+        try:
+            st = self._socket.lstat()
+        except FileNotFoundError:
+            return "socket file is gone"
+        except OSError as exc:
+            return f"socket path unreadable: {exc.strerror}"
+        if st.st_ino != self._inode or not stat.S_ISSOCK(st.st_mode):
+            return "socket path now holds another file"
+        return None
 
     def start(self) -> None:
         """Check the path, bind with the final mode, and start serving."""

@@ -1,0 +1,264 @@
+"""Attacks on the HTTP endpoint and health that must tell the truth (issue 13, items 1, 6, 13, 15).
+
+A local user can open as many TCP connections to /metrics as they like: the
+endpoint must cost bounded descriptors and no thread per connection, so gRPC
+keeps answering and /livez keeps telling the truth. /livez must fail when the
+plugin cannot serve through its socket path (file deleted or replaced, gRPC
+wedged), and a bad ``observability.http_listen`` is one line and exit 2.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import resource
+import signal
+import socket
+import threading
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import grpc
+import pytest
+
+from kms_appliance import config
+from kms_appliance.app import App
+from kms_appliance.backends import keyring
+from kms_appliance.kms.v2 import V2Servicer
+from tests.reliability import ledger, procinfo
+from tests.support import plugin as pm
+from tests.support.kmsclient import Client
+
+FD_LIMIT = 256
+FLOOD = 500
+CPU_WINDOW = 3.0
+# A bound, not a timing target: a process spinning on accept() burns most of a core.
+CPU_SHARE_MAX = 0.25
+
+
+def _cpu_seconds(pid: int) -> float:
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")  # utime + stime
+
+
+def _cpu_share(pid: int, window: float = CPU_WINDOW) -> float:
+    before, t0 = _cpu_seconds(pid), time.monotonic()
+    time.sleep(window)
+    return (_cpu_seconds(pid) - before) / (time.monotonic() - t0)
+
+
+def _http(port: int, path: str, timeout: float = 5.0) -> tuple[int, dict[str, str]]:
+    """One GET on a fresh connection; raises on no answer within ``timeout``."""
+    with socket.create_connection(("127.0.0.1", port), timeout=timeout) as s:
+        s.sendall(f"GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n".encode())
+        raw = b""
+        while chunk := s.recv(65536):
+            raw += chunk
+    head, _, body = raw.partition(b"\r\n\r\n")
+    ledger.text(body)
+    return int(head.split()[1]), json.loads(body) if path != "/metrics" else {}
+
+
+def _until(check: Callable[[], bool], timeout: float) -> bool:
+    """Poll ``check`` (a refused or timed-out connection counts as not yet) until ``timeout``."""
+    deadline = time.monotonic() + timeout
+    while True:
+        with contextlib.suppress(OSError):
+            if check():
+                return True
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(0.1)
+
+
+def _livez(port: int) -> int:
+    return _http(port, "/livez")[0]
+
+
+@contextlib.contextmanager
+def _idle_connections(port: int, count: int) -> Iterator[list[socket.socket]]:
+    """``count`` TCP connections that never send a byte (non-blocking: the backlog may be full)."""
+    conns = []
+    try:
+        for _ in range(count):
+            s = socket.socket()
+            s.setblocking(False)
+            s.connect_ex(("127.0.0.1", port))
+            conns.append(s)
+        yield conns
+    finally:
+        for s in conns:
+            s.close()
+
+
+@pytest.fixture(autouse=True)
+def _enough_descriptors() -> None:
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft < 4 * FLOOD:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (min(4 * FLOOD, hard), hard))
+
+
+def _status_ok(sock: Path) -> bool:
+    c = Client(sock, timeout=5)
+    try:
+        return bool(c.status().healthz == "ok")
+    finally:
+        c.close()
+
+
+def test_idle_flood_under_low_fd_limit_costs_no_thread_and_keeps_grpc_and_livez(tmp_path: Path) -> None:
+    """500 idle connections against a 256-descriptor plugin: Status and /livez still answer,
+    no thread per connection, no spinning, SIGTERM still stops it; then at the descriptor limit
+    itself (EMFILE on accept) it pauses instead of spinning, and recovers."""
+    p = ledger.plugin(pm.start(tmp_path / "p"))
+    pid = p.proc.pid
+    assert _until(lambda: _livez(p.http_port) == 200, 10)
+    resource.prlimit(pid, resource.RLIMIT_NOFILE, (FD_LIMIT, FD_LIMIT))
+    threads_before = procinfo.threads(pid)
+    with _idle_connections(p.http_port, FLOOD):
+        time.sleep(1.0)  # let the server take in what it will
+        assert _status_ok(p.socket), "gRPC Status must answer during the flood"
+        assert _livez(p.http_port) == 200, "/livez must answer during the flood"
+        assert procinfo.threads(pid) <= threads_before + 8, "no thread per idle connection"
+        assert procinfo.fds(pid) < FD_LIMIT - 32
+        share = _cpu_share(pid)
+        assert share < CPU_SHARE_MAX, f"the plugin spins: {share:.0%} of a core while idle"
+        # Now at the descriptor limit itself: accept() fails with EMFILE.
+        held = procinfo.fds(pid)
+        resource.prlimit(pid, resource.RLIMIT_NOFILE, (held + 2, FD_LIMIT))  # soft only: raising it back needs no privilege
+        with _idle_connections(p.http_port, 40):
+            time.sleep(1.0)
+            share = _cpu_share(pid)
+            assert share < CPU_SHARE_MAX, f"the plugin spins at EMFILE: {share:.0%} of a core"
+        resource.prlimit(pid, resource.RLIMIT_NOFILE, (FD_LIMIT, FD_LIMIT))
+        assert _until(lambda: _livez(p.http_port) == 200, 10), "accepting resumes below the limit"
+        assert _status_ok(p.socket)
+    assert p.stop(timeout=15) == 0, "SIGTERM stops it cleanly"
+    with pytest.raises(ProcessLookupError):
+        os.kill(pid, 0)
+    assert "Traceback" not in p.stderr.read_text()
+
+
+def test_closed_and_reset_idle_connections_print_no_traceback(tmp_path: Path) -> None:
+    """Peers that connect and leave (FIN, RST, half a request) are not worth a traceback."""
+    p = ledger.plugin(pm.start(tmp_path / "p"))
+    try:
+        assert _until(lambda: _livez(p.http_port) == 200, 10)
+        for partial in (b"", b"GET /livez HTTP/1.1\r\nHost:", b"GET /metrics HTTP/1.1\r\n\r\n"):
+            for reset in (False, True):
+                s = socket.create_connection(("127.0.0.1", p.http_port), timeout=5)
+                if partial:
+                    s.sendall(partial)
+                if reset:
+                    s.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, b"\x01\0\0\0\0\0\0\0")
+                s.close()
+        time.sleep(0.5)
+        assert _livez(p.http_port) == 200
+    finally:
+        assert p.stop() == 0
+    err = p.stderr.read_text()
+    assert "Traceback" not in err and "Exception" not in err, err[-2000:]
+
+
+def test_deleted_socket_fails_livez(tmp_path: Path) -> None:
+    p = ledger.plugin(pm.start(tmp_path / "p"))
+    try:
+        assert _until(lambda: _livez(p.http_port) == 200, 10)
+        p.socket.unlink()
+        assert _until(lambda: _livez(p.http_port) == 503, 5), "a deleted socket must fail /livez"
+        assert "socket" in _http(p.http_port, "/livez")[1]["reason"]
+        assert _http(p.http_port, "/readyz")[0] == 503
+    finally:
+        p.stop()
+
+
+def test_replaced_socket_fails_livez(tmp_path: Path) -> None:
+    p = ledger.plugin(pm.start(tmp_path / "p"))
+    impostor = socket.socket(socket.AF_UNIX)
+    try:
+        assert _until(lambda: _livez(p.http_port) == 200, 10)
+        p.socket.unlink()
+        impostor.bind(os.fspath(p.socket))
+        impostor.listen(1)
+        assert _until(lambda: _livez(p.http_port) == 503, 5), "a replaced socket must fail /livez"
+    finally:
+        impostor.close()
+        p.stop()
+
+
+def test_wedged_grpc_server_fails_livez(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Status never answers (a wedged server) while the socket file is intact: the self-probe
+    through the path fails, and after a few consecutive failures so does /livez."""
+    release = threading.Event()
+
+    def wedged(self: V2Servicer, request: object, context: grpc.ServicerContext) -> object:
+        release.wait(30)
+        raise RuntimeError("wedged")
+
+    monkeypatch.setattr(V2Servicer, "Status", wedged)
+    ring = tmp_path / "keyring.json"
+    keyring.init(ring)
+    ledger.secrets(e.material for e in keyring.load(ring).entries)
+    flags = {"server.backend": "local", "local.keyring": str(ring),
+             "server.socket": str(tmp_path / "run" / "kms.sock"),
+             "observability.http_listen": "127.0.0.1:0",
+             "observability.audit_log": str(tmp_path / "audit.log"),
+             "observability.health_interval": "1s"}
+    app = App(config.load(flags=flags, env={}, config_file=None))
+    app.start()
+    loop = threading.Thread(target=app.run_until_stopped, daemon=True)
+    loop.start()
+    try:
+        addr = app.http_address
+        assert addr is not None
+        assert _livez(addr[1]) == 200
+        assert _until(lambda: _livez(addr[1]) == 503, 20), "a wedged gRPC server must fail /livez"
+        reason = _http(addr[1], "/livez")[1]["reason"]
+        assert "Status" in reason, reason
+        assert (tmp_path / "run" / "kms.sock").exists(), "the socket file itself is intact"
+    finally:
+        release.set()
+        app.request_stop()
+        loop.join(10)
+        app.stop()
+
+
+def _exit_line(tmp_path: Path, listen: str) -> tuple[int, str]:
+    p = ledger.plugin(pm.start(tmp_path, ["--http-listen", listen], wait=False))
+    try:
+        rc = p.proc.wait(30)
+    finally:
+        p.stop(signal.SIGKILL)
+    return rc, p.stderr.read_text()
+
+
+def test_http_listen_port_in_use_is_one_line_exit_2(tmp_path: Path) -> None:
+    with socket.socket() as squatter:
+        squatter.bind(("127.0.0.1", 0))
+        squatter.listen(1)
+        port = squatter.getsockname()[1]
+        rc, err = _exit_line(tmp_path / "p", f"127.0.0.1:{port}")
+    assert rc == 2, err
+    lines = [ln for ln in err.splitlines() if ln.strip()]
+    assert len(lines) == 1 and "observability.http_listen" in lines[0] and "in use" in lines[0], err
+    assert not (tmp_path / "p" / "run" / "kms.sock").exists(), "nothing left serving"
+
+
+def test_http_listen_unresolvable_host_is_one_line_exit_2(tmp_path: Path) -> None:
+    rc, err = _exit_line(tmp_path / "p", "no-such-host.invalid:8787")
+    assert rc == 2, err
+    lines = [ln for ln in err.splitlines() if ln.strip()]
+    assert len(lines) == 1 and "observability.http_listen" in lines[0], err
+
+
+def test_wildcard_http_listen_is_warned_once(tmp_path: Path) -> None:
+    port = pm.free_port()
+    p = ledger.plugin(pm.start(tmp_path / "p", ["--http-listen", f"0.0.0.0:{port}"]))
+    try:
+        assert _until(lambda: _livez(port) == 200, 10)
+    finally:
+        p.stop()
+    err = p.stderr.read_text()
+    assert err.count("reachable from other hosts") == 1, err

@@ -1,0 +1,211 @@
+"""Health verdicts, the bounded HTTP endpoint, and the self-probe through the socket path."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+import socket
+import threading
+import time
+from collections.abc import Iterator
+from concurrent import futures
+from pathlib import Path
+
+import grpc
+import pytest
+
+from kms_appliance import health
+from kms_appliance.backends import keyring
+from kms_appliance.backends.local import LocalBackend
+from kms_appliance.errors import ConfigError
+from kms_appliance.kms import v2_pb2, v2_pb2_grpc
+from kms_appliance.metrics import Metrics
+from kms_appliance.selfprobe import SelfProbe
+from kms_appliance.threads import Supervisor
+
+
+def _health(tmp_path: Path) -> health.Health:
+    ring = tmp_path / "keyring.json"
+    keyring.init(ring)
+    h = health.Health(LocalBackend(ring), Metrics(), interval=30)
+    h.serving = True
+    return h
+
+
+@contextlib.contextmanager
+def _server(tmp_path: Path) -> Iterator[tuple[health.HealthHttpServer, Supervisor]]:
+    h = _health(tmp_path)
+    srv = health.HealthHttpServer(("127.0.0.1", 0), h, Metrics())
+    threads = Supervisor()
+    srv.start(threads)
+    try:
+        yield srv, threads
+    finally:
+        threads.stopping.set()
+        srv.stop()
+
+
+def _get(port: int, path: str, method: str = "GET") -> tuple[int, bytes]:
+    with socket.create_connection(("127.0.0.1", port), timeout=5) as s:
+        s.sendall(f"{method} {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n".encode())
+        raw = b""
+        while chunk := s.recv(65536):
+            raw += chunk
+    head, _, body = raw.partition(b"\r\n\r\n")
+    return int(head.split()[1]), body
+
+
+class TestVerdicts:
+    """A watched check fails /livez (live=True) or only /readyz (live=False), naming itself."""
+
+    def test_live_check_fails_both(self, tmp_path: Path) -> None:
+        h = _health(tmp_path)
+        h.watch("socket", lambda: "socket file is gone", live=True)
+        assert h.live() == (False, "socket: socket file is gone")
+        assert h.ready()[0] is False
+
+    def test_ready_check_fails_readiness_only(self, tmp_path: Path) -> None:
+        h = _health(tmp_path)
+        h.watch("audit", lambda: "cannot write", live=False)
+        assert h.live() == (True, "ok")
+        assert h.ready() == (False, "audit: cannot write")
+
+
+class TestBind:
+    """A bad observability.http_listen is a ConfigError naming the setting, never a traceback."""
+
+    def test_port_in_use(self) -> None:
+        with socket.socket() as squatter:
+            squatter.bind(("127.0.0.1", 0))
+            squatter.listen(1)
+            port = squatter.getsockname()[1]
+            with pytest.raises(ConfigError, match="in use") as info:
+                health.bind(("127.0.0.1", port))
+        assert info.value.key == "observability.http_listen"
+
+    def test_unresolvable_host_is_not_echoed_in_full(self) -> None:
+        with pytest.raises(ConfigError, match="does not resolve") as info:
+            health.bind(("x" * 5000 + ".invalid", 8787))
+        assert info.value.key == "observability.http_listen" and len(info.value.message) < 200
+
+    def test_wildcard_warns_loopback_does_not(self, caplog: pytest.LogCaptureFixture) -> None:
+        with caplog.at_level(logging.WARNING, logger="kms_appliance.health"):
+            health.bind(("127.0.0.1", 0)).close()
+            assert "reachable from other hosts" not in caplog.text
+            health.bind(("0.0.0.0", 0)).close()
+        assert caplog.text.count("reachable from other hosts") == 1
+
+
+class TestHttpServer:
+    """Fixed pool, bounded connections: idle peers cost a descriptor each, up to a limit."""
+
+    def test_endpoints(self, tmp_path: Path) -> None:
+        with _server(tmp_path) as (srv, _):
+            port = srv.server_address[1]
+            code, body = _get(port, "/livez")
+            assert code == 200 and json.loads(body) == {"status": "ok", "reason": "ok"}
+            assert _get(port, "/readyz")[0] == 200 and _get(port, "/healthz")[0] == 200
+            code, body = _get(port, "/metrics")
+            assert code == 200 and b"kms_appliance_" in body
+            assert _get(port, "/nope")[0] == 404
+            assert _get(port, "/livez", "POST")[0] == 405
+
+    def test_unhealthy_is_503_with_reason(self, tmp_path: Path) -> None:
+        with _server(tmp_path) as (srv, _):
+            srv.health.watch("self-probe", lambda: "Status DEADLINE_EXCEEDED", live=True)
+            code, body = _get(srv.server_address[1], "/livez")
+            assert code == 503 and json.loads(body)["reason"] == "self-probe: Status DEADLINE_EXCEEDED"
+
+    def test_idle_connections_beyond_the_limit_evict_the_oldest(self, tmp_path: Path) -> None:
+        with _server(tmp_path) as (srv, threads):
+            port = srv.server_address[1]
+            workers = threading.active_count()
+            idle = [socket.create_connection(("127.0.0.1", port)) for _ in range(health.CONNECTION_LIMIT + 20)]
+            try:
+                assert _get(port, "/livez")[0] == 200, "a probe gets in past the idle connections"
+                assert threading.active_count() == workers, "idle connections hold no thread"
+                closed = 0
+                for s in idle[:20]:
+                    s.settimeout(5)
+                    closed += s.recv(1) == b""
+                assert closed == 20, "the longest-idle connections were closed to make room"
+            finally:
+                for s in idle:
+                    s.close()
+            assert threads.problem() is None
+
+    def test_a_trickled_request_does_not_keep_its_slot(self, tmp_path: Path,
+                                                       monkeypatch: pytest.MonkeyPatch) -> None:
+        monkeypatch.setattr(health, "REQUEST_TIMEOUT", 1.0)
+        with _server(tmp_path) as (srv, _), \
+                socket.create_connection(("127.0.0.1", srv.server_address[1])) as s:
+            s.settimeout(0.2)
+            deadline = time.monotonic() + 10
+            closed = False
+            while time.monotonic() < deadline and not closed:
+                with contextlib.suppress(OSError):
+                    s.sendall(b"X")
+                try:
+                    closed = s.recv(1) == b""
+                except TimeoutError:
+                    pass
+                except OSError:
+                    closed = True
+            assert closed, "a request still incomplete after REQUEST_TIMEOUT is closed"
+
+    def test_stop_ends_every_thread(self, tmp_path: Path) -> None:
+        before = {t.name for t in threading.enumerate()}
+        with _server(tmp_path) as (srv, _):
+            port = srv.server_address[1]
+            assert any(t.name.startswith("http-worker-") for t in threading.enumerate())
+        deadline = time.monotonic() + 5
+        while time.monotonic() < deadline and {t.name for t in threading.enumerate()} - before:
+            time.sleep(0.05)
+        assert {t.name for t in threading.enumerate()} - before == set()
+        with pytest.raises(OSError):
+            socket.create_connection(("127.0.0.1", port), timeout=1)
+
+
+class _Status(v2_pb2_grpc.KeyManagementServiceServicer):
+    def __init__(self) -> None:
+        self.release = threading.Event()
+        self.wedged = False
+
+    def Status(self, request: object, context: object) -> v2_pb2.StatusResponse:  # noqa: N802
+        if self.wedged:
+            self.release.wait(5)
+        return v2_pb2.StatusResponse(version="v2", healthz="ok", key_id="k")
+
+
+class TestSelfProbe:
+    """Consecutive failed Status calls through the path become a liveness problem; one success clears it."""
+
+    def test_nothing_at_the_path(self, tmp_path: Path) -> None:
+        probe = SelfProbe(tmp_path / "none.sock", deadline=0.5, failures_before_dead=2)
+        probe.probe()
+        assert probe.problem() is None, "one failure is not an outage"
+        probe.probe()
+        assert "UNAVAILABLE" in (probe.problem() or "")
+
+    def test_wedged_then_answering(self, tmp_path: Path) -> None:
+        path = tmp_path / "kms.sock"
+        servicer = _Status()
+        server = grpc.server(futures.ThreadPoolExecutor(max_workers=2))
+        v2_pb2_grpc.add_KeyManagementServiceServicer_to_server(servicer, server)  # type: ignore[no-untyped-call]
+        server.add_insecure_port(f"unix:{path}")
+        server.start()
+        try:
+            probe = SelfProbe(path, deadline=0.3, failures_before_dead=2)
+            probe.probe()
+            assert probe.failures == 0
+            servicer.wedged = True
+            probe.probe()
+            probe.probe()
+            assert "DEADLINE_EXCEEDED" in (probe.problem() or "")
+            servicer.wedged = False
+            servicer.release.set()
+            probe.probe()
+            assert probe.problem() is None
+        finally:
+            server.stop(None)
