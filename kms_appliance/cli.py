@@ -163,3 +163,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KmsError as exc:
         print(f"kms-appliance: {exc.message}", file=sys.stderr)
         return 1
+    except Exception as exc:  # the safety net: one line, never a traceback
+        # The type only: an SDK's or the stdlib's text may quote a secret or a 10 kB value.
+        print(f"kms-appliance: failed: unexpected {type(exc).__name__}", file=sys.stderr)
+        return 1

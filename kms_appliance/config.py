@@ -18,16 +18,23 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 from .atomicfile import check_path
-from .errors import ConfigError
+from .errors import ConfigError, shown
 
 DEFAULT_CONFIG_FILE = Path("/etc/kms-appliance/config.toml")
 ENV_PREFIX = "KMS_APPLIANCE_"
 Parser = Callable[[str, Any], Any]
+PATH_SHOWN = 160  # an operator's path is worth more of the line than a value, but is still cut
 
 
 # ---- parsers: (dotted key, raw value) -> typed value, or ConfigError ----------
+
+
+def _shown(key: str, raw: Any) -> str:
+    """A value quoted in an error: never a secret setting's, never unbounded (errors.shown)."""
+    return shown(raw, secret=is_secret(key))
 
 
 def p_str(key: str, raw: Any) -> str:
@@ -49,7 +56,7 @@ def p_bool(key: str, raw: Any) -> bool:
         return True
     if text in {"0", "false", "no", "off"}:
         return False
-    raise ConfigError(key, f"must be a boolean (true/false), got {raw!r}")
+    raise ConfigError(key, f"must be a boolean (true/false), got {_shown(key, raw)}")
 
 
 def int_range(lo: int, hi: int) -> Parser:
@@ -59,7 +66,7 @@ def int_range(lo: int, hi: int) -> Parser:
         except ValueError:
             raise ConfigError(key, f"must be an integer between {lo} and {hi}") from None
         if not lo <= value <= hi:
-            raise ConfigError(key, f"must be between {lo} and {hi}, got {value}")
+            raise ConfigError(key, f"must be between {lo} and {hi}, got {_shown(key, value)}")
         return value
 
     return parse
@@ -75,7 +82,7 @@ def duration(lo: float, hi: float) -> Parser:
     def parse(key: str, raw: Any) -> float:
         match = _DURATION.match(str(raw)) if not isinstance(raw, bool) else None
         if match is None:
-            raise ConfigError(key, f"must be a duration such as 3s, 500ms or 5m, got {raw!r}")
+            raise ConfigError(key, f"must be a duration such as 3s, 500ms or 5m, got {_shown(key, raw)}")
         value = float(match.group(1)) * _UNIT[match.group(2)]
         if not lo <= value <= hi:
             raise ConfigError(key, f"must be between {lo:g}s and {hi:g}s, got {value:g}s")
@@ -88,7 +95,7 @@ def choice(*allowed: str) -> Parser:
     def parse(key: str, raw: Any) -> str:
         value = p_str(key, raw).strip().lower()
         if value not in allowed:
-            raise ConfigError(key, f"must be one of {', '.join(allowed)}, got {raw!r}")
+            raise ConfigError(key, f"must be one of {', '.join(allowed)}, got {_shown(key, raw)}")
         return value
 
     return parse
@@ -102,8 +109,42 @@ def p_listen(key: str, raw: Any) -> tuple[str, int] | None:
     host, sep, port = text.rpartition(":")
     host = host.strip("[]")
     if not sep or not host or not port.isdigit() or not 0 <= int(port) <= 65535:
-        raise ConfigError(key, f"must be HOST:PORT (empty disables), got {raw!r}")
+        raise ConfigError(key, f"must be HOST:PORT (empty disables), got {_shown(key, raw)}")
     return host, int(port)
+
+
+def p_proxy(key: str, raw: Any) -> str:
+    """An http(s) proxy URL, checked here so a typo is a one-line error, not an SDK traceback.
+
+    The value is never quoted back: a proxy URL may carry ``user:password@``.
+    """
+    text = p_str(key, raw).strip()
+    if not text:
+        return ""
+    problem = "must be an http(s) URL such as http://proxy.example:3128"
+    if any(ch.isspace() or not ch.isprintable() for ch in text):
+        raise ConfigError(key, problem + " (no spaces or control characters)")
+    try:
+        parts = urlsplit(text)
+        port = parts.port  # raises ValueError for a port that is not 0-65535
+    except ValueError:
+        raise ConfigError(key, problem) from None
+    if parts.scheme not in ("http", "https") or not parts.hostname or port == 0:
+        raise ConfigError(key, problem)
+    _urllib3_accepts(key, text, problem)
+    return text
+
+
+def _urllib3_accepts(key: str, text: str, problem: str) -> None:
+    """The SDK hands the URL to urllib3, whose parser is stricter than urlsplit's: ask it too."""
+    try:
+        from urllib3.util import parse_url  # noqa: PLC0415 - only when a proxy is set
+    except ImportError:  # pragma: no cover - urllib3 comes with the akeyless SDK
+        return
+    try:
+        parse_url(text)
+    except Exception:  # LocationParseError and friends: their text quotes the value
+        raise ConfigError(key, problem) from None
 
 
 def p_uids(key: str, raw: Any) -> tuple[int, ...]:
@@ -123,6 +164,8 @@ def p_socket(key: str, raw: Any) -> Path:
     """A socket path; the ``unix://`` form of the EncryptionConfiguration is accepted."""
     text = p_str(key, raw).strip().removeprefix("unix://")
     path = p_path(key, text)
+    if not text.isprintable():  # it is quoted in every socket error and log line
+        raise ConfigError(key, "must not contain control characters")
     if not path.is_absolute():
         raise ConfigError(key, "must be an absolute path")
     if len(os.fsencode(text)) > 107:
@@ -158,9 +201,12 @@ def p_key_name(key: str, raw: Any) -> str:
     return value
 
 
-def setting(default: Any, parse: Parser, *env: str, doc: str = "") -> Any:
-    """Declare a setting: its default, parser, extra env names and one-line doc."""
-    return field(default=default, metadata={"parse": parse, "env": env, "doc": doc})
+def setting(default: Any, parse: Parser, *env: str, doc: str = "", secret: bool = False) -> Any:
+    """Declare a setting: its default, parser, extra env names and one-line doc.
+
+    ``secret`` settings are never quoted in an error message (see :func:`is_secret`).
+    """
+    return field(default=default, metadata={"parse": parse, "env": env, "doc": doc, "secret": secret})
 
 
 # ---- the sections ---------------------------------------------------------------
@@ -238,10 +284,10 @@ class AkeylessSettings:
     access_type: str = setting("", choice("", "access_key", "universal_identity", "aws_iam",
                                           "azure_ad", "gcp", "k8s", "cert"),
                                doc="auth method; empty detects it")
-    access_key: str = setting("", p_str, "AKEYLESS_ACCESS_KEY", doc="access key (secret)")
+    access_key: str = setting("", p_str, "AKEYLESS_ACCESS_KEY", doc="access key (secret)", secret=True)
     access_key_file: Path | None = setting(None, p_opt_path, doc="file holding the access key")
     uid_token: str = setting("", p_str, "AKEYLESS_UID_INIT_TOKEN",
-                             doc="initial Universal Identity token (secret)")
+                             doc="initial Universal Identity token (secret)", secret=True)
     uid_token_file: Path | None = setting(None, p_opt_path,
                                           doc="Universal Identity token file, rewritten on rotation")
     uid_rotate_interval: float = setting(900.0, duration(10, 86400),
@@ -256,7 +302,7 @@ class AkeylessSettings:
     cert_file: Path | None = setting(None, p_opt_path, doc="client certificate (cert auth / mTLS)")
     key_file: Path | None = setting(None, p_opt_path, doc="client certificate key")
     ca_file: Path | None = setting(None, p_opt_path, doc="CA bundle for a Gateway's TLS")
-    proxy: str = setting("", p_str, doc="HTTP(S) proxy URL for reaching Akeyless")
+    proxy: str = setting("", p_proxy, doc="HTTP(S) proxy URL for reaching Akeyless", secret=True)
     refresh_interval: float = setting(30.0, duration(1, 60),
                                       doc="how often last_version is re-read (rotation pickup)")
     timeout: float = setting(3.0, duration(0.5, 60), doc="per-request timeout to Akeyless")
@@ -284,31 +330,72 @@ class Config:
     backend_explicit: bool = False
 
 
+def is_secret(key: str) -> bool:
+    """True for a setting marked ``secret=True`` (a field without the marker counts as secret)."""
+    section, _, name = key.partition(".")
+    cls = SECTIONS.get(section)
+    if cls is None:
+        return False  # not a setting at all (``config``, a section name): no value of its own
+    for f in dataclasses.fields(cls):
+        if f.name == name:
+            return bool(f.metadata.get("secret", True))
+    return True
+
+
 def env_names(section: str, name: str, meta: Mapping[str, Any]) -> tuple[str, ...]:
     """Our own variable first (it wins), then drop-in aliases."""
     return (f"{ENV_PREFIX}{section.upper()}_{name.upper()}", *meta["env"])
 
 
 def _read_file(path: Path, required: bool) -> dict[str, Any]:
+    name = shown(os.fspath(path), limit=PATH_SHOWN)
     try:
         with path.open("rb") as fh:
             doc = tomllib.load(fh)
     except FileNotFoundError:
         if required:
-            raise ConfigError("config", f"file {path} does not exist") from None
+            raise ConfigError("config", f"file {name} does not exist") from None
         return {}
-    except tomllib.TOMLDecodeError as exc:
-        raise ConfigError("config", f"{path} is not valid TOML: {exc}") from None
+    except tomllib.TOMLDecodeError as exc:  # its text names line and column, never the value
+        raise ConfigError("config", f"{name} is not valid TOML: {shown(str(exc), limit=120)}") from None
     except UnicodeDecodeError:
-        raise ConfigError("config", f"{path} is not UTF-8 text") from None
+        raise ConfigError("config", f"{name} is not UTF-8 text") from None
     except RecursionError:
-        raise ConfigError("config", f"{path} is nested too deeply") from None
+        raise ConfigError("config", f"{name} is nested too deeply") from None
+    except ValueError:
+        # Python refuses int() of more than 4300 digits (CVE-2020-10735) inside tomllib.
+        raise ConfigError(_long_number_key(path), f"{name} holds a number too long to read "
+                                                  "(more than 4300 digits)") from None
     except OSError as exc:
-        raise ConfigError("config", f"cannot read {path}: {exc.strerror}") from None
+        raise ConfigError("config", f"cannot read {name}: {exc.strerror}") from None
     for section, body in doc.items():
         if section not in SECTIONS or not isinstance(body, dict):
-            raise ConfigError(section, f"unknown section; allowed: {', '.join(SECTIONS)}")
+            raise ConfigError(_key(section), f"unknown section; allowed: {', '.join(SECTIONS)}")
     return doc
+
+
+_SECTION_LINE = re.compile(r"^\s*\[\s*([A-Za-z0-9_.-]+)\s*\]")
+_LONG_NUMBER_LINE = re.compile(r"^\s*([A-Za-z0-9_-]+)\s*=\s*[+-]?[0-9_]{4301}")
+
+
+def _long_number_key(path: Path) -> str:
+    """Which setting holds the over-long number, when a plain ``key = 123...`` line does."""
+    section = ""
+    try:
+        text = path.read_text(encoding="utf-8", errors="replace")
+    except OSError:
+        return "config"
+    for line in text.splitlines():
+        if head := _SECTION_LINE.match(line):
+            section = head.group(1)
+        elif hit := _LONG_NUMBER_LINE.match(line):
+            return _key(f"{section}.{hit.group(1)}" if section else hit.group(1))
+    return "config"
+
+
+def _key(text: str) -> str:
+    """A key name from the file, for an error: a TOML key may be any string, even 10 kB."""
+    return text if re.fullmatch(r"[A-Za-z0-9_.-]{1,64}", text) else shown(text)
 
 
 def _section_values(section: str, cls: type, file_doc: Mapping[str, Any],
@@ -316,7 +403,8 @@ def _section_values(section: str, cls: type, file_doc: Mapping[str, Any],
     body = file_doc.get(section, {})
     names = {f.name for f in dataclasses.fields(cls)}
     for unknown in sorted(set(body) - names):
-        raise ConfigError(f"{section}.{unknown}", f"unknown setting; allowed: {', '.join(sorted(names))}")
+        raise ConfigError(_key(f"{section}.{unknown}"),
+                          f"unknown setting; allowed: {', '.join(sorted(names))}")
     values: dict[str, Any] = {}
     given: set[str] = set()
     for f in dataclasses.fields(cls):

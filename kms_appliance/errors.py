@@ -10,6 +10,29 @@ is decided in one place, :func:`kms_appliance.kms.calls.grpc_code`, and the
 
 from __future__ import annotations
 
+MAX_SHOWN = 64
+SECRET_SHOWN = "(a secret value, not shown)"  # noqa: S105 - the placeholder, not a secret
+
+
+def shown(value: object, *, secret: bool = False, limit: int = MAX_SHOWN) -> str:
+    """How every error message quotes a value an operator (or attacker) supplied.
+
+    Why one helper: a message is printed to a terminal, logged and kept by
+    journald. It must never carry a secret (an access key pasted in the wrong
+    setting is still a secret), never be a 10 kB value that floods the log,
+    and never pass a control character that rewrites the terminal or forges
+    a log line. Secrets are not shown at all; anything else is cut to
+    ``limit`` characters and escaped like ``repr``.
+    """
+    if secret:
+        return SECRET_SHOWN
+    if isinstance(value, int) and not isinstance(value, bool) and value.bit_length() > 4 * limit:
+        return f"(an integer of {value.bit_length()} bits)"  # str() of it may even raise
+    text = value if isinstance(value, str) else str(value)
+    if len(text) <= limit:
+        return repr(text)
+    return f"{text[:limit]!r}... ({len(text)} characters, cut)"
+
 
 class KmsError(Exception):
     """Base of every error the appliance raises on purpose."""
@@ -101,4 +124,5 @@ __all__ = [
     "Overloaded",
     "StartupError",
     "Throttled",
+    "shown",
 ]

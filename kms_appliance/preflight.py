@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING, TextIO
 
 from . import socketfs
 from .config import Config
-from .errors import BackendCorruption, ConfigError, KmsError, StartupError
+from .errors import BackendCorruption, ConfigError, KmsError, StartupError, shown
 from .metrics import Metrics
 
 if TYPE_CHECKING:
@@ -28,12 +28,19 @@ if TYPE_CHECKING:
 
 
 
+PASSING = ("pass", "warn")
+
+
+class Warned(Exception):
+    """A step passed with a warning; its text is the detail."""
+
+
 @dataclass(slots=True)
 class Result:
     """One line of the report."""
 
     name: str
-    status: str  # pass, fail, skip
+    status: str  # pass, warn (passes, but read the detail), fail, skip
     detail: str
 
 
@@ -46,7 +53,7 @@ class _Run:
         self.backend: KeyBackend | None = None
 
     def step(self, name: str, fn: Callable[[], str], needs: tuple[str, ...] = ()) -> None:
-        failed = [r.name for r in self.results if r.name in needs and r.status != "pass"]
+        failed = [r.name for r in self.results if r.name in needs and r.status not in PASSING]
         if failed:
             self.results.append(Result(name, "skip", f"needs {', '.join(failed)}"))
             return
@@ -56,6 +63,8 @@ class _Run:
             self.results.append(Result(name, "fail", exc.message))
         except OSError as exc:
             self.results.append(Result(name, "fail", f"{type(exc).__name__}: {exc.strerror}"))
+        except Warned as exc:
+            self.results.append(Result(name, "warn", str(exc)))
         else:
             self.results.append(Result(name, "pass", detail))
 
@@ -74,8 +83,27 @@ def _socket_dir(cfg: Config) -> str:
     directory = cfg.server.socket.parent
     if not directory.exists():
         return f"{directory} does not exist yet; serve will create it"
-    socketfs.check_socket_dir(directory, cfg.server.socket_group, create=False)
+    group = cfg.server.socket_group
+    socketfs.check_socket_dir(directory, group, create=False)
+    dir_fd = os.open(directory, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC)
+    try:
+        st = os.fstat(dir_fd)
+        if socketfs.group_fix_needed(dir_fd, cfg.server.socket, st, group):
+            return (f"{directory} is safe; serve will set it to mode 2750 in socket group "
+                    f"{shown(group)}, whose members cannot reach the socket today "
+                    f"(mode {st.st_mode & 0o7777:04o})")
+    finally:
+        os.close(dir_fd)
     return f"{directory} is safe"
+
+
+def _socket_parent(cfg: Config) -> str:
+    """Who could replace the socket directory (a warning: it is the operator's layout)."""
+    directory = cfg.server.socket.parent
+    reason = socketfs.parent_writable(directory)
+    if reason is not None:
+        raise Warned(reason)
+    return f"{directory.parent} is writable only by root or the plugin's user"
 
 
 def _round_trip(run: _Run) -> str:
@@ -123,6 +151,7 @@ def checks(cfg: Config) -> list[Result]:
     run = _Run(cfg)
     run.step("config", lambda: _config(cfg))
     run.step("socket_dir", lambda: _socket_dir(cfg))
+    run.step("socket_parent", lambda: _socket_parent(cfg))
     if cfg.server.backend == "akeyless":
         _akeyless_steps(run)
     else:
@@ -134,7 +163,7 @@ def checks(cfg: Config) -> list[Result]:
 
 def render(results: list[Result], as_json: bool) -> str:
     """The report as a table or JSON."""
-    ok = all(r.status == "pass" for r in results)
+    ok = all(r.status in PASSING for r in results)
     if as_json:
         doc = {"ok": ok, "checked_at": int(time.time()), "checks": [asdict(r) for r in results]}
         return json.dumps(doc, indent=2) + "\n"
@@ -149,4 +178,4 @@ def run(cfg: Config, as_json: bool, out: TextIO) -> int:
     """Run the preflight, write the report, return the exit status."""
     results = checks(cfg)
     out.write(render(results, as_json))
-    return 0 if all(r.status == "pass" for r in results) else 1
+    return 0 if all(r.status in PASSING for r in results) else 1

@@ -10,16 +10,21 @@ from __future__ import annotations
 
 import contextlib
 import errno
+import fcntl
 import grp
+import logging
 import os
 import socket
 import stat
 from collections.abc import Iterator
 from pathlib import Path
 
-from .errors import StartupError
+from .errors import StartupError, shown
 
+log = logging.getLogger(__name__)
 PROBE_TIMEOUT = 1.0
+# bind path (/proc/self/fd/N/name) -> fd holding the path's lock; released by remove().
+_LOCKS: dict[str, int] = {}
 
 
 def modes(group: str | None) -> tuple[int, int]:
@@ -35,7 +40,7 @@ def group_id(group: str | None) -> int | None:
     except KeyError:
         if group.isdigit():
             return int(group)
-        raise StartupError(f"socket group {group!r} does not exist") from None
+        raise StartupError(f"socket group {shown(group)} does not exist") from None
 
 
 def check_socket_dir(directory: Path, group: str | None, create: bool = True) -> None:
@@ -47,6 +52,8 @@ def check_socket_dir(directory: Path, group: str | None, create: bool = True) ->
             raise StartupError(f"socket directory {directory} does not exist") from None
         _create_dir(directory, group)
         return
+    except OSError as exc:  # ENOTDIR, EACCES, ELOOP on a component of the path
+        raise StartupError(f"socket directory {directory}: {exc.strerror}") from None
     if stat.S_ISLNK(st.st_mode):
         raise StartupError(f"socket directory {directory} is a symlink; refusing to follow it")
     check_dir_stat(directory, st, group)
@@ -68,10 +75,22 @@ def check_dir_stat(directory: Path, st: os.stat_result, group: str | None) -> No
 
 
 def _create_dir(directory: Path, group: str | None) -> None:
+    """mkdir with the final mode; a concurrent creator (another plugin starting) is not an error.
+
+    On EEXIST the directory someone else just made gets exactly the checks an
+    existing one gets: two plugins racing to start must end with one serving
+    and the other refusing cleanly, never with a FileExistsError traceback.
+    """
     dir_mode, _ = modes(group)
-    directory.parent.mkdir(mode=0o755, parents=True, exist_ok=True)
-    with umask(0o777 & ~dir_mode):
-        os.mkdir(directory, dir_mode)
+    try:
+        directory.parent.mkdir(mode=0o755, parents=True, exist_ok=True)
+        with umask(0o777 & ~dir_mode):
+            os.mkdir(directory, dir_mode)
+    except FileExistsError:
+        check_socket_dir(directory, group, create=False)
+        return
+    except OSError as exc:
+        raise StartupError(f"cannot create socket directory {directory}: {exc.strerror}") from None
     gid = group_id(group)
     if gid is not None:
         # setgid: the socket is born in the socket group, with no window in the primary group.
@@ -122,16 +141,142 @@ def prepare(path: Path, group: str | None) -> tuple[int, Path]:
     except OSError as exc:
         raise StartupError(f"cannot open socket directory {path.parent}: {exc.strerror}") from None
     try:
-        check_dir_stat(path.parent, os.fstat(dir_fd), group)
+        st = os.fstat(dir_fd)
+        check_dir_stat(path.parent, st, group)
+        open_to_group(dir_fd, path, st, group)
+        if reason := parent_writable(path.parent):
+            log.warning("%s", reason)
         bind_path = Path(f"/proc/self/fd/{dir_fd}") / path.name
+        _hold(bind_path, lock(dir_fd, path))
         try:
             clear_stale(bind_path)
         except StartupError as exc:  # name the configured path, not /proc/self/fd/N/<name>
             raise StartupError(exc.message.replace(os.fspath(bind_path), os.fspath(path))) from None
     except BaseException:
+        release(Path(f"/proc/self/fd/{dir_fd}") / path.name)
         os.close(dir_fd)
         raise
     return dir_fd, bind_path
+
+
+def lock_name(path: Path) -> str:
+    return f".{path.name}.lock"
+
+
+def lock(dir_fd: int, path: Path) -> int:
+    """Hold the socket path's lock (flock on ``.<name>.lock``) or refuse: one plugin per path.
+
+    Why: gRPC unlinks whatever sits at a UNIX socket path before it binds, so
+    two plugins that both found no live socket would both "serve", every one
+    but the last on a socket nobody can reach (28 of 40 racing starts did).
+    The lock decides the race; it dies with the process, so a crash leaves
+    nothing stale to clean.
+    """
+    name = lock_name(path)
+    flags = os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC
+    try:
+        fd = os.open(name, flags, 0o600, dir_fd=dir_fd)
+    except OSError as exc:
+        raise StartupError(f"cannot open lock file {path.parent / name}: {exc.strerror}") from None
+    if not stat.S_ISREG(os.fstat(fd).st_mode):
+        os.close(fd)
+        raise StartupError(f"lock file {path.parent / name} is not a regular file")
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError as exc:
+        os.close(fd)
+        if exc.errno in (errno.EWOULDBLOCK, errno.EAGAIN):
+            raise StartupError(f"another process is already serving on {path}") from None
+        raise StartupError(f"cannot lock {path.parent / name}: {exc.strerror}") from None
+    return fd
+
+
+def _hold(bind_path: Path, fd: int) -> None:
+    # A key still present belongs to a server whose directory fd was closed (its number was
+    # free to be reused): that lock is stale within this process.
+    release(bind_path)
+    _LOCKS[os.fspath(bind_path)] = fd
+
+
+def release(bind_path: Path) -> None:
+    """Let a successor start on this path (called once our socket is gone)."""
+    fd = _LOCKS.pop(os.fspath(bind_path), None)
+    if fd is not None:
+        os.close(fd)
+
+
+def group_blocked(st: os.stat_result, group: str | None) -> bool:
+    """True when members of the socket group cannot reach a socket in this directory."""
+    gid = group_id(group)
+    if gid is None or st.st_mode & 0o001:
+        return False
+    return not (st.st_mode & 0o010 and st.st_gid == gid)
+
+
+def open_to_group(dir_fd: int, path: Path, st: os.stat_result, group: str | None) -> None:
+    """Make an existing directory of ours what we would have created for ``socket_group``.
+
+    Why fix rather than refuse: ``socket_group`` says who may connect, and a
+    directory left 0700 by an earlier run without the setting (or by a
+    RuntimeDirectory default) silently defeats it: the plugin serves, and
+    every group member gets EACCES. A directory we own is ours to set to
+    2750 in the group (through the O_NOFOLLOW descriptor, so a swapped path
+    cannot redirect it). One owned by someone else, or holding anything but
+    our socket (``/root/kms.sock`` must not open /root to a group), is
+    refused with the reason.
+    """
+    gid = group_id(group)
+    if gid is None or not group_fix_needed(dir_fd, path, st, group):
+        return
+    dir_mode, _ = modes(group)
+    os.fchown(dir_fd, -1, gid)
+    os.fchmod(dir_fd, dir_mode | stat.S_ISGID)
+    log.warning("socket directory %s was mode %04o gid %d: set to %04o in socket group %s",
+                path.parent, stat.S_IMODE(st.st_mode), st.st_gid, dir_mode | stat.S_ISGID, shown(group))
+
+
+def group_fix_needed(dir_fd: int, path: Path, st: os.stat_result, group: str | None) -> bool:
+    """True if :func:`open_to_group` will change the directory; StartupError if it may not."""
+    if not group_blocked(st, group):
+        return False
+    directory = path.parent
+    problem = (f"socket directory {directory} (mode {stat.S_IMODE(st.st_mode):04o}, gid {st.st_gid}) "
+               f"keeps socket group {shown(group)} out")
+    if st.st_uid != os.geteuid():
+        raise StartupError(f"{problem}, and it is not ours to change: make it 2750 in that group")
+    ours = (path.name, lock_name(path))
+    others = [n for n in os.listdir(dir_fd) if n not in ours and not n.startswith(".kms-inner-")]
+    if others:
+        raise StartupError(f"{problem}, and it holds other files ({len(others)}), so it is not "
+                           "changed: make it 2750 in that group, or use a directory of its own")
+    return True
+
+
+def parent_writable(directory: Path) -> str | None:
+    """Why the socket directory's parent lets another user replace it, or None.
+
+    Whoever may write the parent can rename our directory away and put their
+    own in its place (before a restart, or between our check and our bind):
+    the apiserver then sends its DEKs to their socket. A sticky parent (like
+    /tmp) forbids renaming another user's entry, so it does not count.
+    """
+    parent = directory.parent
+    try:
+        st = parent.stat()
+    except OSError:
+        return None
+    mode = stat.S_IMODE(st.st_mode)
+    who = None
+    if st.st_uid not in (0, os.geteuid()):
+        who = f"its owner uid {st.st_uid}"
+    elif mode & 0o002 and not mode & stat.S_ISVTX:
+        who = "every user"
+    elif mode & 0o020 and not mode & stat.S_ISVTX and st.st_gid != 0:
+        who = f"group {st.st_gid}"
+    if who is None:
+        return None
+    return (f"the socket directory's parent {parent} (mode {mode:04o}) is writable by {who}, "
+            f"who can replace {directory.name}/ and receive the apiserver's DEKs: make it 0755 root")
 
 
 @contextlib.contextmanager
@@ -153,7 +298,10 @@ def finish_bind(path: Path, group: str | None) -> None:
 
 def remove(path: Path, inode: int | None) -> None:
     """Remove our socket at shutdown, but not one a successor has since bound."""
-    with contextlib.suppress(FileNotFoundError):
-        st = path.lstat()
-        if inode is None or st.st_ino == inode:
-            path.unlink()
+    try:
+        with contextlib.suppress(FileNotFoundError):
+            st = path.lstat()
+            if inode is None or st.st_ino == inode:
+                path.unlink()
+    finally:
+        release(path)

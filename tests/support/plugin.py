@@ -113,10 +113,10 @@ def keyring_init(path: Path) -> None:
 
 
 def start(workdir: Path, args: Sequence[str] = (), env: dict[str, str] | None = None,
-          keyring: Path | None = None, wait: bool = True) -> Plugin:
+          keyring: Path | None = None, wait: bool = True, socket_path: Path | None = None) -> Plugin:
     """Start ``serve`` with the local backend in ``workdir`` (created 0700)."""
     workdir.mkdir(mode=0o700, parents=True, exist_ok=True)
-    sock = workdir / "run" / "kms.sock"
+    sock = socket_path or workdir / "run" / "kms.sock"
     audit = workdir / "audit.log"
     port = free_port()
     if keyring is None:
