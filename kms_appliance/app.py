@@ -26,6 +26,7 @@ from .kms.v1 import V1Servicer
 from .kms.v2 import StatusWatcher, V2Servicer
 from .metrics import Metrics
 from .peercred import Peer
+from .refusals import RefusalThrottle, Report
 from .selfprobe import EVERY_AT_MOST, SelfProbe
 from .server import PluginServer
 from .threads import Supervisor
@@ -41,9 +42,10 @@ class App:
         self.cfg = cfg
         self.metrics = metrics or Metrics()
         self.threads = Supervisor(self.metrics.thread_restarts)
+        self.refusals = RefusalThrottle(self._report_refusal)  # records bounded, metric exact
         self.audit = AuditLog(cfg.observability.audit_log, cfg.observability.audit_flush_interval,
                               metrics=self.metrics, threads=self.threads)
-        self.backend: KeyBackend = backends.create(cfg, self.metrics)
+        self.backend: KeyBackend = backends.create(cfg, self.metrics, self.threads)
         st = self.backend.status()
         self.health = Health(self.backend, self.metrics, cfg.observability.health_interval)
         self.health.watch("threads", self.threads.problem, live=True)
@@ -55,7 +57,7 @@ class App:
         watcher = StatusWatcher(self._on_status_change)
         self.server = PluginServer(cfg.server, V2Servicer(served, calls, watcher),
                                    V1Servicer(served, calls), self._on_refuse,
-                                   self.metrics.connections.set)
+                                   self.metrics.connections.set, threads=self.threads)
         # Liveness means serving through the path kube-apiserver dials (docs/health.md).
         self.selfprobe = SelfProbe(cfg.server.socket)
         self.health.watch("socket", self.server.socket_problem, live=True)
@@ -122,6 +124,7 @@ class App:
                 log.info("stopping (%s)", _why(codes))
                 return
             self.health.tick()
+            self.refusals.flush()
             self.audit.flush()
             reload_pending |= bool(codes & {process.RELOAD, signal.SIGHUP})
             if reload_pending and time.monotonic() >= next_reload:
@@ -148,6 +151,7 @@ class App:
         self.threads.stopping.set()
         self.health.serving = False
         self.server.stop(self.cfg.server.grace_period)
+        self.refusals.flush(force=True)  # the records' counts now add up to the metric
         if self.http is not None:
             self.http.stop()
         self._event("shutdown")
@@ -185,10 +189,18 @@ class App:
                     key_version=key_version)
 
     def _on_refuse(self, peer: Peer, reason: str) -> None:
+        """Every refusal counted; records and log lines aggregated (kms_appliance/refusals.py)."""
         self.metrics.peer_refusals.labels(reason).inc()
-        self._event("peer_refused", outcome="refused", reason=reason, peer_pid=peer.pid,
-                    peer_uid=peer.uid, peer_gid=peer.gid)
-        log.warning("refused connection from pid %d uid %d: %s", peer.pid, peer.uid, reason)
+        self.refusals.refused(peer, reason)
+
+    def _report_refusal(self, r: Report) -> None:
+        self._event("peer_refused", outcome="refused", reason=r.reason, peer_pid=r.pid,
+                    peer_uid=r.uid, peer_gid=r.gid, count=r.count, seconds=round(r.seconds, 3))
+        if r.count == 1 and not r.seconds:
+            log.warning("refused connection from pid %d uid %d: %s", r.pid, r.uid, r.reason)
+        else:
+            log.warning("refused %d more connections from uid %d in %.0fs: %s (last pid %d)",
+                        r.count, r.uid, r.seconds, r.reason, r.pid)
 
     def _event(self, event: str, **fields: Any) -> None:
         st = self.backend.status()
