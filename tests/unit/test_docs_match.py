@@ -1,0 +1,77 @@
+"""The operator docs say what the code does (issue 15, item 5).
+
+Each test reads the doc and checks it against the code it describes, so a
+change to either side that makes them disagree fails here.
+"""
+
+from __future__ import annotations
+
+import re
+import stat
+from pathlib import Path
+
+import pytest
+
+from kms_appliance import config, errors, k8svalid, manifests, socketfs
+from kms_appliance.backends.akeyless import classify, keystate
+
+ROOT = Path(__file__).resolve().parents[2]
+DOCS = ROOT / "docs"
+
+
+def test_akeyless_error_table_labels_are_the_code_outcomes() -> None:
+    rows = re.findall(r"^\| `(\w+)`[^|]*\|[^|]*\| (\w+) \|$", (DOCS / "akeyless.md").read_text(), re.M)
+    assert len(rows) >= 6, rows
+    for name, label in rows:
+        cls = getattr(errors, name, None) or getattr(classify, name)
+        assert label == cls.outcome, f"docs/akeyless.md says {name} is {label!r}, the code says {cls.outcome!r}"
+
+
+def test_audit_log_key_id_example_is_what_the_akeyless_backend_emits() -> None:
+    doc = (DOCS / "audit-log.md").read_text()
+    examples = [line for line in doc.splitlines() if line.startswith('{"ts"') and '"backend":"akeyless"' in line]
+    assert examples
+    for line in examples:
+        key_id = re.search(r'"key_id":"([^"]*)"', line)
+        version = re.search(r'"key_version":"([^"]*)"', line)
+        assert key_id and version
+        item_id = key_id.group(1).split(":")[1]
+        assert key_id.group(1) == keystate.make_key_id(int(item_id), int(version.group(1)))
+    assert "`akeyless:<item_id>:<version>`" in doc
+
+
+# Measured: du -sb of $TMPDIR while dist/kms-appliance serves (staticx 57.3 MB + _MEI 50.1 MB).
+UNPACK_MEASURED_BYTES = 107_399_041
+
+
+@pytest.mark.parametrize("path", ["docs/deployment.md", "docs/binary.md", "kms_appliance/cli.py",
+                                  "kms_appliance/manifests.py", "Dockerfile.distroless", "README.md"])
+def test_no_stale_unpack_figure(path: str) -> None:
+    text = (ROOT / path).read_text()
+    assert not re.search(r"~\s*80\s*MB", text), f"{path} still says ~80 MB"
+
+
+def test_unpack_figure_and_sizes_agree() -> None:
+    figure = f"~{UNPACK_MEASURED_BYTES / 2**20:.0f} MiB"
+    for path in ("docs/deployment.md", "kms_appliance/cli.py", "kms_appliance/manifests.py",
+                 "Dockerfile.distroless"):
+        assert figure in (ROOT / path).read_text().replace("\n# ", " "), f"{path} lacks {figure}"
+    tmpfs = k8svalid.quantity("sizeLimit", manifests.UNPACK_SIZE_LIMIT)
+    assert UNPACK_MEASURED_BYTES < tmpfs <= k8svalid.quantity("request", manifests.MEMORY_REQUEST)
+    # podman's --tmpfs size=128m (docs, Dockerfile) is the same 128 MiB as the emptyDir's sizeLimit.
+    for path in ("docs/deployment.md", "Dockerfile.distroless"):
+        sizes = re.findall(r"size=(\d+)m\b", (ROOT / path).read_text())
+        assert sizes and all(int(s) * 2**20 == tmpfs for s in sizes), (path, sizes)
+
+
+def test_migration_doc_says_the_old_tmp_socket_is_refused() -> None:
+    cfg = config.load(env={"AKEYLESS_UNIX_SOCKET": "unix:///tmp/akeyless_kms_plugin.sock"},
+                      config_file=Path("/dev/null"), flags={"server.backend": "local"})
+    assert cfg.server.socket == Path("/tmp/akeyless_kms_plugin.sock")
+    st = Path("/tmp").stat()
+    assert st.st_mode & stat.S_IWOTH
+    with pytest.raises(errors.StartupError, match="writable by others"):
+        socketfs.check_dir_stat(Path("/tmp"), st, None)
+    migration = (DOCS / "akeyless.md").read_text().split("## Migration", 1)[1]
+    assert "/tmp/akeyless_kms_plugin.sock" in migration and "refused" in migration
+    assert "environment can stay as it is." not in migration.replace("\n", " ")
