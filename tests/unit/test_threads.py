@@ -9,6 +9,8 @@ from collections.abc import Callable
 import pytest
 
 from kms_appliance import threads
+from kms_appliance.backends.akeyless.auth import THREAD, Authenticator
+from kms_appliance.config import AkeylessSettings
 from kms_appliance.metrics import Metrics
 from kms_appliance.threads import Supervisor
 
@@ -117,3 +119,25 @@ def test_a_retired_thread_ends_normally_while_the_rest_run() -> None:
     assert _until(lambda: not sup.alive("component"))
     assert sup.problem() is None
     assert not sup.stopping.is_set()
+
+
+def test_the_akeyless_auth_thread_is_supervised(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Token renewal dying on an unexpected error would end in an outage at token expiry."""
+    metrics = Metrics()
+    sup = Supervisor(metrics.thread_restarts)
+    auth = Authenticator(AkeylessSettings(), None, metrics, "access_key", 1.0)  # type: ignore[arg-type]
+    calls: list[int] = []
+
+    def maintain() -> None:
+        calls.append(1)
+        if len(calls) == 1:
+            raise TypeError("an SDK surprise")
+
+    monkeypatch.setattr(auth, "_sleep_time", lambda failures: 0.01)
+    monkeypatch.setattr(auth, "_maintain", maintain)
+    auth.start(sup)
+    assert _until(lambda: len(calls) >= 3)
+    assert _restarts(metrics, THREAD) == 1
+    auth.close()
+    assert not sup.alive(THREAD)
+    assert sup.problem() is None
