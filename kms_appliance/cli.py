@@ -64,6 +64,7 @@ def _parser() -> argparse.ArgumentParser:
     _add_config_flags(e)
     e.add_argument("--kms-api", choices=("v1", "v2"), default="v2")
     e.add_argument("--timeout", default="3s", help="kms timeout, a positive Go duration (3s, 500ms, 1m30s)")
+    _add_output_flag(e)
     sp = sub.add_parser("static-pod", help="print a static pod manifest for a control-plane node")
     _add_config_flags(sp)
     sp.add_argument("--image", required=True, help="container image (distroless, Dockerfile.distroless)")
@@ -72,6 +73,7 @@ def _parser() -> argparse.ArgumentParser:
     sp.add_argument("--memory-limit", default="384Mi",
                     help="Kubernetes quantity, at least the 192Mi request; includes the ~102 MiB "
                          "in-memory unpack dir")
+    _add_output_flag(sp)
     c = sub.add_parser("check", help="preflight checks before pointing kube-apiserver here")
     _add_config_flags(c)
     c.add_argument("--json", action="store_true")
@@ -116,17 +118,43 @@ def cmd_keyring(args: argparse.Namespace) -> int:
     return 0
 
 
+def _add_output_flag(p: argparse.ArgumentParser) -> None:
+    p.add_argument("-o", "--output", type=Path, default=None,
+                   help="write FILE atomically (mode 0600) instead of stdout; untouched on error")
+
+
+def _emit(text: str, output: Path | None) -> None:
+    """Print a generated document, or put it at ``output`` in one rename.
+
+    Why not a shell redirect: ``> /etc/kubernetes/enc/encryption-config.yaml``
+    truncates the file before the generator runs, so a refused value still
+    leaves an empty file where kube-apiserver reads its configuration at the
+    next restart. With ``--output`` the old file stays until the new one is
+    complete.
+    """
+    if output is None:
+        sys.stdout.write(text)
+        return
+    from . import atomicfile  # noqa: PLC0415
+
+    try:
+        atomicfile.write(output, text.encode())
+    except OSError as exc:
+        raise ConfigError("--output", f"cannot write {atomicfile.show(output)}: "
+                                      f"{exc.strerror or type(exc).__name__}") from None
+
+
 def cmd_encryption_config(args: argparse.Namespace) -> int:
     cfg = load_config(args)
-    sys.stdout.write(manifests.encryption_config(cfg, args.kms_api, args.timeout))
+    _emit(manifests.encryption_config(cfg, args.kms_api, args.timeout), args.output)
     return 0
 
 
 def cmd_static_pod(args: argparse.Namespace) -> int:
     cfg = load_config(args)
     config_file = str(args.config or config.DEFAULT_CONFIG_FILE)
-    sys.stdout.write(manifests.static_pod(cfg, args.image, name=args.name, namespace=args.namespace,
-                                          config_file=config_file, memory_limit=args.memory_limit))
+    _emit(manifests.static_pod(cfg, args.image, name=args.name, namespace=args.namespace,
+                               config_file=config_file, memory_limit=args.memory_limit), args.output)
     return 0
 
 

@@ -82,3 +82,17 @@ def test_refuses_bad_kms_api_and_provider_name(tmp_path: Path) -> None:
     with pytest.raises(ConfigError) as err:
         manifests.encryption_config(bad)
     assert err.value.key == "--provider-name"
+
+
+def test_output_is_atomic_and_untouched_on_refusal(tmp_path: Path) -> None:
+    """A shell redirect would have emptied the file kube-apiserver reads; --output keeps it."""
+    out = tmp_path / "enc.yaml"
+    out.write_text("previous\n")
+    refused = _cli(tmp_path, "--timeout=abc", "--output", str(out))
+    assert refused.returncode == 2 and refused.stdout == ""
+    assert out.read_text() == "previous\n"
+    done = _cli(tmp_path, "--timeout=5s", "--output", str(out))
+    assert (done.returncode, done.stdout, done.stderr) == (0, "", "")
+    assert _values(out.read_text())["timeout"] == "5s"
+    assert out.stat().st_mode & 0o777 == 0o600
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["c.toml", "enc.yaml"]  # no temporary left

@@ -219,3 +219,14 @@ def test_cli_static_pod_accepts_kubernetes_quantities(tmp_path: Path, limit: str
     pod = parse(proc.stdout)
     assert pod["spec"]["containers"][0]["resources"]["limits"]["memory"] == limit
     assert (pod["metadata"]["name"], pod["metadata"]["namespace"]) == ("kms-1", "kms")
+
+
+def test_cli_static_pod_output_untouched_on_refusal(tmp_path: Path) -> None:
+    out = tmp_path / "manifests" / "kms-appliance.yaml"
+    out.parent.mkdir(mode=0o700)
+    out.write_text("previous\n")
+    assert_refused(run_cli(tmp_path, "static-pod", "--image", IMAGE, "--name", "A_B", "-o", str(out)), "--name")
+    assert out.read_text() == "previous\n"
+    proc = run_cli(tmp_path, "static-pod", "--image", IMAGE, "-o", str(out))
+    assert (proc.returncode, proc.stdout) == (0, "")
+    assert parse(out.read_text())["kind"] == "Pod"
