@@ -2,7 +2,7 @@
 # .ci/apt-packages, read only by CI, so `make test` on a fresh machine stopped
 # at the packaging stage). Included by the top-level Makefile.
 #
-#   make deps            everything `make test` needs (the targets below chain to it)
+#   make deps            everything `make test` needs (Debian packages, then a Go check for e2e)
 #   make deps-venv       what the virtualenv needs (make demo, make unit, ...)
 #   make deps-binary     the freezing toolchain (make binary)
 #   make deps-packaging  deb/rpm/image tooling and the packaging tests
@@ -28,11 +28,14 @@ DEPS_ALL := $(DEPS_VENV) $(DEPS_BINARY) $(DEPS_PACKAGING)
 # Go is only checked, not installed: Debian 12's golang is 1.19 and the e2e
 # build needs >= 1.26 (docs/e2e.md). Not needed when E2E_BIN_DIR is given or
 # the pinned components are already built in the cache.
-DEPS_E2E_BIN := $(or $(E2E_CACHE_DIR),.cache/e2e)/$(shell sed -n 's/^KUBERNETES_VERSION=//p' tests/e2e/versions.env)/bin
+DEPS_E2E_BIN = $(or $(E2E_CACHE_DIR),.cache/e2e)/$(shell sed -n 's/^KUBERNETES_VERSION=//p' tests/e2e/versions.env)/bin
 
-.PHONY: deps deps-venv deps-binary deps-packaging deps-go
+.PHONY: deps deps-apt deps-venv deps-binary deps-packaging deps-go
 
-deps: deps-go
+# apt first: as root the packages get installed even when Go is still missing.
+deps: deps-apt deps-go
+
+deps-apt:
 	@scripts/apt-deps.sh $(DEPS_ALL)
 
 deps-go:
