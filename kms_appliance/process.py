@@ -29,6 +29,7 @@ import logging
 import os
 import resource
 import select
+import shutil
 import signal
 import socket
 import sys
@@ -117,10 +118,23 @@ def watch_top(chain: Chain, stopping: Callable[[float], bool], on_gone: Callable
         if fd is not None:
             os.close(fd)
     log.warning("the binary's top process (pid %d) is gone: stopping now", chain.top)
+    _remove_bundle()
     on_gone()
     time.sleep(ORPHAN_GRACE)  # a quick graceful stop ends the process (exit_now) before this
     _flush_logs()
     os._exit(ORPHAN_EXIT)
+
+
+def _remove_bundle() -> None:
+    """Remove staticx's unpack directory, which its killed owner can no longer remove.
+
+    The running bootloader and this process keep their mapped files; nothing
+    reads the directory again (PyInstaller's own ``_MEI`` directory is removed
+    by its bootloader once we exit).
+    """
+    bundle = os.environ.get("STATICX_BUNDLE_DIR", "")
+    if os.path.basename(bundle.rstrip("/")).startswith("staticx-"):
+        shutil.rmtree(bundle, ignore_errors=True)
 
 
 def exit_now(code: int) -> None:

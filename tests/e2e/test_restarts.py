@@ -10,7 +10,9 @@ from __future__ import annotations
 
 import signal
 import time
+from pathlib import Path
 
+import grpc
 import pytest
 
 from tests.support.plugin import AUDIT_FLUSH_BOUND
@@ -18,7 +20,7 @@ from tests.support.plugin import AUDIT_FLUSH_BOUND
 from .cluster import Cluster
 from .encryption import encryption_config, identity, kms_v2, storage_prefix
 from .fixture_types import RecordTiming, StartApiServer, StartPlugin
-from .plugins import audit_records
+from .plugins import KmsPlugin, audit_records
 from .procs import wait_until
 from .workload import (
     create_secret,
@@ -35,6 +37,43 @@ KMS_HEALTH_TIMEOUT_S = 60.0
 # The apiserver caches a successful KMS v2 health check for 20 s; a /healthz
 # answer after that is backed by a fresh Status call on its own connection.
 KMS_HEALTH_CACHE_S = 20.0
+# issue 13: after kill -9 of the pid an operator sees, no process of the plugin remains within 1 s
+# (the frozen binary is three processes: staticx's and PyInstaller's bootloaders, then Python).
+KILLED_GONE_S = 1.0
+
+
+def process_tree(pid: int) -> list[int]:
+    """``pid`` and all its live descendants (read before a kill: orphans are re-parented)."""
+    found, todo = [], [pid]
+    while todo:
+        p = todo.pop()
+        found.append(p)
+        for task in Path(f"/proc/{p}/task").glob("*"):
+            try:
+                todo += [int(k) for k in (task / "children").read_text().split()]
+            except OSError:
+                continue
+    return found
+
+
+def running(pid: int) -> bool:
+    """In /proc and not a zombie (a zombie serves nothing and holds no socket)."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return False
+    return stat.rsplit(")", 1)[-1].split()[0] != "Z"
+
+
+def kill9_and_prove_gone(plugin: KmsPlugin) -> None:
+    """kill -9 the plugin's top process; its whole process tree must be gone and the socket dead
+    before anything restarts (an orphan left serving would make a restart look fine)."""
+    tree = process_tree(plugin.process.pid)
+    plugin.kill()
+    wait_until(lambda: not any(running(p) for p in tree), KILLED_GONE_S,
+               f"plugin processes {tree} gone after kill -9 of {tree[0]}", interval_s=0.02)
+    with pytest.raises(grpc.RpcError):
+        plugin.status()
 
 
 def kms_healthy(cluster: Cluster) -> bool:
@@ -104,7 +143,11 @@ class TestPluginRestart:
         before = {"before": create_secret(cluster, "before")}
         key_id = plugin.status().key_id
 
-        seconds = plugin.restart(sig)
+        if sig == signal.SIGKILL:
+            kill9_and_prove_gone(plugin)
+            seconds = plugin.start()
+        else:
+            seconds = plugin.restart(sig)
         record_timing(f"plugin restart ({sig.name}) to ok", seconds)
         assert plugin.status().key_id == key_id, "a restart must not change the key"
         # Outlive the health cache so the apiserver must reach the new process.

@@ -31,6 +31,7 @@ SENDERS = 2  # concurrent senders: signals keep arriving while a handler runs
 PICKUP_BOUND = 5.0  # one HUP is handled on the next loop turn (TICK 0.5 s); generous for CI
 GRACE = 2.0  # --grace-period for these tests
 STOP_BOUND = GRACE + 5.0
+IDLE_HTTP = 20
 
 
 def _flood(pid: int, count: int) -> float:
@@ -102,7 +103,8 @@ def test_serve_runs_without_core_dumps(tmp_path: Path) -> None:
 
 
 def test_call_in_flight_at_sigterm_completes(emu: Emulator, workdir: Path) -> None:
-    """A slow Encrypt (Akeyless answering after 1.5 s) in flight at SIGTERM: answered OK, exit 0."""
+    """A slow Encrypt (Akeyless answering after 1.5 s) in flight at SIGTERM, idle HTTP connections
+    closing meanwhile: the call is answered OK, exit 0, no traceback."""
     p = akplugin.start(workdir, akplugin.ak_env(emu), ["--grace-period", "10s"])
     client = Client(p.socket, timeout=30)
     try:
@@ -112,7 +114,15 @@ def test_call_in_flight_at_sigterm_completes(emu: Emulator, workdir: Path) -> No
         with ThreadPoolExecutor(1) as pool:
             pending = pool.submit(client.encrypt, b"\x02" * 32, "in-flight")
             assert emu.wait_for("encrypt", in_flight=1, timeout=10), "the call never reached Akeyless"
+            # Idle and half-sent HTTP connections open at SIGTERM, closed during the drain (the
+            # timing that aborted a stop): they must not disturb the stop nor print a traceback.
+            idle = [socket.create_connection(("127.0.0.1", p.http_port)) for _ in range(IDLE_HTTP)]
+            for conn in idle[: IDLE_HTTP // 2]:
+                conn.sendall(b"GET /metrics HTTP/1.1\r\nHost: x\r\n")
             p.proc.send_signal(signal.SIGTERM)
+            time.sleep(0.3)  # not an assertion: lets the stop begin before the connections close
+            for conn in idle:
+                conn.close()
             answer = pending.result(30)
         assert answer.ciphertext and answer.key_id
         rc = p.proc.wait(30)

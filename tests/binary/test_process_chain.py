@@ -1,0 +1,182 @@
+"""The frozen binary's three processes live and die together (issue 13, items 8 and 9).
+
+The static binary runs as staticx's bootloader -> PyInstaller's bootloader ->
+Python. ``kill -9`` of the pid an operator sees (the top one) used to orphan
+the other two, which kept the socket: a restarted plugin refused to start.
+Now Python dies with its parent (PR_SET_PDEATHSIG) and watches the top one
+(pidfd), and each bootloader exits when its child does. Also: the serving
+process has no core dumps and is not dumpable, and still serves as uid 65532.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+from tests.binary import sandbox
+from tests.support.kmsclient import Client
+
+pytestmark = pytest.mark.binary
+
+START_TIMEOUT = 60.0  # the machine is shared; start-up itself is measured in bench/startup.py
+GONE_BOUND = 1.0  # issue 13: no process of the plugin remains within 1 s of the kill
+CLEAN_BOUND = 10.0  # unpack directories removed (rm of ~100 MB on a loaded machine)
+
+
+@dataclass
+class Running:
+    proc: subprocess.Popen[bytes]
+    chain: list[int]  # [staticx bootloader, PyInstaller bootloader, python]
+    sock: Path
+    unpack: Path
+
+
+def _child(pid: int, timeout: float = 30) -> int:
+    """The one direct child of ``pid`` (each bootloader starts exactly one)."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        kids = [k for k in sandbox.descendants(pid) if _ppid(k) == pid]
+        if kids:
+            return kids[0]
+        time.sleep(0.02)
+    raise AssertionError(f"pid {pid} has no child")
+
+
+def _ppid(pid: int) -> int | None:
+    try:
+        return int(Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[-1].split()[1])
+    except (OSError, IndexError, ValueError):
+        return None
+
+
+def _alive(pid: int) -> bool:
+    """A pid still in /proc and not a zombie (a zombie holds no socket and runs nothing)."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return False
+    return stat.rsplit(")", 1)[-1].split()[0] != "Z"
+
+
+def _start(binary: Path, tmp: Path, run: Path, ring: Path) -> Running:
+    unpack = tmp / "unpack"
+    unpack.mkdir(exist_ok=True)
+    conf = tmp / "none.toml"
+    conf.touch()
+    env = {"PATH": "/usr/bin:/bin", "TMPDIR": str(unpack)}
+    proc = subprocess.Popen(
+        [str(binary), "serve", "--backend", "local", "--keyring", str(ring), "--socket",
+         str(run / "kms.sock"), "--http-listen", "", "--audit-log", "-", "--config", str(conf)],
+        stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, env=env)
+    sandbox.wait_serving(run / "kms.sock", proc, START_TIMEOUT)
+    middle = _child(proc.pid)
+    bottom = _child(middle)
+    return Running(proc, [proc.pid, middle, bottom], run / "kms.sock", unpack)
+
+
+def _kill_all(r: Running) -> None:
+    for pid in reversed(r.chain):
+        if _alive(pid):
+            os.kill(pid, signal.SIGKILL)
+    r.proc.wait(10)
+
+
+@pytest.fixture
+def ring(binary: Path, tmp_path: Path) -> Path:
+    path = tmp_path / "keyring.json"
+    subprocess.run([str(binary), "keyring", "init", str(path)], check=True, capture_output=True,
+                   timeout=60)
+    return path
+
+
+@pytest.fixture
+def run_dir(tmp_path: Path) -> Path:
+    run = tmp_path / "run"
+    run.mkdir(mode=0o700)
+    return run
+
+
+@pytest.fixture
+def plugin(binary: Path, tmp_path: Path, run_dir: Path, ring: Path) -> Iterator[Running]:
+    r = _start(binary, tmp_path, run_dir, ring)
+    try:
+        yield r
+    finally:
+        _kill_all(r)
+
+
+@pytest.mark.parametrize("level", [0, 1, 2], ids=["top-staticx", "middle-pyinstaller", "bottom-python"])
+def test_kill9_ends_the_whole_chain_and_a_restart_serves(
+        plugin: Running, level: int, binary: Path, tmp_path: Path, run_dir: Path, ring: Path) -> None:
+    """kill -9 of any one of the three: within 1 s none remains; a new plugin serves on the socket."""
+    chain = plugin.chain
+    killed_at = time.monotonic()
+    os.kill(chain[level], signal.SIGKILL)
+    if level == 0:
+        plugin.proc.wait(5)  # the operator's shell reaps what it started
+    while any(_alive(p) for p in chain) and time.monotonic() - killed_at < GONE_BOUND:
+        time.sleep(0.01)
+    left = [p for p in chain if _alive(p)]
+    took = time.monotonic() - killed_at
+    assert not left, f"still running {GONE_BOUND}s after kill -9 of {chain[level]}: {left} of {chain}"
+    plugin.proc.wait(5)
+
+    (tmp_path / "again").mkdir()
+    again = _start(binary, tmp_path / "again", run_dir, ring)
+    try:
+        client = Client(again.sock, timeout=10)
+        try:
+            assert client.status().healthz == "ok"
+        finally:
+            client.close()
+        again.proc.send_signal(signal.SIGTERM)
+        assert again.proc.wait(30) == 0
+    finally:
+        _kill_all(again)
+    print(f"chain gone {took:.3f} s after kill -9 of level {level}")
+
+
+def test_top_killed_leaves_no_unpacked_files(plugin: Running) -> None:
+    """After kill -9 of the top process, both unpack directories are removed (not leaked in TMPDIR)."""
+    os.kill(plugin.chain[0], signal.SIGKILL)
+    plugin.proc.wait(5)
+    deadline = time.monotonic() + CLEAN_BOUND
+    while list(plugin.unpack.iterdir()) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert list(plugin.unpack.iterdir()) == []
+
+
+def test_nonroot_serving_process_is_not_dumpable(binary: Path, keyring_file: Path, sock_dir: Path) -> None:
+    """As uid 65532 in the distroless sandbox: serves (its /proc/self/fd socket path still works),
+    RLIMIT_CORE is 0 and the process is not dumpable (its /proc files belong to root)."""
+    box = sandbox.Sandbox(binary, binds={sock_dir: "/run/kms", keyring_file.parent: "/var/lib/kms"})
+    proc, root = box.popen(["serve", "--socket", "/run/kms/kms.sock", "--http-listen", "",
+                            "--audit-log", "-", "--backend", "local", "--keyring",
+                            "/var/lib/kms/keyring.json"],
+                           stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    try:
+        sandbox.wait_serving(sock_dir / "kms.sock", proc, START_TIMEOUT)
+        client = Client(sock_dir / "kms.sock", timeout=10)
+        try:
+            assert client.status().healthz == "ok"
+        finally:
+            client.close()
+        inside = [p for p in sandbox.descendants(proc.pid)
+                  if sandbox.status_fields(p).get("Name") not in ("sh", "unshare", "setpriv", "env")]
+        python = next(p for p in inside if not sandbox.descendants(p))  # the leaf of the chain
+        assert sandbox.status_fields(python)["Uid"].split() == ["65532"] * 4
+        limits = Path(f"/proc/{python}/limits").read_text().splitlines()
+        core = next(line for line in limits if line.startswith("Max core file size"))
+        assert core.split()[4:6] == ["0", "0"], core
+        assert os.stat(f"/proc/{python}/environ").st_uid == 0, "dumpable: /proc files owned by 65532"
+    finally:
+        rc = sandbox.stop(proc)
+        root.rmdir()
+    assert rc == 0, proc.stderr.read()[-2000:] if proc.stderr else rc
