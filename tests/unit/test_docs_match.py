@@ -75,3 +75,15 @@ def test_migration_doc_says_the_old_tmp_socket_is_refused() -> None:
     migration = (DOCS / "akeyless.md").read_text().split("## Migration", 1)[1]
     assert "/tmp/akeyless_kms_plugin.sock" in migration and "refused" in migration
     assert "environment can stay as it is." not in migration.replace("\n", " ")
+
+
+def test_tmpdir_is_the_same_in_unit_image_pod_and_docs() -> None:
+    unit = (ROOT / "packaging" / "systemd" / "kms-appliance.service").read_text()
+    (unit_tmp,) = re.findall(r"^Environment=TMPDIR=(\S+)$", unit, re.M)
+    runtime_dirs = re.search(r"^RuntimeDirectory=(.*)$", unit, re.M)
+    assert runtime_dirs and unit_tmp.removeprefix("/run/") in runtime_dirs.group(1).split()
+    for doc in ("binary.md", "deployment.md"):
+        assert f"TMPDIR={unit_tmp}`" in (DOCS / doc).read_text(), doc
+    (image_tmp,) = re.findall(r"^ENV TMPDIR=(\S+)$", (ROOT / "Dockerfile.distroless").read_text(), re.M)
+    assert image_tmp == manifests.UNPACK_DIR
+    assert f"`TMPDIR={image_tmp}` in the image" in (DOCS / "deployment.md").read_text()
