@@ -8,7 +8,9 @@ a fresh channel (its own subchannel pool, so a fresh connection every time)
 and one Status call with a short deadline. A few consecutive failures fail
 /livez and kubelet or systemd restart the plugin. Status answers from held
 state, so the probe never reaches the backend; a backend outage is a
-readiness matter and Status still answers (``healthz`` says why).
+readiness matter and Status still answers (``healthz`` says why). A prompt
+RESOURCE_EXHAUSTED (``server.max_concurrent_rpcs`` reached by real load)
+counts as an answer: restarting a busy plugin would only drop its calls.
 """
 
 from __future__ import annotations
@@ -58,6 +60,8 @@ class SelfProbe:
             reply = stub.Status(v2_pb2.StatusRequest(), timeout=self._deadline)
         except grpc.RpcError as exc:
             code = exc.code() if isinstance(exc, grpc.Call) else None
+            if code == grpc.StatusCode.RESOURCE_EXHAUSTED:
+                return None  # it answered at once: overloaded is serving, a restart would not help
             return f"Status {code.name if code is not None else 'failed'}"
         except Exception as exc:  # a probe never kills the maintenance loop
             return f"Status raised {type(exc).__name__}"

@@ -171,11 +171,26 @@ class _Status(v2_pb2_grpc.KeyManagementServiceServicer):
     def __init__(self) -> None:
         self.release = threading.Event()
         self.wedged = False
+        self.answer = grpc.StatusCode.OK
 
-    def Status(self, request: object, context: object) -> v2_pb2.StatusResponse:  # noqa: N802
+    def Status(self, request: object, context: grpc.ServicerContext) -> v2_pb2.StatusResponse:  # noqa: N802
         if self.wedged:
             self.release.wait(5)
+        if self.answer != grpc.StatusCode.OK:
+            context.abort(self.answer, "no")
         return v2_pb2.StatusResponse(version="v2", healthz="ok", key_id="k")
+
+
+@contextlib.contextmanager
+def _grpc_server(path: Path, servicer: _Status) -> Iterator[None]:
+    server = grpc.server(futures.ThreadPoolExecutor(max_workers=2))
+    v2_pb2_grpc.add_KeyManagementServiceServicer_to_server(servicer, server)  # type: ignore[no-untyped-call]
+    server.add_insecure_port(f"unix:{path}")
+    server.start()
+    try:
+        yield
+    finally:
+        server.stop(None)
 
 
 class TestSelfProbe:
@@ -188,14 +203,22 @@ class TestSelfProbe:
         probe.probe()
         assert "UNAVAILABLE" in (probe.problem() or "")
 
+    def test_overloaded_is_serving_an_error_is_not(self, tmp_path: Path) -> None:
+        path = tmp_path / "kms.sock"
+        servicer = _Status()
+        with _grpc_server(path, servicer):
+            probe = SelfProbe(path, deadline=2, failures_before_dead=1)
+            servicer.answer = grpc.StatusCode.RESOURCE_EXHAUSTED
+            probe.probe()
+            assert probe.problem() is None, "max_concurrent_rpcs reached by real load is not death"
+            servicer.answer = grpc.StatusCode.INTERNAL
+            probe.probe()
+            assert "INTERNAL" in (probe.problem() or "")
+
     def test_wedged_then_answering(self, tmp_path: Path) -> None:
         path = tmp_path / "kms.sock"
         servicer = _Status()
-        server = grpc.server(futures.ThreadPoolExecutor(max_workers=2))
-        v2_pb2_grpc.add_KeyManagementServiceServicer_to_server(servicer, server)  # type: ignore[no-untyped-call]
-        server.add_insecure_port(f"unix:{path}")
-        server.start()
-        try:
+        with _grpc_server(path, servicer):
             probe = SelfProbe(path, deadline=0.3, failures_before_dead=2)
             probe.probe()
             assert probe.failures == 0
@@ -207,5 +230,3 @@ class TestSelfProbe:
             servicer.release.set()
             probe.probe()
             assert probe.problem() is None
-        finally:
-            server.stop(None)
