@@ -27,7 +27,8 @@ from .errors import ConfigError
 PATH_MAX = 4096  # bytes, including the terminating NUL (Linux)
 NAME_MAX = 255  # bytes per component
 SHOWN = 120  # longest path quoted in a message
-_DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
+# O_PATH: walking through a directory needs only search (x) permission, as path resolution does.
+_WALK_FLAGS = os.O_PATH | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
 
 
 class UnsafePath(OSError):
@@ -63,23 +64,24 @@ def open_dir(directory: Path) -> int:
     Raises ``UnsafePath`` for a symlinked or non-directory component and
     plain ``OSError`` (ENOENT, EACCES, ...) for the rest; the caller closes the fd.
     """
-    fd = os.open("/", _DIR_FLAGS)
+    fd = os.open("/", _WALK_FLAGS)
     walked = Path("/")
     try:
         for part in Path(os.path.abspath(directory)).parts[1:]:
             walked = walked / part
             try:
-                nfd = os.open(part, _DIR_FLAGS, dir_fd=fd)
+                nfd = os.open(part, _WALK_FLAGS, dir_fd=fd)
             except OSError as exc:
                 if exc.errno in (errno.ELOOP, errno.ENOTDIR):
                     raise _not_a_directory(walked, fd, part) from None
                 raise
             os.close(fd)
             fd = nfd
-    except BaseException:
+        # The last one for real (fsync needs it): "." of a descriptor follows nothing.
+        last = os.open(".", os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC, dir_fd=fd)
+    finally:
         os.close(fd)
-        raise
-    return fd
+    return last
 
 
 def _not_a_directory(walked: Path, parent_fd: int, part: str) -> UnsafePath:
