@@ -46,6 +46,12 @@ log = logging.getLogger("kms_appliance.peercred")
 _UCRED = struct.Struct("3i")
 _CHUNK = 256 * 1024
 THREAD = "peer-gate"
+# Accept loops on the one listener. A refused peer that connects in a loop keeps the
+# kernel's accept queue full unless the gate drains it faster than the peer connects,
+# and a new connection of an allowed peer finds a full queue refused (EAGAIN). Each
+# refusal is a few syscalls (which release the GIL) and a little Python: two loops
+# overlap one's syscalls with the other's Python and drain more per second.
+ACCEPTORS = 2
 # accept() failing for want of resources: back off between these bounds (doubling).
 BACKOFF_MIN, BACKOFF_MAX = 0.01, 0.5
 _EXHAUSTED = frozenset({errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM})
@@ -185,12 +191,14 @@ class PeerGate:
         self._threads = threads or Supervisor()
         self._own_pid = os.getpid()
         self._open: set[_Relay] = set()
+        self._admitting = 0  # slots taken by admissions in progress (the loops run in parallel)
         self._lock = threading.Lock()
         self._closing = False
         self._wake = threading.Event()  # cuts a backoff short when accepting stops
 
     def start(self) -> None:
-        self._threads.start(THREAD, self._accept_loop, restart=True)
+        for i in range(ACCEPTORS):
+            self._threads.start(f"{THREAD}-{i}", self._accept_loop, restart=True)
 
     def _accept_loop(self) -> None:
         delay = 0.0
@@ -232,13 +240,20 @@ class PeerGate:
             except Exception as exc:
                 quiet.warning("refuse-sink", "reporting a refusal failed (%s)", type(exc).__name__)
             return
-        upstream = self._connect_inner(conn)
-        if upstream is None:
-            return
-        relay = _Relay(conn, upstream, self._finished)
-        with self._lock:
-            self._open.add(relay)
-            count = len(self._open)
+        relay = None
+        try:
+            upstream = self._connect_inner(conn)
+            if upstream is None:
+                return
+            relay = _Relay(conn, upstream, self._finished)
+            with self._lock:
+                self._open.add(relay)
+                self._admitting -= 1
+                count = len(self._open)
+        finally:
+            if relay is None:
+                with self._lock:
+                    self._admitting -= 1
         self._count(count)
         relay.start()  # from here the relay owns both ends and releases its slot
 
@@ -267,8 +282,9 @@ class PeerGate:
         if peer.uid not in self._allowed and peer.pid != self._own_pid:
             return "uid_not_allowed"
         with self._lock:
-            if len(self._open) >= self._max:
+            if len(self._open) + self._admitting >= self._max:
                 return "connection_limit"
+            self._admitting += 1  # the slot is ours until _admit has a relay or gave up
         return ""
 
     def _finished(self, relay: _Relay) -> None:
@@ -286,7 +302,8 @@ class PeerGate:
 
     def stop_accepting(self) -> None:
         self._closing = True
-        self._threads.retire(THREAD)
+        for i in range(ACCEPTORS):
+            self._threads.retire(f"{THREAD}-{i}")
         self._wake.set()
         with contextlib.suppress(OSError):
             self._listener.shutdown(socket.SHUT_RDWR)

@@ -262,3 +262,16 @@ def test_no_thread_for_a_pump_releases_the_slot(monkeypatch: pytest.MonkeyPatch)
     assert a.fileno() == -1 and c.fileno() == -1
     b.close()
     d.close()
+
+
+def test_parallel_accept_loops_never_admit_beyond_the_limit(gate_of: Callable[..., _Gate]) -> None:
+    g = gate_of(max_connections=4)
+    g.gate.start()
+    conns = [g.connect() for _ in range(40)]
+    try:
+        assert _until(lambda: len(g.refused) == 36)
+        assert max(g.counts) == 4
+    finally:
+        for s in conns:
+            s.close()
+    assert _until(lambda: g.counts[-1:] == [0])
