@@ -439,12 +439,35 @@ def _open_in(dfd: int, path: Path) -> int:
             raise StartupError(f"{KEY}: {shown} is a symlink or a FIFO; refusing to open it") from None
         raise StartupError(f"{KEY}: cannot open {shown}: {exc.strerror}") from None
     try:
-        _check_file(shown, os.fstat(fd))
+        st = os.fstat(fd)
+        _check_file(shown, st)
         os.set_blocking(fd, True)
+        _end_with_newline(dfd, path.name, fd, st)
     except BaseException:
         os.close(fd)
         raise
     return fd
+
+
+def _end_with_newline(dfd: int, name: str, fd: int, st: os.stat_result) -> None:
+    """A line torn by a failed write (disk full) or a kill -9 is ended before the next record.
+
+    Otherwise the first record after the reopen or restart would be glued
+    to the torn tail and both lost to a line-by-line reader.
+    """
+    if st.st_size == 0:
+        return
+    try:
+        rfd = os.open(name, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC, dir_fd=dfd)
+    except OSError:
+        return  # write-only for us: leave the tail as it is
+    try:
+        rst = os.fstat(rfd)
+        same = (rst.st_dev, rst.st_ino) == (st.st_dev, st.st_ino)
+        if same and os.pread(rfd, 1, st.st_size - 1) not in (b"\n", b""):
+            os.write(fd, b"\n")
+    finally:
+        os.close(rfd)
 
 
 def _check_file(shown: str, st: os.stat_result) -> None:

@@ -187,6 +187,20 @@ def test_write_failure_drops_counts_and_reopens(tmp_path: Path, fast_retry: None
         log.close()
 
 
+def test_a_torn_last_line_is_ended_before_the_next_record(tmp_path: Path) -> None:
+    """A disk that filled up (or a kill -9) mid-record must not cost the next record too."""
+    path = tmp_path / "audit.log"
+    path.write_text('{"uid":"whole"}\n{"uid":"to')
+    path.chmod(0o600)
+    log = AuditLog(str(path), flush_interval=0)
+    try:
+        log.event(event="encrypt", uid="next")
+    finally:
+        log.close()
+    lines = path.read_text().splitlines()
+    assert lines[1] == '{"uid":"to' and json.loads(lines[2])["uid"] == "next"
+
+
 def test_sighup_retries_a_refused_reopen_every_time(tmp_path: Path) -> None:
     """A FIFO (or anything not a regular file) planted after rotation is refused, never opened."""
     path = tmp_path / "audit.log"
