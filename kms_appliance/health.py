@@ -155,6 +155,7 @@ def bind(listen: tuple[str, int]) -> socket.socket:
     try:
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         sock.bind(addr)
+        sock.listen(BACKLOG)  # early probes wait in the backlog until start(), not refused
     except OSError as exc:
         sock.close()
         if exc.errno == errno.EADDRINUSE:
