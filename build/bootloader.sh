@@ -6,7 +6,10 @@
 # "Failed to create temporary directory in /tmp: Read-only file system" and a
 # noexec one as "Failed to execv() ...: Permission denied"; the patch makes
 # both one line that says to set TMPDIR (and detects noexec up front with
-# statvfs). Nothing else changes. Usage: bootloader.sh VENV OUTFILE
+# statvfs). It also forwards SIGHUP to its child as it does SIGINT and SIGTERM:
+# stock staticx dies of a SIGHUP (systemd's ExecReload sends it to $MAINPID,
+# this process) and the server then stops with it (kms_appliance/process.py).
+# Nothing else changes. Usage: bootloader.sh VENV OUTFILE
 set -euo pipefail
 cd "$(dirname "$0")/.."
 VENV=$1 OUT=$2

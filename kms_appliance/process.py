@@ -18,7 +18,7 @@ Why each piece:
   bytecodes, possibly while that thread holds a lock (``Event.set()`` there
   deadlocked on a burst of SIGHUPs). :class:`Wakeup` installs handlers that
   take no lock and do no I/O; the C-level handler writes the signal number to
-  a socketpair (``signal.set_wakeup_fd``) that the maintenance loop polls.
+  a pipe (``signal.set_wakeup_fd``) that the maintenance loop polls.
 """
 
 from __future__ import annotations
@@ -31,9 +31,9 @@ import resource
 import select
 import shutil
 import signal
-import socket
 import sys
 import time
+import weakref
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -157,31 +157,37 @@ class Wakeup:
     """
 
     def __init__(self) -> None:
-        self._rx, self._tx = socket.socketpair()
-        self._rx.setblocking(False)
-        self._tx.setblocking(False)
-        self._stopping = False  # set by the handler itself: a second SIGINT then forces exit
+        # A pipe, not a socketpair: 64 KiB of one-byte codes (a socket buffer counts ~1 KiB per
+        # send and fills after a few hundred). Closed when the object goes, never before.
+        self._rx, self._tx = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
+        weakref.finalize(self, _close, self._rx, self._tx)
+        self._stop_signal = 0  # set by the handler itself: never lost, even with a full pipe
 
     def notify(self, code: int) -> None:
-        """Wake the loop with ``code``; a full buffer already holds a pending wake-up."""
-        with contextlib.suppress(BlockingIOError, OSError):
-            self._tx.send(bytes([code]))
+        """Wake the loop with ``code``; a full pipe already holds a pending wake-up (callers that
+        must not be lost, like a stop request, also set a flag the loop reads)."""
+        with contextlib.suppress(OSError):
+            os.write(self._tx, bytes([code]))
 
     def wait(self, timeout: float) -> set[int]:
-        """Every code received within ``timeout`` (at once if some are pending), bursts coalesced."""
-        if not _readable(self._rx.fileno(), timeout):
-            return set()
+        """Every code received within ``timeout`` (at once if some are pending), bursts coalesced.
+
+        A SIGTERM/SIGINT is reported even if its byte found the pipe full.
+        """
         codes: set[int] = set()
-        with contextlib.suppress(BlockingIOError, InterruptedError):
-            while chunk := self._rx.recv(4096):
-                codes.update(chunk)
+        if _readable(self._rx, timeout):
+            with contextlib.suppress(BlockingIOError, InterruptedError):
+                while chunk := os.read(self._rx, 65536):
+                    codes.update(chunk)
+        if self._stop_signal:
+            codes.add(self._stop_signal)
         return codes
 
     @contextlib.contextmanager
     def signals(self) -> Iterator[None]:
-        """SIGTERM/SIGINT/SIGHUP go to the wake-up socket; a second SIGINT while stopping exits at once."""
+        """SIGTERM/SIGINT/SIGHUP go to the wake-up pipe; a second SIGINT while stopping exits at once."""
         old = {sig: signal.signal(sig, self._handler) for sig in HANDLED}
-        old_fd = signal.set_wakeup_fd(self._tx.fileno(), warn_on_full_buffer=False)
+        old_fd = signal.set_wakeup_fd(self._tx, warn_on_full_buffer=False)
         try:
             yield
         finally:
@@ -191,14 +197,20 @@ class Wakeup:
 
     def _handler(self, signum: int, frame: FrameType | None) -> None:
         # Runs between two bytecodes of the main thread, maybe inside a held lock: no lock, no
-        # logging, no I/O. The C-level handler has already written ``signum`` to the socket.
-        if signum == signal.SIGINT and self._stopping:
+        # logging, no I/O. The C-level handler has already written ``signum`` to the pipe.
+        if signum == signal.SIGINT and self._stop_signal:
             os._exit(130)
         if signum != signal.SIGHUP:
-            self._stopping = True
+            self._stop_signal = signum
 
 
 # ---- helpers ---------------------------------------------------------------------------------
+
+def _close(*fds: int) -> None:
+    for fd in fds:
+        with contextlib.suppress(OSError):
+            os.close(fd)
+
 
 def _prctl(option: int, arg: int) -> int:
     libc: Any = ctypes.CDLL(None, use_errno=True)

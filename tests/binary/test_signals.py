@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import signal
 import subprocess
+import time
 from pathlib import Path
 
 import pytest
@@ -50,3 +51,46 @@ def test_sigterm_clean_exit_removes_socket(binary: Path, tmp_path: Path) -> None
     assert not sock.exists()
     assert "Traceback" not in err
     assert list(unpack.iterdir()) == [], "unpacked files left behind in TMPDIR"
+
+
+def test_sighup_to_outermost_process_reloads_and_keeps_serving(binary: Path, tmp_path: Path) -> None:
+    """SIGHUP to the pid an operator sees (systemd's ExecReload: ``kill -HUP $MAINPID``) reaches
+    Python through both bootloaders: the rotated key is picked up, nothing dies, SIGTERM exits 0.
+    Stock staticx died of it (orphaning the server, which now stops with its ancestors)."""
+    run, unpack = tmp_path / "run", tmp_path / "unpack"
+    run.mkdir(mode=0o700)
+    unpack.mkdir()
+    sock, ring, conf = run / "kms.sock", tmp_path / "keyring.json", tmp_path / "none.toml"
+    conf.touch()
+    subprocess.run([str(binary), "keyring", "init", str(ring)], check=True, capture_output=True,
+                   timeout=60)
+    env = {"PATH": "/usr/bin:/bin", "TMPDIR": str(unpack)}
+    proc = subprocess.Popen(
+        [str(binary), "serve", "--backend", "local", "--keyring", str(ring), "--socket", str(sock),
+         "--http-listen", "", "--audit-log", "-", "--config", str(conf)],
+        stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, env=env)
+    try:
+        sandbox.wait_serving(sock, proc, 60)
+        client = Client(sock, timeout=10)
+        try:
+            old = client.status().key_id
+            subprocess.run([str(binary), "keyring", "rotate", str(ring)], check=True,
+                           capture_output=True, timeout=60, env=env)
+            for _ in range(100):
+                proc.send_signal(signal.SIGHUP)
+            deadline = time.monotonic() + 10
+            while client.status().key_id == old and time.monotonic() < deadline:
+                time.sleep(0.05)
+            assert client.status().key_id != old, "the rotation was not picked up"
+            assert proc.poll() is None, "the outermost process died of SIGHUP"
+        finally:
+            client.close()
+        proc.send_signal(signal.SIGTERM)
+        rc = proc.wait(30)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait(5)
+    err = proc.stderr.read().decode(errors="replace") if proc.stderr else ""
+    assert rc == 0, err
+    assert "Traceback" not in err
