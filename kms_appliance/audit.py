@@ -422,6 +422,33 @@ def open_file(path: Path) -> int:
         os.close(dfd)
 
 
+def check(target: str) -> str:
+    """``kms-appliance check``: what ``open_file`` would refuse, without creating anything.
+
+    (Creating the file here, perhaps as root, would leave one the plugin's
+    own user is then refused.)
+    """
+    if target == "-":
+        return "stdout"
+    path = atomicfile.check_path(KEY, target)
+    try:
+        dfd = atomicfile.open_checked_dir(path.parent)
+    except FileNotFoundError:
+        raise ConfigError(KEY, f"directory {atomicfile.show(path.parent)} does not exist") from None
+    except atomicfile.UnsafePath as exc:
+        raise StartupError(f"{KEY}: {exc.strerror}") from None
+    try:
+        if not path.name:
+            raise ConfigError(KEY, f"{atomicfile.show(path)} is a directory; give a file path")
+        try:
+            _check_file(atomicfile.show(path), os.stat(path.name, dir_fd=dfd, follow_symlinks=False))
+        except FileNotFoundError:
+            return f"{atomicfile.show(path)} does not exist yet; serve creates it (0600)"
+    finally:
+        os.close(dfd)
+    return f"{atomicfile.show(path)} is a regular file of ours in a safe directory"
+
+
 def _open_in(dfd: int, path: Path) -> int:
     shown = atomicfile.show(path)
     if not path.name:

@@ -18,7 +18,7 @@ from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from typing import TYPE_CHECKING, TextIO
 
-from . import socketfs
+from . import audit, socketfs
 from .config import Config
 from .errors import BackendCorruption, ConfigError, KmsError, StartupError, shown
 from .metrics import Metrics
@@ -152,6 +152,7 @@ def checks(cfg: Config) -> list[Result]:
     run.step("config", lambda: _config(cfg))
     run.step("socket_dir", lambda: _socket_dir(cfg))
     run.step("socket_parent", lambda: _socket_parent(cfg))
+    run.step("audit_log", lambda: audit.check(cfg.observability.audit_log))
     if cfg.server.backend == "akeyless":
         _akeyless_steps(run)
     else:

@@ -13,7 +13,9 @@ from pathlib import Path
 
 import pytest
 
+from kms_appliance import config, preflight
 from kms_appliance.audit import AuditGate, AuditLog, CallLines, line
+from kms_appliance.audit import check as audit_check
 from kms_appliance.backends.base import KeyStatus, Wrapped
 from kms_appliance.errors import BackendUnavailable, ConfigError, StartupError
 from kms_appliance.metrics import Metrics
@@ -333,3 +335,16 @@ def test_call_line_cache_stays_bounded() -> None:
     for i in range(CallLines.MAX_CACHED + 10):  # a caller can send any key_id to Decrypt
         lines.ok(0.0, 0.0, "v2", "decrypt", "u", f"foreign/{i}", "1", "", None)
     assert len(lines._parts) <= CallLines.MAX_CACHED
+
+
+def test_preflight_reports_an_unsafe_audit_path_without_creating_anything(tmp_path: Path) -> None:
+    os.mkfifo(tmp_path / "fifo", 0o600)
+    with pytest.raises(StartupError, match="FIFO"):
+        audit_check(str(tmp_path / "fifo"))
+    assert "does not exist yet" in audit_check(str(tmp_path / "audit.log"))
+    assert not (tmp_path / "audit.log").exists()
+    cfg = config.load(flags={"observability.audit_log": str(tmp_path / "fifo"),
+                             "server.backend": "local", "local.keyring": str(tmp_path / "k.json")},
+                      env={}, config_file=None)
+    result = {r.name: r for r in preflight.checks(cfg)}["audit_log"]
+    assert result.status == "fail" and "FIFO" in result.detail
