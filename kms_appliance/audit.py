@@ -217,13 +217,17 @@ class AuditLog:
             out = self._out
             if out is None:
                 self._drop(lines.count("\n"))
-            else:
-                self._unflushed += lines.count("\n")
+            elif self._flusher is None:  # written through at once: counted only if lost
                 try:
                     out.write(lines)
-                    if self._flusher is None:
-                        out.flush()
-                        self._unflushed = 0
+                    out.flush()
+                except (OSError, ValueError) as exc:
+                    self._unflushed += lines.count("\n")
+                    self._write_failed(exc)
+            else:
+                self._unflushed += lines.count("\n")  # what a failed flush would lose
+                try:
+                    out.write(lines)
                 except (OSError, ValueError) as exc:
                     self._write_failed(exc)
         if self._flusher is not None and threading.current_thread() is not self._flusher:
