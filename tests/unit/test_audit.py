@@ -229,6 +229,32 @@ def test_sighup_retries_a_refused_reopen_every_time(tmp_path: Path) -> None:
         log.close()
 
 
+def test_logrotate_create_with_the_wrong_owner_is_refused_then_picked_up(tmp_path: Path) -> None:
+    """`create 0600 nobody nobody`: refused on SIGHUP (records stay in the rotated file), then fixed."""
+    if os.geteuid() != 0:
+        pytest.skip("needs root to chown")
+    owner = 65534
+    path = tmp_path / "audit.log"
+    log = AuditLog(str(path), flush_interval=0)
+    try:
+        path.rename(tmp_path / "audit.log.1")
+        path.touch(mode=0o600)
+        os.chown(path, owner, owner)
+        log.reopen()
+        log.flush()
+        assert f"owned by uid {owner}" in (log.problem() or "")
+        log.event(event="encrypt", uid="kept")
+        assert [r["uid"] for r in _lines(tmp_path / "audit.log.1")] == ["kept"]
+        os.chown(path, os.geteuid(), os.getegid())
+        log.reopen()
+        log.flush()
+        assert log.problem() is None
+        log.event(event="encrypt", uid="new")
+        assert [r["uid"] for r in _lines(path)] == ["new"]
+    finally:
+        log.close()
+
+
 def test_gate_refuses_calls_while_records_are_lost(tmp_path: Path) -> None:
     class Backend:
         name, refresh_interval = "local", 5.0
