@@ -21,10 +21,11 @@ FORBIDDEN_TOPLEVEL: frozenset[str] = frozenset({
     "ensurepip", "venv",
 })
 
-# Modules the analysis would otherwise drag in through optional imports.
+# Modules the analysis would otherwise drag in through optional imports
+# (profile/pstats: waitress.profile(), a debugging helper the plugin never calls).
 EXCLUDES: tuple[str, ...] = tuple(sorted(FORBIDDEN_TOPLEVEL | {
     "unittest", "doctest", "pdb", "pydoc", "xmlrpc", "curses", "sqlite3", "_sqlite3",
-    "readline", "lzma", "_lzma", "bz2", "_bz2",
+    "readline", "lzma", "_lzma", "bz2", "_bz2", "profile", "pstats", "cProfile",
 }))
 
 
