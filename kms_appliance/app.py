@@ -59,7 +59,7 @@ class App:
                                    V1Servicer(served, calls), self._on_refuse,
                                    self.metrics.connections.set, threads=self.threads)
         # Liveness means serving through the path kube-apiserver dials (docs/health.md).
-        self.selfprobe = SelfProbe(cfg.server.socket)
+        self.selfprobe = SelfProbe(cfg.server.socket, gauge=self.metrics.self_probe_failures)
         self.health.watch("socket", self.server.socket_problem, live=True)
         self.health.watch("self-probe", self.selfprobe.problem, live=True)
         self.http: HealthHttpServer | None = None

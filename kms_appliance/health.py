@@ -30,7 +30,7 @@ import time
 from collections.abc import Callable, Iterable
 from wsgiref.types import StartResponse, WSGIApplication, WSGIEnvironment
 
-from prometheus_client import make_wsgi_app
+from prometheus_client import Counter, make_wsgi_app
 from waitress import wasyncore
 from waitress.adjustments import Adjustments
 from waitress.channel import HTTPChannel
@@ -244,7 +244,7 @@ class _Listener(TcpWSGIServer):  # type: ignore[misc]
     channel_class = _Channel
     next_channel_cleanup = 0.0
     paused_until = 0.0
-    evicted = 0
+    evictions: Counter | None = None
     _warned_at = -math.inf
 
     def readable(self) -> bool:
@@ -261,7 +261,8 @@ class _Listener(TcpWSGIServer):  # type: ignore[misc]
         if not idle:
             return False  # every slot is answering a request: they end within milliseconds
         min(idle, key=lambda c: c.last_activity).will_close = True
-        self.evicted += 1
+        if self.evictions is not None:
+            self.evictions.inc()
         return True
 
     def maintenance(self, now: float) -> None:
@@ -330,6 +331,7 @@ class HealthHttpServer:
         workers.set_thread_count(WORKERS)
         self._listener = _Listener(wsgi_app(self.health, self.metrics), map={}, _sock=sock,
                                    dispatcher=workers, adj=adj, bind_socket=False, sockinfo=sockinfo)
+        self._listener.evictions = self.metrics.http_evictions
         threads.start("http", self._run)
 
     def _run(self) -> None:

@@ -64,6 +64,12 @@ class Metrics:
         self.audit_records_dropped = Counter("kms_appliance_audit_records_dropped",
                                              "Audit records lost because the audit log could not "
                                              "be written", registry=r)
+        self.self_probe_failures = Gauge("kms_appliance_self_probe_failures",
+                                         "Consecutive failed Status calls through the plugin's own "
+                                         "socket path (3 fail /livez)", registry=r)
+        self.http_evictions = Counter("kms_appliance_http_connections_evicted",
+                                      "Idle HTTP connections closed to make room at the "
+                                      "connection limit", registry=r)
         self.thread_restarts = Counter("kms_appliance_thread_restarts",
                                        "Long-lived threads that died and were restarted",
                                        ["thread"], registry=r)

@@ -19,6 +19,7 @@ import logging
 from pathlib import Path
 
 import grpc
+from prometheus_client import Gauge
 
 from .kms import v2_pb2, v2_pb2_grpc
 
@@ -32,10 +33,11 @@ class SelfProbe:
     """Counts consecutive failed Status calls through the socket path; a liveness check."""
 
     def __init__(self, path: Path, deadline: float = DEADLINE,
-                 failures_before_dead: int = FAILURES_BEFORE_DEAD) -> None:
+                 failures_before_dead: int = FAILURES_BEFORE_DEAD, gauge: Gauge | None = None) -> None:
         self._target = f"unix:{path}"
         self._deadline = deadline
         self._limit = failures_before_dead
+        self._gauge = gauge
         self.failures = 0
         self.reason = ""
 
@@ -46,10 +48,12 @@ class SelfProbe:
             if self.failures:
                 log.info("self-probe through the socket answers again")
             self.failures = 0
-            return
-        self.failures += 1
-        self.reason = reason
-        log.warning("self-probe through the socket failed (%d in a row): %s", self.failures, reason)
+        else:
+            self.failures += 1
+            self.reason = reason
+            log.warning("self-probe through the socket failed (%d in a row): %s", self.failures, reason)
+        if self._gauge is not None:
+            self._gauge.set(self.failures)
 
     def _call(self) -> str | None:
         options = [("grpc.default_authority", "localhost"), ("grpc.use_local_subchannel_pool", 1),

@@ -130,6 +130,8 @@ class TestHttpServer:
                     s.settimeout(5)
                     closed += s.recv(1) == b""
                 assert closed == 20, "the longest-idle connections were closed to make room"
+                evicted = srv.metrics.registry.get_sample_value("kms_appliance_http_connections_evicted_total")
+                assert evicted is not None and evicted >= 20
             finally:
                 for s in idle:
                     s.close()
@@ -197,11 +199,14 @@ class TestSelfProbe:
     """Consecutive failed Status calls through the path become a liveness problem; one success clears it."""
 
     def test_nothing_at_the_path(self, tmp_path: Path) -> None:
-        probe = SelfProbe(tmp_path / "none.sock", deadline=0.5, failures_before_dead=2)
+        metrics = Metrics()
+        probe = SelfProbe(tmp_path / "none.sock", deadline=0.5, failures_before_dead=2,
+                          gauge=metrics.self_probe_failures)
         probe.probe()
         assert probe.problem() is None, "one failure is not an outage"
         probe.probe()
         assert "UNAVAILABLE" in (probe.problem() or "")
+        assert metrics.registry.get_sample_value("kms_appliance_self_probe_failures") == 2
 
     def test_overloaded_is_serving_an_error_is_not(self, tmp_path: Path) -> None:
         path = tmp_path / "kms.sock"
