@@ -75,9 +75,13 @@ def _start(binary: Path, tmp: Path, run: Path, ring: Path) -> Running:
         [str(binary), "serve", "--backend", "local", "--keyring", str(ring), "--socket",
          str(run / "kms.sock"), "--http-listen", "", "--audit-log", "-", "--config", str(conf)],
         stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, env=env)
-    sandbox.wait_serving(run / "kms.sock", proc, START_TIMEOUT)
-    middle = _child(proc.pid)
-    bottom = _child(middle)
+    try:
+        sandbox.wait_serving(run / "kms.sock", proc, START_TIMEOUT)
+        middle = _child(proc.pid)
+        bottom = _child(middle)
+    except BaseException:
+        _kill_all(Running(proc, [proc.pid, *sandbox.descendants(proc.pid)], run, unpack))
+        raise
     return Running(proc, [proc.pid, middle, bottom], run / "kms.sock", unpack)
 
 

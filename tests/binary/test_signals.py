@@ -7,6 +7,8 @@ server through the two bootloaders.
 
 from __future__ import annotations
 
+import contextlib
+import os
 import signal
 import subprocess
 import time
@@ -69,8 +71,10 @@ def test_sighup_to_outermost_process_reloads_and_keeps_serving(binary: Path, tmp
         [str(binary), "serve", "--backend", "local", "--keyring", str(ring), "--socket", str(sock),
          "--http-listen", "", "--audit-log", "-", "--config", str(conf)],
         stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, env=env)
+    chain: list[int] = []
     try:
         sandbox.wait_serving(sock, proc, 60)
+        chain = sandbox.descendants(proc.pid)
         client = Client(sock, timeout=10)
         try:
             old = client.status().key_id
@@ -88,9 +92,10 @@ def test_sighup_to_outermost_process_reloads_and_keeps_serving(binary: Path, tmp
         proc.send_signal(signal.SIGTERM)
         rc = proc.wait(30)
     finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait(5)
+        for pid in [proc.pid, *chain]:  # an orphaned server (stock staticx) must not outlive us
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
+        proc.wait(5)
     err = proc.stderr.read().decode(errors="replace") if proc.stderr else ""
     assert rc == 0, err
     assert "Traceback" not in err
