@@ -9,6 +9,7 @@ socket directory whose parent another user may write is reported.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import select
 import signal
@@ -99,64 +100,85 @@ def _serve_cmd(sock: Path, keyring: Path, audit: Path) -> list[str]:
             "--audit-log", str(audit), "--http-listen", "", "--config", os.devnull]
 
 
-# Imports done before the barrier, so the 40 starts reach the mkdir together (the race is real).
-_RACER = """
-import os, sys
+# One process imports the plugin once and forks the 40 starts (40 interpreters importing grpc
+# would take a shared 2-core runner minutes); each child waits at the gate, then runs the real
+# CLI's main() with its stderr in err<i> and its exit status in code<i>. mkdir is made slow (a
+# start preempted between its check and its mkdir) so the starts really collide there.
+_FORKER = """
+import os, sys, time, traceback
 import kms_appliance.app, kms_appliance.cli
-ready, gate = int(sys.argv[1]), int(sys.argv[2])
-os.write(ready, b"r")
-os.read(gate, 1)
-sys.exit(kms_appliance.cli.main(sys.argv[3:]))
+real_mkdir = os.mkdir
+def slow_mkdir(*args, **kwargs):
+    time.sleep(0.2)
+    return real_mkdir(*args, **kwargs)
+n, out, ready, gate, args = int(sys.argv[1]), sys.argv[2], int(sys.argv[3]), int(sys.argv[4]), sys.argv[5:]
+for i in range(n):
+    if os.fork() == 0:
+        code = 99
+        try:
+            os.dup2(os.open(f"{out}/err{i}", os.O_WRONLY | os.O_CREAT, 0o600), 2)
+            os.write(ready, b"r")
+            os.read(gate, 1)
+            os.mkdir = slow_mkdir
+            code = kms_appliance.cli.main([a.replace("{i}", str(i)) for a in args])
+        except BaseException:
+            traceback.print_exc()
+        finally:
+            sys.stderr.flush()
+            with open(f"{out}/code{i}", "w") as f:
+                f.write(str(code))
+            os._exit(code)
+while True:
+    try:
+        os.wait()
+    except ChildProcessError:
+        break
 """
 
 
 @pytest.fixture
-def racers(tmp_path: Path) -> Iterator[list[subprocess.Popen[str]]]:
-    procs: list[subprocess.Popen[str]] = []
+def forker() -> Iterator[list[subprocess.Popen[bytes]]]:
+    procs: list[subprocess.Popen[bytes]] = []
     yield procs
     for p in procs:
-        if p.poll() is None:
-            p.send_signal(signal.SIGKILL)
-            p.wait(10)
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(p.pid, signal.SIGKILL)
+        p.wait(10)
 
 
 def test_forty_concurrent_starts_race_cleanly(tmp_path: Path,
-                                              racers: list[subprocess.Popen[str]]) -> None:
+                                              forker: list[subprocess.Popen[bytes]]) -> None:
     """Every start serves or refuses in one clean line; none dies on FileExistsError."""
     pm.keyring_init(tmp_path / "keyring.json")
-    sock = tmp_path / "deep" / "run" / "kms.sock"
+    sock, out = tmp_path / "deep" / "run" / "kms.sock", tmp_path / "out"
+    out.mkdir()
     gate_r, gate_w = os.pipe()
     ready_r, ready_w = os.pipe()
-    for i in range(40):
-        cmd = [pm.python(), "-c", _RACER, str(ready_w), str(gate_r),
-               *_serve_cmd(sock, tmp_path / "keyring.json", tmp_path / f"audit{i}.log")]
-        racers.append(subprocess.Popen(cmd, cwd=pm.REPO, pass_fds=(ready_w, gate_r), text=True,
-                                       stdout=subprocess.DEVNULL, stderr=subprocess.PIPE))
+    cmd = [pm.python(), "-c", _FORKER, "40", str(out), str(ready_w), str(gate_r),
+           *_serve_cmd(sock, tmp_path / "keyring.json", tmp_path / "audit{i}.log")]
+    forker.append(subprocess.Popen(cmd, cwd=pm.REPO, pass_fds=(ready_w, gate_r), start_new_session=True))
     os.close(gate_r)
     os.close(ready_w)
     got, deadline = 0, time.monotonic() + 60
-    while got < 40 and time.monotonic() < deadline and select.select([ready_r], [], [], 1)[0]:
-        got += len(os.read(ready_r, 64))  # every child has imported and waits at the gate
+    while got < 40 and select.select([ready_r], [], [], max(0.0, deadline - time.monotonic()))[0]:
+        chunk = os.read(ready_r, 64)
+        if not chunk:
+            break  # every child is gone
+        got += len(chunk)
     os.close(ready_r)
+    assert got == 40, "every start waits at the gate"
     os.close(gate_w)  # EOF for every child at once: the starts hit the mkdir together
-    pm.wait_for_socket(sock, None, timeout=90)  # 40 starts at once on a shared 2-core CI runner
-    deadline = time.monotonic() + 90
-    exited: list[tuple[int, str]] = []
-    for p in racers:
-        try:
-            code = p.wait(max(0.1, deadline - time.monotonic()))
-        except subprocess.TimeoutExpired:
-            continue  # still serving
-        err = p.stderr.read() if p.stderr else ""
-        ledger.text(err)
-        exited.append((code, err))
-    assert exited, "39 of the 40 must refuse"
-    for code, err in exited:
-        assert "Traceback" not in err and "FileExistsError" not in err, err[-2000:]
-        assert code == 1 and len(err.splitlines()) == 1, err
-        assert "already serving" in err, err
-    serving = [p for p in racers if p.poll() is None]
-    assert len(serving) == 1, f"{len(serving)} still running: each start serves or refuses"
+    deadline = time.monotonic() + 60
+    while len(list(out.glob("code*"))) < 39 and time.monotonic() < deadline:
+        select.select([], [], [], 0.05)
+    codes = {int(f.name[4:]): int(f.read_text()) for f in out.glob("code*")}
+    errs = {i: (out / f"err{i}").read_text() for i in codes}
+    ledger.text(*errs.values())
+    for i, code in codes.items():
+        assert "Traceback" not in errs[i] and "FileExistsError" not in errs[i], errs[i][-2000:]
+        assert code == 1 and len(errs[i].splitlines()) == 1, errs[i]
+        assert "already serving" in errs[i], errs[i]
+    assert len(codes) == 39, f"{40 - len(codes)} still running: each start serves or refuses"
     with socket.socket(socket.AF_UNIX) as s:
         s.connect(os.fspath(sock))
 
