@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from kms_appliance import config
+from kms_appliance import cli, config, errors
 from kms_appliance.errors import ConfigError
 
 REPO = Path(__file__).resolve().parents[2]
@@ -134,3 +134,93 @@ def test_describe_covers_every_setting() -> None:
 def test_configuration_doc_is_current() -> None:
     proc = subprocess.run([sys.executable, "scripts/gen-config-doc.py", "--check"], cwd=REPO, timeout=30)
     assert proc.returncode == 0, "docs/configuration.md is stale: run scripts/gen-config-doc.py"
+
+
+MARKER = "H6-SECRET-MARKER-0a7e"
+
+
+class TestShownValues:
+    """Errors quote values through errors.shown(): never a secret, never unbounded."""
+
+    def test_secret_is_never_shown(self) -> None:
+        assert MARKER not in errors.shown(MARKER, secret=True)
+
+    def test_long_value_is_cut_with_a_marker(self) -> None:
+        text = errors.shown("x" * 10_000)
+        assert len(text) < 120 and "10000 characters, cut" in text
+
+    def test_control_characters_are_escaped(self) -> None:
+        assert "\x1b" not in errors.shown("a\x1b[2Jb\nforged log line") and "\n" not in errors.shown("a\nb")
+
+    def test_huge_integer_is_described_not_printed(self) -> None:
+        assert "bits" in errors.shown(7 ** 50_000)
+
+    def test_secret_settings_are_marked(self) -> None:
+        assert {k for k, *_ in config.describe() if config.is_secret(k)} == {
+            "akeyless.access_key", "akeyless.uid_token", "akeyless.proxy"}
+
+    @pytest.mark.parametrize("parser", ["p_bool", "duration", "choice", "int_range", "p_listen", "p_proxy"])
+    def test_no_parser_echoes_a_secret_setting(self, parser: str) -> None:
+        parse = getattr(config, parser)
+        if parser in ("duration", "choice", "int_range"):
+            parse = parse("a", "b") if parser == "choice" else parse(0, 1)
+        with pytest.raises(ConfigError) as info:
+            parse("akeyless.access_key", f"{MARKER}:x")
+        assert MARKER not in info.value.message
+
+    @pytest.mark.parametrize(("flags", "key"), [
+        ({"server.backend": "x" * 10_000}, "server.backend"),
+        ({"server.grace_period": "1" * 10_000}, "server.grace_period"),
+        ({"observability.http_listen": "h\x1b[2J" * 3000}, "observability.http_listen"),
+        ({"server.max_concurrent_rpcs": "9" * 4000}, "server.max_concurrent_rpcs"),
+    ])
+    def test_no_error_echoes_a_long_value(self, tmp_path: Path, flags: dict[str, str], key: str) -> None:
+        with pytest.raises(ConfigError) as info:
+            config.load(flags=flags, env={}, config_file=write(tmp_path, ""))
+        assert info.value.key == key and len(info.value.message) < 200
+        assert "\x1b" not in info.value.message
+
+    def test_unknown_key_of_10kb_is_not_echoed(self, tmp_path: Path) -> None:
+        with pytest.raises(ConfigError) as info:
+            config.load(env={}, config_file=write(tmp_path, f'[cache]\n"{"k" * 10_000}" = 1\n'))
+        assert len(str(info.value)) < 300
+
+
+class TestProxy:
+    """akeyless.proxy is checked at load: a typo is one line, not an SDK traceback."""
+
+    @pytest.mark.parametrize("value", ["", "http://proxy:3128", "https://u:p@proxy.example:8443/",
+                                       "http://[::1]:3128"])
+    def test_accepted(self, value: str) -> None:
+        assert config.p_proxy("akeyless.proxy", value) == value
+
+    @pytest.mark.parametrize("value", ["http://[::1", "http://h:99999", "http://h:0", "ftp://h:21", "h:3128",
+                                       "http:///x", "http://h :1", "http://h\n:1", "socks5://h:1080"])
+    def test_refused_without_echo(self, value: str) -> None:
+        with pytest.raises(ConfigError) as info:
+            config.p_proxy("akeyless.proxy", value)
+        assert info.value.key == "akeyless.proxy" and value not in info.value.message
+
+
+def test_integer_of_100k_digits_names_the_setting(tmp_path: Path) -> None:
+    """tomllib raises ValueError (int-str conversion limit): a ConfigError naming cache.size."""
+    with pytest.raises(ConfigError) as info:
+        config.load(env={}, config_file=write(tmp_path, "[cache]\nsize = " + "9" * 100_000 + "\n"))
+    assert info.value.key == "cache.size" and len(info.value.message) < 200
+
+
+def test_socket_path_with_control_characters_is_refused(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="control characters"):
+        config.load(flags={"server.socket": "/run/k\nms.sock"}, env={}, config_file=write(tmp_path, ""))
+
+
+def test_cli_safety_net_prints_the_type_only(monkeypatch: pytest.MonkeyPatch,
+                                             capsys: pytest.CaptureFixture[str]) -> None:
+    """An unexpected exception in any command: one line, exit 1, no traceback, no exception text."""
+    def boom(args: object) -> int:
+        raise RuntimeError(f"token={MARKER}")
+
+    monkeypatch.setitem(cli.COMMANDS, "version", boom)
+    assert cli.main(["version"]) == 1
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "RuntimeError" in err and MARKER not in err
