@@ -33,7 +33,7 @@ from __future__ import annotations
 import re
 from fractions import Fraction
 
-from .errors import ConfigError
+from .errors import ConfigError, shown
 
 DNS1123_LABEL_MAX = 63
 _DNS1123_LABEL = re.compile(r"[a-z0-9]([-a-z0-9]*[a-z0-9])?")
@@ -43,7 +43,8 @@ def dns_label(key: str, value: str) -> str:
     """A DNS-1123 label: pod, container and namespace names."""
     if len(value) > DNS1123_LABEL_MAX or not _DNS1123_LABEL.fullmatch(value):
         raise ConfigError(key, "must be a DNS-1123 label: at most 63 characters of lower-case letters, "
-                               f"digits and '-', starting and ending with a letter or digit, got {value!r}")
+                               "digits and '-', starting and ending with a letter or digit, "
+                               f"got {shown(value)}")
     return value
 
 
@@ -93,9 +94,9 @@ def kms_timeout(key: str, value: str) -> str:
     ns = go_duration_ns(value)
     if ns is None:
         raise ConfigError(key, "must be a Go duration such as 3s, 500ms or 1m30s "
-                               f"(units ns, us, ms, s, m, h), got {value!r}")
+                               f"(units ns, us, ms, s, m, h), got {shown(value)}")
     if ns <= 0:
-        raise ConfigError(key, f"must be a positive duration (kube-apiserver refuses {value!r})")
+        raise ConfigError(key, f"must be a positive duration (kube-apiserver refuses {shown(value)})")
     return value
 
 
@@ -118,7 +119,7 @@ def quantity(key: str, value: str) -> Fraction:
     m = _QUANTITY.fullmatch(value)
     if not value or m is None:
         raise ConfigError(key, "must be a Kubernetes quantity such as 384Mi, 512M or 1G, "
-                               f"got {value!r}")
+                               f"got {shown(value)}")
     sign, whole, frac, suffix = m.group(1), m.group(2), m.group(3) or "", m.group(4) or ""
     number = Fraction(int(whole or "0")) + (Fraction(int(frac), 10 ** len(frac)) if frac else 0)
     if suffix in _BINARY_SI:
@@ -128,7 +129,7 @@ def quantity(key: str, value: str) -> Fraction:
     else:
         exponent = int(suffix[1:])
         if abs(exponent) > 1000:
-            raise ConfigError(key, f"exponent out of range, got {value!r}")
+            raise ConfigError(key, f"exponent out of range, got {shown(value)}")
         number *= Fraction(10) ** exponent
     return -number if sign == "-" else number
 
@@ -154,7 +155,7 @@ def image(key: str, value: str) -> str:
     m = _REFERENCE.fullmatch(value)
     if m is None:
         raise ConfigError(key, "must be an image reference such as registry.example/kms-appliance:0.1.0 "
-                               f"(lower-case repository), got {value!r}")
+                               f"(lower-case repository), got {shown(value)}")
     if len(m.group(1)) > NAME_TOTAL_LENGTH_MAX:
         raise ConfigError(key, f"repository path is longer than {NAME_TOTAL_LENGTH_MAX} characters")
     return value
@@ -166,7 +167,7 @@ def image(key: str, value: str) -> str:
 def abs_path(key: str, value: str) -> str:
     """An absolute path without '..' elements (hostPath and mountPath)."""
     if not value.startswith("/") or "\0" in value or "\n" in value:
-        raise ConfigError(key, f"must be an absolute path, got {value!r}")
+        raise ConfigError(key, f"must be an absolute path, got {shown(value)}")
     if ".." in value.split("/"):
-        raise ConfigError(key, f"must not contain a '..' element, got {value!r}")
+        raise ConfigError(key, f"must not contain a '..' element, got {shown(value)}")
     return value

@@ -15,14 +15,14 @@ import posixpath
 
 from . import k8svalid
 from .config import Config
-from .errors import ConfigError
+from .errors import ConfigError, shown
 
 
 def encryption_config(cfg: Config, kms_api: str = "v2", timeout: str = "3s",
                       resources: tuple[str, ...] = ("secrets",)) -> str:
     """An EncryptionConfiguration pointing at this plugin, then identity for old data."""
     if kms_api not in ("v1", "v2"):
-        raise ConfigError("--kms-api", f"must be v1 or v2, got {kms_api!r}")
+        raise ConfigError("--kms-api", f"must be v1 or v2, got {shown(kms_api)}")
     k8svalid.kms_timeout("--timeout", timeout)
     _provider_name(cfg.server.provider_name)
     endpoint = json.dumps(f"unix://{cfg.server.socket}")
@@ -59,7 +59,7 @@ def _provider_name(name: str) -> None:
     EncryptionConfiguration is refused at apiserver start, not at ours.
     """
     if not name or ":" in name:
-        raise ConfigError("--provider-name", f"must be non-empty without ':', got {name!r}")
+        raise ConfigError("--provider-name", f"must be non-empty without ':', got {shown(name)}")
 
 
 # The pod's memory request; the limit may not be lower (the apiserver refuses the pod).
@@ -76,7 +76,7 @@ def _check_static_pod(cfg: Config, image: str, name: str, namespace: str, config
     if limit < k8svalid.quantity("request", MEMORY_REQUEST):
         raise ConfigError("--memory-limit", f"must be at least the {MEMORY_REQUEST} memory request "
                                             "(the unpacked binary and its in-memory TMPDIR), "
-                                            f"got {memory_limit!r}")
+                                            f"got {shown(memory_limit)}")
     k8svalid.abs_path("--config", config_file)
     k8svalid.abs_path("state_dir", state_dir)
     k8svalid.abs_path("--socket", str(cfg.server.socket))

@@ -89,6 +89,13 @@ class TestOneLine:
         line = _one_clean_line(_cli("serve", "--config", str(_toml(tmp_path, body))), 2, setting)
         assert "x" * 100 not in line
 
+    @pytest.mark.parametrize("flag", ["--name", "--namespace", "--memory-limit"])
+    def test_generator_flag_of_10kb_is_not_echoed(self, tmp_path: Path, flag: str) -> None:
+        proc = _cli("static-pod", "--config", str(_toml(tmp_path, "")), "--image", "r.example/kms:1",
+                    flag, HUGE + "\x1b[2J")
+        line = _one_clean_line(proc, 2, flag)
+        assert "x" * 100 not in line and "\x1b" not in line
+
     def test_huge_unknown_key_is_not_echoed(self, tmp_path: Path) -> None:
         config = _toml(tmp_path, f'[cache]\n"{HUGE}" = 1\n')
         line = _one_clean_line(_cli("serve", "--config", str(config)), 2, "cache.")

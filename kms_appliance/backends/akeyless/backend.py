@@ -30,6 +30,7 @@ from ...errors import (
     KeyUnavailable,
     KmsError,
     StartupError,
+    shown,
 )
 from ...metrics import Metrics
 from .. import envelope
@@ -80,14 +81,14 @@ class AkeylessBackend:
         try:
             state = self.describe()
         except KeyUnavailable as exc:
-            raise StartupError(f"Akeyless key {self.key_name} does not exist or cannot be "
+            raise StartupError(f"Akeyless key {shown(self.key_name)} does not exist or cannot be "
                                f"described: {exc.message}") from None
         except KmsError as exc:
-            raise StartupError(f"cannot describe Akeyless key {self.key_name}: "
+            raise StartupError(f"cannot describe Akeyless key {shown(self.key_name)}: "
                                f"{exc.message}") from None
         problem = state.problem()
         if problem:
-            raise StartupError(f"Akeyless key {self.key_name} {problem}")
+            raise StartupError(f"Akeyless key {shown(self.key_name)} {problem}")
         return state
 
     # -- remote calls with the token --
@@ -183,7 +184,7 @@ class AkeylessBackend:
         if problem is None:  # the held state blames the ciphertext: make sure it is recent
             problem = self._recent_state().refusal(version)
         if problem is not None:
-            raise KeyUnavailable(f"key {self.key_name} version {version} {problem}") from None
+            raise KeyUnavailable(f"key {shown(self.key_name)} version {version} {problem}") from None
 
     def _recent_state(self) -> KeyState:
         """The held state, described again unless that was done less than EXPLAIN_EVERY ago.
@@ -208,7 +209,8 @@ class AkeylessBackend:
         healthy, reason = self._health.verdict()
         if healthy and not st.enabled:
             healthy, reason = False, "key disabled"
-        return KeyStatus(st.key_id, self.key_name, str(st.last_version), healthy, reason)
+        return KeyStatus(st.key_id, self.key_name, str(st.last_version), healthy, reason,
+                         created=st.created.get(st.last_version))
 
     def refresh(self) -> bool:
         """Re-describe the key; True if key_id changed. Failures keep the old state."""

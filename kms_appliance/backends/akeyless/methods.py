@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from ...config import AkeylessSettings
-from ...errors import KmsError, StartupError
+from ...errors import KmsError, StartupError, shown
 from . import cloudid
 
 CLOUD_METHODS = ("aws_iam", "azure_ad", "gcp")
@@ -27,7 +27,8 @@ def read_secret_file(path: Path, what: str) -> str:
     try:
         return path.read_text(encoding="utf-8").strip()
     except OSError as exc:
-        raise StartupError(f"cannot read the {what} file {path}: {exc.strerror}") from None
+        name = shown(str(path), limit=160)
+        raise StartupError(f"cannot read the {what} file {name}: {exc.strerror}") from None
 
 
 def access_key(s: AkeylessSettings) -> str:
@@ -96,7 +97,7 @@ def _b64_file(path: Path | None, what: str) -> str:
     try:
         return base64.b64encode(path.read_bytes()).decode()
     except OSError as exc:
-        raise StartupError(f"cannot read {path}: {exc.strerror}") from None
+        raise StartupError(f"cannot read {shown(str(path), limit=160)}: {exc.strerror}") from None
 
 
 def auth_fields(method: str, s: AkeylessSettings, uid_token: str,
