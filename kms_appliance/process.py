@@ -49,6 +49,9 @@ ORPHAN_GRACE = 0.4  # seconds of graceful stop once the top process died, then a
 ORPHAN_EXIT = 137  # as if SIGKILLed with the top process
 STOP, RELOAD = 0xF0, 0xF1  # wake-up codes of request_stop()/request_reload() (not signal numbers)
 HANDLED = (signal.SIGTERM, signal.SIGINT, signal.SIGHUP)
+# A second SIGINT forces exit, but not one within this many seconds of the first: a Ctrl-C
+# reaches all three processes of the binary, and the bootloaders forward theirs too.
+SAME_SIGNAL = 0.5
 
 
 @dataclass(frozen=True)
@@ -162,6 +165,7 @@ class Wakeup:
         self._rx, self._tx = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
         weakref.finalize(self, _close, self._rx, self._tx)
         self._stop_signal = 0  # set by the handler itself: never lost, even with a full pipe
+        self._stop_at = 0.0
 
     def notify(self, code: int) -> None:
         """Wake the loop with ``code``; a full pipe already holds a pending wake-up (callers that
@@ -198,10 +202,11 @@ class Wakeup:
     def _handler(self, signum: int, frame: FrameType | None) -> None:
         # Runs between two bytecodes of the main thread, maybe inside a held lock: no lock, no
         # logging, no I/O. The C-level handler has already written ``signum`` to the pipe.
-        if signum == signal.SIGINT and self._stop_signal:
+        now = time.monotonic()
+        if signum == signal.SIGINT and self._stop_signal and now - self._stop_at > SAME_SIGNAL:
             os._exit(130)
-        if signum != signal.SIGHUP:
-            self._stop_signal = signum
+        if signum != signal.SIGHUP and not self._stop_signal:
+            self._stop_signal, self._stop_at = signum, now
 
 
 # ---- helpers ---------------------------------------------------------------------------------

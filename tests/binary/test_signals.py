@@ -99,3 +99,31 @@ def test_sighup_to_outermost_process_reloads_and_keeps_serving(binary: Path, tmp
     err = proc.stderr.read().decode(errors="replace") if proc.stderr else ""
     assert rc == 0, err
     assert "Traceback" not in err
+
+
+def test_ctrl_c_to_the_process_group_stops_gracefully(binary: Path, tmp_path: Path) -> None:
+    """Ctrl-C (SIGINT to the whole group) reaches Python directly and through both bootloaders:
+    the duplicates are one stop request, not the "second Ctrl-C" that forces exit 130."""
+    run, unpack = tmp_path / "run", tmp_path / "unpack"
+    run.mkdir(mode=0o700)
+    unpack.mkdir()
+    sock, ring, conf = run / "kms.sock", tmp_path / "keyring.json", tmp_path / "none.toml"
+    conf.touch()
+    subprocess.run([str(binary), "keyring", "init", str(ring)], check=True, capture_output=True,
+                   timeout=60)
+    rcs = []
+    for _ in range(3):  # the duplicates race; one run could be lucky
+        proc = subprocess.Popen(
+            [str(binary), "serve", "--backend", "local", "--keyring", str(ring), "--socket",
+             str(sock), "--http-listen", "", "--audit-log", "-", "--config", str(conf)],
+            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, start_new_session=True,
+            env={"PATH": "/usr/bin:/bin", "TMPDIR": str(unpack)})
+        try:
+            sandbox.wait_serving(sock, proc, 60)
+            os.killpg(proc.pid, signal.SIGINT)
+            rcs.append(proc.wait(30))
+        finally:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait(5)
+    assert rcs == [0, 0, 0]

@@ -59,6 +59,8 @@ class TestWakeup:
                 "w = Wakeup()\n"
                 "with w.signals():\n"
                 "    os.kill(os.getpid(), signal.SIGTERM)\n"
+                "    os.kill(os.getpid(), signal.SIGINT)\n"  # a duplicate (Ctrl-C forwarded): ignored
+                "    time.sleep(1)\n"
                 "    os.kill(os.getpid(), signal.SIGINT)\n"
                 "    time.sleep(30)\n")
         done = subprocess.run([sys.executable, "-c", code], cwd=REPO, timeout=30)
