@@ -221,16 +221,21 @@ def open_to_group(dir_fd: int, path: Path, st: os.stat_result, group: str | None
     RuntimeDirectory default) silently defeats it: the plugin serves, and
     every group member gets EACCES. A directory we own is ours to set to
     2750 in the group (through the O_NOFOLLOW descriptor, so a swapped path
-    cannot redirect it). One owned by someone else, or holding anything but
-    our socket (``/root/kms.sock`` must not open /root to a group), is
+    cannot redirect it). One owned by someone else, or holding an entry the
+    group could then read (``/root/kms.sock`` must not open /root's 0644
+    files to a group; the systemd unit's private 0750 ``tmp/`` is fine), is
     refused with the reason.
     """
     gid = group_id(group)
     if gid is None or not group_fix_needed(dir_fd, path, st, group):
         return
     dir_mode, _ = modes(group)
-    os.fchown(dir_fd, -1, gid)
-    os.fchmod(dir_fd, dir_mode | stat.S_ISGID)
+    try:
+        os.fchown(dir_fd, -1, gid)
+        os.fchmod(dir_fd, dir_mode | stat.S_ISGID)
+    except OSError as exc:  # EINVAL: the group is not mapped in our user namespace (PrivateUsers)
+        raise StartupError(f"cannot give socket directory {path.parent} to socket group "
+                           f"{shown(group)}: {exc.strerror}") from None
     log.warning("socket directory %s was mode %04o gid %d: set to %04o in socket group %s",
                 path.parent, stat.S_IMODE(st.st_mode), st.st_gid, dir_mode | stat.S_ISGID, shown(group))
 
@@ -244,12 +249,25 @@ def group_fix_needed(dir_fd: int, path: Path, st: os.stat_result, group: str | N
                f"keeps socket group {shown(group)} out")
     if st.st_uid != os.geteuid():
         raise StartupError(f"{problem}, and it is not ours to change: make it 2750 in that group")
-    ours = (path.name, lock_name(path))
-    others = [n for n in os.listdir(dir_fd) if n not in ours and not n.startswith(".kms-inner-")]
-    if others:
-        raise StartupError(f"{problem}, and it holds other files ({len(others)}), so it is not "
-                           "changed: make it 2750 in that group, or use a directory of its own")
+    exposed = _exposed_entries(dir_fd, path, group_id(group))
+    if exposed:
+        raise StartupError(f"{problem}, and opening it would let the group read {len(exposed)} "
+                           "other entries, so it is not changed: make it 2750 in that group, "
+                           "or use a directory of its own")
     return True
+
+
+def _exposed_entries(dir_fd: int, path: Path, gid: int | None) -> list[str]:
+    """Entries besides ours whose own mode would let the socket group (or anyone) in."""
+    ours = (path.name, lock_name(path))
+    exposed = []
+    for name in os.listdir(dir_fd):
+        if name in ours or name.startswith(".kms-inner-"):
+            continue
+        st = os.stat(name, dir_fd=dir_fd, follow_symlinks=False)
+        if stat.S_ISLNK(st.st_mode) or st.st_mode & 0o007 or (st.st_gid == gid and st.st_mode & 0o070):
+            exposed.append(name)
+    return exposed
 
 
 def parent_writable(directory: Path) -> str | None:

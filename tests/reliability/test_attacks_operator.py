@@ -237,9 +237,10 @@ def test_socket_group_reaches_socket_in_existing_0700_dir(open_tree: Path) -> No
 
 
 def test_socket_group_dir_with_other_files_is_refused(open_tree: Path) -> None:
-    """A directory holding anything else is not widened: start is refused with the reason."""
+    """A directory holding a file the group could then read is not widened: refused with the reason."""
     (open_tree / "run").mkdir(mode=0o700)
     (open_tree / "run" / "private.txt").write_text("not for the group")
+    (open_tree / "run" / "private.txt").chmod(0o644)  # readable once the directory is opened
     plugin = ledger.plugin(pm.start(open_tree, ["--socket-group", str(GROUP)], wait=False))
     assert plugin.proc.wait(30) == 1
     err = plugin.stderr.read_text()

@@ -162,13 +162,22 @@ class TestSocketGroup:
         st = d.stat()
         assert (st.st_mode & 0o7777, st.st_gid) == (0o2750, 4242)
 
-    def test_dir_holding_other_files_is_refused_and_left_alone(self, tmp_path: Path) -> None:
+    def test_dir_holding_readable_files_is_refused_and_left_alone(self, tmp_path: Path) -> None:
         d = tmp_path / "run"
         d.mkdir(mode=0o700)
-        (d / "private").write_text("x")
+        (d / "notes").write_text("x")
+        (d / "notes").chmod(0o644)
         with pytest.raises(StartupError, match="keeps socket group '4242' out"):
             socketfs.prepare(d / "kms.sock", "4242")
         assert d.stat().st_mode & 0o7777 == 0o700
+
+    def test_private_entries_do_not_block_the_fix(self, tmp_path: Path) -> None:
+        """The systemd unit's RuntimeDirectory holds its own 0750 tmp/ (the unpack directory)."""
+        d = tmp_path / "run"
+        d.mkdir(mode=0o700)
+        (d / "tmp").mkdir(mode=0o750)
+        _close(socketfs.prepare(d / "kms.sock", "4242"))
+        assert d.stat().st_mode & 0o7777 == 0o2750
 
     @pytest.mark.parametrize("mode", [0o755, 0o711])
     def test_dir_others_can_traverse_is_left_alone(self, tmp_path: Path, mode: int) -> None:
