@@ -157,6 +157,8 @@ def p_path(key: str, raw: Any) -> Path:
     text = p_str(key, raw).strip()
     if not text or "\0" in text:
         raise ConfigError(key, "must be a non-empty path")
+    if not text.isprintable():  # a path is quoted in errors and log lines: no forged lines
+        raise ConfigError(key, "must not contain control characters")
     return Path(text)
 
 
@@ -164,8 +166,6 @@ def p_socket(key: str, raw: Any) -> Path:
     """A socket path; the ``unix://`` form of the EncryptionConfiguration is accepted."""
     text = p_str(key, raw).strip().removeprefix("unix://")
     path = p_path(key, text)
-    if not text.isprintable():  # it is quoted in every socket error and log line
-        raise ConfigError(key, "must not contain control characters")
     if not path.is_absolute():
         raise ConfigError(key, "must be an absolute path")
     if len(os.fsencode(text)) > 107:
