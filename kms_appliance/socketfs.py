@@ -23,8 +23,9 @@ from .errors import StartupError, shown
 
 log = logging.getLogger(__name__)
 PROBE_TIMEOUT = 1.0
-# bind path (/proc/self/fd/N/name) -> fd holding the path's lock; released by remove().
-_LOCKS: dict[str, int] = {}
+# bind path (/proc/self/fd/N/name) -> (fd holding the path's lock, (st_dev, st_ino) of the
+# directory fd N); released by remove(), or dropped once fd N is closed (see _drop_stale).
+_LOCKS: dict[str, tuple[int, tuple[int, int]]] = {}
 
 
 def modes(group: str | None) -> tuple[int, int]:
@@ -136,6 +137,7 @@ def prepare(path: Path, group: str | None) -> tuple[int, Path]:
     swapped for a symlink after the path check cannot redirect the bind.
     """
     check_socket_dir(path.parent, group)
+    _drop_stale()
     try:
         dir_fd = os.open(path.parent, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC)
     except OSError as exc:
@@ -147,7 +149,7 @@ def prepare(path: Path, group: str | None) -> tuple[int, Path]:
         if reason := parent_writable(path.parent):
             log.warning("%s", reason)
         bind_path = Path(f"/proc/self/fd/{dir_fd}") / path.name
-        _hold(bind_path, lock(dir_fd, path))
+        _hold(bind_path, lock(dir_fd, path), (st.st_dev, st.st_ino))
         try:
             clear_stale(bind_path)
         except StartupError as exc:  # name the configured path, not /proc/self/fd/N/<name>
@@ -191,18 +193,34 @@ def lock(dir_fd: int, path: Path) -> int:
     return fd
 
 
-def _hold(bind_path: Path, fd: int) -> None:
+def _hold(bind_path: Path, fd: int, directory: tuple[int, int]) -> None:
     # A key still present belongs to a server whose directory fd was closed (its number was
     # free to be reused): that lock is stale within this process.
     release(bind_path)
-    _LOCKS[os.fspath(bind_path)] = fd
+    _LOCKS[os.fspath(bind_path)] = (fd, directory)
 
 
 def release(bind_path: Path) -> None:
     """Let a successor start on this path (called once our socket is gone)."""
-    fd = _LOCKS.pop(os.fspath(bind_path), None)
-    if fd is not None:
-        os.close(fd)
+    held = _LOCKS.pop(os.fspath(bind_path), None)
+    if held is not None:
+        os.close(held[0])
+
+
+def _drop_stale() -> None:
+    """Release locks of servers in this process that closed their directory without remove().
+
+    (A server that never bound closes only its directory fd.) The fd number in
+    the key is then closed, or reused for another directory.
+    """
+    for key, (_, directory) in list(_LOCKS.items()):
+        try:
+            st = os.fstat(int(Path(key).parent.name))
+        except OSError:
+            release(Path(key))
+            continue
+        if (st.st_dev, st.st_ino) != directory:
+            release(Path(key))
 
 
 def group_blocked(st: os.stat_result, group: str | None) -> bool:

@@ -145,6 +145,17 @@ class TestConcurrentStarts:
         _close(first)
         _close(socketfs.prepare(path, None))
 
+    def test_a_start_that_never_bound_does_not_keep_the_lock(self, tmp_path: Path) -> None:
+        """A server that failed after prepare() closes only its directory fd (server.stop)."""
+        path = tmp_path / "run" / "kms.sock"
+        dir_fd, _ = socketfs.prepare(path, None)
+        os.close(dir_fd)
+        spare = os.open(tmp_path, os.O_RDONLY)  # the number may be reused for another directory
+        try:
+            _close(socketfs.prepare(path, None))
+        finally:
+            os.close(spare)
+
     def test_lock_file_that_is_not_a_regular_file_is_refused(self, tmp_path: Path) -> None:
         (tmp_path / "run").mkdir(mode=0o700)
         os.mkfifo(tmp_path / "run" / ".kms.sock.lock")
