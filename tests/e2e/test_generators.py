@@ -1,0 +1,110 @@
+"""The generators against the real kube-apiserver's validation (issue 15, item 2).
+
+``kms-appliance static-pod`` must write a pod the apiserver accepts, and must
+refuse (exit 2) exactly the values the apiserver would refuse: each refused
+value is also rendered with the generator's check bypassed and sent to the
+apiserver with ``--dry-run=server``, which must refuse it too. So the
+re-implemented rules in kms_appliance/k8svalid.py cannot drift from the
+apiserver's without this failing.
+
+Not covered here: image references (the apiserver only checks that the image
+is non-empty without surrounding spaces; the kubelet refuses a bad reference
+at pull time, InvalidImageName), and the EncryptionConfiguration ``timeout``
+(a file read at apiserver start, not an API object; tests/unit covers its Go
+duration syntax against vectors checked with Go's time.ParseDuration).
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from kms_appliance import config, manifests
+
+from .cluster import ApiServerOptions, Cluster
+
+pytestmark = pytest.mark.e2e
+
+IMAGE = "localhost/kms-appliance:0.1.0"
+IDENTITY_ONLY = {
+    "apiVersion": "apiserver.config.k8s.io/v1",
+    "kind": "EncryptionConfiguration",
+    "resources": [{"resources": ["secrets"], "providers": [{"identity": {}}]}],
+}
+
+
+def _cli_static_pod(tmp_path: Path, *args: str) -> subprocess.CompletedProcess[str]:
+    conf = tmp_path / "etc" / "kms.toml"
+    conf.parent.mkdir(exist_ok=True)
+    conf.write_text('[server]\nbackend = "local"\n')
+    env = {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "PYTHONPATH": os.environ.get("PYTHONPATH", "")}
+    return subprocess.run([sys.executable, "-m", "kms_appliance", "static-pod", "--image", IMAGE,
+                           "--config", str(conf), *args],
+                          capture_output=True, text=True, env=env, timeout=60, check=False)
+
+
+def _unchecked_pod(monkeypatch: pytest.MonkeyPatch, **kwargs: Any) -> str:
+    """What the generator would have written without its checks (as the code before them did)."""
+    cfg = config.load(env={}, config_file=Path("/dev/null"), flags={"server.backend": "local"})
+    with monkeypatch.context() as m:
+        m.setattr(manifests, "_check_static_pod", lambda *a, **k: None)
+        return manifests.static_pod(cfg, IMAGE, **kwargs)
+
+
+def _dry_run(cluster: Cluster, manifest: str) -> subprocess.CompletedProcess[str]:
+    return cluster.kubectl("create", "--dry-run=server", "-o", "name", "-f", "-", check=False,
+                           input_text=manifest)
+
+
+@pytest.fixture
+def apiserver(cluster: Cluster) -> Cluster:
+    cluster.apiserver.start(ApiServerOptions(encryption_config=IDENTITY_ONLY))
+    # No controller-manager here to create it, and the ServiceAccount admission plugin
+    # (before validation) refuses a non-mirror pod without it: the kubelet's mirror pod skips it.
+    cluster.kubectl("create", "serviceaccount", "default", "-n", "kube-system")
+    return cluster
+
+
+def _refused_by_validation(stderr: str) -> bool:
+    """A validation or decoding refusal, not some other error (admission, connection)."""
+    return " is invalid" in stderr or "quantities must match the regular expression" in stderr
+
+
+# Loops rather than parametrize: one etcd + kube-apiserver per test, not per value.
+ACCEPTED = [[], ["--memory-limit", "1G"], ["--memory-limit", "0.5Gi"], ["--memory-limit", "192Mi", "--name", "kms-1"]]
+REFUSED = [
+    ("--name", "A_B", "name"),
+    ("--name", "kms.appliance", "name"),  # a valid pod name, but not a valid container name
+    ("--memory-limit", "lots", "memory_limit"),
+    ("--memory-limit", "128Mi", "memory_limit"),  # below the 192Mi request
+]
+
+
+def test_generated_static_pod_passes_apiserver_validation(apiserver: Cluster, tmp_path: Path) -> None:
+    for args in ACCEPTED:
+        proc = _cli_static_pod(tmp_path, *args)
+        assert proc.returncode == 0, proc.stderr
+        result = _dry_run(apiserver, proc.stdout)
+        assert result.returncode == 0, (args, result.stderr)
+
+
+def test_apiserver_refuses_what_the_generator_refuses(apiserver: Cluster, tmp_path: Path,
+                                                      monkeypatch: pytest.MonkeyPatch) -> None:
+    for flag, value, kwarg in REFUSED:
+        proc = _cli_static_pod(tmp_path, flag, value)
+        assert proc.returncode == 2 and proc.stdout == "", proc.stderr
+        assert f" {flag}: " in proc.stderr
+        result = _dry_run(apiserver, _unchecked_pod(monkeypatch, **{kwarg: value}))
+        assert result.returncode != 0, f"the apiserver accepted {flag} {value!r} that the generator refuses"
+        assert _refused_by_validation(result.stderr), result.stderr
+    for bad in ("Kube-System", "kube_system", "kms.x"):
+        assert _cli_static_pod(tmp_path, "--namespace", bad).returncode == 2
+        result = apiserver.kubectl("create", "namespace", bad, "--dry-run=server", check=False)
+        assert result.returncode != 0, f"the apiserver accepted namespace {bad!r}"
+        assert _refused_by_validation(result.stderr), result.stderr
+    assert apiserver.kubectl("create", "namespace", "kms-1", "--dry-run=server", check=False).returncode == 0
