@@ -102,6 +102,25 @@ class TestOneLine:
         assert "x" * 100 not in line
 
 
+_UNEXPECTED = """
+import sys
+from kms_appliance import cli
+def fails(args):
+    raise RuntimeError("while reading token=" + sys.argv[1])
+cli.COMMANDS["version"] = fails
+sys.exit(cli.main(["version"]))
+"""
+
+
+def test_unexpected_exception_is_one_line_with_its_type_only() -> None:
+    """The CLI's safety net: any exception nobody foresaw is one line, exit 1, its text never shown."""
+    ledger.secret(MARKER)
+    proc = subprocess.run([pm.python(), "-c", _UNEXPECTED, MARKER], cwd=pm.REPO, capture_output=True,
+                          text=True, timeout=60)
+    ledger.text(proc.stdout, proc.stderr)
+    assert "RuntimeError" in _one_clean_line(proc, 1, "kms-appliance")
+
+
 def _serve_cmd(sock: Path, keyring: Path, audit: Path) -> list[str]:
     return ["serve", "--backend", "local", "--keyring", str(keyring), "--socket", str(sock),
             "--audit-log", str(audit), "--http-listen", "", "--config", os.devnull]
