@@ -1,4 +1,5 @@
-"""SIGTERM stops the frozen binary cleanly: exit status 0 and the socket file removed.
+"""Signals to the frozen binary: SIGTERM stops it cleanly (exit 0, socket removed), SIGHUP
+reloads, Ctrl-C to the process group stops it gracefully.
 
 The signal goes to the outermost process (staticx's bootloader), as a
 container runtime or systemd would send it; it must reach the Python
