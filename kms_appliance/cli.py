@@ -13,9 +13,10 @@ import logging
 import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
+from typing import NoReturn
 
 from . import config, logs, manifests, process, version
-from .errors import ConfigError, KmsError, StartupError
+from .errors import ConfigError, KmsError, StartupError, shown
 
 log = logging.getLogger("kms_appliance.cli")
 
@@ -51,8 +52,17 @@ def load_config(args: argparse.Namespace) -> config.Config:
     return config.load(flags=flags, config_file=args.config)
 
 
+class _Parser(argparse.ArgumentParser):
+    """Usage errors are one line like every other mistake: argparse would print the whole
+    usage and quote the offending value in full (``invalid choice: '<10 kB>'``)."""
+
+    def error(self, message: str) -> NoReturn:
+        print(f"{self.prog}: usage error: {shown(message, limit=200)} (see --help)", file=sys.stderr)
+        sys.exit(2)
+
+
 def _parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="kms-appliance", description=__doc__)
+    p = _Parser(prog="kms-appliance", description=__doc__)
     sub = p.add_subparsers(dest="command", required=True)
     _add_config_flags(sub.add_parser("serve", help="serve KMS v2 and v1beta1 on the socket"))
     v = sub.add_parser("version", help="print build information")

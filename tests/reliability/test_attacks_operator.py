@@ -96,6 +96,11 @@ class TestOneLine:
         line = _one_clean_line(proc, 2, flag)
         assert "x" * 100 not in line and "\x1b" not in line
 
+    @pytest.mark.parametrize("argv", [("encryption-config", "--kms-api"), ("keyring",), ("version", "--json")])
+    def test_usage_error_of_10kb_is_one_line(self, argv: tuple[str, ...]) -> None:
+        line = _one_clean_line(_cli(*argv, HUGE + "\x1b[2J"), 2, "usage error")
+        assert "x" * 300 not in line and "\x1b" not in line
+
     def test_huge_unknown_key_is_not_echoed(self, tmp_path: Path) -> None:
         config = _toml(tmp_path, f'[cache]\n"{HUGE}" = 1\n')
         line = _one_clean_line(_cli("serve", "--config", str(config)), 2, "cache.")
