@@ -230,6 +230,19 @@ class ServerSettings:
                                        doc="calls beyond this are refused with RESOURCE_EXHAUSTED")
     max_connections: int = setting(128, int_range(1, 10_000),
                                    doc="open client connections; more are closed at once")
+    max_connection_age: float = setting(300.0, duration(1, 86_400),
+                                        doc="every connection is sent a GOAWAY after this long "
+                                            "(+-10%) and closed once its calls finished; grpc "
+                                            "clients reconnect transparently, so no connection "
+                                            "holds a max_connections slot longer")
+    max_streams_per_connection: int = setting(256, int_range(1, 1_000),
+                                              doc="calls one connection may have open at once "
+                                                  "(HTTP/2 max concurrent streams); a client "
+                                                  "queues the rest")
+    request_read_timeout: float = setting(2.0, duration(0.1, 60),
+                                          doc="a call whose request has not fully arrived by "
+                                              "then ends with DEADLINE_EXCEEDED; until then it "
+                                              "holds no worker")
     max_message_bytes: int = setting(65_536, int_range(4_096, 4_194_304),
                                      doc="largest gRPC message accepted")
     workers: int = setting(32, int_range(1, 1_024), doc="gRPC worker threads")

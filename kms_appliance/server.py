@@ -1,22 +1,43 @@
-"""The gRPC server on the UNIX socket: bind safely, serve, drain, clean up."""
+"""The gRPC server on the UNIX socket: bind safely, serve, drain, clean up.
+
+Why ``grpc.aio`` with the synchronous servicers: grpcio's sync server takes a
+worker thread as soon as a call's HEADERS arrive, and that thread then waits
+for the request message with no timeout, so one connection holding 32
+unfinished calls pinned every worker. The aio server reads the request in
+its event loop (one coroutine per call) and hands only a complete request
+to a worker thread; a call whose request has not arrived within
+``server.request_read_timeout`` ends with DEADLINE_EXCEEDED. Every method is
+registered as request-streaming so that read is ours to time (the wire is
+the same as a unary call's). ``server.max_concurrent_rpcs`` bounds the calls
+handed to workers, not the ones still being read, so slow callers cannot
+use it up either; those are bounded per connection by
+``server.max_streams_per_connection`` (HTTP/2 SETTINGS_MAX_CONCURRENT_STREAMS)
+and in total by ``server.max_connections``.
+"""
 
 from __future__ import annotations
 
+import asyncio
+import functools
 import logging
 import os
 import socket
 import stat
 import tempfile
-from collections.abc import Callable
+import threading
+from collections.abc import AsyncIterator, Awaitable, Callable
 from concurrent import futures
 from pathlib import Path
+from types import ModuleType
+from typing import Any
 
 import grpc
+from google.protobuf.message import DecodeError
 
 from . import socketfs
 from .config import ServerSettings
 from .errors import StartupError
-from .kms import v1beta1_pb2_grpc, v2_pb2_grpc
+from .kms import v1beta1_pb2, v2_pb2
 from .kms.v1 import V1Servicer
 from .kms.v2 import V2Servicer
 from .peercred import PeerGate, RefusalSink
@@ -25,10 +46,35 @@ from .threads import Supervisor
 log = logging.getLogger("kms_appliance.server")
 ConnectionCount = Callable[[int], None]
 # A connection that has not finished the HTTP/2 preface by then is closed, and one
-# with no call for IDLE_MS gets a GOAWAY (grpc clients reconnect on their next call):
-# idle connections cannot pin the max_connections slots forever.
+# with no call for IDLE_MS gets a GOAWAY (grpc clients reconnect on their next call).
 HANDSHAKE_MS = 5_000
 IDLE_MS = 300_000
+# Request metadata beyond the soft bound is refused, beyond the hard bound always
+# (kube-apiserver sends a few hundred bytes): a header flood costs bounded memory.
+METADATA_SOFT = 4 * 1024
+METADATA_HARD = 8 * 1024
+READING_PER_RPC = 4  # calls being read, per call that may be served at once
+_Handler = Callable[[Any, Any], Any]
+
+
+class _Context:
+    """What a servicer running in a worker may do to its call: set the status.
+
+    The servicers only call set_code/set_details; the aio context's own
+    methods must run in the event loop, so they are applied there afterwards.
+    """
+
+    __slots__ = ("code", "details")
+
+    def __init__(self) -> None:
+        self.code: grpc.StatusCode | None = None
+        self.details = ""
+
+    def set_code(self, code: grpc.StatusCode) -> None:
+        self.code = code
+
+    def set_details(self, details: str) -> None:
+        self.details = details
 
 
 class PluginServer:
@@ -46,22 +92,20 @@ class PluginServer:
         self._inner_dir: Path | None = None
         self._on_refuse = on_refuse
         self._on_connections = on_connections
-        self._threads = threads
-        size = settings.max_message_bytes
-        self._grpc = grpc.server(
-            futures.ThreadPoolExecutor(max_workers=settings.workers, thread_name_prefix="kms-rpc"),
-            maximum_concurrent_rpcs=settings.max_concurrent_rpcs,
-            options=[("grpc.max_receive_message_length", size),
-                     ("grpc.max_send_message_length", size),
-                     ("grpc.so_reuseport", 0),
-                     # Beyond this many open connections new ones are closed at once:
-                     # a flood cannot exhaust the process's descriptors.
-                     ("grpc.max_allowed_incoming_connections", settings.max_connections),
-                     ("grpc.server_handshake_timeout_ms", HANDSHAKE_MS),
-                     ("grpc.max_connection_idle_ms", IDLE_MS)],
-        )
-        v2_pb2_grpc.add_KeyManagementServiceServicer_to_server(v2, self._grpc)  # type: ignore[no-untyped-call]
-        v1beta1_pb2_grpc.add_KeyManagementServiceServicer_to_server(v1, self._grpc)  # type: ignore[no-untyped-call]
+        self._own_threads = threads is None
+        self._threads = threads if threads is not None else Supervisor()
+        self._pool = futures.ThreadPoolExecutor(max_workers=settings.workers, thread_name_prefix="kms-rpc")
+        # Calls handed to workers, released by the worker (or when a queued call is dropped).
+        self._slots = threading.BoundedSemaphore(settings.max_concurrent_rpcs)
+        self._read_timeout = settings.request_read_timeout
+        # Calls whose request is still arriving: each may buffer up to a 64 KiB flow-control
+        # window, so their number is bounded too (memory), well above any real client's need.
+        self._reading: dict[asyncio.Timeout, None] = {}  # oldest first
+        self._max_reading = READING_PER_RPC * settings.max_concurrent_rpcs
+        self._loop = asyncio.new_event_loop()
+        self._grpc: grpc.aio.Server | None = None
+        self._handlers = [_generic(v2_pb2, "v2.KeyManagementService", v2, self._call),
+                          _generic(v1beta1_pb2, "v1beta1.KeyManagementService", v1, self._call)]
 
     @property
     def socket_path(self) -> Path:
@@ -85,6 +129,31 @@ class PluginServer:
             return "socket path now holds another file"
         return None
 
+    def options(self) -> list[tuple[str, int]]:
+        """The channel arguments that bound what one connection may hold, and for how long."""
+        s = self._s
+        size = s.max_message_bytes
+        age_ms = int(s.max_connection_age * 1000)
+        # A recycled connection's calls get this long to finish after its GOAWAY.
+        grace_ms = int((s.request_read_timeout + s.call_timeout + 1.0) * 1000)
+        return [("grpc.max_receive_message_length", size),
+                ("grpc.max_send_message_length", size),
+                ("grpc.so_reuseport", 0),
+                # Beyond this many open connections new ones are closed at once:
+                # a flood cannot exhaust the process's descriptors.
+                ("grpc.max_allowed_incoming_connections", s.max_connections),
+                ("grpc.server_handshake_timeout_ms", HANDSHAKE_MS),
+                ("grpc.max_connection_idle_ms", min(IDLE_MS, age_ms)),
+                # Every connection is recycled (GOAWAY, then closed once its calls are done):
+                # a busy or trickling client cannot hold a max_connections slot for longer.
+                ("grpc.max_connection_age_ms", age_ms),
+                ("grpc.max_connection_age_grace_ms", grace_ms),
+                ("grpc.max_concurrent_streams", s.max_streams_per_connection),
+                ("grpc.max_metadata_size", METADATA_SOFT),
+                ("grpc.absolute_max_metadata_size", METADATA_HARD),
+                # Fixed 64 KiB flow-control windows: what a stream may buffer stays bounded.
+                ("grpc.http2.bdp_probe", 0)]
+
     def start(self) -> None:
         """Check the path, bind with the final mode, and start serving."""
         self._dir_fd, bind_path = socketfs.prepare(self._socket, self._s.socket_group)
@@ -100,13 +169,84 @@ class PluginServer:
 
     def _bind_grpc(self, path: Path, mode: int) -> None:
         with socketfs.umask(0o777 & ~mode):
-            try:
-                port = self._grpc.add_insecure_port(f"unix:{path}")
-            except RuntimeError:  # grpc raises (rather than returning 0) when bind() fails
-                port = 0
+            port = self._loop.run_until_complete(self._bind_and_start(path))
             if port == 0:
                 raise StartupError(f"cannot bind {path}")
-            self._grpc.start()
+        self._threads.start("grpc-loop", self._run_loop)
+
+    async def _bind_and_start(self, path: Path) -> int:
+        server = grpc.aio.server(migration_thread_pool=self._pool, handlers=self._handlers,
+                                 options=self.options(), maximum_concurrent_rpcs=None)
+        try:
+            port = server.add_insecure_port(f"unix:{path}")
+        except RuntimeError:  # grpc raises (rather than returning 0) when bind() fails
+            port = 0
+        if port:
+            await server.start()
+            self._grpc = server
+        return port
+
+    def _run_loop(self) -> None:
+        if not self._threads.stopping.is_set():
+            self._loop.run_forever()
+
+    async def _call(self, method: _Handler, parse: Callable[[bytes], Any],
+                    requests: AsyncIterator[bytes], context: grpc.aio.ServicerContext[Any, Any]) -> Any:
+        """One unary call: read its request (bounded in time), then serve it in a worker."""
+        del requests  # read through the context's reader API instead (cheaper)
+        request = await self._read(parse, context)
+        if request is _REFUSED:
+            return None
+        if not self._slots.acquire(blocking=False):
+            return _refuse(context, grpc.StatusCode.RESOURCE_EXHAUSTED, "Concurrent RPC limit exceeded!")
+        ctx = _Context()
+        try:
+            done = self._pool.submit(self._work, method, request, ctx)
+        except RuntimeError:  # the pool is shut down: the server is stopping
+            self._slots.release()
+            return _refuse(context, grpc.StatusCode.UNAVAILABLE, "server stopping")
+        done.add_done_callback(self._release_dropped)
+        response = await asyncio.wrap_future(done)
+        if ctx.code is not None:
+            context.set_code(ctx.code)
+            context.set_details(ctx.details)
+        return response
+
+    async def _read(self, parse: Callable[[bytes], Any], context: grpc.aio.ServicerContext[Any, Any]) -> Any:
+        """The call's request, or _REFUSED once the call was given its status.
+
+        At most ``_max_reading`` calls wait for their request at once; a new one beyond that
+        ends the one that has waited longest (a prompt client's request arrives within
+        milliseconds, so the evicted one is a slow caller's): memory stays bounded and slow
+        callers only evict each other. Only the event loop touches ``_reading``.
+        """
+        try:
+            async with asyncio.timeout(self._read_timeout) as budget:
+                self._reading[budget] = None
+                if len(self._reading) > self._max_reading:
+                    oldest = next(iter(self._reading))
+                    del self._reading[oldest]
+                    oldest.reschedule(self._loop.time())  # its read ends with TimeoutError now
+                raw = await context.read()  # the reader API: no async generator per call
+            if raw is grpc.aio.EOF:  # type: ignore[attr-defined]
+                return _refuse(context, grpc.StatusCode.INVALID_ARGUMENT, "no request message")
+            return parse(raw)
+        except TimeoutError:
+            return _refuse(context, grpc.StatusCode.DEADLINE_EXCEEDED, "request not received in time")
+        except DecodeError:
+            return _refuse(context, grpc.StatusCode.INVALID_ARGUMENT, "malformed request")
+        finally:
+            self._reading.pop(budget, None)
+
+    def _work(self, method: _Handler, request: Any, ctx: _Context) -> Any:
+        try:
+            return method(request, ctx)
+        finally:
+            self._slots.release()
+
+    def _release_dropped(self, done: futures.Future[Any]) -> None:
+        if done.cancelled():  # cancelled before a worker took it: _work never ran
+            self._slots.release()
 
     def _start_gated(self, bind_path: Path, mode: int) -> None:
         self._inner_dir = Path(tempfile.mkdtemp(prefix=".kms-inner-", dir=bind_path.parent))
@@ -128,14 +268,14 @@ class PluginServer:
     def stop(self, grace: float) -> None:
         """Refuse new calls, let in-flight ones finish within ``grace``, remove the socket."""
         if self._inode is None:
-            self._grpc.stop(None)
+            self._stop_grpc(0)
             self._close_dir()
             return  # never bound: the path is not ours to remove
         if self._gate is not None:
             self._gate.stop_accepting()
         # Stop accepting on the public path first so a successor can bind while we drain.
         socketfs.remove(self._bind_path, self._inode)
-        self._grpc.stop(grace).wait(grace + 1)
+        self._stop_grpc(grace)
         if self._gate is not None:
             self._gate.close()
         if self._inner_dir is not None:
@@ -145,8 +285,48 @@ class PluginServer:
         self._close_dir()
         log.info("stopped; socket %s removed", self._socket)
 
+    def _stop_grpc(self, grace: float) -> None:
+        """Drain in the event loop, then end the loop's thread and the workers."""
+        if self._own_threads:
+            self._threads.stopping.set()
+        server = self._grpc
+        if server is not None and self._loop.is_running():
+            drained = asyncio.run_coroutine_threadsafe(server.stop(grace), self._loop)
+            try:
+                drained.result(grace + 1)
+            except (TimeoutError, futures.TimeoutError):
+                log.warning("grpc did not stop within %.1fs", grace + 1)
+            self._loop.call_soon_threadsafe(self._loop.stop)
+        elif server is not None and not self._loop.is_closed():
+            self._loop.run_until_complete(server.stop(None))
+        self._pool.shutdown(wait=False, cancel_futures=True)
+
     def _close_dir(self) -> None:
         if self._dir_fd is not None:
             os.close(self._dir_fd)
             self._dir_fd = None
 
+
+_REFUSED = object()
+
+
+def _refuse(context: grpc.aio.ServicerContext[Any, Any], code: grpc.StatusCode, details: str) -> Any:
+    """End the call with ``code`` (the response, if any, is then discarded by grpc)."""
+    context.set_code(code)
+    context.set_details(details)
+    return _REFUSED
+
+
+def _generic(module: ModuleType, service: str, servicer: Any,
+             call: Callable[..., Awaitable[Any]]) -> grpc.GenericRpcHandler[Any, Any]:
+    """Every method of ``service`` (from the generated descriptors) as a request-streaming handler."""
+    handlers = {}
+    decoders = servicer.decoders()  # never raise: a malformed request is counted (kms/wire.py)
+    for m in module.DESCRIPTOR.services_by_name[service.split(".", 1)[1]].methods:
+        method = getattr(servicer, m.name)
+        parse = decoders[m.name]
+        serialize = getattr(module, m.output_type.name).SerializeToString
+
+        handler = functools.partial(call, method, parse)  # a coroutine function: run in the loop
+        handlers[m.name] = grpc.stream_unary_rpc_method_handler(handler, response_serializer=serialize)
+    return grpc.method_handlers_generic_handler(service, handlers)
