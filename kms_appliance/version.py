@@ -13,7 +13,8 @@ from pathlib import Path
 
 __version__ = "0.1.0"
 
-_LIBS = ("grpcio", "protobuf", "cryptography", "akeyless", "prometheus-client", "python-json-logger", "waitress")
+_LIBS = ("grpcio", "protobuf", "cryptography", "akeyless", "prometheus-client", "python-json-logger",
+         "waitress")
 
 
 def _stamp() -> dict[str, str]:
