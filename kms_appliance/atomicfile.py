@@ -22,7 +22,7 @@ import secrets
 import stat
 from pathlib import Path
 
-from .errors import ConfigError
+from .errors import ConfigError, shown
 
 PATH_MAX = 4096  # bytes, including the terminating NUL (Linux)
 NAME_MAX = 255  # bytes per component
@@ -39,9 +39,9 @@ class UnsafePath(OSError):
 
 
 def show(path: Path | str) -> str:
-    """A path for a message: bounded, so a 4 kB argument cannot flood a log line."""
-    text = os.fspath(path)
-    return text if len(text) <= SHOWN else f"{text[:SHOWN]}... ({len(text)} characters)"
+    """A path for a message: bounded, so a 4 kB argument cannot flood a log line (errors.shown:
+    control characters escaped too, so a path cannot forge a log line)."""
+    return shown(os.fspath(path), limit=SHOWN)
 
 
 def check_path(key: str, path: Path | str) -> Path:

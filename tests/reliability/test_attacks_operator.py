@@ -101,6 +101,12 @@ class TestOneLine:
         line = _one_clean_line(_cli(*argv, HUGE + "\x1b[2J"), 2, "usage error")
         assert "x" * 300 not in line and "\x1b" not in line
 
+    def test_path_with_control_characters_cannot_forge_a_line(self, tmp_path: Path) -> None:
+        bad = f"{tmp_path}/no\x1b[2J\nFAKE LOG LINE/audit.log"
+        line = _one_clean_line(_cli("serve", "--config", str(_toml(tmp_path, "")), "--audit-log", bad),
+                               2, "observability.audit_log")
+        assert "\x1b" not in line
+
     def test_huge_unknown_key_is_not_echoed(self, tmp_path: Path) -> None:
         config = _toml(tmp_path, f'[cache]\n"{HUGE}" = 1\n')
         line = _one_clean_line(_cli("serve", "--config", str(config)), 2, "cache.")
