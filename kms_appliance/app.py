@@ -12,7 +12,7 @@ from __future__ import annotations
 import logging
 import signal
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from typing import Any
 
 from . import backends, process, version
@@ -46,6 +46,9 @@ class App:
         self.audit = AuditLog(cfg.observability.audit_log, cfg.observability.audit_flush_interval,
                               metrics=self.metrics, threads=self.threads)
         self.backend: KeyBackend = backends.create(cfg, self.metrics, self.threads)
+        attach = getattr(self.backend, "set_event_sink", None)  # Akeyless IK events (envelope mode)
+        if attach is not None:
+            attach(self._backend_event)
         st = self.backend.status()
         self.health = Health(self.backend, self.metrics, cfg.observability.health_interval)
         self.health.watch("threads", self.threads.problem, live=True)
@@ -201,6 +204,9 @@ class App:
         else:
             log.warning("refused %d more connections from uid %d in %.0fs: %s (last pid %d)",
                         r.count, r.uid, r.seconds, r.reason, r.pid)
+
+    def _backend_event(self, event: str, fields: Mapping[str, object]) -> None:
+        self._event(event, **fields)
 
     def _event(self, event: str, **fields: Any) -> None:
         st = self.backend.status()

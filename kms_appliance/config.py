@@ -319,6 +319,9 @@ class AkeylessSettings:
     refresh_interval: float = setting(30.0, duration(1, 60),
                                       doc="how often last_version is re-read (rotation pickup)")
     timeout: float = setting(3.0, duration(0.5, 60), doc="per-request timeout to Akeyless")
+    mode: str = setting("direct", choice("direct", "envelope"),
+                        doc="direct: every DEK wrapped by Akeyless; envelope: DEKs wrapped by a "
+                            "local intermediate key that Akeyless wraps (rides through outages)")
 
 
 SECTIONS: dict[str, type] = {

@@ -73,6 +73,18 @@ class Metrics:
         self.thread_restarts = Counter("kms_appliance_thread_restarts",
                                        "Long-lived threads that died and were restarted",
                                        ["thread"], registry=r)
+        # Akeyless envelope mode (docs/akeyless.md): mode is "direct" or "envelope".
+        self.akeyless_mode = Gauge("kms_appliance_akeyless_mode", "1 for the Akeyless backend's "
+                                   "mode", ["mode"], registry=r)
+        self.intermediate_keys = Gauge("kms_appliance_intermediate_keys",
+                                       "Intermediate keys held in memory", registry=r)
+        self.intermediate_key_validation_age = Gauge(
+            "kms_appliance_intermediate_key_validation_age_seconds",
+            "Seconds since Akeyless last vouched for the least recently validated held "
+            "intermediate key", registry=r)
+        self.intermediate_key_events = Counter(
+            "kms_appliance_intermediate_key_events", "Intermediate key events "
+            "(created|unwrapped|dropped|validated|validation_failed)", ["event"], registry=r)
         self.build_info = Gauge("kms_appliance_build_info", "Build information",
                                 ["version", "commit", "python"], registry=r)
         info = version.info()

@@ -19,6 +19,7 @@ from ..cache import DecryptCache
 from .auth import Authenticator, detect
 from .backend import ANNOTATION, AkeylessBackend
 from .client import AkeylessClient, ClientOptions
+from .envelope_mode import ModalBackend
 
 
 def client_options(cfg: Config) -> ClientOptions:
@@ -45,8 +46,8 @@ def create(cfg: Config, metrics: Metrics, env: Mapping[str, str] | None = None,
     cache = (DecryptCache[tuple[bytes, int]](cfg.cache.size, cfg.cache.ttl, metrics)
              if cfg.cache.enabled else None)
     try:
-        backend = AkeylessBackend(client, auth, s.key_name, cfg.server.call_timeout,
-                                  s.refresh_interval, metrics, cache)
+        backend = ModalBackend(client, auth, s.key_name, cfg.server.call_timeout,
+                               s.refresh_interval, metrics, cache, mode=s.mode)
     except BaseException:
         client.close()
         raise
@@ -55,4 +56,4 @@ def create(cfg: Config, metrics: Metrics, env: Mapping[str, str] | None = None,
     return backend
 
 
-__all__ = ["ANNOTATION", "AkeylessBackend", "create"]
+__all__ = ["ANNOTATION", "AkeylessBackend", "ModalBackend", "create"]
