@@ -1,0 +1,156 @@
+"""Attacks with requests an allowed peer may send: malformed protobuf, forged ciphertexts.
+
+A peer the gate lets in can send anything. Bytes that are not a valid
+protobuf message must cost one counted, rate-limited log line, not an
+ERROR traceback per call; tampered or relabelled Akeyless ciphertexts must be
+answered INVALID_ARGUMENT at about one remote call each, not two.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import time
+from pathlib import Path
+
+import grpc
+
+from akeyless_emulator import Emulator
+from tests.reliability import akplugin, figures, ledger
+from tests.support import plugin as pm
+from tests.support.kmsclient import Client
+
+MALFORMED = 1_000
+# Not a valid message of any of these methods: a truncated varint tag; fields 1 and 2 not
+# UTF-8 (each method has a string field among them); a field longer than the message.
+GARBAGE = (b"\xff\xff\xff\xff\xff", b"\x0a\x02\xff\xfe\x12\x02\xff\xfe", b"\x0a\x7f\x00")
+METHODS = ("/v2.KeyManagementService/Encrypt", "/v2.KeyManagementService/Decrypt",
+           "/v1beta1.KeyManagementService/Encrypt", "/v1beta1.KeyManagementService/Decrypt")
+LINES_ALLOWED = 3
+LOG_EVERY = 10.0  # kms_appliance.kms.wire.LOG_EVERY (not imported: this file must run on old trees)
+IN_FLIGHT = 8
+
+
+def _ident(b: bytes) -> bytes:
+    return b
+
+
+def _counter(body: bytes, name: str) -> float:
+    """The sum of every sample of ``name`` (all label sets)."""
+    pat = rf"^{name}(?:\{{[^}}]*\}})? ([0-9.e+]+)$"
+    return sum(float(v) for v in re.findall(pat, body.decode(), re.M))
+
+
+def _metric_until(p: pm.Plugin, name: str, want: float, timeout: float = 10.0) -> float:
+    """The counter once it reaches ``want`` (call accounting is deferred to the audit flusher)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        _, body = p.http("/metrics")
+        got = _counter(body, name)
+        if got >= want or time.monotonic() > deadline:
+            return got
+        time.sleep(0.05)
+
+
+class TestMalformedRequests:
+    """1,000 undecodable requests: no traceback, a handful of lines, every one counted."""
+
+    def test_malformed_flood_is_counted_not_logged(self, tmp_path: Path) -> None:
+        p = ledger.plugin(pm.start(tmp_path / "m"))
+        c = Client(p.socket)
+        try:
+            c.status()
+            lines_before = len(p.stderr.read_text().splitlines())
+            calls = [c.channel.unary_unary(m, request_serializer=_ident, response_deserializer=_ident)
+                     for m in METHODS]
+            codes: dict[grpc.StatusCode, int] = {}
+            started = time.monotonic()
+            for first in range(0, MALFORMED, IN_FLIGHT):  # within the per-connection stream bound
+                futures = [calls[i % len(calls)].future(GARBAGE[i % len(GARBAGE)], timeout=10)
+                           for i in range(first, min(first + IN_FLIGHT, MALFORMED))]
+                for f in futures:
+                    exc = f.exception()
+                    code = exc.code() if isinstance(exc, grpc.Call) else grpc.StatusCode.OK
+                    codes[code] = codes.get(code, 0) + 1
+            elapsed = time.monotonic() - started
+            assert codes == {grpc.StatusCode.INVALID_ARGUMENT: MALFORMED}
+
+            seed = os.urandom(32)
+            ledger.secret(seed)
+            enc = c.encrypt(seed)
+            assert c.decrypt(enc.ciphertext, enc.key_id) == seed  # still serving
+
+            counted = _metric_until(p, "kms_appliance_malformed_requests_total", MALFORMED)
+            invalid = _metric_until(p, "kms_appliance_calls_total", MALFORMED + 2)
+            err = p.stderr.read_text()
+            new_lines = err.splitlines()[lines_before:]
+            figures.put("request attacks", "1,000 malformed requests",
+                        f"{len(new_lines)} log line(s), {counted:.0f} counted")
+            assert "Traceback" not in err
+            assert "deserializ" not in err.lower()
+            # one line per LOG_EVERY seconds at most, however many requests (a slow CI run may span
+            # more than one interval), plus a little room for unrelated lines
+            assert len(new_lines) <= LINES_ALLOWED + elapsed / LOG_EVERY, new_lines
+            assert counted == MALFORMED
+            assert invalid == MALFORMED + 2  # each also an audited INVALID_ARGUMENT call
+        finally:
+            c.close()
+            p.stop()
+
+
+def _relabel(ciphertext: bytes, version: int) -> bytes:
+    """Our envelope is a 5-byte header, then the item version (uint32 BE): name another one."""
+    return ciphertext[:5] + version.to_bytes(4, "big") + ciphertext[9:]
+
+
+def _key_id_for(ciphertext: bytes, key_id: str) -> str:
+    """The key_id a relabelled ciphertext claims (so it passes the plugin's own key_id check)."""
+    return f"{key_id.rsplit(':', 1)[0]}:{int.from_bytes(ciphertext[5:9], 'big')}"
+
+
+def _tamper(ciphertext: bytes, i: int) -> bytes:
+    bad = bytearray(ciphertext)
+    bad[-1 - (i % 16)] ^= 1 + i % 255  # inside Akeyless's GCM tag: distinct, all refused
+    return bytes(bad)
+
+
+class TestRejectedCiphertexts:
+    """Forged ciphertexts are INVALID_ARGUMENT at about one Akeyless call each."""
+
+    N = 40
+
+    def test_tampered_and_relabelled_cost_one_remote_call(self, emu: Emulator,
+                                                          tmp_path: Path) -> None:
+        emu.rotate_key(akplugin.KEY)  # versions 1 and 2, both enabled
+        env = akplugin.ak_env(emu, KMS_APPLIANCE_CACHE_ENABLED="false")
+        p = akplugin.start(tmp_path / "r", env)
+        c = Client(p.socket)
+        try:
+            seed = os.urandom(32)
+            ledger.secret(seed)
+            enc = c.encrypt(seed)  # labelled version 2
+            forged = [_tamper(enc.ciphertext, i) for i in range(self.N // 2)]
+            forged += [_relabel(enc.ciphertext, v) for v in (1, 0, 3, 7, 2**32 - 1)]
+            forged += [_tamper(_relabel(enc.ciphertext, 1), i) for i in range(self.N - len(forged))]
+            before = {op: emu.calls[op] for op in ("decrypt", "describe-item")}
+            codes: dict[grpc.StatusCode, int] = {}
+            for ct in forged:
+                try:
+                    c.decrypt(ct, _key_id_for(ct, enc.key_id))
+                    code = grpc.StatusCode.OK
+                except grpc.RpcError as exc:
+                    code = exc.code()
+                    ledger.text(exc.details() or "")
+                codes[code] = codes.get(code, 0) + 1
+            decrypts = emu.calls["decrypt"] - before["decrypt"]
+            describes = emu.calls["describe-item"] - before["describe-item"]
+            figures.put("request attacks", f"{self.N} forged Akeyless ciphertexts",
+                        f"{decrypts} decrypt + {describes} describe-item calls")
+            assert codes == {grpc.StatusCode.INVALID_ARGUMENT: self.N}
+            assert decrypts == self.N
+            assert describes <= 3, "explanation lookups must be rate-limited, not one per refusal"
+            assert c.decrypt(enc.ciphertext, enc.key_id) == seed
+        finally:
+            c.close()
+            p.stop()
+
