@@ -95,8 +95,17 @@ def _create_dir(directory: Path, group: str | None) -> None:
     gid = group_id(group)
     if gid is not None:
         # setgid: the socket is born in the socket group, with no window in the primary group.
-        os.chown(directory, -1, gid)
-        os.chmod(directory, dir_mode | stat.S_ISGID)
+        # Through an O_NOFOLLOW descriptor: a directory swapped for a symlink is not followed.
+        try:
+            fd = os.open(directory, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC)
+            try:
+                os.fchown(fd, -1, gid)
+                os.fchmod(fd, dir_mode | stat.S_ISGID)
+            finally:
+                os.close(fd)
+        except OSError as exc:
+            raise StartupError(f"cannot give socket directory {directory} to socket group "
+                               f"{shown(group)}: {exc.strerror}") from None
 
 
 def probe(path: Path) -> bool:
