@@ -6,6 +6,9 @@
 #   make fuzz-nightly       1,000,000 inputs per target, 5,000 hypothesis examples, 20,000 per
 #                           method over the socket
 #   make soak               the full 1,000,000-call soak; prints its figures as JSON
+#   make attack-run         every attack of issue 13 at once for ATTACK_SECONDS (600) while a real
+#                           client calls once a second; fails on a failed call, RSS >= 384 MiB or
+#                           descriptors/threads not back to baseline (needs root)
 #
 # The suites deselect themselves from `pytest tests` (stage pytest-core) so they run once, here;
 # KMS_APPLIANCE_RELIABILITY=1 (or naming their directory) selects them. Figures are printed at
@@ -14,8 +17,9 @@
 RELIABILITY_PYTEST_ARGS ?=
 RELIABILITY_FIGURES ?=
 SOAK_CALLS ?= 1000000
+ATTACK_SECONDS ?= 600
 
-.PHONY: test-reliability fuzz-nightly soak
+.PHONY: test-reliability fuzz-nightly soak attack-run
 TEST_STAGES += test-reliability
 
 test-reliability: $(STAMP)
@@ -30,3 +34,6 @@ fuzz-nightly: $(STAMP)
 
 soak: $(STAMP)
 	$(PY) -m tests.reliability.soak --calls $(SOAK_CALLS) $(if $(RELIABILITY_FIGURES),--json $(RELIABILITY_FIGURES))
+
+attack-run: $(STAMP)
+	$(PY) -m tests.reliability.attack_mix --seconds $(ATTACK_SECONDS) $(if $(RELIABILITY_FIGURES),--json $(RELIABILITY_FIGURES))

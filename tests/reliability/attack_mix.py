@@ -1,0 +1,367 @@
+"""Every attack at once against the real plugin, while a real client keeps calling (issue 13).
+
+    python -m tests.reliability.attack_mix --seconds 600 [--json out.json]
+
+What it does, and why each step:
+
+1. Starts the plugin from the source tree (tests/support/plugin.py) the way a hardened node
+   runs it: the socket group-accessible (``daemon``) but ``server.allowed_uids`` = our uid, so
+   a local user in the group can connect and is refused by SO_PEERCRED (the refused-peer
+   flood needs exactly that). ``server.max_connection_age`` is shortened (60 s by default,
+   not 300 s) so that every connection, the real client's included, is recycled several
+   times under attack: the reconnect is the moment a saturated server would fail it.
+2. Warms it up (a few real calls, bursts of concurrent calls so the worker pool has grown,
+   a scrape) and takes the baseline of the Python process: VmRSS, open descriptors, threads.
+3. Runs every driver of tests/support/attacks.py in a separate process (their work must
+   not compete with the real client for this interpreter's lock) and, here, a real client
+   as kube-apiserver calls: one v2 Encrypt + Decrypt round trip and one Status per second,
+   each call with a 1 s deadline and wait_for_ready (as the apiserver dials). RSS, descriptors,
+   threads and /livez are sampled every few seconds.
+4. Stops the attacks, waits (bounded) until descriptors and threads are back to baseline,
+   stops the plugin with SIGTERM, and reports.
+
+Fails (exit 1) if a real-client call failed, the peak RSS reached the static pod's limit
+(384 MiB), descriptors or threads did not return to baseline (+ tolerance, below) within the
+settle bound, the plugin died, or it did not exit 0 on SIGTERM.
+
+Tolerances after the settle, and why: descriptors +FD_SLACK: with the peer gate one admitted
+connection costs 3 descriptors (client end, relay to grpc, grpc's end), and the real client's
+own connection may be mid-recycle (old draining, new open) at the sample. Threads
++THREAD_SLACK: the same recycle costs 2 relay threads, and grpc core starts and reaps a few
+executor threads of its own on demand. Anything an attack left behind costs far more (each
+held gated connection 3 descriptors and 2 threads; each HTTP connection one descriptor).
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import grp
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import urllib.error
+import urllib.request
+from collections import Counter
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import grpc
+
+from kms_appliance.kms import v2_pb2, v2_pb2_grpc
+from tests.reliability import procinfo
+from tests.support import attacks
+from tests.support import plugin as pm
+
+POD_LIMIT_KIB = 384 * 1024  # the static pod's memory limit (deploy/static-pod)
+DEADLINE = 1.0  # every real-client call
+FD_SLACK = 3
+THREAD_SLACK = 4
+SOCKET_GROUP = "daemon"
+
+
+@dataclass
+class RealClient:
+    """kube-apiserver's part: a round trip and a Status per second on one kept channel."""
+
+    sock: Path
+    on_secret: Callable[[bytes], None] = lambda _: None
+    calls: int = 0
+    failed: Counter[str] = field(default_factory=Counter)
+    failures: list[str] = field(default_factory=list)
+    worst: dict[str, float] = field(default_factory=dict)
+    rounds: int = 0
+
+    def __post_init__(self) -> None:
+        self.stop_event = threading.Event()
+        self.started = time.monotonic()
+        self.channel = grpc.insecure_channel(f"unix:{self.sock}", options=[
+            ("grpc.default_authority", "localhost"), ("grpc.use_local_subchannel_pool", 1)])
+        self.stub: Any = v2_pb2_grpc.KeyManagementServiceStub(self.channel)  # type: ignore[no-untyped-call]
+        self.thread = threading.Thread(target=self._loop, name="real-client", daemon=True)
+
+    def _call(self, method: str, fn: Callable[[], Any]) -> Any:
+        self.calls += 1
+        t0 = time.monotonic()
+        try:
+            return fn()
+        except grpc.RpcError as exc:
+            code = exc.code().name
+            self._fail(method, code, exc.details() or "")
+            return None
+        finally:
+            self.worst[method] = max(self.worst.get(method, 0.0), time.monotonic() - t0)
+
+    def _fail(self, method: str, code: str, details: str) -> None:
+        self.failed[f"{method}:{code}"] += 1
+        if len(self.failures) < 20:
+            self.failures.append(f"t+{time.monotonic() - self.started:.1f}s {method} {code} {details[:120]}")
+
+    def round_trip(self) -> None:
+        seed = os.urandom(32)
+        self.on_secret(seed)
+        enc = self._call("Encrypt", lambda: self.stub.Encrypt(
+            v2_pb2.EncryptRequest(plaintext=seed, uid=f"real-{self.rounds}"), timeout=DEADLINE,
+            wait_for_ready=True))
+        if enc is not None:
+            dec = self._call("Decrypt", lambda: self.stub.Decrypt(v2_pb2.DecryptRequest(
+                ciphertext=enc.ciphertext, key_id=enc.key_id, annotations=dict(enc.annotations),
+                uid=f"real-{self.rounds}"), timeout=DEADLINE, wait_for_ready=True))
+            if dec is not None and bytes(dec.plaintext) != seed:
+                self._fail("Decrypt", "WRONG_PLAINTEXT", "")
+        st = self._call("Status", lambda: self.stub.Status(v2_pb2.StatusRequest(), timeout=DEADLINE,
+                                                           wait_for_ready=True))
+        if st is not None and st.healthz != "ok":
+            self._fail("Status", "NOT_OK", str(st.healthz))
+        self.rounds += 1
+
+    def _loop(self) -> None:
+        tick = time.monotonic()
+        while not self.stop_event.is_set():
+            self.round_trip()
+            tick += 1.0
+            self.stop_event.wait(max(0.0, tick - time.monotonic()))
+            tick = max(tick, time.monotonic() - 1.0)  # a slow round does not cause a burst after
+
+    def start(self) -> None:
+        self.started = time.monotonic()
+        self.thread.start()
+
+    def stop(self) -> None:
+        self.stop_event.set()
+        self.thread.join(10)
+        self.channel.close()
+
+
+@dataclass
+class Sample:
+    t: float
+    rss_kib: int
+    fds: int
+    threads: int
+    livez: int
+
+
+def _status(port: int, path: str) -> tuple[int, str]:
+    try:
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}{path}", timeout=2) as resp:
+            return int(resp.status), resp.read(300).decode(errors="replace")
+    except urllib.error.HTTPError as err:
+        return int(err.code), err.read(300).decode(errors="replace")
+    except OSError as exc:
+        return 0, type(exc).__name__
+
+
+def _sample(p: pm.Plugin, t0: float) -> Sample:
+    pid = p.proc.pid
+    return Sample(round(time.monotonic() - t0, 1), procinfo.rss_kib(pid), procinfo.fds(pid),
+                  procinfo.threads(pid), _status(p.http_port, "/livez")[0])
+
+
+def _warm_up(p: pm.Plugin, client: RealClient) -> None:
+    """Grow what grows once (worker pool, grpc's threads, caches) before the baseline."""
+    deadline = time.monotonic() + 20
+    while _status(p.http_port, "/livez")[0] != 200 and time.monotonic() < deadline:
+        time.sleep(0.2)
+    for _ in range(3):
+        client.round_trip()
+    chans = [attacks.channel(p.socket) for _ in range(4)]
+    try:
+        stubs: list[Any] = [v2_pb2_grpc.KeyManagementServiceStub(c) for c in chans]  # type: ignore[no-untyped-call]
+        with ThreadPoolExecutor(64) as pool:
+            for _ in range(3):
+                list(pool.map(lambda i: stubs[i % 4].Status(v2_pb2.StatusRequest(), timeout=10), range(256)))
+    finally:
+        for c in chans:
+            c.close()
+    _status(p.http_port, "/metrics")
+    time.sleep(3)  # the warm-up's connections end and their relay threads with them
+
+
+def _metric_lines(p: pm.Plugin, prefixes: tuple[str, ...]) -> list[str]:
+    try:
+        with urllib.request.urlopen(f"http://127.0.0.1:{p.http_port}/metrics", timeout=5) as resp:
+            body = resp.read().decode()
+    except OSError:
+        return []
+    return [ln for ln in body.splitlines() if ln.startswith(prefixes) and not ln.endswith(" 0.0")]
+
+
+def _attacker(p: pm.Plugin, gid: int, scale: float, only: str, skip: str) -> subprocess.Popen[str]:
+    # grpc's INFO lines (a GOAWAY per recycled connection) are not worth keeping
+    env = {**os.environ, "GRPC_VERBOSITY": "ERROR"}
+    return subprocess.Popen(
+        [sys.executable, "-m", "tests.support.attacks", "--socket", str(p.socket), "--http-port",
+         str(p.http_port), "--pid", str(p.proc.pid), "--audit", str(p.audit), "--socket-gid", str(gid),
+         "--scale", str(scale), "--only", only, "--skip", skip], cwd=pm.REPO, env=env,
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+
+def thread_names(pid: int) -> Counter[str]:
+    """Threads by kernel name (grpc names its own; Python threads keep the process's name)."""
+    names: Counter[str] = Counter()
+    for tid in os.listdir(f"/proc/{pid}/task"):
+        with contextlib.suppress(OSError):
+            names[Path(f"/proc/{pid}/task/{tid}/comm").read_text().strip()] += 1
+    return names
+
+
+def _settle(p: pm.Plugin, base: Sample, t0: float, bound: float) -> tuple[Sample, float]:
+    """Poll until descriptors and threads are back within tolerance, or ``bound`` passed."""
+    start = time.monotonic()
+    while True:
+        s = _sample(p, t0)
+        back = s.fds <= base.fds + FD_SLACK and s.threads <= base.threads + THREAD_SLACK
+        if back or time.monotonic() - start > bound:
+            return s, time.monotonic() - start
+        time.sleep(0.5)
+
+
+def run(seconds: float, *, age: float = 60.0, sample_every: float = 3.0, settle: float = 60.0,
+        scale: float = 1.0, only: str = "", skip: str = "", on_plugin: Callable[[pm.Plugin], None] = lambda _: None,
+        on_secret: Callable[[bytes], None] = lambda _: None, log: Callable[[str], None] = print,
+        ) -> dict[str, Any]:
+    """The whole run; the report as a dict (``report["failed"]`` lists what went wrong)."""
+    gid = grp.getgrnam(SOCKET_GROUP).gr_gid
+    top = Path(tempfile.mkdtemp(prefix="kms-attack-mix-"))
+    top.chmod(0o711)  # uid 65534 must traverse to the socket to be refused by the gate
+    workdir = top / "g"
+    workdir.mkdir(mode=0o711)
+    env = {"KMS_APPLIANCE_SERVER_MAX_CONNECTION_AGE": f"{age:g}s"}
+    p = pm.start(workdir, ["--socket-group", SOCKET_GROUP, "--allowed-uids", str(os.geteuid())], env=env)
+    on_plugin(p)
+    client = RealClient(p.socket, on_secret)
+    samples: list[Sample] = []
+    livez_bad: Counter[str] = Counter()
+    report: dict[str, Any] = {"seconds": seconds, "max_connection_age_s": age, "scale": scale,
+                              "load_before": os.getloadavg()}
+    try:
+        t0 = time.monotonic()
+        _warm_up(p, client)
+        base = _sample(p, t0)
+        log(f"baseline: RSS {base.rss_kib // 1024} MiB, {base.fds} fds, {base.threads} threads")
+        client.start()
+        names_before = thread_names(p.proc.pid)
+        attacker = _attacker(p, gid, scale, only, skip)
+        end = time.monotonic() + seconds
+        try:
+            while time.monotonic() < end and p.proc.poll() is None and attacker.poll() is None:
+                s = _sample(p, t0)
+                samples.append(s)
+                if s.livez != 200:
+                    livez_bad[_status(p.http_port, "/livez")[1][:100]] += 1
+                time.sleep(sample_every)
+        finally:
+            with contextlib.suppress(ProcessLookupError):
+                attacker.send_signal(signal.SIGTERM)
+            try:
+                out, err = attacker.communicate(timeout=60)
+            except subprocess.TimeoutExpired:
+                attacker.kill()
+                out, err = attacker.communicate()
+        report["attacker_exit"] = attacker.returncode
+        report["attack_volumes"] = json.loads(out.strip().splitlines()[-1]) if out.strip() else {}
+        if err.strip():
+            report["attacker_stderr"] = err[-1000:]
+        plugin_alive = p.proc.poll() is None
+        after, settled_in = _settle(p, base, t0, settle) if plugin_alive else (samples[-1], 0.0)
+        names_after = thread_names(p.proc.pid)
+        report["threads_by_name"] = {"baseline": dict(names_before), "after": dict(names_after)}
+        client.stop()
+        ready = _status(p.http_port, "/readyz")
+        metrics = _metric_lines(p, ("kms_appliance_peer_refusals_total", "kms_appliance_malformed",
+                                    "kms_appliance_audit_", "kms_appliance_http_", "kms_appliance_calls_total"))
+    finally:
+        if client.thread.is_alive():
+            client.stop()
+        rc = p.stop(timeout=30)
+    stderr = p.stderr.read_text(errors="replace")
+    peak = Sample(0, max(s.rss_kib for s in samples), max(s.fds for s in samples),
+                  max(s.threads for s in samples), 0) if samples else base
+    report.update({
+        "real_client": {"calls": client.calls, "rounds": client.rounds, "failed": sum(client.failed.values()),
+                        "failed_by_code": dict(client.failed), "failures": client.failures,
+                        "worst_latency_ms": {k: round(v * 1000) for k, v in client.worst.items()}},
+        "rss_mib": {"baseline": round(base.rss_kib / 1024, 1), "peak": round(peak.rss_kib / 1024, 1),
+                    "after": round(after.rss_kib / 1024, 1), "limit": POD_LIMIT_KIB // 1024},
+        "fds": {"baseline": base.fds, "peak": peak.fds, "after": after.fds, "tolerance": FD_SLACK},
+        "threads": {"baseline": base.threads, "peak": peak.threads, "after": after.threads,
+                    "tolerance": THREAD_SLACK},
+        "settled_in_s": round(settled_in, 1), "settle_bound_s": settle, "samples": len(samples),
+        "livez_not_200": dict(livez_bad), "readyz_after": ready[0], "metrics_after": metrics,
+        "plugin_exit": rc, "plugin_tracebacks": stderr.count("Traceback"),
+        "plugin_stderr_lines": len(stderr.splitlines()), "load_after": os.getloadavg(),
+    })
+    report["failed"] = _verdict(report, plugin_alive)
+    report["workdir"] = str(top)
+    report["_plugin"] = p
+    return report
+
+
+def _verdict(r: dict[str, Any], plugin_alive: bool) -> list[str]:
+    bad = []
+    if r["real_client"]["failed"]:
+        bad.append(f"{r['real_client']['failed']} real-client calls failed: {r['real_client']['failed_by_code']}")
+    if r["rss_mib"]["peak"] * 1024 >= POD_LIMIT_KIB:
+        bad.append(f"peak RSS {r['rss_mib']['peak']} MiB >= {POD_LIMIT_KIB // 1024} MiB")
+    if r["fds"]["after"] > r["fds"]["baseline"] + FD_SLACK:
+        bad.append(f"descriptors {r['fds']['after']} not back to {r['fds']['baseline']} (+{FD_SLACK})")
+    if r["threads"]["after"] > r["threads"]["baseline"] + THREAD_SLACK:
+        bad.append(f"threads {r['threads']['after']} not back to {r['threads']['baseline']} (+{THREAD_SLACK})")
+    if not plugin_alive:
+        bad.append("the plugin died during the attacks")
+    if r["plugin_exit"] != 0:
+        bad.append(f"SIGTERM: plugin exit {r['plugin_exit']}")
+    if r["attacker_exit"] != 0:
+        bad.append(f"the attacker process exited {r['attacker_exit']} (attacks may not have run)")
+    for name, volumes in r["attack_volumes"].items():  # an attack that did nothing proves nothing
+        broken = [k for k in volumes if k.startswith(("driver_error", "threads_not_stopped", "exit:"))]
+        if not volumes or broken:
+            bad.append(f"attack {name} did not run as meant: {volumes}")
+    return bad
+
+
+def cleanup(report: dict[str, Any]) -> None:
+    shutil.rmtree(report["workdir"], ignore_errors=True)
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description="every attack at once + a real client (issue 13)")
+    ap.add_argument("--seconds", type=float, default=600.0)
+    ap.add_argument("--json", type=Path, default=None, help="also write the report here")
+    ap.add_argument("--max-connection-age", type=float, default=60.0)
+    ap.add_argument("--settle", type=float, default=60.0, help="bound on the wait for fds/threads")
+    ap.add_argument("--scale", type=float, default=1.0, help="shrink the attacks' connection counts")
+    ap.add_argument("--keep", action="store_true", help="keep the plugin's work directory")
+    ap.add_argument("--only", default="", help="only these attack drivers (comma-separated names)")
+    ap.add_argument("--skip", default="", help="leave these attack drivers out")
+    args = ap.parse_args(argv)
+    if os.geteuid() != 0:
+        print("attack_mix: needs root (the refused-peer flood runs as uid 65534)", file=sys.stderr)
+        return 2
+    report = run(args.seconds, age=args.max_connection_age, settle=args.settle, scale=args.scale,
+                 only=args.only, skip=args.skip,
+                 log=lambda s: print(s, file=sys.stderr, flush=True))
+    report.pop("_plugin")
+    if not args.keep:
+        cleanup(report)
+    text = json.dumps(report, indent=2, default=str)
+    print(text)
+    if args.json:
+        args.json.write_text(text + "\n")
+    for line in report["failed"]:
+        print(f"FAILED: {line}", file=sys.stderr)
+    return 1 if report["failed"] else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

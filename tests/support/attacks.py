@@ -1,0 +1,521 @@
+"""Attack drivers a hostile local user can run against the plugin, all at once if wanted.
+
+Why a module of its own: each per-item test (tests/reliability/test_attacks_*.py)
+proves one control in isolation; the mixed run (tests/reliability/attack_mix.py)
+needs every attack running together for minutes, each with a stop event and a
+fixed ceiling on what it holds (connections, threads, processes), and each
+counting what it did so a run can report its volumes.
+
+Every driver is a context manager (``with Driver(...) as d: ...``) or can be
+``start()``-ed and ``stop()``-ed; ``volumes()`` says what it did. A driver never
+raises out of its threads: what the plugin refuses is the point of the attack.
+
+``python -m tests.support.attacks --socket S --http-port P --pid PID --audit A``
+runs them all until SIGTERM (or ``--seconds``) and prints the volumes as one JSON
+line: the mixed run starts it as a separate process so the attackers' work never
+competes for the real client's interpreter lock.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import os
+import resource
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+from collections import Counter
+from collections.abc import Callable
+from pathlib import Path
+from types import TracebackType
+from typing import Any, Self
+
+import grpc
+
+from kms_appliance.kms import v2_pb2, v2_pb2_grpc
+from tests.support import h2raw
+
+STATUS = "/v2.KeyManagementService/Status"
+ENCRYPT = "/v2.KeyManagementService/Encrypt"
+NOBODY = 65534
+# HEADERS-only calls are ended by the server after server.request_read_timeout (2 s default);
+# a partial message announces 100 bytes and sends one.
+PARTIAL = b"\x00\x00\x00\x00\x64" + b"\x0a"
+# Not a valid message of any KMS method: a truncated varint tag; non-UTF-8 string fields;
+# a length running past the end.
+GARBAGE = (b"\xff\xff\xff\xff\xff", b"\x0a\x02\xff\xfe\x12\x02\xff\xfe", b"\x0a\x7f\x00")
+MALFORMED_METHODS = ("/v2.KeyManagementService/Encrypt", "/v2.KeyManagementService/Decrypt",
+                     "/v1beta1.KeyManagementService/Encrypt", "/v1beta1.KeyManagementService/Decrypt")
+
+
+class Driver:
+    """A stop event, a few threads, and counters; subclasses implement ``_run``."""
+
+    name = "driver"
+    threads = 1
+
+    def __init__(self) -> None:
+        self.stop_event = threading.Event()
+        self.counts: Counter[str] = Counter()
+        self._lock = threading.Lock()
+        self._threads: list[threading.Thread] = []
+
+    def count(self, key: str, n: int = 1) -> None:
+        with self._lock:
+            self.counts[key] += n
+
+    def start(self) -> Self:
+        for i in range(self.threads):
+            t = threading.Thread(target=self._guarded, args=(i,), name=f"{self.name}-{i}", daemon=True)
+            t.start()
+            self._threads.append(t)
+        return self
+
+    def _guarded(self, index: int) -> None:
+        try:
+            self._run(index)
+        except Exception as exc:  # an attack thread must not die unnoticed: the run reports it
+            self.count(f"driver_error:{type(exc).__name__}")
+
+    def _run(self, index: int) -> None:
+        raise NotImplementedError
+
+    def stop(self, timeout: float = 15.0) -> None:
+        self.stop_event.set()
+        deadline = time.monotonic() + timeout
+        for t in self._threads:
+            t.join(max(0.1, deadline - time.monotonic()))
+        self._cleanup()
+        self.count("threads_not_stopped", sum(t.is_alive() for t in self._threads))
+
+    def _cleanup(self) -> None:
+        """Release whatever the driver still holds (after its threads ended)."""
+
+    def wait(self, seconds: float) -> bool:
+        """Sleep ``seconds`` unless stopped first; True if stopped."""
+        return self.stop_event.wait(seconds)
+
+    def volumes(self) -> dict[str, int]:
+        with self._lock:
+            return {k: v for k, v in sorted(self.counts.items()) if v}
+
+    def __enter__(self) -> Self:
+        return self.start()
+
+    def __exit__(self, kind: type[BaseException] | None, exc: BaseException | None,
+                 tb: TracebackType | None) -> None:
+        self.stop()
+
+
+# ---- HTTP endpoint ------------------------------------------------------------------------------
+
+
+class HttpIdle(Driver):
+    """Hold ``conns`` TCP connections to the metrics port open, half of them with a request
+    started and never finished; every ``refresh`` seconds replace those the server closed."""
+
+    name = "http-idle"
+
+    def __init__(self, port: int, conns: int = 200, refresh: float = 2.0) -> None:
+        super().__init__()
+        self.port, self.conns, self.refresh = port, conns, refresh
+        self.held: list[socket.socket] = []
+
+    def _open(self, i: int) -> socket.socket:
+        s = socket.socket()
+        s.setblocking(False)
+        s.connect_ex(("127.0.0.1", self.port))
+        self.count("opened")
+        if i % 2:
+            with contextlib.suppress(OSError):
+                s.send(b"GET /metrics HTTP/1.1\r\nHost: x\r\n")  # never ends the header block
+        return s
+
+    @staticmethod
+    def _closed(s: socket.socket) -> bool:
+        try:
+            return s.recv(4096) == b""
+        except BlockingIOError:
+            return False
+        except OSError:
+            return True
+
+    def _run(self, index: int) -> None:
+        self.held = [self._open(i) for i in range(self.conns)]
+        while not self.wait(self.refresh):
+            for i, s in enumerate(self.held):
+                if self._closed(s):
+                    s.close()
+                    self.count("closed_by_server")
+                    self.held[i] = self._open(i)
+
+    def _cleanup(self) -> None:
+        for s in self.held:
+            s.close()
+        self.held = []
+
+
+# ---- gRPC endpoint: slow callers, header floods ------------------------------------------------
+
+
+class SlowCalls(Driver):
+    """``conns`` raw HTTP/2 connections, each opening ``calls`` unary calls every ``period``
+    seconds whose request never completes: HEADERS only on even connections, a partial
+    message on odd ones. A connection the server closed is replaced."""
+
+    name = "slow-calls"
+
+    def __init__(self, sock: Path, conns: int = 4, calls: int = 48, period: float = 3.0) -> None:
+        super().__init__()
+        self.sock, self.conns, self.calls, self.period = sock, conns, calls, period
+        self.raw: list[h2raw.RawH2 | None] = []
+
+    def _connect(self) -> h2raw.RawH2 | None:
+        try:
+            conn = h2raw.RawH2(self.sock, timeout=2.0)
+        except OSError:
+            self.count("connect_failed")
+            return None
+        self.count("connections")
+        return conn
+
+    def _run(self, index: int) -> None:
+        self.raw = [None] * self.conns
+        while not self.stop_event.is_set():
+            for i in range(self.conns):
+                conn = self.raw[i] or self._connect()
+                self.raw[i] = conn
+                if conn is None:
+                    continue
+                partial = PARTIAL if i % 2 else None
+                try:
+                    for _ in range(self.calls):
+                        conn.open_call(ENCRYPT, partial)
+                    self.count("partial_calls" if partial else "headers_only_calls", self.calls)
+                    alive = conn.drain()
+                except OSError:
+                    alive = False
+                if not alive:
+                    conn.close()
+                    self.raw[i] = None
+                    self.count("closed_by_server")
+            if self.wait(self.period):
+                break
+
+    def _cleanup(self) -> None:
+        for conn in self.raw:
+            if conn is not None:
+                conn.close()
+        self.raw = []
+
+
+class HeaderFlood(Driver):
+    """HEADERS + CONTINUATION floods (h2raw.header_flood) from ``conns`` connections: bursts
+    of ``burst`` seconds every ``burst + pause`` seconds (a duty cycle, so a long run does not
+    take a core of a shared machine the whole time)."""
+
+    name = "header-flood"
+
+    def __init__(self, sock: Path, conns: int = 16, fields: int = 120, burst: float = 2.0,
+                 pause: float = 3.0) -> None:
+        super().__init__()
+        self.sock, self.conns, self.fields, self.burst, self.pause = sock, conns, fields, burst, pause
+
+    def _run(self, index: int) -> None:
+        while not self.stop_event.is_set():
+            try:
+                self.count("header_blocks", h2raw.header_flood(self.sock, self.conns, self.burst,
+                                                                self.fields, STATUS))
+                self.count("bursts")
+            except OSError:  # the server closed a connection as it was opened: its right
+                self.count("bursts_cut_short")
+            if self.wait(self.pause):
+                break
+
+
+# ---- slots ----------------------------------------------------------------------------------------
+
+
+def channel(sock: Path, **options: int) -> grpc.Channel:
+    """A channel with its own connection (grpc shares one between equal channels otherwise)."""
+    opts: list[tuple[str, Any]] = [("grpc.default_authority", "localhost"),
+                                   ("grpc.use_local_subchannel_pool", 1)]
+    opts += [(f"grpc.{k}", v) for k, v in options.items()]
+    return grpc.insecure_channel(f"unix:{sock}", options=opts)
+
+
+class SlotHolders(Driver):
+    """``holders`` connections, each making one cheap call (Status) every ``every`` seconds
+    (staggered) so that none is ever idle long enough to be closed for idleness."""
+
+    name = "slot-holders"
+
+    def __init__(self, sock: Path, holders: int = 64, every: float = 20.0) -> None:
+        super().__init__()
+        self.sock, self.holders, self.every = sock, holders, every
+        self.channels: list[grpc.Channel] = []
+
+    def _run(self, index: int) -> None:
+        self.channels = [channel(self.sock) for _ in range(self.holders)]
+        stubs = [v2_pb2_grpc.KeyManagementServiceStub(c) for c in self.channels]  # type: ignore[no-untyped-call]
+        step = self.every / self.holders
+        turn = 0
+        while not self.wait(step):
+            try:
+                stubs[turn % self.holders].Status(v2_pb2.StatusRequest(), timeout=2)
+                self.count("calls_ok")
+            except grpc.RpcError as exc:
+                self.count(f"calls_failed:{exc.code().name}")
+            turn += 1
+
+    def _cleanup(self) -> None:
+        for c in self.channels:
+            c.close()
+        self.channels = []
+
+
+# ---- peer gate ------------------------------------------------------------------------------------
+
+# Runs as uid 65534 in the socket's group: connects in a loop (each is refused by SO_PEERCRED
+# after accept), ``burst`` seconds on, ``pause`` off, until SIGTERM; prints the count.
+_REFUSED_PEER = """
+import signal, socket, sys, time
+path, burst, pause = sys.argv[1], float(sys.argv[2]), float(sys.argv[3])
+stop = []
+signal.signal(signal.SIGTERM, lambda *_: stop.append(1))
+n = 0
+while not stop:
+    end = time.monotonic() + burst
+    while not stop and time.monotonic() < end:
+        s = socket.socket(socket.AF_UNIX)
+        try:
+            s.connect(path)
+            n += 1
+        except OSError:
+            pass
+        finally:
+            s.close()
+    if not stop:
+        time.sleep(pause)
+print(n, flush=True)
+"""
+
+
+class RefusedFlood(Driver):
+    """A peer whose uid is not in ``server.allowed_uids`` (65534, given the socket's group
+    ``gid`` so the file mode lets it connect) connecting in a loop. Needs root, and a socket
+    path whose directories 65534 may traverse."""
+
+    name = "refused-flood"
+
+    def __init__(self, sock: Path, gid: int, burst: float = 2.0, pause: float = 2.0) -> None:
+        super().__init__()
+        self.sock, self.gid, self.burst, self.pause = sock, gid, burst, pause
+        self.proc: subprocess.Popen[str] | None = None
+
+    def start(self) -> Self:
+        self.proc = subprocess.Popen(
+            ["setpriv", "--reuid", str(NOBODY), "--regid", str(NOBODY), "--groups", str(self.gid),
+             "/usr/bin/python3", "-c", _REFUSED_PEER, str(self.sock), str(self.burst), str(self.pause)],
+            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        return self
+
+    def stop(self, timeout: float = 15.0) -> None:
+        if self.proc is None:
+            return
+        with contextlib.suppress(ProcessLookupError):
+            self.proc.send_signal(signal.SIGTERM)
+        try:
+            out, err = self.proc.communicate(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            out, err = self.proc.communicate()
+            self.count("killed")
+        if self.proc.returncode == 0 and out.strip().isdigit():
+            self.count("connects", int(out.strip()))
+        else:
+            self.count(f"exit:{self.proc.returncode}")
+            sys.stderr.write(f"refused-flood: {err[-300:]}\n")
+        self.proc = None
+
+
+# ---- requests ---------------------------------------------------------------------------------------
+
+
+def _ident(b: bytes) -> bytes:
+    return b
+
+
+class Malformed(Driver):
+    """Garbage bytes as the request of Encrypt/Decrypt (v2 and v1beta1), ``in_flight`` at a
+    time, ``pause`` seconds between batches."""
+
+    name = "malformed"
+
+    def __init__(self, sock: Path, in_flight: int = 4, pause: float = 0.05) -> None:
+        super().__init__()
+        self.sock, self.in_flight, self.pause = sock, in_flight, pause
+
+    def _run(self, index: int) -> None:
+        ch = channel(self.sock)
+        try:
+            calls = [ch.unary_unary(m, request_serializer=_ident, response_deserializer=_ident)
+                     for m in MALFORMED_METHODS]
+            i = 0
+            while not self.wait(self.pause):
+                batch = [calls[(i + k) % len(calls)].future(GARBAGE[(i + k) % len(GARBAGE)], timeout=5)
+                         for k in range(self.in_flight)]
+                i += self.in_flight
+                for f in batch:
+                    exc = f.exception()
+                    code = exc.code().name if isinstance(exc, grpc.Call) else "OK"
+                    self.count(f"answered:{code}")
+        finally:
+            ch.close()
+
+
+# ---- signals and the audit file --------------------------------------------------------------------
+
+
+class SighupStorm(Driver):
+    """``burst`` SIGHUPs to ``pid`` as fast as kill() goes, every ``every`` seconds."""
+
+    name = "sighup-storm"
+
+    def __init__(self, pid: int, burst: int = 1000, every: float = 5.0) -> None:
+        super().__init__()
+        self.pid, self.burst, self.every = pid, burst, every
+
+    def _run(self, index: int) -> None:
+        while not self.wait(self.every):
+            sent = 0
+            try:
+                for _ in range(self.burst):
+                    os.kill(self.pid, signal.SIGHUP)
+                    sent += 1
+            except ProcessLookupError:
+                self.count("target_gone")
+                return
+            finally:
+                self.count("sighups", sent)
+
+
+class AuditGames(Driver):
+    """logrotate without copytruncate, every ``every`` seconds: rename the audit file away and
+    SIGHUP; every third turn a FIFO is planted at the path first (a hostile writer of the
+    directory), removed again ``fifo_for`` seconds later and SIGHUP sent. Only the last
+    ``keep`` rotated files are kept."""
+
+    name = "audit-games"
+
+    def __init__(self, audit: Path, pid: int, every: float = 10.0, fifo_for: float = 3.0,
+                 keep: int = 2) -> None:
+        super().__init__()
+        self.audit, self.pid, self.every, self.fifo_for, self.keep = audit, pid, every, fifo_for, keep
+
+    def _hup(self) -> None:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(self.pid, signal.SIGHUP)
+
+    def _run(self, index: int) -> None:
+        turn = 0
+        while not self.wait(self.every):
+            turn += 1
+            rotated = self.audit.with_name(f"{self.audit.name}.{turn}")
+            with contextlib.suppress(FileNotFoundError):
+                self.audit.rename(rotated)
+                self.count("rotations")
+            old = self.audit.with_name(f"{self.audit.name}.{turn - self.keep}")
+            with contextlib.suppress(FileNotFoundError):
+                old.unlink()
+            if turn % 3 == 0:
+                os.mkfifo(self.audit, 0o600)
+                self._hup()
+                self.count("fifos_planted")
+                self.wait(self.fifo_for)
+                self.audit.unlink()
+            self._hup()
+
+    def _cleanup(self) -> None:
+        with contextlib.suppress(FileNotFoundError):
+            if self.audit.is_fifo():
+                self.audit.unlink()
+                self._hup()
+
+
+# ---- all of them ------------------------------------------------------------------------------------
+
+
+def every_attack(sock: Path, http_port: int, pid: int, audit: Path, socket_gid: int | None,
+                 scale: float = 1.0) -> list[Driver]:
+    """One of each driver; ``scale`` (0..1] shrinks connection counts for a short CI run."""
+    def n(value: int) -> int:
+        return max(1, int(value * scale))
+
+    drivers: list[Driver] = [
+        HttpIdle(http_port, conns=n(200)),
+        SlowCalls(sock, conns=4, calls=n(48)),
+        HeaderFlood(sock, conns=n(16)),
+        SlotHolders(sock, holders=n(64)),
+        Malformed(sock),
+        SighupStorm(pid),
+        AuditGames(audit, pid),
+    ]
+    if socket_gid is not None:
+        drivers.append(RefusedFlood(sock, socket_gid))
+    return drivers
+
+
+def select(drivers: list[Driver], only: str = "", skip: str = "") -> list[Driver]:
+    """Drivers named in ``only`` (comma-separated; empty: all) and not in ``skip``."""
+    keep, drop = set(filter(None, only.split(","))), set(filter(None, skip.split(",")))
+    return [d for d in drivers if (not keep or d.name in keep) and d.name not in drop]
+
+
+def _raise_fd_limit(needed: int) -> None:
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft < needed:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (min(needed, hard), hard))
+
+
+def run(drivers: list[Driver], seconds: float, stopped: Callable[[], bool]) -> dict[str, dict[str, int]]:
+    """Start every driver, wait ``seconds`` (or until ``stopped()``), stop them; their volumes."""
+    _raise_fd_limit(4096)
+    for d in drivers:
+        d.start()
+    end = time.monotonic() + seconds
+    while time.monotonic() < end and not stopped():
+        time.sleep(0.2)
+    for d in drivers:
+        d.stop()
+    return {d.name: d.volumes() for d in drivers}
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
+    ap.add_argument("--socket", type=Path, required=True)
+    ap.add_argument("--http-port", type=int, required=True)
+    ap.add_argument("--pid", type=int, required=True)
+    ap.add_argument("--audit", type=Path, required=True)
+    ap.add_argument("--socket-gid", type=int, default=None, help="run the refused-peer flood in this group")
+    ap.add_argument("--seconds", type=float, default=86_400.0)
+    ap.add_argument("--scale", type=float, default=1.0)
+    ap.add_argument("--only", default="", help="comma-separated driver names (default: all)")
+    ap.add_argument("--skip", default="", help="comma-separated driver names to leave out")
+    args = ap.parse_args(argv)
+    term = threading.Event()
+    signal.signal(signal.SIGTERM, lambda *_: term.set())
+    drivers = select(every_attack(args.socket, args.http_port, args.pid, args.audit, args.socket_gid,
+                                  args.scale), args.only, args.skip)
+    volumes = run(drivers, args.seconds, term.is_set)
+    print(json.dumps(volumes), flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
