@@ -13,6 +13,7 @@ from __future__ import annotations
 import dataclasses
 import os
 import re
+import stat
 import tomllib
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
@@ -366,12 +367,13 @@ def env_names(section: str, name: str, meta: Mapping[str, Any]) -> tuple[str, ..
 def _read_file(path: Path, required: bool) -> dict[str, Any]:
     name = shown(os.fspath(path), limit=PATH_SHOWN)
     try:
-        with path.open("rb") as fh:
-            doc = tomllib.load(fh)
+        doc = tomllib.loads(_read_bytes(path, name).decode("utf-8"))
     except FileNotFoundError:
         if required:
             raise ConfigError("config", f"file {name} does not exist") from None
         return {}
+    except ConfigError:
+        raise  # from _read_bytes; a ValueError too, not the long-number case below
     except tomllib.TOMLDecodeError as exc:  # its text names line and column, never the value
         raise ConfigError("config", f"{name} is not valid TOML: {shown(str(exc), limit=120)}") from None
     except UnicodeDecodeError:
@@ -392,6 +394,22 @@ def _read_file(path: Path, required: bool) -> dict[str, Any]:
 
 _SECTION_LINE = re.compile(r"^\s*\[\s*([A-Za-z0-9_.-]+)\s*\]")
 _LONG_NUMBER_LINE = re.compile(r"^\s*([A-Za-z0-9_-]+)\s*=\s*[+-]?[0-9_]{4301}")
+
+
+MAX_CONFIG_BYTES = 1 << 20
+
+
+def _read_bytes(path: Path, name: str) -> bytes:
+    """The file's bytes; a FIFO (which would hang start-up) or a huge file is a ConfigError."""
+    fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
+    with os.fdopen(fd, "rb") as fh:
+        mode = os.fstat(fd).st_mode
+        if stat.S_ISFIFO(mode) or stat.S_ISSOCK(mode):
+            raise ConfigError("config", f"{name} is a FIFO or a socket, not a file")
+        data = fh.read(MAX_CONFIG_BYTES + 1)
+    if len(data) > MAX_CONFIG_BYTES:
+        raise ConfigError("config", f"{name} is larger than {MAX_CONFIG_BYTES} bytes")
+    return data
 
 
 def _long_number_key(path: Path) -> str:

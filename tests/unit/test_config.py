@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
+import threading
 from pathlib import Path
 
 import pytest
@@ -224,3 +226,29 @@ def test_cli_safety_net_prints_the_type_only(monkeypatch: pytest.MonkeyPatch,
     assert cli.main(["version"]) == 1
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and "RuntimeError" in err and MARKER not in err
+
+
+def test_fifo_as_config_file_is_refused_not_waited_on(tmp_path: Path) -> None:
+    fifo = tmp_path / "config.toml"
+    os.mkfifo(fifo)
+    outcome: list[BaseException | None] = []
+
+    def load() -> None:
+        try:
+            config.load(env={}, config_file=fifo)
+            outcome.append(None)
+        except BaseException as exc:  # handed to the test thread
+            outcome.append(exc)
+
+    loader = threading.Thread(target=load, daemon=True)
+    loader.start()
+    loader.join(5)
+    if loader.is_alive():  # waiting for a writer: release it before failing
+        os.close(os.open(fifo, os.O_WRONLY | os.O_NONBLOCK))
+        loader.join(5)
+    assert outcome and isinstance(outcome[0], ConfigError) and "FIFO" in outcome[0].message
+
+
+def test_huge_config_file_is_refused(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="larger than"):
+        config.load(env={}, config_file=write(tmp_path, "#" * (2 << 20)))
