@@ -20,7 +20,7 @@ BACKEND_LOCAL = 1
 BACKEND_AKEYLESS = 2
 BACKEND_AKEYLESS_IK = 3  # Akeyless envelope mode: DEK under a local IK that Akeyless wraps
 BACKEND_NAMES = {BACKEND_LOCAL: "local", BACKEND_AKEYLESS: "akeyless",
-                 BACKEND_AKEYLESS_IK: "akeyless (envelope mode)"}
+                 BACKEND_AKEYLESS_IK: "akeyless-envelope"}
 
 
 def header(backend_id: int) -> bytes:

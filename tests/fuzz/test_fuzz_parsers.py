@@ -31,7 +31,8 @@ HYP = int(os.environ.get("KMS_APPLIANCE_HYPOTHESIS_EXAMPLES", "300"))
 # ---- ciphertext header --------------------------------------------------------------
 
 HEADER_ERRORS = re.compile(r"^(ciphertext was not produced by kms-appliance|unsupported ciphertext format \d+|"
-                           r"ciphertext belongs to the (local|akeyless|unknown backend \d+) backend)$")
+                           r"ciphertext belongs to the "
+                           r"(local|akeyless|akeyless-envelope|unknown backend \d+) backend)$")
 
 
 def _split_ok(data: bytes, backend: int, t: Tally) -> None:

@@ -17,9 +17,11 @@ Ciphertext layout after the appliance's 5-byte header (backend id
     sealed        n + 16      AES-GCM(IK) of the DEK, tag last
 
 The "IK prefix" (header + item_version + ik_id) is Akeyless's encryption
-context for the IK and the AES-GCM associated data for the DEK: Akeyless
-refuses to unwrap an IK under another id or version, and a DEK cannot be
-moved under another IK id. The prefix differs in length and backend byte
+context for the IK: Akeyless refuses to unwrap an IK under another id or
+version. Everything before the nonce (prefix, wrapped_len, wrapped) is the
+AES-GCM associated data of the DEK: no byte of a ciphertext can change
+without failing authentication, on a plugin that holds the IK as on one
+that must unwrap it first. The prefix differs in length and backend byte
 from a direct-mode context, so an IK blob is never unwrapped as a DEK
 (domain separation) nor the reverse.
 
@@ -80,6 +82,7 @@ class Parsed(NamedTuple):
     """An envelope-mode ciphertext taken apart (nothing checked cryptographically yet)."""
 
     prefix: bytes
+    aad: bytes  # everything before the nonce
     version: int
     ik_id: bytes
     wrapped: bytes
@@ -102,8 +105,8 @@ def parse(ciphertext: bytes) -> Parsed:
     rest = payload[start + wlen :]
     if len(wrapped) != wlen or len(rest) < NONCE_BYTES + TAG_BYTES + 1:
         raise CiphertextError("ciphertext is truncated")
-    return Parsed(head + payload[:4 + IK_ID_BYTES], version, ik_id, wrapped,
-                  rest[:NONCE_BYTES], rest[NONCE_BYTES:])
+    return Parsed(head + payload[:4 + IK_ID_BYTES], head + payload[:start + wlen], version,
+                  ik_id, wrapped, rest[:NONCE_BYTES], rest[NONCE_BYTES:])
 
 
 @dataclass(eq=False)
@@ -137,14 +140,13 @@ class IntermediateKey:
         if self.wraps > HARD_WRAPS:
             raise KeyUnavailable("intermediate key reached its wrap limit; waiting for a new one")
         nonce = os.urandom(NONCE_BYTES)
-        head = self.prefix
-        return (head + struct.pack(">H", len(self.wrapped)) + self.wrapped + nonce
-                + self.aead.encrypt(nonce, plaintext, head))
+        aad = self.prefix + struct.pack(">H", len(self.wrapped)) + self.wrapped
+        return aad + nonce + self.aead.encrypt(nonce, plaintext, aad)
 
     def open(self, parsed: Parsed) -> bytes:
         """The DEK, or CiphertextError if the tag does not verify."""
         try:
-            return self.aead.decrypt(parsed.nonce, parsed.sealed, parsed.prefix)
+            return self.aead.decrypt(parsed.nonce, parsed.sealed, parsed.aad)
         except InvalidTag:
             raise CiphertextError("ciphertext failed authentication") from None
 
