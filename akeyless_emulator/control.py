@@ -105,6 +105,17 @@ def _key_enabled(emu: Emulator, body: dict[str, Any]) -> dict[str, Any]:
     return {}
 
 
+def _key_settings(emu: Emulator, body: dict[str, Any]) -> dict[str, Any]:
+    """Set delete_protection / auto_rotate / rotation_interval (days) as describe-item shows them."""
+    key = emu.key(body["name"])
+    for name in ("delete_protection", "auto_rotate"):
+        if name in body:
+            setattr(key, name, bool(body[name]))
+    if "rotation_interval" in body:
+        key.rotation_interval = int(body["rotation_interval"])
+    return {}
+
+
 def _token_ttl(emu: Emulator, body: dict[str, Any]) -> dict[str, Any]:
     emu.set_token_ttl(float(body["seconds"]), body.get("access_id"))
     return {}
@@ -129,6 +140,7 @@ ACTIONS: dict[str, Action] = {
     "rotate-key": lambda e, b: {"new_item_version": e.rotate_key(b["name"])},
     "version-state": _version_state,
     "key-enabled": _key_enabled,
+    "key-settings": _key_settings,
     "delete-key": _delete_key,
     "add-access-key": _add_access_key,
     "add-universal-identity": _add_uid,

@@ -94,6 +94,10 @@ class Key:
     enabled: bool = True
     creation_date: dt.datetime = field(default_factory=utcnow)
     modification_date: dt.datetime = field(default_factory=utcnow)
+    # Item settings describe-item reports (Akeyless defaults: all off); no effect here.
+    delete_protection: bool = False
+    auto_rotate: bool = False
+    rotation_interval: int = 0  # days
 
     @property
     def last_version(self) -> int:
@@ -164,10 +168,10 @@ class Key:
             "creation_date": iso(self.creation_date),
             "modification_date": iso(self.modification_date),
             "with_customer_fragment": False,
-            "auto_rotate": False,
-            "rotation_interval": 0,
+            "auto_rotate": self.auto_rotate,
+            "rotation_interval": self.rotation_interval,
             "item_tags": [],
-            "delete_protection": False,
+            "delete_protection": self.delete_protection,
         }
         if show_versions:
             out["item_versions"] = [self.versions[v].describe() for v in sorted(self.versions)]

@@ -17,7 +17,7 @@ from typing import Any
 
 from . import backends, process, version
 from .audit import AuditGate, AuditLog
-from .backends.base import KeyBackend
+from .backends.base import KeyBackend, KeyStatus
 from .config import Config
 from .errors import KmsError
 from .health import Health, HealthHttpServer
@@ -69,7 +69,7 @@ class App:
         self._wake = process.Wakeup()  # signals and request_*() reach the loop without locks
         self._stopped = False
         self._key = (st.key_id, st.key_version)
-        self._note_key(st.key_version)
+        self._note_key(st)
 
     # ---- lifecycle -------------------------------------------------------------
 
@@ -176,16 +176,20 @@ class App:
         if (st.key_id, st.key_version) != self._key:
             old_id, old_version = self._key
             self._key = (st.key_id, st.key_version)
-            self._note_key(st.key_version)
+            self._note_key(st)
             self._event("key_rotation", key_id=st.key_id, key_version=st.key_version,
                         previous_key_id=old_id, previous_key_version=old_version)
             log.info("key rotated: now %s (version %s)", st.key_id, st.key_version)
 
-    def _note_key(self, key_version: str) -> None:
+    def _note_key(self, st: KeyStatus) -> None:
         name = self.backend.name
-        if key_version.isdigit():
-            self.metrics.key_version.labels(name).set(int(key_version))
+        if st.key_version.isdigit():
+            self.metrics.key_version.labels(name).set(int(st.key_version))
         self.metrics.key_changed.labels(name).set(time.time())
+        if st.created is not None:  # the rotation alert's source: the backend's date, not our start
+            self.metrics.key_created.labels(name).set(st.created)
+        else:  # unknown for this version: no stale age left from the previous one
+            self.metrics.key_created.clear()
 
     def _on_status_change(self, healthz: str, key_id: str, key_version: str) -> None:
         self._event("status_change", api="v2", healthz=healthz, key_id=key_id,

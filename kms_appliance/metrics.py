@@ -10,7 +10,14 @@ from __future__ import annotations
 
 import platform
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+from prometheus_client import (
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    Histogram,
+    PlatformCollector,
+    ProcessCollector,
+)
 
 from . import version
 
@@ -39,7 +46,12 @@ class Metrics:
         self.key_version = Gauge("kms_appliance_key_version", "Current KEK version in use",
                                  ["backend"], registry=r)
         self.key_changed = Gauge("kms_appliance_key_version_change_timestamp_seconds",
-                                 "When the current KEK version was first seen",
+                                 "When this process first saw the current KEK version",
+                                 ["backend"], registry=r)
+        # From the key holder (Akeyless describe-item, keyring "created"): survives restarts,
+        # which is what a "key not rotated" alert needs; absent when the holder does not say.
+        self.key_created = Gauge("kms_appliance_key_version_created_timestamp_seconds",
+                                 "When the current KEK version was created, per the key backend",
                                  ["backend"], registry=r)
         self.backend_healthy = Gauge("kms_appliance_backend_healthy",
                                      "1 if the backend passed its last health probe",
@@ -90,6 +102,11 @@ class Metrics:
         info = version.info()
         self.build_info.labels(info["version"], info["commit"], platform.python_version()).set(1)
         self._bound: dict[tuple[str, str, str], tuple[Counter, Histogram]] = {}
+        # process_* (resident/virtual memory, open and max fds, CPU seconds, start time; read
+        # from /proc/self at scrape time) and python_info, on this registry: the global
+        # default registry is never served.
+        ProcessCollector(registry=r)
+        PlatformCollector(registry=r)
 
     def bound(self, method: str, api: str, outcome: str) -> tuple[Counter, Histogram]:
         """Label children cached per combination: label lookup is off the hot path."""

@@ -50,6 +50,9 @@ class KeyStatus:
     key_version: str
     healthy: bool
     reason: str = "ok"
+    # When the current key version was created (Unix time) as its holder says (Akeyless
+    # describe-item, the keyring's "created"); None if unknown. Feeds the rotation-age metric.
+    created: float | None = None
 
 
 @runtime_checkable

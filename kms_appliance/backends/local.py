@@ -9,9 +9,11 @@ fails authentication instead of decrypting to garbage.
 
 from __future__ import annotations
 
+import calendar
 import os
 import struct
 import threading
+import time
 from collections.abc import Mapping
 from pathlib import Path
 from typing import NamedTuple
@@ -37,6 +39,7 @@ class _Key(NamedTuple):
     head: bytes  # what every ciphertext under this version starts with
     aad: bytes
     version: str
+    created: float | None  # the keyring entry's "created", Unix time
 
 
 class _State:
@@ -55,10 +58,18 @@ class _State:
             head = header + _VERSION.pack(e.version)
             key_id = ring.key_id(e.version)
             keys[e.version] = _Key(AESGCM(e.material), key_id, head, head + key_id.encode(),
-                                   str(e.version))
+                                   str(e.version), _created(e.created))
         self.by_head = {k.head: k for k in keys.values()}
         self.current = keys[ring.current.version]
         self.stat_key = stat_key
+
+
+def _created(text: str) -> float | None:
+    """The keyring's UTC timestamp (keyring._now's format); None if absent or not that."""
+    try:
+        return calendar.timegm(time.strptime(text, "%Y-%m-%dT%H:%M:%SZ"))
+    except ValueError:
+        return None
 
 
 def _stat_key(path: Path) -> tuple[int, ...]:
@@ -115,7 +126,7 @@ class LocalBackend:
 
     def status(self) -> KeyStatus:
         key = self._state.current
-        return KeyStatus(key.key_id, str(self._path), key.version, True)
+        return KeyStatus(key.key_id, str(self._path), key.version, True, created=key.created)
 
     def refresh(self) -> bool:
         """Reload the keyring if the file changed; a bad file keeps the old state."""

@@ -12,6 +12,7 @@ is secret.
 
 from __future__ import annotations
 
+import datetime as dt
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -38,6 +39,12 @@ class KeyState:
     enabled: bool
     versions: Mapping[int, str] = field(default_factory=dict)
     fetched_at: float = 0.0
+    # Per version: creation time (Unix); the rotation-age metric and alert use the latest's.
+    created: Mapping[int, float] = field(default_factory=dict)
+    # Item settings `check` reports (None: the answer lacked them).
+    delete_protection: bool | None = None
+    auto_rotate: bool | None = None
+    rotation_interval: int | None = None  # days, as Akeyless states it
 
     @property
     def key_id(self) -> str:
@@ -90,10 +97,40 @@ def from_item(item: Any, name: str) -> KeyState:
     state = getattr(item, "item_state", None)
     enabled = getattr(item, "is_enabled", None) is not False and state not in ("Disabled", "Deleted")
     versions: dict[int, str] = {}
+    created: dict[int, float] = {}
     for v in getattr(item, "item_versions", None) or []:
         number = getattr(v, "version", None)
         if isinstance(number, int):
             versions[number] = str(getattr(v, "item_version_state", None) or ENABLED)
+            when = timestamp(getattr(v, "creation_date", None))
+            if when is not None:
+                created[number] = when
+    interval = getattr(item, "rotation_interval", None)
     return KeyState(name=str(getattr(item, "item_name", None) or name), item_id=item_id,
                     item_type=str(getattr(item, "item_type", None) or ""), last_version=last,
-                    enabled=enabled, versions=versions, fetched_at=time.time())
+                    enabled=enabled, versions=versions, fetched_at=time.time(), created=created,
+                    delete_protection=_flag(getattr(item, "delete_protection", None)),
+                    auto_rotate=_flag(getattr(item, "auto_rotate", None)),
+                    rotation_interval=interval if type(interval) is int else None)
+
+
+def _flag(value: object) -> bool | None:
+    return value if isinstance(value, bool) else None
+
+
+def timestamp(value: object) -> float | None:
+    """Unix time of an SDK datetime or, from a partial (frozen) bundle, its ISO 8601 text.
+
+    A naive datetime is UTC (Akeyless answers in UTC); anything else is None:
+    a missing date must leave the metric absent, never a made-up age.
+    """
+    if isinstance(value, str):
+        try:
+            value = dt.datetime.fromisoformat(value.replace("Z", "+00:00"))
+        except ValueError:
+            return None
+    if not isinstance(value, dt.datetime):
+        return None
+    if value.tzinfo is None:
+        value = value.replace(tzinfo=dt.UTC)
+    return value.timestamp()
