@@ -1,0 +1,89 @@
+"""Two real plugin processes in Akeyless envelope mode, over their sockets, through an outage.
+
+Proves at process level what kube-apiserver sees: plugin B decrypts plugin
+A's ciphertext (one Akeyless unwrap); with every Akeyless call answering 503,
+A still encrypts (the one Encrypt a restarting apiserver needs) and both
+decrypt, Status stays ok; once Akeyless answers again and B's credentials
+are revoked, B fails closed within its refresh interval; the audit log holds
+the IK events with their item_version and no secret.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from pathlib import Path
+
+import grpc
+import pytest
+
+from akeyless_emulator import Emulator
+from tests.integration.test_akeyless_socket import KEY, start
+from tests.support import secrets_scan
+from tests.support.kmsclient import Client
+
+
+@pytest.fixture
+def emu():
+    with Emulator(tls=True) as e:
+        e.create_key(KEY)
+        yield e
+
+
+def test_outage_ride_through_and_revocation(emu: Emulator, tmp_path: Path) -> None:
+    a, env_a = start(emu, tmp_path / "a", KMS_APPLIANCE_AKEYLESS_MODE="envelope")
+    b, env_b = start(emu, tmp_path / "b", KMS_APPLIANCE_AKEYLESS_MODE="envelope")
+    ca, cb = Client(a.socket), Client(b.socket)
+    seed = os.urandom(32)
+    try:
+        enc = ca.encrypt(seed)
+        assert ":ik:" in enc.key_id and enc.key_id == ca.status().key_id
+        assert cb.decrypt(enc.ciphertext, enc.key_id) == seed  # B unwraps A's IK once
+
+        emu.fault("*", status=503)  # Akeyless down for both
+        seed2 = os.urandom(32)
+        enc2 = ca.encrypt(seed2)  # an apiserver restarting now gets its Encrypt
+        assert ca.decrypt(enc2.ciphertext, enc2.key_id) == seed2
+        assert cb.decrypt(enc2.ciphertext, enc2.key_id) == seed2  # same IK, held by B
+        assert ca.v1_decrypt(ca.v1_encrypt(seed)) == seed
+        seen = emu.calls["describe-item"]  # wait for refresh rounds to fail against the outage
+        deadline = time.monotonic() + 15
+        while emu.calls["describe-item"] < seen + 4 and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert emu.calls["describe-item"] >= seen + 4
+        assert cb.decrypt(enc.ciphertext, enc.key_id) == seed
+        assert ca.status().healthz == "ok"
+        emu.clear_faults()
+
+        with emu.core.lock:  # B's credentials revoked
+            emu.core.identities.pop(env_b["AKEYLESS_ACCESS_ID"])
+        emu.expire_tokens()
+        deadline, code = time.monotonic() + 15, None
+        while time.monotonic() < deadline:
+            try:
+                cb.decrypt(enc.ciphertext, enc.key_id)
+            except grpc.RpcError as exc:
+                code = exc.code()
+                break
+            time.sleep(0.2)
+        assert code == grpc.StatusCode.PERMISSION_DENIED  # fail closed
+        assert cb.status().healthz.startswith("unhealthy")
+    finally:
+        ca.close()
+        cb.close()
+        a.stop()
+        b.stop()
+    rec_a, rec_b = a.audit_records(), b.audit_records()
+    created = [r for r in rec_a if r["event"] == "intermediate_key_created"]
+    assert len(created) == 1 and created[0]["key_id"] == enc.key_id
+    assert created[0]["item_version"] == 1 and created[0]["reason"] == "startup"
+    unwrapped = [r for r in rec_b if r["event"] == "intermediate_key_unwrapped"]
+    assert [r["key_id"] for r in unwrapped] == [enc.key_id]
+    assert {r["reason"].split(":")[0] for r in rec_b if r["event"] == "intermediate_key_dropped"} \
+        == {"access denied"}
+    decrypts = [r for r in rec_b if r["event"] == "decrypt" and r["outcome"] == "ok"]
+    assert decrypts and all(r["key_id"] == enc.key_id and r["key_version"] == "1"
+                            for r in decrypts)
+    secrets = [env_a["AKEYLESS_ACCESS_KEY"].encode(), env_b["AKEYLESS_ACCESS_KEY"].encode(),
+               seed, seed2]
+    assert secrets_scan.find(a.written() + b.written(), secrets) == []
