@@ -13,10 +13,12 @@ import time
 from ...config import Config
 from ...errors import KmsError, StartupError
 from ...metrics import Metrics
+from ...preflight import Warned
 from . import client_options
 from .auth import Authenticator, detect
 from .backend import AkeylessBackend
 from .client import AkeylessClient
+from .envelope_mode import ModalBackend
 
 MAX_TOKEN_LIFETIME = 31 * 86400.0
 
@@ -49,11 +51,29 @@ class Context:
         """Describe the key: exists, enabled, AES (the backend's start-up rule)."""
         if self.client is None or self.authn is None:
             raise StartupError("not authenticated")
-        self._backend = AkeylessBackend(self.client, self.authn, self.cfg.akeyless.key_name,
-                                        self.cfg.server.call_timeout, 60.0, self.metrics, None)
-        st = self._backend.state
+        mode = self.cfg.akeyless.mode  # envelope: the IK is created (encrypt, describe, decrypt)
+        backend = ModalBackend(self.client, self.authn, self.cfg.akeyless.key_name,
+                               self.cfg.server.call_timeout, 60.0, self.metrics, None, mode=mode)
+        self._backend = backend
+        st = backend.state
+        held = backend.intermediate_keys
+        iks = (f"; {len(held)} intermediate key held ({held[0].key_id}), validated by Akeyless "
+               f"{backend.validation_age():.0f}s ago") if held else ""
         return (f"{st.name}: {st.item_type}, enabled, last_version {st.last_version}, "
-                f"item_id {st.item_id}")
+                f"item_id {st.item_id}; mode {mode}{iks}")
+
+    def settings(self) -> str:
+        """Delete protection (warned when off: losing the KEK loses every Secret) and rotation."""
+        st = self.backend.state
+        rotation = ("auto-rotate on, every "
+                    f"{st.rotation_interval if st.rotation_interval is not None else '?'} days"
+                    if st.auto_rotate else "auto-rotate off" if st.auto_rotate is False
+                    else "auto-rotate not reported")
+        if st.delete_protection is not True:
+            state = "off" if st.delete_protection is False else "not reported"
+            raise Warned(f"delete protection {state}: deleting {st.name} makes every Secret "
+                         f"encrypted under it unreadable (enable it in Akeyless); {rotation}")
+        return f"delete protection on; {rotation}"
 
     @property
     def backend(self) -> AkeylessBackend:
