@@ -196,13 +196,14 @@ def _metric_lines(p: pm.Plugin, prefixes: tuple[str, ...]) -> list[str]:
     return [ln for ln in body.splitlines() if ln.startswith(prefixes) and not ln.endswith(" 0.0")]
 
 
-def _attacker(p: pm.Plugin, gid: int, scale: float, only: str, skip: str) -> subprocess.Popen[str]:
+def _attacker(p: pm.Plugin, gid: int | None, scale: float, only: str, skip: str,
+              flood_fields: str) -> subprocess.Popen[str]:
     # grpc's INFO lines (a GOAWAY per recycled connection) are not worth keeping
     env = {**os.environ, "GRPC_VERBOSITY": "ERROR"}
     return subprocess.Popen(
         [sys.executable, "-m", "tests.support.attacks", "--socket", str(p.socket), "--http-port",
-         str(p.http_port), "--pid", str(p.proc.pid), "--audit", str(p.audit), "--socket-gid", str(gid),
-         "--scale", str(scale), "--only", only, "--skip", skip], cwd=pm.REPO, env=env,
+         str(p.http_port), "--pid", str(p.proc.pid), "--audit", str(p.audit), *(["--socket-gid", str(gid)] if gid is not None else []),
+         "--scale", str(scale), "--only", only, "--skip", skip, "--flood-fields", flood_fields], cwd=pm.REPO, env=env,
         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
 
 
@@ -227,7 +228,8 @@ def _settle(p: pm.Plugin, base: Sample, t0: float, bound: float) -> tuple[Sample
 
 
 def run(seconds: float, *, age: float = 60.0, sample_every: float = 3.0, settle: float = 60.0,
-        scale: float = 1.0, only: str = "", skip: str = "", on_plugin: Callable[[pm.Plugin], None] = lambda _: None,
+        scale: float = 1.0, only: str = "", skip: str = "", flood_fields: str = "30,60,120", gated: bool = True,
+        on_plugin: Callable[[pm.Plugin], None] = lambda _: None,
         on_secret: Callable[[bytes], None] = lambda _: None, log: Callable[[str], None] = print,
         ) -> dict[str, Any]:
     """The whole run; the report as a dict (``report["failed"]`` lists what went wrong)."""
@@ -237,12 +239,13 @@ def run(seconds: float, *, age: float = 60.0, sample_every: float = 3.0, settle:
     workdir = top / "g"
     workdir.mkdir(mode=0o711)
     env = {"KMS_APPLIANCE_SERVER_MAX_CONNECTION_AGE": f"{age:g}s"}
-    p = pm.start(workdir, ["--socket-group", SOCKET_GROUP, "--allowed-uids", str(os.geteuid())], env=env)
+    gate = ["--socket-group", SOCKET_GROUP, "--allowed-uids", str(os.geteuid())] if gated else []
+    p = pm.start(workdir, gate, env=env)
     on_plugin(p)
     client = RealClient(p.socket, on_secret)
     samples: list[Sample] = []
     livez_bad: Counter[str] = Counter()
-    report: dict[str, Any] = {"seconds": seconds, "max_connection_age_s": age, "scale": scale,
+    report: dict[str, Any] = {"seconds": seconds, "max_connection_age_s": age, "scale": scale, "gated": gated,
                               "load_before": os.getloadavg()}
     try:
         t0 = time.monotonic()
@@ -251,7 +254,7 @@ def run(seconds: float, *, age: float = 60.0, sample_every: float = 3.0, settle:
         log(f"baseline: RSS {base.rss_kib // 1024} MiB, {base.fds} fds, {base.threads} threads")
         client.start()
         names_before = thread_names(p.proc.pid)
-        attacker = _attacker(p, gid, scale, only, skip)
+        attacker = _attacker(p, gid if gated else None, scale, only, skip, flood_fields)
         end = time.monotonic() + seconds
         try:
             while time.monotonic() < end and p.proc.poll() is None and attacker.poll() is None:
@@ -341,15 +344,19 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--max-connection-age", type=float, default=60.0)
     ap.add_argument("--settle", type=float, default=60.0, help="bound on the wait for fds/threads")
     ap.add_argument("--scale", type=float, default=1.0, help="shrink the attacks' connection counts")
+    ap.add_argument("--ungated", action="store_true",
+                    help="no peer gate (no allowed_uids, socket 0600): the refused-peer flood is left out")
     ap.add_argument("--keep", action="store_true", help="keep the plugin's work directory")
     ap.add_argument("--only", default="", help="only these attack drivers (comma-separated names)")
     ap.add_argument("--skip", default="", help="leave these attack drivers out")
+    ap.add_argument("--flood-fields", default="30,60,120",
+                    help="x 100 B metadata entries per flood header block, one size per burst")
     args = ap.parse_args(argv)
     if os.geteuid() != 0:
         print("attack_mix: needs root (the refused-peer flood runs as uid 65534)", file=sys.stderr)
         return 2
     report = run(args.seconds, age=args.max_connection_age, settle=args.settle, scale=args.scale,
-                 only=args.only, skip=args.skip,
+                 only=args.only, skip=args.skip, flood_fields=args.flood_fields, gated=not args.ungated,
                  log=lambda s: print(s, file=sys.stderr, flush=True))
     report.pop("_plugin")
     if not args.keep:

@@ -217,20 +217,25 @@ class SlowCalls(Driver):
 class HeaderFlood(Driver):
     """HEADERS + CONTINUATION floods (h2raw.header_flood) from ``conns`` connections: bursts
     of ``burst`` seconds every ``burst + pause`` seconds (a duty cycle, so a long run does not
-    take a core of a shared machine the whole time)."""
+    take a core of a shared machine the whole time). Each burst uses the next of ``fields``
+    (x ~100-byte metadata entries): under the server's soft metadata bound (4 KiB), between
+    soft and hard (8 KiB), and beyond the hard one."""
 
     name = "header-flood"
 
-    def __init__(self, sock: Path, conns: int = 16, fields: int = 120, burst: float = 2.0,
-                 pause: float = 3.0) -> None:
+    def __init__(self, sock: Path, conns: int = 16, fields: tuple[int, ...] = (30, 60, 120),
+                 burst: float = 2.0, pause: float = 3.0) -> None:
         super().__init__()
         self.sock, self.conns, self.fields, self.burst, self.pause = sock, conns, fields, burst, pause
 
     def _run(self, index: int) -> None:
+        turn = 0
         while not self.stop_event.is_set():
+            fields = self.fields[turn % len(self.fields)]
+            turn += 1
             try:
-                self.count("header_blocks", h2raw.header_flood(self.sock, self.conns, self.burst,
-                                                                self.fields, STATUS))
+                self.count(f"header_blocks_{fields}_fields",
+                           h2raw.header_flood(self.sock, self.conns, self.burst, fields, STATUS))
                 self.count("bursts")
             except OSError:  # the server closed a connection as it was opened: its right
                 self.count("bursts_cut_short")
@@ -452,7 +457,7 @@ class AuditGames(Driver):
 
 
 def every_attack(sock: Path, http_port: int, pid: int, audit: Path, socket_gid: int | None,
-                 scale: float = 1.0) -> list[Driver]:
+                 scale: float = 1.0, flood_fields: tuple[int, ...] = (30, 60, 120)) -> list[Driver]:
     """One of each driver; ``scale`` (0..1] shrinks connection counts for a short CI run."""
     def n(value: int) -> int:
         return max(1, int(value * scale))
@@ -460,7 +465,7 @@ def every_attack(sock: Path, http_port: int, pid: int, audit: Path, socket_gid: 
     drivers: list[Driver] = [
         HttpIdle(http_port, conns=n(200)),
         SlowCalls(sock, conns=4, calls=n(48)),
-        HeaderFlood(sock, conns=n(16)),
+        HeaderFlood(sock, conns=n(16), fields=flood_fields),
         SlotHolders(sock, holders=n(64)),
         Malformed(sock),
         SighupStorm(pid),
@@ -505,13 +510,15 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--socket-gid", type=int, default=None, help="run the refused-peer flood in this group")
     ap.add_argument("--seconds", type=float, default=86_400.0)
     ap.add_argument("--scale", type=float, default=1.0)
+    ap.add_argument("--flood-fields", default="30,60,120", help="metadata entries per header block")
     ap.add_argument("--only", default="", help="comma-separated driver names (default: all)")
     ap.add_argument("--skip", default="", help="comma-separated driver names to leave out")
     args = ap.parse_args(argv)
     term = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: term.set())
     drivers = select(every_attack(args.socket, args.http_port, args.pid, args.audit, args.socket_gid,
-                                  args.scale), args.only, args.skip)
+                                  args.scale, tuple(int(f) for f in args.flood_fields.split(","))),
+                     args.only, args.skip)
     volumes = run(drivers, args.seconds, term.is_set)
     print(json.dumps(volumes), flush=True)
     return 0

@@ -1,0 +1,44 @@
+"""Every attack at once, briefly, while a real client calls (issue 13, "Done when", second bullet).
+
+The short CI version of ``python -m tests.reliability.attack_mix`` (``make attack-run`` is the
+10-minute one): the same drivers (tests/support/attacks.py), the same real client (one
+Encrypt + Decrypt round trip and one Status per second, 1 s deadline each, wait_for_ready as
+kube-apiserver dials), the same verdict: no real-client call fails, RSS stays under the static
+pod's limit, descriptors and threads return to baseline (+ the tolerance attack_mix explains)
+within the settle bound, the plugin survives and exits 0 on SIGTERM.
+
+Connection counts are halved (``SCALE``) and ``server.max_connection_age`` is 10 s, so the real
+client's connection is recycled ~4 times under attack within the run.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+
+from tests.reliability import attack_mix, figures, ledger
+
+SECONDS = 45.0
+AGE = 10.0
+SETTLE = 40.0
+SCALE = 0.5
+
+
+def test_every_attack_at_once_leaves_the_real_client_unharmed() -> None:
+    assert os.geteuid() == 0, "the refused-peer flood runs as uid 65534: run the reliability suite as root"
+    report = attack_mix.run(SECONDS, age=AGE, settle=SETTLE, scale=SCALE, on_secret=ledger.secret,
+                            log=lambda line: print(line, file=sys.stderr))
+    plugin = report.pop("_plugin")
+    try:
+        ledger.text(plugin.written())  # scanned for secrets at the end of the session
+    finally:
+        attack_mix.cleanup(report)
+    rc = report["real_client"]
+    figures.put("attack mix", f"{SECONDS:g} s, every attack at once",
+                f"real client {rc['calls']} calls, {rc['failed']} failed; RSS {report['rss_mib']['baseline']}"
+                f" -> peak {report['rss_mib']['peak']} MiB; fds {report['fds']['baseline']}/"
+                f"{report['fds']['peak']}/{report['fds']['after']}, threads {report['threads']['baseline']}/"
+                f"{report['threads']['peak']}/{report['threads']['after']} (baseline/peak/after)")
+    assert report["attack_volumes"], "the attacks did not run"
+    assert report["failed"] == [], json.dumps(report, indent=1, default=str)[:6000]
