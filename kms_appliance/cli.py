@@ -87,6 +87,9 @@ def _parser() -> argparse.ArgumentParser:
     c = sub.add_parser("check", help="preflight checks before pointing kube-apiserver here")
     _add_config_flags(c)
     c.add_argument("--json", action="store_true")
+    c.add_argument("--encryption-config", type=Path, default=None, metavar="FILE",
+                   help="also check this EncryptionConfiguration (JSON, or YAML as "
+                        "encryption-config writes it) against this plugin")
     d = sub.add_parser("demo", help="serve on a fresh local keyring and show a round trip")
     d.add_argument("--dir", type=Path, default=None, help="working directory (default: new temp dir)")
     d.add_argument("--http-listen", default="127.0.0.1:8787")
@@ -172,7 +175,7 @@ def cmd_check(args: argparse.Namespace) -> int:
     cfg = load_config(args)
     from . import preflight  # noqa: PLC0415
 
-    return preflight.run(cfg, args.json, sys.stdout)
+    return preflight.run(cfg, args.json, sys.stdout, args.encryption_config)
 
 
 def cmd_demo(args: argparse.Namespace) -> int:

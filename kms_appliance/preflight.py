@@ -16,6 +16,7 @@ import os
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
+from pathlib import Path
 from typing import TYPE_CHECKING, TextIO
 
 from . import audit, socketfs
@@ -142,14 +143,43 @@ def _akeyless_steps(run: _Run) -> None:
         return _round_trip(run)
 
     run.step("round_trip", trip, needs=("key",))
+    run.step("key_settings", ctx.settings, needs=("key",))
     run.step("clock", ctx.clock, needs=("auth",))
     ctx.close()
 
 
-def checks(cfg: Config) -> list[Result]:
+def _serving(cfg: Config) -> str:
+    """A plugin already on the socket is reported (what it says), not treated as a failure."""
+    import stat  # noqa: PLC0415
+
+    path = cfg.server.socket
+    try:
+        mode = path.lstat().st_mode
+    except FileNotFoundError:
+        return f"nothing serves on {path} yet"
+    if not stat.S_ISSOCK(mode):
+        raise StartupError(f"{path} exists and is not a socket")
+    from .client import KmsClient  # noqa: PLC0415 - grpc only when a socket is there
+
+    client = KmsClient(path, timeout=1.0)
+    try:
+        st = client.status()
+    except Exception as exc:  # grpc.RpcError and friends: the type only, never its text
+        raise Warned(f"{path} is a socket but Status got no answer ({type(exc).__name__}): "
+                     "stale, or another program; serve refuses while a plugin holds it") from None
+    finally:
+        client.close()
+    return (f"a plugin already serves on {path}: version {shown(st.version)}, "
+            f"healthz {shown(st.healthz)}, key_id {shown(st.key_id)}")
+
+
+def checks(cfg: Config, encryption_config: Path | None = None) -> list[Result]:
     """Run every step; never raises for a failed step."""
     run = _Run(cfg)
     run.step("config", lambda: _config(cfg))
+    run.step("serving", lambda: _serving(cfg))
+    if encryption_config is not None:
+        run.results.append(_encryption_config(cfg, encryption_config))
     run.step("socket_dir", lambda: _socket_dir(cfg))
     run.step("socket_parent", lambda: _socket_parent(cfg))
     run.step("audit_log", lambda: audit.check(cfg.observability.audit_log))
@@ -175,8 +205,18 @@ def render(results: list[Result], as_json: bool) -> str:
     return "\n".join(lines) + "\n"
 
 
-def run(cfg: Config, as_json: bool, out: TextIO) -> int:
+def _encryption_config(cfg: Config, path: Path) -> Result:
+    from . import encconfig  # noqa: PLC0415
+
+    try:
+        status, detail = encconfig.check(path, cfg.server.provider_name, cfg.server.socket)
+    except ConfigError as exc:
+        return Result("encryption_config", "fail", exc.message)
+    return Result("encryption_config", status, detail)
+
+
+def run(cfg: Config, as_json: bool, out: TextIO, encryption_config: Path | None = None) -> int:
     """Run the preflight, write the report, return the exit status."""
-    results = checks(cfg)
+    results = checks(cfg, encryption_config)
     out.write(render(results, as_json))
     return 0 if all(r.status in PASSING for r in results) else 1

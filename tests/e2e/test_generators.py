@@ -7,11 +7,13 @@ apiserver with ``--dry-run=server``, which must refuse it too. So the
 re-implemented rules in kms_appliance/k8svalid.py cannot drift from the
 apiserver's without this failing.
 
+``encryption-config``: kube-apiserver starts (``/livez``; no plugin needs to
+answer) with the generated EncryptionConfiguration for the timeouts the
+generator accepts, and exits at start with the ones it refuses.
+
 Not covered here: image references (the apiserver only checks that the image
 is non-empty without surrounding spaces; the kubelet refuses a bad reference
-at pull time, InvalidImageName), and the EncryptionConfiguration ``timeout``
-(a file read at apiserver start, not an API object; tests/unit covers its Go
-duration syntax against vectors checked with Go's time.ParseDuration).
+at pull time, InvalidImageName).
 """
 
 from __future__ import annotations
@@ -25,6 +27,7 @@ from typing import Any
 import pytest
 
 from kms_appliance import config, manifests
+from tests.unit.test_static_pod import parse
 
 from .cluster import ApiServerOptions, Cluster
 
@@ -108,3 +111,31 @@ def test_apiserver_refuses_what_the_generator_refuses(apiserver: Cluster, tmp_pa
         assert result.returncode != 0, f"the apiserver accepted namespace {bad!r}"
         assert _refused_by_validation(result.stderr), result.stderr
     assert apiserver.kubectl("create", "namespace", "kms-1", "--dry-run=server", check=False).returncode == 0
+
+
+def _generated_encryption_config(tmp_path: Path, timeout: str, monkeypatch: pytest.MonkeyPatch,
+                                 checked: bool = True) -> dict[str, Any]:
+    cfg = config.load(env={}, config_file=Path("/dev/null"),
+                      flags={"server.backend": "local", "server.socket": str(tmp_path / "kms.sock")})
+    with monkeypatch.context() as m:
+        if not checked:
+            m.setattr(manifests.k8svalid, "kms_timeout", lambda key, value: value)
+        doc: dict[str, Any] = parse(manifests.encryption_config(cfg, timeout=timeout))
+    return doc
+
+
+def test_apiserver_starts_with_the_timeouts_the_generator_accepts_only(
+        cluster: Cluster, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    for timeout in ("3s", "1m30s"):
+        options = ApiServerOptions(encryption_config=_generated_encryption_config(tmp_path, timeout, monkeypatch),
+                                   ready_path="/livez")
+        cluster.apiserver.restart(options) if cluster.apiserver.process else cluster.apiserver.start(options)
+    cluster.apiserver.stop()
+    for timeout in ("abc", "0s"):
+        with pytest.raises(Exception) as err:
+            cluster.apiserver.start(ApiServerOptions(
+                encryption_config=_generated_encryption_config(tmp_path, timeout, monkeypatch, checked=False),
+                ready_path="/livez"))
+        assert "exit" in str(err.value).lower() or "died" in str(err.value).lower(), err.value
+        log = (cluster.workdir / "logs" / "kube-apiserver.log").read_text()
+        assert "timeout" in log, log[-2000:]
