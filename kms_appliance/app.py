@@ -1,10 +1,14 @@
 """Wires configuration, backend, server, health, audit and metrics together.
 
-Lifecycle in the uvicorn style: ``start()`` brings everything up (socket
-bound before any background thread exists, so the umask trick is safe),
-``run_until_stopped()`` hosts the maintenance loop, ``stop()`` drains. The
-maintenance loop is the only periodic actor: keyring/key refresh, the health
-probe and SIGHUP reloads all happen there, never on the request path.
+Lifecycle: ``serve()`` installs the signal handling, ``start()`` brings
+everything up (the socket is created with a umask-only mode, so no chmod race
+exists whatever threads already run), ``run_until_stopped()`` hosts the
+maintenance loop, ``stop()`` drains. The maintenance loop owns key refreshes,
+the backend health probe, the self-probe through the socket path and SIGHUP
+reloads, so none of them runs on the request path; the other periodic work
+(audit flushing, Akeyless token renewal, the gRPC event loop, the HTTP
+endpoint, the peer gate's accept loops) runs in threads under the Supervisor,
+which restarts them or fails /livez. /livez also fails when this loop stalls.
 """
 
 from __future__ import annotations

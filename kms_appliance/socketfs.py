@@ -326,7 +326,12 @@ def parent_writable(directory: Path) -> str | None:
 
 @contextlib.contextmanager
 def umask(mask: int) -> Iterator[None]:
-    """Temporarily set the process umask (bind happens before worker threads start)."""
+    """Temporarily set the process umask (process-wide, and other threads already run).
+
+    Safe because a mask only removes bits and every file the plugin creates names its
+    mode explicitly (0600: audit log, token and keyring files via atomicfile), so a file
+    created by another thread inside this window can only end up stricter, never wider.
+    """
     old = os.umask(mask)
     try:
         yield
