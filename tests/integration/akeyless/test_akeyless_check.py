@@ -11,8 +11,15 @@ import pytest
 
 from akeyless_emulator import Emulator
 from kms_appliance import preflight
+from tests.emulator.test_control import control
 from tests.integration.akeyless.conftest import load_cfg
 from tests.integration.akeyless.metadata import KEY
+
+
+def _key_settings(emu: Emulator, **settings: object) -> None:
+    """Set what describe-item reports, through the control plane as an operator's Akeyless would."""
+    status, body = control(emu.control_url, "key-settings", {"name": KEY, **settings}, ca=emu.ca_file)
+    assert status == 200, body
 
 
 def _check(env: dict[str, str], tmp_path: Path, dir_mode: int = 0o700, **over):
@@ -32,17 +39,41 @@ class TestCheck:
     """Exit 0 only when every step passed; each failure names its step."""
 
     def test_all_pass(self, emu: Emulator, ak_env, tmp_path):
+        _key_settings(emu, delete_protection=True)
         code, checks, doc = _check(ak_env, tmp_path)
         assert code == 0
         assert doc["ok"]
         assert {c["status"] for c in checks.values()} == {"pass"}
-        assert {"config", "socket_dir", "audit_log", "auth", "key", "round_trip", "clock"} <= set(checks)
+        assert {"config", "serving", "socket_dir", "audit_log", "auth", "key", "round_trip",
+                "key_settings", "clock"} <= set(checks)
+        assert checks["key_settings"]["detail"].startswith("delete protection on")
         assert "access_key" in checks["auth"]["detail"]
         cfg = load_cfg(ak_env)
         out = io.StringIO()
         preflight.run(dataclasses.replace(cfg, server=dataclasses.replace(
             cfg.server, socket=tmp_path / "sock" / "kms.sock")), False, out)
         assert "all checks passed" in out.getvalue()
+
+    def test_delete_protection_off_warns_and_rotation_is_reported(self, emu: Emulator, ak_env,
+                                                                  tmp_path):
+        """Off (the emulator's default, as Akeyless's): warn naming it; the check still passes."""
+        _key_settings(emu, delete_protection=False, auto_rotate=True, rotation_interval=90)
+        code, checks, _ = _check(ak_env, tmp_path)
+        assert code == 0
+        assert checks["key_settings"]["status"] == "warn"
+        detail = checks["key_settings"]["detail"]
+        assert "delete protection off" in detail and KEY in detail
+        assert "auto-rotate on, every 90 days" in detail
+        _key_settings(emu, delete_protection=True, auto_rotate=False)
+        code, checks, _ = _check(ak_env, tmp_path)
+        assert code == 0
+        assert checks["key_settings"] == {"name": "key_settings", "status": "pass",
+                                          "detail": "delete protection on; auto-rotate off"}
+
+    def test_key_settings_skipped_without_the_key(self, emu, ak_env, tmp_path):
+        code, checks, _ = _check({**ak_env, "AKEYLESS_KEY_ENCRYPTION_KEY": "/missing"}, tmp_path)
+        assert code == 1
+        assert checks["key_settings"]["status"] == "skip"
 
     def test_bad_credentials(self, emu, ak_env, tmp_path):
         code, checks, _ = _check({**ak_env, "AKEYLESS_ACCESS_KEY": "wrong"}, tmp_path)
