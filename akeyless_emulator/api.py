@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import hashlib
 import secrets
 import struct
 from collections.abc import Callable
@@ -30,9 +31,15 @@ class CallInfo:
     access_id: str | None = None
     item: str | None = None
     item_version: int | None = None
+    result_fp: str | None = None
 
 
 Handler = Callable[[Core, dict[str, Any], CallInfo], dict[str, Any]]
+
+
+def result_fingerprint(ciphertext: bytes) -> str:
+    """Which encrypt call produced a ciphertext: 16 hex digits of its SHA-256 (not secret)."""
+    return hashlib.sha256(ciphertext).hexdigest()[:16]
 
 
 def _b64decode(value: Any, what: str) -> bytes:
@@ -108,6 +115,7 @@ def encrypt(core: Core, body: dict[str, Any], info: CallInfo) -> dict[str, Any]:
         key = core.key(name)
         info.item_version = key.last_version
         blob = key.encrypt(plaintext, context)
+    info.result_fp = result_fingerprint(blob)
     return {"result": base64.b64encode(blob).decode()}
 
 

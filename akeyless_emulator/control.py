@@ -134,6 +134,7 @@ def _delete_key(emu: Emulator, body: dict[str, Any]) -> dict[str, Any]:
 ACTIONS: dict[str, Action] = {
     "calls": lambda e, b: {"calls": dict(e.calls), "in_flight": dict(e.in_flight)},
     "requests": lambda e, b: {"requests": [asdict(r) for r in e.requests]},
+    "encrypt-versions": lambda e, b: {"encrypt_versions": e.encrypt_versions()},
     "reset-calls": _reset_calls,
     "state": _state,
     "create-key": lambda e, b: {"item_id": e.create_key(b["name"], b.get("alg", "AES256GCM")).item_id},
@@ -160,7 +161,7 @@ ACTIONS: dict[str, Action] = {
     "faults": lambda e, b: {"faults": [f.public() for f in e.faults.active()]},
 }
 
-READ_ONLY = frozenset({"calls", "requests", "state", "faults"})
+READ_ONLY = frozenset({"calls", "requests", "encrypt-versions", "state", "faults"})
 
 
 def dispatch(emu: Emulator, action: str, body: dict[str, Any], method: str) -> tuple[int, dict[str, Any]]:

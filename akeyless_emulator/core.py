@@ -46,6 +46,9 @@ class CallRecord:
     item_version: int | None = None
     headers: dict[str, str] = field(default_factory=dict)
     nodelay: bool = False
+    # encrypt: first 16 hex digits of SHA-256 of the ciphertext returned (not secret), so a
+    # test can tell which call produced a ciphertext and which item_version that call used.
+    result_fp: str | None = None
 
 
 @dataclass

@@ -327,6 +327,17 @@ class Emulator:
         with self.core.lock:
             return list(self.core.records)
 
+    def encrypt_versions(self) -> dict[str, int]:
+        """Per successful /encrypt: its result's fingerprint -> the item_version it used.
+
+        The fingerprint is :func:`akeyless_emulator.api.result_fingerprint` of
+        the binary ciphertext returned, so a test can ask which version really
+        wrapped a given ciphertext, whatever its client labelled it with.
+        """
+        with self.core.lock:
+            return {r.result_fp: r.item_version for r in self.core.records
+                    if r.endpoint == "encrypt" and r.result_fp and r.item_version is not None}
+
     @property
     def in_flight(self) -> collections.Counter[str]:
         """A snapshot: requests per endpoint that arrived and are not finished yet."""

@@ -211,6 +211,7 @@ class RequestHandler(BaseHTTPRequestHandler):
                 access_id=info.access_id,
                 item=info.item,
                 item_version=info.item_version,
+                result_fp=info.result_fp,
                 headers={h: v for h in RECORDED_HEADERS if (v := self.headers.get(h)) is not None},
                 nodelay=self._nodelay(),
             )

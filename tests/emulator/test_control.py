@@ -20,6 +20,7 @@ import akeyless
 import pytest
 
 from akeyless_emulator import Emulator
+from akeyless_emulator.api import result_fingerprint
 
 from .conftest import KEY, Client, api_error, make_api
 
@@ -53,6 +54,8 @@ class TestControlPlane:
         assert status == 200
         assert out["calls"] == {"encrypt": 1, "decrypt": 2, "auth": 1}
         assert out["in_flight"] == {}
+        fp = result_fingerprint(base64.b64decode(ciphertext))
+        assert control(base, "encrypt-versions") == (200, {"encrypt_versions": {fp: 1}})
         assert control(base, "version-state", {"name": KEY, "version": 1, "state": "Disabled"})[0] == 200
         assert api_error(lambda: plain_client.decrypt(ciphertext)).status == 400
         control(base, "fault", {"endpoint": "*", "kind": "reset"})

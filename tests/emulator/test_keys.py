@@ -9,6 +9,7 @@ import akeyless
 import pytest
 
 from akeyless_emulator import Emulator
+from akeyless_emulator.api import result_fingerprint
 
 from .conftest import KEY, Client, api_error, login
 
@@ -88,6 +89,20 @@ class TestRotation:
         assert client.decrypt(old) == b"old"
         assert client.decrypt(new) == b"new"
         assert [r.item_version for r in emu.requests if r.endpoint == "encrypt"] == [1, 2]
+
+    def test_each_encrypt_records_the_version_it_used(self, emu: Emulator, client: Client) -> None:
+        """encrypt_versions() maps each returned ciphertext to the version that made it.
+
+        Only successful encrypts appear; decrypts and failed encrypts never do.
+        """
+        first = base64.b64decode(client.encrypt(b"a"))
+        emu.rotate_key(KEY)
+        second = base64.b64decode(client.encrypt(b"b"))
+        client.decrypt(base64.b64encode(first).decode())
+        emu.disable_version(KEY, 2)
+        assert api_error(lambda: client.encrypt(b"c")).status == 403
+        assert emu.encrypt_versions() == {result_fingerprint(first): 1,
+                                          result_fingerprint(second): 2}
 
     def test_ciphertext_header_layout(self, emu: Emulator, client: Client) -> None:
         """The documented header: marker 0x01, item id, version (big-endian)."""
