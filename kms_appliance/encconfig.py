@@ -15,6 +15,8 @@ PyYAML is not a runtime dependency, and guessing at YAML would be worse.
 from __future__ import annotations
 
 import json
+import os
+import stat
 from pathlib import Path
 from typing import Any
 
@@ -23,6 +25,10 @@ from .errors import ConfigError, shown
 
 API_VERSION = "apiserver.config.k8s.io/v1"
 MAX_BYTES = 1 << 20
+# The generator's output nests 6 deep; a bound keeps a hostile file from
+# exhausting the parser's (or str()'s) recursion instead of being refused.
+MAX_DEPTH = 32
+MAX_INT_DIGITS = 18  # int() of more digits is refused by Python itself (4300)
 
 
 class Findings:
@@ -36,33 +42,63 @@ class Findings:
 
 def load(path: Path) -> Any:
     """Parse the file (JSON, else the YAML subset); a ConfigError names the line."""
+    data = _read(path)
     try:
-        with path.open("rb") as f:
+        text = data.decode()
+    except UnicodeDecodeError:
+        raise ConfigError("--encryption-config", "file is not UTF-8") from None
+    return parse(text)
+
+
+def parse(text: str) -> Any:
+    """JSON when it starts with '{', else the YAML subset."""
+    if text.lstrip().startswith("{"):
+        try:
+            doc = json.loads(text)
+        except (ValueError, RecursionError) as exc:
+            raise ConfigError("--encryption-config", f"not valid JSON: {exc}") from None
+        _depth(doc)
+        return doc
+    return parse_yaml(text)
+
+
+def _read(path: Path) -> bytes:
+    """At most 1 MiB of a regular file: a FIFO would block ``open`` (O_NONBLOCK) and ``read``."""
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
+        if not stat.S_ISREG(os.fstat(fd).st_mode):  # before fdopen, which refuses directories
+            os.close(fd)
+            raise ConfigError("--encryption-config", f"{shown(str(path))} is not a regular file")
+        with os.fdopen(fd, "rb") as f:
             data = f.read(MAX_BYTES + 1)
     except OSError as exc:
         raise ConfigError("--encryption-config", f"cannot read {shown(str(path))}: "
                                                  f"{exc.strerror or type(exc).__name__}") from None
     if len(data) > MAX_BYTES:
         raise ConfigError("--encryption-config", "file is over 1 MiB")
-    try:
-        text = data.decode()
-    except UnicodeDecodeError:
-        raise ConfigError("--encryption-config", "file is not UTF-8") from None
-    if text.lstrip().startswith("{"):
-        try:
-            return json.loads(text)
-        except (ValueError, RecursionError) as exc:
-            raise ConfigError("--encryption-config", f"not valid JSON: {exc}") from None
-    return parse_yaml(text)
+    return data
 
 
-def _scalar(text: str, line: int) -> Any:
+def _depth(doc: Any) -> None:
+    """Refuse nesting beyond MAX_DEPTH (iteratively: the check itself must not recurse)."""
+    stack = [(doc, 1)]
+    while stack:
+        value, depth = stack.pop()
+        if depth > MAX_DEPTH:
+            raise ConfigError("--encryption-config", f"nested deeper than {MAX_DEPTH} levels")
+        children = value.values() if isinstance(value, dict) else value \
+            if isinstance(value, list) else ()
+        stack.extend((child, depth + 1) for child in children)
+
+
+def _scalar(text: str, line: int, depth: int = 0) -> Any:
     text = text.strip()
     if text == "{}":
         return {}
     if text.startswith("[") and text.endswith("]"):
+        _deep(depth, line)
         inner = text[1:-1].strip()
-        return [_scalar(t, line) for t in inner.split(",")] if inner else []
+        return [_scalar(t, line, depth + 1) for t in inner.split(",")] if inner else []
     if text.startswith('"'):
         try:
             return json.loads(text)
@@ -71,9 +107,14 @@ def _scalar(text: str, line: int) -> Any:
     if not text or text[0] in "'&*!|>%@`{[" or " #" in text:
         raise ConfigError("--encryption-config",
                           f"line {line}: YAML beyond the supported subset (use JSON)")
-    if text.isdigit():
+    if text.isascii() and text.isdigit() and len(text) <= MAX_INT_DIGITS:
         return int(text)
     return text
+
+
+def _deep(depth: int, line: int) -> None:
+    if depth >= MAX_DEPTH:
+        raise ConfigError("--encryption-config", f"line {line}: nested deeper than {MAX_DEPTH} levels")
 
 
 def parse_yaml(text: str) -> Any:
@@ -88,13 +129,14 @@ def parse_yaml(text: str) -> Any:
         lines.append((number, len(raw) - len(raw.lstrip(" ")), stripped))
     if not lines:
         raise ConfigError("--encryption-config", "file is empty")
-    value, end = _block(lines, 0, lines[0][1])
+    value, end = _block(lines, 0, lines[0][1], 0)
     if end != len(lines):
         raise ConfigError("--encryption-config", f"line {lines[end][0]}: unexpected indentation")
     return value
 
 
-def _block(lines: list[tuple[int, int, str]], i: int, indent: int) -> tuple[Any, int]:
+def _block(lines: list[tuple[int, int, str]], i: int, indent: int, depth: int) -> tuple[Any, int]:
+    _deep(depth, lines[i][0])
     if lines[i][2].startswith("- ") or lines[i][2] == "-":
         out: list[Any] = []
         while i < len(lines) and lines[i][1] == indent and lines[i][2].startswith("-"):
@@ -105,12 +147,12 @@ def _block(lines: list[tuple[int, int, str]], i: int, indent: int) -> tuple[Any,
             # "- key: value" opens a mapping at the item's content column.
             lines[i] = (number, indent + len(content) - len(rest), rest)
             if _is_key(rest):
-                item, i = _mapping(lines, i, lines[i][1])
+                item, i = _mapping(lines, i, lines[i][1], depth + 1)
             else:
                 item, i = _scalar(rest, number), i + 1
             out.append(item)
         return out, i
-    return _mapping(lines, i, indent)
+    return _mapping(lines, i, indent, depth)
 
 
 def _is_key(content: str) -> bool:
@@ -118,7 +160,8 @@ def _is_key(content: str) -> bool:
     return ":" in content and not content.startswith(('"', "[", "{")) and " " not in head
 
 
-def _mapping(lines: list[tuple[int, int, str]], i: int, indent: int) -> tuple[dict[str, Any], int]:
+def _mapping(lines: list[tuple[int, int, str]], i: int, indent: int,
+             depth: int) -> tuple[dict[str, Any], int]:
     out: dict[str, Any] = {}
     while i < len(lines) and lines[i][1] == indent:
         number, _, content = lines[i]
@@ -132,7 +175,7 @@ def _mapping(lines: list[tuple[int, int, str]], i: int, indent: int) -> tuple[di
             out[key] = _scalar(rest, number)
         elif i < len(lines) and (lines[i][1] > indent or
                                  (lines[i][1] == indent and lines[i][2].startswith("-"))):
-            out[key], i = _block(lines, i, lines[i][1])
+            out[key], i = _block(lines, i, lines[i][1], depth + 1)
         else:
             out[key] = None
     if i < len(lines) and lines[i][1] > indent:
@@ -170,7 +213,7 @@ def _review_entry(entry: Any, name: str, socket: Path, f: Findings) -> int:
             or not entry["providers"] or not isinstance(entry.get("resources"), list):
         f.problems.append("a resources entry lacks resources or providers")
         return 0
-    what = ", ".join(str(r) for r in entry["resources"])
+    what = shown(", ".join(str(r) for r in entry["resources"]))
     providers = entry["providers"]
     kinds = [_kind(p) for p in providers]
     first = kinds[0]
@@ -181,12 +224,13 @@ def _review_entry(entry: Any, name: str, socket: Path, f: Findings) -> int:
             found += 1
             _review_kms(kms, socket, what, f)
             role = "writes and reads" if index == 0 else "reads only (an earlier provider writes)"
-            f.notes.append(f"{what}: {role} with kms {kms.get('apiVersion', 'v1')} {shown(name)}")
+            f.notes.append(f"{what}: {role} with kms {shown(str(kms.get('apiVersion', 'v1')))} "
+                           f"{shown(name)}")
     if first == "identity" and found:
         f.warnings.append(f"{what}: identity is first, so new writes are stored in plaintext "
                           "(fine only while migrating; list this plugin first)")
     elif first not in ("kms", "identity"):
-        f.notes.append(f"{what}: new writes use {first}")
+        f.notes.append(f"{what}: new writes use {shown(first)}")
     if found and "identity" not in kinds:
         f.notes.append(f"{what}: no identity provider: data written before encryption can't be read")
     return found
