@@ -37,6 +37,11 @@ class KmsClient:
                                     annotations=dict(resp.annotations), uid=uid)
         return bytes(self.v2.Decrypt(req, timeout=self._timeout).plaintext)
 
+    def runtime(self) -> tuple[str, str]:
+        """(runtime_name, runtime_version) from the v1beta1 Version call: which program serves."""
+        resp = self.v1.Version(v1beta1_pb2.VersionRequest(version="v1beta1"), timeout=self._timeout)
+        return str(resp.runtime_name), str(resp.runtime_version)
+
     def v1_roundtrip(self, plain: bytes) -> bytes:
         cipher = self.v1.Encrypt(v1beta1_pb2.EncryptRequest(version="v1beta1", plain=plain),
                                  timeout=self._timeout).cipher

@@ -164,12 +164,17 @@ def _serving(cfg: Config) -> str:
     client = KmsClient(path, timeout=1.0)
     try:
         st = client.status()
+        try:
+            name, version = client.runtime()
+            runtime = f"{shown(name)} {shown(version)}, "
+        except Exception:  # a v2-only plugin: Status said enough
+            runtime = ""
     except Exception as exc:  # grpc.RpcError and friends: the type only, never its text
         raise Warned(f"{path} is a socket but Status got no answer ({type(exc).__name__}): "
                      "stale, or another program; serve refuses while a plugin holds it") from None
     finally:
         client.close()
-    return (f"a plugin already serves on {path}: version {shown(st.version)}, "
+    return (f"a plugin already serves on {path}: {runtime}KMS {shown(st.version)}, "
             f"healthz {shown(st.healthz)}, key_id {shown(st.key_id)}")
 
 
