@@ -86,7 +86,7 @@ def _unwrap_ok(b: OfflineBackend, data: bytes, originals: Mapping[bytes, bytes],
         out = t.timed(lambda: b.unwrap(data, None, {}))
     except errors.CiphertextError as exc:
         assert MESSAGES.match(exc.message), exc.message
-        no_leak(exc.message, data, *deks)
+        no_leak(exc.message, data, *deks, *b.issued.values())  # no DEK, no clear IK
         t.count("refused")
         return
     except errors.KmsError as exc:  # the direct-format branch may not raise anything else

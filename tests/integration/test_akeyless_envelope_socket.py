@@ -10,6 +10,7 @@ the IK events with their item_version and no secret.
 
 from __future__ import annotations
 
+import base64
 import os
 import time
 from pathlib import Path
@@ -20,6 +21,7 @@ import pytest
 from akeyless_emulator import Emulator
 from tests.integration.test_akeyless_socket import KEY, start
 from tests.support import secrets_scan
+from tests.support.intermediate_keys import iks_of
 from tests.support.kmsclient import Client
 
 
@@ -39,6 +41,7 @@ def test_outage_ride_through_and_revocation(emu: Emulator, tmp_path: Path) -> No
         enc = ca.encrypt(seed)
         assert ":ik:" in enc.key_id and enc.key_id == ca.status().key_id
         assert cb.decrypt(enc.ciphertext, enc.key_id) == seed  # B unwraps A's IK once
+        own_b = cb.encrypt(os.urandom(32))  # B's own IK, for the secret scan
 
         emu.fault("*", status=503)  # Akeyless down for both
         seed2 = os.urandom(32)
@@ -84,6 +87,20 @@ def test_outage_ride_through_and_revocation(emu: Emulator, tmp_path: Path) -> No
     decrypts = [r for r in rec_b if r["event"] == "decrypt" and r["outcome"] == "ok"]
     assert decrypts and all(r["key_id"] == enc.key_id and r["key_version"] == "1"
                             for r in decrypts)
+    iks = iks_of([enc.ciphertext, enc2.ciphertext, own_b.ciphertext], emu.key(KEY))
+    assert len(iks) == 2  # A's (both Encrypts) and B's
     secrets = [env_a["AKEYLESS_ACCESS_KEY"].encode(), env_b["AKEYLESS_ACCESS_KEY"].encode(),
-               seed, seed2]
-    assert secrets_scan.find(a.written() + b.written(), secrets) == []
+               seed, seed2, *sorted(iks)]
+    written = a.written() + b.written()
+    assert secrets_scan.find(written, secrets) == []
+    assert_scan_sees_a_leaked_ik(written, sorted(iks))
+
+
+def assert_scan_sees_a_leaked_ik(written: bytes, iks: list[bytes]) -> None:
+    """The clean scan above is worth something only if an IK in the log would be seen:
+    a copy of the log with one IK inserted (raw, hex, base64 mid-line) is flagged."""
+    middle = len(written) // 2
+    for ik in iks:
+        for leaked in (ik, ik.hex().encode(), b"ik=" + base64.b64encode(b"x" + ik)):
+            copy = written[:middle] + leaked + written[middle:]
+            assert secrets_scan.find(copy, [ik]), f"scan missed an IK planted as {leaked[:3]!r}..."

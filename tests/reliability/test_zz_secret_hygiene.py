@@ -13,6 +13,8 @@ when run alone.
 from __future__ import annotations
 
 import os
+import time
+from collections.abc import Callable
 from pathlib import Path
 
 import grpc
@@ -20,6 +22,8 @@ import pytest
 
 from akeyless_emulator import Emulator
 from tests.reliability import akplugin, figures, hygiene, ledger
+from tests.support import plugin as pm
+from tests.support.intermediate_keys import iks_of
 from tests.support.kmsclient import Client
 
 
@@ -52,8 +56,67 @@ def _busy_akeyless_run(emu: Emulator, tmp_path: Path) -> None:
         p.stop()
 
 
+def _busy_envelope_run(emu: Emulator, tmp_path: Path) -> tuple[pm.Plugin, list[bytes]]:
+    """Envelope mode at debug level: IK created, a second plugin unwraps it, rotation (new IK),
+    an outage ridden through, revocation (IKs dropped). Every IK goes to the ledger: the
+    test plays Akeyless and unwraps it from the ciphertexts (tests/support/intermediate_keys)."""
+    envelope = {"KMS_APPLIANCE_AKEYLESS_MODE": "envelope", "KMS_APPLIANCE_AKEYLESS_REFRESH_INTERVAL": "1s"}
+    a = akplugin.start(tmp_path / "envelope-a", akplugin.ak_env(emu, **envelope))
+    env_b = akplugin.ak_env(emu, **envelope)
+    b = akplugin.start(tmp_path / "envelope-b", env_b)
+    ca, cb = Client(a.socket, timeout=5), Client(b.socket, timeout=5)
+    cts: list[bytes] = []
+    try:
+        def round_trip(client: Client) -> None:
+            seed = os.urandom(32)
+            ledger.secret(seed)
+            enc = client.encrypt(seed)
+            cts.append(enc.ciphertext)
+            assert cb.decrypt(enc.ciphertext, enc.key_id) == seed
+            ledger.secret(ca.v1_decrypt(ca.v1_encrypt(seed)))
+
+        round_trip(ca)
+        round_trip(cb)
+        first = ca.status().key_id
+        emu.rotate_key(akplugin.KEY)
+        _wait(lambda: ca.status().key_id != first)
+        round_trip(ca)
+        emu.fault("*", status=503)
+        _wait(lambda: emu.calls["describe-item"] > 0)
+        cts.append(ca.encrypt(os.urandom(32)).ciphertext)
+        emu.clear_faults()
+        with emu.core.lock:
+            emu.core.identities.pop(env_b["AKEYLESS_ACCESS_ID"])
+        emu.expire_tokens()
+        _wait(lambda: cb.status().healthz != "ok")
+        for ct in cts:
+            try:
+                cb.decrypt(ct, "")
+            except grpc.RpcError as exc:
+                ledger.text(exc.details() or "")
+        a.http("/metrics")
+        b.http("/metrics")
+    finally:
+        ca.close()
+        cb.close()
+        a.stop()
+        b.stop()
+    iks = sorted(iks_of(cts, emu.key(akplugin.KEY)))
+    assert len(iks) == 3  # A's before and after the rotation, B's
+    ledger.secrets(iks)
+    return a, iks
+
+
+def _wait(cond: Callable[[], bool], timeout_s: float = 15.0) -> None:
+    deadline = time.monotonic() + timeout_s
+    while not cond():
+        assert time.monotonic() < deadline, "condition not reached"
+        time.sleep(0.1)
+
+
 def test_nothing_secret_in_anything_written(emu: Emulator, tmp_path: Path) -> None:
     _busy_akeyless_run(emu, tmp_path)
+    envelope_plugin, iks = _busy_envelope_run(emu, tmp_path)
     akplugin.record_emulator_secrets(emu)
     secrets = sorted(ledger.SECRETS)
     anchors = hygiene.index(secrets)
@@ -80,6 +143,11 @@ def test_nothing_secret_in_anything_written(emu: Emulator, tmp_path: Path) -> No
     figures.put("secret hygiene", "secrets found", len(hits))
     assert len(ledger.PLUGINS) >= 1 and len(secrets) >= 10 and scanned > 10_000
     assert hits == [], hits[:20]
+    # ... and an IK that leaked into a copy of a plugin's output would be flagged
+    log = envelope_plugin.written()
+    for ik in iks:
+        leaked = log[: len(log) // 2] + ik.hex().encode() + log[len(log) // 2 :]
+        assert hygiene.scan(leaked, anchors) == {secrets.index(ik)}
 
 
 @pytest.mark.parametrize("form", ["raw", "hex", "base64-offset"])

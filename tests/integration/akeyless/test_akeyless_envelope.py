@@ -10,6 +10,9 @@ IKs at the next refresh and decrypts fail closed; both modes read both formats.
 
 from __future__ import annotations
 
+import base64
+import hashlib
+import logging
 import os
 import re
 from collections.abc import Callable, Mapping
@@ -26,10 +29,13 @@ from kms_appliance.errors import (
     BackendUnavailable,
     CiphertextError,
     KeyUnavailable,
+    KmsError,
     StartupError,
 )
 from kms_appliance.metrics import Metrics
 from tests.integration.akeyless.metadata import KEY
+from tests.support import secrets_scan
+from tests.support.intermediate_keys import iks_of
 
 KEY_ID = re.compile(r"^akeyless:\d+:(\d+):ik:([0-9a-f]{32})$")
 Events = list[tuple[str, Mapping[str, object]]]
@@ -277,3 +283,41 @@ def test_check_reports_mode_and_held_intermediate_key(emu: Emulator, ak_env, tmp
         assert emu.calls["encrypt"] == 1  # the IK; the round trip wrapped locally
     else:
         assert "intermediate" not in detail and emu.calls["encrypt"] == 1  # the round trip
+
+
+def test_no_intermediate_key_in_logs_events_or_errors(emu: Emulator, ak_env, make_backend,
+                                                      caplog: pytest.LogCaptureFixture) -> None:
+    """The secret scan covers IKs: creation, foreign unwrap, rotation, an outage and a
+    revocation, logged at DEBUG, leave no IK (raw, hex, base64) in a log line, an IK
+    event or an error message. The IKs come from their ciphertexts, unwrapped as
+    Akeyless would (tests/support/intermediate_keys.py); every IK the backends held
+    is among them (checked against each held IK's digest)."""
+    caplog.set_level(logging.DEBUG)
+    b1, ev1 = envelope_backend(make_backend, ak_env, call_timeout=1.0)
+    b2, ev2 = envelope_backend(make_backend, ak_env, call_timeout=1.0)
+    cts = [b1.wrap(os.urandom(32)), b2.wrap(os.urandom(32))]
+    b2.unwrap(cts[0].ciphertext, cts[0].key_id, {})  # foreign IK
+    emu.rotate_key(KEY)
+    b1.refresh()
+    cts.append(b1.wrap(os.urandom(32)))
+    b2.unwrap(cts[-1].ciphertext, None, {})
+    held = {ik.digest for b in (b1, b2) for ik in b.intermediate_keys}
+    errors: list[str] = []
+    emu.fault("*", status=503)
+    for b in (b1, b2):
+        b.refresh()
+    emu.clear_faults()
+    revoke(emu, ak_env["AKEYLESS_ACCESS_ID"])
+    b2.refresh()
+    for w in cts:
+        with pytest.raises(KmsError) as exc:
+            b2.unwrap(w.ciphertext, w.key_id, {})
+        errors.append(exc.value.message)
+    iks = sorted(iks_of([w.ciphertext for w in cts], emu.key(KEY)))
+    assert len(iks) == 3 and held == {hashlib.sha256(ik).digest() for ik in iks}
+    hay = "\n".join([caplog.text, repr(ev1), repr(ev2), *errors]).encode()
+    assert len(caplog.records) > 5 and len(ev1) + len(ev2) >= 5
+    assert secrets_scan.find(hay, iks) == []
+    for ik in iks:  # and the scan would see one that leaked into that text
+        leaked = hay[:100] + b"ik=" + base64.b64encode(b"\x00" + ik) + hay[100:]
+        assert secrets_scan.find(leaked, [ik])
