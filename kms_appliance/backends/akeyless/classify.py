@@ -8,6 +8,7 @@ never copied: messages are built from the HTTP status and our own words.
 
 from __future__ import annotations
 
+import errno
 from typing import Any
 
 from ...errors import (
@@ -107,7 +108,50 @@ def classify(exc: BaseException, op: str, key_name: str, sdk: Any) -> KmsError:
     if isinstance(exc, sdk.urllib3.exceptions.TimeoutError):
         return BackendUnavailable(f"Akeyless {op}: timed out")
     if isinstance(exc, sdk.urllib3.exceptions.HTTPError | OSError):
-        return BackendUnavailable(f"Akeyless {op}: connection failed")
+        return BackendUnavailable(f"Akeyless {op}: connection failed{_transport_why(exc, sdk)}")
     if isinstance(exc, ValueError | TypeError | KeyError | AttributeError | UnicodeError):
         return BackendCorruption(f"Akeyless {op}: malformed answer")
     return BackendUnavailable(f"Akeyless {op}: unexpected client failure ({type(exc).__name__})")
+
+
+# What an operator reads when this host itself refused the connection: a
+# cgroup egress filter (the unit's IPAddressDeny=) or a local firewall answers
+# connect() with EPERM, which otherwise looks like any outage.
+EGRESS_DENIED = ("not permitted by this host (EPERM): an egress filter blocks it, e.g. a drop-in "
+                 "setting IPAddressDeny= on kms-appliance.service or a firewall; allow the "
+                 "Akeyless URL's addresses and the DNS resolver (docs/deployment.md, Network)")
+
+
+def _transport_why(exc: BaseException, sdk: Any) -> str:
+    """What an operator can act on in a failed connection, or nothing."""
+    if _refused_locally(exc):
+        return f": {EGRESS_DENIED}"
+    if _caused_by(exc, sdk.urllib3.exceptions.NameResolutionError):
+        return ": the host name does not resolve (DNS, or an egress filter blocking the resolver)"
+    return ""
+
+
+def _refused_locally(exc: BaseException) -> bool:
+    """True when an OSError with EPERM is behind ``exc``."""
+    return any(isinstance(e, OSError) and e.errno == errno.EPERM for e in _chain(exc))
+
+
+def _caused_by(exc: BaseException, cls: type[BaseException]) -> bool:
+    return any(isinstance(e, cls) for e in _chain(exc))
+
+
+def _chain(exc: BaseException) -> list[BaseException]:
+    """``exc`` and what is behind it: causes, contexts and urllib3 ``reason``s (bounded)."""
+    pending: list[BaseException] = [exc]
+    seen: set[int] = set()
+    found: list[BaseException] = []
+    while pending and len(seen) < 10:
+        cur = pending.pop()
+        if id(cur) in seen:
+            continue
+        seen.add(id(cur))
+        found.append(cur)
+        for nxt in (cur.__cause__, cur.__context__, getattr(cur, "reason", None)):
+            if isinstance(nxt, BaseException):
+                pending.append(nxt)
+    return found

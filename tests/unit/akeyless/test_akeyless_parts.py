@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import datetime as dt
+import errno
 import importlib.util
 import os
 import re
+import socket
 import subprocess
 import sys
 import types
@@ -248,3 +250,37 @@ class TestRootCause:
             err = classify.classify(secondary, "auth", "/k", s)
         assert isinstance(err, BackendUnavailable)
         assert "handshake" not in err.message
+
+
+class TestRefusedByThisHost:
+    """A connect() refused by this host (the unit's IPAddressDeny=, a firewall: EPERM) or an
+    unresolvable name is named as such, through urllib3's real exception chain."""
+
+    @staticmethod
+    def _failure(monkeypatch, error: OSError) -> BaseException:
+        s = sdk.load()
+
+        def refuse(*_args, **_kw):
+            raise error
+
+        monkeypatch.setattr(s.urllib3.util.connection, "create_connection", refuse)
+        pool = s.urllib3.PoolManager(retries=s.urllib3.Retry(total=0))
+        with pytest.raises(s.urllib3.exceptions.HTTPError) as info:
+            pool.request("POST", "https://api.akeyless.io/auth")
+        return info.value
+
+    def test_eperm_names_the_egress_filter(self, monkeypatch):
+        exc = self._failure(monkeypatch, PermissionError(errno.EPERM, "Operation not permitted"))
+        err = classify.classify(exc, "auth", "/k", sdk.load())
+        assert isinstance(err, BackendUnavailable)
+        assert "IPAddressDeny=" in err.message and "EPERM" in err.message
+
+    def test_name_resolution_failure(self, monkeypatch):
+        exc = self._failure(monkeypatch, socket.gaierror(socket.EAI_AGAIN, "Temporary failure"))
+        err = classify.classify(exc, "auth", "/k", sdk.load())
+        assert "does not resolve" in err.message and "IPAddressDeny" not in err.message
+
+    def test_other_connection_failures_stay_plain(self, monkeypatch):
+        exc = self._failure(monkeypatch, ConnectionRefusedError(errno.ECONNREFUSED, "refused"))
+        err = classify.classify(exc, "auth", "/k", sdk.load())
+        assert err.message == "Akeyless auth: connection failed"
