@@ -39,6 +39,7 @@ from ..cache import DecryptCache
 from .auth import Authenticator
 from .classify import CiphertextRejected, TokenRejected
 from .client import AkeylessClient
+from .confirm import FreshDescriber
 from .health import HealthTracker
 from .keystate import KeyState, from_item, make_key_id
 
@@ -51,6 +52,9 @@ MAX_PLAINTEXT = 0xFFFF
 # A refused decrypt the held key state blames on the ciphertext is checked against a
 # fresh description, made at most once per this many seconds for all callers together.
 EXPLAIN_EVERY = 5.0
+# Encrypts per wrap at most: each one after the first follows a rotation that landed
+# between the previous encrypt and the describe confirming its version.
+LABEL_ATTEMPTS = 3
 R = TypeVar("R")
 
 
@@ -71,6 +75,8 @@ class AkeylessBackend:
         self._cache = cache
         self._health = HealthTracker()
         self._refresh_lock = threading.Lock()
+        self._adopt_lock = threading.Lock()
+        self._confirm = FreshDescriber(self._describe_by)
         self._explain_lock = threading.Lock()
         self._explain_next = 0.0  # monotonic time before which held state explains refusals
         self._state = self._startup_state()
@@ -123,19 +129,45 @@ class AkeylessBackend:
     # -- KeyBackend --
 
     def wrap(self, plaintext: bytes) -> Wrapped:
+        """Wrap under the latest version, labelled with the version Akeyless really used.
+
+        Why the describe after the encrypt: /encrypt does not say which version
+        it used, and the held state may predate a rotation. The held state
+        (described before this encrypt was sent) and a describe started after it
+        answered bound the version used; when they agree the label is exact.
+        When the key rotated in between, the DEK is wrapped again under the new
+        label, at most LABEL_ATTEMPTS times in all. Cost: one /describe-item per
+        encrypt, shared by all encrypts that answered before it started
+        (confirm.py); see docs/akeyless.md, "Keys, versions, key_id".
+        """
         if not plaintext or len(plaintext) > MAX_PLAINTEXT:
             raise InvalidRequest(f"plaintext must be 1..{MAX_PLAINTEXT} bytes")
-        st = self._state
-        head = envelope.header(envelope.BACKEND_AKEYLESS) + _VERSION.pack(st.last_version,
-                                                                          len(plaintext))
         deadline = time.monotonic() + self._timeout
-        out = self._tracked(lambda: self._authed(
+        st = self._state
+        for _ in range(LABEL_ATTEMPTS):
+            head = envelope.header(envelope.BACKEND_AKEYLESS) + _VERSION.pack(st.last_version,
+                                                                              len(plaintext))
+            blob = self._encrypt_remote(head, plaintext, deadline)
+            after = self._confirm.after_now(deadline)
+            if after.item_id == st.item_id and after.last_version == st.last_version:
+                version = str(st.last_version)
+                return Wrapped(head + blob, st.key_id, version, {ANNOTATION: version.encode()})
+            self._adopt(after)
+            st = after
+        raise BackendUnavailable(f"Akeyless key {shown(self.key_name)} rotated during each of "
+                                 f"{LABEL_ATTEMPTS} encrypts; try again")
+
+    def _encrypt_remote(self, head: bytes, plaintext: bytes, deadline: float) -> bytes:
+        out: bytes = self._tracked(lambda: self._authed(
             "encrypt", deadline, key_name=self.key_name, input_format="base64",
             plaintext=base64.b64encode(plaintext).decode(), encryption_context=_context(head),
             validate=lambda answer: _b64_result(answer, "encrypt")))
-        blob: bytes = out
-        version = str(st.last_version)
-        return Wrapped(head + blob, st.key_id, version, {ANNOTATION: version.encode()})
+        return out
+
+    def _describe_by(self, deadline: float) -> KeyState:
+        item = self._tracked(lambda: self._authed("describe-item", deadline, name=self.key_name,
+                                                  show_versions=True))
+        return from_item(item, self.key_name)
 
     def unwrap(self, ciphertext: bytes, key_id: str | None,
                annotations: Mapping[str, bytes]) -> Unwrapped:
@@ -225,13 +257,25 @@ class AkeylessBackend:
             except KmsError as exc:
                 log.warning("Akeyless key refresh failed: %s", exc.message)
                 return False
+            self._adopt(new)
+            return self._state.key_id != old.key_id
+
+    def _adopt(self, new: KeyState) -> None:
+        """Hold ``new`` unless the held state is newer (versions of one item only grow).
+
+        Why the check: an encrypt's describe and a refresh may finish in either
+        order; the older answer must not take back a rotation already seen.
+        """
+        with self._adopt_lock:
+            old = self._state
+            if new.item_id == old.item_id and new.last_version < old.last_version:
+                return
             if new.item_id != old.item_id:
                 log.error("Akeyless key %s was re-created (item id changed)", self.key_name)
             self._state = new
             problem = new.problem()
             self._health.key_problem(problem)
             self._drop_unusable(new)
-            return new.key_id != old.key_id
 
     def _drop_unusable(self, state: KeyState) -> None:
         if self._cache is None:

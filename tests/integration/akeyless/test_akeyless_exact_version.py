@@ -1,0 +1,148 @@
+"""Direct mode: every new ciphertext, key_id and audit record names the item_version Akeyless used.
+
+The emulator records, per /encrypt, the fingerprint of the ciphertext it
+returned and the version it used (``Emulator.encrypt_versions``); each
+answer the plugin gave is joined to that record through the Akeyless blob it
+carries. The refresh interval is 60 s, so the held key state cannot follow
+the rotations by itself during the burst: only the check after each encrypt can.
+"""
+
+from __future__ import annotations
+
+import os
+import struct
+import threading
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from akeyless_emulator import Emulator
+from akeyless_emulator.api import result_fingerprint
+from kms_appliance.audit import fingerprint
+from kms_appliance.backends import envelope
+from kms_appliance.backends.akeyless.backend import ANNOTATION, AkeylessBackend
+from tests.integration.akeyless.metadata import KEY
+from tests.support import plugin as pm
+from tests.support.kmsclient import Client
+
+_LABEL = struct.Struct(">IH")  # the plugin's own header after the envelope header: version, length
+WORKERS = 4
+PER_WORKER = 24  # alternating v1 and v2
+ROTATE_AT = (8, 30, 60)  # rotate once the emulator has seen this many encrypts
+
+
+def _label(ciphertext: bytes) -> tuple[int, bytes]:
+    """(the version the plugin wrote in its header, Akeyless's blob)."""
+    payload = ciphertext[envelope.HEADER_LEN:]
+    return _LABEL.unpack_from(payload)[0], payload[_LABEL.size:]
+
+
+def _burst(p: pm.Plugin, out: list[tuple[str, bytes, bytes, Any]], errors: list[BaseException],
+           worker: int) -> None:
+    c = Client(p.socket, timeout=10)
+    try:
+        for i in range(PER_WORKER):
+            seed = os.urandom(32)
+            if i % 2:
+                resp = c.encrypt(seed, uid=f"w{worker}-{i}")
+                out.append(("v2", seed, resp.ciphertext, resp))
+            else:
+                out.append(("v1", seed, c.v1_encrypt(seed), None))
+    except BaseException as exc:  # reported by the test, not lost in the thread
+        errors.append(exc)
+    finally:
+        c.close()
+
+
+def _rotator(emu: Emulator, rotated: list[int]) -> None:
+    for calls in ROTATE_AT:
+        if not emu.wait_for("encrypt", calls=calls, timeout=30):
+            return
+        rotated.append(emu.rotate_key(KEY))
+
+
+def test_rotations_during_a_burst_label_every_record_with_the_version_used(
+        emu: Emulator, ak_env: dict[str, str], tmp_path: Path) -> None:
+    env = {**ak_env, "KMS_APPLIANCE_AKEYLESS_REFRESH_INTERVAL": "60s"}
+    item_id = emu.key(KEY).item_id
+    # Widen the window between an encrypt and what follows it, so rotations land inside it.
+    emu.fault("encrypt", "latency", delay=0.005)
+    p = pm.start(tmp_path / "p", ["--backend", "akeyless"], env=env)
+    out: list[tuple[str, bytes, bytes, Any]] = []
+    errors: list[BaseException] = []
+    rotated: list[int] = []
+    try:
+        rot = threading.Thread(target=_rotator, args=(emu, rotated))
+        rot.start()
+        workers = [threading.Thread(target=_burst, args=(p, out, errors, w)) for w in range(WORKERS)]
+        for t in workers:
+            t.start()
+        for t in workers:
+            t.join(60)
+        rot.join(30)
+        assert errors == [] and len(out) == WORKERS * PER_WORKER
+        assert rotated == [2, 3, 4], "every rotation must happen during the burst"
+        emu.clear_faults()
+
+        used = emu.encrypt_versions()
+        c = Client(p.socket, timeout=10)
+        try:
+            for api, _, ct, resp in out:
+                label, blob = _label(ct)
+                version = used[result_fingerprint(blob)]
+                assert label == version, f"{api} ciphertext labelled {label}, Akeyless used {version}"
+                if resp is not None:
+                    assert resp.key_id == f"akeyless:{item_id}:{version}"
+                    assert resp.annotations[ANNOTATION] == str(version).encode()
+            emu.rotate_key(KEY)  # old data stays readable after yet another rotation
+            for _, seed, ct, resp in out:
+                if resp is None:
+                    assert c.v1_decrypt(ct) == seed
+                else:
+                    assert c.decrypt(ct, resp.key_id, dict(resp.annotations)) == seed
+        finally:
+            c.close()
+        versions_used = {used[result_fingerprint(_label(ct)[1])] for _, _, ct, _ in out}
+        assert versions_used == {1, 2, 3, 4}, versions_used
+    finally:
+        p.stop()
+
+    records = {r["ct_fp"]: r for r in p.audit_records() if r["event"] == "encrypt"}
+    for api, _, ct, _ in out:
+        rec = records[fingerprint(ct)]
+        version = used[result_fingerprint(_label(ct)[1])]
+        assert (rec["api"], rec["outcome"]) == ("v2" if api == "v2" else "v1beta1", "ok")
+        assert rec["key_version"] == str(version)
+        assert rec["key_id"] == f"akeyless:{item_id}:{version}"
+
+
+def test_rotation_between_encrypt_and_check_is_wrapped_again(
+        emu: Emulator, ak_env: dict[str, str],
+        make_backend: Callable[..., AkeylessBackend]) -> None:
+    """A rotation landing after Akeyless encrypted under v1: the DEK is wrapped again as v2.
+
+    A peer still holding version 1 as the latest (its refresh not yet due)
+    decrypts it: the label travels in the ciphertext, not in the peer's state.
+    """
+    backend = make_backend(ak_env, refresh_interval=60.0)
+    peer = make_backend(ak_env, refresh_interval=60.0)
+    emu.reset_calls()
+    emu.fault("describe-item", "latency", delay=0.5, times=1)
+    result: list[Any] = []
+    t = threading.Thread(target=lambda: result.append(backend.wrap(b"k" * 32)))
+    t.start()
+    try:
+        assert emu.wait_for("describe-item", in_flight=1, timeout=10), "no check after the encrypt"
+        emu.rotate_key(KEY)
+    finally:
+        t.join(15)
+    (wrapped,) = result
+    label, blob = _label(wrapped.ciphertext)
+    assert label == emu.encrypt_versions()[result_fingerprint(blob)] == 2
+    assert wrapped.key_version == "2" and wrapped.key_id.endswith(":2")
+    assert (emu.calls["encrypt"], emu.calls["describe-item"]) == (2, 2)
+    assert backend.state.last_version == 2  # the held state followed at once
+    assert backend.unwrap(wrapped.ciphertext, wrapped.key_id, {}).plaintext == b"k" * 32
+    assert peer.state.last_version == 1
+    out = peer.unwrap(wrapped.ciphertext, wrapped.key_id, {})
+    assert (out.plaintext, out.key_version) == (b"k" * 32, "2")
