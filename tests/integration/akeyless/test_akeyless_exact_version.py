@@ -21,6 +21,7 @@ from akeyless_emulator.api import result_fingerprint
 from kms_appliance.audit import fingerprint
 from kms_appliance.backends import envelope
 from kms_appliance.backends.akeyless.backend import ANNOTATION, AkeylessBackend
+from kms_appliance.errors import BackendUnavailable
 from tests.integration.akeyless.metadata import KEY
 from tests.support import plugin as pm
 from tests.support.kmsclient import Client
@@ -146,3 +147,40 @@ def test_rotation_between_encrypt_and_check_is_wrapped_again(
     assert peer.state.last_version == 1
     out = peer.unwrap(wrapped.ciphertext, wrapped.key_id, {})
     assert (out.plaintext, out.key_version) == (b"k" * 32, "2")
+
+
+def test_a_key_rotating_during_every_check_gives_up_after_three_encrypts(
+        emu: Emulator, ak_env: dict[str, str],
+        make_backend: Callable[..., AkeylessBackend]) -> None:
+    """Bounded: each check finds a newer version; the third mismatch is UNAVAILABLE, not a loop.
+
+    Each rotation follows an encrypt's answer and precedes the describe after
+    it (held 0.5 s by a latency fault before the emulator reads the key).
+    """
+    backend = make_backend(ak_env, refresh_interval=60.0)
+    emu.reset_calls()
+    emu.fault("describe-item", "latency", delay=0.5)
+    errors: list[BaseException] = []
+
+    def wrap() -> None:
+        try:
+            backend.wrap(b"k" * 32)
+        except BaseException as exc:
+            errors.append(exc)
+
+    t = threading.Thread(target=wrap)
+    t.start()
+    try:
+        for n in (1, 2, 3):
+            assert emu.wait_for("encrypt", calls=n, timeout=10)
+            emu.rotate_key(KEY)
+    finally:
+        t.join(15)
+    (err,) = errors
+    assert isinstance(err, BackendUnavailable) and "rotated during each of 3" in err.message
+    assert (emu.calls["encrypt"], emu.calls["describe-item"]) == (3, 3)
+    assert backend.state.last_version == 4
+    emu.clear_faults()
+    wrapped = backend.wrap(b"k" * 32)  # a quiet key: one encrypt, one describe, version 4
+    assert wrapped.key_version == "4" and _label(wrapped.ciphertext)[0] == 4
+    assert (emu.calls["encrypt"], emu.calls["describe-item"]) == (4, 4)

@@ -1,0 +1,130 @@
+"""FreshDescriber: a describe that started after the caller asked, shared by concurrent callers."""
+
+from __future__ import annotations
+
+import threading
+import time
+
+import pytest
+
+from kms_appliance.backends.akeyless.confirm import FreshDescriber
+from kms_appliance.backends.akeyless.keystate import KeyState
+from kms_appliance.errors import BackendUnavailable, Throttled
+
+
+def state(version: int) -> KeyState:
+    return KeyState(name="/k", item_id=7, item_type="AES256GCM", last_version=version,
+                    enabled=True)
+
+
+class Remote:
+    """A describe whose calls block until released, numbering its answers 1, 2, 3..."""
+
+    def __init__(self) -> None:
+        self.calls = 0
+        self.entered = threading.Semaphore(0)
+        self.release = threading.Semaphore(0)
+        self.fail_with: Exception | None = None
+
+    def __call__(self, deadline: float) -> KeyState:
+        self.calls += 1
+        number = self.calls
+        self.entered.release()
+        assert self.release.acquire(timeout=10)
+        if self.fail_with is not None:
+            raise self.fail_with
+        return state(number)
+
+
+def later() -> float:
+    return time.monotonic() + 10
+
+
+def spawn(fresh: FreshDescriber, out: list[object]) -> threading.Thread:
+    def run() -> None:
+        try:
+            out.append(fresh.after_now(later()).last_version)
+        except Exception as exc:
+            out.append(exc)
+
+    t = threading.Thread(target=run)
+    t.start()
+    return t
+
+
+def settle(fresh: FreshDescriber, waiters: int) -> None:
+    """Wait until ``waiters`` callers block on the condition (bounded)."""
+    deadline = time.monotonic() + 10
+    while len(fresh._cond._waiters) < waiters and time.monotonic() < deadline:
+        time.sleep(0.001)
+    assert len(fresh._cond._waiters) >= waiters
+
+
+def test_a_caller_never_gets_a_describe_that_started_before_it_asked() -> None:
+    remote = Remote()
+    fresh = FreshDescriber(remote)
+    first: list[object] = []
+    t1 = spawn(fresh, first)
+    assert remote.entered.acquire(timeout=10)  # describe 1 running
+    late: list[object] = []
+    waiters = [spawn(fresh, late) for _ in range(5)]  # arrive while describe 1 runs
+    settle(fresh, 5)
+    remote.release.release()  # describe 1 answers: only the first caller may use it
+    t1.join(10)
+    assert first == [1]
+    assert remote.entered.acquire(timeout=10)  # one describe 2 for all five
+    remote.release.release()
+    for t in waiters:
+        t.join(10)
+    assert late == [2] * 5
+    assert remote.calls == 2
+
+
+def test_an_error_reaches_every_caller_sharing_the_describe() -> None:
+    remote = Remote()
+    fresh = FreshDescriber(remote)
+    first: list[object] = []
+    t1 = spawn(fresh, first)
+    assert remote.entered.acquire(timeout=10)
+    late: list[object] = []
+    waiters = [spawn(fresh, late) for _ in range(3)]
+    settle(fresh, 3)
+    remote.release.release()
+    t1.join(10)
+    remote.fail_with = Throttled("Akeyless describe-item: throttled")
+    assert remote.entered.acquire(timeout=10)
+    remote.release.release()
+    for t in waiters:
+        t.join(10)
+    assert first == [1]
+    assert len(late) == 3 and all(isinstance(e, Throttled) for e in late)
+    assert len({id(e) for e in late}) == 3  # one instance per caller
+    remote.fail_with = None
+    remote.release.release()  # the next caller describes again: failures are not kept
+    assert fresh.after_now(later()).last_version == 3
+
+
+def test_an_unexpected_exception_does_not_wedge_the_next_caller() -> None:
+    calls = iter([RuntimeError("bug"), state(5)])
+
+    def describe(deadline: float) -> KeyState:
+        item = next(calls)
+        if isinstance(item, Exception):
+            raise item
+        return item
+
+    fresh = FreshDescriber(describe)
+    with pytest.raises(RuntimeError):
+        fresh.after_now(later())
+    assert fresh.after_now(later()).last_version == 5
+
+
+def test_a_waiter_past_its_deadline_is_unavailable() -> None:
+    remote = Remote()
+    fresh = FreshDescriber(remote)
+    t1 = spawn(fresh, [])
+    assert remote.entered.acquire(timeout=10)
+    with pytest.raises(BackendUnavailable, match="deadline"):
+        fresh.after_now(time.monotonic() + 0.05)
+    remote.release.release()
+    t1.join(10)
