@@ -4,6 +4,7 @@
     python bench/run.py quick    # short suite (< 2 min), report to bench/.work/results-quick
     python bench/run.py full     # the whole suite, report to bench/results/
     python bench/run.py ablate   # where the plugin's per-call time goes (variants + py-spy)
+    python bench/run.py envelope # Akeyless envelope mode alone (20 ms away, outage restart), JSON
 
 It builds the Go load generator and reference plugin into bench/.work/bin,
 starts every server under test in its own 0700 directory, measures them in
@@ -71,13 +72,18 @@ def main() -> int:
 
 def _main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("mode", choices=["core", "quick", "full", "ablate"])
+    ap.add_argument("mode", choices=["core", "quick", "full", "ablate", "envelope"])
     ap.add_argument("--out", type=Path, help="report directory (default per mode)")
     args = ap.parse_args()
     if args.mode == "ablate":
         build.build_all()
         full = plan.PLANS["full"]
         print(json.dumps(ablation.run(full.paired_window, full.paired_reps), indent=1))
+        return 0
+    if args.mode == "envelope":
+        build.build_all()
+        out, targets = scenarios.akeyless_envelope(plan.PLANS["full"])
+        print(json.dumps({"machine": machine.describe(), **out, "targets": targets}, indent=1))
         return 0
     p = plan.PLANS[args.mode]
     began = time.time()

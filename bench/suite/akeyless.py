@@ -43,6 +43,11 @@ class Emulator:
                 self.control("fault", {"endpoint": endpoint, "kind": "latency",
                                        "delay": seconds})
 
+    def outage(self) -> None:
+        """Every endpoint answers 503, as an unreachable Akeyless behind a gateway would."""
+        self.control("clear-faults", {})
+        self.control("fault", {"endpoint": "*", "kind": "status", "status": 503})
+
     def stop(self) -> None:
         self.proc.terminate()
         try:
@@ -62,8 +67,10 @@ def start_emulator() -> Emulator | None:
     return Emulator(proc, json.loads(line))
 
 
-def start_plugin(emu: Emulator, name: str, home: Path | None = None) -> Server:
-    """The appliance with ``--backend akeyless`` on the emulator (access-key auth)."""
+def start_plugin(emu: Emulator, name: str, home: Path | None = None,
+                 settings: dict[str, str] | None = None) -> Server:
+    """The appliance with ``--backend akeyless`` on the emulator (access-key auth);
+    ``settings``: extra KMS_APPLIANCE_* environment (e.g. the Akeyless mode)."""
     home = home or servers.new_home(name)
     sock_dir = home / "sock"
     sock_dir.mkdir(mode=0o700, exist_ok=True)
@@ -76,7 +83,7 @@ def start_plugin(emu: Emulator, name: str, home: Path | None = None) -> Server:
                 "KMS_APPLIANCE_AKEYLESS_CA_FILE": r["ca_file"],
                 "AWS_EC2_METADATA_SERVICE_ENDPOINT": "http://127.0.0.1:9",
                 "AZURE_POD_IDENTITY_AUTHORITY_HOST": "http://127.0.0.1:9",
-                "GCE_METADATA_HOST": "127.0.0.1:9"})
+                "GCE_METADATA_HOST": "127.0.0.1:9", **(settings or {})})
     argv = [PY, "-m", "kms_appliance", "serve", "--backend", "akeyless", "--socket", str(sock),
             "--http-listen", "", "--audit-log", str(home / "audit.log"),
             "--config", str(home / "none.toml")]
