@@ -42,6 +42,7 @@ class Emulator(ManagedProcess):
     """The emulator process; ``ready`` holds URL, CA file and credentials."""
 
     ready: dict[str, Any]
+    state_dir: Path  # the emulator's --state-dir (keys in clear: test material)
 
     def start(self) -> None:
         super().start()
@@ -87,8 +88,9 @@ def _plugin_env(ready: dict[str, Any]) -> dict[str, str]:
     return env
 
 
-def akeyless_launcher(workdir: Path, name: str, registry: ProcessRegistry) -> KmsPlugin:
-    """Start the emulator (it is the environment), prepare the appliance."""
+def start_emulator(workdir: Path, name: str, registry: ProcessRegistry) -> Emulator:
+    """Start an emulator with the key ``KEY`` and the identity ``ACCESS_ID``;
+    its state (keys, identities) lives in ``emulator.state_dir``."""
     state = workdir / f"{name}-akeyless-state"
     state.mkdir(mode=0o700)
     emulator = Emulator(
@@ -101,8 +103,23 @@ def akeyless_launcher(workdir: Path, name: str, registry: ProcessRegistry) -> Km
         log_path=workdir / "logs" / f"akeyless-emulator-{name}.log",
         cwd=REPO,
     )  # fmt: skip
+    emulator.state_dir = state
     registry.add(emulator)
     emulator.start()
+    return emulator
+
+
+def akeyless_plugin(
+    workdir: Path,
+    name: str,
+    registry: ProcessRegistry,
+    emulator: Emulator,
+    extra_env: dict[str, str] | None = None,
+    provider_name: str | None = None,
+) -> KmsPlugin:
+    """Prepare (not start) the appliance on ``emulator``. Several plugins may share one
+    emulator (one per control-plane node); ``extra_env`` sets ``KMS_APPLIANCE_*``
+    settings such as ``KMS_APPLIANCE_AKEYLESS_MODE``."""
     cmd, cwd = appliance_command()
     empty_config = workdir / f"{name}-empty-config.toml"
     empty_config.touch()
@@ -114,10 +131,10 @@ def akeyless_launcher(workdir: Path, name: str, registry: ProcessRegistry) -> Km
             argv=[
                 *cmd, "serve", "--config", str(empty_config),
                 "--socket", str(socket_path), "--backend", "akeyless",
-                "--provider-name", name, "--http-listen", f"127.0.0.1:{http_port}",
+                "--provider-name", provider_name or name, "--http-listen", f"127.0.0.1:{http_port}",
             ],
             log_path=workdir / "logs" / f"kms-plugin-{name}.log",
-            env=_plugin_env(emulator.ready),
+            env={**_plugin_env(emulator.ready), **(extra_env or {})},
             cwd=cwd,
         )
     )  # fmt: skip
@@ -128,3 +145,8 @@ def akeyless_launcher(workdir: Path, name: str, registry: ProcessRegistry) -> Km
     return KmsPlugin(
         name, socket_path, process, rotate, http_port, api_versions=("v2", "v1"), backend=emulator
     )
+
+
+def akeyless_launcher(workdir: Path, name: str, registry: ProcessRegistry) -> KmsPlugin:
+    """Start the emulator (it is the environment), prepare the appliance."""
+    return akeyless_plugin(workdir, name, registry, start_emulator(workdir, name, registry))
