@@ -76,7 +76,7 @@ class AkeylessBackend:
         self._health = HealthTracker()
         self._refresh_lock = threading.Lock()
         self._adopt_lock = threading.Lock()
-        self._confirm = FreshDescriber(self._describe_by)
+        self._confirm = FreshDescriber(self._latest_version)
         self._explain_lock = threading.Lock()
         self._explain_next = 0.0  # monotonic time before which held state explains refusals
         self._state = self._startup_state()
@@ -135,25 +135,25 @@ class AkeylessBackend:
         it used, and the held state may predate a rotation. The held state
         (described before this encrypt was sent) and a describe started after it
         answered bound the version used; when they agree the label is exact.
-        When the key rotated in between, the DEK is wrapped again under the new
-        label, at most LABEL_ATTEMPTS times in all. Cost: one /describe-item per
-        encrypt, shared by all encrypts that answered before it started
-        (confirm.py); see docs/akeyless.md, "Keys, versions, key_id".
+        When the key rotated in between, the key is described in full (held from
+        then on) and the DEK wrapped again under the new label, at most
+        LABEL_ATTEMPTS encrypts in all. Cost: one /describe-item (without the
+        version list) per encrypt, shared by all encrypts that answered before
+        it started (confirm.py); see docs/akeyless.md, "Keys, versions, key_id".
+        Each remote call has its own deadline (server.call_timeout), as elsewhere.
         """
         if not plaintext or len(plaintext) > MAX_PLAINTEXT:
             raise InvalidRequest(f"plaintext must be 1..{MAX_PLAINTEXT} bytes")
-        deadline = time.monotonic() + self._timeout
         st = self._state
         for _ in range(LABEL_ATTEMPTS):
             head = envelope.header(envelope.BACKEND_AKEYLESS) + _VERSION.pack(st.last_version,
                                                                               len(plaintext))
-            blob = self._encrypt_remote(head, plaintext, deadline)
-            after = self._confirm.after_now(deadline)
+            blob = self._encrypt_remote(head, plaintext, time.monotonic() + self._timeout)
+            after = self._confirm.after_now(self._timeout)
             if after.item_id == st.item_id and after.last_version == st.last_version:
                 version = str(st.last_version)
                 return Wrapped(head + blob, st.key_id, version, {ANNOTATION: version.encode()})
-            self._adopt(after)
-            st = after
+            st = self._follow_rotation(time.monotonic() + self._timeout)
         raise BackendUnavailable(f"Akeyless key {shown(self.key_name)} rotated during each of "
                                  f"{LABEL_ATTEMPTS} encrypts; try again")
 
@@ -164,9 +164,23 @@ class AkeylessBackend:
             validate=lambda answer: _b64_result(answer, "encrypt")))
         return out
 
-    def _describe_by(self, deadline: float) -> KeyState:
+    def _latest_version(self, deadline: float) -> KeyState:
+        """A describe without the version list: item id and last_version, for comparing only.
+
+        Why without versions: half the cost of a describe is the SDK building
+        the version list (dates included); the check after each encrypt needs
+        only the latest version. Never held: held state keeps versions and dates.
+        """
+        return self._describe_at(deadline, versions=False)
+
+    def _follow_rotation(self, deadline: float) -> KeyState:
+        """A full describe, held; the state the next encrypt is labelled from."""
+        self._adopt(self._describe_at(deadline, versions=True))
+        return self._state
+
+    def _describe_at(self, deadline: float, versions: bool) -> KeyState:
         item = self._tracked(lambda: self._authed("describe-item", deadline, name=self.key_name,
-                                                  show_versions=True))
+                                                  show_versions=versions))
         return from_item(item, self.key_name)
 
     def unwrap(self, ciphertext: bytes, key_id: str | None,

@@ -25,7 +25,12 @@ from .keystate import KeyState
 
 
 class FreshDescriber:
-    """``after_now(deadline)``: a KeyState from a describe that started after the call."""
+    """``after_now(timeout)``: a KeyState from a describe that started after the call.
+
+    ``timeout`` bounds the describe this caller makes (its deadline starts when
+    it starts); a caller waiting for others waits at most two of them: the one
+    running when it arrived, then the one it shares.
+    """
 
     def __init__(self, describe: Callable[[float], KeyState]) -> None:
         self._describe = describe
@@ -35,12 +40,13 @@ class FreshDescriber:
         self._running = False
         self._result: KeyState | KmsError | None = None
 
-    def after_now(self, deadline: float) -> KeyState:
+    def after_now(self, timeout: float) -> KeyState:
         """Describe, or join the next describe to start; raises its KmsError."""
+        wait_until = time.monotonic() + 2 * timeout
         with self._cond:
             need = self._started + 1
             while self._done < need and self._running:
-                left = deadline - time.monotonic()
+                left = wait_until - time.monotonic()
                 if left <= 0:
                     raise BackendUnavailable("Akeyless describe-item: call deadline exceeded")
                 self._cond.wait(left)
@@ -49,7 +55,7 @@ class FreshDescriber:
             self._started += 1
             generation = self._started
             self._running = True
-        return self._lead(generation, deadline)
+        return self._lead(generation, time.monotonic() + timeout)
 
     def _lead(self, generation: int, deadline: float) -> KeyState:
         result: KeyState | KmsError | None = None

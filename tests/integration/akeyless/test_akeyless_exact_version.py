@@ -141,8 +141,10 @@ def test_rotation_between_encrypt_and_check_is_wrapped_again(
     label, blob = _label(wrapped.ciphertext)
     assert label == emu.encrypt_versions()[result_fingerprint(blob)] == 2
     assert wrapped.key_version == "2" and wrapped.key_id.endswith(":2")
-    assert (emu.calls["encrypt"], emu.calls["describe-item"]) == (2, 2)
-    assert backend.state.last_version == 2  # the held state followed at once
+    # encrypt, check (moved), full describe, encrypt, check
+    assert (emu.calls["encrypt"], emu.calls["describe-item"]) == (2, 3)
+    assert backend.state.last_version == 2  # the held state followed at once, in full
+    assert set(backend.state.versions) == {1, 2}
     assert backend.unwrap(wrapped.ciphertext, wrapped.key_id, {}).plaintext == b"k" * 32
     assert peer.state.last_version == 1
     out = peer.unwrap(wrapped.ciphertext, wrapped.key_id, {})
@@ -155,11 +157,11 @@ def test_a_key_rotating_during_every_check_gives_up_after_three_encrypts(
     """Bounded: each check finds a newer version; the third mismatch is UNAVAILABLE, not a loop.
 
     Each rotation follows an encrypt's answer and precedes the describe after
-    it (held 0.5 s by a latency fault before the emulator reads the key).
+    it (held 0.25 s by a latency fault before the emulator reads the key).
     """
     backend = make_backend(ak_env, refresh_interval=60.0)
     emu.reset_calls()
-    emu.fault("describe-item", "latency", delay=0.5)
+    emu.fault("describe-item", "latency", delay=0.25)
     errors: list[BaseException] = []
 
     def wrap() -> None:
@@ -178,9 +180,9 @@ def test_a_key_rotating_during_every_check_gives_up_after_three_encrypts(
         t.join(15)
     (err,) = errors
     assert isinstance(err, BackendUnavailable) and "rotated during each of 3" in err.message
-    assert (emu.calls["encrypt"], emu.calls["describe-item"]) == (3, 3)
+    assert (emu.calls["encrypt"], emu.calls["describe-item"]) == (3, 6)  # a check + a full each
     assert backend.state.last_version == 4
     emu.clear_faults()
     wrapped = backend.wrap(b"k" * 32)  # a quiet key: one encrypt, one describe, version 4
     assert wrapped.key_version == "4" and _label(wrapped.ciphertext)[0] == 4
-    assert (emu.calls["encrypt"], emu.calls["describe-item"]) == (4, 4)
+    assert (emu.calls["encrypt"], emu.calls["describe-item"]) == (4, 7)

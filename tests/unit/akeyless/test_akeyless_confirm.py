@@ -36,14 +36,13 @@ class Remote:
         return state(number)
 
 
-def later() -> float:
-    return time.monotonic() + 10
+TIMEOUT = 10.0
 
 
 def spawn(fresh: FreshDescriber, out: list[object]) -> threading.Thread:
     def run() -> None:
         try:
-            out.append(fresh.after_now(later()).last_version)
+            out.append(fresh.after_now(TIMEOUT).last_version)
         except Exception as exc:
             out.append(exc)
 
@@ -101,7 +100,7 @@ def test_an_error_reaches_every_caller_sharing_the_describe() -> None:
     assert len({id(e) for e in late}) == 3  # one instance per caller
     remote.fail_with = None
     remote.release.release()  # the next caller describes again: failures are not kept
-    assert fresh.after_now(later()).last_version == 3
+    assert fresh.after_now(TIMEOUT).last_version == 3
 
 
 def test_an_unexpected_exception_does_not_wedge_the_next_caller() -> None:
@@ -115,8 +114,8 @@ def test_an_unexpected_exception_does_not_wedge_the_next_caller() -> None:
 
     fresh = FreshDescriber(describe)
     with pytest.raises(RuntimeError):
-        fresh.after_now(later())
-    assert fresh.after_now(later()).last_version == 5
+        fresh.after_now(TIMEOUT)
+    assert fresh.after_now(TIMEOUT).last_version == 5
 
 
 def test_a_waiter_past_its_deadline_is_unavailable() -> None:
@@ -125,6 +124,6 @@ def test_a_waiter_past_its_deadline_is_unavailable() -> None:
     t1 = spawn(fresh, [])
     assert remote.entered.acquire(timeout=10)
     with pytest.raises(BackendUnavailable, match="deadline"):
-        fresh.after_now(time.monotonic() + 0.05)
+        fresh.after_now(0.025)  # waits at most two describes' worth: 50 ms
     remote.release.release()
     t1.join(10)
