@@ -23,6 +23,10 @@ for f in "${files[@]}"; do cp "$DIST/$f" "$B/"; done
 cp -r deploy/kubeadm deploy/prometheus deploy/grafana "$B/deploy/"
 sed "s/@VERSION@/$VERSION/g" packaging/bundle/INSTALL.md >"$B/INSTALL.md"
 cp docs/deployment.md "$B/deployment.md"
+# Every document, as in the repository (README.md's links go to docs/).
+cp README.md "$B/README.md"
+mkdir -p "$B/docs"
+cp docs/*.md "$B/docs/"
 (cd "$B" && find . -type f ! -name SHA256SUMS -printf '%P\n' | LC_ALL=C sort | xargs sha256sum >SHA256SUMS)
 find "$B" -exec touch -h -d "@$SOURCE_DATE_EPOCH" {} +
 out=$DIST/$NAME.tar.gz

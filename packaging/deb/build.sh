@@ -27,6 +27,12 @@ install -D -m 0640 packaging/config.toml "$R/etc/kms-appliance/config.toml"
 install -D -m 0644 packaging/man/kms-appliance.8 "$R/usr/share/man/man8/kms-appliance.8"
 gzip -9n "$R/usr/share/man/man8/kms-appliance.8"
 install -D -m 0644 packaging/deb/copyright "$DOC/copyright"
+# The operator's documentation, laid out as in the repository so its links
+# work: README.md, docs/*.md. Kept uncompressed (read with any pager, the
+# same paths as in the .rpm and the bundle; the man page names them).
+install -m 0644 README.md "$DOC/README.md"
+install -d -m 0755 "$DOC/docs"
+install -m 0644 docs/*.md "$DOC/docs/"
 {
   echo "kms-appliance ($VERSION) unstable; urgency=medium"
   echo

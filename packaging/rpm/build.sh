@@ -18,6 +18,9 @@ mkdir -p "$TOP/SOURCES" "$OUTDIR"
 cp "$BINARY" "$TOP/SOURCES/kms-appliance"
 cp packaging/systemd/kms-appliance.service packaging/config.toml "$TOP/SOURCES/"
 gzip -9nc packaging/man/kms-appliance.8 >"$TOP/SOURCES/kms-appliance.8.gz"
+mkdir -p "$TOP/SOURCES/docs"
+cp README.md "$TOP/SOURCES/"
+cp docs/*.md "$TOP/SOURCES/docs/"
 sed -n '/^License: Apache-2.0$/,$p' packaging/deb/copyright | sed 's/^ \.$//; s/^ //' >"$TOP/SOURCES/LICENSE-NOTICE"
 
 # --dbpath: Debian's rpm has no system database worth touching.

@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pytest
 
+from .docs import assert_shipped
 from .support import DIST, VERSION, artefact, run
 
 pytestmark = pytest.mark.packaging
@@ -24,6 +25,7 @@ def test_bundle_contents_and_checksums(tmp_path: Path) -> None:
                  "deploy/kubeadm/encryption-config.yaml", "deploy/prometheus/kms-appliance-rules.yml",
                  "deploy/grafana/kms-appliance-dashboard.json"):
         assert (root / name).is_file(), name
+    assert_shipped(root)
     guide = (root / "INSTALL.md").read_text()
     assert "@VERSION@" not in guide and "sha256sum -c SHA256SUMS" in guide
     assert (root / "kms-appliance").stat().st_mode & 0o111

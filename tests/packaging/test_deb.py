@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pytest
 
+from .docs import DOCS, assert_shipped
 from .support import REPO, VERSION, deb_path, fresh_root, nspawn, rmtree, run, step
 
 pytestmark = pytest.mark.packaging
@@ -22,6 +23,7 @@ EXPECTED = {
     "./usr/share/doc/kms-appliance/copyright": ("-rw-r--r--", "root/root"),
     "./usr/share/doc/kms-appliance/changelog.gz": ("-rw-r--r--", "root/root"),
     "./usr/share/lintian/overrides/kms-appliance": ("-rw-r--r--", "root/root"),
+    **{f"./usr/share/doc/kms-appliance/{rel}": ("-rw-r--r--", "root/root") for rel in DOCS},
 }
 
 
@@ -64,6 +66,7 @@ def test_contents_modes_owners(tmp_path: Path) -> None:
         (REPO / "packaging/systemd/kms-appliance.service").read_bytes()
     assert (tmp_path / "x/etc/kms-appliance/config.toml").read_bytes() == \
         (REPO / "packaging/config.toml").read_bytes()
+    assert_shipped(tmp_path / "x/usr/share/doc/kms-appliance")
 
 
 def test_lintian_clean_and_every_override_has_a_reason() -> None:
@@ -102,6 +105,7 @@ def test_install_upgrade_remove_purge(tmp_path: Path, upgrade_deb: Path) -> None
         out = nspawn(root, "kms-appliance", "version").stdout
         assert out.startswith(f"kms-appliance {VERSION} ")
         assert (root / "usr/share/man/man8/kms-appliance.8.gz").exists()
+        assert_shipped(root / "usr/share/doc/kms-appliance")
 
         conf = root / "etc/kms-appliance/config.toml"
         edited = conf.read_text().replace('key_name = ""', 'key_name = "/edited/by/test"')

@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 
+from .docs import DOCS, assert_shipped
 from .support import REPO, VERSION, fresh_root, nspawn, rmtree, rpm_path, run, step
 
 pytestmark = pytest.mark.packaging
@@ -25,6 +26,10 @@ def test_contents_and_config() -> None:
     assert files["/etc/kms-appliance/config.toml"][2].startswith("kms-appl")
     assert files["/var/lib/kms-appliance"][0] == "drwx------"
     assert "/usr/share/man/man8/kms-appliance.8.gz" in files
+    for rel in DOCS:
+        assert files[f"/usr/share/doc/kms-appliance/{rel}"] == ("-rw-r--r--", "root", "root"), rel
+    docs = set(run(["rpm", "-qdp", "--dbpath", "/nonexistent", rpm]).stdout.split())
+    assert {f"/usr/share/doc/kms-appliance/{rel}" for rel in DOCS} <= docs  # marked %doc
     assert run(["rpm", "-qcp", "--dbpath", "/nonexistent", rpm]).stdout.split() == \
         ["/etc/kms-appliance/config.toml"]
     noreplace = run(["rpm", "-qp", "--dbpath", "/nonexistent", "--qf",
@@ -63,6 +68,7 @@ def test_install_query_erase(tmp_path: Path) -> None:
                       "/var/lib/kms-appliance").stdout.split("\n")
         assert stat[:2] == ["root:kms-appliance 640", "kms-appliance:kms-appliance 700"]
         assert nspawn(root, "kms-appliance", "version").stdout.startswith(f"kms-appliance {VERSION} ")
+        assert_shipped(root / "usr/share/doc/kms-appliance")
         verify = run(["rpm", "--root", root, *DB, "-V", "--nodeps", "kms-appliance"], check=False)
         assert verify.returncode == 0, verify.stdout + verify.stderr
         # %post ran `systemctl preset` in the root: the unit is enabled.
