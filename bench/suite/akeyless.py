@@ -36,10 +36,14 @@ class Emulator:
             return json.loads(resp.read() or b"{}")
 
     def latency(self, seconds: float) -> None:
-        """Every encrypt/decrypt call waits ``seconds`` before answering."""
+        """Every encrypt/decrypt/describe-item call waits ``seconds`` before answering.
+
+        describe-item too: a direct-mode encrypt is followed by one (the
+        version check), so "Akeyless N ms away" must delay it as well.
+        """
         self.control("clear-faults", {})
         if seconds > 0:
-            for endpoint in ("encrypt", "decrypt"):
+            for endpoint in ("encrypt", "decrypt", "describe-item"):
                 self.control("fault", {"endpoint": endpoint, "kind": "latency",
                                        "delay": seconds})
 

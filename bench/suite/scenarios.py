@@ -183,7 +183,8 @@ def akeyless_backend(p: Any) -> tuple[dict[str, Sc], list[dict[str, Any]]]:
                              "note": note})
                 _say(f"akeyless +{ms} ms {method} {shape.label}: p50 {r['p50_us']:.0f} µs")
         out["akeyless"] = {"about": "Akeyless backend on the loopback emulator (HTTPS), with "
-                                    "0 and 20 ms added to every encrypt/decrypt call. v2dec "
+                                    "0 and 20 ms added to every encrypt/decrypt/describe-item "
+                                    "call (v2enc: an encrypt and its version check). v2dec "
                                     "replays one ciphertext: decrypt-cache hits.", "rows": rows,
                            "idle_rss_mib": round(idle / 1024, 1),
                            "loaded_rss_mib": round(srv.rss_kib() / 1024, 1)}

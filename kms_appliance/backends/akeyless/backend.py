@@ -1,9 +1,9 @@
 """The Akeyless KeyBackend: wrap/unwrap through /encrypt and /decrypt.
 
 Ciphertext layout (after the appliance's 5-byte envelope header): the item
-version the plugin believed current (uint32, big-endian), the plaintext
-length (uint16, big-endian), then Akeyless's own ciphertext, opaque. The
-length lets a decrypt that returns the wrong number of bytes be refused as
+version Akeyless used (uint32, big-endian; checked after each encrypt, see
+``wrap``), the plaintext length (uint16, big-endian), then Akeyless's own
+ciphertext, opaque. The length lets a decrypt that returns the wrong number of bytes be refused as
 corruption instead of handed to the apiserver as a DEK. The envelope header and version are bound to
 Akeyless's AEAD as the ``encryption-context``, so editing them makes
 Akeyless refuse to decrypt. The version gives every Decrypt the
