@@ -62,9 +62,13 @@ class App:
             else self.backend
         calls = Calls(self.metrics, self.audit, self.backend.name, st.key_name)
         watcher = StatusWatcher(self._on_status_change)
+        # A backend answering from memory, with audit records queued (not written per call),
+        # does no I/O on a call's path: its calls skip the hand-off to a worker thread.
+        in_memory = bool(getattr(self.backend, "in_memory", False)) and self.audit.deferred
         self.server = PluginServer(cfg.server, V2Servicer(served, calls, watcher),
                                    V1Servicer(served, calls), self._on_refuse,
-                                   self.metrics.connections.set, threads=self.threads)
+                                   self.metrics.connections.set, threads=self.threads,
+                                   in_memory=in_memory)
         # Liveness means serving through the path kube-apiserver dials (docs/health.md).
         self.selfprobe = SelfProbe(cfg.server.socket, gauge=self.metrics.self_probe_failures)
         self.health.watch("socket", self.server.socket_problem, live=True)

@@ -4,26 +4,41 @@ Why ``grpc.aio`` with the synchronous servicers: grpcio's sync server takes a
 worker thread as soon as a call's HEADERS arrive, and that thread then waits
 for the request message with no timeout, so one connection holding 32
 unfinished calls pinned every worker. The aio server reads the request in
-its event loop (one coroutine per call) and hands only a complete request
-to a worker thread; a call whose request has not arrived within
-``server.request_read_timeout`` ends with DEADLINE_EXCEEDED. Every method is
-registered as request-streaming so that read is ours to time (the wire is
-the same as a unary call's). ``server.max_concurrent_rpcs`` bounds the calls
-handed to workers, not the ones still being read, so slow callers cannot
-use it up either; those are bounded per connection by
+its event loop (one coroutine per call) and only then serves it; a call whose
+request has not arrived within ``server.request_read_timeout`` ends with
+DEADLINE_EXCEEDED. Every method is registered as request-streaming so that
+read is ours to time (the wire is the same as a unary call's; a unary handler
+gets the request from grpc's own read, which nothing can bound). The waiting
+calls share one deadline timer, not one each. ``server.max_concurrent_rpcs``
+bounds the calls being served, not the ones still being read, so slow callers
+cannot use it up either; those are bounded per connection by
 ``server.max_streams_per_connection`` (HTTP/2 SETTINGS_MAX_CONCURRENT_STREAMS)
 and in total by READING_PER_RPC x ``server.max_concurrent_rpcs`` (beyond it
 a new call ends the one that has waited longest for its request, so slow
 callers evict each other, not prompt clients).
 
+Where a call is served: Status and Version answer from held state, and with a
+backend that computes in memory (local) and audit records queued for the
+flusher, Encrypt and Decrypt do no I/O either, so these run in the event loop
+itself. Anything that may wait (Akeyless, or each record written before the
+answer) goes to a worker thread, so it never stalls the loop that reads every
+other call's request. The hand-off to a worker and back (two thread wake-ups
+and a self-pipe write per call) cost ~0.1 of the throughput ratio below and
+most of the p50 the first version added.
+
 Why 256 streams per connection and not fewer: grpc-core clients (grpcio)
 send every queued call on a fresh connection before they read the server's
 SETTINGS, and streams beyond the limit are then refused (REFUSED_STREAM,
 not retried); 200 concurrent callers on one channel must keep working.
-Price of the aio path (bench/suite/paired co-runs at 16 in flight, ratio to
-the bare sync servicer, same run): Status 0.97 -> 0.30, v2 Encrypt 0.89 ->
-0.31; p50 at one in flight ~1.8x the bare servicer's. Still ~1,500 calls/s,
-far above what kube-apiserver asks, but a real cost: see docs/benchmarks.md.
+Price of the aio path (co-runs at 16 in flight, ratio to the bare sync
+servicer in the same window; docs/benchmarks.md "The aio server's price"):
+as first built (7be0956) Status 0.39, v2 Encrypt 0.39, v2 Decrypt 0.38, p50
+at one in flight 1.5-1.6x bare's; with the calls served in the loop and one
+read timer 0.58 / 0.55 / 0.55, p50 1.13-1.19x. grpc.aio itself is the rest:
+a plain unary aio handler running the servicer in the loop, with none of
+these bounds, reaches only ~0.6 (its completion queue wakes the loop through
+a socket on every event). Far above what kube-apiserver asks, but below
+the sync server's ~0.9.
 """
 
 from __future__ import annotations
@@ -35,15 +50,14 @@ import os
 import socket
 import stat
 import tempfile
-import threading
+from collections import deque
 from collections.abc import AsyncIterator, Awaitable, Callable
 from concurrent import futures
 from pathlib import Path
 from types import ModuleType
-from typing import Any
+from typing import Any, cast
 
 import grpc
-from google.protobuf.message import DecodeError
 
 from . import socketfs
 from .config import ServerSettings
@@ -93,7 +107,7 @@ class PluginServer:
 
     def __init__(self, settings: ServerSettings, v2: V2Servicer, v1: V1Servicer,
                  on_refuse: RefusalSink, on_connections: ConnectionCount,
-                 threads: Supervisor | None = None) -> None:
+                 threads: Supervisor | None = None, in_memory: bool = False) -> None:
         self._s = settings
         self._socket = settings.socket
         self._inode: int | None = None
@@ -106,17 +120,23 @@ class PluginServer:
         self._own_threads = threads is None
         self._threads = threads if threads is not None else Supervisor()
         self._pool = futures.ThreadPoolExecutor(max_workers=settings.workers, thread_name_prefix="kms-rpc")
-        # Calls handed to workers, released by the worker (or when a queued call is dropped).
-        self._slots = threading.BoundedSemaphore(settings.max_concurrent_rpcs)
+        # Calls being served: one token each, taken in the loop and given back when the call's
+        # work is done (by the worker, or when a queued call is dropped). deque pop/append are
+        # atomic C calls, so no side takes a lock (a BoundedSemaphore costs a Condition per call).
+        self._slots: deque[None] = deque([None] * settings.max_concurrent_rpcs)
         self._read_timeout = settings.request_read_timeout
-        # Calls whose request is still arriving: each may buffer up to a 64 KiB flow-control
-        # window, so their number is bounded too (memory), well above any real client's need.
-        self._reading: dict[asyncio.Timeout, None] = {}  # oldest first
+        # Calls whose request is still arriving, with their deadlines (oldest first): each may
+        # buffer up to a 64 KiB flow-control window, so their number is bounded too (memory),
+        # well above any real client's need.
+        self._reading: dict[asyncio.Task[Any], float] = {}
+        self._expired: set[asyncio.Task[Any]] = set()  # ended by us, not yet answered
+        self._sweep: asyncio.TimerHandle | None = None
         self._max_reading = READING_PER_RPC * settings.max_concurrent_rpcs
         self._loop = asyncio.new_event_loop()
         self._grpc: grpc.aio.Server | None = None
-        self._handlers = [_generic(v2_pb2, "v2.KeyManagementService", v2, self._call),
-                          _generic(v1beta1_pb2, "v1beta1.KeyManagementService", v1, self._call)]
+        self._handlers = [_generic(v2_pb2, "v2.KeyManagementService", v2, self._call, in_memory),
+                          _generic(v1beta1_pb2, "v1beta1.KeyManagementService", v1, self._call,
+                                   in_memory)]
 
     @property
     def socket_path(self) -> Path:
@@ -201,20 +221,32 @@ class PluginServer:
         if not self._threads.stopping.is_set():
             self._loop.run_forever()
 
-    async def _call(self, method: _Handler, parse: Callable[[bytes], Any],
+    async def _call(self, method: _Handler, parse: Callable[[bytes], Any], inline: bool,
                     requests: AsyncIterator[bytes], context: grpc.aio.ServicerContext[Any, Any]) -> Any:
-        """One unary call: read its request (bounded in time), then serve it in a worker."""
+        """One unary call: read its request (bounded in time), then serve it.
+
+        ``inline`` calls run in the event loop itself (see :meth:`_inline_for`); the others in a
+        worker, so a backend waiting on the network never blocks the loop.
+        """
         del requests  # read through the context's reader API instead (cheaper)
         request = await self._read(parse, context)
         if request is _REFUSED:
             return None
-        if not self._slots.acquire(blocking=False):
+        slots = self._slots
+        try:
+            slots.pop()
+        except IndexError:
             return _refuse(context, grpc.StatusCode.RESOURCE_EXHAUSTED, "Concurrent RPC limit exceeded!")
+        if inline:
+            try:
+                return method(request, context)
+            finally:
+                slots.append(None)
         ctx = _Context()
         try:
             done = self._pool.submit(self._work, method, request, ctx)
         except RuntimeError:  # the pool is shut down: the server is stopping
-            self._slots.release()
+            slots.append(None)
             return _refuse(context, grpc.StatusCode.UNAVAILABLE, "server stopping")
         done.add_done_callback(self._release_dropped)
         response = await asyncio.wrap_future(done)
@@ -226,38 +258,64 @@ class PluginServer:
     async def _read(self, parse: Callable[[bytes], Any], context: grpc.aio.ServicerContext[Any, Any]) -> Any:
         """The call's request, or _REFUSED once the call was given its status.
 
-        At most ``_max_reading`` calls wait for their request at once; a new one beyond that
-        ends the one that has waited longest (a prompt client's request arrives within
-        milliseconds, so the evicted one is a slow caller's): memory stays bounded and slow
-        callers only evict each other. Only the event loop touches ``_reading``.
+        Each call waiting for its request is in ``_reading`` with its deadline; calls enter in
+        the order they arrive and all wait the same time, so the first entry is always the
+        next one due, and one timer at that deadline (:meth:`_expire_due`) bounds them all:
+        no timer per call (asyncio.timeout cost ~10% of the throughput at 16 in flight).
+        At most ``_max_reading`` calls wait at once; a new one beyond that ends the one that
+        has waited longest (a prompt client's request arrives within milliseconds, so the
+        evicted one is a slow caller's): memory stays bounded and slow callers only evict
+        each other. Only the event loop touches ``_reading`` and ``_expired``.
         """
+        task = cast("asyncio.Task[Any]", asyncio.current_task())  # grpc runs each call in a task
+        reading = self._reading
+        reading[task] = self._loop.time() + self._read_timeout
+        if len(reading) > self._max_reading:
+            self._expire(next(iter(reading)))
+        if self._sweep is None:
+            self._sweep = self._loop.call_at(reading[next(iter(reading))], self._expire_due)
         try:
-            async with asyncio.timeout(self._read_timeout) as budget:
-                self._reading[budget] = None
-                if len(self._reading) > self._max_reading:
-                    oldest = next(iter(self._reading))
-                    del self._reading[oldest]
-                    oldest.reschedule(self._loop.time())  # its read ends with TimeoutError now
-                raw = await context.read()  # the reader API: no async generator per call
-            if raw is grpc.aio.EOF:  # type: ignore[attr-defined]
-                return _refuse(context, grpc.StatusCode.INVALID_ARGUMENT, "no request message")
-            return parse(raw)
-        except TimeoutError:
+            raw = await context.read()  # the reader API: no async generator per call
+        except asyncio.CancelledError:
+            if task not in self._expired:
+                raise  # grpc's: the client went away
+            self._expired.discard(task)
+            task.uncancel()
             return _refuse(context, grpc.StatusCode.DEADLINE_EXCEEDED, "request not received in time")
-        except DecodeError:
-            return _refuse(context, grpc.StatusCode.INVALID_ARGUMENT, "malformed request")
         finally:
-            self._reading.pop(budget, None)
+            reading.pop(task, None)
+        if raw is grpc.aio.EOF:  # type: ignore[attr-defined]
+            return _refuse(context, grpc.StatusCode.INVALID_ARGUMENT, "no request message")
+        return parse(raw)  # never raises: the servicers' decoders answer malformed input
+
+    def _expire(self, task: asyncio.Task[Any]) -> None:
+        """End ``task``'s wait for its request now: its read raises CancelledError, answered above."""
+        del self._reading[task]
+        self._expired.add(task)
+        task.cancel()
+
+    def _expire_due(self) -> None:
+        """End every read past its deadline, then wait for the next one due (if any)."""
+        reading = self._reading
+        now = self._loop.time()
+        while reading:
+            task = next(iter(reading))
+            due = reading[task]
+            if due > now:
+                self._sweep = self._loop.call_at(due, self._expire_due)
+                return
+            self._expire(task)
+        self._sweep = None
 
     def _work(self, method: _Handler, request: Any, ctx: _Context) -> Any:
         try:
             return method(request, ctx)
         finally:
-            self._slots.release()
+            self._slots.append(None)
 
     def _release_dropped(self, done: futures.Future[Any]) -> None:
         if done.cancelled():  # cancelled before a worker took it: _work never ran
-            self._slots.release()
+            self._slots.append(None)
 
     def _start_gated(self, bind_path: Path, mode: int) -> None:
         self._inner_dir = Path(tempfile.mkdtemp(prefix=".kms-inner-", dir=bind_path.parent))
@@ -319,6 +377,7 @@ class PluginServer:
 
 
 _REFUSED = object()
+_HELD_STATE = frozenset({"Status", "Version"})  # methods that never wait on a backend
 
 
 def _refuse(context: grpc.aio.ServicerContext[Any, Any], code: grpc.StatusCode, details: str) -> Any:
@@ -328,9 +387,13 @@ def _refuse(context: grpc.aio.ServicerContext[Any, Any], code: grpc.StatusCode, 
     return _REFUSED
 
 
-def _generic(module: ModuleType, service: str, servicer: Any,
-             call: Callable[..., Awaitable[Any]]) -> grpc.GenericRpcHandler[Any, Any]:
-    """Every method of ``service`` (from the generated descriptors) as a request-streaming handler."""
+def _generic(module: ModuleType, service: str, servicer: Any, call: Callable[..., Awaitable[Any]],
+             in_memory: bool) -> grpc.GenericRpcHandler[Any, Any]:
+    """Every method of ``service`` (from the generated descriptors) as a request-streaming handler.
+
+    Status and Version answer from held state (a backend's status() never makes a remote
+    call), so they always run in the event loop; Encrypt and Decrypt do when ``in_memory``.
+    """
     handlers = {}
     decoders = servicer.decoders()  # never raise: a malformed request is counted (kms/wire.py)
     for m in module.DESCRIPTOR.services_by_name[service.split(".", 1)[1]].methods:
@@ -338,6 +401,7 @@ def _generic(module: ModuleType, service: str, servicer: Any,
         parse = decoders[m.name]
         serialize = getattr(module, m.output_type.name).SerializeToString
 
-        handler = functools.partial(call, method, parse)  # a coroutine function: run in the loop
+        inline = in_memory or m.name in _HELD_STATE
+        handler = functools.partial(call, method, parse, inline)  # a coroutine function: run in the loop
         handlers[m.name] = grpc.stream_unary_rpc_method_handler(handler, response_serializer=serialize)
     return grpc.method_handlers_generic_handler(service, handlers)

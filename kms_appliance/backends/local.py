@@ -81,6 +81,9 @@ class LocalBackend:
     """KeyBackend over a keyring file; picks up rotations on refresh()."""
 
     name = "local"
+    # wrap, unwrap and status only compute on keys in memory (reload runs on the refresh
+    # thread and swaps _state whole): the server may run these calls in its event loop.
+    in_memory = True
 
     def __init__(self, path: Path, refresh_interval: float = 5.0) -> None:
         self._path = path

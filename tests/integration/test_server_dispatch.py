@@ -1,0 +1,139 @@
+"""Where the server runs a call, and how it ends calls whose request never arrives.
+
+In-process PluginServer over a real socket: a backend that waits (not in
+memory) is served by workers, so it never holds up the event loop that reads
+requests and answers Status; calls still waiting for their request are ended
+by one deadline timer, and beyond the read cap the longest-waiting is ended
+first.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import threading
+from collections.abc import Iterator, Mapping
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from kms_appliance.audit import AuditLog
+from kms_appliance.backends.base import Unwrapped, Wrapped
+from kms_appliance.backends.local import LocalBackend
+from kms_appliance.config import ServerSettings
+from kms_appliance.server import READING_PER_RPC, PluginServer
+from tests.reliability import inproc
+from tests.support import h2raw
+from tests.support.kmsclient import Client
+
+ENCRYPT = "/v2.KeyManagementService/Encrypt"
+
+
+class WaitingBackend:
+    """The local backend, but wrap waits until released (a backend on the network)."""
+
+    def __init__(self, inner: LocalBackend) -> None:
+        self._inner = inner
+        self.name = inner.name
+        self.refresh_interval = inner.refresh_interval
+        self.release = threading.Event()
+        self.waiting = threading.Event()
+
+    def wrap(self, plaintext: bytes) -> Wrapped:
+        self.waiting.set()
+        self.release.wait(30)
+        return self._inner.wrap(plaintext)
+
+    def unwrap(self, ciphertext: bytes, key_id: str | None, annotations: Mapping[str, bytes]) -> Unwrapped:
+        return self._inner.unwrap(ciphertext, key_id, annotations)
+
+    def status(self) -> Any:
+        return self._inner.status()
+
+
+def _serve(tmp_path: Path, backend: Any, in_memory: bool, **over: Any) -> Iterator[PluginServer]:
+    home = tmp_path / "sock"
+    home.mkdir(mode=0o700)
+    v2, v1, metrics = inproc.servicers(backend, AuditLog(str(tmp_path / "audit.log")))
+    settings = dataclasses.replace(ServerSettings(), socket=home / "kms.sock", **over)
+    srv = PluginServer(settings, v2, v1, lambda *a: None, metrics.connections.set, in_memory=in_memory)
+    srv.start()
+    try:
+        yield srv
+    finally:
+        srv.stop(1.0)
+
+
+@pytest.fixture
+def waiting(tmp_path: Path) -> Iterator[tuple[PluginServer, WaitingBackend]]:
+    backend = WaitingBackend(inproc.local_backend(tmp_path / "ring"))
+    for srv in _serve(tmp_path, backend, in_memory=False):
+        yield srv, backend
+    backend.release.set()
+
+
+def test_a_waiting_backend_holds_a_worker_not_the_loop(waiting: tuple[PluginServer, WaitingBackend]) -> None:
+    srv, backend = waiting
+    c = Client(srv.socket_path, timeout=10)
+    result: list[bytes] = []
+    t = threading.Thread(target=lambda: result.append(c.encrypt(os.urandom(32)).ciphertext), daemon=True)
+    t.start()
+    try:
+        assert backend.waiting.wait(10), "the encrypt call never reached the backend"
+        # The encrypt call waits in a worker; the loop still reads and answers other calls.
+        other = Client(srv.socket_path, timeout=5)
+        try:
+            assert other.status().healthz == "ok"
+        finally:
+            other.close()
+        assert not result
+        backend.release.set()
+        t.join(10)
+        assert result and result[0]
+    finally:
+        backend.release.set()
+        c.close()
+
+
+@pytest.fixture
+def reader(tmp_path: Path) -> Iterator[PluginServer]:
+    backend = inproc.local_backend(tmp_path / "ring")
+    # One call served at once: READING_PER_RPC calls may wait for their request; a long deadline.
+    yield from _serve(tmp_path, backend, in_memory=True, max_concurrent_rpcs=1,
+                      request_read_timeout=30.0)
+
+
+def test_beyond_the_read_cap_the_longest_waiting_call_is_ended(reader: PluginServer) -> None:
+    conn = h2raw.RawH2(reader.socket_path)
+    try:
+        first = [conn.open_call(ENCRYPT) for _ in range(READING_PER_RPC)]
+        assert conn.ended(set(first), 1.0) == set(), "a call was ended before the cap was reached"
+        newest = conn.open_call(ENCRYPT)
+        assert conn.ended({*first, newest}, 5.0) == {first[0]}
+        c = Client(reader.socket_path, timeout=5)  # the server still serves prompt clients
+        try:
+            assert c.status().healthz == "ok"
+        finally:
+            c.close()
+    finally:
+        conn.close()
+
+
+def test_a_call_whose_request_never_arrives_is_ended(tmp_path: Path) -> None:
+    backend = inproc.local_backend(tmp_path / "ring")
+    for srv in _serve(tmp_path, backend, in_memory=True, request_read_timeout=0.5):
+        conn = h2raw.RawH2(srv.socket_path)
+        try:
+            slow = {conn.open_call(ENCRYPT), conn.open_call(ENCRYPT, h2raw.grpc_message(b"x" * 40)[:10])}
+            assert conn.ended(slow, 10.0) == slow
+            c = Client(srv.socket_path, timeout=5)
+            try:  # later calls are still read and served, and so are new slow ones ended
+                assert c.status().healthz == "ok"
+                late = {conn.open_call(ENCRYPT)}
+                assert conn.ended(late, 10.0) == late
+                assert c.encrypt(os.urandom(32)).ciphertext
+            finally:
+                c.close()
+        finally:
+            conn.close()
