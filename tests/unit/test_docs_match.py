@@ -87,3 +87,20 @@ def test_tmpdir_is_the_same_in_unit_image_pod_and_docs() -> None:
     (image_tmp,) = re.findall(r"^ENV TMPDIR=(\S+)$", (ROOT / "Dockerfile.distroless").read_text(), re.M)
     assert image_tmp == manifests.UNPACK_DIR
     assert f"`TMPDIR={image_tmp}` in the image" in (DOCS / "deployment.md").read_text()
+
+
+def test_packaged_config_names_every_setting() -> None:
+    """packaging/config.toml (the operator's starting point) shows every setting in its section."""
+    shown: set[str] = set()
+    section = ""
+    for text in (ROOT / "packaging" / "config.toml").read_text().splitlines():
+        head = re.match(r"^\[(\w+)\]$", text)
+        if head:
+            section = head.group(1)
+            continue
+        name = re.match(r"^#?(\w+) = ", text)
+        if name and section:
+            shown.add(f"{section}.{name.group(1)}")
+    keys = {key for key, *_ in config.describe()}
+    assert keys - shown == set(), "settings missing from packaging/config.toml"
+    assert shown - keys == set(), "packaging/config.toml names settings that do not exist"
