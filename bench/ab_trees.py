@@ -1,0 +1,97 @@
+"""A/B of plugin source trees, each against the bare servicer, interleaved.
+
+    python bench/ab_trees.py REPS METHODS NAME=ROOT [NAME=ROOT ...]
+    e.g. git archive HEAD~1 kms_appliance | tar -x -C /tmp/old
+         python bench/ab_trees.py 6 status,v2enc,v2dec old=/tmp/old new=.
+
+Each ROOT holds a ``kms_appliance`` package (a ``git archive`` of another
+commit, or the working tree); each is started as the plugin on the local
+backend. Per repetition and method, every tree in turn (order rotated and
+reversed on odd repetitions) is measured as bench/suite/paired.py does:
+a co-run against the bare servicer at 16 in flight (both pinned to one CPU,
+calls per own CPU second) and a back-to-back p50 pair at 1 in flight. It
+prints each measurement with the 1-minute load average, then the medians,
+bootstrap 90% intervals and ranges. Why: comparing a change's ratios to bare
+measured minutes apart on these shared machines is noise; trees measured in
+the same run, interleaved, are not.
+"""
+
+from __future__ import annotations
+
+import os
+import statistics
+import subprocess
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from suite import paired, servers
+from suite.load import Shape, Window
+
+WIN = Window(0.5, 1.5)
+
+
+def start(name: str, root: Path) -> servers.Server:
+    """The plugin from ``root``'s kms_appliance (PYTHONPATH), local backend, audit to a file."""
+    home = servers.new_home(name)
+    (home / "sock").mkdir(mode=0o700)
+    ring = servers.make_keyring(home)
+    sock = home / "sock" / "kms.sock"
+    env = {**os.environ, "PYTHONPATH": str(root)}
+    argv = [servers.PY, "-m", "kms_appliance", "serve", "--backend", "local", "--keyring", str(ring),
+            "--socket", str(sock), "--http-listen", "", "--audit-log", str(home / "audit.log")]
+    with (home / "server.log").open("wb") as log:
+        proc = subprocess.Popen(argv, cwd=root, stdout=log, stderr=subprocess.STDOUT,
+                                stdin=subprocess.DEVNULL, env=env)
+    srv = servers.Server(name, sock, proc, home, env=env)
+    servers.wait_ready(srv, 60)
+    return srv
+
+
+def _report(co: dict[tuple[str, str], list[float]], p50: dict[tuple[str, str], list[float]]) -> None:
+    for (name, method), ratios in co.items():
+        lo, hi = paired.ci90(ratios)
+        lat = p50[(name, method)]
+        plo, phi = paired.ci90(lat)
+        print(f"{name:12} {method:6} co-run@16 x{statistics.median(ratios):.3f} [{lo}, {hi}] "
+              f"range {min(ratios):.2f}-{max(ratios):.2f} | p50@1 x{statistics.median(lat):.3f} "
+              f"[{plo}, {phi}]")
+
+
+def main() -> int:
+    reps, methods = int(sys.argv[1]), sys.argv[2].split(",")
+    specs = [(name, Path(root).resolve()) for name, root in (a.split("=", 1) for a in sys.argv[3:])]
+    srvs: dict[str, servers.Server] = {}
+    co: dict[tuple[str, str], list[float]] = {}
+    p50: dict[tuple[str, str], list[float]] = {}
+    try:
+        srvs["bare"] = servers.start_bare()
+        for name, root in specs:
+            srvs[name] = start(name, root)
+        names = [n for n, _ in specs]
+        with paired.pinned(list(srvs.values())) as placement:
+            print(placement, file=sys.stderr)
+            for rep in range(reps):
+                order = names[rep % len(names):] + names[:rep % len(names)]
+                order = order[::-1] if rep % 2 else order
+                for method in methods:
+                    for name in order:
+                        ratio = paired.corun(srvs[name], srvs["bare"], method, Shape(16), WIN)
+                        a = srvs[name].measure(method, Shape(1), WIN)
+                        b = srvs["bare"].measure(method, Shape(1), WIN)
+                        co.setdefault((name, method), []).append(ratio)
+                        p50.setdefault((name, method), []).append(a["p50_us"] / b["p50_us"])
+                        print(f"rep {rep} {name:10} {method:6} co-run x{ratio:.3f} p50 "
+                              f"{a['p50_us']:.0f}/{b['p50_us']:.0f} us, load {os.getloadavg()[0]:.1f}",
+                              file=sys.stderr, flush=True)
+        _report(co, p50)
+    finally:
+        for srv in srvs.values():
+            srv.stop()
+        servers.remove_homes()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
