@@ -246,7 +246,10 @@ class ServerSettings:
                                               "holds no worker")
     max_message_bytes: int = setting(65_536, int_range(4_096, 4_194_304),
                                      doc="largest gRPC message accepted")
-    workers: int = setting(32, int_range(1, 1_024), doc="gRPC worker threads")
+    workers: int = setting(32, int_range(1, 1_024),
+                           doc="threads serving calls that may wait (Akeyless, or audit records "
+                               "written per call); Status, and calls the local backend answers "
+                               "from memory, run in the event loop")
     call_timeout: float = setting(3.0, duration(0.1, 60),
                                   doc="budget of one backend call (fits the apiserver's timeout)")
 
