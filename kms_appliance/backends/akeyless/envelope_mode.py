@@ -57,6 +57,7 @@ from .intermediate import (
     prefix,
 )
 
+WRAP_ATTEMPTS = 3  # encrypts per new IK while the key keeps rotating under it
 log = logging.getLogger("kms_appliance.backends.akeyless")
 
 MODES = ("direct", "envelope")
@@ -217,25 +218,24 @@ class ModalBackend(AkeylessBackend):
         """Create, wrap (one /encrypt) and install a new current IK.
 
         The version is confirmed by a describe after the encrypt: if the key
-        rotated in between, Akeyless used the newer version, so the IK is
-        wrapped again under that label (at most twice), and every record names
-        the version Akeyless really used. One /decrypt then proves this access
-        id may unwrap it. Three calls per IK: at start-up, rotation, or ROTATE_AGE.
+        rotated in between, Akeyless may have used the newer version, so the IK
+        is wrapped again under the newer label (at most WRAP_ATTEMPTS encrypts,
+        then KeyUnavailable: the current IK stays in use), and every record
+        names the version Akeyless really used. A failed describe fails the
+        creation for the same reason. One /decrypt then proves this access id
+        may unwrap it. Three calls per IK: at start-up, rotation, or ROTATE_AGE.
         """
-        for _ in range(2):
+        for _ in range(WRAP_ATTEMPTS):
             version = self._state.last_version
             ik_id, clear = new_material()
             blob = self._wrap_remote(prefix(version, ik_id), clear)
-            try:
-                after = self._tracked(self.describe)
-            except KmsError as exc:  # keep the label: the describe before was milliseconds ago
-                log.warning("version check after wrapping a new intermediate key failed: %s",
-                            exc.message)
-            else:
-                self._state = after
-                if after.last_version != version:
-                    continue
-            break
+            after = self._tracked(self.describe)
+            self._adopt(after)  # never takes back a rotation a refresh already saw
+            if after.last_version == version:
+                break
+        else:
+            raise KeyUnavailable(f"the Akeyless key rotated during each of {WRAP_ATTEMPTS} "
+                                 "intermediate key wraps; trying again later")
         # Proof that Akeyless would unwrap it for us too: without decrypt permission the
         # plugin must not hold a key that reads what it wraps.
         pre = prefix(version, ik_id)

@@ -15,12 +15,14 @@ import hashlib
 import logging
 import os
 import re
+import threading
 from collections.abc import Callable, Mapping
 from typing import Any
 
 import pytest
 
 from akeyless_emulator import Emulator
+from akeyless_emulator.api import result_fingerprint
 from kms_appliance.backends import envelope
 from kms_appliance.backends.akeyless import intermediate
 from kms_appliance.backends.akeyless.envelope_mode import ModalBackend
@@ -200,6 +202,53 @@ class TestRotation:
         assert b.refresh() is True
         assert [f["reason"] for n, f in events if n == "intermediate_key_created"] == \
             ["startup", "usage", "age"]
+
+    def test_rotation_between_ik_wrap_and_check_wraps_it_again(self, emu: Emulator, ak_env,
+                                                                make_backend):
+        """Akeyless used version 2 for a new IK labelled 1: it is wrapped again as 2."""
+        b, _ = envelope_backend(make_backend, ak_env, refresh_interval=60.0)
+        emu.reset_calls()
+        emu.fault("describe-item", "latency", delay=0.5, times=1)
+        made: list[Any] = []
+        t = threading.Thread(target=lambda: made.append(b._new_ik("usage")))
+        t.start()
+        try:
+            assert emu.wait_for("describe-item", in_flight=1, timeout=10)
+            emu.rotate_key(KEY)
+        finally:
+            t.join(15)
+        (ik,) = made
+        assert ik.version == 2 == emu.encrypt_versions()[result_fingerprint(ik.wrapped)]
+        assert b._iks.current is ik and b.state.last_version == 2
+        assert (emu.calls["encrypt"], emu.calls["describe-item"]) == (2, 2)
+
+    def test_key_rotating_during_every_ik_check_keeps_the_current_ik(self, emu: Emulator,
+                                                                     ak_env, make_backend):
+        """Bounded: three wraps that each saw a newer version, then the current IK stays."""
+        b, events = envelope_backend(make_backend, ak_env, refresh_interval=60.0)
+        before = b._iks.current
+        emu.reset_calls()
+        emu.fault("describe-item", "latency", delay=0.25)
+        errors: list[BaseException] = []
+
+        def make() -> None:
+            try:
+                b._new_ik("usage")
+            except BaseException as exc:
+                errors.append(exc)
+
+        t = threading.Thread(target=make)
+        t.start()
+        try:
+            for n in (1, 2, 3):
+                assert emu.wait_for("encrypt", calls=n, timeout=10)
+                emu.rotate_key(KEY)
+        finally:
+            t.join(15)
+        (err,) = errors
+        assert isinstance(err, KeyUnavailable) and "rotated during each of 3" in err.message
+        assert emu.calls["encrypt"] == 3 and b._iks.current is before
+        assert [f["reason"] for n, f in events if n == "intermediate_key_created"] == ["startup"]
 
     def test_hard_wrap_limit_refuses(self, emu, ak_env, make_backend):
         b, _ = envelope_backend(make_backend, ak_env)
