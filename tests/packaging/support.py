@@ -122,14 +122,14 @@ class BootedRoot:
     needed (PID 1 of a CI machine is not systemd).
     """
 
-    def __init__(self, root: Path, log: Path) -> None:
+    def __init__(self, root: Path, log: Path, binds: Sequence[str] = ()) -> None:
         self.root = root
         self.log = log
         self._out = log.open("wb")
         self.proc = subprocess.Popen(
             ["systemd-nspawn", "--quiet", "--boot", "-D", str(root), "--register=no", "--keep-unit",
-             "--console=pipe"], stdin=subprocess.DEVNULL, stdout=self._out, stderr=subprocess.STDOUT,
-            start_new_session=True)
+             "--console=pipe", *(f"--bind-ro={b}" for b in binds)],
+            stdin=subprocess.DEVNULL, stdout=self._out, stderr=subprocess.STDOUT, start_new_session=True)
         self.leader = self._find_leader()
 
     def _find_leader(self, timeout: float = 30) -> int:
@@ -162,12 +162,18 @@ class BootedRoot:
         raise AssertionError(f"timed out waiting for {what}; journal:\n{journal}")
 
     def stop(self, timeout: float = 30) -> None:
-        """SIGTERM makes nspawn halt the container cleanly; SIGKILL after the timeout."""
+        """SIGTERM makes nspawn halt the container cleanly; SIGKILL after the timeout.
+
+        The container's init is in a session of its own: killing nspawn's group
+        alone would leave it (and its services) running, so it is killed too.
+        """
         if self.proc.poll() is None:
             self.proc.send_signal(signal.SIGTERM)
             try:
                 self.proc.wait(timeout)
             except subprocess.TimeoutExpired:
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(self.leader, signal.SIGKILL)
                 os.killpg(self.proc.pid, signal.SIGKILL)
                 self.proc.wait(10)
         self._out.close()

@@ -1,0 +1,263 @@
+"""The .deb under systemd next to a real kube-apiserver, as a control-plane host runs it.
+
+A bookworm root boots with systemd-nspawn; the .deb is installed and
+configured the way docs/deployment.md says (config.toml, `kms-appliance
+encryption-config -o`); etcd and kube-apiserver (the binaries of `make
+e2e-components`, bind-mounted read-only) run inside the booted container as
+root, as kubeadm runs them, as transient units. Then, through the unit's
+socket: Secrets round trip and are stored as KMS v2 envelopes in etcd;
+`systemctl reload` rotates the local keyring's key and new writes carry the
+new key_id; `systemctl restart` (and an apiserver restart, so nothing is
+served from its DEK cache) keeps every Secret readable; `journalctl -u
+kms-appliance` holds the operational log.
+"""
+
+from __future__ import annotations
+
+import base64
+import itertools
+import json
+import os
+import secrets
+import shutil
+import ssl
+import subprocess
+import time
+import urllib.request
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+
+from tests.e2e.components import Components, ensure_components
+from tests.e2e.pki import ClusterPki, make_cluster_pki
+from tests.e2e.protowire import parse_encrypted_object
+from tests.support.kmsclient import Client
+
+from .support import BootedRoot, deb_path, free_port, fresh_root, nspawn, rmtree, run, step
+
+pytestmark = [pytest.mark.packaging, pytest.mark.e2e]
+
+BIN = "/opt/k8s/bin"  # where the component binaries are bind-mounted in the container
+PKI = "/etc/kubernetes/pki"
+ENC = "/etc/kubernetes/enc/encryption-config.yaml"
+KEYRING = "/var/lib/kms-appliance/keyring.json"
+PREFIX = b"k8s:enc:kms:v2:kms-appliance:"
+# The apiserver learns a new key_id from a Status call; a good health check is
+# cached for 20 s, so a rotation is adopted within about that much after a
+# /healthz/kms-providers (tests/e2e/test_migrations.py measures the same).
+ADOPTION_TIMEOUT_S = 90.0
+
+
+class Host:
+    """The booted container with etcd and kube-apiserver, seen from the host.
+
+    The container shares the host's network namespace, so kubectl, etcdctl
+    and the HTTPS client run here against 127.0.0.1 ports the container's
+    processes listen on.
+    """
+
+    def __init__(self, booted: BootedRoot, components: Components, pki: ClusterPki, workdir: Path) -> None:
+        self.booted = booted
+        self.components = components
+        self.pki = pki
+        self.etcd_port = free_port()
+        self.api_port = free_port()
+        self.kubeconfig = workdir / "kubeconfig"
+        self._write_kubeconfig()
+
+    def _write_kubeconfig(self) -> None:
+        ca = base64.b64encode(self.pki.ca_cert.read_bytes()).decode()
+        doc = {"apiVersion": "v1", "kind": "Config", "current-context": "c",
+               "clusters": [{"name": "c", "cluster": {"server": f"https://127.0.0.1:{self.api_port}",
+                                                      "certificate-authority-data": ca}}],
+               "users": [{"name": "admin", "user": {"client-certificate": str(self.pki.admin_cert),
+                                                    "client-key": str(self.pki.admin_key)}}],
+               "contexts": [{"name": "c", "context": {"cluster": "c", "user": "admin"}}]}
+        self.kubeconfig.write_text(json.dumps(doc))
+        self.kubeconfig.chmod(0o600)
+
+    def start_etcd(self) -> None:
+        url = f"http://127.0.0.1:{self.etcd_port}"
+        peer = f"http://127.0.0.1:{free_port()}"
+        self.booted.exec("systemd-run", "--unit=etcd", "--quiet", "--collect", "--", f"{BIN}/etcd", "--name=n",
+                         "--data-dir=/var/lib/etcd", f"--listen-client-urls={url}",
+                         f"--advertise-client-urls={url}", f"--listen-peer-urls={peer}",
+                         f"--initial-advertise-peer-urls={peer}", f"--initial-cluster=n={peer}",
+                         "--log-level=warn", "--unsafe-no-fsync")
+        self.wait("etcd", lambda: self.etcdctl("endpoint", "health", check=False).returncode == 0)
+
+    def start_apiserver(self) -> None:
+        """kube-apiserver as root in the container (systemd-run's default user), as kubeadm runs it."""
+        self.booted.exec(
+            "systemd-run", "--unit=kube-apiserver", "--quiet", "--collect", "--", f"{BIN}/kube-apiserver",
+            f"--etcd-servers=http://127.0.0.1:{self.etcd_port}", "--bind-address=127.0.0.1",
+            "--advertise-address=127.0.0.1", f"--secure-port={self.api_port}",
+            f"--tls-cert-file={PKI}/apiserver.crt", f"--tls-private-key-file={PKI}/apiserver.key",
+            f"--client-ca-file={PKI}/ca.crt", f"--service-account-key-file={PKI}/sa.pub",
+            f"--service-account-signing-key-file={PKI}/sa.key",
+            "--service-account-issuer=https://kubernetes.default.svc",
+            "--service-cluster-ip-range=10.0.0.0/24", "--authorization-mode=RBAC",
+            "--endpoint-reconciler-type=none", "--profiling=false",
+            f"--encryption-provider-config={ENC}", "--encryption-provider-config-automatic-reload=true")
+        self.wait("kube-apiserver /readyz", lambda: self.get("/readyz")[0] == 200, timeout=180)
+
+    def stop_apiserver(self) -> None:
+        self.booted.exec("systemctl", "stop", "kube-apiserver.service")
+
+    def wait(self, what: str, predicate: Callable[[], bool], timeout: float = 60) -> None:
+        try:
+            self.booted.wait_until(what, predicate, timeout=timeout)
+        except AssertionError as exc:
+            log = self.booted.exec("journalctl", "--no-pager", "-n", "40", "-u", "kube-apiserver",
+                                   "-u", "etcd", check=False).stdout
+            raise AssertionError(f"{exc}\nkube-apiserver/etcd journal:\n{log}") from None
+
+    def get(self, path: str) -> tuple[int, str]:
+        ctx = ssl.create_default_context(cafile=str(self.pki.ca_cert))
+        ctx.load_cert_chain(str(self.pki.admin_cert), str(self.pki.admin_key))
+        try:
+            with urllib.request.urlopen(f"https://127.0.0.1:{self.api_port}{path}", context=ctx,
+                                        timeout=10) as resp:
+                return resp.status, resp.read().decode()
+        except OSError as exc:  # not listening yet, or an HTTP error status
+            return getattr(exc, "code", 0), str(exc)
+
+    def kubectl(self, *args: str) -> str:
+        return run([self.components.path("kubectl"), f"--kubeconfig={self.kubeconfig}", *args],
+                   timeout=60).stdout
+
+    def etcdctl(self, *args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
+        return run([self.components.path("etcdctl"), f"--endpoints=http://127.0.0.1:{self.etcd_port}",
+                    *args], timeout=60, check=check)
+
+    def create_secret(self, name: str) -> str:
+        value = secrets.token_hex(16)
+        self.kubectl("create", "secret", "generic", name, f"--from-literal=v={value}")
+        return value
+
+    def read_secret(self, name: str) -> str:
+        data = self.kubectl("get", "secret", name, "-o", "jsonpath={.data.v}")
+        return base64.b64decode(data).decode()
+
+    def stored_key_id(self, name: str, value: str) -> str:
+        """The key_id of the KMS v2 envelope etcd holds for ``name`` (raw, via etcdctl)."""
+        proc = run([self.components.path("etcdctl"), f"--endpoints=http://127.0.0.1:{self.etcd_port}",
+                    "get", f"/registry/secrets/default/{name}", "-w", "json"], timeout=60)
+        raw = base64.b64decode(json.loads(proc.stdout)["kvs"][0]["value"])
+        assert raw.startswith(PREFIX), raw[:60]
+        assert value.encode() not in raw
+        return parse_encrypted_object(raw[len(PREFIX):]).key_id
+
+
+def _plugin_key_id(booted: BootedRoot) -> str:
+    client = Client(booted.path("/run/kms-appliance/kms.sock"))
+    try:
+        return str(client.status().key_id)
+    finally:
+        client.close()
+
+
+def _main_pid(booted: BootedRoot) -> str:
+    return booted.exec("systemctl", "show", "-p", "MainPID", "--value", "kms-appliance").stdout.strip()
+
+
+def _configure(root: Path, http_port: int) -> None:
+    """As docs/deployment.md: edit config.toml (here the local keyring backend), init the keyring.
+
+    reload_interval is an hour so that only `systemctl reload` can explain a rotation.
+    """
+    conf = root / "etc/kms-appliance/config.toml"
+    conf.write_text(conf.read_text().replace('backend = "akeyless"', 'backend = "local"')
+                    .replace('#http_listen = "127.0.0.1:8787"', f'http_listen = "127.0.0.1:{http_port}"')
+                    .replace('#reload_interval = "5s"', 'reload_interval = "3600s"'))
+    nspawn(root, "runuser", "-u", "kms-appliance", "--", "env", "TMPDIR=/tmp", "kms-appliance",
+           "keyring", "init", KEYRING)
+
+
+def _sock_ready(booted: BootedRoot) -> Callable[[], bool]:
+    def ready() -> bool:
+        try:
+            return bool(_plugin_key_id(booted))
+        except Exception:
+            return False
+    return ready
+
+
+def test_deb_under_systemd_with_kube_apiserver(tmp_path: Path) -> None:
+    components = ensure_components(allow_build=os.environ.get("E2E_BUILD", "1") != "0")
+    root = fresh_root(tmp_path / "root")
+    booted = None
+    try:
+        with step("apiserver: install and configure the .deb"):
+            shutil.copy(deb_path(), root / "var/tmp/kms.deb")
+            nspawn(root, "dpkg", "-i", "/var/tmp/kms.deb")
+            _configure(root, free_port())
+            pki = make_cluster_pki(root / PKI.lstrip("/"))
+
+        with step("apiserver: boot, kms-appliance up"):
+            booted = BootedRoot(root, tmp_path / "boot.log", binds=[f"{components.bin_dir}:{BIN}"])
+            # Enabled by the package, so the boot starts it (the configuration is valid).
+            booted.wait_until("the plugin's socket", _sock_ready(booted), timeout=90)
+            booted.exec("install", "-d", "-m", "0700", "/etc/kubernetes/enc")
+            booted.exec("kms-appliance", "encryption-config", "-o", ENC)
+        host = Host(booted, components, pki, tmp_path)
+        with step("apiserver: etcd and kube-apiserver ready in the container"):
+            host.start_etcd()
+            host.start_apiserver()
+
+        with step("apiserver: Secrets round trip, KMS v2 envelopes in etcd"):
+            key1 = _plugin_key_id(booted)
+            values = {"before-rotation": host.create_secret("before-rotation")}
+            assert host.read_secret("before-rotation") == values["before-rotation"]
+            assert host.stored_key_id("before-rotation", values["before-rotation"]) == key1
+
+        with step("apiserver: systemctl reload rotates, new writes carry the new key_id"):
+            booted.exec("runuser", "-u", "kms-appliance", "--", "env", "TMPDIR=/tmp", "kms-appliance",
+                        "keyring", "rotate", KEYRING)
+            time.sleep(1)
+            assert _plugin_key_id(booted) == key1, "rotated without a reload (reload_interval is 1h)"
+            booted.exec("systemctl", "reload", "kms-appliance")
+            booted.wait_until("the reloaded key", lambda: _plugin_key_id(booted) != key1, timeout=30)
+            key2 = _plugin_key_id(booted)
+            probes = itertools.count()
+
+            def adopted() -> bool:
+                n = next(probes)
+                if n:
+                    time.sleep(3)
+                host.get("/healthz/kms-providers")
+                values[f"after-rotation-{n}"] = host.create_secret(f"after-rotation-{n}")
+                return host.stored_key_id(f"after-rotation-{n}", values[f"after-rotation-{n}"]) == key2
+
+            host.wait("the apiserver adopting the new key_id", adopted, timeout=ADOPTION_TIMEOUT_S)
+            assert host.stored_key_id("before-rotation", values["before-rotation"]) == key1
+
+        with step("apiserver: systemctl restart (plugin, then apiserver) keeps Secrets readable"):
+            pid = _main_pid(booted)
+            booted.exec("systemctl", "restart", "kms-appliance")
+            booted.wait_until("the restarted plugin", _sock_ready(booted), timeout=60)
+            assert _main_pid(booted) != pid
+            assert _plugin_key_id(booted) == key2
+            host.stop_apiserver()  # a fresh apiserver has no cached DEKs: every read decrypts
+            host.start_apiserver()
+            for name, value in values.items():
+                assert host.read_secret(name) == value, name
+
+        journal = booted.exec("journalctl", "-u", "kms-appliance", "--no-pager", "-o", "cat").stdout
+        for line in ("serving KMS v2 and v1beta1 on /run/kms-appliance/kms.sock",
+                     f"key rotated: now {key2}", "stopping (", "stopped; socket /run/kms-appliance/kms.sock",
+                     # and the audit trail (audit_log = "-"): the apiserver's calls and the rotation
+                     '"event":"encrypt"', '"event":"decrypt"', '"event":"key_rotation","backend":"local"'):
+            assert line in journal, f"{line!r} not in the journal:\n{journal[-3000:]}"
+        print(f"{len(values)} Secrets, key_id {key1} -> {key2}; journal: {len(journal.splitlines())} lines")
+    finally:
+        if booted is not None:
+            with step("apiserver: stop kube-apiserver, then etcd"):
+                # In this order: an apiserver whose etcd is gone takes the whole
+                # TimeoutStopSec (90 s) to stop.
+                booted.exec("systemctl", "stop", "kube-apiserver", check=False, timeout=120)
+                booted.exec("systemctl", "stop", "etcd", check=False, timeout=120)
+            with step("apiserver: halt"):
+                booted.stop(timeout=60)
+        rmtree(root)
