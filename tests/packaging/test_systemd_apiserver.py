@@ -206,6 +206,12 @@ def test_deb_under_systemd_with_kube_apiserver(tmp_path: Path) -> None:
             host.start_etcd()
             host.start_apiserver()
 
+        # Root (the apiserver) is served; any other local user cannot reach the socket.
+        unix_connect = ["perl", "-MIO::Socket::UNIX", "-e",
+                        'exit(IO::Socket::UNIX->new(Peer => "/run/kms-appliance/kms.sock") ? 0 : 3)']
+        assert booted.exec(*unix_connect, check=False).returncode == 0
+        assert booted.exec("runuser", "-u", "nobody", "--", *unix_connect, check=False).returncode == 3
+
         with step("apiserver: Secrets round trip, KMS v2 envelopes in etcd"):
             key1 = _plugin_key_id(booted)
             values = {"before-rotation": host.create_secret("before-rotation")}
