@@ -24,7 +24,7 @@ SUFFIXES = {"counter": ("_total", "_created"), "histogram": ("_bucket", "_sum", 
 NOT_METRICS = {"sum", "by", "rate", "increase", "histogram_quantile", "time", "on", "or", "and",
                "without", "le", "instance", "method", "api", "outcome", "backend", "operation",
                "event", "reason", "job", "label_values", "max", "min", "avg", "count", "ignoring",
-               "group_left", "unless", "bool", "offset"}
+               "group_left", "unless", "bool", "offset", "thread", "mode"}
 
 
 @pytest.fixture(scope="module")
