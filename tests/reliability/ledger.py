@@ -52,6 +52,16 @@ def plugin(p: pm.Plugin) -> pm.Plugin:
     return p
 
 
+def before_removal(top: Path) -> None:
+    """Read now what the plugins under ``top`` wrote (a fixture is about to delete it); the scan
+    at the end of the session covers it as text."""
+    with _lock:
+        for p in [p for p in PLUGINS if p.workdir.is_relative_to(top)]:
+            TEXTS.append(p.written())
+            PLUGINS.remove(p)
+        DIRS[:] = [d for d in DIRS if not d.is_relative_to(top)]
+
+
 def directory(path: Path) -> None:
     with _lock:
         DIRS.append(path)

@@ -231,6 +231,7 @@ def open_tree() -> Iterator[Path]:
     top.chmod(0o755)
     (top / "plugin").mkdir(mode=0o755)
     yield top / "plugin"
+    ledger.before_removal(top)
     subprocess.run(["rm", "-rf", os.fspath(top)], check=False)
 
 
