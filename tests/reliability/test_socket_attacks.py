@@ -195,6 +195,7 @@ def _traversable() -> Iterator[Path]:
     try:
         yield top
     finally:
+        ledger.before_removal(top)
         shutil.rmtree(top, ignore_errors=True)
 
 
