@@ -36,6 +36,7 @@ from kms_appliance.errors import (
 )
 from kms_appliance.metrics import Metrics
 from tests.integration.akeyless.metadata import KEY
+from tests.integration.akeyless.rotating import error_while_rotating
 from tests.support import secrets_scan
 from tests.support.intermediate_keys import iks_of
 
@@ -229,23 +230,7 @@ class TestRotation:
         before = b._iks.current
         emu.reset_calls()
         emu.fault("describe-item", "latency", delay=0.25)
-        errors: list[BaseException] = []
-
-        def make() -> None:
-            try:
-                b._new_ik("usage")
-            except BaseException as exc:
-                errors.append(exc)
-
-        t = threading.Thread(target=make)
-        t.start()
-        try:
-            for n in (1, 2, 3):
-                assert emu.wait_for("encrypt", calls=n, timeout=10)
-                emu.rotate_key(KEY)
-        finally:
-            t.join(15)
-        (err,) = errors
+        err = error_while_rotating(emu, lambda: b._new_ik("usage"))
         assert isinstance(err, KeyUnavailable) and "rotated during each of 3" in err.message
         assert emu.calls["encrypt"] == 3 and b._iks.current is before
         assert [f["reason"] for n, f in events if n == "intermediate_key_created"] == ["startup"]

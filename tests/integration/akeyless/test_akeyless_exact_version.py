@@ -23,6 +23,7 @@ from kms_appliance.backends import envelope
 from kms_appliance.backends.akeyless.backend import ANNOTATION, AkeylessBackend
 from kms_appliance.errors import BackendUnavailable
 from tests.integration.akeyless.metadata import KEY
+from tests.integration.akeyless.rotating import error_while_rotating
 from tests.support import plugin as pm
 from tests.support.kmsclient import Client
 
@@ -162,23 +163,7 @@ def test_a_key_rotating_during_every_check_gives_up_after_three_encrypts(
     backend = make_backend(ak_env, refresh_interval=60.0)
     emu.reset_calls()
     emu.fault("describe-item", "latency", delay=0.25)
-    errors: list[BaseException] = []
-
-    def wrap() -> None:
-        try:
-            backend.wrap(b"k" * 32)
-        except BaseException as exc:
-            errors.append(exc)
-
-    t = threading.Thread(target=wrap)
-    t.start()
-    try:
-        for n in (1, 2, 3):
-            assert emu.wait_for("encrypt", calls=n, timeout=10)
-            emu.rotate_key(KEY)
-    finally:
-        t.join(15)
-    (err,) = errors
+    err = error_while_rotating(emu, lambda: backend.wrap(b"k" * 32))
     assert isinstance(err, BackendUnavailable) and "rotated during each of 3" in err.message
     assert (emu.calls["encrypt"], emu.calls["describe-item"]) == (3, 6)  # a check + a full each
     assert backend.state.last_version == 4
