@@ -229,9 +229,8 @@ class ModalBackend(AkeylessBackend):
             version = self._state.last_version
             ik_id, clear = new_material()
             blob = self._wrap_remote(prefix(version, ik_id), clear)
-            after = self._tracked(self.describe)
-            self._adopt(after)  # never takes back a rotation a refresh already saw
-            if after.last_version == version:
+            # held as the direct mode's wrap holds it: an older answer never takes back a rotation
+            if self._follow_rotation(time.monotonic() + self._timeout).last_version == version:
                 break
         else:
             raise KeyUnavailable(f"the Akeyless key rotated during each of {WRAP_ATTEMPTS} "
