@@ -63,7 +63,8 @@ class App:
         calls = Calls(self.metrics, self.audit, self.backend.name, st.key_name)
         watcher = StatusWatcher(self._on_status_change)
         # A backend answering from memory, with audit records queued (not written per call),
-        # does no I/O on a call's path: its calls skip the hand-off to a worker thread.
+        # does no I/O on a call's path: its calls skip the hand-off to a worker thread, unless
+        # the backend finds the call would wait (kms_appliance/inline.py).
         in_memory = bool(getattr(self.backend, "in_memory", False)) and self.audit.deferred
         self.server = PluginServer(cfg.server, V2Servicer(served, calls, watcher),
                                    V1Servicer(served, calls), self._on_refuse,

@@ -18,12 +18,15 @@ a new call ends the one that has waited longest for its request, so slow
 callers evict each other, not prompt clients).
 
 Where a call is served: Status and Version answer from held state, and with a
-backend that computes in memory (local) and audit records queued for the
-flusher, Encrypt and Decrypt do no I/O either, so these run in the event loop
-itself. Anything that may wait (Akeyless, or each record written before the
-answer) goes to a worker thread, so it never stalls the loop that reads every
-other call's request. The hand-off to a worker and back (two thread wake-ups
-and a self-pipe write per call) cost ~0.1 of the throughput ratio below and
+backend that answers from memory (local; Akeyless when the DEK is cached or
+its intermediate key held) and audit records queued for the flusher, Encrypt
+and Decrypt do no I/O either, so these run in the event loop itself. Anything
+that may wait (a remote call, or each record written before the answer) goes
+to a worker thread, so it never stalls the loop that reads every other call's
+request; a backend finds that out in the loop and says so before it changed
+anything (kms_appliance/inline.py), and the call starts again in a worker.
+The hand-off to a worker and back (two thread wake-ups and a self-pipe write
+per call) cost ~0.1 of the throughput ratio below and
 most of the p50 the first version added.
 
 Why 256 streams per connection and not fewer: grpc-core clients (grpcio)
@@ -59,9 +62,10 @@ from typing import Any, cast
 
 import grpc
 
-from . import socketfs
+from . import inline, socketfs
 from .config import ServerSettings
 from .errors import StartupError
+from .inline import NeedsWorker
 from .kms import v1beta1_pb2, v2_pb2
 from .kms.v1 import V1Servicer
 from .kms.v2 import V2Servicer
@@ -218,6 +222,7 @@ class PluginServer:
         return port
 
     def _run_loop(self) -> None:
+        inline.mark_event_loop()
         if not self._threads.stopping.is_set():
             self._loop.run_forever()
 
@@ -238,10 +243,9 @@ class PluginServer:
         except IndexError:
             return _refuse(context, grpc.StatusCode.RESOURCE_EXHAUSTED, "Concurrent RPC limit exceeded!")
         if inline:
-            try:
-                return method(request, context)
-            finally:
-                slots.append(None)
+            response = _answer_inline(method, request, context, slots)
+            if response is not _NEEDS_WORKER:
+                return response
         ctx = _Context()
         try:
             done = self._pool.submit(self._work, method, request, ctx)
@@ -382,7 +386,22 @@ class PluginServer:
 
 
 _REFUSED = object()
+_NEEDS_WORKER = object()
 _HELD_STATE = frozenset({"Status", "Version"})  # methods that never wait on a backend
+
+
+def _answer_inline(method: _Handler, request: Any, context: grpc.aio.ServicerContext[Any, Any],
+                   slots: deque[None]) -> Any:
+    """Serve the call in the loop; _NEEDS_WORKER (its slot still held) if it would wait."""
+    try:
+        response = method(request, context)
+    except NeedsWorker:  # raised before the call changed anything (kms_appliance/inline.py)
+        return _NEEDS_WORKER
+    except BaseException:
+        slots.append(None)
+        raise
+    slots.append(None)
+    return response
 
 
 def _refuse(context: grpc.aio.ServicerContext[Any, Any], code: grpc.StatusCode, details: str) -> Any:

@@ -22,6 +22,7 @@ from collections import OrderedDict
 from collections.abc import Callable
 from typing import Generic, TypeVar
 
+from ..inline import may_wait
 from ..metrics import Metrics
 
 T = TypeVar("T")
@@ -63,6 +64,7 @@ class DecryptCache(Generic[T]):
             value = self._lookup(key)
             if value is not None:
                 return value, True
+            may_wait()  # a load or a wait for one: not in the event loop
             flight = self._flights.get(key)
             leader = flight is None
             if flight is None:

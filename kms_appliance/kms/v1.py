@@ -12,6 +12,7 @@ import grpc
 
 from .. import version
 from ..backends.base import KeyBackend
+from ..inline import NeedsWorker
 from . import v1beta1_pb2 as pb
 from . import v1beta1_pb2_grpc as pb_grpc
 from . import validate, wire
@@ -43,6 +44,8 @@ class V1Servicer(pb_grpc.KeyManagementServiceServicer):
             validate.sized("plain", plain, validate.MAX_V1_PLAINTEXT)
             wrapped = self._backend.wrap(plain)
             out = pb.EncryptResponse(cipher=wrapped.ciphertext)
+        except NeedsWorker:  # served again in a worker, from the start
+            raise
         except Exception as exc:
             self._calls.failed(context, start, "v1beta1", "encrypt", "", exc)
             return pb.EncryptResponse()
@@ -62,6 +65,8 @@ class V1Servicer(pb_grpc.KeyManagementServiceServicer):
         try:  # from here the record carries the ciphertext's fingerprint
             out = self._backend.unwrap(cipher, None, {})
             resp = pb.DecryptResponse(plain=out.plaintext)
+        except NeedsWorker:  # served again in a worker, from the start
+            raise
         except Exception as exc:
             self._calls.failed(context, start, "v1beta1", "decrypt", "", exc, "", cipher)
             return pb.DecryptResponse()

@@ -9,6 +9,7 @@ from collections.abc import Callable
 import grpc
 
 from ..backends.base import KeyBackend
+from ..inline import NeedsWorker
 from . import v2_pb2 as pb
 from . import v2_pb2_grpc as pb_grpc
 from . import validate, wire
@@ -71,6 +72,8 @@ class V2Servicer(pb_grpc.KeyManagementServiceServicer):
             out = pb.EncryptResponse(ciphertext=wrapped.ciphertext, key_id=wrapped.key_id)
             if wrapped.annotations:  # an empty map argument alone costs more than the AES wrap
                 out.annotations.update(wrapped.annotations)
+        except NeedsWorker:  # served again in a worker, from the start
+            raise
         except Exception as exc:
             self._calls.failed(context, start, "v2", "encrypt", uid, exc)
             return pb.EncryptResponse()
@@ -95,6 +98,8 @@ class V2Servicer(pb_grpc.KeyManagementServiceServicer):
         try:  # from here the record names the key and the ciphertext asked about
             out = self._backend.unwrap(ciphertext, key_id, annotations)
             resp = pb.DecryptResponse(plaintext=out.plaintext)
+        except NeedsWorker:  # served again in a worker, from the start
+            raise
         except Exception as exc:
             self._calls.failed(context, start, "v2", "decrypt", uid, exc, key_id, ciphertext)
             return pb.DecryptResponse()

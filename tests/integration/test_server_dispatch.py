@@ -2,14 +2,16 @@
 
 In-process PluginServer over a real socket: a backend that waits (not in
 memory) is served by workers, so it never holds up the event loop that reads
-requests and answers Status; calls still waiting for their request are ended
-by one deadline timer, and beyond the read cap the longest-waiting is ended
-first.
+requests and answers Status; an in-memory backend's call that finds it would
+wait (kms_appliance/inline.py) moves to a worker, once; calls still waiting
+for their request are ended by one deadline timer, and beyond the read cap
+the longest-waiting is ended first.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import json
 import os
 import threading
 import time
@@ -23,6 +25,7 @@ from kms_appliance.audit import AuditLog
 from kms_appliance.backends.base import Unwrapped, Wrapped
 from kms_appliance.backends.local import LocalBackend
 from kms_appliance.config import ServerSettings
+from kms_appliance.inline import may_wait
 from kms_appliance.server import READING_PER_RPC, PluginServer
 from tests.reliability import inproc
 from tests.support import h2raw
@@ -41,9 +44,14 @@ class WaitingBackend:
         self.release = threading.Event()
         self.waiting = threading.Event()
 
+        self.wrapped_on: list[str] = []  # the thread each wrap ran to the end on
+
     def wrap(self, plaintext: bytes) -> Wrapped:
-        self.waiting.set()
-        self.release.wait(30)
+        if plaintext.startswith(b"wait"):
+            may_wait()  # as a backend does right before a remote call
+            self.waiting.set()
+            self.release.wait(30)
+        self.wrapped_on.append(threading.current_thread().name)
         return self._inner.wrap(plaintext)
 
     def unwrap(self, ciphertext: bytes, key_id: str | None, annotations: Mapping[str, bytes]) -> Unwrapped:
@@ -66,10 +74,11 @@ def _serve(tmp_path: Path, backend: Any, in_memory: bool, **over: Any) -> Iterat
         srv.stop(1.0)
 
 
-@pytest.fixture
-def waiting(tmp_path: Path) -> Iterator[tuple[PluginServer, WaitingBackend]]:
+@pytest.fixture(params=[False, True], ids=["workers", "inline-first"])
+def waiting(request: pytest.FixtureRequest, tmp_path: Path
+            ) -> Iterator[tuple[PluginServer, WaitingBackend]]:
     backend = WaitingBackend(inproc.local_backend(tmp_path / "ring"))
-    for srv in _serve(tmp_path, backend, in_memory=False):
+    for srv in _serve(tmp_path, backend, in_memory=request.param):
         yield srv, backend
     backend.release.set()
 
@@ -78,7 +87,8 @@ def test_a_waiting_backend_holds_a_worker_not_the_loop(waiting: tuple[PluginServ
     srv, backend = waiting
     c = Client(srv.socket_path, timeout=10)
     result: list[bytes] = []
-    t = threading.Thread(target=lambda: result.append(c.encrypt(os.urandom(32)).ciphertext), daemon=True)
+    t = threading.Thread(target=lambda: result.append(c.encrypt(b"wait" + os.urandom(28)).ciphertext),
+                         daemon=True)
     t.start()
     try:
         assert backend.waiting.wait(10), "the encrypt call never reached the backend"
@@ -92,9 +102,29 @@ def test_a_waiting_backend_holds_a_worker_not_the_loop(waiting: tuple[PluginServ
         backend.release.set()
         t.join(10)
         assert result and result[0]
+        assert [n.startswith("kms-rpc") for n in backend.wrapped_on] == [True]
     finally:
         backend.release.set()
         c.close()
+
+
+def test_in_memory_calls_run_in_the_loop_and_one_that_would_wait_is_served_once(
+        tmp_path: Path) -> None:
+    backend = WaitingBackend(inproc.local_backend(tmp_path / "ring"))
+    backend.release.set()
+    audit = tmp_path / "audit.log"
+    for srv in _serve(tmp_path, backend, in_memory=True):
+        c = Client(srv.socket_path, timeout=10)
+        try:
+            c.encrypt(os.urandom(32))
+            c.encrypt(b"wait" + os.urandom(28))
+        finally:
+            c.close()
+    loop, worker = backend.wrapped_on
+    assert loop == "grpc-loop" and worker.startswith("kms-rpc")
+    records = [json.loads(line) for line in audit.read_text().splitlines()]
+    assert [(r["event"], r["outcome"]) for r in records if r["event"] == "encrypt"] == \
+        [("encrypt", "ok")] * 2
 
 
 @pytest.fixture

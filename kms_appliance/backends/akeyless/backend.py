@@ -32,6 +32,7 @@ from ...errors import (
     StartupError,
     shown,
 )
+from ...inline import may_wait
 from ...metrics import Metrics
 from .. import envelope
 from ..base import KeyStatus, Unwrapped, Wrapped
@@ -62,6 +63,9 @@ class AkeylessBackend:
     """KeyBackend over one Akeyless AES key; thread-safe."""
 
     name = "akeyless"
+    # A cached DEK (or, in envelope mode, a held intermediate key) is answered from memory;
+    # everything remote first calls may_wait(), so the server may try calls in its event loop.
+    in_memory = True
 
     def __init__(self, client: AkeylessClient, auth: Authenticator, key_name: str,
                  call_timeout: float, refresh_interval: float, metrics: Metrics,
@@ -101,6 +105,7 @@ class AkeylessBackend:
 
     def _authed(self, op: str, deadline: float, /, **fields: Any) -> Any:
         """One call with our token; on 401, log in again once and retry."""
+        may_wait()  # remote: never in the event loop (kms_appliance/inline.py)
         for attempt in (1, 2):
             token = self._auth.token(deadline)
             try:
@@ -144,6 +149,7 @@ class AkeylessBackend:
         """
         if not plaintext or len(plaintext) > MAX_PLAINTEXT:
             raise InvalidRequest(f"plaintext must be 1..{MAX_PLAINTEXT} bytes")
+        may_wait()  # every direct-mode encrypt is remote
         st = self._state
         for _ in range(LABEL_ATTEMPTS):
             head = envelope.header(envelope.BACKEND_AKEYLESS) + _VERSION.pack(st.last_version,

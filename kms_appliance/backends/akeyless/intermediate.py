@@ -44,6 +44,7 @@ from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
 from ...errors import CiphertextError, InvalidRequest, KeyUnavailable
+from ...inline import may_wait
 from .. import envelope
 from .keystate import make_key_id
 
@@ -208,6 +209,7 @@ class KeyStore:
             if ik is not None:
                 self._keys.move_to_end(ik_id)
                 return ik, False
+            may_wait()  # an Akeyless unwrap or a wait for one: not in the event loop
             flight = self._flights.get(ik_id)
             leader = flight is None
             if flight is None:
