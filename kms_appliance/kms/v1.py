@@ -33,6 +33,10 @@ class V1Servicer(pb_grpc.KeyManagementServiceServicer):
                 for m in ("Version", "Encrypt", "Decrypt")}
 
     def Version(self, request: pb.VersionRequest, context: grpc.ServicerContext) -> pb.VersionResponse:  # noqa: N802
+        if isinstance(request, wire.Malformed):  # it reads no field: refuse like a bad Encrypt
+            self._calls.failed(context, time.perf_counter(), "v1beta1", "version", "",
+                               request.error())
+            return pb.VersionResponse()
         return pb.VersionResponse(version="v1beta1", runtime_name="kms-appliance",
                                   runtime_version=version.__version__)
 

@@ -56,6 +56,9 @@ class V2Servicer(pb_grpc.KeyManagementServiceServicer):
                 for m in ("Status", "Encrypt", "Decrypt")}
 
     def Status(self, request: pb.StatusRequest, context: grpc.ServicerContext) -> pb.StatusResponse:  # noqa: N802
+        if isinstance(request, wire.Malformed):  # it reads no field: refuse like a bad Encrypt
+            self._calls.failed(context, time.perf_counter(), "v2", "status", "", request.error())
+            return pb.StatusResponse()
         st = self._backend.status()
         healthz = "ok" if st.healthy else f"unhealthy: {st.reason}"
         self._watcher.observe(healthz, st.key_id, st.key_version)

@@ -50,7 +50,11 @@ class Malformed:
         self._what = what
 
     def __getattr__(self, name: str) -> NoReturn:
-        raise InvalidRequest(f"request is not a valid {self._what} message")
+        raise self.error()
+
+    def error(self) -> InvalidRequest:
+        """What a method that reads no field (Status, Version) answers for it."""
+        return InvalidRequest(f"request is not a valid {self._what} message")
 
 
 class MalformedRequests:

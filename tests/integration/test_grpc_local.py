@@ -157,3 +157,19 @@ def test_rotation_by_file_watch_alone(tmp_path: Path) -> None:
     finally:
         c.close()
         p.stop()
+
+
+@pytest.mark.parametrize("method", ["/v2.KeyManagementService/Status",
+                                    "/v1beta1.KeyManagementService/Version"])
+def test_malformed_status_and_version_are_refused(plugin: Plugin, client: Client, method: str) -> None:
+    """They read no field, so only their decoder knows: INVALID_ARGUMENT like a bad Encrypt,
+    counted; a valid request still answers."""
+    call = client.channel.unary_unary(method, request_serializer=lambda b: b,
+                                      response_deserializer=lambda b: b)
+    for garbage in (b"\xff\xff\xff\xff\xff", b"\x0a\x7f\x00"):  # truncated varint; overlong field
+        assert code_of(call, garbage) == grpc.StatusCode.INVALID_ARGUMENT
+    assert call(b"")  # a valid (empty) request: a non-empty answer
+    _, body = plugin.http("/metrics")
+    api, name = method.split(".KeyManagementService/")
+    line = f'kms_appliance_malformed_requests_total{{api="{api[1:]}",method="{name.lower()}"}} 2.0'
+    assert line in body.decode()
