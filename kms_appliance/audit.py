@@ -38,7 +38,7 @@ from typing import TYPE_CHECKING, Any, TextIO
 
 from . import atomicfile
 from .backends.base import KeyStatus, Unwrapped, Wrapped
-from .errors import BackendUnavailable, ConfigError, KmsError, StartupError
+from .errors import BackendUnavailable, ConfigError, KmsError, SetupError
 
 if TYPE_CHECKING:
     from .backends.base import KeyBackend
@@ -406,7 +406,7 @@ def open_file(path: Path) -> int:
     """Open the audit file for appending; one-line ``KmsError`` naming the setting otherwise.
 
     ConfigError (exit 2) for an operator mistake (missing directory, a
-    directory at the path); StartupError (exit 1) for a refusal: a symlinked
+    directory at the path); SetupError (exit 1) for a refusal: a symlinked
     directory component, a directory other users can write, a file that is
     not a regular file (a FIFO would hang start-up or, after a rotation,
     every call), not ours, or writable by others (forged records).
@@ -416,9 +416,9 @@ def open_file(path: Path) -> int:
     except FileNotFoundError:
         raise ConfigError(KEY, f"directory {atomicfile.show(path.parent)} does not exist") from None
     except atomicfile.UnsafePath as exc:
-        raise StartupError(f"{KEY}: {exc.strerror}") from None
+        raise SetupError(f"{KEY}: {exc.strerror}") from None
     except OSError as exc:
-        raise StartupError(f"{KEY}: cannot open directory {atomicfile.show(path.parent)}: "
+        raise SetupError(f"{KEY}: cannot open directory {atomicfile.show(path.parent)}: "
                            f"{exc.strerror}") from None
     try:
         return _open_in(dfd, path)
@@ -440,7 +440,7 @@ def check(target: str) -> str:
     except FileNotFoundError:
         raise ConfigError(KEY, f"directory {atomicfile.show(path.parent)} does not exist") from None
     except atomicfile.UnsafePath as exc:
-        raise StartupError(f"{KEY}: {exc.strerror}") from None
+        raise SetupError(f"{KEY}: {exc.strerror}") from None
     try:
         if not path.name:
             raise ConfigError(KEY, f"{atomicfile.show(path)} is a directory; give a file path")
@@ -467,8 +467,8 @@ def _open_in(dfd: int, path: Path) -> int:
         if exc.errno == errno.EISDIR:
             raise ConfigError(KEY, f"{shown} is a directory; give a file path") from None
         if exc.errno in (errno.ELOOP, errno.ENXIO):
-            raise StartupError(f"{KEY}: {shown} is a symlink or a FIFO; refusing to open it") from None
-        raise StartupError(f"{KEY}: cannot open {shown}: {exc.strerror}") from None
+            raise SetupError(f"{KEY}: {shown} is a symlink or a FIFO; refusing to open it") from None
+        raise SetupError(f"{KEY}: cannot open {shown}: {exc.strerror}") from None
     try:
         st = os.fstat(fd)
         _check_file(shown, st)
@@ -507,12 +507,12 @@ def _check_file(shown: str, st: os.stat_result) -> None:
     if not stat.S_ISREG(st.st_mode):
         kind = "a symlink" if stat.S_ISLNK(st.st_mode) else \
             "a FIFO" if stat.S_ISFIFO(st.st_mode) else "not a regular file"
-        raise StartupError(f"{KEY}: {shown} is {kind}; refusing to open it")
+        raise SetupError(f"{KEY}: {shown} is {kind}; refusing to open it")
     if st.st_uid != os.geteuid():
-        raise StartupError(f"{KEY}: {shown} is owned by uid {st.st_uid}, "
+        raise SetupError(f"{KEY}: {shown} is owned by uid {st.st_uid}, "
                            f"not by this process (uid {os.geteuid()})")
     if st.st_mode & 0o022:
-        raise StartupError(f"{KEY}: {shown} is writable by other users "
+        raise SetupError(f"{KEY}: {shown} is writable by other users "
                            f"(mode {stat.S_IMODE(st.st_mode):04o}); they could forge records")
 
 

@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import NoReturn
 
 from . import config, logs, manifests, process, version
-from .errors import ConfigError, KmsError, StartupError, shown
+from .errors import ConfigError, KmsError, SetupError, shown
 
 log = logging.getLogger("kms_appliance.cli")
 
@@ -198,7 +198,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except ConfigError as exc:
         print(f"kms-appliance: configuration error: {exc.message}", file=sys.stderr)
         return 2
-    except StartupError as exc:
+    except SetupError as exc:
         print(f"kms-appliance: refusing to start: {exc.message}", file=sys.stderr)
         return 1
     except KmsError as exc:

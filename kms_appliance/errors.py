@@ -54,10 +54,14 @@ class ConfigError(KmsError, ValueError):
         self.key = key
 
 
-class StartupError(KmsError, RuntimeError):
-    """The plugin cannot start safely (socket, keyring, backend preconditions)."""
+class SetupError(KmsError, RuntimeError):
+    """What the plugin runs on is unsafe or unusable: the socket or its directory, the keyring
+    or audit file, the backend's preconditions (credentials, the key).
 
-    outcome = "startup"
+    Raised at start (exit status 1) and at a reload, which then keeps the previous state.
+    """
+
+    outcome = "setup"
 
 
 class InvalidRequest(KmsError, ValueError):
@@ -100,12 +104,6 @@ class BackendUnavailable(KmsError, ConnectionError):
     outcome = "unavailable"
 
 
-class Overloaded(KmsError):
-    """More calls are in flight than the configured limit; refused, not queued."""
-
-    outcome = "overload"
-
-
 class BackendCorruption(KmsError):
     """The backend answered something impossible (malformed body, wrong length)."""
 
@@ -121,8 +119,7 @@ __all__ = [
     "InvalidRequest",
     "KeyUnavailable",
     "KmsError",
-    "Overloaded",
-    "StartupError",
+    "SetupError",
     "Throttled",
     "shown",
 ]

@@ -22,7 +22,6 @@ from prometheus_client import (
 from . import version
 
 _LATENCY_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10)
-OUTCOMES = ("ok", "invalid", "corrupt", "user", "throttled", "unavailable", "overload", "internal")
 
 
 class Metrics:

@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING, TextIO
 
 from . import audit, socketfs
 from .config import Config
-from .errors import BackendCorruption, ConfigError, KmsError, StartupError, shown
+from .errors import BackendCorruption, ConfigError, KmsError, SetupError, shown
 from .metrics import Metrics
 
 if TYPE_CHECKING:
@@ -110,7 +110,7 @@ def _socket_parent(cfg: Config) -> str:
 def _round_trip(run: _Run) -> str:
     backend = run.backend
     if backend is None:
-        raise StartupError("no backend was built")
+        raise SetupError("no backend was built")
     seed = os.urandom(32)
     wrapped = backend.wrap(seed)
     back = backend.unwrap(wrapped.ciphertext, wrapped.key_id, wrapped.annotations)
@@ -158,7 +158,7 @@ def _serving(cfg: Config) -> str:
     except FileNotFoundError:
         return f"nothing serves on {path} yet"
     if not stat.S_ISSOCK(mode):
-        raise StartupError(f"{path} exists and is not a socket")
+        raise SetupError(f"{path} exists and is not a socket")
     from .client import KmsClient  # noqa: PLC0415 - grpc only when a socket is there
 
     client = KmsClient(path, timeout=1.0)

@@ -64,7 +64,7 @@ import grpc
 
 from . import inline, socketfs
 from .config import ServerSettings
-from .errors import StartupError
+from .errors import SetupError
 from .inline import NeedsWorker
 from .kms import v1beta1_pb2, v2_pb2
 from .kms.v1 import V1Servicer
@@ -206,7 +206,7 @@ class PluginServer:
         with socketfs.umask(0o777 & ~mode):
             port = self._loop.run_until_complete(self._bind_and_start(path))
             if port == 0:
-                raise StartupError(f"cannot bind {path}")
+                raise SetupError(f"cannot bind {path}")
         self._threads.start("grpc-loop", self._run_loop)
 
     async def _bind_and_start(self, path: Path) -> int:
@@ -331,7 +331,7 @@ class PluginServer:
                 listener.bind(os.fspath(bind_path))
             except OSError as exc:
                 listener.close()
-                raise StartupError(f"cannot bind {self._socket}: {exc.strerror}") from None
+                raise SetupError(f"cannot bind {self._socket}: {exc.strerror}") from None
         # The longest backlog the kernel allows (net.core.somaxconn caps it). A refused peer's
         # connect loop outpaces accept at moments; while the backlog is full an allowed peer's
         # non-blocking connect fails (EAGAIN) and its grpc client backs off ~1 s. Mixed attack

@@ -19,7 +19,7 @@ import stat
 from collections.abc import Iterator
 from pathlib import Path
 
-from .errors import StartupError, shown
+from .errors import SetupError, shown
 
 log = logging.getLogger(__name__)
 PROBE_TIMEOUT = 1.0
@@ -41,7 +41,7 @@ def group_id(group: str | None) -> int | None:
     except KeyError:
         if group.isdigit():
             return int(group)
-        raise StartupError(f"socket group {shown(group)} does not exist") from None
+        raise SetupError(f"socket group {shown(group)} does not exist") from None
 
 
 def check_socket_dir(directory: Path, group: str | None, create: bool = True) -> None:
@@ -50,28 +50,28 @@ def check_socket_dir(directory: Path, group: str | None, create: bool = True) ->
         st = directory.lstat()
     except FileNotFoundError:
         if not create:
-            raise StartupError(f"socket directory {directory} does not exist") from None
+            raise SetupError(f"socket directory {directory} does not exist") from None
         _create_dir(directory, group)
         return
     except OSError as exc:  # ENOTDIR, EACCES, ELOOP on a component of the path
-        raise StartupError(f"socket directory {directory}: {exc.strerror}") from None
+        raise SetupError(f"socket directory {directory}: {exc.strerror}") from None
     if stat.S_ISLNK(st.st_mode):
-        raise StartupError(f"socket directory {directory} is a symlink; refusing to follow it")
+        raise SetupError(f"socket directory {directory} is a symlink; refusing to follow it")
     check_dir_stat(directory, st, group)
 
 
 def check_dir_stat(directory: Path, st: os.stat_result, group: str | None) -> None:
     """The ownership and mode rules, on a stat of the path or of an open descriptor."""
     if not stat.S_ISDIR(st.st_mode):
-        raise StartupError(f"socket directory {directory} is not a directory")
+        raise SetupError(f"socket directory {directory} is not a directory")
     if st.st_mode & 0o002:
-        raise StartupError(f"socket directory {directory} is writable by others "
+        raise SetupError(f"socket directory {directory} is writable by others "
                            f"(mode {stat.S_IMODE(st.st_mode):04o})")
     if st.st_uid not in (0, os.geteuid()):
-        raise StartupError(f"socket directory {directory} is owned by uid {st.st_uid}, "
+        raise SetupError(f"socket directory {directory} is owned by uid {st.st_uid}, "
                            "another non-root user")
     if st.st_mode & 0o020 and st.st_gid != group_id(group):
-        raise StartupError(f"socket directory {directory} is group-writable by a group "
+        raise SetupError(f"socket directory {directory} is group-writable by a group "
                            "other than the socket group")
 
 
@@ -91,7 +91,7 @@ def _create_dir(directory: Path, group: str | None) -> None:
         check_socket_dir(directory, group, create=False)
         return
     except OSError as exc:
-        raise StartupError(f"cannot create socket directory {directory}: {exc.strerror}") from None
+        raise SetupError(f"cannot create socket directory {directory}: {exc.strerror}") from None
     gid = group_id(group)
     if gid is not None:
         # setgid: the socket is born in the socket group, with no window in the primary group.
@@ -104,7 +104,7 @@ def _create_dir(directory: Path, group: str | None) -> None:
             finally:
                 os.close(fd)
         except OSError as exc:
-            raise StartupError(f"cannot give socket directory {directory} to socket group "
+            raise SetupError(f"cannot give socket directory {directory} to socket group "
                                f"{shown(group)}: {exc.strerror}") from None
 
 
@@ -119,7 +119,7 @@ def probe(path: Path) -> bool:
         except OSError as exc:
             if exc.errno in (errno.ECONNREFUSED, errno.ENOENT):
                 return False
-            raise StartupError(f"cannot probe existing socket {path}: {exc.strerror}") from None
+            raise SetupError(f"cannot probe existing socket {path}: {exc.strerror}") from None
         return True
 
 
@@ -130,11 +130,11 @@ def clear_stale(path: Path) -> None:
     except FileNotFoundError:
         return
     if stat.S_ISLNK(st.st_mode):
-        raise StartupError(f"socket path {path} is a symlink; refusing to use it")
+        raise SetupError(f"socket path {path} is a symlink; refusing to use it")
     if not stat.S_ISSOCK(st.st_mode):
-        raise StartupError(f"socket path {path} exists and is not a socket; refusing to remove it")
+        raise SetupError(f"socket path {path} exists and is not a socket; refusing to remove it")
     if probe(path):
-        raise StartupError(f"another process is already serving on {path}")
+        raise SetupError(f"another process is already serving on {path}")
     path.unlink(missing_ok=True)
 
 
@@ -150,7 +150,7 @@ def prepare(path: Path, group: str | None) -> tuple[int, Path]:
     try:
         dir_fd = os.open(path.parent, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC)
     except OSError as exc:
-        raise StartupError(f"cannot open socket directory {path.parent}: {exc.strerror}") from None
+        raise SetupError(f"cannot open socket directory {path.parent}: {exc.strerror}") from None
     try:
         st = os.fstat(dir_fd)
         check_dir_stat(path.parent, st, group)
@@ -161,8 +161,8 @@ def prepare(path: Path, group: str | None) -> tuple[int, Path]:
         _hold(bind_path, lock(dir_fd, path), (st.st_dev, st.st_ino))
         try:
             clear_stale(bind_path)
-        except StartupError as exc:  # name the configured path, not /proc/self/fd/N/<name>
-            raise StartupError(exc.message.replace(os.fspath(bind_path), os.fspath(path))) from None
+        except SetupError as exc:  # name the configured path, not /proc/self/fd/N/<name>
+            raise SetupError(exc.message.replace(os.fspath(bind_path), os.fspath(path))) from None
     except BaseException:
         release(Path(f"/proc/self/fd/{dir_fd}") / path.name)
         os.close(dir_fd)
@@ -188,17 +188,17 @@ def lock(dir_fd: int, path: Path) -> int:
     try:
         fd = os.open(name, flags, 0o600, dir_fd=dir_fd)
     except OSError as exc:
-        raise StartupError(f"cannot open lock file {path.parent / name}: {exc.strerror}") from None
+        raise SetupError(f"cannot open lock file {path.parent / name}: {exc.strerror}") from None
     if not stat.S_ISREG(os.fstat(fd).st_mode):
         os.close(fd)
-        raise StartupError(f"lock file {path.parent / name} is not a regular file")
+        raise SetupError(f"lock file {path.parent / name} is not a regular file")
     try:
         fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
     except OSError as exc:
         os.close(fd)
         if exc.errno in (errno.EWOULDBLOCK, errno.EAGAIN):
-            raise StartupError(f"another process is already serving on {path}") from None
-        raise StartupError(f"cannot lock {path.parent / name}: {exc.strerror}") from None
+            raise SetupError(f"another process is already serving on {path}") from None
+        raise SetupError(f"cannot lock {path.parent / name}: {exc.strerror}") from None
     return fd
 
 
@@ -261,24 +261,24 @@ def open_to_group(dir_fd: int, path: Path, st: os.stat_result, group: str | None
         os.fchown(dir_fd, -1, gid)
         os.fchmod(dir_fd, dir_mode | stat.S_ISGID)
     except OSError as exc:  # EINVAL: the group is not mapped in our user namespace (PrivateUsers)
-        raise StartupError(f"cannot give socket directory {path.parent} to socket group "
+        raise SetupError(f"cannot give socket directory {path.parent} to socket group "
                            f"{shown(group)}: {exc.strerror}") from None
     log.warning("socket directory %s was mode %04o gid %d: set to %04o in socket group %s",
                 path.parent, stat.S_IMODE(st.st_mode), st.st_gid, dir_mode | stat.S_ISGID, shown(group))
 
 
 def group_fix_needed(dir_fd: int, path: Path, st: os.stat_result, group: str | None) -> bool:
-    """True if :func:`open_to_group` will change the directory; StartupError if it may not."""
+    """True if :func:`open_to_group` will change the directory; SetupError if it may not."""
     if not group_blocked(st, group):
         return False
     directory = path.parent
     problem = (f"socket directory {directory} (mode {stat.S_IMODE(st.st_mode):04o}, gid {st.st_gid}) "
                f"keeps socket group {shown(group)} out")
     if st.st_uid != os.geteuid():
-        raise StartupError(f"{problem}, and it is not ours to change: make it 2750 in that group")
+        raise SetupError(f"{problem}, and it is not ours to change: make it 2750 in that group")
     exposed = _exposed_entries(dir_fd, path, group_id(group))
     if exposed:
-        raise StartupError(f"{problem}, and opening it would let the group read {len(exposed)} "
+        raise SetupError(f"{problem}, and opening it would let the group read {len(exposed)} "
                            "other entries, so it is not changed: make it 2750 in that group, "
                            "or use a directory of its own")
     return True

@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from .. import atomicfile
-from ..errors import StartupError
+from ..errors import SetupError
 
 FORMAT = "kms-appliance-keyring/1"
 KEY = "local.keyring"  # the setting an error about the keyring path names
@@ -71,36 +71,36 @@ def check_file_safety(path: Path) -> os.stat_result:
     try:
         st = path.lstat()
     except FileNotFoundError:
-        raise StartupError(f"keyring {path} does not exist "
+        raise SetupError(f"keyring {path} does not exist "
                            f"(create it: kms-appliance keyring init {path})") from None
     except OSError as exc:
-        raise StartupError(f"keyring {atomicfile.show(path)} cannot be read: "
+        raise SetupError(f"keyring {atomicfile.show(path)} cannot be read: "
                            f"{exc.strerror or type(exc).__name__}") from None
     if stat.S_ISLNK(st.st_mode) or not stat.S_ISREG(st.st_mode):
-        raise StartupError(f"keyring {path} is not a regular file")
+        raise SetupError(f"keyring {path} is not a regular file")
     if st.st_mode & 0o077:
-        raise StartupError(f"keyring {path} has mode {stat.S_IMODE(st.st_mode):04o}; "
+        raise SetupError(f"keyring {path} has mode {stat.S_IMODE(st.st_mode):04o}; "
                            "it must be 0600 or stricter")
     if st.st_uid != os.geteuid():
-        raise StartupError(f"keyring {path} is owned by uid {st.st_uid}, "
+        raise SetupError(f"keyring {path} is owned by uid {st.st_uid}, "
                            f"not by this process (uid {os.geteuid()})")
     return st
 
 
 def _parse_entry(raw: Any) -> KeyringEntry:
     if not isinstance(raw, dict):
-        raise StartupError("keyring entry is not an object")
+        raise SetupError("keyring entry is not an object")
     version, created, key = raw.get("version"), raw.get("created", ""), raw.get("key")
     if not isinstance(version, int) or isinstance(version, bool) or not 1 <= version < 2**31:
-        raise StartupError("keyring entry has an invalid version")
+        raise SetupError("keyring entry has an invalid version")
     if not isinstance(key, str) or not isinstance(created, str):
-        raise StartupError(f"keyring entry v{version} is malformed")
+        raise SetupError(f"keyring entry v{version} is malformed")
     try:
         material = base64.b64decode(key, validate=True)
     except (binascii.Error, ValueError):
-        raise StartupError(f"keyring entry v{version} key is not valid base64") from None
+        raise SetupError(f"keyring entry v{version} key is not valid base64") from None
     if len(material) != KEY_BYTES:
-        raise StartupError(f"keyring entry v{version} key is not {KEY_BYTES} bytes")
+        raise SetupError(f"keyring entry v{version} key is not {KEY_BYTES} bytes")
     return KeyringEntry(version, created, material)
 
 
@@ -109,17 +109,17 @@ def parse(data: bytes) -> Keyring:
     try:
         doc = json.loads(data)
     except (ValueError, UnicodeDecodeError, RecursionError):
-        raise StartupError("keyring is not valid JSON") from None
+        raise SetupError("keyring is not valid JSON") from None
     if not isinstance(doc, dict) or doc.get("format") != FORMAT:
-        raise StartupError(f"keyring format is not {FORMAT}")
+        raise SetupError(f"keyring format is not {FORMAT}")
     keyring_id, raw_entries = doc.get("keyring_id"), doc.get("keys")
     if not isinstance(keyring_id, str) or not keyring_id.isalnum() or not 8 <= len(keyring_id) <= 64:
-        raise StartupError("keyring_id is missing or invalid")
+        raise SetupError("keyring_id is missing or invalid")
     if not isinstance(raw_entries, list) or not raw_entries:
-        raise StartupError("keyring holds no keys")
+        raise SetupError("keyring holds no keys")
     entries = tuple(_parse_entry(e) for e in raw_entries)
     if len({e.version for e in entries}) != len(entries):
-        raise StartupError("keyring has duplicate versions")
+        raise SetupError("keyring has duplicate versions")
     return Keyring(keyring_id, entries)
 
 
@@ -143,10 +143,10 @@ def _write_atomic(path: Path, data: bytes, *, replace: bool = True) -> None:
     try:
         atomicfile.write(path, data, replace=replace)
     except FileExistsError:
-        raise StartupError(f"{atomicfile.show(path)} already exists; "
+        raise SetupError(f"{atomicfile.show(path)} already exists; "
                            "refusing to overwrite a keyring") from None
     except OSError as exc:
-        raise StartupError(f"cannot write keyring {atomicfile.show(path)}: "
+        raise SetupError(f"cannot write keyring {atomicfile.show(path)}: "
                            f"{exc.strerror or type(exc).__name__}") from None
 
 
@@ -156,7 +156,7 @@ def init(path: Path) -> Keyring:
     try:
         path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
     except OSError as exc:
-        raise StartupError(f"cannot create the keyring's directory {atomicfile.show(path.parent)}: "
+        raise SetupError(f"cannot create the keyring's directory {atomicfile.show(path.parent)}: "
                            f"{exc.strerror or type(exc).__name__}") from None
     ring = Keyring(secrets.token_hex(8), (_new_entry(1),))
     _write_atomic(path, _serialise(ring), replace=False)

@@ -21,7 +21,7 @@ from typing import NamedTuple
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
-from ..errors import CiphertextError, KeyUnavailable, StartupError
+from ..errors import CiphertextError, KeyUnavailable, SetupError
 from . import envelope, keyring
 from .base import KeyStatus, Unwrapped, Wrapped
 
@@ -139,7 +139,7 @@ class LocalBackend:
                     return False
                 new = self._load()
             except OSError as exc:  # missing or unreadable for a moment (an edit, a move)
-                raise StartupError(f"keyring {self._path} cannot be read: {exc.strerror}") from None
+                raise SetupError(f"keyring {self._path} cannot be read: {exc.strerror}") from None
             old, self._state = self._state, new
             return new.current.version != old.current.version
 

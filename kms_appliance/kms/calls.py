@@ -29,7 +29,6 @@ _CODES: dict[type[errors.KmsError], grpc.StatusCode] = {
     errors.KeyUnavailable: grpc.StatusCode.FAILED_PRECONDITION,
     errors.AccessDenied: grpc.StatusCode.PERMISSION_DENIED,
     errors.Throttled: grpc.StatusCode.RESOURCE_EXHAUSTED,
-    errors.Overloaded: grpc.StatusCode.RESOURCE_EXHAUSTED,
     errors.BackendUnavailable: grpc.StatusCode.UNAVAILABLE,
     errors.BackendCorruption: grpc.StatusCode.INTERNAL,
 }

@@ -81,7 +81,7 @@ def _keyring_corpus() -> tuple[list[bytes], list[bytes]]:
 def _keyring_ok(data: bytes, materials: list[bytes], t: Tally) -> None:
     try:
         ring = t.timed(lambda: keyring.parse(data))
-    except errors.StartupError as exc:
+    except errors.SetupError as exc:
         no_leak(exc.message, *materials, *(base64.b64encode(m) for m in materials))
         t.count("refused")
         return
@@ -121,7 +121,7 @@ def test_keyring_properties(doc: dict[str, object]) -> None:
 
 
 def test_keyring_deep_nesting_is_a_startup_error() -> None:
-    with pytest.raises(errors.StartupError):
+    with pytest.raises(errors.SetupError):
         keyring.parse(b"[" * 100_000)
 
 

@@ -22,7 +22,7 @@ import grpc
 import pytest
 
 from kms_appliance import socketfs
-from kms_appliance.errors import StartupError
+from kms_appliance.errors import SetupError
 from tests.reliability import figures, inproc, ledger, procinfo
 from tests.support import plugin as pm
 from tests.support.kmsclient import Client
@@ -134,7 +134,7 @@ class TestToctou:
         try:
             srv.start()
             served_in = [p.name for p in attacker.iterdir()]
-        except StartupError:
+        except SetupError:
             served_in = []
         finally:
             srv.stop(0)
@@ -153,11 +153,11 @@ class TestToctou:
 
         monkeypatch.setattr(socketfs, "clear_stale", plant_then_return)
         srv = inproc.server(tmp_path / "srv", sock)
-        with pytest.raises(StartupError):
+        with pytest.raises(SetupError):
             srv.start()
         srv.stop(0)
         assert sock.read_bytes() == b"planted"
-        _refused("regular file planted between check and bind", "StartupError, file untouched")
+        _refused("regular file planted between check and bind", "SetupError, file untouched")
 
 
 def _as_nobody(code: str, *args: str, groups: str = "") -> str:

@@ -17,7 +17,7 @@ from kms_appliance import config, preflight
 from kms_appliance.audit import AuditGate, AuditLog, CallLines, line
 from kms_appliance.audit import check as audit_check
 from kms_appliance.backends.base import KeyStatus, Wrapped
-from kms_appliance.errors import BackendUnavailable, ConfigError, StartupError
+from kms_appliance.errors import BackendUnavailable, ConfigError, SetupError
 from kms_appliance.metrics import Metrics
 from kms_appliance.threads import Supervisor
 
@@ -101,7 +101,7 @@ def test_reopen_follows_a_rotated_file(tmp_path: Path) -> None:
 def test_symlinked_target_is_refused(tmp_path: Path) -> None:
     (tmp_path / "elsewhere").write_text("")
     os.symlink(tmp_path / "elsewhere", tmp_path / "audit.log")
-    with pytest.raises(StartupError, match="symlink"):
+    with pytest.raises(SetupError, match="symlink"):
         AuditLog(str(tmp_path / "audit.log"))
 
 
@@ -292,14 +292,14 @@ def test_flusher_runs_under_the_supervisor(tmp_path: Path) -> None:
 
 def test_fifo_at_the_path_is_refused_at_once(tmp_path: Path) -> None:
     os.mkfifo(tmp_path / "audit.log", 0o600)
-    with pytest.raises(StartupError, match="FIFO"):
+    with pytest.raises(SetupError, match="FIFO"):
         AuditLog(str(tmp_path / "audit.log"))
 
 
 def test_symlinked_directory_component_is_refused(tmp_path: Path) -> None:
     (tmp_path / "real").mkdir(mode=0o700)
     (tmp_path / "link").symlink_to(tmp_path / "real")
-    with pytest.raises(StartupError, match="is a symlink"):
+    with pytest.raises(SetupError, match="is a symlink"):
         AuditLog(str(tmp_path / "link" / "audit.log"))
     assert not (tmp_path / "real" / "audit.log").exists()
 
@@ -308,7 +308,7 @@ def test_symlinked_directory_component_is_refused(tmp_path: Path) -> None:
 def test_directory_writable_by_others_is_refused(tmp_path: Path, mode: int) -> None:
     (tmp_path / "d").mkdir()
     (tmp_path / "d").chmod(mode)
-    with pytest.raises(StartupError, match="writable by other users"):
+    with pytest.raises(SetupError, match="writable by other users"):
         AuditLog(str(tmp_path / "d" / "audit.log"))
 
 
@@ -316,12 +316,12 @@ def test_foreign_or_shared_file_is_refused(tmp_path: Path) -> None:
     path = tmp_path / "audit.log"
     path.write_text("")
     path.chmod(0o622)
-    with pytest.raises(StartupError, match="writable by other users"):
+    with pytest.raises(SetupError, match="writable by other users"):
         AuditLog(str(path))
     if os.geteuid() == 0:
         path.chmod(0o600)
         os.chown(path, 65534, 65534)
-        with pytest.raises(StartupError, match="owned by uid 65534"):
+        with pytest.raises(SetupError, match="owned by uid 65534"):
             AuditLog(str(path))
 
 
@@ -365,7 +365,7 @@ def test_call_line_cache_stays_bounded() -> None:
 
 def test_preflight_reports_an_unsafe_audit_path_without_creating_anything(tmp_path: Path) -> None:
     os.mkfifo(tmp_path / "fifo", 0o600)
-    with pytest.raises(StartupError, match="FIFO"):
+    with pytest.raises(SetupError, match="FIFO"):
         audit_check(str(tmp_path / "fifo"))
     assert "does not exist yet" in audit_check(str(tmp_path / "audit.log"))
     assert not (tmp_path / "audit.log").exists()

@@ -25,7 +25,6 @@ from tests.fuzz.harness import FakeContext
     (errors.KeyUnavailable("x"), grpc.StatusCode.FAILED_PRECONDITION, "user"),
     (errors.AccessDenied("x"), grpc.StatusCode.PERMISSION_DENIED, "user"),
     (errors.Throttled("x"), grpc.StatusCode.RESOURCE_EXHAUSTED, "throttled"),
-    (errors.Overloaded("x"), grpc.StatusCode.RESOURCE_EXHAUSTED, "overload"),
     (errors.BackendUnavailable("x"), grpc.StatusCode.UNAVAILABLE, "unavailable"),
     (errors.BackendCorruption("x"), grpc.StatusCode.INTERNAL, "corrupt"),
 ])

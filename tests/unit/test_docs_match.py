@@ -70,7 +70,7 @@ def test_migration_doc_says_the_old_tmp_socket_is_refused() -> None:
     assert cfg.server.socket == Path("/tmp/akeyless_kms_plugin.sock")
     st = Path("/tmp").stat()
     assert st.st_mode & stat.S_IWOTH
-    with pytest.raises(errors.StartupError, match="writable by others"):
+    with pytest.raises(errors.SetupError, match="writable by others"):
         socketfs.check_dir_stat(Path("/tmp"), st, None)
     migration = (DOCS / "akeyless.md").read_text().split("## Migration", 1)[1]
     assert "/tmp/akeyless_kms_plugin.sock" in migration and "refused" in migration

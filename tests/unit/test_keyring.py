@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from kms_appliance.backends import keyring
-from kms_appliance.errors import StartupError
+from kms_appliance.errors import SetupError
 
 
 def test_init_creates_0600_and_refuses_overwrite(tmp_path: Path) -> None:
@@ -17,7 +17,7 @@ def test_init_creates_0600_and_refuses_overwrite(tmp_path: Path) -> None:
     ring = keyring.init(path)
     assert (path.stat().st_mode & 0o777) == 0o600
     assert ring.current.version == 1
-    with pytest.raises(StartupError, match="already exists"):
+    with pytest.raises(SetupError, match="already exists"):
         keyring.init(path)
 
 
@@ -38,7 +38,7 @@ def test_refuses_group_or_world_readable(tmp_path: Path, mode: int) -> None:
     path = tmp_path / "k.json"
     keyring.init(path)
     path.chmod(mode)
-    with pytest.raises(StartupError, match="must be 0600"):
+    with pytest.raises(SetupError, match="must be 0600"):
         keyring.load(path)
 
 
@@ -48,7 +48,7 @@ def test_refuses_foreign_owner(tmp_path: Path) -> None:
     path = tmp_path / "k.json"
     keyring.init(path)
     os.chown(path, 65534, 65534)
-    with pytest.raises(StartupError, match="owned by uid 65534"):
+    with pytest.raises(SetupError, match="owned by uid 65534"):
         keyring.load(path)
 
 
@@ -57,7 +57,7 @@ def test_refuses_symlink(tmp_path: Path) -> None:
     keyring.init(real)
     link = tmp_path / "link.json"
     link.symlink_to(real)
-    with pytest.raises(StartupError, match="not a regular file"):
+    with pytest.raises(SetupError, match="not a regular file"):
         keyring.load(link)
 
 
@@ -86,7 +86,7 @@ def test_list_output_never_holds_key_material(tmp_path: Path, capsys: pytest.Cap
     b'{"format": "kms-appliance-keyring/1", "keyring_id": "abcdef0123", "keys": [1]}',
 ])
 def test_parse_rejects_malformed(doc: bytes) -> None:
-    with pytest.raises(StartupError):
+    with pytest.raises(SetupError):
         keyring.parse(doc)
 
 
@@ -95,5 +95,5 @@ def test_parse_rejects_duplicate_versions(tmp_path: Path) -> None:
     keyring.init(path)
     doc = json.loads(path.read_text())
     doc["keys"].append(dict(doc["keys"][0]))
-    with pytest.raises(StartupError, match="duplicate"):
+    with pytest.raises(SetupError, match="duplicate"):
         keyring.parse(json.dumps(doc).encode())

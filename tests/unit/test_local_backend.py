@@ -9,7 +9,7 @@ import pytest
 
 from kms_appliance.backends import envelope, keyring
 from kms_appliance.backends.local import LocalBackend
-from kms_appliance.errors import CiphertextError, KeyUnavailable, StartupError
+from kms_appliance.errors import CiphertextError, KeyUnavailable, SetupError
 
 
 @pytest.fixture
@@ -54,7 +54,7 @@ def test_bad_keyring_on_refresh_keeps_old_state(ring: Path) -> None:
     key_id = b.status().key_id
     keyring.rotate(ring)
     ring.chmod(0o644)
-    with pytest.raises(StartupError):
+    with pytest.raises(SetupError):
         b.refresh()
     assert b.status().key_id == key_id
     assert b.unwrap(b.wrap(b"k" * 32).ciphertext, key_id, {}).plaintext == b"k" * 32

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from kms_appliance import socketfs
-from kms_appliance.errors import StartupError
+from kms_appliance.errors import SetupError
 
 
 def test_creates_missing_dir_0700(tmp_path: Path) -> None:
@@ -32,7 +32,7 @@ def test_refuses_symlinked_dir(tmp_path: Path) -> None:
     real = tmp_path / "real"
     real.mkdir(mode=0o700)
     (tmp_path / "link").symlink_to(real)
-    with pytest.raises(StartupError, match="symlink"):
+    with pytest.raises(SetupError, match="symlink"):
         socketfs.prepare(tmp_path / "link" / "kms.sock", None)
 
 
@@ -40,7 +40,7 @@ def test_refuses_world_writable_dir(tmp_path: Path) -> None:
     d = tmp_path / "run"
     d.mkdir()
     d.chmod(0o777)
-    with pytest.raises(StartupError, match="writable by others"):
+    with pytest.raises(SetupError, match="writable by others"):
         socketfs.prepare(d / "kms.sock", None)
 
 
@@ -48,7 +48,7 @@ def test_refuses_dir_of_another_user(tmp_path: Path) -> None:
     d = tmp_path / "run"
     d.mkdir(mode=0o700)
     os.chown(d, 65534, 65534)
-    with pytest.raises(StartupError, match="another non-root user"):
+    with pytest.raises(SetupError, match="another non-root user"):
         socketfs.prepare(d / "kms.sock", None)
 
 
@@ -56,7 +56,7 @@ def test_refuses_symlink_at_socket_path(tmp_path: Path) -> None:
     d = tmp_path / "run"
     d.mkdir(mode=0o700)
     (d / "kms.sock").symlink_to(tmp_path / "elsewhere.sock")
-    with pytest.raises(StartupError, match="symlink"):
+    with pytest.raises(SetupError, match="symlink"):
         socketfs.prepare(d / "kms.sock", None)
 
 
@@ -66,7 +66,7 @@ def test_refuses_non_socket_at_path(tmp_path: Path, kind: str) -> None:
     d.mkdir(mode=0o700)
     target = d / "kms.sock"
     target.write_text("precious") if kind == "file" else os.mkfifo(target)
-    with pytest.raises(StartupError, match="not a socket"):
+    with pytest.raises(SetupError, match="not a socket"):
         socketfs.prepare(target, None)
     assert target.exists()
 
@@ -89,7 +89,7 @@ def test_refuses_live_socket(tmp_path: Path) -> None:
     with socket.socket(socket.AF_UNIX) as s:
         s.bind(str(path))
         s.listen(1)
-        with pytest.raises(StartupError, match="already serving"):
+        with pytest.raises(SetupError, match="already serving"):
             socketfs.prepare(path, None)
     assert path.exists()
 
@@ -133,14 +133,14 @@ class TestConcurrentStarts:
             raise FileExistsError(17, "File exists")
 
         monkeypatch.setattr(socketfs.os, "mkdir", attacker_wins)
-        with pytest.raises(StartupError, match="writable by others"):
+        with pytest.raises(SetupError, match="writable by others"):
             socketfs.prepare(tmp_path / "run" / "kms.sock", None)
 
     def test_second_start_on_the_same_path_is_refused_until_the_first_removes_its_socket(
             self, tmp_path: Path) -> None:
         path = tmp_path / "run" / "kms.sock"
         first = socketfs.prepare(path, None)
-        with pytest.raises(StartupError, match=f"already serving on {path}$"):
+        with pytest.raises(SetupError, match=f"already serving on {path}$"):
             socketfs.prepare(path, None)
         _close(first)
         _close(socketfs.prepare(path, None))
@@ -159,7 +159,7 @@ class TestConcurrentStarts:
     def test_lock_file_that_is_not_a_regular_file_is_refused(self, tmp_path: Path) -> None:
         (tmp_path / "run").mkdir(mode=0o700)
         os.mkfifo(tmp_path / "run" / ".kms.sock.lock")
-        with pytest.raises(StartupError, match="not a regular file"):
+        with pytest.raises(SetupError, match="not a regular file"):
             socketfs.prepare(tmp_path / "run" / "kms.sock", None)
 
 
@@ -178,7 +178,7 @@ class TestSocketGroup:
         d.mkdir(mode=0o700)
         (d / "notes").write_text("x")
         (d / "notes").chmod(0o644)
-        with pytest.raises(StartupError, match="keeps socket group '4242' out"):
+        with pytest.raises(SetupError, match="keeps socket group '4242' out"):
             socketfs.prepare(d / "kms.sock", "4242")
         assert d.stat().st_mode & 0o7777 == 0o700
 

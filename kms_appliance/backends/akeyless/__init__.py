@@ -12,14 +12,15 @@ import time
 from collections.abc import Mapping
 
 from ...config import Config
-from ...errors import KmsError, StartupError
+from ...errors import KmsError, SetupError
 from ...metrics import Metrics
 from ...threads import Supervisor
 from ..cache import DecryptCache
-from .auth import Authenticator, detect
+from .auth import Authenticator
 from .backend import ANNOTATION, AkeylessBackend
 from .client import AkeylessClient, ClientOptions
 from .envelope_mode import ModalBackend
+from .methods import detect
 
 
 def client_options(cfg: Config) -> ClientOptions:
@@ -32,7 +33,7 @@ def client_options(cfg: Config) -> ClientOptions:
 
 def create(cfg: Config, metrics: Metrics, env: Mapping[str, str] | None = None,
            start: bool = True, threads: Supervisor | None = None) -> AkeylessBackend:
-    """Build, authenticate and validate the backend; StartupError says what is wrong."""
+    """Build, authenticate and validate the backend; SetupError says what is wrong."""
     env = dict(os.environ) if env is None else env
     s = cfg.akeyless
     method, _ = detect(s, env)
@@ -42,7 +43,7 @@ def create(cfg: Config, metrics: Metrics, env: Mapping[str, str] | None = None,
         auth.login(time.monotonic() + cfg.server.call_timeout)
     except KmsError as exc:
         client.close()
-        raise StartupError(f"Akeyless authentication ({method}) failed: {exc.message}") from None
+        raise SetupError(f"Akeyless authentication ({method}) failed: {exc.message}") from None
     cache = (DecryptCache[tuple[bytes, int]](cfg.cache.size, cfg.cache.ttl, metrics)
              if cfg.cache.enabled else None)
     try:

@@ -20,19 +20,17 @@ import time
 from collections.abc import Callable, Mapping
 
 from ...config import AkeylessSettings
-from ...errors import AccessDenied, KmsError, StartupError
+from ...errors import AccessDenied, KmsError, SetupError
 from ...metrics import Metrics
 from ...threads import Supervisor
 from .client import AkeylessClient
-from .methods import auth_fields, detect, initial_uid_token
+from .methods import auth_fields, initial_uid_token
 from .tokens import DEFAULT_LIFETIME, Token, parse_expiration, write_token_file
 
 log = logging.getLogger("kms_appliance.backends.akeyless")
 
 RETRY_MIN, RETRY_MAX = 2.0, 60.0
 THREAD = "akeyless-auth"
-__all__ = ["DEFAULT_LIFETIME", "Authenticator", "Token", "detect", "parse_expiration",
-           "write_token_file"]
 
 
 class Authenticator:
@@ -59,7 +57,7 @@ class Authenticator:
         self._threads: Supervisor | None = None
         self._published = False
         if method == "universal_identity" and not self._uid_token:
-            raise StartupError("universal_identity auth needs akeyless.uid_token or uid_token_file")
+            raise SetupError("universal_identity auth needs akeyless.uid_token or uid_token_file")
         if method == "universal_identity" and settings.uid_token_file is None:
             log.warning("Universal Identity token has no uid_token_file: rotated tokens live in "
                         "memory only, and a restart must be given a fresh token")

@@ -29,7 +29,7 @@ from ...errors import (
     InvalidRequest,
     KeyUnavailable,
     KmsError,
-    StartupError,
+    SetupError,
     shown,
 )
 from ...inline import may_wait
@@ -91,14 +91,14 @@ class AkeylessBackend:
         try:
             state = self.describe()
         except KeyUnavailable as exc:
-            raise StartupError(f"Akeyless key {shown(self.key_name)} does not exist or cannot be "
+            raise SetupError(f"Akeyless key {shown(self.key_name)} does not exist or cannot be "
                                f"described: {exc.message}") from None
         except KmsError as exc:
-            raise StartupError(f"cannot describe Akeyless key {shown(self.key_name)}: "
+            raise SetupError(f"cannot describe Akeyless key {shown(self.key_name)}: "
                                f"{exc.message}") from None
         problem = state.problem()
         if problem:
-            raise StartupError(f"Akeyless key {shown(self.key_name)} {problem}")
+            raise SetupError(f"Akeyless key {shown(self.key_name)} {problem}")
         return state
 
     # -- remote calls with the token --

@@ -21,7 +21,6 @@ import datetime as dt
 import hashlib
 import hmac
 import json
-import os
 import urllib.error
 import urllib.parse
 import urllib.request
@@ -219,7 +218,3 @@ def utcnow() -> dt.datetime:
     """Naive UTC now, like the package's ``datetime.utcnow()``."""
     return dt.datetime.now(dt.UTC).replace(tzinfo=None)
 
-
-def env_snapshot() -> dict[str, str]:
-    """The process environment, copied (cloud credential chains read it)."""
-    return dict(os.environ)

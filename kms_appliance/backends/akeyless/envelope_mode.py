@@ -39,7 +39,7 @@ from ...errors import (
     CiphertextError,
     KeyUnavailable,
     KmsError,
-    StartupError,
+    SetupError,
 )
 from .. import envelope
 from ..base import KeyStatus, Unwrapped, Wrapped
@@ -71,7 +71,7 @@ class ModalBackend(AkeylessBackend):
 
     def __init__(self, *args: Any, mode: str = "direct", **kwargs: Any) -> None:
         if mode not in MODES:
-            raise StartupError(f"unknown akeyless.mode {mode!r}")
+            raise SetupError(f"unknown akeyless.mode {mode!r}")
         self.mode = mode
         self._sink: EventSink | None = None
         self._early: list[tuple[str, dict[str, object]]] = []  # events before the sink exists
@@ -85,7 +85,7 @@ class ModalBackend(AkeylessBackend):
             try:
                 self._new_ik("startup")
             except KmsError as exc:
-                raise StartupError(f"cannot create the intermediate key: {exc.message}") from None
+                raise SetupError(f"cannot create the intermediate key: {exc.message}") from None
 
     # -- events --
 

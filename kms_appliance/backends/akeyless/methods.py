@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from ...config import AkeylessSettings
-from ...errors import KmsError, StartupError, shown
+from ...errors import KmsError, SetupError, shown
 from . import cloudid
 
 CLOUD_METHODS = ("aws_iam", "azure_ad", "gcp")
@@ -28,7 +28,7 @@ def read_secret_file(path: Path, what: str) -> str:
         return path.read_text(encoding="utf-8").strip()
     except OSError as exc:
         name = shown(str(path), limit=160)
-        raise StartupError(f"cannot read the {what} file {name}: {exc.strerror}") from None
+        raise SetupError(f"cannot read the {what} file {name}: {exc.strerror}") from None
 
 
 def access_key(s: AkeylessSettings) -> str:
@@ -57,7 +57,7 @@ def detect(s: AkeylessSettings, env: Mapping[str, str]) -> tuple[str, list[str]]
 
     Order: access_type if set; an access key; a UID token; a k8s auth config
     name; then the machine's cloud identity (AWS, Azure, GCP metadata, each
-    probed with a short timeout). Nothing found is a StartupError listing
+    probed with a short timeout). Nothing found is a SetupError listing
     every step.
     """
     if s.access_type:
@@ -79,7 +79,7 @@ def detect(s: AkeylessSettings, env: Mapping[str, str]) -> tuple[str, list[str]]
             tried.append(f"{method}: {exc.message}")
             continue
         return method, [*tried, f"{method}: identity obtained"]
-    raise StartupError("no Akeyless auth method found; tried " + "; ".join(tried))
+    raise SetupError("no Akeyless auth method found; tried " + "; ".join(tried))
 
 
 def cloud_id(method: str, s: AkeylessSettings, env: Mapping[str, str]) -> str:
@@ -93,11 +93,11 @@ def cloud_id(method: str, s: AkeylessSettings, env: Mapping[str, str]) -> str:
 
 def _b64_file(path: Path | None, what: str) -> str:
     if path is None:
-        raise StartupError(f"cert auth needs akeyless.{what}")
+        raise SetupError(f"cert auth needs akeyless.{what}")
     try:
         return base64.b64encode(path.read_bytes()).decode()
     except OSError as exc:
-        raise StartupError(f"cannot read {shown(str(path), limit=160)}: {exc.strerror}") from None
+        raise SetupError(f"cannot read {shown(str(path), limit=160)}: {exc.strerror}") from None
 
 
 def auth_fields(method: str, s: AkeylessSettings, uid_token: str,

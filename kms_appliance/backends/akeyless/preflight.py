@@ -11,14 +11,15 @@ import os
 import time
 
 from ...config import Config
-from ...errors import KmsError, StartupError
+from ...errors import KmsError, SetupError
 from ...metrics import Metrics
 from ...preflight import Warned
 from . import client_options
-from .auth import Authenticator, detect
+from .auth import Authenticator
 from .backend import AkeylessBackend
 from .client import AkeylessClient
 from .envelope_mode import ModalBackend
+from .methods import detect
 
 MAX_TOKEN_LIFETIME = 31 * 86400.0
 
@@ -44,13 +45,13 @@ class Context:
         try:
             self.authn.login(time.monotonic() + self.cfg.server.call_timeout)
         except KmsError as exc:
-            raise StartupError(f"{method}: {exc.message}") from None
+            raise SetupError(f"{method}: {exc.message}") from None
         return f"method {method} ({how[-1]}), access_id {s.access_id}"
 
     def key(self) -> str:
         """Describe the key: exists, enabled, AES (the backend's start-up rule)."""
         if self.client is None or self.authn is None:
-            raise StartupError("not authenticated")
+            raise SetupError("not authenticated")
         mode = self.cfg.akeyless.mode  # envelope: the IK is created (encrypt, describe, decrypt)
         backend = ModalBackend(self.client, self.authn, self.cfg.akeyless.key_name,
                                self.cfg.server.call_timeout, 60.0, self.metrics, None, mode=mode)
@@ -79,20 +80,20 @@ class Context:
     def backend(self) -> AkeylessBackend:
         """The backend built by :meth:`key`."""
         if self._backend is None:
-            raise StartupError("the key was not described")
+            raise SetupError("the key was not described")
         return self._backend
 
     def clock(self) -> str:
         """The token's expiry, as Akeyless set it, must lie ahead of our clock, sanely."""
         token = self.authn.current if self.authn is not None else None
         if token is None:
-            raise StartupError("no token held")
+            raise SetupError("no token held")
         left = token.expires_at - time.time()
         if left <= 0:
-            raise StartupError(f"token expires {-left:.0f}s in the past by the local clock: "
+            raise SetupError(f"token expires {-left:.0f}s in the past by the local clock: "
                                "the local clock is ahead of Akeyless (check NTP)")
         if left > MAX_TOKEN_LIFETIME:
-            raise StartupError(f"token expiry is {left / 86400:.0f} days ahead: the local clock "
+            raise SetupError(f"token expiry is {left / 86400:.0f} days ahead: the local clock "
                                "is behind Akeyless (check NTP)")
         return f"token valid for {left:.0f}s by the local clock"
 

@@ -28,7 +28,7 @@ from importlib import metadata
 from types import ModuleType
 from typing import Any
 
-from ...errors import StartupError
+from ...errors import SetupError
 
 _lock = threading.Lock()
 _sdk: Sdk | None = None
@@ -57,7 +57,7 @@ def model_module(class_name: str) -> str:
 def _spec_module(name: str) -> ModuleType:
     spec = importlib.util.find_spec(name)
     if spec is None:
-        raise StartupError("the akeyless SDK is not installed")
+        raise SetupError("the akeyless SDK is not installed")
     return importlib.util.module_from_spec(spec)
 
 

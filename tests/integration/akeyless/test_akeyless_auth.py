@@ -9,8 +9,8 @@ from pathlib import Path
 import pytest
 
 from akeyless_emulator import Emulator
-from kms_appliance.backends.akeyless.auth import detect
-from kms_appliance.errors import StartupError
+from kms_appliance.backends.akeyless.methods import detect
+from kms_appliance.errors import SetupError
 from kms_appliance.metrics import Metrics
 from tests.integration.akeyless.conftest import load_cfg
 from tests.integration.akeyless.metadata import MetadataServer
@@ -93,7 +93,7 @@ class TestMethods:
         _works(make_backend(env))
 
     def test_wrong_access_key_refuses_to_start(self, emu: Emulator, ak_env, make_backend):
-        with pytest.raises(StartupError, match="access_key"):
+        with pytest.raises(SetupError, match="access_key"):
             make_backend({**ak_env, "AKEYLESS_ACCESS_KEY": "wrong"})
 
 
@@ -122,7 +122,7 @@ class TestDetection:
 
     def test_nothing_found_lists_everything_tried(self, base_env):
         env = {**base_env, "AKEYLESS_ACCESS_ID": "p-x"}
-        with pytest.raises(StartupError) as info:
+        with pytest.raises(SetupError) as info:
             detect(load_cfg(env).akeyless, env)
         for step in ("access_key", "universal_identity", "k8s", "aws_iam", "azure_ad", "gcp"):
             assert step in info.value.message

@@ -18,7 +18,7 @@ from kms_appliance.errors import (
     CiphertextError,
     KeyUnavailable,
     KmsError,
-    StartupError,
+    SetupError,
     Throttled,
 )
 from kms_appliance.metrics import Metrics
@@ -52,10 +52,10 @@ class TestRoundTrip:
             b.unwrap(bytes(bad), None, {})
 
     def test_startup_refuses_missing_or_disabled_key(self, emu: Emulator, ak_env, make_backend):
-        with pytest.raises(StartupError, match="does not exist"):
+        with pytest.raises(SetupError, match="does not exist"):
             make_backend({**ak_env, "AKEYLESS_KEY_ENCRYPTION_KEY": "/nope"})
         emu.disable_key(KEY)
-        with pytest.raises(StartupError, match=r"disabled|403"):
+        with pytest.raises(SetupError, match=r"disabled|403"):
             make_backend(ak_env)
 
 

@@ -32,7 +32,7 @@ from kms_appliance.errors import (
     CiphertextError,
     KeyUnavailable,
     KmsError,
-    StartupError,
+    SetupError,
 )
 from kms_appliance.metrics import Metrics
 from tests.integration.akeyless.metadata import KEY
@@ -158,7 +158,7 @@ class TestOutage:
         assert b2.unwrap(b1.wrap(b"k" * 32).ciphertext, None, {}).plaintext == b"k" * 32
         with pytest.raises(BackendUnavailable):  # no IK in memory: needs Akeyless
             cold.unwrap(old.ciphertext, old.key_id, {})
-        with pytest.raises(StartupError):  # a plugin (re)started during the outage
+        with pytest.raises(SetupError):  # a plugin (re)started during the outage
             envelope_backend(make_backend, ak_env, call_timeout=1.0)
         for _ in range(3):
             b1.refresh()

@@ -7,7 +7,7 @@ import os
 import pytest
 
 from akeyless_emulator import Emulator
-from kms_appliance.errors import StartupError
+from kms_appliance.errors import SetupError
 from tests.integration.akeyless.metadata import KEY, ConnectProxy, closed_port_env
 
 
@@ -44,7 +44,7 @@ class TestTransport:
     def test_untrusted_server_certificate_is_a_transport_failure(self, make_backend):
         with Emulator(tls=True) as emu:
             emu.create_key(KEY)
-            with pytest.raises(StartupError, match="TLS or transport"):
+            with pytest.raises(SetupError, match="TLS or transport"):
                 make_backend(_env(emu))  # no ca_file: the test CA is not trusted
 
     def test_mutual_tls(self, make_backend):
@@ -52,7 +52,7 @@ class TestTransport:
             emu.create_key(KEY)
             files = emu.mint_client_cert()
             env = _env(emu, KMS_APPLIANCE_AKEYLESS_CA_FILE=emu.ca_file)
-            with pytest.raises(StartupError):
+            with pytest.raises(SetupError):
                 make_backend(env)
             _round_trip(make_backend({**env, "KMS_APPLIANCE_AKEYLESS_CERT_FILE": files.cert_file,
                                       "KMS_APPLIANCE_AKEYLESS_KEY_FILE": files.key_file}))

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from kms_appliance.backends.akeyless import auth, classify, client, keystate, sdk
+from kms_appliance.backends.akeyless import classify, client, keystate, sdk, tokens
 from kms_appliance.backends.akeyless.health import HealthTracker
 from kms_appliance.errors import (
     AccessDenied,
@@ -144,21 +144,21 @@ class TestExpiration:
                                       "2027-01-15 08:00:00.123456 +0000 UTC"])
     def test_formats(self, text):
         want = dt.datetime(2027, 1, 15, 8, tzinfo=dt.UTC).timestamp()
-        assert auth.parse_expiration(text, None, self.now) == want
+        assert tokens.parse_expiration(text, None, self.now) == want
 
     def test_fallbacks(self):
-        assert auth.parse_expiration("garbage", 1_900_000_000, self.now) == 1_900_000_000
-        assert auth.parse_expiration(None, None, self.now) == self.now + auth.DEFAULT_LIFETIME
+        assert tokens.parse_expiration("garbage", 1_900_000_000, self.now) == 1_900_000_000
+        assert tokens.parse_expiration(None, None, self.now) == self.now + tokens.DEFAULT_LIFETIME
 
     def test_renewal_point(self):
-        long = auth.Token("t", expires_at=3600.0, issued_at=0.0)
-        short = auth.Token("t", expires_at=8.0, issued_at=0.0)
+        long = tokens.Token("t", expires_at=3600.0, issued_at=0.0)
+        short = tokens.Token("t", expires_at=8.0, issued_at=0.0)
         assert long.renew_at == 3300.0 and short.renew_at == 6.0
-        assert "secret" not in repr(auth.Token("t-secret", 1.0, 0.0))
+        assert "secret" not in repr(tokens.Token("t-secret", 1.0, 0.0))
 
     def test_skewed_clock_does_not_mean_login_per_call(self):
-        tok = auth.Token("t", expires_at=100.0, issued_at=160.0)  # "expired" a minute ago
-        assert tok.skewed and tok.valid_until == 160.0 + auth.DEFAULT_LIFETIME
+        tok = tokens.Token("t", expires_at=100.0, issued_at=160.0)  # "expired" a minute ago
+        assert tok.skewed and tok.valid_until == 160.0 + tokens.DEFAULT_LIFETIME
         assert tok.renew_at > 160.0
 
 
@@ -171,7 +171,7 @@ class TestTokenFile:
         path.chmod(0o644)
         old_umask = os.umask(0)
         try:
-            auth.write_token_file(path, "u-new")
+            tokens.write_token_file(path, "u-new")
         finally:
             os.umask(old_umask)
         assert path.read_text() == "u-new\n"
