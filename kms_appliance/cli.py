@@ -20,35 +20,16 @@ from .errors import ConfigError, KmsError, SetupError, shown
 
 log = logging.getLogger("kms_appliance.cli")
 
-# flag -> dotted setting; every flag is optional and only overrides when given.
-CONFIG_FLAGS: dict[str, tuple[str, str]] = {
-    "--socket": ("server.socket", "UNIX socket path"),
-    "--socket-group": ("server.socket_group", "group allowed on the socket (mode 0660)"),
-    "--allowed-uids": ("server.allowed_uids", "comma-separated peer uids allowed to connect"),
-    "--backend": ("server.backend", "local or akeyless"),
-    "--provider-name": ("server.provider_name", "KMS provider name"),
-    "--grace-period": ("server.grace_period", "shutdown grace period, e.g. 10s"),
-    "--keyring": ("local.keyring", "local keyring file"),
-    "--http-listen": ("observability.http_listen", "HOST:PORT for metrics/health; empty disables"),
-    "--audit-log": ("observability.audit_log", "audit log file, or - for stdout"),
-    "--log-level": ("observability.log_level", "debug, info, warning or error"),
-    "--log-format": ("observability.log_format", "text or json"),
-    "--akeyless-url": ("akeyless.url", "Akeyless API or Gateway URL"),
-    "--key-name": ("akeyless.key_name", "Akeyless AES key name"),
-    "--access-id": ("akeyless.access_id", "Akeyless access id"),
-    "--access-type": ("akeyless.access_type", "Akeyless auth method (empty: detect)"),
-}
-
 
 def _add_config_flags(p: argparse.ArgumentParser) -> None:
     p.add_argument("--config", type=Path, help="TOML config file "
                    f"(default {config.DEFAULT_CONFIG_FILE}, or $KMS_APPLIANCE_CONFIG)")
-    for flag, (key, text) in CONFIG_FLAGS.items():
+    for flag, (key, text) in config.flags().items():  # each declared with its setting
         p.add_argument(flag, dest=key, default=None, help=text)
 
 
 def load_config(args: argparse.Namespace) -> config.Config:
-    flags = {key: getattr(args, key) for key, _ in CONFIG_FLAGS.values()}
+    flags = {key: getattr(args, key) for key, _ in config.flags().values()}
     return config.load(flags=flags, config_file=args.config)
 
 

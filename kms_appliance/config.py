@@ -202,12 +202,16 @@ def p_key_name(key: str, raw: Any) -> str:
     return value
 
 
-def setting(default: Any, parse: Parser, *env: str, doc: str = "", secret: bool = False) -> Any:
-    """Declare a setting: its default, parser, extra env names and one-line doc.
+def setting(default: Any, parse: Parser, *env: str, doc: str = "", secret: bool = False,
+            flag: str = "") -> Any:
+    """Declare a setting: its default, parser, extra env names, one-line doc and command-line flag.
 
     ``secret`` settings are never quoted in an error message (see :func:`is_secret`).
+    ``flag`` (e.g. ``--socket``): the option that sets it on the commands that read the
+    configuration; the doc line is its help text (see :func:`flags`).
     """
-    return field(default=default, metadata={"parse": parse, "env": env, "doc": doc, "secret": secret})
+    return field(default=default, metadata={"parse": parse, "env": env, "doc": doc, "secret": secret,
+                                            "flag": flag})
 
 
 # ---- the sections ---------------------------------------------------------------
@@ -216,17 +220,22 @@ def setting(default: Any, parse: Parser, *env: str, doc: str = "", secret: bool 
 @dataclass(frozen=True, slots=True)
 class ServerSettings:
     socket: Path = setting(Path("/run/kms-appliance/kms.sock"), p_socket, "AKEYLESS_UNIX_SOCKET",
-                           doc="UNIX socket kube-apiserver dials (unix:// prefix allowed)")
+                           flag="--socket", doc="UNIX socket kube-apiserver dials (unix:// prefix allowed)")
     socket_group: str | None = setting(None, p_opt_str,
+                                       flag="--socket-group",
                                        doc="group given rw on the socket (mode 0660); unset means 0600")
     allowed_uids: tuple[int, ...] = setting((), p_uids,
+                                            flag="--allowed-uids",
                                             doc="if set, only these peer uids may connect (SO_PEERCRED)")
     provider_name: str = setting("kms-appliance", p_provider,
+                                 flag="--provider-name",
                                  doc="name in the EncryptionConfiguration and etcd prefix")
     backend: str = setting("", choice("local", "akeyless"),
+                           flag="--backend",
                            doc="local or akeyless; empty picks akeyless if it is configured, "
                                "else local with a warning")
-    grace_period: float = setting(10.0, duration(0, 300), doc="time in-flight calls get at shutdown")
+    grace_period: float = setting(10.0, duration(0, 300), flag="--grace-period",
+                                  doc="time in-flight calls get at shutdown")
     max_concurrent_rpcs: int = setting(256, int_range(1, 100_000),
                                        doc="calls beyond this are refused with RESOURCE_EXHAUSTED")
     max_connections: int = setting(128, int_range(1, 10_000),
@@ -257,6 +266,7 @@ class ServerSettings:
 @dataclass(frozen=True, slots=True)
 class LocalSettings:
     keyring: Path = setting(Path("/var/lib/kms-appliance/keyring.json"), p_path,
+                            flag="--keyring",
                             doc="keyring file of the local backend (0600, owned by the plugin's user)")
     reload_interval: float = setting(5.0, duration(0.1, 3600),
                                      doc="how often the keyring file is checked for a rotation")
@@ -265,9 +275,10 @@ class LocalSettings:
 @dataclass(frozen=True, slots=True)
 class ObservabilitySettings:
     http_listen: tuple[str, int] | None = setting(("127.0.0.1", 8787), p_listen,
+                                                  flag="--http-listen",
                                                   doc="HOST:PORT of /metrics, /livez, /readyz, "
                                                       "/healthz; empty disables")
-    audit_log: str = setting("-", p_audit_log, doc="audit log file, or - for stdout")
+    audit_log: str = setting("-", p_audit_log, flag="--audit-log", doc="audit log file, or - for stdout")
     audit_required: bool = setting(False, p_bool,
                                    doc="true: Encrypt/Decrypt fail with UNAVAILABLE while audit "
                                        "records cannot be written (default: calls go on, "
@@ -278,8 +289,9 @@ class ObservabilitySettings:
                                               "0 writes each record before the answer leaves, "
                                               "at ~8% of the throughput under load")
     log_level: str = setting("info", choice("debug", "info", "warning", "error"),
-                             doc="operational log level (stderr)")
-    log_format: str = setting("text", choice("text", "json"), doc="operational log format")
+                             flag="--log-level", doc="operational log level (stderr)")
+    log_format: str = setting("text", choice("text", "json"), flag="--log-format",
+                              doc="operational log format")
     health_interval: float = setting(30.0, duration(1, 3600),
                                      doc="interval of the background wrap/unwrap health probe")
 
@@ -294,13 +306,13 @@ class CacheSettings:
 @dataclass(frozen=True, slots=True)
 class AkeylessSettings:
     url: str = setting("https://api.akeyless.io", p_str, "AKEYLESS_URL",
-                       doc="Akeyless API or Gateway URL (e.g. https://gw:8000/api/v2)")
+                       flag="--akeyless-url", doc="Akeyless API or Gateway URL (e.g. https://gw:8000/api/v2)")
     key_name: str = setting("", p_key_name, "AKEYLESS_KEY_ENCRYPTION_KEY",
-                            doc="name of the AES key (the KEK) in Akeyless")
-    access_id: str = setting("", p_str, "AKEYLESS_ACCESS_ID", doc="Akeyless access id")
+                            flag="--key-name", doc="name of the AES key (the KEK) in Akeyless")
+    access_id: str = setting("", p_str, "AKEYLESS_ACCESS_ID", flag="--access-id", doc="Akeyless access id")
     access_type: str = setting("", choice("", "access_key", "universal_identity", "aws_iam",
                                           "azure_ad", "gcp", "k8s", "cert"),
-                               doc="auth method; empty detects it")
+                               flag="--access-type", doc="auth method; empty detects it")
     access_key: str = setting("", p_str, "AKEYLESS_ACCESS_KEY", doc="access key (secret)", secret=True)
     access_key_file: Path | None = setting(None, p_opt_path, doc="file holding the access key")
     uid_token: str = setting("", p_str, "AKEYLESS_UID_INIT_TOKEN",
@@ -509,6 +521,16 @@ def describe() -> list[tuple[str, str, str, str]]:
             envs = ", ".join(env_names(section, f.name, f.metadata))
             rows.append((f"{section}.{f.name}", _show(default), envs, f.metadata["doc"]))
     return rows
+
+
+def flags() -> dict[str, tuple[str, str]]:
+    """``--flag`` -> (dotted setting, help text) for every setting declared with a flag."""
+    out = {}
+    for section, cls in SECTIONS.items():
+        for f in dataclasses.fields(cls):
+            if f.metadata["flag"]:
+                out[f.metadata["flag"]] = (f"{section}.{f.name}", f.metadata["doc"])
+    return out
 
 
 def _show(value: Any) -> str:

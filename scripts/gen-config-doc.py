@@ -10,8 +10,7 @@ import sys
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from kms_appliance import config  # noqa: E402
-from kms_appliance.cli import CONFIG_FLAGS  # noqa: E402
+from kms_appliance import config
 
 DOC = Path(__file__).resolve().parents[1] / "docs" / "configuration.md"
 
@@ -40,7 +39,7 @@ and is never chosen silently.
 
 
 def render() -> str:
-    flags = {key: flag for flag, (key, _) in CONFIG_FLAGS.items()}
+    flags = {key: flag for flag, (key, _) in config.flags().items()}
     rows = ["| setting | default | flag | environment | meaning |", "|---|---|---|---|---|"]
     for key, default, envs, doc in config.describe():
         flag = f"`{flags[key]}`" if key in flags else ""

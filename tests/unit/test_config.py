@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import subprocess
 import sys
@@ -131,6 +132,22 @@ def test_describe_covers_every_setting() -> None:
     keys = {row[0] for row in config.describe()}
     assert {"server.socket", "local.keyring", "akeyless.key_name", "cache.ttl"} <= keys
     assert all(row[3] for row in config.describe()), "every setting has a doc line"
+
+
+def test_every_flag_is_declared_once_with_its_setting_and_overrides_it(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A flag lives in the setting's declaration: one per setting, none pointing nowhere, and
+    given on the command line it wins over the environment."""
+    declared = [f.metadata["flag"] for cls in config.SECTIONS.values()
+                for f in dataclasses.fields(cls) if f.metadata["flag"]]
+    assert len(declared) == len(set(declared)) == len(config.flags())
+    keys = {row[0] for row in config.describe()}
+    assert {key for key, _ in config.flags().values()} <= keys
+    args = cli._parser().parse_args(["serve", "--config", str(write(tmp_path, "")),
+                                     "--grace-period", "7s", "--provider-name", "from-flag"])
+    monkeypatch.setenv("KMS_APPLIANCE_SERVER_PROVIDER_NAME", "from-env")
+    cfg = cli.load_config(args)
+    assert (cfg.server.grace_period, cfg.server.provider_name) == (7.0, "from-flag")
 
 
 def test_configuration_doc_is_current() -> None:
