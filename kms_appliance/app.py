@@ -19,20 +19,16 @@ import time
 from collections.abc import Callable, Mapping
 from typing import Any
 
-from . import backends, process, version
+from . import backends, process, service, version
 from .audit import AuditGate, AuditLog
 from .backends.base import KeyBackend, KeyStatus
 from .config import Config
 from .errors import KmsError
 from .health import Health, HealthHttpServer
-from .kms.calls import Calls
-from .kms.v1 import V1Servicer
-from .kms.v2 import StatusWatcher, V2Servicer
 from .metrics import Metrics
 from .peercred import Peer
 from .refusals import RefusalThrottle, Report
 from .selfprobe import EVERY_AT_MOST, SelfProbe
-from .server import PluginServer
 from .threads import Supervisor
 
 log = logging.getLogger("kms_appliance.app")
@@ -60,16 +56,13 @@ class App:
         # audit_required: the servicers refuse calls while records would be lost (docs/audit-log.md).
         served = AuditGate(self.backend, self.audit) if cfg.observability.audit_required \
             else self.backend
-        calls = Calls(self.metrics, self.audit, self.backend.name, st.key_name)
-        watcher = StatusWatcher(self._on_status_change)
+        svc = service.servicers(served, self.metrics, self.audit, self._on_status_change)
         # A backend answering from memory, with audit records queued (not written per call),
         # does no I/O on a call's path: its calls skip the hand-off to a worker thread, unless
         # the backend finds the call would wait (kms_appliance/inline.py).
         in_memory = bool(getattr(self.backend, "in_memory", False)) and self.audit.deferred
-        self.server = PluginServer(cfg.server, V2Servicer(served, calls, watcher),
-                                   V1Servicer(served, calls), self._on_refuse,
-                                   self.metrics.connections.set, threads=self.threads,
-                                   in_memory=in_memory)
+        self.server = service.server(cfg.server, svc, self.metrics, on_refuse=self._on_refuse,
+                                     threads=self.threads, in_memory=in_memory)
         # Liveness means serving through the path kube-apiserver dials (docs/health.md).
         self.selfprobe = SelfProbe(cfg.server.socket, gauge=self.metrics.self_probe_failures)
         self.health.watch("socket", self.server.socket_problem, live=True)

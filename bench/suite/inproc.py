@@ -52,12 +52,11 @@ def measure() -> dict[str, float]:
     sys.path.insert(0, str(REPO / "bench"))
     import bare_servicer as bare  # noqa: PLC0415 - bench path set up just above
 
+    from kms_appliance import service  # noqa: PLC0415
     from kms_appliance.audit import AuditLog, CallLines, fingerprint  # noqa: PLC0415
     from kms_appliance.backends.local import LocalBackend  # noqa: PLC0415
     from kms_appliance.config import ObservabilitySettings  # noqa: PLC0415
     from kms_appliance.kms import v2_pb2  # noqa: PLC0415
-    from kms_appliance.kms.calls import Calls  # noqa: PLC0415
-    from kms_appliance.kms.v2 import StatusWatcher, V2Servicer  # noqa: PLC0415
     from kms_appliance.metrics import Metrics  # noqa: PLC0415
 
     with tempfile.TemporaryDirectory(prefix="kms-bench-inproc-") as tmp:
@@ -68,8 +67,7 @@ def measure() -> dict[str, float]:
         audit = AuditLog(str(Path(tmp) / "audit.log"),  # as deployed: deferred accounting
                          ObservabilitySettings().audit_flush_interval)
         metrics = Metrics()
-        svc = V2Servicer(backend, Calls(metrics, audit, "local", str(ring)),
-                         StatusWatcher(lambda *_: None))
+        svc = service.servicers(backend, metrics, audit).v2
         ctx: Any = _Ctx()
         req = v2_pb2.EncryptRequest(plaintext=b"k" * 32, uid="bench-uid-0001")
         ct = svc.Encrypt(req, ctx)

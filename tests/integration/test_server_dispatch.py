@@ -21,11 +21,13 @@ from typing import Any
 
 import pytest
 
+from kms_appliance import service
 from kms_appliance.audit import AuditLog
 from kms_appliance.backends.base import Unwrapped, Wrapped
 from kms_appliance.backends.local import LocalBackend
 from kms_appliance.config import ServerSettings
 from kms_appliance.inline import may_wait
+from kms_appliance.metrics import Metrics
 from kms_appliance.server import READING_PER_RPC, PluginServer
 from tests.reliability import inproc
 from tests.support import h2raw
@@ -64,9 +66,10 @@ class WaitingBackend:
 def _serve(tmp_path: Path, backend: Any, in_memory: bool, **over: Any) -> Iterator[PluginServer]:
     home = tmp_path / "sock"
     home.mkdir(mode=0o700)
-    v2, v1, metrics = inproc.servicers(backend, AuditLog(str(tmp_path / "audit.log")))
+    metrics = Metrics()
+    svc = service.servicers(backend, metrics, AuditLog(str(tmp_path / "audit.log")))
     settings = dataclasses.replace(ServerSettings(), socket=home / "kms.sock", **over)
-    srv = PluginServer(settings, v2, v1, lambda *a: None, metrics.connections.set, in_memory=in_memory)
+    srv = service.server(settings, svc, metrics, in_memory=in_memory)
     srv.start()
     try:
         yield srv

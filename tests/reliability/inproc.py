@@ -7,13 +7,13 @@ import json
 from pathlib import Path
 from typing import Any
 
+from kms_appliance import service
 from kms_appliance.audit import AuditLog, line
 from kms_appliance.backends import keyring
 from kms_appliance.backends.local import LocalBackend
 from kms_appliance.config import ServerSettings
-from kms_appliance.kms.calls import Calls
 from kms_appliance.kms.v1 import V1Servicer
-from kms_appliance.kms.v2 import StatusWatcher, V2Servicer
+from kms_appliance.kms.v2 import V2Servicer
 from kms_appliance.metrics import Metrics
 from kms_appliance.server import PluginServer
 from tests.reliability import ledger
@@ -53,14 +53,13 @@ def local_backend(directory: Path, versions: int = 2) -> LocalBackend:
 
 def servicers(backend: LocalBackend, audit: Any) -> tuple[V2Servicer, V1Servicer, Metrics]:
     metrics = Metrics()
-    calls = Calls(metrics, audit, backend.name, backend.status().key_name)
-    v2 = V2Servicer(backend, calls, StatusWatcher(lambda *a: None))
-    return v2, V1Servicer(backend, calls), metrics
+    svc = service.servicers(backend, metrics, audit)
+    return svc.v2, svc.v1, metrics
 
 
 def server(directory: Path, socket: Path, **over: Any) -> PluginServer:
     backend = local_backend(directory / "ring")
     audit = AuditLog(str(directory / "audit.log"))
-    v2, v1, metrics = servicers(backend, audit)
+    metrics = Metrics()
     settings = dataclasses.replace(ServerSettings(), socket=socket, **over)
-    return PluginServer(settings, v2, v1, lambda *a: None, metrics.connections.set)
+    return service.server(settings, service.servicers(backend, metrics, audit), metrics)
