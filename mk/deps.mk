@@ -19,9 +19,13 @@ DEPS_VENV := python3-venv
 DEPS_BINARY := libpython3.11 python3.11-dev gcc libc6-dev binutils patch git
 # packaging (mk/packaging.mk, tests/packaging): deb/rpm tooling, bootstrapped
 # bookworm roots, systemd-nspawn, rootless-engine image build/run, promtool,
-# PyYAML for parsing the generated manifests, CA bundle for the image base.
+# PyYAML for parsing the generated manifests, CA bundle for the image base;
+# signing and the bundle's signed repositories (docs/verify.md): GnuPG,
+# apt-ftparchive (apt-utils), createrepo_c, and dnf to install from the YUM
+# repository in the tests.
 DEPS_PACKAGING := lintian rpm rpmlint mmdebstrap systemd systemd-container buildah podman runc \
-	skopeo containernetworking-plugins prometheus python3-yaml ca-certificates
+	skopeo containernetworking-plugins prometheus python3-yaml ca-certificates \
+	gpg gpg-agent gpgv apt-utils createrepo-c dnf
 
 DEPS_ALL := $(DEPS_VENV) $(DEPS_BINARY) $(DEPS_PACKAGING)
 

@@ -1,6 +1,9 @@
 #!/usr/bin/env bash
 # One tarball for an air-gapped site: binary, .deb, .rpm, OCI image archive,
-# SBOM, deployment files, an install guide and SHA256SUMS over all of it.
+# SBOM, deployment files, an install guide, signed APT and YUM repositories,
+# provenance, and SHA256SUMS over all of it, every piece signed with the
+# release key (scripts/signing.sh: KMS_SIGNING_KEY_FILE or KMS_SIGNING_GNUPGHOME;
+# an ephemeral key otherwise). Next to the tarball: its .asc and the public key.
 #
 #   packaging/bundle/build.sh [DIST]     (make bundle builds what it packs first)
 set -euo pipefail
@@ -27,9 +30,12 @@ cp docs/deployment.md "$B/deployment.md"
 cp README.md "$B/README.md"
 mkdir -p "$B/docs"
 cp docs/*.md "$B/docs/"
-(cd "$B" && find . -type f ! -name SHA256SUMS -printf '%P\n' | LC_ALL=C sort | xargs sha256sum >SHA256SUMS)
-find "$B" -exec touch -h -d "@$SOURCE_DATE_EPOCH" {} +
+# Signed: the .rpm, APT and YUM repositories, the image, provenance, each
+# artefact and SHA256SUMS over every file (scripts/sign_release.sh, docs/verify.md).
+scripts/sign_release.sh bundle "$B"
 out=$DIST/$NAME.tar.gz
 tar -C "$STAGE" --sort=name --owner=0 --group=0 --numeric-owner --mtime="@$SOURCE_DATE_EPOCH" \
   -cf - "$NAME" | gzip -n >"$out"
+scripts/sign_release.sh files "$out"
+scripts/sign_release.sh pubkey "$DIST/kms-appliance-release"
 echo "$out"

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from . import support
+from . import signed, support
 
 
 @pytest.fixture(scope="session", autouse=True)
@@ -28,6 +28,19 @@ def upgrade_deb(tmp_path_factory: pytest.TempPathFactory) -> Path:
         proc = support.run([support.REPO / "packaging/deb/build.sh", binary, out],
                            env={**os.environ, "DEB_VERSION": f"{support.VERSION}+up1"})
     return Path(proc.stdout.strip().splitlines()[-1])
+
+
+@pytest.fixture(scope="session")
+def bundle_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The offline bundle, unpacked once (read-only for the tests: copy what you tamper with)."""
+    with support.step("unpack bundle"):
+        return signed.unpack_bundle(tmp_path_factory.mktemp("bundle"))
+
+
+@pytest.fixture(scope="session")
+def release_fpr() -> str:
+    """The fingerprint of the key the build was given (scripts/signing.sh), not read from the bundle."""
+    return signed.release_fingerprint()
 
 
 def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
