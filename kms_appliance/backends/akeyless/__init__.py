@@ -31,30 +31,68 @@ def client_options(cfg: Config) -> ClientOptions:
                          proxy=s.proxy, key_name=s.key_name)
 
 
+class Sequence:
+    """The one sequence that builds the backend: detect the auth method and log in, then
+    describe the key and hold its state (envelope mode: its first intermediate key).
+
+    ``serve`` runs it whole (:func:`create`); ``check`` runs it a step at a time and reports
+    each on its own line (:mod:`.preflight`), so the two cannot disagree on what a
+    configuration needs.
+    """
+
+    def __init__(self, cfg: Config, metrics: Metrics, env: Mapping[str, str] | None = None) -> None:
+        self.cfg = cfg
+        self.metrics = metrics
+        self.env = dict(os.environ) if env is None else dict(env)
+        self.client: AkeylessClient | None = None
+        self.auth: Authenticator | None = None
+
+    def login(self) -> tuple[str, list[str]]:
+        """Detect the method and log in; (method, how it was detected). SetupError names it."""
+        s, timeout = self.cfg.akeyless, self.cfg.server.call_timeout
+        method, how = detect(s, self.env)
+        self.client = AkeylessClient(client_options(self.cfg), self.metrics)
+        self.auth = Authenticator(s, self.client, self.metrics, method, timeout, env=self.env)
+        try:
+            self.auth.login(time.monotonic() + timeout)
+        except KmsError as exc:
+            raise SetupError(f"Akeyless authentication ({method}) failed: {exc.message}") from None
+        return method, how
+
+    def backend(self, cache: bool = True) -> ModalBackend:
+        """Describe the key (exists, enabled, AES) and build the backend over it.
+
+        ``cache``: the decrypt cache as configured (``check`` builds none: it decrypts once).
+        """
+        if self.client is None or self.auth is None:
+            raise SetupError("not authenticated")
+        s, c = self.cfg.akeyless, self.cfg.cache
+        dek_cache = (DecryptCache[tuple[bytes, int]](c.size, c.ttl, self.metrics)
+                     if cache and c.enabled else None)
+        return ModalBackend(self.client, self.auth, s.key_name, self.cfg.server.call_timeout,
+                            s.refresh_interval, self.metrics, dek_cache, mode=s.mode)
+
+    def close(self) -> None:
+        """Stop token renewal, forget the token, release the connection pool."""
+        if self.auth is not None:
+            self.auth.close()
+        if self.client is not None:
+            self.client.close()
+
+
 def create(cfg: Config, metrics: Metrics, env: Mapping[str, str] | None = None,
            start: bool = True, threads: Supervisor | None = None) -> AkeylessBackend:
     """Build, authenticate and validate the backend; SetupError says what is wrong."""
-    env = dict(os.environ) if env is None else env
-    s = cfg.akeyless
-    method, _ = detect(s, env)
-    client = AkeylessClient(client_options(cfg), metrics)
-    auth = Authenticator(s, client, metrics, method, cfg.server.call_timeout, env=env)
+    seq = Sequence(cfg, metrics, env)
     try:
-        auth.login(time.monotonic() + cfg.server.call_timeout)
-    except KmsError as exc:
-        client.close()
-        raise SetupError(f"Akeyless authentication ({method}) failed: {exc.message}") from None
-    cache = (DecryptCache[tuple[bytes, int]](cfg.cache.size, cfg.cache.ttl, metrics)
-             if cfg.cache.enabled else None)
-    try:
-        backend = ModalBackend(client, auth, s.key_name, cfg.server.call_timeout,
-                               s.refresh_interval, metrics, cache, mode=s.mode)
+        seq.login()
+        backend = seq.backend()
     except BaseException:
-        client.close()
+        seq.close()
         raise
-    if start:
-        auth.start(threads)
+    if start and seq.auth is not None:
+        seq.auth.start(threads)
     return backend
 
 
-__all__ = ["ANNOTATION", "AkeylessBackend", "ModalBackend", "create"]
+__all__ = ["ANNOTATION", "AkeylessBackend", "ModalBackend", "Sequence", "create"]

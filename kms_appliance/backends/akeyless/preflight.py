@@ -1,60 +1,42 @@
 """The Akeyless half of `kms-appliance check`: auth, key, clock.
 
-Why separate from the backend's own start-up: the preflight must report
-each precondition on its own line (auth failed vs key disabled vs clock
-skew), where start-up only needs the first failure.
+The backend is built by the same sequence as ``serve`` builds it
+(:class:`Sequence`), but the preflight reports each precondition on its own
+line (auth failed vs key disabled vs clock skew), where start-up only needs
+the first failure; the key's settings and the clock are checked only here.
 """
 
 from __future__ import annotations
 
-import os
 import time
 
 from ...config import Config
-from ...errors import KmsError, SetupError
+from ...errors import SetupError
 from ...metrics import Metrics
 from ...preflight import Warned
-from . import client_options
-from .auth import Authenticator
+from . import Sequence
 from .backend import AkeylessBackend
-from .client import AkeylessClient
-from .envelope_mode import ModalBackend
-from .methods import detect
 
 MAX_TOKEN_LIFETIME = 31 * 86400.0
 
 
 class Context:
-    """Objects built by one step and used by the next."""
+    """The backend's build sequence (:class:`.Sequence`, as ``serve`` runs it), one step a line."""
 
     def __init__(self, cfg: Config) -> None:
         self.cfg = cfg
-        self.env = dict(os.environ)
-        self.metrics = Metrics()
-        self.client: AkeylessClient | None = None
-        self.authn: Authenticator | None = None
+        self._seq = Sequence(cfg, Metrics())
         self._backend: AkeylessBackend | None = None
 
     def auth(self) -> str:
         """Detect the method and log in."""
-        s = self.cfg.akeyless
-        method, how = detect(s, self.env)
-        self.client = AkeylessClient(client_options(self.cfg), self.metrics)
-        self.authn = Authenticator(s, self.client, self.metrics, method,
-                                   self.cfg.server.call_timeout, env=self.env)
-        try:
-            self.authn.login(time.monotonic() + self.cfg.server.call_timeout)
-        except KmsError as exc:
-            raise SetupError(f"{method}: {exc.message}") from None
-        return f"method {method} ({how[-1]}), access_id {s.access_id}"
+        method, how = self._seq.login()
+        return f"method {method} ({how[-1]}), access_id {self.cfg.akeyless.access_id}"
 
     def key(self) -> str:
         """Describe the key: exists, enabled, AES (the backend's start-up rule)."""
-        if self.client is None or self.authn is None:
-            raise SetupError("not authenticated")
         mode = self.cfg.akeyless.mode  # envelope: the IK is created (encrypt, describe, decrypt)
-        backend = ModalBackend(self.client, self.authn, self.cfg.akeyless.key_name,
-                               self.cfg.server.call_timeout, 60.0, self.metrics, None, mode=mode)
+        backend = self._seq.backend(cache=False)
         self._backend = backend
         st = backend.state
         held = backend.intermediate_keys
@@ -85,7 +67,7 @@ class Context:
 
     def clock(self) -> str:
         """The token's expiry, as Akeyless set it, must lie ahead of our clock, sanely."""
-        token = self.authn.current if self.authn is not None else None
+        token = self._seq.auth.current if self._seq.auth is not None else None
         if token is None:
             raise SetupError("no token held")
         left = token.expires_at - time.time()
@@ -99,7 +81,4 @@ class Context:
 
     def close(self) -> None:
         """Release the connection pool and forget the token."""
-        if self.authn is not None:
-            self.authn.close()
-        if self.client is not None:
-            self.client.close()
+        self._seq.close()
