@@ -8,6 +8,8 @@
 #   packaging/bundle/build.sh [DIST]     (make bundle builds what it packs first)
 set -euo pipefail
 cd "$(dirname "$0")/../.."
+# The files are copied from the checkout, whose modes follow the umask it was made with.
+umask 022
 DIST=${1:-dist}
 VERSION=$(sed -n 's/^__version__ = "\(.*\)"$/\1/p' kms_appliance/version.py)
 export SOURCE_DATE_EPOCH=${SOURCE_DATE_EPOCH:-$(git log -1 --format=%ct 2>/dev/null || echo 0)}

@@ -1,18 +1,21 @@
 #!/usr/bin/env bash
-# Build dist/kms-appliance_<version>_amd64.deb from the static binary with
+# Build dist/kms-appliance_<version>_<arch>.deb from the static binary with
 # plain dpkg-deb (no debhelper): the binary is already built and stripped.
 #
 #   packaging/deb/build.sh [BINARY] [OUTDIR]
 #   DEB_VERSION=0.1.1 ...   override the version (the upgrade test uses it)
+#   PKG_ARCH=amd64|arm64    the binary's architecture (default amd64)
 #   SOURCE_DATE_EPOCH       mtimes of every file (default: last commit)
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 BINARY=${1:-dist/kms-appliance}
 OUTDIR=${2:-dist}
 VERSION=${DEB_VERSION:-$(sed -n 's/^__version__ = "\(.*\)"$/\1/p' kms_appliance/version.py)}
+ARCH=${PKG_ARCH:-amd64}
 export SOURCE_DATE_EPOCH=${SOURCE_DATE_EPOCH:-$(git log -1 --format=%ct 2>/dev/null || echo 0)}
 [[ -x $BINARY ]] || { echo "deb: $BINARY missing (make binary)" >&2; exit 1; }
 [[ $VERSION =~ ^[0-9][A-Za-z0-9.+~]*$ ]] || { echo "deb: bad version $VERSION" >&2; exit 1; }
+[[ $ARCH == amd64 || $ARCH == arm64 ]] || { echo "deb: PKG_ARCH must be amd64 or arm64, not $ARCH" >&2; exit 1; }
 
 STAGE=$(mktemp -d "${TMPDIR:-/tmp}/kms-deb.XXXXXX")
 trap 'rm -rf "$STAGE"' EXIT
@@ -49,12 +52,16 @@ install -m 0644 packaging/deb/conffiles "$R/DEBIAN/conffiles"
 (cd "$R" && find . -path ./DEBIAN -prune -o -path ./etc -prune -o -type f -printf '%P\0' \
   | LC_ALL=C sort -z | xargs -0 md5sum) >"$R/DEBIAN/md5sums"
 chmod 0644 "$R/DEBIAN/md5sums"
-size=$(du -sk --exclude=DEBIAN "$R" | cut -f1)
-sed -e "s/@VERSION@/$VERSION/" -e "s/@INSTALLED_SIZE@/$size/" packaging/deb/control.in >"$R/DEBIAN/control"
+# Installed-Size as dpkg-gencontrol counts it (KiB per file rounded up, 1 per
+# directory), not du: du reports blocks, which depend on the build's file system.
+size=$(cd "$R" && find . -path ./DEBIAN -prune -o \( -type f -printf '%s\n' -o -printf '1\n' \) \
+  | awk '{ n += $1 == 1 ? 1 : int(($1 + 1023) / 1024) } END { print n }')
+sed -e "s/@VERSION@/$VERSION/" -e "s/@INSTALLED_SIZE@/$size/" -e "s/@ARCH@/$ARCH/" \
+  packaging/deb/control.in >"$R/DEBIAN/control"
 find "$R" -exec touch -h -d "@$SOURCE_DATE_EPOCH" {} +
 
 mkdir -p "$OUTDIR"
-out=$OUTDIR/kms-appliance_${VERSION}_amd64.deb
+out=$OUTDIR/kms-appliance_${VERSION}_${ARCH}.deb
 # The payload is already compressed (PyInstaller archive): xz takes ~20 s to
 # save 2%, gzip ~1 s.
 dpkg-deb --root-owner-group -Zgzip -z6 --build "$R" "$out" >/dev/null

@@ -11,6 +11,8 @@
 #
 #   packaging/image/build.sh [BINARY] [OUTDIR]
 #   IMAGE_STORE=dir   private containers storage (default .cache/packaging/containers)
+#   PKG_ARCH=arm64    an arm64 image of an arm64 binary: kms-appliance_<version>_arm64_oci.tar
+#                     (no RUN step, so no emulation is needed to build it)
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 REPO=$(pwd)
@@ -22,6 +24,11 @@ export SOURCE_DATE_EPOCH=${SOURCE_DATE_EPOCH:-$(git log -1 --format=%ct 2>/dev/n
 STORE=${IMAGE_STORE:-$REPO/.cache/packaging/containers}
 BASE_TAG=localhost/kms-appliance-base:distroless-static-nonroot
 TAG=localhost/kms-appliance:$VERSION
+case ${PKG_ARCH:-amd64} in
+  amd64) PLATFORM=() SUFFIX="" ;;
+  arm64) PLATFORM=(--platform linux/arm64) SUFFIX=_arm64 ;;
+  *) echo "image: PKG_ARCH must be amd64 or arm64, not $PKG_ARCH" >&2; exit 1 ;;
+esac
 [[ -x $BINARY ]] || { echo "image: $BINARY missing (make binary)" >&2; exit 1; }
 
 # vfs + chroot isolation: the only combination that works without a container
@@ -62,14 +69,14 @@ chown 65532:65532 "$base/home/nonroot"
 find "$base" -exec touch -h -d "@$SOURCE_DATE_EPOCH" {} +
 printf 'FROM scratch\nCOPY rootfs/ /\nUSER 65532:65532\nENV PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin SSL_CERT_FILE=/etc/ssl/certs/ca-certificates.crt\n' \
   >"$CTX/base/Containerfile"
-"${B[@]}" bud --quiet --isolation chroot --format oci --timestamp "$SOURCE_DATE_EPOCH" \
+"${B[@]}" bud --quiet --isolation chroot --format oci --timestamp "$SOURCE_DATE_EPOCH" "${PLATFORM[@]}" \
   --identity-label=false -f "$CTX/base/Containerfile" -t "$BASE_TAG" "$CTX/base" >/dev/null
 
 # --- 2. the image -------------------------------------------------------------
 mkdir -p "$CTX/app/dist"
 cp "$BINARY" "$CTX/app/dist/kms-appliance"
 created=$(date -u -d "@$SOURCE_DATE_EPOCH" +%Y-%m-%dT%H:%M:%SZ)
-"${B[@]}" bud --quiet --isolation chroot --format oci --timestamp "$SOURCE_DATE_EPOCH" \
+"${B[@]}" bud --quiet --isolation chroot --format oci --timestamp "$SOURCE_DATE_EPOCH" "${PLATFORM[@]}" \
   --identity-label=false --pull-never \
   --build-arg BASE="$BASE_TAG" --build-arg VERSION="$VERSION" --build-arg REVISION="$REVISION" \
   --build-arg CREATED="$created" \
@@ -80,10 +87,16 @@ created=$(date -u -d "@$SOURCE_DATE_EPOCH" +%Y-%m-%dT%H:%M:%SZ)
   -f Dockerfile.distroless -t "$TAG" "$CTX/app" >/dev/null
 
 # --- 3. export ------------------------------------------------------------------
+# Pushed to an OCI layout directory, then archived here: buildah's own
+# oci-archive: writer stamps every tar member with the wall clock. The same
+# members (oci-layout, index.json, blobs/), sorted, owned by 0, dated
+# SOURCE_DATE_EPOCH: skopeo and podman read it as oci-archive.
 mkdir -p "$OUTDIR"
-out=$OUTDIR/kms-appliance_${VERSION}_oci.tar
+out=$OUTDIR/kms-appliance_${VERSION}${SUFFIX}_oci.tar
 rm -f "$out"
-"${B[@]}" push --quiet "$TAG" "oci-archive:$out:$TAG"
+"${B[@]}" push --quiet "$TAG" "oci:$CTX/layout:$TAG"
+tar -C "$CTX/layout" --sort=name --owner=0 --group=0 --numeric-owner --mtime="@$SOURCE_DATE_EPOCH" \
+  --mode=go-w --format=gnu -cf "$out" oci-layout index.json blobs
 # Drop the previous builds' now-dangling layers from the private store.
 "${B[@]}" rmi --prune >/dev/null 2>&1 || true
 echo "$out"
