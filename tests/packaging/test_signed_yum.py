@@ -62,8 +62,8 @@ def _dnf(root: Path, bundle: Path, bundle_dir: Path, *args: str, check: bool = T
     repo = template.replace("@BUNDLE@/repo/yum", f"{bundle}/repo/yum").replace("@BUNDLE@", str(bundle_dir))
     (root / "etc/yum.repos.d/kms-appliance.repo").write_text(repo)
     proc = run(["dnf", "-y", "-q", "--refresh", f"--installroot={root}", "--releasever=12",
-                f"--config={root}/etc/dnf/dnf.conf", f"--setopt=reposdir={root}/etc/yum.repos.d",
-                "--setopt=cachedir=/var/cache/dnf-kms", *args], check=check, timeout=300)
+                f"--config={root}/etc/dnf/dnf.conf", f"--setopt=reposdir={root}/etc/yum.repos.d", *args],
+               check=check, timeout=300)
     return proc.stdout + proc.stderr
 
 
