@@ -2,7 +2,7 @@
 #
 #   make binary        dist/kms-appliance (static, reproducible) + .cdx.json SBOM + SHA256SUMS
 #   make test-binary   tests/binary against dist/kms-appliance (needs root: mount namespaces)
-#   make repro-check   rebuild the committed tree in a fresh clone, compare byte for byte
+#   make repro-check   build every artefact of the committed tree twice in fresh clones, compare byte for byte
 #   make bench-startup start-to-ready and idle RSS of the binary, both backends
 #
 # Knobs: STATICX_COMPRESS=1 / KMS_PKG_COMPRESS=1 (smaller file, slower start),
@@ -12,13 +12,15 @@ export STATICX_COMPRESS KMS_PKG_COMPRESS KMS_AKEYLESS_MODELS
 
 .PHONY: binary test-binary repro-check bench-startup
 
+# KMS_BINARY_BUILD: mk/arm64.mk's arm64 build (make ARCH=arm64 binary).
 binary: | deps-binary
-	build/build.sh
+	$(or $(KMS_BINARY_BUILD),build/build.sh)
 
 test-binary: binary $(STAMP)
 	$(PY) -m pytest -q -m binary tests/binary
 
-repro-check: binary
+# Every artefact (binary, SBOM, .deb, .rpm, OCI archive, bundle) twice: the packaging tools too.
+repro-check: binary | deps-packaging
 	build/repro-check.sh
 
 bench-startup: binary $(STAMP)

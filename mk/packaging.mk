@@ -11,28 +11,31 @@
 # Each artefact depends on the `binary` target, so these work from a clean clone.
 
 PKG_VERSION := $(shell sed -n 's/^__version__ = "\(.*\)"$$/\1/p' kms_appliance/version.py)
-PKG_DEB := dist/kms-appliance_$(PKG_VERSION)_amd64.deb
-PKG_RPM := dist/kms-appliance-$(PKG_VERSION)-1.x86_64.rpm
-PKG_IMAGE := dist/kms-appliance_$(PKG_VERSION)_oci.tar
-PKG_BUNDLE := dist/kms-appliance-bundle-$(PKG_VERSION).tar.gz
+# ARCH=arm64 (mk/arm64.mk): the same artefacts of dist/arm64/kms-appliance, in dist/arm64/.
+export PKG_ARCH := $(KMS_ARCH)
+PKG_DIST := $(if $(filter arm64,$(PKG_ARCH)),dist/arm64,dist)
+PKG_DEB := $(PKG_DIST)/kms-appliance_$(PKG_VERSION)_$(PKG_ARCH).deb
+PKG_RPM := $(PKG_DIST)/kms-appliance-$(PKG_VERSION)-1.$(if $(filter arm64,$(PKG_ARCH)),aarch64,x86_64).rpm
+PKG_IMAGE := $(PKG_DIST)/kms-appliance_$(PKG_VERSION)$(if $(filter arm64,$(PKG_ARCH)),_arm64)_oci.tar
+PKG_BUNDLE := $(PKG_DIST)/kms-appliance-bundle-$(PKG_VERSION)$(if $(filter arm64,$(PKG_ARCH)),-arm64).tar.gz
 PKG_IMAGE_REF := localhost/kms-appliance:$(PKG_VERSION)
 PKG_PYTEST_ARGS ?=
 
 .PHONY: deb rpm image bundle deploy-manifests test-packaging
 
 deb: binary | deps-packaging
-	@s=$$(date +%s); packaging/deb/build.sh dist/kms-appliance dist && echo "deb: $$(( $$(date +%s) - s ))s"
+	@s=$$(date +%s); packaging/deb/build.sh $(PKG_DIST)/kms-appliance $(PKG_DIST) && echo "deb: $$(( $$(date +%s) - s ))s"
 
 rpm: binary | deps-packaging
-	@s=$$(date +%s); packaging/rpm/build.sh dist/kms-appliance dist && echo "rpm: $$(( $$(date +%s) - s ))s"
+	@s=$$(date +%s); packaging/rpm/build.sh $(PKG_DIST)/kms-appliance $(PKG_DIST) && echo "rpm: $$(( $$(date +%s) - s ))s"
 
 image: binary | deps-packaging
-	@s=$$(date +%s); packaging/image/build.sh dist/kms-appliance dist && echo "image: $$(( $$(date +%s) - s ))s"
+	@s=$$(date +%s); packaging/image/build.sh $(PKG_DIST)/kms-appliance $(PKG_DIST) && echo "image: $$(( $$(date +%s) - s ))s"
 
 # deb, rpm and image are listed as prerequisites for `make -j`; the script
 # only packs what they wrote.
 bundle: deb rpm image
-	@s=$$(date +%s); packaging/bundle/build.sh dist && echo "bundle: $$(( $$(date +%s) - s ))s"
+	@s=$$(date +%s); packaging/bundle/build.sh $(PKG_DIST) && echo "bundle: $$(( $$(date +%s) - s ))s"
 
 deploy-manifests: $(STAMP)
 	$(PY) -c 'import pathlib; from kms_appliance import config, manifests; \

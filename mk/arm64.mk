@@ -1,0 +1,38 @@
+# arm64 (aarch64) artefacts (docs/arm64.md). Included by the top-level Makefile
+# before mk/binary.mk and mk/packaging.mk, which read KMS_ARCH.
+#
+#   make ARCH=arm64 binary       dist/arm64/kms-appliance (+ SBOM, SHA256SUMS)
+#   make ARCH=arm64 deb rpm image bundle   the same artefacts as amd64, in dist/arm64/
+#   make ARCH=arm64 test-arm64   the arm64 binary's tests under emulation: static, version and
+#                                SBOM, v2/v1 round trip in an empty root (tests/binary)
+#
+# On x86_64 the binary is frozen in an arm64 Debian 12 root under qemu-user-static
+# (binfmt_misc; build/arm64/); on an arm64 host build/build.sh runs natively.
+# Only ARCH given on the command line counts: an ARCH in the environment (some CI
+# images export ARCH=x86_64) leaves the amd64 build as it is.
+
+KMS_ARCH := $(if $(filter command line,$(origin ARCH)),$(ARCH),amd64)
+ifeq ($(filter amd64 arm64,$(KMS_ARCH)),)
+$(error ARCH=$(KMS_ARCH): only amd64 and arm64 are built)
+endif
+
+# What an x86_64 host needs to run the arm64 build root (mmdebstrap is in DEPS_PACKAGING too).
+DEPS_ARM64 := qemu-user-static binfmt-support arch-test mmdebstrap
+
+.PHONY: deps-arm64 test-arm64
+
+deps-arm64:
+	@[ "$$(uname -m)" = aarch64 ] || scripts/apt-deps.sh $(DEPS_ARM64)
+
+ifeq ($(KMS_ARCH),arm64)
+KMS_BINARY_BUILD := build/arm64/build.sh dist/arm64
+binary: | deps-arm64
+
+test-arm64: binary $(STAMP)
+	@s=$$(date +%s); KMS_BINARY=$(CURDIR)/dist/arm64/kms-appliance $(PY) -m pytest -q -m binary \
+	  tests/binary/test_static.py tests/binary/test_distroless.py::test_v2_and_v1_round_trip_in_empty_root; \
+	  rc=$$?; echo "test-arm64: $$(( $$(date +%s) - s ))s"; exit $$rc
+else
+test-arm64:
+	@echo "test-arm64: run as make ARCH=arm64 test-arm64" >&2; exit 2
+endif
