@@ -13,9 +13,16 @@ umask 022
 DIST=${1:-dist}
 VERSION=$(sed -n 's/^__version__ = "\(.*\)"$/\1/p' kms_appliance/version.py)
 export SOURCE_DATE_EPOCH=${SOURCE_DATE_EPOCH:-$(git log -1 --format=%ct 2>/dev/null || echo 0)}
-NAME=kms-appliance-bundle-$VERSION
-files=(kms-appliance kms-appliance.cdx.json "kms-appliance_${VERSION}_amd64.deb"
-       "kms-appliance-${VERSION}-1.x86_64.rpm" "kms-appliance_${VERSION}_oci.tar")
+# PKG_ARCH=arm64: the arm64 artefacts (make ARCH=arm64 bundle packs dist/arm64/).
+case ${PKG_ARCH:-amd64} in
+  amd64) NAME=kms-appliance-bundle-$VERSION
+         files=(kms-appliance kms-appliance.cdx.json "kms-appliance_${VERSION}_amd64.deb"
+                "kms-appliance-${VERSION}-1.x86_64.rpm" "kms-appliance_${VERSION}_oci.tar") ;;
+  arm64) NAME=kms-appliance-bundle-$VERSION-arm64
+         files=(kms-appliance kms-appliance.cdx.json "kms-appliance_${VERSION}_arm64.deb"
+                "kms-appliance-${VERSION}-1.aarch64.rpm" "kms-appliance_${VERSION}_arm64_oci.tar") ;;
+  *) echo "bundle: PKG_ARCH must be amd64 or arm64, not $PKG_ARCH" >&2; exit 1 ;;
+esac
 for f in "${files[@]}"; do
   [[ -f $DIST/$f ]] || { echo "bundle: $DIST/$f missing (make deb rpm image)" >&2; exit 1; }
 done
