@@ -1,0 +1,22 @@
+# The static pod under a real kubelet and containerd (docs/deployment-tests.md).
+# Included by the top-level Makefile after mk/e2e.mk and mk/packaging.mk.
+#
+#   make deploy-components   build/check kubelet, containerd, containerd-shim-runc-v2, ctr and
+#                            the pause binary into the e2e cache (tests/e2e/build_components.sh)
+#   make test-deploy         the OCI image, those and the e2e components, then tests/deploy (root)
+#
+# Knobs: DEPLOY_PYTEST_ARGS (any pytest arguments), E2E_BIN_DIR (bring every
+# binary yourself), DEPLOY_KEEP_LOGS (where the component logs are copied).
+
+DEPLOY_COMPONENTS := kubelet containerd containerd-shim-runc-v2 ctr pause
+DEPLOY_PYTEST_ARGS ?=
+
+.PHONY: deploy-components test-deploy
+
+deploy-components: e2e-components | deps-binary
+	@if [ -n "$(E2E_BIN_DIR)" ]; then echo "E2E_BIN_DIR=$(E2E_BIN_DIR): using those binaries; nothing to build"; \
+	else E2E_COMPONENTS="$(DEPLOY_COMPONENTS)" tests/e2e/build_components.sh; fi
+
+test-deploy: image deploy-components $(STAMP) | deps-packaging
+	@s=$$(date +%s); $(E2E_PYTHON) -m pytest -m deploy -v -s tests/deploy $(DEPLOY_PYTEST_ARGS); \
+	  rc=$$?; echo "test-deploy: pytest $$(( $$(date +%s) - s ))s"; exit $$rc

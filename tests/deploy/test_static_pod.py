@@ -1,0 +1,468 @@
+"""The static pod under a real kubelet, next to a real kube-apiserver.
+
+As docs/deployment.md section 3 says, on one node: the shipped config.toml
+(local keyring backend), ``kms-appliance static-pod -o`` into kubelet's
+manifest directory, the OCI archive of ``make image`` imported with ``ctr -n
+k8s.io images import``, ``kms-appliance encryption-config -o`` read verbatim
+by kube-apiserver, whose KMS endpoint is the hostPath socket the pod serves.
+kubelet (with the cluster's kubeconfig, so the mirror pod shows its status)
+and containerd are built from their Go modules; runc is Debian's.
+
+Proved here: Secrets round trip and sit in etcd as KMS v2 envelopes under
+the plugin's key_id; the container runs as 65532 with a read-only root, no
+capabilities, no_new_privs and seccomp, and its memory-backed emptyDir is an
+exec-allowed tmpfs holding the unpacked binary; the generated readiness probe
+makes the pod Ready; deleting the socket fails /livez and kubelet restarts
+the container (the liveness probe), which serves again on a new socket; a
+keyring rotation is picked up by the plugin and by the apiserver for new
+writes while old Secrets stay readable. At the end every process the run
+started is gone, the node's mount namespace is empty and no port stays open.
+"""
+
+from __future__ import annotations
+
+import base64
+import contextlib
+import http.client
+import json
+import os
+import secrets
+import shutil
+import socket
+import tempfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.e2e.cluster import ApiServerOptions, Cluster, EtcdServer, KubeApiServer, write_kubeconfig
+from tests.e2e.components import Components, ensure_components
+from tests.e2e.pki import make_cluster_pki
+from tests.e2e.procs import ManagedProcess, ProcessRegistry, free_port, wait_until
+from tests.e2e.protowire import parse_encrypted_object
+from tests.support.kmsclient import Client
+
+from .conftest import step
+from .node import (
+    Containerd,
+    Kubelet,
+    NodeNamespace,
+    cgroup_hierarchies,
+    ensure_node_components,
+    pids_in_mount_namespace,
+    remove_cgroup_tree,
+    run,
+)
+from .ociarchive import write_single_binary_image
+
+pytestmark = [pytest.mark.deploy]
+
+REPO = Path(__file__).resolve().parents[2]
+VERSION = next(line.split('"')[1] for line in (REPO / "kms_appliance/version.py").read_text().splitlines()
+               if line.startswith("__version__"))
+APPLIANCE = Path(os.environ.get("DEPLOY_APPLIANCE_CMD") or REPO / "dist" / "kms-appliance")
+IMAGE_ARCHIVE = Path(os.environ.get("DEPLOY_IMAGE_ARCHIVE") or REPO / "dist" / f"kms-appliance_{VERSION}_oci.tar")
+IMAGE_REF = f"localhost/kms-appliance:{VERSION}"
+NONROOT = 65532
+STATE_DIR = Path("/var/lib/kms-appliance")  # the static pod's state hostPath (docs/deployment.md, step 2)
+STATE_MARK = ".kms-deploy-test"
+NODE_NAME = "kms-deploy-node"
+POD = "kms-appliance"
+MIRROR = f"{POD}-{NODE_NAME}"
+PREFIX = b"k8s:enc:kms:v2:kms-appliance:"
+# Image unpack, the binary's own unpack into its tmpfs and start, on 2 shared cores.
+POD_START_TIMEOUT_S = 240.0
+# Liveness: 3 failures 10 s apart, then the restart and a new start with 5 s initial delay.
+LIVENESS_RESTART_TIMEOUT_S = 180.0
+# A rotation reaches the apiserver with its next KMS Status (health checks are cached 20 s).
+ADOPTION_TIMEOUT_S = 120.0
+
+
+@dataclass
+class Paths:
+    """The host side of the deployment (every path short: UNIX socket names are <108 bytes)."""
+
+    work: Path
+    etc: Path = field(init=False)
+    run: Path = field(init=False)
+    enc: Path = field(init=False)
+    config: Path = field(init=False)
+    socket: Path = field(init=False)
+    keyring: Path = field(init=False)
+    user_tmp: Path = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.etc = self.work / "etc"
+        self.run = self.work / "run"
+        self.enc = self.work / "enc"
+        self.config = self.etc / "config.toml"
+        self.socket = self.run / "kms.sock"
+        self.keyring = STATE_DIR / "keyring.json"
+        self.user_tmp = self.work / "tmp-65532"
+
+
+def appliance(*args: str, user: int | None = None, tmp: Path | None = None) -> str:
+    """The release binary, as root or (``user``) as the pod's uid via setpriv."""
+    argv = [str(APPLIANCE), *args]
+    env = dict(os.environ)
+    if user is not None:
+        argv = ["setpriv", f"--reuid={user}", f"--regid={user}", "--clear-groups", *argv]
+        env["TMPDIR"] = str(tmp)
+    return run(argv, env=env, timeout=120).stdout
+
+
+def prepare_host(paths: Paths, http_port: int) -> None:
+    """docs/deployment.md section 3, steps 2 and 3, with this run's socket directory and port."""
+    paths.work.chmod(0o755)
+    paths.etc.mkdir(mode=0o755)
+    paths.enc.mkdir(mode=0o700)
+    for d in (paths.run, paths.user_tmp):
+        d.mkdir(mode=0o700)
+        os.chown(d, NONROOT, NONROOT)
+    STATE_DIR.mkdir(mode=0o700, exist_ok=True)
+    os.chown(STATE_DIR, NONROOT, NONROOT)
+    (STATE_DIR / STATE_MARK).touch()
+    shipped = (REPO / "packaging" / "config.toml").read_text()
+    edited = (shipped.replace('backend = "akeyless"', 'backend = "local"')
+              .replace('#socket = "/run/kms-appliance/kms.sock"', f'socket = "{paths.socket}"')
+              .replace('#http_listen = "127.0.0.1:8787"', f'http_listen = "127.0.0.1:{http_port}"')
+              .replace('#reload_interval = "5s"', 'reload_interval = "1s"'))
+    assert edited.count(str(paths.socket)) == 1 and f":{http_port}" in edited, "config.toml lines moved"
+    paths.config.write_text(edited)
+    os.chown(paths.config, 0, NONROOT)
+    paths.config.chmod(0o640)
+    appliance("keyring", "init", str(paths.keyring), user=NONROOT, tmp=paths.user_tmp)
+
+
+def claim_state_dir() -> bool:
+    """Use the host's /var/lib/kms-appliance; True if this run created it (and so removes it).
+
+    A directory left by an earlier run of this test (its mark file) is reused;
+    anything else is someone's real state and the test refuses to touch it.
+    """
+    if not STATE_DIR.exists():
+        return True
+    entries = {p.name for p in STATE_DIR.iterdir()}
+    if STATE_MARK in entries:
+        shutil.rmtree(STATE_DIR)
+        return True
+    if entries:
+        pytest.fail(f"{STATE_DIR} exists and is not this test's: refusing to use it")
+    return False
+
+
+class FileConfigApiServer(KubeApiServer):
+    """kube-apiserver on the EncryptionConfiguration file exactly as the generator wrote it."""
+
+    def __init__(self, *args: Any, encryption_config: Path, **kw: Any) -> None:
+        super().__init__(*args, **kw)
+        self.encryption_config_path = encryption_config
+
+    def start(self, options: ApiServerOptions) -> float:
+        self.options = options
+        self.process = self.process or self._registry.add(ManagedProcess(
+            name="kube-apiserver", argv=self._argv(options), log_path=self._workdir / "logs" / "kube-apiserver.log"))
+        self.process.start()
+        return self.wait_ready()
+
+
+def http_status(port: int, path: str) -> int:
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=3)
+    try:
+        conn.request("GET", path)
+        return conn.getresponse().status
+    except OSError:
+        return 0
+    finally:
+        conn.close()
+
+
+def plugin_key_id(paths: Paths) -> str:
+    client = Client(paths.socket, timeout=3)
+    try:
+        status = client.status()
+        assert status.healthz == "ok", status
+        return str(status.key_id)
+    finally:
+        client.close()
+
+
+def mirror_pod(cluster: Cluster) -> dict[str, Any]:
+    return dict(json.loads(cluster.kubectl("get", "pod", "-n", "kube-system", MIRROR, "-o", "json").stdout))
+
+
+def container_status(pod: dict[str, Any]) -> dict[str, Any]:
+    statuses = pod.get("status", {}).get("containerStatuses") or [{}]
+    return dict(statuses[0])
+
+
+def pod_ready(cluster: Cluster) -> bool:
+    pod = mirror_pod(cluster)
+    conditions = {c["type"]: c["status"] for c in pod["status"].get("conditions", [])}
+    return conditions.get("Ready") == "True" and bool(container_status(pod).get("ready"))
+
+
+def proc_status(pid: int) -> dict[str, str]:
+    out = {}
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        key, _, value = line.partition(":")
+        out[key] = value.strip()
+    return out
+
+
+def mounts_of(pid: int) -> dict[str, tuple[str, str, str]]:
+    """mount point -> (per-mount options, fs type, super options), from /proc/<pid>/mountinfo."""
+    table = {}
+    for line in Path(f"/proc/{pid}/mountinfo").read_text().splitlines():
+        left, _, right = line.partition(" - ")
+        fields = left.split()
+        fstype, _source, super_opts = right.split(maxsplit=2)
+        table[fields[4]] = (fields[5], fstype, super_opts)
+    return table
+
+
+def create_secret(cluster: Cluster, name: str) -> str:
+    value = secrets.token_hex(16)
+    cluster.kubectl("create", "secret", "generic", name, f"--from-literal=v={value}")
+    return value
+
+
+def read_secret(cluster: Cluster, name: str) -> str:
+    out = cluster.kubectl("get", "secret", name, "-o", "jsonpath={.data.v}").stdout
+    return base64.b64decode(out).decode()
+
+
+def stored_key_id(cluster: Cluster, name: str, value: str) -> str:
+    raw = cluster.etcd.get_raw(cluster.secret_key(name))
+    assert raw is not None and raw.startswith(PREFIX), f"{name}: stored as {raw[:40]!r}"
+    assert value.encode() not in raw, f"{name}: plaintext in etcd"
+    return parse_encrypted_object(raw[len(PREFIX):]).key_id
+
+
+def port_closed(port: int) -> bool:
+    with socket.socket() as s:
+        s.settimeout(1)
+        return s.connect_ex(("127.0.0.1", port)) != 0
+
+
+@dataclass
+class Deployment:
+    paths: Paths
+    http_port: int
+    components: Components
+    node_bin: Path
+    registry: ProcessRegistry = field(default_factory=ProcessRegistry)
+    node: NodeNamespace | None = None
+    containerd: Containerd | None = None
+    kubelet: Kubelet | None = None
+    cluster: Cluster | None = None
+    state_dir_ours: bool = False
+    kubepods_ours: bool = False
+
+
+def start_node(d: Deployment) -> None:
+    work = d.paths.work
+    pause_ref = f"localhost/kms-deploy/pause:{d.components.kubernetes_version}"
+    pause_archive = write_single_binary_image(d.node_bin / "pause", pause_ref, work / "pause_oci.tar")
+    d.node = NodeNamespace(work, d.registry)
+    d.node.start()
+    d.containerd = Containerd(d.node_bin, work, d.node, d.registry, sandbox_image=pause_ref)
+    with step("containerd start to serving"):
+        d.containerd.start()
+    with step("ctr import: pause + kms-appliance OCI archives"):
+        d.containerd.import_image(pause_archive)
+        d.containerd.import_image(IMAGE_ARCHIVE)
+    names = d.containerd.image_names()
+    assert pause_ref in names and IMAGE_REF in names, names
+
+
+def start_control_plane(d: Deployment) -> Cluster:
+    """PKI, etcd, and the apiserver (not started: its KMS plugin is the static pod)."""
+    work = d.paths.work
+    pki = make_cluster_pki(work / "pki")
+    etcd = EtcdServer(d.components, work, d.registry)
+    etcd.start()
+    api = FileConfigApiServer(d.components, work, pki, etcd, d.registry,
+                              encryption_config=d.paths.enc / "encryption-config.yaml")
+    kubeconfig = write_kubeconfig(work / "kubeconfig", f"https://127.0.0.1:{api.port}", pki)
+    return Cluster(d.components, work, d.registry, pki, etcd, api, kubeconfig)
+
+
+def check_container_runtime(d: Deployment, cluster: Cluster) -> str:
+    """The container as kubelet and containerd made it; returns its id."""
+    assert d.containerd is not None
+    status = container_status(mirror_pod(cluster))
+    cid = str(status["containerID"]).removeprefix("containerd://")
+    pid, state = d.containerd.tasks()[cid]
+    assert state == "RUNNING"
+    st = proc_status(pid)
+    assert st["Uid"].split() == [str(NONROOT)] * 4, st["Uid"]
+    assert st["Gid"].split() == [str(NONROOT)] * 4, st["Gid"]
+    assert int(st["CapEff"], 16) == 0 and int(st["CapPrm"], 16) == 0, (st["CapEff"], st["CapPrm"])
+    assert st["NoNewPrivs"] == "1" and st["Seccomp"] == "2", (st["NoNewPrivs"], st["Seccomp"])
+    mounts = mounts_of(pid)
+    assert "ro" in mounts["/"][0].split(","), mounts["/"]
+    opts, fstype, super_opts = mounts["/tmp"]
+    assert fstype == "tmpfs" and "noexec" not in opts.split(","), mounts["/tmp"]
+    assert "size=131072k" in super_opts, super_opts  # sizeLimit 128Mi
+    assert "ro" in mounts[str(d.paths.etc)][0].split(",")
+    tmp = os.statvfs(f"/proc/{pid}/root/tmp")
+    used_mib = (tmp.f_blocks - tmp.f_bfree) * tmp.f_frsize / 2**20
+    assert used_mib > 50, f"only {used_mib:.0f} MiB in the unpack tmpfs"
+    return cid
+
+
+def liveness_restart(d: Deployment, cluster: Cluster, old_cid: str) -> float:
+    """Delete the socket; /livez fails; kubelet restarts the container; it serves again."""
+    assert d.paths.socket.exists()
+    d.paths.socket.unlink()
+    started = time.monotonic()
+    wait_until(lambda: http_status(d.http_port, "/livez") == 503, 30, "/livez failing without the socket")
+
+    def restarted() -> bool:
+        return int(container_status(mirror_pod(cluster)).get("restartCount", 0)) >= 1
+
+    wait_until(restarted, LIVENESS_RESTART_TIMEOUT_S, "kubelet restarting the container", interval_s=2)
+    seconds = time.monotonic() - started
+    wait_until(lambda: pod_ready(cluster), POD_START_TIMEOUT_S, "pod Ready after the restart", interval_s=2)
+    status = container_status(mirror_pod(cluster))
+    assert status["containerID"].removeprefix("containerd://") != old_cid
+    events = cluster.kubectl("get", "events", "-n", "kube-system", "--field-selector",
+                             f"involvedObject.name={MIRROR}", "-o", "json").stdout
+    messages = [e.get("message", "") for e in json.loads(events)["items"]]
+    assert any("Liveness probe failed" in m for m in messages), messages
+    assert any("failed liveness probe, will be restarted" in m for m in messages), messages
+    wait_until(lambda: bool(plugin_key_id(d.paths)), 60, "plugin Status ok on the new socket")
+    return seconds
+
+
+def rotation(d: Deployment, cluster: Cluster, before: str, kept: dict[str, str]) -> str:
+    """Rotate the keyring on the host; plugin and apiserver take the new key_id."""
+    appliance("keyring", "rotate", str(d.paths.keyring), user=NONROOT, tmp=d.paths.user_tmp)
+    wait_until(lambda: plugin_key_id(d.paths) != before, 30, "plugin reloading the rotated keyring")
+    after = plugin_key_id(d.paths)
+    probe = iter(range(1000))
+
+    def adopted() -> bool:
+        name = f"after-rotation-{next(probe)}"
+        value = create_secret(cluster, name)
+        kept[name] = value
+        return stored_key_id(cluster, name, value) == after
+
+    wait_until(adopted, ADOPTION_TIMEOUT_S, "apiserver writing under the rotated key", interval_s=3)
+    return after
+
+
+def teardown(d: Deployment) -> list[str]:
+    """Stop everything the run started and say what, if anything, is left."""
+    problems: list[str] = []
+    manifest = d.kubelet.manifests / f"{POD}.yaml" if d.kubelet else None
+    if manifest is not None and manifest.exists() and d.kubelet is not None and d.kubelet.process.running:
+        manifest.unlink()
+        with contextlib.suppress(Exception), step("kubelet stopping the pod after the manifest is removed"):
+            assert d.containerd is not None
+            wait_until(lambda: not d.containerd.tasks(), 90, "pod tasks gone", interval_s=1)  # type: ignore[union-attr]
+    ns = d.node.ns if d.node else ""
+    d.registry.stop_all()
+    if ns:
+        for pid in pids_in_mount_namespace(ns):
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, 9)
+        with contextlib.suppress(TimeoutError):
+            wait_until(lambda: not pids_in_mount_namespace(ns), 20, "node namespace empty")
+        left = pids_in_mount_namespace(ns)
+        if left:
+            problems.append(f"processes left in the node namespace: {left}")
+    for p in d.registry.processes:
+        if p.running:
+            problems.append(f"{p.name} (pid {p.pid}) still running")
+    ports = [d.http_port]
+    if d.kubelet:
+        ports.append(d.kubelet.ports.healthz)
+    if d.cluster:
+        ports += [d.cluster.apiserver.port, d.cluster.etcd.client_port]
+    problems += [f"127.0.0.1:{port} still open" for port in ports if not port_closed(port)]
+    if d.kubepods_ours:
+        problems += remove_cgroup_tree("kubepods")
+        problems += [f"{h}/kubepods left" for h in cgroup_hierarchies() if (h / "kubepods").exists()]
+    if d.state_dir_ours:
+        shutil.rmtree(STATE_DIR, ignore_errors=True)
+    return problems
+
+
+def scenario(d: Deployment) -> None:
+    paths = d.paths
+    prepare_host(paths, d.http_port)
+    staging = paths.work / "staging"
+    staging.mkdir()
+    with step("generate: static-pod and encryption-config"):
+        appliance("static-pod", f"--config={paths.config}", f"--image={IMAGE_REF}",
+                  f"--output={staging / f'{POD}.yaml'}")
+        appliance("encryption-config", f"--config={paths.config}",
+                  f"--output={paths.enc / 'encryption-config.yaml'}")
+    assert f"unix://{paths.socket}" in (paths.enc / "encryption-config.yaml").read_text()
+    start_node(d)
+    d.cluster = cluster = start_control_plane(d)
+    assert d.node is not None and d.containerd is not None
+    d.kubelet = Kubelet(d.node_bin, paths.work, d.node, d.registry, d.containerd, NODE_NAME, cluster.kubeconfig)
+    with step("kubelet start to healthz"):
+        d.kubelet.start()
+    shutil.move(staging / f"{POD}.yaml", d.kubelet.manifests / f"{POD}.yaml")
+    with step("manifest in staticPodPath to plugin Status ok"):
+        wait_until(lambda: bool(plugin_key_id(paths)), POD_START_TIMEOUT_S, "the static pod's plugin",
+                   interval_s=1, alive=d.kubelet.process.check_alive)
+    with step("kube-apiserver start to /readyz (KMS via the pod's socket)"):
+        cluster.apiserver.start(ApiServerOptions(encryption_config={}))
+    with step("mirror pod Ready (readiness probe)"):
+        wait_until(lambda: pod_ready(cluster), POD_START_TIMEOUT_S, "mirror pod Ready", interval_s=2)
+    pod = mirror_pod(cluster)
+    assert pod["metadata"]["annotations"].get("kubernetes.io/config.source") == "file"
+    assert container_status(pod)["restartCount"] == 0
+    cid = check_container_runtime(d, cluster)
+
+    key_id = plugin_key_id(paths)
+    kept = {"first": create_secret(cluster, "first")}
+    assert read_secret(cluster, "first") == kept["first"]
+    assert stored_key_id(cluster, "first", kept["first"]) == key_id
+
+    with step("socket deleted to container restarted by liveness"):
+        liveness_restart(d, cluster, cid)
+    assert plugin_key_id(paths) == key_id
+    kept["after-restart"] = create_secret(cluster, "after-restart")
+    for name, value in kept.items():
+        assert read_secret(cluster, name) == value
+
+    with step("keyring rotate to new key_id in etcd"):
+        new_key = rotation(d, cluster, key_id, kept)
+    assert new_key != key_id
+    for name, value in kept.items():
+        assert read_secret(cluster, name) == value
+    assert stored_key_id(cluster, "first", kept["first"]) == key_id
+
+
+def test_static_pod_under_real_kubelet() -> None:
+    with step("components: kube-apiserver, etcd (build/check)"):
+        components = ensure_components(allow_build=os.environ.get("E2E_BUILD", "1") != "0")
+    with step("components: kubelet, containerd, shim, ctr, pause (build/check)"):
+        node_bin, _ = ensure_node_components(allow_build=os.environ.get("E2E_BUILD", "1") != "0")
+    for artefact in (APPLIANCE, IMAGE_ARCHIVE):
+        assert artefact.exists(), f"{artefact} missing: `make image` (make test-deploy builds it)"
+    work = Path(tempfile.mkdtemp(prefix="kmsdeploy-", dir="/var/tmp"))
+    d = Deployment(Paths(work), free_port(), components, node_bin)
+    d.state_dir_ours = claim_state_dir()
+    d.kubepods_ours = not any((h / "kubepods").exists() for h in cgroup_hierarchies())
+    problems: list[str] = []
+    try:
+        scenario(d)
+    finally:
+        with step("teardown"):
+            problems = teardown(d)
+        logs = work / "logs"
+        keep = Path(os.environ.get("DEPLOY_KEEP_LOGS") or tempfile.gettempdir()) / f"{work.name}-logs"
+        if logs.exists():
+            shutil.copytree(logs, keep, dirs_exist_ok=True)
+            print(f"component logs kept in {keep}")
+        shutil.rmtree(work, ignore_errors=True)
+    assert not problems, problems
