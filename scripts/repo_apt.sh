@@ -4,7 +4,7 @@
 #   REPO/dists/stable/Release      suite metadata + SHA256/SHA512 of the indices
 #   REPO/dists/stable/InRelease    the same, clear-signed (what apt reads first)
 #   REPO/dists/stable/Release.gpg  detached signature (older apt)
-#   REPO/dists/stable/main/binary-amd64/Packages{,.gz}
+#   REPO/dists/stable/main/binary-<arch>/Packages{,.gz}   (each architecture of the .debs)
 #   REPO/pool/main/k/kms-appliance/*.deb   (hard links to the given files)
 #
 # An operator points apt at it with signed-by= the release keyring
@@ -26,16 +26,23 @@ trap signing_cleanup EXIT
 SUITE=stable
 DISTS=dists/$SUITE
 POOL=pool/main/k/kms-appliance
-mkdir -p "$REPO_DIR/$POOL" "$REPO_DIR/$DISTS/main/binary-amd64"
+mkdir -p "$REPO_DIR/$POOL"
+arches=()
 for deb in "$@"; do
   ln -f "$deb" "$REPO_DIR/$POOL/$(basename "$deb")" 2>/dev/null || cp "$deb" "$REPO_DIR/$POOL/"
+  arches+=("$(dpkg-deb -f "$deb" Architecture)")
 done
+mapfile -t arches < <(printf '%s\n' "${arches[@]}" | LC_ALL=C sort -u)
 
 cd "$REPO_DIR"
 # No MD5/SHA1 anywhere: apt trusts only the strong hashes, so list only those.
 weak=(-o APT::FTPArchive::MD5=false -o APT::FTPArchive::SHA1=false)
-apt-ftparchive "${weak[@]}" packages pool >"$DISTS/main/binary-amd64/Packages"
-gzip -9n <"$DISTS/main/binary-amd64/Packages" >"$DISTS/main/binary-amd64/Packages.gz"
+for arch in "${arches[@]}"; do
+  index=$DISTS/main/binary-$arch
+  mkdir -p "$index"
+  apt-ftparchive "${weak[@]}" --arch "$arch" packages pool >"$index/Packages"
+  gzip -9n <"$index/Packages" >"$index/Packages.gz"
+done
 # Date is the build's (reproducible); no Valid-Until: an offline repository
 # must keep working on a site that installs it months later.
 apt-ftparchive "${weak[@]}" \
@@ -43,7 +50,7 @@ apt-ftparchive "${weak[@]}" \
   -o APT::FTPArchive::Release::Label=kms-appliance \
   -o APT::FTPArchive::Release::Suite="$SUITE" \
   -o APT::FTPArchive::Release::Codename="$SUITE" \
-  -o APT::FTPArchive::Release::Architectures=amd64 \
+  -o APT::FTPArchive::Release::Architectures="${arches[*]}" \
   -o APT::FTPArchive::Release::Components=main \
   -o APT::FTPArchive::Release::Description="kms-appliance offline repository" \
   -o APT::FTPArchive::Release::Date="$(LC_ALL=C date -u -R -d "@$SOURCE_DATE_EPOCH" | sed 's/+0000$/UTC/')" \

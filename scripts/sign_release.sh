@@ -83,8 +83,15 @@ EOF
 
 sign_bundle() {
   local B=$1
-  local deb="kms-appliance_${VERSION}_amd64.deb" rpm="kms-appliance-${VERSION}-1.x86_64.rpm"
-  local image="kms-appliance_${VERSION}_oci.tar" ref digest
+  local deb rpm image ref digest
+  # PKG_ARCH as in packaging/bundle/build.sh.
+  case ${PKG_ARCH:-amd64} in
+    amd64) deb=kms-appliance_${VERSION}_amd64.deb rpm=kms-appliance-${VERSION}-1.x86_64.rpm
+           image=kms-appliance_${VERSION}_oci.tar ;;
+    arm64) deb=kms-appliance_${VERSION}_arm64.deb rpm=kms-appliance-${VERSION}-1.aarch64.rpm
+           image=kms-appliance_${VERSION}_arm64_oci.tar ;;
+    *) echo "sign: PKG_ARCH must be amd64 or arm64, not $PKG_ARCH" >&2; exit 1 ;;
+  esac
   for f in kms-appliance kms-appliance.cdx.json "$deb" "$rpm" "$image"; do
     [[ -f $B/$f ]] || { echo "sign: $B/$f missing" >&2; exit 1; }
   done

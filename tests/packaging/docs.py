@@ -12,7 +12,8 @@ DOCS = {"README.md": REPO / "README.md",
         **{f"docs/{p.name}": p for p in sorted((REPO / "docs").glob("*.md"))}}
 # What an operator needs (issue 15); named so that a lost glob cannot pass unnoticed.
 REQUIRED = ("README.md", "docs/troubleshooting.md", "docs/akeyless-permissions.md", "docs/backup.md",
-            "docs/k3s-rke2.md", "docs/configuration.md", "docs/deployment.md", "docs/akeyless.md")
+            "docs/k3s-rke2.md", "docs/configuration.md", "docs/deployment.md", "docs/akeyless.md",
+            "docs/verify.md")
 
 
 def assert_shipped(directory: Path) -> None:
