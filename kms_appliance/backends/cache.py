@@ -39,6 +39,51 @@ class _Flight(Generic[T]):
         self.error: BaseException | None = None
 
 
+class SingleFlight(Generic[T]):
+    """Concurrent misses of one key share the first caller's load (this cache, held IKs).
+
+    The owner's ``lookup`` runs under the owner's ``lock``; ``store`` runs
+    after the load, outside it (it takes the lock itself). A failed load is
+    not stored; every caller waiting on it gets the same error.
+    """
+
+    def __init__(self, lock: threading.Lock) -> None:
+        self._lock = lock
+        self._flights: dict[bytes, _Flight[T]] = {}
+
+    def get(self, key: bytes, lookup: Callable[[], T | None], load: Callable[[], T],
+            store: Callable[[T], None]) -> tuple[T, str]:
+        """(value, how): how is ``held`` (lookup), ``joined`` (another's load) or ``loaded``."""
+        with self._lock:
+            value = lookup()
+            if value is not None:
+                return value, "held"
+            may_wait()  # a load or a wait for one: not in the event loop
+            flight = self._flights.get(key)
+            leader = flight is None
+            if flight is None:
+                flight = self._flights[key] = _Flight()
+        if not leader:
+            flight.done.wait()
+            if flight.error is not None:
+                raise flight.error
+            assert flight.value is not None
+            return flight.value, "joined"
+        try:
+            value = load()
+        except BaseException as exc:
+            flight.error = exc
+            raise
+        else:
+            flight.value = value
+            store(value)
+            return value, "loaded"
+        finally:
+            with self._lock:
+                self._flights.pop(key, None)
+            flight.done.set()
+
+
 class DecryptCache(Generic[T]):
     """LRU + TTL map from ciphertext digests to values, thread-safe."""
 
@@ -49,7 +94,7 @@ class DecryptCache(Generic[T]):
         self._clock = clock
         self._lock = threading.Lock()
         self._entries: OrderedDict[bytes, tuple[float, T]] = OrderedDict()
-        self._flights: dict[bytes, _Flight[T]] = {}
+        self._flights: SingleFlight[T] = SingleFlight(self._lock)
         self._metrics = metrics
 
     @staticmethod
@@ -60,18 +105,20 @@ class DecryptCache(Generic[T]):
     def get_or_load(self, ciphertext: bytes, load: Callable[[], T]) -> tuple[T, bool]:
         """(value, served_from_cache); ``load`` runs at most once per key at a time."""
         key = self.digest(ciphertext)
-        with self._lock:
+        with self._lock:  # the hit path, without building the miss path's closures
             value = self._lookup(key)
-            if value is not None:
-                return value, True
-            may_wait()  # a load or a wait for one: not in the event loop
-            flight = self._flights.get(key)
-            leader = flight is None
-            if flight is None:
-                flight = self._flights[key] = _Flight()
-        if not leader:
-            return self._follow(flight), True
-        return self._lead(key, flight, load), False
+        if value is not None:
+            return value, True
+
+        def counted() -> T:
+            self._count("miss")
+            return load()
+
+        value, how = self._flights.get(key, lambda: self._lookup(key), counted,
+                                       lambda v: self._store(key, v))
+        if how == "joined":
+            self._count("coalesced")
+        return value, how != "loaded"
 
     def _lookup(self, key: bytes) -> T | None:
         entry = self._entries.get(key)
@@ -86,31 +133,6 @@ class DecryptCache(Generic[T]):
         self._entries.move_to_end(key)
         self._count("hit")
         return value
-
-    def _lead(self, key: bytes, flight: _Flight[T], load: Callable[[], T]) -> T:
-        self._count("miss")
-        try:
-            value = load()
-        except BaseException as exc:
-            flight.error = exc
-            raise
-        else:
-            flight.value = value
-            self._store(key, value)
-            return value
-        finally:
-            with self._lock:
-                self._flights.pop(key, None)
-            flight.done.set()
-
-    def _follow(self, flight: _Flight[T]) -> T:
-        """Wait for the leader; its error is re-raised here too."""
-        flight.done.wait()
-        if flight.error is not None:
-            raise flight.error
-        self._count("coalesced")
-        assert flight.value is not None
-        return flight.value
 
     def _store(self, key: bytes, value: T) -> None:
         with self._lock:

@@ -44,8 +44,8 @@ from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
 from ...errors import CiphertextError, InvalidRequest, KeyUnavailable
-from ...inline import may_wait
 from .. import envelope
+from ..cache import SingleFlight
 from .keystate import make_key_id
 
 IK_BYTES = 32  # AES-256
@@ -165,15 +165,6 @@ def new_material() -> tuple[bytes, bytes]:
     return os.urandom(IK_ID_BYTES), os.urandom(IK_BYTES)
 
 
-class _Flight:
-    __slots__ = ("done", "error", "value")
-
-    def __init__(self) -> None:
-        self.done = threading.Event()
-        self.value: IntermediateKey | None = None
-        self.error: BaseException | None = None
-
-
 class KeyStore:
     """Held IKs: bounded LRU by IK id, single-flight loading, thread-safe.
 
@@ -186,7 +177,7 @@ class KeyStore:
         self._size = size
         self._lock = threading.Lock()
         self._keys: OrderedDict[bytes, IntermediateKey] = OrderedDict()
-        self._flights: dict[bytes, _Flight] = {}
+        self._flights: SingleFlight[IntermediateKey] = SingleFlight(self._lock)
         self._current: IntermediateKey | None = None
         self._on_change = on_change
 
@@ -196,43 +187,22 @@ class KeyStore:
 
     def get(self, ik_id: bytes) -> IntermediateKey | None:
         with self._lock:
-            ik = self._keys.get(ik_id)
-            if ik is not None:
-                self._keys.move_to_end(ik_id)
-            return ik
+            return self._touch(ik_id)
 
     def get_or_load(self, ik_id: bytes, load: Callable[[], IntermediateKey]
                     ) -> tuple[IntermediateKey, bool]:
         """(IK, loaded_now); concurrent misses of one id share a single ``load``."""
-        with self._lock:
-            ik = self._keys.get(ik_id)
-            if ik is not None:
-                self._keys.move_to_end(ik_id)
-                return ik, False
-            may_wait()  # an Akeyless unwrap or a wait for one: not in the event loop
-            flight = self._flights.get(ik_id)
-            leader = flight is None
-            if flight is None:
-                flight = self._flights[ik_id] = _Flight()
-        if not leader:
-            flight.done.wait()
-            if flight.error is not None:
-                raise flight.error
-            assert flight.value is not None
-            return flight.value, False
-        try:
-            value = load()
-        except BaseException as exc:
-            flight.error = exc
-            raise
-        else:
-            flight.value = value
-            self.add(value)
-            return value, True
-        finally:
-            with self._lock:
-                self._flights.pop(ik_id, None)
-            flight.done.set()
+        held = self.get(ik_id)  # the hit path, without building the miss path's closure
+        if held is not None:
+            return held, False
+        ik, how = self._flights.get(ik_id, lambda: self._touch(ik_id), load, self.add)
+        return ik, how == "loaded"
+
+    def _touch(self, ik_id: bytes) -> IntermediateKey | None:
+        ik = self._keys.get(ik_id)
+        if ik is not None:
+            self._keys.move_to_end(ik_id)
+        return ik
 
     def add(self, ik: IntermediateKey, current: bool = False) -> None:
         with self._lock:
