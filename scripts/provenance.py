@@ -90,8 +90,22 @@ def source_dependencies(bundle: Path) -> list[dict[str, object]]:
     return deps
 
 
+RECORD_DIGEST = ("sha256 of the sorted RECORD lines (path,sha256,size) of the distribution's own files; "
+                 "scripts and bytecode left out (they hold the venv's path and the install time)")
+INSTALL_BOOKKEEPING = tuple(f".dist-info/{n}" for n in
+                            ("INSTALLER", "RECORD", "REQUESTED", "direct_url.json"))
+
+
+def record_digest(record: Path) -> str:
+    """What the wheel installed, independent of where and when it was installed."""
+    kept = sorted(line for line in record.read_text().splitlines()
+                  if line and not line.startswith("../") and "__pycache__/" not in line
+                  and not line.split(",", 1)[0].endswith(INSTALL_BOOKKEEPING))
+    return hashlib.sha256("\n".join(kept).encode()).hexdigest()
+
+
 def python_dependencies(venv: Path) -> list[dict[str, object]]:
-    """The freeze venv's distributions, by the digest of their RECORD (each installed file's sha256)."""
+    """The freeze venv's distributions, by the files their wheels installed."""
     deps = []
     for info in sorted(venv.glob("lib/python3*/site-packages/*.dist-info")):
         meta = dict(line.split(": ", 1) for line in (info / "METADATA").read_text().splitlines()
@@ -101,8 +115,8 @@ def python_dependencies(venv: Path) -> list[dict[str, object]]:
             continue
         name = meta["Name"].lower().replace("_", "-")
         deps.append({"uri": f"pkg:pypi/{name}@{meta['Version']}", "name": name,
-                     "digest": {"sha256": sha256_file(record)},
-                     "annotations": {"digest.sha256": "the installed distribution's RECORD"}})
+                     "digest": {"sha256": record_digest(record)},
+                     "annotations": {"digest.sha256": RECORD_DIGEST}})
     return deps
 
 
