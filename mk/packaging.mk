@@ -4,7 +4,10 @@
 #   make deb       dist/kms-appliance_<version>_amd64.deb
 #   make rpm       dist/kms-appliance-<version>-1.x86_64.rpm
 #   make image     dist/kms-appliance_<version>_oci.tar (buildah, local distroless-equivalent base)
-#   make bundle    dist/kms-appliance-bundle-<version>.tar.gz: everything for an air-gapped site
+#   make bundle    dist/kms-appliance-bundle-<version>.tar.gz: everything for an air-gapped site,
+#                  signed (+ .tar.gz.asc, kms-appliance-release.asc/.gpg; docs/verify.md) with
+#                  KMS_SIGNING_KEY_FILE or KMS_SIGNING_GNUPGHOME (+ KMS_SIGNING_KEY), else an
+#                  ephemeral key in .cache/signing (scripts/signing.sh)
 #   make deploy-manifests   regenerate deploy/kubeadm/*.yaml from the code
 #   make test-packaging     build all of the above, then tests/packaging (root; bounded, timed)
 #
