@@ -34,13 +34,18 @@ signing_gpg() {
 _signing_ephemeral_home() {
   local home=$1
   [[ -f $home/.ready ]] && return 0
-  rm -rf "$home"
-  mkdir -p "$home"
-  chmod 0700 "$home"
-  gpg --homedir "$home" --batch --quiet --passphrase '' \
-    --quick-generate-key "$SIGNING_EPHEMERAL_UID" rsa3072 sign never 2>/dev/null \
-    || _signing_die "could not generate the ephemeral key in $home"
-  touch "$home/.ready"
+  mkdir -p "$(dirname "$home")"
+  # Two builds starting at once make one key, not two half-made homes.
+  (
+    flock 9
+    [[ -f $home/.ready ]] && exit 0
+    rm -rf "$home"
+    mkdir -m 0700 "$home"
+    gpg --homedir "$home" --batch --quiet --passphrase '' \
+      --quick-generate-key "$SIGNING_EPHEMERAL_UID" rsa3072 sign never 2>/dev/null \
+      || _signing_die "could not generate the ephemeral key in $home"
+    touch "$home/.ready"
+  ) 9>"$home.lock"
 }
 
 # Resolve the key once; exported so that child scripts reuse it.
