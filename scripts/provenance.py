@@ -121,20 +121,25 @@ def python_dependencies(venv: Path) -> list[dict[str, object]]:
 
 
 def debian_dependencies(packages: tuple[str, ...]) -> list[dict[str, object]]:
-    """Installed toolchain packages, with the SHA256 of their .deb from the apt lists."""
-    deps = []
+    """Installed toolchain packages, with the SHA256 of their .deb from the apt lists (one apt-cache call)."""
+    installed = {}
     for pkg in packages:
         q = subprocess.run(["dpkg-query", "-W", "-f", "${Version} ${Architecture}", pkg],
                            capture_output=True, text=True, check=False)
-        if q.returncode != 0:
-            continue
-        version, arch = q.stdout.split()
-        show = subprocess.run(["apt-cache", "show", f"{pkg}={version}"], capture_output=True, text=True,
-                              check=False).stdout
-        sums = [line.split(": ", 1)[1] for line in show.splitlines() if line.startswith("SHA256: ")]
+        if q.returncode == 0:
+            installed[pkg] = q.stdout.split()
+    show = subprocess.run(["apt-cache", "show", *(f"{p}={v}" for p, (v, _) in installed.items())],
+                          capture_output=True, text=True, check=False).stdout
+    sums: dict[tuple[str, str], str] = {}
+    for para in show.split("\n\n"):
+        fields = dict(line.split(": ", 1) for line in para.splitlines() if ": " in line and line[0] != " ")
+        if {"Package", "Version", "SHA256"} <= fields.keys():
+            sums.setdefault((fields["Package"], fields["Version"]), fields["SHA256"])
+    deps = []
+    for pkg, (version, arch) in installed.items():
         dep: dict[str, object] = {"uri": f"pkg:deb/debian/{pkg}@{version}?arch={arch}", "name": pkg}
-        if sums:
-            dep["digest"] = {"sha256": sums[0]}
+        if (pkg, version) in sums:
+            dep["digest"] = {"sha256": sums[(pkg, version)]}
         else:
             dep["annotations"] = {"digest": "not in this machine's apt lists"}
         deps.append(dep)
