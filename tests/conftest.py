@@ -1,4 +1,4 @@
-"""Settings every test suite needs before anything imports grpc.
+"""Settings every test suite needs before anything imports grpc, and which suites a run selects.
 
 grpcio enables gRPC's fork support by default: its pthread_atfork handlers
 run on every fork, and a fork that coincides with a channel's background
@@ -7,10 +7,102 @@ when the e2e suite started kube-apiserver right after closing its KMS
 client). The test processes fork constantly (plugins, etcd, apiservers) and
 never use gRPC in a forked child, so the handlers are turned off. The
 appliance itself never forks.
+
+Which suites run: pyproject.toml's default marker filter (DEFAULT below)
+leaves out the suites that need something a fresh checkout does not have
+(a built binary or packages, kube-apiserver and etcd) or are a stage of
+their own (reliability and fuzzing, ~10 minutes), so a bare ``pytest`` runs
+unit, integration and emulator tests and then says what it left out, why,
+and the command that runs it. Naming a suite's directory (``pytest
+tests/binary``) or giving ``-m`` selects it as before; so do E2E=1 and
+KMS_APPLIANCE_RELIABILITY=1. Tests marked ``root`` are skipped, with the
+reason, when not run as root.
 """
 
 from __future__ import annotations
 
 import os
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
 
 os.environ["GRPC_ENABLE_FORK_SUPPORT"] = "false"
+
+HERE = Path(__file__).resolve().parent
+
+
+@dataclass(frozen=True)
+class Gated:
+    """A suite the default filter leaves out: where it lives, why, how to run it."""
+
+    dirs: tuple[str, ...]
+    why: str
+    run: str
+    env: str = ""  # a variable that, set to 1, selects it too
+
+
+GATED = {
+    "binary": Gated(("binary",), "needs the frozen binary (make binary) and root",
+                    "make test-binary, or pytest -m binary tests/binary"),
+    "packaging": Gated(("packaging",), "needs the .deb/.rpm/image artefacts (make bundle) and root",
+                       "make test-packaging, or pytest -m packaging tests/packaging"),
+    "e2e": Gated(("e2e",), "needs kube-apiserver and etcd (built by make e2e-components)",
+                 "make e2e, or pytest -m e2e tests/e2e", env="E2E"),
+    "reliability": Gated(("reliability", "fuzz"), "a CI stage of its own (~10 minutes, partly root)",
+                         "make test-reliability, or pytest tests/reliability tests/fuzz",
+                         env="KMS_APPLIANCE_RELIABILITY"),
+}
+# pyproject.toml's addopts -m: kept equal to it (tests/unit/test_pytest_selection.py checks).
+DEFAULT = " and ".join(f"not {name}" for name in GATED)
+_DESELECTED: dict[str, int] = {}
+
+
+def _inside(arg: str, dirs: tuple[str, ...]) -> bool:
+    path = Path(arg.split("::", 1)[0]).resolve()
+    return any(path == HERE / d or HERE / d in path.parents for d in dirs)
+
+
+def _asked_for(config: pytest.Config) -> set[str]:
+    """The gated suites this run names: by directory, or by their environment variable."""
+    return {name for name, g in GATED.items()
+            if (g.env and os.environ.get(g.env) == "1")
+            or any(_inside(str(arg), g.dirs) for arg in config.args)}
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Mark the reliability and fuzz items, and narrow the default filter to what was not asked for.
+
+    Runs before the marker filter (tryfirst), which reads ``-m`` only afterwards.
+    """
+    for item in items:
+        if _inside(str(item.path), GATED["reliability"].dirs):
+            item.add_marker(pytest.mark.reliability)
+    if config.option.markexpr != DEFAULT:
+        return  # -m given: exactly what it says
+    left_out = [name for name in GATED if name not in _asked_for(config)]
+    config.option.markexpr = " and ".join(f"not {name}" for name in left_out)
+
+
+def pytest_deselected(items: list[pytest.Item]) -> None:
+    for item in items:
+        for name in GATED:
+            if item.get_closest_marker(name) is not None:
+                _DESELECTED[name] = _DESELECTED.get(name, 0) + 1
+                break
+
+
+def pytest_runtest_setup(item: pytest.Item) -> None:
+    if item.get_closest_marker("root") is not None and os.geteuid() != 0:
+        pytest.skip("needs root (chown to another uid, namespaces): CI runs it as root")
+
+
+def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
+    """Say which suites the default filter left out, why, and how to run each."""
+    if not _DESELECTED:
+        return
+    terminalreporter.section("suites not run")
+    for name, count in _DESELECTED.items():
+        g = GATED[name]
+        terminalreporter.write_line(f"{count:5d} {name}: {g.why}; run: {g.run}")

@@ -229,10 +229,9 @@ def test_sighup_retries_a_refused_reopen_every_time(tmp_path: Path) -> None:
         log.close()
 
 
+@pytest.mark.root
 def test_logrotate_create_with_the_wrong_owner_is_refused_then_picked_up(tmp_path: Path) -> None:
     """`create 0600 nobody nobody`: refused on SIGHUP (records stay in the rotated file), then fixed."""
-    if os.geteuid() != 0:
-        pytest.skip("needs root to chown")
     owner = 65534
     path = tmp_path / "audit.log"
     log = AuditLog(str(path), flush_interval=0)

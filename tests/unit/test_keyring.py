@@ -42,9 +42,8 @@ def test_refuses_group_or_world_readable(tmp_path: Path, mode: int) -> None:
         keyring.load(path)
 
 
+@pytest.mark.root
 def test_refuses_foreign_owner(tmp_path: Path) -> None:
-    if os.geteuid() != 0:
-        pytest.skip("needs root to chown")
     path = tmp_path / "k.json"
     keyring.init(path)
     os.chown(path, 65534, 65534)
