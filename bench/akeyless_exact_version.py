@@ -1,4 +1,4 @@
-"""What labelling each direct-mode encrypt with the version Akeyless used costs (issue 14).
+"""What labelling each direct-mode encrypt with the version Akeyless used costs.
 
     .venv/bin/python bench/akeyless_exact_version.py [--latency-ms 0 20] [--n 100]
                                                       [--threads 8] [--per-thread 25]

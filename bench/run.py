@@ -1,6 +1,6 @@
 """The benchmark suite's one entry point (``make bench`` / ``make bench-quick``).
 
-    python bench/run.py core     # issue 2: plugin vs bare grpcio servicer, JSON on stdout
+    python bench/run.py core     # plugin vs bare grpcio servicer only, JSON on stdout
     python bench/run.py quick    # short suite (< 2 min), report to bench/.work/results-quick
     python bench/run.py full     # the whole suite, report to bench/results/
     python bench/run.py ablate   # where the plugin's per-call time goes (variants + py-spy)

@@ -22,7 +22,7 @@ baseline in the same run, since absolute figures drift on shared machines:
   of ``version``, i.e. the bare unpack-and-start cost. CPU time barely moves
   when other jobs share the cores, so it is the figure to compare builds by
   when the machine is busy.
-Targets (issue 4, this machine class, Akeyless backend): ready <= 0.5 s, <= 60 MB.
+Targets (this machine class, Akeyless backend): ready <= 0.5 s, <= 60 MB.
 Medians are reported with min and max. Nothing here is asserted: bench/ reports.
 """
 

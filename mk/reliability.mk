@@ -1,4 +1,4 @@
-# Reliability and security suites (issue 7, docs/security.md). Included by the top-level Makefile.
+# Reliability and security suites (docs/security.md). Included by the top-level Makefile.
 #
 #   make test-reliability   the CI stage: fuzzing (100,000 inputs per target), fault matrix,
 #                           socket attacks, overload, crash safety, 100,000-call soak and the
@@ -6,7 +6,7 @@
 #   make fuzz-nightly       1,000,000 inputs per target, 5,000 hypothesis examples, 20,000 per
 #                           method over the socket
 #   make soak               the full 1,000,000-call soak; prints its figures as JSON
-#   make attack-run         every attack of issue 13 at once for ATTACK_SECONDS (600) while a real
+#   make attack-run         every attack at once for ATTACK_SECONDS (600) while a real
 #                           client calls once a second; fails on a failed call, RSS >= 384 MiB or
 #                           descriptors/threads not back to baseline (needs root)
 #

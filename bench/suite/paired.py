@@ -1,4 +1,4 @@
-"""The plugin against the bare servicer in many short, paired runs (issue 2's ratios).
+"""The plugin against the bare servicer in many short, paired runs (the core ratios).
 
 Why paired: on these shared machines the same server's throughput moves by
 ±30% from one few-second window to the next (a fixed pure-Python loop varies
@@ -22,8 +22,8 @@ on one CPU and the load generator on another. Left to the scheduler, a
 Python server's GIL hand-offs land on either CPU at random, which alone
 moves its throughput by a factor of two between windows (and halves it on
 average: the load matrix shows those unpinned figures). Pinned, both servers
-see the same conditions, and the ratio isolates what issue 2 asks about: the
-plugin's own per-call work.
+see the same conditions, and the ratio isolates what the comparison is about:
+the plugin's own per-call work.
 """
 
 from __future__ import annotations

@@ -20,7 +20,7 @@ def targets(res: Result) -> list[dict[str, Any]]:
 
 
 def core_summary(res: Result) -> Result:
-    """Issue 2's JSON: plugin and bare figures per call shape, and their ratios."""
+    """The core JSON: plugin and bare figures per call shape, and their ratios."""
     keep = ("plugin", "plugin+allowlist", "bare")
     return {
         "machine": res["machine"], "window": res["window"],
@@ -74,7 +74,7 @@ def markdown(res: Result, chart_files: list[str]) -> str:
     lines += ["", "## Ratios (same run)", ""]
     lines += table(res["ratios"], ("subject", "baseline", "method", "shape", "p50_ratio",
                                    "p99_ratio", "throughput_ratio"))
-    lines += ["", "## Plugin vs bare, paired (issue 2's ratios)", "", res["paired"]["about"], ""]
+    lines += ["", "## Plugin vs bare, paired (the core ratios)", "", res["paired"]["about"], ""]
     lines += table(res["paired"]["rows"], list(res["paired"]["rows"][0].keys()))
     mem = res["memory"]
     lines += ["", "## Memory (RSS, KiB)", "", "| server | idle | after load | peak (HWM) |",

@@ -1,4 +1,4 @@
-"""The frozen binary's three processes live and die together (issue 13, items 8 and 9).
+"""The frozen binary's three processes live and die together.
 
 The static binary runs as staticx's bootloader -> PyInstaller's bootloader ->
 Python. ``kill -9`` of the pid an operator sees (the top one) used to orphan
@@ -26,7 +26,7 @@ from tests.support.kmsclient import Client
 pytestmark = pytest.mark.binary
 
 START_TIMEOUT = 60.0  # the machine is shared; start-up itself is measured in bench/startup.py
-GONE_BOUND = 1.0  # issue 13: no process of the plugin remains within 1 s of the kill
+GONE_BOUND = 1.0  # no process of the plugin remains within 1 s of the kill
 CLEAN_BOUND = 10.0  # unpack directories removed (rm of ~100 MB on a loaded machine)
 
 

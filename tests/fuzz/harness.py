@@ -21,7 +21,7 @@ from tests.support import secrets_scan
 
 F = TypeVar("F", bound=Callable[..., Any])
 
-# Inputs per target: 100,000 in CI (the floor); `make fuzz-nightly` sets 1,000,000.
+# Inputs per target: 100,000 in CI (the floor); `make fuzz-nightly` sets 1,000,000.
 EXAMPLES = int(os.environ.get("KMS_APPLIANCE_FUZZ_EXAMPLES", "100000"))
 SLOW_CALL = 5.0  # seconds; any single input slower than this is a hang (shared 2-core CI)
 

@@ -1,4 +1,4 @@
-"""Every attack at once against the real plugin, while a real client keeps calling (issue 13).
+"""Every attack at once against the real plugin, while a real client keeps calling.
 
     python -m tests.reliability.attack_mix --seconds 600 [--json out.json]
 
@@ -391,7 +391,7 @@ def cleanup(report: dict[str, Any]) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(description="every attack at once + a real client (issue 13)")
+    ap = argparse.ArgumentParser(description="every attack at once + a real client")
     ap.add_argument("--seconds", type=float, default=600.0)
     ap.add_argument("--json", type=Path, default=None, help="also write the report here")
     ap.add_argument("--max-connection-age", type=float, default=60.0)

@@ -1,6 +1,6 @@
 """Figures the reliability suites measure, printed at the end of the run.
 
-Why: the issue asks for numbers (faults covered, fuzz inputs, attacks refused,
+Why: the suite is judged by numbers (faults covered, fuzz inputs, attacks refused,
 secrets found, soak calls, RSS growth); tests record them here and the
 terminal summary prints them, and writes them as JSON when
 KMS_APPLIANCE_FIGURES names a file.

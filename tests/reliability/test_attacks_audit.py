@@ -1,4 +1,4 @@
-"""The audit trail under a careless operator and a hostile neighbour (issue 13, items 10, 11, 13).
+"""The audit trail under a careless operator and a hostile neighbour.
 
 A reopen that fails (directory gone, a FIFO or a foreign file planted after
 logrotate) must be counted, fail /readyz with the reason, and be retried on

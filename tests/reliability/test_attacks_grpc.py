@@ -1,8 +1,7 @@
 """Attacks on the gRPC endpoint itself: slow callers, header floods, slot hoarding.
 
 Each attack runs against the real plugin process while a well-behaved client
-(kube-apiserver's part) calls Status with the 1 s deadline the issue asks
-for: that deadline is the functional requirement, not a benchmark.
+(kube-apiserver's part) calls Status with a 1 s deadline: that deadline is the functional requirement, not a benchmark.
 
 - Slow callers: calls whose request message never (fully) arrives must not
   hold a worker; they end with DEADLINE_EXCEEDED after
@@ -33,13 +32,13 @@ from tests.support import h2raw
 from tests.support import plugin as pm
 from tests.support.kmsclient import Client
 
-STATUS_DEADLINE = 1.0  # the issue: Status answered within 1 s under these attacks
+STATUS_DEADLINE = 1.0  # Status answered within 1 s under these attacks
 POD_LIMIT_KIB = 384 * 1024  # the static pod's memory limit
 WORKERS = 32  # server.workers' default
 READ_TIMEOUT = 2.0
 ENCRYPT = "/v2.KeyManagementService/Encrypt"
 # The flood sends 16 new streams per connection every FLOOD_PAUSE s (~500 streams/s from 32
-# connections): the memory attack of the issue, not a test of how much CPU this machine has left.
+# connections): an attack on memory, not a test of how much CPU this machine has left.
 FLOOD_PAUSE = 1.0
 
 

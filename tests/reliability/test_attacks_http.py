@@ -1,4 +1,4 @@
-"""Attacks on the HTTP endpoint and health that must tell the truth (issue 13, items 1, 6, 13, 15).
+"""Attacks on the HTTP endpoint and health that must tell the truth.
 
 A local user can open as many TCP connections to /metrics as they like: the
 endpoint must cost bounded descriptors and no thread per connection, so gRPC

@@ -1,4 +1,4 @@
-"""Every attack at once, briefly, while a real client calls (issue 13, "Done when", second bullet).
+"""Every attack at once, briefly, while a real client calls.
 
 The short CI version of ``python -m tests.reliability.attack_mix`` (``make attack-run`` is the
 10-minute one): the same drivers (tests/support/attacks.py), the same real client (one

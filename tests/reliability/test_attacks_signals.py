@@ -1,4 +1,4 @@
-"""Signals as an attack and as an operator mistake (issue 13, items 7 and 9).
+"""Signals as an attack and as an operator mistake.
 
 - A burst of SIGHUPs (a loop of ``kill -HUP``, or a logrotate gone wrong)
   used to deadlock the main thread: the handler's ``Event.set()`` re-entered

@@ -1,4 +1,4 @@
-"""`make test` / `make demo` set up their Debian packages themselves (issue 15, item 1).
+"""`make test` / `make demo` set up their Debian packages themselves.
 
 scripts/apt-deps.sh runs with a fake dpkg-query, apt-get and id first in PATH,
 so every branch is exercised on any machine without installing anything:

@@ -119,7 +119,7 @@ def test_a_failing_disk_is_reported_once_and_never_raises(tmp_path: Path,
     assert _sample(metrics, "kms_appliance_audit_records_dropped_total") == 3
 
 
-# ---- a broken trail is counted, reported, retried (issue 13, item 10) ------------------------
+# ---- a broken trail is counted, reported, retried --------------------------------------------
 
 
 def _sample(metrics: Metrics, name: str) -> float:
@@ -286,7 +286,7 @@ def test_flusher_runs_under_the_supervisor(tmp_path: Path) -> None:
         log.close()
 
 
-# ---- the path, at start (issue 13, items 11 and 13) -----------------------------------------
+# ---- the path, at start ---------------------------------------------------------------------
 
 
 def test_fifo_at_the_path_is_refused_at_once(tmp_path: Path) -> None:

@@ -1,4 +1,4 @@
-"""The operator docs say what the code does (issue 15, item 5).
+"""The operator docs say what the code does.
 
 Each test reads the doc and checks it against the code it describes, so a
 change to either side that makes them disagree fails here.
