@@ -6,7 +6,7 @@ plugin (``kms_appliance``) is runnable, and it stays as a reference point when
 a scenario fails with the real plugin. It is deliberately not the product: no
 hardening, no backend, no metrics.
 
-Wire contract (see /work/shared/reference/kms-contract.md): gRPC service
+Wire contract (kube-apiserver's KMS v2 API, package ``v2``): gRPC service
 ``v2.KeyManagementService`` with Status/Encrypt/Decrypt, served with grpc
 generic handlers and the hand-written codec in ``protowire``.
 

@@ -1,5 +1,5 @@
 """Akeyless envelope mode through an outage, a second control-plane node, rotation,
-storage migration and a revocation (issue 14's proof).
+storage migration and a revocation.
 
 Why its own scenario: in direct mode a kube-apiserver that restarts while
 Akeyless is down serves no Secret (test_outage.py: KMS v2 needs one Encrypt

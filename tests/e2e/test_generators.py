@@ -1,4 +1,4 @@
-"""The generators against the real kube-apiserver's validation (issue 15, item 2).
+"""The generators against the real kube-apiserver's validation.
 
 ``kms-appliance static-pod`` must write a pod the apiserver accepts, and must
 refuse (exit 2) exactly the values the apiserver would refuse: each refused

@@ -37,7 +37,7 @@ KMS_HEALTH_TIMEOUT_S = 60.0
 # The apiserver caches a successful KMS v2 health check for 20 s; a /healthz
 # answer after that is backed by a fresh Status call on its own connection.
 KMS_HEALTH_CACHE_S = 20.0
-# issue 13: after kill -9 of the pid an operator sees, no process of the plugin remains within 1 s
+# after kill -9 of the pid an operator sees, no process of the plugin remains within 1 s
 # (the frozen binary is three processes: staticx's and PyInstaller's bootloaders, then Python).
 KILLED_GONE_S = 1.0
 

@@ -10,7 +10,7 @@ from .support import REPO
 # Relative path -> the repository file it must equal.
 DOCS = {"README.md": REPO / "README.md",
         **{f"docs/{p.name}": p for p in sorted((REPO / "docs").glob("*.md"))}}
-# What an operator needs (issue 15); named so that a lost glob cannot pass unnoticed.
+# What an operator needs; named so that a lost glob cannot pass unnoticed.
 REQUIRED = ("README.md", "docs/troubleshooting.md", "docs/akeyless-permissions.md", "docs/backup.md",
             "docs/k3s-rke2.md", "docs/configuration.md", "docs/deployment.md", "docs/akeyless.md",
             "docs/verify.md")

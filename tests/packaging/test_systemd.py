@@ -81,7 +81,7 @@ def test_security_score_catches_a_weaker_unit(tmp_path: Path) -> None:
 
 
 def test_unit_settings() -> None:
-    """The settings the issue names, spelled as systemd reads them."""
+    """The hardening settings the unit must carry, spelled as systemd reads them."""
     text = UNIT.read_text()
     for line in ("User=kms-appliance", "RuntimeDirectory=kms-appliance kms-appliance/tmp",
                  "Environment=TMPDIR=/run/kms-appliance/tmp", "NoNewPrivileges=yes", "CapabilityBoundingSet=",
