@@ -98,8 +98,12 @@ class Sandbox:
 
 def wait_serving(sock: Path, proc: subprocess.Popen[bytes], timeout: float) -> None:
     """Wait until *sock* accepts; on failure raise with what the binary wrote to stderr."""
+    def alive() -> None:
+        if proc.poll() is not None:
+            raise RuntimeError(f"exited with {proc.returncode} before serving")
+
     try:
-        wait_for_socket(sock, proc, timeout=timeout)
+        wait_for_socket(sock, alive, timeout)
     except (RuntimeError, TimeoutError) as exc:
         stop(proc)
         err = proc.stderr.read().decode(errors="replace")[-3000:] if proc.stderr else ""

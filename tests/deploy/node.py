@@ -40,7 +40,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from tests.e2e.components import BUILD_SCRIPT, default_bin_dir
-from tests.e2e.procs import ManagedProcess, ProcessRegistry, free_port, wait_until
+from tests.support.procs import ManagedProcess, ProcessRegistry, free_port, wait_until
 
 NODE_COMPONENTS = ("kubelet", "containerd", "containerd-shim-runc-v2", "ctr", "pause")
 BUILD_TIMEOUT_S = 3600
@@ -282,7 +282,7 @@ class Kubelet:
                  containerd: Containerd, node_name: str, kubeconfig: Path | None) -> None:
         self.root_dir = workdir / "kubelet"
         self.manifests = workdir / "manifests"
-        self.pod_logs = workdir / "pod-logs"
+        self.pod_logs = workdir / "logs" / "pods"  # kept with the component logs on a failure
         for d in (self.root_dir, self.manifests, self.pod_logs):
             d.mkdir(parents=True)
         self.ports = KubeletPorts(healthz=free_port())

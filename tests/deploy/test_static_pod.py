@@ -40,9 +40,9 @@ import pytest
 from tests.e2e.cluster import ApiServerOptions, Cluster, EtcdServer, KubeApiServer, write_kubeconfig
 from tests.e2e.components import Components, ensure_components
 from tests.e2e.pki import make_cluster_pki
-from tests.e2e.procs import ManagedProcess, ProcessRegistry, free_port, wait_until
 from tests.e2e.protowire import parse_encrypted_object
 from tests.support.kmsclient import Client
+from tests.support.procs import ManagedProcess, ProcessRegistry, free_port, wait_until
 
 from .conftest import step
 from .node import (

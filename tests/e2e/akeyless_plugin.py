@@ -17,8 +17,9 @@ import urllib.request
 from pathlib import Path
 from typing import Any
 
+from tests.support.procs import ManagedProcess, ProcessRegistry, free_port, wait_until
+
 from .plugins import HERE, KmsPlugin, appliance_command, socket_path_for
-from .procs import ManagedProcess, ProcessRegistry, free_port, wait_until
 
 REPO = HERE.parent.parent
 KEY = "e2e-kek"

@@ -20,10 +20,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from tests.support.procs import ManagedProcess, ProcessRegistry, free_port, wait_until
+
 from .components import Components
 from .encryption import write_encryption_config
 from .pki import ClusterPki, make_cluster_pki
-from .procs import ManagedProcess, ProcessRegistry, free_port, wait_until
 
 ETCD_READY_TIMEOUT_S = 30.0
 APISERVER_READY_TIMEOUT_S = 180.0

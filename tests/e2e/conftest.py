@@ -30,11 +30,12 @@ from typing import Any
 
 import pytest
 
+from tests.support.procs import ProcessRegistry
+
 from .cluster import ApiServerOptions, Cluster, new_cluster
 from .components import Components, ensure_components
 from .fixture_types import RecordTiming, StartApiServer, StartPlugin
 from .plugins import LAUNCHERS, KmsPlugin, Launcher, selected_launcher_names
-from .procs import ProcessRegistry
 
 HERE = Path(__file__).resolve().parent
 REGISTRY_KEY = pytest.StashKey[ProcessRegistry]()

@@ -34,8 +34,9 @@ from pathlib import Path
 
 import grpc
 
+from tests.support.procs import ManagedProcess, ProcessRegistry, free_port, wait_until
+
 from . import protowire as pw
-from .procs import ManagedProcess, ProcessRegistry, free_port, wait_until
 
 HERE = Path(__file__).resolve().parent
 PLUGIN_READY_TIMEOUT_S = 30.0

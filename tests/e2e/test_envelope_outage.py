@@ -49,13 +49,13 @@ import pytest
 from tests.support import secrets_scan
 from tests.support.intermediate_keys import iks_of, is_envelope, key_from_state_dir
 from tests.support.kmsclient import Client
+from tests.support.procs import ProcessRegistry, wait_until
 
 from .akeyless_plugin import KEY, Emulator, akeyless_plugin, start_emulator
 from .cluster import ApiServerOptions, Cluster, KubeApiServer, write_kubeconfig
 from .encryption import encryption_config, identity, kms_v2, storage_prefix
 from .fixture_types import RecordTiming, StartApiServer
 from .plugins import KmsPlugin, audit_records
-from .procs import ProcessRegistry, wait_until
 from .protowire import EncryptedObject
 from .workload import BATCH_LABEL, create_secrets_bulk, list_batch, rewrite_batch, stored_envelopes
 

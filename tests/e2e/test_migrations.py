@@ -13,11 +13,12 @@ import time
 
 import pytest
 
+from tests.support.procs import wait_until
+
 from .akeyless_plugin import KEY as AKEYLESS_KEY
 from .cluster import Cluster
 from .encryption import Provider, encryption_config, identity, kms_v1, kms_v2, storage_prefix
 from .fixture_types import RecordTiming, StartApiServer, StartPlugin
-from .procs import wait_until
 from .workload import (
     create_secret,
     create_secrets_bulk,

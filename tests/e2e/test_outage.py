@@ -10,11 +10,12 @@ from __future__ import annotations
 
 import pytest
 
+from tests.support.procs import wait_until
+
 from .cluster import Cluster
 from .encryption import encryption_config, identity, kms_v2, storage_prefix
 from .fixture_types import RecordTiming, StartApiServer, StartPlugin
 from .plugins import LAUNCHERS, Launcher
-from .procs import wait_until
 from .workload import BATCH_LABEL, create_secret, create_secrets_bulk, list_batch, stored_envelopes
 
 pytestmark = pytest.mark.e2e

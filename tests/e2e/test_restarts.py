@@ -16,12 +16,12 @@ import grpc
 import pytest
 
 from tests.support.plugin import AUDIT_FLUSH_BOUND
+from tests.support.procs import wait_until
 
 from .cluster import Cluster
 from .encryption import encryption_config, identity, kms_v2, storage_prefix
 from .fixture_types import RecordTiming, StartApiServer, StartPlugin
 from .plugins import KmsPlugin, audit_records
-from .procs import wait_until
 from .workload import (
     create_secret,
     create_secrets_bulk,

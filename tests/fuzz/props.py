@@ -15,7 +15,8 @@ from kms_appliance.kms.v1 import V1Servicer
 from kms_appliance.kms.v2 import V2Servicer
 from kms_appliance.kms.validate import MAX_UID, MAX_V1_PLAINTEXT, MAX_V2_PLAINTEXT
 from tests.fuzz.harness import FakeContext, Tally, no_leak
-from tests.reliability import inproc, ledger
+from tests.reliability import inproc
+from tests.support import ledger
 
 OK = grpc.StatusCode.OK
 ALLOWED_ERRORS = {grpc.StatusCode.INVALID_ARGUMENT, grpc.StatusCode.FAILED_PRECONDITION}

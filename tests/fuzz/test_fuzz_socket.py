@@ -24,7 +24,8 @@ from kms_appliance.kms import v1beta1_pb2 as pb1
 from kms_appliance.kms import v2_pb2 as pb2
 from tests.fuzz import engine
 from tests.fuzz.harness import Tally
-from tests.reliability import akplugin, ledger
+from tests.reliability import akplugin
+from tests.support import ledger
 from tests.support import plugin as pm
 from tests.support.kmsclient import Client
 

@@ -16,7 +16,7 @@ from kms_appliance.kms.v1 import V1Servicer
 from kms_appliance.kms.v2 import V2Servicer
 from kms_appliance.metrics import Metrics
 from kms_appliance.server import PluginServer
-from tests.reliability import ledger
+from tests.support import ledger
 
 
 class CapturingAudit:

@@ -21,7 +21,7 @@ from pathlib import Path
 import grpc
 import pytest
 
-from tests.reliability import ledger
+from tests.support import ledger
 from tests.support import plugin as pm
 from tests.support.kmsclient import Client
 

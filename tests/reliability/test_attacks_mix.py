@@ -27,7 +27,8 @@ import os
 import sys
 from typing import Any
 
-from tests.reliability import attack_mix, figures, ledger
+from tests.reliability import attack_mix, figures
+from tests.support import ledger
 
 SECONDS = 45.0
 AGE = 10.0

@@ -22,7 +22,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.reliability import ledger
+from tests.support import ledger
 from tests.support import plugin as pm
 
 MARKER = "H6-SECRET-MARKER-5f1c9a"

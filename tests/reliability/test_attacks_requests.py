@@ -16,7 +16,8 @@ from pathlib import Path
 import grpc
 
 from akeyless_emulator import Emulator
-from tests.reliability import akplugin, figures, ledger
+from tests.reliability import akplugin, figures
+from tests.support import ledger
 from tests.support import plugin as pm
 from tests.support.kmsclient import Client
 

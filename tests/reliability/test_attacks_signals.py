@@ -23,7 +23,8 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 from akeyless_emulator import Emulator
-from tests.reliability import akplugin, figures, ledger
+from tests.reliability import akplugin, figures
+from tests.support import ledger
 from tests.support import plugin as pm
 from tests.support.kmsclient import Client
 

@@ -23,7 +23,8 @@ import pytest
 
 from akeyless_emulator import Emulator
 from kms_appliance.backends import keyring
-from tests.reliability import akplugin, figures, ledger
+from tests.reliability import akplugin, figures
+from tests.support import ledger
 from tests.support import plugin as pm
 from tests.support.kmsclient import Client
 

@@ -26,8 +26,9 @@ import grpc
 import pytest
 
 from akeyless_emulator import Emulator
-from tests.reliability import akplugin, figures, ledger, procinfo
+from tests.reliability import akplugin, figures, procinfo
 from tests.reliability.tcpproxy import SwitchProxy
+from tests.support import ledger
 from tests.support import plugin as pm
 from tests.support.kmsclient import Client
 

@@ -17,7 +17,8 @@ import pytest
 
 from akeyless_emulator import Emulator
 from kms_appliance.kms import v2_pb2
-from tests.reliability import akplugin, figures, ledger, procinfo
+from tests.reliability import akplugin, figures, procinfo
+from tests.support import ledger
 from tests.support import plugin as pm
 from tests.support.kmsclient import Client
 

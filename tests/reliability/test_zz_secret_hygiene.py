@@ -21,7 +21,8 @@ import grpc
 import pytest
 
 from akeyless_emulator import Emulator
-from tests.reliability import akplugin, figures, hygiene, ledger
+from tests.reliability import akplugin, figures, hygiene
+from tests.support import ledger
 from tests.support import plugin as pm
 from tests.support.intermediate_keys import iks_of
 from tests.support.kmsclient import Client

@@ -1,7 +1,14 @@
-"""Start the real plugin (``python -m kms_appliance serve``) as a process.
+"""The one way every suite and the bench start the plugin as a process.
 
-Everything it writes (stdout, stderr, the audit file) is kept in files so a
-test can scan every byte for secrets afterwards.
+What varies is declared, not rewritten: the command (this source tree, a
+frozen binary, or a wrapper such as a DNS shim), the backend (a local
+keyring made by that same command, or Akeyless through an emulator process
+or an in-process emulator's environment), the environment it starts from,
+and where the audit stream goes. What does not vary: stdout, stderr and the
+audit file are files in the work directory, registered with the secret
+ledger as the plugin is made (so the secret scan covers every plugin any
+test started); readiness is one wait; a stop leaves no process of the
+plugin's group behind, or says which.
 """
 
 from __future__ import annotations
@@ -9,66 +16,160 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import shlex
 import signal
 import socket
 import subprocess
 import sys
 import time
+import urllib.error
 import urllib.request
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-REPO = Path(__file__).resolve().parents[2]
+from . import ledger
+from .emulator import EmulatorProcess
+from .kmsclient import Client
+from .procs import REPO, ManagedProcess, ProcessRegistry, free_port, wait_until
+
+__all__ = ["REPO", "Command", "Plugin", "free_port", "keyring_init", "python", "running", "start",
+           "wait_for_socket"]
+
 START_TIMEOUT = 20.0
 AUDIT_FLUSH_BOUND = 0.1  # 5x the default observability.audit_flush_interval
+OWN_SETTINGS = ("KMS_APPLIANCE_", "AKEYLESS_")  # never inherited from the caller's environment
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
+@dataclass(frozen=True)
+class Command:
+    """How to run kms-appliance: the argv prefix and the directory to run it in."""
 
+    argv: tuple[str, ...]
+    cwd: Path | None = None
 
-def wait_for_socket(path: Path, proc: subprocess.Popen[bytes] | None, timeout: float = START_TIMEOUT) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if proc is not None and proc.poll() is not None:
-            raise RuntimeError(f"plugin exited with {proc.returncode} before serving")
-        with socket.socket(socket.AF_UNIX) as s, contextlib.suppress(OSError):
-            s.connect(os.fspath(path))
-            return
-        time.sleep(0.05)
-    raise TimeoutError(f"nothing listening on {path} after {timeout}s")
+    @classmethod
+    def source(cls) -> Command:
+        """This checkout as a module (the package need not be installed)."""
+        return cls((sys.executable, "-m", "kms_appliance"), REPO)
+
+    @classmethod
+    def frozen(cls, binary: Path) -> Command:
+        return cls((str(binary),))
+
+    @classmethod
+    def from_env(cls, variable: str) -> Command:
+        """The command a variable names (an installed command, a frozen binary), else the source."""
+        explicit = os.environ.get(variable)
+        return cls(tuple(shlex.split(explicit))) if explicit else cls.source()
+
+    def run(self, *args: str, env: Mapping[str, str] | None = None,
+            timeout: float = 60) -> subprocess.CompletedProcess[bytes]:
+        """A command that ends by itself (``keyring init``, ``version``); raises on failure."""
+        return subprocess.run([*self.argv, *args], cwd=self.cwd, env=env, check=True,
+                              capture_output=True, timeout=timeout)
 
 
 @dataclass
 class Plugin:
-    """A running plugin process and where its output goes."""
+    """A plugin process, where its output goes, and what it serves on."""
 
     workdir: Path
     socket: Path
-    audit: Path
-    http_port: int
-    proc: subprocess.Popen[bytes]
-    stdout: Path
-    stderr: Path
+    audit: Path | None  # None: the audit stream is stdout
+    http_port: int | None
+    process: ManagedProcess
+    command: Command
+    keyring: Path | None = None
+    backend: EmulatorProcess | None = None  # stop it for an Akeyless outage
+    name: str = "plugin"
+    api_versions: tuple[str, ...] = ("v2", "v1")
     extra_outputs: list[bytes] = field(default_factory=list)
+
+    @property
+    def proc(self) -> subprocess.Popen[bytes]:
+        if self.process.proc is None:
+            raise RuntimeError(f"{self.name} never started")
+        return self.process.proc
+
+    @property
+    def stdout(self) -> Path:
+        return self.process.log_path
+
+    @property
+    def stderr(self) -> Path:
+        return self.process.err_path or self.process.log_path
+
+    # -- lifecycle ---------------------------------------------------------------------
+    def start(self, wait: bool = True, status_ok: bool = False, timeout: float = START_TIMEOUT) -> float:
+        """Start (or start again) and wait until ready; returns the seconds waited."""
+        self.process.start()
+        return self.wait_ready(status_ok, timeout) if wait else 0.0
+
+    def wait_ready(self, status_ok: bool = False, timeout: float = START_TIMEOUT) -> float:
+        """Until the socket accepts (``status_ok``: and Status answers ``ok``); a plugin that
+        exits or misses the deadline is killed and the error carries its stderr."""
+
+        try:
+            return wait_for_socket(self.socket, self.process.check_alive, timeout, status_ok)
+        except (RuntimeError, TimeoutError) as exc:
+            self.stop(signal.SIGKILL)
+            raise type(exc)(f"{exc}\nstderr:\n{self.stderr.read_text(errors='replace')[-3000:]}") from None
+
+    def stop(self, sig: int = signal.SIGTERM, timeout: float = 20) -> int:
+        """``sig`` to the plugin, its whole group killed after ``timeout``; no process of it
+        may be left (``procs.LeftoverProcessError``). Returns its exit status."""
+        self.process.stop(timeout, sig)
+        return self.proc.returncode
+
+    def kill(self) -> int | None:
+        """kill -9 of the pid an operator sees (the rest of the chain must follow by itself)."""
+        return self.process.kill()
+
+    def restart(self, sig: int = signal.SIGTERM, status_ok: bool = True) -> float:
+        """Stop with ``sig`` (SIGKILL: a crash), start again, wait until ready."""
+        if sig == signal.SIGKILL:
+            self.kill()
+        self.stop(sig)
+        return self.start(status_ok=status_ok)
+
+    # -- talking to it -----------------------------------------------------------------
+    def status(self, timeout: float = 3.0) -> Any:
+        """KMS v2 Status over the socket, as kube-apiserver asks it."""
+        client = Client(self.socket, timeout)
+        try:
+            return client.status()
+        finally:
+            client.close()
+
+    def rotate_key(self) -> None:
+        """A new current key: in the keyring file (``keyring rotate``) or in Akeyless."""
+        if self.backend is not None:
+            self.backend.rotate_key()
+        elif self.keyring is not None:
+            self.command.run("keyring", "rotate", str(self.keyring))
+        else:
+            raise RuntimeError(f"{self.name}: no keyring or backend to rotate")
 
     def http(self, path: str) -> tuple[int, bytes]:
         url = f"http://127.0.0.1:{self.http_port}{path}"
         try:
             with urllib.request.urlopen(url, timeout=5) as resp:
-                body = resp.read()
-                status = resp.status
+                body, status = resp.read(), resp.status
         except urllib.error.HTTPError as err:
             body, status = err.read(), err.code
         self.extra_outputs.append(body)
         return status, body
 
+    # -- what it wrote -------------------------------------------------------------------
     def audit_records(self) -> list[dict[str, Any]]:
-        return [json.loads(line) for line in self.audit.read_text().splitlines() if line.strip()]
+        """The JSON audit records (from the audit file, or the lines of stdout that are records)."""
+        if self.audit is not None:
+            lines = self.audit.read_text().splitlines() if self.audit.exists() else []
+            return [json.loads(line) for line in lines if line.strip()]
+        text = self.stdout.read_text(errors="replace")
+        return [json.loads(ln) for ln in text.splitlines() if ln.startswith("{") and '"schema"' in ln]
 
     def audit_settled(self) -> list[dict[str, Any]]:
         """Every record of the calls answered so far (a record may wait one flush interval)."""
@@ -85,66 +186,98 @@ class Plugin:
                 return records
             time.sleep(0.02)
 
-    def stop(self, sig: int = signal.SIGTERM, timeout: float = 20) -> int:
-        if self.proc.poll() is None:
-            self.proc.send_signal(sig)
-            try:
-                self.proc.wait(timeout)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait(5)
-        return self.proc.returncode
-
     def written(self) -> bytes:
         """Every byte the process wrote that a test could see."""
-        parts = [self.stdout.read_bytes(), self.stderr.read_bytes(), *self.extra_outputs]
-        if self.audit.exists():
-            parts.append(self.audit.read_bytes())
-        return b"\n".join(parts)
+        files = {self.stdout, self.stderr, *([self.audit] if self.audit else [])}
+        return b"\n".join([*(f.read_bytes() for f in sorted(files) if f.exists()), *self.extra_outputs])
+
+
+def wait_for_socket(path: Path, alive: Callable[[], None], timeout: float = START_TIMEOUT,
+                    status_ok: bool = False) -> float:
+    """The readiness wait: until ``path`` accepts a connection (``status_ok``: and KMS v2
+    Status answers ``ok``); ``alive`` raises when the process died. Returns seconds waited."""
+
+    def ready() -> bool:
+        with socket.socket(socket.AF_UNIX) as s:
+            s.connect(os.fspath(path))
+        if not status_ok:
+            return True
+        client = Client(path, 3.0)
+        try:
+            return bool(client.status().healthz == "ok")
+        finally:
+            client.close()
+
+    return wait_until(ready, timeout, f"plugin on {path}", interval_s=0.05, alive=alive)
 
 
 def python() -> str:
     return sys.executable
 
 
-def keyring_init(path: Path) -> None:
-    subprocess.run([python(), "-m", "kms_appliance", "keyring", "init", str(path)], cwd=REPO,
-                   check=True, capture_output=True)
+def keyring_init(path: Path, command: Command | None = None) -> None:
+    """A fresh keyring made by the plugin's own command (a frozen binary is tested whole)."""
+    (command or Command.source()).run("keyring", "init", str(path))
 
 
-def start(workdir: Path, args: Sequence[str] = (), env: dict[str, str] | None = None,
-          keyring: Path | None = None, wait: bool = True, socket_path: Path | None = None) -> Plugin:
-    """Start ``serve`` with the local backend in ``workdir`` (created 0700)."""
-    workdir.mkdir(mode=0o700, parents=True, exist_ok=True)
-    sock = socket_path or workdir / "run" / "kms.sock"
-    audit = workdir / "audit.log"
-    port = free_port()
-    if keyring is None:
-        keyring = workdir / "keyring.json"
-        if not keyring.exists():
-            keyring_init(keyring)
-    cmd = [python(), "-m", "kms_appliance", "serve", "--backend", "local", "--keyring", str(keyring),
-           "--socket", str(sock), "--audit-log", str(audit), "--http-listen", f"127.0.0.1:{port}",
-           "--config", str(workdir / "none.toml"), *args]
-    (workdir / "none.toml").touch()
-    out, err = workdir / "stdout.log", workdir / "stderr.log"
-    full_env = {k: v for k, v in os.environ.items() if not k.startswith(("KMS_APPLIANCE_", "AKEYLESS_"))}
-    full_env.update(env or {})
-    with out.open("wb") as o, err.open("wb") as e:
-        proc = subprocess.Popen(cmd, cwd=REPO, stdout=o, stderr=e, env=full_env)
-    plugin = Plugin(workdir, sock, audit, port, proc, out, err)
-    if wait:
-        try:
-            wait_for_socket(sock, proc)
-        except Exception:
-            plugin.stop(signal.SIGKILL)
-            raise
+def start(workdir: Path, args: Sequence[str] = (), env: Mapping[str, str] | None = None,
+          keyring: Path | None = None, wait: bool = True, socket_path: Path | None = None, *,
+          command: Command | None = None, emulator: EmulatorProcess | None = None,
+          akeyless: bool = False, base_env: Mapping[str, str] | None = None,
+          audit_file: bool = True, http: bool = True, name: str = "plugin",
+          registry: ProcessRegistry | None = None, status_ok: bool = False,
+          timeout: float = START_TIMEOUT) -> Plugin:
+    """Start ``serve`` in ``workdir`` (created 0700) and wait until its socket accepts.
+
+    The backend is the local keyring (``keyring``, else a fresh one) unless ``emulator`` (an
+    emulator process) or ``akeyless`` (the Akeyless settings are in ``env``) says Akeyless.
+    The environment is ``base_env`` (default: the caller's, without KMS_APPLIANCE_*/AKEYLESS_*
+    settings) plus ``env``; ``args`` come last and win over the defaults given here.
+    """
+    plugin = prepare(workdir, args, env, keyring, socket_path, command=command, emulator=emulator,
+                     akeyless=akeyless, base_env=base_env, audit_file=audit_file, http=http,
+                     name=name, registry=registry)
+    plugin.start(wait, status_ok, timeout)
     return plugin
 
 
+def prepare(workdir: Path, args: Sequence[str] = (), env: Mapping[str, str] | None = None,
+            keyring: Path | None = None, socket_path: Path | None = None, *,
+            command: Command | None = None, emulator: EmulatorProcess | None = None,
+            akeyless: bool = False, base_env: Mapping[str, str] | None = None,
+            audit_file: bool = True, http: bool = True, name: str = "plugin",
+            registry: ProcessRegistry | None = None) -> Plugin:
+    """``start`` without starting: the plugin is made, registered, and not yet running."""
+    command = command or Command.source()
+    workdir.mkdir(mode=0o700, parents=True, exist_ok=True)
+    sock = socket_path or workdir / "run" / "kms.sock"
+    audit = workdir / "audit.log" if audit_file else None
+    port = free_port() if http else None
+    (workdir / "none.toml").touch()
+    cmd = [*command.argv, "serve", "--socket", str(sock), "--config", str(workdir / "none.toml"),
+           "--audit-log", str(audit or "-"), "--http-listen", f"127.0.0.1:{port}" if port else ""]
+    if emulator is not None or akeyless:
+        cmd += ["--backend", "akeyless"]
+    else:
+        keyring = keyring or workdir / "keyring.json"
+        if not keyring.exists():
+            keyring_init(keyring, command)
+        cmd += ["--backend", "local", "--keyring", str(keyring)]
+    base = base_env if base_env is not None else os.environ
+    full_env = {k: v for k, v in base.items() if base_env is not None or not k.startswith(OWN_SETTINGS)}
+    full_env.update(emulator.plugin_env() if emulator else {})
+    full_env.update(env or {})
+    process = ManagedProcess(name=name, argv=[*cmd, *args], log_path=workdir / "stdout.log",
+                             err_path=workdir / "stderr.log", env=full_env, cwd=command.cwd, banner=False)
+    if registry is not None:
+        registry.add(process)
+    plugin = Plugin(workdir, sock, audit, port, process, command, keyring, emulator, name)
+    return ledger.plugin(plugin)
+
+
 @contextlib.contextmanager
-def running(workdir: Path, args: Sequence[str] = (), **kw: object) -> Iterator[Plugin]:
-    plugin = start(workdir, args, **kw)  # type: ignore[arg-type]
+def running(workdir: Path, args: Sequence[str] = (), **kw: Any) -> Iterator[Plugin]:
+    plugin = start(workdir, args, **kw)
     try:
         yield plugin
     finally:

@@ -69,7 +69,7 @@ def test_rotations_during_a_burst_label_every_record_with_the_version_used(
     item_id = emu.key(KEY).item_id
     # Widen the window between an encrypt and what follows it, so rotations land inside it.
     emu.fault("encrypt", "latency", delay=0.005)
-    p = pm.start(tmp_path / "p", ["--backend", "akeyless"], env=env)
+    p = pm.start(tmp_path / "p", env=env, akeyless=True)
     out: list[tuple[str, bytes, bytes, Any]] = []
     errors: list[BaseException] = []
     rotated: list[int] = []

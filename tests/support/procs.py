@@ -1,9 +1,14 @@
-"""Child-process lifecycle for the e2e harness: start with a log file, stop
-with a bound, and keep every log so a failing test can show its tails.
+"""Child-process lifecycle for every suite: start with log files, stop with a
+bound, prove nothing of the process is left, and keep every log so a failing
+test can show its tails.
 
-Why one small class: every component (etcd, kube-apiserver, a KMS plugin) is
-started, waited on, restarted and killed the same way, and scenarios such as
-"plugin killed with -9" need the exact signal under the test's control.
+Why one small class: every process a test starts (the plugin from source or
+frozen, the Akeyless emulator, etcd, kube-apiserver, kubelet) is started,
+waited on, restarted and killed the same way, and scenarios such as "plugin
+killed with -9" need the exact signal under the test's control. Each process
+leads a session of its own, so its process group is everything it started
+(the frozen binary is three processes): a stop is only done when that group
+is empty.
 """
 
 from __future__ import annotations
@@ -19,7 +24,10 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
+REPO = Path(__file__).resolve().parents[2]
 STOP_GRACE_S = 15.0
+_SIGTERM = signal.SIGTERM  # a default inside ManagedProcess, whose method "signal" hides the module
+GROUP_GONE_S = 5.0  # after the leader exits, its group's members must follow within this
 PR_SET_PDEATHSIG = 1
 # Resolved once in the parent: the child between fork and exec only calls it.
 _prctl = ctypes.CDLL(None, use_errno=True).prctl
@@ -33,6 +41,28 @@ def _die_with_parent() -> None:
 
 class ProcessExitedError(RuntimeError):
     """A component exited while the harness was waiting for it."""
+
+
+class LeftoverProcessError(AssertionError):
+    """A stopped process left members of its process group running (they were killed)."""
+
+
+def _stat_fields(pid: int) -> list[str]:
+    """/proc/PID/stat after the command name: state, ppid, pgrp, ..."""
+    return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+
+
+def group_members(pgid: int) -> list[int]:
+    """Live (non-zombie) processes whose process group is ``pgid``."""
+    members = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        with contextlib.suppress(OSError, IndexError):
+            fields = _stat_fields(int(entry.name))
+            if int(fields[2]) == pgid and fields[0] != "Z":
+                members.append(int(entry.name))
+    return members
 
 
 def free_port() -> int:
@@ -94,23 +124,28 @@ class ManagedProcess:
     log_path: Path
     env: dict[str, str] | None = None
     cwd: Path | None = None
+    err_path: Path | None = None  # stderr's own file; None: into log_path
+    banner: bool = True  # a "===== start #N" line before each start's output
     proc: subprocess.Popen[bytes] | None = field(default=None, repr=False)
     starts: int = 0
 
     def start(self) -> None:
-        """Start (or start again); output goes to ``log_path``."""
+        """Start (or start again); output goes to ``log_path`` (and ``err_path``)."""
         if self.running:
             raise RuntimeError(f"{self.name} already running")
         self.log_path.parent.mkdir(parents=True, exist_ok=True)
         self.starts += 1
-        with self.log_path.open("ab") as log:
-            log.write(f"\n===== start #{self.starts}: {' '.join(self.argv)}\n".encode())
-            log.flush()
+        with contextlib.ExitStack() as files:
+            log = files.enter_context(self.log_path.open("ab"))
+            err = files.enter_context(self.err_path.open("ab")) if self.err_path else None
+            if self.banner:
+                log.write(f"\n===== start #{self.starts}: {' '.join(self.argv)}\n".encode())
+                log.flush()
             self.proc = subprocess.Popen(
                 list(self.argv),
                 stdin=subprocess.DEVNULL,
                 stdout=log,
-                stderr=subprocess.STDOUT,
+                stderr=err or subprocess.STDOUT,
                 env=self.env,
                 cwd=self.cwd,
                 start_new_session=True,
@@ -139,27 +174,47 @@ class ManagedProcess:
         if self.running and self.proc is not None:
             self.proc.send_signal(sig)
 
-    def stop(self, grace_s: float = STOP_GRACE_S) -> int | None:
-        """SIGTERM, then SIGKILL after ``grace_s``; return the exit code."""
+    def stop(self, grace_s: float = STOP_GRACE_S, sig: int = _SIGTERM) -> int | None:
+        """``sig`` (SIGTERM) to the process, SIGKILL to its group after ``grace_s``; then
+        prove the group empty (``LeftoverProcessError`` if not). Returns the exit code."""
         if self.proc is None:
             return None
         if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
+            self.proc.send_signal(sig)
             try:
                 self.proc.wait(timeout=grace_s)
             except subprocess.TimeoutExpired:
-                self.proc.kill()
+                self._killpg()
                 self.proc.wait(timeout=grace_s)
+        self.prove_gone()
         return self.proc.returncode
 
     def kill(self) -> int | None:
-        """SIGKILL at once (the crash scenario); return the exit code."""
+        """SIGKILL to this process only (the crash scenario: the rest of its group must
+        follow by itself, which ``stop``/``prove_gone`` checks); return the exit code."""
         if self.proc is None:
             return None
         if self.proc.poll() is None:
             self.proc.kill()
             self.proc.wait(timeout=STOP_GRACE_S)
         return self.proc.returncode
+
+    def prove_gone(self) -> None:
+        """After the process exited: its group must empty within ``GROUP_GONE_S``;
+        whatever is left is killed and reported."""
+        if self.proc is None:
+            return
+        deadline = time.monotonic() + GROUP_GONE_S
+        while (left := group_members(self.proc.pid)) and time.monotonic() < deadline:
+            time.sleep(0.02)
+        if left:
+            self._killpg()
+            raise LeftoverProcessError(f"{self.name}: processes {left} outlived it (killed)")
+
+    def _killpg(self) -> None:
+        if self.proc is not None:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(self.proc.pid, signal.SIGKILL)
 
 
 @dataclass
@@ -173,9 +228,16 @@ class ProcessRegistry:
         return process
 
     def stop_all(self) -> None:
-        """Stop in reverse start order, so the apiserver goes before its plugin and etcd."""
+        """Stop in reverse start order, so the apiserver goes before its plugin and etcd;
+        every process is stopped before a leftover is reported."""
+        leftovers: list[LeftoverProcessError] = []
         for process in reversed(self.processes):
-            process.stop()
+            try:
+                process.stop()
+            except LeftoverProcessError as exc:
+                leftovers.append(exc)
+        if leftovers:
+            raise leftovers[0]
 
     def tails(self, lines: int = 40) -> list[tuple[str, str]]:
         return [(f"{p.name} ({p.log_path})", tail(p.log_path, lines)) for p in self.processes]

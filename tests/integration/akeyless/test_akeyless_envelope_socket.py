@@ -16,20 +16,13 @@ import time
 from pathlib import Path
 
 import grpc
-import pytest
 
 from akeyless_emulator import Emulator
-from tests.integration.test_akeyless_socket import KEY, start
+from tests.integration.akeyless.metadata import KEY
+from tests.integration.akeyless.test_akeyless_socket import start
 from tests.support import secrets_scan
 from tests.support.intermediate_keys import iks_of
 from tests.support.kmsclient import Client
-
-
-@pytest.fixture
-def emu():
-    with Emulator(tls=True) as e:
-        e.create_key(KEY)
-        yield e
 
 
 def test_outage_ride_through_and_revocation(emu: Emulator, tmp_path: Path) -> None:

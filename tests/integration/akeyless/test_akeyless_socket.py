@@ -6,34 +6,22 @@ import os
 import signal
 import threading
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
-import pytest
-
 from akeyless_emulator import Emulator
+from tests.integration.akeyless.metadata import KEY
 from tests.support import plugin as pm
 from tests.support import secrets_scan
+from tests.support.emulator import identity_env
 from tests.support.kmsclient import Client
 
-KEY = "/k8s-etcd-key"
 ANNOTATION = "version.kms-appliance.akeyless.io"
 
 
-@pytest.fixture
-def emu() -> Iterator[Emulator]:
-    with Emulator(tls=True) as e:
-        e.create_key(KEY)
-        yield e
-
-
-def start(emu: Emulator, workdir: Path, **extra_env: str) -> tuple[pm.Plugin, dict[str, str]]:
-    ident = emu.add_access_key()
-    env = {"AKEYLESS_URL": emu.url, "AKEYLESS_KEY_ENCRYPTION_KEY": KEY,
-           "AKEYLESS_ACCESS_ID": ident.access_id, "AKEYLESS_ACCESS_KEY": ident.access_key,
-           "KMS_APPLIANCE_AKEYLESS_CA_FILE": str(emu.ca_file),
-           "KMS_APPLIANCE_AKEYLESS_REFRESH_INTERVAL": "1s", **extra_env}
-    return pm.start(workdir, ["--backend", "akeyless"], env=env), env
+def start(emu: Emulator, workdir: Path, **settings: str) -> tuple[pm.Plugin, dict[str, str]]:
+    """The plugin on ``emu`` with a fresh identity, re-reading the key every second."""
+    env = identity_env(emu, KMS_APPLIANCE_AKEYLESS_REFRESH_INTERVAL="1s", **settings)
+    return pm.start(workdir, env=env, akeyless=True), env
 
 
 def test_round_trip_rotation_and_audit_item_version(emu: Emulator, tmp_path: Path) -> None:

@@ -1,11 +1,12 @@
 """The session-wide ledger behind the secret-hygiene check.
 
-Every test in tests/reliability and tests/fuzz that makes the plugin write
-something registers it here (plugin processes: stdout, stderr, audit file,
-HTTP bodies; gRPC error details; files in its work directory), and every
-secret it used (access keys, tokens, UID tokens, DEKs, seeds, KEK bytes).
-tests/reliability/test_zz_secret_hygiene.py scans all of it at the end of
-the session. Secrets and outputs are kept in memory only.
+Every plugin process is registered here as it is made (tests/support/plugin.py:
+stdout, stderr, audit file, HTTP bodies), and so is every emulator process's
+access key; tests add what else the plugin wrote (gRPC error details, files in
+its work directory) and every secret they used (access keys, tokens, UID
+tokens, DEKs, seeds, KEK bytes). tests/reliability/test_zz_secret_hygiene.py
+scans all of it at the end of the session. Secrets and outputs are kept in
+memory only.
 """
 
 from __future__ import annotations
@@ -13,13 +14,24 @@ from __future__ import annotations
 import threading
 from collections.abc import Iterable
 from pathlib import Path
+from typing import Protocol, TypeVar
 
-from tests.support import plugin as pm
+
+class Output(Protocol):
+    """What the ledger needs of a plugin: where it works and every byte it wrote."""
+
+    @property
+    def workdir(self) -> Path: ...
+
+    def written(self) -> bytes: ...
+
+
+P = TypeVar("P", bound=Output)
 
 _lock = threading.Lock()
 SECRETS: set[bytes] = set()
 TEXTS: list[bytes] = []
-PLUGINS: list[pm.Plugin] = []
+PLUGINS: list[Output] = []
 DIRS: list[Path] = []
 MAX_SECRETS = 200_000
 
@@ -44,11 +56,12 @@ def text(*values: bytes | str) -> None:
             TEXTS.append(v.encode() if isinstance(v, str) else bytes(v))
 
 
-def plugin(p: pm.Plugin) -> pm.Plugin:
-    """Record a plugin process; its outputs are read at scan time."""
+def plugin(p: P) -> P:
+    """Record a plugin process (once); its outputs are read at scan time."""
     with _lock:
-        PLUGINS.append(p)
-        DIRS.append(p.workdir)
+        if not any(q is p for q in PLUGINS):
+            PLUGINS.append(p)
+            DIRS.append(p.workdir)
     return p
 
 
