@@ -19,6 +19,8 @@ import pytest
 
 HERE = Path(__file__).resolve().parent
 STEPS: list[tuple[str, float]] = []
+# What a run measured about the deployment (sizes, exit codes), printed after the steps.
+FACTS: list[str] = []
 
 
 @contextlib.contextmanager
@@ -68,3 +70,5 @@ def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
     for name, seconds in STEPS:
         terminalreporter.write_line(f"{seconds:7.1f}s  {name}")
     terminalreporter.write_line(f"{sum(s for _, s in STEPS):7.1f}s  total of timed steps")
+    for fact in FACTS:
+        terminalreporter.write_line(f"measured: {fact}")
