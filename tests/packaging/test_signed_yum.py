@@ -137,4 +137,7 @@ def test_install_and_upgrade_from_signed_repo(tmp_path: Path, bundle_dir: Path, 
             _dnf(root, upgrade, bundle_dir, "upgrade", "kms-appliance")
         assert _installed(root) == f"kms-appliance-{VERSION}+up1-1.x86_64"
     finally:
+        # dnf's metadata check (gpgme) starts an agent per repository keyring.
+        for pubring in root.glob("var/cache/dnf/*/pubring"):
+            run(["gpgconf", "--homedir", pubring, "--kill", "gpg-agent"], check=False)
         rmtree(root)

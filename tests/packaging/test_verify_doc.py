@@ -36,8 +36,13 @@ def _fill(block: str, fpr: str, keyring: Path | None = None) -> str:
 
 def _bash(script: str, cwd: Path, home: Path) -> tuple[int, str]:
     home.mkdir(exist_ok=True, mode=0o700)
+    temp = home / "tmp"
+    temp.mkdir()
     proc = run(["bash", "-c", script], cwd=cwd, check=False, timeout=300,
-               env={**signed.clean_env(), "HOME": str(home), "GNUPGHOME": str(home / ".gnupg")})
+               env={**signed.clean_env(), "HOME": str(home), "GNUPGHOME": str(home / ".gnupg"),
+                    "TMPDIR": str(temp)})
+    assert list(temp.iterdir()) == [], "the block must remove its temporary keyring"
+    signed.stop_agent(home / ".gnupg")
     return proc.returncode, proc.stdout + proc.stderr
 
 
