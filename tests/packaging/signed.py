@@ -44,6 +44,7 @@ def fingerprints(key: Path, home: Path) -> list[str]:
     """Primary key fingerprints in an exported (public or secret) key file, read, not imported."""
     home.mkdir(mode=0o700, exist_ok=True)
     out = run(["gpg", "--homedir", home, "--batch", "--with-colons", "--show-keys", key]).stdout
+    stop_agent(home)  # reading a secret key file starts one
     lines = out.splitlines()
     return [lines[i + 1].split(":")[9] for i, line in enumerate(lines) if line.startswith(("pub:", "sec:"))]
 
@@ -83,3 +84,10 @@ def flip_byte(path: Path, offset: int | None = None) -> None:
     data[at] ^= 0x01
     path.unlink()  # never write through a hard link
     path.write_bytes(bytes(data))
+
+
+def fingerprints_in_home(home: Path) -> list[str]:
+    """Primary key fingerprints of the secret keys in a GnuPG home."""
+    out = run(["gpg", "--homedir", home, "--batch", "--with-colons", "--list-secret-keys"]).stdout
+    lines = out.splitlines()
+    return [lines[i + 1].split(":")[9] for i, line in enumerate(lines) if line.startswith("sec:")]

@@ -172,3 +172,40 @@ def test_key_given_as_file_signs_reproducibly(tmp_path: Path) -> None:
     run([SIGN, "pubkey", tmp_path / "pub"], env=env)
     assert signed.gpgv(tmp_path / "pub.gpg", Path(f"{data}.asc"), data)
     assert list(temp.iterdir()) == [], "the imported key's temporary GnuPG home must be removed"
+
+
+def test_key_in_a_gnupg_home_with_signing_subkey_and_passphrase(tmp_path: Path) -> None:
+    """The usual shape of a release key: certify-only primary, a signing subkey, a
+    passphrase, and other keys in the same home (chosen by fingerprint)."""
+    home = tmp_path / "home"
+    home.mkdir(mode=0o700)
+    passphrase = tmp_path / "passphrase"
+    passphrase.write_text("correct horse battery staple\n")
+    gpg = ["gpg", "--homedir", home, "--batch", "--pinentry-mode", "loopback", "--passphrase-file", passphrase]
+    run([*gpg, "--quick-generate-key", "Release <release@example.invalid>", "rsa3072", "cert", "never"])
+    fpr = signed.fingerprints_in_home(home)[0]
+    run([*gpg, "--quick-add-key", fpr, "rsa3072", "sign", "never"])
+    run(["gpg", "--homedir", home, "--batch", "--passphrase", "", "--quick-generate-key",
+         "Another <another@example.invalid>", "rsa3072", "sign", "never"])
+    signed.stop_agent(home)
+    env = {**signed.clean_env(), "KMS_SIGNING_GNUPGHOME": str(home)}
+    env.pop("KMS_SIGNING_KEY_FILE", None)
+    ambiguous = run([SIGN, "fingerprint"], env=env, check=False)
+    assert ambiguous.returncode != 0 and "set KMS_SIGNING_KEY" in ambiguous.stderr
+    env |= {"KMS_SIGNING_KEY": fpr, "KMS_SIGNING_PASSPHRASE_FILE": str(passphrase)}
+    try:
+        data = tmp_path / "artefact"
+        data.write_bytes(b"an artefact\n")
+        rpm = tmp_path / RPM
+        rpm.write_bytes(rpm_path().read_bytes())
+        run([SIGN, "files", data], env=env)
+        run([SIGN, "rpm", rpm], env=env)
+        run([SIGN, "pubkey", tmp_path / "pub"], env=env)
+    finally:
+        signed.stop_agent(home)
+    assert signed.fingerprints(tmp_path / "pub.asc", tmp_path / "show") == [fpr]
+    assert signed.gpgv(tmp_path / "pub.gpg", Path(f"{data}.asc"), data)
+    db = ["--dbpath", str(tmp_path / "db")]
+    (tmp_path / "db").mkdir()
+    run(["rpmkeys", *db, "--import", tmp_path / "pub.asc"])
+    assert "Signature, key ID" in run(["rpmkeys", *db, "-Kv", rpm]).stdout
