@@ -35,7 +35,10 @@ from typing import Any
 
 from elftools.elf.elffile import ELFFile
 
-LIBDIRS = (Path("/usr/lib/x86_64-linux-gnu"), Path("/lib/x86_64-linux-gnu"), Path("/usr/lib64"))
+# Where staticx found the libraries it packed: Debian's multiarch directories of
+# the machine the build runs on (x86_64-linux-gnu, or aarch64-linux-gnu for arm64).
+_MULTIARCH = f"{platform.machine()}-linux-gnu"
+LIBDIRS = (Path("/usr/lib", _MULTIARCH), Path("/lib", _MULTIARCH), Path("/usr/lib64"), Path("/lib"))
 SERIAL_NS = uuid.UUID("6f1d3c1e-4a8b-4c55-9a53-0a1f6b0e2c11")
 
 

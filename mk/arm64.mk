@@ -9,20 +9,24 @@
 # On x86_64 the binary is frozen in an arm64 Debian 12 root under qemu-user-static
 # (binfmt_misc; build/arm64/); on an arm64 host build/build.sh runs natively.
 # Only ARCH given on the command line counts: an ARCH in the environment (some CI
-# images export ARCH=x86_64) leaves the amd64 build as it is.
+# images export ARCH=x86_64) leaves the build as it is. Without it: the host's
+# architecture (amd64 on x86_64, as before; arm64 on an arm64 host).
 
-KMS_ARCH := $(if $(filter command line,$(origin ARCH)),$(ARCH),amd64)
+KMS_HOST_ARCH := $(if $(filter aarch64 arm64,$(shell uname -m)),arm64,amd64)
+KMS_ARCH := $(if $(filter command line,$(origin ARCH)),$(ARCH),$(KMS_HOST_ARCH))
 ifeq ($(filter amd64 arm64,$(KMS_ARCH)),)
 $(error ARCH=$(KMS_ARCH): only amd64 and arm64 are built)
 endif
 
-# What an x86_64 host needs to run the arm64 build root (mmdebstrap is in DEPS_PACKAGING too).
+# What an x86_64 host needs to run the arm64 build root (mmdebstrap is in DEPS_PACKAGING too);
+# an arm64 host needs scons on top of deps-binary (staticx has no arm64 wheel: pip builds it).
 DEPS_ARM64 := qemu-user-static binfmt-support arch-test mmdebstrap
+DEPS_ARM64_NATIVE := scons
 
 .PHONY: deps-arm64 test-arm64
 
 deps-arm64:
-	@[ "$$(uname -m)" = aarch64 ] || scripts/apt-deps.sh $(DEPS_ARM64)
+	@scripts/apt-deps.sh $(if $(filter arm64,$(KMS_HOST_ARCH)),$(DEPS_ARM64_NATIVE),$(DEPS_ARM64))
 
 ifeq ($(KMS_ARCH),arm64)
 KMS_BINARY_BUILD := build/arm64/build.sh dist/arm64

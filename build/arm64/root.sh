@@ -10,7 +10,8 @@
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 ROOT=$(realpath -m "${1:-.cache/arm64/root}")
-PACKAGES=python3.11,python3.11-venv,python3-venv,libpython3.11,python3.11-dev,gcc,libc6-dev,binutils,patch,git,ca-certificates
+# scons: staticx has no arm64 wheel; pip builds it from the sdist, whose bootloader build runs scons.
+PACKAGES=python3.11,python3.11-venv,python3-venv,libpython3.11,python3.11-dev,gcc,libc6-dev,binutils,patch,git,ca-certificates,scons
 stamp=$ROOT/.kms-root-$(echo "$PACKAGES" | sha256sum | cut -c1-16)
 if [[ -f $stamp ]]; then echo "$ROOT"; exit 0; fi
 
