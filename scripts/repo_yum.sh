@@ -26,6 +26,8 @@ for rpm in "$@"; do
   ln -f "$rpm" "$REPO_DIR/$(basename "$rpm")" 2>/dev/null || cp "$rpm" "$REPO_DIR/"
 done
 rm -rf "$REPO_DIR/repodata"
+# primary.xml records each package file's mtime: the build's, not the copy's.
+find "$REPO_DIR" -maxdepth 1 -name '*.rpm' -exec touch -d "@$SOURCE_DATE_EPOCH" {} +
 # --revision/--set-timestamp-to-revision: the commit's time, not now;
 # --no-database: the sqlite files are not reproducible and dnf does not need them.
 createrepo_c --quiet --no-database --simple-md-filenames --revision "$SOURCE_DATE_EPOCH" \
