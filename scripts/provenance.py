@@ -141,9 +141,23 @@ def debian_dependencies(packages: tuple[str, ...]) -> list[dict[str, object]]:
         if (pkg, version) in sums:
             dep["digest"] = {"sha256": sums[(pkg, version)]}
         else:
-            dep["annotations"] = {"digest": "not in this machine's apt lists"}
+            dep["digest"] = {"sha256": installed_files_digest(pkg)}
+            dep["annotations"] = {"digest.sha256": INSTALLED_DIGEST}
         deps.append(dep)
     return deps
+
+
+INSTALLED_DIGEST = ("not in this machine's apt index (superseded): sha256 over the sorted lines "
+                    "'<sha256>  <path>' of the regular files dpkg -L lists outside /etc")
+
+
+def installed_files_digest(pkg: str) -> str:
+    """What a package put on this machine, when its .deb's own digest is no longer at hand."""
+    listed = subprocess.run(["dpkg", "-L", pkg], capture_output=True, text=True, check=True).stdout
+    lines = sorted(f"{sha256_file(Path(p))}  {p}" for p in set(listed.splitlines())
+                   if p.startswith("/") and not p.startswith("/etc/") and Path(p).is_file()
+                   and not Path(p).is_symlink())
+    return hashlib.sha256("\n".join(lines).encode()).hexdigest()
 
 
 def host_files() -> list[dict[str, object]]:
