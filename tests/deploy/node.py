@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import contextlib
 import http.client
+import ipaddress
 import json
 import os
 import shutil
@@ -375,3 +376,44 @@ def remove_cgroup_tree(name: str) -> list[str]:
 
 def remove_tree(path: Path) -> None:
     shutil.rmtree(path, ignore_errors=True)
+
+
+def _tcp_listeners() -> dict[int, str]:
+    """socket inode -> "address:port" of every listening TCP socket (this network namespace)."""
+    out = {}
+    for table, v6 in (("/proc/net/tcp", False), ("/proc/net/tcp6", True)):
+        with contextlib.suppress(FileNotFoundError):
+            for line in Path(table).read_text().splitlines()[1:]:
+                fields = line.split()
+                if fields[3] != "0A":  # TCP_LISTEN
+                    continue
+                addr_hex, port_hex = fields[1].split(":")
+                raw = bytes.fromhex(addr_hex)
+                if v6:
+                    words = [raw[i:i + 4][::-1] for i in range(0, 16, 4)]
+                    addr = str(ipaddress.IPv6Address(b"".join(words)))
+                else:
+                    addr = str(ipaddress.IPv4Address(raw[::-1]))
+                port = int(port_hex, 16)
+                out[int(fields[9])] = f"[{addr}]:{port}" if v6 else f"{addr}:{port}"
+    return out
+
+
+def is_loopback(address: str) -> bool:
+    """``127.0.0.1:80`` or ``[::1]:80`` -> True."""
+    host = address.rsplit(":", 1)[0].strip("[]")
+    return ipaddress.ip_address(host).is_loopback
+
+
+def tcp_listen_addresses(pids: Sequence[int]) -> dict[int, list[str]]:
+    """The TCP addresses each process listens on (from its socket file descriptors)."""
+    listeners = _tcp_listeners()
+    found: dict[int, list[str]] = {}
+    for pid in pids:
+        with contextlib.suppress(OSError):
+            for fd in os.listdir(f"/proc/{pid}/fd"):
+                with contextlib.suppress(OSError):
+                    target = os.readlink(f"/proc/{pid}/fd/{fd}")
+                    if target.startswith("socket:[") and int(target[8:-1]) in listeners:
+                        found.setdefault(pid, []).append(listeners[int(target[8:-1])])
+    return found

@@ -53,9 +53,11 @@ from .node import (
     NodeNamespace,
     cgroup_hierarchies,
     ensure_node_components,
+    is_loopback,
     pids_in_mount_namespace,
     remove_cgroup_tree,
     run,
+    tcp_listen_addresses,
 )
 from .ociarchive import write_single_binary_image
 
@@ -498,7 +500,19 @@ def bring_up(d: Deployment) -> tuple[Cluster, str]:
     pod = mirror_pod(cluster)
     assert pod["metadata"]["annotations"].get("kubernetes.io/config.source") == "file"
     assert container_status(pod)["restartCount"] == 0
-    return cluster, check_container_runtime(d, cluster)
+    cid = check_container_runtime(d, cluster)
+    check_loopback_only(d)
+    return cluster, cid
+
+
+def check_loopback_only(d: Deployment) -> None:
+    """Every TCP listener of every process the run started (the pod's included) is on loopback."""
+    assert d.node is not None
+    pids = [*d.node.members(), *(p.pid for p in d.registry.processes if p.running)]
+    listening = tcp_listen_addresses(pids)
+    addresses = sorted({a for found in listening.values() for a in found})
+    assert addresses and all(is_loopback(a) for a in addresses), listening
+    FACTS.append(f"TCP listeners of the run's {len(pids)} processes: {', '.join(addresses)}")
 
 
 class LeftoversError(RuntimeError):
