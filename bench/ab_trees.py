@@ -6,8 +6,8 @@
 
 Each ROOT holds a ``kms_appliance`` package (a ``git archive`` of another
 commit, or the working tree); each is started as the plugin on the local
-backend. Per repetition and method, every tree in turn (order rotated and
-reversed on odd repetitions) is measured as bench/suite/paired.py does:
+backend. Per repetition and method, every tree in turn (order rotated, and
+reversed every other round) is measured as bench/suite/paired.py does:
 a co-run against the bare servicer at 16 in flight (both pinned to one CPU,
 calls per own CPU second) and a back-to-back p50 pair at 1 in flight. It
 prints each measurement with the 1-minute load average, then the medians,
@@ -73,8 +73,11 @@ def main() -> int:
         with paired.pinned(list(srvs.values())) as placement:
             print(placement, file=sys.stderr)
             for rep in range(reps):
+                # Rotated, and reversed every other round of rotations: with two trees each
+                # goes first as often as the other (rotating and reversing on the same
+                # repetitions cancelled out: the first tree always ran first).
                 order = names[rep % len(names):] + names[:rep % len(names)]
-                order = order[::-1] if rep % 2 else order
+                order = order[::-1] if (rep // len(names)) % 2 else order
                 for method in methods:
                     for name in order:
                         ratio = paired.corun(srvs[name], srvs["bare"], method, Shape(16), WIN)

@@ -2,7 +2,10 @@
 
 Bench-only. It starts the real plugin (``kms_appliance.cli.main``) after
 replacing one component with a no-op or a leaner stand-in, so the suite can
-show, in the same run, what each piece costs per call:
+show, in the same run, what each piece costs per call. A variant either sets
+a real setting (through its environment variable) or replaces a public
+method; none reaches into the plugin's private names, so a refactoring that
+keeps the public surface keeps every variant meaningful:
 
     python bench/plugin_variant.py VARIANT serve --socket ... (plugin flags)
 
@@ -11,9 +14,10 @@ Variants: ``asis`` (nothing changed), ``no-audit`` (records are built but never 
 record before the answer leaves), ``no-metrics`` (counter/histogram no-ops),
 ``no-accounting`` (calls are queued as deployed, but the flusher drops them
 without metrics or record: what the off-request-path work costs),
-``no-max-rpcs`` (grpc server without ``maximum_concurrent_rpcs``, whose
-per-call done-callback takes the server's state lock), ``no-grpc-limits``
-(grpc server without the connection limit and timeouts), ``no-bookkeeping``
+``no-max-rpcs`` (``server.max_concurrent_rpcs`` at its maximum, 100,000: the
+bound never refuses, only its per-call slot bookkeeping is left), ``no-grpc-limits``
+(the grpc server gets only the message size options: no connection limit,
+timeouts, stream or metadata bounds), ``no-bookkeeping``
 (a successful call reports to nothing: no queue, metrics or audit).
 """
 
@@ -25,11 +29,9 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-import grpc
-
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from kms_appliance import audit, cli, metrics
+from kms_appliance import audit, cli, metrics, server
 from kms_appliance.kms import calls
 
 
@@ -47,7 +49,7 @@ def _no_audit() -> None:
 
 def _no_accounting() -> None:
     """Calls are timed and queued as usual, but the flusher drops them unaccounted."""
-    calls.Calls._account = lambda self, done: ""  # type: ignore[method-assign]
+    calls.Calls.account = lambda self, rec: ""  # type: ignore[method-assign]
 
 
 def _sync_audit() -> None:
@@ -56,24 +58,18 @@ def _sync_audit() -> None:
 
 
 def _no_max_rpcs() -> None:
-    real = grpc.server
-
-    def server(*args: Any, **kwargs: Any) -> grpc.Server:
-        kwargs.pop("maximum_concurrent_rpcs", None)
-        return real(*args, **kwargs)
-
-    grpc.server = server
+    """The concurrency bound as high as the setting goes: it never refuses a call here."""
+    os.environ["KMS_APPLIANCE_SERVER_MAX_CONCURRENT_RPCS"] = "100000"
 
 
 def _no_grpc_limits() -> None:
     """grpc server with only the message size options (no connection limits or timeouts)."""
-    real = grpc.server
+    real = server.PluginServer.options
 
-    def server(*args: Any, **kwargs: Any) -> grpc.Server:
-        kwargs["options"] = [o for o in kwargs.get("options", []) if "message_length" in o[0]]
-        return real(*args, **kwargs)
+    def options(self: server.PluginServer) -> list[tuple[str, int]]:
+        return [o for o in real(self) if "message_length" in o[0]]
 
-    grpc.server = server
+    server.PluginServer.options = options  # type: ignore[method-assign]
 
 
 def _no_metrics() -> None:
@@ -82,7 +78,7 @@ def _no_metrics() -> None:
 
 
 def _no_bookkeeping() -> None:
-    calls.Calls.ok = lambda self, *args: None  # type: ignore[method-assign]
+    calls.Calls.ok = lambda self, *args, **fields: None  # type: ignore[method-assign]
 
 
 VARIANTS: dict[str, Callable[[], None]] = {

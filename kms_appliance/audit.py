@@ -33,6 +33,7 @@ import sys
 import threading
 import time
 from collections.abc import Callable, Mapping
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TextIO
 
@@ -92,6 +93,47 @@ def line(fields: dict[str, Any], ts: float) -> str:
     return _encode({"ts": _clock.format(ts), "schema": SCHEMA, **fields}) + "\n"
 
 
+@dataclass(frozen=True, slots=True)
+class Site:
+    """Where a call came in: its API (``v2``, ``v1beta1``) and method (``encrypt``, ...).
+
+    One constant per servicer method, so a call carries one reference, not two strings.
+    """
+
+    api: str
+    method: str
+
+
+@dataclass(frozen=True, slots=True)
+class Failure:
+    """Why a call failed, as the record and the metrics say it."""
+
+    outcome: str  # the bounded error class (errors.KmsError.outcome, or "internal")
+    code: str  # the gRPC status code name returned
+    message: str  # the operator-safe message also returned to the caller
+
+
+@dataclass(slots=True)
+class CallRecord:
+    """One finished Encrypt, Decrypt (or refused request), as the audit trail records it.
+
+    Built on the request path and turned into metrics and a line later
+    (:class:`kms_appliance.kms.calls.Calls`); a slots dataclass is the
+    cheapest named record to build there (positional arguments, no freezing).
+    Holds the ciphertext, to fingerprint it off the request path; never a plaintext.
+    """
+
+    ts: float  # when the call finished (time.time())
+    elapsed: float  # seconds it took
+    site: Site
+    uid: str  # validated (at most MAX_UID characters), or the bounded head of an invalid one
+    key_id: str
+    key_version: str
+    ciphertext: bytes
+    cached: bool | None = None  # decrypts: answered from the DEK cache
+    failure: Failure | None = None  # None: the call succeeded
+
+
 class CallLines:
     """Formats successful call records with the unchanging part of each line cached.
 
@@ -109,13 +151,28 @@ class CallLines:
         self._key_name = key_name
         self._parts: dict[tuple[str, str, str, str, bool | None], tuple[str, str, str]] = {}
 
-    def ok(self, ts: float, elapsed: float, api: str, method: str, uid: str, key_id: str,
-           key_version: str, ct_fp: str, cached: bool | None) -> str:
-        key = (method, api, key_id, key_version, cached)
+    def ok(self, rec: CallRecord, ct_fp: str) -> str:
+        """The line of a successful call; ``ct_fp`` is its ciphertext's fingerprint."""
+        site, cached = rec.site, rec.cached
+        key = (site.method, site.api, rec.key_id, rec.key_version, cached)
         parts = self._parts.get(key) or self._cache(key)
         head, mid, tail = parts
-        return (f'{{"ts":"{_clock.format(ts)}",{head}{_quote(uid)}{mid}'
-                f'{round(elapsed * 1000, 3)!r},"ct_fp":"{ct_fp}"{tail}}}\n')
+        return (f'{{"ts":"{_clock.format(rec.ts)}",{head}{_quote(rec.uid)}{mid}'
+                f'{round(rec.elapsed * 1000, 3)!r},"ct_fp":"{ct_fp}"{tail}}}\n')
+
+    def failed(self, rec: CallRecord, failure: Failure, ct_fp: str) -> str:
+        """The line of a failed call (rare: built field by field)."""
+        fields: dict[str, Any] = {
+            "event": rec.site.method, "api": rec.site.api, "uid": rec.uid,
+            "backend": self._backend, "key_name": self._key_name, "key_id": rec.key_id,
+            "key_version": rec.key_version, "outcome": failure.outcome, "code": failure.code,
+            "duration_ms": round(rec.elapsed * 1000, 3), "ct_fp": ct_fp,
+        }
+        if rec.cached is not None:
+            fields["cached"] = rec.cached
+        if failure.message:
+            fields["error"] = failure.message
+        return line(fields, rec.ts)
 
     def _cache(self, key: tuple[str, str, str, str, bool | None]) -> tuple[str, str, str]:
         method, api, key_id, key_version, cached = key

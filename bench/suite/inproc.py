@@ -53,7 +53,7 @@ def measure() -> dict[str, float]:
     import bare_servicer as bare  # noqa: PLC0415 - bench path set up just above
 
     from kms_appliance import service  # noqa: PLC0415
-    from kms_appliance.audit import AuditLog, CallLines, fingerprint  # noqa: PLC0415
+    from kms_appliance.audit import AuditLog, CallLines, CallRecord, Site, fingerprint  # noqa: PLC0415
     from kms_appliance.backends.local import LocalBackend  # noqa: PLC0415
     from kms_appliance.config import ObservabilitySettings  # noqa: PLC0415
     from kms_appliance.kms import v2_pb2  # noqa: PLC0415
@@ -80,6 +80,8 @@ def measure() -> dict[str, float]:
                   "outcome": "ok", "code": "OK", "duration_ms": 0.031, "ct_fp": "0" * 16}
         counter, hist = metrics.bound("encrypt", "v2", "ok")
         lines = CallLines("local", str(ring))
+        rec = CallRecord(1e9, 0.0003, Site("v2", "encrypt"), "bench-uid-0001", ct.key_id, "1",
+                         ct.ciphertext)
         out = {
             "plugin_v2_encrypt_cpu_us": _cpu(lambda: svc.Encrypt(req, ctx)),
             "plugin_v2_decrypt_cpu_us": _cpu(lambda: svc.Decrypt(dreq, ctx)),
@@ -87,9 +89,7 @@ def measure() -> dict[str, float]:
             "bare_v2_encrypt_cpu_us": _cpu(lambda: b2.Encrypt(req, ctx)),
             "bare_v2_decrypt_cpu_us": _cpu(lambda: b2.Decrypt(bdreq, ctx)),
             "audit_event_us": _best(lambda: audit.event(**fields)),
-            "audit_call_line_us": _best(lambda: lines.ok(1e9, 0.0003, "v2", "encrypt",
-                                                         "bench-uid-0001", ct.key_id, "1",
-                                                         "0" * 16, None)),
+            "audit_call_line_us": _best(lambda: lines.ok(rec, "0" * 16)),
             "metrics_inc_observe_us": _best(lambda: (counter.inc(), hist.observe(0.0003))),
             "backend_wrap_us": _best(lambda: backend.wrap(b"k" * 32)),
             "fingerprint_us": _best(lambda: fingerprint(ct.ciphertext)),

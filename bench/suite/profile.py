@@ -23,7 +23,7 @@ from .servers import Server
 # (label, substring of a frame "function (file:line)") — first match in a stack wins.
 GROUPS = (
     ("audit flusher thread (deferred metrics + audit records, write)", "AuditLog._flush_loop"),
-    ("metrics + audit record on the request thread (sync mode)", "Calls._account"),
+    ("metrics + audit record on the request thread (sync mode)", "Calls.account"),
     ("metrics (prometheus counter + histogram)", "Metrics.bound"),
     ("metrics (prometheus counter + histogram)", "prometheus_client"),
     ("call bookkeeping on the request path (timing, queue)", "Calls.ok"),

@@ -11,12 +11,18 @@ import time
 import grpc
 
 from .. import version
+from ..audit import Site
 from ..backends.base import KeyBackend
 from ..inline import NeedsWorker
 from . import v1beta1_pb2 as pb
 from . import v1beta1_pb2_grpc as pb_grpc
 from . import validate, wire
 from .calls import Calls
+
+# Where each call came in, for its metrics and audit record.
+_DECRYPT = Site("v1beta1", "decrypt")
+_ENCRYPT = Site("v1beta1", "encrypt")
+_VERSION = Site("v1beta1", "version")
 
 
 class V1Servicer(pb_grpc.KeyManagementServiceServicer):
@@ -34,8 +40,7 @@ class V1Servicer(pb_grpc.KeyManagementServiceServicer):
 
     def Version(self, request: pb.VersionRequest, context: grpc.ServicerContext) -> pb.VersionResponse:  # noqa: N802
         if isinstance(request, wire.Malformed):  # it reads no field: refuse like a bad Encrypt
-            self._calls.failed(context, time.perf_counter(), "v1beta1", "version", "",
-                               request.error())
+            self._calls.failed(context, time.perf_counter(), _VERSION, request.error())
             return pb.VersionResponse()
         return pb.VersionResponse(version="v1beta1", runtime_name="kms-appliance",
                                   runtime_version=version.__version__)
@@ -51,10 +56,10 @@ class V1Servicer(pb_grpc.KeyManagementServiceServicer):
         except NeedsWorker:  # served again in a worker, from the start
             raise
         except Exception as exc:
-            self._calls.failed(context, start, "v1beta1", "encrypt", "", exc)
+            self._calls.failed(context, start, _ENCRYPT, exc)
             return pb.EncryptResponse()
-        self._calls.ok(start, "v1beta1", "encrypt", "", wrapped.key_id, wrapped.key_version,
-                       wrapped.ciphertext)
+        self._calls.ok(start, _ENCRYPT, key_id=wrapped.key_id, key_version=wrapped.key_version,
+                       ciphertext=wrapped.ciphertext)
         return out
 
     def Decrypt(self, request: pb.DecryptRequest, context: grpc.ServicerContext) -> pb.DecryptResponse:  # noqa: N802
@@ -64,7 +69,7 @@ class V1Servicer(pb_grpc.KeyManagementServiceServicer):
             validate.v1_version(request.version)
             validate.sized("cipher", cipher, validate.MAX_V1_CIPHERTEXT)
         except Exception as exc:
-            self._calls.failed(context, start, "v1beta1", "decrypt", "", exc)
+            self._calls.failed(context, start, _DECRYPT, exc)
             return pb.DecryptResponse()
         try:  # from here the record carries the ciphertext's fingerprint
             out = self._backend.unwrap(cipher, None, {})
@@ -72,8 +77,8 @@ class V1Servicer(pb_grpc.KeyManagementServiceServicer):
         except NeedsWorker:  # served again in a worker, from the start
             raise
         except Exception as exc:
-            self._calls.failed(context, start, "v1beta1", "decrypt", "", exc, "", cipher)
+            self._calls.failed(context, start, _DECRYPT, exc, ciphertext=cipher)
             return pb.DecryptResponse()
-        self._calls.ok(start, "v1beta1", "decrypt", "", out.key_id, out.key_version, cipher,
-                       out.cached)
+        self._calls.ok(start, _DECRYPT, key_id=out.key_id, key_version=out.key_version,
+                       ciphertext=cipher, cached=out.cached)
         return resp

@@ -8,12 +8,18 @@ from collections.abc import Callable
 
 import grpc
 
+from ..audit import Site
 from ..backends.base import KeyBackend
 from ..inline import NeedsWorker
 from . import v2_pb2 as pb
 from . import v2_pb2_grpc as pb_grpc
 from . import validate, wire
 from .calls import Calls
+
+# Where each call came in, for its metrics and audit record.
+_DECRYPT = Site("v2", "decrypt")
+_ENCRYPT = Site("v2", "encrypt")
+_STATUS = Site("v2", "status")
 
 ChangeSink = Callable[[str, str, str], None]
 
@@ -57,7 +63,7 @@ class V2Servicer(pb_grpc.KeyManagementServiceServicer):
 
     def Status(self, request: pb.StatusRequest, context: grpc.ServicerContext) -> pb.StatusResponse:  # noqa: N802
         if isinstance(request, wire.Malformed):  # it reads no field: refuse like a bad Encrypt
-            self._calls.failed(context, time.perf_counter(), "v2", "status", "", request.error())
+            self._calls.failed(context, time.perf_counter(), _STATUS, request.error())
             return pb.StatusResponse()
         st = self._backend.status()
         healthz = "ok" if st.healthy else f"unhealthy: {st.reason}"
@@ -78,10 +84,10 @@ class V2Servicer(pb_grpc.KeyManagementServiceServicer):
         except NeedsWorker:  # served again in a worker, from the start
             raise
         except Exception as exc:
-            self._calls.failed(context, start, "v2", "encrypt", uid, exc)
+            self._calls.failed(context, start, _ENCRYPT, exc, uid=uid)
             return pb.EncryptResponse()
-        self._calls.ok(start, "v2", "encrypt", uid, wrapped.key_id, wrapped.key_version,
-                       wrapped.ciphertext)
+        self._calls.ok(start, _ENCRYPT, uid=uid, key_id=wrapped.key_id,
+                       key_version=wrapped.key_version, ciphertext=wrapped.ciphertext)
         return out
 
     def Decrypt(self, request: pb.DecryptRequest, context: grpc.ServicerContext) -> pb.DecryptResponse:  # noqa: N802
@@ -96,7 +102,7 @@ class V2Servicer(pb_grpc.KeyManagementServiceServicer):
             if annotations:  # usually empty: this plugin writes none
                 validate.annotation_map(annotations)
         except Exception as exc:
-            self._calls.failed(context, start, "v2", "decrypt", uid, exc)
+            self._calls.failed(context, start, _DECRYPT, exc, uid=uid)
             return pb.DecryptResponse()
         try:  # from here the record names the key and the ciphertext asked about
             out = self._backend.unwrap(ciphertext, key_id, annotations)
@@ -104,7 +110,9 @@ class V2Servicer(pb_grpc.KeyManagementServiceServicer):
         except NeedsWorker:  # served again in a worker, from the start
             raise
         except Exception as exc:
-            self._calls.failed(context, start, "v2", "decrypt", uid, exc, key_id, ciphertext)
+            self._calls.failed(context, start, _DECRYPT, exc, uid=uid, key_id=key_id,
+                               ciphertext=ciphertext)
             return pb.DecryptResponse()
-        self._calls.ok(start, "v2", "decrypt", uid, key_id, out.key_version, ciphertext, out.cached)
+        self._calls.ok(start, _DECRYPT, uid=uid, key_id=key_id, key_version=out.key_version,
+                       ciphertext=ciphertext, cached=out.cached)
         return resp

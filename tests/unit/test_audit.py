@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 
 from kms_appliance import config, preflight
-from kms_appliance.audit import AuditGate, AuditLog, CallLines, line
+from kms_appliance.audit import AuditGate, AuditLog, CallLines, CallRecord, Site, line
 from kms_appliance.audit import check as audit_check
 from kms_appliance.backends.base import KeyStatus, Wrapped
 from kms_appliance.errors import BackendUnavailable, ConfigError, SetupError
@@ -350,7 +350,8 @@ def test_cached_call_lines_are_the_general_lines(uid: str, key_name: str, cached
     if cached is not None:
         fields["cached"] = cached
     for _ in range(2):  # built, then from the cache
-        got = lines.ok(ts, elapsed, "v2", "decrypt", uid, "local/ab/3", "3", "a98bc46085bf5430", cached)
+        rec = CallRecord(ts, elapsed, Site("v2", "decrypt"), uid, "local/ab/3", "3", b"ct", cached)
+        got = lines.ok(rec, "a98bc46085bf5430")
         assert got == line(fields, ts)
         assert json.loads(got)["uid"] == uid
 
@@ -358,7 +359,7 @@ def test_cached_call_lines_are_the_general_lines(uid: str, key_name: str, cached
 def test_call_line_cache_stays_bounded() -> None:
     lines = CallLines("local", "/k")
     for i in range(CallLines.MAX_CACHED + 10):  # a caller can send any key_id to Decrypt
-        lines.ok(0.0, 0.0, "v2", "decrypt", "u", f"foreign/{i}", "1", "", None)
+        lines.ok(CallRecord(0.0, 0.0, Site("v2", "decrypt"), "u", f"foreign/{i}", "1", b""), "")
     assert len(lines._parts) <= CallLines.MAX_CACHED
 
 

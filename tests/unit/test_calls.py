@@ -11,7 +11,7 @@ import grpc
 import pytest
 
 from kms_appliance import errors
-from kms_appliance.audit import AuditLog, fingerprint
+from kms_appliance.audit import AuditLog, Site, fingerprint
 from kms_appliance.kms import calls as calls_module
 from kms_appliance.kms import validate
 from kms_appliance.kms.calls import Calls, grpc_code
@@ -82,7 +82,8 @@ class TestDeferredAccounting:
 
     @staticmethod
     def _encrypt(calls: Calls, uid: str) -> None:
-        calls.ok(time.perf_counter(), "v2", "encrypt", uid, "local/k/1", "1", b"ct-" + uid.encode())
+        calls.ok(time.perf_counter(), Site("v2", "encrypt"), uid=uid, key_id="local/k/1", key_version="1",
+                 ciphertext=b"ct-" + uid.encode())
 
     def test_records_keep_the_call_time_and_order(self, tmp_path: Path) -> None:
         calls, audit, metrics = self._calls(tmp_path, interval=1.0)
@@ -115,9 +116,9 @@ class TestDeferredAccounting:
         calls, audit, _ = self._calls(tmp_path, interval=1.0)
         ctx = FakeContext()
         exc = errors.CiphertextError("ciphertext failed authentication")
-        calls.failed(ctx, time.perf_counter(), "v2", "decrypt", "u-bad" + "x" * 300, exc,  # type: ignore[arg-type]
-                     "local/k/1", b"ct")
-        assert [len(done[4]) for done in calls._done] == [validate.MAX_UID]  # bounded while queued
+        calls.failed(ctx, time.perf_counter(), Site("v2", "decrypt"), exc,  # type: ignore[arg-type]
+                     uid="u-bad" + "x" * 300, key_id="local/k/1", ciphertext=b"ct")
+        assert [len(rec.uid) for rec in calls._done] == [validate.MAX_UID]  # bounded while queued
         audit.close()
         (record,) = [json.loads(x) for x in (tmp_path / "audit.log").read_text().splitlines()]
         assert (ctx.code, ctx.details) == (grpc.StatusCode.INVALID_ARGUMENT, exc.message)
