@@ -24,9 +24,9 @@ from kms_appliance.kms import v1beta1_pb2 as pb1
 from kms_appliance.kms import v2_pb2 as pb2
 from tests.fuzz import engine
 from tests.fuzz.harness import Tally
-from tests.reliability import akplugin
 from tests.support import ledger
 from tests.support import plugin as pm
+from tests.support.emulator import KEY, identity_env, record_secrets
 from tests.support.kmsclient import Client
 
 PER_METHOD = int(os.environ.get("KMS_APPLIANCE_SOCKET_FUZZ", "1500"))
@@ -135,7 +135,7 @@ def _campaign(p: pm.Plugin, name: str, sealed: dict[bytes, bytes], corpus: list[
 
 @pytest.fixture
 def local_plugin(tmp_path: Path) -> Iterator[pm.Plugin]:
-    p = ledger.plugin(pm.start(tmp_path / "sock-fuzz"))
+    p = pm.start(tmp_path / "sock-fuzz")
     try:
         yield p
     finally:
@@ -157,13 +157,13 @@ def test_socket_fuzz_local(local_plugin: pm.Plugin) -> None:
 def test_socket_fuzz_akeyless_header(tmp_path: Path) -> None:
     """The Akeyless ciphertext header (version, length, opaque blob) parsed by the real backend."""
     with Emulator(tls=True) as emu:
-        emu.create_key(akplugin.KEY)
+        emu.create_key(KEY)
         _akeyless_campaign(emu, tmp_path)
-        akplugin.record_emulator_secrets(emu)
+        record_secrets(emu)
 
 
 def _akeyless_campaign(emu: Emulator, tmp_path: Path) -> None:
-    p = akplugin.start(tmp_path / "ak", akplugin.ak_env(emu))
+    p = pm.start(tmp_path / "ak", ["--log-level", "debug"], identity_env(emu), akeyless=True)
     try:
         sealed: dict[bytes, bytes] = {}
         c = Client(p.socket)

@@ -8,7 +8,8 @@ from pathlib import Path
 import pytest
 
 from akeyless_emulator import Emulator
-from tests.reliability import akplugin, figures, stage
+from tests.reliability import figures, stage
+from tests.support.emulator import KEY, record_secrets
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
@@ -23,9 +24,9 @@ def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
 @pytest.fixture
 def emu() -> Iterator[Emulator]:
     with Emulator(tls=True) as e:
-        e.create_key(akplugin.KEY)
+        e.create_key(KEY)
         yield e
-        akplugin.record_emulator_secrets(e)
+        record_secrets(e)
 
 
 @pytest.fixture

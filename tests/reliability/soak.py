@@ -23,14 +23,10 @@ import http.client
 import json
 import os
 import random
-import signal
-import ssl
-import subprocess
 import sys
 import tempfile
 import threading
 import time
-import urllib.request
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -38,51 +34,15 @@ from typing import Any
 
 import grpc
 
-from tests.reliability import akplugin, procinfo
+from tests.reliability import procinfo
 from tests.support import plugin as pm
+from tests.support.emulator import start_emulator
 from tests.support.kmsclient import Client
 
 WORKING_SET = 2_000
 MIX = (("v2.Decrypt", 58), ("v2.Status", 15), ("v2.Encrypt", 6), ("v1.Decrypt", 12),
        ("v1.Encrypt", 2), ("v1.Version", 7))
 CACHE_SIZE = 2_048  # below the working set: steady-state eviction from the first pass on
-
-
-class EmulatorProcess:
-    """``python -m akeyless_emulator`` and its HTTP control plane."""
-
-    def __init__(self, state_dir: Path) -> None:
-        self.access_key = os.urandom(24).hex()
-        cmd = [sys.executable, "-m", "akeyless_emulator", "--port", "0", "--tls", "--state-dir",
-               str(state_dir), "--create-key", akplugin.KEY, "--access-id", "p-soak0000001",
-               "--access-key", self.access_key]
-        self.proc = subprocess.Popen(cmd, cwd=pm.REPO, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL)
-        assert self.proc.stdout is not None
-        self.info = json.loads(self.proc.stdout.readline())
-        self._ctx = ssl.create_default_context(cafile=self.info["ca_file"])
-
-    def control(self, action: str, **body: Any) -> Any:
-        """One control-plane call; a dropped connection (busy emulator) is retried twice."""
-        req = urllib.request.Request(f"{self.info['control_url']}/{action}", method="POST",
-                                     data=json.dumps(body).encode(),
-                                     headers={"Content-Type": "application/json"})
-        for attempt in range(3):
-            try:
-                with urllib.request.urlopen(req, context=self._ctx, timeout=10) as resp:
-                    return json.loads(resp.read() or b"{}")
-            except (OSError, http.client.HTTPException):
-                if attempt == 2:
-                    raise
-                time.sleep(0.2)
-        return None
-
-    def stop(self) -> None:
-        self.proc.send_signal(signal.SIGTERM)
-        try:
-            self.proc.wait(10)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
-            self.proc.wait(5)
 
 
 @dataclass
@@ -111,15 +71,10 @@ class Soak:
 
     # -- setup -----------------------------------------------------------------------
     def start(self) -> None:
-        self.emu = EmulatorProcess(self.work / "emu")
-        env = {"AKEYLESS_URL": self.emu.info["url"], "AKEYLESS_KEY_ENCRYPTION_KEY": akplugin.KEY,
-               "AKEYLESS_ACCESS_ID": "p-soak0000001", "AKEYLESS_ACCESS_KEY": self.emu.access_key,
-               "KMS_APPLIANCE_AKEYLESS_CA_FILE": self.emu.info["ca_file"],
-               "KMS_APPLIANCE_AKEYLESS_REFRESH_INTERVAL": "1s", "KMS_APPLIANCE_CACHE_SIZE": str(CACHE_SIZE),
-               "KMS_APPLIANCE_OBSERVABILITY_HEALTH_INTERVAL": "5s",
-               "AWS_EC2_METADATA_SERVICE_ENDPOINT": "http://127.0.0.1:9",
-               "AZURE_POD_IDENTITY_AUTHORITY_HOST": "http://127.0.0.1:9", "GCE_METADATA_HOST": "127.0.0.1:9"}
-        self.plugin = akplugin.start(self.work / "plugin", env, args=["--log-level", "info"])
+        self.emu = start_emulator(self.work, "emulator")
+        settings = {"KMS_APPLIANCE_AKEYLESS_REFRESH_INTERVAL": "1s", "KMS_APPLIANCE_CACHE_SIZE": str(CACHE_SIZE),
+                    "KMS_APPLIANCE_OBSERVABILITY_HEALTH_INTERVAL": "5s"}
+        self.plugin = pm.start(self.work / "plugin", ["--log-level", "info"], settings, emulator=self.emu)
         self.client = Client(self.plugin.socket, timeout=10)
         for _ in range(WORKING_SET):
             seed = os.urandom(32)
@@ -198,19 +153,19 @@ class Soak:
         kind = ("rotate", "503", "429", "reset", "expire", "503-decrypt")[(n // self.event_every) % 6]
         self.events[kind] += 1
         if kind == "rotate":
-            self.emu.control("rotate-key", name=akplugin.KEY)
+            self.emu.control("rotate-key", {"name": self.emu.key}, attempts=3)
         elif kind == "503":
-            self.emu.control("fault", endpoint="encrypt", status=503, times=1)
+            self.emu.control("fault", {"endpoint": "encrypt", "status": 503, "times": 1}, attempts=3)
         elif kind == "503-decrypt":
-            self.emu.control("fault", endpoint="decrypt", status=503, times=1)
+            self.emu.control("fault", {"endpoint": "decrypt", "status": 503, "times": 1}, attempts=3)
         elif kind == "429":
-            self.emu.control("fault", endpoint="encrypt", status=429, times=1)
+            self.emu.control("fault", {"endpoint": "encrypt", "status": 429, "times": 1}, attempts=3)
             with self.stats.lock:
                 self.stats.allowed_429 += 1
         elif kind == "reset":
-            self.emu.control("fault", endpoint="decrypt", kind="reset", times=1)
+            self.emu.control("fault", {"endpoint": "decrypt", "kind": "reset", "times": 1}, attempts=3)
         else:
-            self.emu.control("expire-tokens")
+            self.emu.control("expire-tokens", attempts=3)
 
     def sample(self, name: str) -> None:
         pid = self.plugin.proc.pid

@@ -64,7 +64,7 @@ def started(tmp_path: Path) -> Iterator[Callable[..., tuple[pm.Plugin, Client, P
         logs = workdir / "logs"
         logs.mkdir(mode=0o700, parents=True)
         workdir.chmod(0o700)
-        p = ledger.plugin(pm.start(workdir, ["--audit-log", str(logs / "audit.log"), *args]))
+        p = pm.start(workdir, ["--audit-log", str(logs / "audit.log"), *args])
         p.audit = logs / "audit.log"
         client = Client(p.socket)
         made.append((p, client))

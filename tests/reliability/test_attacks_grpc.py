@@ -79,7 +79,6 @@ def test_slow_callers_hold_no_worker(tmp_path: Path, shape: str, conns: int, cal
     within 1 s, and each slow call is ended by the server after the request read timeout."""
     env = {"KMS_APPLIANCE_SERVER_REQUEST_READ_TIMEOUT": f"{READ_TIMEOUT}s"}
     with pm.running(tmp_path / "slow", env=env) as p:
-        ledger.plugin(p)
         c = Client(p.socket, timeout=STATUS_DEADLINE)
         try:
             _status_ok(c)
@@ -111,7 +110,6 @@ def test_header_flood_is_bounded(tmp_path: Path, fields: int) -> None:
     """32 connections keep opening streams with large header blocks (HEADERS + CONTINUATION) for
     4 s: RSS stays under the pod limit, Status answers within 1 s."""
     with pm.running(tmp_path / "flood") as p:
-        ledger.plugin(p)
         c = Client(p.socket, timeout=STATUS_DEADLINE)
         try:
             _status_ok(c)
@@ -186,7 +184,6 @@ def test_busy_connections_are_recycled_and_a_newcomer_gets_a_slot(tmp_path: Path
     env = {"KMS_APPLIANCE_SERVER_MAX_CONNECTIONS": str(limit),
            "KMS_APPLIANCE_SERVER_MAX_CONNECTION_AGE": f"{age:g}s"}
     with pm.running(tmp_path / "slots", env=env) as p:
-        ledger.plugin(p)
         pid = p.proc.pid
         listening = _socket_inodes(pid)
         holders = [_Holder(p.socket, 0.2) for _ in range(limit)]

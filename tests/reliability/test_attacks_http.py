@@ -113,7 +113,7 @@ def test_idle_flood_under_low_fd_limit_costs_no_thread_and_keeps_grpc_and_livez(
     """500 idle connections against a 256-descriptor plugin: Status and /livez still answer,
     no thread per connection, no spinning, SIGTERM still stops it; then at the descriptor limit
     itself (EMFILE on accept) it pauses instead of spinning, and recovers."""
-    p = ledger.plugin(pm.start(tmp_path / "p"))
+    p = pm.start(tmp_path / "p")
     pid = p.proc.pid
     assert _until(lambda: _livez(p.http_port) == 200, 10)
     resource.prlimit(pid, resource.RLIMIT_NOFILE, (FD_LIMIT, FD_LIMIT))
@@ -144,7 +144,7 @@ def test_idle_flood_under_low_fd_limit_costs_no_thread_and_keeps_grpc_and_livez(
 
 def test_closed_and_reset_idle_connections_print_no_traceback(tmp_path: Path) -> None:
     """Peers that connect and leave (FIN, RST, half a request) are not worth a traceback."""
-    p = ledger.plugin(pm.start(tmp_path / "p"))
+    p = pm.start(tmp_path / "p")
     try:
         assert _until(lambda: _livez(p.http_port) == 200, 10)
         for partial in (b"", b"GET /livez HTTP/1.1\r\nHost:", b"GET /metrics HTTP/1.1\r\n\r\n"):
@@ -164,7 +164,7 @@ def test_closed_and_reset_idle_connections_print_no_traceback(tmp_path: Path) ->
 
 
 def test_deleted_socket_fails_livez(tmp_path: Path) -> None:
-    p = ledger.plugin(pm.start(tmp_path / "p"))
+    p = pm.start(tmp_path / "p")
     try:
         assert _until(lambda: _livez(p.http_port) == 200, 10)
         p.socket.unlink()
@@ -176,7 +176,7 @@ def test_deleted_socket_fails_livez(tmp_path: Path) -> None:
 
 
 def test_replaced_socket_fails_livez(tmp_path: Path) -> None:
-    p = ledger.plugin(pm.start(tmp_path / "p"))
+    p = pm.start(tmp_path / "p")
     impostor = socket.socket(socket.AF_UNIX)
     try:
         assert _until(lambda: _livez(p.http_port) == 200, 10)
@@ -227,7 +227,7 @@ def test_wedged_grpc_server_fails_livez(tmp_path: Path, monkeypatch: pytest.Monk
 
 
 def _exit_line(tmp_path: Path, listen: str) -> tuple[int, str]:
-    p = ledger.plugin(pm.start(tmp_path, ["--http-listen", listen], wait=False))
+    p = pm.start(tmp_path, ["--http-listen", listen], wait=False)
     try:
         rc = p.proc.wait(30)
     finally:
@@ -256,7 +256,7 @@ def test_http_listen_unresolvable_host_is_one_line_exit_2(tmp_path: Path) -> Non
 
 def test_wildcard_http_listen_is_warned_once(tmp_path: Path) -> None:
     port = pm.free_port()
-    p = ledger.plugin(pm.start(tmp_path / "p", ["--http-listen", f"0.0.0.0:{port}"]))
+    p = pm.start(tmp_path / "p", ["--http-listen", f"0.0.0.0:{port}"])
     try:
         assert _until(lambda: _livez(port) == 200, 10)
     finally:

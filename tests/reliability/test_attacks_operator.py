@@ -258,7 +258,7 @@ def _connect_as_group_member(sock: Path) -> int:
 def test_socket_group_reaches_socket_in_existing_0700_dir(open_tree: Path) -> None:
     """A 0700 directory left by an earlier run is opened to the group (or start is refused)."""
     (open_tree / "run").mkdir(mode=0o700)
-    plugin = ledger.plugin(pm.start(open_tree, ["--socket-group", str(GROUP)]))
+    plugin = pm.start(open_tree, ["--socket-group", str(GROUP)])
     try:
         assert _connect_as_group_member(plugin.socket) == 0, "a socket-group member must connect"
         st = (open_tree / "run").stat()
@@ -272,7 +272,7 @@ def test_socket_group_dir_with_other_files_is_refused(open_tree: Path) -> None:
     (open_tree / "run").mkdir(mode=0o700)
     (open_tree / "run" / "private.txt").write_text("not for the group")
     (open_tree / "run" / "private.txt").chmod(0o644)  # readable once the directory is opened
-    plugin = ledger.plugin(pm.start(open_tree, ["--socket-group", str(GROUP)], wait=False))
+    plugin = pm.start(open_tree, ["--socket-group", str(GROUP)], wait=False)
     assert plugin.proc.wait(30) == 1
     err = plugin.stderr.read_text()
     assert "Traceback" not in err and len(err.splitlines()) == 1, err
@@ -292,8 +292,8 @@ def test_writable_parent_is_warned_at_start_and_in_check(tmp_path: Path, open_tr
     assert report.returncode == 0, report.stdout + report.stderr
     assert any(line.startswith("socket_parent") and "WARN" in line and "writable by every user" in line
                for line in report.stdout.splitlines()), report.stdout
-    plugin = ledger.plugin(pm.start(tmp_path / "plugin", keyring=tmp_path / "keyring.json",
-                                    socket_path=sock))
+    plugin = pm.start(tmp_path / "plugin", keyring=tmp_path / "keyring.json",
+                                    socket_path=sock)
     try:  # logged before the bind, so it is there once the socket answers
         warnings = [ln for ln in plugin.stderr.read_text().splitlines() if "writable by every user" in ln]
         assert len(warnings) == 1, plugin.stderr.read_text()

@@ -82,7 +82,6 @@ class TestDescriptorExhaustion:
     def test_gate_survives_descriptor_exhaustion(self, tmp_path: Path) -> None:
         env = {"KMS_APPLIANCE_SERVER_MAX_CONNECTIONS": "1000"}  # the fd limit is hit, not this one
         with pm.running(tmp_path / "e", ["--allowed-uids", str(os.geteuid())], env=env) as p:
-            ledger.plugin(p)
             pid = p.proc.pid
             assert _served(p.socket, 10)
             base = procinfo.fds(pid)
@@ -133,8 +132,8 @@ class TestRefusedFlood:
 
     def test_refused_flood_is_aggregated_and_does_not_starve_allowed_peers(self) -> None:
         with _traversable() as top:
-            p = ledger.plugin(pm.start(top / "g", ["--socket-group", "daemon",
-                                                   "--allowed-uids", str(os.geteuid())]))
+            p = pm.start(top / "g", ["--socket-group", "daemon",
+                                                   "--allowed-uids", str(os.geteuid())])
             try:
                 kept = Client(p.socket)  # kube-apiserver keeps its connection
                 assert kept.status().healthz == "ok"

@@ -16,9 +16,10 @@ from pathlib import Path
 import grpc
 
 from akeyless_emulator import Emulator
-from tests.reliability import akplugin, figures
+from tests.reliability import figures
 from tests.support import ledger
 from tests.support import plugin as pm
+from tests.support.emulator import KEY, identity_env
 from tests.support.kmsclient import Client
 
 MALFORMED = 1_000
@@ -57,7 +58,7 @@ class TestMalformedRequests:
     """1,000 undecodable requests: no traceback, a handful of lines, every one counted."""
 
     def test_malformed_flood_is_counted_not_logged(self, tmp_path: Path) -> None:
-        p = ledger.plugin(pm.start(tmp_path / "m"))
+        p = pm.start(tmp_path / "m")
         c = Client(p.socket)
         try:
             c.status()
@@ -122,9 +123,9 @@ class TestRejectedCiphertexts:
 
     def test_tampered_and_relabelled_cost_one_remote_call(self, emu: Emulator,
                                                           tmp_path: Path) -> None:
-        emu.rotate_key(akplugin.KEY)  # versions 1 and 2, both enabled
-        env = akplugin.ak_env(emu, KMS_APPLIANCE_CACHE_ENABLED="false")
-        p = akplugin.start(tmp_path / "r", env)
+        emu.rotate_key(KEY)  # versions 1 and 2, both enabled
+        env = identity_env(emu, KMS_APPLIANCE_CACHE_ENABLED="false")
+        p = pm.start(tmp_path / "r", ["--log-level", "debug"], env, akeyless=True)
         c = Client(p.socket)
         try:
             seed = os.urandom(32)

@@ -23,9 +23,9 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 from akeyless_emulator import Emulator
-from tests.reliability import akplugin, figures
-from tests.support import ledger
+from tests.reliability import figures
 from tests.support import plugin as pm
+from tests.support.emulator import identity_env
 from tests.support.kmsclient import Client
 
 HUPS = 10_000  # per round
@@ -73,7 +73,7 @@ def _stop(p: pm.Plugin) -> int | None:
 
 def test_sighup_flood_leaves_reload_and_stop_working(tmp_path: Path) -> None:
     """30 x 10,000 SIGHUPs: then a rotation is picked up after one more HUP, Status works, SIGTERM exits 0."""
-    p = ledger.plugin(pm.start(tmp_path / "p", ["--grace-period", f"{GRACE}s"]))
+    p = pm.start(tmp_path / "p", ["--grace-period", f"{GRACE}s"])
     client = Client(p.socket)
     try:
         old = str(client.status().key_id)
@@ -108,7 +108,8 @@ def test_serve_runs_without_core_dumps(tmp_path: Path) -> None:
 def test_call_in_flight_at_sigterm_completes(emu: Emulator, workdir: Path) -> None:
     """A slow Encrypt (Akeyless answering after 1.5 s) in flight at SIGTERM, idle HTTP connections
     closing meanwhile: the call is answered OK, exit 0, no traceback."""
-    p = akplugin.start(workdir, akplugin.ak_env(emu), ["--grace-period", "10s"])
+    p = pm.start(workdir, ["--log-level", "debug", "--grace-period", "10s"], identity_env(emu),
+                 akeyless=True)
     client = Client(p.socket, timeout=30)
     try:
         client.encrypt(b"\x01" * 32, uid="warm-up")  # auth done, the key described
@@ -144,7 +145,7 @@ def test_refusal_names_the_configured_socket_path(tmp_path: Path) -> None:
     try:
         squatter.bind(os.fspath(run / "kms.sock"))
         squatter.listen(1)
-        p = ledger.plugin(pm.start(tmp_path / "p", wait=False))
+        p = pm.start(tmp_path / "p", wait=False)
         assert p.proc.wait(30) == 1
     finally:
         squatter.close()

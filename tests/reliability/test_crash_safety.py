@@ -23,9 +23,10 @@ import pytest
 
 from akeyless_emulator import Emulator
 from kms_appliance.backends import keyring
-from tests.reliability import akplugin, figures
+from tests.reliability import figures
 from tests.support import ledger
 from tests.support import plugin as pm
+from tests.support.emulator import identity_env, record_secrets
 from tests.support.kmsclient import Client
 
 ROUNDS = int(os.environ.get("KMS_APPLIANCE_CRASH_ROUNDS", "6"))
@@ -84,7 +85,7 @@ def test_kill_9_under_load_with_rotations(tmp_path: Path) -> None:
     rotations_killed: list[int] = []
     restarts_recovered_stale = 0
     for _ in range(ROUNDS):
-        p = ledger.plugin(pm.start(work, env=RELOAD, keyring=ring))
+        p = pm.start(work, env=RELOAD, keyring=ring)
         stop = threading.Event()
         threads = [threading.Thread(target=_load, args=(p.socket, stop, sealed, wrong)) for _ in range(3)]
         threads.append(threading.Thread(target=_rotator, args=(ring, stop, rng, rotations_killed)))
@@ -102,7 +103,6 @@ def test_kill_9_under_load_with_rotations(tmp_path: Path) -> None:
     ledger.secrets(e.material for e in keyring.load(ring).entries)
     # the last restart: the stale socket is recovered and everything ever handed out decrypts
     with pm.running(work, env=RELOAD, keyring=ring) as p:
-        ledger.plugin(p)
         c = Client(p.socket, timeout=5)
         try:
             for api, seed, ct, key_id in sealed:
@@ -127,7 +127,7 @@ def test_kill_9_during_uid_token_rotation(emu: Emulator, tmp_path: Path) -> None
     first = emu.add_universal_identity()
     access_id = emu.core.tokens.tokens[first].access_id
     token_file = tmp_path / "uid-token"
-    env = {**os.environ, **akplugin.ak_env(emu), "AKEYLESS_ACCESS_ID": access_id,
+    env = {**os.environ, **identity_env(emu), "AKEYLESS_ACCESS_ID": access_id,
            "AKEYLESS_UID_INIT_TOKEN": first, "KMS_APPLIANCE_AKEYLESS_UID_TOKEN_FILE": str(token_file)}
     env.pop("AKEYLESS_ACCESS_KEY")
     dead_after_crash = 0
@@ -162,7 +162,7 @@ def test_kill_9_during_uid_token_rotation(emu: Emulator, tmp_path: Path) -> None
             env["AKEYLESS_ACCESS_ID"] = emu.core.tokens.tokens[fresh].access_id
             env["AKEYLESS_UID_INIT_TOKEN"] = fresh
             token_file.unlink()
-    akplugin.record_emulator_secrets(emu)
+    record_secrets(emu)
     rotations = emu.calls["uid-rotate-token"]
     figures.put("crash safety", "UID token file",
                 f"{kills} kill -9 during {rotations} rotations: file never torn, always an issued token, "
@@ -179,7 +179,6 @@ class TestKeyringTroubleAtRuntime:
         ring = work / "keyring.json"
         pm.keyring_init(ring)
         with pm.running(work, env=RELOAD, keyring=ring) as p:
-            ledger.plugin(p)
             ring.rename(work / "keyring.moved")
             time.sleep(1.0)
             (work / "keyring.moved").rename(ring)
@@ -198,7 +197,6 @@ class TestKeyringTroubleAtRuntime:
         pm.keyring_init(ring)
         ledger.secrets(e.material for e in keyring.load(ring).entries)
         with pm.running(work, env=RELOAD, keyring=ring) as p:
-            ledger.plugin(p)
             c = Client(p.socket, timeout=3)
             try:
                 seed = os.urandom(32)

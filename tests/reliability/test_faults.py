@@ -26,10 +26,11 @@ import grpc
 import pytest
 
 from akeyless_emulator import Emulator
-from tests.reliability import akplugin, figures, procinfo
+from tests.reliability import figures, procinfo
 from tests.reliability.tcpproxy import SwitchProxy
 from tests.support import ledger
 from tests.support import plugin as pm
+from tests.support.emulator import KEY, identity_env, record_secrets
 from tests.support.kmsclient import Client
 
 BUDGET = 1.0        # server.call_timeout and akeyless.timeout of the plugin under test
@@ -56,15 +57,16 @@ def rig(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Rig]:
     base = tmp_path_factory.mktemp("faults")
     with Emulator(tls=True) as emu, Emulator(tls=True) as other_ca, \
             Emulator(tls=True, state_dir=emu.state_dir, server_cert="expired") as expired:
-        emu.create_key(akplugin.KEY)
+        emu.create_key(KEY)
         proxy = SwitchProxy(("127.0.0.1", emu.port)).start()
         flag = base / "dns-broken"
-        env = akplugin.ak_env(emu, url=f"https://localhost:{proxy.port}",
+        shim = pm.Command((pm.python(), "-m", "tests.reliability.dnsshim", str(flag)), pm.REPO)
+        env = identity_env(emu, url=f"https://localhost:{proxy.port}",
                               KMS_APPLIANCE_SERVER_CALL_TIMEOUT=f"{BUDGET}s",
                               KMS_APPLIANCE_AKEYLESS_TIMEOUT=f"{BUDGET}s",
                               KMS_APPLIANCE_OBSERVABILITY_HEALTH_INTERVAL="1s",
                               KMS_APPLIANCE_CACHE_ENABLED="false")
-        plugin = akplugin.start(base / "plugin", env, dns_flag=flag)
+        plugin = pm.start(base / "plugin", ["--log-level", "debug"], env, akeyless=True, command=shim)
         client = Client(plugin.socket, timeout=BUDGET + 5)
         try:
             sealed = []
@@ -84,7 +86,7 @@ def rig(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Rig]:
             client.close()
             plugin.stop()
             proxy.stop()
-            akplugin.record_emulator_secrets(emu)
+            record_secrets(emu)
 
 
 def _warm(client: Client, sealed: list[tuple[bytes, Any]]) -> None:
@@ -304,10 +306,10 @@ def _outcome_of(cell: Cell, method: str) -> str:
 
 def test_startup_with_unresolvable_host_fails_fast_and_cleanly(emu: Emulator, tmp_path: Path) -> None:
     """DNS failure at start: exit 1 with a message naming the step, within the call budget."""
-    env = akplugin.ak_env(emu, url="https://akeyless.invalid",
+    env = identity_env(emu, url="https://akeyless.invalid",
                           KMS_APPLIANCE_SERVER_CALL_TIMEOUT="2s")
     start = time.monotonic()
-    p = akplugin.start(tmp_path / "dns", env, wait=False)
+    p = pm.start(tmp_path / "dns", ["--log-level", "debug"], env, wait=False, akeyless=True)
     assert p.proc.wait(30) == 1
     assert time.monotonic() - start < 20
     err = p.stderr.read_text()
@@ -319,19 +321,19 @@ def test_startup_with_unresolvable_host_fails_fast_and_cleanly(emu: Emulator, tm
 def test_startup_with_bad_tls_refuses(tmp_path: Path, which: str) -> None:
     """TLS failure at start: refused (exit 1), no socket, nothing about the certificate bypassed."""
     with Emulator(tls=True) as good:
-        good.create_key(akplugin.KEY)
+        good.create_key(KEY)
         kw: dict[str, Any] = ({"server_cert": "expired", "state_dir": good.state_dir}
                               if which == "expired" else {})
         with Emulator(tls=True, **kw) as bad:
             if which != "expired":
-                bad.create_key(akplugin.KEY)
-            env = akplugin.ak_env(good, url=bad.url)
+                bad.create_key(KEY)
+            env = identity_env(good, url=bad.url)
             if which != "expired":
                 with bad.core.lock:
                     bad.core.identities.update(good.core.identities)
-            p = akplugin.start(tmp_path / which, env, wait=False)
+            p = pm.start(tmp_path / which, ["--log-level", "debug"], env, wait=False, akeyless=True)
             assert p.proc.wait(30) == 1
             assert "refusing to start" in p.stderr.read_text()
             assert bad.handshake_failures >= 1
             assert bad.calls.total() == 0, "no API call may pass an untrusted TLS session"
-        akplugin.record_emulator_secrets(good)
+        record_secrets(good)

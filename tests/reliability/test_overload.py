@@ -17,9 +17,10 @@ import pytest
 
 from akeyless_emulator import Emulator
 from kms_appliance.kms import v2_pb2
-from tests.reliability import akplugin, figures, procinfo
+from tests.reliability import figures, procinfo
 from tests.support import ledger
 from tests.support import plugin as pm
+from tests.support.emulator import identity_env
 from tests.support.kmsclient import Client
 
 LIMIT = 4
@@ -29,10 +30,10 @@ FAST = 0.5
 
 @pytest.fixture
 def slow_plugin(emu: Emulator, tmp_path: Path) -> Iterator[tuple[pm.Plugin, Client, Any, bytes]]:
-    env = akplugin.ak_env(emu, KMS_APPLIANCE_SERVER_MAX_CONCURRENT_RPCS=str(LIMIT),
+    env = identity_env(emu, KMS_APPLIANCE_SERVER_MAX_CONCURRENT_RPCS=str(LIMIT),
                           KMS_APPLIANCE_SERVER_WORKERS=str(LIMIT), KMS_APPLIANCE_CACHE_ENABLED="false",
                           KMS_APPLIANCE_SERVER_CALL_TIMEOUT="5s", KMS_APPLIANCE_AKEYLESS_TIMEOUT="5s")
-    p = akplugin.start(tmp_path / "o", env)
+    p = pm.start(tmp_path / "o", ["--log-level", "debug"], env, akeyless=True)
     c = Client(p.socket, timeout=15)
     seed = os.urandom(32)
     ledger.secret(seed)

@@ -21,11 +21,9 @@ def test_soak(tmp_path: Path) -> None:
     kept: list[soak.Soak] = []
     result = soak.run(CALLS, 6, tmp_path, keep=kept)
     s = kept[0]
-    ledger.plugin(s.plugin)
-    ledger.secret(s.emu.access_key)
     ledger.secrets(seed for seed, _, _ in s.v2_set)
     ledger.secrets(dek for dek, _ in s.v1_set)
-    state = json.loads((tmp_path / "emu" / "state.json").read_text())
+    state = json.loads((s.emu.state_dir / "state.json").read_text())
     ledger.secrets(_strings_named(state, ("token", "value", "material", "access_key")))
     for key, value in result.items():
         figures.put("soak", key, value)

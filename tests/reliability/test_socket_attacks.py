@@ -37,7 +37,7 @@ def _refused(name: str, how: str) -> None:
 
 
 def _start_expect_refusal(workdir: Path, *args: str) -> str:
-    p = ledger.plugin(pm.start(workdir, list(args), wait=False))
+    p = pm.start(workdir, list(args), wait=False)
     assert p.proc.wait(30) == 1, "the plugin must refuse to start"
     err = p.stderr.read_text()
     assert "refusing to start" in err and "Traceback" not in err
@@ -205,7 +205,6 @@ class TestPeers:
 
     def test_foreign_uid_without_file_access_is_denied_by_the_kernel(self, tmp_path: Path) -> None:
         with pm.running(tmp_path / "k") as p:
-            ledger.plugin(p)
             assert _as_nobody(_PEER_PROBE, str(p.socket)) == "DENIED"
         _refused("other uid, no file access", "EACCES from the kernel (mode 0600)")
 
@@ -291,7 +290,6 @@ class TestIdleFlood:
         args = ["--allowed-uids", str(os.geteuid())] if gated else []
         env = {"KMS_APPLIANCE_SERVER_MAX_CONNECTIONS": str(self.LIMIT)}
         with pm.running(tmp_path / "f", args, env=env) as p:
-            ledger.plugin(p)
             pid = p.proc.pid
             base_fds = procinfo.fds(pid)
             flood_conns.extend(_flood(p.socket, self.FLOOD))

@@ -4,7 +4,7 @@ Sources: every plugin process the suites started (stdout, stderr, audit
 file, /metrics and health bodies), every gRPC error detail they returned,
 and any core file left in their work directories. Secrets: every access
 key, auth token, UID token, KEK byte string, DEK and seed the tests used
-(tests/reliability/ledger.py), in raw, hex and base64 forms. The Akeyless
+(tests/support/ledger.py), in raw, hex and base64 forms. The Akeyless
 plugins ran at --log-level debug, the most verbose an operator can set.
 This module also runs a busy scenario of its own, so it proves something
 when run alone.
@@ -21,17 +21,20 @@ import grpc
 import pytest
 
 from akeyless_emulator import Emulator
-from tests.reliability import akplugin, figures, hygiene
+from tests.reliability import figures, hygiene
 from tests.support import ledger
 from tests.support import plugin as pm
+from tests.support.emulator import KEY, identity_env, record_secrets
 from tests.support.intermediate_keys import iks_of
 from tests.support.kmsclient import Client
+
+DEBUG = ["--log-level", "debug"]  # the most the plugin ever writes: what the scan must cover
 
 
 def _busy_akeyless_run(emu: Emulator, tmp_path: Path) -> None:
     """Auth, wraps, unwraps, token expiry, every fault class, with the plugin at debug level."""
-    p = akplugin.start(tmp_path / "verbose", akplugin.ak_env(emu, KMS_APPLIANCE_SERVER_CALL_TIMEOUT="1s",
-                                                             KMS_APPLIANCE_CACHE_ENABLED="false"))
+    env = identity_env(emu, KMS_APPLIANCE_SERVER_CALL_TIMEOUT="1s", KMS_APPLIANCE_CACHE_ENABLED="false")
+    p = pm.start(tmp_path / "verbose", DEBUG, env, akeyless=True)
     c = Client(p.socket, timeout=5)
     try:
         faults = [{"status": s} for s in (400, 401, 403, 404, 429, 500, 503)] + \
@@ -62,9 +65,9 @@ def _busy_envelope_run(emu: Emulator, tmp_path: Path) -> tuple[pm.Plugin, list[b
     an outage ridden through, revocation (IKs dropped). Every IK goes to the ledger: the
     test plays Akeyless and unwraps it from the ciphertexts (tests/support/intermediate_keys)."""
     envelope = {"KMS_APPLIANCE_AKEYLESS_MODE": "envelope", "KMS_APPLIANCE_AKEYLESS_REFRESH_INTERVAL": "1s"}
-    a = akplugin.start(tmp_path / "envelope-a", akplugin.ak_env(emu, **envelope))
-    env_b = akplugin.ak_env(emu, **envelope)
-    b = akplugin.start(tmp_path / "envelope-b", env_b)
+    a = pm.start(tmp_path / "envelope-a", DEBUG, identity_env(emu, **envelope), akeyless=True)
+    env_b = identity_env(emu, **envelope)
+    b = pm.start(tmp_path / "envelope-b", DEBUG, env_b, akeyless=True)
     ca, cb = Client(a.socket, timeout=5), Client(b.socket, timeout=5)
     cts: list[bytes] = []
     try:
@@ -79,7 +82,7 @@ def _busy_envelope_run(emu: Emulator, tmp_path: Path) -> tuple[pm.Plugin, list[b
         round_trip(ca)
         round_trip(cb)
         first = ca.status().key_id
-        emu.rotate_key(akplugin.KEY)
+        emu.rotate_key(KEY)
         _wait(lambda: ca.status().key_id != first)
         round_trip(ca)
         emu.fault("*", status=503)
@@ -102,7 +105,7 @@ def _busy_envelope_run(emu: Emulator, tmp_path: Path) -> tuple[pm.Plugin, list[b
         cb.close()
         a.stop()
         b.stop()
-    iks = sorted(iks_of(cts, emu.key(akplugin.KEY)))
+    iks = sorted(iks_of(cts, emu.key(KEY)))
     assert len(iks) == 3  # A's before and after the rotation, B's
     ledger.secrets(iks)
     return a, iks
@@ -118,7 +121,7 @@ def _wait(cond: Callable[[], bool], timeout_s: float = 15.0) -> None:
 def test_nothing_secret_in_anything_written(emu: Emulator, tmp_path: Path) -> None:
     _busy_akeyless_run(emu, tmp_path)
     envelope_plugin, iks = _busy_envelope_run(emu, tmp_path)
-    akplugin.record_emulator_secrets(emu)
+    record_secrets(emu)
     secrets = sorted(ledger.SECRETS)
     anchors = hygiene.index(secrets)
     scanned, hits, cores = 0, [], 0

@@ -37,7 +37,7 @@ from .procs import REPO, ManagedProcess, ProcessRegistry, free_port, wait_until
 __all__ = ["REPO", "Command", "Plugin", "free_port", "keyring_init", "python", "running", "start",
            "wait_for_socket"]
 
-START_TIMEOUT = 20.0
+START_TIMEOUT = 30.0  # a liveness bound: a loaded machine starts a frozen binary slowly
 AUDIT_FLUSH_BOUND = 0.1  # 5x the default observability.audit_flush_interval
 OWN_SETTINGS = ("KMS_APPLIANCE_", "AKEYLESS_")  # never inherited from the caller's environment
 
@@ -84,6 +84,8 @@ class Plugin:
     keyring: Path | None = None
     backend: EmulatorProcess | None = None  # stop it for an Akeyless outage
     name: str = "plugin"
+    status_ok: bool = False  # ready means Status answers ok, not only that the socket accepts
+    rotate: Callable[[], None] | None = None  # how to rotate a plugin that is not ours
     api_versions: tuple[str, ...] = ("v2", "v1")
     extra_outputs: list[bytes] = field(default_factory=list)
 
@@ -102,17 +104,16 @@ class Plugin:
         return self.process.err_path or self.process.log_path
 
     # -- lifecycle ---------------------------------------------------------------------
-    def start(self, wait: bool = True, status_ok: bool = False, timeout: float = START_TIMEOUT) -> float:
+    def start(self, wait: bool = True, timeout: float = START_TIMEOUT) -> float:
         """Start (or start again) and wait until ready; returns the seconds waited."""
         self.process.start()
-        return self.wait_ready(status_ok, timeout) if wait else 0.0
+        return self.wait_ready(timeout) if wait else 0.0
 
-    def wait_ready(self, status_ok: bool = False, timeout: float = START_TIMEOUT) -> float:
+    def wait_ready(self, timeout: float = START_TIMEOUT) -> float:
         """Until the socket accepts (``status_ok``: and Status answers ``ok``); a plugin that
         exits or misses the deadline is killed and the error carries its stderr."""
-
         try:
-            return wait_for_socket(self.socket, self.process.check_alive, timeout, status_ok)
+            return wait_for_socket(self.socket, self.process.check_alive, timeout, self.status_ok)
         except (RuntimeError, TimeoutError) as exc:
             self.stop(signal.SIGKILL)
             raise type(exc)(f"{exc}\nstderr:\n{self.stderr.read_text(errors='replace')[-3000:]}") from None
@@ -127,12 +128,12 @@ class Plugin:
         """kill -9 of the pid an operator sees (the rest of the chain must follow by itself)."""
         return self.process.kill()
 
-    def restart(self, sig: int = signal.SIGTERM, status_ok: bool = True) -> float:
+    def restart(self, sig: int = signal.SIGTERM) -> float:
         """Stop with ``sig`` (SIGKILL: a crash), start again, wait until ready."""
         if sig == signal.SIGKILL:
             self.kill()
         self.stop(sig)
-        return self.start(status_ok=status_ok)
+        return self.start()
 
     # -- talking to it -----------------------------------------------------------------
     def status(self, timeout: float = 3.0) -> Any:
@@ -145,7 +146,9 @@ class Plugin:
 
     def rotate_key(self) -> None:
         """A new current key: in the keyring file (``keyring rotate``) or in Akeyless."""
-        if self.backend is not None:
+        if self.rotate is not None:
+            self.rotate()
+        elif self.backend is not None:
             self.backend.rotate_key()
         elif self.keyring is not None:
             self.command.run("keyring", "rotate", str(self.keyring))
@@ -236,8 +239,8 @@ def start(workdir: Path, args: Sequence[str] = (), env: Mapping[str, str] | None
     """
     plugin = prepare(workdir, args, env, keyring, socket_path, command=command, emulator=emulator,
                      akeyless=akeyless, base_env=base_env, audit_file=audit_file, http=http,
-                     name=name, registry=registry)
-    plugin.start(wait, status_ok, timeout)
+                     name=name, registry=registry, status_ok=status_ok)
+    plugin.start(wait, timeout)
     return plugin
 
 
@@ -246,7 +249,7 @@ def prepare(workdir: Path, args: Sequence[str] = (), env: Mapping[str, str] | No
             command: Command | None = None, emulator: EmulatorProcess | None = None,
             akeyless: bool = False, base_env: Mapping[str, str] | None = None,
             audit_file: bool = True, http: bool = True, name: str = "plugin",
-            registry: ProcessRegistry | None = None) -> Plugin:
+            registry: ProcessRegistry | None = None, status_ok: bool = False) -> Plugin:
     """``start`` without starting: the plugin is made, registered, and not yet running."""
     command = command or Command.source()
     workdir.mkdir(mode=0o700, parents=True, exist_ok=True)
@@ -271,7 +274,7 @@ def prepare(workdir: Path, args: Sequence[str] = (), env: Mapping[str, str] | No
                              err_path=workdir / "stderr.log", env=full_env, cwd=command.cwd, banner=False)
     if registry is not None:
         registry.add(process)
-    plugin = Plugin(workdir, sock, audit, port, process, command, keyring, emulator, name)
+    plugin = Plugin(workdir, sock, audit, port, process, command, keyring, emulator, name, status_ok)
     return ledger.plugin(plugin)
 
 

@@ -162,6 +162,11 @@ class ManagedProcess:
             raise RuntimeError(f"{self.name} never started")
         return self.proc.pid
 
+    def output(self) -> bytes:
+        """Everything it wrote so far (its log, and its stderr file if separate)."""
+        files = [f for f in (self.log_path, self.err_path) if f is not None and f.exists()]
+        return b"".join(f.read_bytes() for f in files)
+
     def check_alive(self) -> None:
         """Raise ``ProcessExitedError`` (with the log tail) if it has exited."""
         if self.proc is not None and self.proc.poll() is not None:
@@ -240,4 +245,5 @@ class ProcessRegistry:
             raise leftovers[0]
 
     def tails(self, lines: int = 40) -> list[tuple[str, str]]:
-        return [(f"{p.name} ({p.log_path})", tail(p.log_path, lines)) for p in self.processes]
+        logs = [(p.name, f) for p in self.processes for f in (p.log_path, p.err_path) if f is not None]
+        return [(f"{name} ({path})", tail(path, lines)) for name, path in logs]
