@@ -85,10 +85,11 @@ def ensure_node_components(allow_build: bool) -> tuple[Path, float]:
 def run(argv: Sequence[str | os.PathLike[str]], timeout: float = CLI_TIMEOUT_S, check: bool = True,
         **kw: object) -> subprocess.CompletedProcess[str]:
     """Run a command; on failure raise with its output (bounded)."""
-    proc = subprocess.run([os.fspath(a) for a in argv], capture_output=True, text=True, timeout=timeout,
-                          check=False, **kw)  # type: ignore[call-overload]
+    args = [str(os.fspath(a)) for a in argv]
+    proc: subprocess.CompletedProcess[str] = subprocess.run(  # type: ignore[call-overload]
+        args, capture_output=True, text=True, timeout=timeout, check=False, **kw)
     if check and proc.returncode != 0:
-        raise AssertionError(f"{' '.join(map(os.fspath, argv))} -> {proc.returncode}\n"
+        raise AssertionError(f"{' '.join(args)} -> {proc.returncode}\n"
                              f"stdout:\n{proc.stdout[-3000:]}\nstderr:\n{proc.stderr[-3000:]}")
     return proc
 

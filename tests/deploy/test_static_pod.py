@@ -240,7 +240,8 @@ def read_secret(cluster: Cluster, name: str) -> str:
 
 def stored_key_id(cluster: Cluster, name: str, value: str) -> str:
     raw = cluster.etcd.get_raw(cluster.secret_key(name))
-    assert raw is not None and raw.startswith(PREFIX), f"{name}: stored as {raw[:40]!r}"
+    assert raw is not None, f"{name}: not in etcd"
+    assert raw.startswith(PREFIX), f"{name}: stored as {raw[:40]!r}"
     assert value.encode() not in raw, f"{name}: plaintext in etcd"
     return parse_encrypted_object(raw[len(PREFIX):]).key_id
 
