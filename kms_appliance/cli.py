@@ -15,7 +15,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import NoReturn
 
-from . import config, logs, manifests, process, version
+from . import config, logs, manifests, process, unpack, version
 from .errors import ConfigError, KmsError, SetupError, shown
 
 log = logging.getLogger("kms_appliance.cli")
@@ -83,6 +83,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
     chain = process.harden()
     cfg = load_config(args)
     logs.setup(cfg.observability.log_level, cfg.observability.log_format)
+    unpack.sweep_predecessors()  # room in a pod's emptyDir after a SIGKILLed container
     from .app import App  # noqa: PLC0415 - keep grpc off the start-up of light commands
 
     App(cfg).serve(chain)
@@ -174,6 +175,7 @@ COMMANDS: dict[str, Callable[[argparse.Namespace], int]] = {
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
+    unpack.hold_own()  # a restarting serve must not sweep a live command's unpack directories
     try:
         return COMMANDS[args.command](args)
     except ConfigError as exc:

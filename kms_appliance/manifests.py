@@ -46,9 +46,12 @@ def encryption_config(cfg: Config, kms_api: str = "v2", timeout: str = "3s",
 # The binary unpacks ~102 MiB (107 MB: staticx 57 MB + PyInstaller 50 MB, measured
 # with du on dist/kms-appliance while serving) into TMPDIR at every start; a
 # memory-backed emptyDir counts against the container's memory limit, hence
-# the 128Mi size limit and the 192Mi request / 384Mi default limit.
+# the 192Mi request / 384Mi default limit. The emptyDir outlives a container
+# killed by SIGKILL (liveness, OOM) and keeps that start's unpack; the next
+# start unpacks beside it and removes it (kms_appliance/unpack.py), so the
+# size limit holds two: 256Mi.
 UNPACK_DIR = "/tmp"  # noqa: S108 - inside the container, on its own private emptyDir
-UNPACK_SIZE_LIMIT = "128Mi"
+UNPACK_SIZE_LIMIT = "256Mi"
 NONROOT_UID = 65532
 
 

@@ -57,8 +57,10 @@ def test_unpack_figure_and_sizes_agree() -> None:
                  "Dockerfile.distroless"):
         assert figure in (ROOT / path).read_text().replace("\n# ", " "), f"{path} lacks {figure}"
     tmpfs = k8svalid.quantity("sizeLimit", manifests.UNPACK_SIZE_LIMIT)
-    assert UNPACK_MEASURED_BYTES < tmpfs <= k8svalid.quantity("request", manifests.MEMORY_REQUEST)
-    # podman's --tmpfs size=128m (docs, Dockerfile) is the same 128 MiB as the emptyDir's sizeLimit.
+    # room for a killed start's leftovers beside a fresh unpack (kms_appliance/unpack.py), within
+    # the default memory limit
+    assert 2 * UNPACK_MEASURED_BYTES < tmpfs < k8svalid.quantity("limit", "384Mi")
+    # podman's --tmpfs size=256m (docs, Dockerfile) is the same 256 MiB as the emptyDir's sizeLimit.
     for path in ("docs/deployment.md", "Dockerfile.distroless"):
         sizes = re.findall(r"size=(\d+)m\b", (ROOT / path).read_text())
         assert sizes and all(int(s) * 2**20 == tmpfs for s in sizes), (path, sizes)
