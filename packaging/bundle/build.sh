@@ -15,10 +15,10 @@ VERSION=$(sed -n 's/^__version__ = "\(.*\)"$/\1/p' kms_appliance/version.py)
 export SOURCE_DATE_EPOCH=${SOURCE_DATE_EPOCH:-$(git log -1 --format=%ct 2>/dev/null || echo 0)}
 # PKG_ARCH=arm64: the arm64 artefacts (make ARCH=arm64 bundle packs dist/arm64/).
 case ${PKG_ARCH:-amd64} in
-  amd64) NAME=kms-appliance-bundle-$VERSION
+  amd64) NAME=kms-appliance-bundle-$VERSION MACHINE=x86_64
          files=(kms-appliance kms-appliance.cdx.json "kms-appliance_${VERSION}_amd64.deb"
                 "kms-appliance-${VERSION}-1.x86_64.rpm" "kms-appliance_${VERSION}_oci.tar") ;;
-  arm64) NAME=kms-appliance-bundle-$VERSION-arm64
+  arm64) NAME=kms-appliance-bundle-$VERSION-arm64 MACHINE=aarch64
          files=(kms-appliance kms-appliance.cdx.json "kms-appliance_${VERSION}_arm64.deb"
                 "kms-appliance-${VERSION}-1.aarch64.rpm" "kms-appliance_${VERSION}_arm64_oci.tar") ;;
   *) echo "bundle: PKG_ARCH must be amd64 or arm64, not $PKG_ARCH" >&2; exit 1 ;;
@@ -33,7 +33,8 @@ B=$STAGE/$NAME
 mkdir -p "$B/deploy"
 for f in "${files[@]}"; do cp "$DIST/$f" "$B/"; done
 cp -r deploy/kubeadm deploy/prometheus deploy/grafana "$B/deploy/"
-sed "s/@VERSION@/$VERSION/g" packaging/bundle/INSTALL.md >"$B/INSTALL.md"
+sed -e "s/@VERSION@/$VERSION/g" -e "s/@NAME@/$NAME/g" -e "s/@DEB@/${files[2]}/g" -e "s/@RPM@/${files[3]}/g" \
+  -e "s/@IMAGE@/${files[4]}/g" -e "s/@MACHINE@/$MACHINE/g" packaging/bundle/INSTALL.md >"$B/INSTALL.md"
 cp docs/deployment.md "$B/deployment.md"
 # Every document, as in the repository (README.md's links go to docs/).
 cp README.md "$B/README.md"
