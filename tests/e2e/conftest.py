@@ -11,9 +11,11 @@ Fixtures for scenarios:
 - ``cluster``: etcd started, apiserver prepared; ``cluster.apiserver.start(
   ApiServerOptions(encryption_config=...))`` starts it, ``.restart(...)``
   restarts it, optionally with a new EncryptionConfiguration.
-- ``start_kms_plugin``: ``start_kms_plugin("name") -> KmsPlugin`` (socket path,
+- ``start_kms_plugin``: ``start_kms_plugin("name") -> Plugin`` (socket path,
   stop/kill/restart, Status, key rotation). The launcher behind it is the
   ``kms_launcher`` fixture: override it, or set ``E2E_KMS_PLUGIN``.
+- ``kms_v2_cluster``: the steps most scenarios begin with: a plugin started,
+  then the apiserver on [its KMS v2 provider, identity].
 - ``record_timing``: ``record_timing("apiserver_ready_s", 7.2)`` shows up in
   the end-of-run summary.
 
@@ -30,12 +32,14 @@ from typing import Any
 
 import pytest
 
+from tests.support.plugin import Plugin
 from tests.support.procs import ProcessRegistry
 
 from .cluster import ApiServerOptions, Cluster, new_cluster
 from .components import Components, ensure_components
-from .fixture_types import RecordTiming, StartApiServer, StartPlugin
-from .plugins import LAUNCHERS, KmsPlugin, Launcher, selected_launcher_names
+from .encryption import encryption_config, identity, kms_v2
+from .fixture_types import KmsV2Cluster, RecordTiming, StartApiServer, StartPlugin
+from .plugins import LAUNCHERS, Launcher, cleanup, selected_launcher_names
 
 HERE = Path(__file__).resolve().parent
 REGISTRY_KEY = pytest.StashKey[ProcessRegistry]()
@@ -182,9 +186,9 @@ def start_kms_plugin(
     record_timing: RecordTiming,
 ) -> Iterator[StartPlugin]:
     """``start_kms_plugin(name)`` starts a plugin and waits for Status ``ok``."""
-    started: list[KmsPlugin] = []
+    started: list[Plugin] = []
 
-    def start(name: str = "e2e-kms") -> KmsPlugin:
+    def start(name: str = "e2e-kms") -> Plugin:
         plugin = kms_launcher(tmp_path, name, process_registry)
         started.append(plugin)
         record_timing(f"plugin {name} start-to-ok", plugin.start())
@@ -193,4 +197,14 @@ def start_kms_plugin(
     yield start
     for plugin in started:
         plugin.stop()
-        plugin.cleanup()
+        cleanup(plugin)
+
+
+@pytest.fixture
+def kms_v2_cluster(start_kms_plugin: StartPlugin, start_apiserver: StartApiServer) -> KmsV2Cluster:
+    """Plugin ``e2e-kms`` started, then the apiserver on [its KMS v2 provider, identity]."""
+    plugin = start_kms_plugin("e2e-kms")
+    provider = kms_v2(plugin.name, plugin.socket)
+    config = encryption_config([provider, identity()])
+    start_apiserver(config)
+    return KmsV2Cluster(plugin, provider, config)

@@ -15,7 +15,7 @@ Crypto: AES-256-GCM, nonce || ciphertext, with the key_id as associated data
 ``{"current": "<key id>", "keys": {"<key id>": "<64 hex chars>"}}`` re-read
 when its mtime changes, so a scenario can rotate keys by rewriting the file.
 
-Run: ``python fake_kms_plugin.py --socket PATH --keyring PATH``.
+Run (from the repository root): ``python -m tests.e2e.fake_kms_plugin --socket PATH --keyring PATH``.
 """
 
 from __future__ import annotations
@@ -33,8 +33,7 @@ from typing import Any
 import grpc
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-import protowire as pw  # script-style import, see the protowire docstring
+from tests.e2e import protowire as pw
 
 SERVICE = "v2.KeyManagementService"
 ANNOTATION = "version.fake-kms.e2e.example.com"

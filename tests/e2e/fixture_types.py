@@ -3,12 +3,24 @@
 from __future__ import annotations
 
 from collections.abc import Callable
+from typing import Any, NamedTuple
 
-from .plugins import KmsPlugin
+from tests.support.plugin import Plugin
+
+from .encryption import Provider
 
 # ``start_apiserver(encryption_config, **ApiServerOptions fields) -> seconds``
 StartApiServer = Callable[..., float]
 # ``start_kms_plugin(provider_name) -> running plugin``
-StartPlugin = Callable[[str], KmsPlugin]
+StartPlugin = Callable[[str], Plugin]
 # ``record_timing(what, seconds)``: a line in the end-of-run summary
 RecordTiming = Callable[[str, float], None]
+
+
+class KmsV2Cluster(NamedTuple):
+    """What ``kms_v2_cluster`` started: the plugin, its KMS v2 provider, and the
+    EncryptionConfiguration ([that provider, identity]) the apiserver runs on."""
+
+    plugin: Plugin
+    provider: Provider
+    config: dict[str, Any]

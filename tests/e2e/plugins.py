@@ -3,15 +3,18 @@
 Why pluggable: the harness must prove itself before the project's plugin is
 runnable, and later run every scenario against the real plugin (or a frozen
 binary, or an operator's release candidate) unchanged. A *launcher* turns
-(workdir, provider name) into a running ``KmsPlugin`` whose ``socket_path``
-goes into the EncryptionConfiguration; the handle can stop, kill -9, restart
-and ask Status over the socket, which is all the scenarios need.
+(workdir, provider name) into a prepared ``Plugin`` whose ``socket``
+goes into the EncryptionConfiguration; the handle (tests/support/plugin.py's
+``Plugin``, the launcher every suite uses) can stop, kill -9, restart and ask
+Status over the socket, which is all the scenarios need.
 
 Launchers (pick with ``E2E_KMS_PLUGIN``, comma-separated for several):
 - ``appliance`` (default): ``kms-appliance serve --backend local`` with a
   fresh keyring; the command is ``E2E_APPLIANCE_CMD`` (default
   ``<python> -m kms_appliance`` from this checkout; set it to a frozen
   binary's path to test that instead).
+- ``akeyless``: the appliance on its Akeyless backend against an emulator
+  process (``Plugin.backend``: stop it for an outage, start it to end one).
 - ``fake``: ``fake_kms_plugin.py``, the throwaway reference plugin: when a
   scenario fails with the appliance, running it with ``fake`` tells a plugin
   bug from a harness or apiserver one.
@@ -22,118 +25,46 @@ from __future__ import annotations
 import json
 import os
 import secrets
-import shlex
 import shutil
-import signal
-import subprocess
 import sys
 import tempfile
 from collections.abc import Callable
-from dataclasses import dataclass
 from pathlib import Path
 
-import grpc
+from tests.support import plugin as pm
+from tests.support.emulator import EmulatorProcess, start_emulator
+from tests.support.plugin import Command, Plugin
+from tests.support.procs import REPO, ManagedProcess, ProcessRegistry
 
-from tests.support.procs import ManagedProcess, ProcessRegistry, free_port, wait_until
+KEY = "/e2e-kek"  # the Akeyless key the ``akeyless`` launcher's emulator holds
+ACCESS_ID = "p-e2eharness01"
 
-from . import protowire as pw
-
-HERE = Path(__file__).resolve().parent
-PLUGIN_READY_TIMEOUT_S = 30.0
-KEYRING_TIMEOUT_S = 60.0
-STATUS_METHOD = "/v2.KeyManagementService/Status"
-
-
-@dataclass(frozen=True)
-class PluginStatus:
-    """A decoded KMS v2 StatusResponse."""
-
-    version: str
-    healthz: str
-    key_id: str
-
-
-def kms_v2_status(socket_path: Path, timeout_s: float = 3.0) -> PluginStatus:
-    """Call Status over the socket the way the apiserver does (authority localhost)."""
-    with grpc.insecure_channel(
-        f"unix:{socket_path}", options=[("grpc.default_authority", "localhost")]
-    ) as channel:
-        call = channel.unary_unary(
-            STATUS_METHOD, request_serializer=lambda b: b, response_deserializer=lambda b: b
-        )
-        raw: bytes = call(b"", timeout=timeout_s)
-    fields = {n: v for n, _, v in pw.iter_fields(raw) if isinstance(v, bytes)}
-    return PluginStatus(
-        version=fields.get(1, b"").decode(),
-        healthz=fields.get(2, b"").decode(),
-        key_id=fields.get(3, b"").decode(),
-    )
-
-
-@dataclass
-class KmsPlugin:
-    """A running plugin: its socket, its process, and how to rotate its key."""
-
-    name: str
-    socket_path: Path
-    process: ManagedProcess
-    rotate_key: Callable[[], None]
-    http_port: int | None = None  # the plugin's own health/metrics listener, if any
-    api_versions: tuple[str, ...] = ("v2",)  # KMS APIs served on the socket
-    backend: ManagedProcess | None = None  # a remote KMS stand-in: stop it for an outage
-
-    def start(self) -> float:
-        """Start and wait until Status answers ``ok``; return seconds waited."""
-        self.process.start()
-        return wait_until(
-            lambda: self.status().healthz == "ok",
-            PLUGIN_READY_TIMEOUT_S,
-            f"KMS plugin {self.name}",
-            alive=self.process.check_alive,
-        )
-
-    def status(self) -> PluginStatus:
-        return kms_v2_status(self.socket_path)
-
-    def stop(self) -> int | None:
-        return self.process.stop()
-
-    def kill(self) -> int | None:
-        return self.process.kill()
-
-    def restart(self, sig: int = signal.SIGTERM) -> float:
-        """Stop with ``sig`` (SIGTERM graceful, SIGKILL crash), then start again."""
-        if sig == signal.SIGKILL:
-            self.kill()
-        else:
-            self.stop()
-        return self.start()
-
-    def cleanup(self) -> None:
-        """Remove the socket's private directory (after the process stopped)."""
-        shutil.rmtree(self.socket_path.parent, ignore_errors=True)
-
-
-Launcher = Callable[[Path, str, ProcessRegistry], KmsPlugin]
+Launcher = Callable[[Path, str, ProcessRegistry], Plugin]
 
 
 def socket_path_for(name: str) -> Path:
     """Short socket path: sun_path is limited to 107 bytes, pytest tmp paths are long.
-    ``KmsPlugin.cleanup`` removes the directory."""
+    ``cleanup`` removes the directory."""
     return Path(tempfile.mkdtemp(prefix=f"e2e-kms-{name}-")) / "kms.sock"
 
 
-def _fake_keyring(path: Path, key_ids: list[str]) -> None:
-    keys = {k: secrets.token_hex(32) for k in key_ids}
+def cleanup(plugin: Plugin) -> None:
+    """Remove the socket's private directory (after the process stopped)."""
+    shutil.rmtree(plugin.socket.parent, ignore_errors=True)
+
+
+def _write_keyring(path: Path, doc: dict[str, object]) -> None:
     tmp = path.with_suffix(".tmp")
-    tmp.write_text(json.dumps({"current": key_ids[-1], "keys": keys}))
+    tmp.write_text(json.dumps(doc))
     tmp.replace(path)
 
 
-def fake_launcher(workdir: Path, name: str, registry: ProcessRegistry) -> KmsPlugin:
+def fake_launcher(workdir: Path, name: str, registry: ProcessRegistry) -> Plugin:
     """The throwaway Python plugin in this directory."""
-    keyring = workdir / f"{name}-fake-keyring.json"
-    _fake_keyring(keyring, ["fake-key-1"])
+    home = workdir / name
+    home.mkdir(mode=0o700, parents=True)
+    keyring = home / "fake-keyring.json"
+    _write_keyring(keyring, {"current": "fake-key-1", "keys": {"fake-key-1": secrets.token_hex(32)}})
     socket_path = socket_path_for(name)
 
     def rotate() -> None:
@@ -141,82 +72,41 @@ def fake_launcher(workdir: Path, name: str, registry: ProcessRegistry) -> KmsPlu
         new_id = f"fake-key-{len(doc['keys']) + 1}"
         doc["keys"][new_id] = secrets.token_hex(32)
         doc["current"] = new_id
-        tmp = keyring.with_suffix(".tmp")
-        tmp.write_text(json.dumps(doc))
-        tmp.replace(keyring)
+        _write_keyring(keyring, doc)
 
-    process = registry.add(
-        ManagedProcess(
-            name=f"kms-plugin-{name}",
-            argv=[
-                sys.executable,
-                str(HERE / "fake_kms_plugin.py"),
-                f"--socket={socket_path}",
-                f"--keyring={keyring}",
-            ],
-            log_path=workdir / "logs" / f"kms-plugin-{name}.log",
-        )
-    )
-    return KmsPlugin(name, socket_path, process, rotate)
+    argv = [sys.executable, "-m", "tests.e2e.fake_kms_plugin", f"--socket={socket_path}", f"--keyring={keyring}"]
+    process = registry.add(ManagedProcess(name=f"kms-plugin-{name}", argv=argv, log_path=home / "stdout.log",
+                                          cwd=REPO))
+    return Plugin(home, socket_path, None, None, process, Command.source(), name=name, status_ok=True,
+                  rotate=rotate, api_versions=("v2",))
 
 
-def appliance_command() -> tuple[list[str], Path | None]:
-    """The kms-appliance command line prefix and the cwd to run it in.
-
-    Default: this checkout run as a module (cwd = repo root, since the package
-    is not necessarily installed in the venv). ``E2E_APPLIANCE_CMD`` names an
-    installed command or a frozen binary instead.
-    """
-    explicit = os.environ.get("E2E_APPLIANCE_CMD")
-    if explicit:
-        return shlex.split(explicit), None
-    return [sys.executable, "-m", "kms_appliance"], HERE.parent.parent
-
-
-def appliance_launcher(workdir: Path, name: str, registry: ProcessRegistry) -> KmsPlugin:
-    """The project's plugin: ``serve --backend local`` on a fresh keyring made
-    with its own ``keyring init`` (so a frozen binary is tested whole)."""
-    cmd, cwd = appliance_command()
-    ring = workdir / f"{name}-keyring.json"
-
-    def keyring(action: str) -> None:
-        subprocess.run(
-            [*cmd, "keyring", action, str(ring)],
-            cwd=cwd,
-            check=True,
-            capture_output=True,
-            timeout=KEYRING_TIMEOUT_S,
-        )
-
-    keyring("init")
-    socket_path = socket_path_for(name)
-    http_port = free_port()
-    argv = [
-        *cmd, "serve",
-        "--socket", str(socket_path),
-        "--backend", "local",
-        "--keyring", str(ring),
-        "--provider-name", name,
-        "--http-listen", f"127.0.0.1:{http_port}",
-    ]  # fmt: skip
-    process = registry.add(
-        ManagedProcess(
-            name=f"kms-plugin-{name}",
-            argv=argv,
-            log_path=workdir / "logs" / f"kms-plugin-{name}.log",
-            cwd=cwd,
-        )
-    )
-    return KmsPlugin(
-        name, socket_path, process, lambda: keyring("rotate"), http_port, api_versions=("v2", "v1")
-    )
+def appliance_plugin(workdir: Path, name: str, registry: ProcessRegistry,
+                     emulator: EmulatorProcess | None = None, settings: dict[str, str] | None = None,
+                     provider_name: str | None = None) -> Plugin:
+    """Prepare (not start) kms-appliance: ``E2E_APPLIANCE_CMD`` or this checkout, on a fresh
+    keyring made by its own ``keyring init`` (a frozen binary is tested whole) or on
+    ``emulator`` (several plugins may share one, one per control-plane node); ``settings``
+    are ``KMS_APPLIANCE_*`` variables such as ``KMS_APPLIANCE_AKEYLESS_MODE``. Its audit
+    stream is stdout, in its log."""
+    return pm.prepare(workdir / name, ["--provider-name", provider_name or name], settings,
+                      socket_path=socket_path_for(name), command=Command.from_env("E2E_APPLIANCE_CMD"),
+                      emulator=emulator, audit_file=False, name=name, registry=registry, status_ok=True)
 
 
-def akeyless_launcher(workdir: Path, name: str, registry: ProcessRegistry) -> KmsPlugin:
-    """The appliance on its Akeyless backend against the emulator (see akeyless_plugin)."""
-    from .akeyless_plugin import akeyless_launcher as launch  # lazy: import cycle
+def appliance_launcher(workdir: Path, name: str, registry: ProcessRegistry) -> Plugin:
+    """The project's plugin: ``serve --backend local``."""
+    return appliance_plugin(workdir, name, registry)
 
-    return launch(workdir, name, registry)
+
+def emulator_for(workdir: Path, name: str, registry: ProcessRegistry) -> EmulatorProcess:
+    """An emulator holding ``KEY`` and the identity ``ACCESS_ID``."""
+    return start_emulator(workdir, f"akeyless-emulator-{name}", KEY, ACCESS_ID, registry)
+
+
+def akeyless_launcher(workdir: Path, name: str, registry: ProcessRegistry) -> Plugin:
+    """Start the emulator (it is the environment), prepare the appliance on it."""
+    return appliance_plugin(workdir, name, registry, emulator_for(workdir, name, registry))
 
 
 LAUNCHERS: dict[str, Launcher] = {
@@ -238,12 +128,3 @@ def selected_launcher_names() -> list[str]:
     if unknown or not names:
         raise ValueError(f"E2E_KMS_PLUGIN={raw!r}: expected names from {sorted(LAUNCHERS)}")
     return names
-
-
-def audit_records(plugin: KmsPlugin) -> list[dict[str, object]]:
-    """The plugin's JSON audit records (its audit stream is stdout, in the process log)."""
-    records = []
-    for line in plugin.process.log_path.read_text(errors="replace").splitlines():
-        if line.startswith("{") and '"schema"' in line:
-            records.append(json.loads(line))
-    return records

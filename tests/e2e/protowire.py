@@ -7,8 +7,7 @@ from a throwaway plugin, without depending on the project's generated code
 supported: varint (0), 64-bit (1, skipped), length-delimited (2), 32-bit (5,
 skipped).
 
-This module must import nothing from the package: ``fake_kms_plugin.py`` runs
-it as a plain script import.
+It imports nothing of the project, so ``fake_kms_plugin`` stays independent of it.
 """
 
 from __future__ import annotations

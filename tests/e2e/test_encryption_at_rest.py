@@ -8,8 +8,8 @@ from __future__ import annotations
 import pytest
 
 from .cluster import Cluster
-from .encryption import encryption_config, identity, kms_v2, storage_prefix
-from .fixture_types import StartApiServer, StartPlugin
+from .encryption import encryption_config, identity, storage_prefix
+from .fixture_types import KmsV2Cluster, StartApiServer
 from .protowire import parse_encrypted_object
 from .workload import create_secret, read_secret
 
@@ -41,12 +41,9 @@ class TestKmsV2:
     def test_secret_is_kms_v2_envelope_at_rest(
         self,
         cluster: Cluster,
-        start_kms_plugin: StartPlugin,
-        start_apiserver: StartApiServer,
+        kms_v2_cluster: KmsV2Cluster,
     ) -> None:
-        plugin = start_kms_plugin("e2e-kms")
-        provider = kms_v2(plugin.name, plugin.socket_path)
-        start_apiserver(encryption_config([provider, identity()]))
+        plugin, provider, _ = kms_v2_cluster
 
         marker = create_secret(cluster, "wrapped")
         raw = cluster.etcd.get_raw(cluster.secret_key("wrapped"))

@@ -47,15 +47,16 @@ import grpc
 import pytest
 
 from tests.support import secrets_scan
+from tests.support.emulator import EmulatorProcess as Emulator
 from tests.support.intermediate_keys import iks_of, is_envelope, key_from_state_dir
 from tests.support.kmsclient import Client
+from tests.support.plugin import Plugin
 from tests.support.procs import ProcessRegistry, wait_until
 
-from .akeyless_plugin import KEY, Emulator, akeyless_plugin, start_emulator
 from .cluster import ApiServerOptions, Cluster, KubeApiServer, write_kubeconfig
 from .encryption import encryption_config, identity, kms_v2, storage_prefix
 from .fixture_types import RecordTiming, StartApiServer
-from .plugins import KmsPlugin, audit_records
+from .plugins import KEY, appliance_plugin, cleanup, emulator_for
 from .protowire import EncryptedObject
 from .workload import BATCH_LABEL, create_secrets_bulk, list_batch, rewrite_batch, stored_envelopes
 
@@ -83,11 +84,11 @@ def item_version(key_id: str) -> int:
 
 @pytest.fixture
 def envelope_pair(tmp_path: Path, process_registry: ProcessRegistry,
-                  record_timing: RecordTiming) -> Iterator[tuple[Emulator, KmsPlugin, KmsPlugin]]:
+                  record_timing: RecordTiming) -> Iterator[tuple[Emulator, Plugin, Plugin]]:
     """One emulator, two envelope-mode plugins on it (A and B), started and healthy."""
-    emulator = start_emulator(tmp_path, "envelope", process_registry)
-    plugins = [akeyless_plugin(tmp_path, f"{PROVIDER}-{n}", process_registry, emulator,
-                               ENVELOPE_ENV, PROVIDER) for n in "ab"]
+    emulator = emulator_for(tmp_path, "envelope", process_registry)
+    plugins = [appliance_plugin(tmp_path, f"{PROVIDER}-{n}", process_registry, emulator,
+                                ENVELOPE_ENV, PROVIDER) for n in "ab"]
     try:
         for p in plugins:
             record_timing(f"plugin {p.name} start-to-ok", p.start())
@@ -95,7 +96,7 @@ def envelope_pair(tmp_path: Path, process_registry: ProcessRegistry,
     finally:
         for p in plugins:
             p.stop()
-            p.cleanup()
+            cleanup(p)
 
 
 def second_apiserver(cluster: Cluster) -> Cluster:
@@ -124,13 +125,13 @@ class TestEnvelopeOutage:
         self,
         cluster: Cluster,
         start_apiserver: StartApiServer,
-        envelope_pair: tuple[Emulator, KmsPlugin, KmsPlugin],
+        envelope_pair: tuple[Emulator, Plugin, Plugin],
         record_timing: RecordTiming,
     ) -> None:
         emulator, plug_a, plug_b = envelope_pair
-        config_a = encryption_config([kms_v2(PROVIDER, plug_a.socket_path), identity()])
-        config_b = encryption_config([kms_v2(PROVIDER, plug_b.socket_path), identity()])
-        prefix = storage_prefix(kms_v2(PROVIDER, plug_a.socket_path))
+        config_a = encryption_config([kms_v2(PROVIDER, plug_a.socket), identity()])
+        config_b = encryption_config([kms_v2(PROVIDER, plug_b.socket), identity()])
+        prefix = storage_prefix(kms_v2(PROVIDER, plug_a.socket))
         seen: list[EncryptedObject] = []  # every stored envelope, for the IK scan
 
         def stored(names: dict[str, str], key_id: str) -> dict[str, EncryptedObject]:
@@ -196,7 +197,7 @@ class TestEnvelopeOutage:
                        f"plugin {p.name} dropping its IKs")
         record_timing("revocation to both plugins' IKs dropped", time.monotonic() - started)
         probe = migrated["rotated-00000"]
-        client = Client(plug_a.socket_path)
+        client = Client(plug_a.socket)
         try:
             with pytest.raises(grpc.RpcError) as refused:
                 client.decrypt(probe.encrypted_dek_source, probe.key_id, probe.annotations)
@@ -230,17 +231,17 @@ class TestEnvelopeOutage:
         key = key_from_state_dir(emulator.state_dir, KEY)
         iks = sorted(iks_of({e.encrypted_dek_source for e in seen}, key))
         assert len(iks) == 3  # A's before and after the rotation, B's
-        logs = b"".join(p.log_path.read_bytes() for p in cluster.registry.processes
+        logs = b"".join(p.output() for p in cluster.registry.processes
                         if p is not emulator)
         assert len(logs) > 10_000
         assert secrets_scan.find(logs, iks) == []
 
 
-def _unhealthy(plugin: KmsPlugin) -> bool:
+def _unhealthy(plugin: Plugin) -> bool:
     return plugin.status().healthz != "ok"
 
 
-def _dropped_for_access_denied(plugin: KmsPlugin) -> bool:
-    dropped = [r for r in audit_records(plugin) if r.get("event") == "intermediate_key_dropped"]
+def _dropped_for_access_denied(plugin: Plugin) -> bool:
+    dropped = [r for r in plugin.audit_records() if r.get("event") == "intermediate_key_dropped"]
     return bool(dropped) and all(str(r.get("reason", "")).startswith("access denied")
                                  for r in dropped)

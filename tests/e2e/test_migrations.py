@@ -15,10 +15,10 @@ import pytest
 
 from tests.support.procs import wait_until
 
-from .akeyless_plugin import KEY as AKEYLESS_KEY
 from .cluster import Cluster
 from .encryption import Provider, encryption_config, identity, kms_v1, kms_v2, storage_prefix
-from .fixture_types import RecordTiming, StartApiServer, StartPlugin
+from .fixture_types import KmsV2Cluster, RecordTiming, StartApiServer, StartPlugin
+from .plugins import KEY as AKEYLESS_KEY
 from .workload import (
     create_secret,
     create_secrets_bulk,
@@ -56,14 +56,11 @@ class TestKeyRotation:
     def test_rotation_then_storage_migration(
         self,
         cluster: Cluster,
-        start_kms_plugin: StartPlugin,
+        kms_v2_cluster: KmsV2Cluster,
         start_apiserver: StartApiServer,
         record_timing: RecordTiming,
     ) -> None:
-        plugin = start_kms_plugin("e2e-kms")
-        provider = kms_v2(plugin.name, plugin.socket_path)
-        config = encryption_config([provider, identity()])
-        start_apiserver(config)
+        plugin, provider, config = kms_v2_cluster
         old = create_secrets_bulk(cluster, "old", BATCH)
         old_key = plugin.status().key_id
 
@@ -98,7 +95,7 @@ class TestKeyRotation:
         assert list_batch(cluster, "old") == old
 
         if plugin.backend is not None:  # Akeyless: retire the old item version for good
-            plugin.backend.control("version-state", {"name": "/" + AKEYLESS_KEY, "version": 1,
+            plugin.backend.control("version-state", {"name": AKEYLESS_KEY, "version": 1,
                                                      "state": "Disabled"})
             start_apiserver(config)  # no cached seed: every read goes through the new version
             assert list_batch(cluster, "old") == old
@@ -123,7 +120,7 @@ class TestIdentityToKms:
             for n, raw in raw_batch(cluster, legacy).items()
         )
 
-        provider = kms_v2(plugin.name, plugin.socket_path)
+        provider = kms_v2(plugin.name, plugin.socket)
         start_apiserver(encryption_config([provider, identity()]))
         assert list_batch(cluster, "legacy") == legacy
         fresh = {"fresh": create_secret(cluster, "fresh")}
@@ -147,8 +144,8 @@ class TestKmsV1:
         plugin = start_kms_plugin("e2e-kms")
         if "v1" not in plugin.api_versions:
             pytest.skip(f"plugin {plugin.process.name} does not serve KMS v1")
-        v1 = kms_v1(f"{plugin.name}-v1", plugin.socket_path)
-        v2 = kms_v2(plugin.name, plugin.socket_path)
+        v1 = kms_v1(f"{plugin.name}-v1", plugin.socket)
+        v2 = kms_v2(plugin.name, plugin.socket)
         gates = {"KMSv1": True}
 
         start_apiserver(encryption_config([v1, identity()]), feature_gates=gates)

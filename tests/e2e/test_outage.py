@@ -13,8 +13,8 @@ import pytest
 from tests.support.procs import wait_until
 
 from .cluster import Cluster
-from .encryption import encryption_config, identity, kms_v2, storage_prefix
-from .fixture_types import RecordTiming, StartApiServer, StartPlugin
+from .encryption import storage_prefix
+from .fixture_types import KmsV2Cluster, RecordTiming, StartApiServer
 from .plugins import LAUNCHERS, Launcher
 from .workload import BATCH_LABEL, create_secret, create_secrets_bulk, list_batch, stored_envelopes
 
@@ -44,15 +44,12 @@ class TestAkeylessOutage:
     def test_outage_keeps_reads_and_recovers(
         self,
         cluster: Cluster,
-        start_kms_plugin: StartPlugin,
+        kms_v2_cluster: KmsV2Cluster,
         start_apiserver: StartApiServer,
         record_timing: RecordTiming,
     ) -> None:
-        plugin = start_kms_plugin("e2e-kms")
+        plugin, provider, config = kms_v2_cluster
         assert plugin.backend is not None
-        provider = kms_v2(plugin.name, plugin.socket_path)
-        config = encryption_config([provider, identity()])
-        start_apiserver(config)
         written = create_secrets_bulk(cluster, "warm", BATCH)
         stored_envelopes(cluster, storage_prefix(provider), written)
         start_apiserver(config)  # restart: the plugin decrypts (and caches) the seed

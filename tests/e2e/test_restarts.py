@@ -10,18 +10,16 @@ from __future__ import annotations
 
 import signal
 import time
-from pathlib import Path
 
 import grpc
 import pytest
 
-from tests.support.plugin import AUDIT_FLUSH_BOUND
-from tests.support.procs import wait_until
+from tests.support.plugin import AUDIT_FLUSH_BOUND, Plugin
+from tests.support.procs import alive, descendants, wait_until
 
 from .cluster import Cluster
-from .encryption import encryption_config, identity, kms_v2, storage_prefix
-from .fixture_types import RecordTiming, StartApiServer, StartPlugin
-from .plugins import KmsPlugin, audit_records
+from .encryption import storage_prefix
+from .fixture_types import KmsV2Cluster, RecordTiming, StartApiServer
 from .workload import (
     create_secret,
     create_secrets_bulk,
@@ -42,35 +40,12 @@ KMS_HEALTH_CACHE_S = 20.0
 KILLED_GONE_S = 1.0
 
 
-def process_tree(pid: int) -> list[int]:
-    """``pid`` and all its live descendants (read before a kill: orphans are re-parented)."""
-    found, todo = [], [pid]
-    while todo:
-        p = todo.pop()
-        found.append(p)
-        for task in Path(f"/proc/{p}/task").glob("*"):
-            try:
-                todo += [int(k) for k in (task / "children").read_text().split()]
-            except OSError:
-                continue
-    return found
-
-
-def running(pid: int) -> bool:
-    """In /proc and not a zombie (a zombie serves nothing and holds no socket)."""
-    try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
-    except OSError:
-        return False
-    return stat.rsplit(")", 1)[-1].split()[0] != "Z"
-
-
-def kill9_and_prove_gone(plugin: KmsPlugin) -> None:
+def kill9_and_prove_gone(plugin: Plugin) -> None:
     """kill -9 the plugin's top process; its whole process tree must be gone and the socket dead
     before anything restarts (an orphan left serving would make a restart look fine)."""
-    tree = process_tree(plugin.process.pid)
+    tree = [plugin.process.pid, *descendants(plugin.process.pid)]  # read before: orphans re-parent
     plugin.kill()
-    wait_until(lambda: not any(running(p) for p in tree), KILLED_GONE_S,
+    wait_until(lambda: not any(alive(p) for p in tree), KILLED_GONE_S,
                f"plugin processes {tree} gone after kill -9 of {tree[0]}", interval_s=0.02)
     with pytest.raises(grpc.RpcError):
         plugin.status()
@@ -87,14 +62,11 @@ class TestApiServerRestart:
     def test_thousand_secrets_read_back_after_apiserver_restart(
         self,
         cluster: Cluster,
-        start_kms_plugin: StartPlugin,
+        kms_v2_cluster: KmsV2Cluster,
         start_apiserver: StartApiServer,
         record_timing: RecordTiming,
     ) -> None:
-        plugin = start_kms_plugin("e2e-kms")
-        provider = kms_v2(plugin.name, plugin.socket_path)
-        config = encryption_config([provider, identity()])
-        start_apiserver(config)
+        plugin, provider, config = kms_v2_cluster
 
         started = time.monotonic()
         written = create_secrets_bulk(cluster, "bulk", BULK_SECRETS)
@@ -104,7 +76,7 @@ class TestApiServerRestart:
         assert {e.key_id for e in envelopes.values()} == {plugin.status().key_id}
 
         time.sleep(AUDIT_FLUSH_BOUND)  # every earlier record is out of the plugin's buffer
-        audited_before = len(audit_records(plugin))
+        audited_before = len(plugin.audit_records())
         start_apiserver(config)  # running: this is a restart, DEK cache gone
         started = time.monotonic()
         read = list_batch(cluster, "bulk")
@@ -114,10 +86,10 @@ class TestApiServerRestart:
         # record names the key version (Akeyless: the item_version) the seed was wrapped under,
         # the same as the encrypt record it joins by ciphertext fingerprint.
         def new_decrypts() -> list[dict[str, object]]:
-            return [r for r in audit_records(plugin)[audited_before:] if r["event"] == "decrypt"]
+            return [r for r in plugin.audit_records()[audited_before:] if r["event"] == "decrypt"]
 
         wait_until(lambda: bool(new_decrypts()), 10, "decrypt audit records")
-        encrypts = {r["ct_fp"]: r["key_version"] for r in audit_records(plugin)
+        encrypts = {r["ct_fp"]: r["key_version"] for r in plugin.audit_records()
                     if r["event"] == "encrypt" and r["outcome"] == "ok"}
         for rec in new_decrypts():
             assert rec["outcome"] == "ok" and rec["key_version"], rec
@@ -131,15 +103,12 @@ class TestPluginRestart:
     def test_plugin_restart_keeps_reads_and_writes(
         self,
         cluster: Cluster,
-        start_kms_plugin: StartPlugin,
+        kms_v2_cluster: KmsV2Cluster,
         start_apiserver: StartApiServer,
         record_timing: RecordTiming,
         sig: signal.Signals,
     ) -> None:
-        plugin = start_kms_plugin("e2e-kms")
-        provider = kms_v2(plugin.name, plugin.socket_path)
-        config = encryption_config([provider, identity()])
-        start_apiserver(config)
+        plugin, provider, config = kms_v2_cluster
         before = {"before": create_secret(cluster, "before")}
         key_id = plugin.status().key_id
 

@@ -16,7 +16,7 @@ import sys
 import time
 import urllib.request
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from . import ledger
 from .procs import REPO, ManagedProcess, ProcessRegistry, free_port, wait_until
@@ -25,6 +25,7 @@ if TYPE_CHECKING:
     from akeyless_emulator import Emulator
 
 KEY = "/k8s-kek"
+E = TypeVar("E", bound="EmulatorProcess")
 READY_TIMEOUT_S = 30.0
 CONTROL_TIMEOUT_S = 10.0
 # Cloud metadata endpoints pointed at a dead loopback port: no auth detection may leave the machine.
@@ -121,7 +122,7 @@ class EmulatorProcess(ManagedProcess):
 
 def start_emulator(workdir: Path, name: str = "akeyless-emulator", key: str = KEY,
                    access_id: str = "p-emulator0001", registry: ProcessRegistry | None = None,
-                   world_readable: bool = False) -> EmulatorProcess:
+                   world_readable: bool = False, kind: type[E] = EmulatorProcess) -> E:
     """Start an emulator holding ``key`` and the identity ``access_id``; its state and log live
     in ``workdir``. ``world_readable``: the CA may be read by another user (a sandboxed plugin)."""
     state = workdir / f"{name}-state"
@@ -129,7 +130,7 @@ def start_emulator(workdir: Path, name: str = "akeyless-emulator", key: str = KE
     argv = [sys.executable, "-m", "akeyless_emulator", "--host", "127.0.0.1",
             "--port", str(free_port()), "--tls", "--state-dir", str(state),
             "--create-key", key, "--access-id", access_id]
-    emulator = EmulatorProcess(name=name, argv=argv, log_path=workdir / "logs" / f"{name}.log", cwd=REPO)
+    emulator = kind(name=name, argv=argv, log_path=workdir / "logs" / f"{name}.log", cwd=REPO)
     emulator.state_dir, emulator.key = state, "/" + key.lstrip("/")
     if registry is not None:
         registry.add(emulator)

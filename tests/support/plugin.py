@@ -34,8 +34,8 @@ from .emulator import EmulatorProcess
 from .kmsclient import Client
 from .procs import REPO, ManagedProcess, ProcessRegistry, free_port, wait_until
 
-__all__ = ["REPO", "Command", "Plugin", "free_port", "keyring_init", "python", "running", "start",
-           "wait_for_socket"]
+__all__ = ["REPO", "Command", "Plugin", "environment", "free_port", "keyring_init", "prepare", "python",
+           "running", "start", "wait_for_socket"]
 
 START_TIMEOUT = 30.0  # a liveness bound: a loaded machine starts a frozen binary slowly
 AUDIT_FLUSH_BOUND = 0.1  # 5x the default observability.audit_flush_interval
@@ -196,22 +196,24 @@ class Plugin:
 
 
 def wait_for_socket(path: Path, alive: Callable[[], None], timeout: float = START_TIMEOUT,
-                    status_ok: bool = False) -> float:
+                    status_ok: bool = False, interval: float = 0.05) -> float:
     """The readiness wait: until ``path`` accepts a connection (``status_ok``: and KMS v2
     Status answers ``ok``); ``alive`` raises when the process died. Returns seconds waited."""
+    clients: list[Client] = []  # one channel, made once the socket accepts
 
     def ready() -> bool:
         with socket.socket(socket.AF_UNIX) as s:
             s.connect(os.fspath(path))
         if not status_ok:
             return True
-        client = Client(path, 3.0)
-        try:
-            return bool(client.status().healthz == "ok")
-        finally:
-            client.close()
+        clients[:] = clients or [Client(path, 3.0)]
+        return bool(clients[0].status().healthz == "ok")
 
-    return wait_until(ready, timeout, f"plugin on {path}", interval_s=0.05, alive=alive)
+    try:
+        return wait_until(ready, timeout, f"plugin on {path}", interval_s=interval, alive=alive)
+    finally:
+        for client in clients:
+            client.close()
 
 
 def python() -> str:
@@ -266,16 +268,21 @@ def prepare(workdir: Path, args: Sequence[str] = (), env: Mapping[str, str] | No
         if not keyring.exists():
             keyring_init(keyring, command)
         cmd += ["--backend", "local", "--keyring", str(keyring)]
-    base = base_env if base_env is not None else os.environ
-    full_env = {k: v for k, v in base.items() if base_env is not None or not k.startswith(OWN_SETTINGS)}
-    full_env.update(emulator.plugin_env() if emulator else {})
-    full_env.update(env or {})
     process = ManagedProcess(name=name, argv=[*cmd, *args], log_path=workdir / "stdout.log",
-                             err_path=workdir / "stderr.log", env=full_env, cwd=command.cwd, banner=False)
+                             err_path=workdir / "stderr.log", env=environment(env, emulator, base_env), cwd=command.cwd, banner=False)
     if registry is not None:
         registry.add(process)
     plugin = Plugin(workdir, sock, audit, port, process, command, keyring, emulator, name, status_ok)
     return ledger.plugin(plugin)
+
+
+def environment(env: Mapping[str, str] | None = None, emulator: EmulatorProcess | None = None,
+                base_env: Mapping[str, str] | None = None) -> dict[str, str]:
+    """The plugin's environment: ``base_env`` (default: the caller's, without KMS_APPLIANCE_*
+    and AKEYLESS_* settings), then the emulator's Akeyless settings, then ``env``."""
+    if base_env is None:
+        base_env = {k: v for k, v in os.environ.items() if not k.startswith(OWN_SETTINGS)}
+    return {**base_env, **(emulator.plugin_env() if emulator else {}), **(env or {})}
 
 
 @contextlib.contextmanager
