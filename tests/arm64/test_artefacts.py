@@ -1,0 +1,184 @@
+"""The arm64 artefacts carry the arm64 binary, say they are arm64, and the image serves.
+
+Run by `make ARCH=arm64 test-arm64` after `make ARCH=arm64 bundle` (dist/arm64/,
+or ARM64_DIST). On x86_64 the image runs under qemu-user through binfmt_misc,
+the same way the build does (docs/arm64.md); a missing artefact fails, it is
+never a skip. Not part of `make test`: the arm64 build is not a CI stage.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import gzip
+import io
+import json
+import os
+import platform
+import shutil
+import socket
+import subprocess
+import tarfile
+import tempfile
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from tests.support.kmsclient import Client
+
+pytestmark = pytest.mark.packaging
+
+REPO = Path(__file__).resolve().parents[2]
+DIST = Path(os.environ.get("ARM64_DIST", REPO / "dist" / "arm64"))
+VERSION = next(line.split('"')[1] for line in (REPO / "kms_appliance/version.py").read_text().splitlines()
+               if line.startswith("__version__"))
+EM_AARCH64 = 183  # ELF e_machine
+NONROOT = 65532
+REF = f"localhost/kms-appliance:{VERSION}"
+PODMAN_RUN = ["run", "--runtime", "runc", "--ulimit", "nofile=4096:4096", "--ulimit", "nproc=4096:4096",
+              "--network", "none", "--read-only", "--tmpfs", "/tmp:rw,exec,nosuid,nodev,size=128m"]
+
+
+def _artefact(name: str) -> Path:
+    path = DIST / name
+    assert path.is_file(), f"{path} missing: run `make ARCH=arm64 bundle`"
+    return path
+
+
+def _run(cmd: list[str], timeout: float = 300, check: bool = True) -> subprocess.CompletedProcess[str]:
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, check=False)
+    if check and proc.returncode != 0:
+        raise AssertionError(f"{' '.join(cmd)} -> {proc.returncode}\n{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}")
+    return proc
+
+
+def _binary() -> bytes:
+    data = _artefact("kms-appliance").read_bytes()
+    assert data[:4] == b"\x7fELF" and int.from_bytes(data[18:20], "little") == EM_AARCH64
+    return data
+
+
+def _ar_member(deb: bytes, prefix: str) -> bytes:
+    pos = 8
+    while pos < len(deb):
+        name, size = deb[pos:pos + 16].decode().strip().rstrip("/"), int(deb[pos + 48:pos + 58])
+        if name.startswith(prefix):
+            return deb[pos + 60:pos + 60 + size]
+        pos += 60 + size + (size & 1)
+    raise AssertionError(f"no {prefix}* member")
+
+
+def test_deb_is_arm64_and_holds_the_binary() -> None:
+    deb = _artefact(f"kms-appliance_{VERSION}_arm64.deb")
+    assert _run(["dpkg-deb", "-f", str(deb), "Architecture"]).stdout.strip() == "arm64"
+    with tarfile.open(fileobj=io.BytesIO(_ar_member(deb.read_bytes(), "data.tar"))) as tar:
+        member = tar.extractfile("./usr/bin/kms-appliance")
+        assert member is not None
+        assert member.read() == _binary()
+
+
+def test_rpm_is_aarch64_and_holds_the_binary(tmp_path: Path) -> None:
+    rpm = _artefact(f"kms-appliance-{VERSION}-1.aarch64.rpm")
+    qf = _run(["rpm", "--dbpath", str(tmp_path), "-qp", "--qf", "%{ARCH} %{OS}", str(rpm)]).stdout
+    assert qf == "aarch64 linux"
+    payload = subprocess.run(["rpm2cpio", str(rpm)], capture_output=True, check=True).stdout
+    subprocess.run(["cpio", "-idm", "--quiet", "-D", str(tmp_path), "./usr/bin/kms-appliance"],
+                   input=payload, check=True, capture_output=True)
+    assert (tmp_path / "usr/bin/kms-appliance").read_bytes() == _binary()
+
+
+def test_image_is_arm64_and_holds_the_binary() -> None:
+    with tarfile.open(_artefact(f"kms-appliance_{VERSION}_arm64_oci.tar")) as tar:
+        def blob(digest: str) -> bytes:
+            f = tar.extractfile("blobs/sha256/" + digest.split(":", 1)[1])
+            assert f is not None
+            return f.read()
+        (desc,) = json.loads(tar.extractfile("index.json").read())["manifests"]  # type: ignore[union-attr]
+        assert desc["annotations"]["org.opencontainers.image.ref.name"] == REF
+        manifest = json.loads(blob(desc["digest"]))
+        config = json.loads(blob(manifest["config"]["digest"]))
+        assert (config["architecture"], config["os"]) == ("arm64", "linux")
+        top = manifest["layers"][-1]
+        with tarfile.open(fileobj=io.BytesIO(gzip.decompress(blob(top["digest"])))) as layer:
+            member = layer.extractfile("usr/bin/kms-appliance")
+            assert member is not None
+            assert member.read() == _binary()
+
+
+def test_bundle_lists_the_arm64_files_and_checks_out(tmp_path: Path) -> None:
+    bundle = _artefact(f"kms-appliance-bundle-{VERSION}-arm64.tar.gz")
+    with tarfile.open(bundle) as tar:
+        tar.extractall(tmp_path, filter="data")
+    root = tmp_path / f"kms-appliance-bundle-{VERSION}-arm64"
+    guide = (root / "INSTALL.md").read_text()
+    for name in (f"kms-appliance_{VERSION}_arm64.deb", f"kms-appliance_{VERSION}_arm64_oci.tar"):
+        assert (root / name).read_bytes() == _artefact(name).read_bytes(), name
+        assert name in guide, name
+    # The bundle's .rpm is the dist one, signed (rpmsign rewrites the header): same payload.
+    rpm = f"kms-appliance-{VERSION}-1.aarch64.rpm"
+    qf = ["rpm", "--dbpath", str(tmp_path), "-qp", "--qf", "%{ARCH} %{PAYLOADDIGEST}"]
+    assert _run([*qf, str(root / rpm)]).stdout == _run([*qf, str(_artefact(rpm))]).stdout
+    assert rpm in guide
+    assert (root / "kms-appliance").read_bytes() == _binary()
+    subprocess.run(["sha256sum", "--strict", "--quiet", "-c", "SHA256SUMS"], cwd=root, check=True,
+                   capture_output=True)
+    packages = (root / "repo/apt/dists/stable/main/binary-arm64/Packages").read_text()
+    assert "Architecture: arm64" in packages and "amd64" not in packages
+    assert "x86_64" not in guide and "amd64" not in guide
+
+
+@pytest.fixture
+def podman(tmp_path: Path) -> Iterator[list[str]]:
+    runroot = Path(tempfile.mkdtemp(prefix="kmsa-", dir="/tmp"))  # podman wants a short path
+    cmd = ["podman", "--root", str(tmp_path / "store"), "--runroot", str(runroot), "--storage-driver", "vfs",
+           "--cgroup-manager", "cgroupfs", "--events-backend", "none"]
+    _run([*cmd, "load", "-q", "-i", str(_artefact(f"kms-appliance_{VERSION}_arm64_oci.tar"))])
+    yield cmd
+    _run([*cmd, "rm", "-af", "-t", "5"], check=False)
+    _run([*cmd, "rmi", "-af"], check=False)
+    shutil.rmtree(runroot, ignore_errors=True)
+
+
+def _connects(path: Path) -> bool:
+    with socket.socket(socket.AF_UNIX) as s, contextlib.suppress(OSError):
+        s.connect(str(path))
+        return True
+    return False
+
+
+def test_image_serves_a_round_trip(tmp_path: Path, podman: list[str]) -> None:
+    """The arm64 image as deployed (read-only, no capabilities, uid 65532), through its socket."""
+    sock_dir, state = tmp_path / "sock", tmp_path / "state"
+    for d in (sock_dir, state):
+        d.mkdir(mode=0o700)
+        os.chown(d, NONROOT, NONROOT)
+    _run([*podman, *PODMAN_RUN, "--rm", "-v", f"{state}:/var/lib/kms-appliance",
+          "--entrypoint", "/usr/bin/kms-appliance", REF, "keyring", "init", "/var/lib/kms-appliance/keyring.json"])
+    name = "kms-appliance-arm64-test"
+    _run([*podman, *PODMAN_RUN, "-d", "--name", name, "--cap-drop", "ALL", "--security-opt", "no-new-privileges",
+          "-v", f"{sock_dir}:/run/kms-appliance", "-v", f"{state}:/var/lib/kms-appliance",
+          REF, "--backend", "local", "--http-listen", ""])
+    sock = sock_dir / "kms.sock"
+    deadline = time.monotonic() + 120  # emulated start
+    while not _connects(sock):
+        status = _run([*podman, "inspect", "-f", "{{.State.Status}}", name]).stdout.strip()
+        assert status == "running" and time.monotonic() < deadline, _run([*podman, "logs", name], check=False).stderr
+        time.sleep(0.5)
+    client = Client(sock, timeout=30)
+    try:
+        secret = b"arm64-image-dek-0123456789abcdef"
+        resp = client.encrypt(secret)
+        assert client.decrypt(resp.ciphertext, resp.key_id, dict(resp.annotations)) == secret
+        assert client.status().healthz == "ok"
+        assert client.v1_decrypt(client.v1_encrypt(b"v1 payload")) == b"v1 payload"
+    finally:
+        client.close()
+    pid = json.loads(_run([*podman, "inspect", name]).stdout)[0]["State"]["Pid"]
+    status = dict(line.split(":\t", 1) for line in Path(f"/proc/{pid}/status").read_text().splitlines()
+                  if ":\t" in line)
+    assert status["Uid"].split() == [str(NONROOT)] * 4 and int(status["CapEff"], 16) == 0
+    if platform.machine() == "x86_64":  # really arm64 code: the kernel handed it to qemu
+        assert "aarch64" in os.readlink(f"/proc/{pid}/exe")
+    _run([*podman, "stop", "-t", "30", name])
+    assert not sock.exists(), "a graceful stop removes the socket"
