@@ -1,10 +1,10 @@
-"""Stage gating (see tests/reliability/stage.py)."""
+"""Stage gating (see tests/support/stage.py)."""
 
 from __future__ import annotations
 
 import pytest
 
-from tests.reliability import figures, stage
+from tests.support import figures, stage
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:

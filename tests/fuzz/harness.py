@@ -1,4 +1,4 @@
-"""Shared pieces of the fuzz targets: a minimal grpc context, budgets, invariants.
+"""Shared pieces of the fuzz targets: budgets, invariants (the grpc context is tests/support/fakes.py).
 
 The servicers are the real ones over the real local backend; only the
 ``grpc.ServicerContext`` is a stand-in, because in-process is the only way to
@@ -13,11 +13,9 @@ import time
 from collections.abc import Callable
 from typing import Any, TypeVar
 
-import grpc
 from hypothesis import HealthCheck, Phase, settings
 
-from tests.reliability import figures
-from tests.support import secrets_scan
+from tests.support import figures, secrets_scan
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -30,33 +28,6 @@ def fuzz_settings(examples: int = EXAMPLES) -> Any:
     return settings(max_examples=examples, deadline=None, database=None, derandomize=False,
                     suppress_health_check=list(HealthCheck),
                     phases=[Phase.explicit, Phase.generate, Phase.shrink])
-
-
-class FakeContext:
-    """What a servicer may call on its context; records code and details."""
-
-    def __init__(self) -> None:
-        self.code: grpc.StatusCode = grpc.StatusCode.OK
-        self.details = ""
-
-    def set_code(self, code: grpc.StatusCode) -> None:
-        self.code = code
-
-    def set_details(self, details: str) -> None:
-        self.details = details
-
-    def abort(self, code: grpc.StatusCode, details: str) -> None:
-        self.code, self.details = code, details
-        raise RuntimeError("aborted")
-
-    def time_remaining(self) -> float:
-        return 3.0
-
-    def is_active(self) -> bool:
-        return True
-
-    def invocation_metadata(self) -> tuple[()]:
-        return ()
 
 
 class Tally:

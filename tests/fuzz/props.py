@@ -14,9 +14,9 @@ from kms_appliance.backends.local import LocalBackend
 from kms_appliance.kms.v1 import V1Servicer
 from kms_appliance.kms.v2 import V2Servicer
 from kms_appliance.kms.validate import MAX_UID, MAX_V1_PLAINTEXT, MAX_V2_PLAINTEXT
-from tests.fuzz.harness import FakeContext, Tally, no_leak
-from tests.reliability import inproc
-from tests.support import ledger
+from tests.fuzz.harness import Tally, no_leak
+from tests.support import inproc, ledger
+from tests.support.fakes import FakeContext
 
 OK = grpc.StatusCode.OK
 ALLOWED_ERRORS = {grpc.StatusCode.INVALID_ARGUMENT, grpc.StatusCode.FAILED_PRECONDITION}

@@ -29,8 +29,7 @@ from kms_appliance.config import ServerSettings
 from kms_appliance.inline import may_wait
 from kms_appliance.metrics import Metrics
 from kms_appliance.server import READING_PER_RPC, PluginServer
-from tests.reliability import inproc
-from tests.support import h2raw
+from tests.support import h2raw, inproc
 from tests.support.kmsclient import Client
 
 ENCRYPT = "/v2.KeyManagementService/Encrypt"

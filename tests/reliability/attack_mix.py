@@ -81,8 +81,7 @@ from typing import Any
 import grpc
 
 from kms_appliance.kms import v2_pb2, v2_pb2_grpc
-from tests.reliability import procinfo
-from tests.support import attacks
+from tests.support import attacks, procinfo
 from tests.support import plugin as pm
 
 POD_LIMIT_KIB = 384 * 1024  # the static pod's memory limit (deploy/static-pod)

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from akeyless_emulator import Emulator
-from tests.reliability import figures, stage
+from tests.support import figures, stage
 from tests.support.emulator import KEY, record_secrets
 
 

@@ -34,8 +34,8 @@ from typing import Any
 
 import grpc
 
-from tests.reliability import procinfo
 from tests.support import plugin as pm
+from tests.support import procinfo
 from tests.support.emulator import start_emulator
 from tests.support.kmsclient import Client
 

@@ -27,8 +27,7 @@ import grpc
 import pytest
 
 from kms_appliance.kms import v2_pb2_grpc
-from tests.reliability import figures, procinfo
-from tests.support import h2raw, ledger
+from tests.support import figures, h2raw, ledger, procinfo
 from tests.support import plugin as pm
 from tests.support.kmsclient import Client
 

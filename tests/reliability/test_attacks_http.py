@@ -27,8 +27,7 @@ from kms_appliance import config
 from kms_appliance.app import App
 from kms_appliance.backends import keyring
 from kms_appliance.kms.v2 import V2Servicer
-from tests.reliability import procinfo
-from tests.support import ledger
+from tests.support import ledger, procinfo
 from tests.support import plugin as pm
 from tests.support.kmsclient import Client
 

@@ -27,8 +27,8 @@ import os
 import sys
 from typing import Any
 
-from tests.reliability import attack_mix, figures
-from tests.support import ledger
+from tests.reliability import attack_mix
+from tests.support import figures, ledger
 
 SECONDS = 45.0
 AGE = 10.0

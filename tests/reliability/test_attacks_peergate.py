@@ -21,9 +21,8 @@ from pathlib import Path
 import grpc
 
 from kms_appliance.kms import v2_pb2, v2_pb2_grpc
-from tests.reliability import figures, procinfo
 from tests.reliability.test_socket_attacks import _traversable
-from tests.support import ledger
+from tests.support import figures, ledger, procinfo
 from tests.support import plugin as pm
 from tests.support.kmsclient import Client
 

@@ -16,8 +16,7 @@ from pathlib import Path
 import grpc
 
 from akeyless_emulator import Emulator
-from tests.reliability import figures
-from tests.support import ledger
+from tests.support import figures, ledger
 from tests.support import plugin as pm
 from tests.support.emulator import KEY, identity_env
 from tests.support.kmsclient import Client

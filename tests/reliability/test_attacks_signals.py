@@ -23,7 +23,7 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 from akeyless_emulator import Emulator
-from tests.reliability import figures
+from tests.support import figures
 from tests.support import plugin as pm
 from tests.support.emulator import identity_env
 from tests.support.kmsclient import Client

@@ -23,8 +23,7 @@ import pytest
 
 from akeyless_emulator import Emulator
 from kms_appliance.backends import keyring
-from tests.reliability import figures
-from tests.support import ledger
+from tests.support import figures, ledger
 from tests.support import plugin as pm
 from tests.support.emulator import identity_env, record_secrets
 from tests.support.kmsclient import Client

@@ -26,9 +26,8 @@ import grpc
 import pytest
 
 from akeyless_emulator import Emulator
-from tests.reliability import figures, procinfo
 from tests.reliability.tcpproxy import SwitchProxy
-from tests.support import ledger
+from tests.support import figures, ledger, procinfo
 from tests.support import plugin as pm
 from tests.support.emulator import KEY, identity_env, record_secrets
 from tests.support.kmsclient import Client

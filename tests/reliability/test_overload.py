@@ -17,8 +17,7 @@ import pytest
 
 from akeyless_emulator import Emulator
 from kms_appliance.kms import v2_pb2
-from tests.reliability import figures, procinfo
-from tests.support import ledger
+from tests.support import figures, ledger, procinfo
 from tests.support import plugin as pm
 from tests.support.emulator import identity_env
 from tests.support.kmsclient import Client

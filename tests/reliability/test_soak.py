@@ -11,8 +11,8 @@ import json
 import os
 from pathlib import Path
 
-from tests.reliability import figures, soak
-from tests.support import ledger
+from tests.reliability import soak
+from tests.support import figures, ledger
 
 CALLS = int(os.environ.get("KMS_APPLIANCE_SOAK_CALLS", "100000"))
 

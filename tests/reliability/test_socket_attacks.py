@@ -23,8 +23,7 @@ import pytest
 
 from kms_appliance import socketfs
 from kms_appliance.errors import SetupError
-from tests.reliability import figures, inproc, procinfo
-from tests.support import ledger
+from tests.support import figures, inproc, ledger, procinfo
 from tests.support import plugin as pm
 from tests.support.kmsclient import Client
 

@@ -21,8 +21,7 @@ import grpc
 import pytest
 
 from akeyless_emulator import Emulator
-from tests.reliability import figures, hygiene
-from tests.support import ledger
+from tests.support import figures, hygiene, ledger
 from tests.support import plugin as pm
 from tests.support.emulator import KEY, identity_env, record_secrets
 from tests.support.intermediate_keys import iks_of

@@ -16,7 +16,7 @@ from kms_appliance.kms import calls as calls_module
 from kms_appliance.kms import validate
 from kms_appliance.kms.calls import Calls, grpc_code
 from kms_appliance.metrics import Metrics
-from tests.fuzz.harness import FakeContext
+from tests.support.fakes import FakeContext
 
 
 @pytest.mark.parametrize(("exc", "code", "outcome"), [

@@ -1,0 +1,95 @@
+"""Sorting SDK and transport failures into the project's typed errors."""
+
+from __future__ import annotations
+
+import errno
+import socket
+
+import pytest
+
+from kms_appliance.backends.akeyless import classify, sdk
+from kms_appliance.errors import (
+    AccessDenied,
+    BackendCorruption,
+    BackendUnavailable,
+    CiphertextError,
+    KeyUnavailable,
+    Throttled,
+)
+
+
+class TestClassify:
+    """HTTP statuses sort into the error classes; messages carry no body."""
+
+    @pytest.mark.parametrize(("status", "op", "cls"), [
+        (400, "decrypt", CiphertextError), (400, "encrypt", KeyUnavailable),
+        (400, "auth", AccessDenied), (401, "auth", AccessDenied),
+        (401, "decrypt", classify.TokenRejected), (403, "encrypt", AccessDenied),
+        (404, "describe-item", KeyUnavailable), (429, "decrypt", Throttled),
+        (500, "decrypt", BackendUnavailable), (503, "encrypt", BackendUnavailable),
+        (0, "auth", BackendUnavailable), (418, "decrypt", BackendUnavailable),
+    ])
+    def test_status(self, status, op, cls):
+        err = classify.from_status(status, op, "/k")
+        assert isinstance(err, cls)
+
+    def test_rejected_ciphertext_is_user_induced(self):
+        assert classify.from_status(400, "decrypt", "/k").outcome == "user"
+
+    def test_sdk_exception_text_never_copied(self):
+        s = sdk.load()
+        exc = s.ApiException(status=403, reason="Forbidden")
+        exc.body = '{"error": "token t-SECRET"}'
+        err = classify.classify(exc, "encrypt", "/k", s)
+        assert "SECRET" not in str(err) and isinstance(err, AccessDenied)
+        assert isinstance(classify.classify(ValueError("x"), "decrypt", "/k", s), BackendCorruption)
+
+
+class TestRootCause:
+    """A secondary SDK failure while handling a transport error is still a transport error."""
+
+    def test_attribute_error_while_handling_tls_failure(self):
+        s = sdk.load()
+        try:
+            try:
+                raise s.ApiException(status=0, reason="SSLError\\nhandshake failed")
+            except s.ApiException as exc:
+                exc.body.decode("utf-8")  # what the SDK's handler does with body=None
+        except AttributeError as secondary:
+            err = classify.classify(secondary, "auth", "/k", s)
+        assert isinstance(err, BackendUnavailable)
+        assert "handshake" not in err.message
+
+
+class TestRefusedByThisHost:
+    """A connect() refused by this host (the unit's IPAddressDeny=, a firewall: EPERM) or an
+    unresolvable name is named as such, through urllib3's real exception chain."""
+
+    @staticmethod
+    def _failure(monkeypatch, error: OSError) -> BaseException:
+        s = sdk.load()
+
+        def refuse(*_args, **_kw):
+            raise error
+
+        monkeypatch.setattr(s.urllib3.util.connection, "create_connection", refuse)
+        pool = s.urllib3.PoolManager(retries=s.urllib3.Retry(total=0))
+        with pytest.raises(s.urllib3.exceptions.HTTPError) as info:
+            pool.request("POST", "https://api.akeyless.io/auth")
+        return info.value
+
+    def test_eperm_names_the_egress_filter(self, monkeypatch):
+        exc = self._failure(monkeypatch, PermissionError(errno.EPERM, "Operation not permitted"))
+        err = classify.classify(exc, "auth", "/k", sdk.load())
+        assert isinstance(err, BackendUnavailable)
+        assert "IPAddressDeny=" in err.message and "EPERM" in err.message
+
+    def test_name_resolution_failure(self, monkeypatch):
+        exc = self._failure(monkeypatch, socket.gaierror(socket.EAI_AGAIN, "Temporary failure"))
+        err = classify.classify(exc, "auth", "/k", sdk.load())
+        assert "does not resolve" in err.message and "IPAddressDeny" not in err.message
+
+    def test_other_connection_failures_stay_plain(self, monkeypatch):
+        exc = self._failure(monkeypatch, ConnectionRefusedError(errno.ECONNREFUSED, "refused"))
+        err = classify.classify(exc, "auth", "/k", sdk.load())
+        assert err.message == "Akeyless auth: connection failed"
