@@ -1,8 +1,8 @@
 """A/B of plugin source trees, each against the bare servicer, interleaved.
 
-    python bench/ab_trees.py REPS METHODS NAME=ROOT [NAME=ROOT ...]
+    python -m bench.ab_trees REPS METHODS NAME=ROOT [NAME=ROOT ...]
     e.g. git archive HEAD~1 kms_appliance | tar -x -C /tmp/old
-         python bench/ab_trees.py 6 status,v2enc,v2dec old=/tmp/old new=.
+         python -m bench.ab_trees 6 status,v2enc,v2dec old=/tmp/old new=.
 
 Each ROOT holds a ``kms_appliance`` package (a ``git archive`` of another
 commit, or the working tree); each is started as the plugin on the local
@@ -24,10 +24,8 @@ import subprocess
 import sys
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-
-from suite import paired, servers
-from suite.load import Shape, Window
+from bench.suite import paired, servers
+from bench.suite.load import Shape, Window
 
 WIN = Window(0.5, 1.5)
 

@@ -1,6 +1,6 @@
 """What labelling each direct-mode encrypt with the version Akeyless used costs.
 
-    .venv/bin/python bench/akeyless_exact_version.py [--latency-ms 0 20] [--n 100]
+    .venv/bin/python -m bench.akeyless_exact_version [--latency-ms 0 20] [--n 100]
                                                       [--threads 8] [--per-thread 25]
 
 The Akeyless emulator runs in its own process (loopback HTTPS, latency
@@ -28,15 +28,10 @@ import threading
 import time
 from collections import Counter
 from collections.abc import Callable
-from pathlib import Path
 from typing import Any
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-
-from suite.akeyless import KEY as EMU_KEY
-from suite.akeyless import Emulator, start_emulator
-
+from bench.suite.akeyless import KEY as EMU_KEY
+from bench.suite.akeyless import Emulator, start_emulator
 from kms_appliance import config
 from kms_appliance.backends import akeyless, envelope
 from kms_appliance.backends.akeyless.backend import _VERSION, AkeylessBackend

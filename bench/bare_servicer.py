@@ -6,7 +6,7 @@ validation, audit, metrics, envelope header or socket model. The benchmark
 runs it beside the plugin in the same run, so the plugin's ratio to it is
 what the appliance's own per-call work costs.
 
-Run: ``python bench/bare_servicer.py --socket PATH [--workers N]``; it serves
+Run: ``python -m bench.bare_servicer --socket PATH [--workers N]``; it serves
 until SIGTERM/SIGINT.
 """
 
@@ -15,15 +15,12 @@ from __future__ import annotations
 import argparse
 import os
 import signal
-import sys
 import threading
 from concurrent import futures
 from pathlib import Path
 
 import grpc
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
-
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from kms_appliance.kms import v1beta1_pb2 as pb1
 from kms_appliance.kms import v1beta1_pb2_grpc, v2_pb2_grpc

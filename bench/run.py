@@ -1,10 +1,10 @@
 """The benchmark suite's one entry point (``make bench`` / ``make bench-quick``).
 
-    python bench/run.py core     # plugin vs bare grpcio servicer only, JSON on stdout
-    python bench/run.py quick    # short suite (< 2 min), report to bench/.work/results-quick
-    python bench/run.py full     # the whole suite, report to bench/results/
-    python bench/run.py ablate   # where the plugin's per-call time goes (variants + py-spy)
-    python bench/run.py envelope # Akeyless envelope mode alone (20 ms away, outage restart), JSON
+    python -m bench.run core     # plugin vs bare grpcio servicer only, JSON on stdout
+    python -m bench.run quick    # short suite (< 2 min), report to bench/.work/results-quick
+    python -m bench.run full     # the whole suite, report to bench/results/
+    python -m bench.run ablate   # where the plugin's per-call time goes (variants + py-spy)
+    python -m bench.run envelope # Akeyless envelope mode alone (20 ms away, outage restart), JSON
 
 It builds the Go load generator and reference plugin into bench/.work/bin,
 starts every server under test in its own 0700 directory, measures them in
@@ -21,11 +21,8 @@ import time
 from pathlib import Path
 from typing import Any
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-
-from suite import ablation, build, machine, paired, plan, report, scenarios, servers
-from suite.matrix import ratios, run_matrix
+from bench.suite import ablation, build, machine, paired, plan, report, scenarios, servers
+from bench.suite.matrix import ratios, run_matrix
 
 
 def _start_core(bins: dict[str, Path], with_go: bool) -> dict[str, servers.Server]:

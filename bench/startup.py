@@ -1,8 +1,8 @@
 """Start-up budget of the frozen binary: start-to-ready and idle RSS, both backends.
 
-    python bench/startup.py                       # dist/kms-appliance, 5 runs per case
-    python bench/startup.py --binary B --binary C # compare builds (e.g. staticx compressed)
-    python bench/startup.py --runs 9 --json out.json
+    python -m bench.startup                       # dist/kms-appliance, 5 runs per case
+    python -m bench.startup --binary B --binary C # compare builds (e.g. staticx compressed)
+    python -m bench.startup --runs 9 --json out.json
 
 What is measured, per binary and backend (local keyring; Akeyless against the
 emulator over HTTPS), with the source tree (``python -m kms_appliance``) as a
@@ -32,7 +32,6 @@ import argparse
 import json
 import os
 import resource
-import socket
 import statistics
 import subprocess
 import sys
@@ -43,11 +42,9 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-REPO = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(REPO))
-
-from tests.binary import emulator, sandbox  # noqa: E402
-from tests.support.kmsclient import Client  # noqa: E402
+from tests.support import plugin as pm
+from tests.support.emulator import start_emulator
+from tests.support.procs import REPO, descendants
 
 POLL = 0.002
 TIMEOUT = 60.0
@@ -74,46 +71,20 @@ def _cpu_s(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
-def _wait_accept(sock: Path, proc: subprocess.Popen[bytes], t0: float) -> float:
-    while time.perf_counter() - t0 < TIMEOUT:
-        if proc.poll() is not None:
-            err = proc.stderr.read()[-800:] if proc.stderr else b""
-            raise RuntimeError(f"exited {proc.returncode}: {err!r}")
-        with socket.socket(socket.AF_UNIX) as s:
-            try:
-                s.connect(str(sock))
-                return time.perf_counter() - t0
-            except OSError:
-                time.sleep(POLL)
-    raise TimeoutError(f"{sock} not accepting after {TIMEOUT}s")
-
-
-def _wait_ready(sock: Path, t0: float) -> float:
-    client = Client(sock, timeout=5)
-    try:
-        while time.perf_counter() - t0 < TIMEOUT:
-            try:
-                if client.status().healthz == "ok":
-                    return time.perf_counter() - t0
-            except Exception:  # not ready yet: keep polling
-                time.sleep(POLL)
-        raise TimeoutError("Status never answered ok")
-    finally:
-        client.close()
-
-
-def one_run(cmd: list[str], env: dict[str, str], sock: Path) -> dict[str, float]:
+def one_run(plugin: pm.Plugin, tmpdir: Path) -> dict[str, float]:
+    """Start ``plugin`` once: accept and ready times from spawn (the launcher's readiness wait,
+    polled every 2 ms), CPU to ready and memory of the whole process tree."""
     t0 = time.perf_counter()
-    proc = subprocess.Popen(cmd, env=env, cwd=REPO, stdout=subprocess.DEVNULL,
-                            stderr=subprocess.PIPE)
+    plugin.start(wait=False)
     try:
-        accept = _wait_accept(sock, proc, t0)
-        ready = _wait_ready(sock, t0)
-        cpu_ready = sum(_cpu_s(p) for p in [proc.pid, *sandbox.descendants(proc.pid)])
+        pm.wait_for_socket(plugin.socket, plugin.process.check_alive, TIMEOUT, interval=POLL)
+        accept = time.perf_counter() - t0
+        pm.wait_for_socket(plugin.socket, plugin.process.check_alive, TIMEOUT, status_ok=True, interval=POLL)
+        ready = time.perf_counter() - t0
+        cpu_ready = sum(_cpu_s(p) for p in [plugin.proc.pid, *descendants(plugin.proc.pid)])
         time.sleep(IDLE)
-        unpacked = sum(f.stat().st_size for f in Path(env["TMPDIR"]).rglob("*")
-                       if f.is_file() and not f.is_symlink())
-        tree = [proc.pid, *sandbox.descendants(proc.pid)]
+        unpacked = sum(f.stat().st_size for f in tmpdir.rglob("*") if f.is_file() and not f.is_symlink())
+        tree = [plugin.proc.pid, *descendants(plugin.proc.pid)]
         serving = tree[-1]  # the innermost process is the Python server
         return {"accept_s": accept, "ready_s": ready, "cpu_to_ready_s": cpu_ready,
                 "rss_mb": _rss_kb(serving) / 1024,
@@ -121,7 +92,7 @@ def one_run(cmd: list[str], env: dict[str, str], sock: Path) -> dict[str, float]
                 "tree_pss_mb": sum(_pss_kb(p) for p in tree) / 1024, "processes": len(tree),
                 "tmpdir_mb": unpacked / 1048576}
     finally:
-        sandbox.stop(proc)
+        plugin.stop()
 
 
 def version_cost(cmd: list[str], runs: int, tmp_root: Path) -> dict[str, Any]:
@@ -145,31 +116,30 @@ def _stats(vals: list[float]) -> dict[str, float]:
 
 
 @contextmanager
-def backend_env(backend: str, work: Path, unpack: Path) -> Iterator[tuple[list[str], dict[str, str]]]:
-    """Flags and environment for one backend (local keyring, or the emulator)."""
-    env = {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "TMPDIR": str(unpack)}
+def backend_env(backend: str, work: Path) -> Iterator[dict[str, Any]]:
+    """What ``pm.prepare`` needs for one backend: the local keyring, or an emulator process."""
     if backend == "local":
         ring = work / "keyring.json"
         if not ring.exists():
-            subprocess.run([sys.executable, "-m", "kms_appliance", "keyring", "init", str(ring)],
-                           cwd=REPO, check=True, capture_output=True)
-        yield ["--backend", "local", "--keyring", str(ring)], env
+            pm.keyring_init(ring)
+        yield {"keyring": ring}
         return
-    with emulator.running() as emu:
-        args, extra = emulator.serve_args(emu, str(emu.ca_file))
-        yield args, {**env, **extra}
+    emu = start_emulator(work)
+    try:
+        yield {"emulator": emu}
+    finally:
+        emu.stop()
 
 
 def measure(label: str, base_cmd: list[str], backend: str, runs: int, tmp_root: Path) -> dict[str, Any]:
     with tempfile.TemporaryDirectory(prefix="kms-startup-", dir=tmp_root) as tmp:
         work = Path(tmp)
-        (work / "none.toml").touch()
         (work / "unpack").mkdir()
-        sock = work / "kms.sock"
-        with backend_env(backend, work, work / "unpack") as (args, env):
-            cmd = [*base_cmd, "serve", "--socket", str(sock), "--http-listen", "", "--audit-log",
-                   str(work / "audit.log"), "--config", str(work / "none.toml"), *args]
-            samples = [one_run(cmd, env, sock) for _ in range(runs)]
+        env = {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "TMPDIR": str(work / "unpack")}
+        with backend_env(backend, work) as how:
+            plugin = pm.prepare(work / "plugin", command=pm.Command(tuple(base_cmd), REPO), base_env=env,
+                                http=False, **how)
+            samples = [one_run(plugin, work / "unpack") for _ in range(runs)]
     out: dict[str, Any] = {"label": label, "backend": backend, "runs": runs}
     for key in ("accept_s", "ready_s", "cpu_to_ready_s", "rss_mb", "tree_rss_mb", "tree_pss_mb", "tmpdir_mb"):
         out[key] = _stats([s[key] for s in samples])

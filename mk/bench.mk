@@ -8,11 +8,11 @@ $(BENCH_STAMP): $(STAMP) bench/requirements.txt
 
 ## make bench: the whole suite; writes bench/results/ (JSON, report.md, PNG charts)
 bench: $(BENCH_STAMP)
-	$(PY) bench/run.py full
+	$(PY) -m bench.run full
 
 ## make bench-quick: a short version (< 2 min) into bench/.work/results-quick
 bench-quick: $(BENCH_STAMP)
-	$(PY) bench/run.py quick
+	$(PY) -m bench.run quick
 
 
 .PHONY: bench bench-quick

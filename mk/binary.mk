@@ -24,6 +24,6 @@ repro-check: binary | deps-packaging
 	build/repro-check.sh
 
 bench-startup: binary $(STAMP)
-	$(PY) bench/startup.py
+	$(PY) -m bench.startup
 
 TEST_STAGES += test-binary repro-check

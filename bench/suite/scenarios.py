@@ -276,14 +276,11 @@ def _akeyless_targets(out: dict[str, Sc], idle_kib: int) -> list[dict[str, Any]]
 
 
 def startup(runs: int) -> Sc:
-    """Cold start of the frozen binary, measured by bench/startup.py (another engineer's)."""
-    script = REPO / "bench" / "startup.py"
-    if not script.exists():
-        return {"about": "not available: bench/startup.py does not exist yet"}
+    """Cold start of the frozen binary, measured by bench/startup.py."""
     with tempfile.TemporaryDirectory(prefix="kms-bench-startup-") as tmp:
         dest = Path(tmp) / "startup.json"
         quick = ["--no-baseline"] if runs == 1 else []  # quick mode: the frozen binary only
-        out = subprocess.run([PY, str(script), "--runs", str(runs), "--json", str(dest), *quick],
+        out = subprocess.run([PY, "-m", "bench.startup", "--runs", str(runs), "--json", str(dest), *quick],
                              cwd=REPO, capture_output=True, text=True, timeout=900, check=False)
         if out.returncode != 0 or not dest.exists():
             return {"about": f"not available: bench/startup.py exited {out.returncode} "

@@ -6,18 +6,17 @@ from outside (``/proc/PID``), so no server carries benchmark code.
 
 from __future__ import annotations
 
-import contextlib
 import os
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
-import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+
+from tests.support.plugin import wait_for_socket
 
 from . import load
 
@@ -94,20 +93,19 @@ def remove_homes() -> None:
 
 
 def wait_ready(srv: Server, timeout: float = 30.0) -> None:
-    """Until a connect() on the socket succeeds; raise with the log if it dies."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
+    """Until a connect() on the socket succeeds (the tests' readiness wait); raise with the log
+    if it dies or the time is up."""
+
+    def alive() -> None:
         if srv.proc.poll() is not None:
-            log = (srv.home / "server.log").read_text(errors="replace")[-2000:]
-            raise RuntimeError(f"{srv.name} exited with {srv.proc.returncode}:\n{log}")
-        if srv.sock.exists():
-            with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as s, \
-                    contextlib.suppress(OSError):
-                s.connect(os.fspath(srv.sock))
-                return
-        time.sleep(0.05)
-    srv.stop()
-    raise RuntimeError(f"{srv.name} not ready on {srv.sock} within {timeout}s")
+            raise RuntimeError(f"{srv.name} exited with {srv.proc.returncode}")
+
+    try:
+        wait_for_socket(srv.sock, alive, timeout)
+    except (RuntimeError, TimeoutError) as exc:
+        srv.stop()
+        log = (srv.home / "server.log").read_text(errors="replace")[-2000:]
+        raise RuntimeError(f"{exc}:\n{log}") from None
 
 
 def spawn(name: str, home: Path, argv: list[str], sock: Path,
@@ -156,7 +154,7 @@ def start_plugin(name: str, *, allowlist: bool = False, keyring: Path | None = N
 def start_bare(name: str = "bare", workers: int = 32) -> Server:
     home = new_home(name)
     sock = home / "bare.sock"
-    argv = [PY, str(REPO / "bench" / "bare_servicer.py"), "--socket", str(sock),
+    argv = [PY, "-m", "bench.bare_servicer", "--socket", str(sock),
             "--workers", str(workers)]
     return spawn(name, home, argv, sock)
 

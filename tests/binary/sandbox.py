@@ -149,21 +149,6 @@ def _signal(pid: int, sig: int) -> None:
         os.kill(pid, sig)
 
 
-def descendants(pid: int) -> list[int]:
-    """All live descendants of *pid* (host PIDs), via /proc/<pid>/task/*/children."""
-    found, todo = [], [pid]
-    while todo:
-        p = todo.pop()
-        for task in Path(f"/proc/{p}/task").glob("*"):
-            try:
-                kids = [int(k) for k in (task / "children").read_text().split()]
-            except OSError:
-                continue
-            found += kids
-            todo += kids
-    return found
-
-
 def status_fields(pid: int) -> dict[str, str]:
     """``/proc/<pid>/status`` as a dict (Uid, Gid, CapEff, CapBnd, NoNewPrivs...)."""
     out = {}

@@ -14,8 +14,10 @@ from pathlib import Path
 
 import pytest
 
-from tests.binary import emulator, sandbox
+from tests.binary import sandbox
+from tests.support.emulator import start_emulator
 from tests.support.kmsclient import Client
+from tests.support.procs import descendants
 
 pytestmark = pytest.mark.binary
 
@@ -64,7 +66,7 @@ def test_v2_and_v1_round_trip_in_empty_root(local_plugin: tuple[subprocess.Popen
 
 def test_runs_as_nonroot_without_capabilities(local_plugin: tuple[subprocess.Popen[bytes], Path]) -> None:
     proc, sock = local_plugin
-    inside = sandbox.descendants(proc.pid)
+    inside = descendants(proc.pid)
     assert inside, "no process inside the sandbox"
     # The last process of the chain is the Python interpreter; check every one of them.
     for pid in inside:
@@ -91,10 +93,14 @@ def test_root_is_read_only_and_empty(binary: Path) -> None:
     assert b"Read-only file system" in r.stderr or b"read-only" in r.stderr.lower(), r.stderr
 
 
-def test_akeyless_round_trip_in_empty_root(binary: Path, sock_dir: Path) -> None:
-    """v2 and v1 through the Akeyless backend, the KEK held by the emulator over HTTPS."""
-    with emulator.running() as emu:
-        args, env = emulator.serve_args(emu, "/etc/kms/ca.pem")
+def test_akeyless_round_trip_in_empty_root(binary: Path, sock_dir: Path, tmp_path: Path) -> None:
+    """v2 and v1 through the Akeyless backend, the KEK held by the emulator over HTTPS; the
+    settings as flags, the access key in the environment (as a Secret would give it)."""
+    emu = start_emulator(tmp_path, world_readable=True)
+    try:
+        args = ["--backend", "akeyless", "--akeyless-url", emu.url, "--key-name", emu.key,
+                "--access-id", emu.ready["access_id"], "--access-type", "access_key"]
+        env = {"AKEYLESS_ACCESS_KEY": emu.ready["access_key"], "KMS_APPLIANCE_AKEYLESS_CA_FILE": "/etc/kms/ca.pem"}
         box = sandbox.Sandbox(binary, binds={sock_dir: "/run/kms", emu.ca_file: "/etc/kms/ca.pem"},
                               env=env)
         proc, root = box.popen(_serve_args(*args), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
@@ -116,3 +122,5 @@ def test_akeyless_round_trip_in_empty_root(binary: Path, sock_dir: Path) -> None
             root.rmdir()
         assert rc == 0
         assert not (sock_dir / "kms.sock").exists()
+    finally:
+        emu.stop()

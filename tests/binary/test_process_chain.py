@@ -21,7 +21,9 @@ from pathlib import Path
 import pytest
 
 from tests.binary import sandbox
+from tests.support import plugin as pm
 from tests.support.kmsclient import Client
+from tests.support.procs import alive, descendants
 
 pytestmark = pytest.mark.binary
 
@@ -32,9 +34,8 @@ CLEAN_BOUND = 10.0  # unpack directories removed (rm of ~100 MB on a loaded mach
 
 @dataclass
 class Running:
-    proc: subprocess.Popen[bytes]
+    plugin: pm.Plugin
     chain: list[int]  # [staticx bootloader, PyInstaller bootloader, python]
-    sock: Path
     unpack: Path
 
 
@@ -42,7 +43,7 @@ def _child(pid: int, timeout: float = 30) -> int:
     """The one direct child of ``pid`` (each bootloader starts exactly one)."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
-        kids = [k for k in sandbox.descendants(pid) if _ppid(k) == pid]
+        kids = [k for k in descendants(pid) if _ppid(k) == pid]
         if kids:
             return kids[0]
         time.sleep(0.02)
@@ -56,47 +57,25 @@ def _ppid(pid: int) -> int | None:
         return None
 
 
-def _alive(pid: int) -> bool:
-    """A pid still in /proc and not a zombie (a zombie holds no socket and runs nothing)."""
-    try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
-    except OSError:
-        return False
-    return stat.rsplit(")", 1)[-1].split()[0] != "Z"
-
-
 def _start(binary: Path, tmp: Path, run: Path, ring: Path) -> Running:
     unpack = tmp / "unpack"
     unpack.mkdir(exist_ok=True)
-    conf = tmp / "none.toml"
-    conf.touch()
-    env = {"PATH": "/usr/bin:/bin", "TMPDIR": str(unpack)}
-    proc = subprocess.Popen(
-        [str(binary), "serve", "--backend", "local", "--keyring", str(ring), "--socket",
-         str(run / "kms.sock"), "--http-listen", "", "--audit-log", "-", "--config", str(conf)],
-        stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, env=env)
+    plugin = pm.start(tmp / "p", keyring=ring, socket_path=run / "kms.sock", command=pm.Command.frozen(binary),
+                      http=False, audit_file=False, base_env={"PATH": "/usr/bin:/bin", "TMPDIR": str(unpack)},
+                      timeout=START_TIMEOUT)
     try:
-        sandbox.wait_serving(run / "kms.sock", proc, START_TIMEOUT)
-        middle = _child(proc.pid)
+        middle = _child(plugin.proc.pid)
         bottom = _child(middle)
     except BaseException:
-        _kill_all(Running(proc, [proc.pid, *sandbox.descendants(proc.pid)], run, unpack))
+        plugin.stop(signal.SIGKILL)
         raise
-    return Running(proc, [proc.pid, middle, bottom], run / "kms.sock", unpack)
-
-
-def _kill_all(r: Running) -> None:
-    for pid in reversed(r.chain):
-        if _alive(pid):
-            os.kill(pid, signal.SIGKILL)
-    r.proc.wait(10)
+    return Running(plugin, [plugin.proc.pid, middle, bottom], unpack)
 
 
 @pytest.fixture
 def ring(binary: Path, tmp_path: Path) -> Path:
     path = tmp_path / "keyring.json"
-    subprocess.run([str(binary), "keyring", "init", str(path)], check=True, capture_output=True,
-                   timeout=60)
+    pm.keyring_init(path, pm.Command.frozen(binary))
     return path
 
 
@@ -113,7 +92,7 @@ def plugin(binary: Path, tmp_path: Path, run_dir: Path, ring: Path) -> Iterator[
     try:
         yield r
     finally:
-        _kill_all(r)
+        r.plugin.stop(signal.SIGKILL)  # no process of the chain may be left
 
 
 @pytest.mark.parametrize("level", [0, 1, 2], ids=["top-staticx", "middle-pyinstaller", "bottom-python"])
@@ -124,33 +103,28 @@ def test_kill9_ends_the_whole_chain_and_a_restart_serves(
     killed_at = time.monotonic()
     os.kill(chain[level], signal.SIGKILL)
     if level == 0:
-        plugin.proc.wait(5)  # the operator's shell reaps what it started
-    while any(_alive(p) for p in chain) and time.monotonic() - killed_at < GONE_BOUND:
+        plugin.plugin.proc.wait(5)  # the operator's shell reaps what it started
+    while any(alive(p) for p in chain) and time.monotonic() - killed_at < GONE_BOUND:
         time.sleep(0.01)
-    left = [p for p in chain if _alive(p)]
+    left = [p for p in chain if alive(p)]
     took = time.monotonic() - killed_at
     assert not left, f"still running {GONE_BOUND}s after kill -9 of {chain[level]}: {left} of {chain}"
-    plugin.proc.wait(5)
+    plugin.plugin.proc.wait(5)
 
     (tmp_path / "again").mkdir()
-    again = _start(binary, tmp_path / "again", run_dir, ring)
+    again = _start(binary, tmp_path / "again", run_dir, ring).plugin
     try:
-        client = Client(again.sock, timeout=10)
-        try:
-            assert client.status().healthz == "ok"
-        finally:
-            client.close()
-        again.proc.send_signal(signal.SIGTERM)
-        assert again.proc.wait(30) == 0
+        assert again.status(timeout=10).healthz == "ok"
+        assert again.stop() == 0
     finally:
-        _kill_all(again)
+        again.stop(signal.SIGKILL)  # no-op once stopped; proves nothing of it is left
     print(f"chain gone {took:.3f} s after kill -9 of level {level}")
 
 
 def test_top_killed_leaves_no_unpacked_files(plugin: Running) -> None:
     """After kill -9 of the top process, both unpack directories are removed (not leaked in TMPDIR)."""
     os.kill(plugin.chain[0], signal.SIGKILL)
-    plugin.proc.wait(5)
+    plugin.plugin.proc.wait(5)
     deadline = time.monotonic() + CLEAN_BOUND
     while list(plugin.unpack.iterdir()) and time.monotonic() < deadline:
         time.sleep(0.05)
@@ -172,9 +146,9 @@ def test_nonroot_serving_process_is_not_dumpable(binary: Path, keyring_file: Pat
             assert client.status().healthz == "ok"
         finally:
             client.close()
-        inside = [p for p in sandbox.descendants(proc.pid)
+        inside = [p for p in descendants(proc.pid)
                   if sandbox.status_fields(p).get("Name") not in ("sh", "unshare", "setpriv", "env")]
-        python = next(p for p in inside if not sandbox.descendants(p))  # the leaf of the chain
+        python = next(p for p in inside if not descendants(p))  # the leaf of the chain
         assert sandbox.status_fields(python)["Uid"].split() == ["65532"] * 4
         limits = Path(f"/proc/{python}/limits").read_text().splitlines()
         core = next(line for line in limits if line.startswith("Max core file size"))

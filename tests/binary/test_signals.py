@@ -8,123 +8,83 @@ server through the two bootloaders.
 
 from __future__ import annotations
 
-import contextlib
 import os
 import signal
-import subprocess
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
-from tests.binary import sandbox
+from tests.support import plugin as pm
 from tests.support.kmsclient import Client
 
 pytestmark = pytest.mark.binary
 
+START_TIMEOUT = 60.0  # the machine is shared; start-up itself is measured in bench/startup.py
 
-def test_sigterm_clean_exit_removes_socket(binary: Path, tmp_path: Path) -> None:
-    run, unpack = tmp_path / "run", tmp_path / "unpack"
-    run.mkdir(mode=0o700)
-    unpack.mkdir()
-    sock, ring, conf = run / "kms.sock", tmp_path / "keyring.json", tmp_path / "none.toml"
-    conf.touch()
-    subprocess.run([str(binary), "keyring", "init", str(ring)], check=True, capture_output=True,
-                   timeout=60)
-    env = {"PATH": "/usr/bin:/bin", "TMPDIR": str(unpack)}
-    proc = subprocess.Popen(
-        [str(binary), "serve", "--backend", "local", "--keyring", str(ring), "--socket", str(sock),
-         "--http-listen", "", "--audit-log", "-", "--config", str(conf)],
-        stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, env=env)
-    try:
-        sandbox.wait_serving(sock, proc, 60)
-        client = Client(sock, timeout=10)
-        try:
-            assert client.status().healthz == "ok"
-        finally:
-            client.close()
-        proc.send_signal(signal.SIGTERM)
-        rc = proc.wait(30)
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait(5)
-    err = proc.stderr.read().decode(errors="replace") if proc.stderr else ""
-    assert rc == 0, err
-    assert not sock.exists()
+
+@pytest.fixture
+def unpack(tmp_path: Path) -> Path:
+    """TMPDIR of the binary: every file it unpacks must be gone once it exits."""
+    d = tmp_path / "unpack"
+    d.mkdir()
+    return d
+
+
+@pytest.fixture
+def frozen(binary: Path, tmp_path: Path, unpack: Path) -> Iterator[pm.Plugin]:
+    """The binary serving on a local keyring it made itself, prepared (not started); stopped at the
+    end, and no process of its chain may be left."""
+    plugin = pm.prepare(tmp_path / "p", command=pm.Command.frozen(binary), http=False, audit_file=False,
+                        base_env={"PATH": "/usr/bin:/bin", "TMPDIR": str(unpack)})
+    yield plugin
+    if plugin.process.proc is not None:
+        plugin.stop(signal.SIGKILL)
+
+
+def _exited_cleanly(plugin: pm.Plugin, rc: int) -> None:
+    err = plugin.stderr.read_text(errors="replace")
+    assert rc == 0, err[-2000:]
     assert "Traceback" not in err
+
+
+def test_sigterm_clean_exit_removes_socket(frozen: pm.Plugin, unpack: Path) -> None:
+    frozen.start(timeout=START_TIMEOUT)
+    assert frozen.status(timeout=10).healthz == "ok"
+    _exited_cleanly(frozen, frozen.stop())
+    assert not frozen.socket.exists()
     assert list(unpack.iterdir()) == [], "unpacked files left behind in TMPDIR"
 
 
-def test_sighup_to_outermost_process_reloads_and_keeps_serving(binary: Path, tmp_path: Path) -> None:
+def test_sighup_to_outermost_process_reloads_and_keeps_serving(frozen: pm.Plugin) -> None:
     """SIGHUP to the pid an operator sees (systemd's ExecReload: ``kill -HUP $MAINPID``) reaches
     Python through both bootloaders: the rotated key is picked up, nothing dies, SIGTERM exits 0.
     Stock staticx died of it (orphaning the server, which now stops with its ancestors)."""
-    run, unpack = tmp_path / "run", tmp_path / "unpack"
-    run.mkdir(mode=0o700)
-    unpack.mkdir()
-    sock, ring, conf = run / "kms.sock", tmp_path / "keyring.json", tmp_path / "none.toml"
-    conf.touch()
-    subprocess.run([str(binary), "keyring", "init", str(ring)], check=True, capture_output=True,
-                   timeout=60)
-    env = {"PATH": "/usr/bin:/bin", "TMPDIR": str(unpack)}
-    proc = subprocess.Popen(
-        [str(binary), "serve", "--backend", "local", "--keyring", str(ring), "--socket", str(sock),
-         "--http-listen", "", "--audit-log", "-", "--config", str(conf)],
-        stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, env=env)
-    chain: list[int] = []
+    frozen.start(timeout=START_TIMEOUT)
+    client = Client(frozen.socket, timeout=10)
     try:
-        sandbox.wait_serving(sock, proc, 60)
-        chain = sandbox.descendants(proc.pid)
-        client = Client(sock, timeout=10)
-        try:
-            old = client.status().key_id
-            subprocess.run([str(binary), "keyring", "rotate", str(ring)], check=True,
-                           capture_output=True, timeout=60, env=env)
-            for _ in range(100):
-                proc.send_signal(signal.SIGHUP)
-            deadline = time.monotonic() + 10
-            while client.status().key_id == old and time.monotonic() < deadline:
-                time.sleep(0.05)
-            assert client.status().key_id != old, "the rotation was not picked up"
-            assert proc.poll() is None, "the outermost process died of SIGHUP"
-        finally:
-            client.close()
-        proc.send_signal(signal.SIGTERM)
-        rc = proc.wait(30)
+        old = client.status().key_id
+        frozen.rotate_key()
+        for _ in range(100):
+            frozen.proc.send_signal(signal.SIGHUP)
+        deadline = time.monotonic() + 10
+        while client.status().key_id == old and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert client.status().key_id != old, "the rotation was not picked up"
+        assert frozen.proc.poll() is None, "the outermost process died of SIGHUP"
     finally:
-        for pid in [proc.pid, *chain]:  # an orphaned server (stock staticx) must not outlive us
-            with contextlib.suppress(ProcessLookupError):
-                os.kill(pid, signal.SIGKILL)
-        proc.wait(5)
-    err = proc.stderr.read().decode(errors="replace") if proc.stderr else ""
-    assert rc == 0, err
-    assert "Traceback" not in err
+        client.close()
+    _exited_cleanly(frozen, frozen.stop())
 
 
-def test_ctrl_c_to_the_process_group_stops_gracefully(binary: Path, tmp_path: Path) -> None:
+def test_ctrl_c_to_the_process_group_stops_gracefully(frozen: pm.Plugin) -> None:
     """Ctrl-C (SIGINT to the whole group) reaches Python directly and through both bootloaders:
     the duplicates are one stop request, not the "second Ctrl-C" that forces exit 130."""
-    run, unpack = tmp_path / "run", tmp_path / "unpack"
-    run.mkdir(mode=0o700)
-    unpack.mkdir()
-    sock, ring, conf = run / "kms.sock", tmp_path / "keyring.json", tmp_path / "none.toml"
-    conf.touch()
-    subprocess.run([str(binary), "keyring", "init", str(ring)], check=True, capture_output=True,
-                   timeout=60)
     rcs = []
     for _ in range(3):  # the duplicates race; one run could be lucky
-        proc = subprocess.Popen(
-            [str(binary), "serve", "--backend", "local", "--keyring", str(ring), "--socket",
-             str(sock), "--http-listen", "", "--audit-log", "-", "--config", str(conf)],
-            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, start_new_session=True,
-            env={"PATH": "/usr/bin:/bin", "TMPDIR": str(unpack)})
-        try:
-            sandbox.wait_serving(sock, proc, 60)
-            os.killpg(proc.pid, signal.SIGINT)
-            rcs.append(proc.wait(30))
-        finally:
-            with contextlib.suppress(ProcessLookupError):
-                os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait(5)
+        frozen.start(timeout=START_TIMEOUT)
+        os.killpg(frozen.proc.pid, signal.SIGINT)
+        rcs.append(frozen.proc.wait(30))
+        frozen.stop()  # already exited: proves no process of the group is left
     assert rcs == [0, 0, 0]

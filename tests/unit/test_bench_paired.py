@@ -2,13 +2,9 @@
 
 from __future__ import annotations
 
-import sys
-from pathlib import Path
 from typing import Any
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "bench"))
-
-from suite import paired, targets  # the bench suite is not a package of the product
+from bench.suite import paired, targets
 
 
 def _run(calls: float, p50: float) -> dict[str, Any]:
