@@ -56,6 +56,7 @@ GATED = {
 # pyproject.toml's addopts -m: kept equal to it (tests/unit/test_pytest_selection.py checks).
 DEFAULT = " and ".join(f"not {name}" for name in GATED)
 _DESELECTED: dict[str, int] = {}
+_LEAKS: list[str] = []  # found by the end-of-session scan
 
 
 def _inside(arg: str, dirs: tuple[str, ...]) -> bool:
@@ -98,8 +99,24 @@ def pytest_runtest_setup(item: pytest.Item) -> None:
         pytest.skip("needs root (chown to another uid, namespaces): CI runs it as root")
 
 
+def pytest_sessionfinish(session: pytest.Session) -> None:
+    """No plugin any test of the session started wrote a secret the tests registered with the
+    ledger (every plugin is registered as it is made; the reliability stage's own hygiene
+    test scans the same and reports figures, this covers every other suite)."""
+    from tests.support import ledger
+
+    _LEAKS[:] = ledger.leaks()
+    if _LEAKS:
+        session.exitstatus = pytest.ExitCode.TESTS_FAILED
+
+
 def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
-    """Say which suites the default filter left out, why, and how to run each."""
+    """Name any leaked secret (by index, never its value); say which suites the default filter
+    left out, why, and how to run each."""
+    if _LEAKS:
+        terminalreporter.section("secrets found in plugin output", red=True)
+        for line in _LEAKS[:20]:
+            terminalreporter.write_line(line)
     if not _DESELECTED:
         return
     terminalreporter.section("suites not run")

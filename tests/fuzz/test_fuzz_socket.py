@@ -135,11 +135,8 @@ def _campaign(p: pm.Plugin, name: str, sealed: dict[bytes, bytes], corpus: list[
 
 @pytest.fixture
 def local_plugin(tmp_path: Path) -> Iterator[pm.Plugin]:
-    p = pm.start(tmp_path / "sock-fuzz")
-    try:
+    with pm.running(tmp_path / "sock-fuzz") as p:
         yield p
-    finally:
-        p.stop()
 
 
 def test_socket_fuzz_local(local_plugin: pm.Plugin) -> None:

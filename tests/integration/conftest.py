@@ -13,11 +13,8 @@ from tests.support.kmsclient import Client
 
 @pytest.fixture
 def plugin(tmp_path: Path) -> Iterator[plugin_mod.Plugin]:
-    p = plugin_mod.start(tmp_path / "p")
-    try:
+    with plugin_mod.running(tmp_path / "p") as p:
         yield p
-    finally:
-        p.stop()
 
 
 @pytest.fixture

@@ -9,12 +9,17 @@ their own).
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+import contextlib
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import grpc
 
-from kms_appliance.backends.base import KeyStatus, Unwrapped, Wrapped
+from kms_appliance import service
+from kms_appliance.audit import AuditLog
+from kms_appliance.backends.base import KeyBackend, KeyStatus, Unwrapped, Wrapped
+from kms_appliance.metrics import Metrics
 
 
 class FakeContext:
@@ -81,3 +86,13 @@ class FakeBackend:
 
     def close(self) -> None:
         return None
+
+
+@contextlib.contextmanager
+def servicers(backend: KeyBackend, audit_file: Path) -> Iterator[service.Servicers]:
+    """The real v2 and v1 servicers over ``backend``, auditing to ``audit_file`` as they write."""
+    audit = AuditLog(str(audit_file), 0)
+    try:
+        yield service.servicers(backend, Metrics(), audit)
+    finally:
+        audit.close()

@@ -5,8 +5,9 @@ stdout, stderr, audit file, HTTP bodies), and so is every emulator process's
 access key; tests add what else the plugin wrote (gRPC error details, files in
 its work directory) and every secret they used (access keys, tokens, UID
 tokens, DEKs, seeds, KEK bytes). tests/reliability/test_zz_secret_hygiene.py
-scans all of it at the end of the session. Secrets and outputs are kept in
-memory only.
+scans all of it at the end of the session; in every other session,
+tests/conftest.py's end-of-session check runs ``leaks`` over what no scan
+covered yet. Secrets and outputs are kept in memory only.
 """
 
 from __future__ import annotations
@@ -15,6 +16,8 @@ import threading
 from collections.abc import Iterable
 from pathlib import Path
 from typing import Protocol, TypeVar
+
+from . import hygiene
 
 
 class Output(Protocol):
@@ -34,6 +37,7 @@ TEXTS: list[bytes] = []
 PLUGINS: list[Output] = []
 DIRS: list[Path] = []
 MAX_SECRETS = 200_000
+_scanned = [0, 0]  # PLUGINS[:n], TEXTS[:m] are covered by a scan already
 
 
 def secret(*values: bytes | str) -> None:
@@ -78,3 +82,24 @@ def before_removal(top: Path) -> None:
 def directory(path: Path) -> None:
     with _lock:
         DIRS.append(path)
+
+
+def mark_scanned() -> None:
+    """Everything registered so far has been scanned (by a test that reports its own figures)."""
+    with _lock:
+        _scanned[:] = [len(PLUGINS), len(TEXTS)]
+
+
+def leaks() -> list[str]:
+    """Each registered secret found (raw, hex or base64) in what was registered since the last
+    scan: where, and which secret by index and length, never the secret itself."""
+    with _lock:
+        plugins, texts = PLUGINS[_scanned[0]:], TEXTS[_scanned[1]:]
+        _scanned[:] = [len(PLUGINS), len(TEXTS)]
+        secrets = sorted(SECRETS)
+    if not secrets:
+        return []
+    anchors = hygiene.index(secrets)
+    outputs = [(str(p.workdir), p.written()) for p in plugins] + [("returned text", b"\n".join(texts))]
+    return [f"{where}: secret #{i} ({len(secrets[i])} bytes)"
+            for where, data in outputs for i in sorted(hygiene.scan(data, anchors))]

@@ -29,6 +29,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from kms_appliance.backends import keyring as keyring_file
+from kms_appliance.errors import SetupError
+
 from . import ledger
 from .emulator import EmulatorProcess
 from .kmsclient import Client
@@ -267,6 +270,8 @@ def prepare(workdir: Path, args: Sequence[str] = (), env: Mapping[str, str] | No
         keyring = keyring or workdir / "keyring.json"
         if not keyring.exists():
             keyring_init(keyring, command)
+        with contextlib.suppress(SetupError):  # one a test made unreadable on purpose
+            ledger.secrets(e.material for e in keyring_file.load(keyring).entries)
         cmd += ["--backend", "local", "--keyring", str(keyring)]
     process = ManagedProcess(name=name, argv=[*cmd, *args], log_path=workdir / "stdout.log",
                              err_path=workdir / "stderr.log", env=environment(env, emulator, base_env), cwd=command.cwd, banner=False)

@@ -9,12 +9,10 @@ from pathlib import Path
 import grpc
 import pytest
 
-from kms_appliance import errors, service, version
-from kms_appliance.audit import AuditLog
+from kms_appliance import errors, version
 from kms_appliance.kms import v1beta1_pb2 as pb
 from kms_appliance.kms.v1 import V1Servicer
-from kms_appliance.metrics import Metrics
-from tests.support.fakes import FakeBackend, FakeContext
+from tests.support.fakes import FakeBackend, FakeContext, servicers
 
 
 @pytest.fixture
@@ -24,11 +22,8 @@ def backend() -> FakeBackend:
 
 @pytest.fixture
 def v1(backend: FakeBackend, tmp_path: Path) -> Iterator[V1Servicer]:
-    audit = AuditLog(str(tmp_path / "audit.log"), 0)
-    try:
-        yield service.servicers(backend, Metrics(), audit).v1
-    finally:
-        audit.close()
+    with servicers(backend, tmp_path / "audit.log") as svc:
+        yield svc.v1
 
 
 def test_version_names_the_runtime(v1: V1Servicer) -> None:

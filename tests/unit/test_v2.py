@@ -9,12 +9,10 @@ from pathlib import Path
 import grpc
 import pytest
 
-from kms_appliance import errors, service
-from kms_appliance.audit import AuditLog
+from kms_appliance import errors
 from kms_appliance.kms import v2_pb2 as pb
 from kms_appliance.kms.v2 import V2Servicer
-from kms_appliance.metrics import Metrics
-from tests.support.fakes import FakeBackend, FakeContext
+from tests.support.fakes import FakeBackend, FakeContext, servicers
 
 
 @pytest.fixture
@@ -24,11 +22,8 @@ def backend() -> FakeBackend:
 
 @pytest.fixture
 def v2(backend: FakeBackend, tmp_path: Path) -> Iterator[V2Servicer]:
-    audit = AuditLog(str(tmp_path / "audit.log"), 0)
-    try:
-        yield service.servicers(backend, Metrics(), audit).v2
-    finally:
-        audit.close()
+    with servicers(backend, tmp_path / "audit.log") as svc:
+        yield svc.v2
 
 
 class TestStatus:
