@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import gzip
+import hashlib
 import io
 import json
 import os
@@ -38,6 +39,9 @@ NONROOT = 65532
 REF = f"localhost/kms-appliance:{VERSION}"
 PODMAN_RUN = ["run", "--runtime", "runc", "--ulimit", "nofile=4096:4096", "--ulimit", "nproc=4096:4096",
               "--network", "none", "--read-only", "--tmpfs", "/tmp:rw,exec,nosuid,nodev,size=128m"]
+
+
+ROOT_PACKAGES = ("systemd", "systemd-sysv", "dbus", "adduser", "procps")  # as tests/packaging's root
 
 
 def _artefact(name: str) -> Path:
@@ -182,3 +186,41 @@ def test_image_serves_a_round_trip(tmp_path: Path, podman: list[str]) -> None:
         assert "aarch64" in os.readlink(f"/proc/{pid}/exe")
     _run([*podman, "stop", "-t", "30", name])
     assert not sock.exists(), "a graceful stop removes the socket"
+
+
+def _arm64_root(dest: Path) -> Path:
+    """A bookworm arm64 root with systemd (for the maintainer scripts), cached per week as a tarball."""
+    cache = REPO / ".cache" / "arm64"
+    key = hashlib.sha256(" ".join(ROOT_PACKAGES).encode()).hexdigest()[:12]
+    tarball = cache / f"install-root-{key}-{time.strftime('%G-W%V', time.gmtime())}.tar"
+    if not tarball.exists():
+        cache.mkdir(parents=True, exist_ok=True)
+        for old in cache.glob(f"install-root-{key}-*.tar"):
+            old.unlink()
+        partial = tarball.with_suffix(".partial")
+        _run(["mmdebstrap", "--quiet", "--arch=arm64", "--variant=apt", f"--include={','.join(ROOT_PACKAGES)}",
+              "--format=tar", "bookworm", str(partial)], timeout=1800)
+        partial.rename(tarball)
+    dest.mkdir()
+    with tarfile.open(tarball) as tar:
+        tar.extractall(dest, numeric_owner=True, filter="fully_trusted")  # our own mmdebstrap output
+    return dest
+
+
+def _nspawn(root: Path, *cmd: str) -> subprocess.CompletedProcess[str]:
+    return _run(["systemd-nspawn", "--quiet", "-D", str(root), "--register=no", "--keep-unit", "--pipe",
+                 "--", *cmd], timeout=300)
+
+
+def test_deb_installs_and_purges_in_an_arm64_root(tmp_path: Path) -> None:
+    """dpkg and the maintainer scripts of the arm64 .deb run in an arm64 Debian (emulated on x86_64)."""
+    root = _arm64_root(tmp_path / "root")
+    shutil.copy(_artefact(f"kms-appliance_{VERSION}_arm64.deb"), root / "var/tmp/kms.deb")
+    _nspawn(root, "dpkg", "-i", "/var/tmp/kms.deb")
+    assert _nspawn(root, "dpkg", "--print-architecture").stdout.strip() == "arm64"
+    assert _nspawn(root, "getent", "passwd", "kms-appliance").stdout.split(":")[5] == "/var/lib/kms-appliance"
+    assert (root / "etc/systemd/system/multi-user.target.wants/kms-appliance.service").is_symlink()
+    assert _nspawn(root, "kms-appliance", "version").stdout.startswith(f"kms-appliance {VERSION} ")
+    _nspawn(root, "dpkg", "-P", "kms-appliance")
+    assert not (root / "usr/bin/kms-appliance").exists()
+    assert not (root / "etc/kms-appliance").exists()
