@@ -6,9 +6,10 @@
 #
 # The two builds differ in everything that must not matter: checkout path,
 # wall-clock time (they run one after the other), temporary directory, umask
-# (022 / 002), time zone, locale and host name (the second runs in its own UTS
-# namespace when it can), and each has its own image store (no layer cache is
-# shared). SOURCE_DATE_EPOCH comes from the commit in both.
+# (022 / 002), time zone, locale, host name and the file system under TMPDIR
+# (the second runs in its own UTS and mount namespaces when it can, with a
+# tmpfs TMPDIR), and each has its own image store (no layer cache is shared).
+# SOURCE_DATE_EPOCH comes from the commit in both.
 #
 # Cheap path (CI): if dist/kms-appliance was built from this very commit with
 # a clean tree (its stamp says so), the first build packages that binary
@@ -77,8 +78,12 @@ other_build() {
   local env=(env R="$R" REPO="$REPO" VENV="$VENV" ARTEFACTS="$ARTEFACTS" head="$head"
              TZ=Pacific/Chatham LANG=C LC_ALL=C)
   local script="umask 002; $self; build_in_clone $R/src-bb $R/out-b ''"
-  if [[ $(id -u) == 0 ]] && unshare --uts true 2>/dev/null; then
-    "${env[@]}" unshare --uts bash -euo pipefail -c "hostname repro-other-host; $script"
+  if [[ $(id -u) == 0 ]] && unshare --uts --mount true 2>/dev/null; then
+    # Its own host name, and its TMPDIR (where the packages are staged) on
+    # another file system type: tmpfs, where the first build has the disk's.
+    mkdir -p "$R/src-bb.tmp"
+    "${env[@]}" unshare --uts --mount --propagation private bash -euo pipefail -c \
+      "hostname repro-other-host; mount -t tmpfs -o size=4g,mode=0700 tmpfs '$R/src-bb.tmp'; $script"
   else
     "${env[@]}" bash -euo pipefail -c "$script"
   fi
