@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from tests.support.plugin import wait_for_socket
+from tests.support.plugin import keyring_init, wait_for_socket
 
 from . import load
 
@@ -122,8 +122,7 @@ def spawn(name: str, home: Path, argv: list[str], sock: Path,
 
 def make_keyring(home: Path) -> Path:
     ring = home / "keyring.json"
-    subprocess.run([PY, "-m", "kms_appliance", "keyring", "init", str(ring)], cwd=REPO,
-                   check=True, capture_output=True, timeout=60)
+    keyring_init(ring)
     return ring
 
 

@@ -40,7 +40,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from tests.e2e.components import BUILD_SCRIPT, default_bin_dir
+from tests.support.kube.components import BUILD_SCRIPT, default_bin_dir
 from tests.support.procs import ManagedProcess, ProcessRegistry, free_port, wait_until
 
 NODE_COMPONENTS = ("kubelet", "containerd", "containerd-shim-runc-v2", "ctr", "pause")

@@ -39,11 +39,11 @@ from typing import Any
 
 import pytest
 
-from tests.e2e.cluster import ApiServerOptions, Cluster, EtcdServer, KubeApiServer, write_kubeconfig
-from tests.e2e.components import Components, ensure_components
-from tests.e2e.pki import make_cluster_pki
-from tests.e2e.protowire import parse_encrypted_object
 from tests.support.kmsclient import Client
+from tests.support.kube.cluster import ApiServerOptions, Cluster, EtcdServer, KubeApiServer, write_kubeconfig
+from tests.support.kube.components import Components, ensure_components
+from tests.support.kube.pki import make_cluster_pki
+from tests.support.kube.protowire import parse_encrypted_object
 from tests.support.procs import LeftoverProcessError, ManagedProcess, ProcessRegistry, free_port, wait_until
 
 from .conftest import FACTS, step

@@ -32,12 +32,12 @@ from typing import Any
 
 import pytest
 
+from tests.support.kube.cluster import ApiServerOptions, Cluster, new_cluster
+from tests.support.kube.components import Components, ensure_components
+from tests.support.kube.encryption import encryption_config, identity, kms_v2
 from tests.support.plugin import Plugin
 from tests.support.procs import ProcessRegistry
 
-from .cluster import ApiServerOptions, Cluster, new_cluster
-from .components import Components, ensure_components
-from .encryption import encryption_config, identity, kms_v2
 from .fixture_types import KmsV2Cluster, RecordTiming, StartApiServer, StartPlugin
 from .plugins import LAUNCHERS, Launcher, cleanup, selected_launcher_names
 

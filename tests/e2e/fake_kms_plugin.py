@@ -33,7 +33,7 @@ from typing import Any
 import grpc
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
-from tests.e2e import protowire as pw
+from tests.support.kube import protowire as pw
 
 SERVICE = "v2.KeyManagementService"
 ANNOTATION = "version.fake-kms.e2e.example.com"

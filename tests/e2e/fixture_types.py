@@ -5,9 +5,8 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any, NamedTuple
 
+from tests.support.kube.encryption import Provider
 from tests.support.plugin import Plugin
-
-from .encryption import Provider
 
 # ``start_apiserver(encryption_config, **ApiServerOptions fields) -> seconds``
 StartApiServer = Callable[..., float]

@@ -7,10 +7,11 @@ from __future__ import annotations
 
 import pytest
 
-from .cluster import Cluster
-from .encryption import encryption_config, identity, storage_prefix
+from tests.support.kube.cluster import Cluster
+from tests.support.kube.encryption import encryption_config, identity, storage_prefix
+from tests.support.kube.protowire import parse_encrypted_object
+
 from .fixture_types import KmsV2Cluster, StartApiServer
-from .protowire import parse_encrypted_object
 from .workload import create_secret, read_secret
 
 pytestmark = pytest.mark.e2e

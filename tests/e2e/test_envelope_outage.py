@@ -50,14 +50,14 @@ from tests.support import secrets_scan
 from tests.support.emulator import EmulatorProcess as Emulator
 from tests.support.intermediate_keys import iks_of, is_envelope, key_from_state_dir
 from tests.support.kmsclient import Client
+from tests.support.kube.cluster import ApiServerOptions, Cluster, KubeApiServer, write_kubeconfig
+from tests.support.kube.encryption import encryption_config, identity, kms_v2, storage_prefix
+from tests.support.kube.protowire import EncryptedObject
 from tests.support.plugin import Plugin
 from tests.support.procs import ProcessRegistry, wait_until
 
-from .cluster import ApiServerOptions, Cluster, KubeApiServer, write_kubeconfig
-from .encryption import encryption_config, identity, kms_v2, storage_prefix
 from .fixture_types import RecordTiming, StartApiServer
 from .plugins import KEY, appliance_plugin, cleanup, emulator_for
-from .protowire import EncryptedObject
 from .workload import BATCH_LABEL, create_secrets_bulk, list_batch, rewrite_batch, stored_envelopes
 
 pytestmark = pytest.mark.e2e

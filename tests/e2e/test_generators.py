@@ -27,9 +27,8 @@ from typing import Any
 import pytest
 
 from kms_appliance import config, manifests
+from tests.support.kube.cluster import ApiServerOptions, Cluster
 from tests.unit.test_static_pod import parse
-
-from .cluster import ApiServerOptions, Cluster
 
 pytestmark = pytest.mark.e2e
 

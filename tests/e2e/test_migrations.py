@@ -13,10 +13,17 @@ import time
 
 import pytest
 
+from tests.support.kube.cluster import Cluster
+from tests.support.kube.encryption import (
+    Provider,
+    encryption_config,
+    identity,
+    kms_v1,
+    kms_v2,
+    storage_prefix,
+)
 from tests.support.procs import wait_until
 
-from .cluster import Cluster
-from .encryption import Provider, encryption_config, identity, kms_v1, kms_v2, storage_prefix
 from .fixture_types import KmsV2Cluster, RecordTiming, StartApiServer, StartPlugin
 from .plugins import KEY as AKEYLESS_KEY
 from .workload import (

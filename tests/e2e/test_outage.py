@@ -10,10 +10,10 @@ from __future__ import annotations
 
 import pytest
 
+from tests.support.kube.cluster import Cluster
+from tests.support.kube.encryption import storage_prefix
 from tests.support.procs import wait_until
 
-from .cluster import Cluster
-from .encryption import storage_prefix
 from .fixture_types import KmsV2Cluster, RecordTiming, StartApiServer
 from .plugins import LAUNCHERS, Launcher
 from .workload import BATCH_LABEL, create_secret, create_secrets_bulk, list_batch, stored_envelopes

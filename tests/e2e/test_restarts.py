@@ -14,11 +14,11 @@ import time
 import grpc
 import pytest
 
+from tests.support.kube.cluster import Cluster
+from tests.support.kube.encryption import storage_prefix
 from tests.support.plugin import AUDIT_FLUSH_BOUND, Plugin
 from tests.support.procs import alive, descendants, wait_until
 
-from .cluster import Cluster
-from .encryption import storage_prefix
 from .fixture_types import KmsV2Cluster, RecordTiming, StartApiServer
 from .workload import (
     create_secret,

@@ -13,8 +13,8 @@ import base64
 import json
 import secrets
 
-from .cluster import Cluster
-from .protowire import EncryptedObject, parse_encrypted_object
+from tests.support.kube.cluster import Cluster
+from tests.support.kube.protowire import EncryptedObject, parse_encrypted_object
 
 NAMESPACE = "default"
 BATCH_LABEL = "e2e.kms-appliance.dev/batch"

@@ -29,10 +29,10 @@ from pathlib import Path
 
 import pytest
 
-from tests.e2e.components import Components, ensure_components
-from tests.e2e.pki import ClusterPki, make_cluster_pki
-from tests.e2e.protowire import parse_encrypted_object
 from tests.support.kmsclient import Client
+from tests.support.kube.components import Components, ensure_components
+from tests.support.kube.pki import ClusterPki, make_cluster_pki
+from tests.support.kube.protowire import parse_encrypted_object
 
 from .support import BootedRoot, deb_path, free_port, fresh_root, nspawn, rmtree, run, step
 

@@ -14,8 +14,8 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-HERE = Path(__file__).resolve().parent
-REPO = HERE.parent.parent
+REPO = Path(__file__).resolve().parents[3]
+HERE = REPO / "tests" / "e2e"  # build_components.sh and versions.env live with the e2e suite
 BUILD_SCRIPT = HERE / "build_components.sh"
 NAMES = ("kube-apiserver", "kubectl", "etcd", "etcdctl")
 BUILD_TIMEOUT_S = 3600

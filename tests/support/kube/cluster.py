@@ -20,11 +20,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from tests.support.kube.components import Components
+from tests.support.kube.encryption import write_encryption_config
+from tests.support.kube.pki import ClusterPki, make_cluster_pki
 from tests.support.procs import ManagedProcess, ProcessRegistry, free_port, wait_until
-
-from .components import Components
-from .encryption import write_encryption_config
-from .pki import ClusterPki, make_cluster_pki
 
 ETCD_READY_TIMEOUT_S = 30.0
 APISERVER_READY_TIMEOUT_S = 180.0
