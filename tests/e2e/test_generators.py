@@ -28,7 +28,7 @@ import pytest
 
 from kms_appliance import config, manifests
 from tests.support.kube.cluster import ApiServerOptions, Cluster
-from tests.unit.test_static_pod import parse
+from tests.support.yamlsubset import parse
 
 pytestmark = pytest.mark.e2e
 
