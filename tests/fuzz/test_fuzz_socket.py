@@ -141,11 +141,8 @@ def local_plugin(tmp_path: Path) -> Iterator[pm.Plugin]:
 
 def test_socket_fuzz_local(local_plugin: pm.Plugin) -> None:
     sealed: dict[bytes, bytes] = {}
-    c = Client(local_plugin.socket)
-    try:
+    with Client(local_plugin.socket) as c:
         corpus = _corpus(c, sealed)
-    finally:
-        c.close()
     corpus.append(b"\x0a" + b"\xff" * 9 + b"\x01")  # a varint length that overflows
     corpus.append(os.urandom(66_000))                 # above grpc.max_receive_message_length
     _campaign(local_plugin, "local", sealed, corpus, METHODS, PER_METHOD)
@@ -163,11 +160,8 @@ def _akeyless_campaign(emu: Emulator, tmp_path: Path) -> None:
     p = pm.start(tmp_path / "ak", ["--log-level", "debug"], identity_env(emu), akeyless=True)
     try:
         sealed: dict[bytes, bytes] = {}
-        c = Client(p.socket)
-        try:
+        with Client(p.socket) as c:
             corpus = _corpus(c, sealed)
-        finally:
-            c.close()
         decrypts = {k: v for k, v in METHODS.items() if k.endswith("Decrypt")}
         _campaign(p, "akeyless", sealed, corpus, decrypts, max(200, PER_METHOD // 3))
     finally:

@@ -141,11 +141,8 @@ class Plugin:
     # -- talking to it -----------------------------------------------------------------
     def status(self, timeout: float = 3.0) -> Any:
         """KMS v2 Status over the socket, as kube-apiserver asks it."""
-        client = Client(self.socket, timeout)
-        try:
+        with Client(self.socket, timeout) as client:
             return client.status()
-        finally:
-            client.close()
 
     def rotate_key(self) -> None:
         """A new current key: in the keyring file (``keyring rotate``) or in Akeyless."""
