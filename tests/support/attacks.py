@@ -453,11 +453,16 @@ class AuditGames(Driver):
             with contextlib.suppress(FileNotFoundError):
                 old.unlink()
             if turn % 3 == 0:
-                os.mkfifo(self.audit, 0o600)
+                # made aside and renamed over the path: the plugin, woken by the SIGHUP storm,
+                # may already have created a new audit file there (mkfifo would then fail)
+                planted = self.audit.with_name(f".{self.audit.name}.fifo")
+                os.mkfifo(planted, 0o600)
+                planted.replace(self.audit)
                 self._hup()
                 self.count("fifos_planted")
                 self.wait(self.fifo_for)
-                self.audit.unlink()
+                with contextlib.suppress(FileNotFoundError):
+                    self.audit.unlink()
             self._hup()
 
     def _cleanup(self) -> None:
