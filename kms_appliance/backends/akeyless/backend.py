@@ -149,7 +149,6 @@ class AkeylessBackend:
         """
         if not plaintext or len(plaintext) > MAX_PLAINTEXT:
             raise InvalidRequest(f"plaintext must be 1..{MAX_PLAINTEXT} bytes")
-        may_wait()  # every direct-mode encrypt is remote
         st = self._state
         for _ in range(LABEL_ATTEMPTS):
             head = envelope.header(envelope.BACKEND_AKEYLESS) + _VERSION.pack(st.last_version,
