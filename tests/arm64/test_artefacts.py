@@ -8,7 +8,6 @@ never a skip. Not part of `make test`: the arm64 build is not a CI stage.
 
 from __future__ import annotations
 
-import contextlib
 import gzip
 import hashlib
 import io
@@ -16,24 +15,21 @@ import json
 import os
 import platform
 import shutil
-import socket
 import subprocess
 import tarfile
-import tempfile
 import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
+from tests.support import steps
 from tests.support.kmsclient import Client
+from tests.support.steps import REPO, VERSION, run
 
 pytestmark = pytest.mark.packaging
 
-REPO = Path(__file__).resolve().parents[2]
 DIST = Path(os.environ.get("ARM64_DIST", REPO / "dist" / "arm64"))
-VERSION = next(line.split('"')[1] for line in (REPO / "kms_appliance/version.py").read_text().splitlines()
-               if line.startswith("__version__"))
 EM_AARCH64 = 183  # ELF e_machine
 NONROOT = 65532
 REF = f"localhost/kms-appliance:{VERSION}"
@@ -48,13 +44,6 @@ def _artefact(name: str) -> Path:
     path = DIST / name
     assert path.is_file(), f"{path} missing: run `make ARCH=arm64 bundle`"
     return path
-
-
-def _run(cmd: list[str], timeout: float = 300, check: bool = True) -> subprocess.CompletedProcess[str]:
-    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, check=False)
-    if check and proc.returncode != 0:
-        raise AssertionError(f"{' '.join(cmd)} -> {proc.returncode}\n{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}")
-    return proc
 
 
 def _binary() -> bytes:
@@ -75,7 +64,7 @@ def _ar_member(deb: bytes, prefix: str) -> bytes:
 
 def test_deb_is_arm64_and_holds_the_binary() -> None:
     deb = _artefact(f"kms-appliance_{VERSION}_arm64.deb")
-    assert _run(["dpkg-deb", "-f", str(deb), "Architecture"]).stdout.strip() == "arm64"
+    assert run(["dpkg-deb", "-f", str(deb), "Architecture"]).stdout.strip() == "arm64"
     with tarfile.open(fileobj=io.BytesIO(_ar_member(deb.read_bytes(), "data.tar"))) as tar:
         member = tar.extractfile("./usr/bin/kms-appliance")
         assert member is not None
@@ -84,7 +73,7 @@ def test_deb_is_arm64_and_holds_the_binary() -> None:
 
 def test_rpm_is_aarch64_and_holds_the_binary(tmp_path: Path) -> None:
     rpm = _artefact(f"kms-appliance-{VERSION}-1.aarch64.rpm")
-    qf = _run(["rpm", "--dbpath", str(tmp_path), "-qp", "--qf", "%{ARCH} %{OS}", str(rpm)]).stdout
+    qf = run(["rpm", "--dbpath", str(tmp_path), "-qp", "--qf", "%{ARCH} %{OS}", str(rpm)]).stdout
     assert qf == "aarch64 linux"
     payload = subprocess.run(["rpm2cpio", str(rpm)], capture_output=True, check=True).stdout
     subprocess.run(["cpio", "-idm", "--quiet", "-D", str(tmp_path), "./usr/bin/kms-appliance"],
@@ -122,7 +111,7 @@ def test_bundle_lists_the_arm64_files_and_checks_out(tmp_path: Path) -> None:
     # The bundle's .rpm is the dist one, signed (rpmsign rewrites the header): same payload.
     rpm = f"kms-appliance-{VERSION}-1.aarch64.rpm"
     qf = ["rpm", "--dbpath", str(tmp_path), "-qp", "--qf", "%{ARCH} %{PAYLOADDIGEST}"]
-    assert _run([*qf, str(root / rpm)]).stdout == _run([*qf, str(_artefact(rpm))]).stdout
+    assert run([*qf, str(root / rpm)]).stdout == run([*qf, str(_artefact(rpm))]).stdout
     assert rpm in guide
     assert (root / "kms-appliance").read_bytes() == _binary()
     subprocess.run(["sha256sum", "--strict", "--quiet", "-c", "SHA256SUMS"], cwd=root, check=True,
@@ -134,21 +123,9 @@ def test_bundle_lists_the_arm64_files_and_checks_out(tmp_path: Path) -> None:
 
 @pytest.fixture
 def podman(tmp_path: Path) -> Iterator[list[str]]:
-    runroot = Path(tempfile.mkdtemp(prefix="kmsa-", dir="/tmp"))  # podman wants a short path
-    cmd = ["podman", "--root", str(tmp_path / "store"), "--runroot", str(runroot), "--storage-driver", "vfs",
-           "--cgroup-manager", "cgroupfs", "--events-backend", "none"]
-    _run([*cmd, "load", "-q", "-i", str(_artefact(f"kms-appliance_{VERSION}_arm64_oci.tar"))])
-    yield cmd
-    _run([*cmd, "rm", "-af", "-t", "5"], check=False)
-    _run([*cmd, "rmi", "-af"], check=False)
-    shutil.rmtree(runroot, ignore_errors=True)
-
-
-def _connects(path: Path) -> bool:
-    with socket.socket(socket.AF_UNIX) as s, contextlib.suppress(OSError):
-        s.connect(str(path))
-        return True
-    return False
+    with steps.podman(tmp_path / "store") as cmd:
+        run([*cmd, "load", "-q", "-i", _artefact(f"kms-appliance_{VERSION}_arm64_oci.tar")])
+        yield cmd
 
 
 def test_image_serves_a_round_trip(tmp_path: Path, podman: list[str]) -> None:
@@ -157,18 +134,14 @@ def test_image_serves_a_round_trip(tmp_path: Path, podman: list[str]) -> None:
     for d in (sock_dir, state):
         d.mkdir(mode=0o700)
         os.chown(d, NONROOT, NONROOT)
-    _run([*podman, *PODMAN_RUN, "--rm", "-v", f"{state}:/var/lib/kms-appliance",
+    run([*podman, *PODMAN_RUN, "--rm", "-v", f"{state}:/var/lib/kms-appliance",
           "--entrypoint", "/usr/bin/kms-appliance", REF, "keyring", "init", "/var/lib/kms-appliance/keyring.json"])
     name = "kms-appliance-arm64-test"
-    _run([*podman, *PODMAN_RUN, "-d", "--name", name, "--cap-drop", "ALL", "--security-opt", "no-new-privileges",
+    run([*podman, *PODMAN_RUN, "-d", "--name", name, "--cap-drop", "ALL", "--security-opt", "no-new-privileges",
           "-v", f"{sock_dir}:/run/kms-appliance", "-v", f"{state}:/var/lib/kms-appliance",
           REF, "--backend", "local", "--http-listen", ""])
     sock = sock_dir / "kms.sock"
-    deadline = time.monotonic() + 120  # emulated start
-    while not _connects(sock):
-        status = _run([*podman, "inspect", "-f", "{{.State.Status}}", name]).stdout.strip()
-        assert status == "running" and time.monotonic() < deadline, _run([*podman, "logs", name], check=False).stderr
-        time.sleep(0.5)
+    steps.wait_container_socket(podman, name, sock, timeout=120)  # emulated start
     client = Client(sock, timeout=30)
     try:
         secret = b"arm64-image-dek-0123456789abcdef"
@@ -178,13 +151,13 @@ def test_image_serves_a_round_trip(tmp_path: Path, podman: list[str]) -> None:
         assert client.v1_decrypt(client.v1_encrypt(b"v1 payload")) == b"v1 payload"
     finally:
         client.close()
-    pid = json.loads(_run([*podman, "inspect", name]).stdout)[0]["State"]["Pid"]
+    pid = json.loads(run([*podman, "inspect", name]).stdout)[0]["State"]["Pid"]
     status = dict(line.split(":\t", 1) for line in Path(f"/proc/{pid}/status").read_text().splitlines()
                   if ":\t" in line)
     assert status["Uid"].split() == [str(NONROOT)] * 4 and int(status["CapEff"], 16) == 0
     if platform.machine() == "x86_64":  # really arm64 code: the kernel handed it to qemu
         assert "aarch64" in os.readlink(f"/proc/{pid}/exe")
-    _run([*podman, "stop", "-t", "30", name])
+    run([*podman, "stop", "-t", "30", name])
     assert not sock.exists(), "a graceful stop removes the socket"
 
 
@@ -198,7 +171,7 @@ def _arm64_root(dest: Path) -> Path:
         for old in cache.glob(f"install-root-{key}-*.tar"):
             old.unlink()
         partial = tarball.with_suffix(".partial")
-        _run(["mmdebstrap", "--quiet", "--arch=arm64", "--variant=apt", f"--include={','.join(ROOT_PACKAGES)}",
+        run(["mmdebstrap", "--quiet", "--arch=arm64", "--variant=apt", f"--include={','.join(ROOT_PACKAGES)}",
               "--format=tar", "bookworm", str(partial)], timeout=1800)
         partial.rename(tarball)
     dest.mkdir()
@@ -208,7 +181,7 @@ def _arm64_root(dest: Path) -> Path:
 
 
 def _nspawn(root: Path, *cmd: str) -> subprocess.CompletedProcess[str]:
-    return _run(["systemd-nspawn", "--quiet", "-D", str(root), "--register=no", "--keep-unit", "--pipe",
+    return run(["systemd-nspawn", "--quiet", "-D", str(root), "--register=no", "--keep-unit", "--pipe",
                  "--", *cmd], timeout=300)
 
 

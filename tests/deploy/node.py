@@ -40,6 +40,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+from tests.support import steps
 from tests.support.kube.components import BUILD_SCRIPT, default_bin_dir
 from tests.support.procs import ManagedProcess, ProcessRegistry, free_port, wait_until
 
@@ -84,14 +85,7 @@ def ensure_node_components(allow_build: bool) -> tuple[Path, float]:
 
 def run(argv: Sequence[str | os.PathLike[str]], timeout: float = CLI_TIMEOUT_S, check: bool = True,
         **kw: object) -> subprocess.CompletedProcess[str]:
-    """Run a command; on failure raise with its output (bounded)."""
-    args = [str(os.fspath(a)) for a in argv]
-    proc: subprocess.CompletedProcess[str] = subprocess.run(  # type: ignore[call-overload]
-        args, capture_output=True, text=True, timeout=timeout, check=False, **kw)
-    if check and proc.returncode != 0:
-        raise AssertionError(f"{' '.join(args)} -> {proc.returncode}\n"
-                             f"stdout:\n{proc.stdout[-3000:]}\nstderr:\n{proc.stderr[-3000:]}")
-    return proc
+    return steps.run(argv, timeout, check, **kw)
 
 
 def mount_namespace(pid: int) -> str | None:

@@ -37,6 +37,7 @@ from tests.support.kube.components import Components, ensure_components
 from tests.support.kube.encryption import encryption_config, identity, kms_v2
 from tests.support.plugin import Plugin
 from tests.support.procs import ProcessRegistry
+from tests.support.steps import skip_unrequested
 
 from .fixture_types import KmsV2Cluster, RecordTiming, StartApiServer, StartPlugin
 from .plugins import LAUNCHERS, Launcher, cleanup, selected_launcher_names
@@ -54,27 +55,9 @@ def pytest_configure(config: pytest.Config) -> None:
     config.stash[TIMINGS_KEY] = []
 
 
-def _e2e_requested(config: pytest.Config) -> bool:
-    """True if the invocation asked for e2e tests explicitly."""
-    if os.environ.get("E2E") == "1":
-        return True
-    markexpr = str(config.getoption("markexpr", "") or "")
-    if "e2e" in markexpr and "not e2e" not in markexpr:
-        return True
-    for arg in config.args:
-        path = Path(str(arg).split("::", 1)[0]).resolve()
-        if path == HERE or HERE in path.parents:
-            return True
-    return False
-
-
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
-    if _e2e_requested(config):
-        return
-    skip = pytest.mark.skip(reason="e2e not requested: use `pytest -m e2e`, `pytest tests/e2e` or E2E=1")
-    for item in items:
-        if "e2e" in item.keywords:
-            item.add_marker(skip)
+    skip_unrequested(config, items, HERE, "e2e", "E2E",
+                     "e2e not requested: use `pytest -m e2e`, `pytest tests/e2e` or E2E=1")
 
 
 @pytest.hookimpl(wrapper=True)

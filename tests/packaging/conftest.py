@@ -44,9 +44,4 @@ def release_fpr() -> str:
 
 
 def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
-    if not support.STEPS:
-        return
-    terminalreporter.section("packaging step durations")
-    for name, seconds in support.STEPS:
-        terminalreporter.write_line(f"{seconds:7.1f}s  {name}")
-    terminalreporter.write_line(f"{sum(s for _, s in support.STEPS):7.1f}s  total of timed steps")
+    support.STEPS.report(terminalreporter)

@@ -13,44 +13,21 @@ import hashlib
 import os
 import shutil
 import signal
-import socket
 import subprocess
 import tarfile
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 
-REPO = Path(__file__).resolve().parents[2]
+from tests.support.steps import REPO, VERSION, Steps, run
+
 DIST = Path(os.environ.get("PACKAGING_DIST", REPO / "dist"))
 CACHE = REPO / ".cache" / "packaging"
 MIRROR = os.environ.get("PACKAGING_MIRROR", "http://deb.debian.org/debian")
 # adduser and procps are the .deb's dependencies; systemd and dbus to boot it.
 ROOT_PACKAGES = ("systemd", "systemd-sysv", "dbus", "adduser", "procps")
-VERSION = next(line.split('"')[1] for line in (REPO / "kms_appliance/version.py").read_text().splitlines()
-               if line.startswith("__version__"))
-
-STEPS: list[tuple[str, float]] = []
-
-
-@contextlib.contextmanager
-def step(name: str) -> Iterator[None]:
-    """Time a step; the durations are printed at the end of the session."""
-    start = time.monotonic()
-    try:
-        yield
-    finally:
-        STEPS.append((name, time.monotonic() - start))
-
-
-def run(cmd: Sequence[str | os.PathLike[str]], timeout: float = 300, check: bool = True,
-        **kw: object) -> subprocess.CompletedProcess[str]:
-    """Run a command, keep its output, and fail with that output if asked to."""
-    proc = subprocess.run([os.fspath(c) for c in cmd], capture_output=True, text=True, timeout=timeout,
-                          check=False, **kw)  # type: ignore[call-overload]
-    if check and proc.returncode != 0:
-        raise AssertionError(f"{' '.join(map(str, cmd))} -> {proc.returncode}\n"
-                             f"stdout:\n{proc.stdout[-4000:]}\nstderr:\n{proc.stderr[-4000:]}")
-    return proc
+STEPS = Steps("packaging step durations")
+step = STEPS.step
 
 
 def artefact(name: str) -> Path:
@@ -106,12 +83,6 @@ def nspawn(root: Path, *cmd: str, check: bool = True, timeout: float = 120,
     args = ["systemd-nspawn", "--quiet", "-D", str(root), "--register=no", "--keep-unit", "--pipe",
             *(f"--bind-ro={b}" for b in binds), "--", *cmd]
     return run(args, check=check, timeout=timeout, stdin=subprocess.DEVNULL)
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 class BootedRoot:

@@ -8,13 +8,9 @@ the KMS round trip is made from the host through that directory.
 
 from __future__ import annotations
 
-import contextlib
 import json
 import os
-import shutil
-import socket
 import tarfile
-import tempfile
 import time
 import urllib.error
 import urllib.request
@@ -24,9 +20,11 @@ from pathlib import Path
 import pytest
 
 from kms_appliance import config, manifests
+from tests.support import steps
 from tests.support.kmsclient import Client
+from tests.support.procs import free_port
 
-from .support import VERSION, free_port, image_path, run, step
+from .support import VERSION, image_path, run, step
 from .test_manifests import yaml_docs
 
 pytestmark = pytest.mark.packaging
@@ -100,23 +98,10 @@ def test_no_shell_and_distroless_files() -> None:
 
 @pytest.fixture
 def podman(tmp_path: Path) -> Iterator[list[str]]:
-    store = tmp_path / "store"
-    runroot = Path(tempfile.mkdtemp(prefix="kmsp-", dir="/tmp"))  # podman wants <= 50 characters
-    cmd = ["podman", "--root", str(store / "root"), "--runroot", str(runroot),
-           "--storage-driver", "vfs", "--cgroup-manager", "cgroupfs", "--events-backend", "none"]
-    with step("image: podman load"):
-        run([*cmd, "load", "-q", "-i", image_path()])
-    yield cmd
-    run([*cmd, "rm", "-af", "-t", "5"], check=False)
-    run([*cmd, "rmi", "-af"], check=False)
-    shutil.rmtree(runroot, ignore_errors=True)
-
-
-def _connects(path: Path) -> bool:
-    with socket.socket(socket.AF_UNIX) as s, contextlib.suppress(OSError):
-        s.connect(str(path))
-        return True
-    return False
+    with steps.podman(tmp_path / "store") as cmd:
+        with step("image: podman load"):
+            run([*cmd, "load", "-q", "-i", image_path()])
+        yield cmd
 
 
 def test_run_read_only_no_caps_round_trip(tmp_path: Path, podman: list[str]) -> None:
@@ -137,12 +122,7 @@ def test_run_read_only_no_caps_round_trip(tmp_path: Path, podman: list[str]) -> 
              "-v", f"{sock_dir}:/run/kms-appliance", "-v", f"{state}:/var/lib/kms-appliance",
              REF, "--backend", "local", "--http-listen", ""])
         sock = sock_dir / "kms.sock"
-        deadline = time.monotonic() + 60
-        while not _connects(sock):
-            state_ = run([*podman, "inspect", "-f", "{{.State.Status}}", name]).stdout.strip()
-            assert state_ == "running" and time.monotonic() < deadline, \
-                run([*podman, "logs", name], check=False).stderr
-            time.sleep(0.2)
+        steps.wait_container_socket(podman, name, sock, timeout=60)
     client = Client(sock)
     try:
         secret = b"image-test-dek-0123456789abcdef!"
@@ -210,10 +190,7 @@ def test_static_pod_as_generated_serves_and_answers_probes(tmp_path: Path, podma
     name = "kms-appliance-static-pod-test"
     run([*common, "-d", "--name", name, REF, *c["args"]])
     sock = host_dirs["socket-dir"] / "kms.sock"
-    deadline = time.monotonic() + 60
-    while not _connects(sock):
-        assert time.monotonic() < deadline, run([*podman, "logs", name], check=False).stderr
-        time.sleep(0.2)
+    steps.wait_container_socket(podman, name, sock, timeout=60)
     for probe in ("livenessProbe", "readinessProbe"):
         get = c[probe]["httpGet"]
         url = f"http://{get['host']}:{get['port']}{get['path']}"

@@ -9,11 +9,12 @@ from __future__ import annotations
 import json
 import shutil
 import tarfile
-import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+
+from tests.support import steps
 
 from . import signed
 from .signed import IMAGE, IMAGE_REF, KEY
@@ -81,10 +82,8 @@ def test_standalone_verify(bundle_dir: Path, release_fpr: str, tmp_path: Path,
 
 @pytest.fixture
 def podman(tmp_path: Path) -> Iterator[list[str]]:
-    runroot = Path(tempfile.mkdtemp(prefix="kmss-", dir="/tmp"))  # podman wants a short path
-    yield ["podman", "--root", str(tmp_path / "store"), "--runroot", str(runroot), "--storage-driver", "vfs",
-           "--cgroup-manager", "cgroupfs", "--events-backend", "none"]
-    shutil.rmtree(runroot, ignore_errors=True)
+    with steps.podman(tmp_path / "store") as cmd:
+        yield cmd
 
 
 def test_policy_signed_by_release_key(bundle_dir: Path, tmp_path: Path, podman: list[str]) -> None:

@@ -9,10 +9,8 @@ checks that the service restarted on the new version.
 
 from __future__ import annotations
 
-import contextlib
 import re
 import shutil
-import socket
 import urllib.request
 from pathlib import Path
 
@@ -20,8 +18,10 @@ import pytest
 
 from kms_appliance.config import AkeylessSettings
 from tests.support.kmsclient import Client
+from tests.support.procs import free_port
+from tests.support.steps import connects
 
-from .support import REPO, VERSION, BootedRoot, deb_path, free_port, fresh_root, nspawn, rmtree, run, step
+from .support import REPO, VERSION, BootedRoot, deb_path, fresh_root, nspawn, rmtree, run, step
 
 pytestmark = pytest.mark.packaging
 
@@ -92,14 +92,6 @@ def test_unit_settings() -> None:
     assert "ExecStart=/usr/bin/kms-appliance serve --config /etc/kms-appliance/config.toml" in text
 
 
-def _connects(path: Path) -> bool:
-    with socket.socket(socket.AF_UNIX) as s, contextlib.suppress(OSError):
-        s.settimeout(1)
-        s.connect(str(path))
-        return True
-    return False
-
-
 def _round_trip(sock: Path) -> str:
     client = Client(sock)
     try:
@@ -144,7 +136,7 @@ def test_service_under_systemd(tmp_path: Path, upgrade_deb: Path) -> None:
         with step("systemd: boot and serve"):
             booted = BootedRoot(root, tmp_path / "boot.log")
             sock = booted.path("/run/kms-appliance/kms.sock")
-            booted.wait_until("the socket", lambda: _connects(sock), timeout=90)
+            booted.wait_until("the socket", lambda: connects(sock), timeout=90)
         key_id = _round_trip(sock)
         with urllib.request.urlopen(f"http://127.0.0.1:{port}/readyz", timeout=5) as resp:
             assert resp.status == 200
@@ -174,7 +166,7 @@ def test_service_under_systemd(tmp_path: Path, upgrade_deb: Path) -> None:
 
         with step("systemd: upgrade restarts the service"):
             booted.exec("dpkg", "-i", "/var/tmp/kms-up.deb", timeout=120)
-            booted.wait_until("the restarted socket", lambda: _connects(sock), timeout=60)
+            booted.wait_until("the restarted socket", lambda: connects(sock), timeout=60)
         show = booted.exec("systemctl", "show", "kms-appliance.service", "-p", "MainPID",
                            "-p", "ActiveState", "-p", "NRestarts").stdout
         after = dict(line.split("=", 1) for line in show.splitlines())

@@ -33,8 +33,9 @@ from tests.support.kmsclient import Client
 from tests.support.kube.components import Components, ensure_components
 from tests.support.kube.pki import ClusterPki, make_cluster_pki
 from tests.support.kube.protowire import parse_encrypted_object
+from tests.support.procs import free_port
 
-from .support import BootedRoot, deb_path, free_port, fresh_root, nspawn, rmtree, run, step
+from .support import BootedRoot, deb_path, fresh_root, nspawn, rmtree, run, step
 
 pytestmark = [pytest.mark.packaging, pytest.mark.e2e]
 
