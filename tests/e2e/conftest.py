@@ -184,10 +184,11 @@ def start_kms_plugin(
 
 
 @pytest.fixture
-def kms_v2_cluster(start_kms_plugin: StartPlugin, start_apiserver: StartApiServer) -> KmsV2Cluster:
+def kms_v2_cluster(cluster: Cluster, start_kms_plugin: StartPlugin, start_apiserver: StartApiServer,
+                   record_timing: RecordTiming) -> KmsV2Cluster:
     """Plugin ``e2e-kms`` started, then the apiserver on [its KMS v2 provider, identity]."""
     plugin = start_kms_plugin("e2e-kms")
     provider = kms_v2(plugin.name, plugin.socket)
     config = encryption_config([provider, identity()])
     start_apiserver(config)
-    return KmsV2Cluster(plugin, provider, config)
+    return KmsV2Cluster(plugin, provider, config, cluster, start_apiserver, record_timing)

@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Any, NamedTuple
+from dataclasses import dataclass
+from typing import Any
 
+from tests.support.kube.cluster import Cluster
 from tests.support.kube.encryption import Provider
 from tests.support.plugin import Plugin
 
@@ -16,10 +18,19 @@ StartPlugin = Callable[[str], Plugin]
 RecordTiming = Callable[[str, float], None]
 
 
-class KmsV2Cluster(NamedTuple):
-    """What ``kms_v2_cluster`` started: the plugin, its KMS v2 provider, and the
-    EncryptionConfiguration ([that provider, identity]) the apiserver runs on."""
+@dataclass(frozen=True)
+class KmsV2Cluster:
+    """What ``kms_v2_cluster`` started: the plugin, its KMS v2 provider, the
+    EncryptionConfiguration ([that provider, identity]) the apiserver runs on,
+    and the fixtures a scenario on it uses, so its signature names only this."""
 
     plugin: Plugin
     provider: Provider
     config: dict[str, Any]
+    cluster: Cluster
+    start_apiserver: StartApiServer
+    record_timing: RecordTiming
+
+    def restart_apiserver(self, **options: Any) -> float:
+        """Restart the apiserver on the same configuration: its DEK cache is gone."""
+        return self.start_apiserver(self.config, **options)

@@ -24,7 +24,7 @@ from tests.support.kube.encryption import (
 )
 from tests.support.procs import wait_until
 
-from .fixture_types import KmsV2Cluster, RecordTiming, StartApiServer, StartPlugin
+from .fixture_types import KmsV2Cluster, StartApiServer, StartPlugin
 from .plugins import KEY as AKEYLESS_KEY
 from .workload import (
     create_secret,
@@ -60,14 +60,9 @@ class TestKeyRotation:
     """A rotated key is adopted for new writes, old data stays readable
     (also after an apiserver restart), and storage migration moves it all."""
 
-    def test_rotation_then_storage_migration(
-        self,
-        cluster: Cluster,
-        kms_v2_cluster: KmsV2Cluster,
-        start_apiserver: StartApiServer,
-        record_timing: RecordTiming,
-    ) -> None:
-        plugin, provider, config = kms_v2_cluster
+    def test_rotation_then_storage_migration(self, kms_v2_cluster: KmsV2Cluster) -> None:
+        k = kms_v2_cluster
+        cluster, plugin, provider = k.cluster, k.plugin, k.provider
         old = create_secrets_bulk(cluster, "old", BATCH)
         old_key = plugin.status().key_id
 
@@ -83,20 +78,20 @@ class TestKeyRotation:
             return write_key_id(cluster, provider, f"probe-{next(probes)}") == new_key
 
         wait_until(adopted, KEY_ADOPTION_TIMEOUT_S, "apiserver adopting the new key_id", interval_s=2)
-        record_timing("rotation to first write under new key", time.monotonic() - started)
+        k.record_timing("rotation to first write under new key", time.monotonic() - started)
 
         new = create_secrets_bulk(cluster, "new", BATCH)
         envelopes = stored_envelopes(cluster, storage_prefix(provider), old | new)
         assert {envelopes[n].key_id for n in old} == {old_key}
         assert {envelopes[n].key_id for n in new} == {new_key}
 
-        start_apiserver(config)  # restart: no cached seeds, old key must decrypt
+        k.restart_apiserver()  # no cached seeds, old key must decrypt
         assert list_batch(cluster, "old") == old
         assert list_batch(cluster, "new") == new
 
         started = time.monotonic()
         rewrite_batch(cluster, "old")
-        record_timing(f"storage migration of {BATCH} secrets", time.monotonic() - started)
+        k.record_timing(f"storage migration of {BATCH} secrets", time.monotonic() - started)
         envelopes = stored_envelopes(cluster, storage_prefix(provider), old | new)
         assert {e.key_id for e in envelopes.values()} == {new_key}
         assert list_batch(cluster, "old") == old
@@ -104,7 +99,7 @@ class TestKeyRotation:
         if plugin.backend is not None:  # Akeyless: retire the old item version for good
             plugin.backend.control("version-state", {"name": AKEYLESS_KEY, "version": 1,
                                                      "state": "Disabled"})
-            start_apiserver(config)  # no cached seed: every read goes through the new version
+            k.restart_apiserver()  # no cached seed: every read goes through the new version
             assert list_batch(cluster, "old") == old
             assert list_batch(cluster, "new") == new
 
@@ -113,12 +108,8 @@ class TestIdentityToKms:
     """Plaintext secrets stay readable when KMS is put first, and storage
     migration encrypts them."""
 
-    def test_identity_to_kms_v2_migration(
-        self,
-        cluster: Cluster,
-        start_kms_plugin: StartPlugin,
-        start_apiserver: StartApiServer,
-    ) -> None:
+    def test_identity_to_kms_v2_migration(self, cluster: Cluster, start_kms_plugin: StartPlugin,
+                                          start_apiserver: StartApiServer) -> None:
         plugin = start_kms_plugin("e2e-kms")
         start_apiserver(encryption_config([identity()]))
         legacy = create_secrets_bulk(cluster, "legacy", BATCH)
@@ -142,12 +133,8 @@ class TestIdentityToKms:
 class TestKmsV1:
     """KMS v1 (behind --feature-gates=KMSv1=true) works, and secrets move to v2."""
 
-    def test_kms_v1_then_migration_to_v2(
-        self,
-        cluster: Cluster,
-        start_kms_plugin: StartPlugin,
-        start_apiserver: StartApiServer,
-    ) -> None:
+    def test_kms_v1_then_migration_to_v2(self, cluster: Cluster, start_kms_plugin: StartPlugin,
+                                         start_apiserver: StartApiServer) -> None:
         plugin = start_kms_plugin("e2e-kms")
         if "v1" not in plugin.api_versions:
             pytest.skip(f"plugin {plugin.process.name} does not serve KMS v1")
@@ -160,8 +147,7 @@ class TestKmsV1:
         for name, raw in raw_batch(cluster, written).items():
             assert raw.startswith(storage_prefix(v1)), f"{name}: {raw[:40]!r}"
             assert written[name].encode() not in raw
-        status, body = cluster.apiserver.get("/healthz/kms-providers")
-        assert (status, body.strip()) == (200, "ok")
+        assert cluster.apiserver.kms_healthy()
 
         start_apiserver(encryption_config([v2, v1, identity()]), feature_gates=gates)
         assert list_batch(cluster, "v1") == written

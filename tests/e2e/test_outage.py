@@ -10,11 +10,10 @@ from __future__ import annotations
 
 import pytest
 
-from tests.support.kube.cluster import Cluster
 from tests.support.kube.encryption import storage_prefix
 from tests.support.procs import wait_until
 
-from .fixture_types import KmsV2Cluster, RecordTiming, StartApiServer
+from .fixture_types import KmsV2Cluster
 from .plugins import LAUNCHERS, Launcher
 from .workload import BATCH_LABEL, create_secret, create_secrets_bulk, list_batch, stored_envelopes
 
@@ -41,29 +40,24 @@ class TestAkeylessOutage:
     Secrets again once one Encrypt succeeds.
     """
 
-    def test_outage_keeps_reads_and_recovers(
-        self,
-        cluster: Cluster,
-        kms_v2_cluster: KmsV2Cluster,
-        start_apiserver: StartApiServer,
-        record_timing: RecordTiming,
-    ) -> None:
-        plugin, provider, config = kms_v2_cluster
+    def test_outage_keeps_reads_and_recovers(self, kms_v2_cluster: KmsV2Cluster) -> None:
+        k = kms_v2_cluster
+        cluster, plugin, provider = k.cluster, k.plugin, k.provider
         assert plugin.backend is not None
         written = create_secrets_bulk(cluster, "warm", BATCH)
         stored_envelopes(cluster, storage_prefix(provider), written)
-        start_apiserver(config)  # restart: the plugin decrypts (and caches) the seed
+        k.restart_apiserver()  # the plugin decrypts (and caches) the seed
         assert list_batch(cluster, "warm") == written
 
         plugin.backend.stop()  # Akeyless is down from here on
         assert list_batch(cluster, "warm") == written, "running apiserver lost reads"
 
         # Restart during the outage: not ready, and (upstream) no reads yet.
-        start_apiserver(config, ready_path="/livez")
+        k.restart_apiserver(ready_path="/livez")
         during = cluster.kubectl(
             "get", "secrets", "-l", f"{BATCH_LABEL}=warm", "--request-timeout=10s", check=False
         )
-        record_timing(f"reads after restart in outage (rc={during.returncode})", 0.0)
+        k.record_timing(f"reads after restart in outage (rc={during.returncode})", 0.0)
 
         plugin.backend.start()  # Akeyless is back
         recovered = wait_until(
@@ -72,7 +66,7 @@ class TestAkeylessOutage:
             "/readyz after Akeyless returned",
             interval_s=1,
         )
-        record_timing("apiserver ready after Akeyless returned", recovered)
+        k.record_timing("apiserver ready after Akeyless returned", recovered)
         assert list_batch(cluster, "warm") == written
         after = {"after": create_secret(cluster, "after")}
         stored_envelopes(cluster, storage_prefix(provider), after)

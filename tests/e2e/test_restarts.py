@@ -14,12 +14,11 @@ import time
 import grpc
 import pytest
 
-from tests.support.kube.cluster import Cluster
 from tests.support.kube.encryption import storage_prefix
 from tests.support.plugin import AUDIT_FLUSH_BOUND, Plugin
 from tests.support.procs import alive, descendants, wait_until
 
-from .fixture_types import KmsV2Cluster, RecordTiming, StartApiServer
+from .fixture_types import KmsV2Cluster
 from .workload import (
     create_secret,
     create_secrets_bulk,
@@ -51,36 +50,25 @@ def kill9_and_prove_gone(plugin: Plugin) -> None:
         plugin.status()
 
 
-def kms_healthy(cluster: Cluster) -> bool:
-    status, body = cluster.apiserver.get("/healthz/kms-providers")
-    return status == 200 and body.strip() == "ok"
-
-
 class TestApiServerRestart:
     """Secrets written before an apiserver restart read back after it."""
 
-    def test_thousand_secrets_read_back_after_apiserver_restart(
-        self,
-        cluster: Cluster,
-        kms_v2_cluster: KmsV2Cluster,
-        start_apiserver: StartApiServer,
-        record_timing: RecordTiming,
-    ) -> None:
-        plugin, provider, config = kms_v2_cluster
-
+    def test_thousand_secrets_read_back_after_apiserver_restart(self, kms_v2_cluster: KmsV2Cluster) -> None:
+        k = kms_v2_cluster
+        cluster, plugin, provider = k.cluster, k.plugin, k.provider
         started = time.monotonic()
         written = create_secrets_bulk(cluster, "bulk", BULK_SECRETS)
-        record_timing(f"create {BULK_SECRETS} secrets", time.monotonic() - started)
+        k.record_timing(f"create {BULK_SECRETS} secrets", time.monotonic() - started)
 
         envelopes = stored_envelopes(cluster, storage_prefix(provider), written)
         assert {e.key_id for e in envelopes.values()} == {plugin.status().key_id}
 
         time.sleep(AUDIT_FLUSH_BOUND)  # every earlier record is out of the plugin's buffer
         audited_before = len(plugin.audit_records())
-        start_apiserver(config)  # running: this is a restart, DEK cache gone
+        k.restart_apiserver()  # DEK cache gone
         started = time.monotonic()
         read = list_batch(cluster, "bulk")
-        record_timing(f"list {BULK_SECRETS} secrets after restart", time.monotonic() - started)
+        k.record_timing(f"list {BULK_SECRETS} secrets after restart", time.monotonic() - started)
         assert read == written
         # The restarted apiserver had to ask the plugin to decrypt its DEK seed(s): each audit
         # record names the key version (Akeyless: the item_version) the seed was wrapped under,
@@ -100,15 +88,9 @@ class TestPluginRestart:
     """The apiserver recovers from a plugin restart, graceful or crash."""
 
     @pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGKILL], ids=["sigterm", "sigkill"])
-    def test_plugin_restart_keeps_reads_and_writes(
-        self,
-        cluster: Cluster,
-        kms_v2_cluster: KmsV2Cluster,
-        start_apiserver: StartApiServer,
-        record_timing: RecordTiming,
-        sig: signal.Signals,
-    ) -> None:
-        plugin, provider, config = kms_v2_cluster
+    def test_plugin_restart_keeps_reads_and_writes(self, kms_v2_cluster: KmsV2Cluster, sig: signal.Signals) -> None:
+        k = kms_v2_cluster
+        cluster, plugin, provider = k.cluster, k.plugin, k.provider
         before = {"before": create_secret(cluster, "before")}
         key_id = plugin.status().key_id
 
@@ -117,18 +99,18 @@ class TestPluginRestart:
             seconds = plugin.start()
         else:
             seconds = plugin.restart(sig)
-        record_timing(f"plugin restart ({sig.name}) to ok", seconds)
+        k.record_timing(f"plugin restart ({sig.name}) to ok", seconds)
         assert plugin.status().key_id == key_id, "a restart must not change the key"
         # Outlive the health cache so the apiserver must reach the new process.
         time.sleep(KMS_HEALTH_CACHE_S + 1)
-        recovered = wait_until(lambda: kms_healthy(cluster), KMS_HEALTH_TIMEOUT_S, "/healthz/kms-providers")
-        record_timing("apiserver kms health, after the cache expired", recovered)
+        recovered = wait_until(cluster.apiserver.kms_healthy, KMS_HEALTH_TIMEOUT_S, "/healthz/kms-providers")
+        k.record_timing("apiserver kms health, after the cache expired", recovered)
 
         after = {"after": create_secret(cluster, "after")}
         envelopes = stored_envelopes(cluster, storage_prefix(provider), before | after)
         assert {e.key_id for e in envelopes.values()} == {key_id}
 
         # Drop the apiserver's DEK cache: both secrets now need the new plugin process.
-        start_apiserver(config)
+        k.restart_apiserver()
         assert read_secret(cluster, "before") == before["before"]
         assert read_secret(cluster, "after") == after["after"]

@@ -217,6 +217,11 @@ class KubeApiServer:
             "127.0.0.1", self.port, context=self._ssl_context(), timeout=timeout_s
         )
 
+    def kms_healthy(self) -> bool:
+        """The apiserver's KMS providers answer healthy (past its 20 s cache, by a fresh Status)."""
+        status, body = self.get("/healthz/kms-providers")
+        return status == 200 and body.strip() == "ok"
+
     def get(self, path: str, timeout_s: float = 10.0) -> tuple[int, str]:
         """GET ``path`` as the admin user; return (status, body text)."""
         conn = self.connect(timeout_s)
