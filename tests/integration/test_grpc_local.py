@@ -6,14 +6,13 @@ import os
 import signal
 import subprocess
 import sys
-import threading
 import time
 from pathlib import Path
 
 import grpc
 import pytest
 
-from tests.support.kmsclient import Client
+from tests.support.kmsclient import Callers, Client
 from tests.support.plugin import REPO, Plugin
 
 
@@ -74,27 +73,11 @@ class TestV2:
         assert client.status().healthz == "ok"
 
     def test_200_concurrent_callers(self, plugin: Plugin) -> None:
-        errors: list[BaseException] = []
+        def five_round_trips(c: Client) -> bool:
+            seeds = [os.urandom(32) for _ in range(5)]
+            return all(c.decrypt((enc := c.encrypt(s)).ciphertext, enc.key_id) == s for s in seeds)
 
-        def caller() -> None:
-            c = Client(plugin.socket)
-            try:
-                for _ in range(5):
-                    seed = os.urandom(32)
-                    enc = c.encrypt(seed)
-                    if c.decrypt(enc.ciphertext, enc.key_id) != seed:
-                        errors.append(AssertionError("wrong plaintext"))
-            except BaseException as exc:
-                errors.append(exc)
-            finally:
-                c.close()
-
-        threads = [threading.Thread(target=caller) for _ in range(200)]
-        for t in threads:
-            t.start()
-        for t in threads:
-            t.join(60)
-        assert errors == []
+        assert Callers(plugin.socket, 200, five_round_trips).join() == [True] * 200
 
 
 class TestV1:

@@ -9,7 +9,7 @@ import time
 from pathlib import Path
 
 from tests.support import plugin as pm
-from tests.support.kmsclient import Client
+from tests.support.kmsclient import Callers, Client
 
 
 def test_sigterm_exits_0_and_removes_socket(tmp_path: Path) -> None:
@@ -29,33 +29,22 @@ def test_sigint_exits_0(tmp_path: Path) -> None:
 def test_sigterm_under_load_lets_calls_finish(tmp_path: Path) -> None:
     """Callers hammering the socket see only OK answers or a clean UNAVAILABLE, never a wrong answer."""
     p = pm.start(tmp_path / "t")
-    ok, failures, wrong = [0], [], []
+    ok, wrong = [0], []
     stop = threading.Event()
 
-    def caller() -> None:
-        c = Client(p.socket, timeout=5)
-        try:
-            while not stop.is_set():
-                seed = os.urandom(32)
-                try:
-                    enc = c.encrypt(seed)
-                    if c.decrypt(enc.ciphertext, enc.key_id) != seed:
-                        wrong.append(1)
-                    ok[0] += 1
-                except Exception as exc:
-                    failures.append(exc.code().name if hasattr(exc, "code") else repr(exc))
-                    return
-        finally:
-            c.close()
+    def caller(c: Client) -> None:
+        while not stop.is_set():
+            seed = os.urandom(32)
+            enc = c.encrypt(seed)
+            if c.decrypt(enc.ciphertext, enc.key_id) != seed:
+                wrong.append(1)
+            ok[0] += 1
 
-    threads = [threading.Thread(target=caller) for _ in range(8)]
-    for t in threads:
-        t.start()
+    callers = Callers(p.socket, 8, caller)
     time.sleep(1.0)
     assert p.stop(signal.SIGTERM) == 0
     stop.set()
-    for t in threads:
-        t.join(30)
+    failures = [r.code().name if hasattr(r, "code") else repr(r) for r in callers.join(30) if r is not None]
     assert ok[0] > 0 and not wrong
     assert set(failures) <= {"UNAVAILABLE", "CANCELLED"}
     assert not p.socket.exists()

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import threading
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -47,3 +49,29 @@ class Client:
 
     def __exit__(self, *_: object) -> None:
         self.close()
+
+
+class Callers:
+    """``count`` threads, started at once, each running ``call`` with a client of its own (as
+    many apiserver connections would); what each returned or raised is kept, so a test can act
+    while the calls are in flight and then look at every outcome."""
+
+    def __init__(self, socket: Path, count: int, call: Callable[[Client], object], timeout: float = 5.0) -> None:
+        self.results: list[object] = []
+
+        def one() -> None:
+            with Client(socket, timeout) as c:
+                try:
+                    self.results.append(call(c))
+                except BaseException as exc:
+                    self.results.append(exc)
+
+        self.threads = [threading.Thread(target=one) for _ in range(count)]
+        for t in self.threads:
+            t.start()
+
+    def join(self, timeout: float = 60) -> list[object]:
+        """Every call's outcome (a thread still running after ``timeout`` has none)."""
+        for t in self.threads:
+            t.join(timeout)
+        return self.results

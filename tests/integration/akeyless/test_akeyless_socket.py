@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import os
 import signal
-import threading
 import time
 from pathlib import Path
 
@@ -13,7 +12,7 @@ from tests.integration.akeyless.metadata import KEY
 from tests.support import plugin as pm
 from tests.support import secrets_scan
 from tests.support.emulator import identity_env
-from tests.support.kmsclient import Client
+from tests.support.kmsclient import Callers, Client
 
 ANNOTATION = "version.kms-appliance.akeyless.io"
 
@@ -62,27 +61,13 @@ def test_sigterm_lets_slow_calls_in_flight_finish(emu: Emulator, tmp_path: Path)
     """Encrypts held 1.5 s by Akeyless are answered OK after SIGTERM; then exit 0, socket gone."""
     p, _ = start(emu, tmp_path / "b")
     emu.fault("encrypt", "latency", delay=1.5)
-    results: list[object] = []
-
-    def call() -> None:
-        c = Client(p.socket, timeout=10)
-        try:
-            results.append(len(c.encrypt(os.urandom(32)).ciphertext))
-        except Exception as exc:
-            results.append(exc)
-        finally:
-            c.close()
-
-    threads = [threading.Thread(target=call) for _ in range(4)]
-    for t in threads:
-        t.start()
+    callers = Callers(p.socket, 4, lambda c: len(c.encrypt(os.urandom(32)).ciphertext), timeout=10)
     deadline = time.monotonic() + 10
     while emu.in_flight.get("encrypt", 0) < 4 and time.monotonic() < deadline:
         time.sleep(0.02)
     assert emu.in_flight.get("encrypt", 0) >= 4, "all four calls must be in flight at SIGTERM"
     p.proc.send_signal(signal.SIGTERM)
-    for t in threads:
-        t.join(15)
+    results = callers.join(15)
     assert p.proc.wait(20) == 0
-    assert all(isinstance(r, int) and r > 0 for r in results), results
+    assert len(results) == 4 and all(isinstance(r, int) and r > 0 for r in results), results
     assert not p.socket.exists()
