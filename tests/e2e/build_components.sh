@@ -67,6 +67,15 @@ stamp_ok() {
 
 wanted() { [[ " ${COMPONENTS} " == *" $1 "* ]]; }
 
+# to_build VERSION NAME...: the NAMEs wanted and not yet built from VERSION, one a line.
+to_build() {
+    local version="$1" name
+    shift
+    for name in "$@"; do
+        if wanted "${name}" && ! stamp_ok "${name}" "${version}"; then printf '%s\n' "${name}"; fi
+    done
+}
+
 # k8s_staging_replaces GOMOD: replace lines for every staging module that the
 # kubernetes go.mod both requires as v0.0.0 and replaces with ./staging/...
 k8s_staging_replaces() {
@@ -155,25 +164,23 @@ build_one() {
 }
 
 build_kubernetes() {
-    local dir="${SRC}/kubernetes" t pkgs=()
-    wanted kube-apiserver && ! stamp_ok kube-apiserver "${KUBERNETES_VERSION}" && pkgs+=(k8s.io/kubernetes/cmd/kube-apiserver)
-    wanted kubectl && ! stamp_ok kubectl "${KUBERNETES_VERSION}" && pkgs+=(k8s.io/kubernetes/cmd/kubectl)
-    wanted kubelet && ! stamp_ok kubelet "${KUBERNETES_VERSION}" && pkgs+=(k8s.io/kubernetes/cmd/kubelet)
-    if ((${#pkgs[@]} == 0)); then
+    local dir="${SRC}/kubernetes" t name todo pkgs
+    mapfile -t todo < <(to_build "${KUBERNETES_VERSION}" kube-apiserver kubectl kubelet)
+    if ((${#todo[@]} == 0)); then
         log "kube-apiserver/kubectl/kubelet ${KUBERNETES_VERSION}: nothing to build"
         return
     fi
     t="$(now)"
     write_kubernetes_module "${dir}"
     # Resolve the graph and download exactly the modules these packages need.
+    pkgs=("${todo[@]/#/k8s.io/kubernetes/cmd/}")
     (cd "${dir}" && go get "${pkgs[@]/%/@${KUBERNETES_VERSION}}" >/dev/null)
     elapsed "${t}" "resolve+download kubernetes ${KUBERNETES_VERSION}"
     local ldflags
     ldflags="$(k8s_ldflags)"
-    wanted kube-apiserver && build_one "${dir}" kube-apiserver k8s.io/kubernetes/cmd/kube-apiserver "${KUBERNETES_VERSION}" "${ldflags}"
-    wanted kubectl && build_one "${dir}" kubectl k8s.io/kubernetes/cmd/kubectl "${KUBERNETES_VERSION}" "${ldflags}"
-    wanted kubelet && build_one "${dir}" kubelet k8s.io/kubernetes/cmd/kubelet "${KUBERNETES_VERSION}" "${ldflags}"
-    return 0  # the last test above is false when kubelet is not wanted: not a failure
+    for name in "${todo[@]}"; do
+        build_one "${dir}" "${name}" "k8s.io/kubernetes/cmd/${name}" "${KUBERNETES_VERSION}" "${ldflags}"
+    done
 }
 
 # build_pause: the sandbox ("pause") binary of every pod's infra container,
@@ -216,11 +223,9 @@ EOF
 # kubelet's pods run under, and ctr (image import). CGO off leaves out only
 # the btrfs snapshotter (its build tag needs cgo); runc is Debian's.
 build_containerd() {
-    local dir="${SRC}/containerd-${CONTAINERD_VERSION}" t name todo=()
+    local dir="${SRC}/containerd-${CONTAINERD_VERSION}" t name todo
     local pkg=github.com/containerd/containerd/v2
-    for name in containerd containerd-shim-runc-v2 ctr; do
-        if wanted "${name}" && ! stamp_ok "${name}" "${CONTAINERD_VERSION}"; then todo+=("${name}"); fi
-    done
+    mapfile -t todo < <(to_build "${CONTAINERD_VERSION}" containerd containerd-shim-runc-v2 ctr)
     if ((${#todo[@]} == 0)); then
         log "containerd ${CONTAINERD_VERSION}: nothing to build"
         return
@@ -237,19 +242,20 @@ build_containerd() {
 }
 
 build_etcd() {
-    local dir="${SRC}/etcd-${ETCD_VERSION}" t
-    if ! { wanted etcd && ! stamp_ok etcd "${ETCD_VERSION}"; } &&
-        ! { wanted etcdctl && ! stamp_ok etcdctl "${ETCD_VERSION}"; }; then
+    local dir="${SRC}/etcd-${ETCD_VERSION}" t name todo
+    local -A pkg=([etcd]=go.etcd.io/etcd/server/v3 [etcdctl]=go.etcd.io/etcd/etcdctl/v3)
+    mapfile -t todo < <(to_build "${ETCD_VERSION}" etcd etcdctl)
+    if ((${#todo[@]} == 0)); then
         log "etcd/etcdctl ${ETCD_VERSION}: nothing to build"
         return
     fi
     t="$(now)"
     write_etcd_module "${dir}"
-    (cd "${dir}" && go get "go.etcd.io/etcd/server/v3@${ETCD_VERSION}" "go.etcd.io/etcd/etcdctl/v3@${ETCD_VERSION}" >/dev/null)
+    (cd "${dir}" && go get "${pkg[etcd]}@${ETCD_VERSION}" "${pkg[etcdctl]}@${ETCD_VERSION}" >/dev/null)
     elapsed "${t}" "resolve+download etcd ${ETCD_VERSION}"
-    wanted etcd && build_one "${dir}" etcd go.etcd.io/etcd/server/v3 "${ETCD_VERSION}" "-s -w"
-    wanted etcdctl && build_one "${dir}" etcdctl go.etcd.io/etcd/etcdctl/v3 "${ETCD_VERSION}" "-s -w"
-    return 0
+    for name in "${todo[@]}"; do
+        build_one "${dir}" "${name}" "${pkg[${name}]}" "${ETCD_VERSION}" "-s -w"
+    done
 }
 
 main() {
