@@ -43,8 +43,3 @@ def forbidden(message: str) -> ApiError:
 def not_found(message: str) -> ApiError:
     """404: unknown item or unknown operation path."""
     return ApiError(404, "NotFound", message)
-
-
-def conflict(message: str) -> ApiError:
-    """409: the item already exists (create-key on an existing name)."""
-    return ApiError(409, "Conflict", message)

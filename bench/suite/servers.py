@@ -43,9 +43,6 @@ class Server:
     def rss_kib(self, key: str = "VmRSS") -> int:
         return proc_status(self.pid, key)
 
-    def cpu_s(self) -> float:
-        return proc_cpu_s(self.pid)
-
     def measure(self, method: str, shape: load.Shape, win: load.Window, **kw: Any) -> dict[str, Any]:
         """One load-generator run against this server (its ciphertext corpus kept per method)."""
         return load.run(self.sock, method, shape, win, self.pid,

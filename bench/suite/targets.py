@@ -32,10 +32,6 @@ def _t(name: str, limit: str, measured: Any, met: bool | None, note: str = "") -
     return out
 
 
-def _na(name: str, limit: str, why: str) -> Row:
-    return _t(name, limit, "not available", None, why)
-
-
 def _vs(res: dict[str, Any], subject: str, base: str, method: str, p50_max: float,
         tput_min: float) -> list[Row]:
     out = []

@@ -32,8 +32,6 @@ import http.client
 import ipaddress
 import json
 import os
-import shutil
-import signal
 import subprocess
 import time
 from collections.abc import Sequence
@@ -141,18 +139,6 @@ class NodeNamespace:
 
     def members(self) -> list[int]:
         return pids_in_mount_namespace(self.ns) if self.ns else []
-
-    def kill_all(self) -> list[int]:
-        """SIGKILL every process still in the namespace (shims, pod processes, the holder last)."""
-        left = [p for p in self.members() if p != self.holder.pid]
-        for pid in left:
-            with contextlib.suppress(ProcessLookupError):
-                os.kill(pid, signal.SIGKILL)
-        wait_until(lambda: not [p for p in self.members() if p != self.holder.pid], 20,
-                   "node namespace processes to exit")
-        self.holder.stop(grace_s=5)
-        return left
-
 
 # Why containerd runs with restrict_oom_score_adj: kubelet gives the pod sandbox
 # oom_score_adj -998 and a system-node-critical container -997. Lowering a
@@ -367,10 +353,6 @@ def remove_cgroup_tree(name: str) -> list[str]:
             except OSError as exc:
                 left.append(f"{d}: {exc.strerror}")
     return left
-
-
-def remove_tree(path: Path) -> None:
-    shutil.rmtree(path, ignore_errors=True)
 
 
 def _tcp_listeners() -> dict[int, str]:

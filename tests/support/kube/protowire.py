@@ -87,11 +87,6 @@ def encode_bytes_field(number: int, value: bytes) -> bytes:
     return encode_varint(number << 3 | LEN) + encode_varint(len(value)) + value
 
 
-def encode_varint_field(number: int, value: int) -> bytes:
-    """Encode a varint field (int32/int64/enum/bool)."""
-    return encode_varint(number << 3 | VARINT) + encode_varint(value)
-
-
 def encode_map_entry(number: int, key: str, value: bytes) -> bytes:
     """Encode one entry of a ``map<string, bytes>`` field."""
     entry = encode_bytes_field(1, key.encode()) + encode_bytes_field(2, value)
