@@ -42,6 +42,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
+from bench.suite.servers import proc_cpu_s, proc_status
 from tests.support import plugin as pm
 from tests.support.emulator import start_emulator
 from tests.support.procs import REPO, descendants
@@ -49,26 +50,6 @@ from tests.support.procs import REPO, descendants
 POLL = 0.002
 TIMEOUT = 60.0
 IDLE = 2.0
-
-
-def _rss_kb(pid: int, key: str = "VmRSS") -> int:
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith(key + ":"):
-            return int(line.split()[1])
-    return 0
-
-
-def _pss_kb(pid: int) -> int:
-    for line in Path(f"/proc/{pid}/smaps_rollup").read_text().splitlines():
-        if line.startswith("Pss:"):
-            return int(line.split()[1])
-    return 0
-
-
-def _cpu_s(pid: int) -> float:
-    """utime+stime of *pid* (seconds) from /proc/<pid>/stat."""
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def one_run(plugin: pm.Plugin, tmpdir: Path) -> dict[str, float]:
@@ -81,15 +62,16 @@ def one_run(plugin: pm.Plugin, tmpdir: Path) -> dict[str, float]:
         accept = time.perf_counter() - t0
         pm.wait_for_socket(plugin.socket, plugin.process.check_alive, TIMEOUT, status_ok=True, interval=POLL)
         ready = time.perf_counter() - t0
-        cpu_ready = sum(_cpu_s(p) for p in [plugin.proc.pid, *descendants(plugin.proc.pid)])
+        cpu_ready = sum(proc_cpu_s(p) for p in [plugin.proc.pid, *descendants(plugin.proc.pid)])
         time.sleep(IDLE)
         unpacked = sum(f.stat().st_size for f in tmpdir.rglob("*") if f.is_file() and not f.is_symlink())
         tree = [plugin.proc.pid, *descendants(plugin.proc.pid)]
         serving = tree[-1]  # the innermost process is the Python server
         return {"accept_s": accept, "ready_s": ready, "cpu_to_ready_s": cpu_ready,
-                "rss_mb": _rss_kb(serving) / 1024,
-                "tree_rss_mb": sum(_rss_kb(p) for p in tree) / 1024,
-                "tree_pss_mb": sum(_pss_kb(p) for p in tree) / 1024, "processes": len(tree),
+                "rss_mb": proc_status(serving, "VmRSS") / 1024,
+                "tree_rss_mb": sum(proc_status(p, "VmRSS") for p in tree) / 1024,
+                "tree_pss_mb": sum(proc_status(p, "Pss", "smaps_rollup") for p in tree) / 1024,
+                "processes": len(tree),
                 "tmpdir_mb": unpacked / 1048576}
     finally:
         plugin.stop()

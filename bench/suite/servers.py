@@ -58,9 +58,9 @@ class Server:
                 self.proc.wait(5)
 
 
-def proc_status(pid: int, key: str) -> int:
-    """A ``kB`` field of /proc/PID/status (VmRSS, VmHWM), in KiB."""
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+def proc_status(pid: int, key: str, file: str = "status") -> int:
+    """A ``kB`` field of /proc/PID/status (VmRSS, VmHWM) or smaps_rollup (Pss), in KiB; 0 if absent."""
+    for line in Path(f"/proc/{pid}/{file}").read_text().splitlines():
         if line.startswith(key + ":"):
             return int(line.split()[1])
     return 0
