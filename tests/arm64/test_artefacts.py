@@ -25,6 +25,7 @@ import pytest
 
 from tests.support import steps
 from tests.support.kmsclient import Client
+from tests.support.procs import status_fields
 from tests.support.steps import REPO, VERSION, run
 
 pytestmark = pytest.mark.packaging
@@ -152,8 +153,7 @@ def test_image_serves_a_round_trip(tmp_path: Path, podman: list[str]) -> None:
     finally:
         client.close()
     pid = json.loads(run([*podman, "inspect", name]).stdout)[0]["State"]["Pid"]
-    status = dict(line.split(":\t", 1) for line in Path(f"/proc/{pid}/status").read_text().splitlines()
-                  if ":\t" in line)
+    status = status_fields(pid)
     assert status["Uid"].split() == [str(NONROOT)] * 4 and int(status["CapEff"], 16) == 0
     if platform.machine() == "x86_64":  # really arm64 code: the kernel handed it to qemu
         assert "aarch64" in os.readlink(f"/proc/{pid}/exe")

@@ -149,10 +149,3 @@ def _signal(pid: int, sig: int) -> None:
         os.kill(pid, sig)
 
 
-def status_fields(pid: int) -> dict[str, str]:
-    """``/proc/<pid>/status`` as a dict (Uid, Gid, CapEff, CapBnd, NoNewPrivs...)."""
-    out = {}
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        key, _, value = line.partition(":")
-        out[key] = value.strip()
-    return out

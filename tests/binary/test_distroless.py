@@ -17,7 +17,7 @@ import pytest
 from tests.binary import sandbox
 from tests.support.emulator import start_emulator
 from tests.support.kmsclient import Client
-from tests.support.procs import descendants
+from tests.support.procs import descendants, status_fields
 
 pytestmark = pytest.mark.binary
 
@@ -70,7 +70,7 @@ def test_runs_as_nonroot_without_capabilities(local_plugin: tuple[subprocess.Pop
     assert inside, "no process inside the sandbox"
     # The last process of the chain is the Python interpreter; check every one of them.
     for pid in inside:
-        st = sandbox.status_fields(pid)
+        st = status_fields(pid)
         if st.get("Name") in ("sh", "unshare", "setpriv", "env"):
             continue
         assert st["Uid"].split() == ["65532"] * 4, st["Uid"]

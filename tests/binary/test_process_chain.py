@@ -23,7 +23,7 @@ import pytest
 from tests.binary import sandbox
 from tests.support import plugin as pm
 from tests.support.kmsclient import Client
-from tests.support.procs import alive, descendants
+from tests.support.procs import alive, descendants, status_fields
 
 pytestmark = pytest.mark.binary
 
@@ -57,10 +57,10 @@ def _ppid(pid: int) -> int | None:
         return None
 
 
-def _start(binary: Path, tmp: Path, run: Path, ring: Path) -> Running:
+def _start(binary: Path, tmp: Path, run: Path, ring: Path, args: tuple[str, ...] = ()) -> Running:
     unpack = tmp / "unpack"
     unpack.mkdir(exist_ok=True)
-    plugin = pm.start(tmp / "p", keyring=ring, socket_path=run / "kms.sock", command=pm.Command.frozen(binary),
+    plugin = pm.start(tmp / "p", args, keyring=ring, socket_path=run / "kms.sock", command=pm.Command.frozen(binary),
                       http=False, audit_file=False, base_env={"PATH": "/usr/bin:/bin", "TMPDIR": str(unpack)},
                       timeout=START_TIMEOUT)
     try:
@@ -121,6 +121,25 @@ def test_kill9_ends_the_whole_chain_and_a_restart_serves(
     print(f"chain gone {took:.3f} s after kill -9 of level {level}")
 
 
+def test_kill9_of_the_top_ends_the_peer_gate_process_too(
+        binary: Path, tmp_path: Path, run_dir: Path, ring: Path) -> None:
+    """With server.allowed_uids the gate accepts in a fourth process: it goes with the rest."""
+    r = _start(binary, tmp_path, run_dir, ring, ("--allowed-uids", str(os.geteuid())))
+    try:
+        assert r.plugin.status(timeout=10).healthz == "ok"
+        tree = [r.chain[0], *descendants(r.chain[0])]
+        assert len(tree) == 4, tree
+        killed_at = time.monotonic()
+        os.kill(r.chain[0], signal.SIGKILL)
+        r.plugin.proc.wait(5)
+        while any(alive(p) for p in tree) and time.monotonic() - killed_at < GONE_BOUND:
+            time.sleep(0.01)
+        left = [p for p in tree if alive(p)]
+        assert not left, f"still running {GONE_BOUND}s after kill -9 of {tree[0]}: {left} of {tree}"
+    finally:
+        r.plugin.stop(signal.SIGKILL)
+
+
 def test_top_killed_leaves_no_unpacked_files(plugin: Running) -> None:
     """After kill -9 of the top process, both unpack directories are removed (not leaked in TMPDIR)."""
     os.kill(plugin.chain[0], signal.SIGKILL)
@@ -147,9 +166,9 @@ def test_nonroot_serving_process_is_not_dumpable(binary: Path, keyring_file: Pat
         finally:
             client.close()
         inside = [p for p in descendants(proc.pid)
-                  if sandbox.status_fields(p).get("Name") not in ("sh", "unshare", "setpriv", "env")]
+                  if status_fields(p).get("Name") not in ("sh", "unshare", "setpriv", "env")]
         python = next(p for p in inside if not descendants(p))  # the leaf of the chain
-        assert sandbox.status_fields(python)["Uid"].split() == ["65532"] * 4
+        assert status_fields(python)["Uid"].split() == ["65532"] * 4
         limits = Path(f"/proc/{python}/limits").read_text().splitlines()
         core = next(line for line in limits if line.startswith("Max core file size"))
         assert core.split()[4:6] == ["0", "0"], core

@@ -44,7 +44,14 @@ from tests.support.kube.cluster import ApiServerOptions, Cluster, EtcdServer, Ku
 from tests.support.kube.components import Components, ensure_components
 from tests.support.kube.pki import make_cluster_pki
 from tests.support.kube.protowire import parse_encrypted_object
-from tests.support.procs import LeftoverProcessError, ManagedProcess, ProcessRegistry, free_port, wait_until
+from tests.support.procs import (
+    LeftoverProcessError,
+    ManagedProcess,
+    ProcessRegistry,
+    free_port,
+    status_fields,
+    wait_until,
+)
 
 from .conftest import FACTS, step
 from .node import (
@@ -208,14 +215,6 @@ def pod_ready(cluster: Cluster) -> bool:
     return conditions.get("Ready") == "True" and bool(container_status(pod).get("ready"))
 
 
-def proc_status(pid: int) -> dict[str, str]:
-    out = {}
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        key, _, value = line.partition(":")
-        out[key] = value.strip()
-    return out
-
-
 def mounts_of(pid: int) -> dict[str, tuple[str, str, str]]:
     """mount point -> (per-mount options, fs type, super options), from /proc/<pid>/mountinfo."""
     table = {}
@@ -323,7 +322,7 @@ def container_pid(d: Deployment, cluster: Cluster) -> tuple[str, int]:
 def check_container_runtime(d: Deployment, cluster: Cluster) -> str:
     """The container as kubelet and containerd made it; returns its id."""
     cid, pid = container_pid(d, cluster)
-    st = proc_status(pid)
+    st = status_fields(pid)
     assert st["Uid"].split() == [str(NONROOT)] * 4, st["Uid"]
     assert st["Gid"].split() == [str(NONROOT)] * 4, st["Gid"]
     assert int(st["CapEff"], 16) == 0 and int(st["CapPrm"], 16) == 0, (st["CapEff"], st["CapPrm"])

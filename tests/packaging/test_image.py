@@ -22,7 +22,7 @@ import pytest
 from kms_appliance import config, manifests
 from tests.support import steps
 from tests.support.kmsclient import Client
-from tests.support.procs import free_port
+from tests.support.procs import free_port, status_fields
 
 from .support import VERSION, image_path, run, step
 from .test_manifests import yaml_docs
@@ -135,8 +135,7 @@ def test_run_read_only_no_caps_round_trip(tmp_path: Path, podman: list[str]) -> 
     inspect = json.loads(run([*podman, "inspect", name]).stdout)[0]
     assert inspect["HostConfig"]["ReadonlyRootfs"] is True
     pid = inspect["State"]["Pid"]
-    status = dict(line.split(":\t", 1) for line in Path(f"/proc/{pid}/status").read_text().splitlines()
-                  if ":\t" in line)
+    status = status_fields(pid)
     assert status["Uid"].split() == [str(NONROOT)] * 4
     assert int(status["CapEff"], 16) == 0 and int(status["CapBnd"], 16) == 0
     assert status["NoNewPrivs"] == "1"

@@ -52,6 +52,12 @@ def _stat_fields(pid: int) -> list[str]:
     return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
 
 
+def status_fields(pid: int) -> dict[str, str]:
+    """``/proc/<pid>/status`` as a dict (Name, Uid, CapEff, CapBnd, NoNewPrivs...)."""
+    lines = Path(f"/proc/{pid}/status").read_text().splitlines()
+    return {key: value.strip() for key, _, value in (line.partition(":") for line in lines)}
+
+
 def alive(pid: int) -> bool:
     """In /proc and not a zombie (a zombie serves nothing and holds no socket)."""
     try:
