@@ -197,10 +197,10 @@ class App:
         self._event("status_change", api="v2", healthz=healthz, key_id=key_id,
                     key_version=key_version)
 
-    def _on_refuse(self, peer: Peer, reason: str) -> None:
+    def _on_refuse(self, peer: Peer, reason: str, count: int) -> None:
         """Every refusal counted; records and log lines aggregated (kms_appliance/refusals.py)."""
-        self.metrics.peer_refusals.labels(reason).inc()
-        self.refusals.refused(peer, reason)
+        self.metrics.peer_refusals.labels(reason).inc(count)
+        self.refusals.refused(peer, reason, count)
 
     def _report_refusal(self, r: Report) -> None:
         self._event("peer_refused", outcome="refused", reason=r.reason, peer_pid=r.pid,

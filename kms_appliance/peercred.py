@@ -181,7 +181,8 @@ class PeerGate:
 
     def __init__(self, listener: socket.socket, inner: Path, allowed: frozenset[int],
                  max_connections: int, on_refuse: RefusalSink,
-                 on_count: Callable[[int], None], threads: Supervisor | None = None) -> None:
+                 on_count: Callable[[int], None], threads: Supervisor | None = None,
+                 own_pid: int | None = None) -> None:
         self._listener = listener
         self._inner = os.fspath(inner)
         self._allowed = allowed
@@ -189,7 +190,7 @@ class PeerGate:
         self._on_refuse = on_refuse
         self._on_count = on_count
         self._threads = threads or Supervisor()
-        self._own_pid = os.getpid()
+        self._own_pid = os.getpid() if own_pid is None else own_pid  # the self-probe's process
         self._open: set[_Relay] = set()
         self._admitting = 0  # slots taken by admissions in progress (the loops run in parallel)
         self._lock = threading.Lock()

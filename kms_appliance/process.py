@@ -68,10 +68,15 @@ def harden() -> Chain:
     chain = frozen_chain()  # read /proc links while we are still dumpable (no difference for self)
     _prctl(PR_SET_DUMPABLE, 0)
     if chain.parent is not None:
-        _prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
-        if os.getppid() != chain.parent:  # it died before the prctl: nobody sends the signal now
-            os._exit(ORPHAN_EXIT)
+        die_with_parent(chain.parent)
     return chain
+
+
+def die_with_parent(parent: int) -> None:
+    """SIGKILL this process when ``parent`` (the thread that forked or started it) ends."""
+    _prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
+    if os.getppid() != parent:  # it died before the prctl: nobody sends the signal now
+        os._exit(ORPHAN_EXIT)
 
 
 def dumpable() -> bool:

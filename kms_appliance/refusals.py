@@ -67,8 +67,8 @@ class RefusalThrottle:
         self._windows: dict[tuple[str, int], _Window] = {}
         self._lock = threading.Lock()
 
-    def refused(self, peer: Peer, reason: str) -> None:
-        """One refusal (the accept thread): reported now if its key is new, else summed."""
+    def refused(self, peer: Peer, reason: str, count: int = 1) -> None:
+        """``count`` refusals, ``peer`` the last; the first is reported now if its key is new."""
         now = self._clock()
         with self._lock:
             key = (reason, peer.uid)
@@ -77,10 +77,10 @@ class RefusalThrottle:
                 key = (reason, OTHER_UIDS)
                 win = self._windows.get(key)
             if win is not None:
-                win.count += 1
+                win.count += count
                 win.pid, win.gid = peer.pid, peer.gid
                 return
-            self._windows[key] = _Window(now)
+            self._windows[key] = _Window(now, count - 1, peer.pid, peer.gid)
         self._report(Report(reason, key[1], peer.pid, peer.gid, 1, 0.0))
 
     def flush(self, force: bool = False) -> None:

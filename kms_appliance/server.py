@@ -65,11 +65,11 @@ import grpc
 from . import inline, socketfs
 from .config import ServerSettings
 from .errors import SetupError
+from .gateproc import GateProcess, RefusalSink
 from .inline import NeedsWorker
 from .kms import v1beta1_pb2, v2_pb2
 from .kms.v1 import V1Servicer
 from .kms.v2 import V2Servicer
-from .peercred import PeerGate, RefusalSink
 from .threads import Supervisor
 
 log = logging.getLogger("kms_appliance.server")
@@ -117,7 +117,7 @@ class PluginServer:
         self._inode: int | None = None
         self._dir_fd: int | None = None
         self._bind_path = settings.socket
-        self._gate: PeerGate | None = None
+        self._gate: GateProcess | None = None
         self._inner_dir: Path | None = None
         self._on_refuse = on_refuse
         self._on_connections = on_connections
@@ -338,9 +338,9 @@ class PluginServer:
         # run, 600 s: 1 failed real-client call in each of 3 runs with 128 (traced: reconnects
         # in TRANSIENT_FAILURE), 0 in the run with this backlog. docs/security.md, known gaps.
         listener.listen(socket.SOMAXCONN)
-        self._gate = PeerGate(listener, inner, frozenset(self._s.allowed_uids),
-                              self._s.max_connections, self._on_refuse, self._on_connections,
-                              self._threads)
+        self._gate = GateProcess(listener, inner, frozenset(self._s.allowed_uids),
+                                 self._s.max_connections, self._on_refuse, self._on_connections,
+                                 self._threads)
         self._gate.start()
 
     def stop(self, grace: float) -> None:

@@ -14,11 +14,11 @@ from typing import Any
 
 from .backends.base import KeyBackend
 from .config import ServerSettings
+from .gateproc import RefusalSink
 from .kms.calls import Calls
 from .kms.v1 import V1Servicer
 from .kms.v2 import ChangeSink, StatusWatcher, V2Servicer
 from .metrics import Metrics
-from .peercred import RefusalSink
 from .server import PluginServer
 from .threads import Supervisor
 

@@ -11,7 +11,8 @@ What it does, and why each step:
    not 300 s) so that every connection, the real client's included, is recycled several
    times under attack: the reconnect is the moment a saturated server would fail it.
 2. Warms it up (a few real calls, bursts of concurrent calls so the worker pool has grown,
-   a scrape) and takes the baseline of the Python process: VmRSS, open descriptors, threads.
+   a scrape) and takes the baseline of the plugin's process tree (the peer gate runs in a
+   child of its own): memory, open descriptors, threads (tests/support/procinfo.py).
 3. Runs every driver of tests/support/attacks.py in a separate process (their work must
    not compete with the real client for this interpreter's lock), at the lowest CPU
    priority (nice 19, below), and, here, a real client
@@ -247,9 +248,11 @@ def _attacker(p: pm.Plugin, gid: int | None, scale: float, only: str, skip: str,
 def thread_names(pid: int) -> Counter[str]:
     """Threads by kernel name (grpc names its own; Python threads keep the process's name)."""
     names: Counter[str] = Counter()
-    for tid in os.listdir(f"/proc/{pid}/task"):
+    for p in procinfo.tree(pid):
         with contextlib.suppress(OSError):
-            names[Path(f"/proc/{pid}/task/{tid}/comm").read_text().strip()] += 1
+            for tid in os.listdir(f"/proc/{p}/task"):
+                with contextlib.suppress(OSError):
+                    names[Path(f"/proc/{p}/task/{tid}/comm").read_text().strip()] += 1
     return names
 
 

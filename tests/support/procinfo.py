@@ -1,33 +1,60 @@
-"""What a process holds, read from /proc: descriptors, threads, resident memory."""
+"""What a process and its descendants hold, read from /proc: descriptors, threads, memory.
+
+The plugin is a tree: the frozen binary is a chain of three processes, and
+with ``server.allowed_uids`` the peer gate runs in a child of its own. What
+the plugin holds is what the whole tree holds, so every figure here sums it.
+"""
 
 from __future__ import annotations
 
 import os
 
+from .procs import descendants
+
+
+def tree(pid: int) -> list[int]:
+    """``pid`` and every live descendant."""
+    return [pid, *descendants(pid)]
+
+
+def _each(pid: int, count: str) -> int:
+    total = 0
+    for p in tree(pid):
+        try:
+            total += len(os.listdir(f"/proc/{p}/{count}"))
+        except OSError:
+            continue  # ended while we looked
+    return total
+
 
 def fds(pid: int) -> int:
-    return len(os.listdir(f"/proc/{pid}/fd"))
+    return _each(pid, "fd")
 
 
 def threads(pid: int) -> int:
-    return len(os.listdir(f"/proc/{pid}/task"))
+    return _each(pid, "task")
 
 
 def rss_kib(pid: int) -> int:
-    with open(f"/proc/{pid}/status", encoding="ascii") as fh:
-        for line in fh:
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1])
-    raise RuntimeError(f"no VmRSS for pid {pid}")
+    """VmRSS of ``pid`` plus the private memory of its descendants.
 
-
-def socket_fds(pid: int) -> int:
-    """Descriptors that are sockets (connections, listeners)."""
-    count = 0
-    for name in os.listdir(f"/proc/{pid}/fd"):
+    A forked child's RSS counts every page it still shares with its parent;
+    only its private pages are memory it adds.
+    """
+    total = _field(f"/proc/{pid}/status", "VmRSS:")
+    for child in tree(pid)[1:]:
         try:
-            if os.readlink(f"/proc/{pid}/fd/{name}").startswith("socket:"):
-                count += 1
+            total += (_field(f"/proc/{child}/smaps_rollup", "Private_Clean:")
+                      + _field(f"/proc/{child}/smaps_rollup", "Private_Dirty:"))
         except OSError:
             continue
-    return count
+    return total
+
+
+def _field(path: str, name: str) -> int:
+    with open(path, encoding="ascii") as fh:
+        for line in fh:
+            if line.startswith(name):
+                return int(line.split()[1])
+    raise RuntimeError(f"no {name} in {path}")
+

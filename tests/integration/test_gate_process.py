@@ -1,0 +1,103 @@
+"""The peer gate's own process (server.allowed_uids), on the real plugin: it serves, it is
+supervised, it leaves the stop to its parent, and it never outlives the plugin."""
+
+from __future__ import annotations
+
+import os
+import signal
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from tests.support import plugin as pm
+from tests.support import procinfo
+from tests.support.kmsclient import Client
+from tests.support.procs import alive
+
+
+@pytest.fixture
+def gated(tmp_path: Path) -> Iterator[pm.Plugin]:
+    with pm.running(tmp_path / "g", ["--allowed-uids", str(os.geteuid())]) as p:
+        yield p
+
+
+def _gate(p: pm.Plugin, within: float = 10.0) -> int:
+    """The gate's pid: the plugin's only child (bounded wait while one is being started)."""
+    deadline = time.monotonic() + within
+    while True:
+        children = [c for c in procinfo.tree(p.proc.pid)[1:] if alive(c)]
+        if len(children) == 1 or time.monotonic() > deadline:
+            assert len(children) == 1, children
+            return children[0]
+        time.sleep(0.05)
+
+
+def _gone(pid: int, within: float) -> bool:
+    deadline = time.monotonic() + within
+    while alive(pid):
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(0.02)
+    return True
+
+
+def _round_trip(sock: Path) -> None:
+    c = Client(sock, timeout=5)
+    try:
+        sealed = c.encrypt(b"gate")
+        assert c.decrypt(sealed.ciphertext, sealed.key_id, dict(sealed.annotations)) == b"gate"
+    finally:
+        c.close()
+
+
+def test_accepts_in_a_child_and_the_serving_process_holds_no_relay(gated: pm.Plugin) -> None:
+    gate = _gate(gated)
+    kept = Client(gated.socket)
+    try:
+        assert kept.status().healthz == "ok"
+        names = {Path(f"/proc/{gate}/task/{t}/comm").read_text().strip()
+                 for t in os.listdir(f"/proc/{gate}/task")}
+        plugin_fds = {os.readlink(f"/proc/{gated.proc.pid}/fd/{n}")
+                      for n in os.listdir(f"/proc/{gated.proc.pid}/fd")}
+    finally:
+        kept.close()
+    assert names, "the gate's process runs threads"
+    assert str(gated.socket) not in plugin_fds
+    _, metrics = gated.http("/metrics")
+    assert b"kms_appliance_connections " in metrics
+
+
+def test_a_killed_gate_is_replaced_and_the_door_reopens(gated: pm.Plugin) -> None:
+    first = _gate(gated)
+    os.kill(first, signal.SIGKILL)
+    assert _gone(first, 5)
+    second = _gate(gated)
+    assert second != first
+    _round_trip(gated.socket)
+    status, body = gated.http("/livez")
+    assert status == 200, body
+    assert f"peer gate process {first} ended (killed by signal 9)" in gated.stderr.read_text()
+    _, metrics = gated.http("/metrics")
+    assert b'kms_appliance_thread_restarts_total{thread="peer-gate"} 1.0' in metrics
+
+
+def test_the_gate_leaves_stop_signals_to_its_parent(gated: pm.Plugin) -> None:
+    """A service manager signals the whole group: the gate must keep relaying while the
+    plugin drains, so it ignores them; the plugin's stop then ends it."""
+    gate = _gate(gated)
+    for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
+        os.kill(gate, sig)
+    time.sleep(0.3)
+    assert _gate(gated) == gate
+    _round_trip(gated.socket)
+    assert gated.stop() == 0
+    assert _gone(gate, 5)
+
+
+def test_kill_9_of_the_plugin_takes_the_gate_with_it(gated: pm.Plugin) -> None:
+    gate = _gate(gated)
+    gated.proc.kill()
+    gated.proc.wait(10)
+    assert _gone(gate, 1.0), "the gate must not keep the socket after its plugin died"
