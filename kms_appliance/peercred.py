@@ -6,16 +6,19 @@ configured, this gate owns the public socket instead: it accepts, reads
 SO_PEERCRED from the kernel, closes refused connections (and reports them),
 and splices accepted ones to grpc listening on a private socket in a 0700
 directory. It costs a relay hop per message, so it only runs when enabled;
-without an allowlist grpc binds the public socket directly.
+without an allowlist grpc binds the public socket directly. It runs in a
+process of its own (gateproc.py), which reports refusals and the
+connection count to the plugin.
 
 The accept loop is the plugin's only door in this mode, so it must outlive
 anything one connection or the machine can throw at it: out of descriptors
 (EMFILE/ENFILE), buffers or memory it backs off briefly (the pending
 connection stays in the backlog, retried without spinning a core) and logs
 once per interval; a failure while admitting one connection drops that
-connection only. It runs under the app's :class:`~.threads.Supervisor`, so
-an unexpected exception restarts it and a listener that stays broken fails
-/livez instead of leaving a process that holds the socket and serves nothing.
+connection only. It runs under a :class:`~.threads.Supervisor`, so an
+unexpected exception restarts it, and a listener that stays broken ends the
+gate's process (then replaced, and reported by /livez if it keeps dying)
+instead of leaving a process that holds the socket and serves nothing.
 
 The plugin's own self-probe (a real Status call through the public socket
 path) is admitted whatever ``allowed_uids`` says: a connection whose

@@ -76,3 +76,14 @@ def test_keys_are_bounded() -> None:
     assert len(out) <= 4 + 2
     assert {r.uid for r in out} <= {0, 1, 2, 3, OTHER_UIDS}
     assert sum(r.count for r in out) == 1000
+
+
+def test_a_batch_from_the_gate_process_counts_whole_and_reports_its_first_at_once() -> None:
+    """The gate's process sends refusals summed per key; the throttle keeps the same rules."""
+    t, out, _ = _throttle()
+    t.refused(Peer(9, 7, 7), "uid_not_allowed", 250)
+    t.refused(Peer(10, 7, 7), "uid_not_allowed", 50)
+    assert out == [Report("uid_not_allowed", 7, 9, 7, 1, 0.0)]
+    assert t.pending() == 299
+    t.flush(force=True)
+    assert [r.count for r in out] == [1, 299] and out[1].pid == 10
