@@ -31,6 +31,11 @@ def auth(api: Any, **fields: Any) -> Any:
     return api.auth(akeyless.Auth(**fields), _request_timeout=(5, 10))
 
 
+def refused(api: Any, **fields: Any) -> Any:
+    """POST /auth that must fail: the SDK's ApiException (status, body)."""
+    return api_error(lambda: auth(api, **fields))
+
+
 def can_encrypt(emu: Emulator, api: Any, token: str) -> bool:
     """The token works for an operation (proves /auth issued a real token)."""
     Client(api, token, "").encrypt(b"probe")
@@ -59,33 +64,29 @@ class TestAccessKey:
     def test_wrong_key_is_401(self, emu: Emulator) -> None:
         """A wrong access key is 401 and the body does not echo it."""
         ident = emu.add_access_key()
-        err = api_error(lambda: auth(make_api(emu), access_id=ident.access_id, access_key="wrong-secret"))
+        err = refused(make_api(emu), access_id=ident.access_id, access_key="wrong-secret")
         assert err.status == 401
         assert "wrong-secret" not in err.body
 
     def test_unknown_access_id_is_401(self, emu: Emulator) -> None:
         """An access id nobody registered is 401."""
-        err = api_error(lambda: auth(make_api(emu), access_id="p-unknown00000", access_key="x"))
-        assert err.status == 401
+        assert refused(make_api(emu), access_id="p-unknown00000", access_key="x").status == 401
 
     def test_missing_access_id_is_400_with_real_message(self, emu: Emulator) -> None:
         """The real API's InvalidParam body for a missing AccessId."""
-        err = api_error(lambda: auth(make_api(emu), access_key="x"))
+        err = refused(make_api(emu), access_key="x")
         assert err.status == 400
         assert "Missing required parameter - AccessId" in err.body
 
     def test_unsupported_access_type_is_400(self, emu: Emulator) -> None:
         """ldap and friends are not emulated."""
-        err = api_error(lambda: auth(make_api(emu), access_id="p-x", access_type="ldap"))
-        assert err.status == 400
+        assert refused(make_api(emu), access_id="p-x", access_type="ldap").status == 400
 
     def test_method_mismatch_is_401(self, emu: Emulator) -> None:
         """An access-key identity cannot log in as aws_iam."""
         ident = emu.add_access_key()
-        err = api_error(
-            lambda: auth(make_api(emu), access_id=ident.access_id, access_type="aws_iam", cloud_id="eA==")
-        )
-        assert err.status == 401
+        assert refused(make_api(emu), access_id=ident.access_id, access_type="aws_iam",
+                       cloud_id="eA==").status == 401
 
 
 class TestUniversalIdentity:
@@ -108,8 +109,7 @@ class TestUniversalIdentity:
 
     def test_bad_uid_token_is_401(self, emu: Emulator) -> None:
         """An unknown u- token is 401."""
-        err = api_error(lambda: auth(make_api(emu), access_type="universal_identity", uid_token="u-nope"))
-        assert err.status == 401
+        assert refused(make_api(emu), access_type="universal_identity", uid_token="u-nope").status == 401
 
 
 @pytest.fixture
@@ -155,33 +155,21 @@ class TestAwsIam:
         """A request signed by another AWS key id is refused."""
         ident = plain_emu.add_aws_iam(None, AWS_KEY_ID, AWS_SECRET)
         cloud_id = aws_cloud_id("AKIAOTHER00000000000", AWS_SECRET)
-        err = api_error(
-            lambda: auth(
-                make_api(plain_emu), access_id=ident.access_id, access_type="aws_iam", cloud_id=cloud_id
-            )
-        )
-        assert err.status == 401
+        assert refused(make_api(plain_emu), access_id=ident.access_id, access_type="aws_iam",
+                       cloud_id=cloud_id).status == 401
 
     def test_wrong_secret_signature_is_401(self, plain_emu: Emulator) -> None:
         """Same key id, signature made with another secret: refused."""
         ident = plain_emu.add_aws_iam(None, AWS_KEY_ID, AWS_SECRET)
         cloud_id = aws_cloud_id(AWS_KEY_ID, "another-secret")
-        err = api_error(
-            lambda: auth(
-                make_api(plain_emu), access_id=ident.access_id, access_type="aws_iam", cloud_id=cloud_id
-            )
-        )
-        assert err.status == 401
+        assert refused(make_api(plain_emu), access_id=ident.access_id, access_type="aws_iam",
+                       cloud_id=cloud_id).status == 401
 
     def test_malformed_cloud_id_is_401(self, plain_emu: Emulator) -> None:
         """Garbage instead of the base64 JSON document."""
         ident = plain_emu.add_aws_iam(None, AWS_KEY_ID)
-        err = api_error(
-            lambda: auth(
-                make_api(plain_emu), access_id=ident.access_id, access_type="aws_iam", cloud_id=b64("{}")
-            )
-        )
-        assert err.status == 401
+        assert refused(make_api(plain_emu), access_id=ident.access_id, access_type="aws_iam",
+                       cloud_id=b64("{}")).status == 401
 
 
 class TestAzureGcpK8s:
@@ -193,20 +181,14 @@ class TestAzureGcpK8s:
         api = make_api(plain_emu)
         assert auth(api, access_id=ident.access_id, access_type="azure_ad", cloud_id=b64(token)).token
         other = make_jwt({"aud": "https://management.azure.com/"})
-        err = api_error(
-            lambda: auth(api, access_id=ident.access_id, access_type="azure_ad", cloud_id=b64(other))
-        )
-        assert err.status == 401
+        assert refused(api, access_id=ident.access_id, access_type="azure_ad",
+                       cloud_id=b64(other)).status == 401
 
     def test_azure_wrong_audience(self, plain_emu: Emulator) -> None:
         """A registered token for another resource is refused."""
         ident, token = plain_emu.add_azure_ad(claims={"aud": "https://vault.azure.net"})
-        err = api_error(
-            lambda: auth(
-                make_api(plain_emu), access_id=ident.access_id, access_type="azure_ad", cloud_id=b64(token)
-            )
-        )
-        assert err.status == 401
+        assert refused(make_api(plain_emu), access_id=ident.access_id, access_type="azure_ad",
+                       cloud_id=b64(token)).status == 401
 
     def test_gcp_default_audience(self, plain_emu: Emulator) -> None:
         """The SDK's default gcp-audience (akeyless.io) matches the token's aud."""
@@ -217,26 +199,14 @@ class TestAzureGcpK8s:
     def test_gcp_audience_mismatch(self, plain_emu: Emulator) -> None:
         """Asking for another audience than the token's is refused."""
         ident, token = plain_emu.add_gcp()
-        err = api_error(
-            lambda: auth(
-                make_api(plain_emu),
-                access_id=ident.access_id,
-                access_type="gcp",
-                cloud_id=b64(token),
-                gcp_audience="x.io",
-            )
-        )
-        assert err.status == 401
+        assert refused(make_api(plain_emu), access_id=ident.access_id, access_type="gcp",
+                       cloud_id=b64(token), gcp_audience="x.io").status == 401
 
     def test_expired_registered_jwt_is_401(self, plain_emu: Emulator) -> None:
         """Even a registered token is refused after its exp."""
         ident, token = plain_emu.add_gcp(claims={"exp": 1})
-        err = api_error(
-            lambda: auth(
-                make_api(plain_emu), access_id=ident.access_id, access_type="gcp", cloud_id=b64(token)
-            )
-        )
-        assert err.status == 401
+        assert refused(make_api(plain_emu), access_id=ident.access_id, access_type="gcp",
+                       cloud_id=b64(token)).status == 401
 
     def test_k8s(self, plain_emu: Emulator) -> None:
         """SA token + config name authenticate; another config name does not."""
@@ -244,7 +214,7 @@ class TestAzureGcpK8s:
         api = make_api(plain_emu)
         fields = {"access_id": ident.access_id, "access_type": "k8s", "k8s_service_account_token": b64(sa)}
         assert auth(api, k8s_auth_config_name="cluster-a", **fields).token
-        assert api_error(lambda: auth(api, k8s_auth_config_name="cluster-b", **fields)).status == 401
+        assert refused(api, k8s_auth_config_name="cluster-b", **fields).status == 401
 
 
 def _signed_challenge(api: Any, access_id: str, cert_pem: bytes, key_pem: bytes) -> dict[str, str]:
@@ -269,7 +239,7 @@ class TestCert:
         proof = _signed_challenge(api, ident.access_id, cert_pem, key_pem)
         fields = {"access_id": ident.access_id, "access_type": "cert", "cert_data": b64(cert_pem), **proof}
         assert auth(api, **fields).token
-        assert api_error(lambda: auth(api, **fields)).status == 401
+        assert refused(api, **fields).status == 401
 
     def test_key_data_proof(self, plain_emu: Emulator) -> None:
         """key-data matching the certificate is accepted as proof."""
@@ -291,10 +261,8 @@ class TestCert:
         cert_pem, key_pem = Path(rogue.cert_file).read_bytes(), Path(rogue.key_file).read_bytes()
         api = make_api(plain_emu)
         proof = _signed_challenge(api, ident.access_id, cert_pem, key_pem)
-        err = api_error(
-            lambda: auth(api, access_id=ident.access_id, access_type="cert", cert_data=b64(cert_pem), **proof)
-        )
-        assert err.status == 401
+        assert refused(api, access_id=ident.access_id, access_type="cert", cert_data=b64(cert_pem),
+                       **proof).status == 401
 
     def test_challenge_signed_by_other_key_is_401(self, plain_emu: Emulator) -> None:
         """Possession of the certificate alone is not enough."""
@@ -303,10 +271,8 @@ class TestCert:
         cert_pem = Path(mine.cert_file).read_bytes()
         api = make_api(plain_emu)
         proof = _signed_challenge(api, ident.access_id, cert_pem, Path(other.key_file).read_bytes())
-        err = api_error(
-            lambda: auth(api, access_id=ident.access_id, access_type="cert", cert_data=b64(cert_pem), **proof)
-        )
-        assert err.status == 401
+        assert refused(api, access_id=ident.access_id, access_type="cert", cert_data=b64(cert_pem),
+                       **proof).status == 401
 
     def test_tls_client_certificate_authenticates(self) -> None:
         """Over mTLS, the TLS client certificate itself is the proof."""
@@ -315,5 +281,4 @@ class TestCert:
             files = emu.mint_client_cert()
             api = make_api(emu, cert_file=files.cert_file, key_file=files.key_file)
             assert auth(api, access_id=ident.access_id, access_type="cert").token
-            err = api_error(lambda: auth(make_api(emu), access_id=ident.access_id, access_type="cert"))
-            assert err.status == 400
+            assert refused(make_api(emu), access_id=ident.access_id, access_type="cert").status == 400
