@@ -51,6 +51,7 @@ from typing import Any
 
 from . import process
 from .peercred import Peer, PeerGate
+from .refusals import MAX_KEYS, OTHER_UIDS
 from .threads import Supervisor
 
 log = logging.getLogger("kms_appliance.peercred")
@@ -91,17 +92,14 @@ class GateProcess:
             return
         ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
         self._done.clear()
-        gc.freeze()  # the child's collector then leaves the inherited heap unscanned (and shared)
-        # Until the child has its own dispositions, a stop signal sent to it would run the
-        # parent's handler there, which writes to the parent's wake-up pipe: held back.
-        signal.pthread_sigmask(signal.SIG_BLOCK, process.HANDLED)
-        pid = os.fork()
-        if pid == 0:  # pragma: no cover - the child; measured by the tests that run the plugin
+        try:
+            pid = self._fork(ours, theirs)
+        except BaseException:
             ours.close()
-            os._exit(_child(self._listener, theirs, *self._args, os.getppid()))
-        signal.pthread_sigmask(signal.SIG_UNBLOCK, process.HANDLED)
-        gc.unfreeze()
-        theirs.close()
+            self._done.set()
+            raise  # out of processes or memory: the Supervisor tries again, then fails /livez
+        finally:
+            theirs.close()
         self._pid, self._ctl = pid, ours
         try:
             self._read_reports(ours)
@@ -114,9 +112,28 @@ class GateProcess:
         if not self._closing:
             log.error("peer gate process %d ended (%s); starting another", pid, status)
 
+    def _fork(self, ours: socket.socket, theirs: socket.socket) -> int:
+        gc.freeze()  # the child's collector then leaves the inherited heap unscanned (and shared)
+        # Until the child has its own dispositions, a stop signal sent to it would run the
+        # parent's handler there, which writes to the parent's wake-up pipe: held back.
+        signal.pthread_sigmask(signal.SIG_BLOCK, process.HANDLED)
+        try:
+            pid = os.fork()
+            if pid == 0:  # pragma: no cover - the child; measured by the tests that run the plugin
+                ours.close()  # the parent's end: the child sees EOF once the parent is gone
+                os._exit(_child(self._listener, theirs, *self._args, os.getppid()))
+        finally:
+            signal.pthread_sigmask(signal.SIG_UNBLOCK, process.HANDLED)
+            gc.unfreeze()
+        return pid
+
     def _read_reports(self, ctl: socket.socket) -> None:
         while msg := ctl.recv(_MSG):
-            report = json.loads(msg)
+            try:
+                report = json.loads(msg)
+            except ValueError:
+                log.warning("unreadable report from the peer gate process: skipped")
+                continue
             for reason, uid, pid, gid, count in report.get("refused", ()):
                 try:
                     self._on_refuse(Peer(pid, uid, gid), reason, count)
@@ -181,8 +198,11 @@ class _Tally:
         self._lock = threading.Lock()
 
     def refused(self, peer: Peer, reason: str) -> None:
+        key = (reason, peer.uid)
         with self._lock:
-            entry = self._refused.setdefault((reason, peer.uid), [0, 0, 0])
+            if key not in self._refused and len(self._refused) >= MAX_KEYS:
+                key = (reason, OTHER_UIDS)  # a report stays far below one message's size
+            entry = self._refused.setdefault(key, [0, 0, 0])
             entry[0] += 1
             entry[1], entry[2] = peer.pid, peer.gid
 

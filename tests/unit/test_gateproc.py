@@ -3,11 +3,13 @@ exercised on the real plugin: tests/integration/test_gate_process.py)."""
 
 from __future__ import annotations
 
+import json
 import socket
 from pathlib import Path
 
 from kms_appliance.gateproc import GateProcess, _Tally
 from kms_appliance.peercred import Peer
+from kms_appliance.refusals import MAX_KEYS, OTHER_UIDS
 from kms_appliance.threads import Supervisor
 
 
@@ -48,3 +50,13 @@ def test_a_failing_sink_does_not_end_the_reading() -> None:
     theirs.close()
     gate._read_reports(ours)
     assert counts == [1, 0]
+
+
+def test_tally_keys_are_bounded_so_a_report_fits_one_message() -> None:
+    tally = _Tally()
+    for uid in range(10_000):
+        tally.refused(Peer(uid, uid, uid), "uid_not_allowed")
+    report = json.loads(tally.drain())
+    assert len(report["refused"]) == MAX_KEYS + 1
+    assert {r[1] for r in report["refused"]} >= {OTHER_UIDS}
+    assert sum(r[4] for r in report["refused"]) == 10_000
