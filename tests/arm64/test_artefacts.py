@@ -143,15 +143,12 @@ def test_image_serves_a_round_trip(tmp_path: Path, podman: list[str]) -> None:
           REF, "--backend", "local", "--http-listen", ""])
     sock = sock_dir / "kms.sock"
     steps.wait_container_socket(podman, name, sock, timeout=120)  # emulated start
-    client = Client(sock, timeout=30)
-    try:
+    with Client(sock, timeout=30) as client:
         secret = b"arm64-image-dek-0123456789abcdef"
         resp = client.encrypt(secret)
         assert client.decrypt(resp.ciphertext, resp.key_id, dict(resp.annotations)) == secret
         assert client.status().healthz == "ok"
         assert client.v1_decrypt(client.v1_encrypt(b"v1 payload")) == b"v1 payload"
-    finally:
-        client.close()
     pid = json.loads(run([*podman, "inspect", name]).stdout)[0]["State"]["Pid"]
     status = status_fields(pid)
     assert status["Uid"].split() == [str(NONROOT)] * 4 and int(status["CapEff"], 16) == 0

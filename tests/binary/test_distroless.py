@@ -47,8 +47,7 @@ def local_plugin(binary: Path, keyring_file: Path, sock_dir: Path) -> Iterator[t
 
 def test_v2_and_v1_round_trip_in_empty_root(local_plugin: tuple[subprocess.Popen[bytes], Path]) -> None:
     proc, sock = local_plugin
-    client = Client(sock, timeout=10)
-    try:
+    with Client(sock, timeout=10) as client:
         status = client.status()
         assert status.healthz == "ok"
         assert status.key_id
@@ -59,8 +58,6 @@ def test_v2_and_v1_round_trip_in_empty_root(local_plugin: tuple[subprocess.Popen
         cipher = client.v1_encrypt(b"v1 secret payload")
         assert cipher != b"v1 secret payload"
         assert client.v1_decrypt(cipher) == b"v1 secret payload"
-    finally:
-        client.close()
     assert proc.poll() is None
 
 
@@ -106,8 +103,7 @@ def test_akeyless_round_trip_in_empty_root(binary: Path, sock_dir: Path, tmp_pat
         proc, root = box.popen(_serve_args(*args), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
         try:
             sandbox.wait_serving(sock_dir / "kms.sock", proc, START_TIMEOUT)
-            client = Client(sock_dir / "kms.sock", timeout=15)
-            try:
+            with Client(sock_dir / "kms.sock", timeout=15) as client:
                 status = client.status()
                 assert status.healthz == "ok"
                 enc = client.encrypt(b"\x02" * 32)
@@ -115,8 +111,6 @@ def test_akeyless_round_trip_in_empty_root(binary: Path, sock_dir: Path, tmp_pat
                 assert client.decrypt(enc.ciphertext, enc.key_id, dict(enc.annotations)) == b"\x02" * 32
                 cipher = client.v1_encrypt(b"v1 via akeyless")
                 assert client.v1_decrypt(cipher) == b"v1 via akeyless"
-            finally:
-                client.close()
         finally:
             rc = sandbox.stop(proc)
             root.rmdir()

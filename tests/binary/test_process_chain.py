@@ -160,11 +160,8 @@ def test_nonroot_serving_process_is_not_dumpable(binary: Path, keyring_file: Pat
                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     try:
         sandbox.wait_serving(sock_dir / "kms.sock", proc, START_TIMEOUT)
-        client = Client(sock_dir / "kms.sock", timeout=10)
-        try:
+        with Client(sock_dir / "kms.sock", timeout=10) as client:
             assert client.status().healthz == "ok"
-        finally:
-            client.close()
         inside = [p for p in descendants(proc.pid)
                   if status_fields(p).get("Name") not in ("sh", "unshare", "setpriv", "env")]
         python = next(p for p in inside if not descendants(p))  # the leaf of the chain

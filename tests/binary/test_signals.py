@@ -62,8 +62,7 @@ def test_sighup_to_outermost_process_reloads_and_keeps_serving(frozen: pm.Plugin
     Python through both bootloaders: the rotated key is picked up, nothing dies, SIGTERM exits 0.
     Stock staticx died of it (orphaning the server, which now stops with its ancestors)."""
     frozen.start(timeout=START_TIMEOUT)
-    client = Client(frozen.socket, timeout=10)
-    try:
+    with Client(frozen.socket, timeout=10) as client:
         old = client.status().key_id
         frozen.rotate_key()
         for _ in range(100):
@@ -73,8 +72,6 @@ def test_sighup_to_outermost_process_reloads_and_keeps_serving(frozen: pm.Plugin
             time.sleep(0.05)
         assert client.status().key_id != old, "the rotation was not picked up"
         assert frozen.proc.poll() is None, "the outermost process died of SIGHUP"
-    finally:
-        client.close()
     _exited_cleanly(frozen, frozen.stop())
 
 

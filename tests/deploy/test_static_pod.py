@@ -191,13 +191,10 @@ def http_status(port: int, path: str) -> int:
 
 
 def plugin_key_id(paths: Paths) -> str:
-    client = Client(paths.socket, timeout=3)
-    try:
+    with Client(paths.socket, timeout=3) as client:
         status = client.status()
         assert status.healthz == "ok", status
         return str(status.key_id)
-    finally:
-        client.close()
 
 
 def mirror_pod(cluster: Cluster) -> dict[str, Any]:

@@ -197,12 +197,8 @@ class TestEnvelopeOutage:
                        f"plugin {p.name} dropping its IKs")
         record_timing("revocation to both plugins' IKs dropped", time.monotonic() - started)
         probe = migrated["rotated-00000"]
-        client = Client(plug_a.socket)
-        try:
-            with pytest.raises(grpc.RpcError) as refused:
-                client.decrypt(probe.encrypted_dek_source, probe.key_id, probe.annotations)
-        finally:
-            client.close()
+        with Client(plug_a.socket) as client, pytest.raises(grpc.RpcError) as refused:
+            client.decrypt(probe.encrypted_dek_source, probe.key_id, probe.annotations)
         assert refused.value.code() == grpc.StatusCode.PERMISSION_DENIED
         # A running apiserver keeps the DEK seeds it decrypted (its watch cache decrypts every
         # write as it arrives), so the apiserver-side proof is a restart: B's apiserver gets

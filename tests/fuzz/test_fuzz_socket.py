@@ -126,11 +126,8 @@ def _campaign(p: pm.Plugin, name: str, sealed: dict[bytes, bytes], corpus: list[
             assert p.proc.poll() is None, "the plugin died"
     finally:
         channel.close()
-    c = Client(p.socket)
-    try:
+    with Client(p.socket) as c:
         assert c.status().healthz == "ok"
-    finally:
-        c.close()
 
 
 @pytest.fixture

@@ -19,8 +19,5 @@ def plugin(tmp_path: Path) -> Iterator[plugin_mod.Plugin]:
 
 @pytest.fixture
 def client(plugin: plugin_mod.Plugin) -> Iterator[Client]:
-    c = Client(plugin.socket)
-    try:
+    with Client(plugin.socket) as c:
         yield c
-    finally:
-        c.close()

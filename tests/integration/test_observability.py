@@ -73,11 +73,8 @@ def test_metrics_and_health(plugin: pm.Plugin, client: Client) -> None:
 
 def test_http_can_be_disabled(tmp_path: Path) -> None:
     with pm.running(tmp_path / "h", ["--http-listen", ""]) as p:
-        c = Client(p.socket)
-        try:
+        with Client(p.socket) as c:
             assert c.status().healthz == "ok"
-        finally:
-            c.close()
         assert "HTTP endpoint disabled" in p.stderr.read_text()
 
 

@@ -95,11 +95,8 @@ def test_a_waiting_backend_holds_a_worker_not_the_loop(waiting: tuple[PluginServ
     try:
         assert backend.waiting.wait(10), "the encrypt call never reached the backend"
         # The encrypt call waits in a worker; the loop still reads and answers other calls.
-        other = Client(srv.socket_path, timeout=5)
-        try:
+        with Client(srv.socket_path, timeout=5) as other:
             assert other.status().healthz == "ok"
-        finally:
-            other.close()
         assert not result
         backend.release.set()
         t.join(10)
@@ -116,12 +113,9 @@ def test_in_memory_calls_run_in_the_loop_and_one_that_would_wait_is_served_once(
     backend.release.set()
     audit = tmp_path / "audit.log"
     for srv in _serve(tmp_path, backend, in_memory=True):
-        c = Client(srv.socket_path, timeout=10)
-        try:
+        with Client(srv.socket_path, timeout=10) as c:
             c.encrypt(os.urandom(32))
             c.encrypt(b"wait" + os.urandom(28))
-        finally:
-            c.close()
     loop, worker = backend.wrapped_on
     assert loop == "grpc-loop" and worker.startswith("kms-rpc")
     records = [json.loads(line) for line in audit.read_text().splitlines()]

@@ -37,23 +37,16 @@ def test_second_instance_refused_while_first_serves(plugin: pm.Plugin, tmp_path:
     second = pm.start(tmp_path / "second", ["--socket", str(plugin.socket)], wait=False)
     assert second.proc.wait(30) == 1
     assert "already serving" in second.stderr.read_text()
-    c = Client(plugin.socket)
-    try:
+    with Client(plugin.socket) as c:
         assert c.status().healthz == "ok"
-    finally:
-        c.close()
 
 
 def test_stale_socket_recovered_after_kill_9(tmp_path: Path) -> None:
     p = pm.start(tmp_path / "s")
     p.stop(signal.SIGKILL)
     assert p.socket.exists(), "kill -9 leaves the socket behind"
-    with pm.running(tmp_path / "s") as again:
-        c = Client(again.socket)
-        try:
-            assert c.status().healthz == "ok"
-        finally:
-            c.close()
+    with pm.running(tmp_path / "s") as again, Client(again.socket) as c:
+        assert c.status().healthz == "ok"
 
 
 @pytest.mark.parametrize("case", ["symlink-dir", "world-writable", "foreign-owner", "regular-file", "symlink-sock"])
@@ -95,13 +88,10 @@ def test_other_uid_cannot_connect(plugin: pm.Plugin) -> None:
 
 def test_peer_uid_allowlist_refusal_is_audited(tmp_path: Path) -> None:
     with pm.running(tmp_path / "a", ["--allowed-uids", "4242"]) as p:
-        c = Client(p.socket, timeout=2)
-        try:
+        with Client(p.socket, timeout=2) as c:
             with pytest.raises(grpc.RpcError) as info:
                 c.status()
             assert info.value.code() == grpc.StatusCode.UNAVAILABLE
-        finally:
-            c.close()
         records = p.audit_until(lambda rs: any(r["event"] == "peer_refused" for r in rs))
         refusals = [r for r in records if r["event"] == "peer_refused"]
         assert refusals and refusals[0]["peer_uid"] == os.geteuid()
@@ -112,14 +102,11 @@ def test_peer_uid_allowlist_refusal_is_audited(tmp_path: Path) -> None:
 
 def test_peer_uid_allowlist_admits_listed_uid(tmp_path: Path) -> None:
     with pm.running(tmp_path / "b", ["--allowed-uids", f"{os.geteuid()},4242"]) as p:
-        c = Client(p.socket)
-        try:
+        with Client(p.socket) as c:
             seed = os.urandom(32)
             enc = c.encrypt(seed)
             assert c.decrypt(enc.ciphertext, enc.key_id) == seed
             assert c.v1_decrypt(c.v1_encrypt(seed)) == seed
-        finally:
-            c.close()
         assert stat.S_IMODE(p.socket.lstat().st_mode) == 0o600
         with socket.socket(socket.AF_UNIX) as raw:
             raw.connect(str(p.socket))  # an idle raw connection must not block shutdown

@@ -123,14 +123,11 @@ def test_run_read_only_no_caps_round_trip(tmp_path: Path, podman: list[str]) -> 
              REF, "--backend", "local", "--http-listen", ""])
         sock = sock_dir / "kms.sock"
         steps.wait_container_socket(podman, name, sock, timeout=60)
-    client = Client(sock)
-    try:
+    with Client(sock) as client:
         secret = b"image-test-dek-0123456789abcdef!"
         resp = client.encrypt(secret)
         assert client.decrypt(resp.ciphertext, resp.key_id, dict(resp.annotations)) == secret
         assert client.status().healthz == "ok"
-    finally:
-        client.close()
     assert sock.stat().st_uid == NONROOT and sock.stat().st_mode & 0o777 == 0o600
     inspect = json.loads(run([*podman, "inspect", name]).stdout)[0]
     assert inspect["HostConfig"]["ReadonlyRootfs"] is True
@@ -202,11 +199,8 @@ def test_static_pod_as_generated_serves_and_answers_probes(tmp_path: Path, podma
             except (urllib.error.URLError, ConnectionError):
                 assert time.monotonic() < deadline, f"{probe} {url} never answered 200"
                 time.sleep(0.3)
-    client = Client(sock)
-    try:
+    with Client(sock) as client:
         resp = client.encrypt(b"static-pod-dek-0123456789abcdef")
         assert client.decrypt(resp.ciphertext, resp.key_id, dict(resp.annotations)) == \
             b"static-pod-dek-0123456789abcdef"
-    finally:
-        client.close()
     run([*podman, "stop", "-t", "20", name])

@@ -93,8 +93,7 @@ def test_unit_settings() -> None:
 
 
 def _round_trip(sock: Path) -> str:
-    client = Client(sock)
-    try:
+    with Client(sock) as client:
         st = client.status()
         assert st.healthz == "ok"
         secret = b"packaging-test-dek-0123456789abcdef"
@@ -103,8 +102,6 @@ def _round_trip(sock: Path) -> str:
         assert client.decrypt(resp.ciphertext, resp.key_id, dict(resp.annotations)) == secret
         assert client.v1_decrypt(client.v1_encrypt(b"v1 plain")) == b"v1 plain"
         return str(st.key_id)
-    finally:
-        client.close()
 
 
 def _status(booted: BootedRoot, pid: str) -> dict[str, str]:

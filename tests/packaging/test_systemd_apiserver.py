@@ -152,11 +152,8 @@ class Host:
 
 
 def _plugin_key_id(booted: BootedRoot) -> str:
-    client = Client(booted.path("/run/kms-appliance/kms.sock"))
-    try:
+    with Client(booted.path("/run/kms-appliance/kms.sock")) as client:
         return str(client.status().key_id)
-    finally:
-        client.close()
 
 
 def _main_pid(booted: BootedRoot) -> str:

@@ -87,8 +87,7 @@ def test_rotations_during_a_burst_label_every_record_with_the_version_used(
         emu.clear_faults()
 
         used = emu.encrypt_versions()
-        c = Client(p.socket, timeout=10)
-        try:
+        with Client(p.socket, timeout=10) as c:
             for api, _, ct, resp in out:
                 label, blob = _label(ct)
                 version = used[result_fingerprint(blob)]
@@ -102,8 +101,6 @@ def test_rotations_during_a_burst_label_every_record_with_the_version_used(
                     assert c.v1_decrypt(ct) == seed
                 else:
                     assert c.decrypt(ct, resp.key_id, dict(resp.annotations)) == seed
-        finally:
-            c.close()
         versions_used = {used[result_fingerprint(_label(ct)[1])] for _, _, ct, _ in out}
         assert versions_used == {1, 2, 3, 4}, versions_used
     finally:
