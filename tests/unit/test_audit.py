@@ -9,6 +9,7 @@ import stat
 import threading
 import time
 from collections.abc import Callable
+from contextlib import closing
 from pathlib import Path
 
 import pytest
@@ -28,19 +29,15 @@ def _lines(path: Path) -> list[dict[str, object]]:
 
 def test_interval_zero_writes_before_event_returns(tmp_path: Path) -> None:
     path = tmp_path / "audit.log"
-    log = AuditLog(str(path), flush_interval=0)
-    try:
+    with closing(AuditLog(str(path), flush_interval=0)) as log:
         log.event(event="encrypt", uid="u1")
         assert [r["uid"] for r in _lines(path)] == ["u1"]
         assert stat.S_IMODE(path.stat().st_mode) == 0o600
-    finally:
-        log.close()
 
 
 def test_buffered_record_reaches_the_file_without_any_other_call(tmp_path: Path) -> None:
     path = tmp_path / "audit.log"
-    log = AuditLog(str(path), flush_interval=0.02)
-    try:
+    with closing(AuditLog(str(path), flush_interval=0.02)) as log:
         log.event(event="encrypt", uid="u1")
         deadline = time.monotonic() + 5
         while not path.read_text() and time.monotonic() < deadline:
@@ -50,8 +47,6 @@ def test_buffered_record_reaches_the_file_without_any_other_call(tmp_path: Path)
         while len(_lines(path)) < 2 and time.monotonic() < deadline:
             time.sleep(0.01)
         assert [r["uid"] for r in _lines(path)] == ["u1", "u2"]
-    finally:
-        log.close()
 
 
 def test_close_writes_everything_buffered_and_stops_the_flusher(tmp_path: Path) -> None:
@@ -83,8 +78,7 @@ def test_concurrent_writers_lose_and_tear_nothing(tmp_path: Path) -> None:
 
 def test_reopen_follows_a_rotated_file(tmp_path: Path) -> None:
     path = tmp_path / "audit.log"
-    log = AuditLog(str(path), flush_interval=0.02)
-    try:
+    with closing(AuditLog(str(path), flush_interval=0.02)) as log:
         log.event(event="encrypt", uid="before")
         log.flush()
         path.rename(tmp_path / "audit.log.1")
@@ -94,8 +88,6 @@ def test_reopen_follows_a_rotated_file(tmp_path: Path) -> None:
         log.flush()
         assert [r["uid"] for r in _lines(tmp_path / "audit.log.1")] == ["before"]
         assert [r["uid"] for r in _lines(path)] == ["after"]
-    finally:
-        log.close()
 
 
 def test_symlinked_target_is_refused(tmp_path: Path) -> None:
@@ -148,8 +140,7 @@ def test_failed_reopen_is_counted_degrades_and_is_retried_without_sighup(
     logdir.mkdir(mode=0o700)
     path = logdir / "audit.log"
     metrics = Metrics()
-    log = AuditLog(str(path), flush_interval=0.02, metrics=metrics)
-    try:
+    with closing(AuditLog(str(path), flush_interval=0.02, metrics=metrics)) as log:
         log.event(event="encrypt", uid="before")
         log.flush()
         logdir.rename(tmp_path / "moved")
@@ -167,15 +158,12 @@ def test_failed_reopen_is_counted_degrades_and_is_retried_without_sighup(
         assert moved == ["before", "while-broken"]
         assert [r["uid"] for r in _lines(path)] == ["after"]
         assert _sample(metrics, "kms_appliance_audit_records_dropped_total") == 0
-    finally:
-        log.close()
 
 
 def test_write_failure_drops_counts_and_reopens(tmp_path: Path, fast_retry: None) -> None:
     path = tmp_path / "audit.log"
     metrics = Metrics()
-    log = AuditLog(str(path), flush_interval=0, metrics=metrics)
-    try:
+    with closing(AuditLog(str(path), flush_interval=0, metrics=metrics)) as log:
         log._out = open("/dev/full", "a", encoding="utf-8")  # noqa: SIM115 - the disk fills up
         log.event(event="encrypt", uid="lost")
         assert log.lost and "No space left" in (log.problem() or "")
@@ -185,8 +173,6 @@ def test_write_failure_drops_counts_and_reopens(tmp_path: Path, fast_retry: None
         assert _until(lambda: (log.flush(), log.problem() is None)[1])  # the maintenance tick
         log.event(event="encrypt", uid="kept")
         assert [r["uid"] for r in _lines(path)] == ["kept"] and not log.lost
-    finally:
-        log.close()
 
 
 def test_a_torn_last_line_is_ended_before_the_next_record(tmp_path: Path) -> None:
@@ -194,11 +180,8 @@ def test_a_torn_last_line_is_ended_before_the_next_record(tmp_path: Path) -> Non
     path = tmp_path / "audit.log"
     path.write_text('{"uid":"whole"}\n{"uid":"to')
     path.chmod(0o600)
-    log = AuditLog(str(path), flush_interval=0)
-    try:
+    with closing(AuditLog(str(path), flush_interval=0)) as log:
         log.event(event="encrypt", uid="next")
-    finally:
-        log.close()
     lines = path.read_text().splitlines()
     assert lines[1] == '{"uid":"to' and json.loads(lines[2])["uid"] == "next"
 
@@ -206,8 +189,7 @@ def test_a_torn_last_line_is_ended_before_the_next_record(tmp_path: Path) -> Non
 def test_sighup_retries_a_refused_reopen_every_time(tmp_path: Path) -> None:
     """A FIFO (or anything not a regular file) planted after rotation is refused, never opened."""
     path = tmp_path / "audit.log"
-    log = AuditLog(str(path), flush_interval=0)
-    try:
+    with closing(AuditLog(str(path), flush_interval=0)) as log:
         log.event(event="encrypt", uid="1")
         path.rename(tmp_path / "audit.log.1")
         os.mkfifo(path, 0o600)
@@ -225,8 +207,6 @@ def test_sighup_retries_a_refused_reopen_every_time(tmp_path: Path) -> None:
         assert log.problem() is None
         log.event(event="encrypt", uid="2")
         assert [r["uid"] for r in _lines(path)] == ["2"]
-    finally:
-        log.close()
 
 
 @pytest.mark.root
@@ -234,8 +214,7 @@ def test_logrotate_create_with_the_wrong_owner_is_refused_then_picked_up(tmp_pat
     """`create 0600 nobody nobody`: refused on SIGHUP (records stay in the rotated file), then fixed."""
     owner = 65534
     path = tmp_path / "audit.log"
-    log = AuditLog(str(path), flush_interval=0)
-    try:
+    with closing(AuditLog(str(path), flush_interval=0)) as log:
         path.rename(tmp_path / "audit.log.1")
         path.touch(mode=0o600)
         os.chown(path, owner, owner)
@@ -250,8 +229,6 @@ def test_logrotate_create_with_the_wrong_owner_is_refused_then_picked_up(tmp_pat
         assert log.problem() is None
         log.event(event="encrypt", uid="new")
         assert [r["uid"] for r in _lines(path)] == ["new"]
-    finally:
-        log.close()
 
 
 def test_gate_refuses_calls_while_records_are_lost(tmp_path: Path) -> None:
