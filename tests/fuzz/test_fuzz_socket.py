@@ -154,12 +154,9 @@ def test_socket_fuzz_akeyless_header(tmp_path: Path) -> None:
 
 
 def _akeyless_campaign(emu: Emulator, tmp_path: Path) -> None:
-    p = pm.start(tmp_path / "ak", ["--log-level", "debug"], identity_env(emu), akeyless=True)
-    try:
+    with pm.running(tmp_path / "ak", ["--log-level", "debug"], identity_env(emu), akeyless=True) as p:
         sealed: dict[bytes, bytes] = {}
         with Client(p.socket) as c:
             corpus = _corpus(c, sealed)
         decrypts = {k: v for k, v in METHODS.items() if k.endswith("Decrypt")}
         _campaign(p, "akeyless", sealed, corpus, decrypts, max(200, PER_METHOD // 3))
-    finally:
-        p.stop()

@@ -13,7 +13,7 @@ import grpc
 import pytest
 
 from tests.support.kmsclient import Callers, Client
-from tests.support.plugin import REPO, Plugin
+from tests.support.plugin import REPO, Plugin, running
 
 
 def code_of(fn, *args) -> grpc.StatusCode:  # type: ignore[no-untyped-def]
@@ -125,11 +125,8 @@ def test_rotation_without_restart(plugin: Plugin, client: Client) -> None:
 
 
 def test_rotation_by_file_watch_alone(tmp_path: Path) -> None:
-    from tests.support import plugin as pm
-
-    p = pm.start(tmp_path / "w", env={"KMS_APPLIANCE_LOCAL_RELOAD_INTERVAL": "200ms"})
-    c = Client(p.socket)
-    try:
+    with (running(tmp_path / "w", env={"KMS_APPLIANCE_LOCAL_RELOAD_INTERVAL": "200ms"}) as p,
+          Client(p.socket) as c):
         before = c.status().key_id
         subprocess.run([sys.executable, "-m", "kms_appliance", "keyring", "rotate",
                         str(p.workdir / "keyring.json")], cwd=REPO, check=True, capture_output=True)
@@ -137,9 +134,6 @@ def test_rotation_by_file_watch_alone(tmp_path: Path) -> None:
         while c.status().key_id == before and time.monotonic() < deadline:
             time.sleep(0.1)
         assert c.status().key_id != before
-    finally:
-        c.close()
-        p.stop()
 
 
 @pytest.mark.parametrize("method", ["/v2.KeyManagementService/Status",

@@ -38,18 +38,14 @@ def test_key_age_survives_restart_and_follows_rotation(tmp_path: Path) -> None:
     ring = tmp_path / "w" / "keyring.json"
     ring.parent.mkdir(mode=0o700)
     _old_keyring(ring)
-    p = plugin.start(tmp_path / "w", keyring=ring)
-    try:
+    with plugin.running(tmp_path / "w", keyring=ring) as p:
         first = _metrics(p)
         assert first[f'{CREATED}{{backend="local"}}'] == OLD_TS
         for name in ("process_resident_memory_bytes", "process_open_fds", "process_cpu_seconds_total"):
             assert first[name] > 0, name
         assert first["process_start_time_seconds"] > OLD_TS
-    finally:
-        p.stop()
     assert p.proc.poll() is not None  # the old process is gone before the restart
-    p = plugin.start(tmp_path / "w", keyring=ring)
-    try:
+    with plugin.running(tmp_path / "w", keyring=ring) as p:
         again = _metrics(p)
         assert again[f'{CREATED}{{backend="local"}}'] == OLD_TS  # a restart does not reset the age
         assert again["process_start_time_seconds"] >= first["process_start_time_seconds"]
@@ -61,5 +57,3 @@ def test_key_age_survives_restart_and_follows_rotation(tmp_path: Path) -> None:
             assert time.monotonic() < deadline, "rotation not picked up"
             time.sleep(0.05)
         assert now[f'{CREATED}{{backend="local"}}'] > time.time() - 600
-    finally:
-        p.stop()
