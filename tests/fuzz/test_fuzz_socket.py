@@ -154,7 +154,7 @@ def test_socket_fuzz_akeyless_header(tmp_path: Path) -> None:
 
 
 def _akeyless_campaign(emu: Emulator, tmp_path: Path) -> None:
-    with pm.running(tmp_path / "ak", ["--log-level", "debug"], identity_env(emu), akeyless=True) as p:
+    with pm.running(tmp_path / "ak", ["--log-level", "debug"], env=identity_env(emu), akeyless=True) as p:
         sealed: dict[bytes, bytes] = {}
         with Client(p.socket) as c:
             corpus = _corpus(c, sealed)
