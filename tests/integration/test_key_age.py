@@ -10,6 +10,7 @@ import time
 from pathlib import Path
 
 from tests.support import plugin
+from tests.support.procs import eventually
 
 OLD = "2020-01-02T03:04:05Z"
 OLD_TS = 1577934245.0
@@ -52,8 +53,5 @@ def test_key_age_survives_restart_and_follows_rotation(tmp_path: Path) -> None:
         subprocess.run([plugin.python(), "-m", "kms_appliance", "keyring", "rotate", str(ring)],
                        check=True, capture_output=True, cwd=plugin.REPO)
         p.proc.send_signal(signal.SIGHUP)
-        deadline = time.monotonic() + 10
-        while (now := _metrics(p))['kms_appliance_key_version{backend="local"}'] != 2:
-            assert time.monotonic() < deadline, "rotation not picked up"
-            time.sleep(0.05)
-        assert now[f'{CREATED}{{backend="local"}}'] > time.time() - 600
+        assert eventually(lambda: _metrics(p)['kms_appliance_key_version{backend="local"}'] == 2, 10, 0.05)
+        assert _metrics(p)[f'{CREATED}{{backend="local"}}'] > time.time() - 600

@@ -15,7 +15,7 @@ import json
 import os
 import threading
 import time
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -31,6 +31,7 @@ from kms_appliance.metrics import Metrics
 from kms_appliance.server import READING_PER_RPC, PluginServer
 from tests.support import h2raw, inproc
 from tests.support.kmsclient import Client
+from tests.support.procs import eventually
 
 ENCRYPT = "/v2.KeyManagementService/Encrypt"
 
@@ -135,7 +136,7 @@ def test_beyond_the_read_cap_the_longest_waiting_call_is_ended(reader: PluginSer
     conn = h2raw.RawH2(reader.socket_path)
     try:
         first = [conn.open_call(ENCRYPT) for _ in range(READING_PER_RPC)]
-        _wait_until(lambda: len(reader._reading) == READING_PER_RPC)  # all of them being read
+        assert eventually(lambda: len(reader._reading) == READING_PER_RPC, 30, 0.02)  # all being read
         assert conn.ended(set(first), 0.5) == set(), "a call was ended before the cap was reached"
         newest = conn.open_call(ENCRYPT)
         ended: set[int] = set()
@@ -152,13 +153,6 @@ def test_beyond_the_read_cap_the_longest_waiting_call_is_ended(reader: PluginSer
             c.close()
     finally:
         conn.close()
-
-
-def _wait_until(cond: Callable[[], bool], timeout: float = 30.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not cond():
-        assert time.monotonic() < deadline, "the server did not get there in time"
-        time.sleep(0.02)
 
 
 def test_a_call_whose_request_never_arrives_is_ended(tmp_path: Path) -> None:

@@ -130,6 +130,17 @@ def wait_until(
         time.sleep(interval_s)
 
 
+def eventually(cond: Callable[[], bool], timeout: float = 10.0, interval: float = 0.005) -> bool:
+    """Whether ``cond`` holds within ``timeout`` (for ``assert eventually(...)``); unlike
+    ``wait_until`` an exception from ``cond`` is not retried but fails the test."""
+    deadline = time.monotonic() + timeout
+    while not cond():
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(interval)
+    return True
+
+
 def tail(path: Path, lines: int = 40) -> str:
     """The last ``lines`` lines of a log file (bounded read)."""
     try:

@@ -8,7 +8,6 @@ import os
 import stat
 import threading
 import time
-from collections.abc import Callable
 from contextlib import closing
 from pathlib import Path
 
@@ -21,6 +20,7 @@ from kms_appliance.backends.base import KeyStatus, Wrapped
 from kms_appliance.errors import BackendUnavailable, ConfigError, SetupError
 from kms_appliance.metrics import Metrics
 from kms_appliance.threads import Supervisor
+from tests.support.procs import eventually
 
 
 def _lines(path: Path) -> list[dict[str, object]]:
@@ -119,15 +119,6 @@ def _sample(metrics: Metrics, name: str) -> float:
     return 0.0 if value is None else value
 
 
-def _until(predicate: Callable[[], bool], timeout: float = 10.0) -> bool:
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        if time.monotonic() > deadline:
-            return False
-        time.sleep(0.01)
-    return True
-
-
 @pytest.fixture
 def fast_retry(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(AuditLog, "RETRY_EVERY", 0.05)
@@ -151,9 +142,9 @@ def test_failed_reopen_is_counted_degrades_and_is_retried_without_sighup(
         assert not log.lost  # the moved file is still linked: records keep going there
         log.event(event="encrypt", uid="while-broken")
         logdir.mkdir(mode=0o700)
-        assert _until(lambda: log.problem() is None), "the flusher never retried the reopen"
+        assert eventually(lambda: log.problem() is None), "the flusher never retried the reopen"
         log.event(event="encrypt", uid="after")
-        assert _until(lambda: path.exists() and "after" in path.read_text())
+        assert eventually(lambda: path.exists() and "after" in path.read_text())
         moved = [r["uid"] for r in _lines(tmp_path / "moved" / "audit.log")]
         assert moved == ["before", "while-broken"]
         assert [r["uid"] for r in _lines(path)] == ["after"]
@@ -170,7 +161,7 @@ def test_write_failure_drops_counts_and_reopens(tmp_path: Path, fast_retry: None
         log.event(event="encrypt", uid="lost-too")
         assert _sample(metrics, "kms_appliance_audit_records_dropped_total") == 2
         assert _sample(metrics, "kms_appliance_audit_write_failures_total") == 1
-        assert _until(lambda: (log.flush(), log.problem() is None)[1])  # the maintenance tick
+        assert eventually(lambda: (log.flush(), log.problem() is None)[1])  # the maintenance tick
         log.event(event="encrypt", uid="kept")
         assert [r["uid"] for r in _lines(path)] == ["kept"] and not log.lost
 

@@ -17,6 +17,7 @@ from kms_appliance.kms import validate
 from kms_appliance.kms.calls import Calls, grpc_code
 from kms_appliance.metrics import Metrics
 from tests.support.fakes import FakeContext
+from tests.support.procs import eventually
 
 
 @pytest.mark.parametrize(("exc", "code", "outcome"), [
@@ -131,9 +132,7 @@ class TestDeferredAccounting:
         calls, audit, metrics = self._calls(tmp_path, interval=0.02)
         try:
             self._encrypt(calls, "u0")
-            deadline = time.monotonic() + 5
-            while self._ok_count(metrics) < 1 and time.monotonic() < deadline:
-                time.sleep(0.01)
+            assert eventually(lambda: self._ok_count(metrics) >= 1, 5, 0.01)
             assert self._ok_count(metrics) == 1
         finally:
             audit.close()

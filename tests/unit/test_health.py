@@ -23,6 +23,7 @@ from kms_appliance.kms import v2_pb2, v2_pb2_grpc
 from kms_appliance.metrics import Metrics
 from kms_appliance.selfprobe import SelfProbe
 from kms_appliance.threads import Supervisor
+from tests.support.procs import eventually
 
 
 def _health(tmp_path: Path) -> health.Health:
@@ -161,10 +162,8 @@ class TestHttpServer:
         with _server(tmp_path) as (srv, _):
             port = srv.server_address[1]
             assert any(t.name.startswith("http-worker-") for t in threading.enumerate())
-        deadline = time.monotonic() + 5
-        while time.monotonic() < deadline and {t.name for t in threading.enumerate()} - before:
-            time.sleep(0.05)
-        assert {t.name for t in threading.enumerate()} - before == set()
+        assert eventually(lambda: {t.name for t in threading.enumerate()} <= before, 5, 0.05), \
+            {t.name for t in threading.enumerate()} - before
         with pytest.raises(OSError):
             socket.create_connection(("127.0.0.1", port), timeout=1)
 

@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import threading
-import time
-from collections.abc import Callable
 
 import pytest
 
@@ -13,6 +11,7 @@ from kms_appliance.backends.akeyless.auth import THREAD, Authenticator
 from kms_appliance.config import AkeylessSettings
 from kms_appliance.metrics import Metrics
 from kms_appliance.threads import Supervisor
+from tests.support.procs import eventually
 
 WAIT = 10.0
 
@@ -20,15 +19,6 @@ WAIT = 10.0
 @pytest.fixture(autouse=True)
 def _fast(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(threads, "BACKOFF", 0.0)
-
-
-def _until(cond: Callable[[], bool], timeout: float = WAIT) -> bool:
-    deadline = time.monotonic() + timeout
-    while not cond():
-        if time.monotonic() > deadline:
-            return False
-        time.sleep(0.005)
-    return True
 
 
 def _restarts(metrics: Metrics, name: str) -> float:
@@ -49,13 +39,13 @@ def test_a_thread_that_raises_is_restarted_and_counted() -> None:
         settled.wait(WAIT)  # the third run lives on
 
     sup.start("worker", target)
-    assert _until(lambda: len(runs) == 3)
+    assert eventually(lambda: len(runs) == 3)
     assert _restarts(metrics, "worker") == 2
     assert sup.problem() is None
     assert sup.alive("worker")
     sup.stopping.set()
     settled.set()
-    assert _until(lambda: not sup.alive("worker"))
+    assert eventually(lambda: not sup.alive("worker"))
     assert sup.problem() is None
 
 
@@ -69,8 +59,8 @@ def test_a_thread_that_keeps_dying_is_declared_dead(caplog: pytest.LogCaptureFix
         raise OSError(24, "token=hunter2 must not be logged")
 
     sup.start("doomed", target)
-    assert _until(lambda: sup.problem() is not None)
-    assert _until(lambda: not sup.alive("doomed"))
+    assert eventually(lambda: sup.problem() is not None)
+    assert eventually(lambda: not sup.alive("doomed"))
     assert len(runs) == threads.MAX_RESTARTS + 1
     assert _restarts(metrics, "doomed") == threads.MAX_RESTARTS
     problem = sup.problem()
@@ -81,7 +71,7 @@ def test_a_thread_that_keeps_dying_is_declared_dead(caplog: pytest.LogCaptureFix
 def test_a_thread_that_returns_while_running_is_a_death_unless_restarted() -> None:
     sup = Supervisor()
     sup.start("once", lambda: None, restart=False)
-    assert _until(lambda: sup.problem() is not None)
+    assert eventually(lambda: sup.problem() is not None)
     assert "once returned" in (sup.problem() or "")
 
 
@@ -101,7 +91,7 @@ def test_returning_while_stopping_is_a_normal_end() -> None:
     sup.start("raiser", raiser)
     sup.stopping.set()
     go.set()
-    assert _until(lambda: not sup.alive("loop") and not sup.alive("raiser"))
+    assert eventually(lambda: not sup.alive("loop") and not sup.alive("raiser"))
     assert sup.problem() is None
     assert _restarts(metrics, "raiser") == 0
 
@@ -116,7 +106,7 @@ def test_a_retired_thread_ends_normally_while_the_rest_run() -> None:
     sup.start("component", component)
     sup.retire("component")
     go.set()
-    assert _until(lambda: not sup.alive("component"))
+    assert eventually(lambda: not sup.alive("component"))
     assert sup.problem() is None
     assert not sup.stopping.is_set()
 
@@ -136,7 +126,7 @@ def test_the_akeyless_auth_thread_is_supervised(monkeypatch: pytest.MonkeyPatch)
     monkeypatch.setattr(auth, "_sleep_time", lambda failures: 0.01)
     monkeypatch.setattr(auth, "_maintain", maintain)
     auth.start(sup)
-    assert _until(lambda: len(calls) >= 3)
+    assert eventually(lambda: len(calls) >= 3)
     assert _restarts(metrics, THREAD) == 1
     auth.close()
     assert not sup.alive(THREAD)

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-import time
 from pathlib import Path
 
 import pytest
@@ -14,6 +13,7 @@ from kms_appliance.errors import SetupError
 from kms_appliance.metrics import Metrics
 from tests.integration.akeyless.conftest import load_cfg
 from tests.integration.akeyless.metadata import MetadataServer
+from tests.support.procs import eventually
 
 
 def _works(b) -> None:
@@ -140,10 +140,7 @@ class TestUidRotation:
                "KMS_APPLIANCE_AKEYLESS_UID_TOKEN_FILE": str(token_file)}
         m = Metrics()
         b = make_backend(env, metrics=m, uid_rotate_interval=0.3)
-        deadline = time.monotonic() + 10
-        while emu.calls["uid-rotate-token"] < 2 and time.monotonic() < deadline:
-            time.sleep(0.05)
-        assert emu.calls["uid-rotate-token"] >= 2
+        assert eventually(lambda: emu.calls["uid-rotate-token"] >= 2, 10, 0.05)
         # live gauge: the UID token's remaining TTL (learnt with /validate-token)
         assert 3000 < m.registry.get_sample_value("kms_appliance_token_expiry_seconds") <= 3600
         b.close()
@@ -164,8 +161,6 @@ class TestUidRotation:
         emu.fault("uid-rotate-token", status=503)
         m = Metrics()
         b = make_backend(env, metrics=m, uid_rotate_interval=0.2)
-        deadline = time.monotonic() + 10
-        while (m.registry.get_sample_value("kms_appliance_token_rotation_failures_total") or 0) < 1:
-            assert time.monotonic() < deadline
-            time.sleep(0.05)
+        assert eventually(lambda: (m.registry.get_sample_value("kms_appliance_token_rotation_failures_total")
+                                   or 0) >= 1, 10, 0.05)
         _works(b)

@@ -23,6 +23,7 @@ from kms_appliance.errors import (
 )
 from kms_appliance.metrics import Metrics
 from tests.integration.akeyless.metadata import KEY
+from tests.support.procs import eventually
 
 
 class TestRoundTrip:
@@ -105,10 +106,7 @@ class TestTokens:
         m = Metrics()
         b = make_backend(ak_env, metrics=m)
         auths = emu.calls["auth"]
-        deadline = time.monotonic() + 10
-        while emu.calls["auth"] == auths and time.monotonic() < deadline:
-            time.sleep(0.1)
-        assert emu.calls["auth"] > auths
+        assert eventually(lambda: emu.calls["auth"] > auths, 10, 0.1)
         assert 0 < m.registry.get_sample_value("kms_appliance_token_expiry_seconds") <= 2.0
         b.wrap(os.urandom(32))
 

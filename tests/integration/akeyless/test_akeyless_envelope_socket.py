@@ -23,6 +23,7 @@ from tests.integration.akeyless.test_akeyless_socket import start
 from tests.support import secrets_scan
 from tests.support.intermediate_keys import iks_of
 from tests.support.kmsclient import Client
+from tests.support.procs import eventually
 
 
 def test_outage_ride_through_and_revocation(emu: Emulator, tmp_path: Path) -> None:
@@ -43,10 +44,7 @@ def test_outage_ride_through_and_revocation(emu: Emulator, tmp_path: Path) -> No
         assert cb.decrypt(enc2.ciphertext, enc2.key_id) == seed2  # same IK, held by B
         assert ca.v1_decrypt(ca.v1_encrypt(seed)) == seed
         seen = emu.calls["describe-item"]  # wait for refresh rounds to fail against the outage
-        deadline = time.monotonic() + 15
-        while emu.calls["describe-item"] < seen + 4 and time.monotonic() < deadline:
-            time.sleep(0.1)
-        assert emu.calls["describe-item"] >= seen + 4
+        assert eventually(lambda: emu.calls["describe-item"] >= seen + 4, 15, 0.1)
         assert cb.decrypt(enc.ciphertext, enc.key_id) == seed
         assert ca.status().healthz == "ok"
         emu.clear_faults()

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import os
 import signal
-import time
 from pathlib import Path
 
 from akeyless_emulator import Emulator
@@ -13,6 +12,7 @@ from tests.support import plugin as pm
 from tests.support import secrets_scan
 from tests.support.emulator import identity_env
 from tests.support.kmsclient import Callers, Client
+from tests.support.procs import eventually
 
 ANNOTATION = "version.kms-appliance.akeyless.io"
 
@@ -37,9 +37,7 @@ def test_round_trip_rotation_and_audit_item_version(emu: Emulator, tmp_path: Pat
         assert c.v1_decrypt(c.v1_encrypt(seed)) == seed
 
         emu.rotate_key(KEY)
-        deadline = time.monotonic() + 15
-        while c.status().key_id == enc.key_id and time.monotonic() < deadline:
-            time.sleep(0.1)
+        assert eventually(lambda: c.status().key_id != enc.key_id, 15, 0.1)
         new = c.encrypt(os.urandom(32))
         assert new.key_id == c.status().key_id != enc.key_id
         assert new.annotations[ANNOTATION] == b"2"
@@ -62,10 +60,7 @@ def test_sigterm_lets_slow_calls_in_flight_finish(emu: Emulator, tmp_path: Path)
     p, _ = start(emu, tmp_path / "b")
     emu.fault("encrypt", "latency", delay=1.5)
     callers = Callers(p.socket, 4, lambda c: len(c.encrypt(os.urandom(32)).ciphertext), timeout=10)
-    deadline = time.monotonic() + 10
-    while emu.in_flight.get("encrypt", 0) < 4 and time.monotonic() < deadline:
-        time.sleep(0.02)
-    assert emu.in_flight.get("encrypt", 0) >= 4, "all four calls must be in flight at SIGTERM"
+    assert eventually(lambda: emu.in_flight.get("encrypt", 0) >= 4, 10, 0.02), "all four calls in flight at SIGTERM"
     p.proc.send_signal(signal.SIGTERM)
     results = callers.join(15)
     assert p.proc.wait(20) == 0

@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 import threading
-import time
 
 import pytest
 
 from kms_appliance.backends.akeyless.confirm import FreshDescriber
 from kms_appliance.backends.akeyless.keystate import KeyState
 from kms_appliance.errors import BackendUnavailable, Throttled
+from tests.support.procs import eventually
 
 
 def state(version: int) -> KeyState:
@@ -53,10 +53,7 @@ def spawn(fresh: FreshDescriber, out: list[object]) -> threading.Thread:
 
 def settle(fresh: FreshDescriber, waiters: int) -> None:
     """Wait until ``waiters`` callers block on the condition (bounded)."""
-    deadline = time.monotonic() + 10
-    while len(fresh._cond._waiters) < waiters and time.monotonic() < deadline:
-        time.sleep(0.001)
-    assert len(fresh._cond._waiters) >= waiters
+    assert eventually(lambda: len(fresh._cond._waiters) >= waiters, 10, 0.001)
 
 
 def test_a_caller_never_gets_a_describe_that_started_before_it_asked() -> None:
