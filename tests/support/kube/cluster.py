@@ -28,6 +28,7 @@ from tests.support.procs import ManagedProcess, ProcessRegistry, free_port, wait
 ETCD_READY_TIMEOUT_S = 30.0
 APISERVER_READY_TIMEOUT_S = 180.0
 CLI_TIMEOUT_S = 60.0
+KMS_HEALTH_CACHE_S = 20.0  # kube-apiserver's cache of a good KMS v2 health check
 
 
 class EtcdServer:
@@ -216,6 +217,12 @@ class KubeApiServer:
         return http.client.HTTPSConnection(
             "127.0.0.1", self.port, context=self._ssl_context(), timeout=timeout_s
         )
+
+    def outlive_kms_health_cache(self) -> None:
+        """Sleep past the 20 s for which the apiserver caches a good KMS v2 health check: its next
+        /healthz runs Status on its own connection (how it reaches a restarted plugin, and learns
+        a new key_id sooner than its 60 s poll)."""
+        time.sleep(KMS_HEALTH_CACHE_S + 1)
 
     def kms_healthy(self) -> bool:
         """The apiserver's KMS providers answer healthy (past its 20 s cache, by a fresh Status)."""
