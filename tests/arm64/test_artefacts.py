@@ -9,7 +9,6 @@ never a skip. Not part of `make test`: the arm64 build is not a CI stage.
 from __future__ import annotations
 
 import gzip
-import hashlib
 import io
 import json
 import os
@@ -17,7 +16,6 @@ import platform
 import shutil
 import subprocess
 import tarfile
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -26,7 +24,7 @@ import pytest
 from tests.support import steps
 from tests.support.kmsclient import Client
 from tests.support.procs import status_fields
-from tests.support.steps import REPO, VERSION, run
+from tests.support.steps import REPO, ROOT_PACKAGES, VERSION, run
 
 pytestmark = pytest.mark.packaging
 
@@ -38,7 +36,6 @@ PODMAN_RUN = ["run", "--runtime", "runc", "--ulimit", "nofile=4096:4096", "--uli
               "--network", "none", "--read-only", "--tmpfs", "/tmp:rw,exec,nosuid,nodev,size=128m"]
 
 
-ROOT_PACKAGES = ("systemd", "systemd-sysv", "dbus", "adduser", "procps")  # as tests/packaging's root
 
 
 def _artefact(name: str) -> Path:
@@ -160,21 +157,10 @@ def test_image_serves_a_round_trip(tmp_path: Path, podman: list[str]) -> None:
 
 def _arm64_root(dest: Path) -> Path:
     """A bookworm arm64 root with systemd (for the maintainer scripts), cached per week as a tarball."""
-    cache = REPO / ".cache" / "arm64"
-    key = hashlib.sha256(" ".join(ROOT_PACKAGES).encode()).hexdigest()[:12]
-    tarball = cache / f"install-root-{key}-{time.strftime('%G-W%V', time.gmtime())}.tar"
-    if not tarball.exists():
-        cache.mkdir(parents=True, exist_ok=True)
-        for old in cache.glob(f"install-root-{key}-*.tar"):
-            old.unlink()
-        partial = tarball.with_suffix(".partial")
-        run(["mmdebstrap", "--quiet", "--arch=arm64", "--variant=apt", f"--include={','.join(ROOT_PACKAGES)}",
-              "--format=tar", "bookworm", str(partial)], timeout=1800)
-        partial.rename(tarball)
-    dest.mkdir()
-    with tarfile.open(tarball) as tar:
-        tar.extractall(dest, numeric_owner=True, filter="fully_trusted")  # our own mmdebstrap output
-    return dest
+    tarball = steps.weekly_tarball(REPO / ".cache" / "arm64" / "install-root", " ".join(ROOT_PACKAGES), lambda p: run(
+        ["mmdebstrap", "--quiet", "--arch=arm64", "--variant=apt", f"--include={','.join(ROOT_PACKAGES)}",
+         "--format=tar", "bookworm", p], timeout=1800))
+    return steps.unpack_root(tarball, dest)
 
 
 def _nspawn(root: Path, *cmd: str) -> subprocess.CompletedProcess[str]:

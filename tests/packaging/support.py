@@ -9,23 +9,19 @@ machine builds it from nothing and a developer's re-run is fast).
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import os
 import shutil
 import signal
 import subprocess
-import tarfile
 import time
 from collections.abc import Sequence
 from pathlib import Path
 
-from tests.support.steps import REPO, VERSION, Steps, run
+from tests.support.steps import REPO, ROOT_PACKAGES, VERSION, Steps, run, unpack_root, weekly_tarball
 
 DIST = Path(os.environ.get("PACKAGING_DIST", REPO / "dist"))
 CACHE = REPO / ".cache" / "packaging"
 MIRROR = os.environ.get("PACKAGING_MIRROR", "http://deb.debian.org/debian")
-# adduser and procps are the .deb's dependencies; systemd and dbus to boot it.
-ROOT_PACKAGES = ("systemd", "systemd-sysv", "dbus", "adduser", "procps")
 STEPS = Steps("packaging step durations")
 step = STEPS.step
 
@@ -50,31 +46,20 @@ def image_path() -> Path:
 
 def root_tarball() -> Path:
     """The bootstrapped bookworm root as a tarball, built once per week and package list."""
-    key = hashlib.sha256(" ".join((MIRROR, *ROOT_PACKAGES)).encode()).hexdigest()[:12]
-    week = time.strftime("%G-W%V", time.gmtime())
-    path = CACHE / f"bookworm-{key}-{week}.tar"
-    if path.exists():
-        return path
-    CACHE.mkdir(parents=True, exist_ok=True)
-    for old in CACHE.glob(f"bookworm-{key}-*.tar"):
-        old.unlink()
-    partial = path.with_suffix(".partial")
-    with step("mmdebstrap bookworm root (cache miss)"):
-        run(["mmdebstrap", "--quiet", "--variant=apt", f"--include={','.join(ROOT_PACKAGES)}",
-             "--format=tar", "bookworm", partial, MIRROR], timeout=900)
-    partial.rename(path)
-    return path
+
+    def make(partial: Path) -> None:
+        with step("mmdebstrap bookworm root (cache miss)"):
+            run(["mmdebstrap", "--quiet", "--variant=apt", f"--include={','.join(ROOT_PACKAGES)}",
+                 "--format=tar", "bookworm", partial, MIRROR], timeout=900)
+
+    return weekly_tarball(CACHE / "bookworm", " ".join((MIRROR, *ROOT_PACKAGES)), make)
 
 
 def fresh_root(dest: Path) -> Path:
     """Unpack the cached root into ``dest`` (a new, private copy per test)."""
     tarball = root_tarball()
     with step(f"unpack root for {dest.name}"):
-        dest.mkdir(parents=True)
-        with tarfile.open(tarball) as tar:
-            # Our own tarball from mmdebstrap: device nodes and owners included on purpose.
-            tar.extractall(dest, numeric_owner=True, filter="fully_trusted")
-    return dest
+        return unpack_root(tarball, dest)
 
 
 def nspawn(root: Path, *cmd: str, check: bool = True, timeout: float = 120,
