@@ -70,22 +70,22 @@ class TestCheck:
         assert checks["key_settings"] == {"name": "key_settings", "status": "pass",
                                           "detail": "delete protection on; auto-rotate off"}
 
-    def test_key_settings_skipped_without_the_key(self, emu, ak_env, tmp_path):
-        code, checks, _ = _check({**ak_env, "AKEYLESS_KEY_ENCRYPTION_KEY": "/missing"}, tmp_path)
+    @pytest.mark.parametrize(("over", "expected", "detail"), [
+        pytest.param({"AKEYLESS_KEY_ENCRYPTION_KEY": "/missing"}, {"key_settings": "skip"}, "",
+                     id="key_settings-skipped-without-the-key"),
+        pytest.param({"AKEYLESS_ACCESS_KEY": "wrong"}, {"auth": "fail", "key": "skip", "round_trip": "skip"}, "",
+                     id="bad-credentials"),
+        pytest.param({"AKEYLESS_KEY_ENCRYPTION_KEY": "/missing"}, {"key": "fail"}, "does not exist",
+                     id="missing-key"),
+        pytest.param({"AKEYLESS_URL": "http://akeyless.example.com"}, {"config": "fail", "auth": "skip"}, "",
+                     id="plain-http-to-a-remote-host-is-a-config-failure"),
+    ])
+    def test_a_failing_setting_fails_the_run_and_skips_what_needs_it(
+            self, emu, ak_env, tmp_path, over: dict[str, str], expected: dict[str, str], detail: str):
+        code, checks, _ = _check({**ak_env, **over}, tmp_path)
         assert code == 1
-        assert checks["key_settings"]["status"] == "skip"
-
-    def test_bad_credentials(self, emu, ak_env, tmp_path):
-        code, checks, _ = _check({**ak_env, "AKEYLESS_ACCESS_KEY": "wrong"}, tmp_path)
-        assert code == 1
-        assert checks["auth"]["status"] == "fail"
-        assert checks["key"]["status"] == checks["round_trip"]["status"] == "skip"
-
-    def test_missing_key(self, emu, ak_env, tmp_path):
-        code, checks, _ = _check({**ak_env, "AKEYLESS_KEY_ENCRYPTION_KEY": "/missing"}, tmp_path)
-        assert code == 1
-        assert checks["key"]["status"] == "fail"
-        assert "does not exist" in checks["key"]["detail"]
+        assert {name: checks[name]["status"] for name in expected} == expected
+        assert all(detail in checks[name]["detail"] for name, status in expected.items() if status == "fail")
 
     def test_disabled_key(self, emu: Emulator, ak_env, tmp_path):
         emu.disable_key(KEY)
@@ -112,12 +112,6 @@ class TestCheck:
         assert code == 1
         assert checks["socket_dir"]["status"] == "fail"
 
-    def test_plain_http_to_remote_host_is_a_config_failure(self, emu, ak_env, tmp_path):
-        code, checks, _ = _check({**ak_env, "AKEYLESS_URL": "http://akeyless.example.com"},
-                                 tmp_path)
-        assert code == 1
-        assert checks["config"]["status"] == "fail"
-        assert checks["auth"]["status"] == "skip"
 
     @pytest.mark.parametrize(("ttl", "words"), [(-30.0, "ahead"), (60 * 86400.0, "behind")])
     def test_clock_sanity(self, emu: Emulator, ak_env, tmp_path, ttl, words):
