@@ -30,28 +30,19 @@ from collections import Counter
 from collections.abc import Callable
 from typing import Any
 
-from bench.suite.akeyless import KEY as EMU_KEY
 from bench.suite.akeyless import Emulator, start_emulator
 from kms_appliance import config
 from kms_appliance.backends import akeyless, envelope
 from kms_appliance.backends.akeyless.backend import _VERSION, AkeylessBackend
 from kms_appliance.metrics import Metrics
 
-KEY = "/" + EMU_KEY
 DEK = bytes(32)
 ENDPOINTS = ("encrypt", "decrypt", "describe-item")
 WARM = 20
 
 
 def _backend(emu: Emulator) -> AkeylessBackend:
-    r = emu.ready
-    env = {"AKEYLESS_URL": r["url"], "AKEYLESS_KEY_ENCRYPTION_KEY": KEY,
-           "AKEYLESS_ACCESS_ID": r["access_id"], "AKEYLESS_ACCESS_KEY": r["access_key"],
-           "KMS_APPLIANCE_AKEYLESS_CA_FILE": r["ca_file"],
-           "KMS_APPLIANCE_AKEYLESS_REFRESH_INTERVAL": "60s",  # no refresh during a run
-           "AWS_EC2_METADATA_SERVICE_ENDPOINT": "http://127.0.0.1:9",
-           "AZURE_POD_IDENTITY_AUTHORITY_HOST": "http://127.0.0.1:9",
-           "GCE_METADATA_HOST": "127.0.0.1:9"}
+    env = emu.plugin_env(KMS_APPLIANCE_AKEYLESS_REFRESH_INTERVAL="60s")  # no refresh during a run
     cfg = config.load(env=env, config_file=None)
     backend = akeyless.create(cfg, Metrics(), env=env)
     assert isinstance(backend, AkeylessBackend)
@@ -116,11 +107,7 @@ def main() -> None:
         try:
             variants = {"before": _before(backend), "after": lambda: backend.wrap(DEK)}
             for latency in args.latency_ms:
-                emu.control("clear-faults", {})
-                for endpoint in ENDPOINTS:
-                    if latency > 0:
-                        emu.control("fault", {"endpoint": endpoint, "kind": "latency",
-                                              "delay": latency / 1000})
+                emu.latency(latency / 1000)
                 for name, fn in variants.items():
                     for _ in range(WARM):  # connection pool, token, the SDK's lazy models
                         fn()

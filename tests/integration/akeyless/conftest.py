@@ -13,10 +13,8 @@ from kms_appliance import config
 from kms_appliance.backends import akeyless
 from kms_appliance.backends.akeyless.backend import AkeylessBackend
 from kms_appliance.metrics import Metrics
-from tests.integration.akeyless.metadata import (
-    KEY,
-    closed_port_env,
-)
+from tests.integration.akeyless.metadata import KEY
+from tests.support.emulator import NO_CLOUD
 
 
 @pytest.fixture
@@ -31,7 +29,7 @@ def base_env(emu: Emulator) -> dict[str, str]:
     """The Akeyless KMS plugin's own variables, plus our CA file; no credentials yet."""
     return {"AKEYLESS_URL": emu.url, "AKEYLESS_KEY_ENCRYPTION_KEY": KEY,
             "KMS_APPLIANCE_AKEYLESS_CA_FILE": emu.ca_file,
-            **closed_port_env()}
+            **NO_CLOUD}
 
 
 @pytest.fixture

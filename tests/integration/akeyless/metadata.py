@@ -91,13 +91,6 @@ class MetadataServer:
         self._thread.join(timeout=5)
 
 
-def closed_port_env() -> dict[str, str]:
-    """Metadata overrides pointing at a loopback port nobody listens on."""
-    return {"AWS_EC2_METADATA_SERVICE_ENDPOINT": "http://127.0.0.1:9",
-            "AZURE_POD_IDENTITY_AUTHORITY_HOST": "http://127.0.0.1:9",
-            "GCE_METADATA_HOST": "127.0.0.1:9"}
-
-
 class ConnectProxy:
     """A loopback HTTP CONNECT proxy (for the `proxy` setting); counts tunnels."""
 

@@ -8,14 +8,15 @@ import pytest
 
 from akeyless_emulator import Emulator
 from kms_appliance.errors import SetupError
-from tests.integration.akeyless.metadata import KEY, ConnectProxy, closed_port_env
+from tests.integration.akeyless.metadata import KEY, ConnectProxy
+from tests.support.emulator import NO_CLOUD
 
 
 def _env(emu: Emulator, **extra: str) -> dict[str, str]:
     ident = emu.add_access_key()
     return {"AKEYLESS_URL": emu.url, "AKEYLESS_KEY_ENCRYPTION_KEY": KEY,
             "AKEYLESS_ACCESS_ID": ident.access_id, "AKEYLESS_ACCESS_KEY": ident.access_key,
-            **closed_port_env(), **extra}
+            **NO_CLOUD, **extra}
 
 
 def _round_trip(b) -> None:
