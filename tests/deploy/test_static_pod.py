@@ -52,6 +52,7 @@ from tests.support.procs import (
     status_fields,
     wait_until,
 )
+from tests.support.steps import REPO, VERSION
 
 from .conftest import FACTS, step
 from .node import (
@@ -70,9 +71,6 @@ from .ociarchive import write_single_binary_image
 
 pytestmark = [pytest.mark.deploy]
 
-REPO = Path(__file__).resolve().parents[2]
-VERSION = next(line.split('"')[1] for line in (REPO / "kms_appliance/version.py").read_text().splitlines()
-               if line.startswith("__version__"))
 APPLIANCE = Path(os.environ.get("DEPLOY_APPLIANCE_CMD") or REPO / "dist" / "kms-appliance")
 IMAGE_ARCHIVE = Path(os.environ.get("DEPLOY_IMAGE_ARCHIVE") or REPO / "dist" / f"kms-appliance_{VERSION}_oci.tar")
 IMAGE_REF = f"localhost/kms-appliance:{VERSION}"
@@ -91,27 +89,13 @@ LIVENESS_RESTART_TIMEOUT_S = 180.0
 ADOPTION_TIMEOUT_S = 120.0
 
 
-@dataclass
 class Paths:
     """The host side of the deployment (every path short: UNIX socket names are <108 bytes)."""
 
-    work: Path
-    etc: Path = field(init=False)
-    run: Path = field(init=False)
-    enc: Path = field(init=False)
-    config: Path = field(init=False)
-    socket: Path = field(init=False)
-    keyring: Path = field(init=False)
-    user_tmp: Path = field(init=False)
-
-    def __post_init__(self) -> None:
-        self.etc = self.work / "etc"
-        self.run = self.work / "run"
-        self.enc = self.work / "enc"
-        self.config = self.etc / "config.toml"
-        self.socket = self.run / "kms.sock"
-        self.keyring = STATE_DIR / "keyring.json"
-        self.user_tmp = self.work / "tmp-65532"
+    def __init__(self, work: Path) -> None:
+        self.work, self.etc, self.run, self.enc = work, work / "etc", work / "run", work / "enc"
+        self.config, self.socket = self.etc / "config.toml", self.run / "kms.sock"
+        self.keyring, self.user_tmp = STATE_DIR / "keyring.json", work / "tmp-65532"
 
 
 def appliance(*args: str, user: int | None = None, tmp: Path | None = None) -> str:
