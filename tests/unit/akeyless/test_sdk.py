@@ -17,6 +17,13 @@ def _models_source() -> str:
     return (Path(spec.submodule_search_locations[0]) / "models" / "__init__.py").read_text()
 
 
+def _fresh_python(code: str) -> str:
+    """What ``code`` prints after loading the SDK lazily in a new interpreter (a clean sys.modules)."""
+    prelude = "import sys; from kms_appliance.backends.akeyless import sdk; s = sdk.load();"
+    return subprocess.run([sys.executable, "-c", prelude + code], capture_output=True, text=True,
+                          check=True, cwd=Path(__file__).resolve().parents[3]).stdout
+
+
 class TestLazySdk:
     """The lazy loader finds every model and matches the generated V2Api calls."""
 
@@ -26,27 +33,18 @@ class TestLazySdk:
         assert [c for m, c in pairs if sdk.model_module(c) != m] == []
 
     def test_load_does_not_run_the_package_init(self):
-        code = ("import sys; from kms_appliance.backends.akeyless import sdk; s = sdk.load();"
-                "s.models.Item; n = sum(m.startswith('akeyless.models.') for m in sys.modules);"
-                "print(n, 'V2Api' in vars(sys.modules['akeyless']))")
-        out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
-                             check=True, cwd=Path(__file__).resolve().parents[3]).stdout.split()
+        out = _fresh_python("s.models.Item; n = sum(m.startswith('akeyless.models.') for m in sys.modules);"
+                            "print(n, 'V2Api' in vars(sys.modules['akeyless']))").split()
         assert int(out[0]) < 20 and out[1] == "False"
 
     def test_other_code_reaching_for_akeyless_attributes_still_works(self):
-        code = ("import sys; from kms_appliance.backends.akeyless import sdk; s = sdk.load();"
-                "import akeyless; print(akeyless.ApiClient is s.ApiClient,"
-                " akeyless.V2Api.__name__, akeyless.models.Item.__name__)")
-        out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
-                             check=True, cwd=Path(__file__).resolve().parents[3]).stdout.split()
+        out = _fresh_python("import akeyless; print(akeyless.ApiClient is s.ApiClient,"
+                            " akeyless.V2Api.__name__, akeyless.models.Item.__name__)").split()
         assert out == ["True", "V2Api", "Item"]
 
     def test_unknown_model_deserialises_as_raw_json(self):
-        code = ("from kms_appliance.backends.akeyless import sdk; s = sdk.load();"
-                "import akeyless.api_client as ac; c = ac.ApiClient(s.Configuration());"
-                "print(c._ApiClient__deserialize({'a': 1}, 'NotAModelAnywhere'))")
-        out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
-                             check=True, cwd=Path(__file__).resolve().parents[3]).stdout
+        out = _fresh_python("import akeyless.api_client as ac; c = ac.ApiClient(s.Configuration());"
+                            "print(c._ApiClient__deserialize({'a': 1}, 'NotAModelAnywhere'))")
         assert out.strip() == "{'a': 1}"
 
     def test_operations_match_the_generated_v2api(self):
