@@ -19,7 +19,8 @@ from pathlib import Path
 
 import pytest
 
-REPO = Path(__file__).resolve().parents[2]
+from tests.support.procs import REPO
+
 # The .deb's dependencies (adduser, procps), and systemd and dbus to boot a root with it.
 ROOT_PACKAGES = ("systemd", "systemd-sysv", "dbus", "adduser", "procps")
 VERSION = next(line.split('"')[1] for line in (REPO / "kms_appliance/version.py").read_text().splitlines()
