@@ -4,15 +4,13 @@ from __future__ import annotations
 
 import os
 import signal
-import subprocess
-import sys
 from pathlib import Path
 
 import grpc
 import pytest
 
 from tests.support.kmsclient import Callers, Client
-from tests.support.plugin import REPO, Plugin, running
+from tests.support.plugin import Plugin, running
 from tests.support.procs import eventually
 
 
@@ -107,8 +105,7 @@ def test_rotation_without_restart(plugin: Plugin, client: Client) -> None:
     old_seed = os.urandom(32)
     old = client.encrypt(old_seed)
     v1_old = client.v1_encrypt(b"v1-dek-" * 4)
-    subprocess.run([sys.executable, "-m", "kms_appliance", "keyring", "rotate",
-                    str(plugin.workdir / "keyring.json")], cwd=REPO, check=True, capture_output=True)
+    plugin.rotate_key()
     plugin.proc.send_signal(signal.SIGHUP)
     assert eventually(lambda: client.status().key_id != old.key_id, 10, 0.1)
     new_id = client.status().key_id
@@ -125,8 +122,7 @@ def test_rotation_by_file_watch_alone(tmp_path: Path) -> None:
     with (running(tmp_path / "w", env={"KMS_APPLIANCE_LOCAL_RELOAD_INTERVAL": "200ms"}) as p,
           Client(p.socket) as c):
         before = c.status().key_id
-        subprocess.run([sys.executable, "-m", "kms_appliance", "keyring", "rotate",
-                        str(p.workdir / "keyring.json")], cwd=REPO, check=True, capture_output=True)
+        p.rotate_key()
         assert eventually(lambda: c.status().key_id != before, 10, 0.1)
 
 

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import json
 import signal
-import subprocess
 import time
 from pathlib import Path
 
@@ -50,8 +49,7 @@ def test_key_age_survives_restart_and_follows_rotation(tmp_path: Path) -> None:
         again = _metrics(p)
         assert again[f'{CREATED}{{backend="local"}}'] == OLD_TS  # a restart does not reset the age
         assert again["process_start_time_seconds"] >= first["process_start_time_seconds"]
-        subprocess.run([plugin.python(), "-m", "kms_appliance", "keyring", "rotate", str(ring)],
-                       check=True, capture_output=True, cwd=plugin.REPO)
+        p.rotate_key()
         p.proc.send_signal(signal.SIGHUP)
         assert eventually(lambda: _metrics(p)['kms_appliance_key_version{backend="local"}'] == 2, 10, 0.05)
         assert _metrics(p)[f'{CREATED}{{backend="local"}}'] > time.time() - 600
