@@ -18,9 +18,7 @@ at pull time, InvalidImageName).
 
 from __future__ import annotations
 
-import os
 import subprocess
-import sys
 from pathlib import Path
 from typing import Any
 
@@ -28,6 +26,7 @@ import pytest
 
 from kms_appliance import config, manifests
 from tests.support.kube.cluster import ApiServerOptions, Cluster
+from tests.support.plugin import cli
 from tests.support.yamlsubset import parse
 
 pytestmark = pytest.mark.e2e
@@ -41,13 +40,7 @@ IDENTITY_ONLY = {
 
 
 def _cli_static_pod(tmp_path: Path, *args: str) -> subprocess.CompletedProcess[str]:
-    conf = tmp_path / "etc" / "kms.toml"
-    conf.parent.mkdir(exist_ok=True)
-    conf.write_text('[server]\nbackend = "local"\n')
-    env = {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "PYTHONPATH": os.environ.get("PYTHONPATH", "")}
-    return subprocess.run([sys.executable, "-m", "kms_appliance", "static-pod", "--image", IMAGE,
-                           "--config", str(conf), *args],
-                          capture_output=True, text=True, env=env, timeout=60, check=False)
+    return cli(tmp_path, "static-pod", "--image", IMAGE, *args)
 
 
 def _unchecked_pod(monkeypatch: pytest.MonkeyPatch, **kwargs: Any) -> str:

@@ -220,6 +220,17 @@ def python() -> str:
     return sys.executable
 
 
+def cli(workdir: Path, *args: str) -> subprocess.CompletedProcess[str]:
+    """``kms-appliance ARGS`` in a child, as an operator runs the generators: a local-backend
+    config file of its own (``workdir``/etc/kms.toml), no inherited settings, no raise on failure."""
+    conf = workdir / "etc" / "kms.toml"
+    conf.parent.mkdir(parents=True, exist_ok=True)
+    conf.write_text('[server]\nbackend = "local"\n')
+    env = {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "PYTHONPATH": os.environ.get("PYTHONPATH", "")}
+    return subprocess.run([sys.executable, "-m", "kms_appliance", *args, "--config", str(conf)],
+                          capture_output=True, text=True, env=env, timeout=60, check=False)
+
+
 def keyring_init(path: Path, command: Command | None = None) -> None:
     """A fresh keyring made by the plugin's own command (a frozen binary is tested whole)."""
     (command or Command.source()).run("keyring", "init", str(path))

@@ -4,15 +4,14 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import os
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 
 from kms_appliance import config, manifests
 from kms_appliance.errors import ConfigError
+from tests.support.plugin import cli
 
 
 def cfg(tmp_path: Path) -> config.Config:
@@ -47,12 +46,7 @@ def test_v1_has_cachesize(tmp_path: Path) -> None:
 
 
 def _cli(tmp_path: Path, *args: str) -> subprocess.CompletedProcess[str]:
-    """The real command line in a child, with its own config file and no inherited settings."""
-    (tmp_path / "c.toml").write_text('[server]\nbackend = "local"\n')
-    env = {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "PYTHONPATH": os.environ.get("PYTHONPATH", "")}
-    return subprocess.run([sys.executable, "-m", "kms_appliance", "encryption-config", *args,
-                           "--config", str(tmp_path / "c.toml")],
-                          capture_output=True, text=True, env=env, timeout=60, check=False)
+    return cli(tmp_path, "encryption-config", *args)
 
 
 @pytest.mark.parametrize("timeout", ["abc", "3", "0s", "-3s", "3 s", "3sec", "0.1ns", ""])
@@ -95,4 +89,4 @@ def test_output_is_atomic_and_untouched_on_refusal(tmp_path: Path) -> None:
     assert (done.returncode, done.stdout, done.stderr) == (0, "", "")
     assert _values(out.read_text())["timeout"] == "5s"
     assert out.stat().st_mode & 0o777 == 0o600
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["c.toml", "enc.yaml"]  # no temporary left
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["enc.yaml", "etc"]  # no temporary left

@@ -7,15 +7,14 @@ tests/packaging/test_manifests.py).
 
 from __future__ import annotations
 
-import os
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 
 from kms_appliance import cli, config, manifests
 from kms_appliance.errors import ConfigError
+from tests.support.plugin import cli as run_cli
 from tests.support.yamlsubset import parse
 
 IMAGE = "registry.example:5000/kms-appliance:0.1.0"
@@ -115,16 +114,6 @@ def test_encryption_config_matches_pod_socket(tmp_path: Path) -> None:
     sock_dir = {v["name"]: v for v in pod["spec"]["volumes"]}["socket-dir"]["hostPath"]["path"]
     assert provider["endpoint"] == f"unix://{sock_dir}/kms.sock"
     assert enc["resources"][0]["providers"][1] == {"identity": {}}
-
-
-def run_cli(tmp_path: Path, *args: str) -> subprocess.CompletedProcess[str]:
-    """The real command line in a child, with a config file of its own and no inherited settings."""
-    conf = tmp_path / "etc" / "kms.toml"
-    conf.parent.mkdir(exist_ok=True)
-    conf.write_text('[server]\nbackend = "local"\n')
-    env = {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "PYTHONPATH": os.environ.get("PYTHONPATH", "")}
-    return subprocess.run([sys.executable, "-m", "kms_appliance", *args, "--config", str(conf)],
-                          capture_output=True, text=True, env=env, timeout=60, check=False)
 
 
 def assert_refused(proc: subprocess.CompletedProcess[str], flag: str) -> None:
