@@ -69,6 +69,20 @@ def _audited(w: World, ctx: FakeContext, before: int, req: Any, *inputs: bytes) 
     no_leak(repr(w.audit.last), *inputs, public=_public(req))
 
 
+def _accepted_iff_valid(w: World, t: Tally, ctx: FakeContext, before: int, req: Any, pt: bytes,
+                       valid: bool) -> bool:
+    """An encrypt is answered OK exactly when the request is valid, and audited either way;
+    True if it was accepted (the caller then checks the ciphertext)."""
+    t.count(ctx.code.name)
+    if ctx.code != OK:
+        assert not valid, f"valid request refused: {ctx.code.name} {ctx.details}"
+        _error(w, ctx, before, req, pt)
+        return False
+    assert valid, "an invalid request was accepted"
+    _audited(w, ctx, before, req, pt)
+    return True
+
+
 def v2_status(w: World, t: Tally, req: Any) -> None:
     ctx = FakeContext()
     resp = t.timed(lambda: w.v2.Status(req, ctx))
@@ -88,14 +102,9 @@ def v2_encrypt(w: World, t: Tally, req: Any) -> None:
     ctx, before = FakeContext(), w.audit.count
     resp = t.timed(lambda: w.v2.Encrypt(req, ctx))
     pt = bytes(req.plaintext)
-    valid = 1 <= len(pt) <= MAX_V2_PLAINTEXT and len(req.uid) <= MAX_UID
-    t.count(ctx.code.name)
-    if ctx.code != OK:
-        assert not valid, f"valid request refused: {ctx.code.name} {ctx.details}"
-        _error(w, ctx, before, req, pt)
+    if not _accepted_iff_valid(w, t, ctx, before, req, pt,
+                               1 <= len(pt) <= MAX_V2_PLAINTEXT and len(req.uid) <= MAX_UID):
         return
-    assert valid, "an invalid request was accepted"
-    _audited(w, ctx, before, req, pt)
     assert resp.key_id == w.backend.status().key_id
     assert w.backend.unwrap(resp.ciphertext, resp.key_id, {}).plaintext == pt
     assert len(pt) < 8 or pt not in resp.ciphertext
@@ -119,14 +128,8 @@ def v1_encrypt(w: World, t: Tally, req: Any) -> None:
     ctx, before = FakeContext(), w.audit.count
     resp = t.timed(lambda: w.v1.Encrypt(req, ctx))
     pt = bytes(req.plain)
-    valid = req.version == "v1beta1" and 1 <= len(pt) <= MAX_V1_PLAINTEXT
-    t.count(ctx.code.name)
-    if ctx.code != OK:
-        assert not valid, f"valid request refused: {ctx.code.name} {ctx.details}"
-        _error(w, ctx, before, req, pt)
+    if not _accepted_iff_valid(w, t, ctx, before, req, pt, req.version == "v1beta1" and 1 <= len(pt) <= MAX_V1_PLAINTEXT):
         return
-    assert valid, "an invalid request was accepted"
-    _audited(w, ctx, before, req, pt)
     assert w.backend.unwrap(resp.cipher, None, {}).plaintext == pt
 
 
