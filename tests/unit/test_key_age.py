@@ -81,13 +81,19 @@ class TestAkeylessDates:
         assert (st.delete_protection, st.auto_rotate, st.rotation_interval) == (None, None, None)
 
 
+def _ring_created(tmp_path: Path, created: str) -> Path:
+    """A new keyring whose first key says it was created at ``created``."""
+    path = tmp_path / "ring.json"
+    keyring.init(path)
+    doc = json.loads(path.read_text())
+    doc["keys"][0]["created"] = created
+    path.write_text(json.dumps(doc))
+    return path
+
+
 class TestLocalDates:
     def test_status_carries_the_current_entry_created(self, tmp_path: Path):
-        path = tmp_path / "ring.json"
-        keyring.init(path)
-        doc = json.loads(path.read_text())
-        doc["keys"][0]["created"] = "2020-01-02T03:04:05Z"
-        path.write_text(json.dumps(doc))
+        path = _ring_created(tmp_path, "2020-01-02T03:04:05Z")
         backend = LocalBackend(path)
         assert backend.status().created == 1577934245.0
         keyring.rotate(path)
@@ -97,9 +103,4 @@ class TestLocalDates:
         assert backend.status().key_version == "2"
 
     def test_unparsable_created_is_unknown(self, tmp_path: Path):
-        path = tmp_path / "ring.json"
-        keyring.init(path)
-        doc = json.loads(path.read_text())
-        doc["keys"][0]["created"] = "last tuesday"
-        path.write_text(json.dumps(doc))
-        assert LocalBackend(path).status().created is None
+        assert LocalBackend(_ring_created(tmp_path, "last tuesday")).status().created is None
