@@ -2,8 +2,8 @@
 
 The short CI version of ``python -m tests.reliability.attack_mix`` (``make attack-run`` is the
 10-minute one): the same drivers (tests/support/attacks.py), the same real client (one
-Encrypt + Decrypt round trip and one Status per second, 1 s deadline each, wait_for_ready as
-kube-apiserver dials), the same verdict: no real-client call fails, RSS stays under the static
+Encrypt + Decrypt round trip and one Status per second, with kube-apiserver's deadline and
+wait_for_ready), the same verdict: no real-client call fails, RSS stays under the static
 pod's limit, descriptors and threads return to baseline (+ the tolerance attack_mix explains)
 within the settle bound, the plugin survives and exits 0 on SIGTERM. The attackers run at
 nice 19 and the header flood is paced: attack_mix and tests/support/attacks.py say why (CPU a
@@ -11,13 +11,6 @@ local user burns is bounded by cgroups, not by the plugin; this run proves the p
 
 Connection counts are halved (``SCALE``) and ``server.max_connection_age`` is 10 s, so the real
 client's connection is recycled ~4 times under attack within the run.
-
-One difference from the 10-minute verdict: here, on CI's 2 shared cores, a real-client call that
-missed its 1 s deadline (DEADLINE_EXCEEDED, nothing else) is tolerated up to MISSED_DEADLINES of
-the calls. Measured in full-suite runs of this test: 1 of 150 (sharing the cores with a 10-minute
-attack run), 0 of 150, and 2 of 146 on an otherwise quiet machine (load 0.6 -> 1.4). Every other
-failure code, and every other check, fails the test as before; the figures are printed either
-way, and ``make attack-run`` keeps the 0-failure verdict (not met yet: docs/security.md).
 """
 
 from __future__ import annotations
@@ -25,7 +18,6 @@ from __future__ import annotations
 import json
 import os
 import sys
-from typing import Any
 
 from tests.reliability import attack_mix
 from tests.support import figures, ledger
@@ -34,16 +26,6 @@ SECONDS = 45.0
 AGE = 10.0
 SETTLE = 40.0
 SCALE = 0.5
-MISSED_DEADLINES = 0.05  # share of real-client calls that may miss 1 s on CI (see above)
-
-
-def _tolerated(report: dict[str, Any]) -> list[str]:
-    """The verdict without the real-client entry when it is only a few missed deadlines."""
-    rc = report["real_client"]
-    codes = {key.split(":", 1)[1] for key in rc["failed_by_code"]}
-    if rc["failed"] and codes == {"DEADLINE_EXCEEDED"} and rc["failed"] <= MISSED_DEADLINES * rc["calls"]:
-        return [f for f in report["failed"] if "real-client calls failed" not in f]
-    return list(report["failed"])
 
 
 def test_every_attack_at_once_leaves_the_real_client_unharmed() -> None:
@@ -57,10 +39,10 @@ def test_every_attack_at_once_leaves_the_real_client_unharmed() -> None:
         attack_mix.cleanup(report)
     rc = report["real_client"]
     figures.put("attack mix", f"{SECONDS:g} s, every attack at once",
-                f"real client {rc['calls']} calls, {rc['failed']} failed; RSS {report['rss_mib']['baseline']}"
+                f"real client {rc['calls']} calls, {rc['failed']} failed, {len(rc['over_1s'])} over 1 s; RSS {report['rss_mib']['baseline']}"
                 f" -> peak {report['rss_mib']['peak']} MiB; fds {report['fds']['baseline']}/"
                 f"{report['fds']['peak']}/{report['fds']['after']}, threads {report['threads']['baseline']}/"
                 f"{report['threads']['peak']}/{report['threads']['after']} (baseline/peak/after); load average "
                 f"{report['load_before'][0]:.1f} -> {report['load_after'][0]:.1f}")
     assert report["attack_volumes"], "the attacks did not run"
-    assert _tolerated(report) == [], json.dumps(report, indent=1, default=str)[:6000]
+    assert report["failed"] == [], json.dumps(report, indent=1, default=str)[:6000]
