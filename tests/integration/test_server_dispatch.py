@@ -16,6 +16,7 @@ import os
 import threading
 import time
 from collections.abc import Iterator, Mapping
+from contextlib import closing
 from pathlib import Path
 from typing import Any
 
@@ -133,8 +134,7 @@ def reader(tmp_path: Path) -> Iterator[PluginServer]:
 
 
 def test_beyond_the_read_cap_the_longest_waiting_call_is_ended(reader: PluginServer) -> None:
-    conn = h2raw.RawH2(reader.socket_path)
-    try:
+    with closing(h2raw.RawH2(reader.socket_path)) as conn:
         first = [conn.open_call(ENCRYPT) for _ in range(READING_PER_RPC)]
         assert eventually(lambda: len(reader._reading) == READING_PER_RPC, 30, 0.02)  # all being read
         assert conn.ended(set(first), 0.5) == set(), "a call was ended before the cap was reached"
@@ -146,29 +146,18 @@ def test_beyond_the_read_cap_the_longest_waiting_call_is_ended(reader: PluginSer
         # grpc may start the waiting calls' tasks in any order: the one evicted is one of those
         # that waited since before the newest, never the newest
         assert len(ended) == 1 and ended <= set(first), ended
-        c = Client(reader.socket_path, timeout=5)  # the server still serves prompt clients
-        try:
+        with Client(reader.socket_path, timeout=5) as c:  # the server still serves prompt clients
             assert c.status().healthz == "ok"
-        finally:
-            c.close()
-    finally:
-        conn.close()
 
 
 def test_a_call_whose_request_never_arrives_is_ended(tmp_path: Path) -> None:
     backend = inproc.local_backend(tmp_path / "ring")
     for srv in _serve(tmp_path, backend, in_memory=True, request_read_timeout=0.5):
-        conn = h2raw.RawH2(srv.socket_path)
-        try:
+        with closing(h2raw.RawH2(srv.socket_path)) as conn:
             slow = {conn.open_call(ENCRYPT), conn.open_call(ENCRYPT, h2raw.grpc_message(b"x" * 40)[:10])}
             assert conn.ended(slow, 10.0) == slow
-            c = Client(srv.socket_path, timeout=5)
-            try:  # later calls are still read and served, and so are new slow ones ended
-                assert c.status().healthz == "ok"
+            with Client(srv.socket_path, timeout=5) as c:  # later calls are still read and served,
+                assert c.status().healthz == "ok"  # and so are new slow ones ended
                 late = {conn.open_call(ENCRYPT)}
                 assert conn.ended(late, 10.0) == late
                 assert c.encrypt(os.urandom(32)).ciphertext
-            finally:
-                c.close()
-        finally:
-            conn.close()
