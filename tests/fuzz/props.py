@@ -83,6 +83,21 @@ def _accepted_iff_valid(w: World, t: Tally, ctx: FakeContext, before: int, req: 
     return True
 
 
+def _decrypt_answered(w: World, t: Tally, ctx: FakeContext, before: int, req: Any, ct: bytes,
+                      plain: bytes) -> bool:
+    """A decrypt answers OK only with the plaintext of a ciphertext this run made, and nothing
+    when it refuses; audited either way. True if it was answered OK (v1 checks its version)."""
+    t.count(ctx.code.name)
+    if ctx.code == OK:
+        assert ct in w.known, "a ciphertext nobody made decrypted successfully"
+        assert plain == w.known[ct], "WRONG plaintext"
+        _audited(w, ctx, before, req, w.known[ct])
+        return True
+    assert plain == b"", "a refused decrypt returned plaintext"
+    _error(w, ctx, before, req, ct, *([w.known[ct]] if ct in w.known else []))
+    return False
+
+
 def v2_status(w: World, t: Tally, req: Any) -> None:
     ctx = FakeContext()
     resp = t.timed(lambda: w.v2.Status(req, ctx))
@@ -113,15 +128,7 @@ def v2_encrypt(w: World, t: Tally, req: Any) -> None:
 def v2_decrypt(w: World, t: Tally, req: Any) -> None:
     ctx, before = FakeContext(), w.audit.count
     resp = t.timed(lambda: w.v2.Decrypt(req, ctx))
-    ct = bytes(req.ciphertext)
-    t.count(ctx.code.name)
-    if ctx.code == OK:
-        assert ct in w.known, "a ciphertext nobody made decrypted successfully"
-        assert bytes(resp.plaintext) == w.known[ct], "WRONG plaintext"
-        _audited(w, ctx, before, req, w.known[ct])
-        return
-    assert resp.plaintext == b""
-    _error(w, ctx, before, req, ct, *([w.known[ct]] if ct in w.known else []))
+    _decrypt_answered(w, t, ctx, before, req, bytes(req.ciphertext), bytes(resp.plaintext))
 
 
 def v1_encrypt(w: World, t: Tally, req: Any) -> None:
@@ -136,11 +143,5 @@ def v1_encrypt(w: World, t: Tally, req: Any) -> None:
 def v1_decrypt(w: World, t: Tally, req: Any) -> None:
     ctx, before = FakeContext(), w.audit.count
     resp = t.timed(lambda: w.v1.Decrypt(req, ctx))
-    ct = bytes(req.cipher)
-    t.count(ctx.code.name)
-    if ctx.code == OK:
+    if _decrypt_answered(w, t, ctx, before, req, bytes(req.cipher), bytes(resp.plain)):
         assert req.version == "v1beta1"
-        assert ct in w.known and bytes(resp.plain) == w.known[ct], "WRONG plaintext"
-        _audited(w, ctx, before, req, w.known[ct])
-        return
-    _error(w, ctx, before, req, ct, *([w.known[ct]] if ct in w.known else []))
