@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import os
 import statistics
-import subprocess
 import sys
 from pathlib import Path
 
@@ -28,23 +27,6 @@ from bench.suite import paired, servers
 from bench.suite.load import Shape, Window
 
 WIN = Window(0.5, 1.5)
-
-
-def start(name: str, root: Path) -> servers.Server:
-    """The plugin from ``root``'s kms_appliance (PYTHONPATH), local backend, audit to a file."""
-    home = servers.new_home(name)
-    (home / "sock").mkdir(mode=0o700)
-    ring = servers.make_keyring(home)
-    sock = home / "sock" / "kms.sock"
-    env = {**os.environ, "PYTHONPATH": str(root)}
-    argv = [servers.PY, "-m", "kms_appliance", "serve", "--backend", "local", "--keyring", str(ring),
-            "--socket", str(sock), "--http-listen", "", "--audit-log", str(home / "audit.log")]
-    with (home / "server.log").open("wb") as log:
-        proc = subprocess.Popen(argv, cwd=root, stdout=log, stderr=subprocess.STDOUT,
-                                stdin=subprocess.DEVNULL, env=env)
-    srv = servers.Server(name, sock, proc, home, env=env)
-    servers.wait_ready(srv, 60)
-    return srv
 
 
 def _report(co: dict[tuple[str, str], list[float]], p50: dict[tuple[str, str], list[float]]) -> None:
@@ -66,7 +48,7 @@ def main() -> int:
     try:
         srvs["bare"] = servers.start_bare()
         for name, root in specs:
-            srvs[name] = start(name, root)
+            srvs[name] = servers.start_plugin(name, tree=root)
         names = [n for n, _ in specs]
         with paired.pinned(list(srvs.values())) as placement:
             print(placement, file=sys.stderr)

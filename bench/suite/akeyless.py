@@ -7,14 +7,11 @@ None (reported as "not available") while the backend or emulator cannot run.
 
 from __future__ import annotations
 
-from pathlib import Path
-
-from tests.support import plugin as pm
 from tests.support.emulator import EmulatorProcess
 from tests.support.emulator import start_emulator as start_process
 
 from . import servers
-from .servers import PY, Server
+from .servers import Server
 
 KEY = "bench-kek"
 
@@ -46,16 +43,7 @@ def start_emulator() -> Emulator | None:
         return None
 
 
-def start_plugin(emu: Emulator, name: str, home: Path | None = None,
-                 settings: dict[str, str] | None = None) -> Server:
+def start_plugin(emu: Emulator, name: str, settings: dict[str, str] | None = None) -> Server:
     """The appliance with ``--backend akeyless`` on the emulator (access-key auth);
     ``settings``: extra KMS_APPLIANCE_* environment (e.g. the Akeyless mode)."""
-    home = home or servers.new_home(name)
-    sock_dir = home / "sock"
-    sock_dir.mkdir(mode=0o700, exist_ok=True)
-    (home / "none.toml").touch()
-    sock = sock_dir / "kms.sock"
-    argv = [PY, "-m", "kms_appliance", "serve", "--backend", "akeyless", "--socket", str(sock),
-            "--http-listen", "", "--audit-log", str(home / "audit.log"),
-            "--config", str(home / "none.toml")]
-    return servers.spawn(name, home, argv, sock, env=pm.environment(settings, emu))
+    return servers.start_plugin(name, emulator=emu, env=settings)

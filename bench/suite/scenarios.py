@@ -77,7 +77,7 @@ def restart(srv: Server, n: int, label: str) -> tuple[Server, list[dict[str, Any
     corpus.unlink(missing_ok=True)
     load.run(srv.sock, "v1dec", Shape(16), Window(0, 0), None, calls=1, distinct=n,
              corpus=corpus)
-    srv = servers.restart(srv)
+    srv = srv.restart()
     rows = []
     for phase in ("cold", "warm"):
         r = _fixed(srv, "v1dec", n, 1, corpus)
@@ -97,9 +97,8 @@ def rotation(win: Window) -> Sc:
         t.start()
         time.sleep(long.warmup + long.duration * 0.4)
         rotated_at = time.time_ns()
-        subprocess.run([PY, "-m", "kms_appliance", "keyring", "rotate", str(srv.keyring)],
-                       cwd=REPO, check=True, capture_output=True, timeout=60)
-        srv.proc.send_signal(signal.SIGHUP)
+        srv.plugin.rotate_key()
+        srv.plugin.proc.send_signal(signal.SIGHUP)
         t.join()
     finally:
         srv.stop()

@@ -1,44 +1,52 @@
 """Start, watch and stop the servers under test (each in its own 0700 dir).
 
-Every server is a child process with its own socket; the runner measures it
-from outside (``/proc/PID``), so no server carries benchmark code.
+Every server is started by the tests' launcher (tests/support/plugin.py), so
+the bench measures the plugin exactly as the suites run it: its own process
+group, one readiness wait, a stop that proves nothing of it is left. The
+comparison servers (the bare grpcio servicer, the Go reference plugin) are
+KMS plugins too and run the same way. The runner measures each from outside
+(``/proc/PID``), so no server carries benchmark code.
 """
 
 from __future__ import annotations
 
 import os
 import shutil
-import signal
-import subprocess
 import sys
 import tempfile
-from dataclasses import dataclass, field
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from tests.support.plugin import keyring_init, wait_for_socket
+from tests.support import plugin as pm
+from tests.support.emulator import EmulatorProcess
+from tests.support.procs import REPO
 
 from . import load
 
-REPO = Path(__file__).resolve().parent.parent.parent
 PY = sys.executable
+START_TIMEOUT = 60.0  # several plugins start at once on a shared two-core machine
 
 
 @dataclass
 class Server:
-    """One running server under test."""
+    """One running server under test, and the directory for its corpora."""
 
-    name: str
-    sock: Path
-    proc: subprocess.Popen[bytes]
+    plugin: pm.Plugin
     home: Path
-    keyring: Path | None = None
-    extra: dict[str, str] = field(default_factory=dict)
-    env: dict[str, str] | None = None
+
+    @property
+    def name(self) -> str:
+        return self.plugin.name
+
+    @property
+    def sock(self) -> Path:
+        return self.plugin.socket
 
     @property
     def pid(self) -> int:
-        return self.proc.pid
+        return self.plugin.proc.pid
 
     def rss_kib(self, key: str = "VmRSS") -> int:
         return proc_status(self.pid, key)
@@ -48,14 +56,14 @@ class Server:
         return load.run(self.sock, method, shape, win, self.pid,
                         corpus=self.home / f"corpus-{method}.json", **kw)
 
+    def restart(self) -> Server:
+        """Stop and start it again on the same keyring (a cold plugin)."""
+        self.plugin.stop()
+        return _started(self.plugin, self.home)
+
     def stop(self) -> None:
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(15)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait(5)
+        if self.plugin.process.proc is not None:
+            self.plugin.stop()
 
 
 def proc_status(pid: int, key: str, file: str = "status") -> int:
@@ -89,80 +97,51 @@ def remove_homes() -> None:
         shutil.rmtree(_HOMES.pop(), ignore_errors=True)
 
 
-def wait_ready(srv: Server, timeout: float = 30.0) -> None:
-    """Until a connect() on the socket succeeds (the tests' readiness wait); raise with the log
-    if it dies or the time is up."""
-
-    def alive() -> None:
-        if srv.proc.poll() is not None:
-            raise RuntimeError(f"{srv.name} exited with {srv.proc.returncode}")
-
+def _started(plugin: pm.Plugin, home: Path) -> Server:
+    """Start ``plugin`` and wait until its socket accepts; a scenario that cannot have it
+    catches RuntimeError (the launcher's error, with the plugin's stderr). It stays in the
+    runner's session (a process group of its own only), so every server and the load generator
+    share one scheduler autogroup: the machine's other work weighs against the bench as a
+    whole, and a co-run's two servers compete thread by thread."""
+    plugin.process.own_session = False
     try:
-        wait_for_socket(srv.sock, alive, timeout)
-    except (RuntimeError, TimeoutError) as exc:
-        srv.stop()
-        log = (srv.home / "server.log").read_text(errors="replace")[-2000:]
-        raise RuntimeError(f"{exc}:\n{log}") from None
+        plugin.start(timeout=START_TIMEOUT)
+    except TimeoutError as exc:
+        raise RuntimeError(str(exc)) from None
+    return Server(plugin, home)
 
 
-def spawn(name: str, home: Path, argv: list[str], sock: Path,
-          env: dict[str, str] | None = None) -> Server:
-    """Start ``argv`` logging to home/server.log and wait until its socket answers."""
-    log = (home / "server.log").open("wb")
-    proc = subprocess.Popen(argv, cwd=REPO, stdout=log, stderr=subprocess.STDOUT,
-                            stdin=subprocess.DEVNULL, env=env)
-    log.close()
-    srv = Server(name, sock, proc, home, env=env)
-    wait_ready(srv, timeout=60)
-    return srv
+def start_plugin(name: str, *, allowlist: bool = False, variant: str | None = None,
+                 tree: Path | None = None, emulator: EmulatorProcess | None = None,
+                 env: Mapping[str, str] | None = None) -> Server:
+    """The appliance with its audit to a file and no HTTP listener, on a fresh local keyring
+    or, with ``emulator``, on Akeyless (``env``: more environment, e.g. KMS_APPLIANCE_*).
 
-
-def make_keyring(home: Path) -> Path:
-    ring = home / "keyring.json"
-    keyring_init(ring)
-    return ring
-
-
-def start_plugin(name: str, *, allowlist: bool = False, keyring: Path | None = None,
-                 extra_args: list[str] | None = None, home: Path | None = None,
-                 variant: str | None = None) -> Server:
-    """The appliance on the local keyring (or as ``extra_args`` say), audit to a file.
-
-    ``variant`` runs it through bench/plugin_variant.py with one component ablated.
+    ``variant`` runs it through bench/plugin_variant.py with one component ablated; ``tree``
+    runs the ``kms_appliance`` package of another source tree (an A/B of two commits).
     """
-    home = home or new_home(name)
-    sock_dir = home / "sock"
-    sock_dir.mkdir(mode=0o700, exist_ok=True)
-    ring = keyring or make_keyring(home)
-    sock = sock_dir / "kms.sock"
-    head = [PY, "-m", "kms_appliance"] if variant is None else \
-        [PY, str(REPO / "bench" / "plugin_variant.py"), variant]
-    argv = [*head, "serve", "--backend", "local", "--keyring", str(ring),
-            "--socket", str(sock), "--http-listen", "", "--audit-log", str(home / "audit.log")]
-    if allowlist:
-        argv += ["--allowed-uids", str(os.geteuid())]
-    argv += extra_args or []
-    srv = spawn(name, home, argv, sock)
-    srv.keyring = ring
-    return srv
+    home = new_home(name)
+    command = pm.Command.source()
+    if variant is not None:
+        command = pm.Command((PY, str(REPO / "bench" / "plugin_variant.py"), variant), REPO)
+    elif tree is not None:
+        command = pm.Command((PY, "-m", "kms_appliance"), tree)
+        env = {**(env or {}), "PYTHONPATH": str(tree)}
+    args = ["--allowed-uids", str(os.geteuid())] if allowlist else []
+    plugin = pm.prepare(home, args, env, command=command, emulator=emulator, http=False, name=name)
+    return _started(plugin, home)
+
+
+def _start_other(name: str, argv: Sequence[str], sock_name: str) -> Server:
+    home = new_home(name)
+    sock = home / sock_name
+    return _started(pm.other(home, [*argv, str(sock)], sock, name=name), home)
 
 
 def start_bare(name: str = "bare", workers: int = 32) -> Server:
-    home = new_home(name)
-    sock = home / "bare.sock"
-    argv = [PY, "-m", "bench.bare_servicer", "--socket", str(sock),
-            "--workers", str(workers)]
-    return spawn(name, home, argv, sock)
+    return _start_other(name, [PY, "-m", "bench.bare_servicer", "--workers", str(workers), "--socket"],
+                        "bare.sock")
 
 
 def start_goref(binary: Path, name: str = "goref") -> Server:
-    home = new_home(name)
-    sock = home / "goref.sock"
-    return spawn(name, home, [str(binary), "-socket", str(sock)], sock)
-
-
-def restart(srv: Server) -> Server:
-    """Stop and start the same server again on the same keyring (a cold plugin)."""
-    srv.stop()
-    argv = [str(a) for a in srv.proc.args]  # type: ignore[union-attr]
-    return spawn(srv.name, srv.home, argv, srv.sock, env=srv.env)
+    return _start_other(name, [str(binary), "-socket"], "goref.sock")

@@ -37,8 +37,8 @@ from .emulator import EmulatorProcess
 from .kmsclient import Client
 from .procs import REPO, ManagedProcess, ProcessRegistry, free_port, wait_until
 
-__all__ = ["REPO", "Command", "Plugin", "environment", "free_port", "keyring_init", "prepare", "python",
-           "running", "start", "wait_for_socket"]
+__all__ = ["REPO", "Command", "Plugin", "environment", "free_port", "keyring_init", "other", "prepare",
+           "python", "running", "start", "wait_for_socket"]
 
 START_TIMEOUT = 30.0  # a liveness bound: a loaded machine starts a frozen binary slowly
 AUDIT_FLUSH_BOUND = 0.1  # 5x the default observability.audit_flush_interval
@@ -287,6 +287,16 @@ def prepare(workdir: Path, args: Sequence[str] = (), env: Mapping[str, str] | No
         registry.add(process)
     plugin = Plugin(workdir, sock, audit, port, process, command, keyring, emulator, name, status_ok)
     return ledger.plugin(plugin)
+
+
+def other(workdir: Path, argv: Sequence[str], socket_path: Path, *, name: str) -> Plugin:
+    """A KMS plugin that is not kms-appliance (the bench's bare grpcio servicer and Go
+    reference), prepared to run, wait on and stop exactly as ours is, so a comparison
+    differs only in the server. Its output is ``workdir``/stdout.log; not started."""
+    workdir.mkdir(mode=0o700, parents=True, exist_ok=True)
+    process = ManagedProcess(name=name, argv=list(argv), log_path=workdir / "stdout.log", cwd=REPO,
+                             banner=False)
+    return Plugin(workdir, socket_path, None, None, process, Command(tuple(argv), REPO), name=name)
 
 
 def environment(env: Mapping[str, str] | None = None, emulator: EmulatorProcess | None = None,

@@ -165,6 +165,10 @@ class ManagedProcess:
     cwd: Path | None = None
     err_path: Path | None = None  # stderr's own file; None: into log_path
     banner: bool = True  # a "===== start #N" line before each start's output
+    # False: a process group of its own but the caller's session, and so the caller's scheduler
+    # autogroup (a new session is a new autogroup, which the kernel weighs as much as all of the
+    # caller's processes together): the bench's servers share the CPU as its load generator does.
+    own_session: bool = True
     proc: subprocess.Popen[bytes] | None = field(default=None, repr=False)
     starts: int = 0
 
@@ -187,7 +191,8 @@ class ManagedProcess:
                 stderr=err or subprocess.STDOUT,
                 env=self.env,
                 cwd=self.cwd,
-                start_new_session=True,
+                start_new_session=self.own_session,
+                process_group=None if self.own_session else 0,
                 preexec_fn=_die_with_parent,  # noqa: PLW1509  (one libc call, no locks)
             )
 
