@@ -3,7 +3,7 @@
 Why a process: every refusal (accept, SO_PEERCRED, close) and every relayed
 message runs a little Python. In the serving process those threads competed
 for the GIL with the event loop that answers kube-apiserver: a refused peer
-connecting in a loop (~18k connects/s from one unprivileged process) held
+connecting in a loop (tens of thousands of connects/s from one process) held
 the GIL about as often as the loop did, and a real client's call then
 waited past a 1 s deadline a few times in ten minutes. Forked, the gate has
 its own interpreter lock; the serving process only sees the relayed
@@ -77,11 +77,6 @@ class GateProcess:
         self._pid = 0
         self._ctl: socket.socket | None = None
         self._done = threading.Event()  # the current child's reports are all read
-
-    @property
-    def pid(self) -> int:
-        """The running child's pid (0 between two children)."""
-        return self._pid
 
     def start(self) -> None:
         self._threads.start(THREAD, self._run, restart=True)
