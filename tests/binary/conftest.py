@@ -13,6 +13,8 @@ from pathlib import Path
 
 import pytest
 
+from kms_appliance.backends import keyring
+from tests.support import ledger
 from tests.support.plugin import REPO
 
 
@@ -26,11 +28,13 @@ def binary() -> Path:
 
 @pytest.fixture(scope="session")
 def keyring_file(binary: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A keyring made by the binary itself, owned by the sandbox user (0600)."""
+    """A keyring made by the binary itself, owned by the sandbox user (0600); its keys go to
+    the secret ledger, so the scan proves no sandboxed plugin wrote them."""
     d = tmp_path_factory.mktemp("keyring")
     ring = d / "keyring.json"
     subprocess.run([str(binary), "keyring", "init", str(ring)], check=True, capture_output=True,
                    timeout=60)
+    ledger.secrets(e.material for e in keyring.load(ring).entries)  # before the chown: ours to read
     for path in (d, ring):
         os.chown(path, 65532, 65532)
     return ring

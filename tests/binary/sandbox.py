@@ -24,12 +24,15 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from tests.support.plugin import wait_for_socket
+from tests.support import ledger
+from tests.support.plugin import Command, Plugin
+from tests.support.procs import STOP_GRACE_S, ManagedProcess
 
 NONROOT = 65532
 DEV_NODES = ("null", "zero", "urandom", "random")
 # What unshare needs to chroot and change user after setpriv shrank the bounding set.
 SETUP_CAPS = "-all,+sys_chroot,+setuid,+setgid"
+_SIGTERM = signal.SIGTERM  # a default inside SandboxProcess, whose method "signal" hides the module
 
 
 @dataclass
@@ -74,64 +77,62 @@ class Sandbox:
             + " ".join(q(a) for a in ["/kms-appliance", *argv]))
         return "\n".join(lines) + "\n"
 
-    def popen(self, argv: Sequence[str], stdout: int | object = subprocess.PIPE,
-              stderr: int | object = subprocess.PIPE) -> tuple[subprocess.Popen[bytes], Path]:
-        """Start the binary in the sandbox; returns the process and the root mount point."""
+    def command(self, root: Path, argv: Sequence[str]) -> list[str]:
+        """The host command that builds the empty root at ``root`` and runs the binary in it."""
         if os.geteuid() != 0:
             raise RuntimeError("the distroless sandbox needs root (mount namespaces, chroot)")
-        root = Path(tempfile.mkdtemp(prefix="kms-root-"))
-        cmd = ["unshare", "--mount", "--propagation", "private", "--pid", "--fork",
-               "--kill-child=SIGTERM", "sh", "-c", self.script(root, argv)]
-        proc = subprocess.Popen(cmd, stdout=stdout, stderr=stderr)  # type: ignore[arg-type]
-        return proc, root
+        return ["unshare", "--mount", "--propagation", "private", "--pid", "--fork",
+                "--kill-child=SIGTERM", "sh", "-c", self.script(root, argv)]
+
+    def plugin(self, workdir: Path, argv: Sequence[str], socket_path: Path) -> Plugin:
+        """The binary serving ``argv`` in the sandbox, prepared (not started) as the launcher's
+        Plugin: one readiness wait, a stop that proves nothing of the sandbox is left, and its
+        stdout and stderr (``workdir``) registered with the secret ledger. ``socket_path`` is
+        the host's side of the socket a bind exposes."""
+        root = workdir / "root"  # empty mount point of the private tmpfs root
+        root.mkdir(mode=0o700, parents=True)
+        process = SandboxProcess(name="sandboxed", argv=self.command(root, argv), log_path=workdir / "stdout.log",
+                                 err_path=workdir / "stderr.log", banner=False)
+        return ledger.plugin(Plugin(workdir, socket_path, None, None, process, Command(tuple(process.argv)),
+                                    name="sandboxed"))
 
     def run(self, argv: Sequence[str], timeout: float = 60) -> subprocess.CompletedProcess[bytes]:
         """Run to completion (for commands that exit by themselves)."""
-        proc, root = self.popen(argv)
+        root = Path(tempfile.mkdtemp(prefix="kms-root-"))
+        proc = subprocess.Popen(self.command(root, argv), stdout=subprocess.PIPE, stderr=subprocess.PIPE)
         try:
             out, err = proc.communicate(timeout=timeout)
         finally:
-            stop(proc, timeout=5)  # no-op when it already exited
+            _kill(proc)  # no-op when it already exited
             root.rmdir()
         return subprocess.CompletedProcess(proc.args, proc.returncode, out, err)
 
 
-def wait_serving(sock: Path, proc: subprocess.Popen[bytes], timeout: float) -> None:
-    """Wait until *sock* accepts; on failure raise with what the binary wrote to stderr."""
-    def alive() -> None:
-        if proc.poll() is not None:
-            raise RuntimeError(f"exited with {proc.returncode} before serving")
+class SandboxProcess(ManagedProcess):
+    """The sandbox as a launcher process whose signals go to the binary, PID 1 of the empty root,
+    as a container runtime sends them: signalling the outer ``unshare`` would not reach it
+    (``--kill-child`` relies on the parent-death signal, which the kernel clears when the inner
+    ``unshare`` changes uid). A binary that outlives the stop's grace is killed with its whole
+    group, which tears the PID namespace down; the stop then proves the group empty."""
 
-    try:
-        wait_for_socket(sock, alive, timeout)
-    except (RuntimeError, TimeoutError) as exc:
-        stop(proc)
-        err = proc.stderr.read().decode(errors="replace")[-3000:] if proc.stderr else ""
-        raise AssertionError(f"{exc}; stderr:\n{err}") from None
+    def signal(self, sig: int) -> None:
+        if self.running:
+            for pid in _children(self.pid):
+                _signal(pid, sig)
+
+    def stop(self, grace_s: float = STOP_GRACE_S, sig: int = _SIGTERM) -> int | None:
+        """``sig`` to the binary; unshare passes its exit status through."""
+        self.signal(sig)
+        return super().stop(grace_s, sig)
 
 
-def stop(proc: subprocess.Popen[bytes], timeout: float = 20) -> int:
-    """SIGTERM the binary (PID 1 inside the sandbox) and wait for the sandbox to end.
-
-    The signal goes to the binary itself, as a container runtime sends it:
-    signalling the outer ``unshare`` would not reach it (``--kill-child``
-    relies on the parent-death signal, which the kernel clears when the
-    inner ``unshare`` changes uid). If it does not exit in time, SIGKILL on
-    PID 1 tears the whole PID namespace down. Returns the sandbox's status
-    (unshare passes the binary's exit status through).
-    """
+def _kill(proc: subprocess.Popen[bytes], timeout: float = 5) -> None:
+    """End a ``run`` that has not exited by itself (SIGKILL on PID 1 ends the PID namespace)."""
     if proc.poll() is None:
-        inner = _children(proc.pid)
-        for pid in inner:
-            _signal(pid, signal.SIGTERM)
-        try:
-            proc.wait(timeout)
-        except subprocess.TimeoutExpired:
-            for pid in inner:
-                _signal(pid, signal.SIGKILL)
-            proc.kill()
-            proc.wait(10)
-    return proc.returncode
+        for pid in _children(proc.pid):
+            _signal(pid, signal.SIGKILL)
+        proc.kill()
+        proc.wait(timeout)
 
 
 def _children(pid: int) -> list[int]:

@@ -8,7 +8,6 @@ to it through that socket with stubs generated from the checked-in protos
 from __future__ import annotations
 
 import os
-import subprocess
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -17,6 +16,7 @@ import pytest
 from tests.binary import sandbox
 from tests.support.emulator import start_emulator
 from tests.support.kmsclient import Client
+from tests.support.plugin import Plugin
 from tests.support.procs import descendants, status_fields
 
 pytestmark = pytest.mark.binary
@@ -30,24 +30,22 @@ def _serve_args(*extra: str) -> list[str]:
 
 
 @pytest.fixture
-def local_plugin(binary: Path, keyring_file: Path, sock_dir: Path) -> Iterator[tuple[subprocess.Popen[bytes], Path]]:
+def local_plugin(binary: Path, keyring_file: Path, sock_dir: Path, tmp_path: Path) -> Iterator[Plugin]:
     box = sandbox.Sandbox(binary, binds={sock_dir: "/run/kms", keyring_file.parent: "/var/lib/kms"})
-    proc, root = box.popen(_serve_args("--backend", "local", "--keyring", "/var/lib/kms/keyring.json"),
-                           stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    p = box.plugin(tmp_path / "sandboxed", _serve_args("--backend", "local", "--keyring",
+                                                       "/var/lib/kms/keyring.json"), sock_dir / "kms.sock")
+    p.start(timeout=START_TIMEOUT)
     try:
-        sandbox.wait_serving(sock_dir / "kms.sock", proc, START_TIMEOUT)
-        yield proc, sock_dir / "kms.sock"
+        yield p
     finally:
-        rc = sandbox.stop(proc)
-        root.rmdir()
+        rc = p.stop()
     # SIGTERM to PID 1 of the empty root: clean exit, socket gone from the shared directory.
-    assert rc == 0, proc.stderr.read()[-2000:] if proc.stderr else rc
-    assert not (sock_dir / "kms.sock").exists()
+    assert rc == 0, p.stderr.read_text()[-2000:]
+    assert not p.socket.exists()
 
 
-def test_v2_and_v1_round_trip_in_empty_root(local_plugin: tuple[subprocess.Popen[bytes], Path]) -> None:
-    proc, sock = local_plugin
-    with Client(sock, timeout=10) as client:
+def test_v2_and_v1_round_trip_in_empty_root(local_plugin: Plugin) -> None:
+    with Client(local_plugin.socket, timeout=10) as client:
         status = client.status()
         assert status.healthz == "ok"
         assert status.key_id
@@ -58,12 +56,11 @@ def test_v2_and_v1_round_trip_in_empty_root(local_plugin: tuple[subprocess.Popen
         cipher = client.v1_encrypt(b"v1 secret payload")
         assert cipher != b"v1 secret payload"
         assert client.v1_decrypt(cipher) == b"v1 secret payload"
-    assert proc.poll() is None
+    assert local_plugin.proc.poll() is None
 
 
-def test_runs_as_nonroot_without_capabilities(local_plugin: tuple[subprocess.Popen[bytes], Path]) -> None:
-    proc, sock = local_plugin
-    inside = descendants(proc.pid)
+def test_runs_as_nonroot_without_capabilities(local_plugin: Plugin) -> None:
+    inside = descendants(local_plugin.proc.pid)
     assert inside, "no process inside the sandbox"
     # The last process of the chain is the Python interpreter; check every one of them.
     for pid in inside:
@@ -78,8 +75,8 @@ def test_runs_as_nonroot_without_capabilities(local_plugin: tuple[subprocess.Pop
         assert st["NoNewPrivs"] == "1"
         root = os.readlink(f"/proc/{pid}/root")
         assert root != "/", "not chrooted"
-    assert sock.stat().st_uid == 65532
-    assert (sock.stat().st_mode & 0o777) == 0o600
+    assert local_plugin.socket.stat().st_uid == 65532
+    assert (local_plugin.socket.stat().st_mode & 0o777) == 0o600
 
 
 def test_root_is_read_only_and_empty(binary: Path) -> None:
@@ -100,10 +97,10 @@ def test_akeyless_round_trip_in_empty_root(binary: Path, sock_dir: Path, tmp_pat
         env = {"AKEYLESS_ACCESS_KEY": emu.ready["access_key"], "KMS_APPLIANCE_AKEYLESS_CA_FILE": "/etc/kms/ca.pem"}
         box = sandbox.Sandbox(binary, binds={sock_dir: "/run/kms", emu.ca_file: "/etc/kms/ca.pem"},
                               env=env)
-        proc, root = box.popen(_serve_args(*args), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+        p = box.plugin(tmp_path / "sandboxed", _serve_args(*args), sock_dir / "kms.sock")
+        p.start(timeout=START_TIMEOUT)
         try:
-            sandbox.wait_serving(sock_dir / "kms.sock", proc, START_TIMEOUT)
-            with Client(sock_dir / "kms.sock", timeout=15) as client:
+            with Client(p.socket, timeout=15) as client:
                 status = client.status()
                 assert status.healthz == "ok"
                 enc = client.encrypt(b"\x02" * 32)
@@ -112,9 +109,8 @@ def test_akeyless_round_trip_in_empty_root(binary: Path, sock_dir: Path, tmp_pat
                 cipher = client.v1_encrypt(b"v1 via akeyless")
                 assert client.v1_decrypt(cipher) == b"v1 via akeyless"
         finally:
-            rc = sandbox.stop(proc)
-            root.rmdir()
-        assert rc == 0
-        assert not (sock_dir / "kms.sock").exists()
+            rc = p.stop()
+        assert rc == 0, p.stderr.read_text()[-2000:]
+        assert not p.socket.exists()
     finally:
         emu.stop()

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import os
 import signal
-import subprocess
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -150,19 +149,19 @@ def test_top_killed_leaves_no_unpacked_files(plugin: Running) -> None:
     assert list(plugin.unpack.iterdir()) == []
 
 
-def test_nonroot_serving_process_is_not_dumpable(binary: Path, keyring_file: Path, sock_dir: Path) -> None:
+def test_nonroot_serving_process_is_not_dumpable(binary: Path, keyring_file: Path, sock_dir: Path,
+                                                 tmp_path: Path) -> None:
     """As uid 65532 in the distroless sandbox: serves (its /proc/self/fd socket path still works),
     RLIMIT_CORE is 0 and the process is not dumpable (its /proc files belong to root)."""
     box = sandbox.Sandbox(binary, binds={sock_dir: "/run/kms", keyring_file.parent: "/var/lib/kms"})
-    proc, root = box.popen(["serve", "--socket", "/run/kms/kms.sock", "--http-listen", "",
-                            "--audit-log", "-", "--backend", "local", "--keyring",
-                            "/var/lib/kms/keyring.json"],
-                           stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    plugin = box.plugin(tmp_path / "sandboxed", ["serve", "--socket", "/run/kms/kms.sock", "--http-listen", "",
+                                                 "--audit-log", "-", "--backend", "local", "--keyring",
+                                                 "/var/lib/kms/keyring.json"], sock_dir / "kms.sock")
+    plugin.start(timeout=START_TIMEOUT)
     try:
-        sandbox.wait_serving(sock_dir / "kms.sock", proc, START_TIMEOUT)
-        with Client(sock_dir / "kms.sock", timeout=10) as client:
+        with Client(plugin.socket, timeout=10) as client:
             assert client.status().healthz == "ok"
-        inside = [p for p in descendants(proc.pid)
+        inside = [p for p in descendants(plugin.proc.pid)
                   if status_fields(p).get("Name") not in ("sh", "unshare", "setpriv", "env")]
         python = next(p for p in inside if not descendants(p))  # the leaf of the chain
         assert status_fields(python)["Uid"].split() == ["65532"] * 4
@@ -171,6 +170,5 @@ def test_nonroot_serving_process_is_not_dumpable(binary: Path, keyring_file: Pat
         assert core.split()[4:6] == ["0", "0"], core
         assert os.stat(f"/proc/{python}/environ").st_uid == 0, "dumpable: /proc files owned by 65532"
     finally:
-        rc = sandbox.stop(proc)
-        root.rmdir()
-    assert rc == 0, proc.stderr.read()[-2000:] if proc.stderr else rc
+        rc = plugin.stop()
+    assert rc == 0, plugin.stderr.read_text()[-2000:]
