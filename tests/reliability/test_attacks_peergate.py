@@ -21,12 +21,11 @@ from pathlib import Path
 import grpc
 
 from kms_appliance.kms import v2_pb2, v2_pb2_grpc
-from tests.reliability.test_socket_attacks import _traversable
-from tests.support import figures, ledger, procinfo
+from tests.support import attacks, figures, ledger, procinfo
 from tests.support import plugin as pm
 from tests.support.kmsclient import Client
 
-NOBODY = 65534
+NOBODY = attacks.NOBODY
 # Records one refusing key may write in a few seconds: the first at once, then at most one per
 # aggregation interval (kms_appliance.refusals.INTERVAL, 10 s) and the one flushed at shutdown.
 RECORDS_BOUND = 3
@@ -116,39 +115,19 @@ class TestDescriptorExhaustion:
                     f"CPU while exhausted {max(spent):.2f} s/s (max)")
 
 
-_HAMMER = """
-import socket, sys, time
-path, secs = sys.argv[1], float(sys.argv[2])
-n, end = 0, time.monotonic() + secs
-while time.monotonic() < end:
-    s = socket.socket(socket.AF_UNIX)
-    try:
-        s.connect(path)
-        n += 1
-    except OSError:
-        pass
-    finally:
-        s.close()
-print(n)
-"""
-
-
 class TestRefusedFlood:
     """A refused peer connecting in a loop: records bounded, metric exact, allowed peers served."""
 
     SECONDS = 3.0
 
     def test_refused_flood_is_aggregated_and_does_not_starve_allowed_peers(self) -> None:
-        with _traversable() as top:
+        with attacks.traversable() as top:
             p = pm.start(top / "g", ["--socket-group", "daemon",
                                                    "--allowed-uids", str(os.geteuid())])
             try:
                 kept = Client(p.socket)  # kube-apiserver keeps its connection
                 assert kept.status().healthz == "ok"
-                hammer = subprocess.Popen(
-                    ["setpriv", "--reuid", str(NOBODY), "--regid", str(NOBODY), "--groups", "1",
-                     "/usr/bin/python3", "-c", _HAMMER, str(p.socket), str(self.SECONDS)],
-                    stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+                hammer = attacks.refused_peer(p.socket, 1, self.SECONDS, total=self.SECONDS)
                 try:
                     served = _Served.during(hammer, kept, p.socket)
                 finally:

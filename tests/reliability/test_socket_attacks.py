@@ -7,13 +7,10 @@ attacker controls.
 
 from __future__ import annotations
 
-import contextlib
 import os
-import shutil
 import socket
 import stat
 import subprocess
-import tempfile
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -23,7 +20,7 @@ import pytest
 
 from kms_appliance import socketfs
 from kms_appliance.errors import SetupError
-from tests.support import figures, inproc, ledger, procinfo
+from tests.support import attacks, figures, inproc, ledger, procinfo
 from tests.support import plugin as pm
 from tests.support.kmsclient import Client
 
@@ -186,19 +183,6 @@ print("SERVED" if data else "CLOSED")
 """
 
 
-@contextlib.contextmanager
-def _traversable() -> Iterator[Path]:
-    """A work directory whose parents uid 65534 may traverse (pytest's tmp is 0700)."""
-    top = Path(tempfile.mkdtemp(prefix="kms-rel-"))
-    top.chmod(0o711)
-    (top / "g").mkdir(mode=0o711)
-    try:
-        yield top
-    finally:
-        ledger.before_removal(top)
-        shutil.rmtree(top, ignore_errors=True)
-
-
 class TestPeers:
     """Another uid that the file modes let in is still refused by SO_PEERCRED."""
 
@@ -211,7 +195,7 @@ class TestPeers:
     def test_foreign_uid_in_the_socket_group_is_refused_unless_allowed(
             self, tmp_path: Path, allowed: bool) -> None:
         uids = f"{os.geteuid()},65534" if allowed else str(os.geteuid())
-        with _traversable() as top:
+        with attacks.traversable() as top:
             verdict, refusals, metrics = self._probe(top, uids)
         if allowed:
             assert verdict == "SERVED"
@@ -238,7 +222,7 @@ class TestPeers:
             _, metrics = p.http("/metrics")
         finally:
             p.stop()
-            ledger.text(p.written())  # the directory is removed with _traversable()
+            ledger.text(p.written())  # the directory is removed with attacks.traversable()
         return verdict, refusals, metrics
 
 

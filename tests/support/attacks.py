@@ -23,14 +23,16 @@ import contextlib
 import json
 import os
 import resource
+import shutil
 import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from types import TracebackType
 from typing import Any, Self
@@ -38,7 +40,7 @@ from typing import Any, Self
 import grpc
 
 from kms_appliance.kms import v2_pb2, v2_pb2_grpc
-from tests.support import h2raw
+from tests.support import h2raw, ledger
 
 STATUS = "/v2.KeyManagementService/Status"
 ENCRYPT = "/v2.KeyManagementService/Encrypt"
@@ -301,15 +303,17 @@ class SlotHolders(Driver):
 # ---- peer gate ------------------------------------------------------------------------------------
 
 # Runs as uid 65534 in the socket's group: connects in a loop (each is refused by SO_PEERCRED
-# after accept), ``burst`` seconds on, ``pause`` off, until SIGTERM; prints the count.
+# after accept), ``burst`` seconds on, ``pause`` off, for ``total`` seconds (0: until SIGTERM);
+# prints the count.
 _REFUSED_PEER = """
 import signal, socket, sys, time
-path, burst, pause = sys.argv[1], float(sys.argv[2]), float(sys.argv[3])
+path, burst, pause, total = sys.argv[1], float(sys.argv[2]), float(sys.argv[3]), float(sys.argv[4])
 stop = []
 signal.signal(signal.SIGTERM, lambda *_: stop.append(1))
+until = time.monotonic() + total if total > 0 else float("inf")
 n = 0
-while not stop:
-    end = time.monotonic() + burst
+while not stop and time.monotonic() < until:
+    end = min(time.monotonic() + burst, until)
     while not stop and time.monotonic() < end:
         s = socket.socket(socket.AF_UNIX)
         try:
@@ -319,10 +323,35 @@ while not stop:
             pass
         finally:
             s.close()
-    if not stop:
+    if not stop and time.monotonic() < until:
         time.sleep(pause)
 print(n, flush=True)
 """
+
+
+@contextlib.contextmanager
+def traversable() -> Iterator[Path]:
+    """A work directory whose parents uid 65534 may traverse (pytest's tmp is 0700), with a
+    ``g`` directory in it; what the plugins under it wrote goes to the secret ledger first."""
+    top = Path(tempfile.mkdtemp(prefix="kms-rel-"))
+    top.chmod(0o711)
+    (top / "g").mkdir(mode=0o711)
+    try:
+        yield top
+    finally:
+        ledger.before_removal(top)
+        shutil.rmtree(top, ignore_errors=True)
+
+
+def refused_peer(sock: Path, gid: int, burst: float, pause: float = 0.0,
+                 total: float = 0.0) -> subprocess.Popen[str]:
+    """A peer the gate must refuse (uid 65534, in group ``gid`` so the socket's mode lets it
+    connect) connecting in a loop: ``burst`` seconds on, ``pause`` off, for ``total`` seconds
+    (0: until SIGTERM); its stdout is the number of connects. Needs root."""
+    return subprocess.Popen(
+        ["setpriv", "--reuid", str(NOBODY), "--regid", str(NOBODY), "--groups", str(gid),
+         "/usr/bin/python3", "-c", _REFUSED_PEER, str(sock), str(burst), str(pause), str(total)],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
 
 
 class RefusedFlood(Driver):
@@ -338,10 +367,7 @@ class RefusedFlood(Driver):
         self.proc: subprocess.Popen[str] | None = None
 
     def start(self) -> Self:
-        self.proc = subprocess.Popen(
-            ["setpriv", "--reuid", str(NOBODY), "--regid", str(NOBODY), "--groups", str(self.gid),
-             "/usr/bin/python3", "-c", _REFUSED_PEER, str(self.sock), str(self.burst), str(self.pause)],
-            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        self.proc = refused_peer(self.sock, self.gid, self.burst, self.pause)
         return self
 
     def stop(self, timeout: float = 15.0) -> None:
