@@ -23,7 +23,7 @@ import pytest
 from akeyless_emulator import Emulator
 from tests.support import figures, hygiene, ledger
 from tests.support import plugin as pm
-from tests.support.emulator import KEY, identity_env, record_secrets
+from tests.support.emulator import KEY, each_fault, identity_env, record_secrets
 from tests.support.intermediate_keys import iks_of
 from tests.support.kmsclient import Client
 
@@ -33,15 +33,9 @@ DEBUG = ["--log-level", "debug"]  # the most the plugin ever writes: what the sc
 def _busy_akeyless_run(emu: Emulator, tmp_path: Path) -> None:
     """Auth, wraps, unwraps, token expiry, every fault class, with the plugin at debug level."""
     env = identity_env(emu, KMS_APPLIANCE_SERVER_CALL_TIMEOUT="1s", KMS_APPLIANCE_CACHE_ENABLED="false")
-    p = pm.start(tmp_path / "verbose", DEBUG, env, akeyless=True)
-    c = Client(p.socket, timeout=5)
-    try:
-        faults = [{"status": s} for s in (400, 401, 403, 404, 429, 500, 503)] + \
-                 [{"kind": k} for k in ("reset", "malformed", "wrong_length")]
-        for fault in [None, *faults]:
-            if fault:
-                for endpoint in ("encrypt", "decrypt", "auth"):
-                    emu.fault(endpoint, **fault)
+    with (pm.running(tmp_path / "verbose", DEBUG, env=env, akeyless=True) as p,
+          Client(p.socket, timeout=5) as c):
+        for _fault in each_fault(emu, none_first=True):
             seed = os.urandom(32)
             ledger.secret(seed)
             try:
@@ -50,13 +44,8 @@ def _busy_akeyless_run(emu: Emulator, tmp_path: Path) -> None:
                 c.v1_decrypt(c.v1_encrypt(seed))
             except grpc.RpcError as exc:
                 ledger.text(exc.details() or "")
-            emu.clear_faults()
-            emu.expire_tokens()
         p.http("/metrics")
         p.http("/readyz")
-    finally:
-        c.close()
-        p.stop()
 
 
 def _busy_envelope_run(emu: Emulator, tmp_path: Path) -> tuple[pm.Plugin, list[bytes]]:

@@ -15,6 +15,7 @@ import ssl
 import sys
 import time
 import urllib.request
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
 
@@ -34,6 +35,24 @@ NO_CLOUD = {
     "AZURE_POD_IDENTITY_AUTHORITY_HOST": "http://127.0.0.1:9",
     "GCE_METADATA_HOST": "127.0.0.1:9",
 }
+# Every class of Akeyless failure the plugin sorts: each HTTP status the SDK raises on, and each
+# broken answer (a reset connection, a body that is not JSON, a key of the wrong length).
+FAULT_CLASSES: tuple[dict[str, Any], ...] = (
+    *({"status": s} for s in (400, 401, 403, 404, 429, 500, 503)),
+    *({"kind": k} for k in ("reset", "malformed", "wrong_length")))
+
+
+def each_fault(emu: Emulator, endpoints: Sequence[str] = ("encrypt", "decrypt", "auth"),
+               none_first: bool = False) -> Iterator[dict[str, Any] | None]:
+    """Each fault class in turn on ``endpoints`` of an in-process emulator (``none_first``: a
+    round without one first); after each round the faults are cleared and every token is
+    expired, so the next round authenticates again (the paths that handle a secret)."""
+    for fault in ((None,) if none_first else ()) + FAULT_CLASSES:
+        for endpoint in endpoints if fault else ():
+            emu.fault(endpoint, **fault)
+        yield fault
+        emu.clear_faults()
+        emu.expire_tokens()
 
 
 def akeyless_env(url: str, access_id: str, access_key: str, ca_file: str | Path,

@@ -18,9 +18,7 @@ import pytest
 from akeyless_emulator import Emulator
 from kms_appliance.errors import KmsError
 from kms_appliance.metrics import Metrics
-
-FAULTS = [{"status": s} for s in (400, 401, 403, 404, 429, 500, 503)] + [
-    {"kind": k} for k in ("reset", "malformed", "wrong_length")]
+from tests.support.emulator import each_fault
 
 
 def _exercise(b, emu: Emulator, texts: list[str], deks: list[bytes], seen: set[str]) -> None:
@@ -30,9 +28,7 @@ def _exercise(b, emu: Emulator, texts: list[str], deks: list[bytes], seen: set[s
         w = b.wrap(dek)
         b.unwrap(w.ciphertext, w.key_id, w.annotations)
     emu.expire_tokens()
-    for fault in FAULTS:
-        for endpoint in ("decrypt", "encrypt", "auth"):
-            emu.fault(endpoint, **fault)
+    for _fault in each_fault(emu):
         dek = os.urandom(32)
         deks.append(dek)
         try:
@@ -40,9 +36,7 @@ def _exercise(b, emu: Emulator, texts: list[str], deks: list[bytes], seen: set[s
             b.unwrap(w.ciphertext, w.key_id, {})
         except KmsError as exc:
             texts.extend([str(exc), repr(exc), "".join(traceback.format_exception(exc))])
-        emu.clear_faults()
         seen.update(emu.core.tokens.tokens)  # tokens issued so far
-        emu.expire_tokens()
 
 
 def test_nothing_secret_is_written(emu: Emulator, base_env, make_backend, caplog, tmp_path: Path):
