@@ -321,7 +321,9 @@ def run(seconds: float, *, age: float = 60.0, sample_every: float = 3.0, settle:
                 s = _sample(p, t0)
                 samples.append(s)
                 if s.livez != 200:
-                    livez_bad[_status(p.http_port, "/livez")[1][:100]] += 1
+                    # the sampled code (0: no answer within 2 s), then what a second look says
+                    again = _status(p.http_port, "/livez")
+                    livez_bad[f"{s.livez}, then {again[0]}: {again[1][:100]}"] += 1
                 time.sleep(sample_every)
         finally:
             with contextlib.suppress(ProcessLookupError):
