@@ -30,6 +30,7 @@ from collections import Counter
 from collections.abc import Callable
 from typing import Any
 
+from bench.suite import servers
 from bench.suite.akeyless import Emulator, start_emulator
 from kms_appliance import config
 from kms_appliance.backends import akeyless, envelope
@@ -118,6 +119,7 @@ def main() -> None:
             backend.close()
     finally:
         emu.stop()
+        servers.remove_homes()  # the emulator's home (its CA and state)
     json.dump(out, sys.stdout, indent=1)
     print()
 
