@@ -24,13 +24,12 @@ import pytest
 from tests.support import steps
 from tests.support.kmsclient import Client
 from tests.support.procs import status_fields
-from tests.support.steps import REPO, ROOT_PACKAGES, VERSION, run
+from tests.support.steps import NONROOT, REPO, ROOT_PACKAGES, VERSION, run
 
 pytestmark = pytest.mark.packaging
 
 DIST = Path(os.environ.get("ARM64_DIST", REPO / "dist" / "arm64"))
 EM_AARCH64 = 183  # ELF e_machine
-NONROOT = 65532
 REF = f"localhost/kms-appliance:{VERSION}"
 PODMAN_RUN = ["run", "--runtime", "runc", "--ulimit", "nofile=4096:4096", "--ulimit", "nproc=4096:4096",
               "--network", "none", "--read-only", "--tmpfs", "/tmp:rw,exec,nosuid,nodev,size=128m"]
@@ -129,9 +128,7 @@ def podman(tmp_path: Path) -> Iterator[list[str]]:
 def test_image_serves_a_round_trip(tmp_path: Path, podman: list[str]) -> None:
     """The arm64 image as deployed (read-only, no capabilities, uid 65532), through its socket."""
     sock_dir, state = tmp_path / "sock", tmp_path / "state"
-    for d in (sock_dir, state):
-        d.mkdir(mode=0o700)
-        os.chown(d, NONROOT, NONROOT)
+    steps.nonroot_dirs(sock_dir, state)
     run([*podman, *PODMAN_RUN, "--rm", "-v", f"{state}:/var/lib/kms-appliance",
           "--entrypoint", "/usr/bin/kms-appliance", REF, "keyring", "init", "/var/lib/kms-appliance/keyring.json"])
     name = "kms-appliance-arm64-test"

@@ -27,8 +27,8 @@ from pathlib import Path
 from tests.support import ledger
 from tests.support.plugin import Command, Plugin
 from tests.support.procs import STOP_GRACE_S, ManagedProcess
+from tests.support.steps import NONROOT
 
-NONROOT = 65532
 DEV_NODES = ("null", "zero", "urandom", "random")
 # What unshare needs to chroot and change user after setpriv shrank the bounding set.
 SETUP_CAPS = "-all,+sys_chroot,+setuid,+setgid"

@@ -52,7 +52,7 @@ from tests.support.procs import (
     status_fields,
     wait_until,
 )
-from tests.support.steps import REPO, VERSION
+from tests.support.steps import NONROOT, REPO, VERSION, nonroot_dirs
 
 from .conftest import FACTS, step
 from .node import (
@@ -74,7 +74,6 @@ pytestmark = [pytest.mark.deploy]
 APPLIANCE = Path(os.environ.get("DEPLOY_APPLIANCE_CMD") or REPO / "dist" / "kms-appliance")
 IMAGE_ARCHIVE = Path(os.environ.get("DEPLOY_IMAGE_ARCHIVE") or REPO / "dist" / f"kms-appliance_{VERSION}_oci.tar")
 IMAGE_REF = f"localhost/kms-appliance:{VERSION}"
-NONROOT = 65532
 STATE_DIR = Path("/var/lib/kms-appliance")  # the static pod's state hostPath (docs/deployment.md, step 2)
 STATE_MARK = ".kms-deploy-test"
 NODE_NAME = "kms-deploy-node"
@@ -113,9 +112,7 @@ def prepare_host(paths: Paths, http_port: int) -> None:
     paths.work.chmod(0o755)
     paths.etc.mkdir(mode=0o755)
     paths.enc.mkdir(mode=0o700)
-    for d in (paths.run, paths.user_tmp):
-        d.mkdir(mode=0o700)
-        os.chown(d, NONROOT, NONROOT)
+    nonroot_dirs(paths.run, paths.user_tmp)
     STATE_DIR.mkdir(mode=0o700, exist_ok=True)
     os.chown(STATE_DIR, NONROOT, NONROOT)
     (STATE_DIR / STATE_MARK).touch()

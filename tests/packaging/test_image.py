@@ -9,7 +9,6 @@ the KMS round trip is made from the host through that directory.
 from __future__ import annotations
 
 import json
-import os
 import tarfile
 import time
 import urllib.error
@@ -23,13 +22,13 @@ from kms_appliance import config, manifests
 from tests.support import steps
 from tests.support.kmsclient import Client
 from tests.support.procs import free_port, status_fields
+from tests.support.steps import NONROOT
 
 from .support import VERSION, image_path, run, step
 from .test_manifests import yaml_docs
 
 pytestmark = pytest.mark.packaging
 
-NONROOT = 65532
 REF = f"localhost/kms-appliance:{VERSION}"
 ULIMITS = ["--ulimit", "nofile=4096:4096", "--ulimit", "nproc=4096:4096"]
 
@@ -106,9 +105,7 @@ def podman(tmp_path: Path) -> Iterator[list[str]]:
 
 def test_run_read_only_no_caps_round_trip(tmp_path: Path, podman: list[str]) -> None:
     sock_dir, state = tmp_path / "sock", tmp_path / "state"
-    for d in (sock_dir, state):
-        d.mkdir(mode=0o700)
-        os.chown(d, NONROOT, NONROOT)
+    steps.nonroot_dirs(sock_dir, state)
     # The keyring is made by the image's own binary, as the container's user.
     run([*podman, "run", "--rm", "--runtime", "runc", *ULIMITS, "--network", "none", "--read-only",
          "--tmpfs", "/tmp:rw,exec,nosuid,nodev,size=128m", "-v", f"{state}:/var/lib/kms-appliance",
@@ -168,10 +165,8 @@ def test_static_pod_as_generated_serves_and_answers_probes(tmp_path: Path, podma
     host_dirs = {}
     for vol in spec["volumes"]:
         if "hostPath" in vol:
-            d = tmp_path / vol["name"]
-            d.mkdir(mode=0o700)
-            os.chown(d, NONROOT, NONROOT)
-            host_dirs[vol["name"]] = d
+            host_dirs[vol["name"]] = tmp_path / vol["name"]
+            steps.nonroot_dirs(host_dirs[vol["name"]])
     (host_dirs["config"] / "config.toml").write_text('[server]\nbackend = "local"\n')
     mounts = [f"{host_dirs[m['name']]}:{m['mountPath']}" + (":ro" if m.get("readOnly") else "")
               for m in c["volumeMounts"] if m["name"] in host_dirs]

@@ -63,6 +63,16 @@ def unpack_root(tarball: Path, dest: Path) -> Path:
     return dest
 
 
+NONROOT = 65532  # the image's user (distroless "nonroot"), and the static pod's
+
+
+def nonroot_dirs(*dirs: Path) -> None:
+    """Make each directory 0700 and owned by NONROOT: a volume only the container's user uses."""
+    for d in dirs:
+        d.mkdir(mode=0o700)
+        os.chown(d, NONROOT, NONROOT)
+
+
 class Steps:
     """A suite's timed steps (and measured facts), printed in a section of their own."""
 
