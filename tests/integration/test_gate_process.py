@@ -12,9 +12,8 @@ from pathlib import Path
 import pytest
 
 from tests.support import plugin as pm
-from tests.support import procinfo
 from tests.support.kmsclient import Client
-from tests.support.procs import alive
+from tests.support.procs import alive, eventually, only_child
 
 
 @pytest.fixture
@@ -23,46 +22,28 @@ def gated(tmp_path: Path) -> Iterator[pm.Plugin]:
         yield p
 
 
-def _gate(p: pm.Plugin, within: float = 10.0) -> int:
-    """The gate's pid: the plugin's only child (bounded wait while one is being started)."""
-    deadline = time.monotonic() + within
-    while True:
-        children = [c for c in procinfo.tree(p.proc.pid)[1:] if alive(c)]
-        if len(children) == 1 or time.monotonic() > deadline:
-            assert len(children) == 1, children
-            return children[0]
-        time.sleep(0.05)
+def _gate(p: pm.Plugin) -> int:
+    return only_child(p.proc.pid)
 
 
 def _gone(pid: int, within: float) -> bool:
-    deadline = time.monotonic() + within
-    while alive(pid):
-        if time.monotonic() > deadline:
-            return False
-        time.sleep(0.02)
-    return True
+    return eventually(lambda: not alive(pid), within, 0.02)
 
 
 def _round_trip(sock: Path) -> None:
-    c = Client(sock, timeout=5)
-    try:
+    with Client(sock, timeout=5) as c:
         sealed = c.encrypt(b"gate")
         assert c.decrypt(sealed.ciphertext, sealed.key_id, dict(sealed.annotations)) == b"gate"
-    finally:
-        c.close()
 
 
 def test_accepts_in_a_child_and_the_serving_process_holds_no_relay(gated: pm.Plugin) -> None:
     gate = _gate(gated)
-    kept = Client(gated.socket)
-    try:
+    with Client(gated.socket) as kept:
         assert kept.status().healthz == "ok"
         names = {Path(f"/proc/{gate}/task/{t}/comm").read_text().strip()
                  for t in os.listdir(f"/proc/{gate}/task")}
         plugin_fds = {os.readlink(f"/proc/{gated.proc.pid}/fd/{n}")
                       for n in os.listdir(f"/proc/{gated.proc.pid}/fd")}
-    finally:
-        kept.close()
     assert names, "the gate's process runs threads"
     assert str(gated.socket) not in plugin_fds
     _, metrics = gated.http("/metrics")

@@ -24,6 +24,7 @@ from kms_appliance.kms import v2_pb2, v2_pb2_grpc
 from tests.support import attacks, figures, ledger, procinfo
 from tests.support import plugin as pm
 from tests.support.kmsclient import Client
+from tests.support.procs import only_child
 
 NOBODY = attacks.NOBODY
 # Records one refusing key may write in a few seconds: the first at once, then at most one per
@@ -58,13 +59,6 @@ def _cpu_seconds(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
-def _gate_process(p: pm.Plugin) -> int:
-    """The peer gate's process: the plugin's only child when run from the source tree."""
-    children = procinfo.tree(p.proc.pid)[1:]
-    assert len(children) == 1, f"expected the gate's process alone, found {children}"
-    return children[0]
-
-
 def _fill(sock: Path, count: int) -> list[socket.socket]:
     conns = []
     for _ in range(count):
@@ -88,7 +82,7 @@ class TestDescriptorExhaustion:
         env = {"KMS_APPLIANCE_SERVER_MAX_CONNECTIONS": "1000"}  # the fd limit is hit, not this one
         with pm.running(tmp_path / "e", ["--allowed-uids", str(os.geteuid())], env=env) as p:
             assert _served(p.socket, 10)
-            pid = _gate_process(p)  # the gate accepts in a process of its own: its limit counts
+            pid = only_child(p.proc.pid)  # the gate accepts in a process of its own: its limit counts
             base = procinfo.fds(pid)
             _, hard = resource.prlimit(pid, resource.RLIMIT_NOFILE)
             spent = []
@@ -104,7 +98,7 @@ class TestDescriptorExhaustion:
                 resource.prlimit(pid, resource.RLIMIT_NOFILE, (base + 200, hard))
                 assert _served(p.socket, 15), "an allowed client must be served once descriptors are back"
             status, body = p.http("/livez")
-            assert _gate_process(p) == pid, "the same gate process survived every round"
+            assert only_child(p.proc.pid) == pid, "the same gate process survived every round"
             err = p.stderr.read_text()
         assert "Traceback" not in err and "UnboundLocalError" not in err
         assert "peer gate process" not in err, err[-2000:]

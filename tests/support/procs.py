@@ -141,6 +141,19 @@ def eventually(cond: Callable[[], bool], timeout: float = 10.0, interval: float 
     return True
 
 
+def only_child(pid: int, timeout: float = 10.0) -> int:
+    """The one live descendant of ``pid`` (a plugin's peer gate process), waiting while
+    there is none yet or an ended one has not been reaped; fails if there stay several."""
+    found: list[int] = []
+
+    def one() -> bool:
+        found[:] = [p for p in descendants(pid) if alive(p)]
+        return len(found) == 1
+
+    assert eventually(one, timeout, 0.05), f"pid {pid}: expected one live child, found {found}"
+    return found[0]
+
+
 def tail(path: Path, lines: int = 40) -> str:
     """The last ``lines`` lines of a log file (bounded read)."""
     try:
