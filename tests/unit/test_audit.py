@@ -7,7 +7,6 @@ import logging
 import os
 import stat
 import threading
-import time
 from contextlib import closing
 from pathlib import Path
 
@@ -39,14 +38,9 @@ def test_buffered_record_reaches_the_file_without_any_other_call(tmp_path: Path)
     path = tmp_path / "audit.log"
     with closing(AuditLog(str(path), flush_interval=0.02)) as log:
         log.event(event="encrypt", uid="u1")
-        deadline = time.monotonic() + 5
-        while not path.read_text() and time.monotonic() < deadline:
-            time.sleep(0.01)
-        assert [r["uid"] for r in _lines(path)] == ["u1"]
+        assert eventually(lambda: [r["uid"] for r in _lines(path)] == ["u1"], 5)
         log.event(event="decrypt", uid="u2")  # the flusher re-arms after each flush
-        while len(_lines(path)) < 2 and time.monotonic() < deadline:
-            time.sleep(0.01)
-        assert [r["uid"] for r in _lines(path)] == ["u1", "u2"]
+        assert eventually(lambda: [r["uid"] for r in _lines(path)] == ["u1", "u2"], 5)
 
 
 def test_close_writes_everything_buffered_and_stops_the_flusher(tmp_path: Path) -> None:

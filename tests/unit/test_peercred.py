@@ -18,17 +18,9 @@ import pytest
 
 from kms_appliance import peercred, threads
 from kms_appliance.peercred import Peer, PeerGate
+from tests.support.procs import eventually
 
 WAIT = 5.0
-
-
-def _until(cond: Callable[[], bool], timeout: float = WAIT) -> bool:
-    deadline = time.monotonic() + timeout
-    while not cond():
-        if time.monotonic() > deadline:
-            return False
-        time.sleep(0.005)
-    return True
 
 
 class _Echo:
@@ -119,7 +111,7 @@ def test_no_descriptor_for_the_grpc_leg_drops_that_connection_only(
     g.gate.start()
     assert [g.served() for _ in range(3)] == [False, False, False]
     assert g.served(), "the accept loop must survive a failed admission"
-    assert _until(lambda: g.counts[-1:] == [0]), "every slot released"
+    assert eventually(lambda: g.counts[-1:] == [0], WAIT), "every slot released"
 
 
 def test_accept_exhaustion_backs_off_and_logs_once(caplog: pytest.LogCaptureFixture) -> None:
@@ -156,7 +148,7 @@ def test_a_broken_listener_is_reported_not_hidden(monkeypatch: pytest.MonkeyPatc
                     lambda n: None, sup)
     gate.start()
     try:
-        assert _until(lambda: sup.problem() is not None)
+        assert eventually(lambda: sup.problem() is not None, WAIT)
         assert "peer-gate" in (sup.problem() or "")
     finally:
         listener.close()
@@ -183,7 +175,7 @@ def test_refused_peer_is_closed_at_once_and_a_failing_sink_ends_nothing(
     g.gate.start()
     for _ in range(3):
         assert not g.served()
-    assert _until(lambda: seen == ["uid_not_allowed"] * 3)
+    assert eventually(lambda: seen == ["uid_not_allowed"] * 3, WAIT)
     g.gate._own_pid = os.getpid()
     assert g.served(), "the accept loop outlived the failing sink"
 
@@ -196,10 +188,10 @@ def test_connection_limit_and_slots_released(gate_of: Callable[..., _Gate]) -> N
         s.sendall(b"x")
         assert s.recv(1) == b"x"
     assert not g.served()
-    assert _until(lambda: [r for _, r in g.refused] == ["connection_limit"])
+    assert eventually(lambda: [r for _, r in g.refused] == ["connection_limit"], WAIT)
     for s in held:
         s.close()
-    assert _until(lambda: g.counts[-1:] == [0])
+    assert eventually(lambda: g.counts[-1:] == [0], WAIT)
     assert g.served()
 
 
@@ -233,7 +225,7 @@ def test_a_pump_failure_closes_both_ends_and_releases_the_slot() -> None:
     try:
         relay = peercred._Relay(a, boom, done.append)  # type: ignore[arg-type]
         relay.start()
-        assert _until(lambda: done == [relay])
+        assert eventually(lambda: done == [relay], WAIT)
     finally:
         threading.excepthook = old_hook
         b.close()
@@ -258,7 +250,7 @@ def test_no_thread_for_a_pump_releases_the_slot(monkeypatch: pytest.MonkeyPatch)
     done: list[object] = []
     relay = peercred._Relay(a, c, done.append)
     relay.start()
-    assert _until(lambda: done == [relay])
+    assert eventually(lambda: done == [relay], WAIT)
     assert a.fileno() == -1 and c.fileno() == -1
     b.close()
     d.close()
@@ -269,9 +261,9 @@ def test_parallel_accept_loops_never_admit_beyond_the_limit(gate_of: Callable[..
     g.gate.start()
     conns = [g.connect() for _ in range(40)]
     try:
-        assert _until(lambda: len(g.refused) == 36)
+        assert eventually(lambda: len(g.refused) == 36, WAIT)
         assert max(g.counts) == 4
     finally:
         for s in conns:
             s.close()
-    assert _until(lambda: g.counts[-1:] == [0])
+    assert eventually(lambda: g.counts[-1:] == [0], WAIT)
