@@ -6,7 +6,7 @@ import dataclasses
 import os
 import subprocess
 import sys
-import threading
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
@@ -33,27 +33,20 @@ class TestPrecedence:
         assert not cfg.backend_explicit
         assert cfg.observability.http_listen == ("127.0.0.1", 8787)
 
-    def test_file_over_default(self, tmp_path: Path) -> None:
-        f = write(tmp_path, '[server]\nsocket = "/tmp/x/a.sock"\nprovider_name = "p1"\n')
-        cfg = config.load(env={}, config_file=f)
-        assert cfg.server.socket == Path("/tmp/x/a.sock")
-        assert cfg.server.provider_name == "p1"
-
-    def test_env_over_file(self, tmp_path: Path) -> None:
-        f = write(tmp_path, '[server]\nprovider_name = "p1"\n')
-        cfg = config.load(env={"KMS_APPLIANCE_SERVER_PROVIDER_NAME": "p2"}, config_file=f)
-        assert cfg.server.provider_name == "p2"
-
-    def test_flag_over_env(self, tmp_path: Path) -> None:
-        f = write(tmp_path, '[server]\nprovider_name = "p1"\n')
-        cfg = config.load(flags={"server.provider_name": "p3"},
-                          env={"KMS_APPLIANCE_SERVER_PROVIDER_NAME": "p2"}, config_file=f)
-        assert cfg.server.provider_name == "p3"
-
-    def test_own_env_beats_drop_in_alias(self, tmp_path: Path) -> None:
-        env = {"AKEYLESS_UNIX_SOCKET": "/a/alias.sock", "KMS_APPLIANCE_SERVER_SOCKET": "/a/own.sock"}
-        cfg = config.load(env=env, config_file=write(tmp_path, ""))
-        assert cfg.server.socket == Path("/a/own.sock")
+    @pytest.mark.parametrize(("body", "env", "flags", "setting", "value"), [
+        ('[server]\nsocket = "/tmp/x/a.sock"\n', {}, {}, "socket", Path("/tmp/x/a.sock")),
+        ('[server]\nprovider_name = "p1"\n', {}, {}, "provider_name", "p1"),
+        ('[server]\nprovider_name = "p1"\n', {"KMS_APPLIANCE_SERVER_PROVIDER_NAME": "p2"}, {},
+         "provider_name", "p2"),
+        ('[server]\nprovider_name = "p1"\n', {"KMS_APPLIANCE_SERVER_PROVIDER_NAME": "p2"},
+         {"server.provider_name": "p3"}, "provider_name", "p3"),
+        ("", {"AKEYLESS_UNIX_SOCKET": "/a/alias.sock", "KMS_APPLIANCE_SERVER_SOCKET": "/a/own.sock"}, {},
+         "socket", Path("/a/own.sock")),  # our own variable beats the drop-in alias
+    ])
+    def test_each_level_beats_the_one_below(self, tmp_path: Path, body: str, env: dict[str, str],
+                                            flags: dict[str, str], setting: str, value: object) -> None:
+        cfg = config.load(flags=flags, env=env, config_file=write(tmp_path, body))
+        assert getattr(cfg.server, setting) == value
 
     def test_unix_prefix_and_durations(self, tmp_path: Path) -> None:
         f = write(tmp_path, '[server]\nsocket = "unix:///run/k/kms.sock"\ngrace_period = "1500ms"\n')
@@ -248,22 +241,14 @@ def test_cli_safety_net_prints_the_type_only(monkeypatch: pytest.MonkeyPatch,
 def test_fifo_as_config_file_is_refused_not_waited_on(tmp_path: Path) -> None:
     fifo = tmp_path / "config.toml"
     os.mkfifo(fifo)
-    outcome: list[BaseException | None] = []
-
-    def load() -> None:
+    with ThreadPoolExecutor(1) as pool:
+        loading = pool.submit(config.load, env={}, config_file=fifo)
         try:
-            config.load(env={}, config_file=fifo)
-            outcome.append(None)
-        except BaseException as exc:  # handed to the test thread
-            outcome.append(exc)
-
-    loader = threading.Thread(target=load, daemon=True)
-    loader.start()
-    loader.join(5)
-    if loader.is_alive():  # waiting for a writer: release it before failing
-        os.close(os.open(fifo, os.O_WRONLY | os.O_NONBLOCK))
-        loader.join(5)
-    assert outcome and isinstance(outcome[0], ConfigError) and "FIFO" in outcome[0].message
+            error = loading.exception(timeout=5)
+        finally:
+            if not loading.done():  # waiting for a writer: release it before failing
+                os.close(os.open(fifo, os.O_WRONLY | os.O_NONBLOCK))
+    assert isinstance(error, ConfigError) and "FIFO" in error.message
 
 
 def test_huge_config_file_is_refused(tmp_path: Path) -> None:
