@@ -9,7 +9,7 @@ from __future__ import annotations
 import json
 import os
 import random
-import threading
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -18,13 +18,14 @@ import pytest
 from kms_appliance import config, encconfig, manifests
 from kms_appliance.errors import MAX_SHOWN, ConfigError
 
-SOCKET = Path("/run/kms-appliance/kms.sock")
+SOCKET = Path("/run/k/kms.sock")  # not the defaults: the generator must use what is configured
 ENDPOINT = f"unix://{SOCKET}"
+PROVIDER = "akl"
 
 
 def _cfg() -> config.Config:
     return config.load(env={}, config_file=Path("/dev/null"),
-                       flags={"server.backend": "local", "server.socket": str(SOCKET)})
+                       flags={"server.backend": "local", "server.socket": str(SOCKET), "server.provider_name": PROVIDER})
 
 
 def _generated(kms_api: str = "v2", timeout: str = "3s") -> str:
@@ -32,12 +33,12 @@ def _generated(kms_api: str = "v2", timeout: str = "3s") -> str:
 
 
 def _review(doc: Any) -> encconfig.Findings:
-    return encconfig.review(doc, _cfg().server.provider_name, SOCKET)
+    return encconfig.review(doc, PROVIDER, SOCKET)
 
 
 def _doc(**kms: Any) -> dict[str, Any]:
     """A v2 document in JSON form with our provider first; ``kms`` overrides its fields."""
-    provider = {"apiVersion": "v2", "name": _cfg().server.provider_name, "endpoint": ENDPOINT,
+    provider = {"apiVersion": "v2", "name": PROVIDER, "endpoint": ENDPOINT,
                 "timeout": "3s", **kms}
     provider = {k: v for k, v in provider.items() if v is not None}
     return {"apiVersion": "apiserver.config.k8s.io/v1", "kind": "EncryptionConfiguration",
@@ -71,14 +72,14 @@ def test_generated_v1_has_no_problem_only_the_deprecation_warning() -> None:
 
 def test_check_of_the_generated_file_passes(tmp_path: Path) -> None:
     path = _write(tmp_path, _generated())
-    status, detail = encconfig.check(path, _cfg().server.provider_name, SOCKET)
+    status, detail = encconfig.check(path, PROVIDER, SOCKET)
     assert status == "pass", detail
 
 
 def test_json_input_is_read(tmp_path: Path) -> None:
     path = _write(tmp_path, json.dumps(_doc(), indent=2), "enc.json")
     assert encconfig.load(path) == _doc()
-    assert encconfig.check(path, _cfg().server.provider_name, SOCKET)[0] == "pass"
+    assert encconfig.check(path, PROVIDER, SOCKET)[0] == "pass"
 
 
 # ---- each class of problem ---------------------------------------------------------
@@ -95,8 +96,8 @@ def test_document_level_problems(change: dict[str, Any], words: str) -> None:
 
 
 @pytest.mark.parametrize(("kms", "words"), [
-    ({"name": "someone-else"}, "no kms provider named 'kms-appliance'"),
-    ({"endpoint": "unix:///tmp/akeyless_kms_plugin.sock"}, "this plugin serves 'unix:///run/kms-appliance/kms.sock'"),
+    ({"name": "someone-else"}, f"no kms provider named '{PROVIDER}'"),
+    ({"endpoint": "unix:///tmp/akeyless_kms_plugin.sock"}, f"this plugin serves '{ENDPOINT}'"),
     ({"endpoint": None}, "endpoint is 'None'"),
     ({"timeout": "abc"}, "must be a Go duration"),
     ({"timeout": "0s"}, "positive duration"),
@@ -129,10 +130,10 @@ def test_check_status_is_warn_with_identity_first_and_fail_with_a_problem(tmp_pa
     doc = _doc()
     doc["resources"][0]["providers"].reverse()
     path = _write(tmp_path, json.dumps(doc))
-    status, detail = encconfig.check(path, "kms-appliance", SOCKET)
+    status, detail = encconfig.check(path, PROVIDER, SOCKET)
     assert status == "warn" and "identity is first" in detail
     path = _write(tmp_path, json.dumps(_doc(timeout="abc")))
-    status, detail = encconfig.check(path, "kms-appliance", SOCKET)
+    status, detail = encconfig.check(path, PROVIDER, SOCKET)
     assert status == "fail" and "Go duration" in detail
 
 
@@ -167,9 +168,8 @@ def test_long_values_are_never_echoed() -> None:
     long = "x" * 5000
     doc = _doc(endpoint=long, timeout=long, apiVersion=long)
     doc["resources"][0]["resources"] = [long]
-    doc["resources"].append({"resources": [long], "providers": [{long: {}}, {"kms": {"name": "kms-appliance",
-                                                                                     "apiVersion": long}}]})
-    f = encconfig.review(doc, "kms-appliance", SOCKET)
+    doc["resources"].append({"resources": [long], "providers": [{long: {}}, {"kms": {"name": PROVIDER, "apiVersion": long}}]})
+    f = _review(doc)
     assert f.problems
     for text in f.problems + f.warnings + f.notes:
         assert "x" * (MAX_SHOWN + 1) not in text, text
@@ -236,25 +236,15 @@ def test_huge_integers_stay_strings(tmp_path: Path) -> None:
 def test_a_fifo_is_refused_without_blocking(tmp_path: Path) -> None:
     fifo = tmp_path / "enc.fifo"
     os.mkfifo(fifo)
-    outcome: list[BaseException | None] = []
-
-    def load() -> None:
+    with ThreadPoolExecutor(1) as pool:
+        loading = pool.submit(encconfig.load, fifo)
         try:
-            encconfig.load(fifo)
-        except BaseException as exc:  # handed to the test thread
-            outcome.append(exc)
-        else:
-            outcome.append(None)
-
-    worker = threading.Thread(target=load, daemon=True)
-    worker.start()
-    worker.join(10)
-    if worker.is_alive():  # unblock the open/read so the thread ends, then fail
-        fd = os.open(fifo, os.O_WRONLY | os.O_NONBLOCK)
-        os.close(fd)
-        pytest.fail("reading a FIFO blocked")
-    assert isinstance(outcome[0], ConfigError)
-    assert "not a regular file" in outcome[0].message
+            error = loading.exception(timeout=10)
+        finally:
+            if not loading.done():  # unblock the open/read so the thread ends, then fail
+                os.close(os.open(fifo, os.O_WRONLY | os.O_NONBLOCK))
+    assert isinstance(error, ConfigError)
+    assert "not a regular file" in error.message
 
 
 @pytest.mark.parametrize("special", ["/dev/zero", "/dev/null", "/"])

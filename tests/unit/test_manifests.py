@@ -1,9 +1,9 @@
-"""Generated EncryptionConfiguration documents."""
+"""Generated EncryptionConfiguration documents: the CLI's refusals and its output file (the
+documents themselves are read back in test_encconfig.py)."""
 
 from __future__ import annotations
 
 import dataclasses
-import json
 import subprocess
 from pathlib import Path
 
@@ -26,23 +26,6 @@ def _values(doc: str) -> dict[str, str]:
         if sep:
             out[key] = value
     return out
-
-
-def test_v2(tmp_path: Path) -> None:
-    doc = manifests.encryption_config(cfg(tmp_path))
-    v = _values(doc)
-    assert v["apiVersion"] in ("apiserver.config.k8s.io/v1", "v2")
-    assert "kind: EncryptionConfiguration" in doc
-    assert "apiVersion: v2" in doc
-    assert json.loads(v["name"]) == "akl"
-    assert json.loads(v["endpoint"]) == "unix:///run/k/kms.sock"
-    assert "cachesize" not in doc
-    assert doc.rstrip().endswith("- identity: {}")
-
-
-def test_v1_has_cachesize(tmp_path: Path) -> None:
-    doc = manifests.encryption_config(cfg(tmp_path), kms_api="v1")
-    assert "apiVersion: v1\n" in doc and "cachesize: 1000" in doc
 
 
 def _cli(tmp_path: Path, *args: str) -> subprocess.CompletedProcess[str]:
