@@ -37,29 +37,16 @@ class EtcdServer:
     def __init__(self, components: Components, workdir: Path, registry: ProcessRegistry) -> None:
         self._etcdctl = components.path("etcdctl")
         self.client_port = free_port()
-        peer_port = free_port()
         self.endpoint = f"http://127.0.0.1:{self.client_port}"
-        peer = f"http://127.0.0.1:{peer_port}"
-        self.process = registry.add(
-            ManagedProcess(
-                name="etcd",
-                argv=[
-                    str(components.path("etcd")),
-                    "--name=e2e",
-                    f"--data-dir={workdir / 'etcd-data'}",
-                    f"--listen-client-urls={self.endpoint}",
-                    f"--advertise-client-urls={self.endpoint}",
-                    f"--listen-peer-urls={peer}",
-                    f"--initial-advertise-peer-urls={peer}",
-                    f"--initial-cluster=e2e={peer}",
-                    "--log-level=warn",
-                    # Durability across a machine crash is not under test, and
-                    # fsync on a shared CI disk is the slowest part of a write.
-                    "--unsafe-no-fsync",
-                ],
-                log_path=workdir / "logs" / "etcd.log",
-            )
-        )
+        peer = f"http://127.0.0.1:{free_port()}"
+        argv = [str(components.path("etcd")), "--name=e2e", f"--data-dir={workdir / 'etcd-data'}",
+                f"--listen-client-urls={self.endpoint}", f"--advertise-client-urls={self.endpoint}",
+                f"--listen-peer-urls={peer}", f"--initial-advertise-peer-urls={peer}",
+                f"--initial-cluster=e2e={peer}", "--log-level=warn",
+                # Durability across a machine crash is not under test, and
+                # fsync on a shared CI disk is the slowest part of a write.
+                "--unsafe-no-fsync"]
+        self.process = registry.add(ManagedProcess(name="etcd", argv=argv, log_path=workdir / "logs" / "etcd.log"))
 
     def start(self) -> float:
         """Start and wait for ``/health``; return seconds to healthy."""
@@ -75,12 +62,8 @@ class EtcdServer:
             conn.close()
 
     def etcdctl(self, *args: str) -> subprocess.CompletedProcess[bytes]:
-        return subprocess.run(
-            [str(self._etcdctl), f"--endpoints={self.endpoint}", *args],
-            capture_output=True,
-            timeout=CLI_TIMEOUT_S,
-            check=True,
-        )
+        return subprocess.run([str(self._etcdctl), f"--endpoints={self.endpoint}", *args], capture_output=True,
+                              timeout=CLI_TIMEOUT_S, check=True)
 
     def get_raw(self, key: str) -> bytes | None:
         """The exact bytes stored under ``key``, or None if absent."""
@@ -91,9 +74,7 @@ class EtcdServer:
     def get_prefix_raw(self, prefix: str) -> dict[str, bytes]:
         """Every key under ``prefix`` with its exact stored bytes (one etcdctl call)."""
         out = json.loads(self.etcdctl("get", prefix, "--prefix", "-w", "json").stdout)
-        return {
-            base64.b64decode(kv["key"]).decode(): base64.b64decode(kv["value"]) for kv in out.get("kvs") or []
-        }
+        return {base64.b64decode(kv["key"]).decode(): base64.b64decode(kv["value"]) for kv in out.get("kvs") or []}
 
     def keys(self, prefix: str) -> list[str]:
         """Keys under ``prefix`` (``etcdctl get --prefix --keys-only``)."""
@@ -117,14 +98,8 @@ class ApiServerOptions:
 class KubeApiServer:
     """kube-apiserver on 127.0.0.1:<free port>, restartable with new options."""
 
-    def __init__(
-        self,
-        components: Components,
-        workdir: Path,
-        pki: ClusterPki,
-        etcd: EtcdServer,
-        registry: ProcessRegistry,
-    ) -> None:
+    def __init__(self, components: Components, workdir: Path, pki: ClusterPki, etcd: EtcdServer,
+                 registry: ProcessRegistry) -> None:
         self._components = components
         self._workdir = workdir
         self._pki = pki
@@ -138,25 +113,17 @@ class KubeApiServer:
     def _argv(self, options: ApiServerOptions) -> list[str]:
         pki = self._pki
         argv = [
-            str(self._components.path("kube-apiserver")),
-            f"--etcd-servers={self._etcd.endpoint}",
-            "--bind-address=127.0.0.1",
-            "--advertise-address=127.0.0.1",
-            f"--secure-port={self.port}",
-            f"--tls-cert-file={pki.serving_cert}",
-            f"--tls-private-key-file={pki.serving_key}",
-            f"--client-ca-file={pki.ca_cert}",
-            f"--service-account-key-file={pki.sa_pub}",
+            str(self._components.path("kube-apiserver")), f"--etcd-servers={self._etcd.endpoint}",
+            "--bind-address=127.0.0.1", "--advertise-address=127.0.0.1", f"--secure-port={self.port}",
+            f"--tls-cert-file={pki.serving_cert}", f"--tls-private-key-file={pki.serving_key}",
+            f"--client-ca-file={pki.ca_cert}", f"--service-account-key-file={pki.sa_pub}",
             f"--service-account-signing-key-file={pki.sa_key}",
-            "--service-account-issuer=https://kubernetes.default.svc",
-            "--service-cluster-ip-range=10.0.0.0/24",
+            "--service-account-issuer=https://kubernetes.default.svc", "--service-cluster-ip-range=10.0.0.0/24",
             "--authorization-mode=RBAC",
             # No nodes, no controllers: nothing to reconcile endpoints for.
-            "--endpoint-reconciler-type=none",
-            "--profiling=false",
+            "--endpoint-reconciler-type=none", "--profiling=false",
             f"--encryption-provider-config={self.encryption_config_path}",
-            f"--encryption-provider-config-automatic-reload={str(options.automatic_reload).lower()}",
-            "--v=2",
+            f"--encryption-provider-config-automatic-reload={str(options.automatic_reload).lower()}", "--v=2",
         ]
         if options.feature_gates:
             gates = ",".join(f"{k}={str(v).lower()}" for k, v in options.feature_gates.items())
@@ -173,13 +140,8 @@ class KubeApiServer:
         self.options = options
         argv = self._argv(options)
         if self.process is None:
-            self.process = self._registry.add(
-                ManagedProcess(
-                    name="kube-apiserver",
-                    argv=argv,
-                    log_path=self._workdir / "logs" / "kube-apiserver.log",
-                )
-            )
+            log = self._workdir / "logs" / "kube-apiserver.log"
+            self.process = self._registry.add(ManagedProcess(name="kube-apiserver", argv=argv, log_path=log))
         else:
             self.process.argv = argv
         self.process.start()
@@ -188,13 +150,8 @@ class KubeApiServer:
     def wait_ready(self, timeout_s: float = APISERVER_READY_TIMEOUT_S) -> float:
         assert self.process is not None
         path = self.options.ready_path if self.options else "/readyz"
-        return wait_until(
-            lambda: self.get(path)[0] == 200,
-            timeout_s,
-            f"kube-apiserver {path}",
-            interval_s=0.5,
-            alive=self.process.check_alive,
-        )
+        return wait_until(lambda: self.get(path)[0] == 200, timeout_s, f"kube-apiserver {path}", interval_s=0.5,
+                          alive=self.process.check_alive)
 
     def stop(self) -> None:
         if self.process is not None:
@@ -214,9 +171,7 @@ class KubeApiServer:
 
     def connect(self, timeout_s: float = 10.0) -> http.client.HTTPSConnection:
         """A keep-alive HTTPS connection as the admin user (for bulk requests)."""
-        return http.client.HTTPSConnection(
-            "127.0.0.1", self.port, context=self._ssl_context(), timeout=timeout_s
-        )
+        return http.client.HTTPSConnection("127.0.0.1", self.port, context=self._ssl_context(), timeout=timeout_s)
 
     def outlive_kms_health_cache(self) -> None:
         """Sleep past the 20 s for which the apiserver caches a good KMS v2 health check: its next
@@ -253,18 +208,10 @@ class Cluster:
     kubeconfig: Path
     timings: dict[str, float] = field(default_factory=dict)
 
-    def kubectl(
-        self, *args: str, check: bool = True, input_text: str | None = None
-    ) -> subprocess.CompletedProcess[str]:
+    def kubectl(self, *args: str, check: bool = True, input_text: str | None = None) -> subprocess.CompletedProcess[str]:
         """Run kubectl with the admin kubeconfig; raise with its stderr on failure."""
-        result = subprocess.run(
-            [str(self.components.path("kubectl")), f"--kubeconfig={self.kubeconfig}", *args],
-            capture_output=True,
-            text=True,
-            input=input_text,
-            timeout=CLI_TIMEOUT_S,
-            check=False,
-        )
+        result = subprocess.run([str(self.components.path("kubectl")), f"--kubeconfig={self.kubeconfig}", *args],
+                                capture_output=True, text=True, input=input_text, timeout=CLI_TIMEOUT_S, check=False)
         if check and result.returncode != 0:
             raise AssertionError(f"kubectl {' '.join(args)} failed: {result.stderr.strip()}")
         return result
@@ -276,19 +223,11 @@ class Cluster:
 def write_kubeconfig(path: Path, server: str, pki: ClusterPki) -> Path:
     """An admin kubeconfig (JSON is valid YAML) with the CA embedded."""
     ca = base64.b64encode(pki.ca_cert.read_bytes()).decode()
+    user = {"client-certificate": str(pki.admin_cert), "client-key": str(pki.admin_key)}
     doc = {
-        "apiVersion": "v1",
-        "kind": "Config",
+        "apiVersion": "v1", "kind": "Config",
         "clusters": [{"name": "e2e", "cluster": {"server": server, "certificate-authority-data": ca}}],
-        "users": [
-            {
-                "name": "e2e-admin",
-                "user": {
-                    "client-certificate": str(pki.admin_cert),
-                    "client-key": str(pki.admin_key),
-                },
-            }
-        ],
+        "users": [{"name": "e2e-admin", "user": user}],
         "contexts": [{"name": "e2e", "context": {"cluster": "e2e", "user": "e2e-admin"}}],
         "current-context": "e2e",
     }

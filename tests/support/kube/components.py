@@ -72,22 +72,13 @@ def ensure_components(allow_build: bool) -> Components:
     started = time.monotonic()
     missing = _missing(bin_dir)
     if missing and (os.environ.get("E2E_BIN_DIR") or not allow_build):
-        raise ComponentsMissingError(
-            f"missing {', '.join(missing)} in {bin_dir}; run {BUILD_SCRIPT} (or `make e2e-components`)"
-        )
+        raise ComponentsMissingError(f"missing {', '.join(missing)} in {bin_dir}; run {BUILD_SCRIPT} "
+                                     "(or `make e2e-components`)")
     if missing:
-        result = subprocess.run(
-            [str(BUILD_SCRIPT)],
-            timeout=BUILD_TIMEOUT_S,
-            check=False,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.STDOUT,
-            text=True,
-        )
+        result = subprocess.run([str(BUILD_SCRIPT)], timeout=BUILD_TIMEOUT_S, check=False, stdout=subprocess.PIPE,
+                                stderr=subprocess.STDOUT, text=True)
         if result.returncode != 0 or _missing(bin_dir):
-            raise ComponentsMissingError(
-                f"{BUILD_SCRIPT} failed ({result.returncode}):\n{result.stdout[-4000:]}"
-            )
+            raise ComponentsMissingError(f"{BUILD_SCRIPT} failed ({result.returncode}):\n{result.stdout[-4000:]}")
     if os.environ.get("E2E_BIN_DIR"):  # the operator's binaries: report what they say
         k8s = _reported_version(bin_dir / "kube-apiserver").removeprefix("Kubernetes ")
         etcd = _reported_version(bin_dir / "etcd").removeprefix("etcd Version: ")

@@ -23,36 +23,19 @@ def identity() -> Provider:
 
 def kms_v2(name: str, socket_path: Path, timeout: str = "3s") -> Provider:
     """A KMS v2 provider on a UNIX socket (``cachesize`` is v1-only)."""
-    return {
-        "kms": {
-            "apiVersion": "v2",
-            "name": name,
-            "endpoint": f"unix://{socket_path}",
-            "timeout": timeout,
-        }
-    }
+    return {"kms": {"apiVersion": "v2", "name": name, "endpoint": f"unix://{socket_path}", "timeout": timeout}}
 
 
-def kms_v1(name: str, socket_path: Path, cachesize: int = 1000, timeout: str = "3s") -> Provider:
+def kms_v1(name: str, socket_path: Path, timeout: str = "3s") -> Provider:
     """A KMS v1 provider; needs ``--feature-gates=KMSv1=true`` on the apiserver."""
-    return {
-        "kms": {
-            "apiVersion": "v1",
-            "name": name,
-            "endpoint": f"unix://{socket_path}",
-            "cachesize": cachesize,
-            "timeout": timeout,
-        }
-    }
+    return {"kms": {"apiVersion": "v1", "name": name, "endpoint": f"unix://{socket_path}", "cachesize": 1000,
+                    "timeout": timeout}}
 
 
-def encryption_config(providers: list[Provider], resources: tuple[str, ...] = ("secrets",)) -> dict[str, Any]:
-    """One resource group; the first provider writes, all of them read."""
-    return {
-        "apiVersion": "apiserver.config.k8s.io/v1",
-        "kind": "EncryptionConfiguration",
-        "resources": [{"resources": list(resources), "providers": providers}],
-    }
+def encryption_config(providers: list[Provider]) -> dict[str, Any]:
+    """Secrets only; the first provider writes, all of them read."""
+    return {"apiVersion": "apiserver.config.k8s.io/v1", "kind": "EncryptionConfiguration",
+            "resources": [{"resources": ["secrets"], "providers": providers}]}
 
 
 def write_encryption_config(path: Path, config: dict[str, Any]) -> Path:

@@ -36,12 +36,8 @@ class ClusterPki:
 
 
 def _write_key(key: PrivateKey, path: Path) -> None:
-    pem = key.private_bytes(
-        serialization.Encoding.PEM,
-        serialization.PrivateFormat.PKCS8,
-        serialization.NoEncryption(),
-    )
-    path.write_bytes(pem)
+    path.write_bytes(key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+                                       serialization.NoEncryption()))
     path.chmod(0o600)
 
 
@@ -58,55 +54,31 @@ def _name(common_name: str, org: str | None = None) -> x509.Name:
 
 def _builder(subject: x509.Name, issuer: x509.Name, public_key: object) -> x509.CertificateBuilder:
     now = dt.datetime.now(dt.UTC)
-    return (
-        x509.CertificateBuilder()
-        .subject_name(subject)
-        .issuer_name(issuer)
-        .public_key(public_key)  # type: ignore[arg-type]
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(now - dt.timedelta(minutes=5))
-        .not_valid_after(now + VALIDITY)
-    )
+    return (x509.CertificateBuilder().subject_name(subject).issuer_name(issuer)
+            .public_key(public_key)  # type: ignore[arg-type]
+            .serial_number(x509.random_serial_number())
+            .not_valid_before(now - dt.timedelta(minutes=5)).not_valid_after(now + VALIDITY))
 
 
 def _make_ca() -> tuple[ec.EllipticCurvePrivateKey, x509.Certificate]:
     key = ec.generate_private_key(ec.SECP256R1())
     name = _name("kms-appliance-e2e-ca")
-    cert = (
-        _builder(name, name, key.public_key())
-        .add_extension(x509.BasicConstraints(ca=True, path_length=0), critical=True)
-        .add_extension(
-            x509.KeyUsage(
-                digital_signature=True,
-                content_commitment=False,
-                key_encipherment=False,
-                data_encipherment=False,
-                key_agreement=False,
-                key_cert_sign=True,
-                crl_sign=True,
-                encipher_only=False,
-                decipher_only=False,
-            ),
-            critical=True,
-        )
-        .sign(key, hashes.SHA256())
-    )
+    usage = x509.KeyUsage(digital_signature=True, content_commitment=False, key_encipherment=False,
+                          data_encipherment=False, key_agreement=False, key_cert_sign=True, crl_sign=True,
+                          encipher_only=False, decipher_only=False)
+    cert = (_builder(name, name, key.public_key())
+            .add_extension(x509.BasicConstraints(ca=True, path_length=0), critical=True)
+            .add_extension(usage, critical=True).sign(key, hashes.SHA256()))
     return key, cert
 
 
-def _leaf(
-    ca_key: ec.EllipticCurvePrivateKey,
-    ca_cert: x509.Certificate,
-    subject: x509.Name,
-    usage: x509.ObjectIdentifier,
-    san: x509.SubjectAlternativeName | None = None,
-) -> tuple[ec.EllipticCurvePrivateKey, x509.Certificate]:
+def _leaf(ca_key: ec.EllipticCurvePrivateKey, ca_cert: x509.Certificate, subject: x509.Name,
+          usage: x509.ObjectIdentifier, san: x509.SubjectAlternativeName | None = None,
+          ) -> tuple[ec.EllipticCurvePrivateKey, x509.Certificate]:
     key = ec.generate_private_key(ec.SECP256R1())
-    builder = (
-        _builder(subject, ca_cert.subject, key.public_key())
-        .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
-        .add_extension(x509.ExtendedKeyUsage([usage]), critical=False)
-    )
+    builder = (_builder(subject, ca_cert.subject, key.public_key())
+               .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
+               .add_extension(x509.ExtendedKeyUsage([usage]), critical=False))
     if san is not None:
         builder = builder.add_extension(san, critical=False)
     return key, builder.sign(ca_key, hashes.SHA256())
@@ -117,39 +89,21 @@ def make_cluster_pki(directory: Path) -> ClusterPki:
     (O=system:masters) and a service-account key pair into ``directory``."""
     directory.mkdir(parents=True, exist_ok=True)
     ca_key, ca_cert = _make_ca()
-    serving_san = x509.SubjectAlternativeName(
-        [
-            x509.IPAddress(ipaddress.ip_address("127.0.0.1")),
-            x509.DNSName("localhost"),
-            x509.DNSName("kubernetes"),
-            x509.DNSName("kubernetes.default.svc"),
-        ]
-    )
-    srv_key, srv_cert = _leaf(
-        ca_key, ca_cert, _name("kube-apiserver"), ExtendedKeyUsageOID.SERVER_AUTH, serving_san
-    )
-    adm_key, adm_cert = _leaf(
-        ca_key, ca_cert, _name("e2e-admin", "system:masters"), ExtendedKeyUsageOID.CLIENT_AUTH
-    )
+    serving_san = x509.SubjectAlternativeName([
+        x509.IPAddress(ipaddress.ip_address("127.0.0.1")), x509.DNSName("localhost"), x509.DNSName("kubernetes"),
+        x509.DNSName("kubernetes.default.svc")])
+    srv_key, srv_cert = _leaf(ca_key, ca_cert, _name("kube-apiserver"), ExtendedKeyUsageOID.SERVER_AUTH, serving_san)
+    adm_key, adm_cert = _leaf(ca_key, ca_cert, _name("e2e-admin", "system:masters"), ExtendedKeyUsageOID.CLIENT_AUTH)
     sa_key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
-    pki = ClusterPki(
-        ca_cert=directory / "ca.crt",
-        serving_cert=directory / "apiserver.crt",
-        serving_key=directory / "apiserver.key",
-        admin_cert=directory / "admin.crt",
-        admin_key=directory / "admin.key",
-        sa_key=directory / "sa.key",
-        sa_pub=directory / "sa.pub",
-    )
+    pki = ClusterPki(ca_cert=directory / "ca.crt", serving_cert=directory / "apiserver.crt",
+                     serving_key=directory / "apiserver.key", admin_cert=directory / "admin.crt",
+                     admin_key=directory / "admin.key", sa_key=directory / "sa.key", sa_pub=directory / "sa.pub")
     _write_cert(ca_cert, pki.ca_cert)
     _write_cert(srv_cert, pki.serving_cert)
     _write_key(srv_key, pki.serving_key)
     _write_cert(adm_cert, pki.admin_cert)
     _write_key(adm_key, pki.admin_key)
     _write_key(sa_key, pki.sa_key)
-    pki.sa_pub.write_bytes(
-        sa_key.public_key().public_bytes(
-            serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
-        )
-    )
+    pki.sa_pub.write_bytes(sa_key.public_key().public_bytes(serialization.Encoding.PEM,
+                                                            serialization.PublicFormat.SubjectPublicKeyInfo))
     return pki
