@@ -208,7 +208,8 @@ class Cluster:
     kubeconfig: Path
     timings: dict[str, float] = field(default_factory=dict)
 
-    def kubectl(self, *args: str, check: bool = True, input_text: str | None = None) -> subprocess.CompletedProcess[str]:
+    def kubectl(self, *args: str, check: bool = True,
+                input_text: str | None = None) -> subprocess.CompletedProcess[str]:
         """Run kubectl with the admin kubeconfig; raise with its stderr on failure."""
         result = subprocess.run([str(self.components.path("kubectl")), f"--kubeconfig={self.kubeconfig}", *args],
                                 capture_output=True, text=True, input=input_text, timeout=CLI_TIMEOUT_S, check=False)
