@@ -13,68 +13,62 @@ from kms_appliance import socketfs
 from kms_appliance.errors import SetupError
 
 
-def test_creates_missing_dir_0700(tmp_path: Path) -> None:
-    d = tmp_path / "a" / "run"
-    socketfs.prepare(d / "kms.sock", None)
-    assert (d.stat().st_mode & 0o777) == 0o700
-
-
-def test_creates_missing_dir_0750_with_group(tmp_path: Path) -> None:
+@pytest.fixture
+def run(tmp_path: Path) -> Path:
+    """An existing 0700 socket directory of ours."""
     d = tmp_path / "run"
-    socketfs.prepare(d / "kms.sock", "0")
-    st = d.stat()
-    assert (st.st_mode & 0o777) == 0o750
-    assert st.st_mode & stat.S_ISGID
-    assert st.st_gid == 0
+    d.mkdir(mode=0o700)
+    return d
 
 
-def test_refuses_symlinked_dir(tmp_path: Path) -> None:
-    real = tmp_path / "real"
-    real.mkdir(mode=0o700)
-    (tmp_path / "link").symlink_to(real)
+def _close(prepared: tuple[int, Path]) -> None:
+    dir_fd, bind_path = prepared
+    socketfs.remove(bind_path, None)
+    os.close(dir_fd)
+
+
+@pytest.mark.parametrize(("group", "mode", "gid"), [(None, 0o700, os.getegid()), ("0", 0o2750, 0)])
+def test_creates_missing_dir(tmp_path: Path, group: str | None, mode: int, gid: int) -> None:
+    d = tmp_path / "a" / "run"
+    _close(socketfs.prepare(d / "kms.sock", group))
+    assert (stat.S_IMODE(d.stat().st_mode), d.stat().st_gid) == (mode, gid)
+
+
+def test_refuses_symlinked_dir(tmp_path: Path, run: Path) -> None:
+    (tmp_path / "link").symlink_to(run)
     with pytest.raises(SetupError, match="symlink"):
         socketfs.prepare(tmp_path / "link" / "kms.sock", None)
 
 
-def test_refuses_world_writable_dir(tmp_path: Path) -> None:
-    d = tmp_path / "run"
-    d.mkdir()
-    d.chmod(0o777)
+def test_refuses_world_writable_dir(run: Path) -> None:
+    run.chmod(0o777)
     with pytest.raises(SetupError, match="writable by others"):
-        socketfs.prepare(d / "kms.sock", None)
+        socketfs.prepare(run / "kms.sock", None)
 
 
-def test_refuses_dir_of_another_user(tmp_path: Path) -> None:
-    d = tmp_path / "run"
-    d.mkdir(mode=0o700)
-    os.chown(d, 65534, 65534)
+def test_refuses_dir_of_another_user(run: Path) -> None:
+    os.chown(run, 65534, 65534)
     with pytest.raises(SetupError, match="another non-root user"):
-        socketfs.prepare(d / "kms.sock", None)
+        socketfs.prepare(run / "kms.sock", None)
 
 
-def test_refuses_symlink_at_socket_path(tmp_path: Path) -> None:
-    d = tmp_path / "run"
-    d.mkdir(mode=0o700)
-    (d / "kms.sock").symlink_to(tmp_path / "elsewhere.sock")
+def test_refuses_symlink_at_socket_path(tmp_path: Path, run: Path) -> None:
+    (run / "kms.sock").symlink_to(tmp_path / "elsewhere.sock")
     with pytest.raises(SetupError, match="symlink"):
-        socketfs.prepare(d / "kms.sock", None)
+        socketfs.prepare(run / "kms.sock", None)
 
 
 @pytest.mark.parametrize("kind", ["file", "fifo"])
-def test_refuses_non_socket_at_path(tmp_path: Path, kind: str) -> None:
-    d = tmp_path / "run"
-    d.mkdir(mode=0o700)
-    target = d / "kms.sock"
+def test_refuses_non_socket_at_path(run: Path, kind: str) -> None:
+    target = run / "kms.sock"
     target.write_text("precious") if kind == "file" else os.mkfifo(target)
     with pytest.raises(SetupError, match="not a socket"):
         socketfs.prepare(target, None)
     assert target.exists()
 
 
-def test_removes_stale_socket(tmp_path: Path) -> None:
-    d = tmp_path / "run"
-    d.mkdir(mode=0o700)
-    path = d / "kms.sock"
+def test_removes_stale_socket(run: Path) -> None:
+    path = run / "kms.sock"
     s = socket.socket(socket.AF_UNIX)
     s.bind(str(path))
     s.close()  # bound but never listening: nothing answers
@@ -82,10 +76,8 @@ def test_removes_stale_socket(tmp_path: Path) -> None:
     assert not path.exists()
 
 
-def test_refuses_live_socket(tmp_path: Path) -> None:
-    d = tmp_path / "run"
-    d.mkdir(mode=0o700)
-    path = d / "kms.sock"
+def test_refuses_live_socket(run: Path) -> None:
+    path = run / "kms.sock"
     with socket.socket(socket.AF_UNIX) as s:
         s.bind(str(path))
         s.listen(1)
@@ -101,12 +93,6 @@ def test_remove_spares_a_successors_socket(tmp_path: Path) -> None:
     assert path.exists()
     socketfs.remove(path, inode=path.stat().st_ino)
     assert not path.exists()
-
-
-def _close(prepared: tuple[int, Path]) -> None:
-    dir_fd, bind_path = prepared
-    socketfs.remove(bind_path, None)
-    os.close(dir_fd)
 
 
 class TestConcurrentStarts:
@@ -156,75 +142,59 @@ class TestConcurrentStarts:
         finally:
             os.close(spare)
 
-    def test_lock_file_that_is_not_a_regular_file_is_refused(self, tmp_path: Path) -> None:
-        (tmp_path / "run").mkdir(mode=0o700)
-        os.mkfifo(tmp_path / "run" / ".kms.sock.lock")
+    def test_lock_file_that_is_not_a_regular_file_is_refused(self, run: Path) -> None:
+        os.mkfifo(run / ".kms.sock.lock")
         with pytest.raises(SetupError, match="not a regular file"):
-            socketfs.prepare(tmp_path / "run" / "kms.sock", None)
+            socketfs.prepare(run / "kms.sock", None)
 
 
 class TestSocketGroup:
     """``socket_group`` must really let the group reach the socket."""
 
-    def test_existing_0700_dir_of_ours_is_opened_to_the_group(self, tmp_path: Path) -> None:
-        d = tmp_path / "run"
-        d.mkdir(mode=0o700)
-        _close(socketfs.prepare(d / "kms.sock", "4242"))
-        st = d.stat()
-        assert (st.st_mode & 0o7777, st.st_gid) == (0o2750, 4242)
+    @pytest.mark.parametrize(("mode", "entry", "after", "gid"), [
+        (0o700, None, 0o2750, 4242),
+        # the systemd unit's RuntimeDirectory holds its own 0750 tmp/ (the unpack directory):
+        # a private entry does not block the fix
+        (0o700, "tmp", 0o2750, 4242),
+        (0o755, None, 0o755, os.getegid()),  # others can traverse it already: left alone
+        (0o711, None, 0o711, os.getegid()),
+    ])
+    def test_the_group_is_let_in_where_it_is_kept_out(self, run: Path, mode: int, entry: str | None,
+                                                      after: int, gid: int) -> None:
+        run.chmod(mode)
+        if entry:
+            (run / entry).mkdir(mode=0o750)
+        _close(socketfs.prepare(run / "kms.sock", "4242"))
+        assert (run.stat().st_mode & 0o7777, run.stat().st_gid) == (after, gid)
 
-    def test_dir_holding_readable_files_is_refused_and_left_alone(self, tmp_path: Path) -> None:
-        d = tmp_path / "run"
-        d.mkdir(mode=0o700)
-        (d / "notes").write_text("x")
-        (d / "notes").chmod(0o644)
+    def test_dir_holding_readable_files_is_refused_and_left_alone(self, run: Path) -> None:
+        (run / "notes").write_text("x")
+        (run / "notes").chmod(0o644)
         with pytest.raises(SetupError, match="keeps socket group '4242' out"):
-            socketfs.prepare(d / "kms.sock", "4242")
-        assert d.stat().st_mode & 0o7777 == 0o700
-
-    def test_private_entries_do_not_block_the_fix(self, tmp_path: Path) -> None:
-        """The systemd unit's RuntimeDirectory holds its own 0750 tmp/ (the unpack directory)."""
-        d = tmp_path / "run"
-        d.mkdir(mode=0o700)
-        (d / "tmp").mkdir(mode=0o750)
-        _close(socketfs.prepare(d / "kms.sock", "4242"))
-        assert d.stat().st_mode & 0o7777 == 0o2750
-
-    @pytest.mark.parametrize("mode", [0o755, 0o711])
-    def test_dir_others_can_traverse_is_left_alone(self, tmp_path: Path, mode: int) -> None:
-        d = tmp_path / "run"
-        d.mkdir()
-        d.chmod(mode)
-        _close(socketfs.prepare(d / "kms.sock", "4242"))
-        assert d.stat().st_mode & 0o7777 == mode
+            socketfs.prepare(run / "kms.sock", "4242")
+        assert run.stat().st_mode & 0o7777 == 0o700
 
 
 class TestWritableParent:
     """Whoever may write the socket directory's parent can replace the directory."""
 
-    @pytest.mark.parametrize(("mode", "owner", "who"), [
-        (0o777, 0, "every user"),
-        (0o775, 0, None),  # group root: root only
-        (0o1777, 0, None),  # sticky: nobody can rename our entry
-        (0o755, 0, None),
-        (0o755, 65534, "owner uid 65534"),
+    @pytest.mark.parametrize(("mode", "owner", "group", "who"), [
+        (0o777, 0, 0, "every user"),
+        (0o775, 0, 0, None),  # group root: root only
+        (0o775, 0, 4242, "group 4242"),
+        (0o1777, 0, 0, None),  # sticky: nobody can rename our entry
+        (0o755, 0, 0, None),
+        (0o755, 65534, 0, "owner uid 65534"),
     ])
-    def test_parent_writable(self, tmp_path: Path, mode: int, owner: int, who: str | None) -> None:
+    def test_parent_writable(self, tmp_path: Path, mode: int, owner: int, group: int, who: str | None) -> None:
         parent = tmp_path / "p"
         parent.mkdir()
         parent.chmod(mode)
-        os.chown(parent, owner, 0)
+        os.chown(parent, owner, group)
         reason = socketfs.parent_writable(parent / "run")
         assert (reason is None) == (who is None)
         if who is not None:
             assert reason is not None and who in reason and str(parent) in reason
-
-    def test_group_writable_parent_is_reported(self, tmp_path: Path) -> None:
-        parent = tmp_path / "p"
-        parent.mkdir()
-        parent.chmod(0o775)
-        os.chown(parent, 0, 4242)
-        assert "group 4242" in (socketfs.parent_writable(parent / "run") or "")
 
     def test_warned_once_at_prepare(self, tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
         parent = tmp_path / "p"
