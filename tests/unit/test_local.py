@@ -19,103 +19,98 @@ def ring(tmp_path: Path) -> Path:
     return path
 
 
-def test_round_trip_and_header(ring: Path) -> None:
-    b = LocalBackend(ring)
+@pytest.fixture
+def backend(ring: Path) -> LocalBackend:
+    return LocalBackend(ring)
+
+
+def test_round_trip_and_header(backend: LocalBackend) -> None:
     seed = os.urandom(32)
-    w = b.wrap(seed)
+    w = backend.wrap(seed)
     assert w.ciphertext.startswith(envelope.header(envelope.BACKEND_LOCAL))
     assert seed not in w.ciphertext
-    out = b.unwrap(w.ciphertext, w.key_id, {})
+    out = backend.unwrap(w.ciphertext, w.key_id, {})
     assert out.plaintext == seed
-    assert out.key_id == w.key_id == b.status().key_id
+    assert out.key_id == w.key_id == backend.status().key_id
     assert out.key_version == "1"
 
 
-def test_nonce_is_fresh(ring: Path) -> None:
-    b = LocalBackend(ring)
-    assert b.wrap(b"x" * 32).ciphertext != b.wrap(b"x" * 32).ciphertext
+def test_nonce_is_fresh(backend: LocalBackend) -> None:
+    assert backend.wrap(b"x" * 32).ciphertext != backend.wrap(b"x" * 32).ciphertext
 
 
-def test_rotation_is_picked_up_and_old_data_still_unwraps(ring: Path) -> None:
-    b = LocalBackend(ring)
-    old = b.wrap(b"old-dek-" * 4)
-    assert b.refresh() is False
+def test_rotation_is_picked_up_and_old_data_still_unwraps(ring: Path, backend: LocalBackend) -> None:
+    old = backend.wrap(b"old-dek-" * 4)
+    assert backend.refresh() is False
     keyring.rotate(ring)
-    assert b.refresh() is True
-    new = b.wrap(b"new-dek-" * 4)
+    assert backend.refresh() is True
+    new = backend.wrap(b"new-dek-" * 4)
     assert new.key_id != old.key_id
-    assert b.status().key_id == new.key_id
-    assert b.unwrap(old.ciphertext, old.key_id, {}).plaintext == b"old-dek-" * 4
-    assert b.unwrap(old.ciphertext, None, {}).key_version == "1"
+    assert backend.status().key_id == new.key_id
+    assert backend.unwrap(old.ciphertext, old.key_id, {}).plaintext == b"old-dek-" * 4
+    assert backend.unwrap(old.ciphertext, None, {}).key_version == "1"
 
 
-def test_bad_keyring_on_refresh_keeps_old_state(ring: Path) -> None:
-    b = LocalBackend(ring)
-    key_id = b.status().key_id
+def test_bad_keyring_on_refresh_keeps_old_state(ring: Path, backend: LocalBackend) -> None:
+    key_id = backend.status().key_id
     keyring.rotate(ring)
     ring.chmod(0o644)
     with pytest.raises(SetupError):
-        b.refresh()
-    assert b.status().key_id == key_id
-    assert b.unwrap(b.wrap(b"k" * 32).ciphertext, key_id, {}).plaintext == b"k" * 32
+        backend.refresh()
+    assert backend.status().key_id == key_id
+    assert backend.unwrap(backend.wrap(b"k" * 32).ciphertext, key_id, {}).plaintext == b"k" * 32
 
 
-def test_every_tampered_byte_is_detected(ring: Path) -> None:
-    b = LocalBackend(ring)
-    w = b.wrap(os.urandom(32))
+def test_every_tampered_byte_is_detected(backend: LocalBackend) -> None:
+    w = backend.wrap(os.urandom(32))
     for i in range(len(w.ciphertext)):
         bad = bytearray(w.ciphertext)
         bad[i] ^= 0x01
         with pytest.raises((CiphertextError, KeyUnavailable)):
-            b.unwrap(bytes(bad), None, {})
+            backend.unwrap(bytes(bad), None, {})
 
 
-def test_truncation_at_every_length_is_detected(ring: Path) -> None:
-    b = LocalBackend(ring)
-    w = b.wrap(os.urandom(32))
+def test_truncation_at_every_length_is_detected(backend: LocalBackend) -> None:
+    w = backend.wrap(os.urandom(32))
     for n in range(len(w.ciphertext)):
         with pytest.raises(CiphertextError):
-            b.unwrap(w.ciphertext[:n], None, {})
+            backend.unwrap(w.ciphertext[:n], None, {})
 
 
-def test_foreign_keyring_ciphertext_fails(tmp_path: Path, ring: Path) -> None:
+def test_foreign_keyring_ciphertext_fails(tmp_path: Path, backend: LocalBackend) -> None:
     other = tmp_path / "other.json"
     keyring.init(other)
     w = LocalBackend(other).wrap(os.urandom(32))
-    b = LocalBackend(ring)
     with pytest.raises(CiphertextError):
-        b.unwrap(w.ciphertext, None, {})
+        backend.unwrap(w.ciphertext, None, {})
     with pytest.raises(CiphertextError):
-        b.unwrap(w.ciphertext, b.status().key_id, {})
+        backend.unwrap(w.ciphertext, backend.status().key_id, {})
 
 
-def test_wrong_key_id_is_refused(ring: Path) -> None:
-    b = LocalBackend(ring)
-    w = b.wrap(os.urandom(32))
+def test_wrong_key_id_is_refused(backend: LocalBackend) -> None:
+    w = backend.wrap(os.urandom(32))
     with pytest.raises(CiphertextError, match="key_id"):
-        b.unwrap(w.ciphertext, w.key_id + "x", {})
+        backend.unwrap(w.ciphertext, w.key_id + "x", {})
 
 
-def test_unknown_version_is_key_unavailable(ring: Path) -> None:
-    b = LocalBackend(ring)
-    w = b.wrap(os.urandom(32))
+def test_unknown_version_is_key_unavailable(backend: LocalBackend) -> None:
+    w = backend.wrap(os.urandom(32))
     bad = w.ciphertext[:5] + (99).to_bytes(4, "big") + w.ciphertext[9:]
     with pytest.raises(KeyUnavailable, match="version 99"):
-        b.unwrap(bad, None, {})
+        backend.unwrap(bad, None, {})
 
 
 @pytest.mark.parametrize("blob", [b"", b"\x8aKA", b"\x8aKA\x02\x01" + b"\0" * 40,
                                   b"\x8aKA\x01\x02" + b"\0" * 40, b"k8s:enc:aescbc:v1:" + b"\0" * 40])
-def test_foreign_formats_are_named(ring: Path, blob: bytes) -> None:
+def test_foreign_formats_are_named(backend: LocalBackend, blob: bytes) -> None:
     with pytest.raises(CiphertextError):
-        LocalBackend(ring).unwrap(blob, None, {})
+        backend.unwrap(blob, None, {})
 
 
-def test_errors_carry_no_key_material(ring: Path) -> None:
-    b = LocalBackend(ring)
+def test_errors_carry_no_key_material(ring: Path, backend: LocalBackend) -> None:
     material = keyring.load(ring).entries[0].material
-    w = b.wrap(os.urandom(32))
+    w = backend.wrap(os.urandom(32))
     with pytest.raises(CiphertextError) as info:
-        b.unwrap(w.ciphertext[:-1] + bytes([w.ciphertext[-1] ^ 1]), None, {})
+        backend.unwrap(w.ciphertext[:-1] + bytes([w.ciphertext[-1] ^ 1]), None, {})
     assert material.hex() not in str(info.value)
     assert str(material) not in str(info.value)
