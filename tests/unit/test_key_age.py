@@ -1,19 +1,17 @@
-"""Process metrics on the app's own registry, and the KEK version's creation date as the
-backends state it (the "key not rotated" alert's source, which must survive a restart)."""
+"""Process metrics on the app's own registry, and the local KEK version's creation date (the
+"key not rotated" alert's source, which must survive a restart; Akeyless's: akeyless/test_keystate.py)."""
 
 from __future__ import annotations
 
 import datetime as dt
 import json
 import os
-import types
 from pathlib import Path
 
 import pytest
 from prometheus_client import generate_latest
 
 from kms_appliance.backends import keyring
-from kms_appliance.backends.akeyless import keystate
 from kms_appliance.backends.local import LocalBackend
 from kms_appliance.metrics import Metrics
 
@@ -45,40 +43,6 @@ class TestProcessMetrics:
         assert samples["process_open_fds"] == pytest.approx(len(os.listdir("/proc/self/fd")), abs=3)
         start = samples["process_start_time_seconds"]
         assert start <= dt.datetime.now(dt.UTC).timestamp()
-
-
-class TestAkeylessDates:
-    @pytest.mark.parametrize(("value", "expected"), [
-        (dt.datetime(2026, 3, 1, 12, 0, tzinfo=dt.UTC), 1772366400.0),
-        (dt.datetime(2026, 3, 1, 12, 0), 1772366400.0),  # naive: Akeyless answers in UTC
-        ("2026-03-01T12:00:00Z", 1772366400.0),  # raw JSON from a partial (frozen) bundle
-        ("2026-03-01T13:00:00+01:00", 1772366400.0),
-        ("yesterday", None), ("", None), (None, None), (1772366400, None),
-    ])
-    def test_timestamp(self, value, expected):
-        assert keystate.timestamp(value) == expected
-
-    @staticmethod
-    def _item(**kw):
-        versions = [types.SimpleNamespace(version=1, item_version_state="Enabled",
-                                          creation_date=dt.datetime(2025, 1, 1, tzinfo=dt.UTC)),
-                    types.SimpleNamespace(version=2, item_version_state="Enabled",
-                                          creation_date="2026-03-01T12:00:00Z")]
-        base = {"item_id": 7, "last_version": 2, "item_type": "AES256GCM", "is_enabled": True,
-                "item_state": "Enabled", "item_versions": versions, "item_name": "/k",
-                "delete_protection": True, "auto_rotate": True, "rotation_interval": 90}
-        return types.SimpleNamespace(**{**base, **kw})
-
-    def test_from_item_keeps_dates_and_settings(self):
-        st = keystate.from_item(self._item(), "/k")
-        assert st.created == {1: 1735689600.0, 2: 1772366400.0}
-        assert (st.delete_protection, st.auto_rotate, st.rotation_interval) == (True, True, 90)
-
-    def test_missing_fields_are_unknown_not_false(self):
-        st = keystate.from_item(self._item(delete_protection=None, auto_rotate="yes",
-                                           rotation_interval=True, item_versions=None), "/k")
-        assert st.created == {}
-        assert (st.delete_protection, st.auto_rotate, st.rotation_interval) == (None, None, None)
 
 
 def _ring_created(tmp_path: Path, created: str) -> Path:
