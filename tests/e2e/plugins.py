@@ -105,8 +105,10 @@ def emulator_for(workdir: Path, name: str, registry: ProcessRegistry) -> Emulato
 
 
 def akeyless_launcher(workdir: Path, name: str, registry: ProcessRegistry) -> Plugin:
-    """Start the emulator (it is the environment), prepare the appliance on it."""
-    return appliance_plugin(workdir, name, registry, emulator_for(workdir, name, registry))
+    """Start the emulator (it is the environment), prepare the appliance on it. It re-reads
+    the key every 5 s (default 30 s), so a rotation scenario does not wait out the default."""
+    return appliance_plugin(workdir, name, registry, emulator_for(workdir, name, registry),
+                            settings={"KMS_APPLIANCE_AKEYLESS_REFRESH_INTERVAL": "5s"})
 
 
 LAUNCHERS: dict[str, Launcher] = {
