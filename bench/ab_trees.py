@@ -4,16 +4,10 @@
     e.g. git archive HEAD~1 kms_appliance | tar -x -C /tmp/old
          python -m bench.ab_trees 6 status,v2enc,v2dec old=/tmp/old new=.
 
-Each ROOT holds a ``kms_appliance`` package (a ``git archive`` of another
-commit, or the working tree); each is started as the plugin on the local
-backend. Per repetition and method, every tree in turn (order rotated, and
-reversed every other round) is measured as bench/suite/paired.py does:
-a co-run against the bare servicer at 16 in flight (both pinned to one CPU,
-calls per own CPU second) and a back-to-back p50 pair at 1 in flight. It
-prints each measurement with the 1-minute load average, then the medians,
-bootstrap 90% intervals and ranges. Why: comparing a change's ratios to bare
-measured minutes apart on these shared machines is noise; trees measured in
-the same run, interleaved, are not.
+Each ROOT holds a ``kms_appliance`` package, started as the plugin on the local
+backend and measured as bench/suite/paired.py does (a co-run at 16 in flight, a
+p50 pair at 1). Why: ratios to bare measured minutes apart on these shared
+machines are noise; trees measured in the same run, interleaved, are not.
 """
 
 from __future__ import annotations

@@ -1,24 +1,11 @@
-"""The plugin with one piece of its per-call work switched off (ablation).
-
-Bench-only. It starts the real plugin (``kms_appliance.cli.main``) after
-replacing one component with a no-op or a leaner stand-in, so the suite can
-show, in the same run, what each piece costs per call. A variant either sets
-a real setting (through its environment variable) or replaces a public
-method; none reaches into the plugin's private names, so a refactoring that
-keeps the public surface keeps every variant meaningful:
+"""The plugin with one piece of its per-call work switched off (ablation; the variants:
+docs/benchmarks.md, "What is under test").
 
     python bench/plugin_variant.py VARIANT serve --socket ... (plugin flags)
 
-Variants: ``asis`` (nothing changed), ``no-audit`` (records are built but never written),
-``sync-audit`` (``observability.audit_flush_interval = 0``: one write per
-record before the answer leaves), ``no-metrics`` (counter/histogram no-ops),
-``no-accounting`` (calls are queued as deployed, but the flusher drops them
-without metrics or record: what the off-request-path work costs),
-``no-max-rpcs`` (``server.max_concurrent_rpcs`` at its maximum, 100,000: the
-bound never refuses, only its per-call slot bookkeeping is left), ``no-grpc-limits``
-(the grpc server gets only the message size options: no connection limit,
-timeouts, stream or metadata bounds), ``no-bookkeeping``
-(a successful call reports to nothing: no queue, metrics or audit).
+A variant sets a real setting (through its environment variable) or replaces a
+public method, never a private name: a refactoring that keeps the public
+surface keeps every variant meaningful.
 """
 
 from __future__ import annotations

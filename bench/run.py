@@ -1,15 +1,11 @@
 """The benchmark suite's one entry point (``make bench`` / ``make bench-quick``).
 
-    python -m bench.run core     # plugin vs bare grpcio servicer only, JSON on stdout
-    python -m bench.run quick    # short suite (< 2 min), report to bench/.work/results-quick
-    python -m bench.run full     # the whole suite, report to bench/results/
-    python -m bench.run ablate   # where the plugin's per-call time goes (variants + py-spy)
-    python -m bench.run envelope # Akeyless envelope mode alone (20 ms away, outage restart), JSON
+    python -m bench.run core|quick|full|ablate|envelope   # docs/benchmarks.md, "Commands"
 
 It builds the Go load generator and reference plugin into bench/.work/bin,
 starts every server under test in its own 0700 directory, measures them in
 the same run (interleaved), runs the scenarios, and writes JSON, Markdown and
-PNG charts. See docs/benchmarks.md for what each figure means.
+PNG charts.
 """
 
 from __future__ import annotations

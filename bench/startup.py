@@ -4,26 +4,13 @@
     python -m bench.startup --binary B --binary C # compare builds (e.g. staticx compressed)
     python -m bench.startup --runs 9 --json out.json
 
-What is measured, per binary and backend (local keyring; Akeyless against the
-emulator over HTTPS), with the source tree (``python -m kms_appliance``) as a
-baseline in the same run, since absolute figures drift on shared machines:
-- ``accept_s``: from spawn until the UNIX socket accepts a connection;
-- ``ready_s``: until a KMS v2 Status call answers ``ok`` (the backend is usable);
-- ``cpu_to_ready_s``: CPU (user+sys) the process tree used until ready: the
-  figure that survives a busy machine;
-- ``rss_mb``: idle RSS (VmRSS) of the serving Python process 2 s after ready;
-- ``tree_rss_mb`` / ``tree_pss_mb``: the same summed over the whole process tree
-  (staticx's bootloader, PyInstaller's bootloader and Python), PSS counting
-  shared pages once;
-- ``tmpdir_mb``: bytes unpacked into TMPDIR while serving. On a tmpfs (the
-  recommended place) this is memory too, outside the process RSS: in a pod
-  with an ``emptyDir: {medium: Memory}`` /tmp it counts against the limit;
-- ``version_wall_s`` / ``version_cpu_s``: wall and CPU time (user+sys, whole tree)
-  of ``version``, i.e. the bare unpack-and-start cost. CPU time barely moves
-  when other jobs share the cores, so it is the figure to compare builds by
-  when the machine is busy.
-Targets (this machine class, Akeyless backend): ready <= 0.5 s, <= 60 MB.
-Medians are reported with min and max. Nothing here is asserted: bench/ reports.
+The figures and the builds they compared: docs/binary.md, "Size and start-up".
+The source tree (``python -m kms_appliance``) runs as a baseline in the same
+run, since absolute figures drift on shared machines; CPU to ready and
+``version``'s CPU barely move when other jobs share the cores, so they are
+the figures to compare builds by. ``tmpdir_mb`` counts: on a tmpfs (a pod's
+``emptyDir: {medium: Memory}``) what is unpacked is memory outside the RSS.
+Medians with min and max; nothing here is asserted: bench/ reports.
 """
 
 from __future__ import annotations
@@ -129,6 +116,13 @@ def measure(label: str, base_cmd: list[str], backend: str, runs: int, tmp_root: 
     return out
 
 
+def _print(result: dict[str, Any]) -> None:
+    """One line per case: every figure's median, and its minimum in brackets."""
+    figures = "  ".join(f"{k} {v['median']:.3f} ({v['min']:.3f})" if isinstance(v, dict) else f"{k} {v}"
+                        for k, v in result.items() if k not in ("label", "backend"))
+    print(f"{result['backend']:8} {result['label']:40} {figures}", flush=True)
+
+
 def main() -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--binary", action="append", type=Path, help="default dist/kms-appliance")
@@ -147,22 +141,14 @@ def main() -> int:
     results: list[dict[str, Any]] = []
     print(f"TMPDIR under {args.tmp}; {args.runs} runs per case; median (min)", flush=True)
     for label, cmd in cases:
-        v = {"label": label, "backend": "-", **version_cost(cmd, args.runs, args.tmp)}
-        results.append(v)
         size = Path(cmd[0]).stat().st_size / 1048576 if len(cmd) == 1 else 0.0
-        print(f"version  {label:40} wall {v['version_wall_s']['median']:.3f}s "
-              f"(min {v['version_wall_s']['min']:.3f})  cpu {v['version_cpu_s']['median']:.3f}s "
-              f"(min {v['version_cpu_s']['min']:.3f})  size {size:.1f} MiB", flush=True)
+        results.append({"label": label, "backend": "-", "size_mib": round(size, 1),
+                        **version_cost(cmd, args.runs, args.tmp)})
+        _print(results[-1])
     for backend in args.backend or ["local", "akeyless"]:
         for label, cmd in cases:
-            r = measure(label, cmd, backend, args.runs, args.tmp)
-            results.append(r)
-            print(f"{backend:8} {label:40} accept {r['accept_s']['median']:.3f}s  "
-                  f"ready {r['ready_s']['median']:.3f}s (min {r['ready_s']['min']:.3f})  "
-                  f"cpu to ready {r['cpu_to_ready_s']['median']:.2f}s  "
-                  f"rss {r['rss_mb']['median']:.1f} MB  tree rss {r['tree_rss_mb']['median']:.1f} MB"
-                  f"  tree pss {r['tree_pss_mb']['median']:.1f} MB"
-                  f"  unpacked in TMPDIR {r['tmpdir_mb']['median']:.1f} MB", flush=True)
+            results.append(measure(label, cmd, backend, args.runs, args.tmp))
+            _print(results[-1])
     if args.json:
         args.json.write_text(json.dumps(results, indent=1) + "\n")
     return 0

@@ -25,25 +25,23 @@ def _bars(res: Result, key: str, title: str, ylabel: str, path: Path) -> None:
         ax.bar(xs, [by.get((t, m, s)) or 0 for m, s in cfgs], width, label=t)
     ax.set_xticks([j + 0.4 - width / 2 for j in range(len(cfgs))])
     ax.set_xticklabels([f"{m}\n{s}" for m, s in cfgs], fontsize=8)
-    ax.set_ylabel(ylabel)
-    ax.set_title(title)
-    ax.legend(fontsize=8)
     if key == "p50_us":
         ax.set_yscale("log")
-    fig.tight_layout()
-    fig.savefig(path, dpi=90)
-    plt.close(fig)
+    _save(fig, ax, title, ylabel, path)
 
 
 def _lines(series: dict[str, list[tuple[float, float]]], title: str, xlabel: str,
-           ylabel: str, path: Path, logx: bool = True) -> None:
+           ylabel: str, path: Path) -> None:
     fig, ax = plt.subplots(figsize=(7, 4))
     for name, pts in series.items():
         if pts:
             ax.plot([p[0] for p in pts], [p[1] for p in pts], marker="o", label=name)
-    if logx:
-        ax.set_xscale("log")
+    ax.set_xscale("log")
     ax.set_xlabel(xlabel)
+    _save(fig, ax, title, ylabel, path)
+
+
+def _save(fig: Any, ax: Any, title: str, ylabel: str, path: Path) -> None:
     ax.set_ylabel(ylabel)
     ax.set_title(title)
     ax.legend(fontsize=8)

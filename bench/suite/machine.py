@@ -10,18 +10,12 @@ from pathlib import Path
 from typing import Any
 
 
-def _cpu_model() -> str:
-    for line in Path("/proc/cpuinfo").read_text().splitlines():
-        if line.startswith("model name"):
+def _proc_field(path: str, name: str) -> str:
+    """The value of the first ``name: value`` line of a /proc file ("" if absent)."""
+    for line in Path(path).read_text().splitlines():
+        if line.startswith(name):
             return line.split(":", 1)[1].strip()
-    return platform.processor()
-
-
-def _mem_total_gib() -> float:
-    for line in Path("/proc/meminfo").read_text().splitlines():
-        if line.startswith("MemTotal:"):
-            return round(int(line.split()[1]) / 1024 / 1024, 1)
-    return 0.0
+    return ""
 
 
 def _version(pkg: str) -> str:
@@ -43,10 +37,10 @@ def _go_version() -> str:
 def describe() -> dict[str, Any]:
     load1, load5, load15 = os.getloadavg()
     return {
-        "cpu": _cpu_model(),
+        "cpu": _proc_field("/proc/cpuinfo", "model name") or platform.processor(),
         "cores_online": os.cpu_count(),
         "cores_usable": len(os.sched_getaffinity(0)),
-        "memory_gib": _mem_total_gib(),
+        "memory_gib": round(int(_proc_field("/proc/meminfo", "MemTotal:").split()[0]) / 1024**2, 1),
         "kernel": platform.release(),
         "python": platform.python_version(),
         "grpcio": _version("grpcio"),

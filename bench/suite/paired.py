@@ -1,29 +1,8 @@
 """The plugin against the bare servicer in many short, paired runs (the core ratios).
 
-Why paired: on these shared machines the same server's throughput moves by
-±30% from one few-second window to the next (a fixed pure-Python loop varies
-as much), so two long runs per server, as in the load matrix, give ratios
-anywhere from 0.7 to 1.1 for unchanged code. Here each repetition runs the
-plugin and the bare servicer back to back (alternating which goes first),
-the ratio is taken within each pair, and the report gives the median of the
-paired ratios with a bootstrap 90% confidence interval, so a reader sees how
-far the figure can be trusted.
-
-Why co-runs at 16 in flight: even paired, throughput at 16 in flight moves
-±30% between windows, because a vCPU here runs at a speed that changes by
-the second (the server's CPU time per call moves with it). So both servers
-also run *at the same time*, pinned to the same CPU, each under its own load
-generator over the same window; each one's calls per second of its own CPU
-time is then measured under identical conditions, and their ratio is the
-throughput ratio of a saturated CPU, with an interval of about ±1%.
-
-Why pinned (when the machine has two CPUs or more): each server's threads run
-on one CPU and the load generator on another. Left to the scheduler, a
-Python server's GIL hand-offs land on either CPU at random, which alone
-moves its throughput by a factor of two between windows (and halves it on
-average: the load matrix shows those unpinned figures). Pinned, both servers
-see the same conditions, and the ratio isolates what the comparison is about:
-the plugin's own per-call work.
+Why paired, why co-runs at 16 in flight and why pinned: docs/benchmarks.md,
+"How it measures" (a shared vCPU's speed moves by tens of percent between
+windows; ratios within a pair or a co-run on one pinned CPU do not).
 """
 
 from __future__ import annotations

@@ -96,8 +96,6 @@ def markdown(res: Result, chart_files: list[str]) -> str:
         for k, v in sc.items():
             if k not in ("about", "rows", "ratios", "profiles"):
                 lines.append(f"- {k}: {_fmt(v) if not isinstance(v, dict | list) else json.dumps(v)}")
-    if res.get("profile"):
-        lines += ["", "## Profile", "", res["profile"]]
     lines += ["", "## Charts", ""] + [f"![{c}]({c})" for c in chart_files]
     return "\n".join(lines) + "\n"
 

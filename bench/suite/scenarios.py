@@ -21,6 +21,7 @@ from typing import Any
 from . import ablation, akeyless, load, servers
 from .load import Shape, Window
 from .servers import PY, REPO, Server
+from .targets import Row, target
 
 Sc = dict[str, Any]
 
@@ -158,17 +159,8 @@ def local_backend(p: Any) -> dict[str, Sc]:
 
 def akeyless_backend(p: Any) -> tuple[dict[str, Sc], list[dict[str, Any]]]:
     """Rows with the Akeyless backend via the emulator at 0 and 20 ms added latency."""
-    emu = akeyless.start_emulator()
-    if emu is None:
-        return {"akeyless": {"about": "not available: the emulator did not start"}}, []
-    try:
-        srv = akeyless.start_plugin(emu, "akeyless")
-    except RuntimeError as exc:
-        emu.stop()
-        why = str(exc).splitlines()[0]
-        return {"akeyless": {"about": f"not available: the plugin did not start ({why})"}}, []
     out: dict[str, Sc] = {}
-    try:
+    with akeyless.plugin_on_emulator("akeyless") as (emu, srv):
         idle = srv.rss_kib()
         rows = []
         for ms in (0, 20):
@@ -189,7 +181,7 @@ def akeyless_backend(p: Any) -> tuple[dict[str, Sc], list[dict[str, Any]]]:
                            "loaded_rss_mib": round(srv.rss_kib() / 1024, 1)}
         emu.latency(0.02)
         _say(f"apiserver restart, {p.restart_deks} v1 DEKs (akeyless +20 ms)")
-        srv, rrows = restart(srv, p.restart_deks, "akeyless+20ms")
+        restarted, rrows = restart(srv, p.restart_deks, "akeyless+20ms")
         out["apiserver_restart_akeyless"] = {
             "about": "As the local restart, with Akeyless 20 ms away: cold = every DEK is a "
                      "cache miss (a backend round trip), warm = decrypt-cache hits.",
@@ -199,10 +191,7 @@ def akeyless_backend(p: Any) -> tuple[dict[str, Sc], list[dict[str, Any]]]:
         out["dek_scaling_akeyless"] = {
             "about": "Akeyless (0 ms) decrypt vs distinct DEKs, each step primed with one pass "
                      "over its N DEKs (steady state: decrypt-cache hits; RSS includes the cache).",
-            "rows": dek_scaling(srv, counts, p.scenario_window, "akeyless", prime=True)}
-    finally:
-        srv.stop()
-        emu.stop()
+            "rows": dek_scaling(restarted, counts, p.scenario_window, "akeyless", prime=True)}
     return out, _akeyless_targets(out, idle)
 
 
@@ -210,18 +199,9 @@ def akeyless_envelope(p: Any) -> tuple[dict[str, Sc], list[dict[str, Any]]]:
     """Envelope mode with Akeyless 20 ms away: Encrypt and cache-miss Decrypt at the socket
     (both local AES-GCM under the held intermediate key), then an apiserver restart of
     ``restart_deks`` v1 DEKs while every Akeyless endpoint answers 503."""
-    emu = akeyless.start_emulator()
-    if emu is None:
-        return {"akeyless_envelope": {"about": "not available: the emulator did not start"}}, []
-    try:
-        # cache.size 1: replaying many distinct ciphertexts makes every decrypt a cache miss.
-        srv = akeyless.start_plugin(emu, "akeyless-envelope", settings={
-            "KMS_APPLIANCE_AKEYLESS_MODE": "envelope", "KMS_APPLIANCE_CACHE_SIZE": "1"})
-    except RuntimeError as exc:
-        emu.stop()
-        why = str(exc).splitlines()[0]
-        return {"akeyless_envelope": {"about": f"not available: the plugin did not start ({why})"}}, []
-    try:
+    # cache.size 1: replaying many distinct ciphertexts makes every decrypt a cache miss.
+    settings = {"KMS_APPLIANCE_AKEYLESS_MODE": "envelope", "KMS_APPLIANCE_CACHE_SIZE": "1"}
+    with akeyless.plugin_on_emulator("akeyless-envelope", settings) as (emu, srv):
         emu.latency(0.02)
         rows = []
         for method, kw in (("v2enc", {}), ("v2dec", {"distinct": 1000})):
@@ -238,39 +218,38 @@ def akeyless_envelope(p: Any) -> tuple[dict[str, Sc], list[dict[str, Any]]]:
         restart_row = {"deks": n, "akeyless": "503 on every endpoint", "seconds": round(r["window_s"], 3),
                        "served": r["calls"], **_brief(r)}  # calls counts answered ones only
         _say(f"envelope restart during outage: {restart_row['served']}/{n} served")
-    finally:
-        srv.stop()
-        emu.stop()
     out = {"akeyless_envelope": {
         "about": "akeyless.mode = envelope, Akeyless 20 ms away: DEKs are wrapped and unwrapped "
                  "locally under the held intermediate key; the restart row decrypts every DEK "
                  "once over a new connection while Akeyless answers 503 to everything.",
         "rows": rows, "restart_during_outage": restart_row}}
-    targets = [{"target": f"envelope {what} p50 with 20 ms backend latency", "limit": "<= 1000 µs",
-                "measured": r["p50_us"], "met": r["p50_us"] <= 1000}
-               for r, what in zip(rows, ("Encrypt", "cache-miss Decrypt"), strict=True)]
-    targets.append({"target": f"apiserver restart of {n} v1 DEKs during an Akeyless outage "
-                              "(envelope)", "limit": f"{n} served",
-                    "measured": restart_row["served"], "met": restart_row["served"] == n})
-    return out, targets
+    served = restart_row["served"]
+    return out, [*(_p50_at_20ms(f"envelope {what}", r)
+                   for r, what in zip(rows, ("Encrypt", "cache-miss Decrypt"), strict=True)),
+                 target(f"apiserver restart of {n} v1 DEKs during an Akeyless outage (envelope)",
+                        f"{n} served", served, served == n)]
 
 
-def _akeyless_targets(out: dict[str, Sc], idle_kib: int) -> list[dict[str, Any]]:
+def _p50_at_20ms(what: str, row: dict[str, Any]) -> Row:
+    return target(f"{what} p50 with 20 ms backend latency", "<= 1000 µs", row["p50_us"],
+                  row["p50_us"] <= 1000)
+
+
+def _akeyless_targets(out: dict[str, Sc], idle_kib: int) -> list[Row]:
     t = []
     rows = out.get("akeyless", {}).get("rows", [])
     for method, what in (("status", "Status"), ("v2dec", "decrypt-cache hit")):
         r = next((x for x in rows if x["added_ms"] == 20 and x["method"] == method
                   and x["shape"] == "1"), None)
         if r:
-            t.append({"target": f"{what} p50 with 20 ms backend latency", "limit": "<= 1000 µs",
-                      "measured": r["p50_us"], "met": r["p50_us"] <= 1000})
+            t.append(_p50_at_20ms(what, r))
     rr = out.get("apiserver_restart_akeyless", {}).get("rows", [])
     if len(rr) == 2 and rr[0]["seconds"]:
         ratio = round(rr[1]["seconds"] / rr[0]["seconds"], 3)
-        t.append({"target": "warm apiserver restart vs cacheless (akeyless +20 ms)",
-                  "limit": "<= 0.1x", "measured": ratio, "met": ratio <= 0.1})
-    t.append({"target": "idle RSS with the Akeyless backend", "limit": "<= 60 MiB",
-              "measured": round(idle_kib / 1024, 1), "met": idle_kib / 1024 <= 60})
+        t.append(target("warm apiserver restart vs cacheless (akeyless +20 ms)", "<= 0.1x", ratio,
+                        ratio <= 0.1))
+    idle_mib = round(idle_kib / 1024, 1)
+    t.append(target("idle RSS with the Akeyless backend", "<= 60 MiB", idle_mib, idle_mib <= 60))
     return t
 
 
@@ -286,53 +265,46 @@ def startup(runs: int) -> Sc:
                              f"(is dist/kms-appliance built? `make binary`): "
                              f"{out.stderr.strip()[-300:]}"}
         data = json.loads(dest.read_text())
-    rows = [{"binary": "source" if str(d.get("label", "")).startswith("source") else "frozen",
-             "backend": d.get("backend"), "runs": d.get("runs"),
-             "ready_s": _median(d, "ready_s"), "rss_mib": _median(d, "rss_mb"),
-             "tree_rss_mib": _median(d, "tree_rss_mb"), "error": d.get("error")}
-            for d in (data if isinstance(data, list) else [data])
-            if isinstance(d, dict) and d.get("backend") in ("local", "akeyless")]
+    # Each of bench/startup.py's entries per backend (its `version` entries have none).
+    rows = [{"binary": "source" if d["label"].startswith("source") else "frozen",
+             "backend": d["backend"], "runs": d["runs"], "ready_s": d["ready_s"]["median"],
+             "rss_mib": d["rss_mb"]["median"], "tree_rss_mib": d["tree_rss_mb"]["median"]}
+            for d in data if d["backend"] in ("local", "akeyless")]
     return {"about": "Start to ready (socket accepts) and idle RSS, median of runs, measured "
                      "by bench/startup.py; `frozen` is dist/kms-appliance.", "rows": rows}
 
 
-def _median(entry: dict[str, Any], key: str) -> float | None:
-    value = entry.get(key)
-    return value.get("median") if isinstance(value, dict) else value
-
-
-def _startup_targets(sc: Sc) -> list[dict[str, Any]]:
+def _startup_targets(sc: Sc) -> list[Row]:
     t = []
     for r in sc.get("rows", []):
-        if r["binary"] != "frozen" or r["ready_s"] is None or r["rss_mib"] is None:
+        if r["binary"] != "frozen":
             continue
-        t.append({"target": f"frozen binary ready ({r['backend']} backend)", "limit": "<= 0.5 s",
-                  "measured": r["ready_s"], "met": r["ready_s"] <= 0.5})
+        t.append(target(f"frozen binary ready ({r['backend']} backend)", "<= 0.5 s", r["ready_s"],
+                        r["ready_s"] <= 0.5))
         if r["backend"] == "akeyless":
-            t.append({"target": "frozen binary idle RSS (akeyless backend)",
-                      "limit": "<= 60 MB", "measured": r["rss_mib"], "met": r["rss_mib"] <= 60})
-    if not t:
-        t.append({"target": "frozen binary ready", "limit": "<= 0.5 s",
-                  "measured": "not available", "met": None, "note": sc.get("about", "")[:120]})
-    return t
+            t.append(target("frozen binary idle RSS (akeyless backend)", "<= 60 MB", r["rss_mib"],
+                            r["rss_mib"] <= 60))
+    return t or [target("frozen binary ready", "<= 0.5 s", "not available", None,
+                        sc.get("about", "")[:120])]
 
 
-def _scaling_targets(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+def _scaling_targets(rows: list[dict[str, Any]]) -> list[Row]:
     if len(rows) < 2:
         return []
     first, last = rows[0], rows[-1]
     ratio = round(last["p50_us"] / first["p50_us"], 2) if first["p50_us"] else None
     growth = round(last["rss_mib"] - first["rss_mib"], 1)
-    return [{"target": f"decrypt p50 flat from {first['deks']} to {last['deks']:,} DEKs (local)",
-             "limit": "<= 1.5x", "measured": ratio, "met": ratio is not None and ratio <= 1.5},
-            {"target": f"RSS growth from {first['deks']} to {last['deks']:,} DEKs (local)",
-             "limit": "bounded (<= 50 MiB)", "measured": growth, "met": growth <= 50}]
+    steps = f"from {first['deks']} to {last['deks']:,} DEKs (local)"
+    return [target(f"decrypt p50 flat {steps}", "<= 1.5x", ratio, ratio is not None and ratio <= 1.5),
+            target(f"RSS growth {steps}", "bounded (<= 50 MiB)", growth, growth <= 50)]
 
 
 def _guard(name: str, fn: Callable[[], Any], default: Any) -> Any:
     """Run one scenario; a failure is reported in its section, not fatal to the run."""
     try:
         return fn()
+    except akeyless.Unavailable as exc:
+        return default(f"not available: {exc}")
     except Exception as exc:  # a broken scenario must not lose the others
         _say(f"{name} FAILED: {type(exc).__name__}: {exc}")
         return default(f"failed: {type(exc).__name__}: {str(exc)[:300]}")

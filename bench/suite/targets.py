@@ -25,7 +25,7 @@ def _row(res: dict[str, Any], target: str, method: str, shape: str) -> Row | Non
     return None
 
 
-def _t(name: str, limit: str, measured: Any, met: bool | None, note: str = "") -> Row:
+def target(name: str, limit: str, measured: Any, met: bool | None, note: str = "") -> Row:
     out: Row = {"target": name, "limit": limit, "measured": measured, "met": met}
     if note:
         out["note"] = note
@@ -39,10 +39,10 @@ def _vs(res: dict[str, Any], subject: str, base: str, method: str, p50_max: floa
     tput = _ratio(res, subject, base, method, "16")
     label = f"{subject} {method}"
     if lat:
-        out.append(_t(f"{label} p50 (1 in flight) vs {base}", f"<= {p50_max}x",
+        out.append(target(f"{label} p50 (1 in flight) vs {base}", f"<= {p50_max}x",
                       lat["p50_ratio"], lat["p50_ratio"] <= p50_max))
     if tput:
-        out.append(_t(f"{label} calls/s (16 in flight) vs {base}", f">= {tput_min}x",
+        out.append(target(f"{label} calls/s (16 in flight) vs {base}", f">= {tput_min}x",
                       tput["throughput_ratio"], tput["throughput_ratio"] >= tput_min))
     return out
 
@@ -55,11 +55,11 @@ def _paired_vs(res: dict[str, Any], method: str, p50_max: float, tput_min: float
             continue
         note = f"median of {r['pairs']} paired runs"
         if r["shape"] == "1":
-            out.append(_t(f"plugin {method} p50 (1 in flight) vs bare", f"<= {p50_max}x",
+            out.append(target(f"plugin {method} p50 (1 in flight) vs bare", f"<= {p50_max}x",
                           r["p50_ratio"], r["p50_ratio"] <= p50_max,
                           f"{note}, 90% CI {r['p50_ci90']}"))
         elif r["shape"] == "16":
-            out.append(_t(f"plugin {method} calls/s (16 in flight) vs bare", f">= {tput_min}x",
+            out.append(target(f"plugin {method} calls/s (16 in flight) vs bare", f">= {tput_min}x",
                           r["corun_throughput_ratio"], r["corun_throughput_ratio"] >= tput_min,
                           f"median of {r['pairs']} co-runs, 90% CI {r['corun_ci90']}; "
                           f"back to back: {r['throughput_ratio']} {r['throughput_ci90']}"))
@@ -88,7 +88,7 @@ def all_targets(res: dict[str, Any]) -> list[Row]:
     out = core_targets(res)
     r16 = _row(res, "plugin", "v2enc", "16")
     if r16:
-        out.append(_t("plugin v2enc calls/s at 16 in flight", ">= 4000",
+        out.append(target("plugin v2enc calls/s at 16 in flight", ">= 4000",
                       r16["calls_per_s"], r16["calls_per_s"] >= 4000))
     if _row(res, "goref", "v2enc", "1"):
         out += _vs(res, "plugin", "goref", "v2enc", 2.5, 0.45)
