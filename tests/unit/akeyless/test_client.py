@@ -5,9 +5,7 @@ from __future__ import annotations
 import pytest
 
 from kms_appliance.backends.akeyless import client
-from kms_appliance.errors import (
-    ConfigError,
-)
+from kms_appliance.errors import ConfigError
 
 
 class TestUrl:

@@ -3,11 +3,7 @@
 from __future__ import annotations
 
 from kms_appliance.backends.akeyless.health import HealthTracker
-from kms_appliance.errors import (
-    AccessDenied,
-    BackendUnavailable,
-    Throttled,
-)
+from kms_appliance.errors import AccessDenied, BackendUnavailable, Throttled
 
 
 class TestHealth:
