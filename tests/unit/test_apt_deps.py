@@ -39,8 +39,8 @@ def _fake_bin(tmp_path: Path, installed: set[str], uid: int) -> tuple[Path, Path
     return bin_dir, log
 
 
-def _run(bin_dir: Path, *packages: str) -> subprocess.CompletedProcess[str]:
-    env = {"PATH": f"{bin_dir}:/usr/bin:/bin"}
+def _run(bin_dir: Path, *packages: str, **env: str) -> subprocess.CompletedProcess[str]:
+    env = {"PATH": f"{bin_dir}:/usr/bin:/bin", **env}
     return subprocess.run(["bash", str(SCRIPT), *packages], capture_output=True, text=True, env=env,
                           timeout=30, check=False)
 
@@ -72,9 +72,7 @@ def test_non_root_gets_one_line_with_the_command(tmp_path: Path) -> None:
 
 def test_skip_knob(tmp_path: Path) -> None:
     bin_dir, _ = _fake_bin(tmp_path, set(), uid=1000)
-    env = {"PATH": f"{bin_dir}:/usr/bin:/bin", "KMS_DEPS": "skip"}
-    proc = subprocess.run(["bash", str(SCRIPT), "rpm"], capture_output=True, text=True, env=env,
-                          timeout=30, check=False)
+    proc = _run(bin_dir, "rpm", KMS_DEPS="skip")
     assert (proc.returncode, proc.stderr) == (0, "")
 
 
