@@ -182,16 +182,16 @@ class _Status(v2_pb2_grpc.KeyManagementServiceServicer):
         return v2_pb2.StatusResponse(version="v2", healthz="ok", key_id="k")
 
 
-@contextlib.contextmanager
-def _grpc_server(path: Path, servicer: _Status) -> Iterator[None]:
+@pytest.fixture
+def status_server(tmp_path: Path) -> Iterator[tuple[Path, _Status]]:
+    """A gRPC server on a socket answering Status as the test sets it."""
+    path, servicer = tmp_path / "kms.sock", _Status()
     server = grpc.server(futures.ThreadPoolExecutor(max_workers=2))
     v2_pb2_grpc.add_KeyManagementServiceServicer_to_server(servicer, server)  # type: ignore[no-untyped-call]
     server.add_insecure_port(f"unix:{path}")
     server.start()
-    try:
-        yield
-    finally:
-        server.stop(None)
+    yield path, servicer
+    server.stop(None)
 
 
 class TestSelfProbe:
@@ -207,30 +207,26 @@ class TestSelfProbe:
         assert "UNAVAILABLE" in (probe.problem() or "")
         assert metrics.registry.get_sample_value("kms_appliance_self_probe_failures") == 2
 
-    def test_overloaded_is_serving_an_error_is_not(self, tmp_path: Path) -> None:
-        path = tmp_path / "kms.sock"
-        servicer = _Status()
-        with _grpc_server(path, servicer):
-            probe = SelfProbe(path, deadline=2, failures_before_dead=1)
-            servicer.answer = grpc.StatusCode.RESOURCE_EXHAUSTED
-            probe.probe()
-            assert probe.problem() is None, "max_concurrent_rpcs reached by real load is not death"
-            servicer.answer = grpc.StatusCode.INTERNAL
-            probe.probe()
-            assert "INTERNAL" in (probe.problem() or "")
+    def test_overloaded_is_serving_an_error_is_not(self, status_server: tuple[Path, _Status]) -> None:
+        path, servicer = status_server
+        probe = SelfProbe(path, deadline=2, failures_before_dead=1)
+        servicer.answer = grpc.StatusCode.RESOURCE_EXHAUSTED
+        probe.probe()
+        assert probe.problem() is None, "max_concurrent_rpcs reached by real load is not death"
+        servicer.answer = grpc.StatusCode.INTERNAL
+        probe.probe()
+        assert "INTERNAL" in (probe.problem() or "")
 
-    def test_wedged_then_answering(self, tmp_path: Path) -> None:
-        path = tmp_path / "kms.sock"
-        servicer = _Status()
-        with _grpc_server(path, servicer):
-            probe = SelfProbe(path, deadline=0.3, failures_before_dead=2)
-            probe.probe()
-            assert probe.failures == 0
-            servicer.wedged = True
-            probe.probe()
-            probe.probe()
-            assert "DEADLINE_EXCEEDED" in (probe.problem() or "")
-            servicer.wedged = False
-            servicer.release.set()
-            probe.probe()
-            assert probe.problem() is None
+    def test_wedged_then_answering(self, status_server: tuple[Path, _Status]) -> None:
+        path, servicer = status_server
+        probe = SelfProbe(path, deadline=0.3, failures_before_dead=2)
+        probe.probe()
+        assert probe.failures == 0
+        servicer.wedged = True
+        probe.probe()
+        probe.probe()
+        assert "DEADLINE_EXCEEDED" in (probe.problem() or "")
+        servicer.wedged = False
+        servicer.release.set()
+        probe.probe()
+        assert probe.problem() is None
