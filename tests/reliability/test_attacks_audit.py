@@ -9,9 +9,9 @@ line naming ``observability.audit_log``, never opened or waited on.
 
 from __future__ import annotations
 
+import functools
 import json
 import os
-import re
 import signal
 import subprocess
 import time
@@ -21,31 +21,18 @@ from pathlib import Path
 import grpc
 import pytest
 
-from tests.support import ledger
+from tests.reliability.probes import cli, metric, one_line, serve_args
 from tests.support import plugin as pm
 from tests.support.kmsclient import Client
+from tests.support.procs import eventually
 
 DEADLINE = 10.0  # retries run every 2 s and the maintenance tick every 0.5 s
-
-
-def _until(predicate: Callable[[], bool], timeout: float = DEADLINE) -> bool:
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        if time.monotonic() > deadline:
-            return False
-        time.sleep(0.05)
-    return True
+_until = functools.partial(eventually, timeout=DEADLINE, interval=0.05)
 
 
 def _ready(p: pm.Plugin) -> tuple[int, str]:
     status, body = p.http("/readyz")
     return status, str(json.loads(body)["reason"])
-
-
-def _metric(p: pm.Plugin, name: str) -> float:
-    _, body = p.http("/metrics")
-    match = re.search(rf"^{name} (\S+)$", body.decode(), re.M)
-    return float(match[1]) if match else 0.0
 
 
 def _uids(path: Path) -> list[str]:
@@ -86,7 +73,7 @@ def test_failed_reopen_degrades_readiness_and_is_retried_until_it_works(
     p.proc.send_signal(signal.SIGHUP)
     assert _until(lambda: _ready(p)[0] == 503), _ready(p)
     assert _ready(p)[1].startswith("audit: ") and "does not exist" in _ready(p)[1]
-    assert _metric(p, "kms_appliance_audit_write_failures_total") >= 1
+    assert metric(p, "kms_appliance_audit_write_failures_total", "") >= 1
     client.encrypt(b"k" * 32, uid="while-broken")  # default: calls go on, into the moved file
     # A second SIGHUP while still broken is retried too (a69ccd0 gave up after the first).
     p.proc.send_signal(signal.SIGHUP)
@@ -98,7 +85,7 @@ def test_failed_reopen_degrades_readiness_and_is_retried_until_it_works(
     assert _until(lambda: "after" in _uids(logs / "audit.log"))
     moved = _uids(tmp_path / "p" / "logs.old" / "audit.log")
     assert "before" in moved and "while-broken" in moved, "no record may be lost meanwhile"
-    assert _metric(p, "kms_appliance_audit_records_dropped_total") == 0
+    assert metric(p, "kms_appliance_audit_records_dropped_total", "") == 0
 
 
 def test_fifo_planted_after_rotation_is_refused_and_sighup_recovers(
@@ -113,7 +100,7 @@ def test_fifo_planted_after_rotation_is_refused_and_sighup_recovers(
     assert _ready(p)[0] == 503
     for i in range(3):
         client.encrypt(b"k" * 32, uid=f"dropped-{i}")  # not blocked by the FIFO
-    assert _until(lambda: _metric(p, "kms_appliance_audit_records_dropped_total") >= 3)
+    assert _until(lambda: metric(p, "kms_appliance_audit_records_dropped_total", "") >= 3)
     path.unlink()
     p.proc.send_signal(signal.SIGHUP)
     assert _until(lambda: _ready(p)[0] == 200), _ready(p)
@@ -145,32 +132,13 @@ def test_audit_required_refuses_calls_while_the_trail_is_lost(
 # ---- start-up: one line, the setting named, exit 2 (mistake) or 1 (refusal), no hang -----------
 
 
-def _cli(*args: str, timeout: float = 30) -> subprocess.CompletedProcess[str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("KMS_APPLIANCE_", "AKEYLESS_"))}
-    proc = subprocess.run([pm.python(), "-m", "kms_appliance", *args], cwd=pm.REPO, env=env,
-                          capture_output=True, text=True, timeout=timeout)
-    ledger.text(proc.stdout, proc.stderr)
-    return proc
-
-
-def _one_line(proc: subprocess.CompletedProcess[str], code: int, setting: str) -> str:
-    assert "Traceback" not in proc.stderr, proc.stderr[-2000:]
-    assert proc.returncode == code, proc.stderr[-2000:]
-    lines = proc.stderr.strip().splitlines()
-    assert len(lines) == 1 and setting in lines[0], proc.stderr[-2000:]
-    assert len(lines[0]) < 400
-    return lines[0]
-
-
 @pytest.fixture
 def serve(tmp_path: Path) -> Callable[[str], subprocess.CompletedProcess[str]]:
     keyring = tmp_path / "keyring.json"
     pm.keyring_init(keyring)
 
     def run(audit: str) -> subprocess.CompletedProcess[str]:
-        return _cli("serve", "--backend", "local", "--keyring", str(keyring), "--socket",
-                    str(tmp_path / "run" / "kms.sock"), "--http-listen", "", "--config", os.devnull,
-                    "--audit-log", audit)
+        return cli(*serve_args(keyring, tmp_path / "run" / "kms.sock", "--audit-log", audit), timeout=30)
 
     return run
 
@@ -182,14 +150,14 @@ def test_fifo_at_the_audit_path_is_refused_promptly(
         proc = serve(str(tmp_path / "audit.log"))
     except subprocess.TimeoutExpired:
         pytest.fail("start-up hung on the FIFO")
-    assert "FIFO" in _one_line(proc, 1, "observability.audit_log")
+    assert "FIFO" in one_line(proc, 1, "observability.audit_log")
 
 
 def test_symlinked_directory_component_is_refused(
         serve: Callable[[str], subprocess.CompletedProcess[str]], tmp_path: Path) -> None:
     (tmp_path / "attacker").mkdir(mode=0o700)
     (tmp_path / "logs").symlink_to(tmp_path / "attacker")
-    line = _one_line(serve(str(tmp_path / "logs" / "audit.log")), 1, "observability.audit_log")
+    line = one_line(serve(str(tmp_path / "logs" / "audit.log")), 1, "observability.audit_log")
     assert "symlink" in line
     assert list((tmp_path / "attacker").iterdir()) == []
 
@@ -201,9 +169,9 @@ def test_symlinked_directory_component_is_refused(
     ("{tmp}/" + "a" * 300, 2, "component of 300 bytes"),
     ("{tmp}/" + "d/" * 2100 + "audit.log", 2, "at most 4095"),
 ])
-def test_audit_path_mistakes_are_one_line(serve: Callable[[str], subprocess.CompletedProcess[str]],
+def test_audit_path_mistakes_areone_line(serve: Callable[[str], subprocess.CompletedProcess[str]],
                                           tmp_path: Path, audit: str, code: int, says: str) -> None:
-    line = _one_line(serve(audit.format(tmp=tmp_path)), code, "observability.audit_log")
+    line = one_line(serve(audit.format(tmp=tmp_path)), code, "observability.audit_log")
     assert says in line
 
 
@@ -212,12 +180,11 @@ def test_audit_path_mistakes_are_one_line(serve: Callable[[str], subprocess.Comp
     ("{tmp}/" + "k" * 300 + ".json", 2, "component of 305 bytes"),
     ("{tmp}/" + "d/" * 2100 + "k.json", 2, "at most 4095"),
 ])
-def test_keyring_init_mistakes_are_one_line(tmp_path: Path, path: str, code: int, says: str) -> None:
-    line = _one_line(_cli("keyring", "init", path.format(tmp=tmp_path)), code, "keyring")
+def test_keyring_init_mistakes_areone_line(tmp_path: Path, path: str, code: int, says: str) -> None:
+    line = one_line(cli("keyring", "init", path.format(tmp=tmp_path)), code, "keyring")
     assert says in line
 
 
-def test_serve_with_a_too_long_keyring_path_is_one_line(tmp_path: Path) -> None:
-    proc = _cli("serve", "--backend", "local", "--keyring", str(tmp_path / ("k" * 300)), "--socket",
-                str(tmp_path / "run" / "kms.sock"), "--http-listen", "", "--config", os.devnull)
-    assert "component of 300 bytes" in _one_line(proc, 2, "local.keyring")
+def test_serve_with_a_too_long_keyring_path_isone_line(tmp_path: Path) -> None:
+    proc = cli(*serve_args(tmp_path / ("k" * 300), tmp_path / "run" / "kms.sock"))
+    assert "component of 300 bytes" in one_line(proc, 2, "local.keyring")

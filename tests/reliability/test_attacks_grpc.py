@@ -27,15 +27,16 @@ import grpc
 import pytest
 
 from kms_appliance.kms import v2_pb2_grpc
-from tests.support import figures, h2raw, ledger, procinfo
+from tests.reliability.probes import status_ok
+from tests.support import attacks, figures, h2raw, ledger, procinfo
 from tests.support import plugin as pm
 from tests.support.kmsclient import Client
+from tests.support.procs import eventually, wait_until
 
 STATUS_DEADLINE = 1.0  # Status answered within 1 s under these attacks
 POD_LIMIT_KIB = 384 * 1024  # the static pod's memory limit
 WORKERS = 32  # server.workers' default
 READ_TIMEOUT = 2.0
-ENCRYPT = "/v2.KeyManagementService/Encrypt"
 # The flood sends 16 new streams per connection every FLOOD_PAUSE s (~500 streams/s from 32
 # connections): an attack on memory, not a test of how much CPU this machine has left.
 FLOOD_PAUSE = 1.0
@@ -66,10 +67,6 @@ def _socket_inodes(pid: int) -> set[str]:
     return out
 
 
-# A partial message: the 5-byte gRPC prefix announces 100 bytes, one arrives.
-PARTIAL = b"\x00\x00\x00\x00\x64" + b"\x0a"
-
-
 @pytest.mark.parametrize(("shape", "conns", "calls"), [
     ("headers-only", 1, 40), ("partial-message", 1, 40), ("spread", 4, 12),
 ], ids=["headers-only", "partial-message", "spread-over-4-connections"])
@@ -83,10 +80,10 @@ def test_slow_callers_hold_no_worker(tmp_path: Path, shape: str, conns: int, cal
             _status_ok(c)
             raw = [h2raw.RawH2(p.socket) for _ in range(conns)]
             opened: list[set[int]] = [set() for _ in raw]
-            partial = PARTIAL if shape == "partial-message" else None
+            partial = attacks.PARTIAL if shape == "partial-message" else None
             for conn, sids in zip(raw, opened, strict=True):
                 for _ in range(calls):
-                    sids.add(conn.open_call(ENCRYPT, partial))
+                    sids.add(conn.open_call(attacks.ENCRYPT, partial))
             time.sleep(0.5)  # let the server take every slow call before the real client comes
             worst = max(_status_ok(c) for _ in range(5))
             _round_trip(c)
@@ -143,8 +140,7 @@ def _own_connection(socket: Path) -> Client:
     """A client with a connection of its own (grpc otherwise shares one per target in a process)."""
     c = Client(socket, timeout=STATUS_DEADLINE)
     c.channel.close()
-    c.channel = grpc.insecure_channel(f"unix:{socket}", options=[("grpc.default_authority", "localhost"),
-                                                                  ("grpc.use_local_subchannel_pool", 1)])
+    c.channel = attacks.channel(socket)
     c.v2 = v2_pb2_grpc.KeyManagementServiceStub(c.channel)  # type: ignore[no-untyped-call]
     return c
 
@@ -186,35 +182,19 @@ def test_busy_connections_are_recycled_and_a_newcomer_gets_a_slot(tmp_path: Path
         pid = p.proc.pid
         listening = _socket_inodes(pid)
         holders = [_Holder(p.socket, 0.2) for _ in range(limit)]
-        newcomer: Client | None = None
         try:
-            deadline = time.monotonic() + 5
-            while sum(h.ok > 0 for h in holders) < limit and time.monotonic() < deadline:
-                time.sleep(0.05)
-            assert all(h.ok for h in holders), "every holder must get a connection first"
+            assert eventually(lambda: all(h.ok for h in holders), 5, 0.05), "every holder must get a connection first"
             first = _socket_inodes(pid) - listening
             time.sleep(3 * age)  # several ages of constant use
             later = _socket_inodes(pid) - listening
             assert first and not first & later, "busy connections were not recycled"
             assert not any(h.failed for h in holders), [h.failed for h in holders]
             # A newcomer gets a slot once one of the hoarded connections is recycled.
-            start = time.monotonic()
-            served = False
-            while not served and time.monotonic() - start < 10 * age:
-                newcomer = _own_connection(p.socket)
-                try:
-                    served = newcomer.status().healthz == "ok"
-                except grpc.RpcError:
-                    newcomer.close()
-                    newcomer = None
-                    time.sleep(0.05)
-            waited = time.monotonic() - start
-            assert served, f"no slot for a newcomer within {10 * age:g}s"
+            waited = wait_until(lambda: status_ok(p.socket, STATUS_DEADLINE), 10 * age, "a slot for a newcomer",
+                                interval_s=0.05)
         finally:
             for h in holders:
                 h.close()
-            if newcomer is not None:
-                newcomer.close()
     figures.put("grpc attacks", "slot hoarding",
                 f"{limit} slots held by clients calling every 0.2 s: recycled every ~{age:g}s with no "
                 f"failed call, newcomer served after {waited:.1f}s")

@@ -17,7 +17,7 @@ import signal
 import socket
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 
 import grpc
@@ -27,9 +27,10 @@ from kms_appliance import config
 from kms_appliance.app import App
 from kms_appliance.backends import keyring
 from kms_appliance.kms.v2 import V2Servicer
+from tests.reliability.probes import cpu_seconds, status_ok
 from tests.support import ledger, procinfo
 from tests.support import plugin as pm
-from tests.support.kmsclient import Client
+from tests.support.procs import wait_until
 
 FD_LIMIT = 256
 FLOOD = 500
@@ -38,15 +39,10 @@ CPU_WINDOW = 3.0
 CPU_SHARE_MAX = 0.25
 
 
-def _cpu_seconds(pid: int) -> float:
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")  # utime + stime
-
-
 def _cpu_share(pid: int, window: float = CPU_WINDOW) -> float:
-    before, t0 = _cpu_seconds(pid), time.monotonic()
+    before, t0 = cpu_seconds(pid), time.monotonic()
     time.sleep(window)
-    return (_cpu_seconds(pid) - before) / (time.monotonic() - t0)
+    return (cpu_seconds(pid) - before) / (time.monotonic() - t0)
 
 
 def _http(port: int, path: str, timeout: float = 5.0) -> tuple[int, dict[str, str]]:
@@ -59,18 +55,6 @@ def _http(port: int, path: str, timeout: float = 5.0) -> tuple[int, dict[str, st
     head, _, body = raw.partition(b"\r\n\r\n")
     ledger.text(body)
     return int(head.split()[1]), json.loads(body) if path != "/metrics" else {}
-
-
-def _until(check: Callable[[], bool], timeout: float) -> bool:
-    """Poll ``check`` (a refused or timed-out connection counts as not yet) until ``timeout``."""
-    deadline = time.monotonic() + timeout
-    while True:
-        with contextlib.suppress(OSError):
-            if check():
-                return True
-        if time.monotonic() > deadline:
-            return False
-        time.sleep(0.1)
 
 
 def _livez(port: int) -> int:
@@ -100,26 +84,18 @@ def _enough_descriptors() -> None:
         resource.setrlimit(resource.RLIMIT_NOFILE, (min(4 * FLOOD, hard), hard))
 
 
-def _status_ok(sock: Path) -> bool:
-    c = Client(sock, timeout=5)
-    try:
-        return bool(c.status().healthz == "ok")
-    finally:
-        c.close()
-
-
 def test_idle_flood_under_low_fd_limit_costs_no_thread_and_keeps_grpc_and_livez(tmp_path: Path) -> None:
     """500 idle connections against a 256-descriptor plugin: Status and /livez still answer,
     no thread per connection, no spinning, SIGTERM still stops it; then at the descriptor limit
     itself (EMFILE on accept) it pauses instead of spinning, and recovers."""
     p = pm.start(tmp_path / "p")
     pid = p.proc.pid
-    assert _until(lambda: _livez(p.http_port) == 200, 10)
+    wait_until(lambda: _livez(p.http_port) == 200, 10, "/livez")
     resource.prlimit(pid, resource.RLIMIT_NOFILE, (FD_LIMIT, FD_LIMIT))
     threads_before = procinfo.threads(pid)
     with _idle_connections(p.http_port, FLOOD):
         time.sleep(1.0)  # let the server take in what it will
-        assert _status_ok(p.socket), "gRPC Status must answer during the flood"
+        assert status_ok(p.socket, 5), "gRPC Status must answer during the flood"
         assert _livez(p.http_port) == 200, "/livez must answer during the flood"
         assert procinfo.threads(pid) <= threads_before + 8, "no thread per idle connection"
         assert procinfo.fds(pid) < FD_LIMIT - 32
@@ -133,8 +109,8 @@ def test_idle_flood_under_low_fd_limit_costs_no_thread_and_keeps_grpc_and_livez(
             share = _cpu_share(pid)
             assert share < CPU_SHARE_MAX, f"the plugin spins at EMFILE: {share:.0%} of a core"
         resource.prlimit(pid, resource.RLIMIT_NOFILE, (FD_LIMIT, FD_LIMIT))
-        assert _until(lambda: _livez(p.http_port) == 200, 10), "accepting resumes below the limit"
-        assert _status_ok(p.socket)
+        wait_until(lambda: _livez(p.http_port) == 200, 10, "accepting below the limit again")
+        assert status_ok(p.socket, 5)
     assert p.stop(timeout=15) == 0, "SIGTERM stops it cleanly"
     with pytest.raises(ProcessLookupError):
         os.kill(pid, 0)
@@ -145,7 +121,7 @@ def test_closed_and_reset_idle_connections_print_no_traceback(tmp_path: Path) ->
     """Peers that connect and leave (FIN, RST, half a request) are not worth a traceback."""
     p = pm.start(tmp_path / "p")
     try:
-        assert _until(lambda: _livez(p.http_port) == 200, 10)
+        wait_until(lambda: _livez(p.http_port) == 200, 10, "/livez")
         for partial in (b"", b"GET /livez HTTP/1.1\r\nHost:", b"GET /metrics HTTP/1.1\r\n\r\n"):
             for reset in (False, True):
                 s = socket.create_connection(("127.0.0.1", p.http_port), timeout=5)
@@ -162,30 +138,19 @@ def test_closed_and_reset_idle_connections_print_no_traceback(tmp_path: Path) ->
     assert "Traceback" not in err and "Exception" not in err, err[-2000:]
 
 
-def test_deleted_socket_fails_livez(tmp_path: Path) -> None:
-    p = pm.start(tmp_path / "p")
-    try:
-        assert _until(lambda: _livez(p.http_port) == 200, 10)
+@pytest.mark.parametrize("replaced", [False, True], ids=["deleted", "replaced"])
+def test_lost_socket_fails_livez(tmp_path: Path, replaced: bool) -> None:
+    """The socket file deleted, or replaced by another listener: /livez fails."""
+    with pm.running(tmp_path / "p") as p, socket.socket(socket.AF_UNIX) as impostor:
+        wait_until(lambda: _livez(p.http_port) == 200, 10, "/livez")
         p.socket.unlink()
-        assert _until(lambda: _livez(p.http_port) == 503, 5), "a deleted socket must fail /livez"
-        assert "socket" in _http(p.http_port, "/livez")[1]["reason"]
-        assert _http(p.http_port, "/readyz")[0] == 503
-    finally:
-        p.stop()
-
-
-def test_replaced_socket_fails_livez(tmp_path: Path) -> None:
-    p = pm.start(tmp_path / "p")
-    impostor = socket.socket(socket.AF_UNIX)
-    try:
-        assert _until(lambda: _livez(p.http_port) == 200, 10)
-        p.socket.unlink()
-        impostor.bind(os.fspath(p.socket))
-        impostor.listen(1)
-        assert _until(lambda: _livez(p.http_port) == 503, 5), "a replaced socket must fail /livez"
-    finally:
-        impostor.close()
-        p.stop()
+        if replaced:
+            impostor.bind(os.fspath(p.socket))
+            impostor.listen(1)
+        wait_until(lambda: _livez(p.http_port) == 503, 5, "/livez failing for a lost socket")
+        if not replaced:
+            assert "socket" in _http(p.http_port, "/livez")[1]["reason"]
+            assert _http(p.http_port, "/readyz")[0] == 503
 
 
 def test_wedged_grpc_server_fails_livez(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -214,7 +179,7 @@ def test_wedged_grpc_server_fails_livez(tmp_path: Path, monkeypatch: pytest.Monk
         addr = app.http_address
         assert addr is not None
         assert _livez(addr[1]) == 200
-        assert _until(lambda: _livez(addr[1]) == 503, 20), "a wedged gRPC server must fail /livez"
+        wait_until(lambda: _livez(addr[1]) == 503, 20, "/livez failing for a wedged gRPC server")
         reason = _http(addr[1], "/livez")[1]["reason"]
         assert "Status" in reason, reason
         assert (tmp_path / "run" / "kms.sock").exists(), "the socket file itself is intact"
@@ -255,10 +220,7 @@ def test_http_listen_unresolvable_host_is_one_line_exit_2(tmp_path: Path) -> Non
 
 def test_wildcard_http_listen_is_warned_once(tmp_path: Path) -> None:
     port = pm.free_port()
-    p = pm.start(tmp_path / "p", ["--http-listen", f"0.0.0.0:{port}"])
-    try:
-        assert _until(lambda: _livez(port) == 200, 10)
-    finally:
-        p.stop()
+    with pm.running(tmp_path / "p", ["--http-listen", f"0.0.0.0:{port}"]) as p:
+        wait_until(lambda: _livez(port) == 200, 10, "/livez")
     err = p.stderr.read_text()
     assert err.count("reachable from other hosts") == 1, err

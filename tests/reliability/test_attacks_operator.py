@@ -15,37 +15,24 @@ import select
 import signal
 import socket
 import subprocess
-import tempfile
 import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
-from tests.support import ledger
+from tests.reliability.probes import cli, one_line, serve_args
+from tests.support import attacks, ledger
 from tests.support import plugin as pm
+from tests.support.procs import eventually
 
 MARKER = "H6-SECRET-MARKER-5f1c9a"
 HUGE = "x" * 10_000
 
 
-def _cli(*args: str, cwd: Path | None = None, timeout: float = 60) -> subprocess.CompletedProcess[str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("KMS_APPLIANCE_", "AKEYLESS_"))}
-    proc = subprocess.run([pm.python(), "-m", "kms_appliance", *args], cwd=cwd or pm.REPO, env=env,
-                          capture_output=True, text=True, timeout=timeout)
-    ledger.text(proc.stdout, proc.stderr)
-    return proc
-
-
 def _one_clean_line(proc: subprocess.CompletedProcess[str], code: int, setting: str) -> str:
-    lines = proc.stderr.splitlines()
-    assert "Traceback" not in proc.stderr, proc.stderr[-2000:]
-    assert proc.returncode == code, proc.stderr[-2000:]
-    assert len(lines) == 1, proc.stderr[-2000:]
-    assert setting in lines[0]
     assert MARKER not in proc.stdout + proc.stderr
-    assert len(proc.stderr) < 400, "no value may be echoed at length"
-    return lines[0]
+    return one_line(proc, code, setting)
 
 
 def _toml(tmp_path: Path, body: str) -> Path:
@@ -67,15 +54,15 @@ class TestOneLine:
     def test_malformed_akeyless_proxy(self, tmp_path: Path, command: str, proxy: str) -> None:
         ledger.secret(MARKER)
         config = _toml(tmp_path, AKEYLESS + f'proxy = "{proxy}"\n')
-        _one_clean_line(_cli(command, "--config", str(config)), 2, "akeyless.proxy")
+        _one_clean_line(cli(command, "--config", str(config)), 2, "akeyless.proxy")
 
     def test_integer_of_100k_digits(self, tmp_path: Path) -> None:
         config = _toml(tmp_path, "[cache]\nsize = " + "9" * 100_000 + "\n")
-        line = _one_clean_line(_cli("serve", "--config", str(config)), 2, "cache.size")
+        line = _one_clean_line(cli("serve", "--config", str(config)), 2, "cache.size")
         assert "4300 digits" in line
 
     def test_huge_flag_value_is_not_echoed(self, tmp_path: Path) -> None:
-        proc = _cli("serve", "--config", str(_toml(tmp_path, "")), "--backend", HUGE + "\x1b[2J")
+        proc = cli("serve", "--config", str(_toml(tmp_path, "")), "--backend", HUGE + "\x1b[2J")
         line = _one_clean_line(proc, 2, "server.backend")
         assert "x" * 100 not in line and "\x1b" not in line
 
@@ -86,30 +73,30 @@ class TestOneLine:
         ("local.reload_interval", f'[local]\nreload_interval = "{HUGE}"\n'),
     ])
     def test_no_value_echoed_at_length(self, tmp_path: Path, setting: str, body: str) -> None:
-        line = _one_clean_line(_cli("serve", "--config", str(_toml(tmp_path, body))), 2, setting)
+        line = _one_clean_line(cli("serve", "--config", str(_toml(tmp_path, body))), 2, setting)
         assert "x" * 100 not in line
 
     @pytest.mark.parametrize("flag", ["--name", "--namespace", "--memory-limit"])
     def test_generator_flag_of_10kb_is_not_echoed(self, tmp_path: Path, flag: str) -> None:
-        proc = _cli("static-pod", "--config", str(_toml(tmp_path, "")), "--image", "r.example/kms:1",
+        proc = cli("static-pod", "--config", str(_toml(tmp_path, "")), "--image", "r.example/kms:1",
                     flag, HUGE + "\x1b[2J")
         line = _one_clean_line(proc, 2, flag)
         assert "x" * 100 not in line and "\x1b" not in line
 
     @pytest.mark.parametrize("argv", [("encryption-config", "--kms-api"), ("keyring",), ("version", "--json")])
     def test_usage_error_of_10kb_is_one_line(self, argv: tuple[str, ...]) -> None:
-        line = _one_clean_line(_cli(*argv, HUGE + "\x1b[2J"), 2, "usage error")
+        line = _one_clean_line(cli(*argv, HUGE + "\x1b[2J"), 2, "usage error")
         assert "x" * 300 not in line and "\x1b" not in line
 
     def test_path_with_control_characters_cannot_forge_a_line(self, tmp_path: Path) -> None:
         bad = f"{tmp_path}/no\x1b[2J\nFAKE LOG LINE/audit.log"
-        line = _one_clean_line(_cli("serve", "--config", str(_toml(tmp_path, "")), "--audit-log", bad),
+        line = _one_clean_line(cli("serve", "--config", str(_toml(tmp_path, "")), "--audit-log", bad),
                                2, "observability.audit_log")
         assert "\x1b" not in line
 
     def test_huge_unknown_key_is_not_echoed(self, tmp_path: Path) -> None:
         config = _toml(tmp_path, f'[cache]\n"{HUGE}" = 1\n')
-        line = _one_clean_line(_cli("serve", "--config", str(config)), 2, "cache.")
+        line = _one_clean_line(cli("serve", "--config", str(config)), 2, "cache.")
         assert "x" * 100 not in line
 
 
@@ -130,11 +117,6 @@ def test_unexpected_exception_is_one_line_with_its_type_only() -> None:
                           text=True, timeout=60)
     ledger.text(proc.stdout, proc.stderr)
     assert "RuntimeError" in _one_clean_line(proc, 1, "kms-appliance")
-
-
-def _serve_cmd(sock: Path, keyring: Path, audit: Path) -> list[str]:
-    return ["serve", "--backend", "local", "--keyring", str(keyring), "--socket", str(sock),
-            "--audit-log", str(audit), "--http-listen", "", "--config", os.devnull]
 
 
 # One process imports the plugin once and forks the 40 starts (40 interpreters importing grpc
@@ -192,7 +174,7 @@ def test_forty_concurrent_starts_race_cleanly(tmp_path: Path,
     gate_r, gate_w = os.pipe()
     ready_r, ready_w = os.pipe()
     cmd = [pm.python(), "-c", _FORKER, "40", str(out), str(ready_w), str(gate_r),
-           *_serve_cmd(sock, tmp_path / "keyring.json", tmp_path / "audit{i}.log")]
+           *serve_args(tmp_path / "keyring.json", sock, "--audit-log", str(tmp_path / "audit{i}.log"))]
     forker.append(subprocess.Popen(cmd, cwd=pm.REPO, pass_fds=(ready_w, gate_r), start_new_session=True))
     os.close(gate_r)
     os.close(ready_w)
@@ -205,9 +187,7 @@ def test_forty_concurrent_starts_race_cleanly(tmp_path: Path,
     os.close(ready_r)
     assert got == 40, "every start waits at the gate"
     os.close(gate_w)  # EOF for every child at once: the starts hit the mkdir together
-    deadline = time.monotonic() + 60
-    while len(list(out.glob("code*"))) < 39 and time.monotonic() < deadline:
-        select.select([], [], [], 0.05)
+    eventually(lambda: len(list(out.glob("code*"))) >= 39, 60, 0.05)
     codes = {int(f.name[4:]): int(f.read_text()) for f in out.glob("code*")}
     errs = {i: (out / f"err{i}").read_text() for i in codes}
     ledger.text(*errs.values())
@@ -221,18 +201,13 @@ def test_forty_concurrent_starts_race_cleanly(tmp_path: Path,
 
 
 GROUP = 4242  # a gid no user has as primary group
-NOBODY = 65534
 
 
 @pytest.fixture
 def open_tree() -> Iterator[Path]:
     """A work directory nobody can traverse (pytest's tmp_path is 0700)."""
-    top = Path(tempfile.mkdtemp(prefix="h6-op-"))
-    top.chmod(0o755)
-    (top / "plugin").mkdir(mode=0o755)
-    yield top / "plugin"
-    ledger.before_removal(top)
-    subprocess.run(["rm", "-rf", os.fspath(top)], check=False)
+    with attacks.traversable() as top:
+        yield top / "g"
 
 
 def _connect_as_group_member(sock: Path) -> int:
@@ -243,7 +218,7 @@ def _connect_as_group_member(sock: Path) -> int:
         try:
             os.setgroups([GROUP])
             os.setgid(GROUP)
-            os.setuid(NOBODY)
+            os.setuid(attacks.NOBODY)
             with socket.socket(socket.AF_UNIX) as s:
                 s.connect(os.fspath(sock))
             code = 0
@@ -287,7 +262,7 @@ def test_writable_parent_is_warned_at_start_and_in_check(tmp_path: Path, open_tr
     shared.chmod(0o777)  # the parent of run/: writable by everyone, not sticky
     sock = shared / "run" / "kms.sock"
     pm.keyring_init(tmp_path / "keyring.json")
-    report = _cli("check", "--backend", "local", "--keyring", str(tmp_path / "keyring.json"),
+    report = cli("check", "--backend", "local", "--keyring", str(tmp_path / "keyring.json"),
                   "--socket", str(sock), "--config", os.devnull)
     assert report.returncode == 0, report.stdout + report.stderr
     assert any(line.startswith("socket_parent") and "WARN" in line and "writable by every user" in line

@@ -9,9 +9,7 @@ per refusal (162k records in 5 s). Each test runs the real plugin.
 from __future__ import annotations
 
 import os
-import re
 import resource
-import socket
 import subprocess
 import threading
 import time
@@ -21,10 +19,11 @@ from pathlib import Path
 import grpc
 
 from kms_appliance.kms import v2_pb2, v2_pb2_grpc
+from tests.reliability.probes import connect_many, cpu_seconds, metric, status_ok
 from tests.support import attacks, figures, ledger, procinfo
 from tests.support import plugin as pm
 from tests.support.kmsclient import Client
-from tests.support.procs import only_child
+from tests.support.procs import eventually, only_child, wait_until
 
 NOBODY = attacks.NOBODY
 # Records one refusing key may write in a few seconds: the first at once, then at most one per
@@ -32,45 +31,12 @@ NOBODY = attacks.NOBODY
 RECORDS_BOUND = 3
 
 
-def _served(sock: Path, within: float) -> bool:
-    """An allowed client's Status answers (fresh connection) before ``within`` seconds pass."""
-    deadline = time.monotonic() + within
-    while time.monotonic() < deadline:
-        c = Client(sock, timeout=2)
-        try:
-            if c.status().healthz == "ok":
-                return True
-        except grpc.RpcError:
-            time.sleep(0.2)
-        finally:
-            c.close()
-    return False
+def refusals(p: pm.Plugin) -> float:
+    return metric(p, "kms_appliance_peer_refusals_total", 'reason="uid_not_allowed"')
 
 
-def _refusals_metric(p: pm.Plugin) -> float:
-    _, body = p.http("/metrics")
-    m = re.search(rb'^kms_appliance_peer_refusals_total\{reason="uid_not_allowed"\} (\S+)$', body, re.M)
-    return float(m.group(1)) if m else 0.0
-
-
-def _cpu_seconds(pid: int) -> float:
-    with open(f"/proc/{pid}/stat", encoding="ascii") as fh:
-        fields = fh.read().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-
-
-def _fill(sock: Path, count: int) -> list[socket.socket]:
-    conns = []
-    for _ in range(count):
-        s = socket.socket(socket.AF_UNIX)
-        s.settimeout(2)
-        try:
-            s.connect(str(sock))
-        except OSError:  # the backlog is full: the plugin stopped accepting, as it should
-            s.close()
-            break
-        conns.append(s)
-    return conns
+def _served(sock: Path, within: float) -> None:
+    wait_until(lambda: status_ok(sock), within, "an allowed client's Status on a fresh connection")
 
 
 class TestDescriptorExhaustion:
@@ -81,22 +47,22 @@ class TestDescriptorExhaustion:
     def test_gate_survives_descriptor_exhaustion(self, tmp_path: Path) -> None:
         env = {"KMS_APPLIANCE_SERVER_MAX_CONNECTIONS": "1000"}  # the fd limit is hit, not this one
         with pm.running(tmp_path / "e", ["--allowed-uids", str(os.geteuid())], env=env) as p:
-            assert _served(p.socket, 10)
+            _served(p.socket, 10)
             pid = only_child(p.proc.pid)  # the gate accepts in a process of its own: its limit counts
             base = procinfo.fds(pid)
             _, hard = resource.prlimit(pid, resource.RLIMIT_NOFILE)
             spent = []
             for extra in range(30, 30 + self.ROUNDS):
                 resource.prlimit(pid, resource.RLIMIT_NOFILE, (base + extra, hard))
-                conns = _fill(p.socket, 80)  # 3 descriptors per admitted one: far past the limit
-                t0, cpu0 = time.monotonic(), _cpu_seconds(pid)
+                conns = connect_many(p.socket, 80)  # 3 descriptors per admitted one: far past the limit
+                t0, cpu0 = time.monotonic(), cpu_seconds(pid)
                 time.sleep(1.0)  # exhausted, connections waiting: the gate must not spin
-                spent.append((_cpu_seconds(pid) - cpu0) / (time.monotonic() - t0))
+                spent.append((cpu_seconds(pid) - cpu0) / (time.monotonic() - t0))
                 for s in conns:
                     s.close()
                 assert p.proc.poll() is None
                 resource.prlimit(pid, resource.RLIMIT_NOFILE, (base + 200, hard))
-                assert _served(p.socket, 15), "an allowed client must be served once descriptors are back"
+                _served(p.socket, 15)  # once descriptors are back
             status, body = p.http("/livez")
             assert only_child(p.proc.pid) == pid, "the same gate process survived every round"
             err = p.stderr.read_text()
@@ -129,10 +95,8 @@ class TestRefusedFlood:
                 out, errout = hammer.communicate(30)
                 assert hammer.returncode == 0, errout[-300:]
                 connects = int(out.strip())
-                settled = time.monotonic() + 10
-                while _refusals_metric(p) < connects and time.monotonic() < settled:
-                    time.sleep(0.1)
-                metric = _refusals_metric(p)
+                eventually(lambda: refusals(p) >= connects, 10, 0.1)
+                counted = refusals(p)
             finally:
                 assert p.stop() == 0
                 ledger.text(p.written())
@@ -142,8 +106,8 @@ class TestRefusedFlood:
         assert len(records) <= RECORDS_BOUND, f"{len(records)} records for {connects} refusals"
         warnings = [line for line in err.splitlines() if "kms_appliance.app: refused" in line]
         assert 1 <= len(warnings) <= RECORDS_BOUND, "warning lines are aggregated too"
-        assert metric == connects, "every refusal counted, exactly"
-        assert sum(int(r["count"]) for r in records) == metric, "the records' counts add up"
+        assert counted == connects, "every refusal counted, exactly"
+        assert sum(int(r["count"]) for r in records) == counted, "the records' counts add up"
         assert {(r["peer_uid"], r["reason"]) for r in records} == {(NOBODY, "uid_not_allowed")}
         assert "Traceback" not in err
         assert served.kept_calls >= 3 and served.kept_failed == 0, served
@@ -188,9 +152,7 @@ class _Served:
     def _fresh(self, hammer: subprocess.Popen[str], sock: Path) -> None:
         time.sleep(0.3)  # let the flood build up
         while hammer.poll() is None:
-            channel = grpc.insecure_channel(f"unix:{sock}", options=[
-                ("grpc.default_authority", "localhost"), ("grpc.use_local_subchannel_pool", 1),
-                ("grpc.initial_reconnect_backoff_ms", 50), ("grpc.max_reconnect_backoff_ms", 200)])
+            channel = attacks.channel(sock, initial_reconnect_backoff_ms=50, max_reconnect_backoff_ms=200)
             self.fresh_tries += 1
             try:
                 stub = v2_pb2_grpc.KeyManagementServiceStub(channel)  # type: ignore[no-untyped-call]

@@ -9,24 +9,20 @@ answered INVALID_ARGUMENT at about one remote call each, not two.
 from __future__ import annotations
 
 import os
-import re
 import time
 from pathlib import Path
 
 import grpc
 
 from akeyless_emulator import Emulator
-from tests.support import figures, ledger
+from tests.reliability.probes import metric
+from tests.support import attacks, figures, ledger
 from tests.support import plugin as pm
 from tests.support.emulator import KEY, identity_env
 from tests.support.kmsclient import Client
+from tests.support.procs import eventually
 
 MALFORMED = 1_000
-# Not a valid message of any of these methods: a truncated varint tag; fields 1 and 2 not
-# UTF-8 (each method has a string field among them); a field longer than the message.
-GARBAGE = (b"\xff\xff\xff\xff\xff", b"\x0a\x02\xff\xfe\x12\x02\xff\xfe", b"\x0a\x7f\x00")
-METHODS = ("/v2.KeyManagementService/Encrypt", "/v2.KeyManagementService/Decrypt",
-           "/v1beta1.KeyManagementService/Encrypt", "/v1beta1.KeyManagementService/Decrypt")
 LINES_ALLOWED = 3
 LOG_EVERY = 10.0  # kms_appliance.kms.wire.LOG_EVERY (not imported: this file must run on old trees)
 IN_FLIGHT = 8
@@ -36,38 +32,25 @@ def _ident(b: bytes) -> bytes:
     return b
 
 
-def _counter(body: bytes, name: str) -> float:
-    """The sum of every sample of ``name`` (all label sets)."""
-    pat = rf"^{name}(?:\{{[^}}]*\}})? ([0-9.e+]+)$"
-    return sum(float(v) for v in re.findall(pat, body.decode(), re.M))
-
-
-def _metric_until(p: pm.Plugin, name: str, want: float, timeout: float = 10.0) -> float:
+def _metric_until(p: pm.Plugin, name: str, want: float) -> float:
     """The counter once it reaches ``want`` (call accounting is deferred to the audit flusher)."""
-    deadline = time.monotonic() + timeout
-    while True:
-        _, body = p.http("/metrics")
-        got = _counter(body, name)
-        if got >= want or time.monotonic() > deadline:
-            return got
-        time.sleep(0.05)
+    eventually(lambda: metric(p, name) >= want, 10, 0.05)
+    return metric(p, name)
 
 
 class TestMalformedRequests:
     """1,000 undecodable requests: no traceback, a handful of lines, every one counted."""
 
     def test_malformed_flood_is_counted_not_logged(self, tmp_path: Path) -> None:
-        p = pm.start(tmp_path / "m")
-        c = Client(p.socket)
-        try:
+        with pm.running(tmp_path / "m") as p, Client(p.socket) as c:
             c.status()
             lines_before = len(p.stderr.read_text().splitlines())
             calls = [c.channel.unary_unary(m, request_serializer=_ident, response_deserializer=_ident)
-                     for m in METHODS]
+                     for m in attacks.MALFORMED_METHODS]
             codes: dict[grpc.StatusCode, int] = {}
             started = time.monotonic()
             for first in range(0, MALFORMED, IN_FLIGHT):  # within the per-connection stream bound
-                futures = [calls[i % len(calls)].future(GARBAGE[i % len(GARBAGE)], timeout=10)
+                futures = [calls[i % len(calls)].future(attacks.GARBAGE[i % len(attacks.GARBAGE)], timeout=10)
                            for i in range(first, min(first + IN_FLIGHT, MALFORMED))]
                 for f in futures:
                     exc = f.exception()
@@ -94,9 +77,6 @@ class TestMalformedRequests:
             assert len(new_lines) <= LINES_ALLOWED + elapsed / LOG_EVERY, new_lines
             assert counted == MALFORMED
             assert invalid == MALFORMED + 2  # each also an audited INVALID_ARGUMENT call
-        finally:
-            c.close()
-            p.stop()
 
 
 def _relabel(ciphertext: bytes, version: int) -> bytes:
@@ -124,9 +104,8 @@ class TestRejectedCiphertexts:
                                                           tmp_path: Path) -> None:
         emu.rotate_key(KEY)  # versions 1 and 2, both enabled
         env = identity_env(emu, KMS_APPLIANCE_CACHE_ENABLED="false")
-        p = pm.start(tmp_path / "r", ["--log-level", "debug"], env, akeyless=True)
-        c = Client(p.socket)
-        try:
+        with pm.running(tmp_path / "r", ["--log-level", "debug"], env=env, akeyless=True) as p, \
+                Client(p.socket) as c:
             seed = os.urandom(32)
             ledger.secret(seed)
             enc = c.encrypt(seed)  # labelled version 2
@@ -151,7 +130,4 @@ class TestRejectedCiphertexts:
             assert decrypts == self.N
             assert describes <= 3, "explanation lookups must be rate-limited, not one per refusal"
             assert c.decrypt(enc.ciphertext, enc.key_id) == seed
-        finally:
-            c.close()
-            p.stop()
 

@@ -15,14 +15,14 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 
-import grpc
 import pytest
 
 from kms_appliance import socketfs
 from kms_appliance.errors import SetupError
+from tests.reliability.probes import connect_many, status_ok
 from tests.support import attacks, figures, inproc, ledger, procinfo
 from tests.support import plugin as pm
-from tests.support.kmsclient import Client
+from tests.support.procs import wait_until
 
 REFUSED: dict[str, str] = {}
 
@@ -212,11 +212,7 @@ class TestPeers:
         p = pm.start(top / "g", ["--socket-group", "daemon", "--allowed-uids", uids])
         try:
             verdict = _as_nobody(_PEER_PROBE, str(p.socket), groups="1")
-            c = Client(p.socket)
-            try:
-                assert c.status().healthz == "ok", "an allowed peer is still served"
-            finally:
-                c.close()
+            assert status_ok(p.socket), "an allowed peer is still served"
             refusals = [r for r in p.audit_until(lambda rs: any(x["event"] == "peer_refused" for x in rs),
                                                  timeout=3) if r["event"] == "peer_refused"]
             _, metrics = p.http("/metrics")
@@ -224,19 +220,6 @@ class TestPeers:
             p.stop()
             ledger.text(p.written())  # the directory is removed with attacks.traversable()
         return verdict, refusals, metrics
-
-
-def _flood(path: Path, count: int) -> list[socket.socket]:
-    conns = []
-    for _ in range(count):
-        s = socket.socket(socket.AF_UNIX)
-        try:
-            s.connect(str(path))
-        except OSError:
-            s.close()
-            break
-        conns.append(s)
-    return conns
 
 
 def _closed_by_server(conns: list[socket.socket], wait: float) -> int:
@@ -275,7 +258,7 @@ class TestIdleFlood:
         with pm.running(tmp_path / "f", args, env=env) as p:
             pid = p.proc.pid
             base_fds = procinfo.fds(pid)
-            flood_conns.extend(_flood(p.socket, self.FLOOD))
+            flood_conns.extend(connect_many(p.socket, self.FLOOD))
             assert len(flood_conns) == self.FLOOD, "connect() itself must not fail (backlog drained)"
             time.sleep(1.0)
             held = procinfo.fds(pid) - base_fds
@@ -286,18 +269,8 @@ class TestIdleFlood:
             assert refused_now >= self.FLOOD - self.LIMIT - 16, refused_now
             assert p.proc.poll() is None
             # the idle ones that were let in expire; then a real client is served
-            start = time.monotonic()
-            served = False
-            while time.monotonic() - start < 20 and not served:
-                c = Client(p.socket, timeout=2)
-                try:
-                    served = c.status().healthz == "ok"
-                except grpc.RpcError:
-                    time.sleep(0.5)
-                finally:
-                    c.close()
-            assert served, "a legitimate client must get through once idle connections expired"
-            waited = time.monotonic() - start
+            waited = wait_until(lambda: status_ok(p.socket), 20, "a legitimate client once idle connections expired",
+                                interval_s=0.5)
             for s in flood_conns:
                 s.close()
             flood_conns.clear()

@@ -1,0 +1,81 @@
+"""What several attack tests ask of a running plugin, or of the CLI, written once."""
+
+from __future__ import annotations
+
+import os
+import re
+import socket
+import subprocess
+from pathlib import Path
+
+from kms_appliance.kms import v2_pb2, v2_pb2_grpc
+from tests.support import attacks, ledger
+from tests.support import plugin as pm
+from tests.support.procs import REPO
+
+
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU time the process has used (``/proc/PID/stat``)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def status_ok(sock: Path, timeout: float = 2.0) -> bool:
+    """KMS v2 Status answers ``ok`` on a connection of its own (for ``wait_until``: an error
+    means not yet)."""
+    with attacks.channel(sock) as channel:
+        stub = v2_pb2_grpc.KeyManagementServiceStub(channel)  # type: ignore[no-untyped-call]
+        return bool(stub.Status(v2_pb2.StatusRequest(), timeout=timeout).healthz == "ok")
+
+
+def connect_many(sock: Path, count: int) -> list[socket.socket]:
+    """Up to ``count`` idle connections, fewer if a connect fails (the backlog is full: the
+    server stopped accepting)."""
+    conns = []
+    for _ in range(count):
+        s = socket.socket(socket.AF_UNIX)
+        s.settimeout(2)
+        try:
+            s.connect(str(sock))
+        except OSError:
+            s.close()
+            break
+        conns.append(s)
+    return conns
+
+
+def metric(p: pm.Plugin, name: str, labels: str | None = None) -> float:
+    """The sum of the samples of ``name`` on /metrics: those with exactly ``labels`` (the text
+    between the braces, "" for none), or every label set when None; 0 when there is none."""
+    _, body = p.http("/metrics")
+    if labels is None:
+        pattern = rf"^{name}(?:\{{[^}}]*\}})? (\S+)$"
+    else:
+        pattern = rf"^{re.escape(name + (f'{{{labels}}}' if labels else ''))} (\S+)$"
+    return sum(float(v) for v in re.findall(pattern, body.decode(), re.M))
+
+
+def cli(*args: str, timeout: float = 60) -> subprocess.CompletedProcess[str]:
+    """``kms-appliance ARGS`` as an operator runs it (no KMS_APPLIANCE_*/AKEYLESS_* settings
+    inherited); its output goes to the secret ledger."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("KMS_APPLIANCE_", "AKEYLESS_"))}
+    proc = subprocess.run([pm.python(), "-m", "kms_appliance", *args], cwd=REPO, env=env,
+                          capture_output=True, text=True, timeout=timeout)
+    ledger.text(proc.stdout, proc.stderr)
+    return proc
+
+
+def one_line(proc: subprocess.CompletedProcess[str], code: int, setting: str) -> str:
+    """A mistake's answer: exit ``code``, no traceback, one short stderr line naming ``setting``."""
+    lines = proc.stderr.splitlines()
+    assert "Traceback" not in proc.stderr, proc.stderr[-2000:]
+    assert proc.returncode == code, proc.stderr[-2000:]
+    assert len(lines) == 1 and setting in lines[0], proc.stderr[-2000:]
+    assert len(proc.stderr) < 400, "no value may be echoed at length"
+    return lines[0]
+
+
+def serve_args(keyring: Path, sock: Path, *extra: str) -> list[str]:
+    """``serve`` on a local keyring with no config file and no HTTP endpoint."""
+    return ["serve", "--backend", "local", "--keyring", str(keyring), "--socket", str(sock),
+            "--http-listen", "", "--config", os.devnull, *extra]
