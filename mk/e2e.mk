@@ -6,7 +6,7 @@
 #
 # Knobs (all optional; empty means default):
 #   E2E_PYTEST_ARGS='-k envelope_at_rest'  one scenario (any pytest arguments)
-#   E2E_KMS_PLUGIN=appliance|fake|fake,appliance   which plugin(s) sit behind the apiserver
+#   E2E_KMS_PLUGIN=appliance|akeyless|appliance,akeyless   which plugin(s) sit behind the apiserver
 #   E2E_APPLIANCE_CMD=dist/kms-appliance   test the frozen binary instead of this checkout
 #   E2E_BIN_DIR=/path/to/bin               use your own kube-apiserver, kubectl, etcd, etcdctl
 #   E2E_CACHE_DIR, E2E_BUILD_JOBS          build cache root, parallel compile jobs (default 2)

@@ -15,18 +15,12 @@ Launchers (pick with ``E2E_KMS_PLUGIN``, comma-separated for several):
   binary's path to test that instead).
 - ``akeyless``: the appliance on its Akeyless backend against an emulator
   process (``Plugin.backend``: stop it for an outage, start it to end one).
-- ``fake``: ``fake_kms_plugin.py``, the throwaway reference plugin: when a
-  scenario fails with the appliance, running it with ``fake`` tells a plugin
-  bug from a harness or apiserver one.
 """
 
 from __future__ import annotations
 
-import json
 import os
-import secrets
 import shutil
-import sys
 import tempfile
 from collections.abc import Callable
 from pathlib import Path
@@ -34,7 +28,7 @@ from pathlib import Path
 from tests.support import plugin as pm
 from tests.support.emulator import EmulatorProcess, start_emulator
 from tests.support.plugin import Command, Plugin
-from tests.support.procs import REPO, ManagedProcess, ProcessRegistry
+from tests.support.procs import ProcessRegistry
 
 KEY = "/e2e-kek"  # the Akeyless key the ``akeyless`` launcher's emulator holds
 ACCESS_ID = "p-e2eharness01"
@@ -51,34 +45,6 @@ def socket_path_for(name: str) -> Path:
 def cleanup(plugin: Plugin) -> None:
     """Remove the socket's private directory (after the process stopped)."""
     shutil.rmtree(plugin.socket.parent, ignore_errors=True)
-
-
-def _write_keyring(path: Path, doc: dict[str, object]) -> None:
-    tmp = path.with_suffix(".tmp")
-    tmp.write_text(json.dumps(doc))
-    tmp.replace(path)
-
-
-def fake_launcher(workdir: Path, name: str, registry: ProcessRegistry) -> Plugin:
-    """The throwaway Python plugin in this directory."""
-    home = workdir / name
-    home.mkdir(mode=0o700, parents=True)
-    keyring = home / "fake-keyring.json"
-    _write_keyring(keyring, {"current": "fake-key-1", "keys": {"fake-key-1": secrets.token_hex(32)}})
-    socket_path = socket_path_for(name)
-
-    def rotate() -> None:
-        doc = json.loads(keyring.read_text())
-        new_id = f"fake-key-{len(doc['keys']) + 1}"
-        doc["keys"][new_id] = secrets.token_hex(32)
-        doc["current"] = new_id
-        _write_keyring(keyring, doc)
-
-    argv = [sys.executable, "-m", "tests.e2e.fake_kms_plugin", f"--socket={socket_path}", f"--keyring={keyring}"]
-    process = registry.add(ManagedProcess(name=f"kms-plugin-{name}", argv=argv, log_path=home / "stdout.log",
-                                          cwd=REPO))
-    return Plugin(home, socket_path, None, None, process, Command.source(), name=name, status_ok=True,
-                  rotate=rotate, api_versions=("v2",))
 
 
 def appliance_plugin(workdir: Path, name: str, registry: ProcessRegistry,
@@ -112,7 +78,6 @@ def akeyless_launcher(workdir: Path, name: str, registry: ProcessRegistry) -> Pl
 
 
 LAUNCHERS: dict[str, Launcher] = {
-    "fake": fake_launcher,
     "appliance": appliance_launcher,
     "akeyless": akeyless_launcher,
 }

@@ -133,8 +133,6 @@ class TestKmsV1:
     def test_kms_v1_then_migration_to_v2(self, cluster: Cluster, start_kms_plugin: StartPlugin,
                                          start_apiserver: StartApiServer) -> None:
         plugin = start_kms_plugin("e2e-kms")
-        if "v1" not in plugin.api_versions:
-            pytest.skip(f"plugin {plugin.process.name} does not serve KMS v1")
         v1 = kms_v1(f"{plugin.name}-v1", plugin.socket)
         v2 = kms_v2(plugin.name, plugin.socket)
         gates = {"KMSv1": True}
