@@ -15,6 +15,7 @@ import akeyless
 import pytest
 
 from akeyless_emulator import Emulator
+from tests.support.emulator import EmulatorProcess
 
 KEY = "/k8s-etcd-key"
 
@@ -29,24 +30,14 @@ class Client:
 
     def encrypt(self, plaintext: bytes, key: str = KEY, context: dict[str, str] | None = None) -> str:
         """Encrypt bytes (base64 input format); returns the base64 ciphertext."""
-        body = akeyless.Encrypt(
-            key_name=key,
-            plaintext=base64.b64encode(plaintext).decode(),
-            input_format="base64",
-            encryption_context=context,
-            token=self.token,
-        )
+        body = akeyless.Encrypt(key_name=key, plaintext=base64.b64encode(plaintext).decode(),
+                                input_format="base64", encryption_context=context, token=self.token)
         return str(self.api.encrypt(body, _request_timeout=(5, 10)).result)
 
     def decrypt(self, ciphertext: str, key: str = KEY, context: dict[str, str] | None = None) -> bytes:
         """Decrypt (base64 output format); returns the plaintext bytes."""
-        body = akeyless.Decrypt(
-            key_name=key,
-            ciphertext=ciphertext,
-            output_format="base64",
-            encryption_context=context,
-            token=self.token,
-        )
+        body = akeyless.Decrypt(key_name=key, ciphertext=ciphertext, output_format="base64",
+                                encryption_context=context, token=self.token)
         return base64.b64decode(self.api.decrypt(body, _request_timeout=(5, 10)).result)
 
     def describe(self, key: str = KEY) -> Any:
@@ -55,11 +46,11 @@ class Client:
         return self.api.describe_item(body, _request_timeout=(5, 10))
 
 
-def make_api(emu: Emulator, **cfg: Any) -> Any:
-    """A V2Api for this emulator (CA pinned when it serves HTTPS)."""
+def make_api(emu: Emulator | EmulatorProcess, **cfg: Any) -> Any:
+    """A V2Api for this emulator, in this process or its own (CA pinned when it serves HTTPS)."""
     conf = akeyless.Configuration(host=emu.url)
-    if emu.tls:
-        conf.ssl_ca_cert = emu.ca_file
+    if emu.url.startswith("https:"):
+        conf.ssl_ca_cert = str(emu.ca_file)
     for name, value in cfg.items():
         setattr(conf, name, value)
     return akeyless.V2Api(akeyless.ApiClient(conf))
@@ -69,9 +60,7 @@ def login(emu: Emulator, api: Any | None = None, **ident_opts: Any) -> Client:
     """Register access-key credentials, authenticate through the SDK."""
     ident = emu.add_access_key(**ident_opts)
     api = api or make_api(emu)
-    out = api.auth(
-        akeyless.Auth(access_id=ident.access_id, access_key=ident.access_key), _request_timeout=(5, 10)
-    )
+    out = api.auth(akeyless.Auth(access_id=ident.access_id, access_key=ident.access_key), _request_timeout=(5, 10))
     return Client(api, out.token, ident.access_id)
 
 

@@ -22,6 +22,7 @@ import akeyless
 
 from akeyless_emulator import Emulator
 from akeyless_emulator.transport import RequestHandler
+from tests.emulator.conftest import login
 
 CONFIGS = {"shipped": (True, 1 << 16), "nodelay_only": (True, 0), "stock": (False, 0)}
 
@@ -32,19 +33,13 @@ def measure(tls: bool, config: str, calls: int) -> dict[str, object]:
     RequestHandler.disable_nagle_algorithm, RequestHandler.wbufsize = CONFIGS[config]
     with Emulator(tls=tls) as emu:
         emu.create_key("/k")
-        ident = emu.add_access_key()
-        conf = akeyless.Configuration(host=emu.url)
-        if tls:
-            conf.ssl_ca_cert = emu.ca_file
-        api = akeyless.V2Api(akeyless.ApiClient(conf))
-        token = api.auth(akeyless.Auth(access_id=ident.access_id, access_key=ident.access_key)).token
-        body = akeyless.Encrypt(
-            key_name="/k", plaintext=base64.b64encode(bytes(32)).decode(), input_format="base64", token=token
-        )
+        client = login(emu)
+        body = akeyless.Encrypt(key_name="/k", plaintext=base64.b64encode(bytes(32)).decode(), input_format="base64",
+                                token=client.token)
         samples = []
         for i in range(calls + 10):
             started = time.perf_counter()
-            api.encrypt(body, _request_timeout=(5, 5))
+            client.api.encrypt(body, _request_timeout=(5, 5))
             if i >= 10:
                 samples.append((time.perf_counter() - started) * 1000)
     RequestHandler.disable_nagle_algorithm, RequestHandler.wbufsize = saved

@@ -4,11 +4,7 @@ from __future__ import annotations
 
 import base64
 import json
-import os
-import selectors
-import signal
 import ssl
-import subprocess
 import sys
 import urllib.error
 import urllib.request
@@ -21,10 +17,10 @@ import pytest
 
 from akeyless_emulator import Emulator
 from akeyless_emulator.api import result_fingerprint
+from tests.support.emulator import EmulatorProcess
+from tests.support.procs import REPO
 
 from .conftest import KEY, Client, api_error, make_api
-
-ROOT = Path(__file__).resolve().parents[2]
 
 
 def control(base: str, action: str, body: dict[str, Any] | None = None, ca: str | None = None) -> Any:
@@ -81,11 +77,8 @@ class TestControlPlane:
         api = make_api(plain_emu)
         _, gcp = control(base, "add-gcp", {"audience": "kms.example"})
         cloud_id = base64.b64encode(gcp["token"].encode()).decode()
-        out = api.auth(
-            akeyless.Auth(
-                access_id=gcp["access_id"], access_type="gcp", cloud_id=cloud_id, gcp_audience="kms.example"
-            )
-        )
+        out = api.auth(akeyless.Auth(access_id=gcp["access_id"], access_type="gcp", cloud_id=cloud_id,
+                                     gcp_audience="kms.example"))
         assert out.token.startswith("t-")
         _, k8s = control(base, "add-k8s", {"config-name": "c1"})
         sa = base64.b64encode(k8s["token"].encode()).decode()
@@ -93,11 +86,8 @@ class TestControlPlane:
         assert api.auth(akeyless.Auth(access_id=k8s["access_id"], **fields)).token
         _, cert = control(base, "add-cert", {})
         _, files = control(base, "mint-client-cert", {"common-name": "n1"})
-        fields = {
-            "access_type": "cert",
-            "cert_data": base64.b64encode(Path(files["cert_file"]).read_bytes()).decode(),
-            "key_data": base64.b64encode(Path(files["key_file"]).read_bytes()).decode(),
-        }
+        fields = {"access_type": "cert", "cert_data": base64.b64encode(Path(files["cert_file"]).read_bytes()).decode(),
+                  "key_data": base64.b64encode(Path(files["key_file"]).read_bytes()).decode()}
         assert api.auth(akeyless.Auth(access_id=cert["access_id"], **fields)).token
 
     def test_state_lists_keys_identities_and_faults(self, plain_emu: Emulator) -> None:
@@ -122,48 +112,29 @@ class TestControlPlane:
 
 
 @pytest.fixture
-def standalone(tmp_path: Path) -> Iterator[tuple[subprocess.Popen[str], dict[str, Any]]]:
-    """`python -m akeyless_emulator` in its own process, ready line parsed."""
-    env = {**os.environ, "PYTHONPATH": str(ROOT)}
-    args = [sys.executable, "-m", "akeyless_emulator", "--port", "0", "--tls", "--state-dir", str(tmp_path)]
-    args += ["--create-key", KEY, "--access-id", "p-standalone01", "--access-key", "k-standalone", "--uid"]
-    proc = subprocess.Popen(args, stdout=subprocess.PIPE, text=True, env=env, cwd=ROOT)
-    try:
-        assert proc.stdout is not None
-        with selectors.DefaultSelector() as sel:
-            sel.register(proc.stdout, selectors.EVENT_READ)
-            assert sel.select(timeout=30), "emulator printed no ready line within 30 s"
-        line = proc.stdout.readline()
-        assert line, "emulator exited before printing its ready line"
-        yield proc, json.loads(line)
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait(timeout=5)
+def standalone(tmp_path: Path) -> Iterator[EmulatorProcess]:
+    """`python -m akeyless_emulator` in its own process, started once its ready line is printed."""
+    argv = [sys.executable, "-m", "akeyless_emulator", "--port", "0", "--tls", "--state-dir", str(tmp_path / "state"),
+            "--create-key", KEY, "--access-id", "p-standalone01", "--access-key", "k-standalone", "--uid"]
+    proc = EmulatorProcess(name="standalone", argv=argv, log_path=tmp_path / "emulator.log", cwd=REPO)
+    proc.start()
+    yield proc
+    proc.stop()
 
 
 class TestStandalone:
     """The process prints one JSON line, serves the SDK, and stops on SIGTERM."""
 
-    def test_ready_line_sdk_and_sigterm(
-        self, standalone: tuple[subprocess.Popen[str], dict[str, Any]], tmp_path: Path
-    ) -> None:
+    def test_ready_line_sdk_and_sigterm(self, standalone: EmulatorProcess, tmp_path: Path) -> None:
         """Credentials from the ready line authenticate; state survives a restart."""
-        proc, ready = standalone
+        ready = standalone.ready
         assert ready["access_id"] == "p-standalone01"
         assert ready["keys"] == [KEY]
         assert ready["uid_token"].startswith("u-")
-        conf = akeyless.Configuration(host=ready["url"])
-        conf.ssl_ca_cert = ready["ca_file"]
-        api = akeyless.V2Api(akeyless.ApiClient(conf))
+        api = make_api(standalone)
         token = api.auth(akeyless.Auth(access_id="p-standalone01", access_key="k-standalone")).token
-        c = Client(api, token, "p-standalone01")
-        ciphertext = c.encrypt(b"persisted")
+        ciphertext = Client(api, token, "p-standalone01").encrypt(b"persisted")
         assert control(ready["control_url"], "calls", ca=ready["ca_file"])[1]["calls"]["encrypt"] == 1
-        proc.send_signal(signal.SIGTERM)
-        assert proc.wait(timeout=10) == 0
-        with Emulator(tls=True, state_dir=str(tmp_path)) as again:
-            conf2 = akeyless.Configuration(host=again.url)
-            conf2.ssl_ca_cert = again.ca_file
-            c2 = Client(akeyless.V2Api(akeyless.ApiClient(conf2)), token, "p-standalone01")
-            assert c2.decrypt(ciphertext) == b"persisted"
+        assert standalone.stop() == 0  # SIGTERM
+        with Emulator(tls=True, state_dir=str(tmp_path / "state")) as again:
+            assert Client(make_api(again), token, "p-standalone01").decrypt(ciphertext) == b"persisted"

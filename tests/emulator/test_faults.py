@@ -12,7 +12,7 @@ import urllib3
 
 from akeyless_emulator import Emulator
 
-from .conftest import Client, api_error, login
+from .conftest import KEY, Client, api_error, login
 
 
 class TestStatusFaults:
@@ -30,7 +30,6 @@ class TestStatusFaults:
         assert [r.status for r in emu.requests] == [503, 503, 200]
 
     def test_429_carries_retry_after(self, plain_emu: Emulator, plain_client: Client) -> None:
-        """Throttling answers 429 with a Retry-After header and a JSON body."""
         plain_emu.fault("encrypt", status=429, retry_after=7, times=1)
         err = api_error(lambda: plain_client.encrypt(b"x"))
         assert err.status == 429
@@ -46,7 +45,6 @@ class TestStatusFaults:
         assert plain_client.encrypt(b"x")
 
     def test_permanent_fault_until_cleared(self, plain_emu: Emulator, plain_client: Client) -> None:
-        """Without times the fault stays; clear_faults removes it."""
         plain_emu.fault("encrypt", status=500)
         for _ in range(3):
             assert api_error(lambda: plain_client.encrypt(b"x")).status == 500
@@ -61,7 +59,6 @@ class TestStatusFaults:
         assert plain_client.encrypt(b"x")
 
     def test_fault_on_other_endpoint_does_not_apply(self, plain_emu: Emulator, plain_client: Client) -> None:
-        """A decrypt fault leaves encrypt alone and is still pending."""
         plain_emu.fault("decrypt", status=503, times=1)
         ciphertext = plain_client.encrypt(b"x")
         assert len(plain_emu.faults.active()) == 1
@@ -81,24 +78,18 @@ class TestTransportFaults:
         assert client.encrypt(b"x")
 
     def test_hang_hits_the_read_timeout(self, emu: Emulator, client: Client) -> None:
-        """A hung request ends in ReadTimeoutError at the client's read timeout."""
         emu.fault("encrypt", "hang", delay=5.0, times=1)
-        body = {
-            "key_name": "/k8s-etcd-key",
-            "plaintext": "eA==",
-            "input_format": "base64",
-            "token": client.token,
-        }
+        body = akeyless.Encrypt(key_name=KEY, plaintext="eA==", input_format="base64", token=client.token)
         started = time.monotonic()
         with pytest.raises(urllib3.exceptions.ReadTimeoutError):
-            client.api.encrypt(akeyless.Encrypt(**body), _request_timeout=(2, 0.3))
+            client.api.encrypt(body, _request_timeout=(2, 0.3))
         assert time.monotonic() - started < 4.0
         assert client.encrypt(b"x")
 
     def test_stop_releases_a_hung_request(self) -> None:
         """stop() does not wait for a hang's bound: the client is disconnected at once."""
         emu = Emulator().start()
-        emu.create_key("/k8s-etcd-key")
+        emu.create_key(KEY)
         client = login(emu)
         emu.fault("encrypt", "hang", delay=60.0)
         errors: list[BaseException] = []
@@ -121,7 +112,6 @@ class TestTransportFaults:
         assert isinstance(errors[0], urllib3.exceptions.HTTPError)
 
     def test_latency_delays_but_answers(self, plain_emu: Emulator, plain_client: Client) -> None:
-        """Added latency: the call takes at least the delay and succeeds."""
         plain_emu.fault("encrypt", delay=0.3, times=1)
         started = time.monotonic()
         assert plain_client.encrypt(b"x")
@@ -142,9 +132,7 @@ class TestWrongAnswers:
         """The SDK swallows broken JSON: the model's result is None."""
         ciphertext = client.encrypt(b"x")
         emu.fault("decrypt", "malformed", times=1)
-        out = client.api.decrypt(
-            akeyless.Decrypt(key_name="/k8s-etcd-key", ciphertext=ciphertext, token=client.token)
-        )
+        out = client.api.decrypt(akeyless.Decrypt(key_name=KEY, ciphertext=ciphertext, token=client.token))
         assert out.result is None
 
     def test_wrong_length_plaintext(self, emu: Emulator, client: Client) -> None:
@@ -157,15 +145,11 @@ class TestWrongAnswers:
         assert len(client.decrypt(ciphertext)) == 32
 
     def test_verbatim_body(self, plain_emu: Emulator, plain_client: Client) -> None:
-        """kind='body' sends exactly the given status and body."""
         plain_emu.fault("encrypt", "body", status=200, body='{"result": 42}', times=1)
-        out = plain_client.api.encrypt(
-            akeyless.Encrypt(key_name="/k8s-etcd-key", plaintext="x", token=plain_client.token)
-        )
+        out = plain_client.api.encrypt(akeyless.Encrypt(key_name=KEY, plaintext="x", token=plain_client.token))
         assert out.result == "42"
 
     def test_invalid_fault_definitions_are_refused(self, plain_emu: Emulator) -> None:
-        """Unknown kinds, zero times and absurd delays are rejected up front."""
         with pytest.raises(ValueError, match="kind"):
             plain_emu.fault("encrypt", "explode")
         with pytest.raises(ValueError, match="times"):
@@ -177,9 +161,7 @@ class TestWrongAnswers:
 class TestAccounting:
     """Call counts and records let tests prove caching and single-flight."""
 
-    def test_counts_are_exact_and_ready_when_the_call_returns(
-        self, plain_emu: Emulator, plain_client: Client
-    ) -> None:
+    def test_counts_are_exact_and_ready_when_the_call_returns(self, plain_emu: Emulator, plain_client: Client) -> None:
         """The count is updated before the answer leaves: no race with the test."""
         plain_emu.reset_calls()
         for n in range(1, 21):
@@ -193,12 +175,7 @@ class TestAccounting:
         client.encrypt(b"x")
         (rec,) = emu.requests
         assert (rec.endpoint, rec.status, rec.access_id, rec.item, rec.item_version) == (
-            "encrypt",
-            200,
-            client.access_id,
-            "/k8s-etcd-key",
-            1,
-        )
+            "encrypt", 200, client.access_id, KEY, 1)
         assert rec.headers["User-Agent"].startswith("OpenAPI-Generator/")
         assert "X-Forwarded-For" in rec.headers
         assert rec.nodelay is True
@@ -222,7 +199,6 @@ class TestAccounting:
         assert not plain_emu.wait_for("decrypt", calls=2, timeout=0.05)
 
     def test_concurrent_callers_on_one_client(self, emu: Emulator, client: Client) -> None:
-        """16 threads sharing one SDK client: every call answered and counted once."""
         emu.reset_calls()
         dek = bytes(range(32))
 
@@ -239,8 +215,6 @@ class TestAccounting:
         """A double slash (host with trailing '/') reaches no operation: 404."""
         conf = akeyless.Configuration(host=plain_emu.url + "/")
         api = akeyless.V2Api(akeyless.ApiClient(conf))
-        err = api_error(
-            lambda: api.encrypt(akeyless.Encrypt(key_name="/k", plaintext="x", token=plain_client.token))
-        )
+        err = api_error(lambda: api.encrypt(akeyless.Encrypt(key_name="/k", plaintext="x", token=plain_client.token)))
         assert err.status == 404
         assert plain_emu.calls["<unknown>"] == 1

@@ -39,13 +39,11 @@ class TestRoundTrip:
         assert client.decrypt(client.encrypt(b"x", key="k8s-etcd-key")) == b"x"
 
     def test_matching_encryption_context(self, client: Client) -> None:
-        """The same context on decrypt succeeds."""
         ctx = {"cluster": "prod", "purpose": "etcd"}
         assert client.decrypt(client.encrypt(b"dek", context=ctx), context=ctx) == b"dek"
 
     @pytest.mark.parametrize("ctx", [None, {"cluster": "dev"}, {"cluster": "prod", "x": "y"}])
     def test_mismatched_encryption_context_is_400(self, client: Client, ctx: dict[str, str] | None) -> None:
-        """A different (or missing) context cannot decrypt."""
         ciphertext = client.encrypt(b"dek", context={"cluster": "prod"})
         err = api_error(lambda: client.decrypt(ciphertext, context=ctx))
         assert err.status == 400
@@ -72,7 +70,6 @@ class TestRoundTrip:
         assert err.status == 400
 
     def test_unknown_key_is_404(self, client: Client) -> None:
-        """Encrypting under a missing item is 404."""
         assert api_error(lambda: client.encrypt(b"x", key="/nope")).status == 404
 
 
@@ -80,7 +77,6 @@ class TestRotation:
     """Rotation adds versions; old ciphertext stays decryptable while enabled."""
 
     def test_rotation_keeps_old_ciphertext_decryptable(self, emu: Emulator, client: Client) -> None:
-        """v1 ciphertext decrypts after rotation; new encryptions use v2."""
         old = client.encrypt(b"old")
         out = client.api.rotate_key(akeyless.RotateKey(name=KEY, token=client.token))
         assert out.new_item_version == 2
@@ -101,8 +97,7 @@ class TestRotation:
         client.decrypt(base64.b64encode(first).decode())
         emu.disable_version(KEY, 2)
         assert api_error(lambda: client.encrypt(b"c")).status == 403
-        assert emu.encrypt_versions() == {result_fingerprint(first): 1,
-                                          result_fingerprint(second): 2}
+        assert emu.encrypt_versions() == {result_fingerprint(first): 1, result_fingerprint(second): 2}
 
     def test_ciphertext_header_layout(self, emu: Emulator, client: Client) -> None:
         """The documented header: marker 0x01, item id, version (big-endian)."""
@@ -115,7 +110,6 @@ class TestRotation:
         assert len(raw) == 15 + 12 + 1 + 16
 
     def test_describe_item_reports_versions(self, emu: Emulator, client: Client) -> None:
-        """last_version and item_versions follow rotations and state changes."""
         emu.rotate_key(KEY)
         emu.disable_version(KEY, 1)
         item = client.describe()
@@ -134,7 +128,6 @@ class TestRotation:
         assert item.item_versions is None
 
     def test_disabled_version_fails_and_reenabled_works(self, emu: Emulator, client: Client) -> None:
-        """Disabling a version makes its ciphertext undecryptable (400)."""
         old = client.encrypt(b"old")
         emu.rotate_key(KEY)
         emu.disable_version(KEY, 1)
@@ -153,7 +146,6 @@ class TestRotation:
         assert v1.deletion_date is not None
 
     def test_disabled_key_is_403_for_both_directions(self, emu: Emulator, client: Client) -> None:
-        """A disabled item refuses encrypt and decrypt; enabling restores it."""
         ciphertext = client.encrypt(b"x")
         emu.disable_key(KEY)
         assert api_error(lambda: client.encrypt(b"x")).status == 403
@@ -171,22 +163,15 @@ class TestCreateAndPermissions:
         out = client.api.create_key(akeyless.CreateKey(name="/new-key", alg="AES128GCM", token=client.token))
         assert isinstance(out.item_id, int)
         assert client.decrypt(client.encrypt(b"x", key="/new-key"), key="/new-key") == b"x"
-        err = api_error(
-            lambda: client.api.create_key(
-                akeyless.CreateKey(name="/new-key", alg="AES256GCM", token=client.token)
-            )
-        )
-        assert err.status == 409
+        again = akeyless.CreateKey(name="/new-key", alg="AES256GCM", token=client.token)
+        assert api_error(lambda: client.api.create_key(again)).status == 409
 
     def test_unsupported_alg_is_400(self, client: Client) -> None:
         """Only AES-GCM DFC keys are emulated."""
-        err = api_error(
-            lambda: client.api.create_key(akeyless.CreateKey(name="/rsa", alg="RSA2048", token=client.token))
-        )
-        assert err.status == 400
+        rsa = akeyless.CreateKey(name="/rsa", alg="RSA2048", token=client.token)
+        assert api_error(lambda: client.api.create_key(rsa)).status == 400
 
     def test_missing_capability_is_403(self, emu: Emulator) -> None:
-        """An identity without `decrypt` may encrypt but not decrypt."""
         c = login(emu, capabilities=frozenset({"encrypt"}))
         ciphertext = c.encrypt(b"x")
         assert api_error(lambda: c.decrypt(ciphertext)).status == 403

@@ -25,7 +25,6 @@ class TestServerCertificate:
 
     @pytest.mark.parametrize("kind", ["expired", "wrong_host"])
     def test_bad_server_certificate_is_rejected(self, kind: str) -> None:
-        """An expired or wrong-host certificate fails the SDK's TLS verification."""
         with Emulator(tls=True, server_cert=kind) as emu:
             _auth_fails_with_ssl_error(emu)
             assert emu.handshake_failures >= 1
@@ -59,7 +58,6 @@ class TestMutualTls:
             assert login(emu, api=api).encrypt(b"x")
 
     def test_client_certificate_from_other_ca_is_refused(self, tmp_path: Path) -> None:
-        """A client certificate from an untrusted CA fails the handshake."""
         rogue = TestCA(tmp_path).client_cert()
         with Emulator(tls=True, client_auth="required") as emu:
             api = make_api(emu, cert_file=rogue.cert_file, key_file=rogue.key_file)
@@ -68,18 +66,5 @@ class TestMutualTls:
             assert emu.calls["auth"] == 0
 
     def test_client_auth_needs_tls(self) -> None:
-        """Asking for mTLS on plain HTTP is a configuration error."""
         with pytest.raises(ValueError, match="tls"):
             Emulator(client_auth="required")
-
-
-class TestGatewayBasePath:
-    """A Gateway-like base path (/api/v2) works with the SDK."""
-
-    def test_base_path(self) -> None:
-        """url includes /api/v2 and the SDK's calls land on the operations."""
-        with Emulator(base_path="/api/v2") as emu:
-            emu.create_key(KEY)
-            assert emu.url.endswith("/api/v2")
-            c = login(emu)
-            assert c.decrypt(c.encrypt(b"x")) == b"x"
