@@ -9,13 +9,15 @@ from __future__ import annotations
 
 import os
 import subprocess
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
 from kms_appliance.backends import keyring
+from tests.binary import sandbox
 from tests.support import ledger
-from tests.support.plugin import REPO
+from tests.support.plugin import REPO, Plugin
 
 
 @pytest.fixture(scope="session")
@@ -47,3 +49,12 @@ def sock_dir(tmp_path: Path) -> Path:
     d.mkdir(mode=0o750)
     os.chown(d, 65532, 65532)
     return d
+
+
+@pytest.fixture
+def local_plugin(binary: Path, keyring_file: Path, sock_dir: Path, tmp_path: Path) -> Iterator[Plugin]:
+    """The binary serving on the local keyring in the distroless sandbox; it must stop cleanly."""
+    box = sandbox.Sandbox(binary, binds={sock_dir: "/run/kms", keyring_file.parent: "/var/lib/kms"})
+    with box.serving(tmp_path / "sandboxed", sock_dir, "--backend", "local", "--keyring",
+                     "/var/lib/kms/keyring.json") as p:
+        yield p

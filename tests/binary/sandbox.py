@@ -1,15 +1,12 @@
 """Run the frozen binary the way a distroless container would, without a container engine.
 
-Why this shape: the contract we promise operators is "the binary alone in an
-empty, read-only root, plus /proc, four /dev nodes and an exec-allowed tmpfs
-/tmp, as uid 65532 with no capabilities". We build exactly that with
-util-linux: ``unshare --mount --pid`` gives a private mount table and PID
-namespace, a tmpfs becomes the new root holding only the binary, the listed
-nodes are bind-mounted in, the root is remounted read-only, then
-``setpriv`` drops the capability bounding set and ``unshare --root --setuid
---setgid`` chroots and becomes 65532 (which clears every capability), and
-execs the binary. Extra host directories or files (the socket directory, a keyring, a CA
-file) are bind-mounted at the paths the caller names. Needs root on the host.
+Why this shape: the contract we promise operators is "the binary alone in an empty, read-only
+root, plus /proc, four /dev nodes and an exec-allowed tmpfs /tmp, as uid 65532 with no
+capabilities". util-linux builds exactly that: ``unshare --mount --pid`` gives a private mount
+table and PID namespace, a tmpfs root holds only the binary, the nodes and the caller's binds
+(socket directory, keyring, CA file) are bind-mounted in, the root is remounted read-only, then
+``setpriv`` drops the bounding set and ``unshare --root --setuid --setgid`` chroots and becomes
+65532 (which clears every capability) and execs the binary. Needs root on the host.
 """
 
 from __future__ import annotations
@@ -20,19 +17,20 @@ import shlex
 import signal
 import subprocess
 import tempfile
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from tests.support import ledger
 from tests.support.plugin import Command, Plugin
-from tests.support.procs import STOP_GRACE_S, ManagedProcess
+from tests.support.procs import STOP_GRACE_S, ManagedProcess, children, descendants, status_fields
 from tests.support.steps import NONROOT
 
+START_TIMEOUT = 60.0  # the machine is shared; start-up itself is measured in bench/startup.py
 DEV_NODES = ("null", "zero", "urandom", "random")
 # What unshare needs to chroot and change user after setpriv shrank the bounding set.
 SETUP_CAPS = "-all,+sys_chroot,+setuid,+setgid"
-_SIGTERM = signal.SIGTERM  # a default inside SandboxProcess, whose method "signal" hides the module
+LAUNCHER = ("sh", "unshare", "setpriv", "env")  # the processes that build the root, not the binary's
 
 
 @dataclass
@@ -96,6 +94,21 @@ class Sandbox:
         return ledger.plugin(Plugin(workdir, socket_path, None, None, process, Command(tuple(process.argv)),
                                     name="sandboxed"))
 
+    @contextlib.contextmanager
+    def serving(self, workdir: Path, sock_dir: Path, *args: str) -> Iterator[Plugin]:
+        """``serve`` on /run/kms/kms.sock (``sock_dir`` must be bound there) with ``args``, started;
+        at the end SIGTERM to PID 1 of the empty root must exit 0 and remove the socket from the
+        shared directory."""
+        p = self.plugin(workdir, ["serve", "--socket", "/run/kms/kms.sock", "--http-listen", "", "--audit-log",
+                                  "-", "--log-format", "json", *args], sock_dir / "kms.sock")
+        p.start(timeout=START_TIMEOUT)
+        try:
+            yield p
+        finally:
+            rc = p.stop()
+        assert rc == 0, p.stderr.read_text()[-2000:]
+        assert not p.socket.exists()
+
     def run(self, argv: Sequence[str], timeout: float = 60) -> subprocess.CompletedProcess[bytes]:
         """Run to completion (for commands that exit by themselves)."""
         root = Path(tempfile.mkdtemp(prefix="kms-root-"))
@@ -109,44 +122,35 @@ class Sandbox:
 
 
 class SandboxProcess(ManagedProcess):
-    """The sandbox as a launcher process whose signals go to the binary, PID 1 of the empty root,
-    as a container runtime sends them: signalling the outer ``unshare`` would not reach it
+    """The sandbox as a launcher process whose stop signal goes to the binary, PID 1 of the empty
+    root, as a container runtime sends it: signalling the outer ``unshare`` would not reach it
     (``--kill-child`` relies on the parent-death signal, which the kernel clears when the inner
     ``unshare`` changes uid). A binary that outlives the stop's grace is killed with its whole
     group, which tears the PID namespace down; the stop then proves the group empty."""
 
-    def signal(self, sig: int) -> None:
-        if self.running:
-            for pid in _children(self.pid):
-                _signal(pid, sig)
-
-    def stop(self, grace_s: float = STOP_GRACE_S, sig: int = _SIGTERM) -> int | None:
+    def stop(self, grace_s: float = STOP_GRACE_S, sig: int = signal.SIGTERM) -> int | None:
         """``sig`` to the binary; unshare passes its exit status through."""
-        self.signal(sig)
+        if self.running:
+            _signal_children(self.pid, sig)
         return super().stop(grace_s, sig)
 
 
 def _kill(proc: subprocess.Popen[bytes], timeout: float = 5) -> None:
     """End a ``run`` that has not exited by itself (SIGKILL on PID 1 ends the PID namespace)."""
     if proc.poll() is None:
-        for pid in _children(proc.pid):
-            _signal(pid, signal.SIGKILL)
+        _signal_children(proc.pid, signal.SIGKILL)
         proc.kill()
         proc.wait(timeout)
 
 
-def _children(pid: int) -> list[int]:
-    kids: list[int] = []
-    for task in Path(f"/proc/{pid}/task").glob("*"):
-        try:
-            kids += [int(k) for k in (task / "children").read_text().split()]
-        except OSError:
-            continue
-    return kids
+def _signal_children(pid: int, sig: int) -> None:
+    for child in children(pid):
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(child, sig)
 
 
-def _signal(pid: int, sig: int) -> None:
-    with contextlib.suppress(ProcessLookupError):
-        os.kill(pid, sig)
+def binary_pids(pid: int) -> list[int]:
+    """The binary's processes under the sandbox's launcher ``pid`` (the launcher's own left out)."""
+    return [p for p in descendants(pid) if status_fields(p).get("Name") not in LAUNCHER]
 
 

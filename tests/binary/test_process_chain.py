@@ -22,11 +22,10 @@ import pytest
 from tests.binary import sandbox
 from tests.support import plugin as pm
 from tests.support.kmsclient import Client
-from tests.support.procs import alive, descendants, status_fields
+from tests.support.procs import alive, children, descendants, eventually, status_fields, wait_until
 
 pytestmark = pytest.mark.binary
 
-START_TIMEOUT = 60.0  # the machine is shared; start-up itself is measured in bench/startup.py
 GONE_BOUND = 1.0  # no process of the plugin remains within 1 s of the kill
 CLEAN_BOUND = 10.0  # unpack directories removed (rm of ~100 MB on a loaded machine)
 
@@ -38,22 +37,23 @@ class Running:
     unpack: Path
 
 
-def _child(pid: int, timeout: float = 30) -> int:
+def _child(pid: int) -> int:
     """The one direct child of ``pid`` (each bootloader starts exactly one)."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        kids = [k for k in descendants(pid) if _ppid(k) == pid]
-        if kids:
-            return kids[0]
-        time.sleep(0.02)
-    raise AssertionError(f"pid {pid} has no child")
+    wait_until(lambda: bool(children(pid)), 30, f"a child of pid {pid}", interval_s=0.02)
+    return children(pid)[0]
 
 
-def _ppid(pid: int) -> int | None:
-    try:
-        return int(Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[-1].split()[1])
-    except (OSError, IndexError, ValueError):
-        return None
+def _kill9(victim: int, pids: list[int], plugin: pm.Plugin) -> float:
+    """kill -9 of ``victim``: none of ``pids`` may be alive GONE_BOUND later; returns how long they took."""
+    killed_at = time.monotonic()
+    os.kill(victim, signal.SIGKILL)
+    if victim == plugin.proc.pid:
+        plugin.proc.wait(5)  # the operator's shell reaps what it started
+    eventually(lambda: not any(alive(p) for p in pids), GONE_BOUND, 0.01)
+    took = time.monotonic() - killed_at
+    left = [p for p in pids if alive(p)]
+    assert not left, f"still running {GONE_BOUND}s after kill -9 of {victim}: {left} of {pids}"
+    return took
 
 
 def _start(binary: Path, tmp: Path, run: Path, ring: Path, args: tuple[str, ...] = ()) -> Running:
@@ -61,7 +61,7 @@ def _start(binary: Path, tmp: Path, run: Path, ring: Path, args: tuple[str, ...]
     unpack.mkdir(exist_ok=True)
     plugin = pm.start(tmp / "p", args, keyring=ring, socket_path=run / "kms.sock", command=pm.Command.frozen(binary),
                       http=False, audit_file=False, base_env={"PATH": "/usr/bin:/bin", "TMPDIR": str(unpack)},
-                      timeout=START_TIMEOUT)
+                      timeout=sandbox.START_TIMEOUT)
     try:
         middle = _child(plugin.proc.pid)
         bottom = _child(middle)
@@ -98,16 +98,7 @@ def plugin(binary: Path, tmp_path: Path, run_dir: Path, ring: Path) -> Iterator[
 def test_kill9_ends_the_whole_chain_and_a_restart_serves(
         plugin: Running, level: int, binary: Path, tmp_path: Path, run_dir: Path, ring: Path) -> None:
     """kill -9 of any one of the three: within 1 s none remains; a new plugin serves on the socket."""
-    chain = plugin.chain
-    killed_at = time.monotonic()
-    os.kill(chain[level], signal.SIGKILL)
-    if level == 0:
-        plugin.plugin.proc.wait(5)  # the operator's shell reaps what it started
-    while any(alive(p) for p in chain) and time.monotonic() - killed_at < GONE_BOUND:
-        time.sleep(0.01)
-    left = [p for p in chain if alive(p)]
-    took = time.monotonic() - killed_at
-    assert not left, f"still running {GONE_BOUND}s after kill -9 of {chain[level]}: {left} of {chain}"
+    took = _kill9(plugin.chain[level], plugin.chain, plugin.plugin)
     plugin.plugin.proc.wait(5)
 
     (tmp_path / "again").mkdir()
@@ -128,13 +119,7 @@ def test_kill9_of_the_top_ends_the_peer_gate_process_too(
         assert r.plugin.status(timeout=10).healthz == "ok"
         tree = [r.chain[0], *descendants(r.chain[0])]
         assert len(tree) == 4, tree
-        killed_at = time.monotonic()
-        os.kill(r.chain[0], signal.SIGKILL)
-        r.plugin.proc.wait(5)
-        while any(alive(p) for p in tree) and time.monotonic() - killed_at < GONE_BOUND:
-            time.sleep(0.01)
-        left = [p for p in tree if alive(p)]
-        assert not left, f"still running {GONE_BOUND}s after kill -9 of {tree[0]}: {left} of {tree}"
+        _kill9(r.chain[0], tree, r.plugin)
     finally:
         r.plugin.stop(signal.SIGKILL)
 
@@ -143,32 +128,18 @@ def test_top_killed_leaves_no_unpacked_files(plugin: Running) -> None:
     """After kill -9 of the top process, both unpack directories are removed (not leaked in TMPDIR)."""
     os.kill(plugin.chain[0], signal.SIGKILL)
     plugin.plugin.proc.wait(5)
-    deadline = time.monotonic() + CLEAN_BOUND
-    while list(plugin.unpack.iterdir()) and time.monotonic() < deadline:
-        time.sleep(0.05)
+    eventually(lambda: not list(plugin.unpack.iterdir()), CLEAN_BOUND, 0.05)
     assert list(plugin.unpack.iterdir()) == []
 
 
-def test_nonroot_serving_process_is_not_dumpable(binary: Path, keyring_file: Path, sock_dir: Path,
-                                                 tmp_path: Path) -> None:
+def test_nonroot_serving_process_is_not_dumpable(local_plugin: pm.Plugin) -> None:
     """As uid 65532 in the distroless sandbox: serves (its /proc/self/fd socket path still works),
     RLIMIT_CORE is 0 and the process is not dumpable (its /proc files belong to root)."""
-    box = sandbox.Sandbox(binary, binds={sock_dir: "/run/kms", keyring_file.parent: "/var/lib/kms"})
-    plugin = box.plugin(tmp_path / "sandboxed", ["serve", "--socket", "/run/kms/kms.sock", "--http-listen", "",
-                                                 "--audit-log", "-", "--backend", "local", "--keyring",
-                                                 "/var/lib/kms/keyring.json"], sock_dir / "kms.sock")
-    plugin.start(timeout=START_TIMEOUT)
-    try:
-        with Client(plugin.socket, timeout=10) as client:
-            assert client.status().healthz == "ok"
-        inside = [p for p in descendants(plugin.proc.pid)
-                  if status_fields(p).get("Name") not in ("sh", "unshare", "setpriv", "env")]
-        python = next(p for p in inside if not descendants(p))  # the leaf of the chain
-        assert status_fields(python)["Uid"].split() == ["65532"] * 4
-        limits = Path(f"/proc/{python}/limits").read_text().splitlines()
-        core = next(line for line in limits if line.startswith("Max core file size"))
-        assert core.split()[4:6] == ["0", "0"], core
-        assert os.stat(f"/proc/{python}/environ").st_uid == 0, "dumpable: /proc files owned by 65532"
-    finally:
-        rc = plugin.stop()
-    assert rc == 0, plugin.stderr.read_text()[-2000:]
+    with Client(local_plugin.socket, timeout=10) as client:
+        assert client.status().healthz == "ok"
+    python = next(p for p in sandbox.binary_pids(local_plugin.proc.pid) if not descendants(p))  # the chain's leaf
+    assert status_fields(python)["Uid"].split() == ["65532"] * 4
+    limits = Path(f"/proc/{python}/limits").read_text().splitlines()
+    core = next(line for line in limits if line.startswith("Max core file size"))
+    assert core.split()[4:6] == ["0", "0"], core
+    assert os.stat(f"/proc/{python}/environ").st_uid == 0, "dumpable: /proc files owned by 65532"

@@ -1,14 +1,11 @@
-"""Child-process lifecycle for every suite: start with log files, stop with a
-bound, prove nothing of the process is left, and keep every log so a failing
-test can show its tails.
+"""Child-process lifecycle for every suite: start with log files, stop with a bound, prove
+nothing of the process is left, and keep every log so a failing test can show its tails.
 
-Why one small class: every process a test starts (the plugin from source or
-frozen, the Akeyless emulator, etcd, kube-apiserver, kubelet) is started,
-waited on, restarted and killed the same way, and scenarios such as "plugin
-killed with -9" need the exact signal under the test's control. Each process
-leads a session of its own, so its process group is everything it started
-(the frozen binary is three processes): a stop is only done when that group
-is empty.
+Why one small class: every process a test starts (the plugin from source or frozen, the
+emulator, etcd, kube-apiserver, kubelet) is started, waited on and killed the same way, and
+scenarios such as "plugin killed with -9" need the exact signal under the test's control.
+Each process leads a session of its own, so its process group is everything it started (the
+frozen binary is three processes): a stop is only done when that group is empty.
 """
 
 from __future__ import annotations
@@ -26,7 +23,6 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[2]
 STOP_GRACE_S = 15.0
-_SIGTERM = signal.SIGTERM  # a default inside ManagedProcess, whose method "signal" hides the module
 GROUP_GONE_S = 5.0  # after the leader exits, its group's members must follow within this
 PR_SET_PDEATHSIG = 1
 # Resolved once in the parent: the child between fork and exec only calls it.
@@ -66,17 +62,22 @@ def alive(pid: int) -> bool:
         return False
 
 
+def children(pid: int) -> list[int]:
+    """The direct children of ``pid`` (those of every thread)."""
+    kids: list[int] = []
+    for task in Path(f"/proc/{pid}/task").glob("*"):
+        with contextlib.suppress(OSError):
+            kids += [int(k) for k in (task / "children").read_text().split()]
+    return kids
+
+
 def descendants(pid: int) -> list[int]:
-    """All live descendants of ``pid`` (children of every thread, recursively)."""
+    """All live descendants of ``pid``, recursively."""
     found, todo = [], [pid]
     while todo:
-        for task in Path(f"/proc/{todo.pop()}/task").glob("*"):
-            try:
-                kids = [int(k) for k in (task / "children").read_text().split()]
-            except OSError:
-                continue
-            found += kids
-            todo += kids
+        kids = children(todo.pop())
+        found += kids
+        todo += kids
     return found
 
 
@@ -94,29 +95,17 @@ def group_members(pgid: int) -> list[int]:
 
 
 def free_port() -> int:
-    """A currently free TCP port on 127.0.0.1.
-
-    Racy by nature (another process may take it before the component binds),
-    which is acceptable on a test machine; the component then fails to start
-    and its log says why.
-    """
+    """A currently free TCP port on 127.0.0.1 (racy: a component that loses the race fails to
+    start and its log says why)."""
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
         s.bind(("127.0.0.1", 0))
         return int(s.getsockname()[1])
 
 
-def wait_until(
-    predicate: Callable[[], bool],
-    timeout_s: float,
-    what: str,
-    interval_s: float = 0.2,
-    alive: Callable[[], None] | None = None,
-) -> float:
-    """Poll ``predicate`` until true or ``timeout_s``; return seconds waited.
-
-    ``alive`` is called every round and should raise if the component died,
-    so a crash is reported at once rather than after the whole timeout.
-    """
+def wait_until(predicate: Callable[[], bool], timeout_s: float, what: str, interval_s: float = 0.2,
+               alive: Callable[[], None] | None = None) -> float:
+    """Poll ``predicate`` until true or ``timeout_s``; return seconds waited. ``alive`` is called
+    every round and raises if the component died, so a crash is reported at once."""
     start = time.monotonic()
     deadline = start + timeout_s
     while True:
@@ -198,13 +187,8 @@ class ManagedProcess:
                 log.write(f"\n===== start #{self.starts}: {' '.join(self.argv)}\n".encode())
                 log.flush()
             self.proc = subprocess.Popen(
-                list(self.argv),
-                stdin=subprocess.DEVNULL,
-                stdout=log,
-                stderr=err or subprocess.STDOUT,
-                env=self.env,
-                cwd=self.cwd,
-                start_new_session=self.own_session,
+                list(self.argv), stdin=subprocess.DEVNULL, stdout=log, stderr=err or subprocess.STDOUT,
+                env=self.env, cwd=self.cwd, start_new_session=self.own_session,
                 process_group=None if self.own_session else 0,
                 preexec_fn=_die_with_parent,  # noqa: PLW1509  (one libc call, no locks)
             )
@@ -231,12 +215,7 @@ class ManagedProcess:
                 f"{self.name} exited with {self.proc.returncode}; log tail:\n{tail(self.log_path, 30)}"
             )
 
-    def signal(self, sig: int) -> None:
-        """Send ``sig`` to this process only (by pid)."""
-        if self.running and self.proc is not None:
-            self.proc.send_signal(sig)
-
-    def stop(self, grace_s: float = STOP_GRACE_S, sig: int = _SIGTERM) -> int | None:
+    def stop(self, grace_s: float = STOP_GRACE_S, sig: int = signal.SIGTERM) -> int | None:
         """``sig`` (SIGTERM) to the process, SIGKILL to its group after ``grace_s``; then
         prove the group empty (``LeftoverProcessError`` if not). Returns the exit code."""
         if self.proc is None:
