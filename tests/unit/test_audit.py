@@ -20,6 +20,7 @@ from kms_appliance.errors import BackendUnavailable, ConfigError, SetupError
 from kms_appliance.metrics import Metrics
 from kms_appliance.threads import Supervisor
 from tests.support.procs import eventually
+from tests.unit.helpers import sample
 
 
 def _lines(path: Path) -> list[dict[str, object]]:
@@ -102,15 +103,10 @@ def test_a_failing_disk_is_reported_once_and_never_raises(tmp_path: Path,
         log.close()  # shutdown goes on even though the last flush cannot write
     errors = [r for r in caplog.records if "audit log" in r.getMessage()]
     assert len(errors) == 1
-    assert _sample(metrics, "kms_appliance_audit_records_dropped_total") == 3
+    assert sample(metrics, "kms_appliance_audit_records_dropped_total") == 3
 
 
 # ---- a broken trail is counted, reported, retried --------------------------------------------
-
-
-def _sample(metrics: Metrics, name: str) -> float:
-    value = metrics.registry.get_sample_value(name)
-    return 0.0 if value is None else value
 
 
 @pytest.fixture
@@ -132,7 +128,7 @@ def test_failed_reopen_is_counted_degrades_and_is_retried_without_sighup(
         log.reopen()  # SIGHUP
         log.flush()
         assert "does not exist" in (log.problem() or "")
-        assert _sample(metrics, "kms_appliance_audit_write_failures_total") >= 1
+        assert sample(metrics, "kms_appliance_audit_write_failures_total") >= 1
         assert not log.lost  # the moved file is still linked: records keep going there
         log.event(event="encrypt", uid="while-broken")
         logdir.mkdir(mode=0o700)
@@ -142,7 +138,7 @@ def test_failed_reopen_is_counted_degrades_and_is_retried_without_sighup(
         moved = [r["uid"] for r in _lines(tmp_path / "moved" / "audit.log")]
         assert moved == ["before", "while-broken"]
         assert [r["uid"] for r in _lines(path)] == ["after"]
-        assert _sample(metrics, "kms_appliance_audit_records_dropped_total") == 0
+        assert sample(metrics, "kms_appliance_audit_records_dropped_total") == 0
 
 
 def test_write_failure_drops_counts_and_reopens(tmp_path: Path, fast_retry: None) -> None:
@@ -153,8 +149,8 @@ def test_write_failure_drops_counts_and_reopens(tmp_path: Path, fast_retry: None
         log.event(event="encrypt", uid="lost")
         assert log.lost and "No space left" in (log.problem() or "")
         log.event(event="encrypt", uid="lost-too")
-        assert _sample(metrics, "kms_appliance_audit_records_dropped_total") == 2
-        assert _sample(metrics, "kms_appliance_audit_write_failures_total") == 1
+        assert sample(metrics, "kms_appliance_audit_records_dropped_total") == 2
+        assert sample(metrics, "kms_appliance_audit_write_failures_total") == 1
         assert eventually(lambda: (log.flush(), log.problem() is None)[1])  # the maintenance tick
         log.event(event="encrypt", uid="kept")
         assert [r["uid"] for r in _lines(path)] == ["kept"] and not log.lost

@@ -8,18 +8,11 @@ import pytest
 
 from kms_appliance.backends.cache import DecryptCache
 from kms_appliance.metrics import Metrics
-
-
-class Clock:
-    def __init__(self) -> None:
-        self.now = 0.0
-
-    def __call__(self) -> float:
-        return self.now
+from tests.unit.helpers import Clock, sample
 
 
 def _event(m: Metrics, event: str) -> float:
-    return m.registry.get_sample_value("kms_appliance_decrypt_cache_total", {"event": event}) or 0
+    return sample(m, "kms_appliance_decrypt_cache_total", event=event)
 
 
 class TestDecryptCache:
@@ -37,7 +30,7 @@ class TestDecryptCache:
         clock, m = Clock(), Metrics()
         c: DecryptCache[bytes] = DecryptCache(10, 5, m, clock=clock)
         c.get_or_load(b"ct", lambda: b"v1")
-        clock.now = 5.0
+        clock.now += 5.0
         assert c.get_or_load(b"ct", lambda: b"v2") == (b"v2", False)
         assert _event(m, "expired") == 1
 

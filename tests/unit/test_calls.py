@@ -18,6 +18,7 @@ from kms_appliance.kms.calls import Calls, grpc_code
 from kms_appliance.metrics import Metrics
 from tests.support.fakes import FakeContext
 from tests.support.procs import eventually
+from tests.unit.helpers import sample
 
 
 @pytest.mark.parametrize(("exc", "code", "outcome"), [
@@ -77,9 +78,7 @@ class TestDeferredAccounting:
 
     @staticmethod
     def _ok_count(metrics: Metrics) -> float:
-        value = metrics.registry.get_sample_value(
-            "kms_appliance_calls_total", {"method": "encrypt", "api": "v2", "outcome": "ok"})
-        return value or 0.0
+        return sample(metrics, "kms_appliance_calls_total", method="encrypt", api="v2", outcome="ok")
 
     @staticmethod
     def _encrypt(calls: Calls, uid: str) -> None:

@@ -4,19 +4,12 @@ from __future__ import annotations
 
 from kms_appliance.peercred import Peer
 from kms_appliance.refusals import OTHER_UIDS, RefusalThrottle, Report
+from tests.unit.helpers import Clock
 
 
-class _Clock:
-    def __init__(self) -> None:
-        self.now = 1000.0
-
-    def __call__(self) -> float:
-        return self.now
-
-
-def _throttle(interval: float = 10.0, max_keys: int = 256) -> tuple[RefusalThrottle, list[Report], _Clock]:
+def _throttle(interval: float = 10.0, max_keys: int = 256) -> tuple[RefusalThrottle, list[Report], Clock]:
     out: list[Report] = []
-    clock = _Clock()
+    clock = Clock()
     return RefusalThrottle(out.append, interval, max_keys, clock), out, clock
 
 

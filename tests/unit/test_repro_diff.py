@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import gzip
 import hashlib
-import importlib.util
 import io
 import json
 import tarfile
@@ -19,16 +18,12 @@ from types import ModuleType
 
 import pytest
 
-ROOT = Path(__file__).resolve().parents[2]
+from tests.unit.helpers import script
 
 
 @pytest.fixture(scope="module")
 def rd() -> ModuleType:
-    spec = importlib.util.spec_from_file_location("repro_diff", ROOT / "build" / "repro_diff.py")
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return script("build/repro_diff.py")
 
 
 def _tar(files: dict[str, bytes], mtime: int = 1000, mtimes: dict[str, int] | None = None,

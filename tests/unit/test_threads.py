@@ -12,6 +12,7 @@ from kms_appliance.config import AkeylessSettings
 from kms_appliance.metrics import Metrics
 from kms_appliance.threads import Supervisor
 from tests.support.procs import eventually
+from tests.unit.helpers import sample
 
 WAIT = 10.0
 
@@ -19,11 +20,6 @@ WAIT = 10.0
 @pytest.fixture(autouse=True)
 def _fast(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(threads, "BACKOFF", 0.0)
-
-
-def _restarts(metrics: Metrics, name: str) -> float:
-    value = metrics.registry.get_sample_value("kms_appliance_thread_restarts_total", {"thread": name})
-    return value or 0.0
 
 
 def test_a_thread_that_raises_is_restarted_and_counted() -> None:
@@ -40,7 +36,7 @@ def test_a_thread_that_raises_is_restarted_and_counted() -> None:
 
     sup.start("worker", target)
     assert eventually(lambda: len(runs) == 3)
-    assert _restarts(metrics, "worker") == 2
+    assert sample(metrics, "kms_appliance_thread_restarts_total", thread="worker") == 2
     assert sup.problem() is None
     assert sup.alive("worker")
     sup.stopping.set()
@@ -62,7 +58,7 @@ def test_a_thread_that_keeps_dying_is_declared_dead(caplog: pytest.LogCaptureFix
     assert eventually(lambda: sup.problem() is not None)
     assert eventually(lambda: not sup.alive("doomed"))
     assert len(runs) == threads.MAX_RESTARTS + 1
-    assert _restarts(metrics, "doomed") == threads.MAX_RESTARTS
+    assert sample(metrics, "kms_appliance_thread_restarts_total", thread="doomed") == threads.MAX_RESTARTS
     problem = sup.problem()
     assert problem is not None and "doomed" in problem and "OSError" in problem
     assert "hunter2" not in caplog.text and "hunter2" not in problem
@@ -93,7 +89,7 @@ def test_returning_while_stopping_is_a_normal_end() -> None:
     go.set()
     assert eventually(lambda: not sup.alive("loop") and not sup.alive("raiser"))
     assert sup.problem() is None
-    assert _restarts(metrics, "raiser") == 0
+    assert sample(metrics, "kms_appliance_thread_restarts_total", thread="raiser") == 0
 
 
 def test_a_retired_thread_ends_normally_while_the_rest_run() -> None:
@@ -127,7 +123,7 @@ def test_the_akeyless_auth_thread_is_supervised(monkeypatch: pytest.MonkeyPatch)
     monkeypatch.setattr(auth, "_maintain", maintain)
     auth.start(sup)
     assert eventually(lambda: len(calls) >= 3)
-    assert _restarts(metrics, THREAD) == 1
+    assert sample(metrics, "kms_appliance_thread_restarts_total", thread=THREAD) == 1
     auth.close()
     assert not sup.alive(THREAD)
     assert sup.problem() is None

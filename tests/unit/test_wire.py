@@ -20,23 +20,14 @@ from kms_appliance.errors import InvalidRequest
 from kms_appliance.kms import v2_pb2 as pb
 from kms_appliance.kms import wire
 from kms_appliance.metrics import Metrics
+from tests.unit.helpers import Clock, sample
 
 BAD = b"\xff\xff\xff\xff"
 METHOD = "/v2.KeyManagementService/Encrypt"
 
 
-class Clock:
-    def __init__(self) -> None:
-        self.now = 100.0
-
-    def __call__(self) -> float:
-        return self.now
-
-
-def _count(m: Metrics, method: str = "encrypt") -> float:
-    value = m.registry.get_sample_value("kms_appliance_malformed_requests_total",
-                                        {"api": "v2", "method": method})
-    return value or 0.0
+def _count(m: Metrics) -> float:
+    return sample(m, "kms_appliance_malformed_requests_total", api="v2", method="encrypt")
 
 
 class TestDecoder:
