@@ -17,8 +17,9 @@ from pathlib import Path
 
 import pytest
 
-ROOT = Path(__file__).resolve().parents[2]
-SCRIPT = ROOT / "scripts" / "apt-deps.sh"
+from tests.support.procs import REPO
+
+SCRIPT = REPO / "scripts" / "apt-deps.sh"
 
 
 def _fake_bin(tmp_path: Path, installed: set[str], uid: int) -> tuple[Path, Path]:
@@ -82,12 +83,12 @@ def _make_n(*targets: str) -> str:
         pytest.fail("make is not installed")
     # Not the MAKEFLAGS of a `make test` this may run under: a plain invocation's plan.
     env = {k: v for k, v in os.environ.items() if not k.startswith("MAKE")} | {"E2E_BIN_DIR": "/nonexistent"}
-    return subprocess.run([make, "-n", "--no-print-directory", "-C", str(ROOT), *targets], capture_output=True, text=True,
+    return subprocess.run([make, "-n", "--no-print-directory", "-C", str(REPO), *targets], capture_output=True, text=True,
                           env=env, timeout=60, check=True).stdout
 
 
 def _deps_list(name: str) -> list[str]:
-    text = (ROOT / "mk" / "deps.mk").read_text().replace("\\\n", " ")
+    text = (REPO / "mk" / "deps.mk").read_text().replace("\\\n", " ")
     match = re.search(rf"^{name} := (.*)$", text, re.M)
     assert match, name
     return match.group(1).split()
@@ -104,11 +105,11 @@ def test_make_test_and_demo_check_their_packages_first() -> None:
 
 
 def test_ci_runs_the_readme_command_and_the_list_lives_in_one_place() -> None:
-    run = (ROOT / ".ci" / "run").read_text()
+    run = (REPO / ".ci" / "run").read_text()
     commands = [ln.strip() for ln in run.splitlines() if ln.strip().startswith("make")]
     assert commands == ["make test"]
-    assert "make test" in (ROOT / "README.md").read_text()
-    assert not (ROOT / ".ci" / "apt-packages").exists()
+    assert "make test" in (REPO / "README.md").read_text()
+    assert not (REPO / ".ci" / "apt-packages").exists()
     every = _deps_list("DEPS_VENV") + _deps_list("DEPS_BINARY") + _deps_list("DEPS_PACKAGING")
     assert len(every) == len(set(every))
     # What .ci/run and .ci/apt-packages installed before, minus make (needed to run make at all).

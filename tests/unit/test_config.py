@@ -13,8 +13,7 @@ import pytest
 
 from kms_appliance import cli, config, errors
 from kms_appliance.errors import ConfigError
-
-REPO = Path(__file__).resolve().parents[2]
+from tests.support.procs import REPO
 
 
 def write(tmp_path: Path, text: str) -> Path:

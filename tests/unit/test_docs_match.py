@@ -14,9 +14,9 @@ import pytest
 
 from kms_appliance import config, errors, k8svalid, manifests, socketfs
 from kms_appliance.backends.akeyless import classify, keystate
+from tests.support.procs import REPO
 
-ROOT = Path(__file__).resolve().parents[2]
-DOCS = ROOT / "docs"
+DOCS = REPO / "docs"
 
 
 def test_akeyless_error_table_labels_are_the_code_outcomes() -> None:
@@ -47,7 +47,7 @@ UNPACK_MEASURED_BYTES = 107_399_041
 @pytest.mark.parametrize("path", ["docs/deployment.md", "docs/binary.md", "kms_appliance/cli.py",
                                   "kms_appliance/manifests.py", "Dockerfile.distroless", "README.md"])
 def test_no_stale_unpack_figure(path: str) -> None:
-    text = (ROOT / path).read_text()
+    text = (REPO / path).read_text()
     assert not re.search(r"~\s*80\s*MB", text), f"{path} still says ~80 MB"
 
 
@@ -55,14 +55,14 @@ def test_unpack_figure_and_sizes_agree() -> None:
     figure = f"~{UNPACK_MEASURED_BYTES / 2**20:.0f} MiB"
     for path in ("docs/deployment.md", "kms_appliance/cli.py", "kms_appliance/manifests.py",
                  "Dockerfile.distroless"):
-        assert figure in (ROOT / path).read_text().replace("\n# ", " "), f"{path} lacks {figure}"
+        assert figure in (REPO / path).read_text().replace("\n# ", " "), f"{path} lacks {figure}"
     tmpfs = k8svalid.quantity("sizeLimit", manifests.UNPACK_SIZE_LIMIT)
     # room for a killed start's leftovers beside a fresh unpack (kms_appliance/unpack.py), within
     # the default memory limit
     assert 2 * UNPACK_MEASURED_BYTES < tmpfs < k8svalid.quantity("limit", "384Mi")
     # podman's --tmpfs size=256m (docs, Dockerfile) is the same 256 MiB as the emptyDir's sizeLimit.
     for path in ("docs/deployment.md", "Dockerfile.distroless"):
-        sizes = re.findall(r"size=(\d+)m\b", (ROOT / path).read_text())
+        sizes = re.findall(r"size=(\d+)m\b", (REPO / path).read_text())
         assert sizes and all(int(s) * 2**20 == tmpfs for s in sizes), (path, sizes)
 
 
@@ -80,13 +80,13 @@ def test_migration_doc_says_the_old_tmp_socket_is_refused() -> None:
 
 
 def test_tmpdir_is_the_same_in_unit_image_pod_and_docs() -> None:
-    unit = (ROOT / "packaging" / "systemd" / "kms-appliance.service").read_text()
+    unit = (REPO / "packaging" / "systemd" / "kms-appliance.service").read_text()
     (unit_tmp,) = re.findall(r"^Environment=TMPDIR=(\S+)$", unit, re.M)
     runtime_dirs = re.search(r"^RuntimeDirectory=(.*)$", unit, re.M)
     assert runtime_dirs and unit_tmp.removeprefix("/run/") in runtime_dirs.group(1).split()
     for doc in ("binary.md", "deployment.md"):
         assert f"TMPDIR={unit_tmp}`" in (DOCS / doc).read_text(), doc
-    (image_tmp,) = re.findall(r"^ENV TMPDIR=(\S+)$", (ROOT / "Dockerfile.distroless").read_text(), re.M)
+    (image_tmp,) = re.findall(r"^ENV TMPDIR=(\S+)$", (REPO / "Dockerfile.distroless").read_text(), re.M)
     assert image_tmp == manifests.UNPACK_DIR
     assert f"`TMPDIR={image_tmp}` in the image" in (DOCS / "deployment.md").read_text()
 
@@ -95,7 +95,7 @@ def test_packaged_config_names_every_setting() -> None:
     """packaging/config.toml (the operator's starting point) shows every setting in its section."""
     shown: set[str] = set()
     section = ""
-    for text in (ROOT / "packaging" / "config.toml").read_text().splitlines():
+    for text in (REPO / "packaging" / "config.toml").read_text().splitlines():
         head = re.match(r"^\[(\w+)\]$", text)
         if head:
             section = head.group(1)

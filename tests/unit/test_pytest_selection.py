@@ -6,11 +6,9 @@ import shlex
 import subprocess
 import sys
 import tomllib
-from pathlib import Path
 
 from tests import conftest
-
-REPO = Path(__file__).resolve().parents[2]
+from tests.support.procs import REPO
 
 
 def test_the_default_filter_in_pyproject_is_the_one_the_conftest_narrows() -> None:

@@ -9,6 +9,7 @@ import sys
 from pathlib import Path
 
 from kms_appliance.backends.akeyless import client, sdk
+from tests.support.procs import REPO
 
 
 def _models_source() -> str:
@@ -21,7 +22,7 @@ def _fresh_python(code: str) -> str:
     """What ``code`` prints after loading the SDK lazily in a new interpreter (a clean sys.modules)."""
     prelude = "import sys; from kms_appliance.backends.akeyless import sdk; s = sdk.load();"
     return subprocess.run([sys.executable, "-c", prelude + code], capture_output=True, text=True,
-                          check=True, cwd=Path(__file__).resolve().parents[3]).stdout
+                          check=True, cwd=REPO).stdout
 
 
 class TestLazySdk:
