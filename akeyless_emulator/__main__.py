@@ -24,20 +24,14 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     p.add_argument("--host", default="127.0.0.1", help="bind address (loopback only, please)")
     p.add_argument("--port", type=int, default=0, help="TCP port; 0 picks a free one")
     p.add_argument("--tls", action=argparse.BooleanOptionalAction, default=True, help="serve HTTPS (default)")
-    p.add_argument(
-        "--client-auth", choices=["optional", "required"], default=None, help="request client certs"
-    )
+    p.add_argument("--client-auth", choices=["optional", "required"], help="request client certs")
     p.add_argument("--server-cert", choices=["valid", "expired", "wrong_host"], default="valid")
     p.add_argument("--state-dir", default=None, help="CA and state.json live here (temp dir if omitted)")
     p.add_argument("--base-path", default="", help='e.g. "/api/v2" to look like a Gateway')
-    p.add_argument(
-        "--create-key", action="append", default=[], metavar="NAME", help="create an AES256GCM key"
-    )
+    p.add_argument("--create-key", action="append", default=[], metavar="NAME", help="make an AES256GCM key")
     p.add_argument("--access-id", default=None, help="register access_key credentials with this id")
     p.add_argument("--access-key", default=None, help="the access key (generated if omitted)")
-    p.add_argument(
-        "--uid", action="store_true", help="also register a Universal Identity and print its token"
-    )
+    p.add_argument("--uid", action="store_true", help="also register a Universal Identity, print its token")
     p.add_argument("--uid-ttl", type=float, default=3600.0)
     p.add_argument("--token-ttl", type=float, default=3600.0, help="seconds an auth token lives")
     p.add_argument("--expiration-format", choices=["rfc3339", "go"], default="rfc3339")

@@ -13,6 +13,7 @@ from dataclasses import asdict
 from typing import TYPE_CHECKING, Any
 
 from akeyless_emulator.errors import ApiError
+from akeyless_emulator.tls import CLIENT_CN
 
 if TYPE_CHECKING:
     from akeyless_emulator.emulator import Emulator
@@ -43,26 +44,15 @@ def _state(emu: Emulator, body: dict[str, Any]) -> dict[str, Any]:
 
 
 def _fault(emu: Emulator, body: dict[str, Any]) -> dict[str, Any]:
-    fault = emu.fault(
-        body["endpoint"],
-        body.get("kind"),
-        status=body.get("status"),
-        delay=float(body.get("delay", 0.0)),
-        times=body.get("times"),
-        body=body.get("body"),
-        retry_after=body.get("retry_after"),
-        extra=bool(body.get("extra", False)),
-    )
+    fault = emu.fault(body["endpoint"], body.get("kind"), status=body.get("status"),
+                      delay=float(body.get("delay", 0.0)), times=body.get("times"), body=body.get("body"),
+                      retry_after=body.get("retry_after"), extra=bool(body.get("extra", False)))
     return {"fault": fault.public()}
 
 
 def _add_aws(emu: Emulator, body: dict[str, Any]) -> dict[str, Any]:
-    ident = emu.add_aws_iam(
-        body.get("access_id"),
-        body["aws_access_key_id"],
-        body.get("aws_secret_access_key"),
-        **_opts(body),
-    )
+    ident = emu.add_aws_iam(body.get("access_id"), body["aws_access_key_id"],
+                            body.get("aws_secret_access_key"), **_opts(body))
     return {"access_id": ident.access_id}
 
 
@@ -150,9 +140,7 @@ ACTIONS: dict[str, Action] = {
     "add-gcp": _add_gcp,
     "add-k8s": _add_k8s,
     "add-cert": _add_cert,
-    "mint-client-cert": lambda e, b: asdict(
-        e.mint_client_cert(b.get("common_name", "kms-appliance-test-client"))
-    ),
+    "mint-client-cert": lambda e, b: asdict(e.mint_client_cert(b.get("common_name", CLIENT_CN))),
     "token-ttl": _token_ttl,
     "expire-tokens": lambda e, b: {"expired": e.expire_tokens()},
     "revoke-token": lambda e, b: {"revoked": e.revoke_token(b["token"])},
@@ -168,16 +156,10 @@ def dispatch(emu: Emulator, action: str, body: dict[str, Any], method: str) -> t
     """Run a control action; returns (status, JSON body)."""
     fn = ACTIONS.get(action.strip("/"))
     if fn is None:
-        return 404, {
-            "error": "NotFound",
-            "message": f"unknown control action {action!r}",
-            "actions": sorted(ACTIONS),
-        }
+        return 404, {"error": "NotFound", "message": f"unknown control action {action!r}",
+                     "actions": sorted(ACTIONS)}
     if method == "GET" and action.strip("/") not in READ_ONLY:
-        return 405, {
-            "error": "MethodNotAllowed",
-            "message": "use POST for actions that change state",
-        }
+        return 405, {"error": "MethodNotAllowed", "message": "use POST for actions that change state"}
     norm = {k.replace("-", "_"): v for k, v in body.items()}
     try:
         return 200, fn(emu, norm)

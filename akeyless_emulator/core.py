@@ -24,7 +24,6 @@ from akeyless_emulator.identity import (
     Token,
     TokenStore,
     new_access_id,
-    new_secret,
 )
 from akeyless_emulator.keys import Key, new_key, normalise_name
 
@@ -99,12 +98,8 @@ class Core:
             idents = []
             for ident in self.identities.values():
                 raw = asdict(ident)
-                raw.update(
-                    jwts=sorted(ident.jwts),
-                    ca_pems=[p.decode() for p in ident.ca_pems],
-                    capabilities=sorted(ident.capabilities),
-                    items=list(ident.items),
-                )
+                raw.update(jwts=sorted(ident.jwts), ca_pems=[p.decode() for p in ident.ca_pems],
+                           capabilities=sorted(ident.capabilities), items=list(ident.items))
                 idents.append(raw)
             data = {
                 "keys": [k.to_state() for k in self.keys.values()],
@@ -173,22 +168,6 @@ class Core:
             self.identities[ident.access_id] = ident
         self.save()
         return ident
-
-    def add_access_key(
-        self, access_id: str | None = None, access_key: str | None = None, **opts: Any
-    ) -> Identity:
-        """Register an access_key identity (ids and keys generated if omitted)."""
-        return self.add_identity(
-            Identity(access_id or "", "access_key", access_key=access_key or new_secret(), **opts)
-        )
-
-    def add_universal_identity(self, access_id: str | None = None, ttl: float = 3600.0, **opts: Any) -> str:
-        """Register a Universal Identity; returns its first `u-` token."""
-        ident = self.add_identity(Identity(access_id or "", "universal_identity", uid_ttl=ttl, **opts))
-        with self.lock:
-            token = self.tokens.issue(ident.access_id, "u", ttl).value
-        self.save()
-        return token
 
     def issue_auth_token(self, ident: Identity) -> Token:
         """A `t-` token for an identity, with its (or the default) TTL."""

@@ -18,40 +18,23 @@ from typing import Any
 
 from akeyless_emulator.core import CallRecord, Core
 from akeyless_emulator.faults import Fault, FaultRegistry
-from akeyless_emulator.identity import Identity
+from akeyless_emulator.identity import Identity, new_secret
 from akeyless_emulator.jwt import make_jwt
 from akeyless_emulator.keys import Key
-from akeyless_emulator.tls import CertFiles, TestCA
+from akeyless_emulator.tls import CLIENT_CN, CertFiles, TestCA
 from akeyless_emulator.transport import EmulatorServer
 
 
 class Emulator:
-    """A running (after `start()`) Akeyless API emulator.
+    """A running (after `start()`) Akeyless API emulator; its arguments: docs/emulator.md.
 
-    tls: serve HTTPS with a certificate from the emulator's own test CA.
-    client_auth: None, "optional" or "required" (mTLS) client certificates,
-        verified against the test CA (plus CAs added with `trust_client_ca`).
-    server_cert: "valid", "expired" or "wrong_host" (TLS failure tests).
-    state_dir: where the CA and state.json live. Given: keys, identities and
-        tokens are saved after each change and survive a restart on the same
-        dir. None: a temp dir holds the CA only and state stays in memory.
-    base_path: e.g. "/api/v2" to look like a Gateway; calls work with or
-        without it, `url` includes it.
+    state_dir: given, keys, identities and tokens are saved after each change
+    and survive a restart on the same dir; None, a temp dir holds the CA only.
     """
 
-    def __init__(
-        self,
-        *,
-        tls: bool = False,
-        host: str = "127.0.0.1",
-        port: int = 0,
-        state_dir: str | None = None,
-        token_ttl: float = 3600.0,
-        client_auth: str | None = None,
-        server_cert: str = "valid",
-        base_path: str = "",
-        expiration_format: str = "rfc3339",
-    ) -> None:
+    def __init__(self, *, tls: bool = False, host: str = "127.0.0.1", port: int = 0,
+                 state_dir: str | None = None, token_ttl: float = 3600.0, client_auth: str | None = None,
+                 server_cert: str = "valid", base_path: str = "", expiration_format: str = "rfc3339") -> None:
         if client_auth not in (None, "optional", "required"):
             raise ValueError("client_auth must be None, 'optional' or 'required'")
         if client_auth and not tls:
@@ -94,12 +77,8 @@ class Emulator:
             return self
         ctx = self._ssl_context() if self.tls else None
         self._server = EmulatorServer((self.host, self._port), self, ctx)
-        self._thread = threading.Thread(
-            target=self._server.serve_forever,
-            kwargs={"poll_interval": 0.02},
-            name="akeyless-emulator",
-            daemon=True,
-        )
+        self._thread = threading.Thread(target=self._server.serve_forever, kwargs={"poll_interval": 0.02},
+                                        name="akeyless-emulator", daemon=True)
         self._thread.start()
         return self
 
@@ -153,7 +132,7 @@ class Emulator:
         """PEM file of the test CA that signed the server certificate."""
         return self.ca.ca_file
 
-    def mint_client_cert(self, common_name: str = "kms-appliance-test-client") -> CertFiles:
+    def mint_client_cert(self, common_name: str = CLIENT_CN) -> CertFiles:
         """A client certificate (and key) from the test CA, for mTLS/cert auth."""
         return self.ca.client_cert(common_name)
 
@@ -200,59 +179,45 @@ class Emulator:
             return self.core.key(name)
 
     # -- identities and tokens --------------------------------------------
-    def add_access_key(
-        self, access_id: str | None = None, access_key: str | None = None, **opts: Any
-    ) -> Identity:
+    def add_access_key(self, access_id: str | None = None, access_key: str | None = None,
+                       **opts: Any) -> Identity:
         """Register access_key credentials; returns the Identity (has .access_id, .access_key).
 
         opts: capabilities (subset of encrypt, decrypt, describe-item,
         rotate-key, create-key), items (fnmatch patterns), token_ttl.
         """
-        return self.core.add_access_key(access_id, access_key, **opts)
+        ident = Identity(access_id or "", "access_key", access_key=access_key or new_secret(), **opts)
+        return self.core.add_identity(ident)
 
     def add_universal_identity(self, access_id: str | None = None, ttl: float = 3600.0, **opts: Any) -> str:
         """Register a Universal Identity; returns its initial `u-` token."""
-        return self.core.add_universal_identity(access_id, ttl, **opts)
+        ident = self.core.add_identity(Identity(access_id or "", "universal_identity", uid_ttl=ttl, **opts))
+        with self.core.lock:
+            token = self.core.tokens.issue(ident.access_id, "u", ttl).value
+        self.core.save()
+        return token
 
-    def add_aws_iam(
-        self,
-        access_id: str | None,
-        aws_access_key_id: str,
-        aws_secret_access_key: str | None = None,
-        **opts: Any,
-    ) -> Identity:
+    def add_aws_iam(self, access_id: str | None, aws_access_key_id: str,
+                    aws_secret_access_key: str | None = None, **opts: Any) -> Identity:
         """aws_iam: cloud-ids signed by this AWS key id (and secret, if given, is verified)."""
-        return self.core.add_identity(
-            Identity(
-                access_id or "",
-                "aws_iam",
-                aws_access_key_id=aws_access_key_id,
-                aws_secret_access_key=aws_secret_access_key,
-                **opts,
-            )
-        )
+        ident = Identity(access_id or "", "aws_iam", aws_access_key_id=aws_access_key_id,
+                         aws_secret_access_key=aws_secret_access_key, **opts)
+        return self.core.add_identity(ident)
 
-    def add_azure_ad(
-        self, access_id: str | None = None, claims: dict[str, Any] | None = None, **opts: Any
-    ) -> tuple[Identity, str]:
+    def add_azure_ad(self, access_id: str | None = None, claims: dict[str, Any] | None = None,
+                     **opts: Any) -> tuple[Identity, str]:
         """azure_ad: returns (identity, token); send base64(token) as cloud-id."""
         token = make_jwt({"aud": "https://management.azure.com/", "oid": "00000000-emu", **(claims or {})})
         return self.core.add_identity(Identity(access_id or "", "azure_ad", jwts={token}, **opts)), token
 
-    def add_gcp(
-        self,
-        access_id: str | None = None,
-        audience: str = "akeyless.io",
-        claims: dict[str, Any] | None = None,
-        **opts: Any,
-    ) -> tuple[Identity, str]:
+    def add_gcp(self, access_id: str | None = None, audience: str = "akeyless.io",
+                claims: dict[str, Any] | None = None, **opts: Any) -> tuple[Identity, str]:
         """gcp: returns (identity, token); send base64(token) as cloud-id."""
         token = make_jwt({"aud": audience, "email": "kms@emu.iam.gserviceaccount.com", **(claims or {})})
         return self.core.add_identity(Identity(access_id or "", "gcp", jwts={token}, **opts)), token
 
-    def add_k8s(
-        self, access_id: str | None = None, config_name: str = "k8s-conf", **opts: Any
-    ) -> tuple[Identity, str]:
+    def add_k8s(self, access_id: str | None = None, config_name: str = "k8s-conf",
+                **opts: Any) -> tuple[Identity, str]:
         """k8s: returns (identity, service-account JWT); send it base64 with the config name."""
         token = make_jwt({"iss": "kubernetes/serviceaccount", "sub": "system:serviceaccount:kube-system:kms"})
         ident = Identity(access_id or "", "k8s", jwts={token}, k8s_config_name=config_name, **opts)
@@ -260,9 +225,8 @@ class Emulator:
 
     def add_cert(self, access_id: str | None = None, ca_pem: bytes | None = None, **opts: Any) -> Identity:
         """cert: certificates issued by `ca_pem` (default: the test CA)."""
-        return self.core.add_identity(
-            Identity(access_id or "", "cert", ca_pems=[ca_pem or self.ca.cert_pem], **opts)
-        )
+        ident = Identity(access_id or "", "cert", ca_pems=[ca_pem or self.ca.cert_pem], **opts)
+        return self.core.add_identity(ident)
 
     def set_token_ttl(self, seconds: float, access_id: str | None = None) -> None:
         """TTL of `t-` tokens issued from now on (globally, or for one identity)."""
@@ -282,34 +246,15 @@ class Emulator:
             return self.core.tokens.revoke(token)
 
     # -- faults and accounting --------------------------------------------
-    def fault(
-        self,
-        endpoint: str,
-        kind: str | None = None,
-        *,
-        status: int | None = None,
-        delay: float = 0.0,
-        times: int | None = None,
-        body: str | None = None,
-        retry_after: int | None = None,
-        extra: bool = False,
-    ) -> Fault:
+    def fault(self, endpoint: str, kind: str | None = None, *, status: int | None = None, delay: float = 0.0,
+              times: int | None = None, body: str | None = None, retry_after: int | None = None,
+              extra: bool = False) -> Fault:
         """Inject a fault on `endpoint` ("*" = all). kind defaults to "status"
         when `status` is given, else "latency". times=None means permanent."""
         if kind is None:
             kind = "status" if status is not None else "latency"
-        return self.faults.add(
-            Fault(
-                endpoint,
-                kind,
-                status if status is not None else (200 if kind == "body" else 503),
-                delay,
-                times,
-                body,
-                retry_after,
-                extra,
-            )
-        )
+        status = status if status is not None else (200 if kind == "body" else 503)
+        return self.faults.add(Fault(endpoint, kind, status, delay, times, body, retry_after, extra))
 
     def clear_faults(self, endpoint: str | None = None) -> int:
         """Remove all faults (or one endpoint's)."""
@@ -344,9 +289,8 @@ class Emulator:
         with self.core.lock:
             return collections.Counter(self.core.in_flight)
 
-    def wait_for(
-        self, endpoint: str, *, calls: int | None = None, in_flight: int | None = None, timeout: float = 5.0
-    ) -> bool:
+    def wait_for(self, endpoint: str, *, calls: int | None = None, in_flight: int | None = None,
+                 timeout: float = 5.0) -> bool:
         """Block until `calls[endpoint] >= calls` and/or `in_flight[endpoint] >= in_flight`.
 
         For concurrency tests ("the second caller arrives while the first

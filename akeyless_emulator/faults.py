@@ -25,16 +25,7 @@ _DEFAULT_ERRORS = {
 
 @dataclass
 class Fault:
-    """One injected misbehaviour.
-
-    kind: latency (sleep `delay`, then answer normally); status (answer
-    `status` with a JSON error body); reset (close the TCP connection with
-    RST after reading the request); hang (hold the request up to `delay`
-    seconds, then close without answering); malformed (200 with broken
-    JSON); wrong_length (200 whose `result` decodes one byte short, or one
-    byte long if `extra` is set); body (answer `status` with `body` verbatim).
-    `delay` is also applied before every other kind.
-    """
+    """One injected misbehaviour; each kind: docs/emulator.md, "Fault injection"."""
 
     endpoint: str
     kind: str

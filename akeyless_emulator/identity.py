@@ -19,7 +19,6 @@ from typing import Any
 from akeyless_emulator.errors import forbidden, unauthorized
 
 ALL_CAPABILITIES = frozenset({"encrypt", "decrypt", "describe-item", "rotate-key", "create-key"})
-METHODS = ("access_key", "universal_identity", "aws_iam", "azure_ad", "gcp", "k8s", "cert")
 _ALNUM = string.ascii_letters + string.digits
 
 

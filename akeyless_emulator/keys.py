@@ -1,23 +1,10 @@
-"""Versioned AES-GCM keys and the emulator's ciphertext layout.
+"""Versioned AES-GCM keys and the emulator's ciphertext layout (docs/emulator.md,
+"Keys and the ciphertext layout").
 
 Why: the plugin's correctness depends on rotation semantics (old ciphertext
 stays decryptable while its version is enabled, fails once the version is
 disabled or deleted) and on the encryption context being bound to the
 ciphertext. So this is real AES-GCM, not a mock.
-
-Ciphertext layout (binary, then base64 in `result`), 15-byte header like the
-documented real one, so a 32-byte DEK wraps to 75 bytes:
-
-    offset 0   1 byte   format marker 0x01
-    offset 1   8 bytes  item_id, big-endian
-    offset 9   4 bytes  item version, big-endian
-    offset 13  2 bytes  reserved, zero
-    offset 15 12 bytes  GCM nonce
-    offset 27  n bytes  ciphertext
-    last      16 bytes  GCM tag
-
-The AAD is the 15-byte header followed by the encryption context as
-canonical JSON (sorted keys, no spaces; empty context = empty bytes).
 """
 
 from __future__ import annotations

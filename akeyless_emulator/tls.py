@@ -21,6 +21,7 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
 PrivateKey = ec.EllipticCurvePrivateKey
+CLIENT_CN = "kms-appliance-test-client"
 
 
 @dataclass(frozen=True)
@@ -53,11 +54,8 @@ def _write_private(path: Path, data: bytes) -> None:
 
 def key_pem(key: PrivateKey) -> bytes:
     """PEM (PKCS#8, unencrypted) encoding of a private key."""
-    return key.private_bytes(
-        serialization.Encoding.PEM,
-        serialization.PrivateFormat.PKCS8,
-        serialization.NoEncryption(),
-    )
+    return key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+                             serialization.NoEncryption())
 
 
 def cert_pem(cert: x509.Certificate) -> bytes:
@@ -70,9 +68,8 @@ class TestCA:
 
     __test__ = False  # not a pytest test class
 
-    def __init__(
-        self, directory: str | os.PathLike[str], common_name: str = "akeyless-emulator test CA"
-    ) -> None:
+    def __init__(self, directory: str | os.PathLike[str],
+                 common_name: str = "akeyless-emulator test CA") -> None:
         self.directory = Path(directory)
         self.directory.mkdir(parents=True, exist_ok=True)
         self.ca_file = str(self.directory / "ca.pem")
@@ -94,10 +91,8 @@ class TestCA:
             .not_valid_before(now - dt.timedelta(minutes=5))
             .not_valid_after(now + dt.timedelta(days=3650))
             .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
-            .add_extension(
-                x509.KeyUsage(False, False, False, False, False, True, True, False, False),
-                critical=True,
-            )
+            .add_extension(x509.KeyUsage(False, False, False, False, False, True, True, False, False),
+                           critical=True)
             .add_extension(x509.SubjectKeyIdentifier.from_public_key(self._key.public_key()), critical=False)
             .sign(self._key, hashes.SHA256())
         )
@@ -114,15 +109,9 @@ class TestCA:
         """The CA certificate as PEM bytes."""
         return cert_pem(self._cert)
 
-    def issue(
-        self,
-        common_name: str,
-        *,
-        server: bool,
-        hosts: tuple[str, ...] = (),
-        not_before: dt.datetime | None = None,
-        not_after: dt.datetime | None = None,
-    ) -> tuple[x509.Certificate, PrivateKey]:
+    def issue(self, common_name: str, *, server: bool, hosts: tuple[str, ...] = (),
+              not_before: dt.datetime | None = None, not_after: dt.datetime | None = None
+              ) -> tuple[x509.Certificate, PrivateKey]:
         """Issue a leaf certificate (server or client usage) signed by this CA."""
         key = _new_key()
         now = _now()
@@ -173,9 +162,7 @@ class TestCA:
         cert, key = self.issue(cn, server=True, hosts=hosts, not_before=before, not_after=after)
         return self.write_leaf(stem or f"server-{kind}", cert, key)
 
-    def client_cert(
-        self, common_name: str = "kms-appliance-test-client", stem: str | None = None
-    ) -> CertFiles:
+    def client_cert(self, common_name: str = CLIENT_CN, stem: str | None = None) -> CertFiles:
         """Client certificate (clientAuth) for mTLS or `cert` auth tests."""
         cert, key = self.issue(common_name, server=False)
         return self.write_leaf(stem or f"client-{_safe(common_name)}", cert, key)

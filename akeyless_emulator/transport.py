@@ -109,7 +109,10 @@ class RequestHandler(BaseHTTPRequestHandler):
         """Silence the default stderr access log (bodies hold secrets)."""
 
     # -- plumbing ----------------------------------------------------------
-    def _send(self, status: int, payload: bytes, headers: dict[str, str] | None = None) -> None:
+    def _send(self, status: int, payload: bytes | Any, headers: dict[str, str] | None = None) -> None:
+        """Answer with `payload`: raw bytes, or anything else as its JSON."""
+        if not isinstance(payload, bytes):
+            payload = json.dumps(payload).encode()
         self.send_response(status)
         self.send_header("Content-Type", "application/json")
         self.send_header("Content-Length", str(len(payload)))
@@ -117,9 +120,6 @@ class RequestHandler(BaseHTTPRequestHandler):
             self.send_header(name, value)
         self.end_headers()
         self.wfile.write(payload)
-
-    def _send_json(self, status: int, body: Any, headers: dict[str, str] | None = None) -> None:
-        self._send(status, json.dumps(body).encode(), headers)
 
     def _read_body(self) -> dict[str, Any]:
         length = self.headers.get("Content-Length")
@@ -159,7 +159,7 @@ class RequestHandler(BaseHTTPRequestHandler):
         if path.startswith(CONTROL_PREFIX):
             self._control(path[len(CONTROL_PREFIX) :], {})
             return
-        self._send_json(405, {"error": "MethodNotAllowed", "message": "use POST"})
+        self._send(405, {"error": "MethodNotAllowed", "message": "use POST"})
 
     def do_POST(self) -> None:
         path = self._route()
@@ -167,7 +167,7 @@ class RequestHandler(BaseHTTPRequestHandler):
             try:
                 body = self._read_body()
             except ApiError as err:
-                self._send_json(err.status, err.body())
+                self._send(err.status, err.body())
                 return
             self._control(path[len(CONTROL_PREFIX) :], body)
             return
@@ -175,7 +175,7 @@ class RequestHandler(BaseHTTPRequestHandler):
 
     def _control(self, action: str, body: dict[str, Any]) -> None:
         status, out = dispatch(self.server.emulator, action, body, self.command)
-        self._send_json(status, out)
+        self._send(status, out)
 
     # -- API calls ---------------------------------------------------------
     def _api(self, path: str) -> None:
@@ -224,12 +224,9 @@ class RequestHandler(BaseHTTPRequestHandler):
         except OSError:
             return False
 
-    def _reply(self, status: int, payload: bytes, headers: dict[str, str] | None = None) -> None:
+    def _reply(self, status: int, payload: bytes | Any, headers: dict[str, str] | None = None) -> None:
         self._record(status)
         self._send(status, payload, headers)
-
-    def _reply_json(self, status: int, body: Any, headers: dict[str, str] | None = None) -> None:
-        self._reply(status, json.dumps(body).encode(), headers)
 
     def _api_call(self, endpoint: str) -> None:
         """Answer one API call (or misbehave as the active fault says)."""
@@ -243,11 +240,11 @@ class RequestHandler(BaseHTTPRequestHandler):
                 raise not_found(f"unknown operation {endpoint!r}")
             result = handler(self.server.emulator.core, body, self._info)
         except ApiError as err:
-            self._reply_json(err.status, err.body())
+            self._reply(err.status, err.body())
             return
         if fault is not None and fault.kind == "wrong_length":
             result = _wrong_length(result, fault.extra)
-        self._reply_json(200, result)
+        self._reply(200, result)
 
     def _apply_fault(self, fault: Fault) -> bool:
         """Perform the fault; True if it answered (or dropped) the call."""
@@ -255,7 +252,7 @@ class RequestHandler(BaseHTTPRequestHandler):
             self.server.stopping.wait(fault.delay)
         if fault.kind == "status":
             headers = {"Retry-After": str(fault.retry_after)} if fault.retry_after is not None else None
-            self._reply_json(fault.status, fault.error_body(), headers)
+            self._reply(fault.status, fault.error_body(), headers)
         elif fault.kind == "body":
             self._reply(fault.status, (fault.body or "").encode())
         elif fault.kind == "malformed":
