@@ -15,10 +15,10 @@ import pytest
 from kms_appliance import config, preflight
 from kms_appliance.audit import AuditGate, AuditLog, CallLines, CallRecord, Site, line
 from kms_appliance.audit import check as audit_check
-from kms_appliance.backends.base import KeyStatus, Wrapped
 from kms_appliance.errors import BackendUnavailable, ConfigError, SetupError
 from kms_appliance.metrics import Metrics
 from kms_appliance.threads import Supervisor
+from tests.support.fakes import FakeBackend
 from tests.support.procs import eventually
 from tests.unit.helpers import sample
 
@@ -213,19 +213,10 @@ def test_logrotate_create_with_the_wrong_owner_is_refused_then_picked_up(tmp_pat
 
 
 def test_gate_refuses_calls_while_records_are_lost(tmp_path: Path) -> None:
-    class Backend:
-        name, refresh_interval = "local", 5.0
-
-        def wrap(self, plaintext: bytes) -> Wrapped:
-            return Wrapped(b"ct", "k", "1")
-
-        def status(self) -> KeyStatus:
-            return KeyStatus("k", "/k", "1", True)
-
     log = AuditLog(str(tmp_path / "audit.log"), flush_interval=0)
-    gate = AuditGate(Backend(), log)  # type: ignore[arg-type]
+    gate = AuditGate(FakeBackend(), log)
     try:
-        assert gate.wrap(b"x").ciphertext == b"ct" and gate.status().healthy
+        assert gate.wrap(b"x").ciphertext == b"fake:1|x" and gate.status().healthy
         log.lost = True
         with pytest.raises(BackendUnavailable):
             gate.wrap(b"x")
