@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 
 from kms_appliance.backends import keyring
+from kms_appliance.cli import main
 from kms_appliance.errors import SetupError
 
 
@@ -61,8 +62,6 @@ def test_refuses_symlink(tmp_path: Path) -> None:
 
 
 def test_list_output_never_holds_key_material(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    from kms_appliance.cli import main
-
     path = tmp_path / "k.json"
     ring = keyring.init(path)
     assert main(["keyring", "list", str(path)]) == 0

@@ -14,6 +14,7 @@ from kms_appliance.errors import (
     BackendUnavailable,
     CiphertextError,
     KeyUnavailable,
+    KmsError,
     Throttled,
 )
 
@@ -66,7 +67,8 @@ class TestRefusedByThisHost:
     unresolvable name is named as such, through urllib3's real exception chain."""
 
     @staticmethod
-    def _failure(monkeypatch, error: OSError) -> BaseException:
+    def _classified(monkeypatch, error: OSError) -> KmsError:
+        """How a connect() failing with ``error`` inside urllib3 is classified."""
         s = sdk.load()
 
         def refuse(*_args, **_kw):
@@ -76,20 +78,17 @@ class TestRefusedByThisHost:
         pool = s.urllib3.PoolManager(retries=s.urllib3.Retry(total=0))
         with pytest.raises(s.urllib3.exceptions.HTTPError) as info:
             pool.request("POST", "https://api.akeyless.io/auth")
-        return info.value
+        return classify.classify(info.value, "auth", "/k", s)
 
     def test_eperm_names_the_egress_filter(self, monkeypatch):
-        exc = self._failure(monkeypatch, PermissionError(errno.EPERM, "Operation not permitted"))
-        err = classify.classify(exc, "auth", "/k", sdk.load())
+        err = self._classified(monkeypatch, PermissionError(errno.EPERM, "Operation not permitted"))
         assert isinstance(err, BackendUnavailable)
         assert "IPAddressDeny=" in err.message and "EPERM" in err.message
 
     def test_name_resolution_failure(self, monkeypatch):
-        exc = self._failure(monkeypatch, socket.gaierror(socket.EAI_AGAIN, "Temporary failure"))
-        err = classify.classify(exc, "auth", "/k", sdk.load())
+        err = self._classified(monkeypatch, socket.gaierror(socket.EAI_AGAIN, "Temporary failure"))
         assert "does not resolve" in err.message and "IPAddressDeny" not in err.message
 
     def test_other_connection_failures_stay_plain(self, monkeypatch):
-        exc = self._failure(monkeypatch, ConnectionRefusedError(errno.ECONNREFUSED, "refused"))
-        err = classify.classify(exc, "auth", "/k", sdk.load())
+        err = self._classified(monkeypatch, ConnectionRefusedError(errno.ECONNREFUSED, "refused"))
         assert err.message == "Akeyless auth: connection failed"
