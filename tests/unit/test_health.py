@@ -7,7 +7,6 @@ import json
 import logging
 import socket
 import threading
-import time
 from collections.abc import Iterator
 from concurrent import futures
 from pathlib import Path
@@ -144,18 +143,19 @@ class TestHttpServer:
         with _server(tmp_path) as (srv, _), \
                 socket.create_connection(("127.0.0.1", srv.server_address[1])) as s:
             s.settimeout(0.2)
-            deadline = time.monotonic() + 10
-            closed = False
-            while time.monotonic() < deadline and not closed:
+
+            def one_more_byte_finds_it_closed() -> bool:
                 with contextlib.suppress(OSError):
                     s.sendall(b"X")
                 try:
-                    closed = s.recv(1) == b""
+                    return s.recv(1) == b""
                 except TimeoutError:
-                    pass
+                    return False
                 except OSError:
-                    closed = True
-            assert closed, "a request still incomplete after REQUEST_TIMEOUT is closed"
+                    return True
+
+            assert eventually(one_more_byte_finds_it_closed, 10), \
+                "a request still incomplete after REQUEST_TIMEOUT is closed"
 
     def test_stop_ends_every_thread(self, tmp_path: Path) -> None:
         before = {t.name for t in threading.enumerate()}
