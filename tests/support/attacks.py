@@ -1,19 +1,14 @@
-"""Attack drivers a hostile local user can run against the plugin, all at once if wanted.
+"""Attack drivers a hostile local user can run against the plugin, all at once.
 
-Why a module of its own: each per-item test (tests/reliability/test_attacks_*.py)
-proves one control in isolation; the mixed run (tests/reliability/attack_mix.py)
-needs every attack running together for minutes, each with a stop event and a
-fixed ceiling on what it holds (connections, threads, processes), and each
-counting what it did so a run can report its volumes.
+Why a module of its own: each per-item test (tests/reliability/test_attacks_*.py) proves one
+control in isolation; the mixed run (tests/reliability/attack_mix.py) needs every attack
+running together for minutes, each with a stop event, a fixed ceiling on what it holds
+(connections, threads, processes) and counters of what it did. A driver never raises out of
+its threads: what the plugin refuses is the point of the attack.
 
-Every driver is a context manager (``with Driver(...) as d: ...``) or can be
-``start()``-ed and ``stop()``-ed; ``volumes()`` says what it did. A driver never
-raises out of its threads: what the plugin refuses is the point of the attack.
-
-``python -m tests.support.attacks --socket S --http-port P --pid PID --audit A``
-runs them all until SIGTERM (or ``--seconds``) and prints the volumes as one JSON
-line: the mixed run starts it as a separate process so the attackers' work never
-competes for the real client's interpreter lock.
+``python -m tests.support.attacks --socket S --http-port P --pid PID --audit A`` runs them all
+until SIGTERM (or ``--seconds``) and prints the volumes as one JSON line (the mixed run's
+attacker process).
 """
 
 from __future__ import annotations
@@ -217,23 +212,17 @@ class SlowCalls(Driver):
 
 
 class HeaderFlood(Driver):
-    """HEADERS + CONTINUATION floods (h2raw.header_flood) from ``conns`` connections: bursts
-    of ``burst`` seconds every ``burst + pause`` seconds (a duty cycle, so a long run does not
-    take a core of a shared machine the whole time). Each burst uses the next of ``fields``
-    (x ~100-byte metadata entries): under the server's soft metadata bound (4 KiB), between
-    soft and hard (8 KiB), and beyond the hard one.
+    """HEADERS + CONTINUATION floods (h2raw.header_flood) from ``conns`` connections: bursts of
+    ``burst`` seconds every ``burst + pause`` seconds. Each burst uses the next of ``fields``
+    (x ~100-byte metadata entries): under the soft metadata bound (4 KiB), between soft and
+    hard (8 KiB), and beyond the hard one.
 
-    Within a burst each connection sends ``batch`` new streams every ``round_pause`` seconds
-    (16 per 0.5 s: 512 streams/s from 16 connections, the rate of
-    test_attacks_grpc.py::test_header_flood_is_bounded), not as fast as the socket takes them.
-    Why paced: what this run proves is the plugin's own bounds (streams per connection,
-    metadata size, request read time, memory, workers). Unpaced, the flood is a CPU attack
-    instead: ~14,000 header blocks/s (up to ~170 MB/s of HPACK that grpc core must parse
-    whether it then refuses the stream or not), and a real client's calls then miss a 1 s
-    deadline even when every block is refused before Python sees it (measured on a 2-core
-    machine shared at load ~12). No setting of the plugin bounds the CPU a local peer makes
-    it spend by writing bytes to its socket; the pod's CPU limit (cgroup) and the peer gate
-    (``server.allowed_uids``: who may connect at all) do. docs/security.md lists it."""
+    Within a burst each connection sends ``batch`` streams every ``round_pause`` seconds (512
+    streams/s from 16 connections, the rate of test_attacks_grpc.py::test_header_flood_is_bounded).
+    Why paced: this run proves the plugin's own bounds (streams, metadata, read time, memory,
+    workers). Unpaced, it is a CPU attack (~14,000 header blocks/s of HPACK that grpc core parses
+    before refusing them) that no plugin setting bounds: the pod's CPU limit and the peer gate
+    do (docs/security.md)."""
 
     name = "header-flood"
 
@@ -302,11 +291,9 @@ class SlotHolders(Driver):
 
 # ---- peer gate ------------------------------------------------------------------------------------
 
-# Runs as uid 65534 in the socket's group: connects in a loop (each is refused by SO_PEERCRED
-# after accept), ``burst`` seconds on, ``pause`` off, for ``total`` seconds (0: until SIGTERM);
-# prints the count.
+# refused_peer's loop (run as uid 65534 by the system interpreter): prints the number of connects.
 _REFUSED_PEER = """
-import signal, socket, sys, time
+import contextlib, signal, socket, sys, time
 path, burst, pause, total = sys.argv[1], float(sys.argv[2]), float(sys.argv[3]), float(sys.argv[4])
 stop = []
 signal.signal(signal.SIGTERM, lambda *_: stop.append(1))
@@ -315,14 +302,9 @@ n = 0
 while not stop and time.monotonic() < until:
     end = min(time.monotonic() + burst, until)
     while not stop and time.monotonic() < end:
-        s = socket.socket(socket.AF_UNIX)
-        try:
+        with socket.socket(socket.AF_UNIX) as s, contextlib.suppress(OSError):
             s.connect(path)
             n += 1
-        except OSError:
-            pass
-        finally:
-            s.close()
     if not stop and time.monotonic() < until:
         time.sleep(pause)
 print(n, flush=True)
@@ -355,9 +337,8 @@ def refused_peer(sock: Path, gid: int, burst: float, pause: float = 0.0,
 
 
 class RefusedFlood(Driver):
-    """A peer whose uid is not in ``server.allowed_uids`` (65534, given the socket's group
-    ``gid`` so the file mode lets it connect) connecting in a loop. Needs root, and a socket
-    path whose directories 65534 may traverse."""
+    """``refused_peer`` in bursts, as a driver. Needs root, and a socket path whose directories
+    65534 may traverse (``traversable``)."""
 
     name = "refused-flood"
 
@@ -392,10 +373,6 @@ class RefusedFlood(Driver):
 # ---- requests ---------------------------------------------------------------------------------------
 
 
-def _ident(b: bytes) -> bytes:
-    return b
-
-
 class Malformed(Driver):
     """Garbage bytes as the request of Encrypt/Decrypt (v2 and v1beta1), ``in_flight`` at a
     time, ``pause`` seconds between batches."""
@@ -409,8 +386,7 @@ class Malformed(Driver):
     def _run(self, index: int) -> None:
         ch = channel(self.sock)
         try:
-            calls = [ch.unary_unary(m, request_serializer=_ident, response_deserializer=_ident)
-                     for m in MALFORMED_METHODS]
+            calls = [ch.unary_unary(m) for m in MALFORMED_METHODS]  # no (de)serializer: raw bytes
             i = 0
             while not self.wait(self.pause):
                 batch = [calls[(i + k) % len(calls)].future(GARBAGE[(i + k) % len(GARBAGE)], timeout=5)
