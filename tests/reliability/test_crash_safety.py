@@ -34,8 +34,7 @@ RELOAD = {"KMS_APPLIANCE_LOCAL_RELOAD_INTERVAL": "100ms"}
 
 def _load(sock: Path, stop: threading.Event, sealed: list[tuple[str, bytes, bytes, str]],
           wrong: list[str]) -> None:
-    c = Client(sock, timeout=3)
-    try:
+    with Client(sock, timeout=3) as c:
         while not stop.is_set():
             seed = os.urandom(32)
             ledger.secret(seed)
@@ -50,8 +49,6 @@ def _load(sock: Path, stop: threading.Event, sealed: list[tuple[str, bytes, byte
                     wrong.append("v1")
             except grpc.RpcError:
                 time.sleep(0.01)  # the plugin was killed under us
-    finally:
-        c.close()
 
 
 def _rotator(ring: Path, stop: threading.Event, rng: random.Random, killed: list[int]) -> None:
@@ -73,12 +70,17 @@ def _audit_intact(path: Path) -> int:
     return len(lines) - 1
 
 
-def test_kill_9_under_load_with_rotations(tmp_path: Path) -> None:
+@pytest.fixture
+def ring(tmp_path: Path) -> Path:
+    """A keyring made by the CLI, alone in a 0700 work directory the plugin also uses."""
+    (tmp_path / "work").mkdir(mode=0o700)
+    pm.keyring_init(tmp_path / "work" / "keyring.json")
+    return tmp_path / "work" / "keyring.json"
+
+
+def test_kill_9_under_load_with_rotations(ring: Path) -> None:
     rng = random.Random(int(os.environ.get("KMS_APPLIANCE_FUZZ_SEED", "7")))
-    work = tmp_path / "crash"
-    ring = work / "keyring.json"
-    work.mkdir(mode=0o700)
-    pm.keyring_init(ring)
+    work = ring.parent
     sealed: list[tuple[str, bytes, bytes, str]] = []
     wrong: list[str] = []
     rotations_killed: list[int] = []
@@ -99,16 +101,11 @@ def test_kill_9_under_load_with_rotations(tmp_path: Path) -> None:
             restarts_recovered_stale += 1
         keyring.load(ring)  # parses and validates: never torn
         _audit_intact(p.audit)
-    ledger.secrets(e.material for e in keyring.load(ring).entries)
     # the last restart: the stale socket is recovered and everything ever handed out decrypts
-    with pm.running(work, env=RELOAD, keyring=ring) as p:
-        c = Client(p.socket, timeout=5)
-        try:
-            for api, seed, ct, key_id in sealed:
-                got = c.decrypt(ct, key_id) if api == "v2" else c.v1_decrypt(ct)
-                assert got == seed, "a ciphertext handed out before a crash no longer decrypts"
-        finally:
-            c.close()
+    with pm.running(work, env=RELOAD, keyring=ring) as p, Client(p.socket, timeout=5) as c:
+        for api, seed, ct, key_id in sealed:
+            got = c.decrypt(ct, key_id) if api == "v2" else c.v1_decrypt(ct)
+            assert got == seed, "a ciphertext handed out before a crash no longer decrypts"
     records = _audit_intact(work / "audit.log")
     leftovers = [x.name for x in work.iterdir() if x.name.endswith(".tmp")]
     figures.put("crash safety", "local keyring",
@@ -172,45 +169,29 @@ def test_kill_9_during_uid_token_rotation(emu: Emulator, tmp_path: Path) -> None
 class TestKeyringTroubleAtRuntime:
     """A keyring that vanishes or breaks during a reload keeps the old key; the plugin keeps serving."""
 
-    def test_keyring_briefly_missing(self, tmp_path: Path) -> None:
-        work = tmp_path / "gone"
-        work.mkdir(mode=0o700)
-        ring = work / "keyring.json"
-        pm.keyring_init(ring)
-        with pm.running(work, env=RELOAD, keyring=ring) as p:
-            ring.rename(work / "keyring.moved")
+    def test_keyring_briefly_missing(self, ring: Path) -> None:
+        with pm.running(ring.parent, env=RELOAD, keyring=ring) as p, Client(p.socket, timeout=3) as c:
+            ring.rename(ring.with_name("keyring.moved"))
             time.sleep(1.0)
-            (work / "keyring.moved").rename(ring)
+            ring.with_name("keyring.moved").rename(ring)
             time.sleep(0.5)
             assert p.proc.poll() is None, "the plugin exited because its keyring was missing for 1 s"
-            c = Client(p.socket, timeout=3)
-            try:
-                assert c.status().healthz == "ok"
-            finally:
-                c.close()
+            assert c.status().healthz == "ok"
 
-    def test_keyring_replaced_by_garbage_keeps_the_old_key(self, tmp_path: Path) -> None:
-        work = tmp_path / "bad"
-        work.mkdir(mode=0o700)
-        ring = work / "keyring.json"
-        pm.keyring_init(ring)
-        ledger.secrets(e.material for e in keyring.load(ring).entries)
-        with pm.running(work, env=RELOAD, keyring=ring) as p:
-            c = Client(p.socket, timeout=3)
-            try:
-                seed = os.urandom(32)
-                enc = c.encrypt(seed)
-                good = ring.read_bytes()
-                tmp = work / "x.tmp"
-                tmp.write_bytes(b'{"format": "kms-appliance-keyring/1", "keys": [')
-                tmp.chmod(0o600)
-                tmp.replace(ring)
-                time.sleep(0.6)
-                assert p.proc.poll() is None
-                assert c.decrypt(enc.ciphertext, enc.key_id) == seed
-                assert c.status().key_id == enc.key_id
-                tmp.write_bytes(good)
-                tmp.chmod(0o600)
-                tmp.replace(ring)
-            finally:
-                c.close()
+    def test_keyring_replaced_by_garbage_keeps_the_old_key(self, ring: Path) -> None:
+        with pm.running(ring.parent, env=RELOAD, keyring=ring) as p, Client(p.socket, timeout=3) as c:
+            seed = os.urandom(32)
+            ledger.secret(seed)
+            enc = c.encrypt(seed)
+            good = ring.read_bytes()
+            tmp = ring.with_name("x.tmp")
+            tmp.write_bytes(b'{"format": "kms-appliance-keyring/1", "keys": [')
+            tmp.chmod(0o600)
+            tmp.replace(ring)
+            time.sleep(0.6)
+            assert p.proc.poll() is None
+            assert c.decrypt(enc.ciphertext, enc.key_id) == seed
+            assert c.status().key_id == enc.key_id
+            tmp.write_bytes(good)
+            tmp.chmod(0o600)
+            tmp.replace(ring)

@@ -30,20 +30,18 @@ FAST = 0.5
 @pytest.fixture
 def slow_plugin(emu: Emulator, tmp_path: Path) -> Iterator[tuple[pm.Plugin, Client, Any, bytes]]:
     env = identity_env(emu, KMS_APPLIANCE_SERVER_MAX_CONCURRENT_RPCS=str(LIMIT),
-                          KMS_APPLIANCE_SERVER_WORKERS=str(LIMIT), KMS_APPLIANCE_CACHE_ENABLED="false",
-                          KMS_APPLIANCE_SERVER_CALL_TIMEOUT="5s", KMS_APPLIANCE_AKEYLESS_TIMEOUT="5s")
-    p = pm.start(tmp_path / "o", ["--log-level", "debug"], env, akeyless=True)
-    c = Client(p.socket, timeout=15)
-    seed = os.urandom(32)
-    ledger.secret(seed)
-    enc = c.encrypt(seed)
-    emu.fault("decrypt", kind="latency", delay=DELAY)
-    try:
-        yield p, c, enc, seed
-    finally:
-        emu.clear_faults()
-        c.close()
-        p.stop()
+                       KMS_APPLIANCE_SERVER_WORKERS=str(LIMIT), KMS_APPLIANCE_CACHE_ENABLED="false",
+                       KMS_APPLIANCE_SERVER_CALL_TIMEOUT="5s", KMS_APPLIANCE_AKEYLESS_TIMEOUT="5s")
+    with (pm.running(tmp_path / "o", ["--log-level", "debug"], env=env, akeyless=True) as p,
+          Client(p.socket, timeout=15) as c):
+        seed = os.urandom(32)
+        ledger.secret(seed)
+        enc = c.encrypt(seed)
+        emu.fault("decrypt", kind="latency", delay=DELAY)
+        try:
+            yield p, c, enc, seed
+        finally:
+            emu.clear_faults()
 
 
 def _burst(c: Client, enc: Any, n: int) -> list[tuple[str, float, bytes]]:

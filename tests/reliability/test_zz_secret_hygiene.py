@@ -13,8 +13,6 @@ when run alone.
 from __future__ import annotations
 
 import os
-import time
-from collections.abc import Callable
 from pathlib import Path
 
 import grpc
@@ -26,6 +24,7 @@ from tests.support import plugin as pm
 from tests.support.emulator import KEY, each_fault, identity_env, record_secrets
 from tests.support.intermediate_keys import iks_of
 from tests.support.kmsclient import Client
+from tests.support.procs import eventually
 
 DEBUG = ["--log-level", "debug"]  # the most the plugin ever writes: what the scan must cover
 
@@ -53,12 +52,11 @@ def _busy_envelope_run(emu: Emulator, tmp_path: Path) -> tuple[pm.Plugin, list[b
     an outage ridden through, revocation (IKs dropped). Every IK goes to the ledger: the
     test plays Akeyless and unwraps it from the ciphertexts (tests/support/intermediate_keys)."""
     envelope = {"KMS_APPLIANCE_AKEYLESS_MODE": "envelope", "KMS_APPLIANCE_AKEYLESS_REFRESH_INTERVAL": "1s"}
-    a = pm.start(tmp_path / "envelope-a", DEBUG, identity_env(emu, **envelope), akeyless=True)
     env_b = identity_env(emu, **envelope)
-    b = pm.start(tmp_path / "envelope-b", DEBUG, env_b, akeyless=True)
-    ca, cb = Client(a.socket, timeout=5), Client(b.socket, timeout=5)
     cts: list[bytes] = []
-    try:
+    with (pm.running(tmp_path / "envelope-a", DEBUG, env=identity_env(emu, **envelope), akeyless=True) as a,
+          pm.running(tmp_path / "envelope-b", DEBUG, env=env_b, akeyless=True) as b,
+          Client(a.socket, timeout=5) as ca, Client(b.socket, timeout=5) as cb):
         def round_trip(client: Client) -> None:
             seed = os.urandom(32)
             ledger.secret(seed)
@@ -71,16 +69,16 @@ def _busy_envelope_run(emu: Emulator, tmp_path: Path) -> tuple[pm.Plugin, list[b
         round_trip(cb)
         first = ca.status().key_id
         emu.rotate_key(KEY)
-        _wait(lambda: ca.status().key_id != first)
+        assert eventually(lambda: ca.status().key_id != first, 15, 0.1)
         round_trip(ca)
         emu.fault("*", status=503)
-        _wait(lambda: emu.calls["describe-item"] > 0)
+        assert eventually(lambda: emu.calls["describe-item"] > 0, 15, 0.1)
         cts.append(ca.encrypt(os.urandom(32)).ciphertext)
         emu.clear_faults()
         with emu.core.lock:
             emu.core.identities.pop(env_b["AKEYLESS_ACCESS_ID"])
         emu.expire_tokens()
-        _wait(lambda: cb.status().healthz != "ok")
+        assert eventually(lambda: cb.status().healthz != "ok", 15, 0.1)
         for ct in cts:
             try:
                 cb.decrypt(ct, "")
@@ -88,22 +86,10 @@ def _busy_envelope_run(emu: Emulator, tmp_path: Path) -> tuple[pm.Plugin, list[b
                 ledger.text(exc.details() or "")
         a.http("/metrics")
         b.http("/metrics")
-    finally:
-        ca.close()
-        cb.close()
-        a.stop()
-        b.stop()
     iks = sorted(iks_of(cts, emu.key(KEY)))
     assert len(iks) == 3  # A's before and after the rotation, B's
     ledger.secrets(iks)
     return a, iks
-
-
-def _wait(cond: Callable[[], bool], timeout_s: float = 15.0) -> None:
-    deadline = time.monotonic() + timeout_s
-    while not cond():
-        assert time.monotonic() < deadline, "condition not reached"
-        time.sleep(0.1)
 
 
 def test_nothing_secret_in_anything_written(emu: Emulator, tmp_path: Path) -> None:
