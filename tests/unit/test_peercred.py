@@ -215,20 +215,16 @@ class _Boom:
         self.closed = True
 
 
-def test_a_pump_failure_closes_both_ends_and_releases_the_slot() -> None:
+def test_a_pump_failure_closes_both_ends_and_releases_the_slot(monkeypatch: pytest.MonkeyPatch) -> None:
     a, b = socket.socketpair()
     boom = _Boom()
     done: list[object] = []
     hook_calls: list[object] = []
-    old_hook = threading.excepthook
-    threading.excepthook = hook_calls.append
-    try:
-        relay = peercred._Relay(a, boom, done.append)  # type: ignore[arg-type]
-        relay.start()
-        assert eventually(lambda: done == [relay], WAIT)
-    finally:
-        threading.excepthook = old_hook
-        b.close()
+    monkeypatch.setattr(threading, "excepthook", hook_calls.append)
+    relay = peercred._Relay(a, boom, done.append)  # type: ignore[arg-type]
+    relay.start()
+    assert eventually(lambda: done == [relay], WAIT)
+    b.close()
     assert hook_calls == [], "no traceback from a relay pump"
     assert boom.closed and a.fileno() == -1
     assert socket.SHUT_RDWR in boom.shut
