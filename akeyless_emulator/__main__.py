@@ -40,17 +40,9 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
 
 def build(args: argparse.Namespace) -> tuple[Emulator, dict[str, Any]]:
     """Create and start the emulator; returns it and the ready line's content."""
-    emu = Emulator(
-        tls=args.tls,
-        host=args.host,
-        port=args.port,
-        state_dir=args.state_dir,
-        token_ttl=args.token_ttl,
-        client_auth=args.client_auth,
-        server_cert=args.server_cert,
-        base_path=args.base_path,
-        expiration_format=args.expiration_format,
-    )
+    emu = Emulator(tls=args.tls, host=args.host, port=args.port, state_dir=args.state_dir,
+                   token_ttl=args.token_ttl, client_auth=args.client_auth, server_cert=args.server_cert,
+                   base_path=args.base_path, expiration_format=args.expiration_format)
     for name in args.create_key:
         if name not in emu.core.keys and ("/" + name.lstrip("/")) not in emu.core.keys:
             emu.create_key(name)
@@ -58,15 +50,10 @@ def build(args: argparse.Namespace) -> tuple[Emulator, dict[str, Any]]:
     if ident is None or (args.access_key and ident.access_key != args.access_key):
         ident = emu.add_access_key(args.access_id, args.access_key)
     emu.start()
-    ready: dict[str, Any] = {
-        "url": emu.url,
-        "control_url": emu.control_url,
-        "ca_file": emu.ca_file if args.tls else None,
-        "state_dir": emu.state_dir,
-        "access_id": ident.access_id,
-        "access_key": ident.access_key,
-        "keys": sorted(emu.core.keys),
-    }
+    ready: dict[str, Any] = {"url": emu.url, "control_url": emu.control_url,
+                             "ca_file": emu.ca_file if args.tls else None, "state_dir": emu.state_dir,
+                             "access_id": ident.access_id, "access_key": ident.access_key,
+                             "keys": sorted(emu.core.keys)}
     if args.uid:
         ready["uid_token"] = emu.add_universal_identity(ttl=args.uid_ttl)
     return emu, ready

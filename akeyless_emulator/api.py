@@ -82,11 +82,8 @@ def auth(core: Core, body: dict[str, Any], info: CallInfo) -> dict[str, Any]:
     info.access_id = ident.access_id
     token = core.issue_auth_token(ident)
     expiration = format_expiration(token.expires_at, core.settings.expiration_format)
-    return {
-        "token": token.value,
-        "expiration": expiration,
-        "creds": {"access_id": ident.access_id, "expiry": int(token.expires_at)},
-    }
+    return {"token": token.value, "expiration": expiration,
+            "creds": {"access_id": ident.access_id, "expiry": int(token.expires_at)}}
 
 
 def get_cert_challenge(core: Core, body: dict[str, Any], info: CallInfo) -> dict[str, Any]:
@@ -175,7 +172,7 @@ def _uid_token(core: Core, body: dict[str, Any]) -> Any:
 
 def uid_rotate_token(core: Core, body: dict[str, Any], info: CallInfo) -> dict[str, Any]:
     """POST /uid-rotate-token: new `u-` token; the old one dies at once."""
-    with core.lock:
+    with core.changing():
         old = core.tokens.resolve(_uid_token(core, body), kinds=("u",))
         info.access_id = old.access_id
         if old.deny_rotate:
@@ -183,7 +180,6 @@ def uid_rotate_token(core: Core, body: dict[str, Any], info: CallInfo) -> dict[s
         new = core.tokens.issue(old.access_id, "u", old.ttl)
         new.last_rotate = core.now()
         core.tokens.revoke(old.value, "token was rotated")
-    core.save()
     return {"token": new.value}
 
 
@@ -192,12 +188,11 @@ def uid_create_child_token(core: Core, body: dict[str, Any], info: CallInfo) -> 
     ttl = body.get("child-ttl")
     if ttl is not None and (not isinstance(ttl, int) or isinstance(ttl, bool) or ttl <= 0):
         raise bad_request("child-ttl must be a positive integer")
-    with core.lock:
+    with core.changing():
         parent = core.tokens.resolve(_uid_token(core, body), kinds=("u",))
         info.access_id = parent.access_id
         child_ttl = float(ttl) if ttl else parent.ttl
         child = core.tokens.issue(parent.access_id, "u", child_ttl, bool(body.get("child-deny-rotate")))
-    core.save()
     return {"token": child.value}
 
 
@@ -211,14 +206,12 @@ def validate_token(core: Core, body: dict[str, Any], info: CallInfo) -> dict[str
         info.access_id = token.access_id
         now = core.now()
         reason = token.status(now)
-        out: dict[str, Any] = {
-            "is_valid": reason is None,
-            "expiration": format_expiration(token.expires_at, core.settings.expiration_format),
-            "ttl": max(0, int(token.expires_at - now)),
-            "reason": reason or "",
-        }
+        fmt = core.settings.expiration_format
+        out: dict[str, Any] = {"is_valid": reason is None,
+                               "expiration": format_expiration(token.expires_at, fmt),
+                               "ttl": max(0, int(token.expires_at - now)), "reason": reason or ""}
         if token.last_rotate is not None:
-            out["last_rotate"] = format_expiration(token.last_rotate, core.settings.expiration_format)
+            out["last_rotate"] = format_expiration(token.last_rotate, fmt)
         return out
 
 

@@ -26,11 +26,8 @@ from akeyless_emulator.errors import bad_request, unauthorized
 from akeyless_emulator.identity import Identity, TokenStore
 from akeyless_emulator.jwt import audiences, jwt_claims
 
-AZURE_AUDIENCES = (
-    "https://management.azure.com/",
-    "https://management.azure.com",
-    "https://management.core.windows.net/",
-)
+AZURE_AUDIENCES = ("https://management.azure.com/", "https://management.azure.com",
+                   "https://management.core.windows.net/")
 CHALLENGE_TTL = 120.0
 
 

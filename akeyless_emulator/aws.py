@@ -85,16 +85,8 @@ def expected_signature(req: StsRequest, secret: str, signed: str, scope: str, am
     names = signed.split(";")
     canonical_headers = "".join(f"{n}:{_header(req, n).strip()}\n" for n in names)
     parts = urlsplit(req.url)
-    canonical = "\n".join(
-        [
-            req.method,
-            parts.path or "/",
-            parts.query,
-            canonical_headers,
-            signed,
-            hashlib.sha256(req.body.encode()).hexdigest(),
-        ]
-    )
+    body_hash = hashlib.sha256(req.body.encode()).hexdigest()
+    canonical = "\n".join([req.method, parts.path or "/", parts.query, canonical_headers, signed, body_hash])
     to_sign = "\n".join(["AWS4-HMAC-SHA256", amz_date, scope, hashlib.sha256(canonical.encode()).hexdigest()])
     date, region, service, _ = scope.split("/")
     return hmac.new(_signing_key(secret, date, region, service), to_sign.encode(), hashlib.sha256).hexdigest()

@@ -35,12 +35,9 @@ def _opts(body: dict[str, Any]) -> dict[str, Any]:
 
 def _state(emu: Emulator, body: dict[str, Any]) -> dict[str, Any]:
     with emu.core.lock:
-        return {
-            "keys": [k.describe(True) for k in emu.core.keys.values()],
-            "identities": [i.public() for i in emu.core.identities.values()],
-            "faults": [f.public() for f in emu.faults.active()],
-            "token_ttl": emu.core.settings.token_ttl,
-        }
+        return {"keys": [k.describe(True) for k in emu.core.keys.values()],
+                "identities": [i.public() for i in emu.core.identities.values()],
+                "faults": [f.public() for f in emu.faults.active()], "token_ttl": emu.core.settings.token_ttl}
 
 
 def _fault(emu: Emulator, body: dict[str, Any]) -> dict[str, Any]:

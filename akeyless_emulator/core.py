@@ -9,22 +9,18 @@ state; the HTTP handlers in `api.py` take it for each call.
 from __future__ import annotations
 
 import collections
+import contextlib
 import json
 import os
 import threading
 import time
+from collections.abc import Iterator
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
 from akeyless_emulator.errors import ApiError, not_found
-from akeyless_emulator.identity import (
-    ALL_CAPABILITIES,
-    Identity,
-    Token,
-    TokenStore,
-    new_access_id,
-)
+from akeyless_emulator.identity import ALL_CAPABILITIES, Identity, Token, TokenStore, new_access_id
 from akeyless_emulator.keys import Key, new_key, normalise_name
 
 STATE_FILE = "state.json"
@@ -101,17 +97,21 @@ class Core:
                 raw.update(jwts=sorted(ident.jwts), ca_pems=[p.decode() for p in ident.ca_pems],
                            capabilities=sorted(ident.capabilities), items=list(ident.items))
                 idents.append(raw)
-            data = {
-                "keys": [k.to_state() for k in self.keys.values()],
-                "identities": idents,
-                "tokens": [asdict(t) for t in self.tokens.tokens.values()],
-            }
+            data = {"keys": [k.to_state() for k in self.keys.values()], "identities": idents,
+                    "tokens": [asdict(t) for t in self.tokens.tokens.values()]}
         self.state_dir.mkdir(parents=True, exist_ok=True)
         tmp = self.state_dir / (STATE_FILE + ".tmp")
         fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
         with os.fdopen(fd, "w") as fh:
             json.dump(data, fh)
         os.replace(tmp, self.state_dir / STATE_FILE)
+
+    @contextlib.contextmanager
+    def changing(self) -> Iterator[None]:
+        """Hold the lock for a change of state, then save it (if the change raised nothing)."""
+        with self.lock:
+            yield
+        self.save()
 
     # -- keys --------------------------------------------------------------
     def key(self, name: object) -> Key:
@@ -123,38 +123,32 @@ class Core:
 
     def create_key(self, name: str, alg: str = "AES256GCM") -> Key:
         """Create a key (version 1); 409 if the name exists."""
-        with self.lock:
+        with self.changing():
             norm = normalise_name(name)
             if norm in self.keys:
                 raise ApiError(409, "Conflict", "item already exists")
             self.keys[norm] = key = new_key(norm, alg)
-        self.save()
         return key
 
     def rotate_key(self, name: str) -> int:
         """Add a version; returns the new version number."""
-        with self.lock:
-            version = self.key(name).add_version()
-        self.save()
-        return version
+        with self.changing():
+            return self.key(name).add_version()
 
     def set_version_state(self, name: str, version: int, state: str) -> None:
         """Enable / Disable / PendingDeletion one version."""
-        with self.lock:
+        with self.changing():
             self.key(name).set_version_state(version, state)
-        self.save()
 
     def set_key_enabled(self, name: str, enabled: bool) -> None:
         """Disable or re-enable a whole key."""
-        with self.lock:
+        with self.changing():
             self.key(name).enabled = enabled
-        self.save()
 
     def delete_key(self, name: str) -> None:
         """Remove a key entirely (its ciphertexts then get 404 on decrypt)."""
-        with self.lock:
+        with self.changing():
             self.keys.pop(self.key(name).name)
-        self.save()
 
     # -- identities and tokens --------------------------------------------
     def add_identity(self, ident: Identity) -> Identity:
@@ -164,18 +158,15 @@ class Core:
         unknown = set(ident.capabilities) - ALL_CAPABILITIES
         if unknown:
             raise ValueError(f"unknown capabilities: {sorted(unknown)}")
-        with self.lock:
+        with self.changing():
             self.identities[ident.access_id] = ident
-        self.save()
         return ident
 
     def issue_auth_token(self, ident: Identity) -> Token:
         """A `t-` token for an identity, with its (or the default) TTL."""
         ttl = ident.token_ttl if ident.token_ttl is not None else self.settings.token_ttl
-        with self.lock:
-            token = self.tokens.issue(ident.access_id, "t", ttl)
-        self.save()
-        return token
+        with self.changing():
+            return self.tokens.issue(ident.access_id, "t", ttl)
 
     def caller(self, body: dict[str, Any]) -> tuple[Identity, Token]:
         """The identity behind the request's `token` (or `uid-token`), or 401."""
@@ -188,10 +179,8 @@ class Core:
 
     def expire_tokens(self) -> int:
         """Expire all tokens now."""
-        with self.lock:
-            count = self.tokens.expire_all()
-        self.save()
-        return count
+        with self.changing():
+            return self.tokens.expire_all()
 
     # -- accounting --------------------------------------------------------
     def record(self, rec: CallRecord) -> None:

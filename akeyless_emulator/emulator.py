@@ -192,10 +192,8 @@ class Emulator:
     def add_universal_identity(self, access_id: str | None = None, ttl: float = 3600.0, **opts: Any) -> str:
         """Register a Universal Identity; returns its initial `u-` token."""
         ident = self.core.add_identity(Identity(access_id or "", "universal_identity", uid_ttl=ttl, **opts))
-        with self.core.lock:
-            token = self.core.tokens.issue(ident.access_id, "u", ttl).value
-        self.core.save()
-        return token
+        with self.core.changing():
+            return self.core.tokens.issue(ident.access_id, "u", ttl).value
 
     def add_aws_iam(self, access_id: str | None, aws_access_key_id: str,
                     aws_secret_access_key: str | None = None, **opts: Any) -> Identity:

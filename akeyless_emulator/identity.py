@@ -58,13 +58,8 @@ class Identity:
 
     def public(self) -> dict[str, Any]:
         """A description without secrets, for the control plane."""
-        return {
-            "access_id": self.access_id,
-            "method": self.method,
-            "capabilities": sorted(self.capabilities),
-            "items": list(self.items),
-            "token_ttl": self.token_ttl,
-        }
+        return {"access_id": self.access_id, "method": self.method, "capabilities": sorted(self.capabilities),
+                "items": list(self.items), "token_ttl": self.token_ttl}
 
 
 @dataclass

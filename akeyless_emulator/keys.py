@@ -166,16 +166,10 @@ class Key:
 
     def to_state(self) -> dict[str, Any]:
         """Serialisable form for the state directory (test material only)."""
-        return {
-            "name": self.name,
-            "item_id": self.item_id,
-            "alg": self.alg,
-            "enabled": self.enabled,
-            "versions": [
-                {"version": v.version, "material": v.material.hex(), "state": v.state}
-                for v in self.versions.values()
-            ],
-        }
+        versions = [{"version": v.version, "material": v.material.hex(), "state": v.state}
+                    for v in self.versions.values()]
+        return {"name": self.name, "item_id": self.item_id, "alg": self.alg, "enabled": self.enabled,
+                "versions": versions}
 
     @classmethod
     def from_state(cls, data: dict[str, Any]) -> Key:

@@ -200,21 +200,14 @@ class RequestHandler(BaseHTTPRequestHandler):
             return
         self._recorded = True
         info = self._info
+        fault = self._fault.kind if self._fault else None
         self.server.emulator.core.record(
-            CallRecord(
-                endpoint=self._endpoint,
-                status=status,
-                fault=self._fault.kind if self._fault else None,
-                started=self._started,
-                duration=time.time() - self._started,
-                client=self.client_address[0],
-                access_id=info.access_id,
-                item=info.item,
-                item_version=info.item_version,
-                result_fp=info.result_fp,
-                headers={h: v for h in RECORDED_HEADERS if (v := self.headers.get(h)) is not None},
-                nodelay=self._nodelay(),
-            )
+            CallRecord(endpoint=self._endpoint, status=status, fault=fault, started=self._started,
+                       duration=time.time() - self._started, client=self.client_address[0],
+                       access_id=info.access_id, item=info.item, item_version=info.item_version,
+                       result_fp=info.result_fp,
+                       headers={h: v for h in RECORDED_HEADERS if (v := self.headers.get(h)) is not None},
+                       nodelay=self._nodelay())
         )
 
     def _nodelay(self) -> bool:
@@ -273,11 +266,8 @@ class RequestHandler(BaseHTTPRequestHandler):
         with contextlib.suppress(OSError):
             self.request.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
         self.close_connection = True
-        raw = (
-            socket.socket(fileno=self.request.detach())
-            if isinstance(self.request, ssl.SSLSocket)
-            else self.request
-        )
+        is_tls = isinstance(self.request, ssl.SSLSocket)
+        raw = socket.socket(fileno=self.request.detach()) if is_tls else self.request
         raw.close()
 
 
