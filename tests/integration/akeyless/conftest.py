@@ -13,8 +13,7 @@ from kms_appliance import config
 from kms_appliance.backends import akeyless
 from kms_appliance.backends.akeyless.backend import AkeylessBackend
 from kms_appliance.metrics import Metrics
-from tests.integration.akeyless.metadata import KEY
-from tests.support.emulator import NO_CLOUD
+from tests.support.emulator import KEY, NO_CLOUD, identity_env
 
 
 @pytest.fixture
@@ -33,10 +32,9 @@ def base_env(emu: Emulator) -> dict[str, str]:
 
 
 @pytest.fixture
-def ak_env(emu: Emulator, base_env: dict[str, str]) -> dict[str, str]:
-    ident = emu.add_access_key()
-    return {**base_env, "AKEYLESS_ACCESS_ID": ident.access_id,
-            "AKEYLESS_ACCESS_KEY": ident.access_key}
+def ak_env(emu: Emulator) -> dict[str, str]:
+    """``base_env`` and the credentials of a new access-key identity."""
+    return identity_env(emu)
 
 
 def load_cfg(env: dict[str, str], **akeyless_over: Any) -> config.Config:
@@ -56,8 +54,7 @@ def make_backend() -> Iterator[Callable[..., AkeylessBackend]]:
         cfg = load_cfg(env, **over)
         cfg = dataclasses.replace(cfg, cache=dataclasses.replace(cfg.cache, enabled=cache))
         if call_timeout is not None:
-            cfg = dataclasses.replace(cfg, server=dataclasses.replace(cfg.server,
-                                                                      call_timeout=call_timeout))
+            cfg = dataclasses.replace(cfg, server=dataclasses.replace(cfg.server, call_timeout=call_timeout))
         backend = akeyless.create(cfg, metrics or Metrics(), env=env)
         made.append(backend)
         return backend

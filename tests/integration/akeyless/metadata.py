@@ -15,8 +15,6 @@ import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from urllib.parse import parse_qs, urlsplit
 
-KEY = "/k8s-kek"
-
 
 class MetadataServer:
     """Serves AWS IMDSv2 credentials, an Azure MI token and a GCP identity token."""

@@ -6,7 +6,7 @@ import threading
 from collections.abc import Callable
 
 from akeyless_emulator import Emulator
-from tests.integration.akeyless.metadata import KEY
+from tests.support.emulator import KEY
 
 
 def error_while_rotating(emu: Emulator, call: Callable[[], object], times: int = 3) -> BaseException:

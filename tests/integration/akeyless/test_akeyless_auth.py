@@ -48,8 +48,7 @@ class TestMethods:
     def test_aws_iam_from_instance_metadata(self, emu: Emulator, base_env, make_backend):
         ident = emu.add_aws_iam("p-awsidentity1", "AKIAEMULATOR", "aws-secret")
         with MetadataServer(aws=("AKIAEMULATOR", "aws-secret", "session-tok")) as md:
-            env = {**base_env, "AKEYLESS_ACCESS_ID": ident.access_id,
-                   "AWS_EC2_METADATA_SERVICE_ENDPOINT": md.base}
+            env = {**base_env, "AKEYLESS_ACCESS_ID": ident.access_id, "AWS_EC2_METADATA_SERVICE_ENDPOINT": md.base}
             b = make_backend(env)
             assert b.auth.method == "aws_iam"
             assert "PUT /latest/api/token" in md.seen  # IMDSv2
@@ -58,8 +57,7 @@ class TestMethods:
     def test_azure_ad(self, emu: Emulator, base_env, make_backend):
         ident, token = emu.add_azure_ad("p-azureident01")
         with MetadataServer(azure_token=token) as md:
-            env = {**base_env, "AKEYLESS_ACCESS_ID": ident.access_id,
-                   "AZURE_POD_IDENTITY_AUTHORITY_HOST": md.base}
+            env = {**base_env, "AKEYLESS_ACCESS_ID": ident.access_id, "AZURE_POD_IDENTITY_AUTHORITY_HOST": md.base}
             b = make_backend(env)
             assert b.auth.method == "azure_ad"
         _works(b)
@@ -101,8 +99,7 @@ class TestDetection:
     """access key, then UID token, then k8s config, then AWS, Azure, GCP metadata."""
 
     def test_access_key_wins_over_uid_token(self, base_env):
-        env = {**base_env, "AKEYLESS_ACCESS_ID": "p-x", "AKEYLESS_ACCESS_KEY": "k",
-               "AKEYLESS_UID_INIT_TOKEN": "u-x"}
+        env = {**base_env, "AKEYLESS_ACCESS_ID": "p-x", "AKEYLESS_ACCESS_KEY": "k", "AKEYLESS_UID_INIT_TOKEN": "u-x"}
         assert detect(load_cfg(env).akeyless, env)[0] == "access_key"
 
     def test_uid_token_before_cloud(self, base_env):
@@ -131,8 +128,7 @@ class TestDetection:
 class TestUidRotation:
     """The UID token is rotated on schedule, saved atomically 0600, and survives a restart."""
 
-    def test_rotation_persisted_and_restart(self, emu: Emulator, base_env, make_backend,
-                                            tmp_path: Path):
+    def test_rotation_persisted_and_restart(self, emu: Emulator, base_env, make_backend, tmp_path: Path):
         first = emu.add_universal_identity()
         access_id = emu.core.tokens.tokens[first].access_id
         token_file = tmp_path / "uid-token"
@@ -152,8 +148,7 @@ class TestUidRotation:
         b2 = make_backend(env)
         _works(b2)
 
-    def test_rotation_failure_is_counted_not_fatal(self, emu: Emulator, base_env, make_backend,
-                                                   tmp_path: Path):
+    def test_rotation_failure_is_counted_not_fatal(self, emu: Emulator, base_env, make_backend, tmp_path: Path):
         token = emu.add_universal_identity()
         access_id = emu.core.tokens.tokens[token].access_id
         env = {**base_env, "AKEYLESS_ACCESS_ID": access_id, "AKEYLESS_UID_INIT_TOKEN": token,

@@ -22,7 +22,7 @@ from kms_appliance.errors import (
     Throttled,
 )
 from kms_appliance.metrics import Metrics
-from tests.integration.akeyless.metadata import KEY
+from tests.support.emulator import KEY
 from tests.support.procs import eventually
 
 
@@ -157,8 +157,7 @@ class TestFaults:
 
     @pytest.mark.parametrize(("fault", "calls"), [({"status": 503}, 3), ({"kind": "reset"}, 3),
                                                    ({"status": 403}, 1), ({"status": 400}, 1)])
-    def test_retries_are_bounded_and_only_where_safe(self, emu: Emulator, ak_env, make_backend,
-                                                     fault, calls):
+    def test_retries_are_bounded_and_only_where_safe(self, emu: Emulator, ak_env, make_backend, fault, calls):
         b = make_backend(ak_env, cache=False)
         w = b.wrap(os.urandom(32))
         emu.reset_calls()
@@ -167,8 +166,7 @@ class TestFaults:
             b.unwrap(w.ciphertext, w.key_id, {})
         assert emu.calls["decrypt"] == calls
 
-    def test_a_hanging_server_is_cut_at_the_call_deadline(self, emu: Emulator, ak_env,
-                                                          make_backend):
+    def test_a_hanging_server_is_cut_at_the_call_deadline(self, emu: Emulator, ak_env, make_backend):
         b = make_backend(ak_env, cache=False, call_timeout=1.0)
         w = b.wrap(os.urandom(32))
         emu.fault("decrypt", kind="hang", delay=10.0)
@@ -252,8 +250,7 @@ class TestHealth:
         b.refresh()
         assert b.status().healthy
 
-    def test_key_disabled_in_akeyless_makes_status_unhealthy(self, emu: Emulator, ak_env,
-                                                             make_backend):
+    def test_key_disabled_in_akeyless_makes_status_unhealthy(self, emu: Emulator, ak_env, make_backend):
         b = make_backend(ak_env)
         emu.disable_key(KEY)
         b.refresh()

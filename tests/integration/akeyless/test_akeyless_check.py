@@ -13,7 +13,7 @@ from akeyless_emulator import Emulator
 from kms_appliance import preflight
 from tests.emulator.test_control import control
 from tests.integration.akeyless.conftest import load_cfg
-from tests.integration.akeyless.metadata import KEY
+from tests.support.emulator import KEY
 
 
 def _key_settings(emu: Emulator, **settings: object) -> None:
@@ -27,8 +27,7 @@ def _check(env: dict[str, str], tmp_path: Path, dir_mode: int = 0o700, **over):
     sock_dir.mkdir(exist_ok=True)
     sock_dir.chmod(dir_mode)
     cfg = load_cfg(env, **over)
-    cfg = dataclasses.replace(cfg, server=dataclasses.replace(cfg.server,
-                                                              socket=sock_dir / "kms.sock"))
+    cfg = dataclasses.replace(cfg, server=dataclasses.replace(cfg.server, socket=sock_dir / "kms.sock"))
     out = io.StringIO()
     code = preflight.run(cfg, True, out)
     doc = json.loads(out.getvalue())
@@ -54,8 +53,7 @@ class TestCheck:
             cfg.server, socket=tmp_path / "sock" / "kms.sock")), False, out)
         assert "all checks passed" in out.getvalue()
 
-    def test_delete_protection_off_warns_and_rotation_is_reported(self, emu: Emulator, ak_env,
-                                                                  tmp_path):
+    def test_delete_protection_off_warns_and_rotation_is_reported(self, emu: Emulator, ak_env, tmp_path):
         """Off (the emulator's default, as Akeyless's): warn naming it; the check still passes."""
         _key_settings(emu, delete_protection=False, auto_rotate=True, rotation_interval=90)
         code, checks, _ = _check(ak_env, tmp_path)

@@ -35,17 +35,16 @@ from kms_appliance.errors import (
     SetupError,
 )
 from kms_appliance.metrics import Metrics
-from tests.integration.akeyless.metadata import KEY
 from tests.integration.akeyless.rotating import error_while_rotating
 from tests.support import secrets_scan
+from tests.support.emulator import KEY
 from tests.support.intermediate_keys import iks_of
 
 KEY_ID = re.compile(r"^akeyless:\d+:(\d+):ik:([0-9a-f]{32})$")
 Events = list[tuple[str, Mapping[str, object]]]
 
 
-def envelope_backend(make_backend: Callable[..., Any], env: dict[str, str],
-                     **over: Any) -> tuple[ModalBackend, Events]:
+def envelope_backend(make_backend: Callable[..., Any], env: dict[str, str], **over: Any) -> tuple[ModalBackend, Events]:
     b = make_backend(env, mode="envelope", **over)
     assert isinstance(b, ModalBackend)
     events: Events = []
@@ -61,8 +60,7 @@ def revoke(emu: Emulator, access_id: str) -> None:
 
 
 class TestEnvelopeRoundTrip:
-    def test_one_akeyless_encrypt_at_start_then_local_wraps(self, emu: Emulator, ak_env,
-                                                            make_backend):
+    def test_one_akeyless_encrypt_at_start_then_local_wraps(self, emu: Emulator, ak_env, make_backend):
         emu.reset_calls()
         b, events = envelope_backend(make_backend, ak_env)
         # the IK: wrapped once, then unwrapped once to prove this access id may read it
@@ -97,8 +95,7 @@ class TestEnvelopeRoundTrip:
             with pytest.raises(CiphertextError):
                 b.unwrap(bytes(bad), None, {})
         with pytest.raises(CiphertextError, match="key_id"):
-            b.unwrap(w.ciphertext, w.key_id[:-1] + "0" if w.key_id[-1] != "0" else
-                     w.key_id[:-1] + "1", {})
+            b.unwrap(w.ciphertext, w.key_id[:-1] + "0" if w.key_id[-1] != "0" else w.key_id[:-1] + "1", {})
         # the ik-id flip named an unknown IK: Akeyless refused to unwrap it under that context
         assert emu.calls["decrypt"] <= 1
 
@@ -106,8 +103,7 @@ class TestEnvelopeRoundTrip:
         """Domain separation: the wrapped IK in a direct-mode frame is refused by Akeyless."""
         b, _ = envelope_backend(make_backend, ak_env)
         p = intermediate.parse(b.wrap(os.urandom(32)).ciphertext)
-        head = envelope.header(envelope.BACKEND_AKEYLESS) + (1).to_bytes(4, "big") + \
-            (32).to_bytes(2, "big")
+        head = envelope.header(envelope.BACKEND_AKEYLESS) + (1).to_bytes(4, "big") + (32).to_bytes(2, "big")
         with pytest.raises(CiphertextError):
             b.unwrap(head + p.wrapped, None, {})
 
@@ -185,8 +181,7 @@ class TestRotation:
         new = b.wrap(b"b" * 32)
         assert new.key_id == st.key_id and new.key_version == "2"
         assert b.unwrap(old.ciphertext, old.key_id, {}).plaintext == b"a" * 32
-        assert [f["reason"] for n, f in events if n == "intermediate_key_created"] == \
-            ["startup", "key_rotation"]
+        assert [f["reason"] for n, f in events if n == "intermediate_key_created"] == ["startup", "key_rotation"]
 
     def test_usage_and_age_bounds_rotate_at_refresh(self, emu, ak_env, make_backend):
         b, events = envelope_backend(make_backend, ak_env)
@@ -201,11 +196,9 @@ class TestRotation:
         assert second is not None and second.key_id != first
         second.created -= intermediate.ROTATE_AGE
         assert b.refresh() is True
-        assert [f["reason"] for n, f in events if n == "intermediate_key_created"] == \
-            ["startup", "usage", "age"]
+        assert [f["reason"] for n, f in events if n == "intermediate_key_created"] == ["startup", "usage", "age"]
 
-    def test_rotation_between_ik_wrap_and_check_wraps_it_again(self, emu: Emulator, ak_env,
-                                                                make_backend):
+    def test_rotation_between_ik_wrap_and_check_wraps_it_again(self, emu: Emulator, ak_env, make_backend):
         """Akeyless used version 2 for a new IK labelled 1: it is wrapped again as 2."""
         b, _ = envelope_backend(make_backend, ak_env, refresh_interval=60.0)
         emu.reset_calls()
@@ -223,8 +216,7 @@ class TestRotation:
         assert b._iks.current is ik and b.state.last_version == 2
         assert (emu.calls["encrypt"], emu.calls["describe-item"]) == (2, 2)
 
-    def test_key_rotating_during_every_ik_check_keeps_the_current_ik(self, emu: Emulator,
-                                                                     ak_env, make_backend):
+    def test_key_rotating_during_every_ik_check_keeps_the_current_ik(self, emu: Emulator, ak_env, make_backend):
         """Bounded: three wraps that each saw a newer version, then the current IK stays."""
         b, events = envelope_backend(make_backend, ak_env, refresh_interval=60.0)
         before = b._iks.current
@@ -245,8 +237,7 @@ class TestRotation:
 
 
 class TestRevocation:
-    def test_revoked_credentials_drop_every_ik_at_next_refresh(self, emu: Emulator, ak_env,
-                                                               make_backend):
+    def test_revoked_credentials_drop_every_ik_at_next_refresh(self, emu: Emulator, ak_env, make_backend):
         b1, _ = envelope_backend(make_backend, ak_env)
         b2, events2 = envelope_backend(make_backend, ak_env)
         w = b1.wrap(os.urandom(32))
@@ -298,8 +289,7 @@ def test_metrics_report_mode_held_and_age(emu, ak_env, make_backend):
     b.refresh()
     age = r.get_sample_value("kms_appliance_intermediate_key_validation_age_seconds")
     assert age is not None and 0 <= age < 5
-    assert r.get_sample_value("kms_appliance_intermediate_key_events_total",
-                              {"event": "validated"}) == 1
+    assert r.get_sample_value("kms_appliance_intermediate_key_events_total", {"event": "validated"}) == 1
 
 
 @pytest.mark.parametrize("mode", ["direct", "envelope"])

@@ -18,9 +18,10 @@ from pathlib import Path
 import grpc
 
 from akeyless_emulator import Emulator
-from tests.integration.akeyless.metadata import KEY
+from tests.integration.akeyless.test_akeyless_envelope import revoke
 from tests.integration.akeyless.test_akeyless_socket import start
 from tests.support import secrets_scan
+from tests.support.emulator import KEY
 from tests.support.intermediate_keys import iks_of
 from tests.support.kmsclient import Client
 from tests.support.procs import eventually
@@ -49,9 +50,7 @@ def test_outage_ride_through_and_revocation(emu: Emulator, tmp_path: Path) -> No
         assert ca.status().healthz == "ok"
         emu.clear_faults()
 
-        with emu.core.lock:  # B's credentials revoked
-            emu.core.identities.pop(env_b["AKEYLESS_ACCESS_ID"])
-        emu.expire_tokens()
+        revoke(emu, env_b["AKEYLESS_ACCESS_ID"])
         deadline, code = time.monotonic() + 15, None
         while time.monotonic() < deadline:
             try:
@@ -76,8 +75,7 @@ def test_outage_ride_through_and_revocation(emu: Emulator, tmp_path: Path) -> No
     assert {r["reason"].split(":")[0] for r in rec_b if r["event"] == "intermediate_key_dropped"} \
         == {"access denied"}
     decrypts = [r for r in rec_b if r["event"] == "decrypt" and r["outcome"] == "ok"]
-    assert decrypts and all(r["key_id"] == enc.key_id and r["key_version"] == "1"
-                            for r in decrypts)
+    assert decrypts and all(r["key_id"] == enc.key_id and r["key_version"] == "1" for r in decrypts)
     iks = iks_of([enc.ciphertext, enc2.ciphertext, own_b.ciphertext], emu.key(KEY))
     assert len(iks) == 2  # A's (both Encrypts) and B's
     secrets = [env_a["AKEYLESS_ACCESS_KEY"].encode(), env_b["AKEYLESS_ACCESS_KEY"].encode(),

@@ -22,10 +22,10 @@ from kms_appliance.audit import fingerprint
 from kms_appliance.backends import envelope
 from kms_appliance.backends.akeyless.backend import ANNOTATION, AkeylessBackend
 from kms_appliance.errors import BackendUnavailable
-from tests.integration.akeyless.metadata import KEY
 from tests.integration.akeyless.rotating import error_while_rotating
 from tests.support import plugin as pm
-from tests.support.kmsclient import Client
+from tests.support.emulator import KEY
+from tests.support.kmsclient import Callers, Client
 
 _LABEL = struct.Struct(">IH")  # the plugin's own header after the envelope header: version, length
 WORKERS = 4
@@ -39,21 +39,17 @@ def _label(ciphertext: bytes) -> tuple[int, bytes]:
     return _LABEL.unpack_from(payload)[0], payload[_LABEL.size:]
 
 
-def _burst(p: pm.Plugin, out: list[tuple[str, bytes, bytes, Any]], errors: list[BaseException],
-           worker: int) -> None:
-    c = Client(p.socket, timeout=10)
-    try:
-        for i in range(PER_WORKER):
-            seed = os.urandom(32)
-            if i % 2:
-                resp = c.encrypt(seed, uid=f"w{worker}-{i}")
-                out.append(("v2", seed, resp.ciphertext, resp))
-            else:
-                out.append(("v1", seed, c.v1_encrypt(seed), None))
-    except BaseException as exc:  # reported by the test, not lost in the thread
-        errors.append(exc)
-    finally:
-        c.close()
+def _burst(c: Client) -> list[tuple[str, bytes, bytes, Any]]:
+    """One caller's encrypts, KMS v1 and v2 in turn: (api, seed, ciphertext, the v2 response)."""
+    out: list[tuple[str, bytes, bytes, Any]] = []
+    for i in range(PER_WORKER):
+        seed = os.urandom(32)
+        if i % 2:
+            resp = c.encrypt(seed, uid=f"burst-{i}")
+            out.append(("v2", seed, resp.ciphertext, resp))
+        else:
+            out.append(("v1", seed, c.v1_encrypt(seed), None))
+    return out
 
 
 def _rotator(emu: Emulator, rotated: list[int]) -> None:
@@ -69,20 +65,14 @@ def test_rotations_during_a_burst_label_every_record_with_the_version_used(
     item_id = emu.key(KEY).item_id
     # Widen the window between an encrypt and what follows it, so rotations land inside it.
     emu.fault("encrypt", "latency", delay=0.005)
-    p = pm.start(tmp_path / "p", env=env, akeyless=True)
-    out: list[tuple[str, bytes, bytes, Any]] = []
-    errors: list[BaseException] = []
     rotated: list[int] = []
-    try:
+    with pm.running(tmp_path / "p", env=env, akeyless=True) as p:
         rot = threading.Thread(target=_rotator, args=(emu, rotated))
         rot.start()
-        workers = [threading.Thread(target=_burst, args=(p, out, errors, w)) for w in range(WORKERS)]
-        for t in workers:
-            t.start()
-        for t in workers:
-            t.join(60)
+        results = Callers(p.socket, WORKERS, _burst, timeout=10).join(60)
         rot.join(30)
-        assert errors == [] and len(out) == WORKERS * PER_WORKER
+        out = [call for calls in results if isinstance(calls, list) for call in calls]
+        assert len(out) == WORKERS * PER_WORKER, results  # no caller raised
         assert rotated == [2, 3, 4], "every rotation must happen during the burst"
         emu.clear_faults()
 
@@ -103,8 +93,6 @@ def test_rotations_during_a_burst_label_every_record_with_the_version_used(
                     assert c.decrypt(ct, resp.key_id, dict(resp.annotations)) == seed
         versions_used = {used[result_fingerprint(_label(ct)[1])] for _, _, ct, _ in out}
         assert versions_used == {1, 2, 3, 4}, versions_used
-    finally:
-        p.stop()
 
     records = {r["ct_fp"]: r for r in p.audit_records() if r["event"] == "encrypt"}
     for api, _, ct, _ in out:

@@ -6,7 +6,7 @@ from __future__ import annotations
 import datetime as dt
 
 from akeyless_emulator import Emulator
-from tests.integration.akeyless.metadata import KEY
+from tests.support.emulator import KEY
 
 
 def _ts(when: dt.datetime) -> float:

@@ -17,8 +17,8 @@ import pytest
 
 from akeyless_emulator import Emulator
 from kms_appliance.errors import KmsError
-from kms_appliance.metrics import Metrics
 from tests.support.emulator import each_fault
+from tests.support.procs import eventually
 
 
 def _exercise(b, emu: Emulator, texts: list[str], deks: list[bytes], seen: set[str]) -> None:
@@ -39,24 +39,19 @@ def _exercise(b, emu: Emulator, texts: list[str], deks: list[bytes], seen: set[s
         seen.update(emu.core.tokens.tokens)  # tokens issued so far
 
 
-def test_nothing_secret_is_written(emu: Emulator, base_env, make_backend, caplog, tmp_path: Path):
-    caplog.set_level(logging.DEBUG)
-    logging.getLogger().setLevel(logging.DEBUG)
-    ident = emu.add_access_key()
-    env = {**base_env, "AKEYLESS_ACCESS_ID": ident.access_id,
-           "AKEYLESS_ACCESS_KEY": ident.access_key}
+def test_nothing_secret_is_written(emu: Emulator, base_env, ak_env, make_backend,
+                                   caplog: pytest.LogCaptureFixture, tmp_path: Path):
+    caplog.set_level(logging.DEBUG)  # the root logger, restored after the test
     texts: list[str] = []
     deks: list[bytes] = []
     seen: set[str] = set()
-    _exercise(make_backend(env, metrics=Metrics(), cache=False), emu, texts, deks, seen)
+    _exercise(make_backend(ak_env, cache=False), emu, texts, deks, seen)
     uid = emu.add_universal_identity()  # after the first run's expire_tokens()
     uid_env = {**base_env, "AKEYLESS_ACCESS_ID": emu.core.tokens.tokens[uid].access_id,
                "AKEYLESS_UID_INIT_TOKEN": uid,
                "KMS_APPLIANCE_AKEYLESS_UID_TOKEN_FILE": str(tmp_path / "uid")}
     ub = make_backend(uid_env, uid_rotate_interval=0.2)
-    deadline = time.monotonic() + 10
-    while emu.calls["uid-rotate-token"] < 2 and time.monotonic() < deadline:
-        time.sleep(0.05)
+    assert eventually(lambda: emu.calls["uid-rotate-token"] >= 2, 10, 0.05)
     emu.fault("uid-rotate-token", kind="malformed")
     time.sleep(0.5)
     emu.clear_faults()
@@ -66,17 +61,10 @@ def test_nothing_secret_is_written(emu: Emulator, base_env, make_backend, caplog
     assert len(caplog.records) > 0
     assert texts
     tokens = seen | set(emu.core.tokens.tokens)
-    secrets = [ident.access_key, *tokens]
+    secrets = [ak_env["AKEYLESS_ACCESS_KEY"], *tokens]
     for dek in deks:
         secrets += [dek.hex(), base64.b64encode(dek).decode(), repr(dek)[2:-1]]
     hits = [s[:6] + "..." for s in secrets if s and s in written]
     assert hits == [], f"secrets found in logs/exceptions: {hits}"
     assert len(tokens) >= 4
     assert any(t.startswith("u-") for t in tokens)
-
-
-@pytest.fixture(autouse=True)
-def _restore_root_level():
-    level = logging.getLogger().level
-    yield
-    logging.getLogger().setLevel(level)

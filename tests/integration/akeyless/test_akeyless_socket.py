@@ -7,10 +7,9 @@ import signal
 from pathlib import Path
 
 from akeyless_emulator import Emulator
-from tests.integration.akeyless.metadata import KEY
 from tests.support import plugin as pm
 from tests.support import secrets_scan
-from tests.support.emulator import identity_env
+from tests.support.emulator import KEY, identity_env
 from tests.support.kmsclient import Callers, Client
 from tests.support.procs import eventually
 

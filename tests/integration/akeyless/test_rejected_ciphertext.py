@@ -17,7 +17,7 @@ import pytest
 from akeyless_emulator import Emulator
 from kms_appliance.backends.akeyless import backend as akbackend
 from kms_appliance.errors import CiphertextError, KeyUnavailable
-from tests.integration.akeyless.metadata import KEY
+from tests.support.emulator import KEY
 
 N = 30
 
@@ -42,8 +42,7 @@ def _calls(emu: Emulator) -> tuple[int, int]:
 
 
 class TestRemoteCallsPerRefusal:
-    def test_forged_ciphertexts_cost_one_decrypt_each(self, emu: Emulator, ak_env,
-                                                      make_backend) -> None:
+    def test_forged_ciphertexts_cost_one_decrypt_each(self, emu: Emulator, ak_env, make_backend) -> None:
         emu.rotate_key(KEY)  # versions 1 and 2, both enabled
         b = make_backend(ak_env, cache=False)
         w = b.wrap(os.urandom(32))  # labelled version 2
@@ -57,8 +56,7 @@ class TestRemoteCallsPerRefusal:
         assert decrypts == N
         assert describes <= 1  # at most one explanation lookup per EXPLAIN_EVERY (5 s)
 
-    def test_concurrent_refusals_share_one_describe(self, emu: Emulator, ak_env,
-                                                    make_backend) -> None:
+    def test_concurrent_refusals_share_one_describe(self, emu: Emulator, ak_env, make_backend) -> None:
         b = make_backend(ak_env, cache=False)
         w = b.wrap(os.urandom(32))
         before = _calls(emu)
@@ -97,8 +95,7 @@ class TestRelabelledVersion:
 
 
 class TestDisabledVersionStillExplained:
-    def test_disabled_after_the_last_describe_is_key_unavailable(self, emu: Emulator, ak_env,
-                                                                 make_backend) -> None:
+    def test_disabled_after_the_last_describe_is_key_unavailable(self, emu: Emulator, ak_env, make_backend) -> None:
         """The first refusal after a quiet spell gets a fresh description."""
         b = make_backend(ak_env, cache=False)
         old = b.wrap(b"a" * 32)
