@@ -5,8 +5,6 @@ from __future__ import annotations
 
 import json
 import socket
-import subprocess
-import sys
 from pathlib import Path
 
 from kms_appliance import config, manifests, preflight, version
@@ -56,17 +54,11 @@ def test_a_regular_file_at_the_socket_path_fails(tmp_path: Path) -> None:
 
 
 def _cli_check(tmp_path: Path, enc: Path) -> tuple[int, dict[str, dict[str, str]]]:
-    sock = tmp_path / "run" / "kms.sock"
-    (tmp_path / "none.toml").touch()
-    proc = subprocess.run(
-        [sys.executable, "-m", "kms_appliance", "check", "--config", str(tmp_path / "none.toml"),
-         "--backend", "local", "--keyring", str(tmp_path / "keyring.json"), "--socket", str(sock),
-         "--audit-log", str(tmp_path / "audit.log"), "--encryption-config", str(enc), "--json"],
-        cwd=pm.REPO, capture_output=True, text=True, timeout=60, check=False,
-        env={"PATH": "/usr/bin:/bin"})
+    proc = pm.cli(tmp_path, "check", "--keyring", str(tmp_path / "keyring.json"), "--socket",
+                  str(tmp_path / "run" / "kms.sock"), "--audit-log", str(tmp_path / "audit.log"),
+                  "--encryption-config", str(enc), "--json")
     assert proc.stderr == "", proc.stderr
-    doc = json.loads(proc.stdout)
-    return proc.returncode, {c["name"]: c for c in doc["checks"]}
+    return proc.returncode, {c["name"]: c for c in json.loads(proc.stdout)["checks"]}
 
 
 def test_cli_check_with_encryption_config_json(tmp_path: Path) -> None:

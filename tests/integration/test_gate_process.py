@@ -22,10 +22,6 @@ def gated(tmp_path: Path) -> Iterator[pm.Plugin]:
         yield p
 
 
-def _gate(p: pm.Plugin) -> int:
-    return only_child(p.proc.pid)
-
-
 def _gone(pid: int, within: float) -> bool:
     return eventually(lambda: not alive(pid), within, 0.02)
 
@@ -37,13 +33,11 @@ def _round_trip(sock: Path) -> None:
 
 
 def test_accepts_in_a_child_and_the_serving_process_holds_no_relay(gated: pm.Plugin) -> None:
-    gate = _gate(gated)
+    gate = only_child(gated.proc.pid)
     with Client(gated.socket) as kept:
         assert kept.status().healthz == "ok"
-        names = {Path(f"/proc/{gate}/task/{t}/comm").read_text().strip()
-                 for t in os.listdir(f"/proc/{gate}/task")}
-        plugin_fds = {os.readlink(f"/proc/{gated.proc.pid}/fd/{n}")
-                      for n in os.listdir(f"/proc/{gated.proc.pid}/fd")}
+        names = {Path(f"/proc/{gate}/task/{t}/comm").read_text().strip() for t in os.listdir(f"/proc/{gate}/task")}
+        plugin_fds = {os.readlink(f"/proc/{gated.proc.pid}/fd/{n}") for n in os.listdir(f"/proc/{gated.proc.pid}/fd")}
     assert names, "the gate's process runs threads"
     assert str(gated.socket) not in plugin_fds
     _, metrics = gated.http("/metrics")
@@ -51,10 +45,10 @@ def test_accepts_in_a_child_and_the_serving_process_holds_no_relay(gated: pm.Plu
 
 
 def test_a_killed_gate_is_replaced_and_the_door_reopens(gated: pm.Plugin) -> None:
-    first = _gate(gated)
+    first = only_child(gated.proc.pid)
     os.kill(first, signal.SIGKILL)
     assert _gone(first, 5)
-    second = _gate(gated)
+    second = only_child(gated.proc.pid)
     assert second != first
     _round_trip(gated.socket)
     status, body = gated.http("/livez")
@@ -67,18 +61,18 @@ def test_a_killed_gate_is_replaced_and_the_door_reopens(gated: pm.Plugin) -> Non
 def test_the_gate_leaves_stop_signals_to_its_parent(gated: pm.Plugin) -> None:
     """A service manager signals the whole group: the gate must keep relaying while the
     plugin drains, so it ignores them; the plugin's stop then ends it."""
-    gate = _gate(gated)
+    gate = only_child(gated.proc.pid)
     for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
         os.kill(gate, sig)
     time.sleep(0.3)
-    assert _gate(gated) == gate
+    assert only_child(gated.proc.pid) == gate
     _round_trip(gated.socket)
     assert gated.stop() == 0
     assert _gone(gate, 5)
 
 
 def test_kill_9_of_the_plugin_takes_the_gate_with_it(gated: pm.Plugin) -> None:
-    gate = _gate(gated)
+    gate = only_child(gated.proc.pid)
     gated.proc.kill()
     gated.proc.wait(10)
     assert _gone(gate, 1.0), "the gate must not keep the socket after its plugin died"

@@ -131,8 +131,7 @@ def test_rotation_by_file_watch_alone(tmp_path: Path) -> None:
 def test_malformed_status_and_version_are_refused(plugin: Plugin, client: Client, method: str) -> None:
     """They read no field, so only their decoder knows: INVALID_ARGUMENT like a bad Encrypt,
     counted; a valid request still answers."""
-    call = client.channel.unary_unary(method, request_serializer=lambda b: b,
-                                      response_deserializer=lambda b: b)
+    call = client.channel.unary_unary(method, request_serializer=lambda b: b, response_deserializer=lambda b: b)
     for garbage in (b"\xff\xff\xff\xff\xff", b"\x0a\x7f\x00"):  # truncated varint; overlong field
         assert code_of(call, garbage) == grpc.StatusCode.INVALID_ARGUMENT
     assert call(b"")  # a valid (empty) request: a non-empty answer

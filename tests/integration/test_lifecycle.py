@@ -8,22 +8,19 @@ import threading
 import time
 from pathlib import Path
 
+import pytest
+
 from tests.support import plugin as pm
 from tests.support.kmsclient import Callers, Client
 
 
-def test_sigterm_exits_0_and_removes_socket(tmp_path: Path) -> None:
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT], ids=["SIGTERM", "SIGINT"])
+def test_stop_signal_exits_0_and_removes_socket(tmp_path: Path, sig: signal.Signals) -> None:
     p = pm.start(tmp_path / "t")
-    assert p.stop(signal.SIGTERM) == 0
+    assert p.stop(sig) == 0
     assert not p.socket.exists()
     events = [r["event"] for r in p.audit_records()]
     assert events[0] == "startup" and events[-1] == "shutdown"
-
-
-def test_sigint_exits_0(tmp_path: Path) -> None:
-    p = pm.start(tmp_path / "t")
-    assert p.stop(signal.SIGINT) == 0
-    assert not p.socket.exists()
 
 
 def test_sigterm_under_load_lets_calls_finish(tmp_path: Path) -> None:

@@ -79,8 +79,7 @@ def _serve(tmp_path: Path, backend: Any, in_memory: bool, **over: Any) -> Iterat
 
 
 @pytest.fixture(params=[False, True], ids=["workers", "inline-first"])
-def waiting(request: pytest.FixtureRequest, tmp_path: Path
-            ) -> Iterator[tuple[PluginServer, WaitingBackend]]:
+def waiting(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[tuple[PluginServer, WaitingBackend]]:
     backend = WaitingBackend(inproc.local_backend(tmp_path / "ring"))
     for srv in _serve(tmp_path, backend, in_memory=request.param):
         yield srv, backend
@@ -91,8 +90,7 @@ def test_a_waiting_backend_holds_a_worker_not_the_loop(waiting: tuple[PluginServ
     srv, backend = waiting
     c = Client(srv.socket_path, timeout=10)
     result: list[bytes] = []
-    t = threading.Thread(target=lambda: result.append(c.encrypt(b"wait" + os.urandom(28)).ciphertext),
-                         daemon=True)
+    t = threading.Thread(target=lambda: result.append(c.encrypt(b"wait" + os.urandom(28)).ciphertext), daemon=True)
     t.start()
     try:
         assert backend.waiting.wait(10), "the encrypt call never reached the backend"
@@ -109,8 +107,7 @@ def test_a_waiting_backend_holds_a_worker_not_the_loop(waiting: tuple[PluginServ
         c.close()
 
 
-def test_in_memory_calls_run_in_the_loop_and_one_that_would_wait_is_served_once(
-        tmp_path: Path) -> None:
+def test_in_memory_calls_run_in_the_loop_and_one_that_would_wait_is_served_once(tmp_path: Path) -> None:
     backend = WaitingBackend(inproc.local_backend(tmp_path / "ring"))
     backend.release.set()
     audit = tmp_path / "audit.log"
@@ -129,8 +126,7 @@ def test_in_memory_calls_run_in_the_loop_and_one_that_would_wait_is_served_once(
 def reader(tmp_path: Path) -> Iterator[PluginServer]:
     backend = inproc.local_backend(tmp_path / "ring")
     # One call served at once: READING_PER_RPC calls may wait for their request; a long deadline.
-    yield from _serve(tmp_path, backend, in_memory=True, max_concurrent_rpcs=1,
-                      request_read_timeout=30.0)
+    yield from _serve(tmp_path, backend, in_memory=True, max_concurrent_rpcs=1, request_read_timeout=30.0)
 
 
 def test_beyond_the_read_cap_the_longest_waiting_call_is_ended(reader: PluginServer) -> None:
