@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import json
 import os
-import re
 import time
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
@@ -26,11 +25,13 @@ import grpc
 import pytest
 
 from akeyless_emulator import Emulator
+from tests.reliability.probes import metric
 from tests.reliability.tcpproxy import SwitchProxy
 from tests.support import figures, ledger, procinfo
 from tests.support import plugin as pm
 from tests.support.emulator import KEY, identity_env, record_secrets
 from tests.support.kmsclient import Client
+from tests.support.procs import wait_until
 
 BUDGET = 1.0        # server.call_timeout and akeyless.timeout of the plugin under test
 SLACK = 1.0         # scheduling slack on a shared 2-core machine
@@ -60,11 +61,9 @@ def rig(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Rig]:
         proxy = SwitchProxy(("127.0.0.1", emu.port)).start()
         flag = base / "dns-broken"
         shim = pm.Command((pm.python(), "-m", "tests.reliability.dnsshim", str(flag)), pm.REPO)
-        env = identity_env(emu, url=f"https://localhost:{proxy.port}",
-                              KMS_APPLIANCE_SERVER_CALL_TIMEOUT=f"{BUDGET}s",
-                              KMS_APPLIANCE_AKEYLESS_TIMEOUT=f"{BUDGET}s",
-                              KMS_APPLIANCE_OBSERVABILITY_HEALTH_INTERVAL="1s",
-                              KMS_APPLIANCE_CACHE_ENABLED="false")
+        env = identity_env(emu, url=f"https://localhost:{proxy.port}", KMS_APPLIANCE_SERVER_CALL_TIMEOUT=f"{BUDGET}s",
+                           KMS_APPLIANCE_AKEYLESS_TIMEOUT=f"{BUDGET}s", KMS_APPLIANCE_CACHE_ENABLED="false",
+                           KMS_APPLIANCE_OBSERVABILITY_HEALTH_INTERVAL="1s")
         plugin = pm.start(base / "plugin", ["--log-level", "debug"], env, akeyless=True, command=shim)
         client = Client(plugin.socket, timeout=BUDGET + 5)
         try:
@@ -144,35 +143,32 @@ def _dns_clear(r: Rig, _: Any) -> None:
 class Cell:
     name: str
     inject: Inject
-    clear: Callable[[Rig, Any], None]
     code: str              # what Encrypt and Decrypt answer while the fault holds
     outcome: str           # audit outcome and metric label
     ready: bool            # /readyz while the fault holds
+    clear: Callable[[Rig, Any], None] = _clear_faults
     decrypt_code: str = ""  # when Decrypt differs from Encrypt
 
 
 CELLS = [
-    Cell("latency beyond the deadline", _fault("*", kind="latency", delay=3 * BUDGET), _clear_faults,
-         "UNAVAILABLE", "unavailable", False),
-    Cell("5xx (503)", _fault("*", status=503), _clear_faults, "UNAVAILABLE", "unavailable", False),
-    Cell("5xx (500)", _fault("*", status=500), _clear_faults, "UNAVAILABLE", "unavailable", False),
-    Cell("429 throttled", _fault("*", status=429, retry_after=1), _clear_faults,
-         "RESOURCE_EXHAUSTED", "throttled", True),
-    Cell("expired token", lambda r: r.emu.expire_tokens(), lambda r, _: None, "OK", "ok", True),
-    Cell("revoked credentials", _revoke, _unrevoke, "PERMISSION_DENIED", "user", False),
-    Cell("connection reset", _fault("*", kind="reset"), _clear_faults, "UNAVAILABLE", "unavailable",
-         False),
-    Cell("hang", _fault("*", kind="hang", delay=10.0), _clear_faults, "UNAVAILABLE", "unavailable",
-         False),
-    Cell("malformed body", _fault("*", kind="malformed"), _clear_faults, "INTERNAL", "corrupt", False),
-    Cell("wrong plaintext length (short)", _fault("decrypt", kind="wrong_length"), _clear_faults,
-         "OK", "corrupt", False, decrypt_code="INTERNAL"),
-    Cell("wrong plaintext length (long)", _fault("decrypt", kind="wrong_length", extra=True),
-         _clear_faults, "OK", "corrupt", False, decrypt_code="INTERNAL"),
-    Cell("TLS: certificate from another CA", _tls("other_ca"), _tls_clear, "UNAVAILABLE",
+    Cell("latency beyond the deadline", _fault("*", kind="latency", delay=3 * BUDGET), "UNAVAILABLE",
          "unavailable", False),
-    Cell("TLS: expired certificate", _tls("expired"), _tls_clear, "UNAVAILABLE", "unavailable", False),
-    Cell("DNS failure", _dns, _dns_clear, "UNAVAILABLE", "unavailable", False),
+    Cell("5xx (503)", _fault("*", status=503), "UNAVAILABLE", "unavailable", False),
+    Cell("5xx (500)", _fault("*", status=500), "UNAVAILABLE", "unavailable", False),
+    Cell("429 throttled", _fault("*", status=429, retry_after=1), "RESOURCE_EXHAUSTED", "throttled", True),
+    Cell("expired token", lambda r: r.emu.expire_tokens(), "OK", "ok", True, clear=lambda r, _: None),
+    Cell("revoked credentials", _revoke, "PERMISSION_DENIED", "user", False, clear=_unrevoke),
+    Cell("connection reset", _fault("*", kind="reset"), "UNAVAILABLE", "unavailable", False),
+    Cell("hang", _fault("*", kind="hang", delay=10.0), "UNAVAILABLE", "unavailable", False),
+    Cell("malformed body", _fault("*", kind="malformed"), "INTERNAL", "corrupt", False),
+    Cell("wrong plaintext length (short)", _fault("decrypt", kind="wrong_length"), "OK", "corrupt", False,
+         decrypt_code="INTERNAL"),
+    Cell("wrong plaintext length (long)", _fault("decrypt", kind="wrong_length", extra=True), "OK", "corrupt",
+         False, decrypt_code="INTERNAL"),
+    Cell("TLS: certificate from another CA", _tls("other_ca"), "UNAVAILABLE", "unavailable", False,
+         clear=_tls_clear),
+    Cell("TLS: expired certificate", _tls("expired"), "UNAVAILABLE", "unavailable", False, clear=_tls_clear),
+    Cell("DNS failure", _dns, "UNAVAILABLE", "unavailable", False, clear=_dns_clear),
 ]
 
 
@@ -209,21 +205,12 @@ def _ready(r: Rig) -> int:
     return r.plugin.http("/readyz")[0]
 
 
-def _wait_ready(r: Rig, want: int, timeout: float = READY_WAIT) -> float:
-    start = time.monotonic()
-    while time.monotonic() - start < timeout:
-        if _ready(r) == want:
-            return time.monotonic() - start
-        time.sleep(0.2)
-    raise AssertionError(f"/readyz never answered {want} within {timeout}s")
+def _wait_ready(r: Rig, want: int) -> float:
+    return wait_until(lambda: _ready(r) == want, READY_WAIT, f"/readyz answering {want}")
 
 
-def _metric(r: Rig, method: str, api: str, outcome: str) -> float:
-    _, body = r.plugin.http("/metrics")
-    pat = (rf'^kms_appliance_calls_total\{{api="{api}",method="{method}",outcome="{outcome}"\}} '
-           r"([0-9.e+]+)$")
-    m = re.search(pat, body.decode(), re.M)
-    return float(m.group(1)) if m else 0.0
+def _metric(r: Rig, method: str, outcome: str) -> float:
+    return metric(r.plugin, "kms_appliance_calls_total", f'api="v2",method="{method}",outcome="{outcome}"')
 
 
 @pytest.mark.parametrize("cell", CELLS, ids=[c.name for c in CELLS])
@@ -233,7 +220,7 @@ def test_fault_cell(rig: Rig, cell: Cell) -> None:
     assert _ready(r) == 200
     audit_before = len(r.plugin.audit_settled())
     dec_code = cell.decrypt_code or cell.code
-    before = {m: _metric(r, m, "v2", _outcome_of(cell, m)) for m in ("encrypt", "decrypt")}
+    before = {m: _metric(r, m, _outcome_of(cell, m)) for m in ("encrypt", "decrypt")}
 
     token = cell.inject(r)
     try:
@@ -245,7 +232,7 @@ def test_fault_cell(rig: Rig, cell: Cell) -> None:
             assert seconds <= BUDGET + SLACK, f"{method} took {seconds:.2f}s, budget {BUDGET}s"
         records = _call_records(r, audit_before)  # polled: metrics are counted in the same pass
         for m in ("encrypt", "decrypt"):
-            assert _metric(r, m, "v2", _outcome_of(cell, m)) >= before[m] + 2, m
+            assert _metric(r, m, _outcome_of(cell, m)) >= before[m] + 2, m
         for method in ("encrypt", "decrypt"):
             mine = [x for x in records if x["event"] == method and x.get("api") == "v2"]
             assert len(mine) >= 2, (method, audit_before, records[-6:])
@@ -289,12 +276,10 @@ def test_fault_cell(rig: Rig, cell: Cell) -> None:
 
 def _call_records(r: Rig, skip: int) -> list[dict[str, Any]]:
     """Encrypt/Decrypt audit records after the first ``skip`` lines (polled briefly)."""
-    deadline = time.monotonic() + 3
-    while True:
-        records = [x for x in r.plugin.audit_records()[skip:] if x.get("event") in ("encrypt", "decrypt")]
-        if len(records) >= 5 or time.monotonic() > deadline:
-            return records
-        time.sleep(0.1)
+    def calls(records: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        return [x for x in records[skip:] if x.get("event") in ("encrypt", "decrypt")]
+
+    return calls(r.plugin.audit_until(lambda records: len(calls(records)) >= 5, timeout=3))
 
 
 def _outcome_of(cell: Cell, method: str) -> str:
@@ -305,8 +290,7 @@ def _outcome_of(cell: Cell, method: str) -> str:
 
 def test_startup_with_unresolvable_host_fails_fast_and_cleanly(emu: Emulator, tmp_path: Path) -> None:
     """DNS failure at start: exit 1 with a message naming the step, within the call budget."""
-    env = identity_env(emu, url="https://akeyless.invalid",
-                          KMS_APPLIANCE_SERVER_CALL_TIMEOUT="2s")
+    env = identity_env(emu, url="https://akeyless.invalid", KMS_APPLIANCE_SERVER_CALL_TIMEOUT="2s")
     start = time.monotonic()
     p = pm.start(tmp_path / "dns", ["--log-level", "debug"], env, wait=False, akeyless=True)
     assert p.proc.wait(30) == 1
