@@ -10,26 +10,30 @@ from pathlib import Path
 import pytest
 
 from akeyless_emulator import Emulator
-from kms_appliance import preflight
+from kms_appliance import config, preflight
+from kms_appliance.backends import keyring
 from tests.emulator.test_control import control
 from tests.integration.akeyless.conftest import load_cfg
 from tests.support.emulator import KEY
 
 
-def _key_settings(emu: Emulator, **settings: object) -> None:
-    """Set what describe-item reports, through the control plane as an operator's Akeyless would."""
-    status, body = control(emu.control_url, "key-settings", {"name": KEY, **settings}, ca=emu.ca_file)
-    assert status == 200, body
+def _change(emu: Emulator, action: str, **body: object) -> None:
+    """Change Akeyless through the control plane, as an operator's Akeyless would change."""
+    status, answer = control(emu.control_url, action, body, ca=emu.ca_file)
+    assert status == 200, answer
 
 
-def _check(env: dict[str, str], tmp_path: Path, dir_mode: int = 0o700, **over):
+def _cfg(env: dict[str, str], tmp_path: Path, dir_mode: int = 0o700, **over: object) -> config.Config:
     sock_dir = tmp_path / "sock"
     sock_dir.mkdir(exist_ok=True)
     sock_dir.chmod(dir_mode)
     cfg = load_cfg(env, **over)
-    cfg = dataclasses.replace(cfg, server=dataclasses.replace(cfg.server, socket=sock_dir / "kms.sock"))
+    return dataclasses.replace(cfg, server=dataclasses.replace(cfg.server, socket=sock_dir / "kms.sock"))
+
+
+def _check(env: dict[str, str], tmp_path: Path, dir_mode: int = 0o700, **over):
     out = io.StringIO()
-    code = preflight.run(cfg, True, out)
+    code = preflight.run(_cfg(env, tmp_path, dir_mode, **over), True, out)
     doc = json.loads(out.getvalue())
     return code, {c["name"]: c for c in doc["checks"]}, doc
 
@@ -38,7 +42,7 @@ class TestCheck:
     """Exit 0 only when every step passed; each failure names its step."""
 
     def test_all_pass(self, emu: Emulator, ak_env, tmp_path):
-        _key_settings(emu, delete_protection=True)
+        _change(emu, "key-settings", name=KEY, delete_protection=True)
         code, checks, doc = _check(ak_env, tmp_path)
         assert code == 0
         assert doc["ok"]
@@ -47,22 +51,20 @@ class TestCheck:
                 "key_settings", "clock"} <= set(checks)
         assert checks["key_settings"]["detail"].startswith("delete protection on")
         assert "access_key" in checks["auth"]["detail"]
-        cfg = load_cfg(ak_env)
         out = io.StringIO()
-        preflight.run(dataclasses.replace(cfg, server=dataclasses.replace(
-            cfg.server, socket=tmp_path / "sock" / "kms.sock")), False, out)
+        preflight.run(_cfg(ak_env, tmp_path), False, out)
         assert "all checks passed" in out.getvalue()
 
     def test_delete_protection_off_warns_and_rotation_is_reported(self, emu: Emulator, ak_env, tmp_path):
         """Off (the emulator's default, as Akeyless's): warn naming it; the check still passes."""
-        _key_settings(emu, delete_protection=False, auto_rotate=True, rotation_interval=90)
+        _change(emu, "key-settings", name=KEY, delete_protection=False, auto_rotate=True, rotation_interval=90)
         code, checks, _ = _check(ak_env, tmp_path)
         assert code == 0
         assert checks["key_settings"]["status"] == "warn"
         detail = checks["key_settings"]["detail"]
         assert "delete protection off" in detail and KEY in detail
         assert "auto-rotate on, every 90 days" in detail
-        _key_settings(emu, delete_protection=True, auto_rotate=False)
+        _change(emu, "key-settings", name=KEY, delete_protection=True, auto_rotate=False)
         code, checks, _ = _check(ak_env, tmp_path)
         assert code == 0
         assert checks["key_settings"] == {"name": "key_settings", "status": "pass",
@@ -85,25 +87,26 @@ class TestCheck:
         assert {name: checks[name]["status"] for name in expected} == expected
         assert all(detail in checks[name]["detail"] for name, status in expected.items() if status == "fail")
 
-    def test_disabled_key(self, emu: Emulator, ak_env, tmp_path):
-        emu.disable_key(KEY)
+    @pytest.mark.parametrize(("changes", "expected", "detail"), [
+        pytest.param([("key-enabled", {"name": KEY, "enabled": False})], {"key": "fail"}, "", id="disabled-key"),
+        pytest.param([("rotate-key", {"name": KEY}),
+                      ("version-state", {"name": KEY, "version": 2, "state": "Disabled"})],
+                     {"key": "fail"}, "version 2 Disabled", id="disabled-latest-version"),
+        pytest.param([("fault", {"endpoint": "decrypt", "status": 500})], {"round_trip": "fail", "key": "pass"}, "",
+                     id="round-trip-failure"),
+        # A token's expiry as Akeyless states it, against this clock: a clock ahead or behind.
+        pytest.param([("token-ttl", {"seconds": -30.0})], {"clock": "fail"}, "ahead", id="clock-ahead"),
+        pytest.param([("token-ttl", {"seconds": 60 * 86400.0})], {"clock": "fail"}, "behind", id="clock-behind"),
+    ])
+    def test_a_failing_akeyless_fails_the_run_naming_the_step(
+            self, emu, ak_env, tmp_path, changes: list[tuple[str, dict[str, object]]], expected: dict[str, str],
+            detail: str):
+        for action, body in changes:
+            _change(emu, action, **body)
         code, checks, _ = _check(ak_env, tmp_path)
         assert code == 1
-        assert checks["key"]["status"] == "fail"
-
-    def test_disabled_latest_version(self, emu: Emulator, ak_env, tmp_path):
-        emu.rotate_key(KEY)
-        emu.disable_version(KEY, 2)
-        code, checks, _ = _check(ak_env, tmp_path)
-        assert code == 1
-        assert "version 2 Disabled" in checks["key"]["detail"]
-
-    def test_round_trip_failure(self, emu: Emulator, ak_env, tmp_path):
-        emu.fault("decrypt", status=500)
-        code, checks, _ = _check(ak_env, tmp_path)
-        assert code == 1
-        assert checks["round_trip"]["status"] == "fail"
-        assert checks["key"]["status"] == "pass"
+        assert {name: checks[name]["status"] for name in expected} == expected
+        assert all(detail in checks[name]["detail"] for name, status in expected.items() if status == "fail")
 
     def test_unsafe_socket_dir(self, emu, ak_env, tmp_path):
         code, checks, _ = _check(ak_env, tmp_path, dir_mode=0o777)
@@ -111,22 +114,10 @@ class TestCheck:
         assert checks["socket_dir"]["status"] == "fail"
 
 
-    @pytest.mark.parametrize(("ttl", "words"), [(-30.0, "ahead"), (60 * 86400.0, "behind")])
-    def test_clock_sanity(self, emu: Emulator, ak_env, tmp_path, ttl, words):
-        emu.set_token_ttl(ttl)
-        code, checks, _ = _check(ak_env, tmp_path)
-        assert code == 1
-        assert checks["clock"]["status"] == "fail"
-        assert words in checks["clock"]["detail"]
-
-
 class TestCheckLocalBackend:
     """The same preflight works for the local keyring backend."""
 
     def test_missing_then_present_keyring(self, tmp_path: Path):
-        from kms_appliance import config
-        from kms_appliance.backends import keyring
-
         ring = tmp_path / "keyring.json"
         env = {"KMS_APPLIANCE_SERVER_BACKEND": "local", "KMS_APPLIANCE_LOCAL_KEYRING": str(ring),
                "KMS_APPLIANCE_SERVER_SOCKET": str(tmp_path / "s" / "kms.sock")}
