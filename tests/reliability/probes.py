@@ -79,3 +79,32 @@ def serve_args(keyring: Path, sock: Path, *extra: str) -> list[str]:
     """``serve`` on a local keyring with no config file and no HTTP endpoint."""
     return ["serve", "--backend", "local", "--keyring", str(keyring), "--socket", str(sock),
             "--http-listen", "", "--config", os.devnull, *extra]
+
+
+def as_nobody(code: str, *args: str, groups: str = "") -> str:
+    """Python ``code`` run as uid/gid 65534 (in ``groups`` if given); its output."""
+    cmd = ["setpriv", "--reuid", "65534", "--regid", "65534"]
+    cmd += ["--groups", groups] if groups else ["--clear-groups"]
+    out = subprocess.run([*cmd, "/usr/bin/python3", "-c", code, *args], capture_output=True,
+                         text=True, timeout=30)
+    return out.stdout.strip() + out.stderr.strip()[-300:]
+
+
+# Connects to the socket argv[1]: DENIED by the kernel (file modes), SERVED (an HTTP/2 server
+# answered the client preface) or CLOSED (accepted, then closed: the peer gate refused it).
+PEER_PROBE = """
+import socket, sys
+s = socket.socket(socket.AF_UNIX)
+s.settimeout(5)
+try:
+    s.connect(sys.argv[1])
+except PermissionError:
+    print("DENIED"); raise SystemExit
+# the HTTP/2 client preface: an allowed peer gets a SETTINGS frame back, a refused one EOF
+try:
+    s.sendall(b"PRI * HTTP/2.0\\r\\n\\r\\nSM\\r\\n\\r\\n" + bytes([0, 0, 0, 4, 0, 0, 0, 0, 0]))
+    data = s.recv(64)
+except OSError:
+    data = b""
+print("SERVED" if data else "CLOSED")
+"""

@@ -15,8 +15,6 @@ from __future__ import annotations
 import os
 import signal
 import socket
-import subprocess
-import sys
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -27,6 +25,7 @@ from tests.support import figures
 from tests.support import plugin as pm
 from tests.support.emulator import identity_env
 from tests.support.kmsclient import Client
+from tests.support.procs import eventually
 
 HUPS = 10_000  # per round
 ROUNDS = 30  # a pause between rounds lets the loop go back to waiting (where the old lock was held)
@@ -51,26 +50,6 @@ def _flood(pid: int, count: int) -> float:
     return time.monotonic() - started
 
 
-def _key_id_after(client: Client, old: str, bound: float) -> str:
-    deadline = time.monotonic() + bound
-    key_id = str(client.status().key_id)
-    while key_id == old and time.monotonic() < deadline:
-        time.sleep(0.05)
-        key_id = str(client.status().key_id)
-    return key_id
-
-
-def _stop(p: pm.Plugin) -> int | None:
-    """SIGTERM; the exit status, or None if it did not exit within STOP_BOUND (then killed)."""
-    p.proc.send_signal(signal.SIGTERM)
-    try:
-        return p.proc.wait(STOP_BOUND)
-    except subprocess.TimeoutExpired:
-        p.proc.kill()
-        p.proc.wait(5)
-        return None
-
-
 def test_sighup_flood_leaves_reload_and_stop_working(tmp_path: Path) -> None:
     """30 x 10,000 SIGHUPs: then a rotation is picked up after one more HUP, Status works, SIGTERM exits 0."""
     p = pm.start(tmp_path / "p", ["--grace-period", f"{GRACE}s"])
@@ -82,16 +61,15 @@ def test_sighup_flood_leaves_reload_and_stop_working(tmp_path: Path) -> None:
             time.sleep(0.02)
         figures.put("signals", f"{HUPS} SIGHUPs sent in", f"{took:.3f} s ({ROUNDS} rounds)")
         assert p.proc.poll() is None, "the plugin died of a SIGHUP flood"
-        subprocess.run([sys.executable, "-m", "kms_appliance", "keyring", "rotate",
-                        str(p.workdir / "keyring.json")], cwd=pm.REPO, check=True, capture_output=True)
+        p.rotate_key()
         os.kill(p.proc.pid, signal.SIGHUP)
-        new = _key_id_after(client, old, PICKUP_BOUND)
-        assert new != old, "after the flood, a rotation + SIGHUP was not picked up (wedged loop)"
+        assert eventually(lambda: client.status().key_id != old, PICKUP_BOUND, 0.05), \
+            "after the flood, a rotation + SIGHUP was not picked up (wedged loop)"
         assert client.status().healthz == "ok"
     finally:
         client.close()
-        rc = _stop(p)
-    assert rc == 0, f"SIGTERM after the flood: exit {rc} (None: ignored for {STOP_BOUND}s)"
+        rc = p.stop(timeout=STOP_BOUND)
+    assert rc == 0, f"SIGTERM after the flood: exit {rc} (-9: ignored for {STOP_BOUND}s, then killed)"
     err = p.stderr.read_text()
     assert "Traceback" not in err
     assert err.count("key rotated") == 1
@@ -135,20 +113,3 @@ def test_call_in_flight_at_sigterm_completes(emu: Emulator, workdir: Path) -> No
         p.stop(signal.SIGKILL)
     assert rc == 0, p.stderr.read_text()[-2000:]
     assert "Traceback" not in p.stderr.read_text()
-
-
-def test_refusal_names_the_configured_socket_path(tmp_path: Path) -> None:
-    """A live foreign listener on the path: the refusal names the configured path, not /proc/self/fd/N."""
-    run = tmp_path / "p" / "run"
-    run.mkdir(mode=0o700, parents=True)
-    squatter = socket.socket(socket.AF_UNIX)
-    try:
-        squatter.bind(os.fspath(run / "kms.sock"))
-        squatter.listen(1)
-        p = pm.start(tmp_path / "p", wait=False)
-        assert p.proc.wait(30) == 1
-    finally:
-        squatter.close()
-    err = p.stderr.read_text()
-    assert f"another process is already serving on {run / 'kms.sock'}" in err, err
-    assert "/proc/self/fd" not in err

@@ -10,7 +10,6 @@ from __future__ import annotations
 import os
 import socket
 import stat
-import subprocess
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -19,7 +18,7 @@ import pytest
 
 from kms_appliance import socketfs
 from kms_appliance.errors import SetupError
-from tests.reliability.probes import connect_many, status_ok
+from tests.reliability.probes import PEER_PROBE, as_nobody, connect_many, status_ok
 from tests.support import attacks, figures, inproc, ledger, procinfo
 from tests.support import plugin as pm
 from tests.support.procs import wait_until
@@ -42,7 +41,9 @@ def _start_expect_refusal(workdir: Path, *args: str) -> str:
 
 @pytest.fixture
 def rundir(tmp_path: Path) -> Path:
+    """The socket's directory (0700), in the plugin's work directory."""
     (tmp_path / "p").mkdir(mode=0o700)
+    (tmp_path / "p" / "run").mkdir(mode=0o700)
     return tmp_path / "p" / "run"
 
 
@@ -50,7 +51,6 @@ class TestPathGames:
     """What sits at the socket path or its directory decides nothing but a refusal."""
 
     def test_regular_file_at_socket_path_is_left_alone(self, rundir: Path) -> None:
-        rundir.mkdir(mode=0o700)
         (rundir / "kms.sock").write_bytes(b"precious")
         assert "not a socket" in _start_expect_refusal(rundir.parent)
         assert (rundir / "kms.sock").read_bytes() == b"precious"
@@ -58,7 +58,6 @@ class TestPathGames:
 
     def test_fifo_at_socket_path_is_not_opened(self, rundir: Path) -> None:
         """A FIFO would block an open() forever; lstat only, refused at once."""
-        rundir.mkdir(mode=0o700)
         os.mkfifo(rundir / "kms.sock", 0o600)
         start = time.monotonic()
         assert "not a socket" in _start_expect_refusal(rundir.parent)
@@ -71,9 +70,9 @@ class TestPathGames:
         elsewhere = tmp_path / "attacker"
         elsewhere.mkdir(mode=0o700)
         if target == "socket":
-            rundir.mkdir(mode=0o700)
             (rundir / "kms.sock").symlink_to(elsewhere / "kms.sock")
         else:
+            rundir.rmdir()
             rundir.symlink_to(elsewhere)
         assert "symlink" in _start_expect_refusal(rundir.parent)
         assert list(elsewhere.iterdir()) == []
@@ -81,7 +80,6 @@ class TestPathGames:
 
     @pytest.mark.parametrize("case", ["world-writable", "foreign-owned", "group-writable"])
     def test_unsafe_directory_refused(self, rundir: Path, case: str) -> None:
-        rundir.mkdir(mode=0o700)
         if case == "world-writable":
             rundir.chmod(0o777)
         elif case == "foreign-owned":
@@ -94,12 +92,14 @@ class TestPathGames:
         _refused(f"{case} socket directory", "exit 1, nothing bound")
 
     def test_live_socket_of_another_process_is_not_stolen(self, rundir: Path) -> None:
-        rundir.mkdir(mode=0o700)
+        """Refused with the configured path named (not the /proc/self/fd path it binds through)."""
         squatter = socket.socket(socket.AF_UNIX)
         squatter.bind(str(rundir / "kms.sock"))
         squatter.listen(4)
         try:
-            assert "already serving" in _start_expect_refusal(rundir.parent)
+            err = _start_expect_refusal(rundir.parent)
+            assert f"another process is already serving on {rundir / 'kms.sock'}" in err, err
+            assert "/proc/self/fd" not in err
             with socket.socket(socket.AF_UNIX) as probe:
                 probe.connect(str(rundir / "kms.sock"))  # still the squatter's, still alive
             conn, _ = squatter.accept()
@@ -157,38 +157,12 @@ class TestToctou:
         _refused("regular file planted between check and bind", "SetupError, file untouched")
 
 
-def _as_nobody(code: str, *args: str, groups: str = "") -> str:
-    cmd = ["setpriv", "--reuid", "65534", "--regid", "65534"]
-    cmd += ["--groups", groups] if groups else ["--clear-groups"]
-    out = subprocess.run([*cmd, "/usr/bin/python3", "-c", code, *args], capture_output=True,
-                         text=True, timeout=30)
-    return out.stdout.strip() + out.stderr.strip()[-300:]
-
-
-_PEER_PROBE = """
-import socket, sys
-s = socket.socket(socket.AF_UNIX)
-s.settimeout(5)
-try:
-    s.connect(sys.argv[1])
-except PermissionError:
-    print("DENIED"); raise SystemExit
-# the HTTP/2 client preface: an allowed peer gets a SETTINGS frame back, a refused one EOF
-try:
-    s.sendall(b"PRI * HTTP/2.0\\r\\n\\r\\nSM\\r\\n\\r\\n" + bytes([0, 0, 0, 4, 0, 0, 0, 0, 0]))
-    data = s.recv(64)
-except OSError:
-    data = b""
-print("SERVED" if data else "CLOSED")
-"""
-
-
 class TestPeers:
     """Another uid that the file modes let in is still refused by SO_PEERCRED."""
 
     def test_foreign_uid_without_file_access_is_denied_by_the_kernel(self, tmp_path: Path) -> None:
         with pm.running(tmp_path / "k") as p:
-            assert _as_nobody(_PEER_PROBE, str(p.socket)) == "DENIED"
+            assert as_nobody(PEER_PROBE, str(p.socket)) == "DENIED"
         _refused("other uid, no file access", "EACCES from the kernel (mode 0600)")
 
     @pytest.mark.parametrize("allowed", [False, True])
@@ -211,7 +185,7 @@ class TestPeers:
     def _probe(top: Path, uids: str) -> tuple[str, list[dict[str, object]], bytes]:
         p = pm.start(top / "g", ["--socket-group", "daemon", "--allowed-uids", uids])
         try:
-            verdict = _as_nobody(_PEER_PROBE, str(p.socket), groups="1")
+            verdict = as_nobody(PEER_PROBE, str(p.socket), groups="1")
             assert status_ok(p.socket), "an allowed peer is still served"
             refusals = [r for r in p.audit_until(lambda rs: any(x["event"] == "peer_refused" for x in rs),
                                                  timeout=3) if r["event"] == "peer_refused"]
