@@ -1,9 +1,6 @@
-"""A faithful, self-contained fake of the Akeyless API for tests.
+"""A faithful, self-contained fake of the Akeyless API for tests (docs/emulator.md).
 
 Test infrastructure only: never imported by `kms_appliance`, never shipped.
-It speaks plain JSON over HTTP(S) exactly as the official `akeyless` SDK
-expects, with real AES-GCM keys, expiring tokens, verifiable fake identities,
-a control plane and per-endpoint fault injection. See docs/emulator.md.
 """
 
 from akeyless_emulator.emulator import Emulator

@@ -33,7 +33,6 @@ def _cfgs(spec: dict[str, tuple[Shape, ...]]) -> tuple[Config, ...]:
 
 ONE, SIXTEEN, SIXTY_FOUR, MULTI = Shape(1), Shape(16), Shape(64), Shape(16, procs=4)
 
-# The core set: Status, v2 Encrypt, v2 Decrypt, v1 Encrypt at 1 and 16 in flight.
 CORE = _cfgs({m: (ONE, SIXTEEN) for m in ("status", "v2enc", "v2dec", "v1enc")})
 
 PLANS = {
