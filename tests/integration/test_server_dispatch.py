@@ -46,7 +46,6 @@ class WaitingBackend:
         self.refresh_interval = inner.refresh_interval
         self.release = threading.Event()
         self.waiting = threading.Event()
-
         self.wrapped_on: list[str] = []  # the thread each wrap ran to the end on
 
     def wrap(self, plaintext: bytes) -> Wrapped:
@@ -118,8 +117,7 @@ def test_in_memory_calls_run_in_the_loop_and_one_that_would_wait_is_served_once(
     loop, worker = backend.wrapped_on
     assert loop == "grpc-loop" and worker.startswith("kms-rpc")
     records = [json.loads(line) for line in audit.read_text().splitlines()]
-    assert [(r["event"], r["outcome"]) for r in records if r["event"] == "encrypt"] == \
-        [("encrypt", "ok")] * 2
+    assert [(r["event"], r["outcome"]) for r in records if r["event"] == "encrypt"] == [("encrypt", "ok")] * 2
 
 
 @pytest.fixture

@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import threading
 import time
+from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 
@@ -212,18 +213,14 @@ class TestCache:
         emu.reset_calls()
         emu.fault("decrypt", kind="latency", delay=0.3)
         barrier = threading.Barrier(50)
-        results: list[bytes] = []
 
-        def worker() -> None:
+        def worker() -> bytes:
             barrier.wait(timeout=10)
-            results.append(b.unwrap(w.ciphertext, w.key_id, {}).plaintext)
+            return b.unwrap(w.ciphertext, w.key_id, {}).plaintext
 
-        threads = [threading.Thread(target=worker) for _ in range(50)]
-        for t in threads:
-            t.start()
-        for t in threads:
-            t.join(timeout=20)
-        assert len(results) == 50
+        with ThreadPoolExecutor(50) as pool:
+            calls = [pool.submit(worker) for _ in range(50)]
+        results = [call.result(20) for call in calls]
         assert len(set(results)) == 1
         assert emu.calls["decrypt"] == 1
 

@@ -15,7 +15,6 @@ import hashlib
 import logging
 import os
 import re
-import threading
 from collections.abc import Callable, Mapping
 from typing import Any
 
@@ -35,7 +34,7 @@ from kms_appliance.errors import (
     SetupError,
 )
 from kms_appliance.metrics import Metrics
-from tests.integration.akeyless.rotating import error_while_rotating
+from tests.integration.akeyless.rotating import error_while_rotating, rotated_during_check
 from tests.support import secrets_scan
 from tests.support.emulator import KEY
 from tests.support.intermediate_keys import iks_of
@@ -203,15 +202,7 @@ class TestRotation:
         b, _ = envelope_backend(make_backend, ak_env, refresh_interval=60.0)
         emu.reset_calls()
         emu.fault("describe-item", "latency", delay=0.5, times=1)
-        made: list[Any] = []
-        t = threading.Thread(target=lambda: made.append(b._new_ik("usage")))
-        t.start()
-        try:
-            assert emu.wait_for("describe-item", in_flight=1, timeout=10)
-            emu.rotate_key(KEY)
-        finally:
-            t.join(15)
-        (ik,) = made
+        ik = rotated_during_check(emu, b._new_ik, "usage")
         assert ik.version == 2 == emu.encrypt_versions()[result_fingerprint(ik.wrapped)]
         assert b._iks.current is ik and b.state.last_version == 2
         assert (emu.calls["encrypt"], emu.calls["describe-item"]) == (2, 2)
@@ -222,7 +213,7 @@ class TestRotation:
         before = b._iks.current
         emu.reset_calls()
         emu.fault("describe-item", "latency", delay=0.25)
-        err = error_while_rotating(emu, lambda: b._new_ik("usage"))
+        err = error_while_rotating(emu, b._new_ik, "usage")
         assert isinstance(err, KeyUnavailable) and "rotated during each of 3" in err.message
         assert emu.calls["encrypt"] == 3 and b._iks.current is before
         assert [f["reason"] for n, f in events if n == "intermediate_key_created"] == ["startup"]

@@ -22,7 +22,7 @@ from kms_appliance.audit import fingerprint
 from kms_appliance.backends import envelope
 from kms_appliance.backends.akeyless.backend import ANNOTATION, AkeylessBackend
 from kms_appliance.errors import BackendUnavailable
-from tests.integration.akeyless.rotating import error_while_rotating
+from tests.integration.akeyless.rotating import error_while_rotating, rotated_during_check
 from tests.support import plugin as pm
 from tests.support.emulator import KEY
 from tests.support.kmsclient import Callers, Client
@@ -115,15 +115,7 @@ def test_rotation_between_encrypt_and_check_is_wrapped_again(
     peer = make_backend(ak_env, refresh_interval=60.0)
     emu.reset_calls()
     emu.fault("describe-item", "latency", delay=0.5, times=1)
-    result: list[Any] = []
-    t = threading.Thread(target=lambda: result.append(backend.wrap(b"k" * 32)))
-    t.start()
-    try:
-        assert emu.wait_for("describe-item", in_flight=1, timeout=10), "no check after the encrypt"
-        emu.rotate_key(KEY)
-    finally:
-        t.join(15)
-    (wrapped,) = result
+    wrapped = rotated_during_check(emu, backend.wrap, b"k" * 32)
     label, blob = _label(wrapped.ciphertext)
     assert label == emu.encrypt_versions()[result_fingerprint(blob)] == 2
     assert wrapped.key_version == "2" and wrapped.key_id.endswith(":2")
@@ -148,7 +140,7 @@ def test_a_key_rotating_during_every_check_gives_up_after_three_encrypts(
     backend = make_backend(ak_env, refresh_interval=60.0)
     emu.reset_calls()
     emu.fault("describe-item", "latency", delay=0.25)
-    err = error_while_rotating(emu, lambda: backend.wrap(b"k" * 32))
+    err = error_while_rotating(emu, backend.wrap, b"k" * 32)
     assert isinstance(err, BackendUnavailable) and "rotated during each of 3" in err.message
     assert (emu.calls["encrypt"], emu.calls["describe-item"]) == (3, 6)  # a check + a full each
     assert backend.state.last_version == 4

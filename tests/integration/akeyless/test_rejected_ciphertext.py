@@ -10,7 +10,7 @@ calls. The emulator counts every call it answers.
 from __future__ import annotations
 
 import os
-import threading
+from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 
@@ -60,20 +60,9 @@ class TestRemoteCallsPerRefusal:
         b = make_backend(ak_env, cache=False)
         w = b.wrap(os.urandom(32))
         before = _calls(emu)
-        errors: list[BaseException] = []
-
-        def worker(i: int) -> None:
-            try:
-                b.unwrap(_tamper(w.ciphertext, i), w.key_id, {})
-            except BaseException as exc:  # collected and checked below
-                errors.append(exc)
-
-        threads = [threading.Thread(target=worker, args=(i,)) for i in range(16)]
-        for t in threads:
-            t.start()
-        for t in threads:
-            t.join(30)
-        assert len(errors) == 16 and all(isinstance(e, CiphertextError) for e in errors)
+        with ThreadPoolExecutor(16) as pool:
+            calls = [pool.submit(b.unwrap, _tamper(w.ciphertext, i), w.key_id, {}) for i in range(16)]
+        assert all(isinstance(call.exception(30), CiphertextError) for call in calls)
         decrypts, describes = (a - z for a, z in zip(_calls(emu), before, strict=True))
         assert (decrypts, describes) == (16, 1)
 
