@@ -2,59 +2,35 @@
 
     python -m tests.reliability.attack_mix --seconds 600 [--json out.json]
 
-What it does, and why each step:
+The plugin runs as on a hardened node: socket group ``daemon`` but ``server.allowed_uids`` our
+uid, so a local user in the group connects and is refused by SO_PEERCRED (the refused-peer
+flood needs that). ``server.max_connection_age`` is short (60 s), so every connection, the real
+client's included, is recycled several times under attack: a reconnect is where a saturated
+server would fail it. A warm-up (real calls, bursts that grow the worker pool, a scrape) comes
+before the baseline of the plugin's process tree (the peer gate is a child of its own).
+The drivers of tests/support/attacks.py run in a process of their own, so their work never
+competes with the real client (kube-apiserver's part: a v2 round trip and a Status per second,
+its deadline and wait_for_ready) for this interpreter's lock. The run fails (exit 1) on a failed
+real-client call, a peak RSS at the static pod's limit, descriptors or threads not back to
+baseline (+ tolerance) within the settle bound, a dead plugin, or a SIGTERM exit other than 0.
 
-1. Starts the plugin from the source tree (tests/support/plugin.py) the way a hardened node
-   runs it: the socket group-accessible (``daemon``) but ``server.allowed_uids`` = our uid, so
-   a local user in the group can connect and is refused by SO_PEERCRED (the refused-peer
-   flood needs exactly that). ``server.max_connection_age`` is shortened (60 s by default,
-   not 300 s) so that every connection, the real client's included, is recycled several
-   times under attack: the reconnect is the moment a saturated server would fail it.
-2. Warms it up (a few real calls, bursts of concurrent calls so the worker pool has grown,
-   a scrape) and takes the baseline of the plugin's process tree (the peer gate runs in a
-   child of its own): memory, open descriptors, threads (tests/support/procinfo.py).
-3. Runs every driver of tests/support/attacks.py in a separate process (their work must
-   not compete with the real client for this interpreter's lock), at the lowest CPU
-   priority (nice 19, below), and, here, a real client
-   as kube-apiserver calls: one v2 Encrypt + Decrypt round trip and one Status per second,
-   each call with the apiserver's deadline and wait_for_ready (DEADLINE, below); calls slower
-   than 1 s are listed in the report with their channel's state. RSS, descriptors,
-   threads and /livez are sampled every few seconds.
-4. Stops the attacks, waits (bounded) until descriptors and threads are back to baseline,
-   stops the plugin with SIGTERM, and reports.
+Why the attackers run at nice 19: several drivers loop as fast as the CPU allows (the refused
+peer's ~7,000 connects/s, the malformed batches, the flood bursts). At equal weight on a
+2-core machine at load ~10 a real-client call then takes over 1 s a few times a minute
+because the plugin's threads wait in the run queue, not because a bound of the plugin gave
+way: each driver alone leaves the real client unharmed, and the mix at nice 19 sends the same
+volume (within ~15 %) with 0 failed calls and a worst latency of ~150 ms. A local user's CPU is
+bounded by cgroups (the pod's CPU limit), not by the plugin; this run proves the plugin's own
+bounds (memory, descriptors, threads, workers, streams, metadata, read time, audit volume).
 
-Fails (exit 1) if a real-client call failed, the peak RSS reached the static pod's limit
-(384 MiB), descriptors or threads did not return to baseline (+ tolerance, below) within the
-settle bound, the plugin died, or it did not exit 0 on SIGTERM.
-
-Why the attacker runs at nice 19: several drivers are loops as fast as the CPU allows (the
-refused peer's connect loop, ~7,000 connects/s; the malformed-request batches; the flood
-bursts). On a 2-core machine they compete with the plugin for CPU at equal weight, and at a
-load average of ~10 (other work on a shared CI machine) a real-client call then takes
-over 1 s a few times a minute because the plugin's threads wait in the run queue, not
-because a bound of the plugin gave way: each driver alone leaves the real client unharmed,
-and the same mix at nice 19 does the same volume of attacks (connects, calls, floods within
-~15 %) with 0 failed calls and a worst latency of ~150 ms. CPU taken by a local user's
-processes is not something the plugin can bound (the pod's CPU request/limit, i.e. cgroups,
-does); what this run proves is the plugin's own bounds: memory, descriptors, threads,
-workers, streams, metadata, read time, audit volume. The attacks still reach the plugin in
-full: nice lowers only when the attacker runs while the plugin has work, not how much it
-sends. docs/security.md says the same under known gaps.
-
-Tolerances after the settle, and why: descriptors +FD_SLACK: with the peer gate one admitted
-connection costs 3 descriptors (client end, relay to grpc, grpc's end), and the real client's
-own connection may be mid-recycle (old draining, new open) at the sample. Threads
-+THREAD_SLACK: the same recycle costs 2 relay threads, the worker pool may have grown by a
-thread or two (it grows on demand up to ``server.workers`` and never shrinks), and grpc
-core's event-engine pool (threads named ``event_engine``) grows while its threads are busy
-and keeps idle ones for a while: after an unpaced header flood it stayed at 7-9 (baseline
-4) through a 40 s settle, which is how an earlier run ended at 38 threads for a baseline of
-31 (``threads_by_name`` in the report shows the split); with the paced flood it ends at 4-5
-after 45 s and at 8 after 600 s. grpc sizes that pool itself, so its threads are checked
-apart: the tolerance applies to the plugin's own threads (all but ``event_engine``), and
-the pool must end at most GRPC_POOL_MAX (a leak there would grow with every attack round,
-not stop at twice its baseline). Anything an attack left behind costs far more (each
-held gated connection 3 descriptors and 2 threads; each HTTP connection one descriptor).
+Tolerances after the settle: descriptors +FD_SLACK, since a gated connection costs 3 (client
+end, relay, grpc's end) and the real client's connection may be mid-recycle. Threads
++THREAD_SLACK: the recycle costs 2 relay threads, and the worker pool grows on demand and never
+shrinks. grpc core's own pool (threads named ``event_engine``) grows while busy and keeps idle
+threads a while (7-9 against a baseline of 4 after an unpaced flood and a 40 s settle; 4-5
+after 45 s and 8 after 600 s with the paced one), so it is checked apart: at most GRPC_POOL_MAX
+(a leak would grow with every round, not stop at twice its baseline). An attack's leftovers
+cost far more: 3 descriptors and 2 threads per held gated connection, a descriptor per HTTP one.
 """
 
 from __future__ import annotations
@@ -85,6 +61,7 @@ import grpc
 from kms_appliance.kms import v2_pb2, v2_pb2_grpc
 from tests.support import attacks, procinfo
 from tests.support import plugin as pm
+from tests.support.procs import eventually
 
 POD_LIMIT_KIB = 384 * 1024  # the static pod's memory limit (deploy/static-pod)
 # Every real-client call's deadline: kube-apiserver's. It calls Status, Encrypt and Decrypt
@@ -117,8 +94,7 @@ class RealClient:
     def __post_init__(self) -> None:
         self.stop_event = threading.Event()
         self.started = time.monotonic()
-        self.channel = grpc.insecure_channel(f"unix:{self.sock}", options=[
-            ("grpc.default_authority", "localhost"), ("grpc.use_local_subchannel_pool", 1)])
+        self.channel = attacks.channel(self.sock)
         self.stub: Any = v2_pb2_grpc.KeyManagementServiceStub(self.channel)  # type: ignore[no-untyped-call]
         self.thread = threading.Thread(target=self._loop, name="real-client", daemon=True)
         # The channel's last connectivity change: a failure right after one was a reconnect
@@ -218,9 +194,7 @@ def _sample(p: pm.Plugin, t0: float) -> Sample:
 
 def _warm_up(p: pm.Plugin, client: RealClient) -> None:
     """Grow what grows once (worker pool, grpc's threads, caches) before the baseline."""
-    deadline = time.monotonic() + 20
-    while _status(p.http_port, "/livez")[0] != 200 and time.monotonic() < deadline:
-        time.sleep(0.2)
+    eventually(lambda: _status(p.http_port, "/livez")[0] == 200, 20, 0.2)
     for _ in range(3):
         client.round_trip()
     chans = [attacks.channel(p.socket) for _ in range(4)]
@@ -288,7 +262,6 @@ def _settle(p: pm.Plugin, base: Sample, base_own: int, t0: float, bound: float) 
 
 def run(seconds: float, *, age: float = 60.0, sample_every: float = 3.0, settle: float = 60.0,
         scale: float = 1.0, only: str = "", skip: str = "", flood_fields: str = "30,60,120", gated: bool = True,
-        on_plugin: Callable[[pm.Plugin], None] = lambda _: None,
         on_secret: Callable[[bytes], None] = lambda _: None, log: Callable[[str], None] = print,
         ) -> dict[str, Any]:
     """The whole run; the report as a dict (``report["failed"]`` lists what went wrong)."""
@@ -300,7 +273,6 @@ def run(seconds: float, *, age: float = 60.0, sample_every: float = 3.0, settle:
     env = {"KMS_APPLIANCE_SERVER_MAX_CONNECTION_AGE": f"{age:g}s"}
     gate = ["--socket-group", SOCKET_GROUP, "--allowed-uids", str(os.geteuid())] if gated else []
     p = pm.start(workdir, gate, env=env)
-    on_plugin(p)
     client = RealClient(p.socket, on_secret)
     samples: list[Sample] = []
     livez_bad: Counter[str] = Counter()

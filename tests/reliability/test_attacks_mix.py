@@ -1,14 +1,7 @@
 """Every attack at once, briefly, while a real client calls.
 
 The short CI version of ``python -m tests.reliability.attack_mix`` (``make attack-run`` is the
-10-minute one): the same drivers (tests/support/attacks.py), the same real client (one
-Encrypt + Decrypt round trip and one Status per second, with kube-apiserver's deadline and
-wait_for_ready), the same verdict: no real-client call fails, RSS stays under the static
-pod's limit, descriptors and threads return to baseline (+ the tolerance attack_mix explains)
-within the settle bound, the plugin survives and exits 0 on SIGTERM. The attackers run at
-nice 19 and the header flood is paced: attack_mix and tests/support/attacks.py say why (CPU a
-local user burns is bounded by cgroups, not by the plugin; this run proves the plugin's bounds).
-
+10-minute one): the same drivers, real client and verdict, which attack_mix explains.
 Connection counts are halved (``SCALE``) and ``server.max_connection_age`` is 10 s, so the real
 client's connection is recycled ~4 times under attack within the run.
 """
