@@ -35,18 +35,6 @@ class FakeContext:
     def set_details(self, details: str) -> None:
         self.details = details
 
-    def abort(self, code: grpc.StatusCode, details: str) -> None:
-        self.code, self.details = code, details
-        raise RuntimeError("aborted")
-
-    def time_remaining(self) -> float:
-        return 3.0
-
-    def is_active(self) -> bool:
-        return True
-
-    def invocation_metadata(self) -> tuple[()]:
-        return ()
 
 
 @dataclass

@@ -79,11 +79,6 @@ def before_removal(top: Path) -> None:
         DIRS[:] = [d for d in DIRS if not d.is_relative_to(top)]
 
 
-def directory(path: Path) -> None:
-    with _lock:
-        DIRS.append(path)
-
-
 def mark_scanned() -> None:
     """Everything registered so far has been scanned (by a test that reports its own figures)."""
     with _lock:
