@@ -22,32 +22,19 @@ def put(section: str, key: str, value: Any) -> None:
         FIGURES.setdefault(section, {})[key] = value
 
 
-def render() -> list[str]:
-    lines = []
-    with _lock:
-        for section, values in sorted(FIGURES.items()):
-            lines.append(f"[{section}]")
-            for key, value in sorted(values.items()):
-                lines.append(f"  {key}: {value}")
-    return lines
-
-
-def dump() -> None:
-    target = os.environ.get("KMS_APPLIANCE_FIGURES")
-    if target:
-        with _lock, open(target, "w", encoding="utf-8") as fh:
-            json.dump(FIGURES, fh, indent=2, sort_keys=True, default=str)
-
-
 def summary(terminalreporter: Any) -> None:
     """Print the figures once per session (both suites' conftests call this)."""
     config = terminalreporter.config
     if getattr(config, "_kms_figures_done", False):
         return
     config._kms_figures_done = True
-    lines = render()
-    if lines:
-        terminalreporter.section("reliability figures")
-        for line in lines:
-            terminalreporter.write_line(line)
-    dump()
+    with _lock:
+        if FIGURES:
+            terminalreporter.section("reliability figures")
+        for section, values in sorted(FIGURES.items()):
+            terminalreporter.write_line(f"[{section}]")
+            for key, value in sorted(values.items()):
+                terminalreporter.write_line(f"  {key}: {value}")
+        if target := os.environ.get("KMS_APPLIANCE_FIGURES"):
+            with open(target, "w", encoding="utf-8") as fh:
+                json.dump(FIGURES, fh, indent=2, sort_keys=True, default=str)

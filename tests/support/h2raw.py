@@ -109,9 +109,7 @@ class RawH2:
             self.sock.settimeout(max(0.01, deadline - time.monotonic()))
             try:
                 chunk = self.sock.recv(65536)
-            except TimeoutError:
-                break
-            except OSError:
+            except OSError:  # a timeout too
                 break
             if not chunk:
                 break
@@ -134,9 +132,9 @@ class RawH2:
 def header_flood(path: Path, conns: int, seconds: float, fields: int, method: str, batch: int = 16,
                  pause: float = 0.0) -> int:
     """From ``conns`` connections, open streams whose header blocks carry ``fields`` x ~100-byte
-    metadata entries (split over HEADERS + CONTINUATION), ``batch`` streams per write, as fast
-    as the server takes them (or one round per ``pause`` seconds). Returns the number of header blocks sent. A connection the
-    server closed is replaced."""
+    metadata entries (split over HEADERS + CONTINUATION), ``batch`` streams per write, as fast as
+    the server takes them (or one round per ``pause`` seconds); a connection the server closed is
+    replaced. Returns the number of header blocks sent."""
     block = request_headers(method) + b"".join(literal(b"x-f%d" % i, b"a" * 100) for i in range(fields))
     head, tail = block[: len(block) // 2], block[len(block) // 2 :]
     pool = [RawH2(path) for _ in range(conns)]
