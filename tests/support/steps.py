@@ -100,15 +100,18 @@ class Steps:
             terminalreporter.write_line(f"measured: {fact}")
 
 
+def named(config: pytest.Config, *dirs: Path) -> bool:
+    """True if a path on the command line is one of ``dirs`` or inside one."""
+    targets = [Path(str(arg).split("::", 1)[0]).resolve() for arg in config.args]
+    return any(t.is_relative_to(d) for t in targets for d in dirs)
+
+
 def requested(config: pytest.Config, here: Path, marker: str, env: str) -> bool:
     """True if the run asked for an opt-in suite: ``env``=1, ``-m marker``, or a path inside ``here``."""
     if os.environ.get(env) == "1":
         return True
     markexpr = str(config.getoption("markexpr", "") or "")
-    if marker in markexpr and f"not {marker}" not in markexpr:
-        return True
-    return any((p := Path(str(arg).split("::", 1)[0]).resolve()) == here or here in p.parents
-               for arg in config.args)
+    return (marker in markexpr and f"not {marker}" not in markexpr) or named(config, here)
 
 
 def skip_unrequested(config: pytest.Config, items: list[pytest.Item], here: Path, marker: str, env: str,
