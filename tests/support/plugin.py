@@ -1,14 +1,11 @@
 """The one way every suite and the bench start the plugin as a process.
 
-What varies is declared, not rewritten: the command (this source tree, a
-frozen binary, or a wrapper such as a DNS shim), the backend (a local
-keyring made by that same command, or Akeyless through an emulator process
-or an in-process emulator's environment), the environment it starts from,
-and where the audit stream goes. What does not vary: stdout, stderr and the
-audit file are files in the work directory, registered with the secret
-ledger as the plugin is made (so the secret scan covers every plugin any
-test started); readiness is one wait; a stop leaves no process of the
-plugin's group behind, or says which.
+What varies is declared, not rewritten: the command (this source tree, a frozen binary, a
+wrapper such as a DNS shim), the backend (a keyring made by that same command, or Akeyless),
+the environment it starts from, where the audit stream goes. What does not: stdout, stderr and
+the audit file are files in the work directory, registered with the secret ledger as the plugin
+is made (the secret scan covers every plugin any test started); readiness is one wait; a stop
+leaves no process of the plugin's group behind, or says which.
 """
 
 from __future__ import annotations
@@ -36,9 +33,6 @@ from . import ledger
 from .emulator import EmulatorProcess
 from .kmsclient import Client
 from .procs import REPO, ManagedProcess, ProcessRegistry, free_port, wait_until
-
-__all__ = ["REPO", "Command", "Plugin", "environment", "free_port", "keyring_init", "other", "prepare",
-           "python", "running", "start", "wait_for_socket"]
 
 START_TIMEOUT = 30.0  # a liveness bound: a loaded machine starts a frozen binary slowly
 AUDIT_FLUSH_BOUND = 0.1  # 5x the default observability.audit_flush_interval
@@ -238,21 +232,9 @@ def keyring_init(path: Path, command: Command | None = None) -> None:
 
 def start(workdir: Path, args: Sequence[str] = (), env: Mapping[str, str] | None = None,
           keyring: Path | None = None, wait: bool = True, socket_path: Path | None = None, *,
-          command: Command | None = None, emulator: EmulatorProcess | None = None,
-          akeyless: bool = False, base_env: Mapping[str, str] | None = None,
-          audit_file: bool = True, http: bool = True, name: str = "plugin",
-          registry: ProcessRegistry | None = None, status_ok: bool = False,
-          timeout: float = START_TIMEOUT) -> Plugin:
-    """Start ``serve`` in ``workdir`` (created 0700) and wait until its socket accepts.
-
-    The backend is the local keyring (``keyring``, else a fresh one) unless ``emulator`` (an
-    emulator process) or ``akeyless`` (the Akeyless settings are in ``env``) says Akeyless.
-    The environment is ``base_env`` (default: the caller's, without KMS_APPLIANCE_*/AKEYLESS_*
-    settings) plus ``env``; ``args`` come last and win over the defaults given here.
-    """
-    plugin = prepare(workdir, args, env, keyring, socket_path, command=command, emulator=emulator,
-                     akeyless=akeyless, base_env=base_env, audit_file=audit_file, http=http,
-                     name=name, registry=registry, status_ok=status_ok)
+          timeout: float = START_TIMEOUT, **kw: Any) -> Plugin:
+    """``prepare`` (``kw``: its keyword arguments), then start and wait until the socket accepts."""
+    plugin = prepare(workdir, args, env, keyring, socket_path, **kw)
     plugin.start(wait, timeout)
     return plugin
 
@@ -263,7 +245,13 @@ def prepare(workdir: Path, args: Sequence[str] = (), env: Mapping[str, str] | No
             akeyless: bool = False, base_env: Mapping[str, str] | None = None,
             audit_file: bool = True, http: bool = True, name: str = "plugin",
             registry: ProcessRegistry | None = None, status_ok: bool = False) -> Plugin:
-    """``start`` without starting: the plugin is made, registered, and not yet running."""
+    """``serve`` in ``workdir`` (created 0700), made and registered but not started.
+
+    The backend is the local keyring (``keyring``, else a fresh one) unless ``emulator`` (an
+    emulator process) or ``akeyless`` (the Akeyless settings are in ``env``) says Akeyless.
+    The environment is ``base_env`` (default: the caller's, without KMS_APPLIANCE_*/AKEYLESS_*
+    settings) plus ``env``; ``args`` come last and win over the defaults given here.
+    """
     command = command or Command.source()
     workdir.mkdir(mode=0o700, parents=True, exist_ok=True)
     sock = socket_path or workdir / "run" / "kms.sock"
@@ -282,7 +270,8 @@ def prepare(workdir: Path, args: Sequence[str] = (), env: Mapping[str, str] | No
             ledger.secrets(e.material for e in keyring_file.load(keyring).entries)
         cmd += ["--backend", "local", "--keyring", str(keyring)]
     process = ManagedProcess(name=name, argv=[*cmd, *args], log_path=workdir / "stdout.log",
-                             err_path=workdir / "stderr.log", env=environment(env, emulator, base_env), cwd=command.cwd, banner=False)
+                             err_path=workdir / "stderr.log", env=environment(env, emulator, base_env),
+                             cwd=command.cwd, banner=False)
     if registry is not None:
         registry.add(process)
     plugin = Plugin(workdir, sock, audit, port, process, command, keyring, emulator, name, status_ok)
@@ -294,8 +283,7 @@ def other(workdir: Path, argv: Sequence[str], socket_path: Path, *, name: str) -
     reference), prepared to run, wait on and stop exactly as ours is, so a comparison
     differs only in the server. Its output is ``workdir``/stdout.log; not started."""
     workdir.mkdir(mode=0o700, parents=True, exist_ok=True)
-    process = ManagedProcess(name=name, argv=list(argv), log_path=workdir / "stdout.log", cwd=REPO,
-                             banner=False)
+    process = ManagedProcess(name=name, argv=list(argv), log_path=workdir / "stdout.log", cwd=REPO, banner=False)
     return Plugin(workdir, socket_path, None, None, process, Command(tuple(argv), REPO), name=name)
 
 
