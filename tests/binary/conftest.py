@@ -8,7 +8,6 @@ would read as a kept contract).
 from __future__ import annotations
 
 import os
-import subprocess
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -17,7 +16,7 @@ import pytest
 from kms_appliance.backends import keyring
 from tests.binary import sandbox
 from tests.support import ledger
-from tests.support.plugin import REPO, Plugin
+from tests.support.plugin import REPO, Command, Plugin, keyring_init
 
 
 @pytest.fixture(scope="session")
@@ -34,8 +33,7 @@ def keyring_file(binary: Path, tmp_path_factory: pytest.TempPathFactory) -> Path
     the secret ledger, so the scan proves no sandboxed plugin wrote them."""
     d = tmp_path_factory.mktemp("keyring")
     ring = d / "keyring.json"
-    subprocess.run([str(binary), "keyring", "init", str(ring)], check=True, capture_output=True,
-                   timeout=60)
+    keyring_init(ring, Command.frozen(binary))
     ledger.secrets(e.material for e in keyring.load(ring).entries)  # before the chown: ours to read
     for path in (d, ring):
         os.chown(path, 65532, 65532)

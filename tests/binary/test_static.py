@@ -6,12 +6,21 @@ import json
 import re
 import subprocess
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 pytestmark = pytest.mark.binary
 
 LIBS = ("grpcio", "protobuf", "cryptography", "akeyless")
+
+
+@pytest.fixture(scope="module")
+def info(binary: Path) -> dict[str, Any]:
+    """What ``version --json`` says."""
+    r = subprocess.run([str(binary), "version", "--json"], capture_output=True, text=True, timeout=60, check=True)
+    parsed: dict[str, Any] = json.loads(r.stdout)
+    return parsed
 
 
 def test_ldd_says_not_dynamic(binary: Path) -> None:
@@ -27,10 +36,7 @@ def test_no_interpreter_segment(binary: Path) -> None:
     assert "DYNAMIC" not in r.stdout
 
 
-def test_version_json_has_every_field(binary: Path) -> None:
-    r = subprocess.run([str(binary), "version", "--json"], capture_output=True, text=True,
-                       timeout=60, check=True)
-    info = json.loads(r.stdout)
+def test_version_json_has_every_field(info: dict[str, Any]) -> None:
     assert re.fullmatch(r"\d+\.\d+\.\d+\S*", info["version"])
     assert re.fullmatch(r"[0-9a-f]{12}(-dirty)?", info["commit"]), info["commit"]
     assert re.fullmatch(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\dZ", info["build_date"]), info["build_date"]
@@ -39,12 +45,9 @@ def test_version_json_has_every_field(binary: Path) -> None:
         assert re.fullmatch(r"\d+(\.\d+)+\S*", info["libraries"][lib]), (lib, info["libraries"])
 
 
-def test_version_matches_git_and_sbom(binary: Path) -> None:
+def test_version_matches_git_and_sbom(binary: Path, info: dict[str, Any]) -> None:
     """The stamp, the SBOM and the checksums next to the binary all describe this binary."""
-    info = json.loads(subprocess.run([str(binary), "version", "--json"], capture_output=True,
-                                     text=True, timeout=60, check=True).stdout)
-    sbom_path = binary.with_name("kms-appliance.cdx.json")
-    sbom = json.loads(sbom_path.read_text())
+    sbom = json.loads(binary.with_name("kms-appliance.cdx.json").read_text())
     comps = {c["name"].lower(): c for c in sbom["components"]}
     for lib in LIBS:
         assert comps[lib]["version"] == info["libraries"][lib]
@@ -52,10 +55,8 @@ def test_version_matches_git_and_sbom(binary: Path) -> None:
     assert comps["cpython"]["version"] == info["python"]
     assert any(n in comps for n in ("libc6", "libc6:amd64")), "libc packed by staticx not in SBOM"
     assert "libpython3.11" in comps or "libpython3.11:amd64" in comps
-    sums = dict(reversed(line.split()) for line in
-                binary.with_name("SHA256SUMS").read_text().splitlines())
-    digest = subprocess.run(["sha256sum", str(binary)], capture_output=True, text=True,
-                            check=True).stdout.split()[0]
+    sums = dict(reversed(line.split()) for line in binary.with_name("SHA256SUMS").read_text().splitlines())
+    digest = subprocess.run(["sha256sum", str(binary)], capture_output=True, text=True, check=True).stdout.split()[0]
     assert sums["kms-appliance"] == digest
     assert sbom["metadata"]["component"]["hashes"][0]["content"] == digest
     assert sbom["metadata"]["component"]["properties"][0]["value"] == info["commit"]
