@@ -58,5 +58,5 @@ class TestTransport:
     def test_https_through_a_proxy(self, make_backend):
         with Emulator(tls=True) as emu, ConnectProxy() as proxy:
             emu.create_key(KEY)
-            _round_trip(make_backend(identity_env(emu, KMS_APPLIANCE_AKEYLESS_PROXY=proxy.url)))
+            _round_trip(make_backend(identity_env(emu, KMS_APPLIANCE_AKEYLESS_PROXY=proxy.base)))
             assert proxy.tunnels and all(t.endswith(f":{emu.port}") for t in proxy.tunnels)
