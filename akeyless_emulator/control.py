@@ -18,7 +18,8 @@ from akeyless_emulator.tls import CLIENT_CN
 if TYPE_CHECKING:
     from akeyless_emulator.emulator import Emulator
 
-Action = Callable[["Emulator", dict[str, Any]], dict[str, Any]]
+# An action answers its JSON body; one that returns None answers {}.
+Action = Callable[["Emulator", dict[str, Any]], dict[str, Any] | None]
 
 
 def _opts(body: dict[str, Any]) -> dict[str, Any]:
@@ -82,17 +83,15 @@ def _add_k8s(emu: Emulator, body: dict[str, Any]) -> dict[str, Any]:
     return _with_token(emu.add_k8s(body.get("access_id"), config, **_opts(body)))
 
 
-def _version_state(emu: Emulator, body: dict[str, Any]) -> dict[str, Any]:
+def _version_state(emu: Emulator, body: dict[str, Any]) -> None:
     emu.core.set_version_state(body["name"], int(body["version"]), body["state"])
-    return {}
 
 
-def _key_enabled(emu: Emulator, body: dict[str, Any]) -> dict[str, Any]:
+def _key_enabled(emu: Emulator, body: dict[str, Any]) -> None:
     emu.core.set_key_enabled(body["name"], bool(body["enabled"]))
-    return {}
 
 
-def _key_settings(emu: Emulator, body: dict[str, Any]) -> dict[str, Any]:
+def _key_settings(emu: Emulator, body: dict[str, Any]) -> None:
     """Set delete_protection / auto_rotate / rotation_interval (days) as describe-item shows them."""
     key = emu.key(body["name"])
     for name in ("delete_protection", "auto_rotate"):
@@ -100,22 +99,18 @@ def _key_settings(emu: Emulator, body: dict[str, Any]) -> dict[str, Any]:
             setattr(key, name, bool(body[name]))
     if "rotation_interval" in body:
         key.rotation_interval = int(body["rotation_interval"])
-    return {}
 
 
-def _token_ttl(emu: Emulator, body: dict[str, Any]) -> dict[str, Any]:
+def _token_ttl(emu: Emulator, body: dict[str, Any]) -> None:
     emu.set_token_ttl(float(body["seconds"]), body.get("access_id"))
-    return {}
 
 
-def _reset_calls(emu: Emulator, body: dict[str, Any]) -> dict[str, Any]:
+def _reset_calls(emu: Emulator, body: dict[str, Any]) -> None:
     emu.reset_calls()
-    return {}
 
 
-def _delete_key(emu: Emulator, body: dict[str, Any]) -> dict[str, Any]:
+def _delete_key(emu: Emulator, body: dict[str, Any]) -> None:
     emu.delete_key(body["name"])
-    return {}
 
 
 ACTIONS: dict[str, Action] = {
@@ -159,7 +154,7 @@ def dispatch(emu: Emulator, action: str, body: dict[str, Any], method: str) -> t
         return 405, {"error": "MethodNotAllowed", "message": "use POST for actions that change state"}
     norm = {k.replace("-", "_"): v for k, v in body.items()}
     try:
-        return 200, fn(emu, norm)
+        return 200, fn(emu, norm) or {}
     except ApiError as err:
         return err.status, err.body()
     except KeyError as err:
