@@ -76,11 +76,6 @@ class EtcdServer:
         out = json.loads(self.etcdctl("get", prefix, "--prefix", "-w", "json").stdout)
         return {base64.b64decode(kv["key"]).decode(): base64.b64decode(kv["value"]) for kv in out.get("kvs") or []}
 
-    def keys(self, prefix: str) -> list[str]:
-        """Keys under ``prefix`` (``etcdctl get --prefix --keys-only``)."""
-        out = self.etcdctl("get", prefix, "--prefix", "--keys-only").stdout.decode()
-        return [line for line in out.splitlines() if line]
-
 
 @dataclass
 class ApiServerOptions:

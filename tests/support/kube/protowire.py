@@ -1,13 +1,8 @@
-"""A minimal protobuf wire-format codec for the e2e harness.
+"""A minimal protobuf wire-format reader for the ``EncryptedObject`` kube-apiserver stores in etcd.
 
-Why hand-written: the harness must read what kube-apiserver stored in etcd
-(an ``EncryptedObject``) and speak the KMS v2 gRPC messages to the apiserver
-from a throwaway plugin, without depending on the project's generated code
-(which is the thing under test). Only the wire types those messages use are
-supported: varint (0), 64-bit (1, skipped), length-delimited (2), 32-bit (5,
-skipped).
-
-It imports nothing of the project, so ``fake_kms_plugin`` stays independent of it.
+Why hand-written: the harness must read what the apiserver stored without depending on the
+project's generated code (which is the thing under test). Only the wire types that message
+uses are supported: varint (0) and length-delimited (2).
 """
 
 from __future__ import annotations
@@ -15,9 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 VARINT = 0
-I64 = 1
 LEN = 2
-I32 = 5
 
 
 class WireError(ValueError):
@@ -56,41 +49,9 @@ def iter_fields(buf: bytes) -> list[tuple[int, int, int | bytes]]:
                 raise WireError("truncated length-delimited field")
             out.append((number, wire_type, buf[pos : pos + length]))
             pos += length
-        elif wire_type in (I64, I32):
-            size = 8 if wire_type == I64 else 4
-            if pos + size > len(buf):
-                raise WireError("truncated fixed-width field")
-            out.append((number, wire_type, buf[pos : pos + size]))
-            pos += size
         else:
             raise WireError(f"unsupported wire type {wire_type}")
     return out
-
-
-def encode_varint(value: int) -> bytes:
-    """Encode a non-negative integer as a base-128 varint."""
-    if value < 0:
-        raise ValueError("negative varint")
-    out = bytearray()
-    while True:
-        byte = value & 0x7F
-        value >>= 7
-        if value:
-            out.append(byte | 0x80)
-        else:
-            out.append(byte)
-            return bytes(out)
-
-
-def encode_bytes_field(number: int, value: bytes) -> bytes:
-    """Encode a length-delimited field (bytes, string or sub-message)."""
-    return encode_varint(number << 3 | LEN) + encode_varint(len(value)) + value
-
-
-def encode_map_entry(number: int, key: str, value: bytes) -> bytes:
-    """Encode one entry of a ``map<string, bytes>`` field."""
-    entry = encode_bytes_field(1, key.encode()) + encode_bytes_field(2, value)
-    return encode_bytes_field(number, entry)
 
 
 def decode_map_entry(entry: bytes) -> tuple[str, bytes]:
