@@ -80,10 +80,8 @@ def test_http_can_be_disabled(tmp_path: Path) -> None:
 
 def test_no_secret_in_anything_the_process_wrote(tmp_path: Path) -> None:
     """Plaintexts, DEKs and KEK bytes never appear raw, hex or base64 in any output."""
-    p = pm.start(tmp_path / "s", ["--log-level", "debug"])
-    c = Client(p.socket)
     used: list[bytes] = []
-    try:
+    with pm.running(tmp_path / "s", ["--log-level", "debug"]) as p, Client(p.socket) as c:
         for _ in range(20):
             seed = os.urandom(32)
             used.append(seed)
@@ -98,9 +96,6 @@ def test_no_secret_in_anything_the_process_wrote(tmp_path: Path) -> None:
             p.extra_outputs.append(info.value.details().encode())
         p.http("/metrics")
         p.http("/healthz")
-    finally:
-        c.close()
-        p.stop()
     used += [e.material for e in keyring.load(p.workdir / "keyring.json").entries]
     written = p.written()
     assert len(written) > 1000
