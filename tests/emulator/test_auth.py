@@ -207,13 +207,6 @@ class TestCert:
         assert auth(api, **fields).token
         assert refused(api, **fields).status == 401
 
-    def test_key_data_proof(self, plain_emu: Emulator) -> None:
-        ident = plain_emu.add_cert()
-        files = plain_emu.mint_client_cert()
-        out = auth(make_api(plain_emu), access_id=ident.access_id, access_type="cert",
-                   cert_data=b64(Path(files.cert_file).read_bytes()), key_data=b64(Path(files.key_file).read_bytes()))
-        assert out.token
-
     def test_certificate_from_unregistered_ca_is_401(self, plain_emu: Emulator, tmp_path: Path) -> None:
         """A validly signed challenge does not help a certificate from another CA."""
         ident = plain_emu.add_cert()
