@@ -82,25 +82,20 @@ class Sandbox:
         return ["unshare", "--mount", "--propagation", "private", "--pid", "--fork",
                 "--kill-child=SIGTERM", "sh", "-c", self.script(root, argv)]
 
-    def plugin(self, workdir: Path, argv: Sequence[str], socket_path: Path) -> Plugin:
-        """The binary serving ``argv`` in the sandbox, prepared (not started) as the launcher's
-        Plugin: one readiness wait, a stop that proves nothing of the sandbox is left, and its
-        stdout and stderr (``workdir``) registered with the secret ledger. ``socket_path`` is
-        the host's side of the socket a bind exposes."""
-        root = workdir / "root"  # empty mount point of the private tmpfs root
-        root.mkdir(mode=0o700, parents=True)
-        process = SandboxProcess(name="sandboxed", argv=self.command(root, argv), log_path=workdir / "stdout.log",
-                                 err_path=workdir / "stderr.log", banner=False)
-        return ledger.plugin(Plugin(workdir, socket_path, None, None, process, Command(tuple(process.argv)),
-                                    name="sandboxed"))
-
     @contextlib.contextmanager
     def serving(self, workdir: Path, sock_dir: Path, *args: str) -> Iterator[Plugin]:
-        """``serve`` on /run/kms/kms.sock (``sock_dir`` must be bound there) with ``args``, started;
-        at the end SIGTERM to PID 1 of the empty root must exit 0 and remove the socket from the
-        shared directory."""
-        p = self.plugin(workdir, ["serve", "--socket", "/run/kms/kms.sock", "--http-listen", "", "--audit-log",
-                                  "-", "--log-format", "json", *args], sock_dir / "kms.sock")
+        """``serve`` on /run/kms/kms.sock (``sock_dir`` must be bound there) with ``args``, started
+        as the launcher's Plugin (one readiness wait, a stop that proves nothing of the sandbox is
+        left, stdout and stderr in ``workdir`` registered with the secret ledger). At the end
+        SIGTERM to PID 1 of the empty root must exit 0 and remove the socket from ``sock_dir``."""
+        root = workdir / "root"  # empty mount point of the private tmpfs root
+        root.mkdir(mode=0o700, parents=True)
+        argv = self.command(root, ["serve", "--socket", "/run/kms/kms.sock", "--http-listen", "", "--audit-log",
+                                   "-", "--log-format", "json", *args])
+        process = SandboxProcess(name="sandboxed", argv=argv, log_path=workdir / "stdout.log",
+                                 err_path=workdir / "stderr.log", banner=False)
+        p = ledger.plugin(Plugin(workdir, sock_dir / "kms.sock", None, None, process, Command(tuple(argv)),
+                                 name="sandboxed"))
         p.start(timeout=START_TIMEOUT)
         try:
             yield p
