@@ -1,13 +1,7 @@
-"""Measure the SDK's round-trip latency against the emulator (not a test).
+"""Measure the SDK's round-trip latency against the emulator (not a test): one JSON line of
+p50/p90/max ms of `encrypt` calls per transport and server config (docs/emulator.md says why).
 
 Run: PYTHONPATH=. .venv/bin/python tests/emulator/measure_latency.py [--calls 200]
-
-Prints one JSON line per (transport, server config) with p50/p90/max in
-milliseconds of `encrypt` calls through the real `akeyless` SDK. Configs:
-"shipped" (TCP_NODELAY + one buffered write per response), "nodelay_only"
-(TCP_NODELAY, stock unbuffered writes: headers and body in two sends) and
-"stock" (http.server defaults: Nagle on, two sends), the last two for
-comparison only, to show why the emulator sets both.
 """
 
 from __future__ import annotations
@@ -24,6 +18,7 @@ from akeyless_emulator import Emulator
 from akeyless_emulator.transport import RequestHandler
 from tests.emulator.conftest import login
 
+# (TCP_NODELAY, write buffer): as shipped, and two without what it sets, for comparison only
 CONFIGS = {"shipped": (True, 1 << 16), "nodelay_only": (True, 0), "stock": (False, 0)}
 
 
