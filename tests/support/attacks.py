@@ -29,7 +29,6 @@ import time
 from collections import Counter
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from types import TracebackType
 from typing import Any, Self
 
 import grpc
@@ -104,8 +103,7 @@ class Driver:
     def __enter__(self) -> Self:
         return self.start()
 
-    def __exit__(self, kind: type[BaseException] | None, exc: BaseException | None,
-                 tb: TracebackType | None) -> None:
+    def __exit__(self, *_: object) -> None:
         self.stop()
 
 
@@ -497,21 +495,10 @@ def every_attack(sock: Path, http_port: int, pid: int, audit: Path, socket_gid: 
     return drivers
 
 
-def select(drivers: list[Driver], only: str = "", skip: str = "") -> list[Driver]:
-    """Drivers named in ``only`` (comma-separated; empty: all) and not in ``skip``."""
-    keep, drop = set(filter(None, only.split(","))), set(filter(None, skip.split(",")))
-    return [d for d in drivers if (not keep or d.name in keep) and d.name not in drop]
-
-
-def _raise_fd_limit(needed: int) -> None:
-    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
-    if soft < needed:
-        resource.setrlimit(resource.RLIMIT_NOFILE, (min(needed, hard), hard))
-
-
 def run(drivers: list[Driver], seconds: float, stopped: Callable[[], bool]) -> dict[str, dict[str, int]]:
     """Start every driver, wait ``seconds`` (or until ``stopped()``), stop them; their volumes."""
-    _raise_fd_limit(4096)
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    resource.setrlimit(resource.RLIMIT_NOFILE, (max(soft, min(4096, hard)), hard))
     for d in drivers:
         d.start()
     end = time.monotonic() + seconds
@@ -537,11 +524,11 @@ def main(argv: list[str] | None = None) -> int:
     args = ap.parse_args(argv)
     term = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: term.set())
-    drivers = select(every_attack(args.socket, args.http_port, args.pid, args.audit, args.socket_gid,
-                                  args.scale, tuple(int(f) for f in args.flood_fields.split(","))),
-                     args.only, args.skip)
-    volumes = run(drivers, args.seconds, term.is_set)
-    print(json.dumps(volumes), flush=True)
+    keep, drop = set(filter(None, args.only.split(","))), set(filter(None, args.skip.split(",")))
+    drivers = [d for d in every_attack(args.socket, args.http_port, args.pid, args.audit, args.socket_gid, args.scale,
+                                       tuple(int(f) for f in args.flood_fields.split(",")))
+               if (not keep or d.name in keep) and d.name not in drop]
+    print(json.dumps(run(drivers, args.seconds, term.is_set)), flush=True)
     return 0
 
 
