@@ -43,6 +43,15 @@ WORKING_SET = 2_000
 MIX = (("v2.Decrypt", 58), ("v2.Status", 15), ("v2.Encrypt", 6), ("v1.Decrypt", 12),
        ("v1.Encrypt", 2), ("v1.Version", 7))
 CACHE_SIZE = 2_048  # below the working set: steady-state eviction from the first pass on
+# (name, emulator control action, its body; None: the key's name)
+EVENTS: tuple[tuple[str, str, dict[str, object] | None], ...] = (
+    ("rotate", "rotate-key", None),
+    ("503", "fault", {"endpoint": "encrypt", "status": 503, "times": 1}),
+    ("429", "fault", {"endpoint": "encrypt", "status": 429, "times": 1}),
+    ("reset", "fault", {"endpoint": "decrypt", "kind": "reset", "times": 1}),
+    ("expire", "expire-tokens", {}),
+    ("503-decrypt", "fault", {"endpoint": "decrypt", "status": 503, "times": 1}),
+)
 
 
 @dataclass
@@ -149,23 +158,13 @@ class Soak:
                     self.stats.errors[f"{what} {code}"] += 1
 
     def event(self, n: int) -> None:
-        """Rotations and faults along the way, in a fixed cycle."""
-        kind = ("rotate", "503", "429", "reset", "expire", "503-decrypt")[(n // self.event_every) % 6]
+        """Rotations and faults along the way, in a fixed cycle (EVENTS)."""
+        kind, action, body = EVENTS[(n // self.event_every) % len(EVENTS)]
         self.events[kind] += 1
-        if kind == "rotate":
-            self.emu.control("rotate-key", {"name": self.emu.key}, attempts=3)
-        elif kind == "503":
-            self.emu.control("fault", {"endpoint": "encrypt", "status": 503, "times": 1}, attempts=3)
-        elif kind == "503-decrypt":
-            self.emu.control("fault", {"endpoint": "decrypt", "status": 503, "times": 1}, attempts=3)
-        elif kind == "429":
-            self.emu.control("fault", {"endpoint": "encrypt", "status": 429, "times": 1}, attempts=3)
+        if kind == "429":
             with self.stats.lock:
                 self.stats.allowed_429 += 1
-        elif kind == "reset":
-            self.emu.control("fault", {"endpoint": "decrypt", "kind": "reset", "times": 1}, attempts=3)
-        else:
-            self.emu.control("expire-tokens", attempts=3)
+        self.emu.control(action, {"name": self.emu.key} if body is None else body, attempts=3)
 
     def sample(self, name: str) -> None:
         pid = self.plugin.proc.pid
