@@ -1,9 +1,12 @@
-"""Stage gating (see tests/support/stage.py)."""
+"""Stage gating (see tests/support/stage.py), and the servicers every handler campaign runs on."""
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+
 import pytest
 
+from tests.fuzz import props
 from tests.support import figures, stage
 
 
@@ -13,3 +16,10 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
 
 def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
     figures.summary(terminalreporter)
+
+
+@pytest.fixture(scope="module")
+def world(tmp_path_factory: pytest.TempPathFactory) -> Iterator[props.World]:
+    w = props.make_world(tmp_path_factory.mktemp("fuzz-world"))
+    yield w
+    w.close()

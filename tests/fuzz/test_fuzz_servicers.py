@@ -13,10 +13,9 @@ target) is tests/fuzz/test_fuzz_volume.py.
 from __future__ import annotations
 
 import os
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from typing import Any
 
-import pytest
 from google.protobuf.message import DecodeError
 from hypothesis import given
 from hypothesis import strategies as st
@@ -27,13 +26,6 @@ from tests.fuzz import props
 from tests.fuzz.harness import Tally, fuzz_settings
 
 EXAMPLES = int(os.environ.get("KMS_APPLIANCE_HYPOTHESIS_EXAMPLES", "300"))
-
-
-@pytest.fixture(scope="module")
-def world(tmp_path_factory: pytest.TempPathFactory) -> Iterator[props.World]:
-    w = props.make_world(tmp_path_factory.mktemp("fuzz-ring"))
-    yield w
-    w.close()
 
 
 def _ciphertexts(w: props.World) -> st.SearchStrategy[bytes]:

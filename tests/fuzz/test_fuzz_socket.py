@@ -12,11 +12,9 @@ from __future__ import annotations
 
 import os
 import random
-from collections.abc import Iterator
 from pathlib import Path
 
 import grpc
-import pytest
 from google.protobuf.message import DecodeError, Message
 
 from akeyless_emulator import Emulator
@@ -130,33 +128,24 @@ def _campaign(p: pm.Plugin, name: str, sealed: dict[bytes, bytes], corpus: list[
         assert c.status().healthz == "ok"
 
 
-@pytest.fixture
-def local_plugin(tmp_path: Path) -> Iterator[pm.Plugin]:
-    with pm.running(tmp_path / "sock-fuzz") as p:
-        yield p
-
-
-def test_socket_fuzz_local(local_plugin: pm.Plugin) -> None:
+def test_socket_fuzz_local(tmp_path: Path) -> None:
     sealed: dict[bytes, bytes] = {}
-    with Client(local_plugin.socket) as c:
-        corpus = _corpus(c, sealed)
-    corpus.append(b"\x0a" + b"\xff" * 9 + b"\x01")  # a varint length that overflows
-    corpus.append(os.urandom(66_000))                 # above grpc.max_receive_message_length
-    _campaign(local_plugin, "local", sealed, corpus, METHODS, PER_METHOD)
+    with pm.running(tmp_path / "sock-fuzz") as p:
+        with Client(p.socket) as c:
+            corpus = _corpus(c, sealed)
+        corpus.append(b"\x0a" + b"\xff" * 9 + b"\x01")  # a varint length that overflows
+        corpus.append(os.urandom(66_000))                 # above grpc.max_receive_message_length
+        _campaign(p, "local", sealed, corpus, METHODS, PER_METHOD)
 
 
 def test_socket_fuzz_akeyless_header(tmp_path: Path) -> None:
     """The Akeyless ciphertext header (version, length, opaque blob) parsed by the real backend."""
+    sealed: dict[bytes, bytes] = {}
     with Emulator(tls=True) as emu:
         emu.create_key(KEY)
-        _akeyless_campaign(emu, tmp_path)
+        with pm.running(tmp_path / "ak", ["--log-level", "debug"], env=identity_env(emu), akeyless=True) as p:
+            with Client(p.socket) as c:
+                corpus = _corpus(c, sealed)
+            decrypts = {k: v for k, v in METHODS.items() if k.endswith("Decrypt")}
+            _campaign(p, "akeyless", sealed, corpus, decrypts, max(200, PER_METHOD // 3))
         record_secrets(emu)
-
-
-def _akeyless_campaign(emu: Emulator, tmp_path: Path) -> None:
-    with pm.running(tmp_path / "ak", ["--log-level", "debug"], env=identity_env(emu), akeyless=True) as p:
-        sealed: dict[bytes, bytes] = {}
-        with Client(p.socket) as c:
-            corpus = _corpus(c, sealed)
-        decrypts = {k: v for k, v in METHODS.items() if k.endswith("Decrypt")}
-        _campaign(p, "akeyless", sealed, corpus, decrypts, max(200, PER_METHOD // 3))

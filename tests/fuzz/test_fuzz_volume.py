@@ -10,23 +10,15 @@ plaintext, no echo of inputs, one audit record per call, no input over 1 s.
 from __future__ import annotations
 
 import random
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from typing import Any
 
-import pytest
 from google.protobuf.message import DecodeError, Message
 
 from kms_appliance.kms import v1beta1_pb2 as pb1
 from kms_appliance.kms import v2_pb2 as pb2
 from tests.fuzz import engine, props
 from tests.fuzz.harness import EXAMPLES, Tally
-
-
-@pytest.fixture(scope="module")
-def world(tmp_path_factory: pytest.TempPathFactory) -> Iterator[props.World]:
-    w = props.make_world(tmp_path_factory.mktemp("fuzz-volume"))
-    yield w
-    w.close()
 
 
 class Fields:
