@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 
 from akeyless_emulator import Emulator
+from kms_appliance.backends.akeyless.backend import AkeylessBackend
 from kms_appliance.backends.akeyless.methods import detect
 from kms_appliance.errors import SetupError
 from kms_appliance.metrics import Metrics
@@ -16,7 +17,9 @@ from tests.integration.akeyless.metadata import MetadataServer
 from tests.support.procs import eventually
 
 
-def _works(b) -> None:
+def _works(b: AkeylessBackend, method: str) -> None:
+    """``b`` logged in with ``method``, and wraps and unwraps."""
+    assert b.auth.method == method
     w = b.wrap(os.urandom(32))
     assert b.unwrap(w.ciphertext, w.key_id, {}).plaintext
 
@@ -25,9 +28,7 @@ class TestMethods:
     """Each access type authenticates and wraps."""
 
     def test_access_key(self, emu, ak_env, make_backend):
-        b = make_backend(ak_env)
-        assert b.auth.method == "access_key"
-        _works(b)
+        _works(make_backend(ak_env), "access_key")
 
     def test_access_key_file(self, emu: Emulator, base_env, make_backend, tmp_path: Path):
         ident = emu.add_access_key()
@@ -35,40 +36,35 @@ class TestMethods:
         key_file.write_text(ident.access_key + "\n")
         env = {**base_env, "AKEYLESS_ACCESS_ID": ident.access_id,
                "KMS_APPLIANCE_AKEYLESS_ACCESS_KEY_FILE": str(key_file)}
-        _works(make_backend(env))
+        _works(make_backend(env), "access_key")
 
     def test_universal_identity(self, emu: Emulator, base_env, make_backend):
         token = emu.add_universal_identity()
         env = {**base_env, "AKEYLESS_ACCESS_ID": emu.core.tokens.tokens[token].access_id,
                "AKEYLESS_UID_INIT_TOKEN": token}
-        b = make_backend(env)
-        assert b.auth.method == "universal_identity"
-        _works(b)
+        _works(make_backend(env), "universal_identity")
 
     def test_aws_iam_from_instance_metadata(self, emu: Emulator, base_env, make_backend):
         ident = emu.add_aws_iam("p-awsidentity1", "AKIAEMULATOR", "aws-secret")
         with MetadataServer(aws=("AKIAEMULATOR", "aws-secret", "session-tok")) as md:
             env = {**base_env, "AKEYLESS_ACCESS_ID": ident.access_id, "AWS_EC2_METADATA_SERVICE_ENDPOINT": md.base}
             b = make_backend(env)
-            assert b.auth.method == "aws_iam"
             assert "PUT /latest/api/token" in md.seen  # IMDSv2
-        _works(b)
+        _works(b, "aws_iam")
 
     def test_azure_ad(self, emu: Emulator, base_env, make_backend):
         ident, token = emu.add_azure_ad("p-azureident01")
         with MetadataServer(azure_token=token) as md:
             env = {**base_env, "AKEYLESS_ACCESS_ID": ident.access_id, "AZURE_POD_IDENTITY_AUTHORITY_HOST": md.base}
             b = make_backend(env)
-            assert b.auth.method == "azure_ad"
-        _works(b)
+        _works(b, "azure_ad")
 
     def test_gcp(self, emu: Emulator, base_env, make_backend):
         ident, token = emu.add_gcp("p-gcpidentity1", audience="akeyless.io")
         with MetadataServer(gcp_token=token) as md:
             env = {**base_env, "AKEYLESS_ACCESS_ID": ident.access_id, "GCE_METADATA_HOST": md.hostport}
             b = make_backend(env)
-            assert b.auth.method == "gcp"
-        _works(b)
+        _works(b, "gcp")
 
     def test_k8s(self, emu: Emulator, base_env, make_backend, tmp_path: Path):
         ident, jwt = emu.add_k8s("p-k8sidentity1", config_name="cluster-a")
@@ -77,9 +73,7 @@ class TestMethods:
         env = {**base_env, "AKEYLESS_ACCESS_ID": ident.access_id,
                "KMS_APPLIANCE_AKEYLESS_K8S_AUTH_CONFIG_NAME": "cluster-a",
                "KMS_APPLIANCE_AKEYLESS_K8S_TOKEN_FILE": str(token_file)}
-        b = make_backend(env)
-        assert b.auth.method == "k8s"
-        _works(b)
+        _works(make_backend(env), "k8s")
 
     def test_cert(self, emu: Emulator, base_env, make_backend):
         ident = emu.add_cert("p-certidentity")
@@ -88,7 +82,7 @@ class TestMethods:
                "KMS_APPLIANCE_AKEYLESS_ACCESS_TYPE": "cert",
                "KMS_APPLIANCE_AKEYLESS_CERT_FILE": files.cert_file,
                "KMS_APPLIANCE_AKEYLESS_KEY_FILE": files.key_file}
-        _works(make_backend(env))
+        _works(make_backend(env), "cert")
 
     def test_wrong_access_key_refuses_to_start(self, emu: Emulator, ak_env, make_backend):
         with pytest.raises(SetupError, match="access_key"):
@@ -146,7 +140,7 @@ class TestUidRotation:
         assert token_file.stat().st_mode & 0o777 == 0o600
         # restart: the file (newer) wins over the dead initial token
         b2 = make_backend(env)
-        _works(b2)
+        _works(b2, "universal_identity")
 
     def test_rotation_failure_is_counted_not_fatal(self, emu: Emulator, base_env, make_backend, tmp_path: Path):
         token = emu.add_universal_identity()
@@ -158,4 +152,4 @@ class TestUidRotation:
         b = make_backend(env, metrics=m, uid_rotate_interval=0.2)
         assert eventually(lambda: (m.registry.get_sample_value("kms_appliance_token_rotation_failures_total")
                                    or 0) >= 1, 10, 0.05)
-        _works(b)
+        _works(b, "universal_identity")
