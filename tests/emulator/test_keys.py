@@ -136,7 +136,6 @@ class TestRotation:
         assert client.decrypt(old) == b"old"
 
     def test_deleted_version_fails(self, emu: Emulator, client: Client) -> None:
-        """A version pending deletion cannot decrypt; describe shows a deletion date."""
         old = client.encrypt(b"old")
         emu.rotate_key(KEY)
         emu.delete_version(KEY, 1)
@@ -159,7 +158,6 @@ class TestCreateAndPermissions:
     """create-key, and capabilities / item patterns giving 403."""
 
     def test_create_key_through_sdk(self, client: Client) -> None:
-        """A key created by the SDK is usable at once; a second create is 409."""
         out = client.api.create_key(akeyless.CreateKey(name="/new-key", alg="AES128GCM", token=client.token))
         assert isinstance(out.item_id, int)
         assert client.decrypt(client.encrypt(b"x", key="/new-key"), key="/new-key") == b"x"
@@ -177,7 +175,6 @@ class TestCreateAndPermissions:
         assert api_error(lambda: c.decrypt(ciphertext)).status == 403
 
     def test_item_outside_allowed_paths_is_403(self, emu: Emulator) -> None:
-        """Item patterns restrict which keys an identity may use."""
         emu.create_key("/team-a/key")
         c = login(emu, items=("/k8s-*",))
         c.encrypt(b"ok")

@@ -49,7 +49,6 @@ class TestMutualTls:
     """client_auth='required': no client certificate, no connection."""
 
     def test_required_client_certificate(self) -> None:
-        """Without a client cert the handshake fails; with one from the test CA it works."""
         with Emulator(tls=True, client_auth="required") as emu:
             emu.create_key(KEY)
             _auth_fails_with_ssl_error(emu)

@@ -21,7 +21,6 @@ class TestExpiry:
     """Auth tokens die after their TTL; the caller must call /auth again."""
 
     def test_token_expires_after_ttl_with_401(self, plain_emu: Emulator) -> None:
-        """A 1.5-second token works, then gets 401; a fresh /auth works again."""
         plain_emu.set_token_ttl(1.5)
         started = time.monotonic()
         c = login(plain_emu)
