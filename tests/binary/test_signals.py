@@ -16,12 +16,11 @@ from pathlib import Path
 
 import pytest
 
+from tests.binary.sandbox import START_TIMEOUT
 from tests.support import plugin as pm
 from tests.support.kmsclient import Client
 
 pytestmark = pytest.mark.binary
-
-START_TIMEOUT = 60.0  # the machine is shared; start-up itself is measured in bench/startup.py
 
 
 @pytest.fixture
