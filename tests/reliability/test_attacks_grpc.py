@@ -26,7 +26,7 @@ from pathlib import Path
 import grpc
 import pytest
 
-from kms_appliance.kms import v2_pb2_grpc
+from kms_appliance.kms import v2_pb2, v2_pb2_grpc
 from tests.reliability.probes import status_ok
 from tests.support import attacks, figures, h2raw, ledger, procinfo
 from tests.support import plugin as pm
@@ -136,20 +136,13 @@ def test_header_flood_is_bounded(tmp_path: Path, fields: int) -> None:
                 f"Status worst {worst * 1000:.0f} ms over {polls} polls")
 
 
-def _own_connection(socket: Path) -> Client:
-    """A client with a connection of its own (grpc otherwise shares one per target in a process)."""
-    c = Client(socket, timeout=STATUS_DEADLINE)
-    c.channel.close()
-    c.channel = attacks.channel(socket)
-    c.v2 = v2_pb2_grpc.KeyManagementServiceStub(c.channel)  # type: ignore[no-untyped-call]
-    return c
-
-
 class _Holder:
-    """A client that keeps its connection busy with one cheap call every ``every`` seconds."""
+    """A client with a connection of its own (grpc otherwise shares one per target in a process),
+    kept busy with one cheap call every ``every`` seconds."""
 
     def __init__(self, socket: Path, every: float) -> None:
-        self.client = _own_connection(socket)
+        self.channel = attacks.channel(socket)
+        self.stub = v2_pb2_grpc.KeyManagementServiceStub(self.channel)  # type: ignore[no-untyped-call]
         self.every = every
         self.ok = 0
         self.failed: list[str] = []
@@ -160,7 +153,7 @@ class _Holder:
     def _run(self) -> None:
         while not self.stop.wait(self.every):
             try:
-                self.client.status()
+                self.stub.Status(v2_pb2.StatusRequest(), timeout=STATUS_DEADLINE)
                 self.ok += 1
             except grpc.RpcError as exc:
                 self.failed.append(exc.code().name)
@@ -168,7 +161,7 @@ class _Holder:
     def close(self) -> None:
         self.stop.set()
         self.thread.join(5)
-        self.client.close()
+        self.channel.close()
 
 
 def test_busy_connections_are_recycled_and_a_newcomer_gets_a_slot(tmp_path: Path) -> None:

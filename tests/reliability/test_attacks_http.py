@@ -190,32 +190,22 @@ def test_wedged_grpc_server_fails_livez(tmp_path: Path, monkeypatch: pytest.Monk
         app.stop()
 
 
-def _exit_line(tmp_path: Path, listen: str) -> tuple[int, str]:
-    p = pm.start(tmp_path, ["--http-listen", listen], wait=False)
-    try:
-        rc = p.proc.wait(30)
-    finally:
-        p.stop(signal.SIGKILL)
-    return rc, p.stderr.read_text()
-
-
-def test_http_listen_port_in_use_is_one_line_exit_2(tmp_path: Path) -> None:
-    with socket.socket() as squatter:
+@pytest.mark.parametrize(("listen", "says"), [("127.0.0.1:{port}", "in use"), ("no-such-host.invalid:8787", "")],
+                         ids=["port-in-use", "unresolvable-host"])
+def test_bad_http_listen_is_one_line_exit_2(tmp_path: Path, listen: str, says: str) -> None:
+    with socket.socket() as squatter:  # holds {port}
         squatter.bind(("127.0.0.1", 0))
         squatter.listen(1)
-        port = squatter.getsockname()[1]
-        rc, err = _exit_line(tmp_path / "p", f"127.0.0.1:{port}")
+        p = pm.start(tmp_path / "p", ["--http-listen", listen.format(port=squatter.getsockname()[1])], wait=False)
+        try:
+            rc = p.proc.wait(30)
+        finally:
+            p.stop(signal.SIGKILL)
+    err = p.stderr.read_text()
     assert rc == 2, err
     lines = [ln for ln in err.splitlines() if ln.strip()]
-    assert len(lines) == 1 and "observability.http_listen" in lines[0] and "in use" in lines[0], err
-    assert not (tmp_path / "p" / "run" / "kms.sock").exists(), "nothing left serving"
-
-
-def test_http_listen_unresolvable_host_is_one_line_exit_2(tmp_path: Path) -> None:
-    rc, err = _exit_line(tmp_path / "p", "no-such-host.invalid:8787")
-    assert rc == 2, err
-    lines = [ln for ln in err.splitlines() if ln.strip()]
-    assert len(lines) == 1 and "observability.http_listen" in lines[0], err
+    assert len(lines) == 1 and "observability.http_listen" in lines[0] and says in lines[0], err
+    assert not p.socket.exists(), "nothing left serving"
 
 
 def test_wildcard_http_listen_is_warned_once(tmp_path: Path) -> None:
