@@ -50,44 +50,39 @@ MALFORMED_METHODS = ("/v2.KeyManagementService/Encrypt", "/v2.KeyManagementServi
 
 
 class Driver:
-    """A stop event, a few threads, and counters; subclasses implement ``_run``."""
+    """A stop event, a thread, and counters; subclasses implement ``_run``."""
 
     name = "driver"
-    threads = 1
 
     def __init__(self) -> None:
         self.stop_event = threading.Event()
         self.counts: Counter[str] = Counter()
         self._lock = threading.Lock()
-        self._threads: list[threading.Thread] = []
+        self._thread = threading.Thread(target=self._guarded, name=self.name, daemon=True)
 
     def count(self, key: str, n: int = 1) -> None:
         with self._lock:
             self.counts[key] += n
 
     def start(self) -> Self:
-        for i in range(self.threads):
-            t = threading.Thread(target=self._guarded, args=(i,), name=f"{self.name}-{i}", daemon=True)
-            t.start()
-            self._threads.append(t)
+        self._thread.start()
         return self
 
-    def _guarded(self, index: int) -> None:
+    def _guarded(self) -> None:
         try:
-            self._run(index)
+            self._run()
         except Exception as exc:  # an attack thread must not die unnoticed: the run reports it
             self.count(f"driver_error:{type(exc).__name__}")
 
-    def _run(self, index: int) -> None:
+    def _run(self) -> None:
         raise NotImplementedError
 
     def stop(self, timeout: float = 15.0) -> None:
         self.stop_event.set()
-        deadline = time.monotonic() + timeout
-        for t in self._threads:
-            t.join(max(0.1, deadline - time.monotonic()))
+        if self._thread.ident is not None:
+            self._thread.join(timeout)
         self._cleanup()
-        self.count("threads_not_stopped", sum(t.is_alive() for t in self._threads))
+        self.count("threads_not_stopped", int(self._thread.is_alive()))
 
     def _cleanup(self) -> None:
         """Release whatever the driver still holds (after its threads ended)."""
@@ -140,7 +135,7 @@ class HttpIdle(Driver):
         except OSError:
             return True
 
-    def _run(self, index: int) -> None:
+    def _run(self) -> None:
         self.held = [self._open(i) for i in range(self.conns)]
         while not self.wait(self.refresh):
             for i, s in enumerate(self.held):
@@ -179,7 +174,7 @@ class SlowCalls(Driver):
         self.count("connections")
         return conn
 
-    def _run(self, index: int) -> None:
+    def _run(self) -> None:
         self.raw = [None] * self.conns
         while not self.stop_event.is_set():
             for i in range(self.conns):
@@ -230,7 +225,7 @@ class HeaderFlood(Driver):
         self.sock, self.conns, self.fields, self.burst, self.pause = sock, conns, fields, burst, pause
         self.batch, self.round_pause = batch, round_pause
 
-    def _run(self, index: int) -> None:
+    def _run(self) -> None:
         turn = 0
         while not self.stop_event.is_set():
             fields = self.fields[turn % len(self.fields)]
@@ -268,7 +263,7 @@ class SlotHolders(Driver):
         self.sock, self.holders, self.every = sock, holders, every
         self.channels: list[grpc.Channel] = []
 
-    def _run(self, index: int) -> None:
+    def _run(self) -> None:
         self.channels = [channel(self.sock) for _ in range(self.holders)]
         stubs = [v2_pb2_grpc.KeyManagementServiceStub(c) for c in self.channels]  # type: ignore[no-untyped-call]
         step = self.every / self.holders
@@ -381,7 +376,7 @@ class Malformed(Driver):
         super().__init__()
         self.sock, self.in_flight, self.pause = sock, in_flight, pause
 
-    def _run(self, index: int) -> None:
+    def _run(self) -> None:
         ch = channel(self.sock)
         try:
             calls = [ch.unary_unary(m) for m in MALFORMED_METHODS]  # no (de)serializer: raw bytes
@@ -410,7 +405,7 @@ class SighupStorm(Driver):
         super().__init__()
         self.pid, self.burst, self.every = pid, burst, every
 
-    def _run(self, index: int) -> None:
+    def _run(self) -> None:
         while not self.wait(self.every):
             sent = 0
             try:
@@ -441,7 +436,7 @@ class AuditGames(Driver):
         with contextlib.suppress(ProcessLookupError):
             os.kill(self.pid, signal.SIGHUP)
 
-    def _run(self, index: int) -> None:
+    def _run(self) -> None:
         turn = 0
         while not self.wait(self.every):
             turn += 1
