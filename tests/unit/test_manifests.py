@@ -1,5 +1,5 @@
-"""Generated EncryptionConfiguration documents: the CLI's refusals and its output file (the
-documents themselves are read back in test_encconfig.py)."""
+"""Generated EncryptionConfiguration documents: what the generator and its CLI refuse, and the output
+file (the documents themselves are read back in test_encconfig.py)."""
 
 from __future__ import annotations
 
