@@ -26,8 +26,7 @@ def emu() -> Iterator[Emulator]:
 @pytest.fixture
 def base_env(emu: Emulator) -> dict[str, str]:
     """The Akeyless KMS plugin's own variables, plus our CA file; no credentials yet."""
-    return {"AKEYLESS_URL": emu.url, "AKEYLESS_KEY_ENCRYPTION_KEY": KEY,
-            "KMS_APPLIANCE_AKEYLESS_CA_FILE": emu.ca_file,
+    return {"AKEYLESS_URL": emu.url, "AKEYLESS_KEY_ENCRYPTION_KEY": KEY, "KMS_APPLIANCE_AKEYLESS_CA_FILE": emu.ca_file,
             **NO_CLOUD}
 
 
