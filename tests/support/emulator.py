@@ -15,7 +15,7 @@ import ssl
 import sys
 import time
 import urllib.request
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
 
@@ -42,13 +42,12 @@ FAULT_CLASSES: tuple[dict[str, Any], ...] = (
     *({"kind": k} for k in ("reset", "malformed", "wrong_length")))
 
 
-def each_fault(emu: Emulator, endpoints: Sequence[str] = ("encrypt", "decrypt", "auth"),
-               none_first: bool = False) -> Iterator[dict[str, Any] | None]:
-    """Each fault class in turn on ``endpoints`` of an in-process emulator (``none_first``: a
-    round without one first); after each round the faults are cleared and every token is
-    expired, so the next round authenticates again (the paths that handle a secret)."""
+def each_fault(emu: Emulator, none_first: bool = False) -> Iterator[dict[str, Any] | None]:
+    """Each fault class in turn on encrypt, decrypt and auth of an in-process emulator
+    (``none_first``: a round without one first); after each round the faults are cleared and
+    every token is expired, so the next round authenticates again (the paths that handle a secret)."""
     for fault in ((None,) if none_first else ()) + FAULT_CLASSES:
-        for endpoint in endpoints if fault else ():
+        for endpoint in ("encrypt", "decrypt", "auth") if fault else ():
             emu.fault(endpoint, **fault)
         yield fault
         emu.clear_faults()

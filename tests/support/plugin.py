@@ -61,11 +61,9 @@ class Command:
         explicit = os.environ.get(variable)
         return cls(tuple(shlex.split(explicit))) if explicit else cls.source()
 
-    def run(self, *args: str, env: Mapping[str, str] | None = None,
-            timeout: float = 60) -> subprocess.CompletedProcess[bytes]:
-        """A command that ends by itself (``keyring init``, ``version``); raises on failure."""
-        return subprocess.run([*self.argv, *args], cwd=self.cwd, env=env, check=True,
-                              capture_output=True, timeout=timeout)
+    def run(self, *args: str) -> subprocess.CompletedProcess[bytes]:
+        """A command that ends by itself (``keyring init``, ``keyring rotate``); raises on failure."""
+        return subprocess.run([*self.argv, *args], cwd=self.cwd, check=True, capture_output=True, timeout=60)
 
 
 @dataclass
