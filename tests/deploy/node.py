@@ -1,49 +1,24 @@
-"""A real Kubernetes node on this machine: containerd (CRI) and kubelet.
-
-Both are built from their Go modules (tests/e2e/build_components.sh) and run
-as root, as on a control-plane node, but inside a mount namespace of their own
-(the "node namespace", held open by one ``sleep`` process):
-
-- every mount kubelet and containerd make (the pod's memory-backed emptyDir,
-  overlay snapshots, kubelet's rshared root dir) lives and dies with that
-  namespace, so a failed run leaves no mount behind on the shared machine;
-- ``/run`` there is a private tmpfs: containerd's shim sockets and runc's
-  state (fixed paths under /run/containerd) are the node's own;
-- kubelet insists on six kernel settings and, unless told to fail instead,
-  writes them machine-wide (``kernel.panic_on_oops=1`` among them). On a
-  machine other jobs share, the three that differ from the running kernel are
-  bind-mounted, in the node namespace only, from files holding the values
-  kubelet wants: kubelet reads them and has nothing to change. Nothing under
-  test depends on them.
-
-Everything else is real: kubelet's CRI calls, containerd's CRI plugin and
-snapshots, runc (Debian's), the cgroup v1 hierarchies of this host (kubelet's
-``kubepods`` tree, removed again at the end if the run created it).
-
-Nothing listens beyond loopback and UNIX sockets: containerd's gRPC/ttrpc
-sockets are in the work dir, its CRI streaming server on 127.0.0.1, kubelet's
-healthz on 127.0.0.1 and its API server off (``enableServer: false``).
+"""A real Kubernetes node on this machine: containerd (CRI) and kubelet, built from their Go
+modules, run as root inside a mount namespace of their own. Why each setting (that namespace,
+the faked kernel settings, restrict_oom_score_adj, loopback only): docs/deployment-tests.md.
 """
 
 from __future__ import annotations
 
-import contextlib
 import http.client
 import ipaddress
 import json
 import os
+import re
 import subprocess
-import time
 from collections.abc import Sequence
-from dataclasses import dataclass
 from pathlib import Path
 
-from tests.support import steps
 from tests.support.kube.components import BUILD_SCRIPT, default_bin_dir
-from tests.support.procs import ManagedProcess, ProcessRegistry, free_port, wait_until
+from tests.support.procs import ManagedProcess, ProcessRegistry, free_port, status_fields, wait_until
+from tests.support.steps import run
 
 NODE_COMPONENTS = ("kubelet", "containerd", "containerd-shim-runc-v2", "ctr", "pause")
-BUILD_TIMEOUT_S = 3600
 CLI_TIMEOUT_S = 120
 K8S_NS = "k8s.io"  # the containerd namespace of CRI (kubelet's) containers and images
 RUNC = "/usr/sbin/runc"
@@ -60,30 +35,17 @@ KUBELET_SYSCTLS = {
 }
 
 
-class NodeComponentsMissingError(RuntimeError):
-    """kubelet, containerd, its shim, ctr or pause is absent and could not be built."""
-
-
-def ensure_node_components(allow_build: bool) -> tuple[Path, float]:
-    """The directory holding the node binaries (built if missing) and the seconds it took."""
+def ensure_node_components(allow_build: bool) -> Path:
+    """The directory holding the node binaries, built if missing (unless they are E2E_BIN_DIR's)."""
     bin_dir = default_bin_dir()
-    started = time.monotonic()
-    missing = [n for n in NODE_COMPONENTS if not os.access(bin_dir / n, os.X_OK)]
-    if missing and (os.environ.get("E2E_BIN_DIR") or not allow_build):
-        raise NodeComponentsMissingError(
-            f"missing {', '.join(missing)} in {bin_dir}; run `make deploy-components`")
-    if missing:
-        env = {**os.environ, "E2E_COMPONENTS": " ".join(NODE_COMPONENTS)}
-        result = subprocess.run([str(BUILD_SCRIPT)], env=env, timeout=BUILD_TIMEOUT_S, check=False,
-                                stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-        if result.returncode != 0:
-            raise NodeComponentsMissingError(f"{BUILD_SCRIPT} failed:\n{result.stdout[-4000:]}")
-    return bin_dir, time.monotonic() - started
 
+    def missing() -> list[str]:
+        return [n for n in NODE_COMPONENTS if not os.access(bin_dir / n, os.X_OK)]
 
-def run(argv: Sequence[str | os.PathLike[str]], timeout: float = CLI_TIMEOUT_S, check: bool = True,
-        **kw: object) -> subprocess.CompletedProcess[str]:
-    return steps.run(argv, timeout, check, **kw)
+    if missing() and allow_build and not os.environ.get("E2E_BIN_DIR"):
+        run([BUILD_SCRIPT], timeout=3600, env={**os.environ, "E2E_COMPONENTS": " ".join(NODE_COMPONENTS)})
+    assert not missing(), f"missing {', '.join(missing())} in {bin_dir}; run `make deploy-components`"
+    return bin_dir
 
 
 def mount_namespace(pid: int) -> str | None:
@@ -96,27 +58,22 @@ def mount_namespace(pid: int) -> str | None:
 
 def pids_in_mount_namespace(ns: str) -> list[int]:
     """Every live process whose mount namespace is ``ns``."""
-    out = []
-    for entry in os.listdir("/proc"):
-        if entry.isdigit() and mount_namespace(int(entry)) == ns:
-            out.append(int(entry))
-    return out
+    return [int(entry) for entry in os.listdir("/proc") if entry.isdigit() and mount_namespace(int(entry)) == ns]
 
 
 class NodeNamespace:
-    """The mount namespace kubelet, containerd and the pods run in (see the module docstring)."""
+    """The mount namespace kubelet, containerd and the pods run in: their mounts die with it, /run is
+    its own, and the kernel settings kubelet would write machine-wide are bind-mounted there only."""
 
     def __init__(self, workdir: Path, registry: ProcessRegistry) -> None:
-        self._sysctl_dir = workdir / "sysctl-view"
-        self._sysctl_dir.mkdir(parents=True)
+        views = workdir / "sysctl-view"
+        views.mkdir(parents=True)
         binds = []
         for key, wanted in KUBELET_SYSCTLS.items():
             real = Path("/proc/sys", key)
             if real.read_text().strip() != wanted:
-                view = self._sysctl_dir / key.replace("/", ".")
-                view.write_text(wanted + "\n")
-                binds.append(f"mount --bind {view} {real}")
-        self.faked_sysctls = [b.split()[-1] for b in binds]
+                (views / key.replace("/", ".")).write_text(wanted + "\n")
+                binds.append(f"mount --bind {views / key.replace('/', '.')} {real}")
         script = "; ".join(["set -e", "mount -t tmpfs -o mode=0755,size=64m node-run /run", *binds,
                             "exec sleep 2147483647"])
         self.holder = registry.add(ManagedProcess(
@@ -140,24 +97,15 @@ class NodeNamespace:
     def members(self) -> list[int]:
         return pids_in_mount_namespace(self.ns) if self.ns else []
 
-# Why containerd runs with restrict_oom_score_adj: kubelet gives the pod sandbox
-# oom_score_adj -998 and a system-node-critical container -997. Lowering a
-# process's oom_score_adj below 0 needs CAP_SYS_RESOURCE, which some sandboxed
-# CI machines (this one included) keep out of every process's bounding set even
-# for root: runc's init then dies with "nsexec: failed to update
-# /proc/self/oom_score_adj: Permission denied" ("can't get final child's PID
-# from pipe: EOF" in kubelet's log). The option, made for rootless containerd,
-# clamps the value to containerd's own (0 here); nothing else changes. It is
-# set only where the capability is missing.
+
+# Lowering oom_score_adj below 0 (kubelet asks -998 for a sandbox) needs it; a machine whose
+# bounding set lacks it gets containerd's restrict_oom_score_adj (docs/deployment-tests.md).
 CAP_SYS_RESOURCE = 24
 
 
 def can_lower_oom_score_adj() -> bool:
     """True if CAP_SYS_RESOURCE is in this process's bounding set."""
-    for line in Path("/proc/self/status").read_text().splitlines():
-        if line.startswith("CapBnd:"):
-            return bool(int(line.split()[1], 16) >> CAP_SYS_RESOURCE & 1)
-    return False
+    return bool(int(status_fields(os.getpid())["CapBnd"], 16) >> CAP_SYS_RESOURCE & 1)
 
 
 CONTAINERD_CONFIG = """\
@@ -236,46 +184,30 @@ class Containerd:
         return self.ctr("images", "import", "--platform", "linux/amd64", str(archive), timeout=300).stdout
 
     def image_names(self) -> list[str]:
-        out = self.ctr("images", "ls", "-q").stdout
-        return [line.strip() for line in out.splitlines() if line.strip()]
+        return self.ctr("images", "ls", "-q").stdout.split()
 
     def tasks(self) -> dict[str, tuple[int, str]]:
         """Running tasks: container id -> (host pid, status)."""
-        out = self.ctr("tasks", "ls").stdout.splitlines()[1:]
-        tasks = {}
-        for line in out:
-            cid, pid, status = line.split()[:3]
-            tasks[cid] = (int(pid), status)
-        return tasks
-
-    def stop(self) -> None:
-        self.process.stop(grace_s=20)
-
-
-@dataclass(frozen=True)
-class KubeletPorts:
-    healthz: int
+        rows = [line.split() for line in self.ctr("tasks", "ls").stdout.splitlines()[1:]]
+        return {row[0]: (int(row[1]), row[2]) for row in rows}
 
 
 class Kubelet:
     """kubelet for this host: cgroup v1 allowed, cgroupfs, no swap check, one static pod dir."""
 
     def __init__(self, bin_dir: Path, workdir: Path, node: NodeNamespace, registry: ProcessRegistry,
-                 containerd: Containerd, node_name: str, kubeconfig: Path | None) -> None:
+                 containerd: Containerd, node_name: str, kubeconfig: Path) -> None:
         self.root_dir = workdir / "kubelet"
         self.manifests = workdir / "manifests"
         self.pod_logs = workdir / "logs" / "pods"  # kept with the component logs on a failure
         for d in (self.root_dir, self.manifests, self.pod_logs):
             d.mkdir(parents=True)
-        self.ports = KubeletPorts(healthz=free_port())
-        self.node_name = node_name
+        self.healthz_port = free_port()
         self.config = workdir / "kubelet-config.json"
         self.config.write_text(json.dumps(self._config(containerd), indent=2))
         argv = [str(bin_dir / "kubelet"), f"--config={self.config}", f"--root-dir={self.root_dir}",
-                f"--cert-dir={self.root_dir / 'pki'}", f"--hostname-override={node_name}",
-                "--v=2"]
-        if kubeconfig is not None:
-            argv.append(f"--kubeconfig={kubeconfig}")
+                f"--cert-dir={self.root_dir / 'pki'}", f"--hostname-override={node_name}", "--v=2",
+                f"--kubeconfig={kubeconfig}"]
         self.process = registry.add(ManagedProcess(
             name="kubelet", argv=node.wrap(argv), log_path=workdir / "logs" / "kubelet.log",
             env={"PATH": f"{bin_dir}:/usr/sbin:/usr/bin:/sbin:/bin", "HOME": "/root"}))
@@ -297,7 +229,7 @@ class Kubelet:
             "address": "127.0.0.1",
             "readOnlyPort": 0,
             "healthzBindAddress": "127.0.0.1",
-            "healthzPort": self.ports.healthz,
+            "healthzPort": self.healthz_port,
             "authentication": {"anonymous": {"enabled": False}, "webhook": {"enabled": False}},
             "authorization": {"mode": "AlwaysAllow"},
             "resolvConf": "",
@@ -313,26 +245,19 @@ class Kubelet:
         return wait_until(self.healthy, 120, "kubelet /healthz", interval_s=0.5, alive=self.process.check_alive)
 
     def healthy(self) -> bool:
-        conn = http.client.HTTPConnection("127.0.0.1", self.ports.healthz, timeout=2)
+        conn = http.client.HTTPConnection("127.0.0.1", self.healthz_port, timeout=2)
         try:
             conn.request("GET", "/healthz")
             return conn.getresponse().status == 200
         finally:
             conn.close()
 
-    def stop(self) -> None:
-        self.process.stop(grace_s=20)
-
 
 def cgroup_hierarchies() -> list[Path]:
     """Every mounted cgroup hierarchy: the v1 ones (cpu, memory, ..., name=systemd) and,
     on a hybrid host, the unified v2 one (runc and kubelet create cgroups there too)."""
-    out = []
-    for line in Path("/proc/self/mounts").read_text().splitlines():
-        fields = line.split()
-        if fields[2] in ("cgroup", "cgroup2"):
-            out.append(Path(fields[1]))
-    return out
+    mounts = [line.split() for line in Path("/proc/self/mounts").read_text().splitlines()]
+    return [Path(fields[1]) for fields in mounts if fields[2] in ("cgroup", "cgroup2")]
 
 
 def remove_cgroup_tree(name: str) -> list[str]:
@@ -355,42 +280,16 @@ def remove_cgroup_tree(name: str) -> list[str]:
     return left
 
 
-def _tcp_listeners() -> dict[int, str]:
-    """socket inode -> "address:port" of every listening TCP socket (this network namespace)."""
-    out = {}
-    for table, v6 in (("/proc/net/tcp", False), ("/proc/net/tcp6", True)):
-        with contextlib.suppress(FileNotFoundError):
-            for line in Path(table).read_text().splitlines()[1:]:
-                fields = line.split()
-                if fields[3] != "0A":  # TCP_LISTEN
-                    continue
-                addr_hex, port_hex = fields[1].split(":")
-                raw = bytes.fromhex(addr_hex)
-                if v6:
-                    words = [raw[i:i + 4][::-1] for i in range(0, 16, 4)]
-                    addr = str(ipaddress.IPv6Address(b"".join(words)))
-                else:
-                    addr = str(ipaddress.IPv4Address(raw[::-1]))
-                port = int(port_hex, 16)
-                out[int(fields[9])] = f"[{addr}]:{port}" if v6 else f"{addr}:{port}"
-    return out
-
-
 def is_loopback(address: str) -> bool:
-    """``127.0.0.1:80`` or ``[::1]:80`` -> True."""
-    host = address.rsplit(":", 1)[0].strip("[]")
-    return ipaddress.ip_address(host).is_loopback
+    """``127.0.0.1:80``, ``[::1]:80`` or ``127.0.0.1%lo:80`` -> True; ``*:80`` -> False."""
+    host = address.rsplit(":", 1)[0].strip("[]").split("%", 1)[0]
+    return host != "*" and ipaddress.ip_address(host).is_loopback
 
 
 def tcp_listen_addresses(pids: Sequence[int]) -> dict[int, list[str]]:
-    """The TCP addresses each process listens on (from its socket file descriptors)."""
-    listeners = _tcp_listeners()
+    """The TCP addresses each process listens on (``ss``: every listening socket and its owners)."""
     found: dict[int, list[str]] = {}
-    for pid in pids:
-        with contextlib.suppress(OSError):
-            for fd in os.listdir(f"/proc/{pid}/fd"):
-                with contextlib.suppress(OSError):
-                    target = os.readlink(f"/proc/{pid}/fd/{fd}")
-                    if target.startswith("socket:[") and int(target[8:-1]) in listeners:
-                        found.setdefault(pid, []).append(listeners[int(target[8:-1])])
+    for line in run(["ss", "-Hltnp"]).stdout.splitlines():
+        for pid in {int(p) for p in re.findall(r"pid=(\d+)", line)} & set(pids):
+            found.setdefault(pid, []).append(line.split()[3])
     return found

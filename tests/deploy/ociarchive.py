@@ -1,11 +1,6 @@
-"""A one-binary OCI image archive, written by hand (OCI image spec v1.1).
-
-Why: every pod needs a sandbox ("pause") image and no registry is reachable
-from the test machines, so the deployment test packs the pause binary it
-built from the Kubernetes source into an archive that ``ctr images import``
-takes. The layout is the spec's minimum: ``oci-layout``, ``index.json`` and
-three blobs (one uncompressed layer, the config, the manifest); timestamps
-are fixed so the same binary gives the same digests.
+"""A one-binary OCI image archive, written by hand (OCI image spec v1.1): no registry is
+reachable, so the pause binary built from the Kubernetes source becomes the pod sandbox image this
+way. The spec's minimum layout; fixed timestamps, so the same binary gives the same digests.
 """
 
 from __future__ import annotations

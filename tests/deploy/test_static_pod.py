@@ -1,32 +1,15 @@
-"""The static pod under a real kubelet, next to a real kube-apiserver.
-
-As docs/deployment.md section 3 says, on one node: the shipped config.toml
-(local keyring backend), ``kms-appliance static-pod -o`` into kubelet's
-manifest directory, the OCI archive of ``make image`` imported with ``ctr -n
-k8s.io images import``, ``kms-appliance encryption-config -o`` read verbatim
-by kube-apiserver, whose KMS endpoint is the hostPath socket the pod serves.
-kubelet (with the cluster's kubeconfig, so the mirror pod shows its status)
-and containerd are built from their Go modules; runc is Debian's.
-
-Proved here: Secrets round trip and sit in etcd as KMS v2 envelopes under
-the plugin's key_id; the container runs as 65532 with a read-only root, no
-capabilities, no_new_privs and seccomp, and its memory-backed emptyDir is an
-exec-allowed tmpfs holding the unpacked binary; the generated readiness probe
-makes the pod Ready; deleting the socket fails /livez and kubelet restarts
-the container (the liveness probe), which serves again on a new socket; a
-keyring rotation is picked up by the plugin and by the apiserver for new
-writes while old Secrets stay readable. At the end every process the run
-started is gone, the node's mount namespace is empty and no port stays open.
+"""The static pod under a real kubelet, next to a real kube-apiserver, deployed as
+docs/deployment.md section 3 says; what each step proves and why the node is set up
+so: docs/deployment-tests.md. At the end every process the run started is gone, the
+node's mount namespace is empty and no port stays open, or the test fails.
 """
 
 from __future__ import annotations
 
-import base64
 import contextlib
 import http.client
 import json
 import os
-import secrets
 import shutil
 import signal
 import socket
@@ -34,39 +17,24 @@ import tempfile
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 from typing import Any
 
 import pytest
 
+from tests.e2e.workload import create_secret, read_secret, stored_envelopes
+from tests.support import procs
 from tests.support.kmsclient import Client
 from tests.support.kube.cluster import ApiServerOptions, Cluster, EtcdServer, KubeApiServer, write_kubeconfig
 from tests.support.kube.components import Components, ensure_components
 from tests.support.kube.pki import make_cluster_pki
-from tests.support.kube.protowire import parse_encrypted_object
-from tests.support.procs import (
-    LeftoverProcessError,
-    ManagedProcess,
-    ProcessRegistry,
-    free_port,
-    status_fields,
-    wait_until,
-)
-from tests.support.steps import NONROOT, REPO, VERSION, nonroot_dirs
+from tests.support.procs import ProcessRegistry, free_port, wait_until
+from tests.support.steps import NONROOT, REPO, VERSION, nonroot_dirs, run
 
+from . import node
 from .conftest import FACTS, step
-from .node import (
-    Containerd,
-    Kubelet,
-    NodeNamespace,
-    cgroup_hierarchies,
-    ensure_node_components,
-    is_loopback,
-    pids_in_mount_namespace,
-    remove_cgroup_tree,
-    run,
-    tcp_listen_addresses,
-)
+from .node import Containerd, Kubelet, NodeNamespace
 from .ociarchive import write_single_binary_image
 
 pytestmark = [pytest.mark.deploy]
@@ -154,7 +122,7 @@ class FileConfigApiServer(KubeApiServer):
 
     def start(self, options: ApiServerOptions) -> float:
         self.options = options
-        self.process = self.process or self._registry.add(ManagedProcess(
+        self.process = self.process or self._registry.add(procs.ManagedProcess(
             name="kube-apiserver", argv=self._argv(options), log_path=self._workdir / "logs" / "kube-apiserver.log"))
         self.process.start()
         return self.wait_ready()
@@ -198,29 +166,14 @@ def mounts_of(pid: int) -> dict[str, tuple[str, str, str]]:
     table = {}
     for line in Path(f"/proc/{pid}/mountinfo").read_text().splitlines():
         left, _, right = line.partition(" - ")
-        fields = left.split()
         fstype, _source, super_opts = right.split(maxsplit=2)
-        table[fields[4]] = (fields[5], fstype, super_opts)
+        table[left.split()[4]] = (left.split()[5], fstype, super_opts)
     return table
 
 
-def create_secret(cluster: Cluster, name: str) -> str:
-    value = secrets.token_hex(16)
-    cluster.kubectl("create", "secret", "generic", name, f"--from-literal=v={value}")
-    return value
-
-
-def read_secret(cluster: Cluster, name: str) -> str:
-    out = cluster.kubectl("get", "secret", name, "-o", "jsonpath={.data.v}").stdout
-    return base64.b64decode(out).decode()
-
-
 def stored_key_id(cluster: Cluster, name: str, value: str) -> str:
-    raw = cluster.etcd.get_raw(cluster.secret_key(name))
-    assert raw is not None, f"{name}: not in etcd"
-    assert raw.startswith(PREFIX), f"{name}: stored as {raw[:40]!r}"
-    assert value.encode() not in raw, f"{name}: plaintext in etcd"
-    return parse_encrypted_object(raw[len(PREFIX):]).key_id
+    """The key_id of the KMS v2 envelope etcd holds for the Secret (its plaintext absent)."""
+    return stored_envelopes(cluster, PREFIX, {name: value})[name].key_id
 
 
 def comm(pid: int) -> str:
@@ -300,7 +253,7 @@ def container_pid(d: Deployment, cluster: Cluster) -> tuple[str, int]:
 def check_container_runtime(d: Deployment, cluster: Cluster) -> str:
     """The container as kubelet and containerd made it; returns its id."""
     cid, pid = container_pid(d, cluster)
-    st = status_fields(pid)
+    st = procs.status_fields(pid)
     assert st["Uid"].split() == [str(NONROOT)] * 4, st["Uid"]
     assert st["Gid"].split() == [str(NONROOT)] * 4, st["Gid"]
     assert int(st["CapEff"], 16) == 0 and int(st["CapPrm"], 16) == 0, (st["CapEff"], st["CapPrm"])
@@ -362,18 +315,15 @@ def wait_restarted(d: Deployment, cluster: Cluster, old_cid: str, restarts: int,
 
     wait_until(restarted, LIVENESS_RESTART_TIMEOUT_S, f"kubelet restarting the container ({why})", interval_s=2)
     FACTS.append(f"{why}: kubelet restarted the container {time.monotonic() - started:.0f} s later")
-    deadline = time.monotonic() + POD_START_TIMEOUT_S
-    while not ready_again(d, cluster, restarts):
-        if time.monotonic() > deadline:
-            raise TimeoutError(f"pod not Ready {POD_START_TIMEOUT_S:.0f} s after the restart")
-        time.sleep(2)
+    assert procs.eventually(partial(ready_again, d, cluster, restarts), POD_START_TIMEOUT_S, 2), \
+        f"pod not Ready {POD_START_TIMEOUT_S:.0f} s after the restart"
     status = container_status(mirror_pod(cluster))
     assert status["containerID"].removeprefix("containerd://") != old_cid
     wait_until(lambda: bool(plugin_key_id(d.paths)), 60, "plugin Status ok on the new socket")
     return status
 
 
-def socket_deleted(d: Deployment, cluster: Cluster, old_cid: str) -> str:
+def socket_deleted(d: Deployment, cluster: Cluster, old_cid: str) -> None:
     """Delete the socket: /livez fails, kubelet's liveness probe restarts the container."""
     assert d.paths.socket.is_socket()
     d.paths.socket.unlink()
@@ -383,15 +333,14 @@ def socket_deleted(d: Deployment, cluster: Cluster, old_cid: str) -> str:
     assert any("Liveness probe failed" in e and "503" in e for e in events), events
     assert any("failed liveness probe, will be restarted" in e for e in events), events
     FACTS.append(f"socket deleted: last state {status['lastState'].get('terminated')}")
-    return str(status["containerID"]).removeprefix("containerd://")
 
 
-def wedged(d: Deployment, cluster: Cluster, old_cid: str) -> str:
+def wedged(d: Deployment, cluster: Cluster, old_cid: str) -> None:
     """SIGSTOP every process of the container: probes time out, kubelet kills and restarts it."""
     _, pid = container_pid(d, cluster)
-    procs = [int(p) for p in (memory_cgroup(pid) / "cgroup.procs").read_text().split()]
-    assert pid in procs, procs
-    for p in procs:
+    members = [int(p) for p in (memory_cgroup(pid) / "cgroup.procs").read_text().split()]
+    assert pid in members, members
+    for p in members:
         os.kill(p, signal.SIGSTOP)
     wait_until(lambda: http_status(d.http_port, "/livez") == 0, 30, "/livez not answering while stopped")
     status = wait_restarted(d, cluster, old_cid, 1, "plugin wedged (SIGSTOP)")
@@ -399,7 +348,6 @@ def wedged(d: Deployment, cluster: Cluster, old_cid: str) -> str:
     assert terminated.get("exitCode") == 137, terminated  # SIGKILLed after the grace period
     events = liveness_events(cluster)
     assert any("Liveness probe failed" in e and "deadline exceeded" in e for e in events), events
-    return str(status["containerID"]).removeprefix("containerd://")
 
 
 def rotation(d: Deployment, cluster: Cluster, before: str, kept: dict[str, str]) -> str:
@@ -431,12 +379,12 @@ def teardown(d: Deployment) -> list[str]:
     ns = d.node.ns if d.node else ""
     try:
         d.registry.stop_all()
-    except LeftoverProcessError as exc:  # killed by now; reported, and the cleanup goes on
+    except procs.LeftoverProcessError as exc:  # killed by now; reported, and the cleanup goes on
         problems.append(str(exc))
     if ns:
         # containerd's shims outlive containerd by design (and a pod kubelet did not
         # stop keeps its processes): whatever is still in the node namespace is ours.
-        outlived = pids_in_mount_namespace(ns)
+        outlived = node.pids_in_mount_namespace(ns)
         if outlived:
             FACTS.append(f"{len(outlived)} processes outlived kubelet and containerd in the node namespace "
                          f"({', '.join(sorted({comm(p) for p in outlived}))}); killed")
@@ -444,8 +392,8 @@ def teardown(d: Deployment) -> list[str]:
             with contextlib.suppress(ProcessLookupError):
                 os.kill(pid, signal.SIGKILL)
         with contextlib.suppress(TimeoutError):
-            wait_until(lambda: not pids_in_mount_namespace(ns), 20, "node namespace empty")
-        left = pids_in_mount_namespace(ns)
+            wait_until(lambda: not node.pids_in_mount_namespace(ns), 20, "node namespace empty")
+        left = node.pids_in_mount_namespace(ns)
         if left:
             problems.append(f"processes left in the node namespace: {left}")
     for p in d.registry.processes:
@@ -453,13 +401,13 @@ def teardown(d: Deployment) -> list[str]:
             problems.append(f"{p.name} (pid {p.pid}) still running")
     ports = [d.http_port]
     if d.kubelet:
-        ports.append(d.kubelet.ports.healthz)
+        ports.append(d.kubelet.healthz_port)
     if d.cluster:
         ports += [d.cluster.apiserver.port, d.cluster.etcd.client_port]
     problems += [f"127.0.0.1:{port} still open" for port in ports if not port_closed(port)]
     if d.kubepods_ours:
-        problems += remove_cgroup_tree("kubepods")
-        problems += [f"{h}/kubepods left" for h in cgroup_hierarchies() if (h / "kubepods").exists()]
+        problems += node.remove_cgroup_tree("kubepods")
+        problems += [f"{h}/kubepods left" for h in node.cgroup_hierarchies() if (h / "kubepods").exists()]
     if d.state_dir_ours:
         shutil.rmtree(STATE_DIR, ignore_errors=True)
     return problems
@@ -503,9 +451,9 @@ def check_loopback_only(d: Deployment) -> None:
     """Every TCP listener of every process the run started (the pod's included) is on loopback."""
     assert d.node is not None
     pids = [*d.node.members(), *(p.pid for p in d.registry.processes if p.running)]
-    listening = tcp_listen_addresses(pids)
+    listening = node.tcp_listen_addresses(pids)
     addresses = sorted({a for found in listening.values() for a in found})
-    assert addresses and all(is_loopback(a) for a in addresses), listening
+    assert addresses and all(node.is_loopback(a) for a in addresses), listening
     FACTS.append(f"TCP listeners of the run's {len(pids)} processes: {', '.join(addresses)}")
 
 
@@ -521,13 +469,13 @@ def deployed() -> Iterator[tuple[Deployment, Cluster, str]]:
     with step("components: kube-apiserver, etcd (build/check)"):
         components = ensure_components(allow_build=allow_build)
     with step("components: kubelet, containerd, shim, ctr, pause (build/check)"):
-        node_bin, _ = ensure_node_components(allow_build=allow_build)
+        node_bin = node.ensure_node_components(allow_build=allow_build)
     for artefact in (APPLIANCE, IMAGE_ARCHIVE):
         assert artefact.exists(), f"{artefact} missing: `make image` (make test-deploy builds it)"
     work = Path(tempfile.mkdtemp(prefix="kmsdeploy-", dir="/var/tmp"))
     d = Deployment(Paths(work), free_port(), components, node_bin)
     d.state_dir_ours = claim_state_dir()
-    d.kubepods_ours = not any((h / "kubepods").exists() for h in cgroup_hierarchies())
+    d.kubepods_ours = not any((h / "kubepods").exists() for h in node.cgroup_hierarchies())
     problems: list[str] = []
     passed = False
     try:
