@@ -20,10 +20,8 @@ from tests.support import ledger
 
 
 class CapturingAudit:
-    """Stands where AuditLog stands; keeps the last record as written, and counts them.
-
-    Not deferred, so each call's record is here when the call returns.
-    """
+    """Stands where AuditLog stands; keeps the last record as written, and counts them. Not
+    deferred, so each call's record is here when the call returns."""
 
     deferred = False
 

@@ -36,11 +36,8 @@ def threads(pid: int) -> int:
 
 
 def rss_kib(pid: int) -> int:
-    """VmRSS of ``pid`` plus the private memory of its descendants.
-
-    A forked child's RSS counts every page it still shares with its parent;
-    only its private pages are memory it adds.
-    """
+    """VmRSS of ``pid`` plus the private memory of its descendants (a forked child's RSS counts
+    every page it still shares with its parent; only its private pages are memory it adds)."""
     total = _field(f"/proc/{pid}/status", "VmRSS:")
     for child in tree(pid)[1:]:
         try:

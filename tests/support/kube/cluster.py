@@ -159,14 +159,11 @@ class KubeApiServer:
         assert new is not None
         return self.start(new)
 
-    def _ssl_context(self) -> ssl.SSLContext:
-        ctx = ssl.create_default_context(cafile=str(self._pki.ca_cert))
-        ctx.load_cert_chain(str(self._pki.admin_cert), str(self._pki.admin_key))
-        return ctx
-
     def connect(self, timeout_s: float = 10.0) -> http.client.HTTPSConnection:
         """A keep-alive HTTPS connection as the admin user (for bulk requests)."""
-        return http.client.HTTPSConnection("127.0.0.1", self.port, context=self._ssl_context(), timeout=timeout_s)
+        ctx = ssl.create_default_context(cafile=str(self._pki.ca_cert))
+        ctx.load_cert_chain(str(self._pki.admin_cert), str(self._pki.admin_key))
+        return http.client.HTTPSConnection("127.0.0.1", self.port, context=ctx, timeout=timeout_s)
 
     def outlive_kms_health_cache(self) -> None:
         """Sleep past the 20 s for which the apiserver caches a good KMS v2 health check: its next

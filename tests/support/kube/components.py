@@ -61,12 +61,8 @@ def _missing(bin_dir: Path) -> list[str]:
 
 
 def ensure_components(allow_build: bool) -> Components:
-    """Return the binaries, running ``build_components.sh`` if any is missing.
-
-    The build script is idempotent (it skips what is already built), so it
-    runs whenever a binary is absent; with ``E2E_BIN_DIR`` set nothing is
-    built, because those binaries are the operator's, not ours.
-    """
+    """The binaries, running the (idempotent) ``build_components.sh`` if any is missing; with
+    ``E2E_BIN_DIR`` set nothing is built: those binaries are the operator's, not ours."""
     versions = pinned_versions()
     bin_dir = default_bin_dir()
     started = time.monotonic()

@@ -67,11 +67,8 @@ def decode_map_entry(entry: bytes) -> tuple[str, bytes]:
 
 @dataclass(frozen=True)
 class EncryptedObject:
-    """What kube-apiserver stores after ``k8s:enc:kms:v2:<name>:`` (KMS v2).
-
-    Field numbers from k8s.io/apiserver
-    ``pkg/storage/value/encrypt/envelope/kmsv2/v2/api.proto``.
-    """
+    """What kube-apiserver stores after ``k8s:enc:kms:v2:<name>:`` (field numbers from
+    k8s.io/apiserver ``pkg/storage/value/encrypt/envelope/kmsv2/v2/api.proto``)."""
 
     encrypted_data: bytes = b""
     key_id: str = ""
