@@ -1,9 +1,6 @@
-"""The arm64 artefacts carry the arm64 binary, say they are arm64, and the image serves.
-
-Run by `make ARCH=arm64 test-arm64` after `make ARCH=arm64 bundle` (dist/arm64/,
-or ARM64_DIST). On x86_64 the image runs under qemu-user through binfmt_misc,
-the same way the build does (docs/arm64.md); a missing artefact fails, it is
-never a skip. Not part of `make test`: the arm64 build is not a CI stage.
+"""The arm64 artefacts carry the arm64 binary, say they are arm64, and the image serves (run by
+`make ARCH=arm64 test-arm64`, emulated on x86_64: docs/arm64.md). A missing artefact fails, it is
+never a skip.
 """
 
 from __future__ import annotations
@@ -13,7 +10,6 @@ import io
 import json
 import os
 import platform
-import shutil
 import subprocess
 import tarfile
 from collections.abc import Iterator
@@ -21,8 +17,8 @@ from pathlib import Path
 
 import pytest
 
+from tests.packaging import support as packaging
 from tests.support import steps
-from tests.support.kmsclient import Client
 from tests.support.procs import status_fields
 from tests.support.steps import NONROOT, REPO, ROOT_PACKAGES, VERSION, run
 
@@ -30,11 +26,6 @@ pytestmark = pytest.mark.packaging
 
 DIST = Path(os.environ.get("ARM64_DIST", REPO / "dist" / "arm64"))
 EM_AARCH64 = 183  # ELF e_machine
-REF = f"localhost/kms-appliance:{VERSION}"
-PODMAN_RUN = ["run", "--runtime", "runc", "--ulimit", "nofile=4096:4096", "--ulimit", "nproc=4096:4096",
-              "--network", "none", "--read-only", "--tmpfs", "/tmp:rw,exec,nosuid,nodev,size=128m"]
-
-
 
 
 def _artefact(name: str) -> Path:
@@ -49,23 +40,11 @@ def _binary() -> bytes:
     return data
 
 
-def _ar_member(deb: bytes, prefix: str) -> bytes:
-    pos = 8
-    while pos < len(deb):
-        name, size = deb[pos:pos + 16].decode().strip().rstrip("/"), int(deb[pos + 48:pos + 58])
-        if name.startswith(prefix):
-            return deb[pos + 60:pos + 60 + size]
-        pos += 60 + size + (size & 1)
-    raise AssertionError(f"no {prefix}* member")
-
-
-def test_deb_is_arm64_and_holds_the_binary() -> None:
+def test_deb_is_arm64_and_holds_the_binary(tmp_path: Path) -> None:
     deb = _artefact(f"kms-appliance_{VERSION}_arm64.deb")
     assert run(["dpkg-deb", "-f", str(deb), "Architecture"]).stdout.strip() == "arm64"
-    with tarfile.open(fileobj=io.BytesIO(_ar_member(deb.read_bytes(), "data.tar"))) as tar:
-        member = tar.extractfile("./usr/bin/kms-appliance")
-        assert member is not None
-        assert member.read() == _binary()
+    run(["dpkg-deb", "-x", deb, tmp_path])
+    assert (tmp_path / "usr/bin/kms-appliance").read_bytes() == _binary()
 
 
 def test_rpm_is_aarch64_and_holds_the_binary(tmp_path: Path) -> None:
@@ -80,17 +59,12 @@ def test_rpm_is_aarch64_and_holds_the_binary(tmp_path: Path) -> None:
 
 def test_image_is_arm64_and_holds_the_binary() -> None:
     with tarfile.open(_artefact(f"kms-appliance_{VERSION}_arm64_oci.tar")) as tar:
-        def blob(digest: str) -> bytes:
-            f = tar.extractfile("blobs/sha256/" + digest.split(":", 1)[1])
-            assert f is not None
-            return f.read()
-        (desc,) = json.loads(tar.extractfile("index.json").read())["manifests"]  # type: ignore[union-attr]
-        assert desc["annotations"]["org.opencontainers.image.ref.name"] == REF
-        manifest = json.loads(blob(desc["digest"]))
-        config = json.loads(blob(manifest["config"]["digest"]))
+        desc, manifest = packaging.oci_manifest(tar)
+        assert desc["annotations"]["org.opencontainers.image.ref.name"] == packaging.IMAGE_REF
+        config = json.loads(packaging.oci_blob(tar, manifest["config"]["digest"]))
         assert (config["architecture"], config["os"]) == ("arm64", "linux")
         top = manifest["layers"][-1]
-        with tarfile.open(fileobj=io.BytesIO(gzip.decompress(blob(top["digest"])))) as layer:
+        with tarfile.open(fileobj=io.BytesIO(gzip.decompress(packaging.oci_blob(tar, top["digest"])))) as layer:
             member = layer.extractfile("usr/bin/kms-appliance")
             assert member is not None
             assert member.read() == _binary()
@@ -127,22 +101,9 @@ def podman(tmp_path: Path) -> Iterator[list[str]]:
 
 def test_image_serves_a_round_trip(tmp_path: Path, podman: list[str]) -> None:
     """The arm64 image as deployed (read-only, no capabilities, uid 65532), through its socket."""
-    sock_dir, state = tmp_path / "sock", tmp_path / "state"
-    steps.nonroot_dirs(sock_dir, state)
-    run([*podman, *PODMAN_RUN, "--rm", "-v", f"{state}:/var/lib/kms-appliance",
-          "--entrypoint", "/usr/bin/kms-appliance", REF, "keyring", "init", "/var/lib/kms-appliance/keyring.json"])
     name = "kms-appliance-arm64-test"
-    run([*podman, *PODMAN_RUN, "-d", "--name", name, "--cap-drop", "ALL", "--security-opt", "no-new-privileges",
-          "-v", f"{sock_dir}:/run/kms-appliance", "-v", f"{state}:/var/lib/kms-appliance",
-          REF, "--backend", "local", "--http-listen", ""])
-    sock = sock_dir / "kms.sock"
-    steps.wait_container_socket(podman, name, sock, timeout=120)  # emulated start
-    with Client(sock, timeout=30) as client:
-        secret = b"arm64-image-dek-0123456789abcdef"
-        resp = client.encrypt(secret)
-        assert client.decrypt(resp.ciphertext, resp.key_id, dict(resp.annotations)) == secret
-        assert client.status().healthz == "ok"
-        assert client.v1_decrypt(client.v1_encrypt(b"v1 payload")) == b"v1 payload"
+    sock = packaging.serve_image(podman, tmp_path, name, timeout=120)  # emulated start
+    packaging.round_trip(sock, timeout=30)
     pid = json.loads(run([*podman, "inspect", name]).stdout)[0]["State"]["Pid"]
     status = status_fields(pid)
     assert status["Uid"].split() == [str(NONROOT)] * 4 and int(status["CapEff"], 16) == 0
@@ -160,20 +121,12 @@ def _arm64_root(dest: Path) -> Path:
     return steps.unpack_root(tarball, dest)
 
 
-def _nspawn(root: Path, *cmd: str) -> subprocess.CompletedProcess[str]:
-    return run(["systemd-nspawn", "--quiet", "-D", str(root), "--register=no", "--keep-unit", "--pipe",
-                 "--", *cmd], timeout=300)
-
-
 def test_deb_installs_and_purges_in_an_arm64_root(tmp_path: Path) -> None:
     """dpkg and the maintainer scripts of the arm64 .deb run in an arm64 Debian (emulated on x86_64)."""
     root = _arm64_root(tmp_path / "root")
-    shutil.copy(_artefact(f"kms-appliance_{VERSION}_arm64.deb"), root / "var/tmp/kms.deb")
-    _nspawn(root, "dpkg", "-i", "/var/tmp/kms.deb")
-    assert _nspawn(root, "dpkg", "--print-architecture").stdout.strip() == "arm64"
-    assert _nspawn(root, "getent", "passwd", "kms-appliance").stdout.split(":")[5] == "/var/lib/kms-appliance"
-    assert (root / "etc/systemd/system/multi-user.target.wants/kms-appliance.service").is_symlink()
-    assert _nspawn(root, "kms-appliance", "version").stdout.startswith(f"kms-appliance {VERSION} ")
-    _nspawn(root, "dpkg", "-P", "kms-appliance")
+    packaging.dpkg_install(root, _artefact(f"kms-appliance_{VERSION}_arm64.deb"), timeout=300)
+    assert packaging.nspawn(root, "dpkg", "--print-architecture", timeout=300).stdout.strip() == "arm64"
+    packaging.assert_installed(root, timeout=300)
+    packaging.nspawn(root, "dpkg", "-P", "kms-appliance", timeout=300)
     assert not (root / "usr/bin/kms-appliance").exists()
     assert not (root / "etc/kms-appliance").exists()

@@ -6,9 +6,13 @@ builds them first), and print how long each step took."""
 from __future__ import annotations
 
 import os
+import shutil
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+
+from tests.support import steps
 
 from . import signed, support
 
@@ -17,6 +21,21 @@ from . import signed, support
 def _needs_root() -> None:
     if os.geteuid() != 0:
         pytest.fail("the packaging tests need root (dpkg/rpm roots, systemd-nspawn, podman)")
+
+
+@pytest.fixture
+def root(tmp_path: Path) -> Iterator[Path]:
+    """A private bookworm root, removed after the test (it is large)."""
+    path = support.fresh_root(tmp_path / "root")
+    yield path
+    shutil.rmtree(path, ignore_errors=True)
+
+
+@pytest.fixture
+def podman(tmp_path: Path) -> Iterator[list[str]]:
+    """podman with a store private to the test."""
+    with steps.podman(tmp_path / "store") as cmd:
+        yield cmd
 
 
 @pytest.fixture(scope="session")

@@ -21,7 +21,6 @@ SIGN = REPO / "scripts/sign_release.sh"
 DEB = f"kms-appliance_{VERSION}_amd64.deb"
 RPM = f"kms-appliance-{VERSION}-1.x86_64.rpm"
 IMAGE = f"kms-appliance_{VERSION}_oci.tar"
-IMAGE_REF = f"localhost/kms-appliance:{VERSION}"
 # The artefacts that carry a detached signature of their own.
 SIGNED = ("kms-appliance", "kms-appliance.cdx.json", DEB, RPM, IMAGE, "kms-appliance.provenance.json")
 
@@ -45,7 +44,11 @@ def fingerprints(key: Path, home: Path) -> list[str]:
     home.mkdir(mode=0o700, exist_ok=True)
     out = run(["gpg", "--homedir", home, "--batch", "--with-colons", "--show-keys", key]).stdout
     stop_agent(home)  # reading a secret key file starts one
-    lines = out.splitlines()
+    return _primary_fingerprints(out)
+
+
+def _primary_fingerprints(colons: str) -> list[str]:
+    lines = colons.splitlines()
     return [lines[i + 1].split(":")[9] for i, line in enumerate(lines) if line.startswith(("pub:", "sec:"))]
 
 
@@ -71,10 +74,18 @@ def stop_agent(home: Path) -> None:
     run(["gpgconf", "--homedir", home, "--kill", "gpg-agent"], check=False)
 
 
-def copy_tree(src: Path, dest: Path) -> Path:
-    """A real copy (no hard links back into the shared bundle): safe to tamper with."""
-    shutil.copytree(src, dest, symlinks=True)
+def repo(kind: str, dest: Path, package: Path, env: dict[str, str] | None = None) -> Path:
+    """A bundle-like directory holding only repo/<kind> (apt or yum), built by the release script."""
+    run([REPO / f"scripts/repo_{kind}.sh", dest / "repo" / kind, package], env=env or clean_env())
     return dest
+
+
+def changed_copy(package: Path, directory: Path) -> Path:
+    """``package`` copied into ``directory`` with one byte changed: what only an attacker ships."""
+    directory.mkdir()
+    shutil.copy(package, directory)
+    flip_byte(directory / package.name)
+    return directory / package.name
 
 
 def flip_byte(path: Path, offset: int | None = None) -> None:
@@ -88,6 +99,4 @@ def flip_byte(path: Path, offset: int | None = None) -> None:
 
 def fingerprints_in_home(home: Path) -> list[str]:
     """Primary key fingerprints of the secret keys in a GnuPG home."""
-    out = run(["gpg", "--homedir", home, "--batch", "--with-colons", "--list-secret-keys"]).stdout
-    lines = out.splitlines()
-    return [lines[i + 1].split(":")[9] for i, line in enumerate(lines) if line.startswith("sec:")]
+    return _primary_fingerprints(run(["gpg", "--homedir", home, "--batch", "--with-colons", "--list-secret-keys"]).stdout)

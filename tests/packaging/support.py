@@ -1,4 +1,5 @@
-"""Shared machinery of the packaging tests: artefacts, a bookworm root, nspawn.
+"""Shared machinery of the packaging tests: artefacts, a bookworm root, nspawn,
+and the checks every way of installing or running the package repeats.
 
 Everything runs on this machine with no registry: the bookworm root comes
 from Debian's apt mirror through mmdebstrap (cached under
@@ -9,21 +10,39 @@ machine builds it from nothing and a developer's re-run is fast).
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import shutil
 import signal
 import subprocess
+import tarfile
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
+from typing import Any
 
-from tests.support.steps import REPO, ROOT_PACKAGES, VERSION, Steps, run, unpack_root, weekly_tarball
+from tests.support import steps
+from tests.support.kmsclient import Client
+from tests.support.steps import REPO, ROOT_PACKAGES, VERSION, Steps, run
 
 DIST = Path(os.environ.get("PACKAGING_DIST", REPO / "dist"))
 CACHE = REPO / ".cache" / "packaging"
 MIRROR = os.environ.get("PACKAGING_MIRROR", "http://deb.debian.org/debian")
 STEPS = Steps("packaging step durations")
 step = STEPS.step
+IMAGE_REF = f"localhost/kms-appliance:{VERSION}"
+WANTS = "etc/systemd/system/multi-user.target.wants/kms-appliance.service"  # the unit enabled
+# How the image runs as deployed (docs/deployment.md): read-only root, an exec-allowed tmpfs on /tmp.
+PODMAN_RUN = ("run", "--runtime", "runc", "--ulimit", "nofile=4096:4096", "--ulimit", "nproc=4096:4096",
+              "--network", "none", "--read-only", "--tmpfs", "/tmp:rw,exec,nosuid,nodev,size=128m")
+# The documentation every artefact ships (.deb, .rpm, offline bundle), laid out as in the
+# repository so the links between documents work: relative path -> the repository file.
+DOCS = {"README.md": REPO / "README.md",
+        **{f"docs/{p.name}": p for p in sorted((REPO / "docs").glob("*.md"))}}
+# What an operator needs; named so that a lost glob cannot pass unnoticed.
+REQUIRED_DOCS = ("README.md", "docs/troubleshooting.md", "docs/akeyless-permissions.md", "docs/backup.md",
+                 "docs/k3s-rke2.md", "docs/configuration.md", "docs/deployment.md", "docs/akeyless.md",
+                 "docs/verify.md")
 
 
 def artefact(name: str) -> Path:
@@ -44,6 +63,15 @@ def image_path() -> Path:
     return artefact(f"kms-appliance_{VERSION}_oci.tar")
 
 
+def assert_shipped(directory: Path) -> None:
+    """Every document is in ``directory``, byte for byte the repository's."""
+    assert set(REQUIRED_DOCS) <= set(DOCS), f"missing from the repository: {set(REQUIRED_DOCS) - set(DOCS)}"
+    for rel, source in DOCS.items():
+        shipped = directory / rel
+        assert shipped.is_file(), f"{shipped} missing"
+        assert shipped.read_bytes() == source.read_bytes(), f"{shipped} differs from {source}"
+
+
 def root_tarball() -> Path:
     """The bootstrapped bookworm root as a tarball, built once per week and package list."""
 
@@ -52,14 +80,14 @@ def root_tarball() -> Path:
             run(["mmdebstrap", "--quiet", "--variant=apt", f"--include={','.join(ROOT_PACKAGES)}",
                  "--format=tar", "bookworm", partial, MIRROR], timeout=900)
 
-    return weekly_tarball(CACHE / "bookworm", " ".join((MIRROR, *ROOT_PACKAGES)), make)
+    return steps.weekly_tarball(CACHE / "bookworm", " ".join((MIRROR, *ROOT_PACKAGES)), make)
 
 
 def fresh_root(dest: Path) -> Path:
     """Unpack the cached root into ``dest`` (a new, private copy per test)."""
     tarball = root_tarball()
     with step(f"unpack root for {dest.name}"):
-        return unpack_root(tarball, dest)
+        return steps.unpack_root(tarball, dest)
 
 
 def nspawn(root: Path, *cmd: str, check: bool = True, timeout: float = 120,
@@ -68,6 +96,77 @@ def nspawn(root: Path, *cmd: str, check: bool = True, timeout: float = 120,
     args = ["systemd-nspawn", "--quiet", "-D", str(root), "--register=no", "--keep-unit", "--pipe",
             *(f"--bind-ro={b}" for b in binds), "--", *cmd]
     return run(args, check=check, timeout=timeout, stdin=subprocess.DEVNULL)
+
+
+def dpkg_install(root: Path, deb: Path, timeout: float = 120) -> None:
+    """``dpkg -i`` of a .deb copied into the root, maintainer scripts and all."""
+    shutil.copy(deb, root / "var/tmp" / deb.name)
+    nspawn(root, "dpkg", "-i", f"/var/tmp/{deb.name}", timeout=timeout)
+
+
+def assert_installed(root: Path, timeout: float = 120) -> None:
+    """What every way of installing the package leaves: a system user with no shell, the
+    config readable by its group only, a private state directory, the binary, the unit enabled."""
+    pw = nspawn(root, "getent", "passwd", "kms-appliance", timeout=timeout).stdout.strip().split(":")
+    assert pw[5] == "/var/lib/kms-appliance" and pw[6].endswith("/sbin/nologin") and int(pw[2]) < 1000, pw
+    stat = nspawn(root, "stat", "-c", "%U:%G %a", "/etc/kms-appliance/config.toml", "/var/lib/kms-appliance",
+                  timeout=timeout).stdout.split("\n")
+    assert stat[:2] == ["root:kms-appliance 640", "kms-appliance:kms-appliance 700"], stat
+    assert nspawn(root, "kms-appliance", "version", timeout=timeout).stdout.startswith(f"kms-appliance {VERSION} ")
+    assert (root / WANTS).is_symlink()
+
+
+def configure_local(root: Path, http_port: int, *edits: tuple[str, str]) -> None:
+    """The installed config.toml on the local keyring backend (no Akeyless here) with its health port
+    on ``http_port`` (a booted root shares the host's network), and the keyring made as the service user."""
+    conf = root / "etc/kms-appliance/config.toml"
+    text = conf.read_text()
+    for old, new in (('backend = "akeyless"', 'backend = "local"'),
+                     ('#http_listen = "127.0.0.1:8787"', f'http_listen = "127.0.0.1:{http_port}"'), *edits):
+        assert old in text, old
+        text = text.replace(old, new)
+    conf.write_text(text)
+    nspawn(root, "runuser", "-u", "kms-appliance", "--", "env", "TMPDIR=/tmp", "kms-appliance",
+           "keyring", "init", "/var/lib/kms-appliance/keyring.json")
+
+
+def round_trip(sock: Path, timeout: float = 5.0) -> str:
+    """Status ok, a KMS v2 and a v1 round trip through ``sock``; returns the key_id."""
+    with Client(sock, timeout=timeout) as client:
+        st = client.status()
+        assert st.healthz == "ok"
+        secret = b"packaging-test-dek-0123456789abcdef"
+        resp = client.encrypt(secret)
+        assert resp.ciphertext and secret not in resp.ciphertext
+        assert client.decrypt(resp.ciphertext, resp.key_id, dict(resp.annotations)) == secret
+        assert client.v1_decrypt(client.v1_encrypt(b"v1 plain")) == b"v1 plain"
+        return str(st.key_id)
+
+
+def oci_blob(tar: tarfile.TarFile, digest: str) -> bytes:
+    member = tar.extractfile(f"blobs/sha256/{digest.split(':', 1)[1]}")
+    assert member is not None
+    return member.read()
+
+
+def oci_manifest(tar: tarfile.TarFile) -> tuple[dict[str, Any], dict[str, Any]]:
+    """(the one descriptor in an OCI archive's index.json, the manifest it names)."""
+    (desc,) = json.loads(tar.extractfile("index.json").read())["manifests"]  # type: ignore[union-attr]
+    return desc, json.loads(oci_blob(tar, desc["digest"]))
+
+
+def serve_image(podman: list[str], work: Path, name: str, timeout: float) -> Path:
+    """The loaded image as deployed: its keyring made by its own binary as its user, then serving
+    with no capabilities and no_new_privs, socket and state directories from the host; the socket."""
+    sock_dir, state = work / "sock", work / "state"
+    steps.nonroot_dirs(sock_dir, state)
+    run([*podman, *PODMAN_RUN, "--rm", "-v", f"{state}:/var/lib/kms-appliance", "--entrypoint",
+         "/usr/bin/kms-appliance", IMAGE_REF, "keyring", "init", "/var/lib/kms-appliance/keyring.json"])
+    run([*podman, *PODMAN_RUN, "-d", "--name", name, "--cap-drop", "ALL", "--security-opt", "no-new-privileges",
+         "-v", f"{sock_dir}:/run/kms-appliance", "-v", f"{state}:/var/lib/kms-appliance",
+         IMAGE_REF, "--backend", "local", "--http-listen", ""])
+    steps.wait_container_socket(podman, name, sock_dir / "kms.sock", timeout=timeout)
+    return sock_dir / "kms.sock"
 
 
 class BootedRoot:
@@ -108,10 +207,10 @@ class BootedRoot:
         return run(["nsenter", "-t", str(self.leader), "-m", "-u", "-i", "-p", "--", *cmd],
                    check=check, timeout=timeout)
 
-    def wait_until(self, what: str, predicate: object, timeout: float = 60) -> None:
+    def wait_until(self, what: str, predicate: Callable[[], bool], timeout: float = 60) -> None:
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
-            if callable(predicate) and predicate():
+            if predicate():
                 return
             time.sleep(0.2)
         journal = self.exec("journalctl", "--no-pager", "-n", "60", check=False).stdout
@@ -133,7 +232,3 @@ class BootedRoot:
                 os.killpg(self.proc.pid, signal.SIGKILL)
                 self.proc.wait(10)
         self._out.close()
-
-
-def rmtree(path: Path) -> None:
-    shutil.rmtree(path, ignore_errors=True)

@@ -7,8 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from .docs import assert_shipped
-from .support import DIST, VERSION, artefact, run
+from .support import DIST, VERSION, artefact, assert_shipped, run
 
 pytestmark = pytest.mark.packaging
 

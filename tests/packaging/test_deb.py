@@ -4,13 +4,13 @@ from __future__ import annotations
 
 import hashlib
 import re
-import shutil
 from pathlib import Path
 
 import pytest
 
-from .docs import DOCS, assert_shipped
-from .support import REPO, VERSION, deb_path, fresh_root, nspawn, rmtree, run, step
+from tests.support.steps import REPO, VERSION, run
+
+from .support import DOCS, WANTS, assert_installed, assert_shipped, deb_path, dpkg_install, nspawn, step
 
 pytestmark = pytest.mark.packaging
 
@@ -25,10 +25,6 @@ EXPECTED = {
     "./usr/share/lintian/overrides/kms-appliance": ("-rw-r--r--", "root/root"),
     **{f"./usr/share/doc/kms-appliance/{rel}": ("-rw-r--r--", "root/root") for rel in DOCS},
 }
-
-
-def _extract(deb: Path, dest: Path) -> None:
-    run(["dpkg-deb", "-R", deb, dest])
 
 
 def test_contents_modes_owners(tmp_path: Path) -> None:
@@ -48,7 +44,7 @@ def test_contents_modes_owners(tmp_path: Path) -> None:
     info = run(["dpkg-deb", "-f", deb]).stdout
     assert f"Version: {VERSION}\n" in info and "Architecture: amd64" in info
     assert re.search(r"^Depends: .*adduser", info, re.M)
-    _extract(deb, tmp_path / "x")
+    run(["dpkg-deb", "-R", deb, tmp_path / "x"])
     control = tmp_path / "x" / "DEBIAN"
     assert (control / "conffiles").read_text().split() == ["/etc/kms-appliance/config.toml"]
     for script in ("postinst", "prerm", "postrm"):
@@ -61,7 +57,7 @@ def test_contents_modes_owners(tmp_path: Path) -> None:
     for rel, digest in sums.items():
         assert hashlib.md5((tmp_path / "x" / rel).read_bytes()).hexdigest() == digest, rel
     # The shipped files are the repository's own.
-    assert (tmp_path / "x/usr/bin/kms-appliance").read_bytes() == (REPO / "dist/kms-appliance").read_bytes()
+    assert (tmp_path / "x/usr/bin/kms-appliance").read_bytes() == deb.with_name("kms-appliance").read_bytes()
     assert (tmp_path / "x/lib/systemd/system/kms-appliance.service").read_bytes() == \
         (REPO / "packaging/systemd/kms-appliance.service").read_bytes()
     assert (tmp_path / "x/etc/kms-appliance/config.toml").read_bytes() == \
@@ -84,58 +80,40 @@ def test_lintian_clean_and_every_override_has_a_reason() -> None:
             assert j >= 0 and lines[j].startswith("#"), f"override without a reason: {line}"
 
 
-def _stat(root: Path, path: str) -> str:
-    return nspawn(root, "stat", "-c", "%U:%G %a", path).stdout.strip()
+def test_install_upgrade_remove_purge(root: Path, upgrade_deb: Path) -> None:
+    with step("deb: install"):
+        dpkg_install(root, deb_path())
+    assert_installed(root)
+    nspawn(root, "getent", "group", "kms-appliance")
+    assert (root / "usr/share/man/man8/kms-appliance.8.gz").exists()
+    assert_shipped(root / "usr/share/doc/kms-appliance")
 
+    conf = root / "etc/kms-appliance/config.toml"
+    edited = conf.read_text().replace('key_name = ""', 'key_name = "/edited/by/test"')
+    assert edited != conf.read_text()
+    conf.write_text(edited)
+    (root / "var/lib/kms-appliance/keyring.json").write_text("{}")
 
-def test_install_upgrade_remove_purge(tmp_path: Path, upgrade_deb: Path) -> None:
-    root = fresh_root(tmp_path / "root")
-    try:
-        shutil.copy(deb_path(), root / "var/tmp/kms.deb")
-        shutil.copy(upgrade_deb, root / "var/tmp/kms-up.deb")
-        with step("deb: install"):
-            nspawn(root, "dpkg", "-i", "/var/tmp/kms.deb")
-        pw = nspawn(root, "getent", "passwd", "kms-appliance").stdout.strip().split(":")
-        assert pw[5] == "/var/lib/kms-appliance" and pw[6] == "/usr/sbin/nologin"
-        assert int(pw[2]) < 1000, "not a system user"
-        nspawn(root, "getent", "group", "kms-appliance")
-        assert _stat(root, "/etc/kms-appliance/config.toml") == "root:kms-appliance 640"
-        assert _stat(root, "/var/lib/kms-appliance") == "kms-appliance:kms-appliance 700"
-        assert (root / "etc/systemd/system/multi-user.target.wants/kms-appliance.service").is_symlink()
-        out = nspawn(root, "kms-appliance", "version").stdout
-        assert out.startswith(f"kms-appliance {VERSION} ")
-        assert (root / "usr/share/man/man8/kms-appliance.8.gz").exists()
-        assert_shipped(root / "usr/share/doc/kms-appliance")
+    with step("deb: upgrade"):
+        dpkg_install(root, upgrade_deb)
+    assert nspawn(root, "dpkg-query", "-W", "-f", "${Version}", "kms-appliance").stdout == f"{VERSION}+up1"
+    assert conf.read_text() == edited, "upgrade lost the edited config"
+    assert not list(conf.parent.glob("config.toml.dpkg-*"))
+    assert nspawn(root, "stat", "-c", "%U:%G %a", "/etc/kms-appliance/config.toml").stdout == "root:kms-appliance 640\n"
 
-        conf = root / "etc/kms-appliance/config.toml"
-        edited = conf.read_text().replace('key_name = ""', 'key_name = "/edited/by/test"')
-        assert edited != conf.read_text()
-        conf.write_text(edited)
-        (root / "var/lib/kms-appliance/keyring.json").write_text("{}")
+    with step("deb: remove"):
+        nspawn(root, "dpkg", "-r", "kms-appliance")
+    assert not (root / "usr/bin/kms-appliance").exists()
+    assert conf.read_text() == edited, "remove must keep the config"
+    assert (root / "var/lib/kms-appliance/keyring.json").exists()
+    status = nspawn(root, "dpkg-query", "-W", "-f", "${Status}", "kms-appliance").stdout
+    assert status == "deinstall ok config-files"
 
-        with step("deb: upgrade"):
-            nspawn(root, "dpkg", "-i", "/var/tmp/kms-up.deb")
-        assert nspawn(root, "dpkg-query", "-W", "-f", "${Version}", "kms-appliance").stdout == f"{VERSION}+up1"
-        assert conf.read_text() == edited, "upgrade lost the edited config"
-        assert not list(conf.parent.glob("config.toml.dpkg-*"))
-        assert _stat(root, "/etc/kms-appliance/config.toml") == "root:kms-appliance 640"
-
-        with step("deb: remove"):
-            nspawn(root, "dpkg", "-r", "kms-appliance")
-        assert not (root / "usr/bin/kms-appliance").exists()
-        assert conf.read_text() == edited, "remove must keep the config"
-        assert (root / "var/lib/kms-appliance/keyring.json").exists()
-        status = nspawn(root, "dpkg-query", "-W", "-f", "${Status}", "kms-appliance").stdout
-        assert status == "deinstall ok config-files"
-
-        with step("deb: purge"):
-            nspawn(root, "dpkg", "-P", "kms-appliance")
-        assert not (root / "etc/kms-appliance").exists()
-        assert not (root / "var/lib/kms-appliance").exists()
-        assert nspawn(root, "getent", "passwd", "kms-appliance", check=False).returncode == 2
-        assert nspawn(root, "getent", "group", "kms-appliance", check=False).returncode == 2
-        assert not (root / "etc/systemd/system/multi-user.target.wants/kms-appliance.service").exists()
-        assert nspawn(root, "dpkg-query", "-W", "kms-appliance", check=False).returncode != 0
-    finally:
-        rmtree(root)
-
+    with step("deb: purge"):
+        nspawn(root, "dpkg", "-P", "kms-appliance")
+    assert not (root / "etc/kms-appliance").exists()
+    assert not (root / "var/lib/kms-appliance").exists()
+    assert nspawn(root, "getent", "passwd", "kms-appliance", check=False).returncode == 2
+    assert nspawn(root, "getent", "group", "kms-appliance", check=False).returncode == 2
+    assert not (root / WANTS).exists()
+    assert nspawn(root, "dpkg-query", "-W", "kms-appliance", check=False).returncode != 0

@@ -10,43 +10,29 @@ from __future__ import annotations
 
 import json
 import tarfile
-import time
-import urllib.error
 import urllib.request
-from collections.abc import Iterator
+from functools import partial
 from pathlib import Path
 
 import pytest
 
 from kms_appliance import config, manifests
 from tests.support import steps
-from tests.support.kmsclient import Client
-from tests.support.procs import free_port, status_fields
-from tests.support.steps import NONROOT
+from tests.support.procs import free_port, status_fields, wait_until
+from tests.support.steps import NONROOT, VERSION, run
 
-from .support import VERSION, image_path, run, step
+from .support import IMAGE_REF, PODMAN_RUN, image_path, oci_blob, oci_manifest, round_trip, serve_image, step
 from .test_manifests import yaml_docs
 
 pytestmark = pytest.mark.packaging
-
-REF = f"localhost/kms-appliance:{VERSION}"
-ULIMITS = ["--ulimit", "nofile=4096:4096", "--ulimit", "nproc=4096:4096"]
-
-
-def _blob(tar: tarfile.TarFile, digest: str) -> bytes:
-    member = tar.extractfile(f"blobs/sha256/{digest.split(':', 1)[1]}")
-    assert member is not None
-    return member.read()
 
 
 def _oci() -> tuple[dict[str, object], dict[str, object], list[tarfile.TarInfo], dict[str, bytes]]:
     """(manifest, config, every layer member, small files by path) of the archive."""
     with tarfile.open(image_path()) as tar:
-        index = json.loads(tar.extractfile("index.json").read())  # type: ignore[union-attr]
-        (desc,) = index["manifests"]
-        assert desc["annotations"]["org.opencontainers.image.ref.name"] == REF
-        manifest = json.loads(_blob(tar, desc["digest"]))
-        config = json.loads(_blob(tar, manifest["config"]["digest"]))
+        desc, manifest = oci_manifest(tar)
+        assert desc["annotations"]["org.opencontainers.image.ref.name"] == IMAGE_REF
+        config = json.loads(oci_blob(tar, manifest["config"]["digest"]))
         members: list[tarfile.TarInfo] = []
         small: dict[str, bytes] = {}
         for layer in manifest["layers"]:
@@ -96,60 +82,46 @@ def test_no_shell_and_distroless_files() -> None:
 
 
 @pytest.fixture
-def podman(tmp_path: Path) -> Iterator[list[str]]:
-    with steps.podman(tmp_path / "store") as cmd:
-        with step("image: podman load"):
-            run([*cmd, "load", "-q", "-i", image_path()])
-        yield cmd
+def loaded(podman: list[str]) -> list[str]:
+    with step("image: podman load"):
+        run([*podman, "load", "-q", "-i", image_path()])
+    return podman
 
 
-def test_run_read_only_no_caps_round_trip(tmp_path: Path, podman: list[str]) -> None:
-    sock_dir, state = tmp_path / "sock", tmp_path / "state"
-    steps.nonroot_dirs(sock_dir, state)
-    # The keyring is made by the image's own binary, as the container's user.
-    run([*podman, "run", "--rm", "--runtime", "runc", *ULIMITS, "--network", "none", "--read-only",
-         "--tmpfs", "/tmp:rw,exec,nosuid,nodev,size=128m", "-v", f"{state}:/var/lib/kms-appliance",
-         "--entrypoint", "/usr/bin/kms-appliance", REF, "keyring", "init",
-         "/var/lib/kms-appliance/keyring.json"])
+def test_run_read_only_no_caps_round_trip(tmp_path: Path, loaded: list[str]) -> None:
     name = "kms-appliance-packaging-test"
     with step("image: run and serve"):
-        run([*podman, "run", "-d", "--name", name, "--runtime", "runc", *ULIMITS, "--network", "none",
-             "--read-only", "--cap-drop", "ALL", "--security-opt", "no-new-privileges",
-             "--tmpfs", "/tmp:rw,exec,nosuid,nodev,size=128m",
-             "-v", f"{sock_dir}:/run/kms-appliance", "-v", f"{state}:/var/lib/kms-appliance",
-             REF, "--backend", "local", "--http-listen", ""])
-        sock = sock_dir / "kms.sock"
-        steps.wait_container_socket(podman, name, sock, timeout=60)
-    with Client(sock) as client:
-        secret = b"image-test-dek-0123456789abcdef!"
-        resp = client.encrypt(secret)
-        assert client.decrypt(resp.ciphertext, resp.key_id, dict(resp.annotations)) == secret
-        assert client.status().healthz == "ok"
+        sock = serve_image(loaded, tmp_path, name, timeout=60)
+    round_trip(sock)
     assert sock.stat().st_uid == NONROOT and sock.stat().st_mode & 0o777 == 0o600
-    inspect = json.loads(run([*podman, "inspect", name]).stdout)[0]
+    inspect = json.loads(run([*loaded, "inspect", name]).stdout)[0]
     assert inspect["HostConfig"]["ReadonlyRootfs"] is True
-    pid = inspect["State"]["Pid"]
-    status = status_fields(pid)
+    status = status_fields(inspect["State"]["Pid"])
     assert status["Uid"].split() == [str(NONROOT)] * 4
     assert int(status["CapEff"], 16) == 0 and int(status["CapBnd"], 16) == 0
     assert status["NoNewPrivs"] == "1"
-    shell = run([*podman, "exec", name, "/bin/sh", "-c", "true"], check=False)
+    shell = run([*loaded, "exec", name, "/bin/sh", "-c", "true"], check=False)
     assert shell.returncode != 0 and "/bin/sh" in shell.stderr
     with step("image: stop"):
-        run([*podman, "stop", "-t", "20", name])
+        run([*loaded, "stop", "-t", "20", name])
     assert not sock.exists(), "a graceful stop removes the socket"
 
 
-def test_read_only_tmp_fails_clearly(podman: list[str]) -> None:
+def test_read_only_tmp_fails_clearly(loaded: list[str]) -> None:
     """Without the exec-allowed tmpfs the binary cannot unpack: it must say so and exit."""
-    proc = run([*podman, "run", "--rm", "--runtime", "runc", *ULIMITS, "--network", "none",
-                "--read-only", "--read-only-tmpfs=false", REF, "--backend", "local"],
+    no_tmpfs = PODMAN_RUN[:PODMAN_RUN.index("--tmpfs")]
+    proc = run([*loaded, *no_tmpfs, "--rm", "--read-only-tmpfs=false", IMAGE_REF, "--backend", "local"],
                check=False, timeout=60)
     assert proc.returncode != 0
     assert "Read-only file system" in proc.stderr or "temporary directory" in proc.stderr, proc.stderr
 
 
-def test_static_pod_as_generated_serves_and_answers_probes(tmp_path: Path, podman: list[str]) -> None:
+def _answers_200(url: str) -> bool:
+    with urllib.request.urlopen(url, timeout=3) as resp:
+        return bool(resp.status == 200)
+
+
+def test_static_pod_as_generated_serves_and_answers_probes(tmp_path: Path, loaded: list[str]) -> None:
     """The image under the generated static pod's own args, env, user, mounts and
     probes (hostNetwork): kubelet's probes answer 200 and a round trip works."""
     port = free_port()
@@ -157,7 +129,7 @@ def test_static_pod_as_generated_serves_and_answers_probes(tmp_path: Path, podma
     cfg_file.write_text(f'[server]\nbackend = "local"\n[observability]\nhttp_listen = "127.0.0.1:{port}"\n')
     cfg = config.load(env={}, config_file=cfg_file)
     manifest = tmp_path / "pod.yaml"
-    manifest.write_text(manifests.static_pod(cfg, REF))
+    manifest.write_text(manifests.static_pod(cfg, IMAGE_REF))
     (pod,) = yaml_docs(manifest)
     spec = pod["spec"]
     (c,) = spec["containers"]
@@ -172,30 +144,19 @@ def test_static_pod_as_generated_serves_and_answers_probes(tmp_path: Path, podma
               for m in c["volumeMounts"] if m["name"] in host_dirs]
     tmpfs = next(m["mountPath"] for m in c["volumeMounts"] if m["name"] == "unpack")
     user = f"{spec['securityContext']['runAsUser']}:{spec['securityContext']['runAsGroup']}"
-    common = [*podman, "run", "--runtime", "runc", *ULIMITS, "--network", "host", "--user", user,
+    common = [*loaded, *PODMAN_RUN[:PODMAN_RUN.index("--network")], "--network", "host", "--user", user,
               "--read-only", "--read-only-tmpfs=false", "--cap-drop", "ALL",
               "--security-opt", "no-new-privileges", "--tmpfs", f"{tmpfs}:rw,exec,nosuid,nodev,size=128m",
               *[f"--env={e['name']}={e['value']}" for e in c["env"]], *[f"--volume={m}" for m in mounts]]
-    run([*common, "--rm", "--entrypoint", "/usr/bin/kms-appliance", REF, "keyring", "init",
+    run([*common, "--rm", "--entrypoint", "/usr/bin/kms-appliance", IMAGE_REF, "keyring", "init",
          "/var/lib/kms-appliance/keyring.json"])
     name = "kms-appliance-static-pod-test"
-    run([*common, "-d", "--name", name, REF, *c["args"]])
+    run([*common, "-d", "--name", name, IMAGE_REF, *c["args"]])
     sock = host_dirs["socket-dir"] / "kms.sock"
-    steps.wait_container_socket(podman, name, sock, timeout=60)
+    steps.wait_container_socket(loaded, name, sock, timeout=60)
     for probe in ("livenessProbe", "readinessProbe"):
         get = c[probe]["httpGet"]
         url = f"http://{get['host']}:{get['port']}{get['path']}"
-        deadline = time.monotonic() + 30
-        while True:
-            try:
-                with urllib.request.urlopen(url, timeout=3) as resp:
-                    assert resp.status == 200
-                    break
-            except (urllib.error.URLError, ConnectionError):
-                assert time.monotonic() < deadline, f"{probe} {url} never answered 200"
-                time.sleep(0.3)
-    with Client(sock) as client:
-        resp = client.encrypt(b"static-pod-dek-0123456789abcdef")
-        assert client.decrypt(resp.ciphertext, resp.key_id, dict(resp.annotations)) == \
-            b"static-pod-dek-0123456789abcdef"
-    run([*podman, "stop", "-t", "20", name])
+        wait_until(partial(_answers_200, url), 30, f"{probe} {url} answering 200", interval_s=0.3)
+    round_trip(sock)
+    run([*loaded, "stop", "-t", "20", name])

@@ -14,7 +14,7 @@ import pytest
 
 from . import signed
 from .signed import DEB, KEY
-from .support import REPO, VERSION, fresh_root, nspawn, rmtree, run, step
+from .support import VERSION, assert_installed, nspawn, step
 
 pytestmark = pytest.mark.packaging
 
@@ -22,20 +22,10 @@ MOUNT = "/srv/kms-bundle"
 APT = ("env", "DEBIAN_FRONTEND=noninteractive", "apt-get", "-q", "-y")
 
 
-def _repo(dest: Path, deb: Path, env: dict[str, str] | None = None) -> Path:
-    """A bundle-like directory holding only repo/apt, built by the release script."""
-    run([REPO / "scripts/repo_apt.sh", dest / "repo/apt", deb], env=env or signed.clean_env())
-    return dest
-
-
 def _forged_release(tmp_path: Path, bundle_dir: Path) -> Path:
     """What an attacker without the key can make: another .deb, Packages and Release
     hashes that match it, and the genuine release's signatures copied over."""
-    changed = tmp_path / "changed" / DEB
-    changed.parent.mkdir()
-    shutil.copy(bundle_dir / DEB, changed)
-    signed.flip_byte(changed)
-    forged = _repo(tmp_path / "bad-release", changed)
+    forged = signed.repo("apt", tmp_path / "bad-release", signed.changed_copy(bundle_dir / DEB, tmp_path / "changed"))
     dists, genuine = forged / "repo/apt/dists/stable", bundle_dir / "repo/apt/dists/stable"
     release = (dists / "Release").read_text()
     assert release != (genuine / "Release").read_text()
@@ -65,53 +55,48 @@ def _installed(root: Path) -> str:
     return proc.stdout.strip() if proc.returncode == 0 else ""
 
 
-def test_install_and_upgrade_from_signed_repo(tmp_path: Path, bundle_dir: Path, release_fpr: str,
+def test_install_and_upgrade_from_signed_repo(root: Path, tmp_path: Path, bundle_dir: Path, release_fpr: str,
                                               upgrade_deb: Path) -> None:
     # The next release, as its bundle would carry it; and three ways the repository can lie.
     with step("apt: build the variant repositories"):
-        upgrade = _repo(tmp_path / "upgrade", upgrade_deb)
+        upgrade = signed.repo("apt", tmp_path / "upgrade", upgrade_deb)
         bad_release = _forged_release(tmp_path, bundle_dir)
-        foreign = _repo(tmp_path / "foreign", bundle_dir / DEB, signed.other_key(tmp_path / "other"))
+        foreign = signed.repo("apt", tmp_path / "foreign", bundle_dir / DEB, signed.other_key(tmp_path / "other"))
         signed.stop_agent(tmp_path / "other")
-        bad_deb = _repo(tmp_path / "bad-deb", bundle_dir / DEB)
+        bad_deb = signed.repo("apt", tmp_path / "bad-deb", bundle_dir / DEB)
         signed.flip_byte(bad_deb / f"repo/apt/pool/main/k/kms-appliance/{DEB}")
         for d in (upgrade, bad_release, foreign, bad_deb):
             shutil.copytree(bundle_dir / "repo", d / "repo", dirs_exist_ok=True,
                             ignore=lambda _d, names: [n for n in names if n in ("apt", "yum")])
 
-    root = fresh_root(tmp_path / "root")
-    try:
-        # The site has no other source: apt sees only the bundle.
-        (root / "etc/apt/sources.list").write_text("")
-        keyring = root / f"etc/apt/keyrings/{KEY}.gpg"
-        keyring.parent.mkdir(parents=True, exist_ok=True)
-        assert signed.fingerprints(bundle_dir / f"{KEY}.gpg", tmp_path / "show") == [release_fpr]
-        shutil.copy(bundle_dir / f"{KEY}.gpg", keyring)
-        keyring.chmod(0o644)
+    # The site has no other source: apt sees only the bundle.
+    (root / "etc/apt/sources.list").write_text("")
+    keyring = root / f"etc/apt/keyrings/{KEY}.gpg"
+    keyring.parent.mkdir(parents=True, exist_ok=True)
+    assert signed.fingerprints(bundle_dir / f"{KEY}.gpg", tmp_path / "show") == [release_fpr]
+    shutil.copy(bundle_dir / f"{KEY}.gpg", keyring)
+    keyring.chmod(0o644)
 
-        with step("apt: refused repositories"):
-            out = _apt(root, bad_release, "update", check=False)
-            assert "BADSIG" in out or "signatures were invalid" in out, out
-            out = _apt(root, bad_release, "install", "kms-appliance", check=False)
-            assert "Unable to locate package" in out, out
-            out = _apt(root, foreign, "update", check=False)
-            assert "NO_PUBKEY" in out or "is not signed" in out, out
-            assert _apt(root, bad_deb, "update")
-            out = _apt(root, bad_deb, "install", "kms-appliance", check=False)
-            assert "Hash Sum mismatch" in out or "unexpected size" in out, out
-        assert _installed(root) == "", "nothing may be installed from a refused repository"
+    with step("apt: refused repositories"):
+        out = _apt(root, bad_release, "update", check=False)
+        assert "BADSIG" in out or "signatures were invalid" in out, out
+        out = _apt(root, bad_release, "install", "kms-appliance", check=False)
+        assert "Unable to locate package" in out, out
+        out = _apt(root, foreign, "update", check=False)
+        assert "NO_PUBKEY" in out or "is not signed" in out, out
+        assert _apt(root, bad_deb, "update")
+        out = _apt(root, bad_deb, "install", "kms-appliance", check=False)
+        assert "Hash Sum mismatch" in out or "unexpected size" in out, out
+    assert _installed(root) == "", "nothing may be installed from a refused repository"
 
-        with step("apt: install from the bundle"):
-            _apt(root, bundle_dir, "update")
-            _apt(root, bundle_dir, "install", "kms-appliance")
-        assert _installed(root) == f"install ok installed {VERSION}"
-        assert nspawn(root, "kms-appliance", "version").stdout.startswith(f"kms-appliance {VERSION} ")
-        assert (root / "etc/systemd/system/multi-user.target.wants/kms-appliance.service").is_symlink()
+    with step("apt: install from the bundle"):
+        _apt(root, bundle_dir, "update")
+        _apt(root, bundle_dir, "install", "kms-appliance")
+    assert _installed(root) == f"install ok installed {VERSION}"
+    assert_installed(root)
 
-        with step("apt: upgrade from the next bundle"):
-            _apt(root, upgrade, "update")
-            _apt(root, upgrade, "upgrade")
-        assert _installed(root) == f"install ok installed {VERSION}+up1"
-        assert nspawn(root, "kms-appliance", "version").stdout.startswith(f"kms-appliance {VERSION} ")
-    finally:
-        rmtree(root)
+    with step("apt: upgrade from the next bundle"):
+        _apt(root, upgrade, "update")
+        _apt(root, upgrade, "upgrade")
+    assert _installed(root) == f"install ok installed {VERSION}+up1"
+    assert nspawn(root, "kms-appliance", "version").stdout.startswith(f"kms-appliance {VERSION} ")

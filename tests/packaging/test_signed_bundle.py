@@ -14,8 +14,8 @@ from pathlib import Path
 import pytest
 
 from . import signed
-from .signed import DEB, IMAGE, IMAGE_REF, KEY, RPM, SIGN, SIGNED
-from .support import DIST, REPO, rpm_path, run
+from .signed import DEB, IMAGE, KEY, RPM, SIGN, SIGNED
+from .support import DIST, IMAGE_REF, REPO, oci_manifest, rpm_path, run
 
 pytestmark = pytest.mark.packaging
 
@@ -97,12 +97,6 @@ def test_rpm_signed_by_release_key(bundle_dir: Path, tmp_path: Path) -> None:
     assert run(["rpmkeys", *db, "-K", tampered], check=False).returncode != 0
 
 
-def _image_digest(archive: Path) -> str:
-    with tarfile.open(archive) as tar:
-        (desc,) = json.loads(tar.extractfile("index.json").read())["manifests"]  # type: ignore[union-attr]
-    return str(desc["digest"])
-
-
 def test_provenance_names_every_output_and_the_inputs(bundle_dir: Path, tmp_path: Path) -> None:
     prov = bundle_dir / "kms-appliance.provenance.json"
     keyring = bundle_dir / f"{KEY}.gpg"
@@ -117,7 +111,8 @@ def test_provenance_names_every_output_and_the_inputs(bundle_dir: Path, tmp_path
     assert set(subjects) == files | {IMAGE_REF}
     for name in files:
         assert subjects[name] == hashlib.sha256((bundle_dir / name).read_bytes()).hexdigest(), name
-    assert subjects[IMAGE_REF] == _image_digest(bundle_dir / IMAGE).removeprefix("sha256:")
+    with tarfile.open(bundle_dir / IMAGE) as tar:
+        assert subjects[IMAGE_REF] == oci_manifest(tar)[0]["digest"].removeprefix("sha256:")
 
     build = stmt["predicate"]["buildDefinition"]
     deps = build["resolvedDependencies"]

@@ -8,17 +8,16 @@ from __future__ import annotations
 
 import json
 import shutil
+import subprocess
 import tarfile
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
-from tests.support import steps
-
 from . import signed
-from .signed import IMAGE, IMAGE_REF, KEY
-from .support import run, step
+from .signed import IMAGE, KEY
+from .support import IMAGE_REF, oci_blob, oci_manifest, run, step
 
 pytestmark = pytest.mark.packaging
 
@@ -26,10 +25,7 @@ pytestmark = pytest.mark.packaging
 def _manifest(archive: Path, dest: Path) -> Path:
     """index.json -> the manifest blob, as the operator extracts it (docs/verify.md)."""
     with tarfile.open(archive) as tar:
-        (desc,) = json.loads(tar.extractfile("index.json").read())["manifests"]  # type: ignore[union-attr]
-        blob = tar.extractfile(f"blobs/sha256/{desc['digest'].split(':', 1)[1]}")
-        assert blob is not None
-        dest.write_bytes(blob.read())
+        dest.write_bytes(oci_blob(tar, oci_manifest(tar)[0]["digest"]))
     return dest
 
 
@@ -54,15 +50,16 @@ def test_standalone_verify(bundle_dir: Path, release_fpr: str, tmp_path: Path,
                            verify_home: dict[str, str]) -> None:
     manifest = _manifest(bundle_dir / IMAGE, tmp_path / "manifest.json")
     sig = bundle_dir / f"{IMAGE}.sig"
-    ok = run(["skopeo", "standalone-verify", manifest, IMAGE_REF, release_fpr, sig], env=verify_home)
-    assert "Signature verified" in ok.stdout
+
+    def verify(ref: str = IMAGE_REF, signature: Path = sig) -> subprocess.CompletedProcess[str]:
+        return run(["skopeo", "standalone-verify", manifest, ref, release_fpr, signature], env=verify_home,
+                   check=False)
+
+    assert "Signature verified" in verify().stdout
     # Another name for the same image is not what was signed.
-    other = run(["skopeo", "standalone-verify", manifest, "localhost/evil:latest", release_fpr, sig],
-                env=verify_home, check=False)
-    assert other.returncode != 0
+    assert verify("localhost/evil:latest").returncode != 0
     _tamper(manifest)
-    bad = run(["skopeo", "standalone-verify", manifest, IMAGE_REF, release_fpr, sig], env=verify_home,
-              check=False)
+    bad = verify()
     assert bad.returncode != 0 and "does not match" in bad.stderr, bad.stderr
 
     # The same manifest signed by another key is refused for the release fingerprint.
@@ -75,15 +72,8 @@ def test_standalone_verify(bundle_dir: Path, release_fpr: str, tmp_path: Path,
     signed.stop_agent(tmp_path / "other")
     run(["gpg", "--homedir", verify_home["GNUPGHOME"], "--batch", "--import"],
         input=run(["gpg", "--homedir", tmp_path / "other", "--armor", "--export"]).stdout)
-    refused = run(["skopeo", "standalone-verify", manifest, IMAGE_REF, release_fpr, forged], env=verify_home,
-                  check=False)
+    refused = verify(signature=forged)
     assert refused.returncode != 0, refused.stdout
-
-
-@pytest.fixture
-def podman(tmp_path: Path) -> Iterator[list[str]]:
-    with steps.podman(tmp_path / "store") as cmd:
-        yield cmd
 
 
 def test_policy_signed_by_release_key(bundle_dir: Path, tmp_path: Path, podman: list[str]) -> None:

@@ -22,7 +22,7 @@ import pytest
 
 from . import signed
 from .signed import KEY, RPM
-from .support import REPO, VERSION, fresh_root, nspawn, rmtree, rpm_path, run, step
+from .support import REPO, VERSION, assert_installed, rpm_path, run, step
 
 pytestmark = pytest.mark.packaging
 
@@ -51,11 +51,6 @@ def _base_rpm(tmp: Path) -> Path:
     return tmp / "out/noarch/bookworm-userland-12-1.noarch.rpm"
 
 
-def _repo(dest: Path, rpm: Path, env: dict[str, str] | None = None) -> Path:
-    run([REPO / "scripts/repo_yum.sh", dest / "repo/yum", rpm], env=env or signed.clean_env())
-    return dest
-
-
 def _dnf(root: Path, bundle: Path, bundle_dir: Path, *args: str, check: bool = True) -> str:
     """dnf on the root with the shipped .repo file pointing at ``bundle`` (the key from the real bundle)."""
     template = (bundle_dir / "repo/kms-appliance.repo").read_text()
@@ -74,11 +69,7 @@ def _installed(root: Path) -> str:
 
 def _forged_metadata(tmp_path: Path, bundle_dir: Path) -> Path:
     """Metadata naming another package, with the genuine repomd.xml.asc copied over."""
-    changed = tmp_path / "changed" / RPM
-    changed.parent.mkdir()
-    shutil.copy(bundle_dir / RPM, changed)
-    signed.flip_byte(changed)
-    forged = _repo(tmp_path / "forged", changed)
+    forged = signed.repo("yum", tmp_path / "forged", signed.changed_copy(bundle_dir / RPM, tmp_path / "changed"))
     repodata = forged / "repo/yum/repodata"
     assert (repodata / "repomd.xml").read_bytes() != (bundle_dir / "repo/yum/repodata/repomd.xml").read_bytes()
     (repodata / "repomd.xml.asc").unlink()
@@ -86,23 +77,23 @@ def _forged_metadata(tmp_path: Path, bundle_dir: Path) -> Path:
     return forged
 
 
-def test_install_and_upgrade_from_signed_repo(tmp_path: Path, bundle_dir: Path, release_fpr: str) -> None:
+def test_install_and_upgrade_from_signed_repo(root: Path, tmp_path: Path, bundle_dir: Path, release_fpr: str) -> None:
     with step("yum: build the next release and the variant repositories"):
         up_dir = tmp_path / "up-rpm"
         proc = run([REPO / "packaging/rpm/build.sh", bundle_dir / "kms-appliance", up_dir],
                    env={**os.environ, "RPM_VERSION": f"{VERSION}+up1"})
         up_rpm = Path(proc.stdout.strip().splitlines()[-1])
         run([signed.SIGN, "rpm", up_rpm], env=signed.clean_env())
-        upgrade = _repo(tmp_path / "upgrade", up_rpm)
+        upgrade = signed.repo("yum", tmp_path / "upgrade", up_rpm)
         forged = _forged_metadata(tmp_path, bundle_dir)
-        foreign = _repo(tmp_path / "foreign", bundle_dir / RPM, signed.other_key(tmp_path / "other"))
+        foreign = signed.repo("yum", tmp_path / "foreign", bundle_dir / RPM, signed.other_key(tmp_path / "other"))
         signed.stop_agent(tmp_path / "other")
-        bad_rpm = signed.copy_tree(bundle_dir / "repo/yum", tmp_path / "bad-rpm/repo/yum").parent.parent
+        bad_rpm = tmp_path / "bad-rpm"  # a real copy (no hard links into the shared bundle) to tamper with
+        shutil.copytree(bundle_dir / "repo/yum", bad_rpm / "repo/yum", symlinks=True)
         signed.flip_byte(bad_rpm / f"repo/yum/{RPM}")
         # `make rpm`'s package, unsigned, behind metadata the release key did sign.
-        unsigned = _repo(tmp_path / "unsigned", rpm_path())
+        unsigned = signed.repo("yum", tmp_path / "unsigned", rpm_path())
 
-    root = fresh_root(tmp_path / "root")
     try:
         with step("yum: rpm database for the root"):
             run(["rpm", f"--root={root}", "--initdb"])
@@ -127,9 +118,7 @@ def test_install_and_upgrade_from_signed_repo(tmp_path: Path, bundle_dir: Path, 
         with step("yum: dnf install from the bundle"):
             _dnf(root, bundle_dir, bundle_dir, "install", "kms-appliance")
         assert _installed(root) == f"kms-appliance-{VERSION}-1.x86_64"
-        pw = nspawn(root, "getent", "passwd", "kms-appliance").stdout.strip().split(":")
-        assert pw[5] == "/var/lib/kms-appliance" and int(pw[2]) < 1000
-        assert nspawn(root, "kms-appliance", "version").stdout.startswith(f"kms-appliance {VERSION} ")
+        assert_installed(root)
         verify = run(["rpm", f"--root={root}", "-V", "kms-appliance"], check=False)
         assert verify.returncode == 0, verify.stdout + verify.stderr
 
@@ -140,4 +129,3 @@ def test_install_and_upgrade_from_signed_repo(tmp_path: Path, bundle_dir: Path, 
         # dnf's metadata check (gpgme) starts an agent per repository keyring.
         for pubring in root.glob("var/cache/dnf/*/pubring"):
             run(["gpgconf", "--homedir", pubring, "--kill", "gpg-agent"], check=False)
-        rmtree(root)

@@ -1,15 +1,7 @@
-"""The .deb under systemd next to a real kube-apiserver, as a control-plane host runs it.
-
-A bookworm root boots with systemd-nspawn; the .deb is installed and
-configured the way docs/deployment.md says (config.toml, `kms-appliance
-encryption-config -o`); etcd and kube-apiserver (the binaries of `make
-e2e-components`, bind-mounted read-only) run inside the booted container as
-root, as kubeadm runs them, as transient units. Then, through the unit's
-socket: Secrets round trip and are stored as KMS v2 envelopes in etcd;
-`systemctl reload` rotates the local keyring's key and new writes carry the
-new key_id; `systemctl restart` (and an apiserver restart, so nothing is
-served from its DEK cache) keeps every Secret readable; `journalctl -u
-kms-appliance` holds the operational log.
+"""The .deb under systemd next to a real kube-apiserver, as a control-plane host runs it
+(what it proves: docs/deployment.md). The .deb is configured the way that guide says; etcd and
+kube-apiserver (the binaries of `make e2e-components`, bind-mounted read-only) run inside the
+booted container as root, as kubeadm runs them, as transient units.
 """
 
 from __future__ import annotations
@@ -19,7 +11,6 @@ import itertools
 import json
 import os
 import secrets
-import shutil
 import ssl
 import subprocess
 import time
@@ -30,12 +21,13 @@ from pathlib import Path
 import pytest
 
 from tests.support.kmsclient import Client
+from tests.support.kube.cluster import write_kubeconfig
 from tests.support.kube.components import Components, ensure_components
 from tests.support.kube.pki import ClusterPki, make_cluster_pki
 from tests.support.kube.protowire import parse_encrypted_object
 from tests.support.procs import free_port
 
-from .support import BootedRoot, deb_path, fresh_root, nspawn, rmtree, run, step
+from .support import BootedRoot, configure_local, deb_path, dpkg_install, run, step
 
 pytestmark = [pytest.mark.packaging, pytest.mark.e2e]
 
@@ -64,19 +56,7 @@ class Host:
         self.pki = pki
         self.etcd_port = free_port()
         self.api_port = free_port()
-        self.kubeconfig = workdir / "kubeconfig"
-        self._write_kubeconfig()
-
-    def _write_kubeconfig(self) -> None:
-        ca = base64.b64encode(self.pki.ca_cert.read_bytes()).decode()
-        doc = {"apiVersion": "v1", "kind": "Config", "current-context": "c",
-               "clusters": [{"name": "c", "cluster": {"server": f"https://127.0.0.1:{self.api_port}",
-                                                      "certificate-authority-data": ca}}],
-               "users": [{"name": "admin", "user": {"client-certificate": str(self.pki.admin_cert),
-                                                    "client-key": str(self.pki.admin_key)}}],
-               "contexts": [{"name": "c", "context": {"cluster": "c", "user": "admin"}}]}
-        self.kubeconfig.write_text(json.dumps(doc))
-        self.kubeconfig.chmod(0o600)
+        self.kubeconfig = write_kubeconfig(workdir / "kubeconfig", f"https://127.0.0.1:{self.api_port}", pki)
 
     def start_etcd(self) -> None:
         url = f"http://127.0.0.1:{self.etcd_port}"
@@ -143,8 +123,7 @@ class Host:
 
     def stored_key_id(self, name: str, value: str) -> str:
         """The key_id of the KMS v2 envelope etcd holds for ``name`` (raw, via etcdctl)."""
-        proc = run([self.components.path("etcdctl"), f"--endpoints=http://127.0.0.1:{self.etcd_port}",
-                    "get", f"/registry/secrets/default/{name}", "-w", "json"], timeout=60)
+        proc = self.etcdctl("get", f"/registry/secrets/default/{name}", "-w", "json")
         raw = base64.b64decode(json.loads(proc.stdout)["kvs"][0]["value"])
         assert raw.startswith(PREFIX), raw[:60]
         assert value.encode() not in raw
@@ -160,19 +139,6 @@ def _main_pid(booted: BootedRoot) -> str:
     return booted.exec("systemctl", "show", "-p", "MainPID", "--value", "kms-appliance").stdout.strip()
 
 
-def _configure(root: Path, http_port: int) -> None:
-    """As docs/deployment.md: edit config.toml (here the local keyring backend), init the keyring.
-
-    reload_interval is an hour so that only `systemctl reload` can explain a rotation.
-    """
-    conf = root / "etc/kms-appliance/config.toml"
-    conf.write_text(conf.read_text().replace('backend = "akeyless"', 'backend = "local"')
-                    .replace('#http_listen = "127.0.0.1:8787"', f'http_listen = "127.0.0.1:{http_port}"')
-                    .replace('#reload_interval = "5s"', 'reload_interval = "3600s"'))
-    nspawn(root, "runuser", "-u", "kms-appliance", "--", "env", "TMPDIR=/tmp", "kms-appliance",
-           "keyring", "init", KEYRING)
-
-
 def _sock_ready(booted: BootedRoot) -> Callable[[], bool]:
     def ready() -> bool:
         try:
@@ -182,15 +148,14 @@ def _sock_ready(booted: BootedRoot) -> Callable[[], bool]:
     return ready
 
 
-def test_deb_under_systemd_with_kube_apiserver(tmp_path: Path) -> None:
+def test_deb_under_systemd_with_kube_apiserver(root: Path, tmp_path: Path) -> None:
     components = ensure_components(allow_build=os.environ.get("E2E_BUILD", "1") != "0")
-    root = fresh_root(tmp_path / "root")
     booted = None
     try:
         with step("apiserver: install and configure the .deb"):
-            shutil.copy(deb_path(), root / "var/tmp/kms.deb")
-            nspawn(root, "dpkg", "-i", "/var/tmp/kms.deb")
-            _configure(root, free_port())
+            dpkg_install(root, deb_path())
+            # reload_interval is an hour so that only `systemctl reload` can explain a rotation.
+            configure_local(root, free_port(), ('#reload_interval = "5s"', 'reload_interval = "3600s"'))
             pki = make_cluster_pki(root / PKI.lstrip("/"))
 
         with step("apiserver: boot, kms-appliance up"):
@@ -264,4 +229,3 @@ def test_deb_under_systemd_with_kube_apiserver(tmp_path: Path) -> None:
                 booted.exec("systemctl", "stop", "etcd", check=False, timeout=120)
             with step("apiserver: halt"):
                 booted.stop(timeout=60)
-        rmtree(root)
