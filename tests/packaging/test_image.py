@@ -3,26 +3,22 @@
 Runs with podman (runc, vfs storage private to the test) exactly as the
 deployment docs say: read-only root, all capabilities dropped, an
 exec-allowed tmpfs on /tmp, and the socket directory mounted from the host;
-the KMS round trip is made from the host through that directory.
+the KMS round trip is made from the host through that directory. The image under the
+generated static pod, run by a real kubelet: tests/deploy.
 """
 
 from __future__ import annotations
 
 import json
 import tarfile
-import urllib.request
-from functools import partial
 from pathlib import Path
 
 import pytest
 
-from kms_appliance import config, manifests
-from tests.support import steps
-from tests.support.procs import free_port, status_fields, wait_until
+from tests.support.procs import status_fields
 from tests.support.steps import NONROOT, VERSION, run
 
 from .support import IMAGE_REF, PODMAN_RUN, image_path, oci_blob, oci_manifest, round_trip, serve_image, step
-from .test_manifests import yaml_docs
 
 pytestmark = pytest.mark.packaging
 
@@ -114,49 +110,3 @@ def test_read_only_tmp_fails_clearly(loaded: list[str]) -> None:
                check=False, timeout=60)
     assert proc.returncode != 0
     assert "Read-only file system" in proc.stderr or "temporary directory" in proc.stderr, proc.stderr
-
-
-def _answers_200(url: str) -> bool:
-    with urllib.request.urlopen(url, timeout=3) as resp:
-        return bool(resp.status == 200)
-
-
-def test_static_pod_as_generated_serves_and_answers_probes(tmp_path: Path, loaded: list[str]) -> None:
-    """The image under the generated static pod's own args, env, user, mounts and
-    probes (hostNetwork): kubelet's probes answer 200 and a round trip works."""
-    port = free_port()
-    cfg_file = tmp_path / "cfg.toml"
-    cfg_file.write_text(f'[server]\nbackend = "local"\n[observability]\nhttp_listen = "127.0.0.1:{port}"\n')
-    cfg = config.load(env={}, config_file=cfg_file)
-    manifest = tmp_path / "pod.yaml"
-    manifest.write_text(manifests.static_pod(cfg, IMAGE_REF))
-    (pod,) = yaml_docs(manifest)
-    spec = pod["spec"]
-    (c,) = spec["containers"]
-    assert spec["hostNetwork"] is True
-    host_dirs = {}
-    for vol in spec["volumes"]:
-        if "hostPath" in vol:
-            host_dirs[vol["name"]] = tmp_path / vol["name"]
-            steps.nonroot_dirs(host_dirs[vol["name"]])
-    (host_dirs["config"] / "config.toml").write_text('[server]\nbackend = "local"\n')
-    mounts = [f"{host_dirs[m['name']]}:{m['mountPath']}" + (":ro" if m.get("readOnly") else "")
-              for m in c["volumeMounts"] if m["name"] in host_dirs]
-    tmpfs = next(m["mountPath"] for m in c["volumeMounts"] if m["name"] == "unpack")
-    user = f"{spec['securityContext']['runAsUser']}:{spec['securityContext']['runAsGroup']}"
-    common = [*loaded, *PODMAN_RUN[:PODMAN_RUN.index("--network")], "--network", "host", "--user", user,
-              "--read-only", "--read-only-tmpfs=false", "--cap-drop", "ALL",
-              "--security-opt", "no-new-privileges", "--tmpfs", f"{tmpfs}:rw,exec,nosuid,nodev,size=128m",
-              *[f"--env={e['name']}={e['value']}" for e in c["env"]], *[f"--volume={m}" for m in mounts]]
-    run([*common, "--rm", "--entrypoint", "/usr/bin/kms-appliance", IMAGE_REF, "keyring", "init",
-         "/var/lib/kms-appliance/keyring.json"])
-    name = "kms-appliance-static-pod-test"
-    run([*common, "-d", "--name", name, IMAGE_REF, *c["args"]])
-    sock = host_dirs["socket-dir"] / "kms.sock"
-    steps.wait_container_socket(loaded, name, sock, timeout=60)
-    for probe in ("livenessProbe", "readinessProbe"):
-        get = c[probe]["httpGet"]
-        url = f"http://{get['host']}:{get['port']}{get['path']}"
-        wait_until(partial(_answers_200, url), 30, f"{probe} {url} answering 200", interval_s=0.3)
-    round_trip(sock)
-    run([*loaded, "stop", "-t", "20", name])
