@@ -57,7 +57,9 @@ def grpc_message(body: bytes) -> bytes:
 
 
 class RawH2:
-    """One connection on a UNIX socket; the server's frames are read and thrown away."""
+    """One connection on a UNIX socket. The server's frames are read only to note the streams it
+    ended: every read goes through :meth:`_take`, so an end read while draining after a send is
+    not lost, nor one whose frame was split across two reads."""
 
     def __init__(self, path: Path, timeout: float = 5.0) -> None:
         self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
@@ -65,6 +67,8 @@ class RawH2:
         self.sock.connect(os.fspath(path))
         self.sock.sendall(PREFACE + frame(SETTINGS, 0, 0, b"") + frame(SETTINGS, ACK, 0, b""))
         self.next_stream = 1
+        self._unparsed = b""
+        self._ended: set[int] = set()
 
     def send(self, data: bytes) -> bool:
         """Send, then drain whatever the server wrote; False once the server closed or reset us."""
@@ -81,6 +85,7 @@ class RawH2:
                 chunk = self.sock.recv(65536)
                 if not chunk:
                     return False
+                self._take(chunk)
         except BlockingIOError:
             return True
         except OSError:
@@ -101,11 +106,9 @@ class RawH2:
 
     def ended(self, streams: set[int], timeout: float) -> set[int]:
         """Read the server's frames until each of ``streams`` was ended by it (trailers with
-        END_STREAM, or RST_STREAM) or ``timeout`` passed; return the ended ones."""
-        done: set[int] = set()
-        buf = b""
+        END_STREAM, or RST_STREAM) or ``timeout`` passed; return the ended ones (since connect)."""
         deadline = time.monotonic() + timeout
-        while not streams <= done and time.monotonic() < deadline:
+        while not streams <= self._ended and time.monotonic() < deadline:
             self.sock.settimeout(max(0.01, deadline - time.monotonic()))
             try:
                 chunk = self.sock.recv(65536)
@@ -113,17 +116,20 @@ class RawH2:
                 break
             if not chunk:
                 break
-            buf += chunk
-            while len(buf) >= 9:
-                length = int.from_bytes(buf[:3], "big")
-                if len(buf) < 9 + length:
-                    break
-                kind, flags = buf[3], buf[4]
-                sid = int.from_bytes(buf[5:9], "big") & 0x7FFFFFFF
-                buf = buf[9 + length :]
-                if kind == RST_STREAM or (kind == HEADERS and flags & END_STREAM):
-                    done.add(sid)
-        return done & streams
+            self._take(chunk)
+        return self._ended & streams
+
+    def _take(self, chunk: bytes) -> None:
+        buf, at = self._unparsed + chunk, 0
+        while len(buf) - at >= 9:
+            end = at + 9 + int.from_bytes(buf[at : at + 3], "big")
+            if len(buf) < end:
+                break
+            kind, flags = buf[at + 3], buf[at + 4]
+            if kind == RST_STREAM or (kind == HEADERS and flags & END_STREAM):
+                self._ended.add(int.from_bytes(buf[at + 5 : at + 9], "big") & 0x7FFFFFFF)
+            at = end
+        self._unparsed = buf[at:]
 
     def close(self) -> None:
         self.sock.close()

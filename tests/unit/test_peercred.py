@@ -133,8 +133,10 @@ def test_accept_exhaustion_backs_off_and_logs_once(caplog: pytest.LogCaptureFixt
                     lambda p, r: None, lambda n: None)
     gate.start()
     time.sleep(1.0)
+    assert eventually(lambda: len(calls) >= 3, WAIT), "it stopped trying"
     gate.stop_accepting()
-    assert 3 <= len(calls) < 60, f"{len(calls)} accept() calls in 1 s"
+    rate = (len(calls) - 1) / (calls[-1] - calls[0])  # a late-scheduled thread only lowers it
+    assert rate < 60, f"{len(calls)} accept() calls, {rate:.0f}/s"
     lines = [r for r in caplog.records if r.name == "kms_appliance.peercred"]
     assert len(lines) == 1, [r.getMessage() for r in lines]
 
