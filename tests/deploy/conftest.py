@@ -1,10 +1,6 @@
-"""Deployment tests: the artefacts run the way an operator deploys them, under
-real node components (kubelet + containerd built from their Go modules).
-
-Opt-in like the e2e tests (they build Go components and run a node as root):
-they run under ``pytest -m deploy``, when ``tests/deploy`` is named on the
-command line, or with ``DEPLOY=1``; ``make test-deploy`` does the lot.
-Every step's duration is printed at the end of the session.
+"""Deployment tests: the artefacts under real node components, as root. Opt-in like the e2e
+tests (``pytest -m deploy``, ``tests/deploy`` named, or ``DEPLOY=1``; docs/deployment-tests.md);
+every step's duration is printed at the end of the session.
 """
 
 from __future__ import annotations

@@ -83,9 +83,6 @@ class Host:
             f"--encryption-provider-config={ENC}", "--encryption-provider-config-automatic-reload=true")
         self.wait("kube-apiserver /readyz", lambda: self.get("/readyz")[0] == 200, timeout=180)
 
-    def stop_apiserver(self) -> None:
-        self.booted.exec("systemctl", "stop", "kube-apiserver.service")
-
     def wait(self, what: str, predicate: Callable[[], bool], timeout: float = 60) -> None:
         try:
             self.booted.wait_until(what, predicate, timeout=timeout)
@@ -208,7 +205,7 @@ def test_deb_under_systemd_with_kube_apiserver(root: Path, tmp_path: Path) -> No
             booted.wait_until("the restarted plugin", _sock_ready(booted), timeout=60)
             assert _main_pid(booted) != pid
             assert _plugin_key_id(booted) == key2
-            host.stop_apiserver()  # a fresh apiserver has no cached DEKs: every read decrypts
+            booted.exec("systemctl", "stop", "kube-apiserver")  # a fresh one has no cached DEKs: every read decrypts
             host.start_apiserver()
             for name, value in values.items():
                 assert host.read_secret(name) == value, name
