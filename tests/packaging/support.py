@@ -10,6 +10,7 @@ machine builds it from nothing and a developer's re-run is fast).
 from __future__ import annotations
 
 import contextlib
+import itertools
 import json
 import os
 import shutil
@@ -90,10 +91,21 @@ def fresh_root(dest: Path) -> Path:
         return steps.unpack_root(tarball, dest)
 
 
+_MACHINES = itertools.count()
+
+
+def machine_name() -> str:
+    """A container name of its own for each nspawn run. Every test's root is a directory named
+    ``root``, and nspawn keys its /run/systemd/nspawn/propagate/ directory on the name: a run
+    that starts while the previous one's is still being removed would fail."""
+    return f"kmsa-{os.getpid()}-{next(_MACHINES)}"
+
+
 def nspawn(root: Path, *cmd: str, check: bool = True, timeout: float = 120,
            binds: Sequence[str] = ()) -> subprocess.CompletedProcess[str]:
     """Run one command in ``root`` with /proc, /dev and /run set up (no boot)."""
-    args = ["systemd-nspawn", "--quiet", "-D", str(root), "--register=no", "--keep-unit", "--pipe",
+    args = ["systemd-nspawn", "--quiet", "-D", str(root), f"--machine={machine_name()}", "--register=no",
+            "--keep-unit", "--pipe",
             *(f"--bind-ro={b}" for b in binds), "--", *cmd]
     return run(args, check=check, timeout=timeout, stdin=subprocess.DEVNULL)
 
@@ -182,7 +194,8 @@ class BootedRoot:
         self.log = log
         self._out = log.open("wb")
         self.proc = subprocess.Popen(
-            ["systemd-nspawn", "--quiet", "--boot", "-D", str(root), "--register=no", "--keep-unit",
+            ["systemd-nspawn", "--quiet", "--boot", "-D", str(root), f"--machine={machine_name()}",
+             "--register=no", "--keep-unit",
              "--console=pipe", *(f"--bind-ro={b}" for b in binds)],
             stdin=subprocess.DEVNULL, stdout=self._out, stderr=subprocess.STDOUT, start_new_session=True)
         self.leader = self._find_leader()
