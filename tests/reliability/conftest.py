@@ -1,9 +1,8 @@
-"""Stage gating, the figures summary, and an Akeyless plugin fixture."""
+"""Stage gating, the figures summary, and an in-process Akeyless emulator holding the key."""
 
 from __future__ import annotations
 
 from collections.abc import Iterator
-from pathlib import Path
 
 import pytest
 
@@ -20,15 +19,9 @@ def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
     figures.summary(terminalreporter)
 
 
-
 @pytest.fixture
 def emu() -> Iterator[Emulator]:
     with Emulator(tls=True) as e:
         e.create_key(KEY)
         yield e
         record_secrets(e)
-
-
-@pytest.fixture
-def workdir(tmp_path: Path) -> Path:
-    return tmp_path / "plugin"

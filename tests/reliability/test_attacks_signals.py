@@ -83,10 +83,10 @@ def test_serve_runs_without_core_dumps(tmp_path: Path) -> None:
     assert core.split()[4:6] == ["0", "0"], core
 
 
-def test_call_in_flight_at_sigterm_completes(emu: Emulator, workdir: Path) -> None:
+def test_call_in_flight_at_sigterm_completes(emu: Emulator, tmp_path: Path) -> None:
     """A slow Encrypt (Akeyless answering after 1.5 s) in flight at SIGTERM, idle HTTP connections
     closing meanwhile: the call is answered OK, exit 0, no traceback."""
-    p = pm.start(workdir, ["--log-level", "debug", "--grace-period", "10s"], identity_env(emu),
+    p = pm.start(tmp_path / "plugin", ["--log-level", "debug", "--grace-period", "10s"], identity_env(emu),
                  akeyless=True)
     client = Client(p.socket, timeout=30)
     try:
