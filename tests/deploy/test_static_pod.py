@@ -376,6 +376,8 @@ def teardown(d: Deployment) -> list[str]:
         with contextlib.suppress(Exception), step("kubelet stopping the pod after the manifest is removed"):
             assert d.containerd is not None
             wait_until(lambda: not d.containerd.tasks(), 90, "pod tasks gone", interval_s=1)  # type: ignore[union-attr]
+    if d.kubelet is not None:  # first: with a kubelet still connected, kube-apiserver outlived the 15 s stop grace
+        d.kubelet.process.stop()
     ns = d.node.ns if d.node else ""
     try:
         d.registry.stop_all()
