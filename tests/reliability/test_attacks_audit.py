@@ -169,7 +169,7 @@ def test_symlinked_directory_component_is_refused(
     ("{tmp}/" + "a" * 300, 2, "component of 300 bytes"),
     ("{tmp}/" + "d/" * 2100 + "audit.log", 2, "at most 4095"),
 ])
-def test_audit_path_mistakes_areone_line(serve: Callable[[str], subprocess.CompletedProcess[str]],
+def test_audit_path_mistakes_are_one_line(serve: Callable[[str], subprocess.CompletedProcess[str]],
                                           tmp_path: Path, audit: str, code: int, says: str) -> None:
     line = one_line(serve(audit.format(tmp=tmp_path)), code, "observability.audit_log")
     assert says in line
@@ -180,11 +180,11 @@ def test_audit_path_mistakes_areone_line(serve: Callable[[str], subprocess.Compl
     ("{tmp}/" + "k" * 300 + ".json", 2, "component of 305 bytes"),
     ("{tmp}/" + "d/" * 2100 + "k.json", 2, "at most 4095"),
 ])
-def test_keyring_init_mistakes_areone_line(tmp_path: Path, path: str, code: int, says: str) -> None:
+def test_keyring_init_mistakes_are_one_line(tmp_path: Path, path: str, code: int, says: str) -> None:
     line = one_line(cli("keyring", "init", path.format(tmp=tmp_path)), code, "keyring")
     assert says in line
 
 
-def test_serve_with_a_too_long_keyring_path_isone_line(tmp_path: Path) -> None:
+def test_serve_with_a_too_long_keyring_path_is_one_line(tmp_path: Path) -> None:
     proc = cli(*serve_args(tmp_path / ("k" * 300), tmp_path / "run" / "kms.sock"))
     assert "component of 300 bytes" in one_line(proc, 2, "local.keyring")
