@@ -113,6 +113,7 @@ class TestRejectedCiphertexts:
             forged += [_relabel(enc.ciphertext, v) for v in (1, 0, 3, 7, 2**32 - 1)]
             forged += [_tamper(_relabel(enc.ciphertext, 1), i) for i in range(self.N - len(forged))]
             before = {op: emu.calls[op] for op in ("decrypt", "describe-item")}
+            seen = len(emu.requests)
             codes: dict[grpc.StatusCode, int] = {}
             for ct in forged:
                 try:
@@ -127,7 +128,11 @@ class TestRejectedCiphertexts:
             figures.put("request attacks", f"{self.N} forged Akeyless ciphertexts",
                         f"{decrypts} decrypt + {describes} describe-item calls")
             assert codes == {grpc.StatusCode.INVALID_ARGUMENT: self.N}
-            assert decrypts == self.N
+            # One answered decrypt per forgery; any other was the plugin's retry of one Akeyless
+            # did not answer (a rejected token or a busy server), never a second try of a refusal.
+            statuses = [r.status for r in emu.requests[seen:] if r.endpoint == "decrypt"]
+            assert statuses.count(400) == self.N, statuses
+            assert all(s in (401, 429) or s >= 500 for s in statuses if s != 400), statuses
             assert describes <= 3, "explanation lookups must be rate-limited, not one per refusal"
             assert c.decrypt(enc.ciphertext, enc.key_id) == seed
 
