@@ -17,7 +17,7 @@ def rotated_during_check(emu: Emulator, call: Callable[..., Any], *args: Any) ->
         running = pool.submit(call, *args)
         assert emu.wait_for("describe-item", in_flight=1, timeout=10), "no check after the encrypt"
         emu.rotate_key(KEY)
-    return running.result(15)
+        return running.result(15)  # in the pool's block: its exit waits without a bound
 
 
 def error_while_rotating(emu: Emulator, call: Callable[..., object], *args: Any, times: int = 3) -> BaseException:
@@ -28,6 +28,6 @@ def error_while_rotating(emu: Emulator, call: Callable[..., object], *args: Any,
         for n in range(1, times + 1):
             assert emu.wait_for("encrypt", calls=n, timeout=10)
             emu.rotate_key(KEY)
-    err = running.exception(15)
+        err = running.exception(15)  # in the pool's block: its exit waits without a bound
     assert err is not None, "the call never failed"
     return err

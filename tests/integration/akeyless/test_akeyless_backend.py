@@ -217,7 +217,7 @@ class TestCache:
 
         with ThreadPoolExecutor(50) as pool:
             calls = [pool.submit(worker) for _ in range(50)]
-        results = [call.result(20) for call in calls]
+            results = [call.result(20) for call in calls]
         assert len(set(results)) == 1
         assert emu.calls["decrypt"] == 1
 

@@ -62,7 +62,7 @@ class TestRemoteCallsPerRefusal:
         before = _calls(emu)
         with ThreadPoolExecutor(16) as pool:
             calls = [pool.submit(b.unwrap, _tamper(w.ciphertext, i), w.key_id, {}) for i in range(16)]
-        assert all(isinstance(call.exception(30), CiphertextError) for call in calls)
+            assert all(isinstance(call.exception(30), CiphertextError) for call in calls)
         decrypts, describes = (a - z for a, z in zip(_calls(emu), before, strict=True))
         assert (decrypts, describes) == (16, 1)
 
