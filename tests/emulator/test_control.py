@@ -117,9 +117,11 @@ def standalone(tmp_path: Path) -> Iterator[EmulatorProcess]:
     argv = [sys.executable, "-m", "akeyless_emulator", "--port", "0", "--tls", "--state-dir", str(tmp_path / "state"),
             "--create-key", KEY, "--access-id", "p-standalone01", "--access-key", "k-standalone", "--uid"]
     proc = EmulatorProcess(name="standalone", argv=argv, log_path=tmp_path / "emulator.log", cwd=REPO)
-    proc.start()
-    yield proc
-    proc.stop()
+    try:
+        proc.start()  # a ready line that never comes raises: the process is stopped all the same
+        yield proc
+    finally:
+        proc.stop()
 
 
 class TestStandalone:
