@@ -40,10 +40,10 @@ def _vs(res: dict[str, Any], subject: str, base: str, method: str, p50_max: floa
     label = f"{subject} {method}"
     if lat:
         out.append(target(f"{label} p50 (1 in flight) vs {base}", f"<= {p50_max}x",
-                      lat["p50_ratio"], lat["p50_ratio"] <= p50_max))
+                          lat["p50_ratio"], lat["p50_ratio"] <= p50_max))
     if tput:
         out.append(target(f"{label} calls/s (16 in flight) vs {base}", f">= {tput_min}x",
-                      tput["throughput_ratio"], tput["throughput_ratio"] >= tput_min))
+                          tput["throughput_ratio"], tput["throughput_ratio"] >= tput_min))
     return out
 
 
@@ -56,13 +56,13 @@ def _paired_vs(res: dict[str, Any], method: str, p50_max: float, tput_min: float
         note = f"median of {r['pairs']} paired runs"
         if r["shape"] == "1":
             out.append(target(f"plugin {method} p50 (1 in flight) vs bare", f"<= {p50_max}x",
-                          r["p50_ratio"], r["p50_ratio"] <= p50_max,
-                          f"{note}, 90% CI {r['p50_ci90']}"))
+                              r["p50_ratio"], r["p50_ratio"] <= p50_max,
+                              f"{note}, 90% CI {r['p50_ci90']}"))
         elif r["shape"] == "16":
             out.append(target(f"plugin {method} calls/s (16 in flight) vs bare", f">= {tput_min}x",
-                          r["corun_throughput_ratio"], r["corun_throughput_ratio"] >= tput_min,
-                          f"median of {r['pairs']} co-runs, 90% CI {r['corun_ci90']}; "
-                          f"back to back: {r['throughput_ratio']} {r['throughput_ci90']}"))
+                              r["corun_throughput_ratio"], r["corun_throughput_ratio"] >= tput_min,
+                              f"median of {r['pairs']} co-runs, 90% CI {r['corun_ci90']}; "
+                              f"back to back: {r['throughput_ratio']} {r['throughput_ci90']}"))
     return out
 
 
@@ -89,7 +89,7 @@ def all_targets(res: dict[str, Any]) -> list[Row]:
     r16 = _row(res, "plugin", "v2enc", "16")
     if r16:
         out.append(target("plugin v2enc calls/s at 16 in flight", ">= 4000",
-                      r16["calls_per_s"], r16["calls_per_s"] >= 4000))
+                          r16["calls_per_s"], r16["calls_per_s"] >= 4000))
     if _row(res, "goref", "v2enc", "1"):
         out += _vs(res, "plugin", "goref", "v2enc", 2.5, 0.45)
     out += res.get("scenario_targets", [])
