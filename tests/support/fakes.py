@@ -36,7 +36,6 @@ class FakeContext:
         self.details = details
 
 
-
 @dataclass
 class FakeBackend:
     """A KeyBackend that "wraps" by prefixing the key id and records every call; ``fail``
