@@ -166,8 +166,9 @@ def mounts_of(pid: int) -> dict[str, tuple[str, str, str]]:
     table = {}
     for line in Path(f"/proc/{pid}/mountinfo").read_text().splitlines():
         left, _, right = line.partition(" - ")
+        fields = left.split()
         fstype, _source, super_opts = right.split(maxsplit=2)
-        table[left.split()[4]] = (left.split()[5], fstype, super_opts)
+        table[fields[4]] = (fields[5], fstype, super_opts)
     return table
 
 
@@ -376,12 +377,15 @@ def teardown(d: Deployment) -> list[str]:
         with contextlib.suppress(Exception), step("kubelet stopping the pod after the manifest is removed"):
             assert d.containerd is not None
             wait_until(lambda: not d.containerd.tasks(), 90, "pod tasks gone", interval_s=1)  # type: ignore[union-attr]
-    if d.kubelet is not None:  # first: with a kubelet still connected, kube-apiserver outlived the 15 s stop grace
-        d.kubelet.process.stop()
     ns = d.node.ns if d.node else ""
+    if d.kubelet is not None:  # first: with a kubelet still connected, kube-apiserver outlived the 15 s stop grace
+        try:
+            d.kubelet.process.stop()
+        except procs.LeftoverProcessError as exc:  # killed by now; reported, and the cleanup goes on
+            problems.append(str(exc))
     try:
         d.registry.stop_all()
-    except procs.LeftoverProcessError as exc:  # killed by now; reported, and the cleanup goes on
+    except procs.LeftoverProcessError as exc:
         problems.append(str(exc))
     if ns:
         # containerd's shims outlive containerd by design (and a pod kubelet did not
