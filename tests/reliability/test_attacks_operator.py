@@ -80,7 +80,7 @@ class TestOneLine:
     @pytest.mark.parametrize("flag", ["--name", "--namespace", "--memory-limit"])
     def test_generator_flag_of_10kb_is_not_echoed(self, tmp_path: Path, flag: str) -> None:
         proc = cli("static-pod", "--config", str(_toml(tmp_path, "")), "--image", "r.example/kms:1",
-                    flag, HUGE + "\x1b[2J")
+                   flag, HUGE + "\x1b[2J")
         line = _one_clean_line(proc, 2, flag)
         assert "x" * 100 not in line and "\x1b" not in line
 
@@ -201,7 +201,7 @@ GROUP = 4242  # a gid no user has as primary group
 
 @pytest.fixture
 def open_tree() -> Iterator[Path]:
-    """A work directory nobody can traverse (pytest's tmp_path is 0700)."""
+    """A work directory uid 65534 (nobody) may traverse, which pytest's 0700 tmp_path is not."""
     with attacks.traversable() as top:
         yield top / "g"
 
@@ -240,7 +240,7 @@ def test_writable_parent_is_warned_at_start_and_in_check(tmp_path: Path, open_tr
     sock = shared / "run" / "kms.sock"
     pm.keyring_init(tmp_path / "keyring.json")
     report = cli("check", "--backend", "local", "--keyring", str(tmp_path / "keyring.json"),
-                  "--socket", str(sock), "--config", os.devnull)
+                 "--socket", str(sock), "--config", os.devnull)
     assert report.returncode == 0, report.stdout + report.stderr
     assert any(line.startswith("socket_parent") and "WARN" in line and "writable by every user" in line
                for line in report.stdout.splitlines()), report.stdout
