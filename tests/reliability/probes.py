@@ -28,13 +28,13 @@ def status_ok(sock: Path, timeout: float = 2.0) -> bool:
         return bool(stub.Status(v2_pb2.StatusRequest(), timeout=timeout).healthz == "ok")
 
 
-def connect_many(sock: Path, count: int) -> list[socket.socket]:
+def connect_many(sock: Path, count: int, timeout: float | None = None) -> list[socket.socket]:
     """Up to ``count`` idle connections, fewer if a connect fails (the backlog is full: the
-    server stopped accepting)."""
+    server stopped accepting) or, with ``timeout``, waits that long for the backlog."""
     conns = []
     for _ in range(count):
         s = socket.socket(socket.AF_UNIX)
-        s.settimeout(2)
+        s.settimeout(timeout)
         try:
             s.connect(str(sock))
         except OSError:

@@ -54,7 +54,7 @@ class TestDescriptorExhaustion:
             spent = []
             for extra in range(30, 30 + self.ROUNDS):
                 resource.prlimit(pid, resource.RLIMIT_NOFILE, (base + extra, hard))
-                conns = connect_many(p.socket, 80)  # 3 descriptors per admitted one: far past the limit
+                conns = connect_many(p.socket, 80, timeout=2)  # 3 descriptors per admitted one: far past the limit
                 t0, cpu0 = time.monotonic(), cpu_seconds(pid)
                 time.sleep(1.0)  # exhausted, connections waiting: the gate must not spin
                 spent.append((cpu_seconds(pid) - cpu0) / (time.monotonic() - t0))
