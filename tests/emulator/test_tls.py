@@ -67,3 +67,14 @@ class TestMutualTls:
     def test_client_auth_needs_tls(self) -> None:
         with pytest.raises(ValueError, match="tls"):
             Emulator(client_auth="required")
+
+
+class TestGatewayBasePath:
+    """A Gateway-like base path (/api/v2) works with the SDK."""
+
+    def test_base_path(self) -> None:
+        with Emulator(base_path="/api/v2") as emu:
+            emu.create_key(KEY)
+            assert emu.url.endswith("/api/v2")
+            c = login(emu)
+            assert c.decrypt(c.encrypt(b"x")) == b"x"
