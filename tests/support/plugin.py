@@ -80,8 +80,6 @@ class Plugin:
     backend: EmulatorProcess | None = None  # stop it for an Akeyless outage
     name: str = "plugin"
     status_ok: bool = False  # ready means Status answers ok, not only that the socket accepts
-    rotate: Callable[[], None] | None = None  # how to rotate a plugin that is not ours
-    api_versions: tuple[str, ...] = ("v2", "v1")
     extra_outputs: list[bytes] = field(default_factory=list)
 
     @property
@@ -138,9 +136,7 @@ class Plugin:
 
     def rotate_key(self) -> None:
         """A new current key: in the keyring file (``keyring rotate``) or in Akeyless."""
-        if self.rotate is not None:
-            self.rotate()
-        elif self.backend is not None:
+        if self.backend is not None:
             self.backend.rotate_key()
         elif self.keyring is not None:
             self.command.run("keyring", "rotate", str(self.keyring))
