@@ -116,11 +116,12 @@ def dpkg_install(root: Path, deb: Path, timeout: float = 120) -> None:
     nspawn(root, "dpkg", "-i", f"/var/tmp/{deb.name}", timeout=timeout)
 
 
-def assert_installed(root: Path, timeout: float = 120) -> None:
-    """What every way of installing the package leaves: a system user with no shell, the
-    config readable by its group only, a private state directory, the binary, the unit enabled."""
+def assert_installed(root: Path, timeout: float = 120, shell: str = "/usr/sbin/nologin") -> None:
+    """What every way of installing the package leaves: a system user with no shell (the .rpm's
+    useradd names ``/sbin/nologin``), the config readable by its group only, a private state
+    directory, the binary, the unit enabled."""
     pw = nspawn(root, "getent", "passwd", "kms-appliance", timeout=timeout).stdout.strip().split(":")
-    assert pw[5] == "/var/lib/kms-appliance" and pw[6].endswith("/sbin/nologin") and int(pw[2]) < 1000, pw
+    assert pw[5] == "/var/lib/kms-appliance" and pw[6] == shell and int(pw[2]) < 1000, pw
     stat = nspawn(root, "stat", "-c", "%U:%G %a", "/etc/kms-appliance/config.toml", "/var/lib/kms-appliance",
                   timeout=timeout).stdout.split("\n")
     assert stat[:2] == ["root:kms-appliance 640", "kms-appliance:kms-appliance 700"], stat

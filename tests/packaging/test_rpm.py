@@ -61,7 +61,7 @@ def test_install_query_erase(root: Path) -> None:
         run(["rpm", "--root", root, *DB, "-i", "--nodeps", root / "var/tmp/kms.rpm"])
     assert run(["rpm", "--root", root, *DB, "-q", "kms-appliance"]).stdout.strip() == \
         f"kms-appliance-{VERSION}-1.x86_64"
-    assert_installed(root)  # the unit enabled: %post ran `systemctl preset` in the root
+    assert_installed(root, shell="/sbin/nologin")  # the unit enabled: %post ran `systemctl preset` in the root
     assert_shipped(root / "usr/share/doc/kms-appliance")
     verify = run(["rpm", "--root", root, *DB, "-V", "--nodeps", "kms-appliance"], check=False)
     assert verify.returncode == 0, verify.stdout + verify.stderr

@@ -118,7 +118,7 @@ def test_install_and_upgrade_from_signed_repo(root: Path, tmp_path: Path, bundle
         with step("yum: dnf install from the bundle"):
             _dnf(root, bundle_dir, bundle_dir, "install", "kms-appliance")
         assert _installed(root) == f"kms-appliance-{VERSION}-1.x86_64"
-        assert_installed(root)
+        assert_installed(root, shell="/sbin/nologin")
         verify = run(["rpm", f"--root={root}", "-V", "kms-appliance"], check=False)
         assert verify.returncode == 0, verify.stdout + verify.stderr
 
