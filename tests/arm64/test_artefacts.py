@@ -17,8 +17,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.packaging import support as packaging
-from tests.support import steps
+from tests.support import packaging, steps
 from tests.support.procs import status_fields
 from tests.support.steps import NONROOT, REPO, ROOT_PACKAGES, VERSION, run
 

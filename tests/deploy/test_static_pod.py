@@ -23,12 +23,12 @@ from typing import Any
 
 import pytest
 
-from tests.e2e.workload import create_secret, read_secret, stored_envelopes
 from tests.support import procs
 from tests.support.kmsclient import Client
 from tests.support.kube.cluster import ApiServerOptions, Cluster, EtcdServer, KubeApiServer, write_kubeconfig
 from tests.support.kube.components import Components, ensure_components
 from tests.support.kube.pki import make_cluster_pki
+from tests.support.kube.workload import create_secret, read_secret, stored_envelopes
 from tests.support.procs import ProcessRegistry, free_port, wait_until
 from tests.support.steps import NONROOT, REPO, VERSION, nonroot_dirs, run
 

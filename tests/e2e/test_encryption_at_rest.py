@@ -10,9 +10,9 @@ import pytest
 from tests.support.kube.cluster import Cluster
 from tests.support.kube.encryption import encryption_config, identity, storage_prefix
 from tests.support.kube.protowire import parse_encrypted_object
+from tests.support.kube.workload import create_secret, read_secret
 
 from .fixture_types import KmsV2Cluster, StartApiServer
-from .workload import create_secret, read_secret
 
 pytestmark = pytest.mark.e2e
 

@@ -53,12 +53,18 @@ from tests.support.kmsclient import Client
 from tests.support.kube.cluster import ApiServerOptions, Cluster, KubeApiServer, write_kubeconfig
 from tests.support.kube.encryption import encryption_config, identity, kms_v2, storage_prefix
 from tests.support.kube.protowire import EncryptedObject
+from tests.support.kube.workload import (
+    BATCH_LABEL,
+    create_secrets_bulk,
+    list_batch,
+    rewrite_batch,
+    stored_envelopes,
+)
 from tests.support.plugin import Plugin
 from tests.support.procs import ProcessRegistry, wait_until
 
 from .fixture_types import RecordTiming, StartApiServer
 from .plugins import KEY, appliance_plugin, cleanup, emulator_for
-from .workload import BATCH_LABEL, create_secrets_bulk, list_batch, rewrite_batch, stored_envelopes
 
 pytestmark = pytest.mark.e2e
 

@@ -22,17 +22,17 @@ from tests.support.kube.encryption import (
     kms_v2,
     storage_prefix,
 )
-from tests.support.procs import wait_until
-
-from .fixture_types import KmsV2Cluster, StartApiServer, StartPlugin
-from .plugins import KEY as AKEYLESS_KEY
-from .workload import (
+from tests.support.kube.workload import (
     create_secret,
     create_secrets_bulk,
     list_batch,
     rewrite_batch,
     stored_envelopes,
 )
+from tests.support.procs import wait_until
+
+from .fixture_types import KmsV2Cluster, StartApiServer, StartPlugin
+from .plugins import KEY as AKEYLESS_KEY
 
 pytestmark = pytest.mark.e2e
 

@@ -11,11 +11,17 @@ from __future__ import annotations
 import pytest
 
 from tests.support.kube.encryption import storage_prefix
+from tests.support.kube.workload import (
+    BATCH_LABEL,
+    create_secret,
+    create_secrets_bulk,
+    list_batch,
+    stored_envelopes,
+)
 from tests.support.procs import wait_until
 
 from .fixture_types import KmsV2Cluster
 from .plugins import LAUNCHERS, Launcher
-from .workload import BATCH_LABEL, create_secret, create_secrets_bulk, list_batch, stored_envelopes
 
 pytestmark = pytest.mark.e2e
 

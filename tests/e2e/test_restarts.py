@@ -15,17 +15,17 @@ import grpc
 import pytest
 
 from tests.support.kube.encryption import storage_prefix
-from tests.support.plugin import AUDIT_FLUSH_BOUND, Plugin
-from tests.support.procs import alive, descendants, wait_until
-
-from .fixture_types import KmsV2Cluster
-from .workload import (
+from tests.support.kube.workload import (
     create_secret,
     create_secrets_bulk,
     list_batch,
     read_secret,
     stored_envelopes,
 )
+from tests.support.plugin import AUDIT_FLUSH_BOUND, Plugin
+from tests.support.procs import alive, descendants, wait_until
+
+from .fixture_types import KmsV2Cluster
 
 pytestmark = pytest.mark.e2e
 

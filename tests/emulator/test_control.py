@@ -4,35 +4,19 @@ from __future__ import annotations
 
 import base64
 import json
-import ssl
 import sys
-import urllib.error
-import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
 
 import akeyless
 import pytest
 
 from akeyless_emulator import Emulator
 from akeyless_emulator.api import result_fingerprint
-from tests.support.emulator import EmulatorProcess
+from tests.support.emulator import EmulatorProcess, control
 from tests.support.procs import REPO
 
 from .conftest import KEY, Client, api_error, make_api
-
-
-def control(base: str, action: str, body: dict[str, Any] | None = None, ca: str | None = None) -> Any:
-    """POST (or GET when body is None) to the control plane; returns (status, JSON)."""
-    data = json.dumps(body).encode() if body is not None else None
-    req = urllib.request.Request(f"{base}/{action}", data=data, headers={"Content-Type": "application/json"})
-    ctx = ssl.create_default_context(cafile=ca) if ca else None
-    try:
-        with urllib.request.urlopen(req, timeout=5, context=ctx) as resp:
-            return resp.status, json.loads(resp.read())
-    except urllib.error.HTTPError as err:
-        return err.code, json.loads(err.read())
 
 
 class TestControlPlane:

@@ -12,9 +12,10 @@ from pathlib import Path
 
 import pytest
 
+from tests.support import packaging as support
 from tests.support import steps
 
-from . import signed, support
+from . import signed
 
 
 @pytest.fixture(scope="session", autouse=True)

@@ -13,7 +13,7 @@ import shutil
 import tarfile
 from pathlib import Path
 
-from .support import REPO, VERSION, artefact, run
+from tests.support.packaging import REPO, VERSION, artefact, run
 
 NAME = f"kms-appliance-bundle-{VERSION}"
 KEY = "kms-appliance-release"

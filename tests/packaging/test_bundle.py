@@ -7,8 +7,9 @@ from pathlib import Path
 
 import pytest
 
+from tests.support.packaging import DIST, VERSION, assert_shipped, run
+
 from . import signed
-from .support import DIST, VERSION, assert_shipped, run
 
 pytestmark = pytest.mark.packaging
 

@@ -8,9 +8,17 @@ from pathlib import Path
 
 import pytest
 
+from tests.support.packaging import (
+    DOCS,
+    WANTS,
+    assert_installed,
+    assert_shipped,
+    deb_path,
+    dpkg_install,
+    nspawn,
+    step,
+)
 from tests.support.steps import REPO, VERSION, run
-
-from .support import DOCS, WANTS, assert_installed, assert_shipped, deb_path, dpkg_install, nspawn, step
 
 pytestmark = pytest.mark.packaging
 

@@ -15,10 +15,18 @@ from pathlib import Path
 
 import pytest
 
+from tests.support.packaging import (
+    IMAGE_REF,
+    PODMAN_RUN,
+    image_path,
+    oci_blob,
+    oci_manifest,
+    round_trip,
+    serve_image,
+    step,
+)
 from tests.support.procs import status_fields
 from tests.support.steps import NONROOT, VERSION, run
-
-from .support import IMAGE_REF, PODMAN_RUN, image_path, oci_blob, oci_manifest, round_trip, serve_image, step
 
 pytestmark = pytest.mark.packaging
 

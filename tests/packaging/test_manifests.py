@@ -11,8 +11,7 @@ from typing import Any
 import pytest
 
 from kms_appliance import config, manifests
-
-from .support import REPO, VERSION, run
+from tests.support.packaging import REPO, VERSION, run
 
 pytestmark = pytest.mark.packaging
 

@@ -11,8 +11,7 @@ import pytest
 
 from tests.support import plugin
 from tests.support.kmsclient import Client
-
-from .support import REPO
+from tests.support.packaging import REPO
 
 pytestmark = pytest.mark.packaging
 

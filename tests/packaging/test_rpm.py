@@ -8,9 +8,8 @@ from pathlib import Path
 
 import pytest
 
+from tests.support.packaging import DOCS, WANTS, assert_installed, assert_shipped, rpm_path, step
 from tests.support.steps import REPO, VERSION, run
-
-from .support import DOCS, WANTS, assert_installed, assert_shipped, rpm_path, step
 
 pytestmark = pytest.mark.packaging
 

@@ -12,9 +12,10 @@ from pathlib import Path
 
 import pytest
 
+from tests.support.packaging import VERSION, assert_installed, nspawn, step
+
 from . import signed
 from .signed import DEB, KEY
-from .support import VERSION, assert_installed, nspawn, step
 
 pytestmark = pytest.mark.packaging
 

@@ -13,9 +13,10 @@ from pathlib import Path
 
 import pytest
 
+from tests.support.packaging import DIST, IMAGE_REF, REPO, oci_manifest, rpm_path, run
+
 from . import signed
 from .signed import DEB, IMAGE, KEY, RPM, SIGN, SIGNED
-from .support import DIST, IMAGE_REF, REPO, oci_manifest, rpm_path, run
 
 pytestmark = pytest.mark.packaging
 

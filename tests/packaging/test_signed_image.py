@@ -15,9 +15,10 @@ from pathlib import Path
 
 import pytest
 
+from tests.support.packaging import IMAGE_REF, oci_blob, oci_manifest, run, step
+
 from . import signed
 from .signed import IMAGE, KEY
-from .support import IMAGE_REF, oci_blob, oci_manifest, run, step
 
 pytestmark = pytest.mark.packaging
 

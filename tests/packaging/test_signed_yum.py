@@ -20,9 +20,10 @@ from pathlib import Path
 
 import pytest
 
+from tests.support.packaging import REPO, VERSION, assert_installed, rpm_path, run, step
+
 from . import signed
 from .signed import KEY, RPM
-from .support import REPO, VERSION, assert_installed, rpm_path, run, step
 
 pytestmark = pytest.mark.packaging
 

@@ -13,10 +13,17 @@ from pathlib import Path
 import pytest
 
 from kms_appliance.config import AkeylessSettings
+from tests.support.packaging import (
+    BootedRoot,
+    configure_local,
+    deb_path,
+    dpkg_install,
+    nspawn,
+    round_trip,
+    step,
+)
 from tests.support.procs import free_port
 from tests.support.steps import REPO, VERSION, connects, run
-
-from .support import BootedRoot, configure_local, deb_path, dpkg_install, nspawn, round_trip, step
 
 pytestmark = pytest.mark.packaging
 

@@ -25,9 +25,8 @@ from tests.support.kube.cluster import write_kubeconfig
 from tests.support.kube.components import Components, ensure_components
 from tests.support.kube.pki import ClusterPki, make_cluster_pki
 from tests.support.kube.protowire import parse_encrypted_object
+from tests.support.packaging import BootedRoot, configure_local, deb_path, dpkg_install, run, step
 from tests.support.procs import free_port
-
-from .support import BootedRoot, configure_local, deb_path, dpkg_install, run, step
 
 pytestmark = [pytest.mark.packaging, pytest.mark.e2e]
 

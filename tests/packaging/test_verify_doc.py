@@ -10,9 +10,10 @@ from pathlib import Path
 
 import pytest
 
+from tests.support.packaging import DIST, REPO, VERSION, run, step
+
 from . import signed
 from .signed import IMAGE, KEY
-from .support import DIST, REPO, VERSION, run, step
 
 pytestmark = pytest.mark.packaging
 

@@ -14,6 +14,7 @@ import json
 import ssl
 import sys
 import time
+import urllib.error
 import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
@@ -87,6 +88,18 @@ def _ready_line(log_path: Path, start_no: int) -> dict[str, Any]:
             parsed: dict[str, Any] = json.loads(line)
             return parsed
     raise LookupError("no ready line yet")
+
+
+def control(base: str, action: str, body: dict[str, Any] | None = None, ca: str | None = None) -> Any:
+    """POST (or GET when body is None) to the control plane; returns (status, JSON)."""
+    data = json.dumps(body).encode() if body is not None else None
+    req = urllib.request.Request(f"{base}/{action}", data=data, headers={"Content-Type": "application/json"})
+    ctx = ssl.create_default_context(cafile=ca) if ca else None
+    try:
+        with urllib.request.urlopen(req, timeout=5, context=ctx) as resp:
+            return resp.status, json.loads(resp.read())
+    except urllib.error.HTTPError as err:
+        return err.code, json.loads(err.read())
 
 
 class EmulatorProcess(ManagedProcess):

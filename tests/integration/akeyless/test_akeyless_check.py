@@ -12,9 +12,8 @@ import pytest
 from akeyless_emulator import Emulator
 from kms_appliance import config, preflight
 from kms_appliance.backends import keyring
-from tests.emulator.test_control import control
 from tests.integration.akeyless.conftest import load_cfg
-from tests.support.emulator import KEY
+from tests.support.emulator import KEY, control
 
 
 def _change(emu: Emulator, action: str, **body: object) -> None:

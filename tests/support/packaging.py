@@ -1,4 +1,4 @@
-"""Shared machinery of the packaging tests: artefacts, a bookworm root, nspawn,
+"""Shared machinery of the packaging and arm64 tests: artefacts, a bookworm root, nspawn,
 and the checks every way of installing or running the package repeats.
 
 Everything runs on this machine with no registry: the bookworm root comes
