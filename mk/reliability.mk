@@ -24,7 +24,7 @@ TEST_STAGES += test-reliability
 
 test-reliability: $(STAMP)
 	KMS_APPLIANCE_RELIABILITY=1 KMS_APPLIANCE_FIGURES=$(RELIABILITY_FIGURES) \
-	$(PY) -m pytest -q -rxX -p no:cacheprovider tests/fuzz tests/reliability $(RELIABILITY_PYTEST_ARGS)
+	$(PY) -m pytest -q -rxX --durations=15 -p no:cacheprovider tests/fuzz tests/reliability $(RELIABILITY_PYTEST_ARGS)
 
 fuzz-nightly: $(STAMP)
 	KMS_APPLIANCE_RELIABILITY=1 KMS_APPLIANCE_FUZZ_EXAMPLES=1000000 \
