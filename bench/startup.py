@@ -29,10 +29,10 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-from bench.suite.servers import proc_cpu_s, proc_status
+from bench.suite.servers import proc_status
 from tests.support import plugin as pm
 from tests.support.emulator import start_emulator
-from tests.support.procs import REPO, descendants
+from tests.support.procs import REPO, cpu_seconds, descendants
 
 POLL = 0.002
 TIMEOUT = 60.0
@@ -49,7 +49,7 @@ def one_run(plugin: pm.Plugin, tmpdir: Path) -> dict[str, float]:
         accept = time.perf_counter() - t0
         pm.wait_for_socket(plugin.socket, plugin.process.check_alive, TIMEOUT, status_ok=True, interval=POLL)
         ready = time.perf_counter() - t0
-        cpu_ready = sum(proc_cpu_s(p) for p in [plugin.proc.pid, *descendants(plugin.proc.pid)])
+        cpu_ready = sum(cpu_seconds(p) for p in [plugin.proc.pid, *descendants(plugin.proc.pid)])
         time.sleep(IDLE)
         unpacked = sum(f.stat().st_size for f in tmpdir.rglob("*") if f.is_file() and not f.is_symlink())
         tree = [plugin.proc.pid, *descendants(plugin.proc.pid)]

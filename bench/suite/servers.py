@@ -74,13 +74,6 @@ def proc_status(pid: int, key: str, file: str = "status") -> int:
     return 0
 
 
-def proc_cpu_s(pid: int) -> float:
-    """utime + stime of all threads of ``pid``, from /proc/PID/stat."""
-    raw = Path(f"/proc/{pid}/stat").read_text()
-    fields = raw[raw.rindex(")") + 2 :].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-
-
 _HOMES: list[Path] = []
 
 

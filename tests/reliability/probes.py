@@ -14,12 +14,6 @@ from tests.support import plugin as pm
 from tests.support.procs import REPO
 
 
-def cpu_seconds(pid: int) -> float:
-    """User + system CPU time the process has used (``/proc/PID/stat``)."""
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-
-
 def status_ok(sock: Path, timeout: float = 2.0) -> bool:
     """KMS v2 Status answers ``ok`` on a connection of its own (for ``wait_until``: an error
     means not yet)."""

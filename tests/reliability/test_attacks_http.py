@@ -27,10 +27,10 @@ from kms_appliance import config
 from kms_appliance.app import App
 from kms_appliance.backends import keyring
 from kms_appliance.kms.v2 import V2Servicer
-from tests.reliability.probes import cpu_seconds, status_ok
+from tests.reliability.probes import status_ok
 from tests.support import ledger, procinfo
 from tests.support import plugin as pm
-from tests.support.procs import wait_until
+from tests.support.procs import cpu_seconds, wait_until
 
 FD_LIMIT = 256
 FLOOD = 500

@@ -19,11 +19,11 @@ from pathlib import Path
 import grpc
 
 from kms_appliance.kms import v2_pb2, v2_pb2_grpc
-from tests.reliability.probes import connect_many, cpu_seconds, metric, status_ok
+from tests.reliability.probes import connect_many, metric, status_ok
 from tests.support import attacks, figures, ledger, procinfo
 from tests.support import plugin as pm
 from tests.support.kmsclient import Client
-from tests.support.procs import eventually, only_child, wait_until
+from tests.support.procs import cpu_seconds, eventually, only_child, wait_until
 
 NOBODY = attacks.NOBODY
 # Records one refusing key may write in a few seconds: the first at once, then at most one per

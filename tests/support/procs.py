@@ -48,6 +48,12 @@ def _stat_fields(pid: int) -> list[str]:
     return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
 
 
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU time of all of ``pid``'s threads so far (``/proc/PID/stat``)."""
+    fields = _stat_fields(pid)
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 def status_fields(pid: int) -> dict[str, str]:
     """``/proc/<pid>/status`` as a dict (Name, Uid, CapEff, CapBnd, NoNewPrivs...)."""
     lines = Path(f"/proc/{pid}/status").read_text().splitlines()
