@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 from kms_appliance import config, preflight
-from kms_appliance.audit import AuditGate, AuditLog, CallLines, CallRecord, Site, line
+from kms_appliance.audit import BUFFER_BYTES, AuditGate, AuditLog, CallLines, CallRecord, Site, line
 from kms_appliance.audit import check as audit_check
 from kms_appliance.errors import BackendUnavailable, ConfigError, SetupError
 from kms_appliance.metrics import Metrics
@@ -51,6 +51,23 @@ def test_close_writes_everything_buffered_and_stops_the_flusher(tmp_path: Path) 
     log.close()
     assert [r["uid"] for r in _lines(path)] == ["last"]
     assert not [t for t in threading.enumerate() if t.name == "audit-flush"]
+
+
+def test_a_burst_beyond_the_buffer_reaches_the_file_as_whole_lines_only(tmp_path: Path) -> None:
+    """What a burst spills before the flush ends at a record's end: a kill -9 may come next.
+
+    (The crash test must forgive the one line the kernel cuts at a kill, so
+    a writer that spilled mid-record would pass it; this is where it fails.)
+    """
+    path = tmp_path / "audit.log"
+    with closing(AuditLog(str(path), flush_interval=1.0)) as log:
+        spilled = b""
+        for i in range(3 * BUFFER_BYTES // 100):
+            log.event(event="encrypt", uid=f"u{i}", pad="x" * (i % 97))
+            spilled = path.read_bytes()
+            assert not spilled or spilled.endswith(b"\n"), f"torn after record {i}"
+        assert len(spilled) >= BUFFER_BYTES, "the buffer is not bounded: a burst waits whole"
+    assert [r["uid"] for r in _lines(path)] == [f"u{i}" for i in range(3 * BUFFER_BYTES // 100)]
 
 
 def test_concurrent_writers_lose_and_tear_nothing(tmp_path: Path) -> None:
