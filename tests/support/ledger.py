@@ -95,6 +95,8 @@ def leaks() -> list[str]:
     if not secrets:
         return []
     anchors = hygiene.index(secrets)
-    outputs = [(str(p.workdir), p.written()) for p in plugins] + [("returned text", b"\n".join(texts))]
+    # Plugins restarted in one workdir write the same files: each distinct output is scanned once.
+    outputs = {p.written(): str(p.workdir) for p in plugins}
+    outputs[b"\n".join(dict.fromkeys(texts))] = "returned text"
     return [f"{where}: secret #{i} ({len(secrets[i])} bytes)"
-            for where, data in outputs for i in sorted(hygiene.scan(data, anchors))]
+            for data, where in outputs.items() for i in sorted(hygiene.scan(data, anchors))]
