@@ -82,31 +82,32 @@ class TestApiServerRestart:
 
 
 class TestPluginRestart:
-    """The apiserver recovers from a plugin restart, graceful or crash."""
+    """The apiserver recovers from plugin restarts, a graceful one and then a crash."""
 
-    @pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGKILL], ids=["sigterm", "sigkill"])
-    def test_plugin_restart_keeps_reads_and_writes(self, kms_v2_cluster: KmsV2Cluster, sig: signal.Signals) -> None:
+    def test_plugin_restarts_keep_reads_and_writes(self, kms_v2_cluster: KmsV2Cluster) -> None:
+        """Both restarts come before the one wait past the apiserver's health cache: that wait
+        (20 s, fixed upstream) is what this scenario costs, and after it the apiserver's own
+        connection must reach a plugin that was stopped gracefully and then killed -9."""
         k = kms_v2_cluster
         cluster, plugin, provider = k.cluster, k.plugin, k.provider
         before = {"before": create_secret(cluster, "before")}
         key_id = plugin.status().key_id
 
-        if sig == signal.SIGKILL:
-            kill9_and_prove_gone(plugin)
-            seconds = plugin.start()
-        else:
-            seconds = plugin.restart(sig)
-        k.record_timing(f"plugin restart ({sig.name}) to ok", seconds)
+        k.record_timing("plugin restart (SIGTERM) to ok", plugin.restart(signal.SIGTERM))
+        assert plugin.status().key_id == key_id, "a restart must not change the key"
+        between = {"between": create_secret(cluster, "between")}
+        kill9_and_prove_gone(plugin)
+        k.record_timing("plugin restart (SIGKILL) to ok", plugin.start())
         assert plugin.status().key_id == key_id, "a restart must not change the key"
         cluster.apiserver.outlive_kms_health_cache()  # so the apiserver must reach the new process
         recovered = wait_until(cluster.apiserver.kms_healthy, KMS_HEALTH_TIMEOUT_S, "/healthz/kms-providers")
         k.record_timing("apiserver kms health, after the cache expired", recovered)
 
-        after = {"after": create_secret(cluster, "after")}
-        envelopes = stored_envelopes(cluster, storage_prefix(provider), before | after)
+        written = before | between | {"after": create_secret(cluster, "after")}
+        envelopes = stored_envelopes(cluster, storage_prefix(provider), written)
         assert {e.key_id for e in envelopes.values()} == {key_id}
 
-        # Drop the apiserver's DEK cache: both secrets now need the new plugin process.
+        # Drop the apiserver's DEK cache: every secret now needs the last plugin process.
         k.restart_apiserver()
-        assert read_secret(cluster, "before") == before["before"]
-        assert read_secret(cluster, "after") == after["after"]
+        for name, value in written.items():
+            assert read_secret(cluster, name) == value
