@@ -90,16 +90,17 @@ def _ready_line(log_path: Path, start_no: int) -> dict[str, Any]:
     raise LookupError("no ready line yet")
 
 
-def control(base: str, action: str, body: dict[str, Any] | None = None, ca: str | None = None) -> Any:
+def control(base: str, action: str, body: dict[str, Any] | None = None, ca: str | None = None,
+            timeout: float = CONTROL_TIMEOUT_S) -> Any:
     """POST (or GET when body is None) to the control plane; returns (status, JSON)."""
     data = json.dumps(body).encode() if body is not None else None
     req = urllib.request.Request(f"{base}/{action}", data=data, headers={"Content-Type": "application/json"})
     ctx = ssl.create_default_context(cafile=ca) if ca else None
     try:
-        with urllib.request.urlopen(req, timeout=5, context=ctx) as resp:
-            return resp.status, json.loads(resp.read())
+        with urllib.request.urlopen(req, timeout=timeout, context=ctx) as resp:
+            return resp.status, json.loads(resp.read() or b"{}")
     except urllib.error.HTTPError as err:
-        return err.code, json.loads(err.read())
+        return err.code, json.loads(err.read() or b"{}")
 
 
 class EmulatorProcess(ManagedProcess):
@@ -131,20 +132,20 @@ class EmulatorProcess(ManagedProcess):
         return akeyless_env(r["url"], r["access_id"], r["access_key"], r["ca_file"], self.key, **settings)
 
     def control(self, action: str, body: dict[str, Any] | None = None, attempts: int = 1) -> Any:
-        """POST to the control plane (rotate-key, fault, clear-faults, expire-tokens, ...);
-        a dropped connection (a busy emulator) is tried again up to ``attempts`` times."""
-        ctx = ssl.create_default_context(cafile=self.ready["ca_file"])
-        req = urllib.request.Request(f"{self.ready['control_url']}/{action}",
-                                     data=json.dumps(body or {}).encode(), method="POST",
-                                     headers={"Content-Type": "application/json"})
+        """POST to the control plane (rotate-key, fault, clear-faults, expire-tokens, ...) and
+        return its answer; an error status raises, a dropped connection (a busy emulator) is
+        tried again up to ``attempts`` times."""
         for attempt in range(attempts):
             try:
-                with urllib.request.urlopen(req, context=ctx, timeout=CONTROL_TIMEOUT_S) as resp:
-                    return json.loads(resp.read() or b"{}")
+                status, answer = control(self.ready["control_url"], action, body or {}, self.ready["ca_file"])
             except (OSError, http.client.HTTPException):
                 if attempt == attempts - 1:
                     raise
                 time.sleep(0.2)
+                continue
+            if status != 200:
+                raise RuntimeError(f"emulator control {action}: HTTP {status} {answer}")
+            return answer
         return None
 
     def rotate_key(self) -> None:
