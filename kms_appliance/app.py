@@ -117,7 +117,7 @@ class App:
     def run_until_stopped(self) -> None:
         """Maintenance loop; returns once ``request_stop()`` was called or SIGTERM/SIGINT came.
 
-        Reloads (SIGHUP, ``request_reload()``) are coalesced: at most one per TICK, so a
+        Reloads (SIGHUP) are coalesced: at most one per TICK, so a
         burst of any size costs a few reloads, and a lone SIGHUP is handled at once.
         """
         due = _Due(self.backend, self.cfg)
@@ -131,7 +131,7 @@ class App:
             self.health.tick()
             self.refusals.flush()
             self.audit.flush()
-            reload_pending |= bool(codes & {process.RELOAD, signal.SIGHUP})
+            reload_pending |= signal.SIGHUP in codes
             if reload_pending and time.monotonic() >= next_reload:
                 reload_pending, next_reload = False, time.monotonic() + TICK
                 self.audit.reopen()
@@ -147,10 +147,6 @@ class App:
         """Stop the maintenance loop (any thread; never from a signal handler: serve() has those)."""
         self._stopped = True
         self._wake.notify(process.STOP)
-
-    def request_reload(self) -> None:
-        """As SIGHUP (any thread): reopen the audit file and re-read the key state now."""
-        self._wake.notify(process.RELOAD)
 
     def stop(self) -> None:
         self.threads.stopping.set()

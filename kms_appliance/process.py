@@ -47,7 +47,7 @@ PR_GET_DUMPABLE = 3
 PR_SET_DUMPABLE = 4
 ORPHAN_GRACE = 0.4  # seconds of graceful stop once the top process died, then a hard exit
 ORPHAN_EXIT = 137  # as if SIGKILLed with the top process
-STOP, RELOAD = 0xF0, 0xF1  # wake-up codes of request_stop()/request_reload() (not signal numbers)
+STOP = 0xF0  # the wake-up code of request_stop() (not a signal number)
 HANDLED = (signal.SIGTERM, signal.SIGINT, signal.SIGHUP)
 # A second SIGINT forces exit, but not one within this many seconds of the first: a Ctrl-C
 # reaches all three processes of the binary, and the bootloaders forward theirs too.

@@ -11,13 +11,11 @@ from __future__ import annotations
 import os
 import time
 from collections.abc import Callable
-from typing import Any, TypeVar
+from typing import Any
 
 from hypothesis import HealthCheck, Phase, settings
 
 from tests.support import figures, secrets_scan
-
-F = TypeVar("F", bound=Callable[..., Any])
 
 # Inputs per target: 100,000 in CI (the floor); `make fuzz-nightly` sets 1,000,000.
 EXAMPLES = int(os.environ.get("KMS_APPLIANCE_FUZZ_EXAMPLES", "100000"))

@@ -52,7 +52,6 @@ class OfflineBackend(ModalBackend):
         self._state = KeyState("/k", 7, "AES256GCM", 2, True, {1: "Enabled", 2: "Enabled"})
         self._iks = intermediate.KeyStore(size=4)
         self.issued: dict[tuple[bytes, bytes], bytes] = {}
-        self.remote_unwraps = 0
 
     def issue(self, version: int) -> intermediate.IntermediateKey:
         """An IK 'wrapped by Akeyless': the blob is random, the stand-in remembers it."""
@@ -64,7 +63,6 @@ class OfflineBackend(ModalBackend):
         return intermediate.IntermediateKey(ik_id, version, key_id, blob, AESGCM(clear), b"")
 
     def _unwrap_remote(self, version: int, pre: bytes, blob: bytes) -> bytes:
-        self.remote_unwraps += 1
         clear = self.issued.get((pre, blob))
         if clear is None:
             raise CiphertextRejected("Akeyless decrypt: ciphertext rejected (400)")

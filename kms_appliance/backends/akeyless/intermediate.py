@@ -55,7 +55,6 @@ TAG_BYTES = 16
 MAX_WRAPPED = 512  # an Akeyless ciphertext of 32 bytes is ~75 bytes; the KMS limit is 1024
 MAX_PLAINTEXT = 256  # DEKs and v2 seeds are 32 bytes; keeps every ciphertext < 1024 bytes
 _HEAD = struct.Struct(">I16sH")
-PREFIX_LEN = envelope.HEADER_LEN + 4 + IK_ID_BYTES
 MIN_LEN = envelope.HEADER_LEN + _HEAD.size + 1 + NONCE_BYTES + TAG_BYTES + 1
 CONTEXT_KEY = "kms-appliance-ik"
 

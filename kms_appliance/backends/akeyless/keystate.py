@@ -13,7 +13,6 @@ is secret.
 from __future__ import annotations
 
 import datetime as dt
-import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -38,7 +37,6 @@ class KeyState:
     last_version: int
     enabled: bool
     versions: Mapping[int, str] = field(default_factory=dict)
-    fetched_at: float = 0.0
     # Per version: creation time (Unix); the rotation-age metric and alert use the latest's.
     created: Mapping[int, float] = field(default_factory=dict)
     # Item settings `check` reports (None: the answer lacked them).
@@ -108,7 +106,7 @@ def from_item(item: Any, name: str) -> KeyState:
     interval = getattr(item, "rotation_interval", None)
     return KeyState(name=str(getattr(item, "item_name", None) or name), item_id=item_id,
                     item_type=str(getattr(item, "item_type", None) or ""), last_version=last,
-                    enabled=enabled, versions=versions, fetched_at=time.time(), created=created,
+                    enabled=enabled, versions=versions, created=created,
                     delete_protection=_flag(getattr(item, "delete_protection", None)),
                     auto_rotate=_flag(getattr(item, "auto_rotate", None)),
                     rotation_interval=interval if type(interval) is int else None)
