@@ -85,6 +85,12 @@ def mark_scanned() -> None:
         _scanned[:] = [len(PLUGINS), len(TEXTS)]
 
 
+def distinct(plugins: Iterable[Output]) -> dict[bytes, str]:
+    """Each distinct output once, with where it was written: plugins restarted in one workdir
+    write the same files, and the scan reads byte by byte."""
+    return {p.written(): str(p.workdir) for p in plugins}
+
+
 def leaks() -> list[str]:
     """Each registered secret found (raw, hex or base64) in what was registered since the last
     scan: where, and which secret by index and length, never the secret itself."""
@@ -95,8 +101,7 @@ def leaks() -> list[str]:
     if not secrets:
         return []
     anchors = hygiene.index(secrets)
-    # Plugins restarted in one workdir write the same files: each distinct output is scanned once.
-    outputs = {p.written(): str(p.workdir) for p in plugins}
+    outputs = distinct(plugins)
     outputs[b"\n".join(dict.fromkeys(texts))] = "returned text"
     return [f"{where}: secret #{i} ({len(secrets[i])} bytes)"
             for data, where in outputs.items() for i in sorted(hygiene.scan(data, anchors))]
