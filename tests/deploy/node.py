@@ -14,7 +14,7 @@ import subprocess
 from collections.abc import Sequence
 from pathlib import Path
 
-from tests.support.kube.components import BUILD_SCRIPT, default_bin_dir
+from tests.support.kube.components import BUILD_SCRIPT, BUILD_TIMEOUT_S, default_bin_dir, missing
 from tests.support.procs import ManagedProcess, ProcessRegistry, free_port, status_fields, wait_until
 from tests.support.steps import run
 
@@ -38,13 +38,10 @@ KUBELET_SYSCTLS = {
 def ensure_node_components(allow_build: bool) -> Path:
     """The directory holding the node binaries, built if missing (unless they are E2E_BIN_DIR's)."""
     bin_dir = default_bin_dir()
-
-    def missing() -> list[str]:
-        return [n for n in NODE_COMPONENTS if not os.access(bin_dir / n, os.X_OK)]
-
-    if missing() and allow_build and not os.environ.get("E2E_BIN_DIR"):
-        run([BUILD_SCRIPT], timeout=3600, env={**os.environ, "E2E_COMPONENTS": " ".join(NODE_COMPONENTS)})
-    assert not missing(), f"missing {', '.join(missing())} in {bin_dir}; run `make deploy-components`"
+    if missing(bin_dir, NODE_COMPONENTS) and allow_build and not os.environ.get("E2E_BIN_DIR"):
+        run([BUILD_SCRIPT], timeout=BUILD_TIMEOUT_S, env={**os.environ, "E2E_COMPONENTS": " ".join(NODE_COMPONENTS)})
+    absent = missing(bin_dir, NODE_COMPONENTS)
+    assert not absent, f"missing {', '.join(absent)} in {bin_dir}; run `make deploy-components`"
     return bin_dir
 
 
@@ -72,8 +69,9 @@ class NodeNamespace:
         for key, wanted in KUBELET_SYSCTLS.items():
             real = Path("/proc/sys", key)
             if real.read_text().strip() != wanted:
-                (views / key.replace("/", ".")).write_text(wanted + "\n")
-                binds.append(f"mount --bind {views / key.replace('/', '.')} {real}")
+                view = views / key.replace("/", ".")
+                view.write_text(wanted + "\n")
+                binds.append(f"mount --bind {view} {real}")
         script = "; ".join(["set -e", "mount -t tmpfs -o mode=0755,size=64m node-run /run", *binds,
                             "exec sleep 2147483647"])
         self.holder = registry.add(ManagedProcess(
@@ -289,7 +287,8 @@ def is_loopback(address: str) -> bool:
 def tcp_listen_addresses(pids: Sequence[int]) -> dict[int, list[str]]:
     """The TCP addresses each process listens on (``ss``: every listening socket and its owners)."""
     found: dict[int, list[str]] = {}
+    wanted = set(pids)
     for line in run(["ss", "-Hltnp"]).stdout.splitlines():
-        for pid in {int(p) for p in re.findall(r"pid=(\d+)", line)} & set(pids):
+        for pid in {int(p) for p in re.findall(r"pid=(\d+)", line)} & wanted:
             found.setdefault(pid, []).append(line.split()[3])
     return found

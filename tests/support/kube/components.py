@@ -11,6 +11,7 @@ from __future__ import annotations
 import os
 import subprocess
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -56,8 +57,9 @@ def default_bin_dir() -> Path:
     return cache / pinned_versions()["KUBERNETES_VERSION"] / "bin"
 
 
-def _missing(bin_dir: Path) -> list[str]:
-    return [n for n in NAMES if not os.access(bin_dir / n, os.X_OK)]
+def missing(bin_dir: Path, names: Sequence[str] = NAMES) -> list[str]:
+    """Those of ``names`` that are not an executable in ``bin_dir``."""
+    return [n for n in names if not os.access(bin_dir / n, os.X_OK)]
 
 
 def ensure_components(allow_build: bool) -> Components:
@@ -66,14 +68,14 @@ def ensure_components(allow_build: bool) -> Components:
     versions = pinned_versions()
     bin_dir = default_bin_dir()
     started = time.monotonic()
-    missing = _missing(bin_dir)
-    if missing and (os.environ.get("E2E_BIN_DIR") or not allow_build):
-        raise ComponentsMissingError(f"missing {', '.join(missing)} in {bin_dir}; run {BUILD_SCRIPT} "
+    absent = missing(bin_dir)
+    if absent and (os.environ.get("E2E_BIN_DIR") or not allow_build):
+        raise ComponentsMissingError(f"missing {', '.join(absent)} in {bin_dir}; run {BUILD_SCRIPT} "
                                      "(or `make e2e-components`)")
-    if missing:
+    if absent:
         result = subprocess.run([str(BUILD_SCRIPT)], timeout=BUILD_TIMEOUT_S, check=False, stdout=subprocess.PIPE,
                                 stderr=subprocess.STDOUT, text=True)
-        if result.returncode != 0 or _missing(bin_dir):
+        if result.returncode != 0 or missing(bin_dir):
             raise ComponentsMissingError(f"{BUILD_SCRIPT} failed ({result.returncode}):\n{result.stdout[-4000:]}")
     if os.environ.get("E2E_BIN_DIR"):  # the operator's binaries: report what they say
         k8s = _reported_version(bin_dir / "kube-apiserver").removeprefix("Kubernetes ")
