@@ -32,7 +32,8 @@ from typing import Any
 from bench.suite.servers import proc_status
 from tests.support import plugin as pm
 from tests.support.emulator import start_emulator
-from tests.support.procs import REPO, cpu_seconds, descendants
+from tests.support.procinfo import tree as process_tree
+from tests.support.procs import REPO, cpu_seconds
 
 POLL = 0.002
 TIMEOUT = 60.0
@@ -49,10 +50,10 @@ def one_run(plugin: pm.Plugin, tmpdir: Path) -> dict[str, float]:
         accept = time.perf_counter() - t0
         pm.wait_for_socket(plugin.socket, plugin.process.check_alive, TIMEOUT, status_ok=True, interval=POLL)
         ready = time.perf_counter() - t0
-        cpu_ready = sum(cpu_seconds(p) for p in [plugin.proc.pid, *descendants(plugin.proc.pid)])
+        cpu_ready = sum(cpu_seconds(p) for p in process_tree(plugin.proc.pid))
         time.sleep(IDLE)
         unpacked = sum(f.stat().st_size for f in tmpdir.rglob("*") if f.is_file() and not f.is_symlink())
-        tree = [plugin.proc.pid, *descendants(plugin.proc.pid)]
+        tree = process_tree(plugin.proc.pid)  # again: the chain may have changed while idle
         serving = tree[-1]  # the innermost process is the Python server
         return {"accept_s": accept, "ready_s": ready, "cpu_to_ready_s": cpu_ready,
                 "rss_mb": proc_status(serving, "VmRSS") / 1024,
