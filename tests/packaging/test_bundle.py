@@ -9,13 +9,11 @@ import pytest
 
 from tests.support.packaging import DIST, VERSION, assert_shipped, run
 
-from . import signed
-
 pytestmark = pytest.mark.packaging
 
 
-def test_bundle_contents_and_checksums(tmp_path: Path) -> None:
-    root = signed.unpack_bundle(tmp_path)
+def test_bundle_contents_and_checksums(bundle_dir: Path, tmp_path: Path) -> None:
+    root = bundle_dir
     for name in ("kms-appliance", "kms-appliance.cdx.json", f"kms-appliance_{VERSION}_amd64.deb",
                  f"kms-appliance_{VERSION}_oci.tar"):
         assert (root / name).read_bytes() == (DIST / name).read_bytes(), name
@@ -28,6 +26,11 @@ def test_bundle_contents_and_checksums(tmp_path: Path) -> None:
     assert "@VERSION@" not in guide and "sha256sum -c SHA256SUMS" in guide
     assert (root / "kms-appliance").stat().st_mode & 0o111
     run(["sha256sum", "--strict", "-c", "SHA256SUMS"], cwd=root)
-    # A corrupted transfer is caught.
-    (root / "kms-appliance.cdx.json").write_bytes(b"tampered")
-    assert run(["sha256sum", "-c", "SHA256SUMS"], cwd=root, check=False).returncode != 0
+    # A corrupted transfer is caught (in a copy: the unpacked bundle is shared by the suite).
+    name = "kms-appliance.cdx.json"
+    (entry,) = [line for line in (root / "SHA256SUMS").read_text().splitlines() if line.endswith(f" {name}")]
+    (tmp_path / "SHA256SUMS").write_text(entry + "\n")
+    (tmp_path / name).write_bytes((root / name).read_bytes())
+    run(["sha256sum", "--strict", "-c", "SHA256SUMS"], cwd=tmp_path)
+    (tmp_path / name).write_bytes(b"tampered")
+    assert run(["sha256sum", "-c", "SHA256SUMS"], cwd=tmp_path, check=False).returncode != 0
