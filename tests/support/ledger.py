@@ -85,10 +85,13 @@ def mark_scanned() -> None:
         _scanned[:] = [len(PLUGINS), len(TEXTS)]
 
 
-def distinct(plugins: Iterable[Output]) -> dict[bytes, str]:
-    """Each distinct output once, with where it was written: plugins restarted in one workdir
-    write the same files, and the scan reads byte by byte."""
-    return {p.written(): str(p.workdir) for p in plugins}
+def outputs(plugins: Iterable[Output], texts: Iterable[bytes], texts_are: str) -> dict[bytes, str]:
+    """What to scan, each distinct piece once, with where it came from: plugins restarted in
+    one workdir write the same files, tests register the same refusal text many times, and the
+    scan reads byte by byte."""
+    found = {p.written(): str(p.workdir) for p in plugins}
+    found[b"\n".join(dict.fromkeys(texts))] = texts_are
+    return found
 
 
 def leaks() -> list[str]:
@@ -101,7 +104,6 @@ def leaks() -> list[str]:
     if not secrets:
         return []
     anchors = hygiene.index(secrets)
-    outputs = distinct(plugins)
-    outputs[b"\n".join(dict.fromkeys(texts))] = "returned text"
     return [f"{where}: secret #{i} ({len(secrets[i])} bytes)"
-            for data, where in outputs.items() for i in sorted(hygiene.scan(data, anchors))]
+            for data, where in outputs(plugins, texts, "returned text").items()
+            for i in sorted(hygiene.scan(data, anchors))]
