@@ -62,12 +62,13 @@ def _rotator(ring: Path, stop: threading.Event, rng: random.Random, killed: list
         proc.wait(10)
 
 
-def _audit_intact(path: Path, torn: set[bytes]) -> int:
+def _audit_intact(path: Path, torn: set[bytes]) -> tuple[int, bytes]:
     """Every line is JSON but the tails kills tore; a new torn tail joins them.
 
     The kernel stops a write in progress at a page boundary when the kill
     lands (no writer can prevent that), so the last line may be torn. The
-    next start must end it: a record glued to it would not parse.
+    next start must end it: a record glued to it would not parse. Returns
+    the number of whole lines and the unfinished tail (b"" if none).
     """
     *whole, tail = path.read_bytes().split(b"\n")
     for line in whole:
@@ -75,7 +76,7 @@ def _audit_intact(path: Path, torn: set[bytes]) -> int:
             json.loads(line)
     if tail:
         torn.add(tail)
-    return len(whole)
+    return len(whole), tail
 
 
 @pytest.fixture
@@ -115,8 +116,9 @@ def test_kill_9_under_load_with_rotations(ring: Path) -> None:
         for api, seed, ct, key_id in sealed:
             got = c.decrypt(ct, key_id) if api == "v2" else c.v1_decrypt(ct)
             assert got == seed, "a ciphertext handed out before a crash no longer decrypts"
-    assert (work / "audit.log").read_bytes().endswith(b"\n"), "a graceful stop left a torn record"
-    records = _audit_intact(work / "audit.log", torn)
+    records, tail = _audit_intact(p.audit, torn)
+    assert not tail, "a graceful stop left a torn record"
+    assert records > len(torn), "the audit trail recorded nothing"
     leftovers = [x.name for x in work.iterdir() if x.name.endswith(".tmp")]
     figures.put("crash safety", "local keyring",
                 f"{ROUNDS} kill -9 of the plugin under load, {len(rotations_killed)} kill -9 of "
