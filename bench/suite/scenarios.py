@@ -310,14 +310,18 @@ def _guard(name: str, fn: Callable[[], Any], default: Any) -> Any:
         return default(f"failed: {type(exc).__name__}: {str(exc)[:300]}")
 
 
+def envelope_skipped(why: str) -> tuple[dict[str, Any], list[Any]]:
+    """The envelope section of a run where that scenario could not run: why, and no targets."""
+    return {"akeyless_envelope": {"about": why}}, []
+
+
 def run_all(p: Any, bins: dict[str, Path]) -> dict[str, Any]:
     out: dict[str, Any] = _guard("local backend", lambda: local_backend(p),
                                  lambda why: {"local": {"about": why}})
     ak, ak_targets = _guard("akeyless", lambda: akeyless_backend(p),
                             lambda why: ({"akeyless": {"about": why}}, []))
     out.update(ak)
-    env, env_targets = _guard("akeyless envelope", lambda: akeyless_envelope(p),
-                              lambda why: ({"akeyless_envelope": {"about": why}}, []))
+    env, env_targets = _guard("akeyless envelope", lambda: akeyless_envelope(p), envelope_skipped)
     out.update(env)
     ak_targets = ak_targets + env_targets
     out["startup"] = _guard("startup", lambda: startup(p.startup_runs), lambda why: {"about": why})
