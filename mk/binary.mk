@@ -26,4 +26,5 @@ repro-check: binary | deps-packaging
 bench-startup: binary $(STAMP)
 	$(PY) -m bench.startup
 
-TEST_STAGES += test-binary repro-check
+# repro-check is in `make test` too, beside the deploy suite (mk/deploy.mk).
+TEST_STAGES += test-binary

@@ -1,8 +1,9 @@
 # Reliability and security suites (docs/security.md). Included by the top-level Makefile.
 #
-#   make test-reliability   the CI stage: fuzzing (100,000 inputs per target), fault matrix,
-#                           socket attacks, overload, crash safety, 100,000-call soak and the
-#                           suite-wide secret scan; ~10 minutes on 2 cores
+#   make test-fuzz          the fuzz campaigns (100,000 inputs per target); `make test` runs them
+#                           beside e2e (mk/e2e.mk); ~2 minutes
+#   make test-reliability   fault matrix, socket attacks, overload, crash safety, 100,000-call
+#                           soak and the suite-wide secret scan; ~6 minutes on 2 cores
 #   make fuzz-nightly       1,000,000 inputs per target, 5,000 hypothesis examples, 20,000 per
 #                           method over the socket
 #   make soak               the full 1,000,000-call soak; prints its figures as JSON
@@ -19,12 +20,16 @@ RELIABILITY_FIGURES ?=
 SOAK_CALLS ?= 1000000
 ATTACK_SECONDS ?= 600
 
-.PHONY: test-reliability fuzz-nightly soak attack-run
+.PHONY: test-fuzz test-reliability fuzz-nightly soak attack-run
 TEST_STAGES += test-reliability
+
+test-fuzz: $(STAMP)
+	KMS_APPLIANCE_RELIABILITY=1 KMS_APPLIANCE_FIGURES=$(RELIABILITY_FIGURES:.json=-fuzz.json) \
+	$(PY) -m pytest -q -rxX --durations=10 -p no:cacheprovider tests/fuzz $(RELIABILITY_PYTEST_ARGS)
 
 test-reliability: $(STAMP)
 	KMS_APPLIANCE_RELIABILITY=1 KMS_APPLIANCE_FIGURES=$(RELIABILITY_FIGURES) \
-	$(PY) -m pytest -q -rxX --durations=15 -p no:cacheprovider tests/fuzz tests/reliability $(RELIABILITY_PYTEST_ARGS)
+	$(PY) -m pytest -q -rxX --durations=15 -p no:cacheprovider tests/reliability $(RELIABILITY_PYTEST_ARGS)
 
 fuzz-nightly: $(STAMP)
 	KMS_APPLIANCE_RELIABILITY=1 KMS_APPLIANCE_FUZZ_EXAMPLES=1000000 \

@@ -11,7 +11,7 @@ appliance itself never forks.
 Which suites run: pyproject.toml's default marker filter (DEFAULT below)
 leaves out the suites that need something a fresh checkout does not have
 (a built binary or packages, kube-apiserver and etcd) or are a stage of
-their own (reliability and fuzzing, ~10 minutes), so a bare ``pytest`` runs
+their own (reliability and fuzzing, ~8 minutes), so a bare ``pytest`` runs
 unit, integration and emulator tests and then says what it left out, why,
 and the command that runs it. Naming a suite's directory (``pytest
 tests/binary``) or giving ``-m`` selects it as before; so do E2E=1 and
@@ -49,8 +49,8 @@ GATED = {
                        "make test-packaging, or pytest -m packaging tests/packaging"),
     "e2e": Gated(("e2e",), "needs kube-apiserver and etcd (built by make e2e-components)",
                  "make e2e, or pytest -m e2e tests/e2e", env="E2E"),
-    "reliability": Gated(("reliability", "fuzz"), "a CI stage of its own (~10 minutes, partly root)",
-                         "make test-reliability, or pytest tests/reliability tests/fuzz",
+    "reliability": Gated(("reliability", "fuzz"), "CI stages of their own (~8 minutes, partly root)",
+                         "make test-fuzz test-reliability, or pytest tests/reliability tests/fuzz",
                          env="KMS_APPLIANCE_RELIABILITY"),
 }
 # pyproject.toml's addopts -m: kept equal to it (tests/unit/test_pytest_selection.py checks).

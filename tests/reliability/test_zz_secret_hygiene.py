@@ -1,4 +1,4 @@
-"""The suite-wide secret check: runs last, scans everything any reliability/fuzz test made the plugin write.
+"""The suite-wide secret check: runs last, scans everything any test of the session made the plugin write.
 
 Sources: every plugin process the suites started (stdout, stderr, audit
 file, /metrics and health bodies), every gRPC error detail they returned,

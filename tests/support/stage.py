@@ -1,8 +1,8 @@
 """Keep the reliability and fuzz suites in their own CI stage.
 
-Why: ``make test`` runs ``pytest tests`` (stage pytest-core) and then ``test-reliability``
-(mk/reliability.mk); without this gate the ~10 minutes of fuzzing, fault matrix and soak would
-run twice. Their items are kept when a path inside these directories is on the command line or
+Why: ``make test`` runs ``pytest tests`` (stage pytest-core) and later ``test-fuzz`` and
+``test-reliability`` (mk/reliability.mk); without this gate the ~8 minutes of fuzzing, fault
+matrix and soak would run twice. Their items are kept when a path inside these directories is on the command line or
 KMS_APPLIANCE_RELIABILITY=1 (set by the make targets); otherwise they are deselected, visibly.
 """
 
