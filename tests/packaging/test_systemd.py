@@ -22,7 +22,7 @@ from tests.support.packaging import (
     round_trip,
     step,
 )
-from tests.support.procs import free_port
+from tests.support.procs import free_port, parse_status
 from tests.support.steps import REPO, VERSION, connects, run
 
 pytestmark = pytest.mark.packaging
@@ -92,11 +92,6 @@ def test_unit_settings() -> None:
     assert "ExecStart=/usr/bin/kms-appliance serve --config /etc/kms-appliance/config.toml" in text
 
 
-def _status(booted: BootedRoot, pid: str) -> dict[str, str]:
-    text = booted.exec("cat", f"/proc/{pid}/status").stdout
-    return dict(line.split(":\t", 1) for line in text.splitlines() if ":\t" in line)
-
-
 def _show(booted: BootedRoot, *props: str) -> dict[str, str]:
     out = booted.exec("systemctl", "show", "kms-appliance.service", *(f"--property={p}" for p in props)).stdout
     return dict(line.split("=", 1) for line in out.splitlines())
@@ -126,7 +121,7 @@ def test_service_under_systemd(root: Path, tmp_path: Path, upgrade_deb: Path) ->
         props = _show(booted, "ActiveState", "MainPID", "MemoryDenyWriteExecute", "NoNewPrivileges")
         assert props["ActiveState"] == "active"
         assert props["MemoryDenyWriteExecute"] == "yes" and props["NoNewPrivileges"] == "yes"
-        status = _status(booted, props["MainPID"])
+        status = parse_status(booted.exec("cat", f"/proc/{props['MainPID']}/status").stdout)
         uid = booted.exec("id", "-u", "kms-appliance").stdout.strip()
         assert status["Uid"].split() == [uid] * 4
         assert int(status["CapEff"], 16) == 0 and int(status["CapBnd"], 16) == 0

@@ -56,8 +56,12 @@ def cpu_seconds(pid: int) -> float:
 
 def status_fields(pid: int) -> dict[str, str]:
     """``/proc/<pid>/status`` as a dict (Name, Uid, CapEff, CapBnd, NoNewPrivs...)."""
-    lines = Path(f"/proc/{pid}/status").read_text().splitlines()
-    return {key: value.strip() for key, _, value in (line.partition(":") for line in lines)}
+    return parse_status(Path(f"/proc/{pid}/status").read_text())
+
+
+def parse_status(text: str) -> dict[str, str]:
+    """The text of a ``/proc/<pid>/status`` (also one read inside a container) as a dict."""
+    return {key: value.strip() for key, _, value in (line.partition(":") for line in text.splitlines())}
 
 
 def alive(pid: int) -> bool:

@@ -131,7 +131,7 @@ class KubeApiServer:
         return seconds from exec to ready."""
         if self.process is not None and self.process.running:
             raise RuntimeError("kube-apiserver already running")
-        write_encryption_config(self.encryption_config_path, options.encryption_config)
+        self._write_encryption_config(options)
         self.options = options
         argv = self._argv(options)
         if self.process is None:
@@ -141,6 +141,9 @@ class KubeApiServer:
             self.process.argv = argv
         self.process.start()
         return self.wait_ready()
+
+    def _write_encryption_config(self, options: ApiServerOptions) -> None:
+        write_encryption_config(self.encryption_config_path, options.encryption_config)
 
     def wait_ready(self, timeout_s: float = APISERVER_READY_TIMEOUT_S) -> float:
         assert self.process is not None
