@@ -19,7 +19,7 @@ import pytest
 
 from tests.support import packaging, steps
 from tests.support.procs import status_fields
-from tests.support.steps import NONROOT, REPO, ROOT_PACKAGES, VERSION, run
+from tests.support.steps import NONROOT, REPO, VERSION, run
 
 pytestmark = pytest.mark.packaging
 
@@ -112,17 +112,9 @@ def test_image_serves_a_round_trip(tmp_path: Path, podman: list[str]) -> None:
     assert not sock.exists(), "a graceful stop removes the socket"
 
 
-def _arm64_root(dest: Path) -> Path:
-    """A bookworm arm64 root with systemd (for the maintainer scripts), cached per week as a tarball."""
-    tarball = steps.weekly_tarball(REPO / ".cache" / "arm64" / "install-root", " ".join(ROOT_PACKAGES), lambda p: run(
-        ["mmdebstrap", "--quiet", "--arch=arm64", "--variant=apt", f"--include={','.join(ROOT_PACKAGES)}",
-         "--format=tar", "bookworm", p], timeout=1800))
-    return steps.unpack_root(tarball, dest)
-
-
 def test_deb_installs_and_purges_in_an_arm64_root(tmp_path: Path) -> None:
     """dpkg and the maintainer scripts of the arm64 .deb run in an arm64 Debian (emulated on x86_64)."""
-    root = _arm64_root(tmp_path / "root")
+    root = packaging.fresh_root(tmp_path / "root", arch="arm64")
     packaging.dpkg_install(root, _artefact(f"kms-appliance_{VERSION}_arm64.deb"), timeout=300)
     assert packaging.nspawn(root, "dpkg", "--print-architecture", timeout=300).stdout.strip() == "arm64"
     packaging.assert_installed(root, timeout=300)

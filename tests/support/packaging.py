@@ -73,20 +73,23 @@ def assert_shipped(directory: Path) -> None:
         assert shipped.read_bytes() == source.read_bytes(), f"{shipped} differs from {source}"
 
 
-def root_tarball() -> Path:
-    """The bootstrapped bookworm root as a tarball, built once per week and package list."""
+def root_tarball(arch: str | None = None) -> Path:
+    """The bootstrapped bookworm root as a tarball, built once per week and package list;
+    ``arch``: another architecture's (arm64 on x86_64 runs under qemu-user-static)."""
+    opts = [f"--arch={arch}"] if arch else []
 
     def make(partial: Path) -> None:
-        with step("mmdebstrap bookworm root (cache miss)"):
-            run(["mmdebstrap", "--quiet", "--variant=apt", f"--include={','.join(ROOT_PACKAGES)}",
-                 "--format=tar", "bookworm", partial, MIRROR], timeout=900)
+        with step(f"mmdebstrap bookworm {arch or 'host'} root (cache miss)"):
+            run(["mmdebstrap", "--quiet", *opts, "--variant=apt", f"--include={','.join(ROOT_PACKAGES)}",
+                 "--format=tar", "bookworm", partial, MIRROR], timeout=1800 if arch else 900)
 
-    return steps.weekly_tarball(CACHE / "bookworm", " ".join((MIRROR, *ROOT_PACKAGES)), make)
+    name = f"bookworm-{arch}" if arch else "bookworm"
+    return steps.weekly_tarball(CACHE / name, " ".join((MIRROR, *opts, *ROOT_PACKAGES)), make)
 
 
-def fresh_root(dest: Path) -> Path:
+def fresh_root(dest: Path, arch: str | None = None) -> Path:
     """Unpack the cached root into ``dest`` (a new, private copy per test)."""
-    tarball = root_tarball()
+    tarball = root_tarball(arch)
     with step(f"unpack root for {dest.name}"):
         return steps.unpack_root(tarball, dest)
 
