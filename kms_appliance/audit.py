@@ -468,15 +468,7 @@ def open_file(path: Path) -> int:
     not a regular file (a FIFO would hang start-up or, after a rotation,
     every call), not ours, or writable by others (forged records).
     """
-    try:
-        dfd = atomicfile.open_checked_dir(path.parent)
-    except FileNotFoundError:
-        raise ConfigError(KEY, f"directory {atomicfile.show(path.parent)} does not exist") from None
-    except atomicfile.UnsafePath as exc:
-        raise SetupError(f"{KEY}: {exc.strerror}") from None
-    except OSError as exc:
-        raise SetupError(f"{KEY}: cannot open directory {atomicfile.show(path.parent)}: "
-                           f"{exc.strerror}") from None
+    dfd = _open_dir(path)
     try:
         return _open_in(dfd, path)
     finally:
@@ -492,12 +484,7 @@ def check(target: str) -> str:
     if target == "-":
         return "stdout"
     path = atomicfile.check_path(KEY, target)
-    try:
-        dfd = atomicfile.open_checked_dir(path.parent)
-    except FileNotFoundError:
-        raise ConfigError(KEY, f"directory {atomicfile.show(path.parent)} does not exist") from None
-    except atomicfile.UnsafePath as exc:
-        raise SetupError(f"{KEY}: {exc.strerror}") from None
+    dfd = _open_dir(path)
     try:
         if not path.name:
             raise ConfigError(KEY, f"{atomicfile.show(path)} is a directory; give a file path")
@@ -508,6 +495,20 @@ def check(target: str) -> str:
     finally:
         os.close(dfd)
     return f"{atomicfile.show(path)} is a regular file of ours in a safe directory"
+
+
+def _open_dir(path: Path) -> int:
+    """The file's directory, opened after atomicfile's checks; a missing one is the operator's
+    mistake (ConfigError), anything else a refusal (SetupError)."""
+    try:
+        return atomicfile.open_checked_dir(path.parent)
+    except FileNotFoundError:
+        raise ConfigError(KEY, f"directory {atomicfile.show(path.parent)} does not exist") from None
+    except atomicfile.UnsafePath as exc:
+        raise SetupError(f"{KEY}: {exc.strerror}") from None
+    except OSError as exc:
+        raise SetupError(f"{KEY}: cannot open directory {atomicfile.show(path.parent)}: "
+                         f"{exc.strerror}") from None
 
 
 def _open_in(dfd: int, path: Path) -> int:

@@ -15,6 +15,7 @@ import pytest
 from kms_appliance import config, preflight
 from kms_appliance.audit import BUFFER_BYTES, AuditGate, AuditLog, CallLines, CallRecord, Site, line
 from kms_appliance.audit import check as audit_check
+from kms_appliance.audit import open_file as audit_open
 from kms_appliance.errors import BackendUnavailable, ConfigError, SetupError
 from kms_appliance.metrics import Metrics
 from kms_appliance.threads import Supervisor
@@ -227,6 +228,37 @@ def test_logrotate_create_with_the_wrong_owner_is_refused_then_picked_up(tmp_pat
         assert log.problem() is None
         log.event(event="encrypt", uid="new")
         assert [r["uid"] for r in _lines(path)] == ["new"]
+
+
+
+@pytest.mark.root
+def test_a_directory_the_user_cannot_enter_is_one_typed_refusal_for_serve_and_check(tmp_path: Path) -> None:
+    """As the plugin's (unprivileged) user: `serve` and `check` say the same, never a bare OSError."""
+    closed = tmp_path / "closed"
+    closed.mkdir(mode=0o700)  # root's, like pytest's base directory above it
+    target = closed / "audit.log"
+    read, write = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # the child drops to nobody and reports each outcome on the pipe
+        try:
+            os.setresgid(65534, 65534, 65534)
+            os.setresuid(65534, 65534, 65534)
+            outcomes = []
+            for attempt in (lambda: audit_open(target), lambda: audit_check(str(target))):
+                try:
+                    attempt()
+                    outcomes.append("no error")
+                except Exception as exc:  # the type is what the test reports
+                    outcomes.append(f"{type(exc).__name__}: {exc}")
+            os.write(write, json.dumps(outcomes).encode())
+        finally:
+            os._exit(0)
+    os.close(write)
+    with os.fdopen(read, "rb") as pipe:
+        outcomes = json.loads(pipe.read())
+    os.waitpid(pid, 0)
+    want = f"SetupError: observability.audit_log: cannot open directory '{closed}': Permission denied"
+    assert outcomes == [want, want]
 
 
 def test_gate_refuses_calls_while_records_are_lost(tmp_path: Path) -> None:
