@@ -50,4 +50,4 @@ test-packaging: bundle $(STAMP) | deps-packaging
 	@s=$$(date +%s); $(PY) -m pytest -m packaging -v --durations=0 tests/packaging $(PKG_PYTEST_ARGS); \
 	  rc=$$?; echo "test-packaging: pytest $$(( $$(date +%s) - s ))s"; exit $$rc
 
-TEST_STAGES += test-packaging
+# In `make test` beside e2e (mk/e2e.mk).
