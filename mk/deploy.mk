@@ -29,6 +29,6 @@ test-deploy-with-repro: image deploy-components
 	$(MAKE) --no-print-directory -j2 --output-sync=target -o binary -o image -o deploy-components \
 	  test-deploy repro-check
 
-# Fits CI's budget (docs/deployment-tests.md: ~3 min with the e2e cache, ~7.5 min building kubelet
-# and containerd from warm Go caches); the binary and image are the packaging stage's.
+# Fits CI's budget (docs/deployment-tests.md: ~2.5 min with the e2e cache, ~4.5 min more building
+# kubelet and containerd from warm Go caches); the binary and image are those the packaging suite tests.
 TEST_STAGES += test-deploy-with-repro

@@ -13,7 +13,8 @@
 #
 # The suites deselect themselves from `pytest tests` (stage pytest-core) so they run once, here;
 # KMS_APPLIANCE_RELIABILITY=1 (or naming their directory) selects them. Figures are printed at
-# the end of the run; RELIABILITY_FIGURES=path also writes them as JSON.
+# the end of the run; RELIABILITY_FIGURES=path.json also writes them as JSON (test-fuzz's
+# into path-fuzz.json).
 
 RELIABILITY_PYTEST_ARGS ?=
 RELIABILITY_FIGURES ?=
@@ -24,7 +25,7 @@ ATTACK_SECONDS ?= 600
 TEST_STAGES += test-reliability
 
 test-fuzz: $(STAMP)
-	KMS_APPLIANCE_RELIABILITY=1 KMS_APPLIANCE_FIGURES=$(RELIABILITY_FIGURES:.json=-fuzz.json) \
+	KMS_APPLIANCE_RELIABILITY=1 KMS_APPLIANCE_FIGURES=$(if $(RELIABILITY_FIGURES),$(basename $(RELIABILITY_FIGURES))-fuzz.json) \
 	$(PY) -m pytest -q -rxX --durations=10 -p no:cacheprovider tests/fuzz $(RELIABILITY_PYTEST_ARGS)
 
 test-reliability: $(STAMP)
