@@ -2,8 +2,9 @@
 
 Why: ``make test`` runs ``pytest tests`` (stage pytest-core) and later ``test-fuzz`` and
 ``test-reliability`` (mk/reliability.mk); without this gate the ~8 minutes of fuzzing, fault
-matrix and soak would run twice. Their items are kept when a path inside these directories is on the command line or
-KMS_APPLIANCE_RELIABILITY=1 (set by the make targets); otherwise they are deselected, visibly.
+matrix and soak would run twice. Their items are kept when a path inside these directories is
+on the command line or KMS_APPLIANCE_RELIABILITY=1 (set by the make targets); otherwise they
+are deselected, visibly.
 """
 
 from __future__ import annotations

@@ -230,7 +230,6 @@ def test_logrotate_create_with_the_wrong_owner_is_refused_then_picked_up(tmp_pat
         assert [r["uid"] for r in _lines(path)] == ["new"]
 
 
-
 @pytest.mark.root
 def test_a_directory_the_user_cannot_enter_is_one_typed_refusal_for_serve_and_check(tmp_path: Path) -> None:
     """As the plugin's (unprivileged) user: `serve` and `check` say the same, never a bare OSError."""
