@@ -1,13 +1,8 @@
 """A small, fast, deterministic mutation fuzzer for the 100,000-input campaigns.
 
-Why not hypothesis alone: on the shared 2-core CI machine hypothesis runs
-~1,000 examples a second, so 100,000 inputs for each of ten targets would
-take most of an hour. Hypothesis keeps the structured property tests (small
-counts, with shrinking); this engine brings the volume: seeded corpora,
-byte-level mutations (flips, interesting values, inserts, deletes, splices,
-length-field edits, truncation) and random fresh inputs, at tens of
-thousands of inputs a second. Every campaign prints its seed; a failure
-names the input index and the input (hex) so it can be replayed.
+Why not hypothesis: on the shared 2-core CI machine it runs ~1,000 examples a second, so
+100,000 inputs per target would take most of an hour; this engine runs tens of thousands a
+second. Every campaign is seeded; a failure names the input index and the input (hex).
 """
 
 from __future__ import annotations

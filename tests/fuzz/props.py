@@ -1,4 +1,4 @@
-"""The properties every fuzz input must satisfy, shared by the hypothesis and volume campaigns."""
+"""The properties every handler input must satisfy (tests/fuzz/test_fuzz_volume.py runs them)."""
 
 from __future__ import annotations
 

@@ -1,10 +1,9 @@
 """Fuzz every parser of ours: ciphertext header, keyring file, config file, annotations.
 
-100,000 inputs per parser from the mutation engine (plus a few hypothesis
-properties). A parser either returns a value that satisfies its invariants
-or raises its own typed error whose message quotes no input secret; any
-other exception is a crash. Deep-nesting inputs that crash the standard
-JSON/TOML decoders are pinned separately (deep nesting, bad bytes).
+100,000 inputs per parser from the mutation engine, plus hypothesis for the keyring's JSON
+structure (wrong types in every field, which byte mutations of a JSON text rarely reach). A
+parser returns a value that satisfies its invariants or raises its own typed error quoting no
+input secret; anything else is a crash.
 """
 
 from __future__ import annotations
@@ -55,12 +54,6 @@ def test_envelope_header_volume() -> None:
     engine.campaign(t.target, EXAMPLES, lambda i: m.next(),
                     lambda d: _split_ok(d, 1 + (len(d) & 1), t))
     t.report(EXAMPLES)
-
-
-@fuzz_settings(HYP)
-@given(st.binary(max_size=64), st.sampled_from([1, 2]))
-def test_envelope_header_properties(data: bytes, backend: int) -> None:
-    _split_ok(data, backend, Tally("hypothesis header"))
 
 
 # ---- keyring file -------------------------------------------------------------------
@@ -246,10 +239,3 @@ def test_annotations_volume() -> None:
     engine.campaign(t.target, EXAMPLES, lambda i: b"", check)
     t.report(EXAMPLES)
     assert t.codes.get("accepted", 0) >= EXAMPLES // 100 and t.codes.get("refused", 0) >= EXAMPLES // 100
-
-
-@fuzz_settings(HYP)
-@given(st.dictionaries(st.one_of(st.from_regex(r"[a-z0-9-]{1,8}(\.[a-z0-9-]{1,8}){1,3}", fullmatch=True),
-                                 st.text(max_size=20)), st.binary(max_size=40), max_size=4))
-def test_annotations_properties(values: dict[str, bytes]) -> None:
-    _annotations_ok(values, Tally("hypothesis annotations"))
