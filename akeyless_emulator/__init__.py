@@ -5,9 +5,8 @@ Test infrastructure only: never imported by `kms_appliance`, never shipped.
 
 from akeyless_emulator.emulator import Emulator
 from akeyless_emulator.errors import ApiError
-from akeyless_emulator.faults import KINDS as FAULT_KINDS
 from akeyless_emulator.faults import Fault
 from akeyless_emulator.jwt import make_jwt
 from akeyless_emulator.tls import CertFiles, TestCA
 
-__all__ = ["FAULT_KINDS", "ApiError", "CertFiles", "Emulator", "Fault", "TestCA", "make_jwt"]
+__all__ = ["ApiError", "CertFiles", "Emulator", "Fault", "TestCA", "make_jwt"]

@@ -54,7 +54,6 @@ class Emulator:
         self.core.settings.expiration_format = expiration_format
         self.faults: FaultRegistry = FaultRegistry()
         self.ca = TestCA(os.path.join(self.state_dir, "pki"))
-        self._client_cas: list[bytes] = []
         self._server: EmulatorServer | None = None
         self._thread: threading.Thread | None = None
 
@@ -67,8 +66,6 @@ class Emulator:
         if self.client_auth:
             ctx.verify_mode = ssl.CERT_REQUIRED if self.client_auth == "required" else ssl.CERT_OPTIONAL
             ctx.load_verify_locations(cadata=self.ca.cert_pem.decode())
-            for pem in self._client_cas:
-                ctx.load_verify_locations(cadata=pem.decode())
         return ctx
 
     def start(self) -> Emulator:
@@ -135,10 +132,6 @@ class Emulator:
     def mint_client_cert(self, common_name: str = CLIENT_CN) -> CertFiles:
         """A client certificate (and key) from the test CA, for mTLS/cert auth."""
         return self.ca.client_cert(common_name)
-
-    def trust_client_ca(self, ca_pem: bytes) -> None:
-        """Also accept TLS client certificates from this CA (before start)."""
-        self._client_cas.append(ca_pem)
 
     # -- keys --------------------------------------------------------------
     def create_key(self, name: str, alg: str = "AES256GCM") -> Key:

@@ -22,6 +22,7 @@ from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
 PrivateKey = ec.EllipticCurvePrivateKey
 CLIENT_CN = "kms-appliance-test-client"
+CA_CN = "akeyless-emulator test CA"
 
 
 @dataclass(frozen=True)
@@ -68,8 +69,7 @@ class TestCA:
 
     __test__ = False  # not a pytest test class
 
-    def __init__(self, directory: str | os.PathLike[str],
-                 common_name: str = "akeyless-emulator test CA") -> None:
+    def __init__(self, directory: str | os.PathLike[str]) -> None:
         self.directory = Path(directory)
         self.directory.mkdir(parents=True, exist_ok=True)
         self.ca_file = str(self.directory / "ca.pem")
@@ -84,8 +84,8 @@ class TestCA:
         now = _now()
         self._cert = (
             x509.CertificateBuilder()
-            .subject_name(_name(common_name))
-            .issuer_name(_name(common_name))
+            .subject_name(_name(CA_CN))
+            .issuer_name(_name(CA_CN))
             .public_key(self._key.public_key())
             .serial_number(x509.random_serial_number())
             .not_valid_before(now - dt.timedelta(minutes=5))
@@ -98,11 +98,6 @@ class TestCA:
         )
         _write_private(ca_key_path, key_pem(self._key))
         Path(self.ca_file).write_bytes(cert_pem(self._cert))
-
-    @property
-    def cert(self) -> x509.Certificate:
-        """The CA certificate."""
-        return self._cert
 
     @property
     def cert_pem(self) -> bytes:
@@ -143,7 +138,7 @@ class TestCA:
         _write_private(key_path, key_pem(key))
         return CertFiles(str(cert_path), str(key_path))
 
-    def server_cert(self, kind: str = "valid", stem: str | None = None) -> CertFiles:
+    def server_cert(self, kind: str = "valid") -> CertFiles:
         """Server certificate for 127.0.0.1/localhost.
 
         kind: "valid"; "expired" (validity ended yesterday); "wrong_host" (names
@@ -158,14 +153,13 @@ class TestCA:
             hosts = ("wrong.invalid",)
         elif kind != "valid":
             raise ValueError(f"unknown server certificate kind: {kind}")
-        cn = hosts[0]
-        cert, key = self.issue(cn, server=True, hosts=hosts, not_before=before, not_after=after)
-        return self.write_leaf(stem or f"server-{kind}", cert, key)
+        cert, key = self.issue(hosts[0], server=True, hosts=hosts, not_before=before, not_after=after)
+        return self.write_leaf(f"server-{kind}", cert, key)
 
-    def client_cert(self, common_name: str = CLIENT_CN, stem: str | None = None) -> CertFiles:
+    def client_cert(self, common_name: str = CLIENT_CN) -> CertFiles:
         """Client certificate (clientAuth) for mTLS or `cert` auth tests."""
         cert, key = self.issue(common_name, server=False)
-        return self.write_leaf(stem or f"client-{_safe(common_name)}", cert, key)
+        return self.write_leaf(f"client-{_safe(common_name)}", cert, key)
 
 
 def _safe(text: str) -> str:
