@@ -13,7 +13,7 @@ import pytest
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 
-from akeyless_emulator import Emulator, TestCA, make_jwt
+from akeyless_emulator import CertFiles, Emulator, TestCA, make_jwt
 
 from .conftest import Client, api_error, make_api
 
@@ -184,13 +184,15 @@ class TestAzureGcpK8s:
         assert refused(api, k8s_auth_config_name="cluster-b", **fields).status == 401
 
 
-def _signed_challenge(api: Any, access_id: str, cert_pem: bytes, key_pem: bytes) -> dict[str, str]:
-    body = akeyless.GetCertChallenge(access_id=access_id, cert_data=b64(cert_pem))
-    challenge = api.get_cert_challenge(body).challenge
-    key = serialization.load_pem_private_key(key_pem, None)
+def _cert_fields(api: Any, access_id: str, cert: CertFiles, signer: CertFiles | None = None) -> dict[str, str]:
+    """cert auth fields: the certificate and a fresh challenge signed by `signer`'s key (default: its own)."""
+    cert_data = b64(Path(cert.cert_file).read_bytes())
+    challenge = api.get_cert_challenge(akeyless.GetCertChallenge(access_id=access_id, cert_data=cert_data)).challenge
+    key = serialization.load_pem_private_key(Path((signer or cert).key_file).read_bytes(), None)
     assert isinstance(key, ec.EllipticCurvePrivateKey)
     signature = key.sign(base64.b64decode(challenge), ec.ECDSA(hashes.SHA256()))
-    return {"cert_challenge": challenge, "signed_cert_challenge": b64(signature)}
+    return {"access_id": access_id, "access_type": "cert", "cert_data": cert_data, "cert_challenge": challenge,
+            "signed_cert_challenge": b64(signature)}
 
 
 class TestCert:
@@ -199,11 +201,8 @@ class TestCert:
     def test_signed_challenge(self, plain_emu: Emulator) -> None:
         """get-cert-challenge, sign, auth: accepted once; the challenge is one-use."""
         ident = plain_emu.add_cert()
-        files = plain_emu.mint_client_cert("node-1")
-        cert_pem, key_pem = Path(files.cert_file).read_bytes(), Path(files.key_file).read_bytes()
         api = make_api(plain_emu)
-        proof = _signed_challenge(api, ident.access_id, cert_pem, key_pem)
-        fields = {"access_id": ident.access_id, "access_type": "cert", "cert_data": b64(cert_pem), **proof}
+        fields = _cert_fields(api, ident.access_id, plain_emu.mint_client_cert("node-1"))
         assert auth(api, **fields).token
         assert refused(api, **fields).status == 401
 
@@ -211,21 +210,15 @@ class TestCert:
         """A validly signed challenge does not help a certificate from another CA."""
         ident = plain_emu.add_cert()
         rogue = TestCA(tmp_path / "rogue").client_cert("rogue")
-        cert_pem, key_pem = Path(rogue.cert_file).read_bytes(), Path(rogue.key_file).read_bytes()
         api = make_api(plain_emu)
-        proof = _signed_challenge(api, ident.access_id, cert_pem, key_pem)
-        assert refused(api, access_id=ident.access_id, access_type="cert", cert_data=b64(cert_pem),
-                       **proof).status == 401
+        assert refused(api, **_cert_fields(api, ident.access_id, rogue)).status == 401
 
     def test_challenge_signed_by_other_key_is_401(self, plain_emu: Emulator) -> None:
         """Possession of the certificate alone is not enough."""
         ident = plain_emu.add_cert()
         mine, other = plain_emu.mint_client_cert("mine"), plain_emu.mint_client_cert("other")
-        cert_pem = Path(mine.cert_file).read_bytes()
         api = make_api(plain_emu)
-        proof = _signed_challenge(api, ident.access_id, cert_pem, Path(other.key_file).read_bytes())
-        assert refused(api, access_id=ident.access_id, access_type="cert", cert_data=b64(cert_pem),
-                       **proof).status == 401
+        assert refused(api, **_cert_fields(api, ident.access_id, mine, signer=other)).status == 401
 
     def test_tls_client_certificate_authenticates(self) -> None:
         """Over mTLS, the TLS client certificate itself is the proof."""
