@@ -1,12 +1,5 @@
-"""Where the server runs a call, and how it ends calls whose request never arrives.
-
-In-process PluginServer over a real socket: a backend that waits (not in
-memory) is served by workers, so it never holds up the event loop that reads
-requests and answers Status; an in-memory backend's call that finds it would
-wait (kms_appliance/inline.py) moves to a worker, once; calls still waiting
-for their request are ended by one deadline timer, and beyond the read cap
-the longest-waiting is ended first.
-"""
+"""Where the server runs a call (event loop or worker, kms_appliance/inline.py), and how it ends
+calls whose request never arrives: in-process PluginServer over a real socket."""
 
 from __future__ import annotations
 

@@ -1,11 +1,6 @@
-"""`make test` / `make demo` set up their Debian packages themselves.
-
-scripts/apt-deps.sh runs with a fake dpkg-query, apt-get and id first in PATH,
-so every branch is exercised on any machine without installing anything:
-a warm machine does nothing, root installs only what is missing, anyone else
-gets one line with the exact command. The Makefile side is checked with
-``make -n`` (print, do not run).
-"""
+"""`make test` / `make demo` set up their Debian packages themselves: scripts/apt-deps.sh runs
+with a fake dpkg-query, apt-get and id first in PATH (every branch, nothing installed), and the
+Makefile side is read with ``make -n``."""
 
 from __future__ import annotations
 

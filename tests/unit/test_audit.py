@@ -55,11 +55,8 @@ def test_close_writes_everything_buffered_and_stops_the_flusher(tmp_path: Path) 
 
 
 def test_a_burst_beyond_the_buffer_reaches_the_file_as_whole_lines_only(tmp_path: Path) -> None:
-    """What a burst spills before the flush ends at a record's end: a kill -9 may come next.
-
-    (The crash test must forgive the one line the kernel cuts at a kill, so
-    a writer that spilled mid-record would pass it; this is where it fails.)
-    """
+    """What a burst spills before the flush ends at a record's end: a kill -9 may come next (the
+    crash test forgives the one line a kill cuts, so a writer spilling mid-record fails only here)."""
     path = tmp_path / "audit.log"
     with closing(AuditLog(str(path), flush_interval=1.0)) as log:
         spilled = b""

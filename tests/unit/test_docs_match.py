@@ -1,8 +1,4 @@
-"""The operator docs say what the code does.
-
-Each test reads the doc and checks it against the code it describes, so a
-change to either side that makes them disagree fails here.
-"""
+"""The operator docs say what the code does: each test reads a doc against the code it describes."""
 
 from __future__ import annotations
 

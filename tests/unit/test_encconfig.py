@@ -1,8 +1,5 @@
-"""`check --encryption-config`: the strict reader and the review (kms_appliance/encconfig.py).
-
-The reader must refuse (ConfigError naming the line) rather than guess, and
-never crash on hostile input: the file is whatever an operator points it at.
-"""
+"""`check --encryption-config` (kms_appliance/encconfig.py): the reader refuses (ConfigError naming
+the line) rather than guess, and never crashes: the file is whatever an operator points it at."""
 
 from __future__ import annotations
 

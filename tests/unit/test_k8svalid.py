@@ -1,9 +1,6 @@
-"""k8svalid: the Kubernetes rules the generators apply, accepted and refused forms.
-
-Expected values come from the upstream definitions (k8s.io/apimachinery
-IsDNS1123Label and ParseQuantity, Go time.ParseDuration, distribution/reference),
-not from this implementation.
-"""
+"""k8svalid: the Kubernetes rules the generators apply. Expected values come from the upstream
+definitions (apimachinery IsDNS1123Label and ParseQuantity, Go time.ParseDuration,
+distribution/reference), not from this implementation."""
 
 from __future__ import annotations
 

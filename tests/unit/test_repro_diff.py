@@ -1,10 +1,6 @@
-"""build/repro_diff.py names the member that differs, however deep it sits.
-
-When `make repro-check` fails, this report is the only diagnosis CI prints, so
-each layer the artefacts use is built here for real (tar, gzip, ar, cpio, an
-OCI layout with a manifest, config and layer) with one planted difference,
-and the report must name that member and that field.
-"""
+"""build/repro_diff.py names the member that differs, however deep it sits: its report is the only
+diagnosis a failed `make repro-check` prints, so each layer (tar, gzip, ar, cpio, OCI) is built here
+for real with one planted difference."""
 
 from __future__ import annotations
 

@@ -1,9 +1,5 @@
-"""The generated static pod: every field the kubeadm walkthrough relies on.
-
-The product writes YAML by hand and has no YAML library; the documents are read
-with tests/support/yamlsubset.py (a real YAML parser reads the same documents in
-tests/packaging/test_manifests.py).
-"""
+"""The generated static pod: every field the kubeadm walkthrough relies on, read with
+tests/support/yamlsubset.py (the product has no YAML library; tests/packaging uses a real one)."""
 
 from __future__ import annotations
 

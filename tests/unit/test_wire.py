@@ -1,9 +1,5 @@
-"""kms/wire.py: request decoders that never raise, counted and rate-limited.
-
-The decoders are plain grpc request deserializers, so they are tried here on
-both grpc servers (sync and aio): neither may log a traceback for a request
-that does not parse, and the servicer answers INVALID_ARGUMENT.
-"""
+"""kms/wire.py: request decoders that never raise, counted and rate-limited; tried on both grpc
+servers (sync and aio), neither of which may log a traceback for a request that does not parse."""
 
 from __future__ import annotations
 

@@ -1,10 +1,5 @@
-"""Loopback stand-ins for cloud instance-metadata services and an HTTP CONNECT proxy.
-
-Not an Akeyless fake (that is the emulator's job): it only hands out the
-identities the emulator registered, at the paths and with the headers the
-real metadata services require, so the plugin's own metadata client is
-exercised over real HTTP.
-"""
+"""Loopback stand-ins for cloud instance-metadata services (the paths and headers the real ones
+require, handing out identities the emulator registered) and an HTTP CONNECT proxy."""
 
 from __future__ import annotations
 

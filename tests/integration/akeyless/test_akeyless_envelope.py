@@ -1,12 +1,5 @@
-"""akeyless.mode = "envelope": the real SDK against the emulator over HTTPS.
-
-What is proved: DEKs are wrapped locally under an intermediate key (IK) that
-Akeyless wrapped once; another plugin unwraps a foreign IK with one Akeyless
-call and then none; an outage (5xx, resets) leaves held IKs working for
-Encrypt and Decrypt; rotation gives a new IK and key_id; an authoritative
-refusal (credentials revoked, capability removed, version disabled) drops
-IKs at the next refresh and decrypts fail closed; both modes read both formats.
-"""
+"""akeyless.mode = "envelope" (DEKs wrapped locally under an intermediate key, IK, that Akeyless
+wrapped): the real SDK against the emulator over HTTPS."""
 
 from __future__ import annotations
 
@@ -302,11 +295,9 @@ def test_check_reports_mode_and_held_intermediate_key(emu: Emulator, ak_env, tmp
 
 def test_no_intermediate_key_in_logs_events_or_errors(emu: Emulator, ak_env, make_backend,
                                                       caplog: pytest.LogCaptureFixture) -> None:
-    """The secret scan covers IKs: creation, foreign unwrap, rotation, an outage and a
-    revocation, logged at DEBUG, leave no IK (raw, hex, base64) in a log line, an IK
-    event or an error message. The IKs come from their ciphertexts, unwrapped as
-    Akeyless would (tests/support/intermediate_keys.py); every IK the backends held
-    is among them (checked against each held IK's digest)."""
+    """Creation, foreign unwrap, rotation, an outage and a revocation at DEBUG leave no IK (raw,
+    hex, base64) in a log line, an IK event or an error; the IKs are unwrapped from the ciphertexts
+    as Akeyless would, and every IK the backends held is among them."""
     caplog.set_level(logging.DEBUG)
     b1, ev1 = envelope_backend(make_backend, ak_env, call_timeout=1.0)
     b2, ev2 = envelope_backend(make_backend, ak_env, call_timeout=1.0)

@@ -1,12 +1,5 @@
-"""Two real plugin processes in Akeyless envelope mode, over their sockets, through an outage.
-
-Proves at process level what kube-apiserver sees: plugin B decrypts plugin
-A's ciphertext (one Akeyless unwrap); with every Akeyless call answering 503,
-A still encrypts (the one Encrypt a restarting apiserver needs) and both
-decrypt, Status stays ok; once Akeyless answers again and B's credentials
-are revoked, B fails closed within its refresh interval; the audit log holds
-the IK events with their item_version and no secret.
-"""
+"""Two real plugin processes in Akeyless envelope mode, over their sockets: what kube-apiserver
+sees through an outage and a revocation (the in-process proofs: test_akeyless_envelope.py)."""
 
 from __future__ import annotations
 

@@ -1,11 +1,6 @@
-"""Direct mode: every new ciphertext, key_id and audit record names the item_version Akeyless used.
-
-The emulator records, per /encrypt, the fingerprint of the ciphertext it
-returned and the version it used (``Emulator.encrypt_versions``); each
-answer the plugin gave is joined to that record through the Akeyless blob it
-carries. The refresh interval is 60 s, so the held key state cannot follow
-the rotations by itself during the burst: only the check after each encrypt can.
-"""
+"""Direct mode: every new ciphertext, key_id and audit record names the item_version Akeyless used
+(``Emulator.encrypt_versions``, joined through the Akeyless blob each answer carries). The refresh
+interval is 60 s: only the check after each encrypt can follow the rotations during a burst."""
 
 from __future__ import annotations
 
@@ -106,11 +101,8 @@ def test_rotations_during_a_burst_label_every_record_with_the_version_used(
 def test_rotation_between_encrypt_and_check_is_wrapped_again(
         emu: Emulator, ak_env: dict[str, str],
         make_backend: Callable[..., AkeylessBackend]) -> None:
-    """A rotation landing after Akeyless encrypted under v1: the DEK is wrapped again as v2.
-
-    A peer still holding version 1 as the latest (its refresh not yet due)
-    decrypts it: the label travels in the ciphertext, not in the peer's state.
-    """
+    """A rotation landing after Akeyless encrypted under v1: the DEK is wrapped again as v2, which a
+    peer still holding version 1 as the latest decrypts (the label travels in the ciphertext)."""
     backend = make_backend(ak_env, refresh_interval=60.0)
     peer = make_backend(ak_env, refresh_interval=60.0)
     emu.reset_calls()
@@ -132,11 +124,8 @@ def test_rotation_between_encrypt_and_check_is_wrapped_again(
 def test_a_key_rotating_during_every_check_gives_up_after_three_encrypts(
         emu: Emulator, ak_env: dict[str, str],
         make_backend: Callable[..., AkeylessBackend]) -> None:
-    """Bounded: each check finds a newer version; the third mismatch is UNAVAILABLE, not a loop.
-
-    Each rotation follows an encrypt's answer and precedes the describe after
-    it (held 0.25 s by a latency fault before the emulator reads the key).
-    """
+    """Bounded: each check finds a newer version (the describe held 0.25 s by a latency fault);
+    the third mismatch is UNAVAILABLE, not a loop."""
     backend = make_backend(ak_env, refresh_interval=60.0)
     emu.reset_calls()
     emu.fault("describe-item", "latency", delay=0.25)

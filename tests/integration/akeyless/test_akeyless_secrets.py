@@ -1,8 +1,5 @@
-"""No access key, token or DEK ever reaches a log line or an exception text.
-
-Runs a busy scenario (auth, wraps, unwraps, token expiry, every fault class,
-UID rotation) with the root logger at DEBUG, then scans everything written.
-"""
+"""No access key, token or DEK ever reaches a log line or an exception text, at DEBUG, through
+auth, token expiry, every fault class and UID rotation."""
 
 from __future__ import annotations
 

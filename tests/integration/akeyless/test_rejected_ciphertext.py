@@ -1,11 +1,5 @@
-"""Ciphertexts Akeyless refuses: the right error, at about one remote call each.
-
-A refused decrypt is explained (a disabled or deleted version is
-KeyUnavailable, anything else CiphertextError) from the held key state; a
-fresh describe-item is made at most once per EXPLAIN_EVERY for all callers
-together, so a flood of forged ciphertexts costs one /decrypt each, not two
-calls. The emulator counts every call it answers.
-"""
+"""Ciphertexts Akeyless refuses: the right error, at about one remote call each (the explaining
+describe-item is shared, at most one per EXPLAIN_EVERY, so a flood of forgeries costs no more)."""
 
 from __future__ import annotations
 

@@ -1,10 +1,6 @@
-"""Our cloud ids are byte-for-byte what the akeyless-cloud-id package produces.
-
-The package's AWS/Azure/GCP paths import boto3 / azure-identity / google-auth
-only to obtain credentials. For the comparison those imports are satisfied by
-minimal modules handing both sides the *same* credentials and token; the
-encoding and signing code under comparison is the package's own.
-"""
+"""Our cloud ids are byte-for-byte what the akeyless-cloud-id package produces. The package imports
+boto3 / azure-identity / google-auth only for credentials: minimal stand-ins hand both sides the
+same ones, and the encoding and signing compared is the package's own."""
 
 from __future__ import annotations
 
