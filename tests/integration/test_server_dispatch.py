@@ -8,7 +8,7 @@ import json
 import os
 import threading
 import time
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator
 from contextlib import closing
 from pathlib import Path
 from typing import Any
@@ -17,7 +17,7 @@ import pytest
 
 from kms_appliance import service
 from kms_appliance.audit import AuditLog
-from kms_appliance.backends.base import Unwrapped, Wrapped
+from kms_appliance.backends.base import Wrapped
 from kms_appliance.backends.local import LocalBackend
 from kms_appliance.config import ServerSettings
 from kms_appliance.inline import may_wait
@@ -30,13 +30,12 @@ from tests.support.procs import eventually
 ENCRYPT = "/v2.KeyManagementService/Encrypt"
 
 
-class WaitingBackend:
+class WaitingBackend(LocalBackend):
     """The local backend, but wrap waits until released (a backend on the network)."""
 
-    def __init__(self, inner: LocalBackend) -> None:
-        self._inner = inner
-        self.name = inner.name
-        self.refresh_interval = inner.refresh_interval
+    def __init__(self, directory: Path) -> None:
+        inproc.local_backend(directory)  # the keyring, its KEKs on the hygiene ledger
+        super().__init__(directory / "keyring.json")
         self.release = threading.Event()
         self.waiting = threading.Event()
         self.wrapped_on: list[str] = []  # the thread each wrap ran to the end on
@@ -47,13 +46,7 @@ class WaitingBackend:
             self.waiting.set()
             self.release.wait(30)
         self.wrapped_on.append(threading.current_thread().name)
-        return self._inner.wrap(plaintext)
-
-    def unwrap(self, ciphertext: bytes, key_id: str | None, annotations: Mapping[str, bytes]) -> Unwrapped:
-        return self._inner.unwrap(ciphertext, key_id, annotations)
-
-    def status(self) -> Any:
-        return self._inner.status()
+        return super().wrap(plaintext)
 
 
 def _serve(tmp_path: Path, backend: Any, in_memory: bool, **over: Any) -> Iterator[PluginServer]:
@@ -72,7 +65,7 @@ def _serve(tmp_path: Path, backend: Any, in_memory: bool, **over: Any) -> Iterat
 
 @pytest.fixture(params=[False, True], ids=["workers", "inline-first"])
 def waiting(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[tuple[PluginServer, WaitingBackend]]:
-    backend = WaitingBackend(inproc.local_backend(tmp_path / "ring"))
+    backend = WaitingBackend(tmp_path / "ring")
     for srv in _serve(tmp_path, backend, in_memory=request.param):
         yield srv, backend
     backend.release.set()
@@ -100,7 +93,7 @@ def test_a_waiting_backend_holds_a_worker_not_the_loop(waiting: tuple[PluginServ
 
 
 def test_in_memory_calls_run_in_the_loop_and_one_that_would_wait_is_served_once(tmp_path: Path) -> None:
-    backend = WaitingBackend(inproc.local_backend(tmp_path / "ring"))
+    backend = WaitingBackend(tmp_path / "ring")
     backend.release.set()
     audit = tmp_path / "audit.log"
     for srv in _serve(tmp_path, backend, in_memory=True):
