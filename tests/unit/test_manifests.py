@@ -12,6 +12,7 @@ import pytest
 from kms_appliance import config, manifests
 from kms_appliance.errors import ConfigError
 from tests.support.plugin import cli
+from tests.support.yamlsubset import parse
 
 
 def cfg(tmp_path: Path) -> config.Config:
@@ -19,13 +20,8 @@ def cfg(tmp_path: Path) -> config.Config:
     return config.load(env={}, config_file=tmp_path / "c.toml")
 
 
-def _values(doc: str) -> dict[str, str]:
-    out = {}
-    for line in doc.splitlines():
-        key, sep, value = line.strip().lstrip("- ").partition(": ")
-        if sep:
-            out[key] = value
-    return out
+def _timeout(doc: str) -> str:
+    return str(parse(doc)["resources"][0]["providers"][0]["kms"]["timeout"])
 
 
 def _cli(tmp_path: Path, *args: str) -> subprocess.CompletedProcess[str]:
@@ -46,7 +42,7 @@ def test_cli_refuses_timeout_the_apiserver_refuses(tmp_path: Path, timeout: str)
 def test_cli_accepts_go_durations(tmp_path: Path, timeout: str) -> None:
     proc = _cli(tmp_path, f"--timeout={timeout}")
     assert proc.returncode == 0, proc.stderr
-    assert _values(proc.stdout)["timeout"] == timeout
+    assert _timeout(proc.stdout) == timeout
     assert "kind: EncryptionConfiguration" in proc.stdout
 
 
@@ -70,6 +66,6 @@ def test_output_is_atomic_and_untouched_on_refusal(tmp_path: Path) -> None:
     assert out.read_text() == "previous\n"
     done = _cli(tmp_path, "--timeout=5s", "--output", str(out))
     assert (done.returncode, done.stdout, done.stderr) == (0, "", "")
-    assert _values(out.read_text())["timeout"] == "5s"
+    assert _timeout(out.read_text()) == "5s"
     assert out.stat().st_mode & 0o777 == 0o600
     assert sorted(p.name for p in tmp_path.iterdir()) == ["enc.yaml", "etc"]  # no temporary left
