@@ -1,5 +1,5 @@
-"""Against the emulator: the KEK version's creation date and the item's protection and
-rotation settings travel from describe-item into the backend's state and status."""
+"""Against the emulator: the KEK version's creation date travels from describe-item into the
+backend's state and status (the item's protection and rotation settings: test_akeyless_check.py)."""
 
 from __future__ import annotations
 
@@ -24,12 +24,3 @@ def test_created_follows_the_current_version(emu: Emulator, ak_env, make_backend
     assert backend.status().key_version == "2"
     assert backend.status().created == _ts(key.versions[2].creation_date)
     assert backend.state.created[1] == _ts(key.versions[1].creation_date) < v1
-
-
-def test_settings_are_reported(emu: Emulator, ak_env, make_backend):
-    st = make_backend(ak_env).state
-    assert (st.delete_protection, st.auto_rotate, st.rotation_interval) == (False, False, 0)
-    key = emu.key(KEY)
-    key.delete_protection, key.auto_rotate, key.rotation_interval = True, True, 30
-    st = make_backend(ak_env).state
-    assert (st.delete_protection, st.auto_rotate, st.rotation_interval) == (True, True, 30)
