@@ -1,26 +1,9 @@
-"""pytest fixtures for the end-to-end harness: real etcd, real kube-apiserver,
-real kubectl, and a KMS plugin behind a pluggable launcher.
+"""Fixtures of the end-to-end harness: real etcd, kube-apiserver and kubectl, and a KMS plugin
+behind a pluggable launcher (``kms_launcher``, or ``E2E_KMS_PLUGIN``).
 
-Why the opt-in: these tests build Go components on first use (minutes) and
-start real servers, so a plain ``pytest`` from the repo root must not pay for
-them by accident. They run when asked: ``pytest -m e2e``, ``pytest tests/e2e``,
-``E2E=1`` or ``make e2e``; otherwise each is skipped with the reason shown.
-
-Fixtures for scenarios:
-- ``e2e_components``: the binaries (built on demand, timed once per session).
-- ``cluster``: etcd started, apiserver prepared; ``cluster.apiserver.start(
-  ApiServerOptions(encryption_config=...))`` starts it, ``.restart(...)``
-  restarts it, optionally with a new EncryptionConfiguration.
-- ``start_kms_plugin``: ``start_kms_plugin("name") -> Plugin`` (socket path,
-  stop/kill/restart, Status, key rotation). The launcher behind it is the
-  ``kms_launcher`` fixture: override it, or set ``E2E_KMS_PLUGIN``.
-- ``kms_v2_cluster``: the steps most scenarios begin with: a plugin started,
-  then the apiserver on [its KMS v2 provider, identity].
-- ``record_timing``: ``record_timing("apiserver_ready_s", 7.2)`` shows up in
-  the end-of-run summary.
-
-Every process's output is kept under the test's tmp dir (``logs/``); when a
-test fails, the tail of each log is attached to the failure report.
+Why opt-in: these build Go components on first use (minutes) and start real servers, so they
+run only when asked (``pytest -m e2e``, ``pytest tests/e2e``, ``E2E=1``, ``make e2e``). When a
+test fails, the tail of every component log (kept under its tmp dir) is attached to the report.
 """
 
 from __future__ import annotations
@@ -61,9 +44,8 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
 
 
 @pytest.hookimpl(wrapper=True)
-def pytest_runtest_makereport(
-    item: pytest.Item, call: pytest.CallInfo[None]
-) -> Generator[None, pytest.TestReport, pytest.TestReport]:
+def pytest_runtest_makereport(item: pytest.Item,
+                              call: pytest.CallInfo[None]) -> Generator[None, pytest.TestReport, pytest.TestReport]:
     """Attach the tail of every component log to a failing test's report."""
     report = yield
     registry = item.stash.get(REGISTRY_KEY, None)
@@ -77,8 +59,7 @@ def pytest_runtest_logreport(report: pytest.TestReport) -> None:
     """Sum setup + call + teardown of each e2e test into one scenario time."""
     if "e2e" not in report.keywords:
         return
-    totals = _SCENARIO_SECONDS
-    totals[report.nodeid] = totals.get(report.nodeid, 0.0) + report.duration
+    _SCENARIO_SECONDS[report.nodeid] = _SCENARIO_SECONDS.get(report.nodeid, 0.0) + report.duration
 
 
 def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
@@ -97,13 +78,9 @@ def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
 def e2e_components(request: pytest.FixtureRequest) -> Components:
     """The real binaries; built by build_components.sh if missing (E2E_BUILD=0 forbids)."""
     components = ensure_components(allow_build=os.environ.get("E2E_BUILD", "1") != "0")
-    request.config.stash[TIMINGS_KEY].append(
-        (
-            f"kubernetes {components.kubernetes_version}, etcd {components.etcd_version}",
-            "components (build/check)",
-            components.build_seconds,
-        )
-    )
+    request.config.stash[TIMINGS_KEY].append((f"kubernetes {components.kubernetes_version}, etcd "
+                                               f"{components.etcd_version}", "components (build/check)",
+                                               components.build_seconds))
     return components
 
 
@@ -126,12 +103,8 @@ def process_registry(request: pytest.FixtureRequest) -> Iterator[ProcessRegistry
 
 
 @pytest.fixture
-def cluster(
-    e2e_components: Components,
-    tmp_path: Path,
-    process_registry: ProcessRegistry,
-    record_timing: RecordTiming,
-) -> Cluster:
+def cluster(e2e_components: Components, tmp_path: Path, process_registry: ProcessRegistry,
+            record_timing: RecordTiming) -> Cluster:
     """etcd running, apiserver ready to start; torn down by ``process_registry``."""
     c = new_cluster(e2e_components, tmp_path, process_registry)
     record_timing("etcd start-to-healthy", c.timings["etcd_ready_s"])
@@ -162,12 +135,8 @@ def kms_launcher(request: pytest.FixtureRequest) -> Launcher:
 
 
 @pytest.fixture
-def start_kms_plugin(
-    kms_launcher: Launcher,
-    tmp_path: Path,
-    process_registry: ProcessRegistry,
-    record_timing: RecordTiming,
-) -> Iterator[StartPlugin]:
+def start_kms_plugin(kms_launcher: Launcher, tmp_path: Path, process_registry: ProcessRegistry,
+                     record_timing: RecordTiming) -> Iterator[StartPlugin]:
     """``start_kms_plugin(name)`` starts a plugin and waits for Status ``ok``."""
     started: list[Plugin] = []
 

@@ -1,20 +1,10 @@
-"""KMS plugins the harness can put behind kube-apiserver, behind one interface.
+"""KMS plugins the harness can put behind kube-apiserver: a launcher turns (workdir, provider
+name, registry) into a prepared ``Plugin`` (tests/support/plugin.py) whose socket goes into the
+EncryptionConfiguration.
 
-Why pluggable: the harness must prove itself before the project's plugin is
-runnable, and later run every scenario against the real plugin (or a frozen
-binary, or an operator's release candidate) unchanged. A *launcher* turns
-(workdir, provider name) into a prepared ``Plugin`` whose ``socket``
-goes into the EncryptionConfiguration; the handle (tests/support/plugin.py's
-``Plugin``, the launcher every suite uses) can stop, kill -9, restart and ask
-Status over the socket, which is all the scenarios need.
-
-Launchers (pick with ``E2E_KMS_PLUGIN``, comma-separated for several):
-- ``appliance`` (default): ``kms-appliance serve --backend local`` with a
-  fresh keyring; the command is ``E2E_APPLIANCE_CMD`` (default
-  ``<python> -m kms_appliance`` from this checkout; set it to a frozen
-  binary's path to test that instead).
-- ``akeyless``: the appliance on its Akeyless backend against an emulator
-  process (``Plugin.backend``: stop it for an outage, start it to end one).
+Why pluggable: every scenario runs unchanged against this checkout or a frozen binary
+(``E2E_APPLIANCE_CMD``), on the local keyring (``appliance``) or on Akeyless through an emulator
+process (``akeyless``: ``Plugin.backend``, stopped for an outage). ``E2E_KMS_PLUGIN`` picks them.
 """
 
 from __future__ import annotations
@@ -77,12 +67,7 @@ def akeyless_launcher(workdir: Path, name: str, registry: ProcessRegistry) -> Pl
                             settings={"KMS_APPLIANCE_AKEYLESS_REFRESH_INTERVAL": "5s"})
 
 
-LAUNCHERS: dict[str, Launcher] = {
-    "appliance": appliance_launcher,
-    "akeyless": akeyless_launcher,
-}
-
-
+LAUNCHERS: dict[str, Launcher] = {"appliance": appliance_launcher, "akeyless": akeyless_launcher}
 DEFAULT_PLUGINS = "appliance"
 
 

@@ -1,36 +1,12 @@
 """Akeyless envelope mode through an outage, a second control-plane node, rotation,
 storage migration and a revocation.
 
-Why its own scenario: in direct mode a kube-apiserver that restarts while
-Akeyless is down serves no Secret (test_outage.py: KMS v2 needs one Encrypt
-before it serves reads). In envelope mode the plugin wraps DEKs locally under
-an intermediate key (IK) it holds, so Encrypt and Decrypt under held IKs need
-no Akeyless. The scenario runs two plugins (one per "master") on one
-emulator and one etcd, each behind its own kube-apiserver:
-
-1. A's apiserver writes Secrets; B's apiserver reads them (B's plugin
-   unwraps A's IK once through Akeyless).
-2. Akeyless stops. Both apiservers restart: they become ready, read every
-   Secret (B also those A wrote during the outage) and write new ones.
-3. Akeyless returns: A reads what B wrote in the outage (unwraps B's IK).
-4. The key rotates in Akeyless: A's plugin makes a new IK (key_id names item
-   version 2); after a restart A's apiserver writes under it; storage
-   migration moves every Secret to it (etcd checked raw).
-5. The plugins' credentials are revoked in the emulator: at the next refresh
-   (1 s here) the plugins drop every IK (docs/akeyless.md, "Revocation
-   honoured"): a Decrypt over A's socket of a DEK from etcd is
-   PERMISSION_DENIED, and B's apiserver, restarted, serves no Secret (its
-   plugin can neither Encrypt nor unwrap). Fail closed. (A running apiserver
-   keeps the DEK seeds it already decrypted, as its watch cache decrypts each
-   write when it arrives: recorded, not asserted, for A.)
-
-Secret scan: every IK (recovered from the DEK ciphertexts in etcd by playing
-Akeyless with the emulator's key) is absent from the plugins', apiservers'
-and etcd's logs.
-
-The plugin command is ``E2E_APPLIANCE_CMD`` when set (frozen binary), this
-checkout otherwise; the ``E2E_KMS_PLUGIN`` choice does not apply (the scenario
-is about Akeyless).
+Why its own scenario: in direct mode an apiserver restarted while Akeyless is down serves no
+Secret (test_outage.py); in envelope mode the plugin wraps DEKs under an intermediate key (IK)
+it holds, so a restarted control plane keeps serving. Two plugins (one per "master") share one
+emulator and one etcd, each behind its own apiserver; revoked credentials must still fail
+closed (docs/akeyless.md, "Revocation honoured"), and no IK may appear in any log. The plugin
+is ``E2E_APPLIANCE_CMD`` or this checkout; ``E2E_KMS_PLUGIN`` does not apply.
 """
 
 from __future__ import annotations

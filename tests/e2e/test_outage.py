@@ -62,18 +62,12 @@ class TestAkeylessOutage:
         # /version, not /livez: upstream's storage-readiness hook holds /livez for its
         # one-minute timeout while Secrets cannot be read, which would only add a minute.
         k.restart_apiserver(ready_path="/version")
-        during = cluster.kubectl(
-            "get", "secrets", "-l", f"{BATCH_LABEL}=warm", "--request-timeout=10s", check=False
-        )
+        during = cluster.kubectl("get", "secrets", "-l", f"{BATCH_LABEL}=warm", "--request-timeout=10s", check=False)
         k.record_timing(f"reads after restart in outage (rc={during.returncode})", 0.0)
 
         plugin.backend.start()  # Akeyless is back
-        recovered = wait_until(
-            lambda: cluster.apiserver.get("/readyz")[0] == 200,
-            RECOVERY_TIMEOUT_S,
-            "/readyz after Akeyless returned",
-            interval_s=1,
-        )
+        recovered = wait_until(lambda: cluster.apiserver.get("/readyz")[0] == 200, RECOVERY_TIMEOUT_S,
+                               "/readyz after Akeyless returned", interval_s=1)
         k.record_timing("apiserver ready after Akeyless returned", recovered)
         assert list_batch(cluster, "warm") == written
         after = {"after": create_secret(cluster, "after")}
