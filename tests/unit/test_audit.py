@@ -258,16 +258,13 @@ def test_a_directory_the_user_cannot_enter_is_one_typed_refusal_for_serve_and_ch
 
 
 def test_gate_refuses_calls_while_records_are_lost(tmp_path: Path) -> None:
-    log = AuditLog(str(tmp_path / "audit.log"), flush_interval=0)
-    gate = AuditGate(FakeBackend(), log)
-    try:
+    with closing(AuditLog(str(tmp_path / "audit.log"), flush_interval=0)) as log:
+        gate = AuditGate(FakeBackend(), log)
         assert gate.wrap(b"x").ciphertext == b"fake:1|x" and gate.status().healthy
         log.lost = True
         with pytest.raises(BackendUnavailable):
             gate.wrap(b"x")
         assert not gate.status().healthy
-    finally:
-        log.close()
 
 
 def test_flusher_runs_under_the_supervisor(tmp_path: Path) -> None:

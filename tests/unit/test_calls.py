@@ -5,6 +5,7 @@ from __future__ import annotations
 import datetime
 import json
 import time
+from contextlib import closing
 from pathlib import Path
 
 import grpc
@@ -130,30 +131,24 @@ class TestDeferredAccounting:
 
     def test_the_flusher_accounts_without_any_other_trigger(self, tmp_path: Path) -> None:
         calls, audit, metrics = self._calls(tmp_path, interval=0.02)
-        try:
+        with closing(audit):
             self._encrypt(calls, "u0")
             assert eventually(lambda: self._ok_count(metrics) >= 1, 5, 0.01)
             assert self._ok_count(metrics) == 1
-        finally:
-            audit.close()
 
     def test_a_full_queue_makes_calls_account_for_themselves(self, tmp_path: Path,
                                                              monkeypatch: pytest.MonkeyPatch) -> None:
         monkeypatch.setattr(calls_module, "MAX_PENDING", 2)
         calls, audit, metrics = self._calls(tmp_path, interval=1.0)
-        try:
+        with closing(audit):
             for i in range(3):
                 self._encrypt(calls, f"u{i}")
             assert self._ok_count(metrics) == 1  # the third, inline; two still queued
-        finally:
-            audit.close()
         assert self._ok_count(metrics) == 3
 
     def test_interval_zero_accounts_inline(self, tmp_path: Path) -> None:
         calls, audit, metrics = self._calls(tmp_path, interval=0)
-        try:
+        with closing(audit):
             self._encrypt(calls, "u0")
             assert self._ok_count(metrics) == 1
             assert json.loads((tmp_path / "audit.log").read_text())["uid"] == "u0"
-        finally:
-            audit.close()
