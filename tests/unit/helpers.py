@@ -3,6 +3,10 @@
 from __future__ import annotations
 
 import importlib.util
+import os
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
 from types import ModuleType
 
 from kms_appliance.metrics import Metrics
@@ -31,3 +35,16 @@ def script(path: str) -> ModuleType:
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module
+
+
+def fifo_error(fifo: Path, read: Callable[[], object], timeout: float = 10) -> BaseException | None:
+    """What ``read()`` raised, given a FIFO made at ``fifo``: a reader still waiting for a writer
+    after ``timeout`` is released (so its thread ends) and the test fails on the TimeoutError."""
+    os.mkfifo(fifo)
+    with ThreadPoolExecutor(1) as pool:
+        loading = pool.submit(read)
+        try:
+            return loading.exception(timeout=timeout)
+        finally:
+            if not loading.done():
+                os.close(os.open(fifo, os.O_WRONLY | os.O_NONBLOCK))

@@ -3,10 +3,8 @@
 from __future__ import annotations
 
 import dataclasses
-import os
 import subprocess
 import sys
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
@@ -14,6 +12,7 @@ import pytest
 from kms_appliance import cli, config, errors
 from kms_appliance.errors import ConfigError
 from tests.support.procs import REPO
+from tests.unit.helpers import fifo_error
 
 
 def write(tmp_path: Path, text: str) -> Path:
@@ -238,15 +237,7 @@ def test_cli_safety_net_prints_the_type_only(monkeypatch: pytest.MonkeyPatch,
 
 
 def test_fifo_as_config_file_is_refused_not_waited_on(tmp_path: Path) -> None:
-    fifo = tmp_path / "config.toml"
-    os.mkfifo(fifo)
-    with ThreadPoolExecutor(1) as pool:
-        loading = pool.submit(config.load, env={}, config_file=fifo)
-        try:
-            error = loading.exception(timeout=5)
-        finally:
-            if not loading.done():  # waiting for a writer: release it before failing
-                os.close(os.open(fifo, os.O_WRONLY | os.O_NONBLOCK))
+    error = fifo_error(tmp_path / "config.toml", lambda: config.load(env={}, config_file=tmp_path / "config.toml"), 5)
     assert isinstance(error, ConfigError) and "FIFO" in error.message
 
 
