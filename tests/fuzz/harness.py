@@ -1,9 +1,8 @@
-"""Shared pieces of the fuzz targets: budgets, invariants (the grpc context is tests/support/fakes.py).
+"""Shared pieces of the fuzz targets: budgets, tallies, the no-echo check.
 
-The servicers are the real ones over the real local backend; only the
-``grpc.ServicerContext`` is a stand-in, because in-process is the only way to
-run 100,000 inputs per target in CI time. tests/fuzz/test_fuzz_socket.py runs
-a smaller campaign over the real socket to cover what the stand-in cannot.
+The handler campaigns run in process on the real servicers (only ``grpc.ServicerContext`` is a
+stand-in, tests/support/fakes.py): the only way to run 100,000 inputs per target in CI time.
+tests/fuzz/test_fuzz_socket.py covers what the stand-in cannot over the real socket.
 """
 
 from __future__ import annotations

@@ -1,13 +1,9 @@
 """Fuzz the Akeyless envelope-mode ciphertext (intermediate.parse and ModalBackend.unwrap).
 
-100,000 mutated inputs (KMS_APPLIANCE_FUZZ_EXAMPLES) from valid ciphertexts
-of two IKs, run through the backend's real unwrap with Akeyless replaced by
-an offline stand-in that unwraps exactly the IK blobs it issued under their
-own context (as Akeyless does) and refuses everything else (400). Invariants:
-an accepted input is byte-for-byte one of the originals and yields its DEK
-(every byte before the nonce is AES-GCM associated data, the rest is nonce
-and tag-checked ciphertext); a refused one raises CiphertextError with a
-message from a fixed set that quotes nothing of the input; nothing else escapes.
+Mutations of valid ciphertexts of two IKs go through the backend's real unwrap, with Akeyless
+replaced by a stand-in that unwraps exactly the IK blobs it issued (as Akeyless does) and
+refuses the rest (400). An accepted input must be byte for byte an original and yield its DEK;
+a refused one raises CiphertextError with a fixed message quoting nothing of the input.
 """
 
 from __future__ import annotations

@@ -1,10 +1,9 @@
 """100,000 inputs per handler (KMS v2 and v1beta1), in-process, with the mutation engine.
 
-Each input is a request built from mutated fields (ciphertexts mutated from
-real ones under three key versions, key_ids, annotations, uids, versions,
-plaintexts) or mutated request bytes decoded the way grpc decodes them.
-The properties are tests/fuzz/props.py's: never INTERNAL, never a wrong
-plaintext, no echo of inputs, one audit record per call, no input over 1 s.
+Requests built from mutated fields (ciphertexts under three key versions, key_ids, annotations,
+uids, versions, plaintexts) or mutated request bytes decoded as grpc decodes them, checked
+against props.py: never INTERNAL, never a wrong plaintext, no echo of inputs, one audit record
+per call, no input over 5 s.
 """
 
 from __future__ import annotations

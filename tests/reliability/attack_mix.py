@@ -3,34 +3,26 @@
     python -m tests.reliability.attack_mix --seconds 600 [--json out.json]
 
 The plugin runs as on a hardened node: socket group ``daemon`` but ``server.allowed_uids`` our
-uid, so a local user in the group connects and is refused by SO_PEERCRED (the refused-peer
-flood needs that). ``server.max_connection_age`` is short (60 s), so every connection, the real
-client's included, is recycled several times under attack: a reconnect is where a saturated
-server would fail it. A warm-up (real calls, bursts that grow the worker pool, a scrape) comes
-before the baseline of the plugin's process tree (the peer gate is a child of its own).
-The drivers of tests/support/attacks.py run in a process of their own, so their work never
-competes with the real client (kube-apiserver's part: a v2 round trip and a Status per second,
-its deadline and wait_for_ready) for this interpreter's lock. The run fails (exit 1) on a failed
-real-client call, a peak RSS at the static pod's limit, descriptors or threads not back to
-baseline (+ tolerance) within the settle bound, a dead plugin, or a SIGTERM exit other than 0.
+uid, so a local user in the group is refused by SO_PEERCRED; ``server.max_connection_age`` is
+short (60 s), so every connection, the real client's too, is recycled under attack (a reconnect
+is where a saturated server would fail it). The baseline is taken after a warm-up. The run fails
+(exit 1) on a failed real-client call, a peak RSS at the static pod's limit, descriptors or
+threads not back to baseline within the settle bound, a dead plugin, or a SIGTERM exit other than 0.
 
-Why the attackers run at nice 19: several drivers loop as fast as the CPU allows (the refused
-peer's ~7,000 connects/s, the malformed batches, the flood bursts). At equal weight on a
-2-core machine at load ~10 a real-client call then takes over 1 s a few times a minute
-because the plugin's threads wait in the run queue, not because a bound of the plugin gave
-way: each driver alone leaves the real client unharmed, and the mix at nice 19 sends the same
-volume (within ~15 %) with 0 failed calls and a worst latency of ~150 ms. A local user's CPU is
-bounded by cgroups (the pod's CPU limit), not by the plugin; this run proves the plugin's own
-bounds (memory, descriptors, threads, workers, streams, metadata, read time, audit volume).
+Why the drivers (tests/support/attacks.py, in a process of their own so they never compete
+with the real client for this interpreter's lock) run at nice 19: several loop as fast as the
+CPU allows, and at equal weight on a 2-core machine at load ~10 a real-client call took over
+1 s a few times a minute because the plugin's threads waited in the run queue, not because a
+bound of the plugin gave way. At nice 19 the mix sends the same volume (within ~15 %) with 0
+failed calls. A local user's CPU is bounded by cgroups, not by the plugin; this run proves the
+plugin's own bounds (memory, descriptors, threads, workers, streams, metadata, audit volume).
 
-Tolerances after the settle: descriptors +FD_SLACK, since a gated connection costs 3 (client
-end, relay, grpc's end) and the real client's connection may be mid-recycle. Threads
-+THREAD_SLACK: the recycle costs 2 relay threads, and the worker pool grows on demand and never
-shrinks. grpc core's own pool (threads named ``event_engine``) grows while busy and keeps idle
-threads a while (7-9 against a baseline of 4 after an unpaced flood and a 40 s settle; 4-5
-after 45 s and 8 after 600 s with the paced one), so it is checked apart: at most GRPC_POOL_MAX
-(a leak would grow with every round, not stop at twice its baseline). An attack's leftovers
-cost far more: 3 descriptors and 2 threads per held gated connection, a descriptor per HTTP one.
+Tolerances after the settle: descriptors +FD_SLACK (a gated connection costs 3, and the real
+client's may be mid-recycle); threads +THREAD_SLACK (a recycle costs 2 relay threads, and the
+worker pool never shrinks). grpc core's own pool (threads named ``event_engine``) keeps idle
+threads a while (7-9 against a baseline of 4 after the heaviest runs), so it is bounded apart
+by GRPC_POOL_MAX: a leak would grow with every round. A held attack connection costs far more
+(3 descriptors and 2 threads per gated one, a descriptor per HTTP one).
 """
 
 from __future__ import annotations

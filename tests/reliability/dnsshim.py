@@ -1,11 +1,8 @@
 """Run the plugin with a resolver that can be made to fail (DNS fault injection).
 
-Usage: ``python -m tests.reliability.dnsshim FLAGFILE serve ...``. While
-FLAGFILE exists, every name lookup of ``localhost`` fails with EAI_NONAME,
-exactly what glibc raises for a name that does not resolve; otherwise the
-real resolver answers. Only the lookup is faulted: connections, TLS and the
-plugin itself are the real ones. Loopback only, so no real DNS server is
-needed (the sandbox has no internet).
+``python -m tests.reliability.dnsshim FLAGFILE serve ...``: while FLAGFILE exists, lookups of
+``localhost`` fail with EAI_NONAME (what glibc raises for a name that does not resolve);
+connections, TLS and the plugin itself are the real ones, so no DNS server is needed.
 """
 
 from __future__ import annotations

@@ -1,17 +1,11 @@
 """The soak: mixed KMS calls over the real socket, with rotations and faults, for a long time.
 
-Three processes on loopback: the Akeyless emulator (``python -m
-akeyless_emulator``), the plugin (``serve --backend akeyless``, decrypt cache
-bounded at 2,048 DEKs, below the working set) and this driver. The driver makes ``calls`` mixed
-calls from several threads, the way kube-apiserver does (mostly Decrypt of a
-working set of stored DEKs, Status polls, some Encrypts, KMS v1 too), and
-along the way rotates the key in Akeyless, expires tokens, and injects
-one-shot faults (503, reset: retried inside the call budget; 429: surfaces as
-RESOURCE_EXHAUSTED, the only error allowed, at most once per injection).
-
-Every answer is checked (a Decrypt must return exactly what was sealed;
-Encrypt's key_id must follow rotations). RSS and descriptors of the plugin
-are sampled after warm-up (10 % of the calls) and at the end.
+Emulator, plugin (Akeyless backend, decrypt cache of 2,048 DEKs: below the working set, so it
+evicts from the first pass on) and this driver, whose threads call as kube-apiserver does
+(mostly Decrypt of stored DEKs, Status polls, some Encrypts, KMS v1 too) while the key rotates,
+tokens expire and one-shot faults are injected (503 and reset are retried inside the call
+budget; 429 surfaces as RESOURCE_EXHAUSTED, at most once per injection). Every answer is
+checked; RSS and descriptors are sampled after warm-up (10 % of the calls) and at the end.
 
     python -m tests.reliability.soak --calls 1000000     # what `make soak` runs
 """

@@ -1,10 +1,6 @@
-"""A loopback TCP proxy whose upstream a test can switch (TLS fault injection).
-
-Why: TLS failures (a server certificate from another CA, an expired one) must
-be injected while the plugin runs, on the path it already uses. The plugin
-talks to this proxy; the proxy forwards bytes unchanged to the current
-upstream (an emulator with a good certificate, or one with a bad one).
-``switch()`` also drops open connections so the next request handshakes again.
+"""A loopback TCP proxy whose upstream a test can switch: TLS faults (a certificate from another
+CA, an expired one) injected while the plugin runs, on the path it already uses. ``switch()``
+also drops open connections so the next request handshakes again.
 """
 
 from __future__ import annotations

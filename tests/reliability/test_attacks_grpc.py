@@ -1,17 +1,7 @@
 """Attacks on the gRPC endpoint itself: slow callers, header floods, slot hoarding.
 
-Each attack runs against the real plugin process while a well-behaved client
-(kube-apiserver's part) calls Status with a 1 s deadline: that deadline is the functional requirement, not a benchmark.
-
-- Slow callers: calls whose request message never (fully) arrives must not
-  hold a worker; they end with DEADLINE_EXCEEDED after
-  ``server.request_read_timeout``.
-- Header/CONTINUATION floods from 32 connections: memory stays under the
-  static pod's limit (384 MiB) and Status keeps answering.
-- Slot hoarding: a client that makes one cheap call now and then can no
-  longer keep a ``server.max_connections`` slot forever: every connection
-  is recycled after ``server.max_connection_age`` (GOAWAY; grpc clients
-  reconnect transparently), so a newcomer gets a slot.
+Each runs against the real plugin while a well-behaved client (kube-apiserver's part) calls
+Status with a 1 s deadline: that deadline is the requirement, not a benchmark.
 """
 
 from __future__ import annotations

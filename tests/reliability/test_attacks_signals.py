@@ -1,13 +1,9 @@
 """Signals as an attack and as an operator mistake.
 
-- A burst of SIGHUPs (a loop of ``kill -HUP``, or a logrotate gone wrong)
-  used to deadlock the main thread: the handler's ``Event.set()`` re-entered
-  a lock the interrupted code held. Afterwards rotation was never picked up
-  and SIGTERM was ignored; or nested handlers hit RecursionError and the
-  plugin stopped (a69ccd0: 5 of 5 runs of this test failed one way or the
-  other). Handlers now take no lock and do nothing (process.Wakeup).
-- Core dumps are off in ``serve`` (a core of an aborted stop held the KEK).
-- A call in flight at SIGTERM finishes (OK, not CANCELLED) and the exit is 0.
+A burst of SIGHUPs used to deadlock the main thread (the handler's ``Event.set()`` re-entered a
+lock the interrupted code held: rotation was never picked up again and SIGTERM was ignored) or
+hit RecursionError in nested handlers. Core dumps are off in ``serve`` (a core of an aborted
+stop held the KEK), and a call in flight at SIGTERM finishes OK with exit 0.
 """
 
 from __future__ import annotations

@@ -1,13 +1,10 @@
 """The fault matrix: every way Akeyless (or the path to it) fails, on the real plugin.
 
-One plugin process (Akeyless backend, real SDK, decrypt cache off so every
-Decrypt goes remote, call budget 1 s, health probe every 1 s) talks HTTPS to
-the emulator through a switchable loopback proxy, by the name ``localhost``
-resolved through a resolver that can be made to fail. For each fault this
-proves what kube-apiserver would see: the gRPC code (never OK with a wrong
-plaintext, never later than the budget), the audit record, the metric,
-readiness, and recovery once the fault clears, with no thread or descriptor
-growth.
+The plugin (Akeyless backend, decrypt cache off so every Decrypt goes remote, call budget 1 s,
+health probe every 1 s) reaches the emulator as ``localhost`` through a switchable proxy
+(tcpproxy.py) and a resolver that can be made to fail (dnsshim.py). Per fault: what
+kube-apiserver sees (the gRPC code, never a wrong plaintext, never later than the budget), the
+audit record, the metric, readiness, and recovery with no thread or descriptor growth.
 """
 
 from __future__ import annotations

@@ -1,9 +1,4 @@
-"""The soak in CI form: 100,000 mixed calls (the full 1,000,000 is `make soak`).
-
-Same driver, same checks as ``python -m tests.reliability.soak``: zero wrong
-answers, zero unexpected errors, RSS growth at most 5 % after warm-up, no
-descriptor growth, the plugin alive at the end.
-"""
+"""The soak in CI form: 100,000 mixed calls, same driver and verdict as `make soak` (1,000,000)."""
 
 from __future__ import annotations
 

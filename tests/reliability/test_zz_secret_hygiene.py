@@ -1,13 +1,9 @@
 """The suite-wide secret check: runs last, scans everything any test of the session made the plugin write.
 
-Sources: every plugin process the suites started (stdout, stderr, audit
-file, /metrics and health bodies), every gRPC error detail they returned,
-and any core file left in their work directories. Secrets: every access
-key, auth token, UID token, KEK byte string, DEK and seed the tests used
-(tests/support/ledger.py), in raw, hex and base64 forms. The Akeyless
-plugins ran at --log-level debug, the most verbose an operator can set.
-This module also runs a busy scenario of its own, so it proves something
-when run alone.
+Every plugin process's stdout, stderr, audit file, /metrics and health bodies, every gRPC error
+detail and any core file, for every access key, token, KEK, DEK and seed the tests used
+(tests/support/ledger.py) in raw, hex and base64 forms. This module runs busy scenarios of its
+own at --log-level debug (the most an operator can set), so it proves something when run alone.
 """
 
 from __future__ import annotations

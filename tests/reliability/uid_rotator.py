@@ -1,10 +1,6 @@
-"""Child process for the crash-safety test: the Akeyless backend rotating its UID token fast.
-
-Run as ``python -m tests.reliability.uid_rotator`` with the plugin's
-environment. It builds the real backend exactly as ``serve`` does, but with a
-50 ms rotation interval (the setting's floor is 10 s, so the test sets it on
-the parsed config), prints READY once it is up, and keeps wrapping and
-unwrapping until it is killed.
+"""Child of the crash-safety test: the real Akeyless backend, built as ``serve`` builds it, rotating
+its UID token every 50 ms (the setting's floor is 10 s, so it is set on the parsed config).
+Prints READY once up, then wraps and unwraps until killed.
 """
 
 from __future__ import annotations
