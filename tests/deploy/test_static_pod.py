@@ -35,7 +35,6 @@ from tests.support.steps import NONROOT, REPO, VERSION, nonroot_dirs, run
 from . import node
 from .conftest import FACTS, step
 from .node import Containerd, Kubelet, NodeNamespace
-from .ociarchive import write_single_binary_image
 
 pytestmark = [pytest.mark.deploy]
 
@@ -205,10 +204,24 @@ class Deployment:
     kubepods_ours: bool = False
 
 
+def pause_image(pause: Path, ref: str, work: Path) -> Path:
+    """The pause binary alone as an OCI archive named ``ref`` (no registry is reachable): the
+    pod sandbox image. buildah with a store in the work dir, removed with it."""
+    buildah = ["buildah", "--root", str(work / "buildah"), "--runroot", str(work / "buildah-run"),
+               "--storage-driver", "vfs"]
+    box = run([*buildah, "from", "scratch"]).stdout.strip()
+    run([*buildah, "copy", box, str(pause), "/pause"])
+    run([*buildah, "config", "--entrypoint", '["/pause"]', "--user", "65535:65535", box])
+    run([*buildah, "commit", "-q", "--rm", box, ref])
+    archive = work / "pause_oci.tar"
+    run([*buildah, "push", "-q", ref, f"oci-archive:{archive}:{ref}"])
+    return archive
+
+
 def start_node(d: Deployment) -> None:
     work = d.paths.work
     pause_ref = f"localhost/kms-deploy/pause:{d.components.kubernetes_version}"
-    pause_archive = write_single_binary_image(d.node_bin / "pause", pause_ref, work / "pause_oci.tar")
+    pause_archive = pause_image(d.node_bin / "pause", pause_ref, work)
     d.node = NodeNamespace(work, d.registry)
     d.node.start()
     d.containerd = Containerd(d.node_bin, work, d.node, d.registry, sandbox_image=pause_ref)
