@@ -12,7 +12,7 @@ import grpc
 
 from akeyless_emulator import Emulator
 from tests.integration.akeyless.test_akeyless_envelope import revoke
-from tests.integration.akeyless.test_akeyless_socket import start
+from tests.integration.akeyless.test_akeyless_socket import serving
 from tests.support import secrets_scan
 from tests.support.emulator import KEY
 from tests.support.intermediate_keys import iks_of
@@ -21,42 +21,38 @@ from tests.support.procs import eventually
 
 
 def test_outage_ride_through_and_revocation(emu: Emulator, tmp_path: Path) -> None:
-    a, env_a = start(emu, tmp_path / "a", KMS_APPLIANCE_AKEYLESS_MODE="envelope")
-    b, env_b = start(emu, tmp_path / "b", KMS_APPLIANCE_AKEYLESS_MODE="envelope")
     seed = os.urandom(32)
-    try:
-        with Client(a.socket) as ca, Client(b.socket) as cb:
-            enc = ca.encrypt(seed)
-            assert ":ik:" in enc.key_id and enc.key_id == ca.status().key_id
-            assert cb.decrypt(enc.ciphertext, enc.key_id) == seed  # B unwraps A's IK once
-            own_b = cb.encrypt(os.urandom(32))  # B's own IK, for the secret scan
+    with (serving(emu, tmp_path / "a", KMS_APPLIANCE_AKEYLESS_MODE="envelope") as (a, env_a),
+          serving(emu, tmp_path / "b", KMS_APPLIANCE_AKEYLESS_MODE="envelope") as (b, env_b),
+          Client(a.socket) as ca, Client(b.socket) as cb):
+        enc = ca.encrypt(seed)
+        assert ":ik:" in enc.key_id and enc.key_id == ca.status().key_id
+        assert cb.decrypt(enc.ciphertext, enc.key_id) == seed  # B unwraps A's IK once
+        own_b = cb.encrypt(os.urandom(32))  # B's own IK, for the secret scan
 
-            emu.fault("*", status=503)  # Akeyless down for both
-            seed2 = os.urandom(32)
-            enc2 = ca.encrypt(seed2)  # an apiserver restarting now gets its Encrypt
-            assert ca.decrypt(enc2.ciphertext, enc2.key_id) == seed2
-            assert cb.decrypt(enc2.ciphertext, enc2.key_id) == seed2  # same IK, held by B
-            assert ca.v1_decrypt(ca.v1_encrypt(seed)) == seed
-            seen = emu.calls["describe-item"]  # wait for refresh rounds to fail against the outage
-            assert eventually(lambda: emu.calls["describe-item"] >= seen + 4, 15, 0.1)
-            assert cb.decrypt(enc.ciphertext, enc.key_id) == seed
-            assert ca.status().healthz == "ok"
-            emu.clear_faults()
+        emu.fault("*", status=503)  # Akeyless down for both
+        seed2 = os.urandom(32)
+        enc2 = ca.encrypt(seed2)  # an apiserver restarting now gets its Encrypt
+        assert ca.decrypt(enc2.ciphertext, enc2.key_id) == seed2
+        assert cb.decrypt(enc2.ciphertext, enc2.key_id) == seed2  # same IK, held by B
+        assert ca.v1_decrypt(ca.v1_encrypt(seed)) == seed
+        seen = emu.calls["describe-item"]  # wait for refresh rounds to fail against the outage
+        assert eventually(lambda: emu.calls["describe-item"] >= seen + 4, 15, 0.1)
+        assert cb.decrypt(enc.ciphertext, enc.key_id) == seed
+        assert ca.status().healthz == "ok"
+        emu.clear_faults()
 
-            revoke(emu, env_b["AKEYLESS_ACCESS_ID"])
-            deadline, code = time.monotonic() + 15, None
-            while time.monotonic() < deadline:
-                try:
-                    cb.decrypt(enc.ciphertext, enc.key_id)
-                except grpc.RpcError as exc:
-                    code = exc.code()
-                    break
-                time.sleep(0.2)
-            assert code == grpc.StatusCode.PERMISSION_DENIED  # fail closed
-            assert cb.status().healthz.startswith("unhealthy")
-    finally:
-        a.stop()
-        b.stop()
+        revoke(emu, env_b["AKEYLESS_ACCESS_ID"])
+        deadline, code = time.monotonic() + 15, None
+        while time.monotonic() < deadline:
+            try:
+                cb.decrypt(enc.ciphertext, enc.key_id)
+            except grpc.RpcError as exc:
+                code = exc.code()
+                break
+            time.sleep(0.2)
+        assert code == grpc.StatusCode.PERMISSION_DENIED  # fail closed
+        assert cb.status().healthz.startswith("unhealthy")
     rec_a, rec_b = a.audit_records(), b.audit_records()
     created = [r for r in rec_a if r["event"] == "intermediate_key_created"]
     assert len(created) == 1 and created[0]["key_id"] == enc.key_id
