@@ -7,6 +7,7 @@ import contextlib
 import errno
 import os
 import socket
+import socketserver
 import threading
 import time
 import types
@@ -23,33 +24,22 @@ from tests.support.procs import eventually
 WAIT = 5.0
 
 
-class _Echo:
+class _Echo(socketserver.BaseRequestHandler):
     """Stands in for grpc on the inner socket."""
 
-    def __init__(self, path: Path) -> None:
-        self.sock = socket.socket(socket.AF_UNIX)
-        self.sock.bind(os.fspath(path))
-        self.sock.listen(64)
-        threading.Thread(target=self._serve, daemon=True).start()
-
-    def _serve(self) -> None:
+    def handle(self) -> None:
         with contextlib.suppress(OSError):
-            while True:
-                conn, _ = self.sock.accept()
-                threading.Thread(target=self._echo, args=(conn,), daemon=True).start()
-
-    @staticmethod
-    def _echo(conn: socket.socket) -> None:
-        with conn, contextlib.suppress(OSError):
-            while data := conn.recv(4096):
-                conn.sendall(data)
+            while data := self.request.recv(4096):
+                self.request.sendall(data)
 
 
 class _Gate:
     def __init__(self, tmp: Path, allowed: frozenset[int], **kw: Any) -> None:
         self.public = tmp / "public.sock"
         inner = tmp / "inner.sock"
-        self.echo = _Echo(inner)
+        self.echo = socketserver.ThreadingUnixStreamServer(os.fspath(inner), _Echo)
+        self.echo.daemon_threads = True
+        threading.Thread(target=self.echo.serve_forever, daemon=True).start()
         listener = socket.socket(socket.AF_UNIX)
         listener.bind(os.fspath(self.public))
         listener.listen(64)
@@ -77,7 +67,8 @@ class _Gate:
     def close(self) -> None:
         self.gate.stop_accepting()
         self.gate.close()
-        self.echo.sock.close()
+        self.echo.shutdown()
+        self.echo.server_close()
 
 
 @pytest.fixture
