@@ -8,27 +8,18 @@ less sensitive to a noisy machine than the socket figures.
 
 from __future__ import annotations
 
-import subprocess
-import sys
 import tempfile
 import time
 import timeit
 from pathlib import Path
 from typing import Any
 
-from .servers import PY, REPO
+import grpc
+
+from tests.support import plugin as pm
+from tests.support.fakes import FakeContext
 
 N = 20_000
-
-
-class _Ctx:
-    """Stands in for grpc.ServicerContext; only used on errors (none here)."""
-
-    def set_code(self, code: Any) -> None:
-        raise AssertionError(code)
-
-    def set_details(self, details: str) -> None:
-        raise AssertionError(details)
 
 
 def _best(fn: Any) -> float:
@@ -48,10 +39,7 @@ def _cpu(fn: Any) -> float:
 
 
 def measure() -> dict[str, float]:
-    sys.path.insert(0, str(REPO))
-    sys.path.insert(0, str(REPO / "bench"))
-    import bare_servicer as bare  # noqa: PLC0415 - bench path set up just above
-
+    from bench import bare_servicer as bare  # noqa: PLC0415
     from kms_appliance import service  # noqa: PLC0415
     from kms_appliance.audit import AuditLog, CallLines, CallRecord, Site, fingerprint  # noqa: PLC0415
     from kms_appliance.backends.local import LocalBackend  # noqa: PLC0415
@@ -61,18 +49,16 @@ def measure() -> dict[str, float]:
 
     with tempfile.TemporaryDirectory(prefix="kms-bench-inproc-") as tmp:
         ring = Path(tmp) / "keyring.json"
-        subprocess.run([PY, "-m", "kms_appliance", "keyring", "init", str(ring)], cwd=REPO,
-                       check=True, capture_output=True, timeout=60)
+        pm.keyring_init(ring)
         backend = LocalBackend(ring)
         audit = AuditLog(str(Path(tmp) / "audit.log"),  # as deployed: deferred accounting
                          ObservabilitySettings().audit_flush_interval)
         metrics = Metrics()
         svc = service.servicers(backend, metrics, audit).v2
-        ctx: Any = _Ctx()
+        ctx: Any = FakeContext()
         req = v2_pb2.EncryptRequest(plaintext=b"k" * 32, uid="bench-uid-0001")
         ct = svc.Encrypt(req, ctx)
-        dreq = v2_pb2.DecryptRequest(ciphertext=ct.ciphertext, key_id=ct.key_id,
-                                     uid="bench-uid-0001")
+        dreq = v2_pb2.DecryptRequest(ciphertext=ct.ciphertext, key_id=ct.key_id, uid="bench-uid-0001")
         b2 = bare.BareV2(bare._Crypto())
         bdreq = v2_pb2.DecryptRequest(ciphertext=b2.Encrypt(req, ctx).ciphertext)
         fields = {"event": "encrypt", "api": "v2", "uid": "bench-uid-0001", "backend": "local",
@@ -80,8 +66,7 @@ def measure() -> dict[str, float]:
                   "outcome": "ok", "code": "OK", "duration_ms": 0.031, "ct_fp": "0" * 16}
         counter, hist = metrics.bound("encrypt", "v2", "ok")
         lines = CallLines("local", str(ring))
-        rec = CallRecord(1e9, 0.0003, Site("v2", "encrypt"), "bench-uid-0001", ct.key_id, "1",
-                         ct.ciphertext)
+        rec = CallRecord(1e9, 0.0003, Site("v2", "encrypt"), "bench-uid-0001", ct.key_id, "1", ct.ciphertext)
         out = {
             "plugin_v2_encrypt_cpu_us": _cpu(lambda: svc.Encrypt(req, ctx)),
             "plugin_v2_decrypt_cpu_us": _cpu(lambda: svc.Decrypt(dreq, ctx)),
@@ -95,6 +80,7 @@ def measure() -> dict[str, float]:
             "fingerprint_us": _best(lambda: fingerprint(ct.ciphertext)),
         }
         audit.close()
+    assert ctx.code == grpc.StatusCode.OK, ctx.details  # a failing call would have been timed
     return out
 
 
