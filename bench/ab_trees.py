@@ -15,6 +15,7 @@ from __future__ import annotations
 import os
 import statistics
 import sys
+from functools import partial
 from pathlib import Path
 
 from bench.suite import paired, servers
@@ -36,15 +37,13 @@ def _report(co: dict[tuple[str, str], list[float]], p50: dict[tuple[str, str], l
 def main() -> int:
     reps, methods = int(sys.argv[1]), sys.argv[2].split(",")
     specs = [(name, Path(root).resolve()) for name, root in (a.split("=", 1) for a in sys.argv[3:])]
-    srvs: dict[str, servers.Server] = {}
+    names = [n for n, _ in specs]
     co: dict[tuple[str, str], list[float]] = {}
     p50: dict[tuple[str, str], list[float]] = {}
+    starters = {"bare": servers.start_bare,
+                **{n: partial(servers.start_plugin, n, tree=root) for n, root in specs}}
     try:
-        srvs["bare"] = servers.start_bare()
-        for name, root in specs:
-            srvs[name] = servers.start_plugin(name, tree=root)
-        names = [n for n, _ in specs]
-        with paired.pinned(list(srvs.values())) as placement:
+        with servers.running(starters) as srvs, paired.pinned(list(srvs.values())) as placement:
             print(placement, file=sys.stderr)
             for rep in range(reps):
                 # Rotated, and reversed every other round of rotations: with two trees each
@@ -64,8 +63,6 @@ def main() -> int:
                               file=sys.stderr, flush=True)
         _report(co, p50)
     finally:
-        for srv in srvs.values():
-            srv.stop()
         servers.remove_homes()
     return 0
 

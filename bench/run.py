@@ -14,6 +14,7 @@ import argparse
 import json
 import sys
 import time
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -21,33 +22,18 @@ from bench.suite import ablation, akeyless, build, machine, paired, plan, report
 from bench.suite.matrix import ratios, run_matrix
 
 
-def _start_core(bins: dict[str, Path], with_go: bool) -> dict[str, servers.Server]:
-    started: dict[str, servers.Server] = {}
-    try:
-        started["plugin"] = servers.start_plugin("plugin")
-        started["plugin+allowlist"] = servers.start_plugin("plugin-allowlist", allowlist=True)
-        started["bare"] = servers.start_bare()
-        if with_go:
-            started["goref"] = servers.start_goref(bins["goref"])
-    except BaseException:
-        for srv in started.values():
-            srv.stop()
-        raise
-    return started
-
-
 def core(p: plan.Plan, bins: dict[str, Path], with_go: bool) -> dict[str, Any]:
     """The matrix against plugin, plugin with allowlist, bare servicer (and Go ref)."""
-    srvs = _start_core(bins, with_go)
-    try:
+    starters = {"plugin": partial(servers.start_plugin, "plugin"),
+                "plugin+allowlist": partial(servers.start_plugin, "plugin-allowlist", allowlist=True),
+                "bare": servers.start_bare}
+    if with_go:
+        starters["goref"] = partial(servers.start_goref, bins["goref"])
+    with servers.running(starters) as srvs:
         idle = {n: s.rss_kib() for n, s in srvs.items()}
         rows = run_matrix(srvs, p.configs, p.window, p.reps)
-        loaded = {n: {"rss_kib": s.rss_kib(), "hwm_kib": s.rss_kib("VmHWM")}
-                  for n, s in srvs.items()}
+        loaded = {n: {"rss_kib": s.rss_kib(), "hwm_kib": s.rss_kib("VmHWM")} for n, s in srvs.items()}
         pairs = paired.run(srvs["plugin"], srvs["bare"], p.paired_window, p.paired_reps)
-    finally:
-        for srv in srvs.values():
-            srv.stop()
     out: dict[str, Any] = {"rows": rows, "paired": pairs,
                            "memory": {"idle_rss_kib": idle, "after_load": loaded}}
     out["ratios"] = ratios(rows, "plugin", "bare") + ratios(rows, "plugin+allowlist", "bare")

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import statistics
 import sys
+from functools import partial
 from typing import Any
 
 from . import inproc, paired, profile, servers
@@ -36,22 +37,16 @@ def _corun_rows(srvs: dict[str, servers.Server], win: Window, reps: int) -> list
     return rows
 
 
-def run(win: Window, reps: int, do_profile: bool = True) -> dict[str, Any]:
-    srvs: dict[str, servers.Server] = {}
-    try:
-        srvs["bare"] = servers.start_bare()
-        for v in VARIANTS:
-            srvs[f"plugin:{v}"] = servers.start_plugin(f"variant-{v}", variant=v)
+def run(win: Window, reps: int) -> dict[str, Any]:
+    starters = {"bare": servers.start_bare,
+                **{f"plugin:{v}": partial(servers.start_plugin, f"variant-{v}", variant=v) for v in VARIANTS}}
+    with servers.running(starters) as srvs:
         rows = _corun_rows(srvs, win, reps)
         profiles = []
-        if do_profile:
-            for name in ("plugin:asis", "bare"):
-                prof = profile.gil_profile(srvs[name])
-                if prof:
-                    profiles.append(prof)
-    finally:
-        for srv in srvs.values():
-            srv.stop()
+        for name in ("plugin:asis", "bare"):
+            prof = profile.gil_profile(srvs[name])
+            if prof:
+                profiles.append(prof)
     return {"about": "The real plugin with one per-call component removed or replaced, "
                      "co-run against the bare servicer at 16 in flight (throughput ratio "
                      "of a saturated CPU, median and bootstrap 90% interval).",

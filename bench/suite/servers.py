@@ -14,14 +14,15 @@ import os
 import shutil
 import sys
 import tempfile
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from tests.support import plugin as pm
 from tests.support.emulator import EmulatorProcess
-from tests.support.procs import REPO
+from tests.support.procs import REPO, parse_status
 
 from . import load
 
@@ -68,10 +69,8 @@ class Server:
 
 def proc_status(pid: int, key: str, file: str = "status") -> int:
     """A ``kB`` field of /proc/PID/status (VmRSS, VmHWM) or smaps_rollup (Pss), in KiB; 0 if absent."""
-    for line in Path(f"/proc/{pid}/{file}").read_text().splitlines():
-        if line.startswith(key + ":"):
-            return int(line.split()[1])
-    return 0
+    fields = parse_status(Path(f"/proc/{pid}/{file}").read_text())
+    return int(fields.get(key, "0 kB").split()[0])
 
 
 _HOMES: list[Path] = []
@@ -123,6 +122,20 @@ def start_plugin(name: str, *, allowlist: bool = False, variant: str | None = No
     args = ["--allowed-uids", str(os.geteuid())] if allowlist else []
     plugin = pm.prepare(home, args, env, command=command, emulator=emulator, http=False, name=name)
     return _started(plugin, home)
+
+
+@contextmanager
+def running(starters: Mapping[str, Callable[[], Server]]) -> Iterator[dict[str, Server]]:
+    """Start each server in turn; on the way out stop every one that started, even when a
+    later one failed to start."""
+    started: dict[str, Server] = {}
+    try:
+        for name, start in starters.items():
+            started[name] = start()
+        yield started
+    finally:
+        for srv in started.values():
+            srv.stop()
 
 
 def _start_other(name: str, argv: Sequence[str], sock_name: str) -> Server:
