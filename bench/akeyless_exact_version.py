@@ -17,10 +17,10 @@ import argparse
 import json
 import statistics
 import sys
-import threading
 import time
 from collections import Counter
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 from bench.suite import servers
@@ -44,8 +44,7 @@ def _backend(emu: Emulator) -> AkeylessBackend:
 
 
 def _before(backend: AkeylessBackend) -> Callable[[], object]:
-    head = envelope.header(envelope.BACKEND_AKEYLESS) + _VERSION.pack(
-        backend.state.last_version, len(DEK))
+    head = envelope.header(envelope.BACKEND_AKEYLESS) + _VERSION.pack(backend.state.last_version, len(DEK))
     return lambda: backend._encrypt_remote(head, DEK, time.monotonic() + 3.0)
 
 
@@ -54,26 +53,20 @@ def _calls(emu: Emulator) -> Counter[str]:
 
 
 def _run(emu: Emulator, fn: Callable[[], object], threads: int, each: int) -> dict[str, Any]:
-    seconds: list[float] = []
-    lock = threading.Lock()
-
-    def worker() -> None:
+    def worker() -> list[float]:
         mine = []
         for _ in range(each):
             start = time.perf_counter()
             fn()
             mine.append(time.perf_counter() - start)
-        with lock:
-            seconds.extend(mine)
+        return mine
 
     before = _calls(emu)
     start = time.perf_counter()
-    pool = [threading.Thread(target=worker) for _ in range(threads)]
-    for t in pool:
-        t.start()
-    for t in pool:
-        t.join()
+    with ThreadPoolExecutor(threads) as pool:
+        workers = [pool.submit(worker) for _ in range(threads)]
     wall = time.perf_counter() - start
+    seconds = [s for w in workers for s in w.result()]
     calls = _calls(emu)
     calls.subtract(before)
     wraps = threads * each
@@ -104,8 +97,7 @@ def main() -> None:
                     for _ in range(WARM):  # connection pool, token, the SDK's lazy models
                         fn()
                     out[f"{latency:g}ms/{name}/sequential"] = _run(emu, fn, 1, args.n)
-                    out[f"{latency:g}ms/{name}/concurrent"] = _run(emu, fn, args.threads,
-                                                                   args.per_thread)
+                    out[f"{latency:g}ms/{name}/concurrent"] = _run(emu, fn, args.threads, args.per_thread)
         finally:
             backend.close()
     finally:

@@ -35,11 +35,9 @@ def ci90(values: list[float], seed: int = 0) -> tuple[float, float]:
 
 def _pair(subject: Server, base: Server, method: str, shape: Shape, win: Window,
           first_subject: bool) -> tuple[dict[str, Any], dict[str, Any]]:
-    if first_subject:
-        s = subject.measure(method, shape, win)
-        return s, base.measure(method, shape, win)
-    b = base.measure(method, shape, win)
-    return subject.measure(method, shape, win), b
+    order = (subject, base) if first_subject else (base, subject)
+    res = {srv.name: srv.measure(method, shape, win) for srv in order}
+    return res[subject.name], res[base.name]
 
 
 def corun(subject: Server, base: Server, method: str, shape: Shape, win: Window) -> float:
@@ -59,8 +57,7 @@ def corun(subject: Server, base: Server, method: str, shape: Shape, win: Window)
     return float((s["calls"] / s["server_cpu_s"]) / (b["calls"] / b["server_cpu_s"]))
 
 
-def _row(method: str, shape: Shape, pairs: list[tuple[dict[str, Any], dict[str, Any]]]
-         ) -> dict[str, Any]:
+def _row(method: str, shape: Shape, pairs: list[tuple[dict[str, Any], dict[str, Any]]]) -> dict[str, Any]:
     tput = [s["calls_per_s"] / b["calls_per_s"] for s, b in pairs]
     p50 = [s["p50_us"] / b["p50_us"] for s, b in pairs]
     lo, hi = ci90(tput)
@@ -109,8 +106,7 @@ def run(subject: Server, base: Server, win: Window, reps: int) -> dict[str, Any]
     with pinned([subject, base]) as placement:
         for method in METHODS:
             for shape in SHAPES:
-                pairs = [_pair(subject, base, method, shape, win, rep % 2 == 0)
-                         for rep in range(reps)]
+                pairs = [_pair(subject, base, method, shape, win, rep % 2 == 0) for rep in range(reps)]
                 r = _row(method, shape, pairs)
                 if shape.inflight > 1:
                     eff = [corun(subject, base, method, shape, win) for _ in range(reps)]
