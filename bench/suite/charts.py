@@ -58,14 +58,11 @@ def render(res: Result, out: Path) -> list[str]:
     deks = res.get("scenarios", {}).get("dek_scaling", {}).get("rows", [])
     if deks:
         backends = list(dict.fromkeys(r["backend"] for r in deks))
-        lat = {f"{b} p50": [(r["deks"], r["p50_us"]) for r in deks if r["backend"] == b]
-               for b in backends}
+        lat = {f"{b} p50": [(r["deks"], r["p50_us"]) for r in deks if r["backend"] == b] for b in backends}
         lat.update({f"{b} p99": [(r["deks"], r["p99_us"]) for r in deks if r["backend"] == b]
                     for b in backends})
-        _lines(lat, "Decrypt latency vs distinct DEKs", "distinct DEKs", "µs",
-               out / "dek_latency.png")
-        rss = {b: [(r["deks"], r["rss_mib"]) for r in deks if r["backend"] == b]
-               for b in backends}
+        _lines(lat, "Decrypt latency vs distinct DEKs", "distinct DEKs", "µs", out / "dek_latency.png")
+        rss = {b: [(r["deks"], r["rss_mib"]) for r in deks if r["backend"] == b] for b in backends}
         _lines(rss, "Plugin RSS vs distinct DEKs", "distinct DEKs", "MiB", out / "dek_rss.png")
         files += ["dek_latency.png", "dek_rss.png"]
     return files

@@ -27,8 +27,7 @@ def _version(pkg: str) -> str:
 
 def _go_version() -> str:
     try:
-        out = subprocess.run(["go", "version"], capture_output=True, text=True, timeout=30,
-                             check=False)
+        out = subprocess.run(["go", "version"], capture_output=True, text=True, timeout=30, check=False)
     except OSError:
         return "absent"
     return out.stdout.strip()

@@ -41,8 +41,7 @@ def row(target: str, cfg: Config, runs: list[dict[str, Any]]) -> dict[str, Any]:
     srv = [load.per_call_us(r, "server_cpu_s") for r in runs]
     cli = [load.per_call_us(r, "client_cpu_s") for r in runs]
     srv_cpu = [s for s in srv if s is not None]
-    srv_util = [float(r["server_cpu_s"]) / r["window_s"] for r in runs
-                if r.get("server_cpu_s") is not None]
+    srv_util = [float(r["server_cpu_s"]) / r["window_s"] for r in runs if r.get("server_cpu_s") is not None]
     return {
         "target": target, "method": cfg.method, "shape": cfg.shape.label,
         "inflight": cfg.shape.inflight, "procs": cfg.shape.procs, "reps": len(runs),

@@ -76,8 +76,7 @@ def restart(srv: Server, n: int, label: str) -> tuple[Server, list[dict[str, Any
     """
     corpus = srv.home / f"restart-{n}.json"
     corpus.unlink(missing_ok=True)
-    load.run(srv.sock, "v1dec", Shape(16), Window(0, 0), None, calls=1, distinct=n,
-             corpus=corpus)
+    load.run(srv.sock, "v1dec", Shape(16), Window(0, 0), None, calls=1, distinct=n, corpus=corpus)
     srv = srv.restart()
     rows = []
     for phase in ("cold", "warm"):
@@ -122,16 +121,13 @@ def dek_scaling(srv: Server, counts: tuple[int, ...], win: Window, label: str,
     corpus = srv.home / "scaling.json"
     biggest = max(counts)
     _say(f"{label}: making {biggest} distinct DEKs")
-    load.run(srv.sock, "v2dec", Shape(16), Window(0, 0), None, calls=1, distinct=biggest,
-             corpus=corpus)
+    load.run(srv.sock, "v2dec", Shape(16), Window(0, 0), None, calls=1, distinct=biggest, corpus=corpus)
     rows = []
     for n in counts:
         if prime:
-            load.run(srv.sock, "v2dec", Shape(16), Window(0, 0), None, calls=n, distinct=n,
-                     corpus=corpus)
+            load.run(srv.sock, "v2dec", Shape(16), Window(0, 0), None, calls=n, distinct=n, corpus=corpus)
         r = load.run(srv.sock, "v2dec", Shape(16), win, srv.pid, distinct=n, corpus=corpus)
-        rows.append({"backend": label, "deks": n, **_brief(r),
-                     "rss_mib": round(srv.rss_kib() / 1024, 1)})
+        rows.append({"backend": label, "deks": n, **_brief(r), "rss_mib": round(srv.rss_kib() / 1024, 1)})
         _say(f"{label}: {n} DEKs p50 {r['p50_us']:.0f} µs")
     return rows
 
@@ -284,8 +280,7 @@ def _startup_targets(sc: Sc) -> list[Row]:
         if r["backend"] == "akeyless":
             t.append(target("frozen binary idle RSS (akeyless backend)", "<= 60 MB", r["rss_mib"],
                             r["rss_mib"] <= 60))
-    return t or [target("frozen binary ready", "<= 0.5 s", "not available", None,
-                        sc.get("about", "")[:120])]
+    return t or [target("frozen binary ready", "<= 0.5 s", "not available", None, sc.get("about", "")[:120])]
 
 
 def _scaling_targets(rows: list[dict[str, Any]]) -> list[Row]:

@@ -81,8 +81,7 @@ class TestAccessKey:
 
     def test_method_mismatch_is_401(self, emu: Emulator) -> None:
         ident = emu.add_access_key()
-        assert refused(make_api(emu), access_id=ident.access_id, access_type="aws_iam",
-                       cloud_id="eA==").status == 401
+        assert refused(make_api(emu), access_id=ident.access_id, access_type="aws_iam", cloud_id="eA==").status == 401
 
 
 class TestUniversalIdentity:
@@ -151,8 +150,7 @@ class TestAzureGcpK8s:
         api = make_api(plain_emu)
         assert auth(api, access_id=ident.access_id, access_type="azure_ad", cloud_id=b64(token)).token
         other = make_jwt({"aud": "https://management.azure.com/"})
-        assert refused(api, access_id=ident.access_id, access_type="azure_ad",
-                       cloud_id=b64(other)).status == 401
+        assert refused(api, access_id=ident.access_id, access_type="azure_ad", cloud_id=b64(other)).status == 401
 
     def test_azure_wrong_audience(self, plain_emu: Emulator) -> None:
         ident, token = plain_emu.add_azure_ad(claims={"aud": "https://vault.azure.net"})
