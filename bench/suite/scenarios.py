@@ -21,7 +21,7 @@ from typing import Any
 from . import ablation, akeyless, load, servers
 from .load import Shape, Window
 from .servers import PY, REPO, Server
-from .targets import Row, target
+from .targets import Row, find, target
 
 Sc = dict[str, Any]
 
@@ -235,9 +235,7 @@ def _akeyless_targets(out: dict[str, Sc], idle_kib: int) -> list[Row]:
     t = []
     rows = out.get("akeyless", {}).get("rows", [])
     for method, what in (("status", "Status"), ("v2dec", "decrypt-cache hit")):
-        r = next((x for x in rows if x["added_ms"] == 20 and x["method"] == method
-                  and x["shape"] == "1"), None)
-        if r:
+        if r := find(rows, added_ms=20, method=method, shape="1"):
             t.append(_p50_at_20ms(what, r))
     rr = out.get("apiserver_restart_akeyless", {}).get("rows", [])
     if len(rr) == 2 and rr[0]["seconds"]:

@@ -11,18 +11,9 @@ from typing import Any
 Row = dict[str, Any]
 
 
-def _ratio(res: dict[str, Any], subject: str, base: str, method: str, shape: str) -> Row | None:
-    for r in res.get("ratios", []):
-        if (r["subject"], r["baseline"], r["method"], r["shape"]) == (subject, base, method, shape):
-            return r
-    return None
-
-
-def _row(res: dict[str, Any], target: str, method: str, shape: str) -> Row | None:
-    for r in res.get("rows", []):
-        if (r["target"], r["method"], r["shape"]) == (target, method, shape):
-            return r
-    return None
+def find(rows: list[Row], **match: Any) -> Row | None:
+    """The first row whose fields have the given values (None if there is none)."""
+    return next((r for r in rows if all(r[k] == v for k, v in match.items())), None)
 
 
 def target(name: str, limit: str, measured: Any, met: bool | None, note: str = "") -> Row:
@@ -35,8 +26,9 @@ def target(name: str, limit: str, measured: Any, met: bool | None, note: str = "
 def _vs(res: dict[str, Any], subject: str, base: str, method: str, p50_max: float,
         tput_min: float) -> list[Row]:
     out = []
-    lat = _ratio(res, subject, base, method, "1")
-    tput = _ratio(res, subject, base, method, "16")
+    ratios = res.get("ratios", [])
+    lat = find(ratios, subject=subject, baseline=base, method=method, shape="1")
+    tput = find(ratios, subject=subject, baseline=base, method=method, shape="16")
     label = f"{subject} {method}"
     if lat:
         out.append(target(f"{label} p50 (1 in flight) vs {base}", f"<= {p50_max}x",
@@ -86,11 +78,11 @@ def core_targets(res: dict[str, Any]) -> list[Row]:
 
 def all_targets(res: dict[str, Any]) -> list[Row]:
     out = core_targets(res)
-    r16 = _row(res, "plugin", "v2enc", "16")
+    r16 = find(res.get("rows", []), target="plugin", method="v2enc", shape="16")
     if r16:
         out.append(target("plugin v2enc calls/s at 16 in flight", ">= 4000",
                           r16["calls_per_s"], r16["calls_per_s"] >= 4000))
-    if _row(res, "goref", "v2enc", "1"):
+    if find(res.get("rows", []), target="goref", method="v2enc", shape="1"):
         out += _vs(res, "plugin", "goref", "v2enc", 2.5, 0.45)
     out += res.get("scenario_targets", [])
     return out
