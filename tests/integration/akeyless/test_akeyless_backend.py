@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import datetime as dt
 import os
 import threading
 import time
@@ -86,6 +87,25 @@ class TestRotation:
         b.refresh()  # drops cached DEKs of the disabled version
         with pytest.raises(KeyUnavailable, match="version 1 is Disabled"):
             b.unwrap(old.ciphertext, old.key_id, {})
+
+
+def _whole_seconds(when: dt.datetime) -> float:
+    return float(int(when.timestamp()))  # describe-item states whole seconds
+
+
+def test_created_follows_the_current_version(emu: Emulator, ak_env, make_backend):
+    """The KEK version's creation date travels from describe-item into the backend's state and status
+    (the item's protection and rotation settings: test_akeyless_check.py)."""
+    backend = make_backend(ak_env)
+    v1 = _whole_seconds(emu.key(KEY).versions[1].creation_date)
+    assert backend.status().created == v1
+    emu.key(KEY).versions[1].creation_date = emu.key(KEY).versions[1].creation_date.replace(year=2020)
+    emu.rotate_key(KEY)
+    backend.refresh()
+    key = emu.key(KEY)
+    assert backend.status().key_version == "2"
+    assert backend.status().created == _whole_seconds(key.versions[2].creation_date)
+    assert backend.state.created[1] == _whole_seconds(key.versions[1].creation_date) < v1
 
 
 class TestTokens:
