@@ -55,9 +55,8 @@ def _context(body: dict[str, Any]) -> dict[str, str] | None:
     ctx = body.get("encryption-context")
     if ctx is None:
         return None
-    if not isinstance(ctx, dict) or not all(
-        isinstance(k, str) and isinstance(v, str) for k, v in ctx.items()
-    ):
+    if not isinstance(ctx, dict) or not all(isinstance(k, str) and isinstance(v, str)
+                                            for k, v in ctx.items()):
         raise bad_request("encryption-context must map strings to strings")
     return ctx
 

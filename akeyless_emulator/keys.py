@@ -176,9 +176,8 @@ class Key:
         """Rebuild a key saved by `to_state`."""
         key = cls(data["name"], int(data["item_id"]), data["alg"], enabled=bool(data["enabled"]))
         for v in data["versions"]:
-            key.versions[int(v["version"])] = KeyVersion(
-                int(v["version"]), bytes.fromhex(v["material"]), v["state"]
-            )
+            version = int(v["version"])
+            key.versions[version] = KeyVersion(version, bytes.fromhex(v["material"]), v["state"])
         return key
 
 

@@ -46,9 +46,8 @@ class EmulatorServer(ThreadingHTTPServer):
     # of 5 would make some wait for a SYN retransmit (1 s).
     request_queue_size = 128
 
-    def __init__(
-        self, address: tuple[str, int], emulator: Emulator, ssl_context: ssl.SSLContext | None
-    ) -> None:
+    def __init__(self, address: tuple[str, int], emulator: Emulator,
+                 ssl_context: ssl.SSLContext | None) -> None:
         self.emulator = emulator
         self.ssl_context = ssl_context
         self.stopping = threading.Event()

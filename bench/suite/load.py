@@ -97,17 +97,14 @@ def merge(parts: list[dict[str, Any]], sorted_ns: list[int]) -> dict[str, Any]:
     first = parts[0]
     window = first["window_s"]
     res = dict(first)
-    res.update(
-        calls=len(sorted_ns), errors=sum(p["errors"] for p in parts),
-        calls_per_s=len(sorted_ns) / window if window else 0.0,
-        p50_us=_quantile(sorted_ns, 0.5), p90_us=_quantile(sorted_ns, 0.9),
-        p99_us=_quantile(sorted_ns, 0.99), p999_us=_quantile(sorted_ns, 0.999),
-        max_us=sorted_ns[-1] / 1000 if sorted_ns else 0.0,
-        mean_us=statistics.fmean(sorted_ns) / 1000 if sorted_ns else 0.0,
-        client_cpu_s=sum(p["client_cpu_s"] for p in parts),
-        late_start=any(p.get("late_start") for p in parts),
-        procs=len(parts),
-    )
+    res.update(calls=len(sorted_ns), errors=sum(p["errors"] for p in parts),
+               calls_per_s=len(sorted_ns) / window if window else 0.0,
+               p50_us=_quantile(sorted_ns, 0.5), p90_us=_quantile(sorted_ns, 0.9),
+               p99_us=_quantile(sorted_ns, 0.99), p999_us=_quantile(sorted_ns, 0.999),
+               max_us=sorted_ns[-1] / 1000 if sorted_ns else 0.0,
+               mean_us=statistics.fmean(sorted_ns) / 1000 if sorted_ns else 0.0,
+               client_cpu_s=sum(p["client_cpu_s"] for p in parts),
+               late_start=any(p.get("late_start") for p in parts), procs=len(parts))
     return res
 
 

@@ -26,8 +26,7 @@ def core_summary(res: Result) -> Result:
         "machine": res["machine"], "window": res["window"],
         "rows": [{k: r[k] for k in _COLS} for r in res["rows"] if r["target"] in keep],
         "ratios": res["ratios"], "paired": res["paired"], "targets": res["targets"],
-        "memory": res["memory"],
-        "elapsed_s": res["elapsed_s"],
+        "memory": res["memory"], "elapsed_s": res["elapsed_s"],
     }
 
 

@@ -39,14 +39,9 @@ def measure(tls: bool, config: str, calls: int) -> dict[str, object]:
                 samples.append((time.perf_counter() - started) * 1000)
     RequestHandler.disable_nagle_algorithm, RequestHandler.wbufsize = saved
     q = statistics.quantiles(samples, n=10)
-    return {
-        "transport": "https" if tls else "http",
-        "server": config,
-        "calls": calls,
-        "p50_ms": round(statistics.median(samples), 3),
-        "p90_ms": round(q[8], 3),
-        "max_ms": round(max(samples), 3),
-    }
+    return {"transport": "https" if tls else "http", "server": config, "calls": calls,
+            "p50_ms": round(statistics.median(samples), 3), "p90_ms": round(q[8], 3),
+            "max_ms": round(max(samples), 3)}
 
 
 def main() -> None:

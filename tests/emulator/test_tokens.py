@@ -102,9 +102,8 @@ class TestChildTokens:
     def test_child_with_deny_rotate_cannot_rotate(self, plain_emu: Emulator) -> None:
         uid = plain_emu.add_universal_identity()
         api = make_api(plain_emu)
-        child = api.uid_create_child_token(
-            akeyless.UidCreateChildToken(uid_token=uid, child_deny_rotate=True, child_ttl=300)
-        ).token
+        body = akeyless.UidCreateChildToken(uid_token=uid, child_deny_rotate=True, child_ttl=300)
+        child = api.uid_create_child_token(body).token
         assert uid_encrypt(api, child)
         err = api_error(lambda: api.uid_rotate_token(akeyless.UidRotateToken(uid_token=child)))
         assert err.status == 403
@@ -129,9 +128,5 @@ class TestChildTokens:
 
     def test_auth_token_cannot_create_children(self, plain_client: Client) -> None:
         """Only u- tokens have children: a t- token is 401 here."""
-        err = api_error(
-            lambda: plain_client.api.uid_create_child_token(
-                akeyless.UidCreateChildToken(token=plain_client.token)
-            )
-        )
-        assert err.status == 401
+        body = akeyless.UidCreateChildToken(token=plain_client.token)
+        assert api_error(lambda: plain_client.api.uid_create_child_token(body)).status == 401
