@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 from pathlib import Path
 
@@ -114,3 +115,26 @@ def test_errors_carry_no_key_material(ring: Path, backend: LocalBackend) -> None
         backend.unwrap(w.ciphertext[:-1] + bytes([w.ciphertext[-1] ^ 1]), None, {})
     assert material.hex() not in str(info.value)
     assert str(material) not in str(info.value)
+
+
+def _created(ring: Path, created: str) -> LocalBackend:
+    """A backend on ``ring`` whose first key says it was created at ``created`` (the "key not rotated"
+    alert's source, which must survive a restart; Akeyless's: akeyless/test_keystate.py)."""
+    doc = json.loads(ring.read_text())
+    doc["keys"][0]["created"] = created
+    ring.write_text(json.dumps(doc))
+    return LocalBackend(ring)
+
+
+def test_status_carries_the_current_entry_created(ring: Path) -> None:
+    backend = _created(ring, "2020-01-02T03:04:05Z")
+    assert backend.status().created == 1577934245.0
+    keyring.rotate(ring)
+    backend.refresh()
+    created = backend.status().created
+    assert created is not None and created > 1577934245.0
+    assert backend.status().key_version == "2"
+
+
+def test_unparsable_created_is_unknown(ring: Path) -> None:
+    assert _created(ring, "last tuesday").status().created is None
