@@ -1,4 +1,4 @@
-"""Stage gating (see tests/support/stage.py), and the servicers every handler campaign runs on."""
+"""The figures summary, and the servicers every handler campaign runs on."""
 
 from __future__ import annotations
 
@@ -7,11 +7,7 @@ from collections.abc import Iterator
 import pytest
 
 from tests.fuzz import props
-from tests.support import figures, stage
-
-
-def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
-    stage.deselect_unless_asked(config, items)
+from tests.support import figures
 
 
 def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:

@@ -1,4 +1,4 @@
-"""Stage gating, the figures summary, and an in-process Akeyless emulator holding the key."""
+"""The figures summary, and an in-process Akeyless emulator holding the key."""
 
 from __future__ import annotations
 
@@ -7,12 +7,8 @@ from collections.abc import Iterator
 import pytest
 
 from akeyless_emulator import Emulator
-from tests.support import figures, stage
+from tests.support import figures
 from tests.support.emulator import KEY, record_secrets
-
-
-def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
-    stage.deselect_unless_asked(config, items)
 
 
 def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
