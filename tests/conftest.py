@@ -1,22 +1,13 @@
 """Settings every test suite needs before anything imports grpc, and which suites a run selects.
 
-grpcio enables gRPC's fork support by default: its pthread_atfork handlers
-run on every fork, and a fork that coincides with a channel's background
-shutdown deadlocks inside ``subprocess.Popen`` (grpc/grpc#37259; seen here
-when the e2e suite started kube-apiserver right after closing its KMS
-client). The test processes fork constantly (plugins, etcd, apiservers) and
-never use gRPC in a forked child, so the handlers are turned off. The
-appliance itself never forks.
+grpcio's fork support runs pthread_atfork handlers on every fork, and a fork that coincides
+with a channel's background shutdown deadlocks inside ``subprocess.Popen`` (grpc/grpc#37259;
+seen when the e2e suite started kube-apiserver right after closing its KMS client). The tests
+fork constantly and never use gRPC in a forked child, so the handlers are turned off.
 
-Which suites run: pyproject.toml's default marker filter (DEFAULT below)
-leaves out the suites that need something a fresh checkout does not have
-(a built binary or packages, kube-apiserver and etcd) or are a stage of
-their own (reliability and fuzzing, ~8 minutes), so a bare ``pytest`` runs
-unit, integration and emulator tests and then says what it left out, why,
-and the command that runs it. Naming a suite's directory (``pytest
-tests/binary``) or giving ``-m`` selects it as before; so do E2E=1 and
-KMS_APPLIANCE_RELIABILITY=1. Tests marked ``root`` are skipped, with the
-reason, when not run as root.
+The default marker filter (pyproject.toml, DEFAULT below) leaves out the suites a fresh
+checkout cannot run or that are a stage of their own (GATED); a bare ``pytest`` says which,
+why, and how to run each. Naming a suite's directory, giving ``-m`` or its variable selects it.
 """
 
 from __future__ import annotations

@@ -1,9 +1,6 @@
-"""An Akeyless outage: a running apiserver keeps reading every Secret, and
-after Akeyless returns the cluster recovers (ready, reads, writes) by itself.
-
-This module always runs the appliance on its Akeyless backend against the
-emulator (it overrides ``kms_launcher``), whatever ``E2E_KMS_PLUGIN`` says:
-the outage is of the remote KMS, which only that launcher has.
+"""An Akeyless outage: a running apiserver keeps reading every Secret, and after Akeyless
+returns the cluster recovers (ready, reads, writes) by itself. Always on the Akeyless backend
+(``kms_launcher`` overridden, whatever ``E2E_KMS_PLUGIN`` says): the outage is of the remote KMS.
 """
 
 from __future__ import annotations
