@@ -1,11 +1,8 @@
 """Verification of the `aws_iam` cloud-id produced by `akeyless-cloud-id`.
 
-Why: the real service replays the presigned STS GetCallerIdentity request to
-learn who the caller is. The emulator cannot reach AWS, so it checks the
-document's structure, that the request is the expected STS call, that the
-SigV4 `Credential=` names the registered access key id, that `X-Amz-Date` is
-fresh, and, when the test registered the secret key, recomputes the SigV4
-signature exactly as AWS would.
+Why: the real service replays the presigned STS GetCallerIdentity request to learn
+who the caller is. The emulator cannot reach AWS, so it checks the request and its
+SigV4 signature offline (what exactly: docs/emulator.md, "Auth methods").
 """
 
 from __future__ import annotations

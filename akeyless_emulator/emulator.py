@@ -1,10 +1,8 @@
 """`Emulator`: the pytest-friendly facade (start/stop, TLS, control methods).
 
-Why: a test should need one line to get a real HTTP(S) Akeyless-like server
-(`with Emulator(tls=True) as emu:`) and one line per scenario step
-(`emu.rotate_key(...)`, `emu.fault("decrypt", status=503, times=2)`,
-`emu.calls["decrypt"]`). The same operations are reachable over HTTP under
-`/__emulator/` for tests that run the emulator in another process.
+Why: a test should need one line to get a real HTTP(S) Akeyless-like server and one
+line per scenario step (docs/emulator.md, "Quick start"); `/__emulator/` serves the
+same operations to tests that run the emulator in another process.
 """
 
 from __future__ import annotations

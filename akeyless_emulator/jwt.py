@@ -1,11 +1,9 @@
 """Fake-but-structured JWTs for the cloud and Kubernetes auth methods.
 
-Why: the emulator cannot call Azure, GCP or a kube-apiserver to check an
-identity token, so a test registers the exact token it will present and the
-emulator checks both the registration and the token's shape (three base64url
-parts, JSON header and claims, `exp` in the future, `aud` where it matters).
-The signature part is an HMAC under a per-process key: real enough to look
-like a JWT, never verified by anyone but the registry's exact-match check.
+Why: the emulator cannot ask Azure, GCP or a kube-apiserver about an identity token,
+so a test registers the exact token it will present: registration is the trust
+anchor, and only the token's shape, `exp` and `aud` are checked. The HMAC signature
+only makes it look like a JWT; nobody verifies it.
 """
 
 from __future__ import annotations

@@ -100,12 +100,8 @@ class TestUniversalIdentity:
 
 @pytest.fixture
 def boto3_placeholder(monkeypatch: pytest.MonkeyPatch) -> None:
-    """akeyless-cloud-id imports boto3 even when given explicit credentials.
-
-    boto3 is not a project dependency and is never used on that path, so an
-    empty module satisfies the import; the signing code that runs is the
-    package's own.
-    """
+    """akeyless-cloud-id imports boto3 (not a project dependency) even with explicit credentials
+    and never uses it on that path: an empty module satisfies the import."""
     if "boto3" not in sys.modules:
         monkeypatch.setitem(sys.modules, "boto3", types.ModuleType("boto3"))
 
