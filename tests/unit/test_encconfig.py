@@ -34,8 +34,7 @@ def _review(doc: Any) -> encconfig.Findings:
 
 def _doc(**kms: Any) -> dict[str, Any]:
     """A v2 document in JSON form with our provider first; ``kms`` overrides its fields."""
-    provider = {"apiVersion": "v2", "name": PROVIDER, "endpoint": ENDPOINT,
-                "timeout": "3s", **kms}
+    provider = {"apiVersion": "v2", "name": PROVIDER, "endpoint": ENDPOINT, "timeout": "3s", **kms}
     provider = {k: v for k, v in provider.items() if v is not None}
     return {"apiVersion": "apiserver.config.k8s.io/v1", "kind": "EncryptionConfiguration",
             "resources": [{"resources": ["secrets"], "providers": [{"kms": provider}, {"identity": {}}]}]}

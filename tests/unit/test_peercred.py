@@ -137,8 +137,7 @@ def test_a_broken_listener_is_reported_not_hidden(monkeypatch: pytest.MonkeyPatc
     monkeypatch.setattr(threads, "BACKOFF", 0.0)
     listener = socket.socket(socket.AF_UNIX)  # never bound nor listening: EINVAL
     sup = threads.Supervisor()
-    gate = PeerGate(listener, Path("/nonexistent"), frozenset(), 8, lambda p, r: None,
-                    lambda n: None, sup)
+    gate = PeerGate(listener, Path("/nonexistent"), frozenset(), 8, lambda p, r: None, lambda n: None, sup)
     gate.start()
     try:
         assert eventually(lambda: sup.problem() is not None, WAIT)

@@ -85,8 +85,7 @@ def _handler(m: Metrics) -> Any:
 
 def _send_garbage(target: str, n: int) -> set[grpc.StatusCode]:
     with grpc.insecure_channel(target) as ch:
-        call = ch.unary_unary(METHOD, request_serializer=lambda b: b,
-                              response_deserializer=lambda b: b)
+        call = ch.unary_unary(METHOD, request_serializer=lambda b: b, response_deserializer=lambda b: b)
         codes = set()
         for _ in range(n):
             with pytest.raises(grpc.RpcError) as err:

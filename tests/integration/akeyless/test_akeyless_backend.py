@@ -149,8 +149,7 @@ FAULTS = [
 class TestFaults:
     """Each fault class maps to its typed error and metric label, and the backend recovers."""
 
-    @pytest.mark.parametrize(("fault", "error", "outcome"), FAULTS,
-                             ids=[str(f[0]) for f in FAULTS])
+    @pytest.mark.parametrize(("fault", "error", "outcome"), FAULTS, ids=[str(f[0]) for f in FAULTS])
     def test_decrypt_fault(self, emu: Emulator, ak_env, make_backend, fault, error, outcome):
         m = Metrics()
         b = make_backend(ak_env, metrics=m, cache=False, call_timeout=1.0)

@@ -42,12 +42,10 @@ class TestAws:
         at = dt.datetime(2026, 11, 28, 20, 1, 2)
         _freeze(monkeypatch, package, at)
         theirs = package.CloudId().generate("AKIAEXAMPLE", "secret/KEY+x", "session==tok")
-        ours = cloudid.aws_cloud_id(cloudid.AwsCredentials("AKIAEXAMPLE", "secret/KEY+x",
-                                                           "session==tok"), at)
+        ours = cloudid.aws_cloud_id(cloudid.AwsCredentials("AKIAEXAMPLE", "secret/KEY+x", "session==tok"), at)
         assert ours == theirs
 
-    @settings(max_examples=40, deadline=None,
-              suppress_health_check=[HealthCheck.function_scoped_fixture])
+    @settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
     @given(key_id=_text, secret=_text, token=_text,
            at=st.datetimes(min_value=dt.datetime(2000, 1, 1), max_value=dt.datetime(2099, 1, 1)))
     def test_property_equal(self, package, key_id, secret, token, at):

@@ -13,8 +13,7 @@ from tests.support.procs import eventually
 
 
 def state(version: int) -> KeyState:
-    return KeyState(name="/k", item_id=7, item_type="AES256GCM", last_version=version,
-                    enabled=True)
+    return KeyState(name="/k", item_id=7, item_type="AES256GCM", last_version=version, enabled=True)
 
 
 class Remote:
