@@ -12,9 +12,9 @@ import os
 import random
 import statistics
 import sys
-import threading
 import time
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -43,17 +43,9 @@ def _pair(subject: Server, base: Server, method: str, shape: Shape, win: Window,
 def corun(subject: Server, base: Server, method: str, shape: Shape, win: Window) -> float:
     """Both servers loaded over the same window; subject/base calls per own CPU second."""
     start_at = time.time_ns() + 300_000_000
-    res: dict[str, dict[str, Any]] = {}
-
-    def one(srv: Server) -> None:
-        res[srv.name] = srv.measure(method, shape, win, start_at=start_at)
-
-    threads = [threading.Thread(target=one, args=(srv,)) for srv in (subject, base)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
-    s, b = res[subject.name], res[base.name]
+    with ThreadPoolExecutor(2) as pool:
+        runs = [pool.submit(srv.measure, method, shape, win, start_at=start_at) for srv in (subject, base)]
+    s, b = (run.result() for run in runs)
     return float((s["calls"] / s["server_cpu_s"]) / (b["calls"] / b["server_cpu_s"]))
 
 

@@ -11,8 +11,8 @@ import shutil
 import subprocess
 import sys
 import tempfile
-import threading
 from collections import Counter
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -71,21 +71,13 @@ def gil_profile(srv: Server, method: str = "v2enc", shape: Shape = _SIXTEEN,
     spy = shutil.which("py-spy") or str(Path(sys.executable).parent / "py-spy")
     if not Path(spy).exists():
         return None
-    result: dict[str, Any] = {}
-    win = Window(1.0, seconds + 1.5)
-
-    def drive() -> None:
-        result.update(load.run(srv.sock, method, shape, win, srv.pid))
-
-    t = threading.Thread(target=drive)
-    t.start()
-    with tempfile.TemporaryDirectory(prefix="kms-bench-spy-") as tmp:
+    with ThreadPoolExecutor(1) as pool, tempfile.TemporaryDirectory(prefix="kms-bench-spy-") as tmp:
+        drive = pool.submit(load.run, srv.sock, method, shape, Window(1.0, seconds + 1.5), srv.pid)
         raw = Path(tmp) / "raw.txt"
         subprocess.run([spy, "record", "-p", str(srv.pid), "-d", str(int(seconds)), "-r",
                         str(rate), "-g", "-f", "raw", "-o", str(raw), "--nonblocking"],
                        capture_output=True, timeout=seconds + 60, check=True)
-        t.join()
-        calls = int(result.get("calls_per_s", 0) * seconds)
+        calls = int(drive.result()["calls_per_s"] * seconds)
         out = summarize(raw, seconds, rate, calls)
     out.update(server=srv.name, method=method, shape=shape.label)
     return out

@@ -12,9 +12,9 @@ import signal
 import subprocess
 import sys
 import tempfile
-import threading
 import time
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -40,20 +40,14 @@ def status_storm(win: Window) -> Sc:
     srv = servers.start_plugin("storm")
     try:
         quiet = load.run(srv.sock, "v2enc", Shape(1), win, srv.pid)
-        out: dict[str, Any] = {}
-
-        def storm() -> None:
-            out["storm"] = load.run(srv.sock, "status", Shape(64, procs=2), win, srv.pid)
-
-        t = threading.Thread(target=storm)
-        t.start()
-        time.sleep(0.2)
-        busy = load.run(srv.sock, "v2enc", Shape(1), win)
-        t.join()
+        with ThreadPoolExecutor(1) as pool:
+            storm = pool.submit(load.run, srv.sock, "status", Shape(64, procs=2), win, srv.pid)
+            time.sleep(0.2)
+            busy = load.run(srv.sock, "v2enc", Shape(1), win)
     finally:
         srv.stop()
     rows = [{"phase": "encrypt alone", "method": "v2enc", "shape": "1", **_brief(quiet)},
-            {"phase": "status storm", "method": "status", "shape": "2x64", **_brief(out["storm"])},
+            {"phase": "status storm", "method": "status", "shape": "2x64", **_brief(storm.result())},
             {"phase": "encrypt during storm", "method": "v2enc", "shape": "1", **_brief(busy)}]
     return {"about": "Status at 2 processes x 64 in flight (health probes) while one client "
                      "encrypts; Status is answered from held state.", "rows": rows}
@@ -91,15 +85,13 @@ def rotation(win: Window) -> Sc:
     srv = servers.start_plugin("rotation")
     try:
         long = Window(win.warmup, max(win.duration, 4.0))
-        done: dict[str, Any] = {}
-        t = threading.Thread(target=lambda: done.update(
-            load.run(srv.sock, "v2enc", Shape(16), long, srv.pid)))
-        t.start()
-        time.sleep(long.warmup + long.duration * 0.4)
-        rotated_at = time.time_ns()
-        srv.plugin.rotate_key()
-        srv.plugin.proc.send_signal(signal.SIGHUP)
-        t.join()
+        with ThreadPoolExecutor(1) as pool:
+            run = pool.submit(load.run, srv.sock, "v2enc", Shape(16), long, srv.pid)
+            time.sleep(long.warmup + long.duration * 0.4)
+            rotated_at = time.time_ns()
+            srv.plugin.rotate_key()
+            srv.plugin.proc.send_signal(signal.SIGHUP)
+        done = run.result()
     finally:
         srv.stop()
     seen = done.get("key_id_first_seen_unix_ns", {})
