@@ -40,6 +40,8 @@ GATED = {
                        "make test-packaging, or pytest -m packaging tests/packaging"),
     "e2e": Gated(("e2e",), "needs kube-apiserver and etcd (built by make e2e-components)",
                  "make e2e, or pytest -m e2e tests/e2e", env="E2E"),
+    "deploy": Gated(("deploy",), "needs the image, kubelet and containerd (make image deploy-components) and root",
+                    "make test-deploy, or pytest -m deploy tests/deploy", env="DEPLOY"),
     "reliability": Gated(("reliability", "fuzz"), "CI stages of their own (~8 minutes, partly root)",
                          "make test-fuzz test-reliability, or pytest tests/reliability tests/fuzz",
                          env="KMS_APPLIANCE_RELIABILITY"),

@@ -1,8 +1,8 @@
 """Fixtures of the end-to-end harness: real etcd, kube-apiserver and kubectl, and a KMS plugin
 behind a pluggable launcher (``kms_launcher``, or ``E2E_KMS_PLUGIN``).
 
-Why opt-in: these build Go components on first use (minutes) and start real servers, so they
-run only when asked (``pytest -m e2e``, ``pytest tests/e2e``, ``E2E=1``, ``make e2e``). When a
+They build Go components on first use (minutes) and start real servers, so a bare ``pytest``
+leaves them out (tests/conftest.py: ``pytest -m e2e``, ``pytest tests/e2e``, ``E2E=1``). When a
 test fails, the tail of every component log (kept under its tmp dir) is attached to the report.
 """
 
@@ -20,12 +20,10 @@ from tests.support.kube.components import Components, ensure_components
 from tests.support.kube.encryption import encryption_config, identity, kms_v2
 from tests.support.plugin import Plugin
 from tests.support.procs import ProcessRegistry
-from tests.support.steps import skip_unrequested
 
 from .fixture_types import KmsV2Cluster, RecordTiming, StartApiServer, StartPlugin
 from .plugins import LAUNCHERS, Launcher, cleanup, selected_launcher_names
 
-HERE = Path(__file__).resolve().parent
 REGISTRY_KEY = pytest.StashKey[ProcessRegistry]()
 TIMINGS_KEY = pytest.StashKey[list[tuple[str, str, float]]]()
 LOG_TAIL_LINES = 40
@@ -34,13 +32,7 @@ _SCENARIO_SECONDS: dict[str, float] = {}
 
 
 def pytest_configure(config: pytest.Config) -> None:
-    config.addinivalue_line("markers", "e2e: needs real kube-apiserver and etcd (built by tests/e2e)")
     config.stash[TIMINGS_KEY] = []
-
-
-def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
-    skip_unrequested(config, items, HERE, "e2e", "E2E",
-                     "e2e not requested: use `pytest -m e2e`, `pytest tests/e2e` or E2E=1")
 
 
 @pytest.hookimpl(wrapper=True)

@@ -1,7 +1,6 @@
 """What the root-run suites (packaging, arm64, deploy, e2e) share: commands
 that fail with their output, timed steps printed at the end of a session,
-podman with a store private to a test, and the opt-in of suites that build or
-start heavy components."""
+podman with a store private to a test."""
 
 from __future__ import annotations
 
@@ -98,31 +97,6 @@ class Steps:
         terminalreporter.write_line(f"{sum(s for _, s in self.timed):7.1f}s  total of timed steps")
         for fact in self.facts:
             terminalreporter.write_line(f"measured: {fact}")
-
-
-def named(config: pytest.Config, *dirs: Path) -> bool:
-    """True if a path on the command line is one of ``dirs`` or inside one."""
-    targets = [Path(str(arg).split("::", 1)[0]).resolve() for arg in config.args]
-    return any(t.is_relative_to(d) for t in targets for d in dirs)
-
-
-def requested(config: pytest.Config, here: Path, marker: str, env: str) -> bool:
-    """True if the run asked for an opt-in suite: ``env``=1, ``-m marker``, or a path inside ``here``."""
-    if os.environ.get(env) == "1":
-        return True
-    markexpr = str(config.getoption("markexpr", "") or "")
-    return (marker in markexpr and f"not {marker}" not in markexpr) or named(config, here)
-
-
-def skip_unrequested(config: pytest.Config, items: list[pytest.Item], here: Path, marker: str, env: str,
-                     reason: str) -> None:
-    """Skip, with ``reason``, the ``marker`` items of a suite the run did not ask for."""
-    if requested(config, here, marker, env):
-        return
-    skip = pytest.mark.skip(reason=reason)
-    for item in items:
-        if marker in item.keywords:
-            item.add_marker(skip)
 
 
 @contextlib.contextmanager
