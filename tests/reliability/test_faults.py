@@ -216,26 +216,25 @@ def test_fault_cell(rig: Rig, cell: Cell) -> None:
     assert r.plugin.proc.poll() is None, "the plugin died during an earlier cell"
     assert _ready(r) == 200
     audit_before = len(r.plugin.audit_settled())
-    dec_code = cell.decrypt_code or cell.code
-    before = {m: _metric(r, m, _outcome_of(cell, m)) for m in ("encrypt", "decrypt")}
+    codes = {"encrypt": cell.code, "decrypt": cell.decrypt_code or cell.code}
+    outcomes = {m: _outcome_of(cell, m) for m in codes}
+    before = {m: _metric(r, m, outcomes[m]) for m in codes}
 
     token = cell.inject(r)
     try:
         results = _calls(r)
         for method, code, seconds, wrong in results:
             assert not wrong, f"{method}: a WRONG answer under '{cell.name}'"
-            want = cell.code if method == "encrypt" else dec_code
+            want = codes.get(method, codes["decrypt"])  # v1 Decrypt answers as v2 Decrypt does
             assert code == want, f"{method}: {code} under '{cell.name}', expected {want}"
             assert seconds <= BUDGET + SLACK, f"{method} took {seconds:.2f}s, budget {BUDGET}s"
         records = _call_records(r, audit_before)  # polled: metrics are counted in the same pass
-        for m in ("encrypt", "decrypt"):
-            assert _metric(r, m, _outcome_of(cell, m)) >= before[m] + 2, m
-        for method in ("encrypt", "decrypt"):
+        for method, want in codes.items():
+            assert _metric(r, method, outcomes[method]) >= before[method] + 2, method
             mine = [x for x in records if x["event"] == method and x.get("api") == "v2"]
             assert len(mine) >= 2, (method, audit_before, records[-6:])
-            want = cell.code if method == "encrypt" else dec_code
             assert {x["code"] for x in mine} == {want}
-            assert {x["outcome"] for x in mine} == {_outcome_of(cell, method)}
+            assert {x["outcome"] for x in mine} == {outcomes[method]}
             if want != "OK":
                 assert all(x.get("error") for x in mine), "a failed call's audit record names the error"
         unready_after = None
@@ -265,7 +264,7 @@ def test_fault_cell(rig: Rig, cell: Cell) -> None:
     threads, fds = procinfo.threads(pid), procinfo.fds(pid)
     during = "200" if cell.ready else f"503 after {unready_after}s"
     figures.put("faults", cell.name,
-                f"encrypt={cell.code} decrypt={dec_code} outcome={cell.outcome} ready_during={during} "
+                f"encrypt={cell.code} decrypt={codes['decrypt']} outcome={cell.outcome} ready_during={during} "
                 f"recovered_in={recovered}s threads={threads} fds={fds}")
     assert threads <= r.baseline["threads"] + 4, (threads, r.baseline)
     assert fds <= r.baseline["fds"] + 8, (fds, r.baseline)
@@ -298,22 +297,18 @@ def test_startup_with_unresolvable_host_fails_fast_and_cleanly(emu: Emulator, tm
 
 
 @pytest.mark.parametrize("which", ["other_ca", "expired"])
-def test_startup_with_bad_tls_refuses(tmp_path: Path, which: str) -> None:
+def test_startup_with_bad_tls_refuses(emu: Emulator, tmp_path: Path, which: str) -> None:
     """TLS failure at start: refused (exit 1), no socket, nothing about the certificate bypassed."""
-    with Emulator(tls=True) as good:
-        good.create_key(KEY)
-        kw: dict[str, Any] = ({"server_cert": "expired", "state_dir": good.state_dir}
-                              if which == "expired" else {})
-        with Emulator(tls=True, **kw) as bad:
-            if which != "expired":
-                bad.create_key(KEY)
-            env = identity_env(good, url=bad.url)
-            if which != "expired":
-                with bad.core.lock:
-                    bad.core.identities.update(good.core.identities)
-            p = pm.start(tmp_path / which, ["--log-level", "debug"], env, wait=False, akeyless=True)
-            assert p.proc.wait(30) == 1
-            assert "refusing to start" in p.stderr.read_text()
-            assert bad.handshake_failures >= 1
-            assert bad.calls.total() == 0, "no API call may pass an untrusted TLS session"
-        record_secrets(good)
+    kw: dict[str, Any] = {"server_cert": "expired", "state_dir": emu.state_dir} if which == "expired" else {}
+    with Emulator(tls=True, **kw) as bad:
+        if which != "expired":
+            bad.create_key(KEY)
+        env = identity_env(emu, url=bad.url)
+        if which != "expired":
+            with bad.core.lock:
+                bad.core.identities.update(emu.core.identities)
+        p = pm.start(tmp_path / which, ["--log-level", "debug"], env, wait=False, akeyless=True)
+        assert p.proc.wait(30) == 1
+        assert "refusing to start" in p.stderr.read_text()
+        assert bad.handshake_failures >= 1
+        assert bad.calls.total() == 0, "no API call may pass an untrusted TLS session"
