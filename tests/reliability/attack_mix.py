@@ -204,8 +204,7 @@ def _warm_up(p: pm.Plugin, client: RealClient) -> None:
 
 def _metric_lines(p: pm.Plugin, prefixes: tuple[str, ...]) -> list[str]:
     try:
-        with urllib.request.urlopen(f"http://127.0.0.1:{p.http_port}/metrics", timeout=5) as resp:
-            body = resp.read().decode()
+        body = p.http("/metrics")[1].decode()
     except OSError:
         return []
     return [ln for ln in body.splitlines() if ln.startswith(prefixes) and not ln.endswith(" 0.0")]

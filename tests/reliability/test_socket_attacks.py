@@ -19,7 +19,7 @@ import pytest
 from kms_appliance import socketfs
 from kms_appliance.errors import SetupError
 from tests.reliability.probes import PEER_PROBE, as_nobody, connect_many, status_ok
-from tests.support import attacks, figures, inproc, ledger, procinfo
+from tests.support import attacks, figures, inproc, procinfo
 from tests.support import plugin as pm
 from tests.support.procs import wait_until
 
@@ -175,16 +175,12 @@ class TestPeers:
 
     @staticmethod
     def _probe(top: Path, uids: str) -> tuple[str, list[dict[str, object]], bytes]:
-        p = pm.start(top / "g", ["--socket-group", "daemon", "--allowed-uids", uids])
-        try:
+        with pm.running(top / "g", ["--socket-group", "daemon", "--allowed-uids", uids]) as p:
             verdict = as_nobody(PEER_PROBE, str(p.socket), groups="1")
             assert status_ok(p.socket), "an allowed peer is still served"
             refusals = [r for r in p.audit_until(lambda rs: any(x["event"] == "peer_refused" for x in rs),
                                                  timeout=3) if r["event"] == "peer_refused"]
             _, metrics = p.http("/metrics")
-        finally:
-            p.stop()
-            ledger.text(p.written())  # the directory is removed with attacks.traversable()
         return verdict, refusals, metrics
 
 
