@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 import io
 import json
+import re
 from pathlib import Path
 
 import pytest
@@ -111,6 +112,21 @@ class TestCheck:
         code, checks, _ = _check(ak_env, tmp_path, dir_mode=0o777)
         assert code == 1
         assert checks["socket_dir"]["status"] == "fail"
+
+
+@pytest.mark.parametrize("mode", ["direct", "envelope"])
+def test_check_reports_mode_and_held_intermediate_key(emu: Emulator, ak_env, tmp_path, mode):
+    emu.reset_calls()
+    code, checks, _ = _check(ak_env, tmp_path, mode=mode)
+    assert code == 0, checks
+    detail = checks["key"]["detail"]
+    assert f"mode {mode}" in detail
+    if mode == "envelope":
+        assert re.search(r"1 intermediate key held \(akeyless:\d+:1:ik:[0-9a-f]{32}\), "
+                         r"validated by Akeyless \d+s ago", detail)
+        assert emu.calls["encrypt"] == 1  # the IK; the round trip wrapped locally
+    else:
+        assert "intermediate" not in detail and emu.calls["encrypt"] == 1  # the round trip
 
 
 class TestCheckLocalBackend:

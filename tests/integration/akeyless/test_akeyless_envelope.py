@@ -276,23 +276,6 @@ def test_metrics_report_mode_held_and_age(emu, ak_env, make_backend):
     assert r.get_sample_value("kms_appliance_intermediate_key_events_total", {"event": "validated"}) == 1
 
 
-@pytest.mark.parametrize("mode", ["direct", "envelope"])
-def test_check_reports_mode_and_held_intermediate_key(emu: Emulator, ak_env, tmp_path, mode):
-    from tests.integration.akeyless.test_akeyless_check import _check
-
-    emu.reset_calls()
-    code, checks, _ = _check(ak_env, tmp_path, mode=mode)
-    assert code == 0, checks
-    detail = checks["key"]["detail"]
-    assert f"mode {mode}" in detail
-    if mode == "envelope":
-        assert re.search(r"1 intermediate key held \(akeyless:\d+:1:ik:[0-9a-f]{32}\), "
-                         r"validated by Akeyless \d+s ago", detail)
-        assert emu.calls["encrypt"] == 1  # the IK; the round trip wrapped locally
-    else:
-        assert "intermediate" not in detail and emu.calls["encrypt"] == 1  # the round trip
-
-
 def test_no_intermediate_key_in_logs_events_or_errors(emu: Emulator, ak_env, make_backend,
                                                       caplog: pytest.LogCaptureFixture) -> None:
     """Creation, foreign unwrap, rotation, an outage and a revocation at DEBUG leave no IK (raw,
