@@ -18,6 +18,7 @@ from pathlib import Path
 import pytest
 
 from tests.support import packaging, steps
+from tests.support.kmsclient import round_trip
 from tests.support.procs import status_fields
 from tests.support.steps import NONROOT, REPO, VERSION, run
 
@@ -102,7 +103,7 @@ def test_image_serves_a_round_trip(tmp_path: Path, podman: list[str]) -> None:
     """The arm64 image as deployed (read-only, no capabilities, uid 65532), through its socket."""
     name = "kms-appliance-arm64-test"
     sock = packaging.serve_image(podman, tmp_path, name, timeout=120)  # emulated start
-    packaging.round_trip(sock, timeout=30)
+    round_trip(sock, timeout=30)
     pid = json.loads(run([*podman, "inspect", name]).stdout)[0]["State"]["Pid"]
     status = status_fields(pid)
     assert status["Uid"].split() == [str(NONROOT)] * 4 and int(status["CapEff"], 16) == 0

@@ -14,31 +14,16 @@ import pytest
 
 from tests.binary import sandbox
 from tests.support.emulator import start_emulator
-from tests.support.kmsclient import Client
+from tests.support.kmsclient import round_trip
 from tests.support.plugin import Plugin
 from tests.support.procs import status_fields
 
 pytestmark = pytest.mark.binary
 
 
-def _round_trips(plugin: Plugin, dek: bytes, timeout: float) -> None:
-    """v2 Status, Encrypt and Decrypt, v1 Version, Encrypt and Decrypt, as kube-apiserver calls them."""
-    with Client(plugin.socket, timeout=timeout) as client:
-        status = client.status()
-        assert status.healthz == "ok"
-        assert status.key_id
-        enc = client.encrypt(dek)
-        assert enc.key_id == status.key_id
-        assert client.decrypt(enc.ciphertext, enc.key_id, dict(enc.annotations)) == dek
-        assert client.version().runtime_name
-        cipher = client.v1_encrypt(b"v1 secret payload")
-        assert cipher != b"v1 secret payload"
-        assert client.v1_decrypt(cipher) == b"v1 secret payload"
-    assert plugin.proc.poll() is None
-
-
 def test_v2_and_v1_round_trip_in_empty_root(local_plugin: Plugin) -> None:
-    _round_trips(local_plugin, b"\x01" * 32, timeout=10)
+    round_trip(local_plugin.socket, b"\x01" * 32, timeout=10)
+    assert local_plugin.proc.poll() is None
 
 
 def test_runs_as_nonroot_without_capabilities(local_plugin: Plugin) -> None:
@@ -76,6 +61,7 @@ def test_akeyless_round_trip_in_empty_root(binary: Path, sock_dir: Path, tmp_pat
         env = {"AKEYLESS_ACCESS_KEY": emu.ready["access_key"], "KMS_APPLIANCE_AKEYLESS_CA_FILE": "/etc/kms/ca.pem"}
         box = sandbox.Sandbox(binary, binds={sock_dir: "/run/kms", emu.ca_file: "/etc/kms/ca.pem"}, env=env)
         with box.serving(tmp_path / "sandboxed", sock_dir, *args) as p:
-            _round_trips(p, b"\x02" * 32, timeout=15)
+            round_trip(p.socket, b"\x02" * 32, timeout=15)
+            assert p.proc.poll() is None
     finally:
         emu.stop()

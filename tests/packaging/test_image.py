@@ -15,13 +15,13 @@ from pathlib import Path
 
 import pytest
 
+from tests.support.kmsclient import round_trip
 from tests.support.packaging import (
     IMAGE_REF,
     PODMAN_RUN,
     image_path,
     oci_blob,
     oci_manifest,
-    round_trip,
     serve_image,
     step,
 )

@@ -13,15 +13,8 @@ from pathlib import Path
 import pytest
 
 from kms_appliance.config import AkeylessSettings
-from tests.support.packaging import (
-    BootedRoot,
-    configure_local,
-    deb_path,
-    dpkg_install,
-    nspawn,
-    round_trip,
-    step,
-)
+from tests.support.kmsclient import round_trip
+from tests.support.packaging import BootedRoot, configure_local, deb_path, dpkg_install, nspawn, step
 from tests.support.procs import free_port, parse_status
 from tests.support.steps import REPO, VERSION, connects, run
 

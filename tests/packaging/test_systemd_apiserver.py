@@ -6,27 +6,21 @@ booted container as root, as kubeadm runs them, as transient units.
 
 from __future__ import annotations
 
-import base64
 import itertools
-import json
 import os
-import secrets
-import ssl
-import subprocess
 import time
-import urllib.request
 from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 
 from tests.support.kmsclient import Client
-from tests.support.kube.cluster import write_kubeconfig
+from tests.support.kube.cluster import Cluster, EtcdServer, KubeApiServer, write_kubeconfig
 from tests.support.kube.components import Components, ensure_components
 from tests.support.kube.pki import ClusterPki, make_cluster_pki
-from tests.support.kube.protowire import parse_encrypted_object
-from tests.support.packaging import BootedRoot, configure_local, deb_path, dpkg_install, run, step
-from tests.support.procs import free_port
+from tests.support.kube.workload import create_secret, read_secret, stored_envelopes
+from tests.support.packaging import BootedRoot, configure_local, deb_path, dpkg_install, step
+from tests.support.procs import ProcessRegistry, free_port
 
 pytestmark = [pytest.mark.packaging, pytest.mark.e2e]
 
@@ -42,37 +36,37 @@ ADOPTION_TIMEOUT_S = 90.0
 
 
 class Host:
-    """The booted container with etcd and kube-apiserver, seen from the host.
+    """The booted container with etcd and kube-apiserver, seen from the host as a ``Cluster``.
 
-    The container shares the host's network namespace, so kubectl, etcdctl
-    and the HTTPS client run here against 127.0.0.1 ports the container's
-    processes listen on.
+    The container shares the host's network namespace, so kubectl, etcdctl and the workload
+    helpers run here against the 127.0.0.1 ports the container's processes listen on; the
+    ``Cluster``'s etcd and apiserver objects are only their clients (nothing is started here).
     """
 
     def __init__(self, booted: BootedRoot, components: Components, pki: ClusterPki, workdir: Path) -> None:
         self.booted = booted
-        self.components = components
-        self.pki = pki
-        self.etcd_port = free_port()
-        self.api_port = free_port()
-        self.kubeconfig = write_kubeconfig(workdir / "kubeconfig", f"https://127.0.0.1:{self.api_port}", pki)
+        registry = ProcessRegistry()
+        etcd = EtcdServer(components, workdir, registry)
+        api = KubeApiServer(components, workdir, pki, etcd, registry)
+        kubeconfig = write_kubeconfig(workdir / "kubeconfig", f"https://127.0.0.1:{api.port}", pki)
+        self.cluster = Cluster(components, workdir, registry, pki, etcd, api, kubeconfig)
 
     def start_etcd(self) -> None:
-        url = f"http://127.0.0.1:{self.etcd_port}"
+        url = self.cluster.etcd.endpoint
         peer = f"http://127.0.0.1:{free_port()}"
         self.booted.exec("systemd-run", "--unit=etcd", "--quiet", "--collect", "--", f"{BIN}/etcd", "--name=n",
                          "--data-dir=/var/lib/etcd", f"--listen-client-urls={url}",
                          f"--advertise-client-urls={url}", f"--listen-peer-urls={peer}",
                          f"--initial-advertise-peer-urls={peer}", f"--initial-cluster=n={peer}",
                          "--log-level=warn", "--unsafe-no-fsync")
-        self.wait("etcd", lambda: self.etcdctl("endpoint", "health", check=False).returncode == 0)
+        self.wait("etcd", _answering(lambda: self.cluster.etcd.get_raw("/health-probe") is None))
 
     def start_apiserver(self) -> None:
         """kube-apiserver as root in the container (systemd-run's default user), as kubeadm runs it."""
         self.booted.exec(
             "systemd-run", "--unit=kube-apiserver", "--quiet", "--collect", "--", f"{BIN}/kube-apiserver",
-            f"--etcd-servers=http://127.0.0.1:{self.etcd_port}", "--bind-address=127.0.0.1",
-            "--advertise-address=127.0.0.1", f"--secure-port={self.api_port}",
+            f"--etcd-servers={self.cluster.etcd.endpoint}", "--bind-address=127.0.0.1",
+            "--advertise-address=127.0.0.1", f"--secure-port={self.cluster.apiserver.port}",
             f"--tls-cert-file={PKI}/apiserver.crt", f"--tls-private-key-file={PKI}/apiserver.key",
             f"--client-ca-file={PKI}/ca.crt", f"--service-account-key-file={PKI}/sa.pub",
             f"--service-account-signing-key-file={PKI}/sa.key",
@@ -80,50 +74,15 @@ class Host:
             "--service-cluster-ip-range=10.0.0.0/24", "--authorization-mode=RBAC",
             "--endpoint-reconciler-type=none", "--profiling=false",
             f"--encryption-provider-config={ENC}", "--encryption-provider-config-automatic-reload=true")
-        self.wait("kube-apiserver /readyz", lambda: self.get("/readyz")[0] == 200, timeout=180)
+        self.wait("kube-apiserver /readyz", _answering(lambda: self.cluster.apiserver.get("/readyz")[0] == 200),
+                  timeout=180)
 
     def wait(self, what: str, predicate: Callable[[], bool], timeout: float = 60) -> None:
-        try:
-            self.booted.wait_until(what, predicate, timeout=timeout)
-        except AssertionError as exc:
-            log = self.booted.exec("journalctl", "--no-pager", "-n", "40", "-u", "kube-apiserver",
-                                   "-u", "etcd", check=False).stdout
-            raise AssertionError(f"{exc}\nkube-apiserver/etcd journal:\n{log}") from None
-
-    def get(self, path: str) -> tuple[int, str]:
-        ctx = ssl.create_default_context(cafile=str(self.pki.ca_cert))
-        ctx.load_cert_chain(str(self.pki.admin_cert), str(self.pki.admin_key))
-        try:
-            with urllib.request.urlopen(f"https://127.0.0.1:{self.api_port}{path}", context=ctx,
-                                        timeout=10) as resp:
-                return resp.status, resp.read().decode()
-        except OSError as exc:  # not listening yet, or an HTTP error status
-            return getattr(exc, "code", 0), str(exc)
-
-    def kubectl(self, *args: str) -> str:
-        return run([self.components.path("kubectl"), f"--kubeconfig={self.kubeconfig}", *args],
-                   timeout=60).stdout
-
-    def etcdctl(self, *args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
-        return run([self.components.path("etcdctl"), f"--endpoints=http://127.0.0.1:{self.etcd_port}",
-                    *args], timeout=60, check=check)
-
-    def create_secret(self, name: str) -> str:
-        value = secrets.token_hex(16)
-        self.kubectl("create", "secret", "generic", name, f"--from-literal=v={value}")
-        return value
-
-    def read_secret(self, name: str) -> str:
-        data = self.kubectl("get", "secret", name, "-o", "jsonpath={.data.v}")
-        return base64.b64decode(data).decode()
+        self.booted.wait_until(what, predicate, timeout, units=("kube-apiserver", "etcd"))
 
     def stored_key_id(self, name: str, value: str) -> str:
-        """The key_id of the KMS v2 envelope etcd holds for ``name`` (raw, via etcdctl)."""
-        proc = self.etcdctl("get", f"/registry/secrets/default/{name}", "-w", "json")
-        raw = base64.b64decode(json.loads(proc.stdout)["kvs"][0]["value"])
-        assert raw.startswith(PREFIX), raw[:60]
-        assert value.encode() not in raw
-        return parse_encrypted_object(raw[len(PREFIX):]).key_id
+        """The key_id of the KMS v2 envelope etcd holds for ``name`` (its plaintext absent)."""
+        return stored_envelopes(self.cluster, PREFIX, {name: value})[name].key_id
 
 
 def _plugin_key_id(booted: BootedRoot) -> str:
@@ -135,13 +94,18 @@ def _main_pid(booted: BootedRoot) -> str:
     return booted.exec("systemctl", "show", "-p", "MainPID", "--value", "kms-appliance").stdout.strip()
 
 
-def _sock_ready(booted: BootedRoot) -> Callable[[], bool]:
+def _answering(probe: Callable[[], bool]) -> Callable[[], bool]:
+    """``probe``, with a component that does not answer yet (it raises) counted as not ready."""
     def ready() -> bool:
         try:
-            return bool(_plugin_key_id(booted))
+            return probe()
         except Exception:
             return False
     return ready
+
+
+def _sock_ready(booted: BootedRoot) -> Callable[[], bool]:
+    return _answering(lambda: bool(_plugin_key_id(booted)))
 
 
 def test_deb_under_systemd_with_kube_apiserver(root: Path, tmp_path: Path) -> None:
@@ -173,8 +137,8 @@ def test_deb_under_systemd_with_kube_apiserver(root: Path, tmp_path: Path) -> No
 
         with step("apiserver: Secrets round trip, KMS v2 envelopes in etcd"):
             key1 = _plugin_key_id(booted)
-            values = {"before-rotation": host.create_secret("before-rotation")}
-            assert host.read_secret("before-rotation") == values["before-rotation"]
+            values = {"before-rotation": create_secret(host.cluster, "before-rotation")}
+            assert read_secret(host.cluster, "before-rotation") == values["before-rotation"]
             assert host.stored_key_id("before-rotation", values["before-rotation"]) == key1
 
         with step("apiserver: systemctl reload rotates, new writes carry the new key_id"):
@@ -191,8 +155,8 @@ def test_deb_under_systemd_with_kube_apiserver(root: Path, tmp_path: Path) -> No
                 n = next(probes)
                 if n:
                     time.sleep(3)
-                host.get("/healthz/kms-providers")
-                values[f"after-rotation-{n}"] = host.create_secret(f"after-rotation-{n}")
+                host.cluster.apiserver.get("/healthz/kms-providers")
+                values[f"after-rotation-{n}"] = create_secret(host.cluster, f"after-rotation-{n}")
                 return host.stored_key_id(f"after-rotation-{n}", values[f"after-rotation-{n}"]) == key2
 
             host.wait("the apiserver adopting the new key_id", adopted, timeout=ADOPTION_TIMEOUT_S)
@@ -207,7 +171,7 @@ def test_deb_under_systemd_with_kube_apiserver(root: Path, tmp_path: Path) -> No
             booted.exec("systemctl", "stop", "kube-apiserver")  # a fresh one has no cached DEKs: every read decrypts
             host.start_apiserver()
             for name, value in values.items():
-                assert host.read_secret(name) == value, name
+                assert read_secret(host.cluster, name) == value, name
 
         journal = booted.exec("journalctl", "-u", "kms-appliance", "--no-pager", "-o", "cat").stdout
         for line in ("serving KMS v2 and v1beta1 on /run/kms-appliance/kms.sock",

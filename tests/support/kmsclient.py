@@ -75,3 +75,18 @@ class Callers:
         for t in self.threads:
             t.join(timeout)
         return self.results
+
+
+def round_trip(sock: Path, dek: bytes = b"round-trip-dek-0123456789abcdef", timeout: float = 5.0) -> str:
+    """Status ok, then a KMS v2 and a v1 round trip as kube-apiserver makes them; returns the key_id."""
+    with Client(sock, timeout=timeout) as client:
+        status = client.status()
+        assert status.healthz == "ok" and status.key_id, status
+        enc = client.encrypt(dek)
+        assert enc.key_id == status.key_id and dek not in enc.ciphertext
+        assert client.decrypt(enc.ciphertext, enc.key_id, dict(enc.annotations)) == dek
+        assert client.version().runtime_name
+        cipher = client.v1_encrypt(b"v1 secret payload")
+        assert b"v1 secret payload" not in cipher
+        assert client.v1_decrypt(cipher) == b"v1 secret payload"
+        return str(status.key_id)

@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from tests.support import steps
-from tests.support.kmsclient import Client
+from tests.support.procs import children
 from tests.support.steps import REPO, ROOT_PACKAGES, VERSION, Steps, run
 
 DIST = Path(os.environ.get("PACKAGING_DIST", REPO / "dist"))
@@ -146,19 +146,6 @@ def configure_local(root: Path, http_port: int, *edits: tuple[str, str]) -> None
            "keyring", "init", "/var/lib/kms-appliance/keyring.json")
 
 
-def round_trip(sock: Path, timeout: float = 5.0) -> str:
-    """Status ok, a KMS v2 and a v1 round trip through ``sock``; returns the key_id."""
-    with Client(sock, timeout=timeout) as client:
-        st = client.status()
-        assert st.healthz == "ok"
-        secret = b"packaging-test-dek-0123456789abcdef"
-        resp = client.encrypt(secret)
-        assert resp.ciphertext and secret not in resp.ciphertext
-        assert client.decrypt(resp.ciphertext, resp.key_id, dict(resp.annotations)) == secret
-        assert client.v1_decrypt(client.v1_encrypt(b"v1 plain")) == b"v1 plain"
-        return str(st.key_id)
-
-
 def oci_blob(tar: tarfile.TarFile, digest: str) -> bytes:
     member = tar.extractfile(f"blobs/sha256/{digest.split(':', 1)[1]}")
     assert member is not None
@@ -209,11 +196,10 @@ class BootedRoot:
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:
                 raise AssertionError(f"nspawn exited {self.proc.returncode}: {self.log.read_text()[-3000:]}")
-            children = Path(f"/proc/{self.proc.pid}/task/{self.proc.pid}/children")
-            with contextlib.suppress(OSError):
-                for pid in children.read_text().split():
+            for pid in children(self.proc.pid):
+                with contextlib.suppress(OSError):
                     if Path(f"/proc/{pid}/comm").read_text().strip() == "systemd":
-                        return int(pid)
+                        return pid
             time.sleep(0.1)
         raise AssertionError("container init did not start")
 
@@ -224,13 +210,15 @@ class BootedRoot:
         return run(["nsenter", "-t", str(self.leader), "-m", "-u", "-i", "-p", "--", *cmd],
                    check=check, timeout=timeout)
 
-    def wait_until(self, what: str, predicate: Callable[[], bool], timeout: float = 60) -> None:
+    def wait_until(self, what: str, predicate: Callable[[], bool], timeout: float = 60,
+                   units: Sequence[str] = ()) -> None:
+        """Until ``predicate`` holds (an exception fails at once); on a timeout the journal (of ``units``)."""
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if predicate():
                 return
             time.sleep(0.2)
-        journal = self.exec("journalctl", "--no-pager", "-n", "60", check=False).stdout
+        journal = self.exec("journalctl", "--no-pager", "-n", "60", *(f"--unit={u}" for u in units), check=False).stdout
         raise AssertionError(f"timed out waiting for {what}; journal:\n{journal}")
 
     def stop(self, timeout: float = 30) -> None:
