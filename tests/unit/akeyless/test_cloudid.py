@@ -15,9 +15,17 @@ from hypothesis import strategies as st
 from kms_appliance.backends.akeyless import cloudid
 
 
+def _stand_in(monkeypatch: pytest.MonkeyPatch, name: str, **attributes: object) -> types.ModuleType:
+    """A module ``name`` holding ``attributes``, in sys.modules for the test."""
+    module = types.ModuleType(name)
+    vars(module).update(attributes)
+    monkeypatch.setitem(sys.modules, name, module)
+    return module
+
+
 @pytest.fixture
 def package(monkeypatch: pytest.MonkeyPatch) -> types.ModuleType:
-    monkeypatch.setitem(sys.modules, "boto3", types.ModuleType("boto3"))
+    _stand_in(monkeypatch, "boto3")
     import akeyless_cloud_id.cloud_id as mod
 
     return mod
@@ -71,36 +79,24 @@ class TestTokens:
 
     def test_azure_equal(self, package, monkeypatch):
         token = "eyJhbGciOi.eyJhdWQiOiJ.sig-azure"
-        azure = types.ModuleType("azure")
-        identity = types.ModuleType("azure.identity")
 
         class Cred:
             def get_token(self, scope: str) -> types.SimpleNamespace:
                 assert scope == "https://management.azure.com/.default"
                 return types.SimpleNamespace(token=token)
 
-        identity.DefaultAzureCredential = Cred  # type: ignore[attr-defined]
-        monkeypatch.setitem(sys.modules, "azure", azure)
-        monkeypatch.setitem(sys.modules, "azure.identity", identity)
+        identity = _stand_in(monkeypatch, "azure.identity", DefaultAzureCredential=Cred)
+        _stand_in(monkeypatch, "azure", identity=identity)
         assert cloudid.encode_token(token) == package.CloudId().generateAzure()
 
     def test_gcp_equal(self, package, monkeypatch):
         token = "eyJhbGciOi.eyJhdWQiOiJha2V5bGVzcy5pbyJ9.sig-gcp"
-        google = types.ModuleType("google")
-        auth = types.ModuleType("google.auth")
-        transport = types.ModuleType("google.auth.transport")
-        requests = types.ModuleType("google.auth.transport.requests")
-        oauth2 = types.ModuleType("google.oauth2")
-        id_token = types.ModuleType("google.oauth2.id_token")
-        requests.Request = object  # type: ignore[attr-defined]
-        id_token.fetch_id_token = lambda req, aud: token  # type: ignore[attr-defined]
-        oauth2.id_token = id_token  # type: ignore[attr-defined]
-        google.auth, auth.transport, transport.requests = auth, transport, requests  # type: ignore[attr-defined]
-        for name, mod in [("google", google), ("google.auth", auth),
-                          ("google.auth.transport", transport),
-                          ("google.auth.transport.requests", requests),
-                          ("google.oauth2", oauth2), ("google.oauth2.id_token", id_token)]:
-            monkeypatch.setitem(sys.modules, name, mod)
+        requests = _stand_in(monkeypatch, "google.auth.transport.requests", Request=object)
+        transport = _stand_in(monkeypatch, "google.auth.transport", requests=requests)
+        auth = _stand_in(monkeypatch, "google.auth", transport=transport)
+        id_token = _stand_in(monkeypatch, "google.oauth2.id_token", fetch_id_token=lambda req, aud: token)
+        oauth2 = _stand_in(monkeypatch, "google.oauth2", id_token=id_token)
+        _stand_in(monkeypatch, "google", auth=auth, oauth2=oauth2)
         assert cloudid.encode_token(token) == package.CloudId().generateGcp("akeyless.io")
 
     def test_unreachable_metadata_names_the_step(self):
