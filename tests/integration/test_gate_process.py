@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from tests.support import plugin as pm
-from tests.support.kmsclient import Client
+from tests.support.kmsclient import Client, round_trip
 from tests.support.procs import alive, eventually, only_child
 
 
@@ -24,12 +24,6 @@ def gated(tmp_path: Path) -> Iterator[pm.Plugin]:
 
 def _gone(pid: int, within: float) -> bool:
     return eventually(lambda: not alive(pid), within, 0.02)
-
-
-def _round_trip(sock: Path) -> None:
-    with Client(sock, timeout=5) as c:
-        sealed = c.encrypt(b"gate")
-        assert c.decrypt(sealed.ciphertext, sealed.key_id, dict(sealed.annotations)) == b"gate"
 
 
 def test_accepts_in_a_child_and_the_serving_process_holds_no_relay(gated: pm.Plugin) -> None:
@@ -50,7 +44,7 @@ def test_a_killed_gate_is_replaced_and_the_door_reopens(gated: pm.Plugin) -> Non
     assert _gone(first, 5)
     second = only_child(gated.proc.pid)
     assert second != first
-    _round_trip(gated.socket)
+    round_trip(gated.socket)
     status, body = gated.http("/livez")
     assert status == 200, body
     assert f"peer gate process {first} ended (killed by signal 9)" in gated.stderr.read_text()
@@ -66,7 +60,7 @@ def test_the_gate_leaves_stop_signals_to_its_parent(gated: pm.Plugin) -> None:
         os.kill(gate, sig)
     time.sleep(0.3)
     assert only_child(gated.proc.pid) == gate
-    _round_trip(gated.socket)
+    round_trip(gated.socket)
     assert gated.stop() == 0
     assert _gone(gate, 5)
 

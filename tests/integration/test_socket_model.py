@@ -13,7 +13,7 @@ import grpc
 import pytest
 
 from tests.support import plugin as pm
-from tests.support.kmsclient import Client
+from tests.support.kmsclient import Client, round_trip
 
 
 def test_modes_and_owner(plugin: pm.Plugin) -> None:
@@ -102,11 +102,7 @@ def test_peer_uid_allowlist_refusal_is_audited(tmp_path: Path) -> None:
 
 def test_peer_uid_allowlist_admits_listed_uid(tmp_path: Path) -> None:
     with pm.running(tmp_path / "b", ["--allowed-uids", f"{os.geteuid()},4242"]) as p:
-        with Client(p.socket) as c:
-            seed = os.urandom(32)
-            enc = c.encrypt(seed)
-            assert c.decrypt(enc.ciphertext, enc.key_id) == seed
-            assert c.v1_decrypt(c.v1_encrypt(seed)) == seed
+        round_trip(p.socket)
         assert stat.S_IMODE(p.socket.lstat().st_mode) == 0o600
         with socket.socket(socket.AF_UNIX) as raw:
             raw.connect(str(p.socket))  # an idle raw connection must not block shutdown
