@@ -64,28 +64,24 @@ def test_slow_callers_hold_no_worker(tmp_path: Path, shape: str, conns: int, cal
     """More unfinished calls than workers (default 32): Status and v2 Encrypt/Decrypt still answer
     within 1 s, and each slow call is ended by the server after the request read timeout."""
     env = {"KMS_APPLIANCE_SERVER_REQUEST_READ_TIMEOUT": f"{READ_TIMEOUT}s"}
-    with pm.running(tmp_path / "slow", env=env) as p:
-        c = Client(p.socket, timeout=STATUS_DEADLINE)
-        try:
-            _status_ok(c)
-            raw = [h2raw.RawH2(p.socket) for _ in range(conns)]
-            opened: list[set[int]] = [set() for _ in raw]
-            partial = attacks.PARTIAL if shape == "partial-message" else None
-            for conn, sids in zip(raw, opened, strict=True):
-                for _ in range(calls):
-                    sids.add(conn.open_call(attacks.ENCRYPT, partial))
-            time.sleep(0.5)  # let the server take every slow call before the real client comes
-            worst = max(_status_ok(c) for _ in range(5))
-            _round_trip(c)
-            assert p.proc.poll() is None
-            # The slow calls do not hang forever: the server ends each one itself.
-            for conn, sids in zip(raw, opened, strict=True):
-                ended = conn.ended(sids, READ_TIMEOUT + 5)
-                assert ended == sids, f"{len(sids - ended)} slow calls still open after the read timeout"
-                conn.close()
-            _status_ok(c)
-        finally:
-            c.close()
+    with pm.running(tmp_path / "slow", env=env) as p, Client(p.socket, timeout=STATUS_DEADLINE) as c:
+        _status_ok(c)
+        raw = [h2raw.RawH2(p.socket) for _ in range(conns)]
+        opened: list[set[int]] = [set() for _ in raw]
+        partial = attacks.PARTIAL if shape == "partial-message" else None
+        for conn, sids in zip(raw, opened, strict=True):
+            for _ in range(calls):
+                sids.add(conn.open_call(attacks.ENCRYPT, partial))
+        time.sleep(0.5)  # let the server take every slow call before the real client comes
+        worst = max(_status_ok(c) for _ in range(5))
+        _round_trip(c)
+        assert p.proc.poll() is None
+        # The slow calls do not hang forever: the server ends each one itself.
+        for conn, sids in zip(raw, opened, strict=True):
+            ended = conn.ended(sids, READ_TIMEOUT + 5)
+            assert ended == sids, f"{len(sids - ended)} slow calls still open after the read timeout"
+            conn.close()
+        _status_ok(c)
     figures.put("grpc attacks", f"slow callers ({shape})",
                 f"{conns * calls} unfinished calls, {WORKERS} workers: Status worst {worst * 1000:.0f} ms, "
                 f"all ended by the server after the {READ_TIMEOUT:g}s read timeout")
@@ -95,32 +91,28 @@ def test_slow_callers_hold_no_worker(tmp_path: Path, shape: str, conns: int, cal
 def test_header_flood_is_bounded(tmp_path: Path, fields: int) -> None:
     """32 connections keep opening streams with large header blocks (HEADERS + CONTINUATION) for
     4 s: RSS stays under the pod limit, Status answers within 1 s."""
-    with pm.running(tmp_path / "flood") as p:
-        c = Client(p.socket, timeout=STATUS_DEADLINE)
+    with pm.running(tmp_path / "flood") as p, Client(p.socket, timeout=STATUS_DEADLINE) as c:
+        _status_ok(c)
+        flood = subprocess.Popen([sys.executable, "-m", "tests.support.h2raw", str(p.socket), "32", "4",
+                                  str(fields), str(FLOOD_PAUSE)], cwd=pm.REPO, stdout=subprocess.PIPE)
+        peak, worst, polls = 0, 0.0, 0
         try:
-            _status_ok(c)
-            flood = subprocess.Popen([sys.executable, "-m", "tests.support.h2raw", str(p.socket), "32", "4",
-                                      str(fields), str(FLOOD_PAUSE)], cwd=pm.REPO, stdout=subprocess.PIPE)
-            peak, worst, polls = 0, 0.0, 0
-            try:
-                while flood.poll() is None:
-                    peak = max(peak, procinfo.rss_kib(p.proc.pid))
-                    worst = max(worst, _status_ok(c))
-                    polls += 1
-                    time.sleep(0.2)
-                out, _ = flood.communicate(timeout=10)
-            finally:
-                if flood.poll() is None:
-                    flood.kill()
-                    flood.wait()
-            sent = int(out.strip() or 0)
-            assert sent > 1000, "the flood did not run"
-            peak = max(peak, procinfo.rss_kib(p.proc.pid))
-            assert peak < POD_LIMIT_KIB, f"RSS {peak // 1024} MiB under a header flood"
-            worst = max(worst, _status_ok(c))
-            _round_trip(c)
+            while flood.poll() is None:
+                peak = max(peak, procinfo.rss_kib(p.proc.pid))
+                worst = max(worst, _status_ok(c))
+                polls += 1
+                time.sleep(0.2)
+            out, _ = flood.communicate(timeout=10)
         finally:
-            c.close()
+            if flood.poll() is None:
+                flood.kill()
+                flood.wait()
+        sent = int(out.strip() or 0)
+        assert sent > 1000, "the flood did not run"
+        peak = max(peak, procinfo.rss_kib(p.proc.pid))
+        assert peak < POD_LIMIT_KIB, f"RSS {peak // 1024} MiB under a header flood"
+        worst = max(worst, _status_ok(c))
+        _round_trip(c)
     figures.put("grpc attacks", f"header flood ({fields} x 100 B fields)",
                 f"{sent} header blocks from 32 connections in 4 s: peak RSS {peak // 1024} MiB, "
                 f"Status worst {worst * 1000:.0f} ms over {polls} polls")

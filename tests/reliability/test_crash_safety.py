@@ -63,13 +63,9 @@ def _rotator(ring: Path, stop: threading.Event, rng: random.Random, killed: list
 
 
 def _audit_intact(path: Path, torn: set[bytes]) -> tuple[int, bytes]:
-    """Every line is JSON but the tails kills tore; a new torn tail joins them.
-
-    The kernel stops a write in progress at a page boundary when the kill
-    lands (no writer can prevent that), so the last line may be torn. The
-    next start must end it: a record glued to it would not parse. Returns
-    the number of whole lines and the unfinished tail (b"" if none).
-    """
+    """(whole lines, unfinished tail): every line is JSON but the tails kills tore (a new one joins
+    ``torn``). A kill can cut the write in progress at a page boundary, so the last line may be
+    torn; the next start must end it, or the record glued to it would not parse."""
     *whole, tail = path.read_bytes().split(b"\n")
     for line in whole:
         if line not in torn:
