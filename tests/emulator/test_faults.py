@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 
@@ -92,24 +91,14 @@ class TestTransportFaults:
         emu.create_key(KEY)
         client = login(emu)
         emu.fault("encrypt", "hang", delay=60.0)
-        errors: list[BaseException] = []
-
-        def call() -> None:
-            try:
-                client.encrypt(b"x")
-            except BaseException as exc:
-                errors.append(exc)
-
-        worker = threading.Thread(target=call)
-        worker.start()
-        assert emu.wait_for("encrypt", in_flight=1, timeout=5)
-        started = time.monotonic()
-        emu.close()
-        worker.join(timeout=10)
-        assert not worker.is_alive()
+        with ThreadPoolExecutor(1) as pool:
+            call = pool.submit(client.encrypt, b"x")
+            assert emu.wait_for("encrypt", in_flight=1, timeout=5)
+            started = time.monotonic()
+            emu.close()
+            error = call.exception(timeout=10)  # TimeoutError if the call is still hung
         assert time.monotonic() - started < 5.0
-        assert len(errors) == 1
-        assert isinstance(errors[0], urllib3.exceptions.HTTPError)
+        assert isinstance(error, urllib3.exceptions.HTTPError)
 
     def test_latency_delays_but_answers(self, plain_emu: Emulator, plain_client: Client) -> None:
         plain_emu.fault("encrypt", delay=0.3, times=1)
@@ -186,15 +175,13 @@ class TestAccounting:
         ciphertext = plain_client.encrypt(b"x")
         plain_emu.reset_calls()
         plain_emu.fault("decrypt", delay=1.0, times=1)
-        worker = threading.Thread(target=plain_client.decrypt, args=(ciphertext,))
-        worker.start()
-        try:
+        with ThreadPoolExecutor(1) as pool:
+            call = pool.submit(plain_client.decrypt, ciphertext)
             assert plain_emu.wait_for("decrypt", in_flight=1, timeout=5)
             assert plain_emu.in_flight["decrypt"] == 1
             assert plain_emu.calls["decrypt"] == 0
             assert plain_emu.wait_for("decrypt", calls=1, timeout=5)
-        finally:
-            worker.join(timeout=5)
+        assert call.result() == b"x"
         assert plain_emu.in_flight["decrypt"] == 0
         assert not plain_emu.wait_for("decrypt", calls=2, timeout=0.05)
 
