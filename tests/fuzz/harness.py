@@ -12,19 +12,11 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from hypothesis import HealthCheck, Phase, settings
-
 from tests.support import figures, secrets_scan
 
 # Inputs per target: 100,000 in CI (the floor); `make fuzz-nightly` sets 1,000,000.
 EXAMPLES = int(os.environ.get("KMS_APPLIANCE_FUZZ_EXAMPLES", "100000"))
 SLOW_CALL = 5.0  # seconds; any single input slower than this is a hang (shared 2-core CI)
-
-
-def fuzz_settings(examples: int = EXAMPLES) -> Any:
-    return settings(max_examples=examples, deadline=None, database=None, derandomize=False,
-                    suppress_health_check=list(HealthCheck),
-                    phases=[Phase.explicit, Phase.generate, Phase.shrink])
 
 
 class Tally:
@@ -56,13 +48,9 @@ class Tally:
 
 
 def no_leak(text: str | bytes, *secrets: bytes, public: tuple[str, ...] = ()) -> None:
-    """An error detail or audit field must not carry any form of the given inputs.
-
-    Only secret-like inputs are checked (at least 8 bytes and 8 distinct byte
-    values, as every real DEK and seed has), and not those that also occur in
-    ``public``, the request's uid and key_id, which the audit record logs on
-    purpose (a fuzzer happily makes the plaintext equal to the uid).
-    """
+    """An error detail or audit field must not carry any form of the given inputs: those that look
+    like a secret (8+ bytes, 8+ distinct values, as every real DEK has) and do not also occur in
+    ``public``, the uid and key_id the audit logs on purpose (a fuzzer makes the plaintext the uid)."""
     hay = text.encode() if isinstance(text, str) else text
     pub = "\n".join(f"{p}\n{p!r}" for p in public).encode()
     candidates = [s for s in secrets if len(s) >= 8 and len(set(s)) >= 8

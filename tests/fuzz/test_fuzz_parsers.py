@@ -17,14 +17,14 @@ import re
 from pathlib import Path
 
 import pytest
-from hypothesis import given
+from hypothesis import HealthCheck, Phase, given, settings
 from hypothesis import strategies as st
 
 from kms_appliance import config, errors
 from kms_appliance.backends import envelope, keyring
 from kms_appliance.kms import validate
 from tests.fuzz import engine
-from tests.fuzz.harness import EXAMPLES, Tally, fuzz_settings, no_leak
+from tests.fuzz.harness import EXAMPLES, Tally, no_leak
 
 HYP = int(os.environ.get("KMS_APPLIANCE_HYPOTHESIS_EXAMPLES", "300"))
 
@@ -103,7 +103,8 @@ JSONISH = st.recursive(st.none() | st.booleans() | st.integers() | st.text(max_s
                        max_leaves=12)
 
 
-@fuzz_settings(HYP)
+@settings(max_examples=HYP, deadline=None, database=None, suppress_health_check=list(HealthCheck),
+          phases=[Phase.explicit, Phase.generate, Phase.shrink])
 @given(st.fixed_dictionaries({"format": st.one_of(st.just(keyring.FORMAT), JSONISH),
                               "keyring_id": st.one_of(st.just("abcdef0123456789"), JSONISH),
                               "keys": st.one_of(st.lists(st.fixed_dictionaries(
