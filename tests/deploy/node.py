@@ -243,12 +243,19 @@ class Kubelet:
         return wait_until(self.healthy, 120, "kubelet /healthz", interval_s=0.5, alive=self.process.check_alive)
 
     def healthy(self) -> bool:
-        conn = http.client.HTTPConnection("127.0.0.1", self.healthz_port, timeout=2)
-        try:
-            conn.request("GET", "/healthz")
-            return conn.getresponse().status == 200
-        finally:
-            conn.close()
+        return http_status(self.healthz_port, "/healthz") == 200
+
+
+def http_status(port: int, path: str) -> int:
+    """The HTTP status of GET ``path`` on 127.0.0.1:``port``; 0 when nothing answers (in 3 s)."""
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=3)
+    try:
+        conn.request("GET", path)
+        return conn.getresponse().status
+    except OSError:
+        return 0
+    finally:
+        conn.close()
 
 
 def cgroup_hierarchies() -> list[Path]:

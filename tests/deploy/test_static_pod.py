@@ -7,7 +7,6 @@ node's mount namespace is empty and no port stays open, or the test fails.
 from __future__ import annotations
 
 import contextlib
-import http.client
 import json
 import os
 import shutil
@@ -25,9 +24,8 @@ import pytest
 
 from tests.support import procs
 from tests.support.kmsclient import Client
-from tests.support.kube.cluster import ApiServerOptions, Cluster, EtcdServer, KubeApiServer, write_kubeconfig
+from tests.support.kube.cluster import ApiServerOptions, Cluster, KubeApiServer, new_cluster
 from tests.support.kube.components import Components, ensure_components
-from tests.support.kube.pki import make_cluster_pki
 from tests.support.kube.workload import create_secret, read_secret, stored_envelopes
 from tests.support.procs import ProcessRegistry, free_port, wait_until
 from tests.support.steps import NONROOT, REPO, VERSION, nonroot_dirs, run
@@ -127,17 +125,6 @@ class FileConfigApiServer(KubeApiServer):
         """The generator's file is the one under test: start() must not rewrite it."""
 
 
-def http_status(port: int, path: str) -> int:
-    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=3)
-    try:
-        conn.request("GET", path)
-        return conn.getresponse().status
-    except OSError:
-        return 0
-    finally:
-        conn.close()
-
-
 def plugin_key_id(paths: Paths) -> str:
     with Client(paths.socket, timeout=3) as client:
         status = client.status()
@@ -232,18 +219,6 @@ def start_node(d: Deployment) -> None:
         d.containerd.import_image(IMAGE_ARCHIVE)
     names = d.containerd.image_names()
     assert pause_ref in names and IMAGE_REF in names, names
-
-
-def start_control_plane(d: Deployment) -> Cluster:
-    """PKI, etcd, and the apiserver (not started: its KMS plugin is the static pod)."""
-    work = d.paths.work
-    pki = make_cluster_pki(work / "pki")
-    etcd = EtcdServer(d.components, work, d.registry)
-    etcd.start()
-    api = FileConfigApiServer(d.components, work, pki, etcd, d.registry,
-                              encryption_config=d.paths.enc / "encryption-config.yaml")
-    kubeconfig = write_kubeconfig(work / "kubeconfig", f"https://127.0.0.1:{api.port}", pki)
-    return Cluster(d.components, work, d.registry, pki, etcd, api, kubeconfig)
 
 
 def memory_cgroup(pid: int) -> Path:
@@ -341,7 +316,7 @@ def socket_deleted(d: Deployment, cluster: Cluster, old_cid: str) -> None:
     """Delete the socket: /livez fails, kubelet's liveness probe restarts the container."""
     assert d.paths.socket.is_socket()
     d.paths.socket.unlink()
-    wait_until(lambda: http_status(d.http_port, "/livez") == 503, 30, "/livez failing without the socket")
+    wait_until(lambda: node.http_status(d.http_port, "/livez") == 503, 30, "/livez failing without the socket")
     status = wait_restarted(d, cluster, old_cid, 1, "socket deleted")
     events = liveness_events(cluster)
     assert any("Liveness probe failed" in e and "503" in e for e in events), events
@@ -356,7 +331,7 @@ def wedged(d: Deployment, cluster: Cluster, old_cid: str) -> None:
     assert pid in members, members
     for p in members:
         os.kill(p, signal.SIGSTOP)
-    wait_until(lambda: http_status(d.http_port, "/livez") == 0, 30, "/livez not answering while stopped")
+    wait_until(lambda: node.http_status(d.http_port, "/livez") == 0, 30, "/livez not answering while stopped")
     status = wait_restarted(d, cluster, old_cid, 1, "plugin wedged (SIGSTOP)")
     terminated = status["lastState"].get("terminated") or {}
     assert terminated.get("exitCode") == 137, terminated  # SIGKILLed after the grace period
@@ -440,7 +415,8 @@ def bring_up(d: Deployment) -> tuple[Cluster, str]:
                   f"--output={paths.enc / 'encryption-config.yaml'}")
     assert f"unix://{paths.socket}" in (paths.enc / "encryption-config.yaml").read_text()
     start_node(d)
-    d.cluster = cluster = start_control_plane(d)
+    api = partial(FileConfigApiServer, encryption_config=paths.enc / "encryption-config.yaml")
+    d.cluster = cluster = new_cluster(d.components, paths.work, d.registry, api)  # the apiserver starts below
     assert d.node is not None and d.containerd is not None
     d.kubelet = Kubelet(d.node_bin, paths.work, d.node, d.registry, d.containerd, NODE_NAME, cluster.kubeconfig)
     with step("kubelet start to healthz"):

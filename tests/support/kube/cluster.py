@@ -15,7 +15,7 @@ import json
 import ssl
 import subprocess
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -232,13 +232,14 @@ def write_kubeconfig(path: Path, server: str, pki: ClusterPki) -> Path:
     return path
 
 
-def new_cluster(components: Components, workdir: Path, registry: ProcessRegistry) -> Cluster:
-    """Make the PKI, start etcd, and prepare (not start) the apiserver."""
+def new_cluster(components: Components, workdir: Path, registry: ProcessRegistry,
+                apiserver: Callable[..., KubeApiServer] = KubeApiServer) -> Cluster:
+    """Make the PKI, start etcd, and prepare (not start) the apiserver (made by ``apiserver``)."""
     started = time.monotonic()
     pki = make_cluster_pki(workdir / "pki")
     etcd = EtcdServer(components, workdir, registry)
     timings = {"pki_s": time.monotonic() - started}
     timings["etcd_ready_s"] = etcd.start()
-    apiserver = KubeApiServer(components, workdir, pki, etcd, registry)
-    kubeconfig = write_kubeconfig(workdir / "kubeconfig", f"https://127.0.0.1:{apiserver.port}", pki)
-    return Cluster(components, workdir, registry, pki, etcd, apiserver, kubeconfig, timings)
+    api = apiserver(components, workdir, pki, etcd, registry)
+    kubeconfig = write_kubeconfig(workdir / "kubeconfig", f"https://127.0.0.1:{api.port}", pki)
+    return Cluster(components, workdir, registry, pki, etcd, api, kubeconfig, timings)
