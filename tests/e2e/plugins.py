@@ -50,11 +50,6 @@ def appliance_plugin(workdir: Path, name: str, registry: ProcessRegistry,
                       emulator=emulator, audit_file=False, name=name, registry=registry, status_ok=True)
 
 
-def appliance_launcher(workdir: Path, name: str, registry: ProcessRegistry) -> Plugin:
-    """The project's plugin: ``serve --backend local``."""
-    return appliance_plugin(workdir, name, registry)
-
-
 def emulator_for(workdir: Path, name: str, registry: ProcessRegistry) -> EmulatorProcess:
     """An emulator holding ``KEY`` and the identity ``ACCESS_ID``."""
     return start_emulator(workdir, f"akeyless-emulator-{name}", KEY, ACCESS_ID, registry)
@@ -67,7 +62,7 @@ def akeyless_launcher(workdir: Path, name: str, registry: ProcessRegistry) -> Pl
                             settings={"KMS_APPLIANCE_AKEYLESS_REFRESH_INTERVAL": "5s"})
 
 
-LAUNCHERS: dict[str, Launcher] = {"appliance": appliance_launcher, "akeyless": akeyless_launcher}
+LAUNCHERS: dict[str, Launcher] = {"appliance": appliance_plugin, "akeyless": akeyless_launcher}
 DEFAULT_PLUGINS = "appliance"
 
 

@@ -104,12 +104,8 @@ class TestEnvelopeOutage:
     and still fails closed once Akeyless refuses the plugin."""
 
     def test_outage_second_apiserver_rotation_migration_revocation(
-        self,
-        cluster: Cluster,
-        start_apiserver: StartApiServer,
-        envelope_pair: tuple[Emulator, Plugin, Plugin],
-        record_timing: RecordTiming,
-    ) -> None:
+            self, cluster: Cluster, start_apiserver: StartApiServer, envelope_pair: tuple[Emulator, Plugin, Plugin],
+            record_timing: RecordTiming) -> None:
         emulator, plug_a, plug_b = envelope_pair
         config_a = encryption_config([kms_v2(PROVIDER, plug_a.socket), identity()])
         config_b = encryption_config([kms_v2(PROVIDER, plug_b.socket), identity()])

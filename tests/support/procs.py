@@ -221,9 +221,8 @@ class ManagedProcess:
     def check_alive(self) -> None:
         """Raise ``ProcessExitedError`` (with the log tail) if it has exited."""
         if self.proc is not None and self.proc.poll() is not None:
-            raise ProcessExitedError(
-                f"{self.name} exited with {self.proc.returncode}; log tail:\n{tail(self.log_path, 30)}"
-            )
+            raise ProcessExitedError(f"{self.name} exited with {self.proc.returncode}; log tail:\n"
+                                     f"{tail(self.log_path, 30)}")
 
     def stop(self, grace_s: float = STOP_GRACE_S, sig: int = signal.SIGTERM) -> int | None:
         """``sig`` (SIGTERM) to the process, SIGKILL to its group after ``grace_s``; then

@@ -45,18 +45,10 @@ def create_secrets_bulk(cluster: Cluster, batch: str, count: int) -> dict[str, s
     try:
         for i in range(count):
             name, value = f"{batch}-{i:05d}", marker()
-            body = {
-                "apiVersion": "v1",
-                "kind": "Secret",
-                "metadata": {"name": name, "labels": {BATCH_LABEL: batch}},
-                "data": {"password": base64.b64encode(value.encode()).decode()},
-            }
-            conn.request(
-                "POST",
-                f"/api/v1/namespaces/{NAMESPACE}/secrets",
-                body=json.dumps(body),
-                headers={"Content-Type": "application/json"},
-            )
+            body = {"apiVersion": "v1", "kind": "Secret", "metadata": {"name": name, "labels": {BATCH_LABEL: batch}},
+                    "data": {"password": base64.b64encode(value.encode()).decode()}}
+            conn.request("POST", f"/api/v1/namespaces/{NAMESPACE}/secrets", body=json.dumps(body),
+                         headers={"Content-Type": "application/json"})
             resp = conn.getresponse()
             text = resp.read()
             if resp.status != 201:
@@ -69,13 +61,9 @@ def create_secrets_bulk(cluster: Cluster, batch: str, count: int) -> dict[str, s
 
 def list_batch(cluster: Cluster, batch: str) -> dict[str, str]:
     """name -> decrypted ``password`` for a batch, via one ``kubectl get`` list."""
-    out = cluster.kubectl(
-        "get", "secrets", "-l", f"{BATCH_LABEL}={batch}", "-o", "json", "--chunk-size=0"
-    ).stdout
-    return {
-        item["metadata"]["name"]: base64.b64decode(item["data"]["password"]).decode()
-        for item in json.loads(out)["items"]
-    }
+    out = cluster.kubectl("get", "secrets", "-l", f"{BATCH_LABEL}={batch}", "-o", "json", "--chunk-size=0").stdout
+    return {item["metadata"]["name"]: base64.b64decode(item["data"]["password"]).decode()
+            for item in json.loads(out)["items"]}
 
 
 def stored_envelopes(cluster: Cluster, prefix: bytes, names: dict[str, str]) -> dict[str, EncryptedObject]:
@@ -98,7 +86,5 @@ def stored_envelopes(cluster: Cluster, prefix: bytes, names: dict[str, str]) -> 
 def rewrite_batch(cluster: Cluster, batch: str) -> None:
     """Storage migration the documented way: ``kubectl get -o json | kubectl
     replace -f -``; the apiserver rewrites every object it read as stale."""
-    out = cluster.kubectl(
-        "get", "secrets", "-l", f"{BATCH_LABEL}={batch}", "-o", "json", "--chunk-size=0"
-    ).stdout
+    out = cluster.kubectl("get", "secrets", "-l", f"{BATCH_LABEL}={batch}", "-o", "json", "--chunk-size=0").stdout
     cluster.kubectl("replace", "-f", "-", input_text=out)
