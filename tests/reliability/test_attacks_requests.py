@@ -98,9 +98,12 @@ class TestRejectedCiphertexts:
     def test_tampered_and_relabelled_cost_one_remote_call(self, emu: Emulator,
                                                           tmp_path: Path) -> None:
         emu.rotate_key(KEY)  # versions 1 and 2, both enabled
-        env = identity_env(emu, KMS_APPLIANCE_CACHE_ENABLED="false")
+        # The health probe's round trip decrypts too (answered 200): the start-up one is waited
+        # for below, and the periodic one is set far beyond the test.
+        env = identity_env(emu, KMS_APPLIANCE_CACHE_ENABLED="false", KMS_APPLIANCE_OBSERVABILITY_HEALTH_INTERVAL="3600s")
         with pm.running(tmp_path / "r", ["--log-level", "debug"], env=env, akeyless=True) as p, \
                 Client(p.socket) as c:
+            assert emu.wait_for("decrypt", calls=1, timeout=10), "the start-up health probe never decrypted"
             seed = os.urandom(32)
             ledger.secret(seed)
             enc = c.encrypt(seed)  # labelled version 2
