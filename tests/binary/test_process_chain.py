@@ -1,11 +1,7 @@
-"""The frozen binary's three processes live and die together.
-
-The static binary runs as staticx's bootloader -> PyInstaller's bootloader ->
-Python. ``kill -9`` of the pid an operator sees (the top one) used to orphan
-the other two, which kept the socket: a restarted plugin refused to start.
-Now Python dies with its parent (PR_SET_PDEATHSIG) and watches the top one
-(pidfd), and each bootloader exits when its child does. Also: the serving
-process has no core dumps and is not dumpable, and still serves as uid 65532.
+"""The frozen binary's three processes (staticx's bootloader -> PyInstaller's bootloader ->
+Python) live and die together: ``kill -9`` of the pid an operator sees used to orphan the other
+two, which kept the socket, so a restarted plugin refused to start. Also: the serving process
+has no core dumps and is not dumpable, and still serves as uid 65532.
 """
 
 from __future__ import annotations

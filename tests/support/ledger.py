@@ -1,13 +1,9 @@
 """The session-wide ledger behind the secret-hygiene check.
 
-Every plugin process is registered here as it is made (tests/support/plugin.py:
-stdout, stderr, audit file, HTTP bodies), and so is every emulator process's
-access key; tests add what else the plugin wrote (gRPC error details, files in
-its work directory) and every secret they used (access keys, tokens, UID
-tokens, DEKs, seeds, KEK bytes). tests/reliability/test_zz_secret_hygiene.py
-scans all of it at the end of the session; in every other session,
-tests/conftest.py's end-of-session check runs ``leaks`` over what no scan
-covered yet. Secrets and outputs are kept in memory only.
+Every plugin process is registered as it is made (tests/support/plugin.py), and every emulator's
+access key; tests add what else the plugin wrote (error details, files) and every secret they
+used. tests/reliability/test_zz_secret_hygiene.py scans it all; in every other session
+tests/conftest.py runs ``leaks`` over what no scan covered yet. Kept in memory only.
 """
 
 from __future__ import annotations
