@@ -111,17 +111,6 @@ def test_no_secret_in_anything_the_process_wrote(tmp_path: Path) -> None:
     assert secrets_scan.find(written + used[0].hex().encode(), used)
 
 
-def _metrics(p: pm.Plugin) -> dict[str, float]:
-    status, body = p.http("/metrics")
-    assert status == 200
-    out = {}
-    for line in body.decode().splitlines():
-        if line and not line.startswith("#"):
-            name, value = line.rsplit(" ", 1)
-            out[name] = float(value)
-    return out
-
-
 def _old_keyring(path: Path) -> None:
     pm.keyring_init(path)
     doc = json.loads(path.read_text())
@@ -134,17 +123,17 @@ def test_key_age_survives_restart_and_follows_rotation(tmp_path: Path) -> None:
     ring.parent.mkdir(mode=0o700)
     _old_keyring(ring)
     with pm.running(tmp_path / "w", keyring=ring) as p:
-        first = _metrics(p)
+        first = p.metrics()
         assert first[f'{CREATED}{{backend="local"}}'] == OLD_TS
         for name in ("process_resident_memory_bytes", "process_open_fds", "process_cpu_seconds_total"):
             assert first[name] > 0, name
         assert first["process_start_time_seconds"] > OLD_TS
     assert p.proc.poll() is not None  # the old process is gone before the restart
     with pm.running(tmp_path / "w", keyring=ring) as p:
-        again = _metrics(p)
+        again = p.metrics()
         assert again[f'{CREATED}{{backend="local"}}'] == OLD_TS  # a restart does not reset the age
         assert again["process_start_time_seconds"] >= first["process_start_time_seconds"]
         p.rotate_key()
         p.proc.send_signal(signal.SIGHUP)
-        assert eventually(lambda: _metrics(p)['kms_appliance_key_version{backend="local"}'] == 2, 10, 0.05)
-        assert _metrics(p)[f'{CREATED}{{backend="local"}}'] > time.time() - 600
+        assert eventually(lambda: p.metrics()['kms_appliance_key_version{backend="local"}'] == 2, 10, 0.05)
+        assert p.metrics()[f'{CREATED}{{backend="local"}}'] > time.time() - 600

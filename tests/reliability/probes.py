@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 import os
-import re
 import socket
 import subprocess
+import sys
 from pathlib import Path
 
 from kms_appliance.kms import v2_pb2, v2_pb2_grpc
@@ -41,19 +41,17 @@ def connect_many(sock: Path, count: int, timeout: float | None = None) -> list[s
 def metric(p: pm.Plugin, name: str, labels: str | None = None) -> float:
     """The sum of the samples of ``name`` on /metrics: those with exactly ``labels`` (the text
     between the braces, "" for none), or every label set when None; 0 when there is none."""
-    _, body = p.http("/metrics")
-    if labels is None:
-        pattern = rf"^{name}(?:\{{[^}}]*\}})? (\S+)$"
-    else:
-        pattern = rf"^{re.escape(name + (f'{{{labels}}}' if labels else ''))} (\S+)$"
-    return sum(float(v) for v in re.findall(pattern, body.decode(), re.M))
+    samples = p.metrics()
+    if labels is not None:
+        return samples.get(name + (f"{{{labels}}}" if labels else ""), 0.0)
+    return sum(v for k, v in samples.items() if k == name or k.startswith(name + "{"))
 
 
 def cli(*args: str, timeout: float = 60) -> subprocess.CompletedProcess[str]:
     """``kms-appliance ARGS`` as an operator runs it (no KMS_APPLIANCE_*/AKEYLESS_* settings
     inherited); its output goes to the secret ledger."""
     env = {k: v for k, v in os.environ.items() if not k.startswith(("KMS_APPLIANCE_", "AKEYLESS_"))}
-    proc = subprocess.run([pm.python(), "-m", "kms_appliance", *args], cwd=REPO, env=env,
+    proc = subprocess.run([sys.executable, "-m", "kms_appliance", *args], cwd=REPO, env=env,
                           capture_output=True, text=True, timeout=timeout)
     ledger.text(proc.stdout, proc.stderr)
     return proc

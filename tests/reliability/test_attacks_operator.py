@@ -15,6 +15,7 @@ import select
 import signal
 import socket
 import subprocess
+import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -148,7 +149,7 @@ def test_forty_concurrent_starts_race_cleanly(tmp_path: Path,
     out.mkdir()
     gate_r, gate_w = os.pipe()
     ready_r, ready_w = os.pipe()
-    cmd = [pm.python(), "-c", _FORKER, "40", str(out), str(ready_w), str(gate_r),
+    cmd = [sys.executable, "-c", _FORKER, "40", str(out), str(ready_w), str(gate_r),
            *serve_args(tmp_path / "keyring.json", sock, "--audit-log", str(tmp_path / "audit{i}.log"))]
     forker.append(subprocess.Popen(cmd, cwd=pm.REPO, pass_fds=(ready_w, gate_r), start_new_session=True))
     os.close(gate_r)

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import os
+import sys
 import time
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
@@ -57,7 +58,7 @@ def rig(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Rig]:
         emu.create_key(KEY)
         proxy = SwitchProxy(("127.0.0.1", emu.port)).start()
         flag = base / "dns-broken"
-        shim = pm.Command((pm.python(), "-m", "tests.reliability.dnsshim", str(flag)), pm.REPO)
+        shim = pm.Command((sys.executable, "-m", "tests.reliability.dnsshim", str(flag)), pm.REPO)
         env = identity_env(emu, url=f"https://localhost:{proxy.port}", KMS_APPLIANCE_SERVER_CALL_TIMEOUT=f"{BUDGET}s",
                            KMS_APPLIANCE_AKEYLESS_TIMEOUT=f"{BUDGET}s", KMS_APPLIANCE_CACHE_ENABLED="false",
                            KMS_APPLIANCE_OBSERVABILITY_HEALTH_INTERVAL="1s")

@@ -153,6 +153,13 @@ class Plugin:
         self.extra_outputs.append(body)
         return status, body
 
+    def metrics(self) -> dict[str, float]:
+        """Every sample on /metrics, keyed by its name with its labels as the text format writes them."""
+        status, body = self.http("/metrics")
+        assert status == 200
+        samples = (line.rsplit(" ", 1) for line in body.decode().splitlines() if line and not line.startswith("#"))
+        return {name: float(value) for name, value in samples}
+
     # -- what it wrote -------------------------------------------------------------------
     def audit_records(self) -> list[dict[str, Any]]:
         """The JSON audit records (from the audit file, or the lines of stdout that are records)."""
@@ -202,10 +209,6 @@ def wait_for_socket(path: Path, alive: Callable[[], None], timeout: float = STAR
     finally:
         for client in clients:
             client.close()
-
-
-def python() -> str:
-    return sys.executable
 
 
 def cli(workdir: Path, *args: str) -> subprocess.CompletedProcess[str]:
