@@ -3,7 +3,6 @@ calls whose request never arrives: in-process PluginServer over a real socket.""
 
 from __future__ import annotations
 
-import dataclasses
 import json
 import os
 import threading
@@ -11,17 +10,12 @@ import time
 from collections.abc import Iterator
 from contextlib import closing
 from pathlib import Path
-from typing import Any
 
 import pytest
 
-from kms_appliance import service
-from kms_appliance.audit import AuditLog
 from kms_appliance.backends.base import Wrapped
 from kms_appliance.backends.local import LocalBackend
-from kms_appliance.config import ServerSettings
 from kms_appliance.inline import may_wait
-from kms_appliance.metrics import Metrics
 from kms_appliance.server import READING_PER_RPC, PluginServer
 from tests.support import h2raw, inproc
 from tests.support.kmsclient import Client
@@ -49,24 +43,10 @@ class WaitingBackend(LocalBackend):
         return super().wrap(plaintext)
 
 
-def _serve(tmp_path: Path, backend: Any, in_memory: bool, **over: Any) -> Iterator[PluginServer]:
-    home = tmp_path / "sock"
-    home.mkdir(mode=0o700)
-    metrics = Metrics()
-    svc = service.servicers(backend, metrics, AuditLog(str(tmp_path / "audit.log")))
-    settings = dataclasses.replace(ServerSettings(), socket=home / "kms.sock", **over)
-    srv = service.server(settings, svc, metrics, in_memory=in_memory)
-    srv.start()
-    try:
-        yield srv
-    finally:
-        srv.stop(1.0)
-
-
 @pytest.fixture(params=[False, True], ids=["workers", "inline-first"])
 def waiting(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[tuple[PluginServer, WaitingBackend]]:
     backend = WaitingBackend(tmp_path / "ring")
-    for srv in _serve(tmp_path, backend, in_memory=request.param):
+    with inproc.serving(tmp_path, backend, in_memory=request.param) as srv:
         yield srv, backend
     backend.release.set()
 
@@ -96,10 +76,9 @@ def test_in_memory_calls_run_in_the_loop_and_one_that_would_wait_is_served_once(
     backend = WaitingBackend(tmp_path / "ring")
     backend.release.set()
     audit = tmp_path / "audit.log"
-    for srv in _serve(tmp_path, backend, in_memory=True):
-        with Client(srv.socket_path, timeout=10) as c:
-            c.encrypt(os.urandom(32))
-            c.encrypt(b"wait" + os.urandom(28))
+    with inproc.serving(tmp_path, backend, in_memory=True) as srv, Client(srv.socket_path, timeout=10) as c:
+        c.encrypt(os.urandom(32))
+        c.encrypt(b"wait" + os.urandom(28))
     loop, worker = backend.wrapped_on
     assert loop == "grpc-loop" and worker.startswith("kms-rpc")
     records = [json.loads(line) for line in audit.read_text().splitlines()]
@@ -108,9 +87,9 @@ def test_in_memory_calls_run_in_the_loop_and_one_that_would_wait_is_served_once(
 
 @pytest.fixture
 def reader(tmp_path: Path) -> Iterator[PluginServer]:
-    backend = inproc.local_backend(tmp_path / "ring")
     # One call served at once: READING_PER_RPC calls may wait for their request; a long deadline.
-    yield from _serve(tmp_path, backend, in_memory=True, max_concurrent_rpcs=1, request_read_timeout=30.0)
+    with inproc.serving(tmp_path, in_memory=True, max_concurrent_rpcs=1, request_read_timeout=30.0) as srv:
+        yield srv
 
 
 def test_beyond_the_read_cap_the_longest_waiting_call_is_ended(reader: PluginServer) -> None:
@@ -131,13 +110,12 @@ def test_beyond_the_read_cap_the_longest_waiting_call_is_ended(reader: PluginSer
 
 
 def test_a_call_whose_request_never_arrives_is_ended(tmp_path: Path) -> None:
-    backend = inproc.local_backend(tmp_path / "ring")
-    for srv in _serve(tmp_path, backend, in_memory=True, request_read_timeout=0.5):
-        with closing(h2raw.RawH2(srv.socket_path)) as conn:
-            slow = {conn.open_call(ENCRYPT), conn.open_call(ENCRYPT, h2raw.grpc_message(b"x" * 40)[:10])}
-            assert conn.ended(slow, 10.0) == slow
-            with Client(srv.socket_path, timeout=5) as c:  # later calls are still read and served,
-                assert c.status().healthz == "ok"  # and so are new slow ones ended
-                late = {conn.open_call(ENCRYPT)}
-                assert conn.ended(late, 10.0) == late
-                assert c.encrypt(os.urandom(32)).ciphertext
+    with (inproc.serving(tmp_path, in_memory=True, request_read_timeout=0.5) as srv,
+          closing(h2raw.RawH2(srv.socket_path)) as conn):
+        slow = {conn.open_call(ENCRYPT), conn.open_call(ENCRYPT, h2raw.grpc_message(b"x" * 40)[:10])}
+        assert conn.ended(slow, 10.0) == slow
+        with Client(srv.socket_path, timeout=5) as c:  # later calls are still read and served,
+            assert c.status().healthz == "ok"  # and so are new slow ones ended
+            late = {conn.open_call(ENCRYPT)}
+            assert conn.ended(late, 10.0) == late
+            assert c.encrypt(os.urandom(32)).ciphertext

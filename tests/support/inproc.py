@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import json
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -55,9 +57,24 @@ def servicers(backend: LocalBackend, audit: Any) -> tuple[V2Servicer, V1Servicer
     return svc.v2, svc.v1, metrics
 
 
-def server(directory: Path, socket: Path, **over: Any) -> PluginServer:
-    backend = local_backend(directory / "ring")
+def server(directory: Path, socket: Path, backend: Any = None, in_memory: bool = False, **over: Any) -> PluginServer:
+    """The server on ``socket`` (not started), auditing to ``directory``/audit.log; a local
+    backend of its own in ``directory``/ring unless given one."""
+    if backend is None:
+        backend = local_backend(directory / "ring")
     audit = AuditLog(str(directory / "audit.log"))
     metrics = Metrics()
     settings = dataclasses.replace(ServerSettings(), socket=socket, **over)
-    return service.server(settings, service.servicers(backend, metrics, audit), metrics)
+    return service.server(settings, service.servicers(backend, metrics, audit), metrics, in_memory=in_memory)
+
+
+@contextlib.contextmanager
+def serving(directory: Path, backend: Any = None, in_memory: bool = False, **over: Any) -> Iterator[PluginServer]:
+    """``server`` started, on ``directory``/sock/kms.sock; stopped on the way out."""
+    (directory / "sock").mkdir(mode=0o700)
+    srv = server(directory, directory / "sock" / "kms.sock", backend, in_memory, **over)
+    srv.start()
+    try:
+        yield srv
+    finally:
+        srv.stop(1.0)
