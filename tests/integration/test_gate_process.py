@@ -12,6 +12,7 @@ from pathlib import Path
 import pytest
 
 from tests.support import plugin as pm
+from tests.support import procinfo
 from tests.support.kmsclient import Client, round_trip
 from tests.support.procs import alive, eventually, only_child
 
@@ -30,8 +31,8 @@ def test_accepts_in_a_child_and_the_serving_process_holds_no_relay(gated: pm.Plu
     gate = only_child(gated.proc.pid)
     with Client(gated.socket) as kept:
         assert kept.status().healthz == "ok"
-        names = {Path(f"/proc/{gate}/task/{t}/comm").read_text().strip() for t in os.listdir(f"/proc/{gate}/task")}
-        plugin_fds = {os.readlink(f"/proc/{gated.proc.pid}/fd/{n}") for n in os.listdir(f"/proc/{gated.proc.pid}/fd")}
+        names = procinfo.thread_names(gate)
+        plugin_fds = procinfo.fd_targets(gated.proc.pid)
     assert names, "the gate's process runs threads"
     assert str(gated.socket) not in plugin_fds
     _, metrics = gated.http("/metrics")

@@ -222,20 +222,9 @@ def _attacker(p: pm.Plugin, gid: int | None, scale: float, only: str, skip: str,
         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
 
 
-def thread_names(pid: int) -> Counter[str]:
-    """Threads by kernel name (grpc names its own; Python threads keep the process's name)."""
-    names: Counter[str] = Counter()
-    for p in procinfo.tree(pid):
-        with contextlib.suppress(OSError):
-            for tid in os.listdir(f"/proc/{p}/task"):
-                with contextlib.suppress(OSError):
-                    names[Path(f"/proc/{p}/task/{tid}/comm").read_text().strip()] += 1
-    return names
-
-
 def _threads_back(pid: int, base_own: int) -> bool:
     """The plugin's own threads within tolerance, grpc's pool within its bound."""
-    names = thread_names(pid)
+    names = procinfo.thread_names(pid)
     pool = names[GRPC_POOL]
     return sum(names.values()) - pool <= base_own + THREAD_SLACK and pool <= GRPC_POOL_MAX
 
@@ -273,7 +262,7 @@ def run(seconds: float, *, age: float = 60.0, sample_every: float = 3.0, settle:
         t0 = time.monotonic()
         _warm_up(p, client)
         base = _sample(p, t0)
-        names_before = thread_names(p.proc.pid)
+        names_before = procinfo.thread_names(p.proc.pid)
         base_own = base.threads - names_before[GRPC_POOL]
         log(f"baseline: RSS {base.rss_kib // 1024} MiB, {base.fds} fds, {base.threads} threads")
         client.start()
@@ -302,7 +291,7 @@ def run(seconds: float, *, age: float = 60.0, sample_every: float = 3.0, settle:
             report["attacker_stderr"] = err[-1000:]
         plugin_alive = p.proc.poll() is None
         after, settled_in = _settle(p, base, base_own, t0, settle) if plugin_alive else (samples[-1], 0.0)
-        names_after = thread_names(p.proc.pid)
+        names_after = procinfo.thread_names(p.proc.pid)
         report["threads_by_name"] = {"baseline": dict(names_before), "after": dict(names_after)}
         report["grpc_pool_threads"] = {"baseline": names_before[GRPC_POOL], "after": names_after[GRPC_POOL],
                                        "limit": GRPC_POOL_MAX}

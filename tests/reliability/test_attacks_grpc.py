@@ -9,14 +9,11 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
-import threading
 import time
 from pathlib import Path
 
-import grpc
 import pytest
 
-from kms_appliance.kms import v2_pb2, v2_pb2_grpc
 from tests.reliability.probes import status_ok
 from tests.support import attacks, figures, h2raw, ledger, procinfo
 from tests.support import plugin as pm
@@ -46,15 +43,7 @@ def _round_trip(c: Client) -> None:
 
 
 def _socket_inodes(pid: int) -> set[str]:
-    out = set()
-    for name in os.listdir(f"/proc/{pid}/fd"):
-        try:
-            link = os.readlink(f"/proc/{pid}/fd/{name}")
-        except OSError:
-            continue
-        if link.startswith("socket:"):
-            out.add(link)
-    return out
+    return {target for target in procinfo.fd_targets(pid) if target.startswith("socket:")}
 
 
 @pytest.mark.parametrize(("shape", "conns", "calls"), [
@@ -118,34 +107,6 @@ def test_header_flood_is_bounded(tmp_path: Path, fields: int) -> None:
                 f"Status worst {worst * 1000:.0f} ms over {polls} polls")
 
 
-class _Holder:
-    """A client with a connection of its own (grpc otherwise shares one per target in a process),
-    kept busy with one cheap call every ``every`` seconds."""
-
-    def __init__(self, socket: Path, every: float) -> None:
-        self.channel = attacks.channel(socket)
-        self.stub = v2_pb2_grpc.KeyManagementServiceStub(self.channel)  # type: ignore[no-untyped-call]
-        self.every = every
-        self.ok = 0
-        self.failed: list[str] = []
-        self.stop = threading.Event()
-        self.thread = threading.Thread(target=self._run, daemon=True)
-        self.thread.start()
-
-    def _run(self) -> None:
-        while not self.stop.wait(self.every):
-            try:
-                self.stub.Status(v2_pb2.StatusRequest(), timeout=STATUS_DEADLINE)
-                self.ok += 1
-            except grpc.RpcError as exc:
-                self.failed.append(exc.code().name)
-
-    def close(self) -> None:
-        self.stop.set()
-        self.thread.join(5)
-        self.channel.close()
-
-
 def test_busy_connections_are_recycled_and_a_newcomer_gets_a_slot(tmp_path: Path) -> None:
     """max_connections=4, all held by clients calling every 0.2 s: each connection is recycled
     after max_connection_age (their calls keep succeeding: grpc reconnects on GOAWAY), and a
@@ -156,20 +117,17 @@ def test_busy_connections_are_recycled_and_a_newcomer_gets_a_slot(tmp_path: Path
     with pm.running(tmp_path / "slots", env=env) as p:
         pid = p.proc.pid
         listening = _socket_inodes(pid)
-        holders = [_Holder(p.socket, 0.2) for _ in range(limit)]
-        try:
-            assert eventually(lambda: all(h.ok for h in holders), 5, 0.05), "every holder must get a connection first"
+        with attacks.SlotHolders(p.socket, limit, every=0.2, deadline=STATUS_DEADLINE) as holders:
+            # the first round of calls (one per connection, in turn) all answered: every holder has a connection
+            assert eventually(lambda: holders.counts["calls_ok"] >= limit, 5, 0.05), holders.volumes()
             first = _socket_inodes(pid) - listening
             time.sleep(3 * age)  # several ages of constant use
             later = _socket_inodes(pid) - listening
             assert first and not first & later, "busy connections were not recycled"
-            assert not any(h.failed for h in holders), [h.failed for h in holders]
+            assert holders.volumes().keys() == {"calls_ok"}, holders.volumes()
             # A newcomer gets a slot once one of the hoarded connections is recycled.
             waited = wait_until(lambda: status_ok(p.socket, STATUS_DEADLINE), 10 * age, "a slot for a newcomer",
                                 interval_s=0.05)
-        finally:
-            for h in holders:
-                h.close()
     figures.put("grpc attacks", "slot hoarding",
                 f"{limit} slots held by clients calling every 0.2 s: recycled every ~{age:g}s with no "
                 f"failed call, newcomer served after {waited:.1f}s")

@@ -253,14 +253,14 @@ def channel(sock: Path, **options: int) -> grpc.Channel:
 
 
 class SlotHolders(Driver):
-    """``holders`` connections, each making one cheap call (Status) every ``every`` seconds
-    (staggered) so that none is ever idle long enough to be closed for idleness."""
+    """``holders`` connections, each making one cheap call (Status, ``deadline`` seconds to answer)
+    every ``every`` seconds (staggered) so that none is ever idle long enough to be closed for idleness."""
 
     name = "slot-holders"
 
-    def __init__(self, sock: Path, holders: int = 64, every: float = 20.0) -> None:
+    def __init__(self, sock: Path, holders: int = 64, every: float = 20.0, deadline: float = 2.0) -> None:
         super().__init__()
-        self.sock, self.holders, self.every = sock, holders, every
+        self.sock, self.holders, self.every, self.deadline = sock, holders, every, deadline
         self.channels: list[grpc.Channel] = []
 
     def _run(self) -> None:
@@ -270,7 +270,7 @@ class SlotHolders(Driver):
         turn = 0
         while not self.wait(step):
             try:
-                stubs[turn % self.holders].Status(v2_pb2.StatusRequest(), timeout=2)
+                stubs[turn % self.holders].Status(v2_pb2.StatusRequest(), timeout=self.deadline)
                 self.count("calls_ok")
             except grpc.RpcError as exc:
                 self.count(f"calls_failed:{exc.code().name}")

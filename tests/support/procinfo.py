@@ -7,7 +7,10 @@ the plugin holds is what the whole tree holds, so every figure here sums it.
 
 from __future__ import annotations
 
+import contextlib
 import os
+from collections import Counter
+from pathlib import Path
 
 from .procs import descendants
 
@@ -33,6 +36,26 @@ def fds(pid: int) -> int:
 
 def threads(pid: int) -> int:
     return _each(pid, "task")
+
+
+def thread_names(pid: int) -> Counter[str]:
+    """Threads by kernel name (grpc names its own; Python threads keep the process's name)."""
+    names: Counter[str] = Counter()
+    for p in tree(pid):
+        with contextlib.suppress(OSError):
+            for tid in os.listdir(f"/proc/{p}/task"):
+                with contextlib.suppress(OSError):
+                    names[Path(f"/proc/{p}/task/{tid}/comm").read_text().strip()] += 1
+    return names
+
+
+def fd_targets(pid: int) -> set[str]:
+    """What the descriptors of ``pid`` itself (not its tree) point at: paths, socket:[inode], ..."""
+    out = set()
+    for name in os.listdir(f"/proc/{pid}/fd"):
+        with contextlib.suppress(OSError):  # closed while we looked
+            out.add(os.readlink(f"/proc/{pid}/fd/{name}"))
+    return out
 
 
 def rss_kib(pid: int) -> int:
