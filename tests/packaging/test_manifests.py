@@ -12,6 +12,7 @@ import pytest
 
 from kms_appliance import config, manifests
 from tests.support.packaging import REPO, VERSION, run
+from tests.support.yamlsubset import parse
 
 pytestmark = pytest.mark.packaging
 
@@ -33,26 +34,10 @@ def test_deploy_files_are_what_the_code_generates() -> None:
 
 
 def test_static_pod_fields() -> None:
-    (pod,) = yaml_docs(KUBEADM / "kms-appliance.yaml")
-    assert (pod["apiVersion"], pod["kind"], pod["metadata"]["namespace"]) == ("v1", "Pod", "kube-system")
-    spec = pod["spec"]
-    assert spec["hostNetwork"] is True and spec["priorityClassName"] == "system-node-critical"
-    psc = spec["securityContext"]
-    assert psc["runAsNonRoot"] is True and psc["runAsUser"] == 65532
-    assert psc["seccompProfile"]["type"] == "RuntimeDefault"
-    (c,) = spec["containers"]
-    assert c["image"] == f"localhost/kms-appliance:{VERSION}"
-    sc = c["securityContext"]
-    assert sc["readOnlyRootFilesystem"] is True and sc["allowPrivilegeEscalation"] is False
-    assert sc["capabilities"]["drop"] == ["ALL"]
-    assert set(c["resources"]["requests"]) == {"cpu", "memory"} and "memory" in c["resources"]["limits"]
-    assert c["livenessProbe"]["httpGet"] == {"host": "127.0.0.1", "path": "/livez", "port": 8787}
-    assert c["readinessProbe"]["httpGet"] == {"host": "127.0.0.1", "path": "/readyz", "port": 8787}
-    vols = {v["name"]: v for v in spec["volumes"]}
-    mounts = {m["name"]: m["mountPath"] for m in c["volumeMounts"]}
-    assert vols["socket-dir"]["hostPath"]["path"] == mounts["socket-dir"] == "/run/kms-appliance"
-    assert vols["unpack"]["emptyDir"]["medium"] == "Memory" and mounts["unpack"] == "/tmp"
-    assert {"name": "TMPDIR", "value": "/tmp"} in c["env"]
+    """The fields themselves are checked in tests/unit/test_manifests.py on the generator's output,
+    read with the tests' YAML subset; what the committed file adds: a real YAML parser reads it alike."""
+    pod = KUBEADM / "kms-appliance.yaml"
+    assert yaml_docs(pod) == [parse(pod.read_text())]
 
 
 def test_encryption_config_fields() -> None:
