@@ -49,32 +49,6 @@ def test_stale_socket_recovered_after_kill_9(tmp_path: Path) -> None:
         assert c.status().healthz == "ok"
 
 
-@pytest.mark.parametrize("case", ["symlink-dir", "world-writable", "foreign-owner", "regular-file", "symlink-sock"])
-def test_refusals_name_the_problem(tmp_path: Path, case: str) -> None:
-    run = tmp_path / "x" / "run"
-    run.parent.mkdir(mode=0o700)
-    expected = {"symlink-dir": "symlink", "world-writable": "writable by others",
-                "foreign-owner": "another non-root user", "regular-file": "not a socket",
-                "symlink-sock": "symlink"}[case]
-    if case == "symlink-dir":
-        (tmp_path / "real").mkdir(mode=0o700)
-        run.symlink_to(tmp_path / "real")
-    else:
-        run.mkdir(mode=0o700)
-    if case == "world-writable":
-        run.chmod(0o777)
-    elif case == "foreign-owner":
-        os.chown(run, 65534, 65534)
-    elif case == "regular-file":
-        (run / "kms.sock").write_text("keep me")
-    elif case == "symlink-sock":
-        (run / "kms.sock").symlink_to(tmp_path / "target.sock")
-    p = pm.start(tmp_path / "x", wait=False)
-    assert p.proc.wait(30) == 1
-    err = p.stderr.read_text()
-    assert expected in err and "Traceback" not in err
-
-
 def test_other_uid_cannot_connect(plugin: pm.Plugin) -> None:
     """The kernel refuses a client of another uid at connect(): file modes are the first control."""
     probe = ("import socket,sys\ns=socket.socket(socket.AF_UNIX)\n"

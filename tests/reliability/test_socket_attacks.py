@@ -75,8 +75,11 @@ class TestPathGames:
         assert list(elsewhere.iterdir()) == []
         _refused(f"symlink as the socket {target}", "exit 1, nothing created at the target")
 
-    @pytest.mark.parametrize("case", ["world-writable", "foreign-owned", "group-writable"])
-    def test_unsafe_directory_refused(self, rundir: Path, case: str) -> None:
+    @pytest.mark.parametrize(("case", "named"), [("world-writable", "writable by others"),
+                                                 ("foreign-owned", "another non-root user"),
+                                                 ("group-writable", "group-writable by a group other")],
+                             ids=["world-writable", "foreign-owned", "group-writable"])
+    def test_unsafe_directory_refused(self, rundir: Path, case: str, named: str) -> None:
         if case == "world-writable":
             rundir.chmod(0o777)
         elif case == "foreign-owned":
@@ -84,7 +87,7 @@ class TestPathGames:
         else:
             os.chown(rundir, -1, 65534)
             rundir.chmod(0o770)
-        _start_expect_refusal(rundir.parent)
+        assert named in _start_expect_refusal(rundir.parent)
         assert not (rundir / "kms.sock").exists()
         _refused(f"{case} socket directory", "exit 1, nothing bound")
 
