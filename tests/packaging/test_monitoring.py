@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from tests.support import plugin
-from tests.support.kmsclient import Client
+from tests.support.kmsclient import round_trip
 from tests.support.packaging import REPO
 
 pytestmark = pytest.mark.packaging
@@ -30,10 +30,7 @@ NOT_METRICS = {"sum", "by", "rate", "increase", "histogram_quantile", "time", "o
 def exported(tmp_path_factory: pytest.TempPathFactory) -> set[str]:
     """Sample names /metrics can carry, from a live plugin after real calls."""
     with plugin.running(tmp_path_factory.mktemp("metrics")) as p:
-        with Client(p.socket) as client:
-            resp = client.encrypt(b"0123456789abcdef0123456789abcdef")
-            client.decrypt(resp.ciphertext, resp.key_id, dict(resp.annotations))
-            client.v1_encrypt(b"x")
+        round_trip(p.socket)
         p.audit_settled()  # calls are counted when the audit flusher runs
         status, body = p.http("/metrics")
     assert status == 200
