@@ -42,8 +42,11 @@ def _new_key() -> PrivateKey:
     return ec.generate_private_key(ec.SECP256R1())
 
 
-def _name(common_name: str) -> x509.Name:
-    return x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, common_name)])
+def _name(common_name: str, org: str | None = None) -> x509.Name:
+    attrs = [x509.NameAttribute(NameOID.COMMON_NAME, common_name)]
+    if org:  # kube-apiserver reads a client certificate's O as its groups
+        attrs.append(x509.NameAttribute(NameOID.ORGANIZATION_NAME, org))
+    return x509.Name(attrs)
 
 
 def _write_private(path: Path, data: bytes) -> None:
@@ -104,7 +107,7 @@ class TestCA:
         """The CA certificate as PEM bytes."""
         return cert_pem(self._cert)
 
-    def issue(self, common_name: str, *, server: bool, hosts: tuple[str, ...] = (),
+    def issue(self, common_name: str, *, server: bool, hosts: tuple[str, ...] = (), org: str | None = None,
               not_before: dt.datetime | None = None, not_after: dt.datetime | None = None
               ) -> tuple[x509.Certificate, PrivateKey]:
         """Issue a leaf certificate (server or client usage) signed by this CA."""
@@ -113,7 +116,7 @@ class TestCA:
         usage = ExtendedKeyUsageOID.SERVER_AUTH if server else ExtendedKeyUsageOID.CLIENT_AUTH
         builder = (
             x509.CertificateBuilder()
-            .subject_name(_name(common_name))
+            .subject_name(_name(common_name, org))
             .issuer_name(self._cert.subject)
             .public_key(key.public_key())
             .serial_number(x509.random_serial_number())
