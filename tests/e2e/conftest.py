@@ -70,9 +70,8 @@ def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
 def e2e_components(request: pytest.FixtureRequest) -> Components:
     """The real binaries; built by build_components.sh if missing (E2E_BUILD=0 forbids)."""
     components = ensure_components(allow_build=os.environ.get("E2E_BUILD", "1") != "0")
-    request.config.stash[TIMINGS_KEY].append((f"kubernetes {components.kubernetes_version}, etcd "
-                                               f"{components.etcd_version}", "components (build/check)",
-                                               components.build_seconds))
+    versions = f"kubernetes {components.kubernetes_version}, etcd {components.etcd_version}"
+    request.config.stash[TIMINGS_KEY].append((versions, "components (build/check)", components.build_seconds))
     return components
 
 
