@@ -65,12 +65,6 @@ def test_generated_v1_has_no_problem_only_the_deprecation_warning() -> None:
     assert len(f.warnings) == 1 and "kms v1 is deprecated" in f.warnings[0]
 
 
-def test_check_of_the_generated_file_passes(tmp_path: Path) -> None:
-    path = _write(tmp_path, _generated())
-    status, detail = encconfig.check(path, PROVIDER, SOCKET)
-    assert status == "pass", detail
-
-
 def test_json_input_is_read(tmp_path: Path) -> None:
     path = _write(tmp_path, json.dumps(_doc(), indent=2), "enc.json")
     assert encconfig.load(path) == _doc()
