@@ -88,7 +88,7 @@ class TestCheck:
         assert all(detail in checks[name]["detail"] for name, status in expected.items() if status == "fail")
 
     @pytest.mark.parametrize(("changes", "expected", "detail"), [
-        pytest.param([("key-enabled", {"name": KEY, "enabled": False})], {"key": "fail"}, "", id="disabled-key"),
+        pytest.param([("key-enabled", {"name": KEY, "enabled": False})], {"key": "fail"}, "disabled", id="disabled-key"),
         pytest.param([("rotate-key", {"name": KEY}),
                       ("version-state", {"name": KEY, "version": 2, "state": "Disabled"})],
                      {"key": "fail"}, "version 2 Disabled", id="disabled-latest-version"),

@@ -3,7 +3,6 @@ envelope mode, two of them through an outage and a revocation (in-process: test_
 
 from __future__ import annotations
 
-import base64
 import contextlib
 import os
 import signal
@@ -18,7 +17,6 @@ from tests.integration.akeyless.test_akeyless_envelope import revoke
 from tests.support import plugin as pm
 from tests.support import secrets_scan
 from tests.support.emulator import KEY, identity_env
-from tests.support.intermediate_keys import iks_of
 from tests.support.kmsclient import Callers, Client
 from tests.support.procs import eventually
 
@@ -33,23 +31,36 @@ def serving(emu: Emulator, workdir: Path, **settings: str) -> Iterator[tuple[pm.
         yield p, env
 
 
-def test_round_trip_rotation_and_audit_item_version(emu: Emulator, tmp_path: Path) -> None:
-    with serving(emu, tmp_path / "a") as (p, env), Client(p.socket) as c:
-        seed = os.urandom(32)
-        enc = c.encrypt(seed)
-        st = c.status()
-        assert (st.healthz, st.key_id) == ("ok", enc.key_id)
-        assert enc.annotations[ANNOTATION] == b"1"
-        assert c.decrypt(enc.ciphertext, enc.key_id, dict(enc.annotations)) == seed
-        assert c.decrypt(enc.ciphertext, enc.key_id, dict(enc.annotations)) == seed
-        assert c.v1_decrypt(c.v1_encrypt(seed)) == seed
+def test_round_trip_rotation_audit_and_sigterm_with_slow_calls_in_flight(emu: Emulator, tmp_path: Path) -> None:
+    """Round trips and a rotation as kube-apiserver sees them, then SIGTERM with four encrypts held
+    1.5 s by Akeyless: they are answered OK, exit 0, socket gone; the audit names each item_version."""
+    with serving(emu, tmp_path / "a") as (p, env):
+        with Client(p.socket) as c:
+            seed = os.urandom(32)
+            enc = c.encrypt(seed)
+            st = c.status()
+            assert (st.healthz, st.key_id) == ("ok", enc.key_id)
+            assert dict(enc.annotations) == {ANNOTATION: b"1"}
+            assert seed not in enc.ciphertext
+            assert c.decrypt(enc.ciphertext, enc.key_id, dict(enc.annotations)) == seed
+            assert c.decrypt(enc.ciphertext, enc.key_id, dict(enc.annotations)) == seed
+            assert c.v1_decrypt(c.v1_encrypt(seed)) == seed
 
-        emu.rotate_key(KEY)
-        assert eventually(lambda: c.status().key_id != enc.key_id, 15, 0.1)
-        new = c.encrypt(os.urandom(32))
-        assert new.key_id == c.status().key_id != enc.key_id
-        assert new.annotations[ANNOTATION] == b"2"
-        assert c.decrypt(enc.ciphertext, enc.key_id, dict(enc.annotations)) == seed
+            emu.rotate_key(KEY)
+            assert eventually(lambda: c.status().key_id != enc.key_id, 15, 0.1)
+            new = c.encrypt(os.urandom(32))
+            assert new.key_id == c.status().key_id != enc.key_id
+            assert new.annotations[ANNOTATION] == b"2"
+            assert c.decrypt(enc.ciphertext, enc.key_id, dict(enc.annotations)) == seed
+
+        emu.fault("encrypt", "latency", delay=1.5)
+        callers = Callers(p.socket, 4, lambda c: len(c.encrypt(os.urandom(32)).ciphertext), timeout=10)
+        assert eventually(lambda: emu.in_flight.get("encrypt", 0) >= 4, 10, 0.02), "all four calls in flight at SIGTERM"
+        p.proc.send_signal(signal.SIGTERM)
+        results = callers.join(15)
+        assert p.proc.wait(20) == 0
+        assert len(results) == 4 and all(isinstance(r, int) and r > 0 for r in results), results
+        assert not p.socket.exists()
     records = p.audit_records()
     decrypts = [r for r in records if r["event"] == "decrypt" and r["api"] == "v2"]
     assert [r["key_version"] for r in decrypts] == ["1", "1", "1"]
@@ -60,28 +71,14 @@ def test_round_trip_rotation_and_audit_item_version(emu: Emulator, tmp_path: Pat
     assert secrets_scan.find(p.written(), secrets) == []
 
 
-def test_sigterm_lets_slow_calls_in_flight_finish(emu: Emulator, tmp_path: Path) -> None:
-    """Encrypts held 1.5 s by Akeyless are answered OK after SIGTERM; then exit 0, socket gone."""
-    with serving(emu, tmp_path / "b") as (p, _):
-        emu.fault("encrypt", "latency", delay=1.5)
-        callers = Callers(p.socket, 4, lambda c: len(c.encrypt(os.urandom(32)).ciphertext), timeout=10)
-        assert eventually(lambda: emu.in_flight.get("encrypt", 0) >= 4, 10, 0.02), "all four calls in flight at SIGTERM"
-        p.proc.send_signal(signal.SIGTERM)
-        results = callers.join(15)
-        assert p.proc.wait(20) == 0
-        assert len(results) == 4 and all(isinstance(r, int) and r > 0 for r in results), results
-        assert not p.socket.exists()
-
-
 def test_outage_ride_through_and_revocation(emu: Emulator, tmp_path: Path) -> None:
     seed = os.urandom(32)
-    with (serving(emu, tmp_path / "a", KMS_APPLIANCE_AKEYLESS_MODE="envelope") as (a, env_a),
+    with (serving(emu, tmp_path / "a", KMS_APPLIANCE_AKEYLESS_MODE="envelope") as (a, _),
           serving(emu, tmp_path / "b", KMS_APPLIANCE_AKEYLESS_MODE="envelope") as (b, env_b),
           Client(a.socket) as ca, Client(b.socket) as cb):
         enc = ca.encrypt(seed)
         assert ":ik:" in enc.key_id and enc.key_id == ca.status().key_id
         assert cb.decrypt(enc.ciphertext, enc.key_id) == seed  # B unwraps A's IK once
-        own_b = cb.encrypt(os.urandom(32))  # B's own IK, for the secret scan
 
         emu.fault("*", status=503)  # Akeyless down for both
         seed2 = os.urandom(32)
@@ -116,20 +113,3 @@ def test_outage_ride_through_and_revocation(emu: Emulator, tmp_path: Path) -> No
         == {"access denied"}
     decrypts = [r for r in rec_b if r["event"] == "decrypt" and r["outcome"] == "ok"]
     assert decrypts and all(r["key_id"] == enc.key_id and r["key_version"] == "1" for r in decrypts)
-    iks = iks_of([enc.ciphertext, enc2.ciphertext, own_b.ciphertext], emu.key(KEY))
-    assert len(iks) == 2  # A's (both Encrypts) and B's
-    secrets = [env_a["AKEYLESS_ACCESS_KEY"].encode(), env_b["AKEYLESS_ACCESS_KEY"].encode(),
-               seed, seed2, *sorted(iks)]
-    written = a.written() + b.written()
-    assert secrets_scan.find(written, secrets) == []
-    assert_scan_sees_a_leaked_ik(written, sorted(iks))
-
-
-def assert_scan_sees_a_leaked_ik(written: bytes, iks: list[bytes]) -> None:
-    """The clean scan above is worth something only if an IK in the log would be seen:
-    a copy of the log with one IK inserted (raw, hex, base64 mid-line) is flagged."""
-    middle = len(written) // 2
-    for ik in iks:
-        for leaked in (ik, ik.hex().encode(), b"ik=" + base64.b64encode(b"x" + ik)):
-            copy = written[:middle] + leaked + written[middle:]
-            assert secrets_scan.find(copy, [ik]), f"scan missed an IK planted as {leaked[:3]!r}..."
