@@ -34,9 +34,6 @@ class TestClassify:
         err = classify.from_status(status, op, "/k")
         assert isinstance(err, cls)
 
-    def test_rejected_ciphertext_is_user_induced(self):
-        assert classify.from_status(400, "decrypt", "/k").outcome == "user"
-
     def test_sdk_exception_text_never_copied(self):
         s = sdk.load()
         exc = s.ApiException(status=403, reason="Forbidden")
