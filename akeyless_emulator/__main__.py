@@ -24,7 +24,6 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     p.add_argument("--host", default="127.0.0.1", help="bind address (loopback only, please)")
     p.add_argument("--port", type=int, default=0, help="TCP port; 0 picks a free one")
     p.add_argument("--tls", action=argparse.BooleanOptionalAction, default=True, help="serve HTTPS (default)")
-    p.add_argument("--client-auth", choices=["optional", "required"], help="request client certs")
     p.add_argument("--server-cert", choices=["valid", "expired", "wrong_host"], default="valid")
     p.add_argument("--state-dir", default=None, help="CA and state.json live here (temp dir if omitted)")
     p.add_argument("--base-path", default="", help='e.g. "/api/v2" to look like a Gateway')
@@ -41,7 +40,7 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
 def build(args: argparse.Namespace) -> tuple[Emulator, dict[str, Any]]:
     """Create and start the emulator; returns it and the ready line's content."""
     emu = Emulator(tls=args.tls, host=args.host, port=args.port, state_dir=args.state_dir,
-                   token_ttl=args.token_ttl, client_auth=args.client_auth, server_cert=args.server_cert,
+                   token_ttl=args.token_ttl, server_cert=args.server_cert,
                    base_path=args.base_path, expiration_format=args.expiration_format)
     for name in args.create_key:
         if name not in emu.core.keys and ("/" + name.lstrip("/")) not in emu.core.keys:

@@ -10,7 +10,6 @@ from __future__ import annotations
 import base64
 import binascii
 import hashlib
-import secrets
 import struct
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -18,7 +17,7 @@ from typing import Any
 
 from akeyless_emulator import authn
 from akeyless_emulator.core import Core
-from akeyless_emulator.errors import bad_request, forbidden
+from akeyless_emulator.errors import bad_request
 from akeyless_emulator.identity import format_expiration
 from akeyless_emulator.keys import HEADER, normalise_name
 
@@ -27,7 +26,6 @@ from akeyless_emulator.keys import HEADER, normalise_name
 class CallInfo:
     """What a handler learnt about the call, for the call record."""
 
-    peer_cert_der: bytes | None = None
     access_id: str | None = None
     item: str | None = None
     item_version: int | None = None
@@ -76,24 +74,13 @@ def auth(core: Core, body: dict[str, Any], info: CallInfo) -> dict[str, Any]:
         raise bad_request(f"unsupported access-type {access_type!r}")
     info.access_id = body.get("access-id") if isinstance(body.get("access-id"), str) else None
     with core.lock:
-        ctx = authn.AuthContext(core.identities, core.tokens, core.challenges, info.peer_cert_der)
+        ctx = authn.AuthContext(core.identities, core.tokens)
         ident = verifier(ctx, body)
     info.access_id = ident.access_id
     token = core.issue_auth_token(ident)
     expiration = format_expiration(token.expires_at, core.settings.expiration_format)
     return {"token": token.value, "expiration": expiration,
             "creds": {"access_id": ident.access_id, "expiry": int(token.expires_at)}}
-
-
-def get_cert_challenge(core: Core, body: dict[str, Any], info: CallInfo) -> dict[str, Any]:
-    """POST /get-cert-challenge: a one-use random challenge for cert auth."""
-    if not isinstance(body.get("access-id"), str):
-        raise bad_request("Missing required parameter - AccessId")
-    info.access_id = body["access-id"]
-    challenge = base64.b64encode(secrets.token_bytes(32)).decode()
-    with core.lock:
-        core.challenges[challenge] = core.now()
-    return {"challenge": challenge}
 
 
 def encrypt(core: Core, body: dict[str, Any], info: CallInfo) -> dict[str, Any]:
@@ -141,58 +128,15 @@ def describe_item(core: Core, body: dict[str, Any], info: CallInfo) -> dict[str,
         return key.describe(bool(body.get("show-versions")))
 
 
-def rotate_key(core: Core, body: dict[str, Any], info: CallInfo) -> dict[str, Any]:
-    """POST /rotate-key: a new version becomes the one encrypt uses."""
-    name = normalise_name(body.get("name"))
-    with core.lock:
-        _authorise(core, body, info, "rotate-key", name)
-        version = core.rotate_key(name)
-        info.item_version = version
-        alg = core.key(name).alg
-    return {"new_item_version": version, "item_type": alg}
-
-
-def create_key(core: Core, body: dict[str, Any], info: CallInfo) -> dict[str, Any]:
-    """POST /create-key: a new DFC AES-GCM key."""
-    name = normalise_name(body.get("name"))
-    alg = body.get("alg")
-    if not isinstance(alg, str) or not alg:
-        raise bad_request("Missing required parameter - Alg")
-    with core.lock:
-        _authorise(core, body, info, "create-key", name)
-        key = core.create_key(name, alg)
-        info.item_version = 1
-    return {"display_id": key.describe(False)["display_id"], "item_id": key.item_id}
-
-
-def _uid_token(core: Core, body: dict[str, Any]) -> Any:
-    return body.get("uid-token") or body.get("token")
-
-
 def uid_rotate_token(core: Core, body: dict[str, Any], info: CallInfo) -> dict[str, Any]:
     """POST /uid-rotate-token: new `u-` token; the old one dies at once."""
     with core.changing():
-        old = core.tokens.resolve(_uid_token(core, body), kinds=("u",))
+        old = core.tokens.resolve(body.get("uid-token") or body.get("token"), kinds=("u",))
         info.access_id = old.access_id
-        if old.deny_rotate:
-            raise forbidden("token rotation is denied for this token")
         new = core.tokens.issue(old.access_id, "u", old.ttl)
         new.last_rotate = core.now()
         core.tokens.revoke(old.value, "token was rotated")
     return {"token": new.value}
-
-
-def uid_create_child_token(core: Core, body: dict[str, Any], info: CallInfo) -> dict[str, Any]:
-    """POST /uid-create-child-token: a child `u-` token (maybe deny-rotate)."""
-    ttl = body.get("child-ttl")
-    if ttl is not None and (not isinstance(ttl, int) or isinstance(ttl, bool) or ttl <= 0):
-        raise bad_request("child-ttl must be a positive integer")
-    with core.changing():
-        parent = core.tokens.resolve(_uid_token(core, body), kinds=("u",))
-        info.access_id = parent.access_id
-        child_ttl = float(ttl) if ttl else parent.ttl
-        child = core.tokens.issue(parent.access_id, "u", child_ttl, bool(body.get("child-deny-rotate")))
-    return {"token": child.value}
 
 
 def validate_token(core: Core, body: dict[str, Any], info: CallInfo) -> dict[str, Any]:
@@ -216,13 +160,9 @@ def validate_token(core: Core, body: dict[str, Any], info: CallInfo) -> dict[str
 
 HANDLERS: dict[str, Handler] = {
     "auth": auth,
-    "get-cert-challenge": get_cert_challenge,
     "encrypt": encrypt,
     "decrypt": decrypt,
     "describe-item": describe_item,
-    "rotate-key": rotate_key,
-    "create-key": create_key,
     "uid-rotate-token": uid_rotate_token,
-    "uid-create-child-token": uid_create_child_token,
     "validate-token": validate_token,
 }

@@ -11,15 +11,13 @@ import base64
 import binascii
 import datetime as dt
 import hmac
-import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
 from cryptography import x509
 from cryptography.exceptions import InvalidSignature
-from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import ec, padding, rsa
+from cryptography.hazmat.primitives import serialization
 
 from akeyless_emulator import aws
 from akeyless_emulator.errors import bad_request, unauthorized
@@ -28,7 +26,6 @@ from akeyless_emulator.jwt import audiences, jwt_claims
 
 AZURE_AUDIENCES = ("https://management.azure.com/", "https://management.azure.com",
                    "https://management.core.windows.net/")
-CHALLENGE_TTL = 120.0
 
 
 @dataclass
@@ -37,8 +34,6 @@ class AuthContext:
 
     identities: dict[str, Identity]
     tokens: TokenStore
-    challenges: dict[str, float]
-    peer_cert_der: bytes | None
 
 
 def _field(body: dict[str, Any], name: str) -> str | None:
@@ -153,69 +148,30 @@ def _chains_to(cert: x509.Certificate, ca_pems: list[bytes]) -> bool:
     return False
 
 
-def _verify_signature(cert: x509.Certificate, signature: bytes, data: bytes) -> None:
-    public = cert.public_key()
-    try:
-        if isinstance(public, ec.EllipticCurvePublicKey):
-            public.verify(signature, data, ec.ECDSA(hashes.SHA256()))
-        elif isinstance(public, rsa.RSAPublicKey):
-            public.verify(signature, data, padding.PKCS1v15(), hashes.SHA256())
-        else:
-            raise unauthorized("unsupported certificate key type")
-    except InvalidSignature:
-        raise unauthorized("certificate challenge signature is invalid") from None
-
-
-def _proof_of_possession(ctx: AuthContext, body: dict[str, Any], cert: x509.Certificate) -> None:
-    key_data = _field(body, "key-data")
-    if key_data is not None:
-        try:
-            key = serialization.load_pem_private_key(base64.b64decode(key_data), None)
-        except (ValueError, TypeError, binascii.Error):
-            raise unauthorized("key-data cannot be parsed") from None
-        if key.public_key().public_bytes(*_SPKI) != cert.public_key().public_bytes(*_SPKI):
-            raise unauthorized("key-data does not match the certificate")
-        return
-    challenge = _field(body, "cert-challenge")
-    signed = _field(body, "signed-cert-challenge")
-    if challenge is None or signed is None:
-        raise bad_request("Missing required parameter - SignedCertChallenge")
-    issued = ctx.challenges.pop(challenge, None)
-    if issued is None or time.time() - issued > CHALLENGE_TTL:
-        raise unauthorized("unknown or expired certificate challenge")
-    try:
-        raw_challenge, signature = base64.b64decode(challenge), base64.b64decode(signed)
-    except (binascii.Error, ValueError):
-        raise unauthorized("certificate challenge is not valid base64") from None
-    _verify_signature(cert, signature, raw_challenge)
-
-
 _SPKI = (serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo)
 
 
 def cert(ctx: AuthContext, body: dict[str, Any]) -> Identity:
-    """A certificate from a registered CA, with proof of its private key.
-
-    Proof is a signed challenge (from /get-cert-challenge), or key-data, or
-    the same certificate presented as the TLS client certificate (mTLS).
-    """
+    """A certificate from a registered CA, with `key-data` (its private key) as proof."""
     ident = _identity(ctx, body, "cert")
     cert_data = _field(body, "cert-data")
     if cert_data is None:
-        if ctx.peer_cert_der is None:
-            raise bad_request("Missing required parameter - CertData")
-        if not _chains_to(_load_cert(ctx.peer_cert_der), ident.ca_pems):
-            raise unauthorized("certificate is not trusted")
-        return ident
+        raise bad_request("Missing required parameter - CertData")
     try:
         certificate = _load_cert(base64.b64decode(cert_data, validate=True))
     except (binascii.Error, ValueError):
         raise unauthorized("cert-data is not valid base64") from None
     if not _chains_to(certificate, ident.ca_pems):
         raise unauthorized("certificate is not trusted")
-    if ctx.peer_cert_der is not None and _load_cert(ctx.peer_cert_der) == certificate:
-        return ident
-    _proof_of_possession(ctx, body, certificate)
+    key_data = _field(body, "key-data")
+    if key_data is None:
+        raise bad_request("Missing required parameter - KeyData")
+    try:
+        key = serialization.load_pem_private_key(base64.b64decode(key_data), None)
+    except (ValueError, TypeError, binascii.Error):
+        raise unauthorized("key-data cannot be parsed") from None
+    if key.public_key().public_bytes(*_SPKI) != certificate.public_key().public_bytes(*_SPKI):
+        raise unauthorized("key-data does not match the certificate")
     return ident
 
 

@@ -119,7 +119,7 @@ ACTIONS: dict[str, Action] = {
     "encrypt-versions": lambda e, b: {"encrypt_versions": e.encrypt_versions()},
     "reset-calls": _reset_calls,
     "state": _state,
-    "create-key": lambda e, b: {"item_id": e.create_key(b["name"], b.get("alg", "AES256GCM")).item_id},
+    "create-key": lambda e, b: {"item_id": e.create_key(b["name"]).item_id},
     "rotate-key": lambda e, b: {"new_item_version": e.rotate_key(b["name"])},
     "version-state": _version_state,
     "key-enabled": _key_enabled,

@@ -63,7 +63,6 @@ class Core:
         self.keys: dict[str, Key] = {}
         self.identities: dict[str, Identity] = {}
         self.tokens = TokenStore()
-        self.challenges: dict[str, float] = {}
         self.calls: collections.Counter[str] = collections.Counter()
         self.in_flight: collections.Counter[str] = collections.Counter()
         self.changed = threading.Condition(self.lock)
@@ -121,13 +120,13 @@ class Core:
             raise not_found("item not found")
         return found
 
-    def create_key(self, name: str, alg: str = "AES256GCM") -> Key:
-        """Create a key (version 1); 409 if the name exists."""
+    def create_key(self, name: str) -> Key:
+        """Create an AES256GCM key (version 1); 409 if the name exists."""
         with self.changing():
             norm = normalise_name(name)
             if norm in self.keys:
                 raise ApiError(409, "Conflict", "item already exists")
-            self.keys[norm] = key = new_key(norm, alg)
+            self.keys[norm] = key = new_key(norm)
         return key
 
     def rotate_key(self, name: str) -> int:

@@ -33,8 +33,8 @@ class Emulator:
     def __init__(self, *, tls: bool = False, host: str = "127.0.0.1", port: int = 0,
                  state_dir: str | None = None, token_ttl: float = 3600.0, client_auth: str | None = None,
                  server_cert: str = "valid", base_path: str = "", expiration_format: str = "rfc3339") -> None:
-        if client_auth not in (None, "optional", "required"):
-            raise ValueError("client_auth must be None, 'optional' or 'required'")
+        if client_auth not in (None, "required"):
+            raise ValueError("client_auth must be None or 'required'")
         if client_auth and not tls:
             raise ValueError("client_auth needs tls=True")
         self._tmp = None if state_dir else tempfile.TemporaryDirectory(prefix="akeyless-emu-")
@@ -62,7 +62,7 @@ class Emulator:
         ctx.minimum_version = ssl.TLSVersion.TLSv1_2
         ctx.load_cert_chain(files.cert_file, files.key_file)
         if self.client_auth:
-            ctx.verify_mode = ssl.CERT_REQUIRED if self.client_auth == "required" else ssl.CERT_OPTIONAL
+            ctx.verify_mode = ssl.CERT_REQUIRED
             ctx.load_verify_locations(cadata=self.ca.cert_pem.decode())
         return ctx
 
@@ -132,9 +132,9 @@ class Emulator:
         return self.ca.client_cert(common_name)
 
     # -- keys --------------------------------------------------------------
-    def create_key(self, name: str, alg: str = "AES256GCM") -> Key:
-        """Create a DFC AES-GCM key (version 1)."""
-        return self.core.create_key(name, alg)
+    def create_key(self, name: str) -> Key:
+        """Create a DFC AES256GCM key (version 1)."""
+        return self.core.create_key(name)
 
     def rotate_key(self, name: str) -> int:
         """Rotate; returns the new version number."""
@@ -174,8 +174,8 @@ class Emulator:
                        **opts: Any) -> Identity:
         """Register access_key credentials; returns the Identity (has .access_id, .access_key).
 
-        opts: capabilities (subset of encrypt, decrypt, describe-item,
-        rotate-key, create-key), items (fnmatch patterns), token_ttl.
+        opts: capabilities (subset of encrypt, decrypt, describe-item),
+        items (fnmatch patterns), token_ttl.
         """
         ident = Identity(access_id or "", "access_key", access_key=access_key or new_secret(), **opts)
         return self.core.add_identity(ident)

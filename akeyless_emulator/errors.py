@@ -36,7 +36,7 @@ def unauthorized(message: str) -> ApiError:
 
 
 def forbidden(message: str) -> ApiError:
-    """403: authenticated but not allowed (capability, disabled item, deny-rotate)."""
+    """403: authenticated but not allowed (capability, disabled item)."""
     return ApiError(403, "Forbidden", message)
 
 

@@ -1,8 +1,8 @@
 """Registered identities (auth methods) and the tokens they are issued.
 
 Why: the plugin's auth logic (re-auth before expiry, UID rotation that must
-replace the stored token, child tokens that cannot rotate) can only be tested
-against a server that really enforces those rules. Everything is kept in
+replace the stored token) can only be tested against a server that really
+enforces those rules. Everything is kept in
 memory under the emulator's lock; this module holds no lock itself.
 """
 
@@ -18,7 +18,7 @@ from typing import Any
 
 from akeyless_emulator.errors import forbidden, unauthorized
 
-ALL_CAPABILITIES = frozenset({"encrypt", "decrypt", "describe-item", "rotate-key", "create-key"})
+ALL_CAPABILITIES = frozenset({"encrypt", "decrypt", "describe-item"})
 _ALNUM = string.ascii_letters + string.digits
 
 
@@ -71,7 +71,6 @@ class Token:
     kind: str
     ttl: float
     expires_at: float
-    deny_rotate: bool = False
     revoked: str | None = None
     last_rotate: float | None = None
 
@@ -98,10 +97,10 @@ class TokenStore:
     def __init__(self) -> None:
         self.tokens: dict[str, Token] = {}
 
-    def issue(self, access_id: str, kind: str, ttl: float, deny_rotate: bool = False) -> Token:
+    def issue(self, access_id: str, kind: str, ttl: float) -> Token:
         """Mint a new token valid for `ttl` seconds."""
         value = f"{kind}-" + secrets.token_hex(16)
-        token = Token(value, access_id, kind, ttl, time.time() + ttl, deny_rotate)
+        token = Token(value, access_id, kind, ttl, time.time() + ttl)
         self.tokens[value] = token
         return token
 

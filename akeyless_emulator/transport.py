@@ -147,11 +147,6 @@ class RequestHandler(BaseHTTPRequestHandler):
             path = path[len(base) :]
         return path
 
-    def _peer_cert(self) -> bytes | None:
-        if isinstance(self.request, ssl.SSLSocket):
-            return self.request.getpeercert(binary_form=True)
-        return None
-
     # -- verbs -------------------------------------------------------------
     def do_GET(self) -> None:
         path = self._route()
@@ -181,7 +176,7 @@ class RequestHandler(BaseHTTPRequestHandler):
         endpoint = path[1:] if path.startswith("/") else path
         known = endpoint in HANDLERS
         self._started = time.time()
-        self._info = CallInfo(peer_cert_der=self._peer_cert())
+        self._info = CallInfo()
         self._fault = self.server.emulator.faults.take(endpoint) if known else None
         self._endpoint = endpoint if known else "<unknown>"
         self._recorded = False

@@ -10,8 +10,6 @@ from typing import Any
 
 import akeyless
 import pytest
-from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import ec
 
 from akeyless_emulator import CertFiles, Emulator, TestCA, make_jwt
 
@@ -178,47 +176,23 @@ class TestAzureGcpK8s:
         assert refused(api, k8s_auth_config_name="cluster-b", **fields).status == 401
 
 
-def _cert_fields(api: Any, access_id: str, cert: CertFiles, signer: CertFiles | None = None) -> dict[str, str]:
-    """cert auth fields: the certificate and a fresh challenge signed by `signer`'s key (default: its own)."""
-    cert_data = b64(Path(cert.cert_file).read_bytes())
-    challenge = api.get_cert_challenge(akeyless.GetCertChallenge(access_id=access_id, cert_data=cert_data)).challenge
-    key = serialization.load_pem_private_key(Path((signer or cert).key_file).read_bytes(), None)
-    assert isinstance(key, ec.EllipticCurvePrivateKey)
-    signature = key.sign(base64.b64decode(challenge), ec.ECDSA(hashes.SHA256()))
-    return {"access_id": access_id, "access_type": "cert", "cert_data": cert_data, "cert_challenge": challenge,
-            "signed_cert_challenge": b64(signature)}
+def _cert_fields(access_id: str, cert: CertFiles, key: CertFiles | None = None) -> dict[str, str]:
+    """cert auth fields: the certificate and, as proof, the private key of `key` (default: its own)."""
+    return {"access_id": access_id, "access_type": "cert", "cert_data": b64(Path(cert.cert_file).read_bytes()),
+            "key_data": b64(Path((key or cert).key_file).read_bytes())}
 
 
 class TestCert:
-    """cert: a certificate from a registered CA plus proof of its private key."""
-
-    def test_signed_challenge(self, plain_emu: Emulator) -> None:
-        """get-cert-challenge, sign, auth: accepted once; the challenge is one-use."""
-        ident = plain_emu.add_cert()
-        api = make_api(plain_emu)
-        fields = _cert_fields(api, ident.access_id, plain_emu.mint_client_cert("node-1"))
-        assert auth(api, **fields).token
-        assert refused(api, **fields).status == 401
+    """cert: a certificate from a registered CA plus its own private key (key-data)."""
 
     def test_certificate_from_unregistered_ca_is_401(self, plain_emu: Emulator, tmp_path: Path) -> None:
-        """A validly signed challenge does not help a certificate from another CA."""
+        """Its matching private key does not help a certificate from another CA."""
         ident = plain_emu.add_cert()
         rogue = TestCA(tmp_path / "rogue").client_cert("rogue")
-        api = make_api(plain_emu)
-        assert refused(api, **_cert_fields(api, ident.access_id, rogue)).status == 401
+        assert refused(make_api(plain_emu), **_cert_fields(ident.access_id, rogue)).status == 401
 
-    def test_challenge_signed_by_other_key_is_401(self, plain_emu: Emulator) -> None:
+    def test_key_data_of_another_key_is_401(self, plain_emu: Emulator) -> None:
         """Possession of the certificate alone is not enough."""
         ident = plain_emu.add_cert()
         mine, other = plain_emu.mint_client_cert("mine"), plain_emu.mint_client_cert("other")
-        api = make_api(plain_emu)
-        assert refused(api, **_cert_fields(api, ident.access_id, mine, signer=other)).status == 401
-
-    def test_tls_client_certificate_authenticates(self) -> None:
-        """Over mTLS, the TLS client certificate itself is the proof."""
-        with Emulator(tls=True, client_auth="optional") as emu:
-            ident = emu.add_cert()
-            files = emu.mint_client_cert()
-            api = make_api(emu, cert_file=files.cert_file, key_file=files.key_file)
-            assert auth(api, access_id=ident.access_id, access_type="cert").token
-            assert refused(make_api(emu), access_id=ident.access_id, access_type="cert").status == 400
+        assert refused(make_api(plain_emu), **_cert_fields(ident.access_id, mine, key=other)).status == 401

@@ -76,16 +76,6 @@ class TestRoundTrip:
 class TestRotation:
     """Rotation adds versions; old ciphertext stays decryptable while enabled."""
 
-    def test_rotation_keeps_old_ciphertext_decryptable(self, emu: Emulator, client: Client) -> None:
-        old = client.encrypt(b"old")
-        out = client.api.rotate_key(akeyless.RotateKey(name=KEY, token=client.token))
-        assert out.new_item_version == 2
-        assert out.item_type == "AES256GCM"
-        new = client.encrypt(b"new")
-        assert client.decrypt(old) == b"old"
-        assert client.decrypt(new) == b"new"
-        assert [r.item_version for r in emu.requests if r.endpoint == "encrypt"] == [1, 2]
-
     def test_each_encrypt_records_the_version_it_used(self, emu: Emulator, client: Client) -> None:
         """encrypt_versions() maps each returned ciphertext to the version that made it.
 
@@ -154,20 +144,8 @@ class TestRotation:
         assert client.decrypt(ciphertext) == b"x"
 
 
-class TestCreateAndPermissions:
-    """create-key, and capabilities / item patterns giving 403."""
-
-    def test_create_key_through_sdk(self, client: Client) -> None:
-        out = client.api.create_key(akeyless.CreateKey(name="/new-key", alg="AES128GCM", token=client.token))
-        assert isinstance(out.item_id, int)
-        assert client.decrypt(client.encrypt(b"x", key="/new-key"), key="/new-key") == b"x"
-        again = akeyless.CreateKey(name="/new-key", alg="AES256GCM", token=client.token)
-        assert api_error(lambda: client.api.create_key(again)).status == 409
-
-    def test_unsupported_alg_is_400(self, client: Client) -> None:
-        """Only AES-GCM DFC keys are emulated."""
-        rsa = akeyless.CreateKey(name="/rsa", alg="RSA2048", token=client.token)
-        assert api_error(lambda: client.api.create_key(rsa)).status == 400
+class TestPermissions:
+    """Capabilities and item patterns giving 403."""
 
     def test_missing_capability_is_403(self, emu: Emulator) -> None:
         c = login(emu, capabilities=frozenset({"encrypt"}))

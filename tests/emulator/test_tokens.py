@@ -94,39 +94,3 @@ class TestUniversalIdentityRotation:
         api = make_api(plain_emu)
         time.sleep(0.7)
         assert api_error(lambda: uid_encrypt(api, uid)).status == 401
-
-
-class TestChildTokens:
-    """uid-create-child-token, with and without deny-rotate."""
-
-    def test_child_with_deny_rotate_cannot_rotate(self, plain_emu: Emulator) -> None:
-        uid = plain_emu.add_universal_identity()
-        api = make_api(plain_emu)
-        body = akeyless.UidCreateChildToken(uid_token=uid, child_deny_rotate=True, child_ttl=300)
-        child = api.uid_create_child_token(body).token
-        assert uid_encrypt(api, child)
-        err = api_error(lambda: api.uid_rotate_token(akeyless.UidRotateToken(uid_token=child)))
-        assert err.status == 403
-        assert uid_encrypt(api, child)
-
-    def test_child_without_deny_rotate_rotates(self, plain_emu: Emulator) -> None:
-        """A normal child can rotate; its parent is unaffected."""
-        uid = plain_emu.add_universal_identity()
-        api = make_api(plain_emu)
-        child = api.uid_create_child_token(akeyless.UidCreateChildToken(uid_token=uid)).token
-        new_child = api.uid_rotate_token(akeyless.UidRotateToken(uid_token=child)).token
-        assert uid_encrypt(api, new_child)
-        assert uid_encrypt(api, uid)
-
-    def test_child_ttl(self, plain_emu: Emulator) -> None:
-        uid = plain_emu.add_universal_identity()
-        api = make_api(plain_emu)
-        child = api.uid_create_child_token(akeyless.UidCreateChildToken(uid_token=uid, child_ttl=1)).token
-        assert 0 <= api.validate_token(akeyless.ValidateToken(token=child)).ttl <= 1
-        time.sleep(1.1)
-        assert api_error(lambda: uid_encrypt(api, child)).status == 401
-
-    def test_auth_token_cannot_create_children(self, plain_client: Client) -> None:
-        """Only u- tokens have children: a t- token is 401 here."""
-        body = akeyless.UidCreateChildToken(token=plain_client.token)
-        assert api_error(lambda: plain_client.api.uid_create_child_token(body)).status == 401
