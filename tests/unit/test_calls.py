@@ -18,7 +18,6 @@ from kms_appliance.kms import validate
 from kms_appliance.kms.calls import Calls, grpc_code
 from kms_appliance.metrics import Metrics
 from tests.support.fakes import FakeContext
-from tests.support.procs import eventually
 from tests.unit.helpers import sample
 
 
@@ -128,13 +127,6 @@ class TestDeferredAccounting:
             "corrupt", "INVALID_ARGUMENT", "ciphertext failed authentication")
         assert record["uid"] == ("u-bad" + "x" * 300)[:validate.MAX_UID]
         assert (record["key_id"], record["ct_fp"]) == ("local/k/1", fingerprint(b"ct"))
-
-    def test_the_flusher_accounts_without_any_other_trigger(self, tmp_path: Path) -> None:
-        calls, audit, metrics = self._calls(tmp_path, interval=0.02)
-        with closing(audit):
-            self._encrypt(calls, "u0")
-            assert eventually(lambda: self._ok_count(metrics) >= 1, 5, 0.01)
-            assert self._ok_count(metrics) == 1
 
     def test_a_full_queue_makes_calls_account_for_themselves(self, tmp_path: Path,
                                                              monkeypatch: pytest.MonkeyPatch) -> None:
