@@ -27,45 +27,40 @@ OLD_TS = 1577934245.0
 CREATED = "kms_appliance_key_version_created_timestamp_seconds"
 
 
-def test_audit_records_match_schema_and_join(plugin: pm.Plugin, client: Client) -> None:
+def test_calls_are_audited_counted_and_health_answers(plugin: pm.Plugin, client: Client) -> None:
+    """Good and refused calls, then repeated Status: one schema-complete audit record per call
+    (encrypt and decrypt join on ct_fp), the status change audited once, the calls in /metrics."""
     enc = client.encrypt(os.urandom(32), uid="enc-uid-1")
     client.decrypt(enc.ciphertext, enc.key_id, uid="dec-uid-1")
     with pytest.raises(grpc.RpcError):
         client.decrypt(b"\x8aKA\x01\x01\0\0\0\x01" + b"\0" * 40, enc.key_id, uid="dec-uid-bad")
-    records = plugin.audit_until(lambda rs: sum(r["event"] in ("encrypt", "decrypt") for r in rs) >= 3)
+    with pytest.raises(grpc.RpcError):
+        client.encrypt(b"")
+    for _ in range(5):
+        client.status()
+    # Calls are counted by the audit flusher, in the pass that writes their records.
+    records = plugin.audit_until(lambda rs: sum(r["event"] in ("encrypt", "decrypt") for r in rs) >= 4
+                                 and any(r["event"] == "status_change" for r in rs))
     calls = [r for r in records if r["event"] in ("encrypt", "decrypt")]
-    assert len(calls) == 3
+    assert len(calls) == 4
     for r in records:
         assert TS.match(str(r["ts"])) and r["schema"] == 1
     for r in calls:
         assert set(r) >= AUDIT_REQUIRED, AUDIT_REQUIRED - set(r)
-    e, d, bad = calls
+    e, d, bad, invalid = calls
     assert (e["event"], e["api"], e["uid"], e["outcome"], e["code"]) == ("encrypt", "v2", "enc-uid-1", "ok", "OK")
     assert d["ct_fp"] == e["ct_fp"] and d["key_version"] == e["key_version"] == "1"
     assert (bad["outcome"], bad["code"]) == ("corrupt", "INVALID_ARGUMENT") and bad["error"]
-
-
-def test_status_change_is_audited_once(plugin: pm.Plugin, client: Client) -> None:
-    for _ in range(5):
-        client.status()
-    records = plugin.audit_until(lambda rs: any(r["event"] == "status_change" for r in rs))
+    assert (invalid["event"], invalid["outcome"], invalid["code"]) == ("encrypt", "invalid", "INVALID_ARGUMENT")
     changes = [r for r in records if r["event"] == "status_change"]
     assert len(changes) == 1 and changes[0]["healthz"] == "ok"
-
-
-def test_metrics_and_health(plugin: pm.Plugin, client: Client) -> None:
-    enc = client.encrypt(os.urandom(32))
-    client.decrypt(enc.ciphertext, enc.key_id)
-    with pytest.raises(grpc.RpcError):
-        client.encrypt(b"")
-    # Calls are counted by the audit flusher, in the pass that writes their records.
-    plugin.audit_until(lambda rs: sum(r["event"] in ("encrypt", "decrypt") for r in rs) >= 3)
     status, body = plugin.http("/metrics")
     text = body.decode()
     assert status == 200
     assert 'kms_appliance_calls_total{api="v2",method="encrypt",outcome="ok"} 1.0' in text
     assert 'kms_appliance_calls_total{api="v2",method="encrypt",outcome="invalid"} 1.0' in text
     assert 'kms_appliance_calls_total{api="v2",method="decrypt",outcome="ok"} 1.0' in text
+    assert 'kms_appliance_calls_total{api="v2",method="decrypt",outcome="corrupt"} 1.0' in text
     assert "kms_appliance_call_duration_seconds_bucket" in text
     assert 'kms_appliance_key_version{backend="local"} 1.0' in text
     assert 'kms_appliance_backend_healthy{backend="local"} 1.0' in text
