@@ -105,16 +105,6 @@ def test_cli_static_pod_needs_image() -> None:
     assert err.value.code == 2
 
 
-def test_encryption_config_matches_pod_socket(tmp_path: Path) -> None:
-    cfg = load(tmp_path, '[server]\nbackend = "local"\nsocket = "/run/x/kms.sock"\nprovider_name = "akl"\n')
-    enc = parse(manifests.encryption_config(cfg))
-    pod = parse(manifests.static_pod(cfg, IMAGE))
-    provider = enc["resources"][0]["providers"][0]["kms"]
-    sock_dir = {v["name"]: v for v in pod["spec"]["volumes"]}["socket-dir"]["hostPath"]["path"]
-    assert provider["endpoint"] == f"unix://{sock_dir}/kms.sock"
-    assert enc["resources"][0]["providers"][1] == {"identity": {}}
-
-
 def assert_refused(proc: subprocess.CompletedProcess[str], flag: str) -> None:
     """Exit 2, one stderr line naming the flag, nothing on stdout (no half-written manifest)."""
     assert proc.returncode == 2, proc.stderr
