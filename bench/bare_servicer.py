@@ -6,8 +6,8 @@ validation, audit, metrics, envelope header or socket model. The benchmark
 runs it beside the plugin in the same run, so the plugin's ratio to it is
 what the appliance's own per-call work costs.
 
-Run: ``python -m bench.bare_servicer --socket PATH [--workers N]``; it serves
-until SIGTERM/SIGINT.
+Run: ``python -m bench.bare_servicer --socket PATH``; it serves until
+SIGTERM/SIGINT.
 """
 
 from __future__ import annotations
@@ -31,6 +31,7 @@ Ctx = grpc.ServicerContext
 KEY_ID = "bare/v1"
 _AAD = KEY_ID.encode()
 _NONCE = 12
+WORKERS = 32  # the plugin's default thread pool size
 
 
 class _Crypto:
@@ -75,9 +76,9 @@ class BareV1(v1beta1_pb2_grpc.KeyManagementServiceServicer):
         return pb1.DecryptResponse(plain=self._c.unwrap(request.cipher))
 
 
-def serve(socket: Path, workers: int) -> None:
+def serve(socket: Path) -> None:
     """Serve until SIGTERM/SIGINT; the socket is removed on the way out."""
-    server = grpc.server(futures.ThreadPoolExecutor(max_workers=workers))
+    server = grpc.server(futures.ThreadPoolExecutor(max_workers=WORKERS))
     crypto = _Crypto()
     v2_pb2_grpc.add_KeyManagementServiceServicer_to_server(BareV2(crypto), server)
     v1beta1_pb2_grpc.add_KeyManagementServiceServicer_to_server(BareV1(crypto), server)
@@ -95,10 +96,7 @@ def serve(socket: Path, workers: int) -> None:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--socket", type=Path, required=True)
-    parser.add_argument("--workers", type=int, default=32,
-                        help="thread pool size (default 32, the plugin's default)")
-    args = parser.parse_args()
-    serve(args.socket, args.workers)
+    serve(parser.parse_args().socket)
 
 
 if __name__ == "__main__":

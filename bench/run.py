@@ -20,6 +20,7 @@ from typing import Any
 
 from bench.suite import ablation, akeyless, build, machine, paired, plan, report, scenarios, servers
 from bench.suite.matrix import ratios, run_matrix
+from bench.suite.targets import all_targets, core_targets
 
 
 def core(p: plan.Plan, bins: dict[str, Path], with_go: bool) -> dict[str, Any]:
@@ -52,7 +53,6 @@ def main() -> int:
 def _main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("mode", choices=["core", "quick", "full", "ablate", "envelope"])
-    ap.add_argument("--out", type=Path, help="report directory (default per mode)")
     args = ap.parse_args()
     if args.mode == "ablate":
         build.build_all()
@@ -80,13 +80,13 @@ def _main() -> int:
         result["scenarios"] = scenarios.run_all(p, bins)
         result["scenario_targets"] = result["scenarios"].pop("targets", [])
     result["elapsed_s"] = round(time.time() - began, 1)
-    result["targets"] = report.targets(result)
     if args.mode == "core":
+        result["targets"] = core_targets(result)
         print(json.dumps(report.core_summary(result), indent=2))
         return 0
-    out = args.out or p.out
-    report.write(result, out)
-    print(f"report written to {out}", file=sys.stderr)
+    result["targets"] = all_targets(result)
+    report.write(result, p.out)
+    print(f"report written to {p.out}", file=sys.stderr)
     return 0
 
 

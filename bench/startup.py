@@ -38,6 +38,9 @@ from tests.support.procs import REPO, cpu_seconds
 POLL = 0.002
 TIMEOUT = 60.0
 IDLE = 2.0
+# Where TMPDIR (the unpack directory) lives: a tmpfs, as the systemd unit's RuntimeDirectory and
+# the container's /tmp are.
+TMP_ROOT = Path("/dev/shm")
 
 
 def one_run(plugin: pm.Plugin, tmpdir: Path) -> dict[str, float]:
@@ -65,10 +68,10 @@ def one_run(plugin: pm.Plugin, tmpdir: Path) -> dict[str, float]:
         plugin.stop()
 
 
-def version_cost(cmd: list[str], runs: int, tmp_root: Path) -> dict[str, Any]:
+def version_cost(cmd: list[str], runs: int) -> dict[str, Any]:
     """Wall and CPU seconds of ``version`` (start, unpack, import, exit), median of *runs*."""
     walls, cpus = [], []
-    with tempfile.TemporaryDirectory(prefix="kms-startup-", dir=tmp_root) as tmp:
+    with tempfile.TemporaryDirectory(prefix="kms-startup-", dir=TMP_ROOT) as tmp:
         env = {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "TMPDIR": tmp}
         for _ in range(runs):
             before = resource.getrusage(resource.RUSAGE_CHILDREN)
@@ -101,8 +104,8 @@ def backend_env(backend: str, work: Path) -> Iterator[dict[str, Any]]:
         emu.stop()
 
 
-def measure(label: str, base_cmd: list[str], backend: str, runs: int, tmp_root: Path) -> dict[str, Any]:
-    with tempfile.TemporaryDirectory(prefix="kms-startup-", dir=tmp_root) as tmp:
+def measure(label: str, base_cmd: list[str], backend: str, runs: int) -> dict[str, Any]:
+    with tempfile.TemporaryDirectory(prefix="kms-startup-", dir=TMP_ROOT) as tmp:
         work = Path(tmp)
         (work / "unpack").mkdir()
         env = {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "TMPDIR": str(work / "unpack")}
@@ -128,27 +131,23 @@ def main() -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--binary", action="append", type=Path, help="default dist/kms-appliance")
     p.add_argument("--runs", type=int, default=5)
-    p.add_argument("--backend", action="append", choices=("local", "akeyless"))
     p.add_argument("--no-baseline", action="store_true", help="skip python -m kms_appliance")
     p.add_argument("--json", type=Path)
-    p.add_argument("--tmp", type=Path, default=Path("/dev/shm"),
-                   help="where TMPDIR (the unpack directory) lives; default a tmpfs, as the "
-                        "systemd unit's RuntimeDirectory and the container's /tmp are")
     args = p.parse_args()
     binaries = args.binary or [REPO / "dist" / "kms-appliance"]
     cases = [(str(b), [str(b.resolve())]) for b in binaries]
     if not args.no_baseline:
         cases.append(("source: python -m kms_appliance", [sys.executable, "-m", "kms_appliance"]))
     results: list[dict[str, Any]] = []
-    print(f"TMPDIR under {args.tmp}; {args.runs} runs per case; median (min)", flush=True)
+    print(f"TMPDIR under {TMP_ROOT}; {args.runs} runs per case; median (min)", flush=True)
     for label, cmd in cases:
         size = Path(cmd[0]).stat().st_size / 1048576 if len(cmd) == 1 else 0.0
         results.append({"label": label, "backend": "-", "size_mib": round(size, 1),
-                        **version_cost(cmd, args.runs, args.tmp)})
+                        **version_cost(cmd, args.runs)})
         _print(results[-1])
-    for backend in args.backend or ["local", "akeyless"]:
+    for backend in ("local", "akeyless"):
         for label, cmd in cases:
-            results.append(measure(label, cmd, backend, args.runs, args.tmp))
+            results.append(measure(label, cmd, backend, args.runs))
             _print(results[-1])
     if args.json:
         args.json.write_text(json.dumps(results, indent=1) + "\n")

@@ -7,16 +7,11 @@ from pathlib import Path
 from typing import Any
 
 from . import charts
-from .targets import all_targets, core_targets
 
 Result = dict[str, Any]
 _COLS = ("target", "method", "shape", "p50_us", "p99_us", "calls_per_s",
          "server_cpu_us_per_call", "server_cores", "loadgen_cpu_us_per_call", "loadgen_cores",
          "errors")
-
-
-def targets(res: Result) -> list[dict[str, Any]]:
-    return core_targets(res) if res.get("mode") == "core" else all_targets(res)
 
 
 def core_summary(res: Result) -> Result:

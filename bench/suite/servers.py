@@ -144,10 +144,9 @@ def _start_other(name: str, argv: Sequence[str], sock_name: str) -> Server:
     return _started(pm.other(home, [*argv, str(sock)], sock, name=name), home)
 
 
-def start_bare(name: str = "bare", workers: int = 32) -> Server:
-    return _start_other(name, [PY, "-m", "bench.bare_servicer", "--workers", str(workers), "--socket"],
-                        "bare.sock")
+def start_bare() -> Server:
+    return _start_other("bare", [PY, "-m", "bench.bare_servicer", "--socket"], "bare.sock")
 
 
-def start_goref(binary: Path, name: str = "goref") -> Server:
-    return _start_other(name, [str(binary), "-socket"], "goref.sock")
+def start_goref(binary: Path) -> Server:
+    return _start_other("goref", [str(binary), "-socket"], "goref.sock")

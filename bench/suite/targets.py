@@ -59,20 +59,13 @@ def _paired_vs(res: dict[str, Any], method: str, p50_max: float, tput_min: float
 
 
 def core_targets(res: dict[str, Any]) -> list[Row]:
-    """Every core method of the plugin against the bare servicer.
-
-    From the paired runs when the run has them (their ratios survive a noisy
-    machine); from the load matrix otherwise.
-    """
+    """Every core method of the plugin against the bare servicer, from the paired runs (their
+    ratios survive a noisy machine)."""
     out = []
     for method in ("status", "v2enc", "v2dec", "v1enc", "v1dec"):
-        if res.get("paired"):
-            out += _paired_vs(res, method, 1.15, 0.9)
-        elif method != "v1dec":
-            out += _vs(res, "plugin", "bare", method, 1.15, 0.9)
-    for method in ("v2enc",):
-        for t in _vs(res, "plugin+allowlist", "bare", method, 1.15, 0.9):
-            out.append({**t, "note": "allowlist adds a relay hop; measured, not held to a target"})
+        out += _paired_vs(res, method, 1.15, 0.9)
+    for t in _vs(res, "plugin+allowlist", "bare", "v2enc", 1.15, 0.9):
+        out.append({**t, "note": "allowlist adds a relay hop; measured, not held to a target"})
     return out
 
 
@@ -82,7 +75,6 @@ def all_targets(res: dict[str, Any]) -> list[Row]:
     if r16:
         out.append(target("plugin v2enc calls/s at 16 in flight", ">= 4000",
                           r16["calls_per_s"], r16["calls_per_s"] >= 4000))
-    if find(res.get("rows", []), target="goref", method="v2enc", shape="1"):
-        out += _vs(res, "plugin", "goref", "v2enc", 2.5, 0.45)
+    out += _vs(res, "plugin", "goref", "v2enc", 2.5, 0.45)
     out += res.get("scenario_targets", [])
     return out
