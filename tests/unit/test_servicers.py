@@ -9,7 +9,7 @@ from pathlib import Path
 import grpc
 import pytest
 
-from kms_appliance import errors
+from kms_appliance import errors, version
 from kms_appliance.kms import v1beta1_pb2 as pb1
 from kms_appliance.kms import v2_pb2 as pb
 from kms_appliance.service import Servicers
@@ -91,6 +91,11 @@ class TestDecrypt:
 
 class TestV1:
     """KMS v1beta1: the same translation, and the API version checked before the backend."""
+
+    def test_version_names_the_runtime(self, svc: Servicers) -> None:
+        out = svc.v1.Version(pb1.VersionRequest(version="v1beta1"), FakeContext())
+        assert (out.version, out.runtime_name, out.runtime_version) == ("v1beta1", "kms-appliance",
+                                                                        version.__version__)
 
     def test_encrypt_and_decrypt_go_through_the_backend(self, svc: Servicers, backend: FakeBackend) -> None:
         ctx = FakeContext()
