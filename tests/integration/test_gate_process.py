@@ -27,7 +27,10 @@ def _gone(pid: int, within: float) -> bool:
     return eventually(lambda: not alive(pid), within, 0.02)
 
 
-def test_accepts_in_a_child_and_the_serving_process_holds_no_relay(gated: pm.Plugin) -> None:
+def test_the_gate_serves_ignores_stop_signals_is_replaced_and_stops_with_the_plugin(gated: pm.Plugin) -> None:
+    """The gate accepts in its own process (the serving process holds no relay). A service manager
+    signals the whole group: the gate must keep relaying while the plugin drains, so it ignores
+    stop signals. Killed, it is replaced and the door reopens; the plugin's stop then ends it."""
     gate = only_child(gated.proc.pid)
     with Client(gated.socket) as kept:
         assert kept.status().healthz == "ok"
@@ -38,32 +41,24 @@ def test_accepts_in_a_child_and_the_serving_process_holds_no_relay(gated: pm.Plu
     _, metrics = gated.http("/metrics")
     assert b"kms_appliance_connections " in metrics
 
-
-def test_a_killed_gate_is_replaced_and_the_door_reopens(gated: pm.Plugin) -> None:
-    first = only_child(gated.proc.pid)
-    os.kill(first, signal.SIGKILL)
-    assert _gone(first, 5)
-    second = only_child(gated.proc.pid)
-    assert second != first
-    round_trip(gated.socket)
-    status, body = gated.http("/livez")
-    assert status == 200, body
-    assert f"peer gate process {first} ended (killed by signal 9)" in gated.stderr.read_text()
-    _, metrics = gated.http("/metrics")
-    assert b'kms_appliance_thread_restarts_total{thread="peer-gate"} 1.0' in metrics
-
-
-def test_the_gate_leaves_stop_signals_to_its_parent(gated: pm.Plugin) -> None:
-    """A service manager signals the whole group: the gate must keep relaying while the
-    plugin drains, so it ignores them; the plugin's stop then ends it."""
-    gate = only_child(gated.proc.pid)
     for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
         os.kill(gate, sig)
     time.sleep(0.3)
     assert only_child(gated.proc.pid) == gate
     round_trip(gated.socket)
-    assert gated.stop() == 0
+
+    os.kill(gate, signal.SIGKILL)
     assert _gone(gate, 5)
+    second = only_child(gated.proc.pid)
+    assert second != gate
+    round_trip(gated.socket)
+    status, body = gated.http("/livez")
+    assert status == 200, body
+    assert f"peer gate process {gate} ended (killed by signal 9)" in gated.stderr.read_text()
+    _, metrics = gated.http("/metrics")
+    assert b'kms_appliance_thread_restarts_total{thread="peer-gate"} 1.0' in metrics
+    assert gated.stop() == 0
+    assert _gone(second, 5)
 
 
 def test_kill_9_of_the_plugin_takes_the_gate_with_it(gated: pm.Plugin) -> None:
