@@ -41,15 +41,28 @@ class TestRoundTrip:
             b.unwrap(bytes(bad), None, {})
 
 
+def _whole_seconds(when: dt.datetime) -> float:
+    return float(int(when.timestamp()))  # describe-item states whole seconds
+
+
 class TestRotation:
     """A rotation in Akeyless is picked up by refresh(); old data keeps decrypting."""
 
     def test_refresh_picks_up_rotation(self, emu: Emulator, ak_env, make_backend):
+        """Also: the KEK version's creation date travels from describe-item into the backend's state
+        and status (the item's protection and rotation settings: test_akeyless_check.py)."""
         b = make_backend(ak_env, cache=False)
+        v1 = _whole_seconds(emu.key(KEY).versions[1].creation_date)
+        assert b.status().created == v1
         old = b.wrap(b"a" * 32)
         assert b.refresh() is False
+        emu.key(KEY).versions[1].creation_date = emu.key(KEY).versions[1].creation_date.replace(year=2020)
         emu.rotate_key(KEY)
         assert b.refresh() is True
+        key = emu.key(KEY)
+        assert b.status().key_version == "2"
+        assert b.status().created == _whole_seconds(key.versions[2].creation_date)
+        assert b.state.created[1] == _whole_seconds(key.versions[1].creation_date) < v1
         new = b.wrap(b"b" * 32)
         assert new.key_id != old.key_id
         assert new.key_id == b.status().key_id
@@ -66,25 +79,6 @@ class TestRotation:
         b.refresh()  # drops cached DEKs of the disabled version
         with pytest.raises(KeyUnavailable, match="version 1 is Disabled"):
             b.unwrap(old.ciphertext, old.key_id, {})
-
-
-def _whole_seconds(when: dt.datetime) -> float:
-    return float(int(when.timestamp()))  # describe-item states whole seconds
-
-
-def test_created_follows_the_current_version(emu: Emulator, ak_env, make_backend):
-    """The KEK version's creation date travels from describe-item into the backend's state and status
-    (the item's protection and rotation settings: test_akeyless_check.py)."""
-    backend = make_backend(ak_env)
-    v1 = _whole_seconds(emu.key(KEY).versions[1].creation_date)
-    assert backend.status().created == v1
-    emu.key(KEY).versions[1].creation_date = emu.key(KEY).versions[1].creation_date.replace(year=2020)
-    emu.rotate_key(KEY)
-    backend.refresh()
-    key = emu.key(KEY)
-    assert backend.status().key_version == "2"
-    assert backend.status().created == _whole_seconds(key.versions[2].creation_date)
-    assert backend.state.created[1] == _whole_seconds(key.versions[1].creation_date) < v1
 
 
 class TestTokens:
@@ -170,16 +164,6 @@ class TestFaults:
         with pytest.raises(BackendUnavailable):
             b.unwrap(w.ciphertext, w.key_id, {})
         assert time.monotonic() - start < 1.6
-
-    def test_encrypt_fault_classes(self, emu: Emulator, ak_env, make_backend):
-        b = make_backend(ak_env)
-        emu.fault("encrypt", status=429)
-        with pytest.raises(Throttled):
-            b.wrap(os.urandom(32))
-        emu.clear_faults()
-        emu.fault("encrypt", kind="malformed")
-        with pytest.raises(BackendCorruption):
-            b.wrap(os.urandom(32))
 
 
 class TestCache:

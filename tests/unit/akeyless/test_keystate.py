@@ -78,11 +78,6 @@ class TestDates:
     def test_timestamp(self, value, expected):
         assert keystate.timestamp(value) == expected
 
-    def test_from_item_keeps_dates_and_settings(self):
-        st = keystate.from_item(_item(), "/k")
-        assert st.created == {1: 1735689600.0, 2: 1772366400.0}
-        assert (st.delete_protection, st.auto_rotate, st.rotation_interval) == (True, True, 90)
-
     def test_missing_fields_are_unknown_not_false(self):
         st = keystate.from_item(_item(delete_protection=None, auto_rotate="yes",
                                       rotation_interval=True, item_versions=None), "/k")
