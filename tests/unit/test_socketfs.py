@@ -46,17 +46,6 @@ def test_remove_spares_a_successors_socket(tmp_path: Path) -> None:
 class TestConcurrentStarts:
     """Two plugins starting on one path: one serves, the other refuses cleanly."""
 
-    def test_directory_made_by_a_concurrent_start_is_checked_not_crashed_on(
-            self, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-        real_mkdir = os.mkdir
-
-        def other_start_wins(path: object, mode: int = 0o777) -> None:
-            real_mkdir(path, 0o700)  # type: ignore[arg-type]  # the other plugin's mkdir
-            raise FileExistsError(17, "File exists")
-
-        monkeypatch.setattr(socketfs.os, "mkdir", other_start_wins)
-        _close(socketfs.prepare(tmp_path / "run" / "kms.sock", None))
-
     def test_unsafe_directory_made_concurrently_is_refused(
             self, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
         real_mkdir = os.mkdir
