@@ -25,10 +25,7 @@ def _works(b: AkeylessBackend, method: str) -> None:
 
 
 class TestMethods:
-    """Each access type authenticates and wraps."""
-
-    def test_access_key(self, emu, ak_env, make_backend):
-        _works(make_backend(ak_env), "access_key")
+    """Each access type authenticates and wraps (an access key, right and wrong: test_akeyless_check.py)."""
 
     def test_access_key_file(self, emu: Emulator, base_env, make_backend, tmp_path: Path):
         ident = emu.add_access_key()
@@ -83,10 +80,6 @@ class TestMethods:
                "KMS_APPLIANCE_AKEYLESS_CERT_FILE": files.cert_file,
                "KMS_APPLIANCE_AKEYLESS_KEY_FILE": files.key_file}
         _works(make_backend(env), "cert")
-
-    def test_wrong_access_key_refuses_to_start(self, emu: Emulator, ak_env, make_backend):
-        with pytest.raises(SetupError, match="access_key"):
-            make_backend({**ak_env, "AKEYLESS_ACCESS_KEY": "wrong"})
 
 
 class TestDetection:

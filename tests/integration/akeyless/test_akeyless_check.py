@@ -73,8 +73,8 @@ class TestCheck:
     @pytest.mark.parametrize(("over", "expected", "detail"), [
         pytest.param({"AKEYLESS_KEY_ENCRYPTION_KEY": "/missing"}, {"key_settings": "skip"}, "",
                      id="key_settings-skipped-without-the-key"),
-        pytest.param({"AKEYLESS_ACCESS_KEY": "wrong"}, {"auth": "fail", "key": "skip", "round_trip": "skip"}, "",
-                     id="bad-credentials"),
+        pytest.param({"AKEYLESS_ACCESS_KEY": "wrong"}, {"auth": "fail", "key": "skip", "round_trip": "skip"},
+                     "access_key", id="bad-credentials"),
         pytest.param({"AKEYLESS_KEY_ENCRYPTION_KEY": "/missing"}, {"key": "fail"}, "does not exist",
                      id="missing-key"),
         pytest.param({"AKEYLESS_URL": "http://akeyless.example.com"}, {"config": "fail", "auth": "skip"}, "",

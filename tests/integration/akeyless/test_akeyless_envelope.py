@@ -71,7 +71,8 @@ class TestEnvelopeRoundTrip:
         assert len(created) == 1 and created[0]["key_id"] == st.key_id
         assert created[0]["item_version"] == 1 and created[0]["reason"] == "startup"
 
-    def test_tampering_is_refused_locally(self, emu, ak_env, make_backend):
+    def test_tampering_is_refused_locally_and_the_ik_blob_never_unwraps_as_a_dek(self, emu, ak_env, make_backend):
+        """Domain separation: the wrapped IK in a direct-mode frame is refused by Akeyless."""
         b, _ = envelope_backend(make_backend, ak_env)
         w = b.wrap(os.urandom(32))
         emu.reset_calls()
@@ -84,14 +85,9 @@ class TestEnvelopeRoundTrip:
             b.unwrap(w.ciphertext, w.key_id[:-1] + "0" if w.key_id[-1] != "0" else w.key_id[:-1] + "1", {})
         # the ik-id flip named an unknown IK: Akeyless refused to unwrap it under that context
         assert emu.calls["decrypt"] <= 1
-
-    def test_ik_blob_is_never_unwrapped_as_a_dek(self, emu, ak_env, make_backend):
-        """Domain separation: the wrapped IK in a direct-mode frame is refused by Akeyless."""
-        b, _ = envelope_backend(make_backend, ak_env)
-        p = intermediate.parse(b.wrap(os.urandom(32)).ciphertext)
         head = envelope.header(envelope.BACKEND_AKEYLESS) + (1).to_bytes(4, "big") + (32).to_bytes(2, "big")
         with pytest.raises(CiphertextError):
-            b.unwrap(head + p.wrapped, None, {})
+            b.unwrap(head + intermediate.parse(w.ciphertext).wrapped, None, {})
 
 
 class TestSecondPlugin:
@@ -169,7 +165,7 @@ class TestRotation:
         assert b.unwrap(old.ciphertext, old.key_id, {}).plaintext == b"a" * 32
         assert [f["reason"] for n, f in events if n == "intermediate_key_created"] == ["startup", "key_rotation"]
 
-    def test_usage_and_age_bounds_rotate_at_refresh(self, emu, ak_env, make_backend):
+    def test_usage_and_age_bounds_rotate_at_refresh_and_the_hard_limit_refuses(self, emu, ak_env, make_backend):
         b, events = envelope_backend(make_backend, ak_env)
         first = b.status().key_id
         b.refresh()
@@ -183,6 +179,11 @@ class TestRotation:
         second.created -= intermediate.ROTATE_AGE
         assert b.refresh() is True
         assert [f["reason"] for n, f in events if n == "intermediate_key_created"] == ["startup", "usage", "age"]
+        third = b._iks.current
+        assert third is not None
+        third.wraps = intermediate.HARD_WRAPS
+        with pytest.raises(KeyUnavailable, match="wrap limit"):
+            b.wrap(os.urandom(32))
 
     def test_rotation_between_ik_wrap_and_check_wraps_it_again(self, emu: Emulator, ak_env, make_backend):
         """Akeyless used version 2 for a new IK labelled 1: it is wrapped again as 2."""
@@ -204,14 +205,6 @@ class TestRotation:
         assert isinstance(err, KeyUnavailable) and "rotated during each of 3" in err.message
         assert emu.calls["encrypt"] == 3 and b._iks.current is before
         assert [f["reason"] for n, f in events if n == "intermediate_key_created"] == ["startup"]
-
-    def test_hard_wrap_limit_refuses(self, emu, ak_env, make_backend):
-        b, _ = envelope_backend(make_backend, ak_env)
-        cur = b._iks.current
-        assert cur is not None
-        cur.wraps = intermediate.HARD_WRAPS
-        with pytest.raises(KeyUnavailable, match="wrap limit"):
-            b.wrap(os.urandom(32))
 
 
 class TestRevocation:
