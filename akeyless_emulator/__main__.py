@@ -24,37 +24,25 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     p.add_argument("--host", default="127.0.0.1", help="bind address (loopback only, please)")
     p.add_argument("--port", type=int, default=0, help="TCP port; 0 picks a free one")
     p.add_argument("--tls", action=argparse.BooleanOptionalAction, default=True, help="serve HTTPS (default)")
-    p.add_argument("--server-cert", choices=["valid", "expired", "wrong_host"], default="valid")
     p.add_argument("--state-dir", default=None, help="CA and state.json live here (temp dir if omitted)")
-    p.add_argument("--base-path", default="", help='e.g. "/api/v2" to look like a Gateway')
     p.add_argument("--create-key", action="append", default=[], metavar="NAME", help="make an AES256GCM key")
     p.add_argument("--access-id", default=None, help="register access_key credentials with this id")
-    p.add_argument("--access-key", default=None, help="the access key (generated if omitted)")
-    p.add_argument("--uid", action="store_true", help="also register a Universal Identity, print its token")
-    p.add_argument("--uid-ttl", type=float, default=3600.0)
-    p.add_argument("--token-ttl", type=float, default=3600.0, help="seconds an auth token lives")
-    p.add_argument("--expiration-format", choices=["rfc3339", "go"], default="rfc3339")
     return p.parse_args(argv)
 
 
 def build(args: argparse.Namespace) -> tuple[Emulator, dict[str, Any]]:
     """Create and start the emulator; returns it and the ready line's content."""
-    emu = Emulator(tls=args.tls, host=args.host, port=args.port, state_dir=args.state_dir,
-                   token_ttl=args.token_ttl, server_cert=args.server_cert,
-                   base_path=args.base_path, expiration_format=args.expiration_format)
+    emu = Emulator(tls=args.tls, host=args.host, port=args.port, state_dir=args.state_dir)
     for name in args.create_key:
-        if name not in emu.core.keys and ("/" + name.lstrip("/")) not in emu.core.keys:
+        if "/" + name.lstrip("/") not in emu.core.keys:
             emu.create_key(name)
     ident = emu.core.identities.get(args.access_id) if args.access_id else None
-    if ident is None or (args.access_key and ident.access_key != args.access_key):
-        ident = emu.add_access_key(args.access_id, args.access_key)
+    if ident is None:
+        ident = emu.add_access_key(args.access_id)
     emu.start()
     ready: dict[str, Any] = {"url": emu.url, "control_url": emu.control_url,
-                             "ca_file": emu.ca_file if args.tls else None, "state_dir": emu.state_dir,
-                             "access_id": ident.access_id, "access_key": ident.access_key,
-                             "keys": sorted(emu.core.keys)}
-    if args.uid:
-        ready["uid_token"] = emu.add_universal_identity(ttl=args.uid_ttl)
+                             "ca_file": emu.ca_file if args.tls else None,
+                             "access_id": ident.access_id, "access_key": ident.access_key}
     return emu, ready
 
 

@@ -63,7 +63,7 @@ def _authorise(core: Core, body: dict[str, Any], info: CallInfo, capability: str
     ident, _ = core.caller(body)
     info.access_id = ident.access_id
     info.item = item
-    ident.check(capability, item)
+    ident.check(capability)
 
 
 def auth(core: Core, body: dict[str, Any], info: CallInfo) -> dict[str, Any]:
@@ -78,7 +78,7 @@ def auth(core: Core, body: dict[str, Any], info: CallInfo) -> dict[str, Any]:
         ident = verifier(ctx, body)
     info.access_id = ident.access_id
     token = core.issue_auth_token(ident)
-    expiration = format_expiration(token.expires_at, core.settings.expiration_format)
+    expiration = format_expiration(token.expires_at)
     return {"token": token.value, "expiration": expiration,
             "creds": {"access_id": ident.access_id, "expiry": int(token.expires_at)}}
 
@@ -149,12 +149,11 @@ def validate_token(core: Core, body: dict[str, Any], info: CallInfo) -> dict[str
         info.access_id = token.access_id
         now = core.now()
         reason = token.status(now)
-        fmt = core.settings.expiration_format
         out: dict[str, Any] = {"is_valid": reason is None,
-                               "expiration": format_expiration(token.expires_at, fmt),
+                               "expiration": format_expiration(token.expires_at),
                                "ttl": max(0, int(token.expires_at - now)), "reason": reason or ""}
         if token.last_rotate is not None:
-            out["last_rotate"] = format_expiration(token.last_rotate, fmt)
+            out["last_rotate"] = format_expiration(token.last_rotate)
         return out
 
 

@@ -79,13 +79,13 @@ def universal_identity(ctx: AuthContext, body: dict[str, Any]) -> Identity:
 
 
 def aws_iam(ctx: AuthContext, body: dict[str, Any]) -> Identity:
-    """The STS document must be signed by the registered AWS access key id."""
+    """The STS document must be SigV4-signed with the registered AWS key id and secret."""
     ident = _identity(ctx, body, "aws_iam")
     cloud_id = _field(body, "cloud-id")
     if cloud_id is None:
         raise bad_request("Missing required parameter - CloudId")
     now = dt.datetime.now(dt.UTC)
-    aws.verify(cloud_id, ident.aws_access_key_id or "", ident.aws_secret_access_key, now)
+    aws.verify(cloud_id, ident.aws_access_key_id or "", ident.aws_secret_access_key or "", now)
     return ident
 
 

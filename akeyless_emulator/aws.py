@@ -89,8 +89,8 @@ def expected_signature(req: StsRequest, secret: str, signed: str, scope: str, am
     return hmac.new(_signing_key(secret, date, region, service), to_sign.encode(), hashlib.sha256).hexdigest()
 
 
-def verify(cloud_id: str, access_key_id: str, secret: str | None, now: dt.datetime) -> None:
-    """Raise 401 unless the cloud-id is a fresh STS call signed by `access_key_id`."""
+def verify(cloud_id: str, access_key_id: str, secret: str, now: dt.datetime) -> None:
+    """Raise 401 unless the cloud-id is a fresh STS call signed with `access_key_id` and `secret`."""
     req = decode_cloud_id(cloud_id)
     host = urlsplit(req.url).hostname or ""
     if req.method != "POST" or not re.fullmatch(r"sts(\.[a-z0-9-]+)?\.amazonaws\.com", host):
@@ -110,7 +110,6 @@ def verify(cloud_id: str, access_key_id: str, secret: str | None, now: dt.dateti
         raise unauthorized("aws_iam request has a bad X-Amz-Date") from None
     if abs(now - signed_at) > MAX_SKEW:
         raise unauthorized("aws_iam request signature is stale")
-    if secret is not None:
-        want = expected_signature(req, secret, match["signed"], cred[1], amz_date)
-        if not hmac.compare_digest(want, match["sig"]):
-            raise unauthorized("aws_iam request signature does not match")
+    want = expected_signature(req, secret, match["signed"], cred[1], amz_date)
+    if not hmac.compare_digest(want, match["sig"]):
+        raise unauthorized("aws_iam request signature does not match")

@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from akeyless_emulator.errors import ApiError, not_found
-from akeyless_emulator.identity import ALL_CAPABILITIES, Identity, Token, TokenStore, new_access_id
+from akeyless_emulator.identity import Identity, Token, TokenStore, new_access_id
 from akeyless_emulator.keys import Key, new_key, normalise_name
 
 STATE_FILE = "state.json"
@@ -51,7 +51,6 @@ class Settings:
     """Tunables a test may change at any time."""
 
     token_ttl: float = 3600.0
-    expiration_format: str = "rfc3339"
 
 
 class Core:
@@ -80,7 +79,6 @@ class Core:
             raw["jwts"] = set(raw["jwts"])
             raw["ca_pems"] = [p.encode() for p in raw["ca_pems"]]
             raw["capabilities"] = frozenset(raw["capabilities"])
-            raw["items"] = tuple(raw["items"])
             self.identities[raw["access_id"]] = Identity(**raw)
         for raw in data.get("tokens", []):
             self.tokens.tokens[raw["value"]] = Token(**raw)
@@ -94,7 +92,7 @@ class Core:
             for ident in self.identities.values():
                 raw = asdict(ident)
                 raw.update(jwts=sorted(ident.jwts), ca_pems=[p.decode() for p in ident.ca_pems],
-                           capabilities=sorted(ident.capabilities), items=list(ident.items))
+                           capabilities=sorted(ident.capabilities))
                 idents.append(raw)
             data = {"keys": [k.to_state() for k in self.keys.values()], "identities": idents,
                     "tokens": [asdict(t) for t in self.tokens.tokens.values()]}
@@ -144,28 +142,19 @@ class Core:
         with self.changing():
             self.key(name).enabled = enabled
 
-    def delete_key(self, name: str) -> None:
-        """Remove a key entirely (its ciphertexts then get 404 on decrypt)."""
-        with self.changing():
-            self.keys.pop(self.key(name).name)
-
     # -- identities and tokens --------------------------------------------
     def add_identity(self, ident: Identity) -> Identity:
         """Register (or replace) an identity."""
         if not ident.access_id:
             ident.access_id = new_access_id()
-        unknown = set(ident.capabilities) - ALL_CAPABILITIES
-        if unknown:
-            raise ValueError(f"unknown capabilities: {sorted(unknown)}")
         with self.changing():
             self.identities[ident.access_id] = ident
         return ident
 
     def issue_auth_token(self, ident: Identity) -> Token:
-        """A `t-` token for an identity, with its (or the default) TTL."""
-        ttl = ident.token_ttl if ident.token_ttl is not None else self.settings.token_ttl
+        """A `t-` token for an identity, with the current TTL."""
         with self.changing():
-            return self.tokens.issue(ident.access_id, "t", ttl)
+            return self.tokens.issue(ident.access_id, "t", self.settings.token_ttl)
 
     def caller(self, body: dict[str, Any]) -> tuple[Identity, Token]:
         """The identity behind the request's `token` (or `uid-token`), or 401."""

@@ -31,8 +31,8 @@ class Emulator:
     """
 
     def __init__(self, *, tls: bool = False, host: str = "127.0.0.1", port: int = 0,
-                 state_dir: str | None = None, token_ttl: float = 3600.0, client_auth: str | None = None,
-                 server_cert: str = "valid", base_path: str = "", expiration_format: str = "rfc3339") -> None:
+                 state_dir: str | None = None, client_auth: str | None = None, server_cert: str = "valid",
+                 base_path: str = "") -> None:
         if client_auth not in (None, "required"):
             raise ValueError("client_auth must be None or 'required'")
         if client_auth and not tls:
@@ -48,8 +48,6 @@ class Emulator:
         # Persist state only where the caller asked for it (restarts on the same
         # dir); a throw-away temp dir would only cost a file write per change.
         self.core: Core = Core(state_dir)
-        self.core.settings.token_ttl = token_ttl
-        self.core.settings.expiration_format = expiration_format
         self.faults: FaultRegistry = FaultRegistry()
         self.ca = TestCA(os.path.join(self.state_dir, "pki"))
         self._server: EmulatorServer | None = None
@@ -144,25 +142,9 @@ class Emulator:
         """Ciphertexts of this version stop decrypting."""
         self.core.set_version_state(name, version, "Disabled")
 
-    def enable_version(self, name: str, version: int) -> None:
-        """Undo `disable_version` / `delete_version`."""
-        self.core.set_version_state(name, version, "Enabled")
-
-    def delete_version(self, name: str, version: int) -> None:
-        """Mark the version PendingDeletion (undecryptable, like the real one)."""
-        self.core.set_version_state(name, version, "PendingDeletion")
-
     def disable_key(self, name: str) -> None:
         """Disable the whole item (encrypt and decrypt answer 403)."""
         self.core.set_key_enabled(name, False)
-
-    def enable_key(self, name: str) -> None:
-        """Re-enable the item."""
-        self.core.set_key_enabled(name, True)
-
-    def delete_key(self, name: str) -> None:
-        """Remove the item (later calls answer 404)."""
-        self.core.delete_key(name)
 
     def key(self, name: str) -> Key:
         """The key object (inspect versions, states)."""
@@ -170,80 +152,63 @@ class Emulator:
             return self.core.key(name)
 
     # -- identities and tokens --------------------------------------------
-    def add_access_key(self, access_id: str | None = None, access_key: str | None = None,
-                       **opts: Any) -> Identity:
-        """Register access_key credentials; returns the Identity (has .access_id, .access_key).
-
-        opts: capabilities (subset of encrypt, decrypt, describe-item),
-        items (fnmatch patterns), token_ttl.
-        """
-        ident = Identity(access_id or "", "access_key", access_key=access_key or new_secret(), **opts)
+    def add_access_key(self, access_id: str | None = None, access_key: str | None = None) -> Identity:
+        """Register access_key credentials; returns the Identity (has .access_id, .access_key)."""
+        ident = Identity(access_id or "", "access_key", access_key=access_key or new_secret())
         return self.core.add_identity(ident)
 
-    def add_universal_identity(self, access_id: str | None = None, ttl: float = 3600.0, **opts: Any) -> str:
+    def add_universal_identity(self, access_id: str | None = None, ttl: float = 3600.0) -> str:
         """Register a Universal Identity; returns its initial `u-` token."""
-        ident = self.core.add_identity(Identity(access_id or "", "universal_identity", uid_ttl=ttl, **opts))
+        ident = self.core.add_identity(Identity(access_id or "", "universal_identity"))
         with self.core.changing():
             return self.core.tokens.issue(ident.access_id, "u", ttl).value
 
     def add_aws_iam(self, access_id: str | None, aws_access_key_id: str,
-                    aws_secret_access_key: str | None = None, **opts: Any) -> Identity:
-        """aws_iam: cloud-ids signed by this AWS key id (and secret, if given, is verified)."""
+                    aws_secret_access_key: str) -> Identity:
+        """aws_iam: cloud-ids SigV4-signed with this AWS key id and secret."""
         ident = Identity(access_id or "", "aws_iam", aws_access_key_id=aws_access_key_id,
-                         aws_secret_access_key=aws_secret_access_key, **opts)
+                         aws_secret_access_key=aws_secret_access_key)
         return self.core.add_identity(ident)
 
-    def add_azure_ad(self, access_id: str | None = None, claims: dict[str, Any] | None = None,
-                     **opts: Any) -> tuple[Identity, str]:
+    def add_azure_ad(self, access_id: str | None = None,
+                     claims: dict[str, Any] | None = None) -> tuple[Identity, str]:
         """azure_ad: returns (identity, token); send base64(token) as cloud-id."""
         token = make_jwt({"aud": "https://management.azure.com/", "oid": "00000000-emu", **(claims or {})})
-        return self.core.add_identity(Identity(access_id or "", "azure_ad", jwts={token}, **opts)), token
+        return self.core.add_identity(Identity(access_id or "", "azure_ad", jwts={token})), token
 
     def add_gcp(self, access_id: str | None = None, audience: str = "akeyless.io",
-                claims: dict[str, Any] | None = None, **opts: Any) -> tuple[Identity, str]:
+                claims: dict[str, Any] | None = None) -> tuple[Identity, str]:
         """gcp: returns (identity, token); send base64(token) as cloud-id."""
         token = make_jwt({"aud": audience, "email": "kms@emu.iam.gserviceaccount.com", **(claims or {})})
-        return self.core.add_identity(Identity(access_id or "", "gcp", jwts={token}, **opts)), token
+        return self.core.add_identity(Identity(access_id or "", "gcp", jwts={token})), token
 
-    def add_k8s(self, access_id: str | None = None, config_name: str = "k8s-conf",
-                **opts: Any) -> tuple[Identity, str]:
+    def add_k8s(self, access_id: str | None = None, config_name: str = "k8s-conf") -> tuple[Identity, str]:
         """k8s: returns (identity, service-account JWT); send it base64 with the config name."""
         token = make_jwt({"iss": "kubernetes/serviceaccount", "sub": "system:serviceaccount:kube-system:kms"})
-        ident = Identity(access_id or "", "k8s", jwts={token}, k8s_config_name=config_name, **opts)
+        ident = Identity(access_id or "", "k8s", jwts={token}, k8s_config_name=config_name)
         return self.core.add_identity(ident), token
 
-    def add_cert(self, access_id: str | None = None, ca_pem: bytes | None = None, **opts: Any) -> Identity:
-        """cert: certificates issued by `ca_pem` (default: the test CA)."""
-        ident = Identity(access_id or "", "cert", ca_pems=[ca_pem or self.ca.cert_pem], **opts)
-        return self.core.add_identity(ident)
+    def add_cert(self, access_id: str | None = None) -> Identity:
+        """cert: certificates issued by the emulator's test CA."""
+        return self.core.add_identity(Identity(access_id or "", "cert", ca_pems=[self.ca.cert_pem]))
 
-    def set_token_ttl(self, seconds: float, access_id: str | None = None) -> None:
-        """TTL of `t-` tokens issued from now on (globally, or for one identity)."""
+    def set_token_ttl(self, seconds: float) -> None:
+        """TTL of `t-` tokens issued from now on."""
         with self.core.lock:
-            if access_id is None:
-                self.core.settings.token_ttl = seconds
-            else:
-                self.core.identities[access_id].token_ttl = seconds
+            self.core.settings.token_ttl = seconds
 
     def expire_tokens(self) -> int:
         """Expire every issued token now."""
         return self.core.expire_tokens()
 
-    def revoke_token(self, token: str) -> bool:
-        """Revoke one token."""
-        with self.core.lock:
-            return self.core.tokens.revoke(token)
-
     # -- faults and accounting --------------------------------------------
     def fault(self, endpoint: str, kind: str | None = None, *, status: int | None = None, delay: float = 0.0,
-              times: int | None = None, body: str | None = None, retry_after: int | None = None,
-              extra: bool = False) -> Fault:
+              times: int | None = None, retry_after: int | None = None, extra: bool = False) -> Fault:
         """Inject a fault on `endpoint` ("*" = all). kind defaults to "status"
         when `status` is given, else "latency". times=None means permanent."""
         if kind is None:
             kind = "status" if status is not None else "latency"
-        status = status if status is not None else (200 if kind == "body" else 503)
-        return self.faults.add(Fault(endpoint, kind, status, delay, times, body, retry_after, extra))
+        return self.faults.add(Fault(endpoint, kind, status or 503, delay, times, retry_after, extra))
 
     def clear_faults(self, endpoint: str | None = None) -> int:
         """Remove all faults (or one endpoint's)."""

@@ -12,7 +12,7 @@ import threading
 from dataclasses import asdict, dataclass
 from typing import Any
 
-KINDS = ("latency", "status", "reset", "hang", "malformed", "wrong_length", "body")
+KINDS = ("latency", "status", "reset", "hang", "malformed", "wrong_length")
 
 _DEFAULT_ERRORS = {
     400: ("InvalidParam", "injected bad request"),
@@ -32,7 +32,6 @@ class Fault:
     status: int = 503
     delay: float = 0.0
     times: int | None = None
-    body: str | None = None
     retry_after: int | None = None
     extra: bool = False
 
@@ -61,7 +60,7 @@ class FaultRegistry:
             raise ValueError("times must be >= 1 (or None for permanent)")
         if fault.delay < 0 or fault.delay > 600:
             raise ValueError("delay must be within 0..600 seconds")
-        if fault.kind in ("status", "body") and not 100 <= fault.status <= 599:
+        if fault.kind == "status" and not 100 <= fault.status <= 599:
             raise ValueError("status must be an HTTP status code")
         with self._lock:
             self._faults.append(fault)

@@ -9,12 +9,10 @@ memory under the emulator's lock; this module holds no lock itself.
 from __future__ import annotations
 
 import datetime as dt
-import fnmatch
 import secrets
 import string
 import time
 from dataclasses import dataclass, field
-from typing import Any
 
 from akeyless_emulator.errors import forbidden, unauthorized
 
@@ -45,21 +43,11 @@ class Identity:
     k8s_config_name: str | None = None
     ca_pems: list[bytes] = field(default_factory=list)
     capabilities: frozenset[str] = ALL_CAPABILITIES
-    items: tuple[str, ...] = ("*",)
-    token_ttl: float | None = None
-    uid_ttl: float = 3600.0
 
-    def check(self, capability: str, item: str | None) -> None:
-        """403 unless this identity may run `capability` on `item`."""
+    def check(self, capability: str) -> None:
+        """403 unless this identity may run `capability`."""
         if capability not in self.capabilities:
             raise forbidden(f"access denied for {capability}")
-        if item is not None and not any(fnmatch.fnmatchcase(item, p) for p in self.items):
-            raise forbidden(f"access denied for {capability} on this item")
-
-    def public(self) -> dict[str, Any]:
-        """A description without secrets, for the control plane."""
-        return {"access_id": self.access_id, "method": self.method, "capabilities": sorted(self.capabilities),
-                "items": list(self.items), "token_ttl": self.token_ttl}
 
 
 @dataclass
@@ -83,12 +71,9 @@ class Token:
         return None
 
 
-def format_expiration(epoch: float, style: str) -> str:
-    """Token expiration as text. The real format is unconfirmed (see docs)."""
-    ts = dt.datetime.fromtimestamp(epoch, dt.UTC)
-    if style == "go":
-        return ts.strftime("%Y-%m-%d %H:%M:%S +0000 UTC")
-    return ts.strftime("%Y-%m-%dT%H:%M:%SZ")
+def format_expiration(epoch: float) -> str:
+    """Token expiration as text: RFC 3339 UTC (the real format is unconfirmed, see docs)."""
+    return dt.datetime.fromtimestamp(epoch, dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
 class TokenStore:
@@ -116,13 +101,9 @@ class TokenStore:
             raise unauthorized(reason)
         return token
 
-    def revoke(self, value: str, reason: str = "token revoked") -> bool:
-        """Make a token unusable; True if it existed."""
-        token = self.tokens.get(value)
-        if token is None:
-            return False
-        token.revoked = reason
-        return True
+    def revoke(self, value: str, reason: str) -> None:
+        """Make a token unusable."""
+        self.tokens[value].revoked = reason
 
     def expire_all(self) -> int:
         """Expire every token now (tests of re-authentication)."""

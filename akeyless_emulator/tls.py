@@ -144,16 +144,13 @@ class TestCA:
     def server_cert(self, kind: str = "valid") -> CertFiles:
         """Server certificate for 127.0.0.1/localhost.
 
-        kind: "valid"; "expired" (validity ended yesterday); "wrong_host" (names
-        only `wrong.invalid`), the last two to test TLS verification failures.
+        kind: "valid"; "expired" (validity ended yesterday), to test TLS verification failing.
         """
         now = _now()
-        hosts: tuple[str, ...] = ("127.0.0.1", "localhost", "::1")
+        hosts = ("127.0.0.1", "localhost", "::1")
         before, after = None, None
         if kind == "expired":
             before, after = now - dt.timedelta(days=30), now - dt.timedelta(days=1)
-        elif kind == "wrong_host":
-            hosts = ("wrong.invalid",)
         elif kind != "valid":
             raise ValueError(f"unknown server certificate kind: {kind}")
         cert, key = self.issue(hosts[0], server=True, hosts=hosts, not_before=before, not_after=after)

@@ -149,10 +149,6 @@ class RequestHandler(BaseHTTPRequestHandler):
 
     # -- verbs -------------------------------------------------------------
     def do_GET(self) -> None:
-        path = self._route()
-        if path.startswith(CONTROL_PREFIX):
-            self._control(path[len(CONTROL_PREFIX) :], {})
-            return
         self._send(405, {"error": "MethodNotAllowed", "message": "use POST"})
 
     def do_POST(self) -> None:
@@ -163,13 +159,9 @@ class RequestHandler(BaseHTTPRequestHandler):
             except ApiError as err:
                 self._send(err.status, err.body())
                 return
-            self._control(path[len(CONTROL_PREFIX) :], body)
+            self._send(*dispatch(self.server.emulator, path[len(CONTROL_PREFIX) :], body))
             return
         self._api(path)
-
-    def _control(self, action: str, body: dict[str, Any]) -> None:
-        status, out = dispatch(self.server.emulator, action, body, self.command)
-        self._send(status, out)
 
     # -- API calls ---------------------------------------------------------
     def _api(self, path: str) -> None:
@@ -240,8 +232,6 @@ class RequestHandler(BaseHTTPRequestHandler):
         if fault.kind == "status":
             headers = {"Retry-After": str(fault.retry_after)} if fault.retry_after is not None else None
             self._reply(fault.status, fault.error_body(), headers)
-        elif fault.kind == "body":
-            self._reply(fault.status, (fault.body or "").encode())
         elif fault.kind == "malformed":
             self._reply(200, b'{"result": "trunc')
         elif fault.kind == "reset":

@@ -56,9 +56,9 @@ def make_api(emu: Emulator | EmulatorProcess, **cfg: Any) -> Any:
     return akeyless.V2Api(akeyless.ApiClient(conf))
 
 
-def login(emu: Emulator, api: Any | None = None, **ident_opts: Any) -> Client:
+def login(emu: Emulator, api: Any | None = None) -> Client:
     """Register access-key credentials, authenticate through the SDK."""
-    ident = emu.add_access_key(**ident_opts)
+    ident = emu.add_access_key()
     api = api or make_api(emu)
     out = api.auth(akeyless.Auth(access_id=ident.access_id, access_key=ident.access_key), _request_timeout=(5, 10))
     return Client(api, out.token, ident.access_id)

@@ -133,11 +133,6 @@ class TestWrongAnswers:
         assert len(client.decrypt(ciphertext)) == 33
         assert len(client.decrypt(ciphertext)) == 32
 
-    def test_verbatim_body(self, plain_emu: Emulator, plain_client: Client) -> None:
-        plain_emu.fault("encrypt", "body", status=200, body='{"result": 42}', times=1)
-        out = plain_client.api.encrypt(akeyless.Encrypt(key_name=KEY, plaintext="x", token=plain_client.token))
-        assert out.result == "42"
-
     def test_invalid_fault_definitions_are_refused(self, plain_emu: Emulator) -> None:
         with pytest.raises(ValueError, match="kind"):
             plain_emu.fault("encrypt", "explode")
