@@ -24,9 +24,9 @@ def code_of(fn, *args) -> grpc.StatusCode:  # type: ignore[no-untyped-def]
 
 
 class TestV2:
-    """Status/Encrypt/Decrypt as kube-apiserver calls them."""
+    """Status/Encrypt/Decrypt as kube-apiserver calls them, and KMS v1beta1 on the same socket."""
 
-    def test_status_and_round_trip_agree_on_the_key_id(self, client: Client) -> None:
+    def test_status_and_round_trips_agree_on_the_key_id(self, client: Client) -> None:
         st = client.status()
         assert (st.version, st.healthz) == ("v2", "ok")
         assert 0 < len(st.key_id.encode()) <= 1024
@@ -35,16 +35,18 @@ class TestV2:
         assert enc.key_id == st.key_id
         assert 0 < len(enc.ciphertext) <= 1024
         assert client.decrypt(enc.ciphertext, enc.key_id, dict(enc.annotations)) == seed
+        dek = os.urandom(32)
+        assert client.decrypt(client.v1_encrypt(dek), st.key_id) == dek  # v1 and v2 share keys
 
-    @pytest.mark.parametrize(("plaintext", "text"), [(b"", "must not be empty"), (b"x" * 513, "at most 512")])
-    def test_bad_plaintext(self, client: Client, plaintext: bytes, text: str) -> None:
-        with pytest.raises(grpc.RpcError) as info:
-            client.encrypt(plaintext)
-        assert info.value.code() == grpc.StatusCode.INVALID_ARGUMENT
-        assert text in info.value.details()
-
-    def test_bad_decrypt_inputs(self, client: Client) -> None:
-        """Tampered, truncated or foreign ciphertexts, a wrong key_id, fields out of bounds."""
+    def test_refusals_each_with_its_code(self, client: Client) -> None:
+        """Bad plaintexts (the reason in the details); tampered, truncated or foreign ciphertexts, a
+        wrong key_id, fields out of bounds; v1 calls naming another API version; then an oversized
+        message, after which the plugin still serves."""
+        for plaintext, text in ((b"", "must not be empty"), (b"x" * 513, "at most 512")):
+            with pytest.raises(grpc.RpcError) as info:
+                client.encrypt(plaintext)
+            assert info.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+            assert text in info.value.details()
         enc = client.encrypt(os.urandom(32))
         tampered = enc.ciphertext[:-1] + bytes([enc.ciphertext[-1] ^ 1])
         cases = [
@@ -62,10 +64,10 @@ class TestV2:
         ]
         for ct, kid, ann in cases:
             assert code_of(client.decrypt, ct, kid, ann) == grpc.StatusCode.INVALID_ARGUMENT
-
-    def test_oversized_message_is_refused_cleanly(self, client: Client) -> None:
-        code = code_of(client.encrypt, b"x" * 200_000)
-        assert code == grpc.StatusCode.RESOURCE_EXHAUSTED
+        assert code_of(client.v1_encrypt, b"k" * 32, "v2") == grpc.StatusCode.INVALID_ARGUMENT
+        assert code_of(client.v1_decrypt, b"", "v1beta1") == grpc.StatusCode.INVALID_ARGUMENT
+        assert code_of(client.v1_decrypt, os.urandom(100)) == grpc.StatusCode.INVALID_ARGUMENT
+        assert code_of(client.encrypt, b"x" * 200_000) == grpc.StatusCode.RESOURCE_EXHAUSTED
         assert client.status().healthz == "ok"
 
     def test_200_concurrent_callers(self, plugin: Plugin) -> None:
@@ -74,20 +76,6 @@ class TestV2:
             return all(c.decrypt((enc := c.encrypt(s)).ciphertext, enc.key_id) == s for s in seeds)
 
         assert Callers(plugin.socket, 200, five_round_trips).join() == [True] * 200
-
-
-class TestV1:
-    """KMS v1beta1 on the same socket."""
-
-    def test_v1_and_v2_share_keys(self, client: Client) -> None:
-        dek = os.urandom(32)
-        cipher = client.v1_encrypt(dek)
-        assert client.decrypt(cipher, client.status().key_id) == dek
-
-    def test_wrong_version_and_bad_input(self, client: Client) -> None:
-        assert code_of(client.v1_encrypt, b"k" * 32, "v2") == grpc.StatusCode.INVALID_ARGUMENT
-        assert code_of(client.v1_decrypt, b"", "v1beta1") == grpc.StatusCode.INVALID_ARGUMENT
-        assert code_of(client.v1_decrypt, os.urandom(100)) == grpc.StatusCode.INVALID_ARGUMENT
 
 
 def test_rotation_without_restart(plugin: Plugin, client: Client) -> None:
