@@ -55,19 +55,27 @@ def settle(fresh: FreshDescriber, waiters: int) -> None:
     assert eventually(lambda: len(fresh._cond._waiters) >= waiters, 10, 0.001)
 
 
-def test_a_caller_never_gets_a_describe_that_started_before_it_asked() -> None:
-    remote = Remote()
+def late_callers(remote: Remote, n: int) -> tuple[FreshDescriber, list[object], list[threading.Thread], list[object]]:
+    """A first caller's describe 1 answered while ``n`` more callers waited for it; describe 2
+    (theirs) has started. Returns the describer, the first caller's answers, the waiting threads
+    and their answers."""
     fresh = FreshDescriber(remote)
     first: list[object] = []
     t1 = spawn(fresh, first)
     assert remote.entered.acquire(timeout=10)  # describe 1 running
     late: list[object] = []
-    waiters = [spawn(fresh, late) for _ in range(5)]  # arrive while describe 1 runs
-    settle(fresh, 5)
+    waiters = [spawn(fresh, late) for _ in range(n)]  # arrive while describe 1 runs
+    settle(fresh, n)
     remote.release.release()  # describe 1 answers: only the first caller may use it
     t1.join(10)
+    assert remote.entered.acquire(timeout=10)  # one describe 2 for all of them
+    return fresh, first, waiters, late
+
+
+def test_a_caller_never_gets_a_describe_that_started_before_it_asked() -> None:
+    remote = Remote()
+    _, first, waiters, late = late_callers(remote, 5)
     assert first == [1]
-    assert remote.entered.acquire(timeout=10)  # one describe 2 for all five
     remote.release.release()
     for t in waiters:
         t.join(10)
@@ -77,17 +85,8 @@ def test_a_caller_never_gets_a_describe_that_started_before_it_asked() -> None:
 
 def test_an_error_reaches_every_caller_sharing_the_describe() -> None:
     remote = Remote()
-    fresh = FreshDescriber(remote)
-    first: list[object] = []
-    t1 = spawn(fresh, first)
-    assert remote.entered.acquire(timeout=10)
-    late: list[object] = []
-    waiters = [spawn(fresh, late) for _ in range(3)]
-    settle(fresh, 3)
-    remote.release.release()
-    t1.join(10)
+    fresh, first, waiters, late = late_callers(remote, 3)
     remote.fail_with = Throttled("Akeyless describe-item: throttled")
-    assert remote.entered.acquire(timeout=10)
     remote.release.release()
     for t in waiters:
         t.join(10)
