@@ -8,7 +8,7 @@ import akeyless
 
 from akeyless_emulator import Emulator
 
-from .conftest import KEY, api_error, login, make_api
+from .conftest import KEY, api_error, make_api
 
 
 def uid_encrypt(api: object, uid: str) -> str:
@@ -17,19 +17,8 @@ def uid_encrypt(api: object, uid: str) -> str:
     return str(out.result)
 
 
-class TestExpiry:
-    """Auth tokens die after their TTL; the caller must call /auth again."""
-
-    def test_token_expires_after_ttl_with_401(self, plain_emu: Emulator) -> None:
-        plain_emu.set_token_ttl(1.5)
-        started = time.monotonic()
-        c = login(plain_emu)
-        c.encrypt(b"x")
-        time.sleep(max(0.0, started + 1.7 - time.monotonic()))
-        err = api_error(lambda: c.encrypt(b"x"))
-        assert err.status == 401
-        assert "expired" in err.body
-        assert login(plain_emu, api=c.api).encrypt(b"x")
+class TestTokenRequired:
+    """Every operation needs a token."""
 
     def test_missing_token_is_401(self, plain_emu: Emulator) -> None:
         api = make_api(plain_emu)
