@@ -91,7 +91,8 @@ class TestEnvelopeRoundTrip:
 
 
 class TestSecondPlugin:
-    def test_foreign_ik_unwrapped_once_then_local(self, emu: Emulator, ak_env, make_backend):
+    def test_foreign_ik_unwrapped_once_then_local_and_modes_read_each_other(self, emu: Emulator, ak_env,
+                                                                             make_backend):
         b1, _ = envelope_backend(make_backend, ak_env)
         b2, events2 = envelope_backend(make_backend, ak_env)
         assert b1.status().key_id != b2.status().key_id  # each plugin has its own IK
@@ -106,13 +107,10 @@ class TestSecondPlugin:
         assert len(unwrapped) == 1 and unwrapped[0]["key_id"] == cts[0].key_id
         assert unwrapped[0]["item_version"] == 1
         assert len(b2.intermediate_keys) == 2
-
-    def test_modes_read_each_others_ciphertext(self, emu, ak_env, make_backend):
-        direct = make_backend(ak_env)
-        env_b, _ = envelope_backend(make_backend, ak_env)
+        direct = make_backend(ak_env)  # a plugin in direct mode and b2 read each other's ciphertext
         d = os.urandom(32)
-        assert env_b.unwrap(direct.wrap(d).ciphertext, None, {}).plaintext == d
-        w = env_b.wrap(d)
+        assert b2.unwrap(direct.wrap(d).ciphertext, None, {}).plaintext == d
+        w = b2.wrap(d)
         assert direct.unwrap(w.ciphertext, w.key_id, {}).plaintext == d
 
 
