@@ -26,8 +26,6 @@ from akeyless_emulator.keys import HEADER, normalise_name
 class CallInfo:
     """What a handler learnt about the call, for the call record."""
 
-    access_id: str | None = None
-    item: str | None = None
     item_version: int | None = None
     result_fp: str | None = None
 
@@ -59,24 +57,15 @@ def _context(body: dict[str, Any]) -> dict[str, str] | None:
     return ctx
 
 
-def _authorise(core: Core, body: dict[str, Any], info: CallInfo, capability: str, item: str | None) -> None:
-    ident, _ = core.caller(body)
-    info.access_id = ident.access_id
-    info.item = item
-    ident.check(capability)
-
-
 def auth(core: Core, body: dict[str, Any], info: CallInfo) -> dict[str, Any]:
     """POST /auth: verify the access type's proof and issue a `t-` token."""
     access_type = body.get("access-type") or "access_key"
     verifier = authn.VERIFIERS.get(access_type)
     if verifier is None:
         raise bad_request(f"unsupported access-type {access_type!r}")
-    info.access_id = body.get("access-id") if isinstance(body.get("access-id"), str) else None
     with core.lock:
         ctx = authn.AuthContext(core.identities, core.tokens)
         ident = verifier(ctx, body)
-    info.access_id = ident.access_id
     token = core.issue_auth_token(ident)
     expiration = format_expiration(token.expires_at)
     return {"token": token.value, "expiration": expiration,
@@ -94,7 +83,7 @@ def encrypt(core: Core, body: dict[str, Any], info: CallInfo) -> dict[str, Any]:
         raise bad_request("Missing required parameter - Plaintext")
     context = _context(body)
     with core.lock:
-        _authorise(core, body, info, "encrypt", name)
+        core.caller(body)[0].check("encrypt")
         key = core.key(name)
         info.item_version = key.last_version
         blob = key.encrypt(plaintext, context)
@@ -108,7 +97,7 @@ def decrypt(core: Core, body: dict[str, Any], info: CallInfo) -> dict[str, Any]:
     blob = _b64decode(body.get("ciphertext"), "Ciphertext")
     context = _context(body)
     with core.lock:
-        _authorise(core, body, info, "decrypt", name)
+        core.caller(body)[0].check("decrypt")
         key = core.key(name)
         if len(blob) >= HEADER.size:
             info.item_version = struct.unpack_from(">I", blob, 9)[0]
@@ -122,7 +111,7 @@ def describe_item(core: Core, body: dict[str, Any], info: CallInfo) -> dict[str,
     """POST /describe-item: the Item object, versions if show-versions."""
     name = normalise_name(body.get("name"))
     with core.lock:
-        _authorise(core, body, info, "describe-item", name)
+        core.caller(body)[0].check("describe-item")
         key = core.key(name)
         info.item_version = key.last_version
         return key.describe(bool(body.get("show-versions")))
@@ -132,7 +121,6 @@ def uid_rotate_token(core: Core, body: dict[str, Any], info: CallInfo) -> dict[s
     """POST /uid-rotate-token: new `u-` token; the old one dies at once."""
     with core.changing():
         old = core.tokens.resolve(body.get("uid-token") or body.get("token"), kinds=("u",))
-        info.access_id = old.access_id
         new = core.tokens.issue(old.access_id, "u", old.ttl)
         new.last_rotate = core.now()
         core.tokens.revoke(old.value, "token was rotated")
@@ -146,7 +134,6 @@ def validate_token(core: Core, body: dict[str, Any], info: CallInfo) -> dict[str
         token = core.tokens.tokens.get(value) if isinstance(value, str) else None
         if token is None:
             return {"is_valid": False, "reason": "unknown token"}
-        info.access_id = token.access_id
         now = core.now()
         reason = token.status(now)
         out: dict[str, Any] = {"is_valid": reason is None,

@@ -15,7 +15,7 @@ import os
 import threading
 import time
 from collections.abc import Iterator
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
@@ -32,14 +32,7 @@ class CallRecord:
 
     endpoint: str
     status: int
-    fault: str | None
-    started: float
-    duration: float
-    client: str
-    access_id: str | None = None
-    item: str | None = None
     item_version: int | None = None
-    headers: dict[str, str] = field(default_factory=dict)
     nodelay: bool = False
     # encrypt: first 16 hex digits of SHA-256 of the ciphertext returned (not secret), so a
     # test can tell which call produced a ciphertext and which item_version that call used.

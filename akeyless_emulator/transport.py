@@ -18,7 +18,6 @@ import socket
 import ssl
 import struct
 import threading
-import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import TYPE_CHECKING, Any
 
@@ -33,7 +32,6 @@ if TYPE_CHECKING:
 
 CONTROL_PREFIX = "/__emulator/"
 MAX_BODY = 1 << 20
-RECORDED_HEADERS = ("User-Agent", "X-Forwarded-For", "akeylessclienttype", "Content-Type")
 
 
 class EmulatorServer(ThreadingHTTPServer):
@@ -167,7 +165,6 @@ class RequestHandler(BaseHTTPRequestHandler):
     def _api(self, path: str) -> None:
         endpoint = path[1:] if path.startswith("/") else path
         known = endpoint in HANDLERS
-        self._started = time.time()
         self._info = CallInfo()
         self._fault = self.server.emulator.faults.take(endpoint) if known else None
         self._endpoint = endpoint if known else "<unknown>"
@@ -185,16 +182,8 @@ class RequestHandler(BaseHTTPRequestHandler):
         if self._recorded:
             return
         self._recorded = True
-        info = self._info
-        fault = self._fault.kind if self._fault else None
-        self.server.emulator.core.record(
-            CallRecord(endpoint=self._endpoint, status=status, fault=fault, started=self._started,
-                       duration=time.time() - self._started, client=self.client_address[0],
-                       access_id=info.access_id, item=info.item, item_version=info.item_version,
-                       result_fp=info.result_fp,
-                       headers={h: v for h in RECORDED_HEADERS if (v := self.headers.get(h)) is not None},
-                       nodelay=self._nodelay())
-        )
+        self.server.emulator.core.record(CallRecord(self._endpoint, status, self._info.item_version,
+                                                    self._nodelay(), self._info.result_fp))
 
     def _nodelay(self) -> bool:
         """Whether TCP_NODELAY is really set on this connection (Nagle off)."""
