@@ -72,6 +72,7 @@ def test_round_trip_rotation_audit_and_sigterm_with_slow_calls_in_flight(emu: Em
 
 
 def test_outage_ride_through_and_revocation(emu: Emulator, tmp_path: Path) -> None:
+    """(That no IK reaches what such plugins write: tests/reliability/test_zz_secret_hygiene.py.)"""
     seed = os.urandom(32)
     with (serving(emu, tmp_path / "a", KMS_APPLIANCE_AKEYLESS_MODE="envelope") as (a, _),
           serving(emu, tmp_path / "b", KMS_APPLIANCE_AKEYLESS_MODE="envelope") as (b, env_b),
