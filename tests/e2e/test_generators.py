@@ -56,21 +56,11 @@ def _dry_run(cluster: Cluster, manifest: str) -> subprocess.CompletedProcess[str
                            input_text=manifest)
 
 
-@pytest.fixture
-def apiserver(cluster: Cluster) -> Cluster:
-    cluster.apiserver.start(ApiServerOptions(encryption_config=IDENTITY_ONLY))
-    # No controller-manager here to create it, and the ServiceAccount admission plugin
-    # (before validation) refuses a non-mirror pod without it: the kubelet's mirror pod skips it.
-    cluster.kubectl("create", "serviceaccount", "default", "-n", "kube-system")
-    return cluster
-
-
 def _refused_by_validation(stderr: str) -> bool:
     """A validation or decoding refusal, not some other error (admission, connection)."""
     return " is invalid" in stderr or "quantities must match the regular expression" in stderr
 
 
-# Loops rather than parametrize: one etcd + kube-apiserver per test, not per value.
 ACCEPTED = [[], ["--memory-limit", "1G"], ["--memory-limit", "0.5Gi"], ["--memory-limit", "192Mi", "--name", "kms-1"]]
 REFUSED = [
     ("--name", "A_B", "name"),
@@ -78,31 +68,6 @@ REFUSED = [
     ("--memory-limit", "lots", "memory_limit"),
     ("--memory-limit", "128Mi", "memory_limit"),  # below the 192Mi request
 ]
-
-
-def test_generated_static_pod_passes_apiserver_validation(apiserver: Cluster, tmp_path: Path) -> None:
-    for args in ACCEPTED:
-        proc = _cli_static_pod(tmp_path, *args)
-        assert proc.returncode == 0, proc.stderr
-        result = _dry_run(apiserver, proc.stdout)
-        assert result.returncode == 0, (args, result.stderr)
-
-
-def test_apiserver_refuses_what_the_generator_refuses(apiserver: Cluster, tmp_path: Path,
-                                                      monkeypatch: pytest.MonkeyPatch) -> None:
-    for flag, value, kwarg in REFUSED:
-        proc = _cli_static_pod(tmp_path, flag, value)
-        assert proc.returncode == 2 and proc.stdout == "", proc.stderr
-        assert f" {flag}: " in proc.stderr
-        result = _dry_run(apiserver, _unchecked_pod(monkeypatch, **{kwarg: value}))
-        assert result.returncode != 0, f"the apiserver accepted {flag} {value!r} that the generator refuses"
-        assert _refused_by_validation(result.stderr), result.stderr
-    for bad in ("Kube-System", "kube_system", "kms.x"):
-        assert _cli_static_pod(tmp_path, "--namespace", bad).returncode == 2
-        result = apiserver.kubectl("create", "namespace", bad, "--dry-run=server", check=False)
-        assert result.returncode != 0, f"the apiserver accepted namespace {bad!r}"
-        assert _refused_by_validation(result.stderr), result.stderr
-    assert apiserver.kubectl("create", "namespace", "kms-1", "--dry-run=server", check=False).returncode == 0
 
 
 def _generated_encryption_config(tmp_path: Path, timeout: str, monkeypatch: pytest.MonkeyPatch,
@@ -116,12 +81,37 @@ def _generated_encryption_config(tmp_path: Path, timeout: str, monkeypatch: pyte
     return doc
 
 
-def test_apiserver_starts_with_the_timeouts_the_generator_accepts_only(
-        cluster: Cluster, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_generators_agree_with_the_apiserver(cluster: Cluster, tmp_path: Path,
+                                             monkeypatch: pytest.MonkeyPatch) -> None:
+    """One etcd + kube-apiserver for every value (loops rather than parametrize): the static
+    pods the generator writes are accepted, what it refuses the apiserver refuses, and the
+    apiserver starts with the timeouts it accepts only."""
+    cluster.apiserver.start(ApiServerOptions(encryption_config=IDENTITY_ONLY))
+    # No controller-manager here to create it, and the ServiceAccount admission plugin
+    # (before validation) refuses a non-mirror pod without it: the kubelet's mirror pod skips it.
+    cluster.kubectl("create", "serviceaccount", "default", "-n", "kube-system")
+    for args in ACCEPTED:
+        proc = _cli_static_pod(tmp_path, *args)
+        assert proc.returncode == 0, proc.stderr
+        result = _dry_run(cluster, proc.stdout)
+        assert result.returncode == 0, (args, result.stderr)
+    for flag, value, kwarg in REFUSED:
+        proc = _cli_static_pod(tmp_path, flag, value)
+        assert proc.returncode == 2 and proc.stdout == "", proc.stderr
+        assert f" {flag}: " in proc.stderr
+        result = _dry_run(cluster, _unchecked_pod(monkeypatch, **{kwarg: value}))
+        assert result.returncode != 0, f"the apiserver accepted {flag} {value!r} that the generator refuses"
+        assert _refused_by_validation(result.stderr), result.stderr
+    for bad in ("Kube-System", "kube_system", "kms.x"):
+        assert _cli_static_pod(tmp_path, "--namespace", bad).returncode == 2
+        result = cluster.kubectl("create", "namespace", bad, "--dry-run=server", check=False)
+        assert result.returncode != 0, f"the apiserver accepted namespace {bad!r}"
+        assert _refused_by_validation(result.stderr), result.stderr
+    assert cluster.kubectl("create", "namespace", "kms-1", "--dry-run=server", check=False).returncode == 0
+
     for timeout in ("3s", "1s500ms"):  # a compound duration, short: no plugin answers here
-        options = ApiServerOptions(encryption_config=_generated_encryption_config(tmp_path, timeout, monkeypatch),
-                                   ready_path="/livez")
-        cluster.apiserver.restart(options) if cluster.apiserver.process else cluster.apiserver.start(options)
+        cluster.apiserver.restart(ApiServerOptions(
+            encryption_config=_generated_encryption_config(tmp_path, timeout, monkeypatch), ready_path="/livez"))
     cluster.apiserver.stop()
     for timeout in ("abc", "0s"):
         with pytest.raises(Exception) as err:
