@@ -14,9 +14,9 @@ import pytest
 
 from tests.binary import sandbox
 from tests.support.emulator import start_emulator
-from tests.support.kmsclient import round_trip
+from tests.support.kmsclient import Client, round_trip
 from tests.support.plugin import Plugin
-from tests.support.procs import status_fields
+from tests.support.procs import descendants, status_fields
 
 pytestmark = pytest.mark.binary
 
@@ -26,7 +26,12 @@ def test_v2_and_v1_round_trip_in_empty_root(local_plugin: Plugin) -> None:
     assert local_plugin.proc.poll() is None
 
 
-def test_runs_as_nonroot_without_capabilities(local_plugin: Plugin) -> None:
+def test_runs_as_nonroot_without_capabilities_and_is_not_dumpable(local_plugin: Plugin) -> None:
+    """All three processes of the chain as uid 65532, chrooted, with no capability; the serving
+    one (still serving through its /proc/self/fd socket path) has RLIMIT_CORE 0 and is not
+    dumpable (its /proc files belong to root)."""
+    with Client(local_plugin.socket, timeout=10) as client:
+        assert client.status().healthz == "ok"
     inside = sandbox.binary_pids(local_plugin.proc.pid)
     assert inside, "no process inside the sandbox"
     for pid in inside:  # the chain's three processes: both bootloaders and Python
@@ -41,6 +46,11 @@ def test_runs_as_nonroot_without_capabilities(local_plugin: Plugin) -> None:
         assert root != "/", "not chrooted"
     assert local_plugin.socket.stat().st_uid == 65532
     assert (local_plugin.socket.stat().st_mode & 0o777) == 0o600
+    python = next(p for p in inside if not descendants(p))  # the chain's leaf
+    limits = Path(f"/proc/{python}/limits").read_text().splitlines()
+    core = next(line for line in limits if line.startswith("Max core file size"))
+    assert core.split()[4:6] == ["0", "0"], core
+    assert os.stat(f"/proc/{python}/environ").st_uid == 0, "dumpable: /proc files owned by 65532"
 
 
 def test_root_is_read_only_and_empty(binary: Path) -> None:

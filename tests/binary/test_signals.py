@@ -1,5 +1,5 @@
-"""Signals to the frozen binary: SIGTERM stops it cleanly (exit 0, socket removed), SIGHUP
-reloads, Ctrl-C to the process group stops it gracefully.
+"""Signals to the frozen binary: SIGHUP reloads, SIGTERM stops it cleanly (exit 0, socket
+removed), Ctrl-C to the process group stops it gracefully.
 
 The signal goes to the outermost process (staticx's bootloader), as a
 container runtime or systemd would send it; it must reach the Python
@@ -48,30 +48,26 @@ def _exited_cleanly(plugin: pm.Plugin, rc: int) -> None:
     assert "Traceback" not in err
 
 
-def test_sigterm_clean_exit_removes_socket(frozen: pm.Plugin, unpack: Path) -> None:
-    frozen.start(timeout=START_TIMEOUT)
-    assert frozen.status(timeout=10).healthz == "ok"
-    _exited_cleanly(frozen, frozen.stop())
-    assert not frozen.socket.exists()
-    assert list(unpack.iterdir()) == [], "unpacked files left behind in TMPDIR"
-
-
-def test_sighup_to_outermost_process_reloads_and_keeps_serving(frozen: pm.Plugin) -> None:
+def test_sighup_reloads_and_sigterm_stops_cleanly(frozen: pm.Plugin, unpack: Path) -> None:
     """SIGHUP to the pid an operator sees (systemd's ExecReload: ``kill -HUP $MAINPID``) reaches
-    Python through both bootloaders: the rotated key is picked up, nothing dies, SIGTERM exits 0.
-    Stock staticx died of it (orphaning the server, which now stops with its ancestors)."""
+    Python through both bootloaders: the rotated key is picked up, nothing dies. Stock staticx
+    died of it (orphaning the server, which now stops with its ancestors). SIGTERM to the same
+    pid then exits 0, removes the socket and leaves no unpacked file in TMPDIR."""
     frozen.start(timeout=START_TIMEOUT)
     with Client(frozen.socket, timeout=10) as client:
-        old = client.status().key_id
+        status = client.status()
+        assert status.healthz == "ok"
         frozen.rotate_key()
         for _ in range(100):
             frozen.proc.send_signal(signal.SIGHUP)
         deadline = time.monotonic() + 10
-        while client.status().key_id == old and time.monotonic() < deadline:
+        while client.status().key_id == status.key_id and time.monotonic() < deadline:
             time.sleep(0.05)
-        assert client.status().key_id != old, "the rotation was not picked up"
+        assert client.status().key_id != status.key_id, "the rotation was not picked up"
         assert frozen.proc.poll() is None, "the outermost process died of SIGHUP"
     _exited_cleanly(frozen, frozen.stop())
+    assert not frozen.socket.exists()
+    assert list(unpack.iterdir()) == [], "unpacked files left behind in TMPDIR"
 
 
 def test_ctrl_c_to_the_process_group_stops_gracefully(frozen: pm.Plugin) -> None:
