@@ -6,6 +6,8 @@ import os
 import socket
 import subprocess
 import sys
+import urllib.error
+import urllib.request
 from pathlib import Path
 
 from kms_appliance.kms import v2_pb2, v2_pb2_grpc
@@ -14,12 +16,26 @@ from tests.support import plugin as pm
 from tests.support.procs import REPO
 
 
-def status_ok(sock: Path, timeout: float = 2.0) -> bool:
-    """KMS v2 Status answers ``ok`` on a connection of its own (for ``wait_until``: an error
-    means not yet)."""
-    with attacks.channel(sock) as channel:
+def status_ok(sock: Path, timeout: float = 2.0, wait_for_ready: bool = False, **options: int) -> bool:
+    """KMS v2 Status answers ``ok`` on a connection of its own, made with grpc ``options`` (for
+    ``wait_until``: an error means not yet)."""
+    with attacks.channel(sock, **options) as channel:
         stub = v2_pb2_grpc.KeyManagementServiceStub(channel)  # type: ignore[no-untyped-call]
-        return bool(stub.Status(v2_pb2.StatusRequest(), timeout=timeout).healthz == "ok")
+        return bool(stub.Status(v2_pb2.StatusRequest(), timeout=timeout, wait_for_ready=wait_for_ready).healthz == "ok")
+
+
+def http_get(port: int, path: str, timeout: float = 5.0) -> tuple[int, str]:
+    """GET ``path`` on a fresh connection to the HTTP endpoint: the status and the body (0 and
+    the error's name when nothing answered within ``timeout``); the body goes to the ledger."""
+    try:
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}{path}", timeout=timeout) as resp:
+            code, body = int(resp.status), resp.read()
+    except urllib.error.HTTPError as err:
+        code, body = int(err.code), err.read()
+    except OSError as exc:
+        return 0, type(exc).__name__
+    ledger.text(body)
+    return code, body.decode(errors="replace")
 
 
 def connect_many(sock: Path, count: int, timeout: float | None = None) -> list[socket.socket]:

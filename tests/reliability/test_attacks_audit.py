@@ -66,6 +66,8 @@ def started(tmp_path: Path) -> Iterator[Callable[..., tuple[pm.Plugin, Client, P
 
 def test_failed_reopen_degrades_readiness_and_is_retried_until_it_works(
         started: Callable[..., tuple[pm.Plugin, Client, Path]], tmp_path: Path) -> None:
+    """The directory moved away, then (once fixed) a FIFO planted at the path after logrotate
+    removed the file: each degrades readiness until a retry finds a usable path again."""
     p, client, logs = started()
     client.encrypt(b"k" * 32, uid="before")
     # logrotate moved the directory away (or it was never re-created after a clean-up)
@@ -86,12 +88,7 @@ def test_failed_reopen_degrades_readiness_and_is_retried_until_it_works(
     moved = _uids(tmp_path / "p" / "logs.old" / "audit.log")
     assert "before" in moved and "while-broken" in moved, "no record may be lost meanwhile"
     assert metric(p, "kms_appliance_audit_records_dropped_total", "") == 0
-
-
-def test_fifo_planted_after_rotation_is_refused_and_sighup_recovers(
-        started: Callable[..., tuple[pm.Plugin, Client, Path]]) -> None:
-    """logrotate removed the old file; a FIFO now sits at the path: never opened, drops counted."""
-    p, client, logs = started()
+    # logrotate removed the old file; a FIFO now sits at the path: never opened, drops counted
     path = logs / "audit.log"
     path.unlink()  # rotated and deleted: the open descriptor is the only one left
     os.mkfifo(path, 0o600)
@@ -104,8 +101,8 @@ def test_fifo_planted_after_rotation_is_refused_and_sighup_recovers(
     path.unlink()
     p.proc.send_signal(signal.SIGHUP)
     assert _until(lambda: _ready(p)[0] == 200), _ready(p)
-    client.encrypt(b"k" * 32, uid="after")
-    assert _until(lambda: "after" in _uids(path))
+    client.encrypt(b"k" * 32, uid="after-fifo")
+    assert _until(lambda: "after-fifo" in _uids(path))
 
 
 def test_audit_required_refuses_calls_while_the_trail_is_lost(
