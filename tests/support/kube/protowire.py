@@ -1,74 +1,44 @@
-"""A minimal protobuf wire-format reader for the ``EncryptedObject`` kube-apiserver stores in etcd.
+"""The ``EncryptedObject`` kube-apiserver stores in etcd after ``k8s:enc:kms:v2:<name>:``, read
+with the protobuf runtime from a schema declared here (field numbers from k8s.io/apiserver
+``pkg/storage/value/encrypt/envelope/kmsv2/v2/api.proto``).
 
-Why hand-written: the harness must read what the apiserver stored without depending on the
-project's generated code (which is the thing under test). Only the wire types that message
-uses are supported: varint (0) and length-delimited (2).
+Why declared here: the harness must read what the apiserver stored without depending on the
+project's generated code (which is the thing under test).
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Any
 
-VARINT = 0
-LEN = 2
+from google.protobuf import descriptor_pb2, descriptor_pool, message_factory, unknown_fields
 
-
-class WireError(ValueError):
-    """The bytes are not a well-formed protobuf message."""
-
-
-def read_varint(buf: bytes, pos: int) -> tuple[int, int]:
-    """Decode one base-128 varint at ``pos``; return (value, next position)."""
-    value = 0
-    for shift in range(0, 70, 7):
-        if pos >= len(buf):
-            raise WireError("truncated varint")
-        byte = buf[pos]
-        pos += 1
-        value |= (byte & 0x7F) << shift
-        if not byte & 0x80:
-            return value, pos
-    raise WireError("varint longer than 10 bytes")
+_F = descriptor_pb2.FieldDescriptorProto
+_FIELDS = (("encryptedData", 1, _F.TYPE_BYTES), ("keyID", 2, _F.TYPE_STRING),
+           ("encryptedDEKSource", 3, _F.TYPE_BYTES), ("encryptedDEKSourceType", 5, _F.TYPE_INT32))
 
 
-def iter_fields(buf: bytes) -> list[tuple[int, int, int | bytes]]:
-    """Split a message into (field number, wire type, value) triples, in order."""
-    out: list[tuple[int, int, int | bytes]] = []
-    pos = 0
-    while pos < len(buf):
-        key, pos = read_varint(buf, pos)
-        number, wire_type = key >> 3, key & 7
-        if number == 0:
-            raise WireError("field number 0")
-        if wire_type == VARINT:
-            value, pos = read_varint(buf, pos)
-            out.append((number, wire_type, value))
-        elif wire_type == LEN:
-            length, pos = read_varint(buf, pos)
-            if pos + length > len(buf):
-                raise WireError("truncated length-delimited field")
-            out.append((number, wire_type, buf[pos : pos + length]))
-            pos += length
-        else:
-            raise WireError(f"unsupported wire type {wire_type}")
-    return out
+def _message_class() -> Any:
+    proto = descriptor_pb2.FileDescriptorProto(name="e2e_kmsv2_api.proto", package="e2e.kmsv2", syntax="proto3")
+    msg = proto.message_type.add(name="EncryptedObject")
+    for name, number, kind in _FIELDS:
+        msg.field.add(name=name, number=number, type=kind, label=_F.LABEL_OPTIONAL)
+    msg.field.add(name="annotations", number=4, type=_F.TYPE_MESSAGE, label=_F.LABEL_REPEATED,
+                  type_name=".e2e.kmsv2.EncryptedObject.AnnotationsEntry")
+    entry = msg.nested_type.add(name="AnnotationsEntry", options=descriptor_pb2.MessageOptions(map_entry=True))
+    entry.field.add(name="key", number=1, type=_F.TYPE_STRING, label=_F.LABEL_OPTIONAL)
+    entry.field.add(name="value", number=2, type=_F.TYPE_BYTES, label=_F.LABEL_OPTIONAL)
+    pool = descriptor_pool.DescriptorPool()
+    pool.Add(proto)
+    return message_factory.GetMessageClass(pool.FindMessageTypeByName("e2e.kmsv2.EncryptedObject"))
 
 
-def decode_map_entry(entry: bytes) -> tuple[str, bytes]:
-    """Decode one ``map<string, bytes>`` entry (key=1, value=2)."""
-    key, value = "", b""
-    for number, _, raw in iter_fields(entry):
-        if number == 1 and isinstance(raw, bytes):
-            key = raw.decode()
-        elif number == 2 and isinstance(raw, bytes):
-            value = raw
-    return key, value
+_MESSAGE = _message_class()
 
 
 @dataclass(frozen=True)
 class EncryptedObject:
-    """What kube-apiserver stores after ``k8s:enc:kms:v2:<name>:`` (field numbers from
-    k8s.io/apiserver ``pkg/storage/value/encrypt/envelope/kmsv2/v2/api.proto``)."""
+    """The stored envelope, its fields named as the tests read them."""
 
     encrypted_data: bytes = b""
     key_id: str = ""
@@ -78,24 +48,11 @@ class EncryptedObject:
 
 
 def parse_encrypted_object(buf: bytes) -> EncryptedObject:
-    """Parse an EncryptedObject; unknown fields are an error (the schema is fixed)."""
-    data, key_id, dek = b"", "", b""
-    annotations: dict[str, bytes] = {}
-    dek_type = 0
-    for number, wire_type, raw in iter_fields(buf):
-        if number == 5 and wire_type == VARINT and isinstance(raw, int):
-            dek_type = raw
-        elif wire_type != LEN or not isinstance(raw, bytes):
-            raise WireError(f"field {number} has unexpected wire type {wire_type}")
-        elif number == 1:
-            data = raw
-        elif number == 2:
-            key_id = raw.decode()
-        elif number == 3:
-            dek = raw
-        elif number == 4:
-            k, v = decode_map_entry(raw)
-            annotations[k] = v
-        else:
-            raise WireError(f"unknown EncryptedObject field {number}")
-    return EncryptedObject(data, key_id, dek, annotations, dek_type)
+    """Parse an EncryptedObject; a field the schema does not know (or of another wire type) is an
+    error: the schema is fixed."""
+    msg = _MESSAGE.FromString(buf)
+    unknown = [f.field_number for f in unknown_fields.UnknownFieldSet(msg)]
+    if unknown:
+        raise ValueError(f"unknown EncryptedObject fields {unknown}")
+    return EncryptedObject(msg.encryptedData, msg.keyID, msg.encryptedDEKSource, dict(msg.annotations),
+                           msg.encryptedDEKSourceType)
