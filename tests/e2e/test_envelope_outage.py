@@ -88,8 +88,7 @@ def second_apiserver(cluster: Cluster) -> Cluster:
     workdir.mkdir()
     api = KubeApiServer(cluster.components, workdir, cluster.pki, cluster.etcd, cluster.registry)
     kubeconfig = write_kubeconfig(workdir / "kubeconfig", f"https://127.0.0.1:{api.port}", cluster.pki)
-    return dataclasses.replace(cluster, workdir=workdir, apiserver=api, kubeconfig=kubeconfig,
-                               timings={})
+    return dataclasses.replace(cluster, workdir=workdir, apiserver=api, kubeconfig=kubeconfig)
 
 
 def revoke_credentials(emulator: Emulator) -> None:

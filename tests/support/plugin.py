@@ -123,8 +123,6 @@ class Plugin:
 
     def restart(self, sig: int = signal.SIGTERM) -> float:
         """Stop with ``sig`` (SIGKILL: a crash), start again, wait until ready."""
-        if sig == signal.SIGKILL:
-            self.kill()
         self.stop(sig)
         return self.start()
 

@@ -201,7 +201,6 @@ class Cluster:
     etcd: EtcdServer
     apiserver: KubeApiServer
     kubeconfig: Path
-    timings: dict[str, float] = field(default_factory=dict)
 
     def kubectl(self, *args: str, check: bool = True,
                 input_text: str | None = None) -> subprocess.CompletedProcess[str]:
@@ -235,11 +234,9 @@ def write_kubeconfig(path: Path, server: str, pki: ClusterPki) -> Path:
 def new_cluster(components: Components, workdir: Path, registry: ProcessRegistry,
                 apiserver: Callable[..., KubeApiServer] = KubeApiServer) -> Cluster:
     """Make the PKI, start etcd, and prepare (not start) the apiserver (made by ``apiserver``)."""
-    started = time.monotonic()
     pki = make_cluster_pki(workdir / "pki")
     etcd = EtcdServer(components, workdir, registry)
-    timings = {"pki_s": time.monotonic() - started}
-    timings["etcd_ready_s"] = etcd.start()
+    etcd.start()
     api = apiserver(components, workdir, pki, etcd, registry)
     kubeconfig = write_kubeconfig(workdir / "kubeconfig", f"https://127.0.0.1:{api.port}", pki)
-    return Cluster(components, workdir, registry, pki, etcd, api, kubeconfig, timings)
+    return Cluster(components, workdir, registry, pki, etcd, api, kubeconfig)
