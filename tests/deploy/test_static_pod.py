@@ -324,15 +324,16 @@ def socket_deleted(d: Deployment, cluster: Cluster, old_cid: str) -> None:
     FACTS.append(f"socket deleted: last state {status['lastState'].get('terminated')}")
 
 
-def wedged(d: Deployment, cluster: Cluster, old_cid: str) -> None:
-    """SIGSTOP every process of the container: probes time out, kubelet kills and restarts it."""
-    _, pid = container_pid(d, cluster)
+def wedged(d: Deployment, cluster: Cluster, restarts: int) -> None:
+    """SIGSTOP every process of the container: probes time out, kubelet kills it and makes
+    restart number ``restarts``."""
+    old_cid, pid = container_pid(d, cluster)
     members = [int(p) for p in (memory_cgroup(pid) / "cgroup.procs").read_text().split()]
     assert pid in members, members
     for p in members:
         os.kill(p, signal.SIGSTOP)
     wait_until(lambda: node.http_status(d.http_port, "/livez") == 0, 30, "/livez not answering while stopped")
-    status = wait_restarted(d, cluster, old_cid, 1, "plugin wedged (SIGSTOP)")
+    status = wait_restarted(d, cluster, old_cid, restarts, "plugin wedged (SIGSTOP)")
     terminated = status["lastState"].get("terminated") or {}
     assert terminated.get("exitCode") == 137, terminated  # SIGKILLed after the grace period
     events = liveness_events(cluster)
@@ -495,8 +496,12 @@ def keep_logs(work: Path, passed: bool) -> None:
 
 
 def test_static_pod_under_real_kubelet() -> None:
-    """Secrets round trip through the pod; deleting the socket gets it restarted by
-    its liveness probe; a keyring rotation reaches new writes; old Secrets stay readable."""
+    """Secrets round trip through the pod; deleting the socket gets it restarted by its
+    liveness probe; a keyring rotation then reaches new writes (the apiserver reconnected
+    after that graceful stop); old Secrets stay readable. Then every process of the container
+    is stopped (SIGSTOP): /livez times out, kubelet kills the container (SIGKILL after the
+    grace period) and the new one serves the same key. The killed start's unpack stays in the
+    pod's emptyDir; the new start unpacks beside it and removes it (kms_appliance/unpack.py)."""
     with deployed() as (d, cluster, cid):
         key_id = plugin_key_id(d.paths)
         kept = {"first": create_secret(cluster, "first")}
@@ -517,19 +522,11 @@ def test_static_pod_under_real_kubelet() -> None:
             assert read_secret(cluster, name) == value
         assert stored_key_id(cluster, "first", kept["first"]) == key_id
 
-
-def test_wedged_plugin_is_restarted_by_liveness() -> None:
-    """SIGSTOP every process of the container: /livez times out, kubelet kills the
-    container (SIGKILL after the grace period) and the new one serves the same key.
-    The killed start's unpack stays in the pod's emptyDir; the new start unpacks beside it
-    and removes it (kms_appliance/unpack.py)."""
-    with deployed() as (d, cluster, cid):
-        key_id = plugin_key_id(d.paths)
-        value = create_secret(cluster, "before-wedge")
         with step("plugin wedged (SIGSTOP) to container restarted by liveness"):
-            wedged(d, cluster, cid)
-        assert plugin_key_id(d.paths) == key_id
-        assert read_secret(cluster, "before-wedge") == value
+            wedged(d, cluster, restarts=2)
+        assert plugin_key_id(d.paths) == new_key
+        for name, value in kept.items():
+            assert read_secret(cluster, name) == value
         _, pid = container_pid(d, cluster)
         left = sorted(n for n in os.listdir(f"/proc/{pid}/root/tmp") if n.startswith(("staticx-", "_MEI")))
         assert len(left) == 2, left  # the new start's own two: the killed start's were removed
