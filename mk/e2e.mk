@@ -5,7 +5,7 @@
 #   make e2e                 build if needed, then run every e2e scenario
 #
 # Knobs (all optional; empty means default):
-#   E2E_PYTEST_ARGS='-k envelope_at_rest'  one scenario (any pytest arguments)
+#   E2E_PYTEST_ARGS='-k at_rest'          one scenario (any pytest arguments)
 #   E2E_KMS_PLUGIN=appliance|akeyless|appliance,akeyless   which plugin(s) sit behind the apiserver
 #   E2E_APPLIANCE_CMD=dist/kms-appliance   test the frozen binary instead of this checkout
 #   E2E_BIN_DIR=/path/to/bin               use your own kube-apiserver, kubectl, etcd, etcdctl
