@@ -49,8 +49,9 @@ def _oci() -> tuple[dict[str, object], dict[str, object], list[tarfile.TarInfo],
     return manifest, config, members, small
 
 
-def test_inspect_user_entrypoint_labels() -> None:
-    manifest, config, _, _ = _oci()
+def test_config_labels_no_shell_and_distroless_files() -> None:
+    """One read of the archive's layers: the config the runtime gets, and what the filesystem holds."""
+    manifest, config, members, small = _oci()
     cfg = config["config"]
     assert isinstance(cfg, dict)
     assert cfg["User"] == f"{NONROOT}:{NONROOT}"
@@ -68,10 +69,6 @@ def test_inspect_user_entrypoint_labels() -> None:
     # skopeo reads the same archive the same way (what a registry push would use).
     inspected = json.loads(run(["skopeo", "inspect", "--config", f"oci-archive:{image_path()}"]).stdout)
     assert inspected["config"]["User"] == cfg["User"]
-
-
-def test_no_shell_and_distroless_files() -> None:
-    _, _, members, small = _oci()
     names = {m.name.lstrip("./").rstrip("/") for m in members}
     executables = sorted(m.name for m in members if m.isfile() and m.mode & 0o111)
     assert executables == ["usr/bin/kms-appliance"], executables
@@ -85,36 +82,29 @@ def test_no_shell_and_distroless_files() -> None:
     assert tmp.isdir() and tmp.mode & 0o7777 == 0o1777
 
 
-@pytest.fixture
-def loaded(podman: list[str]) -> list[str]:
+def test_run_read_only_no_caps_round_trip_and_read_only_tmp_fails(tmp_path: Path, podman: list[str]) -> None:
+    """As deployed it serves; without the exec-allowed tmpfs the binary cannot unpack: it must say so and exit."""
     with step("image: podman load"):
         run([*podman, "load", "-q", "-i", image_path()])
-    return podman
-
-
-def test_run_read_only_no_caps_round_trip(tmp_path: Path, loaded: list[str]) -> None:
     name = "kms-appliance-packaging-test"
     with step("image: run and serve"):
-        sock = serve_image(loaded, tmp_path, name, timeout=60)
+        sock = serve_image(podman, tmp_path, name, timeout=60)
     round_trip(sock)
     assert sock.stat().st_uid == NONROOT and sock.stat().st_mode & 0o777 == 0o600
-    inspect = json.loads(run([*loaded, "inspect", name]).stdout)[0]
+    inspect = json.loads(run([*podman, "inspect", name]).stdout)[0]
     assert inspect["HostConfig"]["ReadonlyRootfs"] is True
     status = status_fields(inspect["State"]["Pid"])
     assert status["Uid"].split() == [str(NONROOT)] * 4
     assert int(status["CapEff"], 16) == 0 and int(status["CapBnd"], 16) == 0
     assert status["NoNewPrivs"] == "1"
-    shell = run([*loaded, "exec", name, "/bin/sh", "-c", "true"], check=False)
+    shell = run([*podman, "exec", name, "/bin/sh", "-c", "true"], check=False)
     assert shell.returncode != 0 and "/bin/sh" in shell.stderr
     with step("image: stop"):
-        run([*loaded, "stop", "-t", "20", name])
+        run([*podman, "stop", "-t", "20", name])
     assert not sock.exists(), "a graceful stop removes the socket"
 
-
-def test_read_only_tmp_fails_clearly(loaded: list[str]) -> None:
-    """Without the exec-allowed tmpfs the binary cannot unpack: it must say so and exit."""
     no_tmpfs = PODMAN_RUN[:PODMAN_RUN.index("--tmpfs")]
-    proc = run([*loaded, *no_tmpfs, "--rm", "--read-only-tmpfs=false", IMAGE_REF, "--backend", "local"],
+    proc = run([*podman, *no_tmpfs, "--rm", "--read-only-tmpfs=false", IMAGE_REF, "--backend", "local"],
                check=False, timeout=60)
     assert proc.returncode != 0
     assert "Read-only file system" in proc.stderr or "temporary directory" in proc.stderr, proc.stderr
