@@ -1,4 +1,5 @@
-"""The .deb: contents, lintian, and its whole life in a clean bookworm root."""
+"""The .deb: contents and lintian (its whole life in a clean bookworm root, installed from the signed
+APT repository: test_signed_apt.py)."""
 
 from __future__ import annotations
 
@@ -8,17 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.support.packaging import (
-    DOCS,
-    WANTS,
-    artefact,
-    assert_installed,
-    assert_shipped,
-    deb_path,
-    dpkg_install,
-    nspawn,
-    step,
-)
+from tests.support.packaging import DOCS, artefact, assert_shipped, deb_path, step
 from tests.support.steps import REPO, VERSION, run
 
 pytestmark = pytest.mark.packaging
@@ -88,41 +79,3 @@ def test_lintian_clean_and_every_override_has_a_reason() -> None:
                 j -= 1
             assert j >= 0 and lines[j].startswith("#"), f"override without a reason: {line}"
 
-
-def test_install_upgrade_remove_purge(root: Path, upgrade_deb: Path) -> None:
-    with step("deb: install"):
-        dpkg_install(root, deb_path())
-    assert_installed(root)
-    nspawn(root, "getent", "group", "kms-appliance")
-    assert (root / "usr/share/man/man8/kms-appliance.8.gz").exists()
-    assert_shipped(root / "usr/share/doc/kms-appliance")
-
-    conf = root / "etc/kms-appliance/config.toml"
-    edited = conf.read_text().replace('key_name = ""', 'key_name = "/edited/by/test"')
-    assert edited != conf.read_text()
-    conf.write_text(edited)
-    (root / "var/lib/kms-appliance/keyring.json").write_text("{}")
-
-    with step("deb: upgrade"):
-        dpkg_install(root, upgrade_deb)
-    assert nspawn(root, "dpkg-query", "-W", "-f", "${Version}", "kms-appliance").stdout == f"{VERSION}+up1"
-    assert conf.read_text() == edited, "upgrade lost the edited config"
-    assert not list(conf.parent.glob("config.toml.dpkg-*"))
-    assert nspawn(root, "stat", "-c", "%U:%G %a", "/etc/kms-appliance/config.toml").stdout == "root:kms-appliance 640\n"
-
-    with step("deb: remove"):
-        nspawn(root, "dpkg", "-r", "kms-appliance")
-    assert not (root / "usr/bin/kms-appliance").exists()
-    assert conf.read_text() == edited, "remove must keep the config"
-    assert (root / "var/lib/kms-appliance/keyring.json").exists()
-    status = nspawn(root, "dpkg-query", "-W", "-f", "${Status}", "kms-appliance").stdout
-    assert status == "deinstall ok config-files"
-
-    with step("deb: purge"):
-        nspawn(root, "dpkg", "-P", "kms-appliance")
-    assert not (root / "etc/kms-appliance").exists()
-    assert not (root / "var/lib/kms-appliance").exists()
-    assert nspawn(root, "getent", "passwd", "kms-appliance", check=False).returncode == 2
-    assert nspawn(root, "getent", "group", "kms-appliance", check=False).returncode == 2
-    assert not (root / WANTS).exists()
-    assert nspawn(root, "dpkg-query", "-W", "kms-appliance", check=False).returncode != 0

@@ -1,9 +1,9 @@
-"""`apt install kms-appliance` from the bundle's signed APT repository in a
-clean bookworm root with no other source (the air-gapped site), signature
-checking on (signed-by= the release keyring, no --allow-unauthenticated);
-then the next release's repository upgrades it. Refused first: a Release
-changed after signing, metadata signed by another key, and a .deb that is
-not the one the signed metadata names."""
+"""The .deb's whole life in a clean bookworm root with no other source (the air-gapped site):
+`apt install kms-appliance` from the bundle's signed APT repository, signature checking on
+(signed-by= the release keyring, no --allow-unauthenticated); the next release's repository
+upgrades it, keeping an edited config; then `dpkg -r` and `dpkg -P`. Refused first: a Release
+changed after signing, metadata signed by another key, and a .deb that is not the one the signed
+metadata names."""
 
 from __future__ import annotations
 
@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.support.packaging import VERSION, assert_installed, nspawn, step
+from tests.support.packaging import VERSION, WANTS, assert_installed, assert_shipped, nspawn, step
 
 from . import signed
 from .signed import DEB, KEY
@@ -56,8 +56,8 @@ def _installed(root: Path) -> str:
     return proc.stdout.strip() if proc.returncode == 0 else ""
 
 
-def test_install_and_upgrade_from_signed_repo(root: Path, tmp_path: Path, bundle_dir: Path, release_fpr: str,
-                                              upgrade_deb: Path) -> None:
+def test_install_upgrade_remove_purge_from_signed_repo(root: Path, tmp_path: Path, bundle_dir: Path,
+                                                       release_fpr: str, upgrade_deb: Path) -> None:
     # The next release, as its bundle would carry it; and three ways the repository can lie.
     with step("apt: build the variant repositories"):
         upgrade = signed.repo("apt", tmp_path / "upgrade", upgrade_deb)
@@ -95,9 +95,36 @@ def test_install_and_upgrade_from_signed_repo(root: Path, tmp_path: Path, bundle
         _apt(root, bundle_dir, "install", "kms-appliance")
     assert _installed(root) == f"install ok installed {VERSION}"
     assert_installed(root)
+    nspawn(root, "getent", "group", "kms-appliance")
+    assert (root / "usr/share/man/man8/kms-appliance.8.gz").exists()
+    assert_shipped(root / "usr/share/doc/kms-appliance")
+    conf = root / "etc/kms-appliance/config.toml"
+    edited = conf.read_text().replace('key_name = ""', 'key_name = "/edited/by/test"')
+    assert edited != conf.read_text()
+    conf.write_text(edited)
+    (root / "var/lib/kms-appliance/keyring.json").write_text("{}")
 
     with step("apt: upgrade from the next bundle"):
         _apt(root, upgrade, "update")
         _apt(root, upgrade, "upgrade")
     assert _installed(root) == f"install ok installed {VERSION}+up1"
     assert nspawn(root, "kms-appliance", "version").stdout.startswith(f"kms-appliance {VERSION} ")
+    assert conf.read_text() == edited, "upgrade lost the edited config"
+    assert not list(conf.parent.glob("config.toml.dpkg-*"))
+    assert nspawn(root, "stat", "-c", "%U:%G %a", "/etc/kms-appliance/config.toml").stdout == "root:kms-appliance 640\n"
+
+    with step("deb: remove"):
+        nspawn(root, "dpkg", "-r", "kms-appliance")
+    assert not (root / "usr/bin/kms-appliance").exists()
+    assert conf.read_text() == edited, "remove must keep the config"
+    assert (root / "var/lib/kms-appliance/keyring.json").exists()
+    assert _installed(root) == f"deinstall ok config-files {VERSION}+up1"
+
+    with step("deb: purge"):
+        nspawn(root, "dpkg", "-P", "kms-appliance")
+    assert not (root / "etc/kms-appliance").exists()
+    assert not (root / "var/lib/kms-appliance").exists()
+    assert nspawn(root, "getent", "passwd", "kms-appliance", check=False).returncode == 2
+    assert nspawn(root, "getent", "group", "kms-appliance", check=False).returncode == 2
+    assert not (root / WANTS).exists()
+    assert _installed(root) == ""
