@@ -64,7 +64,7 @@ ACTIONS: dict[str, Action] = {
     "token-ttl": _token_ttl,
     "expire-tokens": lambda e, b: {"expired": e.expire_tokens()},
     "fault": _fault,
-    "clear-faults": lambda e, b: {"cleared": e.clear_faults(b.get("endpoint"))},
+    "clear-faults": lambda e, b: {"cleared": e.clear_faults()},
 }
 
 

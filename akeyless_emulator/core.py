@@ -39,19 +39,12 @@ class CallRecord:
     result_fp: str | None = None
 
 
-@dataclass
-class Settings:
-    """Tunables a test may change at any time."""
-
-    token_ttl: float = 3600.0
-
-
 class Core:
     """All emulator state behind one lock."""
 
     def __init__(self, state_dir: str | None = None) -> None:
         self.lock = threading.RLock()
-        self.settings = Settings()
+        self.token_ttl = 3600.0  # of `t-` tokens issued from now on; a test may change it at any time
         self.keys: dict[str, Key] = {}
         self.identities: dict[str, Identity] = {}
         self.tokens = TokenStore()
@@ -147,7 +140,7 @@ class Core:
     def issue_auth_token(self, ident: Identity) -> Token:
         """A `t-` token for an identity, with the current TTL."""
         with self.changing():
-            return self.tokens.issue(ident.access_id, "t", self.settings.token_ttl)
+            return self.tokens.issue(ident.access_id, "t", self.token_ttl)
 
     def caller(self, body: dict[str, Any]) -> tuple[Identity, Token]:
         """The identity behind the request's `token` (or `uid-token`), or 401."""

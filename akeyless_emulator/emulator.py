@@ -195,7 +195,7 @@ class Emulator:
     def set_token_ttl(self, seconds: float) -> None:
         """TTL of `t-` tokens issued from now on."""
         with self.core.lock:
-            self.core.settings.token_ttl = seconds
+            self.core.token_ttl = seconds
 
     def expire_tokens(self) -> int:
         """Expire every issued token now."""
@@ -210,9 +210,9 @@ class Emulator:
             kind = "status" if status is not None else "latency"
         return self.faults.add(Fault(endpoint, kind, status or 503, delay, times, retry_after, extra))
 
-    def clear_faults(self, endpoint: str | None = None) -> int:
-        """Remove all faults (or one endpoint's)."""
-        return self.faults.clear(endpoint)
+    def clear_faults(self) -> int:
+        """Remove all faults."""
+        return self.faults.clear()
 
     @property
     def calls(self) -> collections.Counter[str]:

@@ -78,14 +78,8 @@ class FaultRegistry:
                     return fault
         return None
 
-    def clear(self, endpoint: str | None = None) -> int:
-        """Remove all faults, or those of one endpoint; returns how many."""
+    def clear(self) -> int:
+        """Remove all faults; returns how many."""
         with self._lock:
-            before = len(self._faults)
-            self._faults = [f for f in self._faults if endpoint is not None and f.endpoint != endpoint]
-            return before - len(self._faults)
-
-    def active(self) -> list[Fault]:
-        """A snapshot of the active faults."""
-        with self._lock:
-            return list(self._faults)
+            cleared, self._faults = len(self._faults), []
+            return cleared
