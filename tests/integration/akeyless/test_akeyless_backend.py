@@ -169,7 +169,8 @@ class TestFaults:
 class TestCache:
     """The decrypt cache serves through an outage, and coalesces concurrent misses."""
 
-    def test_cache_serves_during_outage(self, emu: Emulator, ak_env, make_backend):
+    def test_cache_serves_during_outage_and_coalesces_50_concurrent_misses(self, emu: Emulator, ak_env,
+                                                                           make_backend):
         b = make_backend(ak_env)
         deks = [os.urandom(32) for _ in range(5)]
         wrapped = [b.wrap(d) for d in deks]
@@ -185,17 +186,14 @@ class TestCache:
         emu.fault("*", status=503)
         with pytest.raises(BackendUnavailable):
             b.unwrap(fresh.ciphertext, None, {})
-
-    def test_single_flight_50_concurrent(self, emu: Emulator, ak_env, make_backend):
-        b = make_backend(ak_env)
-        w = b.wrap(os.urandom(32))
+        emu.clear_faults()
         emu.reset_calls()
         emu.fault("decrypt", kind="latency", delay=0.3)
         barrier = threading.Barrier(50)
 
         def worker() -> bytes:
             barrier.wait(timeout=10)
-            return b.unwrap(w.ciphertext, w.key_id, {}).plaintext
+            return b.unwrap(fresh.ciphertext, fresh.key_id, {}).plaintext
 
         with ThreadPoolExecutor(50) as pool:
             calls = [pool.submit(worker) for _ in range(50)]
@@ -205,9 +203,10 @@ class TestCache:
 
 
 class TestHealth:
-    """Sustained unavailability (not one failure, not throttling or a refusal) makes status unhealthy."""
+    """Sustained unavailability (not one failure, not throttling or a refusal) or an unusable key makes
+    status unhealthy."""
 
-    def test_outage_then_recovery(self, emu: Emulator, ak_env, make_backend):
+    def test_outage_then_recovery_then_a_disabled_key(self, emu: Emulator, ak_env, make_backend):
         b = make_backend(ak_env)
         b._health = HealthTracker(failures=3, grace=0.0)  # production grace is 30 s
         emu.fault("describe-item", status=429)
@@ -232,10 +231,7 @@ class TestHealth:
         emu.clear_faults()
         b.refresh()
         assert b.status().healthy
-
-    def test_key_disabled_in_akeyless_makes_status_unhealthy(self, emu: Emulator, ak_env, make_backend):
-        b = make_backend(ak_env)
-        emu.disable_key(KEY)
+        emu.disable_key(KEY)  # the key itself unusable: unhealthy at the next refresh
         b.refresh()
         st = b.status()
         assert not st.healthy
