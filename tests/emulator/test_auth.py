@@ -64,9 +64,6 @@ class TestAccessKey:
         assert err.status == 401
         assert "wrong-secret" not in err.body
 
-    def test_unknown_access_id_is_401(self, emu: Emulator) -> None:
-        assert refused(make_api(emu), access_id="p-unknown00000", access_key="x").status == 401
-
     def test_missing_access_id_is_400_with_real_message(self, emu: Emulator) -> None:
         """The real API's InvalidParam body for a missing AccessId."""
         err = refused(make_api(emu), access_key="x")
