@@ -32,15 +32,11 @@ import contextlib
 import grp
 import json
 import os
-import shutil
 import signal
 import subprocess
 import sys
-import tempfile
 import threading
 import time
-import urllib.error
-import urllib.request
 from collections import Counter
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
@@ -51,6 +47,7 @@ from typing import Any
 import grpc
 
 from kms_appliance.kms import v2_pb2, v2_pb2_grpc
+from tests.reliability.probes import http_get
 from tests.support import attacks, procinfo
 from tests.support import plugin as pm
 from tests.support.procs import eventually
@@ -168,25 +165,15 @@ class Sample:
     livez: int
 
 
-def _status(port: int, path: str) -> tuple[int, str]:
-    try:
-        with urllib.request.urlopen(f"http://127.0.0.1:{port}{path}", timeout=2) as resp:
-            return int(resp.status), resp.read(300).decode(errors="replace")
-    except urllib.error.HTTPError as err:
-        return int(err.code), err.read(300).decode(errors="replace")
-    except OSError as exc:
-        return 0, type(exc).__name__
-
-
 def _sample(p: pm.Plugin, t0: float) -> Sample:
     pid = p.proc.pid
     return Sample(round(time.monotonic() - t0, 1), procinfo.rss_kib(pid), procinfo.fds(pid),
-                  procinfo.threads(pid), _status(p.http_port, "/livez")[0])
+                  procinfo.threads(pid), http_get(p.http_port, "/livez", timeout=2)[0])
 
 
 def _warm_up(p: pm.Plugin, client: RealClient) -> None:
     """Grow what grows once (worker pool, grpc's threads, caches) before the baseline."""
-    eventually(lambda: _status(p.http_port, "/livez")[0] == 200, 20, 0.2)
+    eventually(lambda: http_get(p.http_port, "/livez", timeout=2)[0] == 200, 20, 0.2)
     for _ in range(3):
         client.round_trip()
     chans = [attacks.channel(p.socket) for _ in range(4)]
@@ -198,28 +185,23 @@ def _warm_up(p: pm.Plugin, client: RealClient) -> None:
     finally:
         for c in chans:
             c.close()
-    _status(p.http_port, "/metrics")
+    http_get(p.http_port, "/metrics", timeout=2)
     time.sleep(3)  # the warm-up's connections end and their relay threads with them
 
 
 def _metric_lines(p: pm.Plugin, prefixes: tuple[str, ...]) -> list[str]:
-    try:
-        body = p.http("/metrics")[1].decode()
-    except OSError:
-        return []
+    body = http_get(p.http_port, "/metrics")[1]  # no answer: an error name, no line
     return [ln for ln in body.splitlines() if ln.startswith(prefixes) and not ln.endswith(" 0.0")]
 
 
-def _attacker(p: pm.Plugin, gid: int | None, scale: float, only: str, skip: str,
-              flood_fields: str) -> subprocess.Popen[str]:
+def _attacker(p: pm.Plugin, gid: int, scale: float) -> subprocess.Popen[str]:
     """The drivers' process, at nice ATTACKER_NICE (why: the module docstring)."""
     # grpc's INFO lines (a GOAWAY per recycled connection) are not worth keeping
     env = {**os.environ, "GRPC_VERBOSITY": "ERROR"}
     return subprocess.Popen(
         ["nice", "-n", str(ATTACKER_NICE), sys.executable, "-m", "tests.support.attacks", "--socket", str(p.socket), "--http-port",
-         str(p.http_port), "--pid", str(p.proc.pid), "--audit", str(p.audit), *(["--socket-gid", str(gid)] if gid is not None else []),
-         "--scale", str(scale), "--only", only, "--skip", skip, "--flood-fields", flood_fields], cwd=pm.REPO, env=env,
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+         str(p.http_port), "--pid", str(p.proc.pid), "--audit", str(p.audit), "--socket-gid", str(gid),
+         "--scale", str(scale)], cwd=pm.REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
 
 
 def _threads_back(pid: int, base_own: int) -> bool:
@@ -240,23 +222,19 @@ def _settle(p: pm.Plugin, base: Sample, base_own: int, t0: float, bound: float) 
         time.sleep(0.5)
 
 
-def run(seconds: float, *, age: float = 60.0, sample_every: float = 3.0, settle: float = 60.0,
-        scale: float = 1.0, only: str = "", skip: str = "", flood_fields: str = "30,60,120", gated: bool = True,
-        on_secret: Callable[[bytes], None] = lambda _: None, log: Callable[[str], None] = print,
-        ) -> dict[str, Any]:
-    """The whole run; the report as a dict (``report["failed"]`` lists what went wrong)."""
+def run(workdir: Path, seconds: float, *, age: float = 60.0, sample_every: float = 3.0, settle: float = 60.0,
+        scale: float = 1.0, on_secret: Callable[[bytes], None] = lambda _: None,
+        log: Callable[[str], None] = print) -> dict[str, Any]:
+    """The whole run, the plugin in ``workdir`` (which uid 65534 must be able to traverse to
+    the socket to be refused by the gate: attacks.traversable); the report as a dict
+    (``report["failed"]`` lists what went wrong)."""
     gid = grp.getgrnam(SOCKET_GROUP).gr_gid
-    top = Path(tempfile.mkdtemp(prefix="kms-attack-mix-"))
-    top.chmod(0o711)  # uid 65534 must traverse to the socket to be refused by the gate
-    workdir = top / "g"
-    workdir.mkdir(mode=0o711)
     env = {"KMS_APPLIANCE_SERVER_MAX_CONNECTION_AGE": f"{age:g}s"}
-    gate = ["--socket-group", SOCKET_GROUP, "--allowed-uids", str(os.geteuid())] if gated else []
-    p = pm.start(workdir, gate, env=env)
+    p = pm.start(workdir, ["--socket-group", SOCKET_GROUP, "--allowed-uids", str(os.geteuid())], env=env)
     client = RealClient(p.socket, on_secret)
     samples: list[Sample] = []
     livez_bad: Counter[str] = Counter()
-    report: dict[str, Any] = {"seconds": seconds, "max_connection_age_s": age, "scale": scale, "gated": gated,
+    report: dict[str, Any] = {"seconds": seconds, "max_connection_age_s": age, "scale": scale,
                               "attacker_nice": ATTACKER_NICE, "load_before": os.getloadavg()}
     try:
         t0 = time.monotonic()
@@ -266,7 +244,7 @@ def run(seconds: float, *, age: float = 60.0, sample_every: float = 3.0, settle:
         base_own = base.threads - names_before[GRPC_POOL]
         log(f"baseline: RSS {base.rss_kib // 1024} MiB, {base.fds} fds, {base.threads} threads")
         client.start()
-        attacker = _attacker(p, gid if gated else None, scale, only, skip, flood_fields)
+        attacker = _attacker(p, gid, scale)
         end = time.monotonic() + seconds
         try:
             while time.monotonic() < end and p.proc.poll() is None and attacker.poll() is None:
@@ -274,7 +252,7 @@ def run(seconds: float, *, age: float = 60.0, sample_every: float = 3.0, settle:
                 samples.append(s)
                 if s.livez != 200:
                     # the sampled code (0: no answer within 2 s), then what a second look says
-                    again = _status(p.http_port, "/livez")
+                    again = http_get(p.http_port, "/livez", timeout=2)
                     livez_bad[f"{s.livez}, then {again[0]}: {again[1][:100]}"] += 1
                 time.sleep(sample_every)
         finally:
@@ -296,7 +274,7 @@ def run(seconds: float, *, age: float = 60.0, sample_every: float = 3.0, settle:
         report["grpc_pool_threads"] = {"baseline": names_before[GRPC_POOL], "after": names_after[GRPC_POOL],
                                        "limit": GRPC_POOL_MAX}
         client.stop()
-        ready = _status(p.http_port, "/readyz")
+        ready = http_get(p.http_port, "/readyz", timeout=2)
         metrics = _metric_lines(p, ("kms_appliance_peer_refusals_total", "kms_appliance_malformed",
                                     "kms_appliance_audit_", "kms_appliance_http_", "kms_appliance_calls_total"))
     finally:
@@ -322,8 +300,6 @@ def run(seconds: float, *, age: float = 60.0, sample_every: float = 3.0, settle:
         "plugin_stderr_lines": len(stderr.splitlines()), "load_after": os.getloadavg(),
     })
     report["failed"] = _verdict(report, plugin_alive)
-    report["workdir"] = str(top)
-    report["_plugin"] = p
     return report
 
 
@@ -355,34 +331,16 @@ def _verdict(r: dict[str, Any], plugin_alive: bool) -> list[str]:
     return bad
 
 
-def cleanup(report: dict[str, Any]) -> None:
-    shutil.rmtree(report["workdir"], ignore_errors=True)
-
-
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description="every attack at once + a real client")
     ap.add_argument("--seconds", type=float, default=600.0)
     ap.add_argument("--json", type=Path, default=None, help="also write the report here")
-    ap.add_argument("--max-connection-age", type=float, default=60.0)
-    ap.add_argument("--settle", type=float, default=60.0, help="bound on the wait for fds/threads")
-    ap.add_argument("--scale", type=float, default=1.0, help="shrink the attacks' connection counts")
-    ap.add_argument("--ungated", action="store_true",
-                    help="no peer gate (no allowed_uids, socket 0600): the refused-peer flood is left out")
-    ap.add_argument("--keep", action="store_true", help="keep the plugin's work directory")
-    ap.add_argument("--only", default="", help="only these attack drivers (comma-separated names)")
-    ap.add_argument("--skip", default="", help="leave these attack drivers out")
-    ap.add_argument("--flood-fields", default="30,60,120",
-                    help="x 100 B metadata entries per flood header block, one size per burst")
     args = ap.parse_args(argv)
     if os.geteuid() != 0:
         print("attack_mix: needs root (the refused-peer flood runs as uid 65534)", file=sys.stderr)
         return 2
-    report = run(args.seconds, age=args.max_connection_age, settle=args.settle, scale=args.scale,
-                 only=args.only, skip=args.skip, flood_fields=args.flood_fields, gated=not args.ungated,
-                 log=lambda s: print(s, file=sys.stderr, flush=True))
-    report.pop("_plugin")
-    if not args.keep:
-        cleanup(report)
+    with attacks.traversable() as top:
+        report = run(top / "g", args.seconds, log=lambda s: print(s, file=sys.stderr, flush=True))
     text = json.dumps(report, indent=2, default=str)
     print(text)
     if args.json:

@@ -13,7 +13,7 @@ import os
 import sys
 
 from tests.reliability import attack_mix
-from tests.support import figures, ledger
+from tests.support import attacks, figures, ledger
 
 SECONDS = 45.0
 AGE = 10.0
@@ -23,13 +23,9 @@ SCALE = 0.5
 
 def test_every_attack_at_once_leaves_the_real_client_unharmed() -> None:
     assert os.geteuid() == 0, "the refused-peer flood runs as uid 65534: run the reliability suite as root"
-    report = attack_mix.run(SECONDS, age=AGE, settle=SETTLE, scale=SCALE, on_secret=ledger.secret,
-                            log=lambda line: print(line, file=sys.stderr))
-    plugin = report.pop("_plugin")
-    try:
-        ledger.text(plugin.written())  # scanned for secrets at the end of the session
-    finally:
-        attack_mix.cleanup(report)
+    with attacks.traversable() as top:  # what the plugin wrote is scanned at the end of the session
+        report = attack_mix.run(top / "g", SECONDS, age=AGE, settle=SETTLE, scale=SCALE, on_secret=ledger.secret,
+                                log=lambda line: print(line, file=sys.stderr))
     rc = report["real_client"]
     figures.put("attack mix", f"{SECONDS:g} s, every attack at once",
                 f"real client {rc['calls']} calls, {rc['failed']} failed, {len(rc['over_1s'])} over 1 s; RSS {report['rss_mib']['baseline']}"

@@ -6,9 +6,9 @@ running together for minutes, each with a stop event, a fixed ceiling on what it
 (connections, threads, processes) and counters of what it did. A driver never raises out of
 its threads: what the plugin refuses is the point of the attack.
 
-``python -m tests.support.attacks --socket S --http-port P --pid PID --audit A`` runs them all
-until SIGTERM (or ``--seconds``) and prints the volumes as one JSON line (the mixed run's
-attacker process).
+``python -m tests.support.attacks --socket S --http-port P --pid PID --audit A --socket-gid G``
+runs them all until SIGTERM and prints the volumes as one JSON line (the mixed run's attacker
+process).
 """
 
 from __future__ import annotations
@@ -211,11 +211,9 @@ class HeaderFlood(Driver):
     hard (8 KiB), and beyond the hard one.
 
     Within a burst each connection sends ``batch`` streams every ``round_pause`` seconds (512
-    streams/s from 16 connections, the rate of test_attacks_grpc.py::test_header_flood_is_bounded).
-    Why paced: this run proves the plugin's own bounds (streams, metadata, read time, memory,
-    workers). Unpaced, it is a CPU attack (~14,000 header blocks/s of HPACK that grpc core parses
-    before refusing them) that no plugin setting bounds: the pod's CPU limit and the peer gate
-    do (docs/security.md)."""
+    streams/s from 16 connections, the rate of test_attacks_grpc.py::test_header_flood_is_bounded):
+    this run proves the plugin's own bounds; unpaced, it is a CPU attack no plugin setting bounds
+    (docs/security.md, known gaps)."""
 
     name = "header-flood"
 
@@ -366,9 +364,21 @@ class RefusedFlood(Driver):
 # ---- requests ---------------------------------------------------------------------------------------
 
 
+def malformed(ch: grpc.Channel, first: int, count: int, timeout: float) -> list[str]:
+    """``count`` garbage requests in flight at once, the ``first``-th onwards of a rotation over
+    MALFORMED_METHODS and GARBAGE; the code each was answered with."""
+    calls = [ch.unary_unary(m) for m in MALFORMED_METHODS]  # no (de)serializer: raw bytes
+    batch = [calls[i % len(calls)].future(GARBAGE[i % len(GARBAGE)], timeout=timeout)
+             for i in range(first, first + count)]
+    codes = []
+    for f in batch:
+        exc = f.exception()
+        codes.append(exc.code().name if isinstance(exc, grpc.Call) else "OK")
+    return codes
+
+
 class Malformed(Driver):
-    """Garbage bytes as the request of Encrypt/Decrypt (v2 and v1beta1), ``in_flight`` at a
-    time, ``pause`` seconds between batches."""
+    """``malformed`` requests, ``in_flight`` at a time, ``pause`` seconds between batches."""
 
     name = "malformed"
 
@@ -377,20 +387,12 @@ class Malformed(Driver):
         self.sock, self.in_flight, self.pause = sock, in_flight, pause
 
     def _run(self) -> None:
-        ch = channel(self.sock)
-        try:
-            calls = [ch.unary_unary(m) for m in MALFORMED_METHODS]  # no (de)serializer: raw bytes
+        with channel(self.sock) as ch:
             i = 0
             while not self.wait(self.pause):
-                batch = [calls[(i + k) % len(calls)].future(GARBAGE[(i + k) % len(GARBAGE)], timeout=5)
-                         for k in range(self.in_flight)]
-                i += self.in_flight
-                for f in batch:
-                    exc = f.exception()
-                    code = exc.code().name if isinstance(exc, grpc.Call) else "OK"
+                for code in malformed(ch, i, self.in_flight, timeout=5):
                     self.count(f"answered:{code}")
-        finally:
-            ch.close()
+                i += self.in_flight
 
 
 # ---- signals and the audit file --------------------------------------------------------------------
@@ -470,34 +472,31 @@ class AuditGames(Driver):
 # ---- all of them ------------------------------------------------------------------------------------
 
 
-def every_attack(sock: Path, http_port: int, pid: int, audit: Path, socket_gid: int | None,
-                 scale: float = 1.0, flood_fields: tuple[int, ...] = (30, 60, 120)) -> list[Driver]:
+def every_attack(sock: Path, http_port: int, pid: int, audit: Path, socket_gid: int,
+                 scale: float = 1.0) -> list[Driver]:
     """One of each driver; ``scale`` (0..1] shrinks connection counts for a short CI run."""
     def n(value: int) -> int:
         return max(1, int(value * scale))
 
-    drivers: list[Driver] = [
+    return [
         HttpIdle(http_port, conns=n(200)),
         SlowCalls(sock, conns=4, calls=n(48)),
-        HeaderFlood(sock, conns=n(16), fields=flood_fields),
+        HeaderFlood(sock, conns=n(16)),
         SlotHolders(sock, holders=n(64)),
         Malformed(sock),
         SighupStorm(pid),
         AuditGames(audit, pid),
+        RefusedFlood(sock, socket_gid),
     ]
-    if socket_gid is not None:
-        drivers.append(RefusedFlood(sock, socket_gid))
-    return drivers
 
 
-def run(drivers: list[Driver], seconds: float, stopped: Callable[[], bool]) -> dict[str, dict[str, int]]:
-    """Start every driver, wait ``seconds`` (or until ``stopped()``), stop them; their volumes."""
+def run(drivers: list[Driver], stopped: Callable[[], bool]) -> dict[str, dict[str, int]]:
+    """Start every driver, wait until ``stopped()``, stop them; their volumes."""
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     resource.setrlimit(resource.RLIMIT_NOFILE, (max(soft, min(4096, hard)), hard))
     for d in drivers:
         d.start()
-    end = time.monotonic() + seconds
-    while time.monotonic() < end and not stopped():
+    while not stopped():
         time.sleep(0.2)
     for d in drivers:
         d.stop()
@@ -510,20 +509,13 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--http-port", type=int, required=True)
     ap.add_argument("--pid", type=int, required=True)
     ap.add_argument("--audit", type=Path, required=True)
-    ap.add_argument("--socket-gid", type=int, default=None, help="run the refused-peer flood in this group")
-    ap.add_argument("--seconds", type=float, default=86_400.0)
+    ap.add_argument("--socket-gid", type=int, required=True, help="run the refused-peer flood in this group")
     ap.add_argument("--scale", type=float, default=1.0)
-    ap.add_argument("--flood-fields", default="30,60,120", help="metadata entries per header block")
-    ap.add_argument("--only", default="", help="comma-separated driver names (default: all)")
-    ap.add_argument("--skip", default="", help="comma-separated driver names to leave out")
     args = ap.parse_args(argv)
     term = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: term.set())
-    keep, drop = set(filter(None, args.only.split(","))), set(filter(None, args.skip.split(",")))
-    drivers = [d for d in every_attack(args.socket, args.http_port, args.pid, args.audit, args.socket_gid, args.scale,
-                                       tuple(int(f) for f in args.flood_fields.split(",")))
-               if (not keep or d.name in keep) and d.name not in drop]
-    print(json.dumps(run(drivers, args.seconds, term.is_set)), flush=True)
+    drivers = every_attack(args.socket, args.http_port, args.pid, args.audit, args.socket_gid, args.scale)
+    print(json.dumps(run(drivers, term.is_set)), flush=True)
     return 0
 
 
