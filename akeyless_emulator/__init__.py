@@ -4,9 +4,7 @@ Test infrastructure only: never imported by `kms_appliance`, never shipped.
 """
 
 from akeyless_emulator.emulator import Emulator
-from akeyless_emulator.errors import ApiError
-from akeyless_emulator.faults import Fault
 from akeyless_emulator.jwt import make_jwt
 from akeyless_emulator.tls import CertFiles, TestCA
 
-__all__ = ["ApiError", "CertFiles", "Emulator", "Fault", "TestCA", "make_jwt"]
+__all__ = ["CertFiles", "Emulator", "TestCA", "make_jwt"]
