@@ -2,7 +2,7 @@
 
 Why: tests drive the emulator either in-process (Python calls on `Core`,
 through `Emulator`) or from another process (the `/__emulator/...` HTTP
-control endpoint, which maps onto the same methods). One lock guards all
+control endpoint, which maps onto some of the same methods). One lock guards all
 state; the HTTP handlers in `api.py` take it for each call.
 """
 

@@ -2,7 +2,7 @@
 
 Why: a test should need one line to get a real HTTP(S) Akeyless-like server and one
 line per scenario step (docs/emulator.md, "Quick start"); `/__emulator/` serves the
-same operations to tests that run the emulator in another process.
+ones other processes need (harness, bench) over HTTP.
 """
 
 from __future__ import annotations

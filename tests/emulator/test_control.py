@@ -45,7 +45,7 @@ class TestControlPlane:
         assert api_error(lambda: c.encrypt(b"x")).status == 401
 
     def test_errors(self, plain_emu: Emulator) -> None:
-        """Unknown action 404, missing field 400, state change by GET 405, API error passed through."""
+        """Unknown action 404, missing field 400, a GET 405, API error passed through."""
         base = plain_emu.control_url
         assert control(base, "nope", {})[0] == 404
         assert control(base, "rotate-key", {})[0] == 400
