@@ -22,7 +22,7 @@ from kms_appliance.kms import v1beta1_pb2 as pb1
 from kms_appliance.kms import v2_pb2 as pb2
 from tests.fuzz import engine
 from tests.fuzz.harness import Tally
-from tests.support import ledger
+from tests.support import attacks, ledger
 from tests.support import plugin as pm
 from tests.support.emulator import KEY, identity_env, record_secrets
 from tests.support.kmsclient import Client
@@ -95,8 +95,7 @@ class Inputs:
 
 def _campaign(p: pm.Plugin, name: str, sealed: dict[bytes, bytes], corpus: list[bytes],
               methods: dict[str, tuple[type[Message], type[Message]]], per_method: int) -> None:
-    channel = grpc.insecure_channel(f"unix:{p.socket}", options=[("grpc.default_authority", "localhost")])
-    try:
+    with attacks.channel(p.socket) as channel:
         for n, (method, (req_cls, resp_cls)) in enumerate(methods.items()):
             call = channel.unary_unary(method)  # raw bytes in, raw bytes out
             t = Tally(f"socket {name} {method}")
@@ -122,8 +121,6 @@ def _campaign(p: pm.Plugin, name: str, sealed: dict[bytes, bytes], corpus: list[
             engine.campaign(t.target, per_method, inputs.next, check)
             t.report(per_method)
             assert p.proc.poll() is None, "the plugin died"
-    finally:
-        channel.close()
     with Client(p.socket) as c:
         assert c.status().healthz == "ok"
 

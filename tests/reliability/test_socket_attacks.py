@@ -164,8 +164,13 @@ class TestPeers:
     def test_foreign_uid_in_the_socket_group_is_refused_unless_allowed(
             self, tmp_path: Path, allowed: bool) -> None:
         uids = f"{os.geteuid()},65534" if allowed else str(os.geteuid())
-        with attacks.traversable() as top:
-            verdict, refusals, metrics = self._probe(top, uids)
+        with (attacks.traversable() as top,
+              pm.running(top / "g", ["--socket-group", "daemon", "--allowed-uids", uids]) as p):
+            verdict = as_nobody(PEER_PROBE, str(p.socket), groups="1")
+            assert status_ok(p.socket), "an allowed peer is still served"
+            refusals = [r for r in p.audit_until(lambda rs: any(x["event"] == "peer_refused" for x in rs),
+                                                 timeout=3) if r["event"] == "peer_refused"]
+            _, metrics = p.http("/metrics")
         if allowed:
             assert verdict == "SERVED"
             assert refusals == []
@@ -175,16 +180,6 @@ class TestPeers:
             assert b'kms_appliance_peer_refusals_total{reason="uid_not_allowed"} 1.0' in metrics
             _refused("other uid in the socket group, not allowlisted",
                      "closed at accept (SO_PEERCRED), audited, counted")
-
-    @staticmethod
-    def _probe(top: Path, uids: str) -> tuple[str, list[dict[str, object]], bytes]:
-        with pm.running(top / "g", ["--socket-group", "daemon", "--allowed-uids", uids]) as p:
-            verdict = as_nobody(PEER_PROBE, str(p.socket), groups="1")
-            assert status_ok(p.socket), "an allowed peer is still served"
-            refusals = [r for r in p.audit_until(lambda rs: any(x["event"] == "peer_refused" for x in rs),
-                                                 timeout=3) if r["event"] == "peer_refused"]
-            _, metrics = p.http("/metrics")
-        return verdict, refusals, metrics
 
 
 def _closed_by_server(conns: list[socket.socket], wait: float) -> int:
