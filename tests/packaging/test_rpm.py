@@ -1,19 +1,16 @@
-"""The .rpm: contents, rpmlint, and install/query/erase with scriptlets in a root."""
+"""The .rpm: contents and rpmlint (install, upgrade and erase with scriptlets in a root, from the
+signed YUM repository: test_signed_yum.py)."""
 
 from __future__ import annotations
 
 import re
-import shutil
-from pathlib import Path
 
 import pytest
 
-from tests.support.packaging import DOCS, WANTS, assert_installed, assert_shipped, rpm_path, step
-from tests.support.steps import REPO, VERSION, run
+from tests.support.packaging import DOCS, rpm_path
+from tests.support.steps import REPO, run
 
 pytestmark = pytest.mark.packaging
-
-DB = ["--dbpath", "/var/lib/rpm-kms"]
 
 
 def test_contents_and_config() -> None:
@@ -52,25 +49,3 @@ def test_rpmlint_clean_with_justified_filters() -> None:
         if lines[i].strip().startswith("'"):
             assert lines[i - 1].strip().startswith(("#", "'")), f"filter without a reason: {lines[i]}"
 
-
-def test_install_query_erase(root: Path) -> None:
-    shutil.copy(rpm_path(), root / "var/tmp/kms.rpm")
-    # --nodeps: the Debian root's packages are not in an rpm database.
-    with step("rpm: install with scriptlets"):
-        run(["rpm", "--root", root, *DB, "-i", "--nodeps", root / "var/tmp/kms.rpm"])
-    assert run(["rpm", "--root", root, *DB, "-q", "kms-appliance"]).stdout.strip() == \
-        f"kms-appliance-{VERSION}-1.x86_64"
-    assert_installed(root, shell="/sbin/nologin")  # the unit enabled: %post ran `systemctl preset` in the root
-    assert_shipped(root / "usr/share/doc/kms-appliance")
-    verify = run(["rpm", "--root", root, *DB, "-V", "--nodeps", "kms-appliance"], check=False)
-    assert verify.returncode == 0, verify.stdout + verify.stderr
-
-    conf = root / "etc/kms-appliance/config.toml"
-    conf.write_text(conf.read_text() + "\n# edited by the test\n")
-    with step("rpm: erase"):
-        run(["rpm", "--root", root, *DB, "-e", "--nodeps", "kms-appliance"])
-    assert run(["rpm", "--root", root, *DB, "-q", "kms-appliance"], check=False).returncode != 0
-    assert not (root / "usr/bin/kms-appliance").exists()
-    assert not conf.exists()
-    assert (conf.parent / "config.toml.rpmsave").read_text().endswith("# edited by the test\n")
-    assert not (root / WANTS).exists()

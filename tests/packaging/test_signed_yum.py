@@ -1,6 +1,7 @@
 """`dnf install kms-appliance` from the bundle's signed YUM repository into an
 rpm-managed root, with gpgcheck=1 and repo_gpgcheck=1 (the shipped .repo file),
-then `dnf upgrade` from the next release's repository. Refused first:
+then `dnf upgrade` from the next release's repository, then `rpm -e` (an edited
+config is kept as .rpmsave). Refused first:
 repository metadata changed after signing or signed by another key, a package
 that is not the one the signed metadata names, and an unsigned package
 behind correctly signed metadata.
@@ -20,7 +21,8 @@ from pathlib import Path
 
 import pytest
 
-from tests.support.packaging import REPO, VERSION, assert_installed, rpm_path, run, step
+from tests.support.packaging import REPO, VERSION, WANTS, assert_installed, assert_shipped, rpm_path, step
+from tests.support.steps import run
 
 from . import signed
 from .signed import KEY, RPM
@@ -78,7 +80,7 @@ def _forged_metadata(tmp_path: Path, bundle_dir: Path) -> Path:
     return forged
 
 
-def test_install_and_upgrade_from_signed_repo(root: Path, tmp_path: Path, bundle_dir: Path, release_fpr: str) -> None:
+def test_install_upgrade_erase_from_signed_repo(root: Path, tmp_path: Path, bundle_dir: Path, release_fpr: str) -> None:
     with step("yum: build the next release and the variant repositories"):
         up_dir = tmp_path / "up-rpm"
         proc = run([REPO / "packaging/rpm/build.sh", bundle_dir / "kms-appliance", up_dir],
@@ -119,13 +121,24 @@ def test_install_and_upgrade_from_signed_repo(root: Path, tmp_path: Path, bundle
         with step("yum: dnf install from the bundle"):
             _dnf(root, bundle_dir, bundle_dir, "install", "kms-appliance")
         assert _installed(root) == f"kms-appliance-{VERSION}-1.x86_64"
-        assert_installed(root, shell="/sbin/nologin")
+        assert_installed(root, shell="/sbin/nologin")  # the unit enabled: %post ran `systemctl preset` in the root
+        assert_shipped(root / "usr/share/doc/kms-appliance")
         verify = run(["rpm", f"--root={root}", "-V", "kms-appliance"], check=False)
         assert verify.returncode == 0, verify.stdout + verify.stderr
 
         with step("yum: dnf upgrade from the next bundle"):
             _dnf(root, upgrade, bundle_dir, "upgrade", "kms-appliance")
         assert _installed(root) == f"kms-appliance-{VERSION}+up1-1.x86_64"
+
+        conf = root / "etc/kms-appliance/config.toml"
+        conf.write_text(conf.read_text() + "\n# edited by the test\n")
+        with step("rpm: erase"):
+            run(["rpm", f"--root={root}", "-e", "kms-appliance"])
+        assert _installed(root) == ""
+        assert not (root / "usr/bin/kms-appliance").exists()
+        assert not conf.exists()
+        assert (conf.parent / "config.toml.rpmsave").read_text().endswith("# edited by the test\n")
+        assert not (root / WANTS).exists()
     finally:
         # dnf's metadata check (gpgme) starts an agent per repository keyring.
         for pubring in root.glob("var/cache/dnf/*/pubring"):
