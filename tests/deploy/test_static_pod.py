@@ -23,7 +23,7 @@ from typing import Any
 import pytest
 
 from tests.support import procs
-from tests.support.kmsclient import Client
+from tests.support.kmsclient import round_trip
 from tests.support.kube.cluster import ApiServerOptions, Cluster, KubeApiServer, new_cluster
 from tests.support.kube.components import Components, ensure_components
 from tests.support.kube.workload import create_secret, read_secret, stored_envelopes
@@ -123,13 +123,6 @@ class FileConfigApiServer(KubeApiServer):
 
     def _write_encryption_config(self, options: ApiServerOptions) -> None:
         """The generator's file is the one under test: start() must not rewrite it."""
-
-
-def plugin_key_id(paths: Paths) -> str:
-    with Client(paths.socket, timeout=3) as client:
-        status = client.status()
-        assert status.healthz == "ok", status
-        return str(status.key_id)
 
 
 def mirror_pod(cluster: Cluster) -> dict[str, Any]:
@@ -308,7 +301,7 @@ def wait_restarted(d: Deployment, cluster: Cluster, old_cid: str, restarts: int,
         f"pod not Ready {POD_START_TIMEOUT_S:.0f} s after the restart"
     status = container_status(mirror_pod(cluster))
     assert status["containerID"].removeprefix("containerd://") != old_cid
-    wait_until(lambda: bool(plugin_key_id(d.paths)), 60, "plugin Status ok on the new socket")
+    wait_until(lambda: bool(round_trip(d.paths.socket, timeout=3)), 60, "plugin Status ok on the new socket")
     return status
 
 
@@ -343,8 +336,8 @@ def wedged(d: Deployment, cluster: Cluster, restarts: int) -> None:
 def rotation(d: Deployment, cluster: Cluster, before: str, kept: dict[str, str]) -> str:
     """Rotate the keyring on the host; plugin and apiserver take the new key_id."""
     appliance("keyring", "rotate", str(d.paths.keyring), user=NONROOT, tmp=d.paths.user_tmp)
-    wait_until(lambda: plugin_key_id(d.paths) != before, 30, "plugin reloading the rotated keyring")
-    after = plugin_key_id(d.paths)
+    wait_until(lambda: round_trip(d.paths.socket, timeout=3) != before, 30, "plugin reloading the rotated keyring")
+    after = round_trip(d.paths.socket, timeout=3)
     probe = iter(range(1000))
 
     def adopted() -> bool:
@@ -424,7 +417,7 @@ def bring_up(d: Deployment) -> tuple[Cluster, str]:
         d.kubelet.start()
     shutil.move(staging / f"{POD}.yaml", d.kubelet.manifests / f"{POD}.yaml")
     with step("manifest in staticPodPath to plugin Status ok"):
-        wait_until(lambda: bool(plugin_key_id(paths)), POD_START_TIMEOUT_S, "the static pod's plugin",
+        wait_until(lambda: bool(round_trip(paths.socket, timeout=3)), POD_START_TIMEOUT_S, "the static pod's plugin",
                    interval_s=1, alive=d.kubelet.process.check_alive)
     with step("kube-apiserver start to /readyz (KMS via the pod's socket)"):
         cluster.apiserver.start(ApiServerOptions(encryption_config={}))
@@ -503,14 +496,14 @@ def test_static_pod_under_real_kubelet() -> None:
     grace period) and the new one serves the same key. The killed start's unpack stays in the
     pod's emptyDir; the new start unpacks beside it and removes it (kms_appliance/unpack.py)."""
     with deployed() as (d, cluster, cid):
-        key_id = plugin_key_id(d.paths)
+        key_id = round_trip(d.paths.socket, timeout=3)
         kept = {"first": create_secret(cluster, "first")}
         assert read_secret(cluster, "first") == kept["first"]
         assert stored_key_id(cluster, "first", kept["first"]) == key_id
 
         with step("socket deleted to container restarted by liveness"):
             socket_deleted(d, cluster, cid)
-        assert plugin_key_id(d.paths) == key_id
+        assert round_trip(d.paths.socket, timeout=3) == key_id
         kept["after-restart"] = create_secret(cluster, "after-restart")
         for name, value in kept.items():
             assert read_secret(cluster, name) == value
@@ -524,7 +517,7 @@ def test_static_pod_under_real_kubelet() -> None:
 
         with step("plugin wedged (SIGSTOP) to container restarted by liveness"):
             wedged(d, cluster, restarts=2)
-        assert plugin_key_id(d.paths) == new_key
+        assert round_trip(d.paths.socket, timeout=3) == new_key
         for name, value in kept.items():
             assert read_secret(cluster, name) == value
         _, pid = container_pid(d, cluster)
