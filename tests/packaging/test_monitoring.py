@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import json
 import re
-from pathlib import Path
 
 import pytest
 
@@ -54,15 +53,10 @@ def _metric_names(expr: str) -> set[str]:
     return {t for t in re.findall(r"[a-zA-Z_:][a-zA-Z0-9_:]*", expr) if t not in NOT_METRICS}
 
 
-def _dashboard_queries() -> list[str]:
-    dash = json.loads(DASHBOARD.read_text())
-    exprs = [t["expr"] for p in dash["panels"] for t in p.get("targets", [])]
-    exprs += [v["definition"] for v in dash["templating"]["list"] if v["type"] == "query"]
-    return exprs
-
-
 def test_dashboard_queries_name_exported_metrics(exported: set[str]) -> None:
-    queries = _dashboard_queries()
+    dash = json.loads(DASHBOARD.read_text())
+    queries = [t["expr"] for p in dash["panels"] for t in p.get("targets", [])]
+    queries += [v["definition"] for v in dash["templating"]["list"] if v["type"] == "query"]
     assert len(queries) >= 15
     used: set[str] = set()
     for expr in queries:
@@ -94,7 +88,7 @@ def test_name_extraction_sees_unknown_metrics(exported: set[str]) -> None:
 
 
 def test_dashboard_is_valid_grafana_json() -> None:
-    dash = json.loads(Path(DASHBOARD).read_text())
+    dash = json.loads(DASHBOARD.read_text())
     assert dash["uid"] == "kms-appliance" and dash["schemaVersion"] >= 30
     ids = [p["id"] for p in dash["panels"]]
     assert len(ids) == len(set(ids))
