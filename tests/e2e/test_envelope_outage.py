@@ -91,13 +91,6 @@ def second_apiserver(cluster: Cluster) -> Cluster:
     return dataclasses.replace(cluster, workdir=workdir, apiserver=api, kubeconfig=kubeconfig)
 
 
-def revoke_credentials(emulator: Emulator) -> None:
-    """The plugins' access key is replaced (re-authentication: 401) and every token expires."""
-    emulator.control("add-access-key", {"access_id": emulator.ready["access_id"],
-                                        "access_key": secrets.token_urlsafe(24)})
-    emulator.control("expire-tokens", {})
-
-
 class TestEnvelopeOutage:
     """Envelope mode keeps a restarted control plane serving through an Akeyless outage,
     and still fails closed once Akeyless refuses the plugin."""
@@ -167,7 +160,10 @@ class TestEnvelopeOutage:
 
         self._scan_for_intermediate_keys(cluster, emulator, seen)
 
-        revoke_credentials(emulator)
+        # Revocation: the plugins' access key is replaced (re-authentication: 401), every token expires.
+        emulator.control("add-access-key", {"access_id": emulator.ready["access_id"],
+                                            "access_key": secrets.token_urlsafe(24)})
+        emulator.control("expire-tokens", {})
         started = time.monotonic()
         for p in (plug_a, plug_b):
             wait_until(functools.partial(_unhealthy, p), REVOCATION_TIMEOUT_S,
