@@ -3,7 +3,7 @@
 A burst of SIGHUPs used to deadlock the main thread (the handler's ``Event.set()`` re-entered a
 lock the interrupted code held: rotation was never picked up again and SIGTERM was ignored) or
 hit RecursionError in nested handlers. Core dumps are off in ``serve`` (a core of an aborted
-stop held the KEK), and a call in flight at SIGTERM finishes OK with exit 0.
+stop held the KEK), and calls in flight at SIGTERM finish OK with exit 0.
 """
 
 from __future__ import annotations
@@ -13,14 +13,14 @@ import signal
 import socket
 import threading
 import time
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 from akeyless_emulator import Emulator
+from kms_appliance.kms import v2_pb2
 from tests.support import figures
 from tests.support import plugin as pm
 from tests.support.emulator import identity_env
-from tests.support.kmsclient import Client
+from tests.support.kmsclient import Callers, Client
 from tests.support.procs import eventually
 
 HUPS = 10_000  # per round
@@ -30,6 +30,7 @@ PICKUP_BOUND = 5.0  # one HUP is handled on the next loop turn (TICK 0.5 s); gen
 GRACE = 2.0  # --grace-period for these tests
 STOP_BOUND = GRACE + 5.0
 IDLE_HTTP = 20
+IN_FLIGHT = 4  # slow calls at SIGTERM, each on a connection of its own
 
 
 def _flood(pid: int, count: int) -> float:
@@ -75,33 +76,34 @@ def test_sighup_flood_leaves_reload_and_stop_working(tmp_path: Path) -> None:
     assert err.count("key rotated") == 1
 
 
-def test_call_in_flight_at_sigterm_completes(emu: Emulator, tmp_path: Path) -> None:
-    """A slow Encrypt (Akeyless answering after 1.5 s) in flight at SIGTERM, idle HTTP connections
-    closing meanwhile: the call is answered OK, exit 0, no traceback."""
+def test_calls_in_flight_at_sigterm_complete(emu: Emulator, tmp_path: Path) -> None:
+    """Slow Encrypts (Akeyless answering after 1.5 s), one per connection, in flight at SIGTERM,
+    idle HTTP connections closing meanwhile: each call is answered OK, exit 0, the socket
+    removed, no traceback."""
     p = pm.start(tmp_path / "plugin", ["--log-level", "debug", "--grace-period", "10s"], identity_env(emu),
                  akeyless=True)
-    client = Client(p.socket, timeout=30)
     try:
-        client.encrypt(b"\x01" * 32, uid="warm-up")  # auth done, the key described
+        with Client(p.socket, timeout=30) as client:
+            client.encrypt(b"\x01" * 32, uid="warm-up")  # auth done, the key described
         emu.reset_calls()
-        emu.fault("encrypt", delay=1.5, times=1)
-        with ThreadPoolExecutor(1) as pool:
-            pending = pool.submit(client.encrypt, b"\x02" * 32, "in-flight")
-            assert emu.wait_for("encrypt", in_flight=1, timeout=10), "the call never reached Akeyless"
-            # Idle and half-sent HTTP connections open at SIGTERM, closed during the drain (the
-            # timing that aborted a stop): they must not disturb the stop nor print a traceback.
-            idle = [socket.create_connection(("127.0.0.1", p.http_port)) for _ in range(IDLE_HTTP)]
-            for conn in idle[: IDLE_HTTP // 2]:
-                conn.sendall(b"GET /metrics HTTP/1.1\r\nHost: x\r\n")
-            p.proc.send_signal(signal.SIGTERM)
-            time.sleep(0.3)  # not an assertion: lets the stop begin before the connections close
-            for conn in idle:
-                conn.close()
-            answer = pending.result(30)
-        assert answer.ciphertext and answer.key_id
+        emu.fault("encrypt", delay=1.5, times=IN_FLIGHT)
+        callers = Callers(p.socket, IN_FLIGHT, lambda c: c.encrypt(b"\x02" * 32, "in-flight"), timeout=30)
+        assert emu.wait_for("encrypt", in_flight=IN_FLIGHT, timeout=10), "the calls never all reached Akeyless"
+        # Idle and half-sent HTTP connections open at SIGTERM, closed during the drain (the
+        # timing that aborted a stop): they must not disturb the stop nor print a traceback.
+        idle = [socket.create_connection(("127.0.0.1", p.http_port)) for _ in range(IDLE_HTTP)]
+        for conn in idle[: IDLE_HTTP // 2]:
+            conn.sendall(b"GET /metrics HTTP/1.1\r\nHost: x\r\n")
+        p.proc.send_signal(signal.SIGTERM)
+        time.sleep(0.3)  # not an assertion: lets the stop begin before the connections close
+        for conn in idle:
+            conn.close()
+        answers = callers.join(30)
         rc = p.proc.wait(30)
     finally:
-        client.close()
         p.stop(signal.SIGKILL)
+    assert len(answers) == IN_FLIGHT, answers
+    assert all(isinstance(a, v2_pb2.EncryptResponse) and a.ciphertext and a.key_id for a in answers), answers
     assert rc == 0, p.stderr.read_text()[-2000:]
+    assert not p.socket.exists()
     assert "Traceback" not in p.stderr.read_text()
