@@ -31,14 +31,14 @@ from tests.support.steps import NONROOT, VERSION, run
 pytestmark = pytest.mark.packaging
 
 
-def _oci() -> tuple[dict[str, object], dict[str, object], list[tarfile.TarInfo], dict[str, bytes]]:
-    """(manifest, config, every layer member, small files by path) of the archive."""
+def test_config_labels_no_shell_and_distroless_files() -> None:
+    """One read of the archive's layers: the config the runtime gets, and what the filesystem holds."""
+    members: list[tarfile.TarInfo] = []
+    small: dict[str, bytes] = {}  # small files, by path
     with tarfile.open(image_path()) as tar:
         desc, manifest = oci_manifest(tar)
         assert desc["annotations"]["org.opencontainers.image.ref.name"] == IMAGE_REF
-        config = json.loads(oci_blob(tar, manifest["config"]["digest"]))
-        members: list[tarfile.TarInfo] = []
-        small: dict[str, bytes] = {}
+        cfg = json.loads(oci_blob(tar, manifest["config"]["digest"]))["config"]
         for layer in manifest["layers"]:
             with tarfile.open(fileobj=tar.extractfile(f"blobs/sha256/{layer['digest'].split(':')[1]}"),
                               mode="r|gz") as lt:
@@ -46,14 +46,6 @@ def _oci() -> tuple[dict[str, object], dict[str, object], list[tarfile.TarInfo],
                     members.append(m)
                     if m.isfile() and m.size < 1_000_000:
                         small[m.name] = lt.extractfile(m).read()  # type: ignore[union-attr]
-    return manifest, config, members, small
-
-
-def test_config_labels_no_shell_and_distroless_files() -> None:
-    """One read of the archive's layers: the config the runtime gets, and what the filesystem holds."""
-    manifest, config, members, small = _oci()
-    cfg = config["config"]
-    assert isinstance(cfg, dict)
     assert cfg["User"] == f"{NONROOT}:{NONROOT}"
     assert cfg["Entrypoint"] == ["/usr/bin/kms-appliance", "serve"]
     assert "TMPDIR=/tmp" in cfg["Env"]
@@ -62,10 +54,8 @@ def test_config_labels_no_shell_and_distroless_files() -> None:
     assert len(labels["org.opencontainers.image.revision"]) == 40
     assert labels["org.opencontainers.image.source"].startswith("https://")
     assert labels["org.opencontainers.image.licenses"] == "Apache-2.0"
-    annotations = manifest["annotations"]
-    assert isinstance(annotations, dict)
     for key in ("version", "revision", "source", "licenses"):
-        assert annotations[f"org.opencontainers.image.{key}"] == labels[f"org.opencontainers.image.{key}"]
+        assert manifest["annotations"][f"org.opencontainers.image.{key}"] == labels[f"org.opencontainers.image.{key}"]
     # skopeo reads the same archive the same way (what a registry push would use).
     inspected = json.loads(run(["skopeo", "inspect", "--config", f"oci-archive:{image_path()}"]).stdout)
     assert inspected["config"]["User"] == cfg["User"]

@@ -160,10 +160,6 @@ def _plugin_key_id(booted: BootedRoot) -> str:
         return str(client.status().key_id)
 
 
-def _main_pid(booted: BootedRoot) -> str:
-    return booted.exec("systemctl", "show", "-p", "MainPID", "--value", "kms-appliance").stdout.strip()
-
-
 def _answering(probe: Callable[[], bool]) -> Callable[[], bool]:
     """``probe``, with a component that does not answer yet (it raises) counted as not ready."""
     def ready() -> bool:
@@ -269,10 +265,10 @@ def test_service_under_systemd_with_kube_apiserver(root: Path, tmp_path: Path, u
             assert host.stored_key_id("before-rotation", values["before-rotation"]) == key1
 
         with step("apiserver: systemctl restart (plugin, then apiserver) keeps Secrets readable"):
-            pid = _main_pid(booted)
+            pid = _show(booted, "MainPID")["MainPID"]
             booted.exec("systemctl", "restart", "kms-appliance")
             booted.wait_until("the restarted plugin", _sock_ready(booted), timeout=60)
-            assert _main_pid(booted) != pid
+            assert _show(booted, "MainPID")["MainPID"] != pid
             assert _plugin_key_id(booted) == key2
             booted.exec("systemctl", "stop", "kube-apiserver")  # a fresh one has no cached DEKs: every read decrypts
             host.start_apiserver()
@@ -280,7 +276,7 @@ def test_service_under_systemd_with_kube_apiserver(root: Path, tmp_path: Path, u
                 assert read_secret(host.cluster, name) == value, name
 
         with step("systemd: upgrade restarts the service"):
-            pid = _main_pid(booted)
+            pid = _show(booted, "MainPID")["MainPID"]
             booted.exec("dpkg", "-i", "/var/tmp/kms-up.deb", timeout=120)
             booted.wait_until("the restarted socket", lambda: connects(sock), timeout=60)
         after = _show(booted, "MainPID", "ActiveState")
