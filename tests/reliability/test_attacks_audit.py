@@ -9,6 +9,7 @@ line naming ``observability.audit_log``, never opened or waited on.
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import json
 import os
@@ -41,89 +42,76 @@ def _uids(path: Path) -> list[str]:
     return [json.loads(line).get("uid", "") for line in path.read_text().splitlines() if line.strip()]
 
 
-@pytest.fixture
-def started(tmp_path: Path) -> Iterator[Callable[..., tuple[pm.Plugin, Client, Path]]]:
-    """Start a plugin whose audit log lives in its own directory, logs/ (0700)."""
-    made: list[tuple[pm.Plugin, Client]] = []
-
-    def start(*args: str) -> tuple[pm.Plugin, Client, Path]:
-        workdir = tmp_path / "p"
-        logs = workdir / "logs"
-        logs.mkdir(mode=0o700, parents=True)
-        workdir.chmod(0o700)
-        p = pm.start(workdir, ["--audit-log", str(logs / "audit.log"), *args])
+@contextlib.contextmanager
+def _started(workdir: Path, *args: str) -> Iterator[tuple[pm.Plugin, Client, Path]]:
+    """A plugin whose audit log lives in its own directory, logs/ (0700), once ready."""
+    logs = workdir / "logs"
+    logs.mkdir(mode=0o700, parents=True)
+    workdir.chmod(0o700)
+    with pm.running(workdir, ["--audit-log", str(logs / "audit.log"), *args]) as p, Client(p.socket) as client:
         p.audit = logs / "audit.log"
-        client = Client(p.socket)
-        made.append((p, client))
         assert _until(lambda: _ready(p)[0] == 200), _ready(p)
-        return p, client, logs
-
-    yield start
-    for p, client in made:
-        client.close()
-        p.stop()
+        yield p, client, logs
 
 
-def test_failed_reopen_degrades_readiness_and_is_retried_until_it_works(
-        started: Callable[..., tuple[pm.Plugin, Client, Path]], tmp_path: Path) -> None:
+def test_failed_reopen_degrades_readiness_and_is_retried_until_it_works(tmp_path: Path) -> None:
     """The directory moved away, then (once fixed) a FIFO planted at the path after logrotate
     removed the file: each degrades readiness until a retry finds a usable path again."""
-    p, client, logs = started()
-    client.encrypt(b"k" * 32, uid="before")
-    # logrotate moved the directory away (or it was never re-created after a clean-up)
-    logs.rename(tmp_path / "p" / "logs.old")
-    p.proc.send_signal(signal.SIGHUP)
-    assert _until(lambda: _ready(p)[0] == 503), _ready(p)
-    assert _ready(p)[1].startswith("audit: ") and "does not exist" in _ready(p)[1]
-    assert metric(p, "kms_appliance_audit_write_failures_total", "") >= 1
-    client.encrypt(b"k" * 32, uid="while-broken")  # default: calls go on, into the moved file
-    # A second SIGHUP while still broken is retried too (a69ccd0 gave up after the first).
-    p.proc.send_signal(signal.SIGHUP)
-    time.sleep(1.0)
-    assert _ready(p)[0] == 503
-    logs.mkdir(mode=0o700)  # fixed; no SIGHUP: the periodic retry must pick it up
-    assert _until(lambda: _ready(p)[0] == 200), _ready(p)
-    client.encrypt(b"k" * 32, uid="after")
-    assert _until(lambda: "after" in _uids(logs / "audit.log"))
-    moved = _uids(tmp_path / "p" / "logs.old" / "audit.log")
-    assert "before" in moved and "while-broken" in moved, "no record may be lost meanwhile"
-    assert metric(p, "kms_appliance_audit_records_dropped_total", "") == 0
-    # logrotate removed the old file; a FIFO now sits at the path: never opened, drops counted
-    path = logs / "audit.log"
-    path.unlink()  # rotated and deleted: the open descriptor is the only one left
-    os.mkfifo(path, 0o600)
-    p.proc.send_signal(signal.SIGHUP)
-    assert _until(lambda: "FIFO" in _ready(p)[1]), _ready(p)
-    assert _ready(p)[0] == 503
-    for i in range(3):
-        client.encrypt(b"k" * 32, uid=f"dropped-{i}")  # not blocked by the FIFO
-    assert _until(lambda: metric(p, "kms_appliance_audit_records_dropped_total", "") >= 3)
-    path.unlink()
-    p.proc.send_signal(signal.SIGHUP)
-    assert _until(lambda: _ready(p)[0] == 200), _ready(p)
-    client.encrypt(b"k" * 32, uid="after-fifo")
-    assert _until(lambda: "after-fifo" in _uids(path))
+    with _started(tmp_path / "p") as (p, client, logs):
+        client.encrypt(b"k" * 32, uid="before")
+        # logrotate moved the directory away (or it was never re-created after a clean-up)
+        logs.rename(tmp_path / "p" / "logs.old")
+        p.proc.send_signal(signal.SIGHUP)
+        assert _until(lambda: _ready(p)[0] == 503), _ready(p)
+        assert _ready(p)[1].startswith("audit: ") and "does not exist" in _ready(p)[1]
+        assert metric(p, "kms_appliance_audit_write_failures_total", "") >= 1
+        client.encrypt(b"k" * 32, uid="while-broken")  # default: calls go on, into the moved file
+        # A second SIGHUP while still broken is retried too (a69ccd0 gave up after the first).
+        p.proc.send_signal(signal.SIGHUP)
+        time.sleep(1.0)
+        assert _ready(p)[0] == 503
+        logs.mkdir(mode=0o700)  # fixed; no SIGHUP: the periodic retry must pick it up
+        assert _until(lambda: _ready(p)[0] == 200), _ready(p)
+        client.encrypt(b"k" * 32, uid="after")
+        assert _until(lambda: "after" in _uids(logs / "audit.log"))
+        moved = _uids(tmp_path / "p" / "logs.old" / "audit.log")
+        assert "before" in moved and "while-broken" in moved, "no record may be lost meanwhile"
+        assert metric(p, "kms_appliance_audit_records_dropped_total", "") == 0
+        # logrotate removed the old file; a FIFO now sits at the path: never opened, drops counted
+        path = logs / "audit.log"
+        path.unlink()  # rotated and deleted: the open descriptor is the only one left
+        os.mkfifo(path, 0o600)
+        p.proc.send_signal(signal.SIGHUP)
+        assert _until(lambda: "FIFO" in _ready(p)[1]), _ready(p)
+        assert _ready(p)[0] == 503
+        for i in range(3):
+            client.encrypt(b"k" * 32, uid=f"dropped-{i}")  # not blocked by the FIFO
+        assert _until(lambda: metric(p, "kms_appliance_audit_records_dropped_total", "") >= 3)
+        path.unlink()
+        p.proc.send_signal(signal.SIGHUP)
+        assert _until(lambda: _ready(p)[0] == 200), _ready(p)
+        client.encrypt(b"k" * 32, uid="after-fifo")
+        assert _until(lambda: "after-fifo" in _uids(path))
 
 
-def test_audit_required_refuses_calls_while_the_trail_is_lost(
-        started: Callable[..., tuple[pm.Plugin, Client, Path]], tmp_path: Path) -> None:
+def test_audit_required_refuses_calls_while_the_trail_is_lost(tmp_path: Path) -> None:
     conf = tmp_path / "required.toml"
     conf.write_text("[observability]\naudit_required = true\n")
-    p, client, logs = started("--config", str(conf))
-    client.encrypt(b"k" * 32, uid="before")
-    (logs / "audit.log").unlink()
-    logs.rmdir()
-    p.proc.send_signal(signal.SIGHUP)
-    assert _until(lambda: _ready(p)[0] == 503), _ready(p)
-    with pytest.raises(grpc.RpcError) as err:
-        client.encrypt(b"k" * 32, uid="refused")
-    assert err.value.code() == grpc.StatusCode.UNAVAILABLE
-    assert "audit" in (err.value.details() or "")
-    assert client.status().healthz != "ok"
-    logs.mkdir(mode=0o700)
-    assert _until(lambda: _ready(p)[0] == 200), _ready(p)
-    assert client.encrypt(b"k" * 32, uid="after").ciphertext
-    assert client.status().healthz == "ok"
+    with _started(tmp_path / "p", "--config", str(conf)) as (p, client, logs):
+        client.encrypt(b"k" * 32, uid="before")
+        (logs / "audit.log").unlink()
+        logs.rmdir()
+        p.proc.send_signal(signal.SIGHUP)
+        assert _until(lambda: _ready(p)[0] == 503), _ready(p)
+        with pytest.raises(grpc.RpcError) as err:
+            client.encrypt(b"k" * 32, uid="refused")
+        assert err.value.code() == grpc.StatusCode.UNAVAILABLE
+        assert "audit" in (err.value.details() or "")
+        assert client.status().healthz != "ok"
+        logs.mkdir(mode=0o700)
+        assert _until(lambda: _ready(p)[0] == 200), _ready(p)
+        assert client.encrypt(b"k" * 32, uid="after").ciphertext
+        assert client.status().healthz == "ok"
 
 
 # ---- start-up: one line, the setting named, exit 2 (mistake) or 1 (refusal), no hang -----------
