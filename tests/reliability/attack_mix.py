@@ -158,17 +158,16 @@ class RealClient:
 
 @dataclass
 class Sample:
-    t: float
     rss_kib: int
     fds: int
     threads: int
     livez: int
 
 
-def _sample(p: pm.Plugin, t0: float) -> Sample:
+def _sample(p: pm.Plugin) -> Sample:
     pid = p.proc.pid
-    return Sample(round(time.monotonic() - t0, 1), procinfo.rss_kib(pid), procinfo.fds(pid),
-                  procinfo.threads(pid), http_get(p.http_port, "/livez", timeout=2)[0])
+    return Sample(procinfo.rss_kib(pid), procinfo.fds(pid), procinfo.threads(pid),
+                  http_get(p.http_port, "/livez", timeout=2)[0])
 
 
 def _warm_up(p: pm.Plugin, client: RealClient) -> None:
@@ -211,11 +210,11 @@ def _threads_back(pid: int, base_own: int) -> bool:
     return sum(names.values()) - pool <= base_own + THREAD_SLACK and pool <= GRPC_POOL_MAX
 
 
-def _settle(p: pm.Plugin, base: Sample, base_own: int, t0: float, bound: float) -> tuple[Sample, float]:
+def _settle(p: pm.Plugin, base: Sample, base_own: int, bound: float) -> tuple[Sample, float]:
     """Poll until descriptors and threads are back within tolerance, or ``bound`` passed."""
     start = time.monotonic()
     while True:
-        s = _sample(p, t0)
+        s = _sample(p)
         back = s.fds <= base.fds + FD_SLACK and _threads_back(p.proc.pid, base_own)
         if back or time.monotonic() - start > bound:
             return s, time.monotonic() - start
@@ -237,9 +236,8 @@ def run(workdir: Path, seconds: float, *, age: float = 60.0, sample_every: float
     report: dict[str, Any] = {"seconds": seconds, "max_connection_age_s": age, "scale": scale,
                               "attacker_nice": ATTACKER_NICE, "load_before": os.getloadavg()}
     try:
-        t0 = time.monotonic()
         _warm_up(p, client)
-        base = _sample(p, t0)
+        base = _sample(p)
         names_before = procinfo.thread_names(p.proc.pid)
         base_own = base.threads - names_before[GRPC_POOL]
         log(f"baseline: RSS {base.rss_kib // 1024} MiB, {base.fds} fds, {base.threads} threads")
@@ -248,7 +246,7 @@ def run(workdir: Path, seconds: float, *, age: float = 60.0, sample_every: float
         end = time.monotonic() + seconds
         try:
             while time.monotonic() < end and p.proc.poll() is None and attacker.poll() is None:
-                s = _sample(p, t0)
+                s = _sample(p)
                 samples.append(s)
                 if s.livez != 200:
                     # the sampled code (0: no answer within 2 s), then what a second look says
@@ -268,7 +266,7 @@ def run(workdir: Path, seconds: float, *, age: float = 60.0, sample_every: float
         if err.strip():
             report["attacker_stderr"] = err[-1000:]
         plugin_alive = p.proc.poll() is None
-        after, settled_in = _settle(p, base, base_own, t0, settle) if plugin_alive else (samples[-1], 0.0)
+        after, settled_in = _settle(p, base, base_own, settle) if plugin_alive else (samples[-1], 0.0)
         names_after = procinfo.thread_names(p.proc.pid)
         report["threads_by_name"] = {"baseline": dict(names_before), "after": dict(names_after)}
         report["grpc_pool_threads"] = {"baseline": names_before[GRPC_POOL], "after": names_after[GRPC_POOL],
@@ -282,7 +280,7 @@ def run(workdir: Path, seconds: float, *, age: float = 60.0, sample_every: float
             client.stop()
         rc = p.stop(timeout=30)
     stderr = p.stderr.read_text(errors="replace")
-    peak = Sample(0, max(s.rss_kib for s in samples), max(s.fds for s in samples),
+    peak = Sample(max(s.rss_kib for s in samples), max(s.fds for s in samples),
                   max(s.threads for s in samples), 0) if samples else base
     report.update({
         "real_client": {"calls": client.calls, "rounds": client.rounds, "failed": sum(client.failed.values()),
