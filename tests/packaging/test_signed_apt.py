@@ -39,14 +39,10 @@ def _forged_release(tmp_path: Path, bundle_dir: Path) -> Path:
     return forged
 
 
-def _point_apt_at(root: Path, bundle: Path) -> None:
-    """What docs/verify.md has the operator do: the shipped source file, its path filled in."""
+def _apt(root: Path, bundle: Path, *args: str, check: bool = True) -> str:
+    """apt on ``bundle`` as docs/verify.md has the operator point it: the shipped source file, its path filled in."""
     template = (bundle / "repo/kms-appliance.sources").read_text()
     (root / "etc/apt/sources.list.d/kms-appliance.sources").write_text(template.replace("@BUNDLE@", MOUNT))
-
-
-def _apt(root: Path, bundle: Path, *args: str, check: bool = True) -> str:
-    _point_apt_at(root, bundle)
     proc = nspawn(root, *APT, *args, binds=[f"{bundle}:{MOUNT}"], check=check, timeout=300)
     return proc.stdout + proc.stderr if not check else proc.stdout
 

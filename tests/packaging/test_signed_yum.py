@@ -45,15 +45,6 @@ The test root's /bin/sh, useradd and groupadd come from Debian packages.
 """
 
 
-def _base_rpm(tmp: Path) -> Path:
-    spec = tmp / "base.spec"
-    tmp.mkdir()
-    spec.write_text(BASE_SPEC)
-    run(["rpmbuild", "-bb", "--quiet", "--define", f"_topdir {tmp / 'top'}", "--define", f"_rpmdir {tmp / 'out'}",
-         "--define", f"_dbpath {tmp / 'db'}", spec])
-    return tmp / "out/noarch/bookworm-userland-12-1.noarch.rpm"
-
-
 def _dnf(root: Path, bundle: Path, bundle_dir: Path, *args: str, check: bool = True) -> str:
     """dnf on the root with the shipped .repo file pointing at ``bundle`` (the key from the real bundle)."""
     template = (bundle_dir / "repo/kms-appliance.repo").read_text()
@@ -99,8 +90,13 @@ def test_install_upgrade_erase_from_signed_repo(root: Path, tmp_path: Path, bund
 
     try:
         with step("yum: rpm database for the root"):
+            base = tmp_path / "base"
+            base.mkdir()
+            (base / "base.spec").write_text(BASE_SPEC)
+            run(["rpmbuild", "-bb", "--quiet", "--define", f"_topdir {base / 'top'}", "--define",
+                 f"_rpmdir {base / 'out'}", "--define", f"_dbpath {base / 'db'}", base / "base.spec"])
             run(["rpm", f"--root={root}", "--initdb"])
-            run(["rpm", f"--root={root}", "-i", _base_rpm(tmp_path / "base")])
+            run(["rpm", f"--root={root}", "-i", base / "out/noarch/bookworm-userland-12-1.noarch.rpm"])
             (root / "etc/yum.repos.d").mkdir(parents=True)
             (root / "etc/dnf").mkdir(parents=True)
             (root / "etc/dnf/dnf.conf").write_text("[main]\ngpgcheck=1\nrepo_gpgcheck=1\ninstall_weak_deps=0\n")
