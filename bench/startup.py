@@ -90,12 +90,9 @@ def _stats(vals: list[float]) -> dict[str, float]:
 
 @contextmanager
 def backend_env(backend: str, work: Path) -> Iterator[dict[str, Any]]:
-    """What ``pm.prepare`` needs for one backend: the local keyring, or an emulator process."""
+    """What ``pm.prepare`` needs for one backend: nothing for local (it makes the keyring), or an emulator."""
     if backend == "local":
-        ring = work / "keyring.json"
-        if not ring.exists():
-            pm.keyring_init(ring)
-        yield {"keyring": ring}
+        yield {}
         return
     emu = start_emulator(work)
     try:
