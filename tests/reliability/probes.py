@@ -6,6 +6,7 @@ import os
 import socket
 import subprocess
 import sys
+import time
 import urllib.error
 import urllib.request
 from pathlib import Path
@@ -13,7 +14,7 @@ from pathlib import Path
 from kms_appliance.kms import v2_pb2, v2_pb2_grpc
 from tests.support import attacks, ledger
 from tests.support import plugin as pm
-from tests.support.procs import REPO
+from tests.support.procs import REPO, cpu_seconds
 
 
 def status_ok(sock: Path, timeout: float = 2.0, wait_for_ready: bool = False, **options: int) -> bool:
@@ -36,6 +37,13 @@ def http_get(port: int, path: str, timeout: float = 5.0) -> tuple[int, str]:
         return 0, type(exc).__name__
     ledger.text(body)
     return code, body.decode(errors="replace")
+
+
+def cpu_share(pid: int, window: float) -> float:
+    """Cores ``pid`` used over the next ``window`` seconds (a spinning loop shows as ~1)."""
+    before, t0 = cpu_seconds(pid), time.monotonic()
+    time.sleep(window)
+    return (cpu_seconds(pid) - before) / (time.monotonic() - t0)
 
 
 def connect_many(sock: Path, count: int, timeout: float | None = None) -> list[socket.socket]:

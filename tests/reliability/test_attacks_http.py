@@ -27,22 +27,16 @@ from kms_appliance import config
 from kms_appliance.app import App
 from kms_appliance.backends import keyring
 from kms_appliance.kms.v2 import V2Servicer
-from tests.reliability.probes import http_get, status_ok
+from tests.reliability.probes import cpu_share, http_get, status_ok
 from tests.support import ledger, procinfo
 from tests.support import plugin as pm
-from tests.support.procs import cpu_seconds, wait_until
+from tests.support.procs import wait_until
 
 FD_LIMIT = 256
 FLOOD = 500
 CPU_WINDOW = 3.0
 # A bound, not a timing target: a process spinning on accept() burns most of a core.
 CPU_SHARE_MAX = 0.25
-
-
-def _cpu_share(pid: int, window: float = CPU_WINDOW) -> float:
-    before, t0 = cpu_seconds(pid), time.monotonic()
-    time.sleep(window)
-    return (cpu_seconds(pid) - before) / (time.monotonic() - t0)
 
 
 def _livez(port: int) -> int:
@@ -92,14 +86,14 @@ def test_idle_flood_under_low_fd_limit_costs_no_thread_and_keeps_grpc_and_livez(
         assert _livez(p.http_port) == 200, "/livez must answer during the flood"
         assert procinfo.threads(pid) <= threads_before + 8, "no thread per idle connection"
         assert procinfo.fds(pid) < FD_LIMIT - 32
-        share = _cpu_share(pid)
+        share = cpu_share(pid, CPU_WINDOW)
         assert share < CPU_SHARE_MAX, f"the plugin spins: {share:.0%} of a core while idle"
         # Now at the descriptor limit itself: accept() fails with EMFILE.
         held = procinfo.fds(pid)
         resource.prlimit(pid, resource.RLIMIT_NOFILE, (held + 2, FD_LIMIT))  # soft only: raising it back needs no privilege
         with _idle_connections(p.http_port, 40):
             time.sleep(1.0)
-            share = _cpu_share(pid)
+            share = cpu_share(pid, CPU_WINDOW)
             assert share < CPU_SHARE_MAX, f"the plugin spins at EMFILE: {share:.0%} of a core"
         resource.prlimit(pid, resource.RLIMIT_NOFILE, (FD_LIMIT, FD_LIMIT))
         wait_until(lambda: _livez(p.http_port) == 200, 10, "accepting below the limit again")

@@ -19,11 +19,11 @@ from pathlib import Path
 
 import grpc
 
-from tests.reliability.probes import connect_many, metric, status_ok
+from tests.reliability.probes import connect_many, cpu_share, metric, status_ok
 from tests.support import attacks, figures, procinfo
 from tests.support import plugin as pm
 from tests.support.kmsclient import Client
-from tests.support.procs import cpu_seconds, eventually, only_child, wait_until
+from tests.support.procs import eventually, only_child, wait_until
 
 NOBODY = attacks.NOBODY
 # Records one refusing key may write in a few seconds: the first at once, then at most one per
@@ -55,9 +55,7 @@ class TestDescriptorExhaustion:
             for extra in range(30, 30 + self.ROUNDS):
                 resource.prlimit(pid, resource.RLIMIT_NOFILE, (base + extra, hard))
                 conns = connect_many(p.socket, 80, timeout=2)  # 3 descriptors per admitted one: far past the limit
-                t0, cpu0 = time.monotonic(), cpu_seconds(pid)
-                time.sleep(1.0)  # exhausted, connections waiting: the gate must not spin
-                spent.append((cpu_seconds(pid) - cpu0) / (time.monotonic() - t0))
+                spent.append(cpu_share(pid, 1.0))  # exhausted, connections waiting: the gate must not spin
                 for s in conns:
                     s.close()
                 assert p.proc.poll() is None
