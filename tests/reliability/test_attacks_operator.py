@@ -206,7 +206,7 @@ def test_socket_group_dir_with_other_files_is_refused(open_tree: Path) -> None:
     err = plugin.stderr.read_text()
     assert "Traceback" not in err and len(err.splitlines()) == 1, err
     assert "keeps socket group" in err
-    assert (open_tree / "run").stat().st_mode & 0o777 == 0o700
+    assert (open_tree / "run").stat().st_mode & 0o7777 == 0o700  # not widened, no setgid bit
 
 
 def test_writable_parent_is_warned_at_start_and_in_check(tmp_path: Path, open_tree: Path) -> None:
