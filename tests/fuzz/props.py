@@ -9,11 +9,13 @@ from typing import Any
 
 import grpc
 
+from kms_appliance import service
 from kms_appliance.backends import keyring
 from kms_appliance.backends.local import LocalBackend
 from kms_appliance.kms.v1 import V1Servicer
 from kms_appliance.kms.v2 import V2Servicer
 from kms_appliance.kms.validate import MAX_UID, MAX_V1_PLAINTEXT, MAX_V2_PLAINTEXT
+from kms_appliance.metrics import Metrics
 from tests.fuzz.harness import Tally, no_leak
 from tests.support import inproc, ledger
 from tests.support.fakes import FakeContext
@@ -40,7 +42,7 @@ class World:
 def make_world(directory: Path) -> World:
     backend = inproc.local_backend(directory, versions=3)
     audit = inproc.CapturingAudit()
-    v2, v1, _ = inproc.servicers(backend, audit)
+    svc = service.servicers(backend, Metrics(), audit)
     known: dict[bytes, bytes] = {}
     for size in (1, 16, 32, 32, 64, 512, 4096):
         pt = os.urandom(size)
@@ -48,7 +50,7 @@ def make_world(directory: Path) -> World:
     ledger.secrets(known.values())
     ring = keyring.load(directory / "keyring.json")
     key_ids = sorted(ring.key_id(e.version) for e in ring.entries)
-    return World(backend, v2, v1, audit, known, key_ids)
+    return World(backend, svc.v2, svc.v1, audit, known, key_ids)
 
 
 def _public(req: Any) -> tuple[str, ...]:

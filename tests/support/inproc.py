@@ -14,8 +14,6 @@ from kms_appliance.audit import AuditLog, line
 from kms_appliance.backends import keyring
 from kms_appliance.backends.local import LocalBackend
 from kms_appliance.config import ServerSettings
-from kms_appliance.kms.v1 import V1Servicer
-from kms_appliance.kms.v2 import V2Servicer
 from kms_appliance.metrics import Metrics
 from kms_appliance.server import PluginServer
 from tests.support import ledger
@@ -49,12 +47,6 @@ def local_backend(directory: Path, versions: int = 2) -> LocalBackend:
         keyring.rotate(path)
     ledger.secrets(e.material for e in keyring.load(path).entries)
     return LocalBackend(path)
-
-
-def servicers(backend: LocalBackend, audit: Any) -> tuple[V2Servicer, V1Servicer, Metrics]:
-    metrics = Metrics()
-    svc = service.servicers(backend, metrics, audit)
-    return svc.v2, svc.v1, metrics
 
 
 def server(directory: Path, socket: Path, backend: Any = None, in_memory: bool = False, **over: Any) -> PluginServer:
