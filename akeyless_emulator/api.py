@@ -47,6 +47,12 @@ def _b64decode(value: Any, what: str) -> bytes:
         raise bad_request(f"{what} is not valid base64") from None
 
 
+def _base64_only(body: dict[str, Any], field: str) -> None:
+    """Plaintexts travel base64 (all the plugin sends); text formats are not emulated."""
+    if body.get(field) != "base64":
+        raise bad_request(f"only {field} base64 is emulated")
+
+
 def _context(body: dict[str, Any]) -> dict[str, str] | None:
     ctx = body.get("encryption-context")
     if ctx is None:
@@ -75,12 +81,8 @@ def auth(core: Core, body: dict[str, Any], info: CallInfo) -> dict[str, Any]:
 def encrypt(core: Core, body: dict[str, Any], info: CallInfo) -> dict[str, Any]:
     """POST /encrypt: AES-GCM under the key's latest version."""
     name = normalise_name(body.get("key-name"))
-    if body.get("input-format") == "base64":
-        plaintext = _b64decode(body.get("plaintext"), "Plaintext")
-    elif isinstance(body.get("plaintext"), str):
-        plaintext = body["plaintext"].encode()
-    else:
-        raise bad_request("Missing required parameter - Plaintext")
+    _base64_only(body, "input-format")
+    plaintext = _b64decode(body.get("plaintext"), "Plaintext")
     context = _context(body)
     with core.lock:
         core.caller(body)[0].check("encrypt")
@@ -94,6 +96,7 @@ def encrypt(core: Core, body: dict[str, Any], info: CallInfo) -> dict[str, Any]:
 def decrypt(core: Core, body: dict[str, Any], info: CallInfo) -> dict[str, Any]:
     """POST /decrypt: the version is read from the ciphertext header."""
     name = normalise_name(body.get("key-name"))
+    _base64_only(body, "output-format")
     blob = _b64decode(body.get("ciphertext"), "Ciphertext")
     context = _context(body)
     with core.lock:
@@ -102,9 +105,7 @@ def decrypt(core: Core, body: dict[str, Any], info: CallInfo) -> dict[str, Any]:
         if len(blob) >= HEADER.size:
             info.item_version = struct.unpack_from(">I", blob, 9)[0]
         plaintext = key.decrypt(blob, context)
-    if body.get("output-format") == "base64":
-        return {"result": base64.b64encode(plaintext).decode()}
-    return {"result": plaintext.decode("utf-8", errors="replace")}
+    return {"result": base64.b64encode(plaintext).decode()}
 
 
 def describe_item(core: Core, body: dict[str, Any], info: CallInfo) -> dict[str, Any]:

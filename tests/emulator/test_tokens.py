@@ -13,7 +13,8 @@ from .conftest import KEY, api_error, make_api
 
 def uid_encrypt(api: object, uid: str) -> str:
     """Encrypt using a u- token directly in the `uid-token` field."""
-    out = api.encrypt(akeyless.Encrypt(key_name=KEY, plaintext="x", uid_token=uid))  # type: ignore[attr-defined]
+    body = akeyless.Encrypt(key_name=KEY, plaintext="eA==", input_format="base64", uid_token=uid)
+    out = api.encrypt(body)  # type: ignore[attr-defined]
     return str(out.result)
 
 
@@ -22,7 +23,7 @@ class TestTokenRequired:
 
     def test_missing_token_is_401(self, plain_emu: Emulator) -> None:
         api = make_api(plain_emu)
-        err = api_error(lambda: api.encrypt(akeyless.Encrypt(key_name=KEY, plaintext="x")))
+        err = api_error(lambda: api.encrypt(akeyless.Encrypt(key_name=KEY, plaintext="eA==", input_format="base64")))
         assert err.status == 401
 
 
