@@ -15,8 +15,9 @@ from kms_appliance.errors import ConfigError
 # check, the option it is given, the values it returns unchanged, the values it refuses
 RULES: list[tuple[Callable[[str, str], object], str, list[str], list[str]]] = [
     (k8svalid.dns_label, "--name", ["kms-appliance", "a", "0", "a-b-1", "x" * 63, "kube-system"],
-     ["", "A_B", "Kms", "a_b", "-a", "a-", "a.b", "x" * 64, "a b", "é"]),
-    (k8svalid.kms_timeout, "--timeout", ["3s", "1m30s", "100ms", "1ns"], ["abc", "0", "0s", "-1s", "0.1ns", "3"]),
+     ["", "A_B", "Kms", "a_b", "-a", "a-", "a.b", "x" * 64, "a b", "é", "kms.appliance", "Kube-System"]),
+    (k8svalid.kms_timeout, "--timeout", ["3s", "1m30s", "100ms", "1ns", "500ms", "1.5s", "10s"],
+     ["abc", "0", "0s", "-1s", "0.1ns", "3", "-3s", "3 s", "3sec", ""]),
     (k8svalid.quantity, "--memory-limit", [],
      ["", "lots", "384MB", "384mi", "1 Gi", "1.5.5G", "1Ki3", "Gi1", "1e", "0x10", "1KI", "384Mi "]),
     (k8svalid.image, "--image", [
@@ -27,7 +28,7 @@ RULES: list[tuple[Callable[[str, str], object], str, list[str], list[str]]] = [
     ], [
         "", "Kms-Appliance", "registry.example/Kms:1", "kms:", "kms:-bad", "kms::1", " kms", "kms ",
         "kms@sha256:abc", "-kms", "kms//x", "kms:" + "t" * 129, "b" * 256,
-        "registry.example/" + "b" * 256, "kms@sha256:" + "a" * 31,
+        "registry.example/" + "b" * 256, "kms@sha256:" + "a" * 31, "Registry.example/KMS:1", "kms appliance",
     ]),
     (k8svalid.abs_path, "--config", ["/etc/kms-appliance/config.toml", "/", "/a/b..c/d", "/a/./b"],
      ["", "config.toml", "./c", "/etc/../c", "/a/..", "/a\0b", "/a\nb"]),
@@ -68,7 +69,8 @@ def test_go_duration_refused(text: str) -> None:
     ("384Mi", 384 * 2**20), ("1G", 10**9), ("500M", 5 * 10**8), ("1Gi", 2**30), ("128974848", 128974848),
     ("129e6", 129 * 10**6), ("1E3", 1000), ("1e-3", Fraction(1, 1000)), ("100m", Fraction(1, 10)),
     ("1.5Gi", 3 * 2**29), ("0", 0), ("1.G", 10**9), (".5Ki", 512), ("+1k", 1000), ("-1k", -1000),
-    ("1E", 10**18), ("2Ei", 2**61), ("5n", Fraction(5, 10**9)),
+    ("1E", 10**18), ("2Ei", 2**61), ("5n", Fraction(5, 10**9)), ("192Mi", 192 * 2**20), ("0.5Gi", 2**29),
+    ("1e9", 10**9),
 ])
 def test_quantity_accepted(text: str, value: Fraction) -> None:
     assert k8svalid.quantity("--memory-limit", text) == value

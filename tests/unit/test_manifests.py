@@ -116,14 +116,10 @@ def assert_refused(proc: subprocess.CompletedProcess[str], flag: str) -> None:
 
 @pytest.mark.parametrize(("args", "flag"), [
     (["--name", "A_B"], "--name"),
-    (["--name", "kms.appliance"], "--name"),  # a subdomain, but the container name must be a label
-    (["--name", "x" * 64], "--name"),
     (["--namespace", "Kube-System"], "--namespace"),
     (["--memory-limit", "lots"], "--memory-limit"),
-    (["--memory-limit", "384MB"], "--memory-limit"),
     (["--memory-limit", "128Mi"], "--memory-limit"),  # below the 192Mi request: the apiserver refuses it
     (["--image", "Registry.example/KMS:1"], "--image"),
-    (["--image", "kms appliance"], "--image"),
     (["--socket", "/tmp/kms.sock"], "--socket"),  # socket dir would be mounted over the unpack dir
 ])
 def test_cli_static_pod_refuses_invalid(tmp_path: Path, args: list[str], flag: str) -> None:
@@ -139,13 +135,13 @@ def test_cli_static_pod_refuses_config_dir_shared(tmp_path: Path) -> None:
     assert_refused(proc, "--config")
 
 
-@pytest.mark.parametrize("limit", ["192Mi", "384Mi", "1G", "500M", "0.5Gi", "1e9"])
-def test_cli_static_pod_accepts_kubernetes_quantities(tmp_path: Path, limit: str) -> None:
-    proc = run_cli(tmp_path, "static-pod", "--image", IMAGE, "--memory-limit", limit, "--name", "kms-1",
+def test_cli_static_pod_takes_a_kubernetes_quantity_name_and_namespace(tmp_path: Path) -> None:
+    """Given as written (the quantities accepted: test_k8svalid.py::test_quantity_accepted)."""
+    proc = run_cli(tmp_path, "static-pod", "--image", IMAGE, "--memory-limit", "0.5Gi", "--name", "kms-1",
                    "--namespace", "kms")
     assert proc.returncode == 0, proc.stderr
     pod = parse(proc.stdout)
-    assert pod["spec"]["containers"][0]["resources"]["limits"]["memory"] == limit
+    assert pod["spec"]["containers"][0]["resources"]["limits"]["memory"] == "0.5Gi"
     assert (pod["metadata"]["name"], pod["metadata"]["namespace"]) == ("kms-1", "kms")
 
 
@@ -164,24 +160,6 @@ def _timeout(doc: str) -> str:
     return str(parse(doc)["resources"][0]["providers"][0]["kms"]["timeout"])
 
 
-def _enc_cli(tmp_path: Path, *args: str) -> subprocess.CompletedProcess[str]:
-    return run_cli(tmp_path, "encryption-config", *args)
-
-
-@pytest.mark.parametrize("timeout", ["abc", "3", "0s", "-3s", "3 s", "3sec", "0.1ns", ""])
-def test_cli_refuses_timeout_the_apiserver_refuses(tmp_path: Path, timeout: str) -> None:
-    """kube-apiserver does not start with such a timeout: exit 2, one line, no document."""
-    assert_refused(_enc_cli(tmp_path, f"--timeout={timeout}"), "--timeout")
-
-
-@pytest.mark.parametrize("timeout", ["3s", "500ms", "1m30s", "1.5s", "10s"])
-def test_cli_accepts_go_durations(tmp_path: Path, timeout: str) -> None:
-    proc = _enc_cli(tmp_path, f"--timeout={timeout}")
-    assert proc.returncode == 0, proc.stderr
-    assert _timeout(proc.stdout) == timeout
-    assert "kind: EncryptionConfiguration" in proc.stdout
-
-
 def test_refuses_bad_kms_api_and_provider_name(tmp_path: Path) -> None:
     cfg = load(tmp_path, '[server]\nsocket = "/run/k/kms.sock"\nprovider_name = "akl"\n')
     with pytest.raises(ConfigError) as err:
@@ -194,14 +172,16 @@ def test_refuses_bad_kms_api_and_provider_name(tmp_path: Path) -> None:
 
 
 def test_output_is_atomic_and_untouched_on_refusal(tmp_path: Path) -> None:
-    """A shell redirect would have emptied the file kube-apiserver reads; --output keeps it."""
+    """A shell redirect would have emptied the file kube-apiserver reads; --output keeps it. A
+    timeout kube-apiserver refuses is refused (the values: test_k8svalid.py's kms_timeout rule), one
+    given is written as is."""
     out = tmp_path / "enc.yaml"
     out.write_text("previous\n")
-    refused = _enc_cli(tmp_path, "--timeout=abc", "--output", str(out))
-    assert refused.returncode == 2 and refused.stdout == ""
+    assert_refused(run_cli(tmp_path, "encryption-config", "--timeout=abc", "--output", str(out)), "--timeout")
     assert out.read_text() == "previous\n"
-    done = _enc_cli(tmp_path, "--timeout=5s", "--output", str(out))
+    done = run_cli(tmp_path, "encryption-config", "--timeout=1m30s", "--output", str(out))
     assert (done.returncode, done.stdout, done.stderr) == (0, "", "")
-    assert _timeout(out.read_text()) == "5s"
+    assert parse(out.read_text())["kind"] == "EncryptionConfiguration"
+    assert _timeout(out.read_text()) == "1m30s"
     assert out.stat().st_mode & 0o777 == 0o600
     assert sorted(p.name for p in tmp_path.iterdir()) == ["enc.yaml", "etc"]  # no temporary left
