@@ -42,12 +42,18 @@ def test_symlink_at_the_old_temp_name_is_not_followed(tmp_path: Path) -> None:
     assert stat.S_IMODE(path.stat().st_mode) == 0o600
 
 
-def test_no_temporary_file_is_left_behind(tmp_path: Path) -> None:
+def test_a_replaced_file_is_0600_whatever_it_was_and_no_temporary_is_left(tmp_path: Path) -> None:
     path = tmp_path / "keyring.json"
-    for i in range(3):
-        atomicfile.write(path, f"v{i}".encode())
+    path.write_text("old")
+    path.chmod(0o644)
+    old_umask = os.umask(0)
+    try:
+        for i in range(3):
+            atomicfile.write(path, f"v{i}".encode())
+    finally:
+        os.umask(old_umask)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["keyring.json"]
-    assert path.read_bytes() == b"v2"
+    assert path.read_bytes() == b"v2" and stat.S_IMODE(path.stat().st_mode) == 0o600
 
 
 def test_replace_false_refuses_an_existing_name_atomically(tmp_path: Path) -> None:

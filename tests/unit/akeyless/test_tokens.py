@@ -1,10 +1,8 @@
-"""Auth tokens: expirations in either format, renewal, the token file."""
+"""Auth tokens: expirations in either format, renewal (the token file: test_atomicfile.py)."""
 
 from __future__ import annotations
 
 import datetime as dt
-import os
-from pathlib import Path
 
 import pytest
 
@@ -37,20 +35,3 @@ class TestExpiration:
         tok = tokens.Token("t", expires_at=100.0, issued_at=160.0)  # "expired" a minute ago
         assert tok.skewed and tok.valid_until == 160.0 + tokens.DEFAULT_LIFETIME
         assert tok.renew_at > 160.0
-
-
-class TestTokenFile:
-    """The UID token is written atomically with mode 0600."""
-
-    def test_write_replaces_with_0600(self, tmp_path: Path):
-        path = tmp_path / "uid"
-        path.write_text("u-old\n")
-        path.chmod(0o644)
-        old_umask = os.umask(0)
-        try:
-            tokens.write_token_file(path, "u-new")
-        finally:
-            os.umask(old_umask)
-        assert path.read_text() == "u-new\n"
-        assert path.stat().st_mode & 0o777 == 0o600
-        assert [p.name for p in tmp_path.iterdir()] == ["uid"]
