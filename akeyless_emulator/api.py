@@ -11,6 +11,7 @@ import base64
 import binascii
 import hashlib
 import struct
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -123,7 +124,6 @@ def uid_rotate_token(core: Core, body: dict[str, Any], info: CallInfo) -> dict[s
     with core.changing():
         old = core.tokens.resolve(body.get("uid-token") or body.get("token"), kinds=("u",))
         new = core.tokens.issue(old.access_id, "u", old.ttl)
-        new.last_rotate = core.now()
         core.tokens.revoke(old.value, "token was rotated")
     return {"token": new.value}
 
@@ -135,14 +135,10 @@ def validate_token(core: Core, body: dict[str, Any], info: CallInfo) -> dict[str
         token = core.tokens.tokens.get(value) if isinstance(value, str) else None
         if token is None:
             return {"is_valid": False, "reason": "unknown token"}
-        now = core.now()
+        now = time.time()  # tokens expire on wall time, like the real service
         reason = token.status(now)
-        out: dict[str, Any] = {"is_valid": reason is None,
-                               "expiration": format_expiration(token.expires_at),
-                               "ttl": max(0, int(token.expires_at - now)), "reason": reason or ""}
-        if token.last_rotate is not None:
-            out["last_rotate"] = format_expiration(token.last_rotate)
-        return out
+        return {"is_valid": reason is None, "expiration": format_expiration(token.expires_at),
+                "ttl": max(0, int(token.expires_at - now)), "reason": reason or ""}
 
 
 HANDLERS: dict[str, Handler] = {

@@ -9,6 +9,7 @@ snake_case keys. It is unauthenticated test infrastructure: bind it to loopback 
 from __future__ import annotations
 
 from collections.abc import Callable
+from dataclasses import asdict
 from typing import TYPE_CHECKING, Any
 
 from akeyless_emulator.errors import ApiError
@@ -24,7 +25,7 @@ def _fault(emu: Emulator, body: dict[str, Any]) -> dict[str, Any]:
     fault = emu.fault(body["endpoint"], body.get("kind"), status=body.get("status"),
                       delay=float(body.get("delay", 0.0)), times=body.get("times"),
                       retry_after=body.get("retry_after"), extra=bool(body.get("extra", False)))
-    return {"fault": fault.public()}
+    return {"fault": asdict(fault)}
 
 
 def _add_access_key(emu: Emulator, body: dict[str, Any]) -> dict[str, Any]:

@@ -13,7 +13,6 @@ import contextlib
 import json
 import os
 import threading
-import time
 from collections.abc import Iterator
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -178,7 +177,3 @@ class Core:
         with self.lock:
             self.calls.clear()
             self.records.clear()
-
-    def now(self) -> float:
-        """Wall-clock time (tokens expire on wall time, like the real service)."""
-        return time.time()

@@ -33,10 +33,6 @@ class Emulator:
     def __init__(self, *, tls: bool = False, host: str = "127.0.0.1", port: int = 0,
                  state_dir: str | None = None, client_auth: str | None = None, server_cert: str = "valid",
                  base_path: str = "") -> None:
-        if client_auth not in (None, "required"):
-            raise ValueError("client_auth must be None or 'required'")
-        if client_auth and not tls:
-            raise ValueError("client_auth needs tls=True")
         self._tmp = None if state_dir else tempfile.TemporaryDirectory(prefix="akeyless-emu-")
         self.state_dir = state_dir or self._tmp.name  # type: ignore[union-attr]
         self.tls = tls

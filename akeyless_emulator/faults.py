@@ -9,8 +9,7 @@ next N calls; the first matching fault in insertion order is consumed.
 from __future__ import annotations
 
 import threading
-from dataclasses import asdict, dataclass
-from typing import Any
+from dataclasses import dataclass
 
 KINDS = ("latency", "status", "reset", "hang", "malformed", "wrong_length")
 
@@ -39,10 +38,6 @@ class Fault:
         """JSON body for a `status` fault, shaped like the real API's."""
         error, message = _DEFAULT_ERRORS.get(self.status, ("InternalServerError", "injected server error"))
         return {"error": error, "message": message}
-
-    def public(self) -> dict[str, Any]:
-        """A JSON-friendly description for the control plane."""
-        return asdict(self)
 
 
 class FaultRegistry:

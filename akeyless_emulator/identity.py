@@ -60,7 +60,6 @@ class Token:
     ttl: float
     expires_at: float
     revoked: str | None = None
-    last_rotate: float | None = None
 
     def status(self, now: float) -> str | None:
         """Why the token is unusable, or None if it is valid."""

@@ -2,23 +2,19 @@
 
 Why: the emulator cannot ask Azure, GCP or a kube-apiserver about an identity token,
 so a test registers the exact token it will present: registration is the trust
-anchor, and only the token's shape, `exp` and `aud` are checked. The HMAC signature
-only makes it look like a JWT; nobody verifies it.
+anchor, and only the token's shape, `exp` and `aud` are checked. The signature is
+random bytes that only make it look like a JWT; nobody verifies it.
 """
 
 from __future__ import annotations
 
 import base64
-import hashlib
-import hmac
 import json
 import os
 import time
 from typing import Any
 
 from akeyless_emulator.errors import unauthorized
-
-_SIGNING_KEY = os.urandom(32)
 
 
 def _b64url(data: bytes) -> str:
@@ -35,8 +31,7 @@ def make_jwt(claims: dict[str, Any], ttl: float = 3600.0) -> str:
     body = {"iat": now, "exp": now + int(ttl), **claims}
     head = _b64url(json.dumps({"alg": "HS256", "typ": "JWT"}).encode())
     payload = _b64url(json.dumps(body, sort_keys=True).encode())
-    sig = hmac.new(_SIGNING_KEY, f"{head}.{payload}".encode(), hashlib.sha256).digest()
-    return f"{head}.{payload}.{_b64url(sig)}"
+    return f"{head}.{payload}.{_b64url(os.urandom(32))}"
 
 
 def jwt_claims(token: str) -> dict[str, Any]:

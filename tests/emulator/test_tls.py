@@ -37,7 +37,3 @@ class TestMutualTls:
                 api.auth(akeyless.Auth(access_id="p-x", access_key="k"), _request_timeout=(3, 3))
             assert emu.calls["auth"] == 0
 
-    def test_client_auth_needs_tls(self) -> None:
-        with pytest.raises(ValueError, match="tls"):
-            Emulator(client_auth="required")
-

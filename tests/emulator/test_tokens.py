@@ -45,7 +45,6 @@ class TestUniversalIdentityRotation:
         assert valid.is_valid is True
         assert 500 <= valid.ttl <= 600
         assert valid.expiration.endswith("Z")
-        assert valid.last_rotate
         old = api.validate_token(akeyless.ValidateToken(token=uid))
         assert old.is_valid is False
         assert old.reason
