@@ -172,21 +172,6 @@ def test_refused_peer_is_closed_at_once_and_a_failing_sink_ends_nothing(
     assert g.served(), "the accept loop outlived the failing sink"
 
 
-def test_connection_limit_and_slots_released(gate_of: Callable[..., _Gate]) -> None:
-    g = gate_of(max_connections=2)
-    g.gate.start()
-    held = [g.connect(), g.connect()]
-    for s in held:
-        s.sendall(b"x")
-        assert s.recv(1) == b"x"
-    assert not g.served()
-    assert eventually(lambda: [r for _, r in g.refused] == ["connection_limit"], WAIT)
-    for s in held:
-        s.close()
-    assert eventually(lambda: g.counts[-1:] == [0], WAIT)
-    assert g.served()
-
-
 class _Boom:
     """A socket end whose recv raises something a pump does not expect."""
 
@@ -245,13 +230,17 @@ def test_no_thread_for_a_pump_releases_the_slot(monkeypatch: pytest.MonkeyPatch)
 
 
 def test_parallel_accept_loops_never_admit_beyond_the_limit(gate_of: Callable[..., _Gate]) -> None:
+    """Every connection past the limit refused as connection_limit, every slot released; the
+    real process under a flood: tests/reliability/test_socket_attacks.py::TestIdleFlood."""
     g = gate_of(max_connections=4)
     g.gate.start()
     conns = [g.connect() for _ in range(40)]
     try:
         assert eventually(lambda: len(g.refused) == 36, WAIT)
+        assert {r for _, r in g.refused} == {"connection_limit"}
         assert max(g.counts) == 4
     finally:
         for s in conns:
             s.close()
     assert eventually(lambda: g.counts[-1:] == [0], WAIT)
+    assert g.served()
