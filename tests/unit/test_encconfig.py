@@ -109,15 +109,12 @@ def test_identity_first_is_a_warning() -> None:
     assert any("reads only" in n for n in f.notes), f.notes
 
 
-def test_check_status_is_warn_with_identity_first_and_fail_with_a_problem(tmp_path: Path) -> None:
+def test_check_status_is_warn_with_identity_first(tmp_path: Path) -> None:
+    """A problem makes it fail: tests/integration/test_check_serving.py::test_cli_check_with_encryption_config_json."""
     doc = _doc()
     doc["resources"][0]["providers"].reverse()
-    path = _write(tmp_path, json.dumps(doc))
-    status, detail = encconfig.check(path, PROVIDER, SOCKET)
+    status, detail = encconfig.check(_write(tmp_path, json.dumps(doc)), PROVIDER, SOCKET)
     assert status == "warn" and "identity is first" in detail
-    path = _write(tmp_path, json.dumps(_doc(timeout="abc")))
-    status, detail = encconfig.check(path, PROVIDER, SOCKET)
-    assert status == "fail" and "Go duration" in detail
 
 
 def test_another_provider_first_means_we_only_read() -> None:
