@@ -25,7 +25,8 @@ def _works(b: AkeylessBackend, method: str) -> None:
 
 
 class TestMethods:
-    """Each access type authenticates and wraps (an access key, right and wrong: test_akeyless_check.py)."""
+    """Each access type authenticates and wraps (an access key, right and wrong: test_akeyless_check.py;
+    a Universal Identity token: TestUidRotation)."""
 
     def test_access_key_file(self, emu: Emulator, base_env, make_backend, tmp_path: Path):
         ident = emu.add_access_key()
@@ -34,12 +35,6 @@ class TestMethods:
         env = {**base_env, "AKEYLESS_ACCESS_ID": ident.access_id,
                "KMS_APPLIANCE_AKEYLESS_ACCESS_KEY_FILE": str(key_file)}
         _works(make_backend(env), "access_key")
-
-    def test_universal_identity(self, emu: Emulator, base_env, make_backend):
-        token = emu.add_universal_identity()
-        env = {**base_env, "AKEYLESS_ACCESS_ID": emu.core.tokens.tokens[token].access_id,
-               "AKEYLESS_UID_INIT_TOKEN": token}
-        _works(make_backend(env), "universal_identity")
 
     def test_aws_iam_from_instance_metadata(self, emu: Emulator, base_env, make_backend):
         ident = emu.add_aws_iam("p-awsidentity1", "AKIAEMULATOR", "aws-secret")
@@ -125,6 +120,7 @@ class TestUidRotation:
                "KMS_APPLIANCE_AKEYLESS_UID_TOKEN_FILE": str(token_file)}
         m = Metrics()
         b = make_backend(env, metrics=m, uid_rotate_interval=0.3)
+        _works(b, "universal_identity")  # logged in with the initial token
         assert eventually(lambda: emu.calls["uid-rotate-token"] >= 2, 10, 0.05)
         # live gauge: the UID token's remaining TTL (learnt with /validate-token)
         assert 3000 < m.registry.get_sample_value("kms_appliance_token_expiry_seconds") <= 3600

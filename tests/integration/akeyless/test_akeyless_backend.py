@@ -28,17 +28,13 @@ from tests.support.procs import eventually
 
 
 class TestRoundTrip:
-    """Refusals of a ciphertext not made for this key."""
+    """A key_id not this ciphertext's is refused (a relabelled version: test_rejected_ciphertext.py)."""
 
-    def test_tampered_header_or_foreign_key_id_is_refused(self, emu, ak_env, make_backend):
+    def test_foreign_key_id_is_refused(self, emu, ak_env, make_backend):
         b = make_backend(ak_env, cache=False)
         w = b.wrap(os.urandom(32))
         with pytest.raises(CiphertextError):
             b.unwrap(w.ciphertext, w.key_id.replace(":1", ":9"), {})
-        bad = bytearray(w.ciphertext)
-        bad[8] ^= 1  # the version field, bound into Akeyless's encryption context
-        with pytest.raises((CiphertextError, KeyUnavailable)):
-            b.unwrap(bytes(bad), None, {})
 
 
 def _whole_seconds(when: dt.datetime) -> float:
