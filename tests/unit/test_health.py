@@ -15,21 +15,18 @@ import grpc
 import pytest
 
 from kms_appliance import health
-from kms_appliance.backends import keyring
-from kms_appliance.backends.local import LocalBackend
 from kms_appliance.errors import ConfigError
 from kms_appliance.kms import v2_pb2, v2_pb2_grpc
 from kms_appliance.metrics import Metrics
 from kms_appliance.selfprobe import SelfProbe
 from kms_appliance.threads import Supervisor
+from tests.support.inproc import local_backend
 from tests.support.procs import eventually
 from tests.unit.helpers import sample
 
 
 def _health(tmp_path: Path) -> health.Health:
-    ring = tmp_path / "keyring.json"
-    keyring.init(ring)
-    h = health.Health(LocalBackend(ring), Metrics(), interval=30)
+    h = health.Health(local_backend(tmp_path, versions=1), Metrics(), interval=30)
     h.serving = True
     return h
 
