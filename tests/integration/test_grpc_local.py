@@ -78,24 +78,6 @@ class TestV2:
         assert Callers(plugin.socket, 200, five_round_trips).join() == [True] * 200
 
 
-def test_rotation_without_restart(plugin: Plugin, client: Client) -> None:
-    """keyring rotate + SIGHUP: new key_id, old data readable, Encrypt agrees with Status."""
-    old_seed = os.urandom(32)
-    old = client.encrypt(old_seed)
-    v1_old = client.v1_encrypt(b"v1-dek-" * 4)
-    plugin.rotate_key()
-    plugin.proc.send_signal(signal.SIGHUP)
-    assert eventually(lambda: client.status().key_id != old.key_id, 10, 0.1)
-    new_id = client.status().key_id
-    new = client.encrypt(os.urandom(32))
-    assert new.key_id == new_id
-    assert client.decrypt(old.ciphertext, old.key_id) == old_seed
-    assert client.v1_decrypt(v1_old) == b"v1-dek-" * 4
-    events = [r for r in plugin.audit_until(lambda rs: any(r["event"] == "key_rotation" for r in rs))
-              if r["event"] == "key_rotation"]
-    assert events and events[-1]["key_id"] == new_id and events[-1]["previous_key_id"] == old.key_id
-
-
 def test_rotation_by_file_watch_alone(tmp_path: Path) -> None:
     with (running(tmp_path / "w", env={"KMS_APPLIANCE_LOCAL_RELOAD_INTERVAL": "200ms"}) as p,
           Client(p.socket) as c):

@@ -114,6 +114,8 @@ def _old_keyring(path: Path) -> None:
 
 
 def test_key_age_survives_restart_and_follows_rotation(tmp_path: Path) -> None:
+    """The KEK version's age across a restart; then keyring rotate + SIGHUP without a restart: new
+    key_id, Encrypt agrees with Status, old v2 and v1 data readable, the rotation audited."""
     ring = tmp_path / "w" / "keyring.json"
     ring.parent.mkdir(mode=0o700)
     _old_keyring(ring)
@@ -124,11 +126,22 @@ def test_key_age_survives_restart_and_follows_rotation(tmp_path: Path) -> None:
             assert first[name] > 0, name
         assert first["process_start_time_seconds"] > OLD_TS
     assert p.proc.poll() is not None  # the old process is gone before the restart
-    with pm.running(tmp_path / "w", keyring=ring) as p:
+    with pm.running(tmp_path / "w", keyring=ring) as p, Client(p.socket) as client:
         again = p.metrics()
         assert again[f'{CREATED}{{backend="local"}}'] == OLD_TS  # a restart does not reset the age
         assert again["process_start_time_seconds"] >= first["process_start_time_seconds"]
+        old_seed = os.urandom(32)
+        old = client.encrypt(old_seed)
+        v1_old = client.v1_encrypt(b"v1-dek-" * 4)
         p.rotate_key()
         p.proc.send_signal(signal.SIGHUP)
         assert eventually(lambda: p.metrics()['kms_appliance_key_version{backend="local"}'] == 2, 10, 0.05)
         assert p.metrics()[f'{CREATED}{{backend="local"}}'] > time.time() - 600
+        assert eventually(lambda: client.status().key_id != old.key_id, 10, 0.1)
+        new_id = client.status().key_id
+        assert client.encrypt(os.urandom(32)).key_id == new_id
+        assert client.decrypt(old.ciphertext, old.key_id) == old_seed
+        assert client.v1_decrypt(v1_old) == b"v1-dek-" * 4
+        events = [r for r in p.audit_until(lambda rs: any(r["event"] == "key_rotation" for r in rs))
+                  if r["event"] == "key_rotation"]
+        assert events and events[-1]["key_id"] == new_id and events[-1]["previous_key_id"] == old.key_id
