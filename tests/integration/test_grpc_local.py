@@ -78,12 +78,16 @@ class TestV2:
         assert Callers(plugin.socket, 200, five_round_trips).join() == [True] * 200
 
 
-def test_rotation_by_file_watch_alone(tmp_path: Path) -> None:
-    with (running(tmp_path / "w", env={"KMS_APPLIANCE_LOCAL_RELOAD_INTERVAL": "200ms"}) as p,
+def test_rotation_by_file_watch_alone_with_http_disabled(tmp_path: Path) -> None:
+    """No SIGHUP: the keyring's file watch picks the rotation up. The plugin runs without its HTTP
+    endpoint, which it says, and serves all the same."""
+    with (running(tmp_path / "w", ["--http-listen", ""], env={"KMS_APPLIANCE_LOCAL_RELOAD_INTERVAL": "200ms"}) as p,
           Client(p.socket) as c):
         before = c.status().key_id
+        assert c.status().healthz == "ok"
         p.rotate_key()
         assert eventually(lambda: c.status().key_id != before, 10, 0.1)
+        assert "HTTP endpoint disabled" in p.stderr.read_text()
 
 
 @pytest.mark.parametrize("method", ["/v2.KeyManagementService/Status",

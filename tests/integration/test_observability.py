@@ -73,13 +73,6 @@ def test_calls_are_audited_counted_and_health_answers(plugin: pm.Plugin, client:
     assert plugin.http("/nope")[0] == 404
 
 
-def test_http_can_be_disabled(tmp_path: Path) -> None:
-    with pm.running(tmp_path / "h", ["--http-listen", ""]) as p:
-        with Client(p.socket) as c:
-            assert c.status().healthz == "ok"
-        assert "HTTP endpoint disabled" in p.stderr.read_text()
-
-
 def test_no_secret_in_anything_the_process_wrote(tmp_path: Path) -> None:
     """Plaintexts, DEKs and KEK bytes never appear raw, hex or base64 in any output."""
     used: list[bytes] = []
