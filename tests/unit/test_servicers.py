@@ -3,6 +3,7 @@ else: proven against a fake backend whose answers and failures the test sets."""
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -71,11 +72,13 @@ class TestDecrypt:
         assert svc.v2.Decrypt(req, ctx) == pb.DecryptResponse()
         assert (ctx.code, ctx.details) == (grpc.StatusCode.FAILED_PRECONDITION, "key version 3 is disabled")
 
-    def test_unexpected_failure_says_nothing(self, svc: Servicers, backend: FakeBackend) -> None:
+    def test_unexpected_failure_says_nothing(self, svc: Servicers, backend: FakeBackend, tmp_path: Path) -> None:
         backend.fail = KeyError("secret-looking detail")
         ctx = FakeContext()
         svc.v2.Decrypt(pb.DecryptRequest(ciphertext=b"x", key_id="fake:1", uid="u2"), ctx)
         assert (ctx.code, ctx.details) == (grpc.StatusCode.INTERNAL, "internal error")
+        record = json.loads((tmp_path / "audit.log").read_text())
+        assert (record["outcome"], record["error"]) == ("internal", "internal error")
 
 
 class TestV1:
