@@ -15,7 +15,7 @@ import grpc
 import pytest
 
 from akeyless_emulator import Emulator
-from tests.support import figures, hygiene, ledger
+from tests.support import figures, ledger, secrets_scan
 from tests.support import plugin as pm
 from tests.support.emulator import KEY, each_fault, identity_env, record_secrets
 from tests.support.intermediate_keys import iks_of
@@ -93,17 +93,17 @@ def test_nothing_secret_in_anything_written(emu: Emulator, tmp_path: Path) -> No
     envelope_plugin, iks = _busy_envelope_run(emu, tmp_path)
     record_secrets(emu)
     secrets = sorted(ledger.SECRETS)
-    anchors = hygiene.index(secrets)
+    anchors = secrets_scan.index(secrets)
     scanned, hits, cores = 0, [], 0
     for data, where in ledger.outputs(ledger.PLUGINS, ledger.TEXTS, "gRPC error detail").items():
         scanned += len(data)
-        hits += [f"{where}: secret #{i} ({len(secrets[i])} bytes)" for i in hygiene.scan(data, anchors)]
+        hits += [f"{where}: secret #{i} ({len(secrets[i])} bytes)" for i in secrets_scan.scan(data, anchors)]
     for directory in ledger.DIRS:
         for core in Path(directory).glob("core*"):
             cores += 1
             data = core.read_bytes()
             scanned += len(data)
-            hits += [f"{core}: secret #{i}" for i in hygiene.scan(data, anchors)]
+            hits += [f"{core}: secret #{i}" for i in secrets_scan.scan(data, anchors)]
     figures.put("secret hygiene", "plugin processes scanned", len(ledger.PLUGINS))
     figures.put("secret hygiene", "bytes scanned", scanned)
     figures.put("secret hygiene", "gRPC error details scanned", len(ledger.TEXTS))
@@ -117,7 +117,7 @@ def test_nothing_secret_in_anything_written(emu: Emulator, tmp_path: Path) -> No
     log = envelope_plugin.written()
     for ik in iks:
         leaked = log[: len(log) // 2] + ik.hex().encode() + log[len(log) // 2 :]
-        assert hygiene.scan(leaked, anchors) == {secrets.index(ik)}
+        assert secrets_scan.scan(leaked, anchors) == {secrets.index(ik)}
 
 
 @pytest.mark.parametrize("form", ["raw", "hex", "base64-offset"])
@@ -128,4 +128,4 @@ def test_the_scan_finds_a_planted_secret(form: str) -> None:
     planted = {"raw": secret, "hex": secret.hex().encode(),
                "base64-offset": base64.b64encode(b"xy" + secret + b"z")}[form]
     hay = os.urandom(5000) + planted + os.urandom(5000)
-    assert hygiene.scan(hay, hygiene.index([os.urandom(32), secret])) == {1}
+    assert secrets_scan.scan(hay, secrets_scan.index([os.urandom(32), secret])) == {1}

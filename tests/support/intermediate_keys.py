@@ -28,19 +28,16 @@ def is_envelope(ciphertext: bytes) -> bool:
     return ciphertext.startswith(_IK_HEAD)
 
 
-def ik_of(ciphertext: bytes, key: Key) -> bytes:
-    """The clear IK of an envelope-mode ciphertext, unwrapped with the emulator key ``key``."""
-    parsed = intermediate.parse(ciphertext)
-    context = {intermediate.CONTEXT_KEY: base64.b64encode(parsed.prefix).decode()}
-    clear = key.decrypt(parsed.wrapped, context)
-    if len(clear) != intermediate.IK_BYTES:
-        raise AssertionError(f"unwrapped IK has {len(clear)} bytes")
-    return clear
-
-
 def iks_of(ciphertexts: Iterable[bytes], key: Key) -> set[bytes]:
-    """Every distinct IK behind the envelope-mode ciphertexts (others are skipped)."""
-    return {ik_of(c, key) for c in ciphertexts if is_envelope(c)}
+    """Every distinct clear IK behind the envelope-mode ciphertexts (others are skipped),
+    unwrapped with the emulator key ``key``."""
+    iks = set()
+    for ciphertext in filter(is_envelope, ciphertexts):
+        parsed = intermediate.parse(ciphertext)
+        clear = key.decrypt(parsed.wrapped, {intermediate.CONTEXT_KEY: base64.b64encode(parsed.prefix).decode()})
+        assert len(clear) == intermediate.IK_BYTES, f"unwrapped IK has {len(clear)} bytes"
+        iks.add(clear)
+    return iks
 
 
 def key_from_state_dir(state_dir: Path, name: str) -> Key:

@@ -13,7 +13,7 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import Protocol, TypeVar
 
-from . import hygiene
+from . import secrets_scan
 
 
 class Output(Protocol):
@@ -99,7 +99,7 @@ def leaks() -> list[str]:
         secrets = sorted(SECRETS)
     if not secrets:
         return []
-    anchors = hygiene.index(secrets)
+    anchors = secrets_scan.index(secrets)
     return [f"{where}: secret #{i} ({len(secrets[i])} bytes)"
             for data, where in outputs(plugins, texts, "returned text").items()
-            for i in sorted(hygiene.scan(data, anchors))]
+            for i in sorted(secrets_scan.scan(data, anchors))]
