@@ -15,7 +15,7 @@ import json
 import ssl
 import subprocess
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -82,9 +82,7 @@ class ApiServerOptions:
     """What a scenario may vary between apiserver starts."""
 
     encryption_config: dict[str, Any]
-    automatic_reload: bool = True
     feature_gates: dict[str, bool] = field(default_factory=dict)
-    extra_args: Sequence[str] = ()
     # What "started" means: /readyz includes the KMS health check; a scenario
     # that starts the apiserver while the KMS is down waits for /livez instead.
     ready_path: str = "/readyz"
@@ -118,12 +116,11 @@ class KubeApiServer:
             # No nodes, no controllers: nothing to reconcile endpoints for.
             "--endpoint-reconciler-type=none", "--profiling=false",
             f"--encryption-provider-config={self.encryption_config_path}",
-            f"--encryption-provider-config-automatic-reload={str(options.automatic_reload).lower()}", "--v=2",
+            "--encryption-provider-config-automatic-reload=true", "--v=2",
         ]
         if options.feature_gates:
             gates = ",".join(f"{k}={str(v).lower()}" for k, v in options.feature_gates.items())
             argv.append(f"--feature-gates={gates}")
-        argv.extend(options.extra_args)
         return argv
 
     def start(self, options: ApiServerOptions) -> float:
@@ -140,16 +137,11 @@ class KubeApiServer:
         else:
             self.process.argv = argv
         self.process.start()
-        return self.wait_ready()
+        return wait_until(lambda: self.get(options.ready_path)[0] == 200, APISERVER_READY_TIMEOUT_S,
+                          f"kube-apiserver {options.ready_path}", interval_s=0.5, alive=self.process.check_alive)
 
     def _write_encryption_config(self, options: ApiServerOptions) -> None:
         write_encryption_config(self.encryption_config_path, options.encryption_config)
-
-    def wait_ready(self, timeout_s: float = APISERVER_READY_TIMEOUT_S) -> float:
-        assert self.process is not None
-        path = self.options.ready_path if self.options else "/readyz"
-        return wait_until(lambda: self.get(path)[0] == 200, timeout_s, f"kube-apiserver {path}", interval_s=0.5,
-                          alive=self.process.check_alive)
 
     def stop(self) -> None:
         if self.process is not None:
