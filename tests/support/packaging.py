@@ -10,6 +10,7 @@ machine builds it from nothing and a developer's re-run is fast).
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import itertools
 import json
 import os
@@ -74,24 +75,34 @@ def assert_shipped(directory: Path) -> None:
 
 
 def root_tarball(arch: str | None = None) -> Path:
-    """The bootstrapped bookworm root as a tarball, built once per week and package list;
-    ``arch``: another architecture's (arm64 on x86_64 runs under qemu-user-static)."""
+    """The bootstrapped bookworm root as a tarball (``arch``: another architecture's, arm64 on
+    x86_64 runs under qemu-user-static), made once a week and package list, not on every run:
+    ``<name>-<hash of mirror and packages>-<ISO week>.tar``, older weeks' removed."""
     opts = [f"--arch={arch}"] if arch else []
-
-    def make(partial: Path) -> None:
-        with step(f"mmdebstrap bookworm {arch or 'host'} root (cache miss)"):
-            run(["mmdebstrap", "--quiet", *opts, "--variant=apt", f"--include={','.join(ROOT_PACKAGES)}",
-                 "--format=tar", "bookworm", partial, MIRROR], timeout=1800 if arch else 900)
-
     name = f"bookworm-{arch}" if arch else "bookworm"
-    return steps.weekly_tarball(CACHE / name, " ".join((MIRROR, *opts, *ROOT_PACKAGES)), make)
+    digest = hashlib.sha256(" ".join((MIRROR, *opts, *ROOT_PACKAGES)).encode()).hexdigest()[:12]
+    path = CACHE / f"{name}-{digest}-{time.strftime('%G-W%V', time.gmtime())}.tar"
+    if path.exists():
+        return path
+    CACHE.mkdir(parents=True, exist_ok=True)
+    for old in CACHE.glob(f"{name}-{digest}-*.tar"):
+        old.unlink()
+    partial = path.with_suffix(".partial")
+    with step(f"mmdebstrap bookworm {arch or 'host'} root (cache miss)"):
+        run(["mmdebstrap", "--quiet", *opts, "--variant=apt", f"--include={','.join(ROOT_PACKAGES)}",
+             "--format=tar", "bookworm", partial, MIRROR], timeout=1800 if arch else 900)
+    partial.rename(path)
+    return path
 
 
 def fresh_root(dest: Path, arch: str | None = None) -> Path:
-    """Unpack the cached root into ``dest`` (a new, private copy per test)."""
+    """Unpack the cached root into ``dest`` (a new, private copy per test, its device nodes and
+    owners on purpose)."""
     tarball = root_tarball(arch)
-    with step(f"unpack root for {dest.name}"):
-        return steps.unpack_root(tarball, dest)
+    with step(f"unpack root for {dest.name}"), tarfile.open(tarball) as tar:
+        dest.mkdir(parents=True)
+        tar.extractall(dest, numeric_owner=True, filter="fully_trusted")
+    return dest
 
 
 _MACHINES = itertools.count()

@@ -5,15 +5,13 @@ podman with a store private to a test."""
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import os
 import shutil
 import socket
 import subprocess
-import tarfile
 import tempfile
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 
 import pytest
@@ -36,30 +34,6 @@ def run(cmd: Sequence[str | os.PathLike[str]], timeout: float = 300, check: bool
         raise AssertionError(f"{' '.join(map(str, args))} -> {proc.returncode}\n"
                              f"stdout:\n{proc.stdout[-4000:]}\nstderr:\n{proc.stderr[-4000:]}")
     return proc
-
-
-def weekly_tarball(stem: Path, key: str, make: Callable[[Path], object]) -> Path:
-    """``<stem>-<hash of key>-<ISO week>.tar``, made by ``make(partial path)`` when missing (and
-    older weeks' removed): a root bootstrapped from the mirror once a week, not on every run."""
-    digest = hashlib.sha256(key.encode()).hexdigest()[:12]
-    path = stem.with_name(f"{stem.name}-{digest}-{time.strftime('%G-W%V', time.gmtime())}.tar")
-    if path.exists():
-        return path
-    path.parent.mkdir(parents=True, exist_ok=True)
-    for old in path.parent.glob(f"{stem.name}-{digest}-*.tar"):
-        old.unlink()
-    partial = path.with_suffix(".partial")
-    make(partial)
-    partial.rename(path)
-    return path
-
-
-def unpack_root(tarball: Path, dest: Path) -> Path:
-    """A private copy of a root made by mmdebstrap (its device nodes and owners on purpose)."""
-    dest.mkdir(parents=True)
-    with tarfile.open(tarball) as tar:
-        tar.extractall(dest, numeric_owner=True, filter="fully_trusted")
-    return dest
 
 
 NONROOT = 65532  # the image's user (distroless "nonroot"), and the static pod's
