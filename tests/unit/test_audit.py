@@ -109,12 +109,8 @@ def test_a_failing_disk_is_reported_once_and_never_raises(tmp_path: Path,
 # ---- a broken trail is counted, reported, retried --------------------------------------------
 
 
-@pytest.fixture
-def fast_retry(monkeypatch: pytest.MonkeyPatch) -> None:
+def test_write_failure_drops_counts_and_reopens(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(AuditLog, "RETRY_EVERY", 0.05)
-
-
-def test_write_failure_drops_counts_and_reopens(tmp_path: Path, fast_retry: None) -> None:
     path = tmp_path / "audit.log"
     metrics = Metrics()
     with closing(AuditLog(str(path), flush_interval=0, metrics=metrics)) as log:
