@@ -33,14 +33,6 @@ def _add_access_key(emu: Emulator, body: dict[str, Any]) -> dict[str, Any]:
     return {"access_id": ident.access_id, "access_key": ident.access_key}
 
 
-def _version_state(emu: Emulator, body: dict[str, Any]) -> None:
-    emu.core.set_version_state(body["name"], int(body["version"]), body["state"])
-
-
-def _key_enabled(emu: Emulator, body: dict[str, Any]) -> None:
-    emu.core.set_key_enabled(body["name"], bool(body["enabled"]))
-
-
 def _key_settings(emu: Emulator, body: dict[str, Any]) -> None:
     """Set delete_protection / auto_rotate / rotation_interval (days) as describe-item shows them."""
     key = emu.key(body["name"])
@@ -51,18 +43,14 @@ def _key_settings(emu: Emulator, body: dict[str, Any]) -> None:
         key.rotation_interval = int(body["rotation_interval"])
 
 
-def _token_ttl(emu: Emulator, body: dict[str, Any]) -> None:
-    emu.set_token_ttl(float(body["seconds"]))
-
-
 ACTIONS: dict[str, Action] = {
     "calls": lambda e, b: {"calls": dict(e.calls), "in_flight": dict(e.in_flight)},
     "rotate-key": lambda e, b: {"new_item_version": e.rotate_key(b["name"])},
-    "version-state": _version_state,
-    "key-enabled": _key_enabled,
+    "version-state": lambda e, b: e.set_version_state(b["name"], int(b["version"]), b["state"]),
+    "key-enabled": lambda e, b: e.set_key_enabled(b["name"], bool(b["enabled"])),
     "key-settings": _key_settings,
     "add-access-key": _add_access_key,
-    "token-ttl": _token_ttl,
+    "token-ttl": lambda e, b: e.set_token_ttl(float(b["seconds"])),
     "expire-tokens": lambda e, b: {"expired": e.expire_tokens()},
     "fault": _fault,
     "clear-faults": lambda e, b: {"cleared": e.clear_faults()},

@@ -1,9 +1,8 @@
-"""The emulator's state and its control-plane operations (no HTTP here).
+"""The emulator's state: keys, identities, tokens, call accounting (no HTTP here).
 
-Why: tests drive the emulator either in-process (Python calls on `Core`,
-through `Emulator`) or from another process (the `/__emulator/...` HTTP
-control endpoint, which maps onto some of the same methods). One lock guards all
-state; the HTTP handlers in `api.py` take it for each call.
+Why: the API handlers (`api.py`) and the test-facing `Emulator` (and the `/__emulator/...`
+control plane on it) change the same state; one lock guards all of it, and a change made
+under `changing()` is saved when a state directory was given.
 """
 
 from __future__ import annotations
@@ -20,7 +19,7 @@ from typing import Any
 
 from akeyless_emulator.errors import ApiError, not_found
 from akeyless_emulator.identity import Identity, Token, TokenStore, new_access_id
-from akeyless_emulator.keys import Key, new_key, normalise_name
+from akeyless_emulator.keys import Key, normalise_name
 
 STATE_FILE = "state.json"
 
@@ -103,30 +102,6 @@ class Core:
             raise not_found("item not found")
         return found
 
-    def create_key(self, name: str) -> Key:
-        """Create an AES256GCM key (version 1); 409 if the name exists."""
-        with self.changing():
-            norm = normalise_name(name)
-            if norm in self.keys:
-                raise ApiError(409, "Conflict", "item already exists")
-            self.keys[norm] = key = new_key(norm)
-        return key
-
-    def rotate_key(self, name: str) -> int:
-        """Add a version; returns the new version number."""
-        with self.changing():
-            return self.key(name).add_version()
-
-    def set_version_state(self, name: str, version: int, state: str) -> None:
-        """Enable / Disable / PendingDeletion one version."""
-        with self.changing():
-            self.key(name).set_version_state(version, state)
-
-    def set_key_enabled(self, name: str, enabled: bool) -> None:
-        """Disable or re-enable a whole key."""
-        with self.changing():
-            self.key(name).enabled = enabled
-
     # -- identities and tokens --------------------------------------------
     def add_identity(self, ident: Identity) -> Identity:
         """Register (or replace) an identity."""
@@ -150,11 +125,6 @@ class Core:
             raise ApiError(401, "Unauthorized", "unknown token")
         return ident, token
 
-    def expire_tokens(self) -> int:
-        """Expire all tokens now."""
-        with self.changing():
-            return self.tokens.expire_all()
-
     # -- accounting --------------------------------------------------------
     def record(self, rec: CallRecord) -> None:
         """Count one API call and keep its record (bounded to 10,000)."""
@@ -171,9 +141,3 @@ class Core:
             if self.in_flight[endpoint] <= 0:
                 del self.in_flight[endpoint]
             self.changed.notify_all()
-
-    def reset_calls(self) -> None:
-        """Forget counts and records."""
-        with self.lock:
-            self.calls.clear()
-            self.records.clear()

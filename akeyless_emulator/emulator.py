@@ -15,10 +15,11 @@ import threading
 from typing import Any
 
 from akeyless_emulator.core import CallRecord, Core
+from akeyless_emulator.errors import ApiError
 from akeyless_emulator.faults import Fault, FaultRegistry
 from akeyless_emulator.identity import Identity, new_secret
 from akeyless_emulator.jwt import make_jwt
-from akeyless_emulator.keys import Key
+from akeyless_emulator.keys import Key, new_key, normalise_name
 from akeyless_emulator.tls import CLIENT_CN, CertFiles, TestCA
 from akeyless_emulator.transport import EmulatorServer
 
@@ -127,20 +128,28 @@ class Emulator:
 
     # -- keys --------------------------------------------------------------
     def create_key(self, name: str) -> Key:
-        """Create a DFC AES256GCM key (version 1)."""
-        return self.core.create_key(name)
+        """Create a DFC AES256GCM key (version 1); 409 if the name exists."""
+        with self.core.changing():
+            norm = normalise_name(name)
+            if norm in self.core.keys:
+                raise ApiError(409, "Conflict", "item already exists")
+            self.core.keys[norm] = key = new_key(norm)
+        return key
 
     def rotate_key(self, name: str) -> int:
         """Rotate; returns the new version number."""
-        return self.core.rotate_key(name)
+        with self.core.changing():
+            return self.core.key(name).add_version()
 
-    def disable_version(self, name: str, version: int) -> None:
-        """Ciphertexts of this version stop decrypting."""
-        self.core.set_version_state(name, version, "Disabled")
+    def set_version_state(self, name: str, version: int, state: str) -> None:
+        """Enabled, Disabled (its ciphertexts stop decrypting) or PendingDeletion."""
+        with self.core.changing():
+            self.core.key(name).set_version_state(version, state)
 
-    def disable_key(self, name: str) -> None:
-        """Disable the whole item (encrypt and decrypt answer 403)."""
-        self.core.set_key_enabled(name, False)
+    def set_key_enabled(self, name: str, enabled: bool) -> None:
+        """Disable (encrypt and decrypt answer 403) or re-enable the whole item."""
+        with self.core.changing():
+            self.core.key(name).enabled = enabled
 
     def key(self, name: str) -> Key:
         """The key object (inspect versions, states)."""
@@ -195,7 +204,8 @@ class Emulator:
 
     def expire_tokens(self) -> int:
         """Expire every issued token now."""
-        return self.core.expire_tokens()
+        with self.core.changing():
+            return self.core.tokens.expire_all()
 
     # -- faults and accounting --------------------------------------------
     def fault(self, endpoint: str, kind: str | None = None, *, status: int | None = None, delay: float = 0.0,
@@ -257,7 +267,9 @@ class Emulator:
 
     def reset_calls(self) -> None:
         """Zero the counters and drop records."""
-        self.core.reset_calls()
+        with self.core.lock:
+            self.core.calls.clear()
+            self.core.records.clear()
 
     @property
     def handshake_failures(self) -> int:

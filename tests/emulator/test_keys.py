@@ -75,9 +75,9 @@ class TestVersions:
         """Encrypt needs the latest version enabled; a disabled key refuses both directions."""
         ciphertext = client.encrypt(b"x")
         emu.rotate_key(KEY)
-        emu.disable_version(KEY, 2)
+        emu.set_version_state(KEY, 2, "Disabled")
         assert api_error(lambda: client.encrypt(b"x")).status == 403
-        emu.disable_key(KEY)
+        emu.set_key_enabled(KEY, False)
         assert api_error(lambda: client.encrypt(b"x")).status == 403
         assert api_error(lambda: client.decrypt(ciphertext)).status == 403
         assert client.describe().is_enabled is False

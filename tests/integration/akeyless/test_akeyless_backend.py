@@ -71,7 +71,7 @@ class TestRotation:
         old = b.wrap(b"a" * 32)
         b.unwrap(old.ciphertext, old.key_id, {})  # now cached
         emu.rotate_key(KEY)
-        emu.disable_version(KEY, 1)
+        emu.set_version_state(KEY, 1, "Disabled")
         b.refresh()  # drops cached DEKs of the disabled version
         with pytest.raises(KeyUnavailable, match="version 1 is Disabled"):
             b.unwrap(old.ciphertext, old.key_id, {})
@@ -227,7 +227,7 @@ class TestHealth:
         emu.clear_faults()
         b.refresh()
         assert b.status().healthy
-        emu.disable_key(KEY)  # the key itself unusable: unhealthy at the next refresh
+        emu.set_key_enabled(KEY, False)  # the key itself unusable: unhealthy at the next refresh
         b.refresh()
         st = b.status()
         assert not st.healthy

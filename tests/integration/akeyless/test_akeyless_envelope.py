@@ -241,7 +241,7 @@ class TestRevocation:
         emu.rotate_key(KEY)
         b.refresh()
         new = b.wrap(b"n" * 32)
-        emu.disable_version(KEY, 1)
+        emu.set_version_state(KEY, 1, "Disabled")
         b.refresh()
         assert [ik.version for ik in b.intermediate_keys] == [2]
         assert b.unwrap(new.ciphertext, new.key_id, {}).plaintext == b"n" * 32

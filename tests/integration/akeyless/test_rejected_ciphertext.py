@@ -83,7 +83,7 @@ class TestDisabledVersionStillExplained:
         b = make_backend(ak_env, cache=False)
         old = b.wrap(b"a" * 32)
         emu.rotate_key(KEY)
-        emu.disable_version(KEY, 1)  # the held state still says Enabled
+        emu.set_version_state(KEY, 1, "Disabled")  # the held state still says Enabled
         before = _calls(emu)
         with pytest.raises(KeyUnavailable, match="version 1 is Disabled"):
             b.unwrap(old.ciphertext, old.key_id, {})
