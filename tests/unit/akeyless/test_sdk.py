@@ -12,12 +12,6 @@ from kms_appliance.backends.akeyless import client, sdk
 from tests.support.procs import REPO
 
 
-def _models_source() -> str:
-    spec = importlib.util.find_spec("akeyless")
-    assert spec is not None and spec.submodule_search_locations
-    return (Path(spec.submodule_search_locations[0]) / "models" / "__init__.py").read_text()
-
-
 def _fresh_python(code: str) -> str:
     """What ``code`` prints after loading the SDK lazily in a new interpreter (a clean sys.modules)."""
     prelude = "import sys; from kms_appliance.backends.akeyless import sdk; s = sdk.load();"
@@ -29,7 +23,10 @@ class TestLazySdk:
     """The lazy loader finds every model and matches the generated V2Api calls."""
 
     def test_every_model_module_name_is_derived_correctly(self):
-        pairs = re.findall(r"^from akeyless\.models\.(\w+) import (\w+)$", _models_source(), re.M)
+        spec = importlib.util.find_spec("akeyless")
+        assert spec is not None and spec.submodule_search_locations
+        models = (Path(spec.submodule_search_locations[0]) / "models" / "__init__.py").read_text()
+        pairs = re.findall(r"^from akeyless\.models\.(\w+) import (\w+)$", models, re.M)
         assert len(pairs) > 1000
         assert [c for m, c in pairs if sdk.model_module(c) != m] == []
 
