@@ -19,13 +19,10 @@ ENDPOINT = f"unix://{SOCKET}"
 PROVIDER = "akl"
 
 
-def _cfg() -> config.Config:
-    return config.load(env={}, config_file=Path("/dev/null"),
-                       flags={"server.backend": "local", "server.socket": str(SOCKET), "server.provider_name": PROVIDER})
-
-
 def _generated(kms_api: str = "v2", timeout: str = "3s") -> str:
-    return manifests.encryption_config(_cfg(), kms_api=kms_api, timeout=timeout)
+    cfg = config.load(env={}, config_file=Path("/dev/null"),
+                      flags={"server.backend": "local", "server.socket": str(SOCKET), "server.provider_name": PROVIDER})
+    return manifests.encryption_config(cfg, kms_api=kms_api, timeout=timeout)
 
 
 def _review(doc: Any) -> encconfig.Findings:

@@ -50,11 +50,6 @@ def spawn(fresh: FreshDescriber, out: list[object]) -> threading.Thread:
     return t
 
 
-def settle(fresh: FreshDescriber, waiters: int) -> None:
-    """Wait until ``waiters`` callers block on the condition (bounded)."""
-    assert eventually(lambda: len(fresh._cond._waiters) >= waiters, 10, 0.001)
-
-
 def late_callers(remote: Remote, n: int) -> tuple[FreshDescriber, list[object], list[threading.Thread], list[object]]:
     """A first caller's describe 1 answered while ``n`` more callers waited for it; describe 2
     (theirs) has started. Returns the describer, the first caller's answers, the waiting threads
@@ -65,7 +60,7 @@ def late_callers(remote: Remote, n: int) -> tuple[FreshDescriber, list[object], 
     assert remote.entered.acquire(timeout=10)  # describe 1 running
     late: list[object] = []
     waiters = [spawn(fresh, late) for _ in range(n)]  # arrive while describe 1 runs
-    settle(fresh, n)
+    assert eventually(lambda: len(fresh._cond._waiters) >= n, 10, 0.001)  # all n block on the condition
     remote.release.release()  # describe 1 answers: only the first caller may use it
     t1.join(10)
     assert remote.entered.acquire(timeout=10)  # one describe 2 for all of them
