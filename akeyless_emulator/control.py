@@ -12,7 +12,7 @@ from collections.abc import Callable
 from dataclasses import asdict
 from typing import TYPE_CHECKING, Any
 
-from akeyless_emulator.errors import ApiError
+from akeyless_emulator.errors import ApiError, bad_request, not_found
 
 if TYPE_CHECKING:
     from akeyless_emulator.emulator import Emulator
@@ -61,14 +61,13 @@ def dispatch(emu: Emulator, action: str, body: dict[str, Any]) -> tuple[int, dic
     """Run a control action; returns (status, JSON body)."""
     fn = ACTIONS.get(action.strip("/"))
     if fn is None:
-        return 404, {"error": "NotFound", "message": f"unknown control action {action!r}",
-                     "actions": sorted(ACTIONS)}
+        return 404, {**not_found(f"unknown control action {action!r}").body(), "actions": sorted(ACTIONS)}
     norm = {k.replace("-", "_"): v for k, v in body.items()}
     try:
         return 200, fn(emu, norm) or {}
     except ApiError as err:
         return err.status, err.body()
     except KeyError as err:
-        return 400, {"error": "InvalidParam", "message": f"missing field {err.args[0]!r}"}
+        return 400, bad_request(f"missing field {err.args[0]!r}").body()
     except (ValueError, TypeError) as err:
-        return 400, {"error": "InvalidParam", "message": str(err)}
+        return 400, bad_request(str(err)).body()

@@ -17,7 +17,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-from akeyless_emulator.errors import ApiError, not_found
+from akeyless_emulator.errors import not_found, unauthorized
 from akeyless_emulator.identity import Identity, Token, TokenStore, new_access_id
 from akeyless_emulator.keys import Key, normalise_name
 
@@ -122,7 +122,7 @@ class Core:
         token = self.tokens.resolve(value)
         ident = self.identities.get(token.access_id)
         if ident is None:
-            raise ApiError(401, "Unauthorized", "unknown token")
+            raise unauthorized("unknown token")
         return ident, token
 
     # -- accounting --------------------------------------------------------

@@ -8,6 +8,7 @@ render every error the same way. Messages never carry secrets.
 
 from __future__ import annotations
 
+from functools import partial
 from typing import Any
 
 
@@ -25,21 +26,8 @@ class ApiError(Exception):
         return {"error": self.error, "message": self.message}
 
 
-def bad_request(message: str) -> ApiError:
-    """400: malformed or missing parameters, undecryptable ciphertext."""
-    return ApiError(400, "InvalidParam", message)
-
-
-def unauthorized(message: str) -> ApiError:
-    """401: bad credentials, unknown, revoked or expired token."""
-    return ApiError(401, "Unauthorized", message)
-
-
-def forbidden(message: str) -> ApiError:
-    """403: authenticated but not allowed (capability, disabled item)."""
-    return ApiError(403, "Forbidden", message)
-
-
-def not_found(message: str) -> ApiError:
-    """404: unknown item or unknown operation path."""
-    return ApiError(404, "NotFound", message)
+# The four errors handlers raise, each called with its message.
+bad_request = partial(ApiError, 400, "InvalidParam")  # malformed or missing parameters, bad ciphertext
+unauthorized = partial(ApiError, 401, "Unauthorized")  # bad credentials; unknown, revoked or expired token
+forbidden = partial(ApiError, 403, "Forbidden")  # authenticated but not allowed (capability, disabled item)
+not_found = partial(ApiError, 404, "NotFound")  # unknown item or operation path

@@ -20,7 +20,7 @@ from typing import Any
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
-from akeyless_emulator.errors import ApiError, bad_request, forbidden
+from akeyless_emulator.errors import bad_request, forbidden, not_found
 
 HEADER = struct.Struct(">BQIH")
 FORMAT_MARKER = 0x01
@@ -135,7 +135,7 @@ class Key:
             raise bad_request(f"unknown version state {state!r}")
         found = self.versions.get(version)
         if found is None:
-            raise ApiError(404, "NotFound", "item version not found")
+            raise not_found("item version not found")
         found.state = state
         found.deletion_date = utcnow() + dt.timedelta(days=7) if state == "PendingDeletion" else None
         self.modification_date = utcnow()
