@@ -7,6 +7,8 @@ import json
 import logging
 import socket
 import threading
+import urllib.error
+import urllib.request
 from collections.abc import Iterator
 from concurrent import futures
 from pathlib import Path
@@ -21,6 +23,7 @@ from kms_appliance.metrics import Metrics
 from kms_appliance.selfprobe import SelfProbe
 from kms_appliance.threads import Supervisor
 from tests.support.inproc import local_backend
+from tests.support.plugin import http_get
 from tests.support.procs import eventually
 from tests.unit.helpers import sample
 
@@ -42,16 +45,6 @@ def _server(tmp_path: Path) -> Iterator[tuple[health.HealthHttpServer, Superviso
     finally:
         threads.stopping.set()
         srv.stop()
-
-
-def _get(port: int, path: str, method: str = "GET") -> tuple[int, bytes]:
-    with socket.create_connection(("127.0.0.1", port), timeout=5) as s:
-        s.sendall(f"{method} {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n".encode())
-        raw = b""
-        while chunk := s.recv(65536):
-            raw += chunk
-    head, _, body = raw.partition(b"\r\n\r\n")
-    return int(head.split()[1]), body
 
 
 class TestVerdicts:
@@ -88,9 +81,11 @@ class TestHttpServer:
         test_calls_are_audited_counted_and_health_answers (/livez, /readyz, /healthz 200, /metrics, 404)."""
         with _server(tmp_path) as (srv, _):
             port = srv.server_address[1]
-            code, body = _get(port, "/livez")
+            code, body = http_get(port, "/livez")
             assert code == 200 and json.loads(body) == {"status": "ok", "reason": "ok"}
-            assert _get(port, "/livez", "POST")[0] == 405
+            with pytest.raises(urllib.error.HTTPError) as refused:
+                urllib.request.urlopen(urllib.request.Request(f"http://127.0.0.1:{port}/livez", b"", method="POST"), timeout=5)
+            assert refused.value.code == 405
 
     def test_idle_connections_beyond_the_limit_evict_the_oldest(self, tmp_path: Path) -> None:
         with _server(tmp_path) as (srv, threads):
@@ -98,7 +93,7 @@ class TestHttpServer:
             workers = threading.active_count()
             idle = [socket.create_connection(("127.0.0.1", port)) for _ in range(health.CONNECTION_LIMIT + 20)]
             try:
-                assert _get(port, "/livez")[0] == 200, "a probe gets in past the idle connections"
+                assert http_get(port, "/livez")[0] == 200, "a probe gets in past the idle connections"
                 assert threading.active_count() == workers, "idle connections hold no thread"
                 closed = 0
                 for s in idle[:20]:
