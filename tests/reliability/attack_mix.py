@@ -47,7 +47,6 @@ from typing import Any
 import grpc
 
 from kms_appliance.kms import v2_pb2, v2_pb2_grpc
-from tests.reliability.probes import http_get
 from tests.support import attacks, procinfo
 from tests.support import plugin as pm
 from tests.support.procs import eventually
@@ -167,12 +166,12 @@ class Sample:
 def _sample(p: pm.Plugin) -> Sample:
     pid = p.proc.pid
     return Sample(procinfo.rss_kib(pid), procinfo.fds(pid), procinfo.threads(pid),
-                  http_get(p.http_port, "/livez", timeout=2)[0])
+                  p.http("/livez", timeout=2)[0])
 
 
 def _warm_up(p: pm.Plugin, client: RealClient) -> None:
     """Grow what grows once (worker pool, grpc's threads, caches) before the baseline."""
-    eventually(lambda: http_get(p.http_port, "/livez", timeout=2)[0] == 200, 20, 0.2)
+    eventually(lambda: p.http("/livez", timeout=2)[0] == 200, 20, 0.2)
     for _ in range(3):
         client.round_trip()
     chans = [attacks.channel(p.socket) for _ in range(4)]
@@ -184,12 +183,12 @@ def _warm_up(p: pm.Plugin, client: RealClient) -> None:
     finally:
         for c in chans:
             c.close()
-    http_get(p.http_port, "/metrics", timeout=2)
+    p.http("/metrics", timeout=2)
     time.sleep(3)  # the warm-up's connections end and their relay threads with them
 
 
 def _metric_lines(p: pm.Plugin, prefixes: tuple[str, ...]) -> list[str]:
-    body = http_get(p.http_port, "/metrics")[1]  # no answer: an error name, no line
+    body = p.http("/metrics")[1].decode()  # no answer: an error name, no line
     return [ln for ln in body.splitlines() if ln.startswith(prefixes) and not ln.endswith(" 0.0")]
 
 
@@ -203,19 +202,16 @@ def _attacker(p: pm.Plugin, gid: int, scale: float) -> subprocess.Popen[str]:
          "--scale", str(scale)], cwd=pm.REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
 
 
-def _threads_back(pid: int, base_own: int) -> bool:
-    """The plugin's own threads within tolerance, grpc's pool within its bound."""
-    names = procinfo.thread_names(pid)
-    pool = names[GRPC_POOL]
-    return sum(names.values()) - pool <= base_own + THREAD_SLACK and pool <= GRPC_POOL_MAX
-
-
 def _settle(p: pm.Plugin, base: Sample, base_own: int, bound: float) -> tuple[Sample, float]:
-    """Poll until descriptors and threads are back within tolerance, or ``bound`` passed."""
+    """Poll until descriptors and the plugin's own threads are back within tolerance and grpc's
+    pool within its bound, or ``bound`` passed."""
     start = time.monotonic()
     while True:
         s = _sample(p)
-        back = s.fds <= base.fds + FD_SLACK and _threads_back(p.proc.pid, base_own)
+        names = procinfo.thread_names(p.proc.pid)
+        pool = names[GRPC_POOL]
+        own = sum(names.values()) - pool
+        back = s.fds <= base.fds + FD_SLACK and own <= base_own + THREAD_SLACK and pool <= GRPC_POOL_MAX
         if back or time.monotonic() - start > bound:
             return s, time.monotonic() - start
         time.sleep(0.5)
@@ -250,8 +246,8 @@ def run(workdir: Path, seconds: float, *, age: float = 60.0, sample_every: float
                 samples.append(s)
                 if s.livez != 200:
                     # the sampled code (0: no answer within 2 s), then what a second look says
-                    again = http_get(p.http_port, "/livez", timeout=2)
-                    livez_bad[f"{s.livez}, then {again[0]}: {again[1][:100]}"] += 1
+                    again = p.http("/livez", timeout=2)
+                    livez_bad[f"{s.livez}, then {again[0]}: {again[1][:100].decode(errors='replace')}"] += 1
                 time.sleep(sample_every)
         finally:
             with contextlib.suppress(ProcessLookupError):
@@ -272,7 +268,7 @@ def run(workdir: Path, seconds: float, *, age: float = 60.0, sample_every: float
         report["grpc_pool_threads"] = {"baseline": names_before[GRPC_POOL], "after": names_after[GRPC_POOL],
                                        "limit": GRPC_POOL_MAX}
         client.stop()
-        ready = http_get(p.http_port, "/readyz", timeout=2)
+        ready = p.http("/readyz", timeout=2)
         metrics = _metric_lines(p, ("kms_appliance_peer_refusals_total", "kms_appliance_malformed",
                                     "kms_appliance_audit_", "kms_appliance_http_", "kms_appliance_calls_total"))
     finally:

@@ -5,16 +5,13 @@ from __future__ import annotations
 import os
 import socket
 import subprocess
-import sys
 import time
-import urllib.error
-import urllib.request
 from pathlib import Path
 
 from kms_appliance.kms import v2_pb2, v2_pb2_grpc
-from tests.support import attacks, ledger
+from tests.support import attacks
 from tests.support import plugin as pm
-from tests.support.procs import REPO, cpu_seconds
+from tests.support.procs import cpu_seconds
 
 
 def status_ok(sock: Path, timeout: float = 2.0, wait_for_ready: bool = False, **options: int) -> bool:
@@ -23,20 +20,6 @@ def status_ok(sock: Path, timeout: float = 2.0, wait_for_ready: bool = False, **
     with attacks.channel(sock, **options) as channel:
         stub = v2_pb2_grpc.KeyManagementServiceStub(channel)  # type: ignore[no-untyped-call]
         return bool(stub.Status(v2_pb2.StatusRequest(), timeout=timeout, wait_for_ready=wait_for_ready).healthz == "ok")
-
-
-def http_get(port: int, path: str, timeout: float = 5.0) -> tuple[int, str]:
-    """GET ``path`` on a fresh connection to the HTTP endpoint: the status and the body (0 and
-    the error's name when nothing answered within ``timeout``); the body goes to the ledger."""
-    try:
-        with urllib.request.urlopen(f"http://127.0.0.1:{port}{path}", timeout=timeout) as resp:
-            code, body = int(resp.status), resp.read()
-    except urllib.error.HTTPError as err:
-        code, body = int(err.code), err.read()
-    except OSError as exc:
-        return 0, type(exc).__name__
-    ledger.text(body)
-    return code, body.decode(errors="replace")
 
 
 def cpu_share(pid: int, window: float) -> float:
@@ -69,16 +52,6 @@ def metric(p: pm.Plugin, name: str, labels: str | None = None) -> float:
     if labels is not None:
         return samples.get(name + (f"{{{labels}}}" if labels else ""), 0.0)
     return sum(v for k, v in samples.items() if k == name or k.startswith(name + "{"))
-
-
-def cli(*args: str, timeout: float = 60) -> subprocess.CompletedProcess[str]:
-    """``kms-appliance ARGS`` as an operator runs it (no KMS_APPLIANCE_*/AKEYLESS_* settings
-    inherited); its output goes to the secret ledger."""
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("KMS_APPLIANCE_", "AKEYLESS_"))}
-    proc = subprocess.run([sys.executable, "-m", "kms_appliance", *args], cwd=REPO, env=env,
-                          capture_output=True, text=True, timeout=timeout)
-    ledger.text(proc.stdout, proc.stderr)
-    return proc
 
 
 def one_line(proc: subprocess.CompletedProcess[str], code: int, setting: str) -> str:

@@ -22,9 +22,10 @@ from pathlib import Path
 import grpc
 import pytest
 
-from tests.reliability.probes import cli, metric, one_line, serve_args
+from tests.reliability.probes import metric, one_line, serve_args
 from tests.support import plugin as pm
 from tests.support.kmsclient import Client
+from tests.support.plugin import operator_cli as cli
 from tests.support.procs import eventually
 
 DEADLINE = 10.0  # retries run every 2 s and the maintenance tick every 0.5 s

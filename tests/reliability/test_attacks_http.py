@@ -27,7 +27,7 @@ from kms_appliance import config
 from kms_appliance.app import App
 from kms_appliance.backends import keyring
 from kms_appliance.kms.v2 import V2Servicer
-from tests.reliability.probes import cpu_share, http_get, status_ok
+from tests.reliability.probes import cpu_share, status_ok
 from tests.support import ledger, procinfo
 from tests.support import plugin as pm
 from tests.support.procs import wait_until
@@ -40,12 +40,12 @@ CPU_SHARE_MAX = 0.25
 
 
 def _livez(port: int) -> int:
-    return http_get(port, "/livez")[0]
+    return pm.http_get(port, "/livez")[0]
 
 
 def _reason(port: int) -> str:
     """Why /livez fails."""
-    return str(json.loads(http_get(port, "/livez")[1])["reason"])
+    return str(json.loads(pm.http_get(port, "/livez")[1])["reason"])
 
 
 @contextlib.contextmanager
@@ -138,7 +138,7 @@ def test_lost_socket_fails_livez(tmp_path: Path, replaced: bool) -> None:
         wait_until(lambda: _livez(p.http_port) == 503, 5, "/livez failing for a lost socket")
         if not replaced:
             assert "socket" in _reason(p.http_port)
-            assert http_get(p.http_port, "/readyz")[0] == 503
+            assert pm.http_get(p.http_port, "/readyz")[0] == 503
 
 
 def test_wedged_grpc_server_fails_livez(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

@@ -22,9 +22,10 @@ from pathlib import Path
 
 import pytest
 
-from tests.reliability.probes import PEER_PROBE, as_nobody, cli, one_line, serve_args
+from tests.reliability.probes import PEER_PROBE, as_nobody, one_line, serve_args
 from tests.support import attacks, ledger
 from tests.support import plugin as pm
+from tests.support.plugin import operator_cli as cli
 from tests.support.procs import eventually
 
 MARKER = "H6-SECRET-MARKER-5f1c9a"

@@ -141,13 +141,9 @@ class Plugin:
         else:
             raise RuntimeError(f"{self.name}: no keyring or backend to rotate")
 
-    def http(self, path: str) -> tuple[int, bytes]:
-        url = f"http://127.0.0.1:{self.http_port}{path}"
-        try:
-            with urllib.request.urlopen(url, timeout=5) as resp:
-                body, status = resp.read(), resp.status
-        except urllib.error.HTTPError as err:
-            body, status = err.read(), err.code
+    def http(self, path: str, timeout: float = 5.0) -> tuple[int, bytes]:
+        """``http_get`` on its HTTP endpoint; the body is also part of what it ``written``."""
+        status, body = http_get(self.http_port or 0, path, timeout)
         self.extra_outputs.append(body)
         return status, body
 
@@ -188,6 +184,20 @@ class Plugin:
         return b"\n".join([*(f.read_bytes() for f in sorted(files) if f.exists()), *self.extra_outputs])
 
 
+def http_get(port: int, path: str, timeout: float = 5.0) -> tuple[int, bytes]:
+    """GET ``path`` on a fresh connection to 127.0.0.1:``port``: the status and the body (0 and
+    the error's name when nothing answered within ``timeout``); the body goes to the ledger."""
+    try:
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}{path}", timeout=timeout) as resp:
+            status, body = int(resp.status), resp.read()
+    except urllib.error.HTTPError as err:
+        status, body = int(err.code), err.read()
+    except OSError as exc:
+        return 0, type(exc).__name__.encode()
+    ledger.text(body)
+    return status, body
+
+
 def wait_for_socket(path: Path, alive: Callable[[], None], timeout: float = START_TIMEOUT,
                     status_ok: bool = False, interval: float = 0.05) -> float:
     """The readiness wait: until ``path`` accepts a connection (``status_ok``: and KMS v2
@@ -209,15 +219,22 @@ def wait_for_socket(path: Path, alive: Callable[[], None], timeout: float = STAR
             client.close()
 
 
+def operator_cli(*args: str, timeout: float = 60) -> subprocess.CompletedProcess[str]:
+    """``kms-appliance ARGS`` as an operator runs it (no KMS_APPLIANCE_*/AKEYLESS_* settings
+    inherited, no raise on failure); its output goes to the secret ledger."""
+    proc = subprocess.run([sys.executable, "-m", "kms_appliance", *args], cwd=REPO, env=environment(),
+                          capture_output=True, text=True, timeout=timeout)
+    ledger.text(proc.stdout, proc.stderr)
+    return proc
+
+
 def cli(workdir: Path, *args: str) -> subprocess.CompletedProcess[str]:
-    """``kms-appliance ARGS`` in a child, as an operator runs the generators: a local-backend
-    config file of its own (``workdir``/etc/kms.toml), no inherited settings, no raise on failure."""
+    """``operator_cli`` with a local-backend config file of its own (``workdir``/etc/kms.toml),
+    as an operator runs the generators."""
     conf = workdir / "etc" / "kms.toml"
     conf.parent.mkdir(parents=True, exist_ok=True)
     conf.write_text('[server]\nbackend = "local"\n')
-    env = {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "PYTHONPATH": os.environ.get("PYTHONPATH", "")}
-    return subprocess.run([sys.executable, "-m", "kms_appliance", *args, "--config", str(conf)],
-                          capture_output=True, text=True, env=env, timeout=60, check=False)
+    return operator_cli(*args, "--config", str(conf))
 
 
 def keyring_init(path: Path, command: Command | None = None) -> None:
