@@ -22,7 +22,6 @@ import tempfile
 import threading
 import time
 from collections import Counter
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -48,23 +47,17 @@ EVENTS: tuple[tuple[str, str, dict[str, object] | None], ...] = (
 )
 
 
-@dataclass
-class Stats:
-    calls: Counter[str] = field(default_factory=Counter)
-    errors: Counter[str] = field(default_factory=Counter)
-    wrong: int = 0
-    allowed_429: int = 0
-    lock: threading.Lock = field(default_factory=threading.Lock)
-
-
 class Soak:
     def __init__(self, calls: int, threads: int, workdir: Path) -> None:
         self.total = calls
         self.threads = threads
         self.work = workdir
-        self.stats = Stats()
         self.done = 0
-        self.lock = threading.Lock()
+        self.lock = threading.Lock()  # guards done and the tallies below
+        self.calls: Counter[str] = Counter()
+        self.errors: Counter[str] = Counter()
+        self.wrong = 0
+        self.allowed_429 = 0
         self.v2_set: list[tuple[bytes, bytes, str]] = []
         self.v1_set: list[tuple[bytes, bytes]] = []
         self.samples: dict[str, dict[str, int]] = {}
@@ -120,8 +113,8 @@ class Soak:
         else:
             ok = c.version().version == "v1beta1"
         if not ok:
-            with self.stats.lock:
-                self.stats.wrong += 1
+            with self.lock:
+                self.wrong += 1
 
     def worker(self, seed: int) -> None:
         rng = random.Random(seed)
@@ -146,18 +139,18 @@ class Soak:
                 code = "OK"
             except grpc.RpcError as exc:
                 code = exc.code().name
-            with self.stats.lock:
-                self.stats.calls[what] += 1
+            with self.lock:
+                self.calls[what] += 1
                 if code != "OK":
-                    self.stats.errors[f"{what} {code}"] += 1
+                    self.errors[f"{what} {code}"] += 1
 
     def event(self, n: int) -> None:
         """Rotations and faults along the way, in a fixed cycle (EVENTS)."""
         kind, action, body = EVENTS[(n // self.event_every) % len(EVENTS)]
         self.events[kind] += 1
         if kind == "429":
-            with self.stats.lock:
-                self.stats.allowed_429 += 1
+            with self.lock:
+                self.allowed_429 += 1
         self.emu.control(action, {"name": self.emu.key} if body is None else body, attempts=3)
 
     def sample(self, name: str) -> None:
@@ -176,15 +169,15 @@ class Soak:
         time.sleep(1.0)
         self.sample("end")
         warm, end = self.samples["warm"], self.samples["end"]
-        unexpected = {k: v for k, v in self.stats.errors.items()
+        unexpected = {k: v for k, v in self.errors.items()
                       if not k.endswith("Encrypt RESOURCE_EXHAUSTED")}
-        throttled = sum(v for k, v in self.stats.errors.items() if k.endswith("RESOURCE_EXHAUSTED"))
+        throttled = sum(v for k, v in self.errors.items() if k.endswith("RESOURCE_EXHAUSTED"))
         return {
-            "calls": sum(self.stats.calls.values()), "seconds": round(elapsed, 1),
-            "calls_per_second": round(sum(self.stats.calls.values()) / elapsed),
-            "mix": dict(self.stats.calls), "events": dict(self.events),
-            "encrypt_key_ids_seen": len(self.key_ids), "wrong_answers": self.stats.wrong, "unexpected_errors": unexpected,
-            "throttled_429_surfaced": throttled, "429_injected": self.stats.allowed_429,
+            "calls": sum(self.calls.values()), "seconds": round(elapsed, 1),
+            "calls_per_second": round(sum(self.calls.values()) / elapsed),
+            "mix": dict(self.calls), "events": dict(self.events),
+            "encrypt_key_ids_seen": len(self.key_ids), "wrong_answers": self.wrong, "unexpected_errors": unexpected,
+            "throttled_429_surfaced": throttled, "429_injected": self.allowed_429,
             "rss_warm_kib": warm["rss_kib"], "rss_end_kib": end["rss_kib"],
             "rss_growth_pct": round(100.0 * (end["rss_kib"] - warm["rss_kib"]) / warm["rss_kib"], 2),
             "fds_warm": warm["fds"], "fds_end": end["fds"],

@@ -12,7 +12,7 @@ import os
 from collections import Counter
 from pathlib import Path
 
-from .procs import descendants
+from .procs import descendants, parse_status, status_fields
 
 
 def tree(pid: int) -> list[int]:
@@ -61,20 +61,9 @@ def fd_targets(pid: int) -> set[str]:
 def rss_kib(pid: int) -> int:
     """VmRSS of ``pid`` plus the private memory of its descendants (a forked child's RSS counts
     every page it still shares with its parent; only its private pages are memory it adds)."""
-    total = _field(f"/proc/{pid}/status", "VmRSS:")
+    total = int(status_fields(pid)["VmRSS"].split()[0])
     for child in tree(pid)[1:]:
-        try:
-            total += (_field(f"/proc/{child}/smaps_rollup", "Private_Clean:")
-                      + _field(f"/proc/{child}/smaps_rollup", "Private_Dirty:"))
-        except OSError:
-            continue
+        with contextlib.suppress(OSError):  # ended while we looked
+            rollup = parse_status(Path(f"/proc/{child}/smaps_rollup").read_text())
+            total += sum(int(rollup[k].split()[0]) for k in ("Private_Clean", "Private_Dirty"))
     return total
-
-
-def _field(path: str, name: str) -> int:
-    with open(path, encoding="ascii") as fh:
-        for line in fh:
-            if line.startswith(name):
-                return int(line.split()[1])
-    raise RuntimeError(f"no {name} in {path}")
-
