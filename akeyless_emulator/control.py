@@ -44,7 +44,7 @@ def _key_settings(emu: Emulator, body: dict[str, Any]) -> None:
 
 
 ACTIONS: dict[str, Action] = {
-    "calls": lambda e, b: {"calls": dict(e.calls), "in_flight": dict(e.in_flight)},
+    "calls": lambda e, b: {"calls": dict(e.calls)},
     "rotate-key": lambda e, b: {"new_item_version": e.rotate_key(b["name"])},
     "version-state": lambda e, b: e.set_version_state(b["name"], int(b["version"]), b["state"]),
     "key-enabled": lambda e, b: e.set_key_enabled(b["name"], bool(b["enabled"])),

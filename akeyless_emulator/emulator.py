@@ -243,12 +243,6 @@ class Emulator:
             return {r.result_fp: r.item_version for r in self.core.records
                     if r.endpoint == "encrypt" and r.result_fp and r.item_version is not None}
 
-    @property
-    def in_flight(self) -> collections.Counter[str]:
-        """A snapshot: requests per endpoint that arrived and are not finished yet."""
-        with self.core.lock:
-            return collections.Counter(self.core.in_flight)
-
     def wait_for(self, endpoint: str, *, calls: int | None = None, in_flight: int | None = None,
                  timeout: float = 5.0) -> bool:
         """Block until `calls[endpoint] >= calls` and/or `in_flight[endpoint] >= in_flight`.
