@@ -49,26 +49,24 @@ def test_truncation_is_refused(cut: int) -> None:
         make_ik().open(im.parse(ct[:-cut]))
 
 
-def test_plaintext_bounds_and_hard_wrap_limit() -> None:
+def test_plaintext_bounds() -> None:
+    """The hard wrap limit is refused through the backend: tests/integration/akeyless/
+    test_akeyless_envelope.py::TestRotation::test_usage_and_age_bounds_rotate_at_refresh_and_the_hard_limit_refuses."""
     ik = make_ik()
     with pytest.raises(InvalidRequest):
         ik.seal(b"")
     with pytest.raises(InvalidRequest):
         ik.seal(b"x" * (im.MAX_PLAINTEXT + 1))
-    ik.wraps = im.HARD_WRAPS
-    with pytest.raises(KeyUnavailable):
-        ik.seal(b"x")
 
 
-def test_rotation_due_on_usage_or_age() -> None:
+def test_rotation_due_at_exactly_its_age() -> None:
+    """Usage at ROTATE_WRAPS, and either bound through refresh: test_akeyless_envelope.py as above."""
     ik = make_ik()
     # A whole-second creation time: with monotonic()'s, (created + age) - created can round to
     # just under the age, and the boundary check below would depend on the clock's value.
     ik.created = 1000.0
     assert ik.due(ik.created) is None
     assert ik.due(ik.created + im.ROTATE_AGE) == "age"
-    ik.wraps = im.ROTATE_WRAPS
-    assert ik.due(ik.created) == "usage"
 
 
 def test_store_lru_never_evicts_the_current_key() -> None:
