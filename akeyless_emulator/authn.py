@@ -126,14 +126,6 @@ def k8s(ctx: AuthContext, body: dict[str, Any]) -> Identity:
     return ident
 
 
-def _load_cert(data: bytes) -> x509.Certificate:
-    """PEM: the plugin sends its certificate file as it is (no test sends DER)."""
-    try:
-        return x509.load_pem_x509_certificate(data)
-    except ValueError:
-        raise unauthorized("certificate cannot be parsed") from None
-
-
 def _chains_to(cert: x509.Certificate, ca_pems: list[bytes]) -> bool:
     now = dt.datetime.now(dt.UTC)
     if not cert.not_valid_before_utc <= now <= cert.not_valid_after_utc:
@@ -156,10 +148,10 @@ def cert(ctx: AuthContext, body: dict[str, Any]) -> Identity:
     cert_data = _field(body, "cert-data")
     if cert_data is None:
         raise bad_request("Missing required parameter - CertData")
-    try:
-        certificate = _load_cert(base64.b64decode(cert_data, validate=True))
-    except (binascii.Error, ValueError):
-        raise unauthorized("cert-data is not valid base64") from None
+    try:  # PEM: the plugin sends its certificate file as it is (no test sends DER)
+        certificate = x509.load_pem_x509_certificate(base64.b64decode(cert_data, validate=True))
+    except ValueError:  # binascii.Error is one
+        raise unauthorized("cert-data is not a base64 PEM certificate") from None
     if not _chains_to(certificate, ident.ca_pems):
         raise unauthorized("certificate is not trusted")
     key_data = _field(body, "key-data")
