@@ -5,7 +5,6 @@ the faked kernel settings, restrict_oom_score_adj, loopback only): docs/deployme
 
 from __future__ import annotations
 
-import http.client
 import ipaddress
 import json
 import os
@@ -15,6 +14,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from tests.support.kube.components import BUILD_SCRIPT, BUILD_TIMEOUT_S, default_bin_dir, missing
+from tests.support.plugin import http_get
 from tests.support.procs import ManagedProcess, ProcessRegistry, free_port, status_fields, wait_until
 from tests.support.steps import run
 
@@ -101,11 +101,6 @@ class NodeNamespace:
 CAP_SYS_RESOURCE = 24
 
 
-def can_lower_oom_score_adj() -> bool:
-    """True if CAP_SYS_RESOURCE is in this process's bounding set."""
-    return bool(int(status_fields(os.getpid())["CapBnd"], 16) >> CAP_SYS_RESOURCE & 1)
-
-
 CONTAINERD_CONFIG = """\
 version = 3
 root = "{root}"
@@ -160,7 +155,7 @@ class Containerd:
         self.config.write_text(CONTAINERD_CONFIG.format(
             root=base / "root", state=base / "state", sock=self.socket, opt=base / "opt",
             sandbox=sandbox_image, cni_bin=CNI_BIN_DIR, cni_conf=base / "cni", runc=RUNC,
-            restrict_oom=str(not can_lower_oom_score_adj()).lower()))
+            restrict_oom=str(not int(status_fields(os.getpid())["CapBnd"], 16) >> CAP_SYS_RESOURCE & 1).lower()))
         env = {"PATH": f"{bin_dir}:/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
                "HOME": "/root", "TMPDIR": str(workdir / "tmp")}
         (workdir / "tmp").mkdir(exist_ok=True)
@@ -240,22 +235,8 @@ class Kubelet:
 
     def start(self) -> float:
         self.process.start()
-        return wait_until(self.healthy, 120, "kubelet /healthz", interval_s=0.5, alive=self.process.check_alive)
-
-    def healthy(self) -> bool:
-        return http_status(self.healthz_port, "/healthz") == 200
-
-
-def http_status(port: int, path: str) -> int:
-    """The HTTP status of GET ``path`` on 127.0.0.1:``port``; 0 when nothing answers (in 3 s)."""
-    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=3)
-    try:
-        conn.request("GET", path)
-        return conn.getresponse().status
-    except OSError:
-        return 0
-    finally:
-        conn.close()
+        return wait_until(lambda: http_get(self.healthz_port, "/healthz", 3)[0] == 200, 120, "kubelet /healthz",
+                          interval_s=0.5, alive=self.process.check_alive)
 
 
 def cgroup_hierarchies() -> list[Path]:

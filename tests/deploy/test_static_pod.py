@@ -27,6 +27,7 @@ from tests.support.kmsclient import round_trip
 from tests.support.kube.cluster import ApiServerOptions, Cluster, KubeApiServer, new_cluster
 from tests.support.kube.components import Components, ensure_components
 from tests.support.kube.workload import create_secret, read_secret, stored_envelopes
+from tests.support.plugin import http_get
 from tests.support.procs import ProcessRegistry, free_port, wait_until
 from tests.support.steps import NONROOT, REPO, VERSION, nonroot_dirs, run
 
@@ -309,7 +310,7 @@ def socket_deleted(d: Deployment, cluster: Cluster, old_cid: str) -> None:
     """Delete the socket: /livez fails, kubelet's liveness probe restarts the container."""
     assert d.paths.socket.is_socket()
     d.paths.socket.unlink()
-    wait_until(lambda: node.http_status(d.http_port, "/livez") == 503, 30, "/livez failing without the socket")
+    wait_until(lambda: http_get(d.http_port, "/livez", 3)[0] == 503, 30, "/livez failing without the socket")
     status = wait_restarted(d, cluster, old_cid, 1, "socket deleted")
     events = liveness_events(cluster)
     assert any("Liveness probe failed" in e and "503" in e for e in events), events
@@ -325,7 +326,7 @@ def wedged(d: Deployment, cluster: Cluster, restarts: int) -> None:
     assert pid in members, members
     for p in members:
         os.kill(p, signal.SIGSTOP)
-    wait_until(lambda: node.http_status(d.http_port, "/livez") == 0, 30, "/livez not answering while stopped")
+    wait_until(lambda: http_get(d.http_port, "/livez", 3)[0] == 0, 30, "/livez not answering while stopped")
     status = wait_restarted(d, cluster, old_cid, restarts, "plugin wedged (SIGSTOP)")
     terminated = status["lastState"].get("terminated") or {}
     assert terminated.get("exitCode") == 137, terminated  # SIGKILLed after the grace period
