@@ -57,13 +57,6 @@ def _inside(arg: str, dirs: tuple[str, ...]) -> bool:
     return any(path == HERE / d or HERE / d in path.parents for d in dirs)
 
 
-def _asked_for(config: pytest.Config) -> set[str]:
-    """The gated suites this run names: by directory, or by their environment variable."""
-    return {name for name, g in GATED.items()
-            if (g.env and os.environ.get(g.env) == "1")
-            or any(_inside(str(arg), g.dirs) for arg in config.args)}
-
-
 @pytest.hookimpl(tryfirst=True)
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
     """Mark the reliability and fuzz items, and narrow the default filter to what was not asked for.
@@ -75,7 +68,9 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
             item.add_marker(pytest.mark.reliability)
     if config.option.markexpr != DEFAULT:
         return  # -m given: exactly what it says
-    left_out = [name for name in GATED if name not in _asked_for(config)]
+    # a gated suite this run names, by directory or by its environment variable, is not left out
+    left_out = [name for name, g in GATED.items()
+                if not (g.env and os.environ.get(g.env) == "1") and not any(_inside(str(a), g.dirs) for a in config.args)]
     config.option.markexpr = " and ".join(f"not {name}" for name in left_out)
 
 
