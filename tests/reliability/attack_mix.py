@@ -28,12 +28,9 @@ by GRPC_POOL_MAX: a leak would grow with every round. A held attack connection c
 from __future__ import annotations
 
 import argparse
-import contextlib
 import grp
 import json
 import os
-import signal
-import subprocess
 import sys
 import threading
 import time
@@ -49,7 +46,7 @@ import grpc
 from kms_appliance.kms import v2_pb2, v2_pb2_grpc
 from tests.support import attacks, procinfo
 from tests.support import plugin as pm
-from tests.support.procs import eventually
+from tests.support.procs import ManagedProcess, eventually
 
 POD_LIMIT_KIB = 384 * 1024  # the static pod's memory limit (deploy/static-pod)
 # Every real-client call's deadline: kube-apiserver's. It calls Status, Encrypt and Decrypt
@@ -187,19 +184,18 @@ def _warm_up(p: pm.Plugin, client: RealClient) -> None:
     time.sleep(3)  # the warm-up's connections end and their relay threads with them
 
 
-def _metric_lines(p: pm.Plugin, prefixes: tuple[str, ...]) -> list[str]:
-    body = p.http("/metrics")[1].decode()  # no answer: an error name, no line
-    return [ln for ln in body.splitlines() if ln.startswith(prefixes) and not ln.endswith(" 0.0")]
-
-
-def _attacker(p: pm.Plugin, gid: int, scale: float) -> subprocess.Popen[str]:
-    """The drivers' process, at nice ATTACKER_NICE (why: the module docstring)."""
+def _attacker(p: pm.Plugin, gid: int, scale: float) -> ManagedProcess:
+    """The drivers' process, at nice ATTACKER_NICE (why: the module docstring), started; its
+    volumes are the last line of its output."""
     # grpc's INFO lines (a GOAWAY per recycled connection) are not worth keeping
     env = {**os.environ, "GRPC_VERBOSITY": "ERROR"}
-    return subprocess.Popen(
-        ["nice", "-n", str(ATTACKER_NICE), sys.executable, "-m", "tests.support.attacks", "--socket", str(p.socket), "--http-port",
-         str(p.http_port), "--pid", str(p.proc.pid), "--audit", str(p.audit), "--socket-gid", str(gid),
-         "--scale", str(scale)], cwd=pm.REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    attacker = ManagedProcess(
+        "attacker", ["nice", "-n", str(ATTACKER_NICE), sys.executable, "-m", "tests.support.attacks", "--socket",
+                     str(p.socket), "--http-port", str(p.http_port), "--pid", str(p.proc.pid), "--audit", str(p.audit),
+                     "--socket-gid", str(gid), "--scale", str(scale)],
+        p.workdir / "attacker.out", env, pm.REPO, p.workdir / "attacker.err", banner=False)
+    attacker.start()
+    return attacker
 
 
 def _settle(p: pm.Plugin, base: Sample, base_own: int, bound: float) -> tuple[Sample, float]:
@@ -241,7 +237,7 @@ def run(workdir: Path, seconds: float, *, age: float = 60.0, sample_every: float
         attacker = _attacker(p, gid, scale)
         end = time.monotonic() + seconds
         try:
-            while time.monotonic() < end and p.proc.poll() is None and attacker.poll() is None:
+            while time.monotonic() < end and p.proc.poll() is None and attacker.running:
                 s = _sample(p)
                 samples.append(s)
                 if s.livez != 200:
@@ -250,14 +246,8 @@ def run(workdir: Path, seconds: float, *, age: float = 60.0, sample_every: float
                     livez_bad[f"{s.livez}, then {again[0]}: {again[1][:100].decode(errors='replace')}"] += 1
                 time.sleep(sample_every)
         finally:
-            with contextlib.suppress(ProcessLookupError):
-                attacker.send_signal(signal.SIGTERM)
-            try:
-                out, err = attacker.communicate(timeout=60)
-            except subprocess.TimeoutExpired:
-                attacker.kill()
-                out, err = attacker.communicate()
-        report["attacker_exit"] = attacker.returncode
+            report["attacker_exit"] = attacker.stop(60)  # SIGTERM: the drivers stop and report
+        out, err = ((p.workdir / f"attacker.{kind}").read_text() for kind in ("out", "err"))
         report["attack_volumes"] = json.loads(out.strip().splitlines()[-1]) if out.strip() else {}
         if err.strip():
             report["attacker_stderr"] = err[-1000:]
@@ -269,8 +259,10 @@ def run(workdir: Path, seconds: float, *, age: float = 60.0, sample_every: float
                                        "limit": GRPC_POOL_MAX}
         client.stop()
         ready = p.http("/readyz", timeout=2)
-        metrics = _metric_lines(p, ("kms_appliance_peer_refusals_total", "kms_appliance_malformed",
-                                    "kms_appliance_audit_", "kms_appliance_http_", "kms_appliance_calls_total"))
+        prefixes = ("kms_appliance_peer_refusals_total", "kms_appliance_malformed", "kms_appliance_audit_",
+                    "kms_appliance_http_", "kms_appliance_calls_total")
+        metrics = [ln for ln in p.http("/metrics")[1].decode().splitlines()  # no answer: an error name, no line
+                   if ln.startswith(prefixes) and not ln.endswith(" 0.0")]
     finally:
         if client.thread.is_alive():
             client.stop()

@@ -165,23 +165,18 @@ class SlowCalls(Driver):
         self.sock, self.conns, self.calls, self.period = sock, conns, calls, period
         self.raw: list[h2raw.RawH2 | None] = []
 
-    def _connect(self) -> h2raw.RawH2 | None:
-        try:
-            conn = h2raw.RawH2(self.sock, timeout=2.0)
-        except OSError:
-            self.count("connect_failed")
-            return None
-        self.count("connections")
-        return conn
-
     def _run(self) -> None:
         self.raw = [None] * self.conns
         while not self.stop_event.is_set():
             for i in range(self.conns):
-                conn = self.raw[i] or self._connect()
-                self.raw[i] = conn
+                conn = self.raw[i]
                 if conn is None:
-                    continue
+                    try:
+                        conn = self.raw[i] = h2raw.RawH2(self.sock, timeout=2.0)
+                    except OSError:
+                        self.count("connect_failed")
+                        continue
+                    self.count("connections")
                 partial = PARTIAL if i % 2 else None
                 try:
                     for _ in range(self.calls):
