@@ -26,12 +26,6 @@ ACCESS_ID = "p-e2eharness01"
 Launcher = Callable[[Path, str, ProcessRegistry], Plugin]
 
 
-def socket_path_for(name: str) -> Path:
-    """Short socket path: sun_path is limited to 107 bytes, pytest tmp paths are long.
-    ``cleanup`` removes the directory."""
-    return Path(tempfile.mkdtemp(prefix=f"e2e-kms-{name}-")) / "kms.sock"
-
-
 def cleanup(plugin: Plugin) -> None:
     """Remove the socket's private directory (after the process stopped)."""
     shutil.rmtree(plugin.socket.parent, ignore_errors=True)
@@ -44,9 +38,11 @@ def appliance_plugin(workdir: Path, name: str, registry: ProcessRegistry,
     keyring made by its own ``keyring init`` (a frozen binary is tested whole) or on
     ``emulator`` (several plugins may share one, one per control-plane node); ``settings``
     are ``KMS_APPLIANCE_*`` variables such as ``KMS_APPLIANCE_AKEYLESS_MODE``. Its audit
-    stream is stdout, in its log."""
+    stream is stdout, in its log. The socket is in a private directory under /tmp (``cleanup``
+    removes it): sun_path is limited to 107 bytes, pytest tmp paths are long."""
+    sock = Path(tempfile.mkdtemp(prefix=f"e2e-kms-{name}-")) / "kms.sock"
     return pm.prepare(workdir / name, ["--provider-name", provider_name or name], settings,
-                      socket_path=socket_path_for(name), command=Command.from_env("E2E_APPLIANCE_CMD"),
+                      socket_path=sock, command=Command.from_env("E2E_APPLIANCE_CMD"),
                       emulator=emulator, audit_file=False, name=name, registry=registry, status_ok=True)
 
 

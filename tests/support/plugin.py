@@ -98,13 +98,12 @@ class Plugin:
 
     # -- lifecycle ---------------------------------------------------------------------
     def start(self, wait: bool = True, timeout: float = START_TIMEOUT) -> float:
-        """Start (or start again) and wait until ready; returns the seconds waited."""
+        """Start (or start again) and, with ``wait``, wait until the socket accepts (``status_ok``:
+        and Status answers ``ok``); returns the seconds waited. A plugin that exits or misses the
+        deadline is killed and the error carries its stderr."""
         self.process.start()
-        return self.wait_ready(timeout) if wait else 0.0
-
-    def wait_ready(self, timeout: float = START_TIMEOUT) -> float:
-        """Until the socket accepts (``status_ok``: and Status answers ``ok``); a plugin that
-        exits or misses the deadline is killed and the error carries its stderr."""
+        if not wait:
+            return 0.0
         try:
             return wait_for_socket(self.socket, self.process.check_alive, timeout, self.status_ok)
         except (RuntimeError, TimeoutError) as exc:

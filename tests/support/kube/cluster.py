@@ -23,6 +23,7 @@ from typing import Any
 from tests.support.kube.components import Components
 from tests.support.kube.encryption import write_encryption_config
 from tests.support.kube.pki import ClusterPki, make_cluster_pki
+from tests.support.plugin import http_get
 from tests.support.procs import ManagedProcess, ProcessRegistry, free_port, wait_until
 
 ETCD_READY_TIMEOUT_S = 30.0
@@ -51,15 +52,8 @@ class EtcdServer:
     def start(self) -> float:
         """Start and wait for ``/health``; return seconds to healthy."""
         self.process.start()
-        return wait_until(self._healthy, ETCD_READY_TIMEOUT_S, "etcd", alive=self.process.check_alive)
-
-    def _healthy(self) -> bool:
-        conn = http.client.HTTPConnection("127.0.0.1", self.client_port, timeout=2)
-        try:
-            conn.request("GET", "/health")
-            return bool(json.loads(conn.getresponse().read()).get("health") == "true")
-        finally:
-            conn.close()
+        return wait_until(lambda: json.loads(http_get(self.client_port, "/health", 2)[1])["health"] == "true",
+                          ETCD_READY_TIMEOUT_S, "etcd", alive=self.process.check_alive)
 
     def etcdctl(self, *args: str) -> subprocess.CompletedProcess[bytes]:
         return subprocess.run([str(self._etcdctl), f"--endpoints={self.endpoint}", *args], capture_output=True,
