@@ -30,12 +30,17 @@ class TestTokenRequired:
 class TestUniversalIdentityRotation:
     """uid-rotate-token replaces the token; the old one dies at once."""
 
-    def test_rotation_kills_old_token(self, emu: Emulator) -> None:
-        """The old token is refused at once and validate-token says why (200); the new one is valid."""
+    def test_rotation_kills_old_token_and_renews_the_ttl(self, emu: Emulator) -> None:
+        """The old token is refused at once and validate-token says why (200); the new one is valid,
+        for a full TTL counted from the rotation."""
         uid = emu.add_universal_identity(ttl=600)
         api = make_api(emu)
         uid_encrypt(api, uid)
+        time.sleep(0.3)
         new = api.uid_rotate_token(akeyless.UidRotateToken(uid_token=uid)).token
+        tokens = emu.core.tokens.tokens
+        assert tokens[new].expires_at - tokens[uid].expires_at >= 0.3
+        assert tokens[new].ttl == 600
         assert new.startswith("u-")
         assert new != uid
         assert api_error(lambda: uid_encrypt(api, uid)).status == 401
@@ -49,17 +54,6 @@ class TestUniversalIdentityRotation:
         assert old.is_valid is False
         assert old.reason
         assert api.validate_token(akeyless.ValidateToken(token="t-unknown")).is_valid is False
-
-    def test_rotation_renews_ttl(self, plain_emu: Emulator) -> None:
-        """Rotation gives the new token a full TTL counted from the rotation."""
-        uid = plain_emu.add_universal_identity(ttl=60.0)
-        api = make_api(plain_emu)
-        time.sleep(0.3)
-        new = api.uid_rotate_token(akeyless.UidRotateToken(uid_token=uid)).token
-        tokens = plain_emu.core.tokens.tokens
-        assert tokens[new].expires_at - tokens[uid].expires_at >= 0.3
-        assert tokens[new].ttl == 60.0
-        assert uid_encrypt(api, new)
 
     def test_uid_token_expires(self, plain_emu: Emulator) -> None:
         uid = plain_emu.add_universal_identity(ttl=0.5)
