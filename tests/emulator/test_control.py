@@ -69,8 +69,9 @@ class TestStandalone:
     """The process prints one JSON line, serves the SDK, and stops on SIGTERM."""
 
     def test_ready_line_sdk_and_sigterm(self, standalone: EmulatorProcess, tmp_path: Path) -> None:
-        """Credentials from the ready line authenticate; state survives a restart."""
+        """Credentials from the ready line authenticate; state and the CA clients pin survive a restart."""
         ready = standalone.ready
+        ca = Path(ready["ca_file"]).read_bytes()
         assert ready["access_id"] == "p-standalone01"
         api = make_api(standalone)
         token = api.auth(akeyless.Auth(access_id="p-standalone01", access_key=ready["access_key"])).token
@@ -78,4 +79,5 @@ class TestStandalone:
         assert control(ready["control_url"], "calls", {}, ready["ca_file"])[1]["calls"]["encrypt"] == 1
         assert standalone.stop() == 0  # SIGTERM
         with Emulator(tls=True, state_dir=str(tmp_path / "state")) as again:
+            assert Path(again.ca_file).read_bytes() == ca
             assert Client(make_api(again), token, "p-standalone01").decrypt(ciphertext) == b"persisted"

@@ -1,4 +1,4 @@
-"""HTTPS details: the CA clients pin survives a restart; mTLS refuses what it must."""
+"""mTLS refuses a client certificate from another CA (the CA surviving a restart: test_control.py)."""
 
 from __future__ import annotations
 
@@ -10,20 +10,7 @@ import urllib3
 
 from akeyless_emulator import Emulator, TestCA
 
-from .conftest import login, make_api
-
-
-class TestServerCertificate:
-    """Clients pin the emulator's CA."""
-
-    def test_state_dir_keeps_the_ca(self, tmp_path: Path) -> None:
-        """Restarting on the same state dir keeps the CA (clients stay pinned)."""
-        with Emulator(tls=True, state_dir=str(tmp_path)) as first:
-            ca = Path(first.ca_file).read_bytes()
-        with Emulator(tls=True, state_dir=str(tmp_path)) as second:
-            assert Path(second.ca_file).read_bytes() == ca
-            second.create_key("/k2")
-            assert login(second).encrypt(b"x", key="/k2")
+from .conftest import make_api
 
 
 class TestMutualTls:
