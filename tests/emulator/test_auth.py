@@ -1,4 +1,4 @@
-"""Every emulated /auth access type, driven through the real SDK."""
+"""Every emulated /auth access type, and the mTLS in front of it, driven through the real SDK."""
 
 from __future__ import annotations
 
@@ -10,6 +10,7 @@ from typing import Any
 
 import akeyless
 import pytest
+import urllib3
 
 from akeyless_emulator import CertFiles, Emulator, TestCA, make_jwt
 
@@ -166,3 +167,15 @@ class TestCert:
         ident = plain_emu.add_cert()
         mine, other = plain_emu.mint_client_cert("mine"), plain_emu.mint_client_cert("other")
         assert refused(make_api(plain_emu), **_cert_fields(ident.access_id, mine, key=other)).status == 401
+
+
+class TestMutualTls:
+    """client_auth='required': a client certificate from another CA gets no connection."""
+
+    def test_client_certificate_from_other_ca_is_refused(self, tmp_path: Path) -> None:
+        rogue = TestCA(tmp_path).client_cert()
+        with Emulator(tls=True, client_auth="required") as emu:
+            api = make_api(emu, cert_file=rogue.cert_file, key_file=rogue.key_file)
+            with pytest.raises((urllib3.exceptions.MaxRetryError, urllib3.exceptions.ProtocolError)):
+                api.auth(akeyless.Auth(access_id="p-x", access_key="k"), _request_timeout=(3, 3))
+            assert emu.calls["auth"] == 0
