@@ -19,8 +19,7 @@ from typing import Any
 from akeyless_emulator import authn
 from akeyless_emulator.core import Core
 from akeyless_emulator.errors import bad_request
-from akeyless_emulator.identity import format_expiration
-from akeyless_emulator.keys import HEADER, normalise_name
+from akeyless_emulator.keys import HEADER, iso, normalise_name
 
 
 @dataclass
@@ -74,7 +73,7 @@ def auth(core: Core, body: dict[str, Any], info: CallInfo) -> dict[str, Any]:
         ctx = authn.AuthContext(core.identities, core.tokens)
         ident = verifier(ctx, body)
     token = core.issue_auth_token(ident)
-    expiration = format_expiration(token.expires_at)
+    expiration = iso(token.expires_at)
     return {"token": token.value, "expiration": expiration,
             "creds": {"access_id": ident.access_id, "expiry": int(token.expires_at)}}
 
@@ -137,7 +136,7 @@ def validate_token(core: Core, body: dict[str, Any], info: CallInfo) -> dict[str
             return {"is_valid": False, "reason": "unknown token"}
         now = time.time()  # tokens expire on wall time, like the real service
         reason = token.status(now)
-        return {"is_valid": reason is None, "expiration": format_expiration(token.expires_at),
+        return {"is_valid": reason is None, "expiration": iso(token.expires_at),
                 "ttl": max(0, int(token.expires_at - now)), "reason": reason or ""}
 
 

@@ -8,7 +8,6 @@ memory under the emulator's lock; this module holds no lock itself.
 
 from __future__ import annotations
 
-import datetime as dt
 import secrets
 import string
 import time
@@ -68,11 +67,6 @@ class Token:
         if now >= self.expires_at:
             return "token expired"
         return None
-
-
-def format_expiration(epoch: float) -> str:
-    """Token expiration as text: RFC 3339 UTC (the real format is unconfirmed, see docs)."""
-    return dt.datetime.fromtimestamp(epoch, dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
 class TokenStore:

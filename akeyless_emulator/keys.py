@@ -35,10 +35,13 @@ def utcnow() -> dt.datetime:
     return dt.datetime.now(dt.UTC)
 
 
-def iso(ts: dt.datetime | None) -> str | None:
-    """RFC 3339 UTC timestamp, as the SDK's datetime deserialiser accepts."""
+def iso(ts: dt.datetime | float | None) -> str | None:
+    """RFC 3339 UTC timestamp of a datetime or an epoch, as the SDK's datetime deserialiser accepts
+    (for token expirations the real format is unconfirmed: docs/emulator.md)."""
     if ts is None:
         return None
+    if not isinstance(ts, dt.datetime):
+        ts = dt.datetime.fromtimestamp(ts, dt.UTC)
     return ts.astimezone(dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
