@@ -20,6 +20,8 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
+from akeyless_emulator.keys import utcnow
+
 PrivateKey = ec.EllipticCurvePrivateKey
 CLIENT_CN = "kms-appliance-test-client"
 CA_CN = "akeyless-emulator test CA"
@@ -31,10 +33,6 @@ class CertFiles:
 
     cert_file: str
     key_file: str
-
-
-def _now() -> dt.datetime:
-    return dt.datetime.now(dt.UTC)
 
 
 def _new_key() -> PrivateKey:
@@ -84,7 +82,7 @@ class TestCA:
             self._key = loaded
             return
         self._key = _new_key()
-        now = _now()
+        now = utcnow()
         self._cert = (
             x509.CertificateBuilder()
             .subject_name(_name(CA_CN))
@@ -112,7 +110,7 @@ class TestCA:
               ) -> tuple[x509.Certificate, PrivateKey]:
         """Issue a leaf certificate (server or client usage) signed by this CA."""
         key = _new_key()
-        now = _now()
+        now = utcnow()
         usage = ExtendedKeyUsageOID.SERVER_AUTH if server else ExtendedKeyUsageOID.CLIENT_AUTH
         builder = (
             x509.CertificateBuilder()
@@ -146,7 +144,7 @@ class TestCA:
 
         kind: "valid"; "expired" (validity ended yesterday), to test TLS verification failing.
         """
-        now = _now()
+        now = utcnow()
         hosts = ("127.0.0.1", "localhost", "::1")
         before, after = None, None
         if kind == "expired":
