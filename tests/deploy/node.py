@@ -13,7 +13,6 @@ import subprocess
 from collections.abc import Sequence
 from pathlib import Path
 
-from tests.support.kube.components import BUILD_SCRIPT, BUILD_TIMEOUT_S, default_bin_dir, missing
 from tests.support.plugin import http_get
 from tests.support.procs import ManagedProcess, ProcessRegistry, free_port, status_fields, wait_until
 from tests.support.steps import run
@@ -33,16 +32,6 @@ KUBELET_SYSCTLS = {
     "kernel/keys/root_maxkeys": "1000000",
     "kernel/keys/root_maxbytes": "25000000",
 }
-
-
-def ensure_node_components(allow_build: bool) -> Path:
-    """The directory holding the node binaries, built if missing (unless they are E2E_BIN_DIR's)."""
-    bin_dir = default_bin_dir()
-    if missing(bin_dir, NODE_COMPONENTS) and allow_build and not os.environ.get("E2E_BIN_DIR"):
-        run([BUILD_SCRIPT], timeout=BUILD_TIMEOUT_S, env={**os.environ, "E2E_COMPONENTS": " ".join(NODE_COMPONENTS)})
-    absent = missing(bin_dir, NODE_COMPONENTS)
-    assert not absent, f"missing {', '.join(absent)} in {bin_dir}; run `make deploy-components`"
-    return bin_dir
 
 
 def mount_namespace(pid: int) -> str | None:

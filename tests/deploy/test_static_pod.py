@@ -454,7 +454,7 @@ def deployed() -> Iterator[tuple[Deployment, Cluster, str]]:
     with step("components: kube-apiserver, etcd (build/check)"):
         components = ensure_components(allow_build=allow_build)
     with step("components: kubelet, containerd, shim, ctr, pause (build/check)"):
-        node_bin = node.ensure_node_components(allow_build=allow_build)
+        node_bin = ensure_components(allow_build, node.NODE_COMPONENTS).bin_dir
     for artefact in (APPLIANCE, IMAGE_ARCHIVE):
         assert artefact.exists(), f"{artefact} missing: `make image` (make test-deploy builds it)"
     work = Path(tempfile.mkdtemp(prefix="kmsdeploy-", dir="/var/tmp"))

@@ -62,20 +62,21 @@ def missing(bin_dir: Path, names: Sequence[str] = NAMES) -> list[str]:
     return [n for n in names if not os.access(bin_dir / n, os.X_OK)]
 
 
-def ensure_components(allow_build: bool) -> Components:
-    """The binaries, running the (idempotent) ``build_components.sh`` if any is missing; with
-    ``E2E_BIN_DIR`` set nothing is built: those binaries are the operator's, not ours."""
+def ensure_components(allow_build: bool, names: Sequence[str] = NAMES) -> Components:
+    """The binaries ``names`` (default: the cluster's; the deploy suite asks for the node's too),
+    running the (idempotent) ``build_components.sh`` if any is missing; with ``E2E_BIN_DIR`` set
+    nothing is built: those binaries are the operator's, not ours."""
     versions = pinned_versions()
     bin_dir = default_bin_dir()
     started = time.monotonic()
-    absent = missing(bin_dir)
+    absent = missing(bin_dir, names)
     if absent and (os.environ.get("E2E_BIN_DIR") or not allow_build):
         raise ComponentsMissingError(f"missing {', '.join(absent)} in {bin_dir}; run {BUILD_SCRIPT} "
-                                     "(or `make e2e-components`)")
+                                     "(or `make e2e-components`, `make deploy-components`)")
     if absent:
         result = subprocess.run([str(BUILD_SCRIPT)], timeout=BUILD_TIMEOUT_S, check=False, stdout=subprocess.PIPE,
-                                stderr=subprocess.STDOUT, text=True)
-        if result.returncode != 0 or missing(bin_dir):
+                                stderr=subprocess.STDOUT, text=True, env={**os.environ, "E2E_COMPONENTS": " ".join(names)})
+        if result.returncode != 0 or missing(bin_dir, names):
             raise ComponentsMissingError(f"{BUILD_SCRIPT} failed ({result.returncode}):\n{result.stdout[-4000:]}")
     if os.environ.get("E2E_BIN_DIR"):  # the operator's binaries: report what they say
         k8s = _reported_version(bin_dir / "kube-apiserver").removeprefix("Kubernetes ")
