@@ -13,10 +13,15 @@ why, and how to run each. Naming a suite's directory, giving ``-m`` or its varia
 from __future__ import annotations
 
 import os
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import pytest
+
+if TYPE_CHECKING:
+    from akeyless_emulator import Emulator
 
 os.environ["GRPC_ENABLE_FORK_SUPPORT"] = "false"
 
@@ -99,8 +104,11 @@ def pytest_sessionfinish(session: pytest.Session) -> None:
 
 
 def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
-    """Name any leaked secret (by index, never its value); say which suites the default filter
-    left out, why, and how to run each."""
+    """Print the figures the suites measured; name any leaked secret (by index, never its
+    value); say which suites the default filter left out, why, and how to run each."""
+    from tests.support import figures
+
+    figures.summary(terminalreporter)
     if _LEAKS:
         terminalreporter.section("secrets found in plugin output", red=True)
         for line in _LEAKS[:20]:
@@ -111,3 +119,16 @@ def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
     for name, count in _DESELECTED.items():
         g = GATED[name]
         terminalreporter.write_line(f"{count:5d} {name}: {g.why}; run: {g.run}")
+
+
+@pytest.fixture
+def emu() -> Iterator[Emulator]:
+    """An Akeyless emulator in this process over TLS, holding the key; every token it issued and
+    every key version go to the secret ledger."""
+    from akeyless_emulator import Emulator
+    from tests.support.emulator import KEY, record_secrets
+
+    with Emulator(tls=True) as e:
+        e.create_key(KEY)
+        yield e
+        record_secrets(e)

@@ -1,4 +1,4 @@
-"""The figures summary, and the servicers every handler campaign runs on."""
+"""The servicers every handler campaign runs on."""
 
 from __future__ import annotations
 
@@ -7,11 +7,6 @@ from collections.abc import Iterator
 import pytest
 
 from tests.fuzz import props
-from tests.support import figures
-
-
-def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
-    figures.summary(terminalreporter)
 
 
 @pytest.fixture(scope="module")

@@ -23,11 +23,6 @@ def put(section: str, key: str, value: Any) -> None:
 
 
 def summary(terminalreporter: Any) -> None:
-    """Print the figures once per session (both suites' conftests call this)."""
-    config = terminalreporter.config
-    if getattr(config, "_kms_figures_done", False):
-        return
-    config._kms_figures_done = True
     with _lock:
         if FIGURES:
             terminalreporter.section("reliability figures")

@@ -1,4 +1,5 @@
-"""Fixtures: a TLS Akeyless emulator with a KEK, and backends built from env like production."""
+"""Fixtures: the Akeyless environment of the emulator (tests/conftest.py), and backends built from
+env like production."""
 
 from __future__ import annotations
 
@@ -14,13 +15,6 @@ from kms_appliance.backends import akeyless
 from kms_appliance.backends.akeyless.backend import AkeylessBackend
 from kms_appliance.metrics import Metrics
 from tests.support.emulator import KEY, NO_CLOUD, identity_env
-
-
-@pytest.fixture
-def emu() -> Iterator[Emulator]:
-    with Emulator(tls=True) as e:
-        e.create_key(KEY)
-        yield e
 
 
 @pytest.fixture
