@@ -23,14 +23,11 @@ def info(binary: Path) -> dict[str, Any]:
     return parsed
 
 
-def test_ldd_says_not_dynamic(binary: Path) -> None:
+def test_ldd_says_not_dynamic_and_no_interpreter_segment(binary: Path) -> None:
+    """Belt and braces for ldd: a static ELF has no PT_INTERP (readelf -l lists none)."""
     r = subprocess.run(["ldd", str(binary)], capture_output=True, text=True, timeout=30)
     assert "not a dynamic executable" in (r.stdout + r.stderr), r.stdout + r.stderr
     assert r.returncode != 0
-
-
-def test_no_interpreter_segment(binary: Path) -> None:
-    """Belt and braces for ldd: a static ELF has no PT_INTERP (readelf -l lists none)."""
     r = subprocess.run(["readelf", "-lW", str(binary)], capture_output=True, text=True, check=True)
     assert "INTERP" not in r.stdout
     assert "DYNAMIC" not in r.stdout
