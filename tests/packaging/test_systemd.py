@@ -20,7 +20,7 @@ from pathlib import Path
 import pytest
 
 from kms_appliance.config import AkeylessSettings
-from tests.support.kmsclient import Client, round_trip
+from tests.support.kmsclient import round_trip
 from tests.support.kube.cluster import Cluster, EtcdServer, KubeApiServer, write_kubeconfig
 from tests.support.kube.components import Components, ensure_components
 from tests.support.kube.pki import ClusterPki, make_cluster_pki
@@ -155,11 +155,6 @@ class Host:
         return stored_envelopes(self.cluster, PREFIX, {name: value})[name].key_id
 
 
-def _plugin_key_id(booted: BootedRoot) -> str:
-    with Client(booted.path("/run/kms-appliance/kms.sock")) as client:
-        return str(client.status().key_id)
-
-
 def _answering(probe: Callable[[], bool]) -> Callable[[], bool]:
     """``probe``, with a component that does not answer yet (it raises) counted as not ready."""
     def ready() -> bool:
@@ -168,10 +163,6 @@ def _answering(probe: Callable[[], bool]) -> Callable[[], bool]:
         except Exception:
             return False
     return ready
-
-
-def _sock_ready(booted: BootedRoot) -> Callable[[], bool]:
-    return _answering(lambda: bool(_plugin_key_id(booted)))
 
 
 def _show(booted: BootedRoot, *props: str) -> dict[str, str]:
@@ -247,10 +238,10 @@ def test_service_under_systemd_with_kube_apiserver(root: Path, tmp_path: Path, u
             booted.exec("runuser", "-u", "kms-appliance", "--", "env", "TMPDIR=/tmp", "kms-appliance",
                         "keyring", "rotate", KEYRING)
             time.sleep(1)
-            assert _plugin_key_id(booted) == key1, "rotated without a reload (reload_interval is 1h)"
+            assert round_trip(sock) == key1, "rotated without a reload (reload_interval is 1h)"
             booted.exec("systemctl", "reload", "kms-appliance")
-            booted.wait_until("the reloaded key", lambda: _plugin_key_id(booted) != key1, timeout=30)
-            key2 = _plugin_key_id(booted)
+            booted.wait_until("the reloaded key", lambda: round_trip(sock) != key1, timeout=30)
+            key2 = round_trip(sock)
             probes = itertools.count()
 
             def adopted() -> bool:
@@ -267,9 +258,9 @@ def test_service_under_systemd_with_kube_apiserver(root: Path, tmp_path: Path, u
         with step("apiserver: systemctl restart (plugin, then apiserver) keeps Secrets readable"):
             pid = _show(booted, "MainPID")["MainPID"]
             booted.exec("systemctl", "restart", "kms-appliance")
-            booted.wait_until("the restarted plugin", _sock_ready(booted), timeout=60)
+            booted.wait_until("the restarted plugin", _answering(lambda: bool(round_trip(sock))), timeout=60)
             assert _show(booted, "MainPID")["MainPID"] != pid
-            assert _plugin_key_id(booted) == key2
+            assert round_trip(sock) == key2
             booted.exec("systemctl", "stop", "kube-apiserver")  # a fresh one has no cached DEKs: every read decrypts
             host.start_apiserver()
             for name, value in values.items():
