@@ -1,10 +1,5 @@
-"""100,000 inputs per handler (KMS v2 and v1beta1), in-process, with the mutation engine.
-
-Requests built from mutated fields (ciphertexts under three key versions, key_ids, annotations,
-uids, versions, plaintexts) or mutated request bytes decoded as grpc decodes them, checked
-against props.py: never INTERNAL, never a wrong plaintext, no echo of inputs, one audit record
-per call, no input over 5 s.
-"""
+"""100,000 inputs per KMS v2 and v1beta1 handler, in-process: requests of mutated fields, or mutated
+request bytes decoded as grpc decodes them, checked against props.py."""
 
 from __future__ import annotations
 
@@ -12,6 +7,7 @@ import random
 from collections.abc import Callable
 from typing import Any
 
+import pytest
 from google.protobuf.message import DecodeError, Message
 
 from kms_appliance.kms import v1beta1_pb2 as pb1
@@ -32,6 +28,7 @@ class Fields:
         self.text = engine.Mutator([b"v1beta1", b"uid-1", b"a" * 256, b"\xc3\xa9" * 10], seed + 3, 300)
         self.ann = engine.Mutator([b"version.kms-appliance.local", b"a.io", b"x" * 70 + b".com"], seed + 4)
         self.cts = cts
+        self.key_ids = w.key_ids
 
     def s(self, m: engine.Mutator) -> str:
         return m.next().decode("utf-8", "replace")
@@ -65,44 +62,28 @@ def _volume(name: str, w: props.World, build: Callable[[Fields], Message], cls: 
     t.report(EXAMPLES)
 
 
-def test_v2_status(world: props.World) -> None:
-    _volume("v2.Status", world, lambda f: pb2.StatusRequest(), pb2.StatusRequest, props.v2_status, 11)
+# name: (request builder, request type, property check, seed)
+CAMPAIGNS: dict[str, tuple[Callable[[Fields], Message], type[Message], Callable[[props.World, Tally, Any], None], int]] = {
+    "v2.Status": (lambda f: pb2.StatusRequest(), pb2.StatusRequest, props.v2_status, 11),
+    "v1beta1.Version": (lambda f: pb1.VersionRequest(version=f.s(f.text)), pb1.VersionRequest, props.v1_version, 12),
+    "v2.Encrypt": (lambda f: pb2.EncryptRequest(plaintext=f.plain.next()[:600], uid=f.s(f.text)),
+                   pb2.EncryptRequest, props.v2_encrypt, 13),
+    "v2.Decrypt": (lambda f: pb2.DecryptRequest(ciphertext=f.ciphertext(), key_id=f.s(f.key_id),
+                                                annotations=f.annotations(), uid=f.s(f.text)),
+                   pb2.DecryptRequest, props.v2_decrypt, 14),
+    # most mutated key_ids fail early; this campaign pairs ciphertexts with real key_ids
+    "v2.Decrypt (real key_ids)": (lambda f: pb2.DecryptRequest(ciphertext=f.ciphertext(),
+                                                                key_id=f.rng.choice(f.key_ids)),
+                                  pb2.DecryptRequest, props.v2_decrypt, 15),
+    "v1beta1.Encrypt": (lambda f: pb1.EncryptRequest(version="v1beta1" if f.rng.random() < 0.8 else f.s(f.text),
+                                                     plain=f.plain.next()),
+                        pb1.EncryptRequest, props.v1_encrypt, 16),
+    "v1beta1.Decrypt": (lambda f: pb1.DecryptRequest(version="v1beta1" if f.rng.random() < 0.8 else f.s(f.text),
+                                                     cipher=f.ciphertext()),
+                        pb1.DecryptRequest, props.v1_decrypt, 17),
+}
 
 
-def test_v1_version(world: props.World) -> None:
-    _volume("v1beta1.Version", world, lambda f: pb1.VersionRequest(version=f.s(f.text)),
-            pb1.VersionRequest, props.v1_version, 12)
-
-
-def test_v2_encrypt(world: props.World) -> None:
-    _volume("v2.Encrypt", world,
-            lambda f: pb2.EncryptRequest(plaintext=f.plain.next()[:600], uid=f.s(f.text)),
-            pb2.EncryptRequest, props.v2_encrypt, 13)
-
-
-def test_v2_decrypt(world: props.World) -> None:
-    _volume("v2.Decrypt", world,
-            lambda f: pb2.DecryptRequest(ciphertext=f.ciphertext(), key_id=f.s(f.key_id),
-                                         annotations=f.annotations(), uid=f.s(f.text)),
-            pb2.DecryptRequest, props.v2_decrypt, 14)
-
-
-def test_v2_decrypt_with_the_right_key_id(world: props.World) -> None:
-    """Most mutated key_ids fail early; this campaign pairs ciphertexts with real key_ids."""
-    _volume("v2.Decrypt (real key_ids)", world,
-            lambda f: pb2.DecryptRequest(ciphertext=f.ciphertext(), key_id=f.rng.choice(world.key_ids)),
-            pb2.DecryptRequest, props.v2_decrypt, 15)
-
-
-def test_v1_encrypt(world: props.World) -> None:
-    _volume("v1beta1.Encrypt", world,
-            lambda f: pb1.EncryptRequest(version="v1beta1" if f.rng.random() < 0.8 else f.s(f.text),
-                                         plain=f.plain.next()),
-            pb1.EncryptRequest, props.v1_encrypt, 16)
-
-
-def test_v1_decrypt(world: props.World) -> None:
-    _volume("v1beta1.Decrypt", world,
-            lambda f: pb1.DecryptRequest(version="v1beta1" if f.rng.random() < 0.8 else f.s(f.text),
-                                         cipher=f.ciphertext()),
-            pb1.DecryptRequest, props.v1_decrypt, 17)
+@pytest.mark.parametrize("name", list(CAMPAIGNS))
+def test_handler_campaign(world: props.World, name: str) -> None:
+    _volume(name, world, *CAMPAIGNS[name])
