@@ -1,12 +1,7 @@
-"""Fuzz over the real socket: raw request bytes to every method of the real plugin process.
-
-Smaller than the in-process campaigns (each input is a real gRPC call), but
-it covers what they cannot: grpc's own deserialisation, message size limits,
-the process surviving, and the Akeyless ciphertext header parsed by the real
-Akeyless backend against the emulator. INTERNAL is allowed only as grpc's
-own refusal of bytes that are not the request message; any answer must
-leave the plugin serving, and an OK Decrypt must be a ciphertext we sealed.
-"""
+"""Raw request bytes to every method of the real plugin process: fewer inputs than the in-process
+campaigns, but what they cannot reach (grpc's own deserialisation and size limits, the process
+surviving, the Akeyless header parsed by the real backend). INTERNAL is allowed only as grpc's
+refusal of bytes that are not the request message."""
 
 from __future__ import annotations
 

@@ -1,11 +1,6 @@
-"""The audit trail under a careless operator and a hostile neighbour.
-
-A reopen that fails (directory gone, a FIFO or a foreign file planted after
-logrotate) must be counted, fail /readyz with the reason, and be retried on
-every SIGHUP and by itself until it works; with ``audit_required`` calls are
-refused meanwhile. What sits at the path at start is refused at once with one
-line naming ``observability.audit_log``, never opened or waited on.
-"""
+"""The audit trail under a careless operator and a hostile neighbour: a lost trail is visible
+(counted, /readyz failing with the reason) and retried until it works, and what sits at the path
+at start is refused at once, never opened or waited on."""
 
 from __future__ import annotations
 

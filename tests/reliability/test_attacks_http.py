@@ -1,11 +1,6 @@
-"""Attacks on the HTTP endpoint and health that must tell the truth.
-
-A local user can open as many TCP connections to /metrics as they like: the
-endpoint must cost bounded descriptors and no thread per connection, so gRPC
-keeps answering and /livez keeps telling the truth. /livez must fail when the
-plugin cannot serve through its socket path (file deleted or replaced, gRPC
-wedged), and a bad ``observability.http_listen`` is one line and exit 2.
-"""
+"""Attacks on the HTTP endpoint, and a /livez that must tell the truth: any local user can open
+TCP connections to /metrics, so they must cost no thread and bounded descriptors, and /livez
+fails when the plugin cannot serve through its socket path."""
 
 from __future__ import annotations
 

@@ -1,11 +1,5 @@
-"""Operator mistakes and a hostile neighbour, through the real CLI.
-
-A mistake in the configuration must end in one line on stderr naming the
-setting, exit 2 (configuration) or 1 (refusal to start), no traceback, no
-echo of a secret, and no echo of a huge value. A start-up race on the socket
-directory must not crash; ``socket_group`` must really let the group in; a
-socket directory whose parent another user may write is reported.
-"""
+"""Operator mistakes and a hostile neighbour, through the real CLI: an operator reads one line
+naming the setting, never a traceback or a secret, and a racing or shared-directory start is safe."""
 
 from __future__ import annotations
 

@@ -1,10 +1,6 @@
-"""Attacks on the peer gate (server.allowed_uids): the door must stay open and quiet.
-
-Descriptor exhaustion used to kill the gate's accept thread (UnboundLocalError
-in its except block) while the process kept the socket and /livez said 200;
-a refused peer connecting in a loop wrote one audit record and one warning
-per refusal (162k records in 5 s). Each test runs the real plugin.
-"""
+"""Attacks on the peer gate (server.allowed_uids): descriptor exhaustion once killed its accept
+thread while /livez said 200, and a refused peer in a loop wrote a record and a warning per
+refusal (162k records in 5 s)."""
 
 from __future__ import annotations
 

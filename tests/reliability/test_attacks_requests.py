@@ -1,10 +1,6 @@
-"""Attacks with requests an allowed peer may send: malformed protobuf, forged ciphertexts.
-
-A peer the gate lets in can send anything. Bytes that are not a valid
-protobuf message must cost one counted, rate-limited log line, not an
-ERROR traceback per call; tampered or relabelled Akeyless ciphertexts must be
-answered INVALID_ARGUMENT at about one remote call each, not two.
-"""
+"""Requests an allowed peer may send (the gate lets it in, so it can send anything): malformed
+protobuf must cost a counted, rate-limited log line, not a traceback per call; forged Akeyless
+ciphertexts about one remote call each."""
 
 from __future__ import annotations
 

@@ -1,10 +1,5 @@
-"""kill -9 at random points under load: nothing on disk is left torn, restarts recover.
-
-Covers the keyring (rotated by the CLI while the plugin reloads it, both
-killed at random), the audit file, the stale socket, the Universal Identity
-token file (rotated every 50 ms by the real backend, killed at random), and
-every ciphertext handed out before a crash still decrypting after it.
-"""
+"""kill -9 at random points under load: nothing on disk (keyring, audit file, socket, UID token
+file) is left torn, and every ciphertext handed out before a crash decrypts after the restart."""
 
 from __future__ import annotations
 

@@ -1,9 +1,5 @@
-"""Attacks on the socket: path games, squatters, foreign peers, connection floods.
-
-Every refusal must be clean (exit 1 with a message naming the problem, no
-traceback), leave what it found untouched, and never serve on a path an
-attacker controls.
-"""
+"""Attacks on the socket: path games, squatters, foreign peers, connection floods. A refusal
+leaves what it found untouched and never serves on a path an attacker controls."""
 
 from __future__ import annotations
 
