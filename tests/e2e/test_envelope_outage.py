@@ -12,7 +12,6 @@ is ``E2E_APPLIANCE_CMD`` or this checkout; ``E2E_KMS_PLUGIN`` does not apply.
 from __future__ import annotations
 
 import dataclasses
-import functools
 import re
 import secrets
 import time
@@ -166,7 +165,7 @@ class TestEnvelopeOutage:
         emulator.control("expire-tokens", {})
         started = time.monotonic()
         for p in (plug_a, plug_b):
-            wait_until(functools.partial(_unhealthy, p), REVOCATION_TIMEOUT_S,
+            wait_until(lambda p=p: p.status().healthz != "ok", REVOCATION_TIMEOUT_S,
                        f"plugin {p.name} dropping its IKs")
         record_timing("revocation to both plugins' IKs dropped", time.monotonic() - started)
         probe = migrated["rotated-00000"]
@@ -204,10 +203,6 @@ class TestEnvelopeOutage:
                         if p is not emulator)
         assert len(logs) > 10_000
         assert secrets_scan.find(logs, iks) == []
-
-
-def _unhealthy(plugin: Plugin) -> bool:
-    return plugin.status().healthz != "ok"
 
 
 def _dropped_for_access_denied(plugin: Plugin) -> bool:
