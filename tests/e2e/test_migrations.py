@@ -15,7 +15,6 @@ import pytest
 
 from tests.support.kube.cluster import Cluster
 from tests.support.kube.encryption import (
-    Provider,
     encryption_config,
     identity,
     kms_v1,
@@ -39,12 +38,6 @@ pytestmark = pytest.mark.e2e
 BATCH = 50
 KEY_ADOPTION_TIMEOUT_S = 120.0
 PLUGIN_ROTATION_TIMEOUT_S = 60.0
-
-
-def write_key_id(cluster: Cluster, provider: Provider, name: str) -> str:
-    """Create one secret and return the key_id it was stored under."""
-    value = create_secret(cluster, name)
-    return stored_envelopes(cluster, storage_prefix(provider), {name: value})[name].key_id
 
 
 def test_kms_v1_to_v2_then_rotation_and_storage_migration(
@@ -86,7 +79,9 @@ def test_kms_v1_to_v2_then_rotation_and_storage_migration(
         # Once its 20 s health cache has expired, this /healthz runs a fresh Status: the
         # apiserver learns the new key_id sooner than from its 60 s poll.
         cluster.apiserver.get("/healthz/kms-providers")
-        return write_key_id(cluster, v2, f"probe-{next(probes)}") == new_key
+        name = f"probe-{next(probes)}"
+        value = create_secret(cluster, name)
+        return stored_envelopes(cluster, storage_prefix(v2), {name: value})[name].key_id == new_key
 
     wait_until(adopted, KEY_ADOPTION_TIMEOUT_S, "apiserver adopting the new key_id", interval_s=2)
     record_timing("rotation to first write under new key", time.monotonic() - started)
