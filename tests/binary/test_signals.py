@@ -42,12 +42,6 @@ def frozen(binary: Path, tmp_path: Path, unpack: Path) -> Iterator[pm.Plugin]:
         plugin.stop(signal.SIGKILL)
 
 
-def _exited_cleanly(plugin: pm.Plugin, rc: int) -> None:
-    err = plugin.stderr.read_text(errors="replace")
-    assert rc == 0, err[-2000:]
-    assert "Traceback" not in err
-
-
 def test_sighup_reloads_and_sigterm_stops_cleanly(frozen: pm.Plugin, unpack: Path) -> None:
     """SIGHUP to the pid an operator sees (systemd's ExecReload: ``kill -HUP $MAINPID``) reaches
     Python through both bootloaders: the rotated key is picked up, nothing dies. Stock staticx
@@ -65,7 +59,10 @@ def test_sighup_reloads_and_sigterm_stops_cleanly(frozen: pm.Plugin, unpack: Pat
             time.sleep(0.05)
         assert client.status().key_id != status.key_id, "the rotation was not picked up"
         assert frozen.proc.poll() is None, "the outermost process died of SIGHUP"
-    _exited_cleanly(frozen, frozen.stop())
+    rc = frozen.stop()
+    err = frozen.stderr.read_text(errors="replace")
+    assert rc == 0, err[-2000:]
+    assert "Traceback" not in err
     assert not frozen.socket.exists()
     assert list(unpack.iterdir()) == [], "unpacked files left behind in TMPDIR"
 
