@@ -47,55 +47,51 @@ def kill9_and_prove_gone(plugin: Plugin) -> None:
         plugin.status()
 
 
-class TestRestarts:
-    """The apiserver recovers from plugin restarts, a crash and then a graceful one; then
-    everything written before an apiserver restart (1,000 Secrets among it) reads back after it."""
+def test_plugin_then_apiserver_restarts_lose_nothing(kms_v2_cluster: KmsV2Cluster) -> None:
+    """Both plugin restarts share the one wait past the apiserver's 20 s health cache (fixed
+    upstream), the cost of this scenario. The apiserver makes no call in between, so its
+    own connection last ended with the kill -9 (no GOAWAY: the harder reconnect); its
+    reconnect after a graceful stop is the deploy test's liveness restart."""
+    k = kms_v2_cluster
+    cluster, plugin, provider = k.cluster, k.plugin, k.provider
+    before = {"before": create_secret(cluster, "before")}
+    key_id = plugin.status().key_id
 
-    def test_plugin_then_apiserver_restarts_lose_nothing(self, kms_v2_cluster: KmsV2Cluster) -> None:
-        """Both plugin restarts share the one wait past the apiserver's 20 s health cache (fixed
-        upstream), the cost of this scenario. The apiserver makes no call in between, so its
-        own connection last ended with the kill -9 (no GOAWAY: the harder reconnect); its
-        reconnect after a graceful stop is the deploy test's liveness restart."""
-        k = kms_v2_cluster
-        cluster, plugin, provider = k.cluster, k.plugin, k.provider
-        before = {"before": create_secret(cluster, "before")}
-        key_id = plugin.status().key_id
+    kill9_and_prove_gone(plugin)
+    k.record_timing("plugin restart (SIGKILL) to ok", plugin.start())
+    assert plugin.status().key_id == key_id, "a restart must not change the key"
+    between = {"between": create_secret(cluster, "between")}
+    k.record_timing("plugin restart (SIGTERM) to ok", plugin.restart(signal.SIGTERM))
+    assert plugin.status().key_id == key_id, "a restart must not change the key"
+    cluster.apiserver.outlive_kms_health_cache()  # so the apiserver must reach the new process
+    recovered = wait_until(cluster.apiserver.kms_healthy, KMS_HEALTH_TIMEOUT_S, "/healthz/kms-providers")
+    k.record_timing("apiserver kms health, after the cache expired", recovered)
 
-        kill9_and_prove_gone(plugin)
-        k.record_timing("plugin restart (SIGKILL) to ok", plugin.start())
-        assert plugin.status().key_id == key_id, "a restart must not change the key"
-        between = {"between": create_secret(cluster, "between")}
-        k.record_timing("plugin restart (SIGTERM) to ok", plugin.restart(signal.SIGTERM))
-        assert plugin.status().key_id == key_id, "a restart must not change the key"
-        cluster.apiserver.outlive_kms_health_cache()  # so the apiserver must reach the new process
-        recovered = wait_until(cluster.apiserver.kms_healthy, KMS_HEALTH_TIMEOUT_S, "/healthz/kms-providers")
-        k.record_timing("apiserver kms health, after the cache expired", recovered)
+    written = before | between | {"after": create_secret(cluster, "after")}
+    started = time.monotonic()
+    bulk = create_secrets_bulk(cluster, "bulk", BULK_SECRETS)
+    k.record_timing(f"create {BULK_SECRETS} secrets", time.monotonic() - started)
+    envelopes = stored_envelopes(cluster, storage_prefix(provider), written | bulk)
+    assert {e.key_id for e in envelopes.values()} == {key_id}
 
-        written = before | between | {"after": create_secret(cluster, "after")}
-        started = time.monotonic()
-        bulk = create_secrets_bulk(cluster, "bulk", BULK_SECRETS)
-        k.record_timing(f"create {BULK_SECRETS} secrets", time.monotonic() - started)
-        envelopes = stored_envelopes(cluster, storage_prefix(provider), written | bulk)
-        assert {e.key_id for e in envelopes.values()} == {key_id}
+    time.sleep(AUDIT_FLUSH_BOUND)  # every earlier record is out of the plugin's buffer
+    audited_before = len(plugin.audit_records())
+    k.restart_apiserver()  # DEK cache gone: every secret now needs the last plugin process
+    for name, value in written.items():
+        assert read_secret(cluster, name) == value
+    started = time.monotonic()
+    read = list_batch(cluster, "bulk")
+    k.record_timing(f"list {BULK_SECRETS} secrets after restart", time.monotonic() - started)
+    assert read == bulk
+    # The restarted apiserver had to ask the plugin to decrypt its DEK seed(s): each audit
+    # record names the key version (Akeyless: the item_version) the seed was wrapped under,
+    # the same as the encrypt record it joins by ciphertext fingerprint.
+    def new_decrypts() -> list[dict[str, object]]:
+        return [r for r in plugin.audit_records()[audited_before:] if r["event"] == "decrypt"]
 
-        time.sleep(AUDIT_FLUSH_BOUND)  # every earlier record is out of the plugin's buffer
-        audited_before = len(plugin.audit_records())
-        k.restart_apiserver()  # DEK cache gone: every secret now needs the last plugin process
-        for name, value in written.items():
-            assert read_secret(cluster, name) == value
-        started = time.monotonic()
-        read = list_batch(cluster, "bulk")
-        k.record_timing(f"list {BULK_SECRETS} secrets after restart", time.monotonic() - started)
-        assert read == bulk
-        # The restarted apiserver had to ask the plugin to decrypt its DEK seed(s): each audit
-        # record names the key version (Akeyless: the item_version) the seed was wrapped under,
-        # the same as the encrypt record it joins by ciphertext fingerprint.
-        def new_decrypts() -> list[dict[str, object]]:
-            return [r for r in plugin.audit_records()[audited_before:] if r["event"] == "decrypt"]
-
-        wait_until(lambda: bool(new_decrypts()), 10, "decrypt audit records")
-        encrypts = {r["ct_fp"]: r["key_version"] for r in plugin.audit_records()
-                    if r["event"] == "encrypt" and r["outcome"] == "ok"}
-        for rec in new_decrypts():
-            assert rec["outcome"] == "ok" and rec["key_version"], rec
-            assert encrypts.get(rec["ct_fp"]) == rec["key_version"], rec
+    wait_until(lambda: bool(new_decrypts()), 10, "decrypt audit records")
+    encrypts = {r["ct_fp"]: r["key_version"] for r in plugin.audit_records()
+                if r["event"] == "encrypt" and r["outcome"] == "ok"}
+    for rec in new_decrypts():
+        assert rec["outcome"] == "ok" and rec["key_version"], rec
+        assert encrypts.get(rec["ct_fp"]) == rec["key_version"], rec
