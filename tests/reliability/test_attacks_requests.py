@@ -4,7 +4,6 @@ ciphertexts about one remote call each."""
 
 from __future__ import annotations
 
-import os
 import time
 from collections import Counter
 from pathlib import Path
@@ -45,8 +44,7 @@ class TestMalformedRequests:
             elapsed = time.monotonic() - started
             assert codes == {"INVALID_ARGUMENT": MALFORMED}
 
-            seed = os.urandom(32)
-            ledger.secret(seed)
+            seed = ledger.new_secret()
             enc = c.encrypt(seed)
             assert c.decrypt(enc.ciphertext, enc.key_id) == seed  # still serving
 
@@ -95,8 +93,7 @@ class TestRejectedCiphertexts:
         with pm.running(tmp_path / "r", ["--log-level", "debug"], env=env, akeyless=True) as p, \
                 Client(p.socket) as c:
             assert emu.wait_for("decrypt", calls=1, timeout=10), "the start-up health probe never decrypted"
-            seed = os.urandom(32)
-            ledger.secret(seed)
+            seed = ledger.new_secret()
             enc = c.encrypt(seed)  # labelled version 2
             forged = [_tamper(enc.ciphertext, i) for i in range(self.N // 2)]
             forged += [_relabel(enc.ciphertext, v) for v in (1, 0, 3, 7, 2**32 - 1)]

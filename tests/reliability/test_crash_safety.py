@@ -31,8 +31,7 @@ def _load(sock: Path, stop: threading.Event, sealed: list[tuple[str, bytes, byte
           wrong: list[str]) -> None:
     with Client(sock, timeout=3) as c:
         while not stop.is_set():
-            seed = os.urandom(32)
-            ledger.secret(seed)
+            seed = ledger.new_secret()
             try:
                 enc = c.encrypt(seed)
                 sealed.append(("v2", seed, bytes(enc.ciphertext), enc.key_id))
@@ -180,8 +179,7 @@ def test_keyring_missing_then_garbage_at_runtime_keeps_the_old_key(ring: Path) -
         time.sleep(0.5)
         assert p.proc.poll() is None, "the plugin exited because its keyring was missing for 1 s"
         assert c.status().healthz == "ok"
-        seed = os.urandom(32)
-        ledger.secret(seed)
+        seed = ledger.new_secret()
         enc = c.encrypt(seed)
         good = ring.read_bytes()
         tmp = ring.with_name("x.tmp")

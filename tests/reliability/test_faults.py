@@ -10,7 +10,6 @@ audit record, the metric, readiness, and recovery with no thread or descriptor g
 from __future__ import annotations
 
 import json
-import os
 import sys
 import time
 from collections.abc import Callable, Iterator
@@ -67,11 +66,9 @@ def rig(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Rig]:
         try:
             sealed = []
             for _ in range(4):
-                seed = os.urandom(32)
-                ledger.secret(seed)
+                seed = ledger.new_secret()
                 sealed.append((seed, client.encrypt(seed)))
-            dek = os.urandom(32)
-            ledger.secret(dek)
+            dek = ledger.new_secret()
             v1 = (dek, client.v1_encrypt(dek))
             _warm(client, sealed)
             pid = plugin.proc.pid
@@ -176,8 +173,7 @@ def _call(r: Rig, kind: str, i: int) -> tuple[str, str, float, bool]:
     wrong = False
     try:
         if kind == "encrypt":
-            seed = os.urandom(32)
-            ledger.secret(seed)
+            seed = ledger.new_secret()
             enc = r.client.encrypt(seed)
             wrong = not enc.ciphertext or not enc.key_id
         elif kind == "decrypt":

@@ -6,7 +6,6 @@ Akeyless decrypt (an emulator latency fault), so calls pile up for real.
 
 from __future__ import annotations
 
-import os
 import time
 from pathlib import Path
 from typing import Any
@@ -57,8 +56,7 @@ def test_beyond_the_limit_is_refused_fast_and_memory_stays_bounded(emu: Emulator
                        KMS_APPLIANCE_SERVER_CALL_TIMEOUT="5s", KMS_APPLIANCE_AKEYLESS_TIMEOUT="5s")
     with (pm.running(tmp_path / "o", ["--log-level", "debug"], env=env, akeyless=True) as p,
           Client(p.socket, timeout=15) as c):
-        seed = os.urandom(32)
-        ledger.secret(seed)
+        seed = ledger.new_secret()
         enc = c.encrypt(seed)
         emu.fault("decrypt", kind="latency", delay=DELAY)
         results = _burst(c, enc, 10 * LIMIT)

@@ -31,8 +31,7 @@ def _busy_akeyless_run(emu: Emulator, tmp_path: Path) -> None:
     with (pm.running(tmp_path / "verbose", DEBUG, env=env, akeyless=True) as p,
           Client(p.socket, timeout=5) as c):
         for _fault in each_fault(emu, none_first=True):
-            seed = os.urandom(32)
-            ledger.secret(seed)
+            seed = ledger.new_secret()
             try:
                 enc = c.encrypt(seed)
                 c.decrypt(enc.ciphertext, enc.key_id)
@@ -54,8 +53,7 @@ def _busy_envelope_run(emu: Emulator, tmp_path: Path) -> tuple[pm.Plugin, list[b
           pm.running(tmp_path / "envelope-b", DEBUG, env=env_b, akeyless=True) as b,
           Client(a.socket, timeout=5) as ca, Client(b.socket, timeout=5) as cb):
         def round_trip(client: Client) -> None:
-            seed = os.urandom(32)
-            ledger.secret(seed)
+            seed = ledger.new_secret()
             enc = client.encrypt(seed)
             cts.append(enc.ciphertext)
             assert cb.decrypt(enc.ciphertext, enc.key_id) == seed

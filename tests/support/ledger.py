@@ -8,6 +8,7 @@ tests/conftest.py runs ``leaks`` over what no scan covered yet. Kept in memory o
 
 from __future__ import annotations
 
+import os
 import threading
 from collections.abc import Iterable
 from pathlib import Path
@@ -47,6 +48,13 @@ def secret(*values: bytes | str) -> None:
 
 def secrets(values: Iterable[bytes | str]) -> None:
     secret(*values)
+
+
+def new_secret(size: int = 32) -> bytes:
+    """Fresh random bytes, recorded: a seed or DEK a test hands the plugin."""
+    value = os.urandom(size)
+    secret(value)
+    return value
 
 
 def text(*values: bytes | str) -> None:
