@@ -10,7 +10,6 @@ import pytest
 
 from tests.support.kube.cluster import Cluster
 from tests.support.kube.encryption import encryption_config, identity, kms_v2, storage_prefix
-from tests.support.kube.protowire import parse_encrypted_object
 from tests.support.kube.workload import (
     create_secret,
     create_secrets_bulk,
@@ -48,13 +47,9 @@ def test_identity_then_kms_v2_at_rest_and_migration(cluster: Cluster, start_kms_
     provider = kms_v2(plugin.name, plugin.socket)
     start_apiserver(encryption_config([provider, identity()]))
     marker = create_secret(cluster, "wrapped")
-    wrapped = cluster.etcd.get_raw(cluster.secret_key("wrapped"))
-    assert wrapped is not None, "secret not found in etcd"
     prefix = storage_prefix(provider)
-    assert wrapped.startswith(prefix), f"unexpected prefix {wrapped[:40]!r}"
-    assert marker.encode() not in wrapped
-    assert b"password" not in wrapped
-    envelope = parse_encrypted_object(wrapped[len(prefix) :])
+    envelope = stored_envelopes(cluster, prefix, {"wrapped": marker})["wrapped"]  # the prefix, no plaintext
+    assert b"password" not in cluster.etcd.get_raw(cluster.secret_key("wrapped"))  # nor its data key
     assert envelope.key_id == plugin.status().key_id
     assert envelope.key_id, "empty key_id would disable encryption"
     assert envelope.encrypted_dek_source, "no encrypted DEK source stored"

@@ -26,17 +26,13 @@ import pytest
 
 from kms_appliance import config, manifests
 from tests.support.kube.cluster import ApiServerOptions, Cluster
+from tests.support.kube.encryption import encryption_config, identity
 from tests.support.plugin import cli
 from tests.support.yamlsubset import parse
 
 pytestmark = pytest.mark.e2e
 
 IMAGE = "localhost/kms-appliance:0.1.0"
-IDENTITY_ONLY = {
-    "apiVersion": "apiserver.config.k8s.io/v1",
-    "kind": "EncryptionConfiguration",
-    "resources": [{"resources": ["secrets"], "providers": [{"identity": {}}]}],
-}
 
 
 def _cli_static_pod(tmp_path: Path, *args: str) -> subprocess.CompletedProcess[str]:
@@ -86,7 +82,7 @@ def test_generators_agree_with_the_apiserver(cluster: Cluster, tmp_path: Path,
     """One etcd + kube-apiserver for every value (loops rather than parametrize): the static
     pods the generator writes are accepted, what it refuses the apiserver refuses, and the
     apiserver starts with the timeouts it accepts only."""
-    cluster.apiserver.start(ApiServerOptions(encryption_config=IDENTITY_ONLY))
+    cluster.apiserver.start(ApiServerOptions(encryption_config=encryption_config([identity()])))
     # No controller-manager here to create it, and the ServiceAccount admission plugin
     # (before validation) refuses a non-mirror pod without it: the kubelet's mirror pod skips it.
     cluster.kubectl("create", "serviceaccount", "default", "-n", "kube-system")
