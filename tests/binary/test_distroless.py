@@ -1,9 +1,5 @@
-"""The distroless contract: binary alone in an empty read-only root, uid 65532, no capabilities.
-
-The plugin serves on a socket in a bind-mounted directory and the host talks
-to it through that socket with stubs generated from the checked-in protos
-(tests.support.kmsclient), exactly as kube-apiserver would.
-"""
+"""The distroless contract: binary alone in an empty read-only root, uid 65532, no capabilities;
+the host talks to it through the socket in a bind-mounted directory, as kube-apiserver would."""
 
 from __future__ import annotations
 
