@@ -62,6 +62,11 @@ def _inside(arg: str, dirs: tuple[str, ...]) -> bool:
     return any(path == HERE / d or HERE / d in path.parents for d in dirs)
 
 
+def _asked_for(g: Gated, config: pytest.Config) -> bool:
+    """Whether this run names the gated suite: by directory, or by its environment variable."""
+    return bool(g.env and os.environ.get(g.env) == "1") or any(_inside(str(a), g.dirs) for a in config.args)
+
+
 @pytest.hookimpl(tryfirst=True)
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
     """Mark the reliability and fuzz items, and narrow the default filter to what was not asked for.
@@ -73,9 +78,7 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
             item.add_marker(pytest.mark.reliability)
     if config.option.markexpr != DEFAULT:
         return  # -m given: exactly what it says
-    # a gated suite this run names, by directory or by its environment variable, is not left out
-    left_out = [name for name, g in GATED.items()
-                if not (g.env and os.environ.get(g.env) == "1") and not any(_inside(str(a), g.dirs) for a in config.args)]
+    left_out = [name for name, g in GATED.items() if not _asked_for(g, config)]
     config.option.markexpr = " and ".join(f"not {name}" for name in left_out)
 
 

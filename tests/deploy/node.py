@@ -90,6 +90,11 @@ class NodeNamespace:
 CAP_SYS_RESOURCE = 24
 
 
+def can_lower_oom_score_adj() -> bool:
+    """True if CAP_SYS_RESOURCE is in this process's bounding set."""
+    return bool(int(status_fields(os.getpid())["CapBnd"], 16) >> CAP_SYS_RESOURCE & 1)
+
+
 CONTAINERD_CONFIG = """\
 version = 3
 root = "{root}"
@@ -144,7 +149,7 @@ class Containerd:
         self.config.write_text(CONTAINERD_CONFIG.format(
             root=base / "root", state=base / "state", sock=self.socket, opt=base / "opt",
             sandbox=sandbox_image, cni_bin=CNI_BIN_DIR, cni_conf=base / "cni", runc=RUNC,
-            restrict_oom=str(not int(status_fields(os.getpid())["CapBnd"], 16) >> CAP_SYS_RESOURCE & 1).lower()))
+            restrict_oom=str(not can_lower_oom_score_adj()).lower()))
         env = {"PATH": f"{bin_dir}:/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
                "HOME": "/root", "TMPDIR": str(workdir / "tmp")}
         (workdir / "tmp").mkdir(exist_ok=True)
