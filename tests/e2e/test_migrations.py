@@ -8,7 +8,6 @@ check in etcd that every object moved, while all of them stay readable.
 
 from __future__ import annotations
 
-import itertools
 import time
 
 import pytest
@@ -73,13 +72,14 @@ def test_kms_v1_to_v2_then_rotation_and_storage_migration(
     started = time.monotonic()
     wait_until(lambda: plugin.status().key_id != old_key, PLUGIN_ROTATION_TIMEOUT_S, "plugin rotation")
     new_key = plugin.status().key_id
-    probes = itertools.count()
+    probes: list[str] = []
 
     def adopted() -> bool:
         # Once its 20 s health cache has expired, this /healthz runs a fresh Status: the
         # apiserver learns the new key_id sooner than from its 60 s poll.
         cluster.apiserver.get("/healthz/kms-providers")
-        name = f"probe-{next(probes)}"
+        name = f"probe-{len(probes)}"
+        probes.append(name)
         value = create_secret(cluster, name)
         return stored_envelopes(cluster, storage_prefix(v2), {name: value})[name].key_id == new_key
 
@@ -106,7 +106,7 @@ def test_kms_v1_to_v2_then_rotation_and_storage_migration(
         # The adoption probes written before the apiserver took the new key are still under
         # version 1; an operator rewrites every Secret before retiring a version, so they go.
         # (Left behind, one undecryptable Secret keeps a restarted apiserver from ever syncing.)
-        cluster.kubectl("delete", "secret", *(f"probe-{i}" for i in range(next(probes))))
+        cluster.kubectl("delete", "secret", *probes)
         plugin.backend.control("version-state", {"name": AKEYLESS_KEY, "version": 1, "state": "Disabled"})
         start_apiserver(v2_only)  # restarted: no cached seed, every read goes through the new version
         assert list_batch(cluster, "old") == old
