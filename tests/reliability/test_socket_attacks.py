@@ -217,10 +217,12 @@ class TestIdleFlood:
             flood_conns.extend(connect_many(p.socket, self.FLOOD))
             assert len(flood_conns) == self.FLOOD, "connect() itself must not fail (backlog drained)"
             time.sleep(1.0)
-            held = procinfo.fds(pid) - base_fds
+            now = procinfo.fds(pid)
+            held = now - base_fds
             # descriptors per admitted connection
             per_conn = 3 if gated else 1  # gate: client end, relay end, grpc end
-            assert held <= per_conn * self.LIMIT + 8, f"{held} descriptors for {self.FLOOD} idle connections"
+            assert held <= per_conn * self.LIMIT + 8, \
+                f"{held} descriptors for {self.FLOOD} idle connections ({now} held, {base_fds} before the flood)"
             refused_now = _closed_by_server(flood_conns[self.LIMIT + 8:], 2.0)
             assert refused_now >= self.FLOOD - self.LIMIT - 16, refused_now
             assert p.proc.poll() is None
