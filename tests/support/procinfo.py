@@ -20,22 +20,21 @@ def tree(pid: int) -> list[int]:
     return [pid, *descendants(pid)]
 
 
-def _each(pid: int, count: str) -> int:
-    total = 0
+def by_process(pid: int, entry: str = "fd") -> dict[int, int]:
+    """Entries of /proc/<p>/<entry> for each process of the tree (one that ended meanwhile is left out)."""
+    held: dict[int, int] = {}
     for p in tree(pid):
-        try:
-            total += len(os.listdir(f"/proc/{p}/{count}"))
-        except OSError:
-            continue  # ended while we looked
-    return total
+        with contextlib.suppress(OSError):
+            held[p] = len(os.listdir(f"/proc/{p}/{entry}"))
+    return held
 
 
 def fds(pid: int) -> int:
-    return _each(pid, "fd")
+    return sum(by_process(pid).values())
 
 
 def threads(pid: int) -> int:
-    return _each(pid, "task")
+    return sum(by_process(pid, "task").values())
 
 
 def thread_names(pid: int) -> Counter[str]:
