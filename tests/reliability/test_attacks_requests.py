@@ -15,6 +15,7 @@ from tests.reliability.probes import metric
 from tests.support import attacks, figures, ledger
 from tests.support import plugin as pm
 from tests.support.emulator import KEY, identity_env
+from tests.support.forgery import claimed_key_id, relabel, tamper
 from tests.support.kmsclient import Client
 from tests.support.procs import eventually
 
@@ -63,22 +64,6 @@ class TestMalformedRequests:
             assert invalid == MALFORMED + 2  # each also an audited INVALID_ARGUMENT call
 
 
-def _relabel(ciphertext: bytes, version: int) -> bytes:
-    """Our envelope is a 5-byte header, then the item version (uint32 BE): name another one."""
-    return ciphertext[:5] + version.to_bytes(4, "big") + ciphertext[9:]
-
-
-def _key_id_for(ciphertext: bytes, key_id: str) -> str:
-    """The key_id a relabelled ciphertext claims (so it passes the plugin's own key_id check)."""
-    return f"{key_id.rsplit(':', 1)[0]}:{int.from_bytes(ciphertext[5:9], 'big')}"
-
-
-def _tamper(ciphertext: bytes, i: int) -> bytes:
-    bad = bytearray(ciphertext)
-    bad[-1 - (i % 16)] ^= 1 + i % 255  # inside Akeyless's GCM tag: distinct, all refused
-    return bytes(bad)
-
-
 class TestRejectedCiphertexts:
     """Forged ciphertexts are INVALID_ARGUMENT at about one Akeyless call each."""
 
@@ -95,15 +80,15 @@ class TestRejectedCiphertexts:
             assert emu.wait_for("decrypt", calls=1, timeout=10), "the start-up health probe never decrypted"
             seed = ledger.new_secret()
             enc = c.encrypt(seed)  # labelled version 2
-            forged = [_tamper(enc.ciphertext, i) for i in range(self.N // 2)]
-            forged += [_relabel(enc.ciphertext, v) for v in (1, 0, 3, 7, 2**32 - 1)]
-            forged += [_tamper(_relabel(enc.ciphertext, 1), i) for i in range(self.N - len(forged))]
+            forged = [tamper(enc.ciphertext, i) for i in range(self.N // 2)]
+            forged += [relabel(enc.ciphertext, v) for v in (1, 0, 3, 7, 2**32 - 1)]
+            forged += [tamper(relabel(enc.ciphertext, 1), i) for i in range(self.N - len(forged))]
             before = {op: emu.calls[op] for op in ("decrypt", "describe-item")}
             seen = len(emu.requests)
             codes: dict[grpc.StatusCode, int] = {}
             for ct in forged:
                 try:
-                    c.decrypt(ct, _key_id_for(ct, enc.key_id))
+                    c.decrypt(ct, claimed_key_id(ct, enc.key_id))
                     code = grpc.StatusCode.OK
                 except grpc.RpcError as exc:
                     code = exc.code()

@@ -9,26 +9,11 @@ from concurrent.futures import ThreadPoolExecutor
 import pytest
 
 from akeyless_emulator import Emulator
-from kms_appliance.backends.akeyless import backend as akbackend
 from kms_appliance.errors import CiphertextError, KeyUnavailable
 from tests.support.emulator import KEY
+from tests.support.forgery import claimed_key_id, relabel, tamper
 
 N = 30
-
-
-def _relabel(ciphertext: bytes, version: int) -> bytes:
-    """The item version after the 5-byte envelope header (uint32 BE), set to ``version``."""
-    return ciphertext[:5] + version.to_bytes(4, "big") + ciphertext[9:]
-
-
-def _tamper(ciphertext: bytes, i: int) -> bytes:
-    bad = bytearray(ciphertext)
-    bad[-1 - (i % 16)] ^= 1 + i % 255  # inside Akeyless's GCM tag
-    return bytes(bad)
-
-
-def _key_id(b: akbackend.AkeylessBackend, ciphertext: bytes) -> str:
-    return f"akeyless:{b.state.item_id}:{int.from_bytes(ciphertext[5:9], 'big')}"
 
 
 def _calls(emu: Emulator) -> tuple[int, int]:
@@ -40,12 +25,12 @@ class TestRemoteCallsPerRefusal:
         emu.rotate_key(KEY)  # versions 1 and 2, both enabled
         b = make_backend(ak_env, cache=False)
         w = b.wrap(os.urandom(32))  # labelled version 2
-        forged = [_tamper(w.ciphertext, i) for i in range(N - 6)]
-        forged += [_relabel(w.ciphertext, v) for v in (1, 0, 3, 9, 2**16, 2**32 - 1)]
+        forged = [tamper(w.ciphertext, i) for i in range(N - 6)]
+        forged += [relabel(w.ciphertext, v) for v in (1, 0, 3, 9, 2**16, 2**32 - 1)]
         before = _calls(emu)
         for ct in forged:
             with pytest.raises(CiphertextError):
-                b.unwrap(ct, _key_id(b, ct), {})
+                b.unwrap(ct, claimed_key_id(ct, w.key_id), {})
         decrypts, describes = (a - z for a, z in zip(_calls(emu), before, strict=True))
         assert decrypts == N
         assert describes <= 1  # at most one explanation lookup per EXPLAIN_EVERY (5 s)
@@ -55,7 +40,7 @@ class TestRemoteCallsPerRefusal:
         w = b.wrap(os.urandom(32))
         before = _calls(emu)
         with ThreadPoolExecutor(16) as pool:
-            calls = [pool.submit(b.unwrap, _tamper(w.ciphertext, i), w.key_id, {}) for i in range(16)]
+            calls = [pool.submit(b.unwrap, tamper(w.ciphertext, i), w.key_id, {}) for i in range(16)]
             assert all(isinstance(call.exception(30), CiphertextError) for call in calls)
         decrypts, describes = (a - z for a, z in zip(_calls(emu), before, strict=True))
         assert (decrypts, describes) == (16, 1)
@@ -69,9 +54,9 @@ class TestRelabelledVersion:
                                                           make_backend, version: int) -> None:
         b = make_backend(ak_env, cache=False)
         w = b.wrap(os.urandom(32))
-        ct = _relabel(w.ciphertext, version)
+        ct = relabel(w.ciphertext, version)
         with pytest.raises(CiphertextError) as err:
-            b.unwrap(ct, _key_id(b, ct), {})
+            b.unwrap(ct, claimed_key_id(ct, w.key_id), {})
         assert not isinstance(err.value, KeyUnavailable)
         with pytest.raises(CiphertextError):
             b.unwrap(ct, None, {})  # KMS v1: no key_id on the wire
