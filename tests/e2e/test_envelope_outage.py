@@ -25,7 +25,7 @@ from tests.support import secrets_scan
 from tests.support.emulator import EmulatorProcess as Emulator
 from tests.support.intermediate_keys import iks_of, is_envelope, key_from_state_dir
 from tests.support.kmsclient import Client
-from tests.support.kube.cluster import ApiServerOptions, Cluster, KubeApiServer, write_kubeconfig
+from tests.support.kube.cluster import ApiServerOptions, Cluster, KubeApiServer
 from tests.support.kube.encryption import encryption_config, identity, kms_v2, storage_prefix
 from tests.support.kube.protowire import EncryptedObject
 from tests.support.kube.workload import (
@@ -86,8 +86,7 @@ def second_apiserver(cluster: Cluster) -> Cluster:
     workdir = cluster.workdir / "apiserver-b"
     workdir.mkdir()
     api = KubeApiServer(cluster.components, workdir, cluster.pki, cluster.etcd, cluster.registry)
-    kubeconfig = write_kubeconfig(workdir / "kubeconfig", f"https://127.0.0.1:{api.port}", cluster.pki)
-    return dataclasses.replace(cluster, workdir=workdir, apiserver=api, kubeconfig=kubeconfig)
+    return dataclasses.replace(cluster, workdir=workdir, apiserver=api)
 
 
 def test_outage_second_apiserver_rotation_migration_revocation(

@@ -21,7 +21,7 @@ import pytest
 
 from kms_appliance.config import AkeylessSettings
 from tests.support.kmsclient import round_trip
-from tests.support.kube.cluster import Cluster, EtcdServer, KubeApiServer, write_kubeconfig
+from tests.support.kube.cluster import Cluster, EtcdServer, KubeApiServer
 from tests.support.kube.components import Components, ensure_components
 from tests.support.kube.pki import ClusterPki, make_cluster_pki
 from tests.support.kube.workload import create_secret, read_secret, stored_envelopes
@@ -114,9 +114,8 @@ class Host:
         self.booted = booted
         registry = ProcessRegistry()
         etcd = EtcdServer(components, workdir, registry)
-        api = KubeApiServer(components, workdir, pki, etcd, registry)
-        kubeconfig = write_kubeconfig(workdir / "kubeconfig", f"https://127.0.0.1:{api.port}", pki)
-        self.cluster = Cluster(components, workdir, registry, pki, etcd, api, kubeconfig)
+        self.cluster = Cluster(components, workdir, registry, pki, etcd,
+                               KubeApiServer(components, workdir, pki, etcd, registry))
 
     def start_etcd(self) -> None:
         url = self.cluster.etcd.endpoint

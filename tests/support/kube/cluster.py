@@ -93,6 +93,7 @@ class KubeApiServer:
         self._etcd = etcd
         self._registry = registry
         self.port = free_port()
+        self.kubeconfig = write_kubeconfig(workdir / "kubeconfig", f"https://127.0.0.1:{self.port}", pki)
         self.encryption_config_path = workdir / "encryption-config.yaml"
         self.process: ManagedProcess | None = None
         self.options: ApiServerOptions | None = None
@@ -178,7 +179,7 @@ class KubeApiServer:
 
 @dataclass
 class Cluster:
-    """etcd + kube-apiserver + kubeconfig for one test."""
+    """etcd + kube-apiserver for one test."""
 
     components: Components
     workdir: Path
@@ -186,7 +187,10 @@ class Cluster:
     pki: ClusterPki
     etcd: EtcdServer
     apiserver: KubeApiServer
-    kubeconfig: Path
+
+    @property
+    def kubeconfig(self) -> Path:
+        return self.apiserver.kubeconfig
 
     def kubectl(self, *args: str, check: bool = True,
                 input_text: str | None = None) -> subprocess.CompletedProcess[str]:
@@ -223,6 +227,4 @@ def new_cluster(components: Components, workdir: Path, registry: ProcessRegistry
     pki = make_cluster_pki(workdir / "pki")
     etcd = EtcdServer(components, workdir, registry)
     etcd.start()
-    api = apiserver(components, workdir, pki, etcd, registry)
-    kubeconfig = write_kubeconfig(workdir / "kubeconfig", f"https://127.0.0.1:{api.port}", pki)
-    return Cluster(components, workdir, registry, pki, etcd, api, kubeconfig)
+    return Cluster(components, workdir, registry, pki, etcd, apiserver(components, workdir, pki, etcd, registry))
